@@ -1,6 +1,60 @@
-//! Comet's storage engine (work in progress on this branch).
+//! Comet's storage engine: the bytes on disk of one broker.
+//!
+//! Every topic's messages go into one append-only **commitlog** of fixed-size, memory-mapped
+//! segment files. A **dispatcher** turns each record into an entry of its (topic, queue)
+//! **consume queue** (commitlog offset, size, tag hash) and into **index** entries for its
+//! message id and keys. A **checkpoint** records how far all of that is on disk, so that
+//! recovery after any stop, SIGKILL or power loss included, verifies only the tail of the log,
+//! cuts a torn or corrupt tail, and re-dispatches from the checkpoint. **Retention** deletes
+//! whole segments by age or disk pressure. A persisted **timer** log and wheel holds
+//! references to delayed messages until they are due.
+//!
+//! ```text
+//!  MessageStore::append ─► commitlog/<segments> ──flush (async | sync group commit)──► disk
+//!                               │ dispatcher (checkpointed)
+//!                               ├─► consumequeue/<topic>/<queue>/<files>  (20-byte entries)
+//!                               └─► index/<files>                          (key hash → offset)
+//!  TimerStore (timer/): timer log + wheel of delayed-message references
+//! ```
+//!
+//! # Layout
+//! - [`store`]: [`MessageStore`], recovery orchestration and the background threads.
+//! - `commit_log`: segments, append, read, recovery scan.
+//! - [`record`]: the record format (see there for the byte layout).
+//! - `consume_queue`, `index_file`: the derived structures.
+//! - `checkpoint`: durable progress markers.
+//! - [`timer`]: the timer log and wheel.
+//! - `mapped_file`: fixed-size memory-mapped files; the only `unsafe` code in Comet.
+//! - [`config`], [`error`].
+//!
+//! # Invariants
+//! - A record is served only after its CRC32C verifies; recovery never keeps a record after
+//!   the first invalid one.
+//! - Consume queues and the index only point below the dispatched offset, which never passes
+//!   what the flush policy makes visible (SYNC: flushed; ASYNC: written).
+//! - Consume queues and the index never hold entries beyond the commitlog's valid end after
+//!   recovery, and follow its minimum offset after retention.
+//! - No networking, no async runtime, no protobuf, no other workspace crate: this crate is
+//!   plain synchronous Rust over files (callers run it from blocking threads).
 
+#![warn(missing_docs)]
+
+mod checkpoint;
+mod commit_log;
+pub mod config;
+mod consume_queue;
 pub mod error;
+mod index_file;
 mod mapped_file;
+pub mod record;
+pub mod store;
 
+pub use commit_log::AppendResult;
+pub use config::{
+    Arrival, ArrivalListener, DiskStats, DiskUsage, FlushPolicy, RetentionConfig, StatvfsDiskUsage,
+    StoreConfig,
+};
+pub use consume_queue::{CQ_ENTRY_SIZE, CqEntry};
 pub use error::{Result, StoreError};
+pub use record::{Message, Properties, StoredMessage, tag_hash};
+pub use store::{GetResult, MessageStore, RecoveryReport, RetentionReport, StoreStats};

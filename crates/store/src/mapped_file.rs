@@ -162,9 +162,7 @@ impl MappedFile {
         // SAFETY: the range is inside the mapping; `&mut self` proves no `Writer` exists (a
         // writer holds an `Arc`, and an `Arc`-shared file yields no `&mut`) and no other
         // reference into the mapping is alive for the lifetime of the returned slice.
-        unsafe {
-            std::slice::from_raw_parts(self.map.as_ptr().add(start), self.len - start)
-        }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), self.len - start) }
     }
 
     /// Zeros the append region from `pos` to the end, and rewinds `published` to `pos` if it
@@ -355,11 +353,17 @@ mod tests {
         let mut w = f.writer().expect("writer");
         assert!(f.writer().is_none(), "second writer must be refused");
         assert!(w.write(16, b"hello"));
-        assert!(f.bytes(16, 5).is_none(), "unpublished bytes are not readable");
+        assert!(
+            f.bytes(16, 5).is_none(),
+            "unpublished bytes are not readable"
+        );
         w.publish(21);
         assert_eq!(f.bytes(16, 5), Some(&b"hello"[..]));
         assert!(!w.write(18, b"x"), "published bytes cannot be rewritten");
-        assert!(f.bytes(0, 4).is_none(), "atomic prefix is not readable as bytes");
+        assert!(
+            f.bytes(0, 4).is_none(),
+            "atomic prefix is not readable as bytes"
+        );
         f.atomic_u64(8).store(7, Ordering::Release);
         assert_eq!(f.atomic_u64(8).load(Ordering::Acquire), 7);
         drop(w);
@@ -383,6 +387,9 @@ mod tests {
         let bytes = f.recovery_bytes();
         assert!(bytes[..100].iter().all(|b| *b == 1));
         assert!(bytes[100..].iter().all(|b| *b == 0));
-        assert!(MappedFile::open(&path, 2 * PAGE, 0).is_err(), "size mismatch is an error");
+        assert!(
+            MappedFile::open(&path, 2 * PAGE, 0).is_err(),
+            "size mismatch is an error"
+        );
     }
 }

@@ -1,0 +1,1083 @@
+//! [`MessageStore`]: the commitlog, consume queues and index behind one API, with the
+//! background threads that keep them durable, dispatched and within their retention limits.
+//!
+//! ```text
+//!  append ──► CommitLog ──(flusher: async interval | sync group commit)──► disk
+//!                 │
+//!                 └──(dispatcher)──► ConsumeQueue per (topic, queue) + IndexStore ──► Arrival
+//!                                         │
+//!   housekeeper: every checkpoint_interval flush CQs + index, then write the checkpoint
+//!                every retention interval delete expired / over-watermark segments
+//!   allocator:   create the next segment before the active one fills
+//! ```
+//!
+//! Visibility: consumers read only dispatched records, and the dispatcher only goes as far as
+//! the flush policy allows: in SYNC mode, up to the flushed offset (nothing a consumer sees
+//! can be lost to a power failure); in ASYNC mode, up to the written offset.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::checkpoint::{Checkpoint, CheckpointFile};
+use crate::commit_log::{self, AppendResult, CommitLog, ScanReport};
+use crate::config::{Arrival, FlushPolicy, StoreConfig};
+use crate::consume_queue::{ConsumeQueue, CqEntry};
+use crate::error::{Result, StoreError};
+use crate::index_file::{IndexConfig, IndexStore};
+use crate::record::{Message, StoredMessage};
+
+/// What recovery did when the store opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Whether a valid checkpoint was found.
+    pub had_checkpoint: bool,
+    /// Commitlog offset where verification started.
+    pub scanned_from: i64,
+    /// End of the valid commitlog.
+    pub valid_end: i64,
+    /// Records verified by CRC.
+    pub records_verified: u64,
+    /// Whether a torn or corrupt tail was cut.
+    pub truncated: bool,
+    /// Records re-dispatched into consume queues and the index.
+    pub redispatched: u64,
+    /// Time recovery took.
+    pub duration: Duration,
+}
+
+/// Messages read from a consume queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetResult {
+    /// Messages that passed the filter, in queue order.
+    pub messages: Vec<StoredMessage>,
+    /// Where the next read should start.
+    pub next_offset: i64,
+    /// First offset of the queue still stored.
+    pub min_offset: i64,
+    /// One past the last offset of the queue.
+    pub max_offset: i64,
+}
+
+/// What a retention pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RetentionReport {
+    /// Commitlog segments deleted because they were older than the reserved time.
+    pub expired_segments: usize,
+    /// Commitlog segments deleted because the disk was above the high watermark.
+    pub pressure_segments: usize,
+    /// Consume-queue files deleted.
+    pub cq_files: usize,
+    /// Index files deleted.
+    pub index_files: usize,
+    /// Disk usage after the pass, as a fraction.
+    pub disk_used: f64,
+    /// Whether appends are refused.
+    pub refusing_appends: bool,
+}
+
+/// Offsets and sizes, for monitoring and tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// First commitlog offset still stored.
+    pub min_offset: i64,
+    /// End of the written commitlog.
+    pub write_offset: i64,
+    /// End of the durable commitlog.
+    pub flushed_offset: i64,
+    /// End of the dispatched commitlog.
+    pub dispatched_offset: i64,
+    /// Start offsets of the segment files.
+    pub segments: Vec<i64>,
+    /// `(topic, queue id, min offset, max offset)` of every consume queue.
+    pub queues: Vec<(String, i32, i64, i64)>,
+}
+
+type QueueMap = HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>;
+
+struct Signal {
+    mu: Mutex<()>,
+    cv: Condvar,
+    waiting: AtomicBool,
+}
+
+impl Signal {
+    fn new() -> Self {
+        Self {
+            mu: Mutex::new(()),
+            cv: Condvar::new(),
+            waiting: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes the waiter if one is parked (cheap when none is).
+    fn notify(&self) {
+        if self.waiting.load(Ordering::SeqCst) {
+            let _g = self.mu.lock();
+            self.cv.notify_all();
+        }
+    }
+
+    /// Waits up to `timeout` unless `ready()` already holds; no wake-up is lost between the
+    /// check and the wait because `notify` takes the same mutex.
+    fn wait_unless(&self, timeout: Duration, ready: impl Fn() -> bool) {
+        let mut g = self.mu.lock();
+        self.waiting.store(true, Ordering::SeqCst);
+        if !ready() {
+            self.cv.wait_for(&mut g, timeout);
+        }
+        self.waiting.store(false, Ordering::SeqCst);
+    }
+}
+
+struct FlushState {
+    requested: i64,
+}
+
+struct Inner {
+    cfg: StoreConfig,
+    log: CommitLog,
+    queues: RwLock<QueueMap>,
+    index: IndexStore,
+    checkpoint: CheckpointFile,
+    flushed: AtomicI64,
+    dispatched: AtomicI64,
+    shutdown: AtomicBool,
+    flush_mu: Mutex<FlushState>,
+    flush_cv: Condvar,
+    flushed_cv: Condvar,
+    dispatch_signal: Signal,
+    dispatched_signal: Signal,
+    housekeeping: Signal,
+    allocator: Signal,
+    disk_full: AtomicBool,
+    disk_used_bits: AtomicU64,
+    last_disk_check_ms: AtomicI64,
+    dispatch_error: Mutex<Option<String>>,
+    _lock: File,
+}
+
+/// The storage engine of one broker. Cheap to share behind an `Arc`; every method takes
+/// `&self` and is safe to call from many threads.
+pub struct MessageStore {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+}
+
+impl std::fmt::Debug for MessageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStore")
+            .field("data_dir", &self.inner.cfg.data_dir)
+            .field("write_offset", &self.inner.log.write_pos())
+            .finish_non_exhaustive()
+    }
+}
+
+fn index_key(topic: &str, key: &str) -> String {
+    let mut s = String::with_capacity(topic.len() + 1 + key.len());
+    s.push_str(topic);
+    s.push('#');
+    s.push_str(key);
+    s
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io("open lock file", &path))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::io("lock store directory", &path)(e))
+        }
+    }
+}
+
+impl MessageStore {
+    /// Opens the store in `cfg.data_dir`, creating it if needed, and recovers from whatever
+    /// stop came before (clean shutdown, SIGKILL or power loss):
+    ///
+    /// 1. verifies the commitlog record by record from the checkpoint (or from the start if
+    ///    there is none) and cuts a torn or corrupt tail, keeping batches whole;
+    /// 2. drops consume-queue and index entries beyond the checkpoint's dispatch point (or
+    ///    beyond the cut, if that is earlier);
+    /// 3. re-dispatches the log from there, flushes everything and writes a new checkpoint;
+    /// 4. starts the background threads.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another store has the directory open; [`StoreError::Layout`]
+    /// for files that do not form a valid store; [`StoreError::Config`]; I/O errors.
+    pub fn open(cfg: StoreConfig) -> Result<Self> {
+        let started = Instant::now();
+        cfg.validate()?;
+        let dir = cfg.data_dir.clone();
+        fs::create_dir_all(&dir).map_err(StoreError::io("create data dir", &dir))?;
+        let lock = lock_dir(&dir)?;
+        let checkpoint = CheckpointFile::new(&dir);
+        let cp = checkpoint.load()?;
+        let scan_from = cp.map(|c| c.commitlog_flushed.min(c.dispatched));
+        let (log, scan): (CommitLog, ScanReport) = CommitLog::open(
+            &dir.join("commitlog"),
+            cfg.segment_size,
+            cfg.store_host,
+            cfg.prefault_segments,
+            scan_from,
+        )?;
+        let end = scan.valid_end;
+        let cut = match cp {
+            Some(c) => c.dispatched.min(end).max(log.min_pos()),
+            None => log.min_pos(),
+        };
+        let index = IndexStore::open(
+            &dir.join("index"),
+            IndexConfig {
+                slots_per_file: cfg.index_slots_per_file,
+                entries_per_file: cfg.index_entries_per_file,
+            },
+        )?;
+        index.truncate(cut)?;
+        let queues = open_queues(&dir.join("consumequeue"), cfg.cq_entries_per_file, cut)?;
+        let inner = Arc::new(Inner {
+            log,
+            queues: RwLock::new(queues),
+            index,
+            checkpoint,
+            flushed: AtomicI64::new(cut),
+            dispatched: AtomicI64::new(cut),
+            shutdown: AtomicBool::new(false),
+            flush_mu: Mutex::new(FlushState { requested: 0 }),
+            flush_cv: Condvar::new(),
+            flushed_cv: Condvar::new(),
+            dispatch_signal: Signal::new(),
+            dispatched_signal: Signal::new(),
+            housekeeping: Signal::new(),
+            allocator: Signal::new(),
+            disk_full: AtomicBool::new(false),
+            disk_used_bits: AtomicU64::new(0f64.to_bits()),
+            last_disk_check_ms: AtomicI64::new(0),
+            dispatch_error: Mutex::new(None),
+            _lock: lock,
+            cfg,
+        });
+        // Make the recovered log durable, then rebuild what lies beyond the cut.
+        inner.log.flush_range(scan.scanned_from.min(cut), end)?;
+        inner.flushed.store(end, Ordering::Release);
+        let redispatched = inner.dispatch_until(end)?;
+        let offsets = inner
+            .queues
+            .read()
+            .iter()
+            .map(|(t, qs)| {
+                let m = qs.iter().map(|(q, cq)| (*q, cq.max_offset())).collect();
+                (t.clone(), m)
+            })
+            .collect();
+        inner.log.set_queue_offsets(offsets);
+        inner.write_checkpoint()?;
+        inner.refresh_disk_usage();
+        let recovery = RecoveryReport {
+            had_checkpoint: cp.is_some(),
+            scanned_from: scan.scanned_from,
+            valid_end: end,
+            records_verified: scan.records,
+            truncated: scan.truncated,
+            redispatched,
+            duration: started.elapsed(),
+        };
+        tracing::info!(
+            dir = %inner.cfg.data_dir.display(),
+            valid_end = end,
+            verified = scan.records,
+            truncated = scan.truncated,
+            redispatched,
+            ms = recovery.duration.as_millis() as u64,
+            "store opened"
+        );
+        let store = MessageStore {
+            inner,
+            threads: Mutex::new(Vec::new()),
+            recovery,
+        };
+        store.start_threads()?;
+        Ok(store)
+    }
+
+    fn start_threads(&self) -> Result<()> {
+        let mut threads = self.threads.lock();
+        let spawn = |name: &str, f: fn(&Inner)| -> Result<JoinHandle<()>> {
+            let inner = Arc::clone(&self.inner);
+            std::thread::Builder::new()
+                .name(format!("store-{name}"))
+                .spawn(move || f(&inner))
+                .map_err(StoreError::io(
+                    "spawn store thread",
+                    &self.inner.cfg.data_dir,
+                ))
+        };
+        threads.push(spawn("flusher", Inner::run_flusher)?);
+        threads.push(spawn("dispatch", Inner::run_dispatcher)?);
+        threads.push(spawn("alloc", Inner::run_allocator)?);
+        threads.push(spawn("housekeeping", Inner::run_housekeeping)?);
+        Ok(())
+    }
+
+    /// What recovery did when this store opened.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.recovery
+    }
+
+    /// Appends one message. See [`MessageStore::append_batch`].
+    ///
+    /// # Errors
+    /// As for [`MessageStore::append_batch`].
+    pub fn append(&self, msg: &Message) -> Result<AppendResult> {
+        let mut r = self.append_batch(std::slice::from_ref(msg))?;
+        r.pop().ok_or(StoreError::Closed)
+    }
+
+    /// Appends messages as one operation: they are written contiguously under one lock,
+    /// recovery keeps or drops them together, and (SYNC) one flush wait covers them all.
+    ///
+    /// Durability on return follows the [`FlushPolicy`]: in SYNC mode the batch is on disk; in
+    /// ASYNC mode it is in the page cache and reaches the disk within the flush interval.
+    ///
+    /// # Errors
+    /// [`StoreError::DiskFull`] above the refuse watermark; [`StoreError::MessageTooLarge`];
+    /// [`StoreError::InvalidMessage`]; [`StoreError::FlushTimeout`] (SYNC: written but not
+    /// confirmed durable in time); [`StoreError::Closed`].
+    pub fn append_batch(&self, msgs: &[Message]) -> Result<Vec<AppendResult>> {
+        let inner = &self.inner;
+        if inner.shutdown.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        inner.maybe_refresh_disk_usage();
+        if inner.disk_full.load(Ordering::Acquire) {
+            return Err(StoreError::DiskFull {
+                path: inner.cfg.data_dir.clone(),
+                used_percent: inner.disk_used() * 100.0,
+                limit_percent: inner.cfg.retention.disk_refuse_watermark * 100.0,
+            });
+        }
+        let results = inner.log.append(msgs, inner.cfg.max_record_size)?;
+        let (Some(first), Some(last)) = (results.first(), results.last()) else {
+            return Ok(results);
+        };
+        if results
+            .iter()
+            .any(|r| r.physical_offset % inner.cfg.segment_size as i64 == 0)
+        {
+            inner.allocator.notify();
+        }
+        let end = last.physical_offset + i64::from(last.size);
+        match inner.cfg.flush {
+            FlushPolicy::Async { .. } => inner.dispatch_signal.notify(),
+            FlushPolicy::Sync { timeout } => {
+                if !inner.wait_flushed(end, timeout) {
+                    return Err(StoreError::FlushTimeout {
+                        offset: first.physical_offset,
+                        timeout,
+                    });
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// Reads the record at a commitlog offset, verifying its CRC.
+    ///
+    /// # Errors
+    /// [`StoreError::OffsetOutOfRange`]; [`StoreError::Corrupt`] (never served).
+    pub fn read(&self, physical_offset: i64) -> Result<StoredMessage> {
+        self.inner.log.read(physical_offset)
+    }
+
+    fn queue(&self, topic: &str, queue_id: i32) -> Option<Arc<ConsumeQueue>> {
+        self.inner
+            .queues
+            .read()
+            .get(topic)
+            .and_then(|q| q.get(&queue_id))
+            .cloned()
+    }
+
+    /// Up to `max` consume-queue entries of (topic, queue) from logical offset `from`.
+    pub fn read_queue(&self, topic: &str, queue_id: i32, from: i64, max: usize) -> Vec<CqEntry> {
+        self.queue(topic, queue_id)
+            .map(|cq| cq.read(from, max))
+            .unwrap_or_default()
+    }
+
+    /// Reads up to `max_count` messages of (topic, queue) from logical offset `from`, keeping
+    /// those whose consume-queue entry passes `filter` (e.g. a tag-hash pre-filter). At most
+    /// `max(4 * max_count, 256)` entries are examined per call, so a selective filter cannot make
+    /// one call scan a whole queue; `next_offset` says where to continue.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if a record fails verification.
+    pub fn get_messages(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        from: i64,
+        max_count: usize,
+        filter: impl Fn(&CqEntry) -> bool,
+    ) -> Result<GetResult> {
+        let Some(cq) = self.queue(topic, queue_id) else {
+            return Ok(GetResult {
+                messages: Vec::new(),
+                next_offset: 0,
+                min_offset: 0,
+                max_offset: 0,
+            });
+        };
+        let (min, max) = (cq.min_offset(), cq.max_offset());
+        let start = from.clamp(min, max);
+        let budget = (max_count.saturating_mul(4)).max(256);
+        let entries = cq.read(start, budget);
+        let mut messages = Vec::with_capacity(max_count.min(entries.len()));
+        let mut next = start + entries.len().min(budget) as i64;
+        if let Some(last) = entries.last() {
+            next = last.queue_offset + 1;
+        } else {
+            next = next.min(max);
+        }
+        for e in &entries {
+            if messages.len() >= max_count {
+                next = e.queue_offset;
+                break;
+            }
+            if !filter(e) {
+                continue;
+            }
+            match self.inner.log.read(e.physical_offset) {
+                Ok(m) => messages.push(m),
+                // Retention removed the record after the entry was read: skip it.
+                Err(StoreError::OffsetOutOfRange { .. }) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(GetResult {
+            messages,
+            next_offset: next,
+            min_offset: min,
+            max_offset: max,
+        })
+    }
+
+    /// First logical offset of (topic, queue) still stored (0 for an unknown queue).
+    pub fn min_offset(&self, topic: &str, queue_id: i32) -> i64 {
+        self.queue(topic, queue_id).map_or(0, |q| q.min_offset())
+    }
+
+    /// One past the last logical offset of (topic, queue) (0 for an unknown queue).
+    pub fn max_offset(&self, topic: &str, queue_id: i32) -> i64 {
+        self.queue(topic, queue_id).map_or(0, |q| q.max_offset())
+    }
+
+    /// The first logical offset of (topic, queue) whose message was stored at or after
+    /// `timestamp_ms`; the max offset if none was (reset-by-time).
+    pub fn offset_by_time(&self, topic: &str, queue_id: i32, timestamp_ms: i64) -> i64 {
+        let Some(cq) = self.queue(topic, queue_id) else {
+            return 0;
+        };
+        cq.offset_by_time(timestamp_ms, |phys| {
+            self.inner
+                .log
+                .with_record(phys, false, |v| v.store_timestamp())
+                .ok()
+        })
+    }
+
+    /// Messages of `topic` that carry `key` among their keys, stored within
+    /// `[begin_ms, end_ms]`, newest first, at most `max`.
+    ///
+    /// # Errors
+    /// I/O errors of the index.
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+        begin_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<StoredMessage>> {
+        self.query_index(topic, key, max, begin_ms, end_ms, |m| {
+            m.properties.keys.iter().any(|k| k == key)
+        })
+    }
+
+    /// Messages of `topic` whose message id is `message_id` (normally one; more if a producer
+    /// retried), newest first.
+    ///
+    /// # Errors
+    /// I/O errors of the index.
+    pub fn query_by_id(&self, topic: &str, message_id: &str) -> Result<Vec<StoredMessage>> {
+        self.query_index(topic, message_id, 32, 0, i64::MAX, |m| {
+            m.properties.message_id == message_id
+        })
+    }
+
+    fn query_index(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+        begin_ms: i64,
+        end_ms: i64,
+        keep: impl Fn(&Message) -> bool,
+    ) -> Result<Vec<StoredMessage>> {
+        let offsets = self.inner.index.query(
+            &index_key(topic, key),
+            max.saturating_mul(4).max(max),
+            begin_ms,
+            end_ms,
+        )?;
+        let mut out = Vec::new();
+        for phys in offsets {
+            if out.len() >= max {
+                break;
+            }
+            // Index entries are hash matches: the record decides.
+            if let Ok(m) = self.inner.log.read(phys)
+                && m.message.topic == topic
+                && keep(&m.message)
+                && (begin_ms..=end_ms).contains(&m.store_timestamp)
+            {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flushes the commitlog to disk now.
+    ///
+    /// # Errors
+    /// I/O errors of msync.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush_now()
+    }
+
+    /// Flushes consume queues and the index and writes the checkpoint now.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.write_checkpoint()
+    }
+
+    /// Runs one retention pass now (the housekeeping thread also runs them periodically).
+    ///
+    /// # Errors
+    /// I/O errors while deleting files.
+    pub fn run_retention(&self) -> Result<RetentionReport> {
+        self.inner.run_retention()
+    }
+
+    /// Blocks until every record below `offset` is dispatched, or `timeout` passes.
+    /// Returns whether it was reached.
+    pub fn wait_dispatched(&self, offset: i64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.inner.dispatched.load(Ordering::Acquire) >= offset {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || self.inner.shutdown.load(Ordering::Acquire) {
+                return false;
+            }
+            self.inner.dispatch_signal.notify();
+            self.inner
+                .dispatched_signal
+                .wait_unless((deadline - now).min(Duration::from_millis(50)), || {
+                    self.inner.dispatched.load(Ordering::Acquire) >= offset
+                });
+        }
+    }
+
+    /// Offsets, segments and queues.
+    pub fn stats(&self) -> StoreStats {
+        let inner = &self.inner;
+        let mut queues: Vec<(String, i32, i64, i64)> = inner
+            .queues
+            .read()
+            .iter()
+            .flat_map(|(t, qs)| {
+                qs.iter()
+                    .map(|(q, cq)| (t.clone(), *q, cq.min_offset(), cq.max_offset()))
+            })
+            .collect();
+        queues.sort();
+        StoreStats {
+            min_offset: inner.log.min_pos(),
+            write_offset: inner.log.write_pos(),
+            flushed_offset: inner.flushed.load(Ordering::Acquire),
+            dispatched_offset: inner.dispatched.load(Ordering::Acquire),
+            segments: inner.log.segment_starts(),
+            queues,
+        }
+    }
+
+    /// Stops the background threads, flushes everything and writes the checkpoint.
+    ///
+    /// # Errors
+    /// The first I/O error of the final flush; the store is closed either way.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let inner = &self.inner;
+        if inner.shutdown.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            let _g = inner.flush_mu.lock();
+            inner.flush_cv.notify_all();
+            inner.flushed_cv.notify_all();
+        }
+        for s in [
+            &inner.dispatch_signal,
+            &inner.housekeeping,
+            &inner.allocator,
+            &inner.dispatched_signal,
+        ] {
+            let _g = s.mu.lock();
+            s.cv.notify_all();
+        }
+        for t in self.threads.lock().drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a store thread panicked");
+            }
+        }
+        inner.flush_now()?;
+        inner.dispatch_until(inner.log.write_pos())?;
+        inner.write_checkpoint()?;
+        inner.log.discard_prepared()?;
+        tracing::info!(dir = %inner.cfg.data_dir.display(), "store closed");
+        Ok(())
+    }
+}
+
+impl Drop for MessageStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "store shutdown failed");
+        }
+    }
+}
+
+fn open_queues(root: &Path, per_file: usize, cut: i64) -> Result<QueueMap> {
+    let mut map = QueueMap::new();
+    if !root.exists() {
+        return Ok(map);
+    }
+    for t in fs::read_dir(root).map_err(StoreError::io("list consume queues", root))? {
+        let t = t.map_err(StoreError::io("list consume queues", root))?;
+        let Some(topic) = t.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if crate::record::validate_topic(&topic).is_err() {
+            tracing::warn!(dir = %t.path().display(), "ignoring directory that is not a topic");
+            continue;
+        }
+        let tdir = t.path();
+        for q in fs::read_dir(&tdir).map_err(StoreError::io("list consume queues", &tdir))? {
+            let q = q.map_err(StoreError::io("list consume queues", &tdir))?;
+            let Some(qid) = q.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cq = ConsumeQueue::open(&q.path(), per_file, cut)?;
+            map.entry(topic.clone())
+                .or_default()
+                .insert(qid, Arc::new(cq));
+        }
+    }
+    Ok(map)
+}
+
+impl Inner {
+    fn disk_used(&self) -> f64 {
+        f64::from_bits(self.disk_used_bits.load(Ordering::Acquire))
+    }
+
+    /// Re-reads disk usage at most once a second, from whichever appender notices first.
+    fn maybe_refresh_disk_usage(&self) {
+        let now = commit_log::now_ms();
+        let last = self.last_disk_check_ms.load(Ordering::Acquire);
+        if now - last >= 1000
+            && self
+                .last_disk_check_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.refresh_disk_usage();
+        }
+    }
+
+    fn refresh_disk_usage(&self) -> f64 {
+        match self.cfg.retention.disk_usage.stats(&self.cfg.data_dir) {
+            Ok(s) => {
+                let used = s.used_ratio();
+                self.disk_used_bits.store(used.to_bits(), Ordering::Release);
+                let full = used > self.cfg.retention.disk_refuse_watermark;
+                if self.disk_full.swap(full, Ordering::AcqRel) != full {
+                    if full {
+                        tracing::error!(
+                            used = used * 100.0,
+                            "disk above refuse watermark: refusing appends"
+                        );
+                    } else {
+                        tracing::info!(
+                            used = used * 100.0,
+                            "disk below refuse watermark: accepting appends"
+                        );
+                    }
+                }
+                used
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read disk usage; keeping last figures");
+                self.disk_used()
+            }
+        }
+    }
+
+    fn dispatch_limit(&self) -> i64 {
+        match self.cfg.flush {
+            FlushPolicy::Async { .. } => self.log.write_pos(),
+            FlushPolicy::Sync { .. } => self.flushed.load(Ordering::Acquire),
+        }
+    }
+
+    /// Dispatches records from the current dispatch point up to `limit`. Returns the number of
+    /// records dispatched.
+    fn dispatch_until(&self, limit: i64) -> Result<u64> {
+        let mut pos = self.dispatched.load(Ordering::Acquire);
+        let mut count = 0u64;
+        let mut arrivals: HashMap<(String, i32), Arrival> = HashMap::new();
+        while pos < limit {
+            let Some(p) = self.log.next_record_pos(pos) else {
+                // Only blank segment ends remain below the written end.
+                pos = limit;
+                break;
+            };
+            if p >= limit {
+                pos = p;
+                break;
+            }
+            let next = self.dispatch_record(p, &mut arrivals)?;
+            pos = next;
+            count += 1;
+            if count % 1024 == 0 {
+                self.dispatched.store(pos, Ordering::Release);
+                self.publish_arrivals(&mut arrivals);
+            }
+        }
+        if pos > self.dispatched.load(Ordering::Acquire) {
+            self.dispatched.store(pos, Ordering::Release);
+        }
+        self.publish_arrivals(&mut arrivals);
+        self.dispatched_signal.notify();
+        Ok(count)
+    }
+
+    fn publish_arrivals(&self, arrivals: &mut HashMap<(String, i32), Arrival>) {
+        if let Some(listener) = &self.cfg.arrival_listener {
+            for (_, a) in arrivals.drain() {
+                listener(&a);
+            }
+        } else {
+            arrivals.clear();
+        }
+    }
+
+    fn dispatch_record(
+        &self,
+        phys: i64,
+        arrivals: &mut HashMap<(String, i32), Arrival>,
+    ) -> Result<i64> {
+        let (topic, qid, qoff, size, tag_hash, ts, keys) =
+            self.log.with_record(phys, false, |v| {
+                let (tag, id, keys) = v.index_fields();
+                let topic = v.topic().to_owned();
+                let mut ks = Vec::with_capacity(keys.len() + 1);
+                if !id.is_empty() {
+                    ks.push(index_key(&topic, id));
+                }
+                ks.extend(keys.iter().map(|k| index_key(&topic, k)));
+                (
+                    topic,
+                    v.queue_id(),
+                    v.queue_offset(),
+                    v.total_len() as i32,
+                    crate::record::tag_hash(tag),
+                    v.store_timestamp(),
+                    ks,
+                )
+            })?;
+        let cq = self.queue_or_create(&topic, qid)?;
+        cq.put(qoff, phys, size, tag_hash)?;
+        self.index
+            .put_record(phys, ts, keys.iter().map(String::as_str))?;
+        if self.cfg.arrival_listener.is_some() {
+            let max_offset = cq.max_offset();
+            arrivals
+                .entry((topic.clone(), qid))
+                .and_modify(|a| {
+                    a.max_offset = max_offset;
+                    a.tag_hash = tag_hash;
+                })
+                .or_insert(Arrival {
+                    topic,
+                    queue_id: qid,
+                    max_offset,
+                    tag_hash,
+                });
+        }
+        Ok(phys + i64::from(size))
+    }
+
+    fn queue_or_create(&self, topic: &str, qid: i32) -> Result<Arc<ConsumeQueue>> {
+        if let Some(q) = self.queues.read().get(topic).and_then(|m| m.get(&qid)) {
+            return Ok(Arc::clone(q));
+        }
+        let mut w = self.queues.write();
+        if let Some(q) = w.get(topic).and_then(|m| m.get(&qid)) {
+            return Ok(Arc::clone(q));
+        }
+        let dir = self
+            .cfg
+            .data_dir
+            .join("consumequeue")
+            .join(topic)
+            .join(qid.to_string());
+        let cq = Arc::new(ConsumeQueue::create(&dir, self.cfg.cq_entries_per_file)?);
+        w.entry(topic.to_owned())
+            .or_default()
+            .insert(qid, Arc::clone(&cq));
+        Ok(cq)
+    }
+
+    fn wait_flushed(&self, end: i64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.flush_mu.lock();
+        if st.requested < end {
+            st.requested = end;
+        }
+        self.flush_cv.notify_one();
+        while self.flushed.load(Ordering::Acquire) < end {
+            if self.shutdown.load(Ordering::Acquire) {
+                drop(st);
+                return self.flush_now().is_ok() && self.flushed.load(Ordering::Acquire) >= end;
+            }
+            if self.flushed_cv.wait_until(&mut st, deadline).timed_out() {
+                return self.flushed.load(Ordering::Acquire) >= end;
+            }
+        }
+        true
+    }
+
+    fn flush_now(&self) -> Result<()> {
+        let target = self.log.write_pos();
+        let from = self.flushed.load(Ordering::Acquire);
+        self.log.flush_range(from, target)?;
+        self.flushed.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn run_flusher(&self) {
+        loop {
+            let shutting_down = {
+                let mut st = self.flush_mu.lock();
+                match self.cfg.flush {
+                    FlushPolicy::Async { interval } => {
+                        if !self.shutdown.load(Ordering::Acquire) {
+                            self.flush_cv.wait_for(&mut st, interval);
+                        }
+                    }
+                    FlushPolicy::Sync { .. } => {
+                        while st.requested <= self.flushed.load(Ordering::Acquire)
+                            && !self.shutdown.load(Ordering::Acquire)
+                        {
+                            self.flush_cv.wait_for(&mut st, Duration::from_millis(500));
+                        }
+                    }
+                }
+                self.shutdown.load(Ordering::Acquire)
+            };
+            if shutting_down {
+                return;
+            }
+            match self.flush_now() {
+                Ok(()) => {
+                    let _st = self.flush_mu.lock();
+                    self.flushed_cv.notify_all();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "commitlog flush failed; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            if matches!(self.cfg.flush, FlushPolicy::Sync { .. }) {
+                self.dispatch_signal.notify();
+            }
+        }
+    }
+
+    fn run_dispatcher(&self) {
+        while !self.shutdown.load(Ordering::Acquire) {
+            let limit = self.dispatch_limit();
+            if self.dispatched.load(Ordering::Acquire) < limit {
+                if let Err(e) = self.dispatch_until(limit) {
+                    // A record the dispatcher cannot read stops dispatch (consumers would
+                    // otherwise skip it silently); the error is kept for operators.
+                    let msg = e.to_string();
+                    let mut last = self.dispatch_error.lock();
+                    if last.as_deref() != Some(msg.as_str()) {
+                        tracing::error!(error = %msg, "dispatch failed");
+                        *last = Some(msg);
+                    }
+                    self.dispatch_signal
+                        .wait_unless(Duration::from_secs(1), || {
+                            self.shutdown.load(Ordering::Acquire)
+                        });
+                }
+                continue;
+            }
+            self.dispatch_signal
+                .wait_unless(Duration::from_millis(100), || {
+                    self.shutdown.load(Ordering::Acquire)
+                        || self.dispatched.load(Ordering::Acquire) < self.dispatch_limit()
+                });
+        }
+    }
+
+    fn run_allocator(&self) {
+        while !self.shutdown.load(Ordering::Acquire) {
+            if let Err(e) = self.log.prepare_next() {
+                tracing::warn!(error = %e, "cannot prepare the next commitlog segment");
+            }
+            self.allocator.wait_unless(Duration::from_secs(1), || {
+                self.shutdown.load(Ordering::Acquire)
+            });
+        }
+    }
+
+    fn run_housekeeping(&self) {
+        let mut next_retention = Instant::now() + self.cfg.retention.check_interval;
+        while !self.shutdown.load(Ordering::Acquire) {
+            self.housekeeping
+                .wait_unless(self.cfg.checkpoint_interval, || {
+                    self.shutdown.load(Ordering::Acquire)
+                });
+            if self.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(e) = self.write_checkpoint() {
+                tracing::error!(error = %e, "checkpoint failed");
+            }
+            if Instant::now() >= next_retention {
+                next_retention = Instant::now() + self.cfg.retention.check_interval;
+                if let Err(e) = self.run_retention() {
+                    tracing::error!(error = %e, "retention pass failed");
+                }
+            }
+        }
+    }
+
+    /// Flushes consume queues and the index up to the current dispatch point, then records
+    /// that point (and the flushed commitlog offset) in the checkpoint.
+    fn write_checkpoint(&self) -> Result<()> {
+        let dispatched = self.dispatched.load(Ordering::Acquire);
+        let flushed = self.flushed.load(Ordering::Acquire);
+        let queues: Vec<Arc<ConsumeQueue>> = self
+            .queues
+            .read()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        for q in queues {
+            q.flush()?;
+        }
+        self.index.flush()?;
+        self.checkpoint.store(&Checkpoint {
+            commitlog_flushed: flushed,
+            dispatched,
+            written_at_ms: commit_log::now_ms(),
+        })
+    }
+
+    fn run_retention(&self) -> Result<RetentionReport> {
+        let mut report = RetentionReport::default();
+        let r = &self.cfg.retention;
+        let mut used = self.refresh_disk_usage();
+        let seg = self.log.segment_size() as i64;
+        loop {
+            let Some((start, _path, modified)) = self.log.oldest_sealed() else {
+                break;
+            };
+            // Never delete what is not yet durable and dispatched.
+            let safe_end = self
+                .flushed
+                .load(Ordering::Acquire)
+                .min(self.dispatched.load(Ordering::Acquire));
+            if start + seg > safe_end {
+                break;
+            }
+            let expired = modified
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age > r.file_reserved_time);
+            let pressure = used > r.disk_high_watermark;
+            if !expired && !pressure {
+                break;
+            }
+            if !self.log.delete_oldest(start)? {
+                break;
+            }
+            if expired {
+                report.expired_segments += 1;
+            } else {
+                report.pressure_segments += 1;
+                tracing::warn!(
+                    segment = start,
+                    used = used * 100.0,
+                    "deleted segment under disk pressure"
+                );
+                used = self.refresh_disk_usage();
+            }
+        }
+        let min = self.log.min_pos();
+        let queues: Vec<Arc<ConsumeQueue>> = self
+            .queues
+            .read()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        for q in queues {
+            report.cq_files += q.retain_from_phys(min)?;
+        }
+        report.index_files = self.index.delete_before(min)?;
+        report.disk_used = self.refresh_disk_usage();
+        report.refusing_appends = self.disk_full.load(Ordering::Acquire);
+        Ok(report)
+    }
+}
+
+/// The data directory layout, for tools.
+pub fn commitlog_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("commitlog")
+}
