@@ -112,6 +112,7 @@ impl CommitLog {
         scan_from: Option<i64>,
     ) -> Result<(Self, ScanReport)> {
         fs::create_dir_all(dir).map_err(StoreError::io("create commitlog dir", dir))?;
+        crate::mapped_file::remove_temp_files(dir)?;
         let mut starts = Vec::new();
         for e in fs::read_dir(dir).map_err(StoreError::io("list commitlog", dir))? {
             let e = e.map_err(StoreError::io("list commitlog", dir))?;

@@ -120,6 +120,7 @@ impl ConsumeQueue {
     /// are re-dispatched from the commitlog). Entries below it are trusted: they were flushed
     /// before the checkpoint that vouches for them was written.
     pub(crate) fn open(dir: &Path, per_file: usize, keep_below_phys: i64) -> Result<Self> {
+        crate::mapped_file::remove_temp_files(dir)?;
         let mut names = Vec::new();
         for e in fs::read_dir(dir).map_err(StoreError::io("list consume queue", dir))? {
             let e = e.map_err(StoreError::io("list consume queue", dir))?;

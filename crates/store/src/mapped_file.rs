@@ -39,6 +39,43 @@ use crate::error::{Result, StoreError};
 
 const PAGE: usize = 4096;
 
+/// Makes `[offset, offset + len)` of `file` allocated on disk (and the file at least that long).
+/// Filesystems without `fallocate` get a plain (sparse) size change instead.
+fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::NOSPC => Err(e.into()),
+        Err(_) => {
+            let end = offset + len;
+            if file.metadata()?.len() < end {
+                file.set_len(end)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Deletes temporary files (`.<name>.tmp`) that a crash during [`MappedFile::create`] left in
+/// `dir`. Returns how many were removed.
+pub(crate) fn remove_temp_files(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StoreError::io("list directory", dir)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(StoreError::io("list directory", dir))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            std::fs::remove_file(e.path()).map_err(StoreError::io("remove temp file", e.path()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// One fixed-size memory-mapped file. See the module docs for the access rules.
 pub(crate) struct MappedFile {
     path: PathBuf,
@@ -61,18 +98,42 @@ impl std::fmt::Debug for MappedFile {
 }
 
 impl MappedFile {
-    /// Creates a new file of `len` bytes (sparse, reads as zeros) and maps it.
+    /// Creates a new file of `len` bytes (reads as zeros) and maps it.
     ///
-    /// Fails if the file exists. `atomic_prefix` must be a multiple of 8 and at most `len`.
+    /// The file is built under a temporary name (`.<name>.tmp`), its blocks are reserved with
+    /// `fallocate` (so a full disk fails here, cleanly, and never as SIGBUS on a later write
+    /// through the mapping), then it is renamed into place and the directory is synced. A
+    /// crash at any point leaves either no file or a complete one; callers delete leftover
+    /// temporary files with [`remove_temp_files`]. Fails if the file exists.
     pub(crate) fn create(path: &Path, len: usize, atomic_prefix: usize) -> Result<Self> {
+        if path.exists() {
+            return Err(StoreError::Layout {
+                path: path.to_path_buf(),
+                reason: "file already exists".into(),
+            });
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| StoreError::Layout {
+                path: path.to_path_buf(),
+                reason: "file name is not UTF-8".into(),
+            })?;
+        let tmp = path.with_file_name(format!(".{name}.tmp"));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(StoreError::io("create mapped file", path))?;
-        file.set_len(len as u64)
-            .map_err(StoreError::io("size mapped file", path))?;
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(StoreError::io("create mapped file", &tmp))?;
+        reserve(&file, 0, len as u64).map_err(StoreError::io("reserve mapped file", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(StoreError::io("rename mapped file", path))?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::io("sync directory", dir))?;
+        }
         Self::map(path, file, len, atomic_prefix)
     }
 
@@ -186,7 +247,15 @@ impl MappedFile {
                 first_full_page as u64,
                 (self.len - first_full_page) as u64,
             );
-            if punched.is_err() {
+            if punched.is_ok() {
+                // Punching released the blocks; take them back so later writes through the
+                // mapping cannot hit a full disk. Failing that, the range stays sparse.
+                let _ = reserve(
+                    &self.file,
+                    first_full_page as u64,
+                    (self.len - first_full_page) as u64,
+                );
+            } else {
                 // Filesystems without hole punching get explicit zeros; only the pages that
                 // hold data need them, but finding those costs a scan, so write them all.
                 // SAFETY: as above: inside the mapping, exclusive through `&mut self`.

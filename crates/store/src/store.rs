@@ -639,10 +639,19 @@ impl MessageStore {
         self.shutdown()
     }
 
-    fn shutdown(&self) -> Result<()> {
+    /// Stops the background threads and releases the directory *without* the final flush,
+    /// dispatch and checkpoint, leaving the files as a crash of the process would (the kernel
+    /// still holds what was written). Recovery on the next open handles the rest. For tests
+    /// of crash behaviour and for callers that must stop at once.
+    pub fn abandon(self) {
+        self.stop_threads();
+        // `Drop` sees the threads already stopped and skips the final flush and checkpoint.
+    }
+
+    fn stop_threads(&self) -> bool {
         let inner = &self.inner;
         if inner.shutdown.swap(true, Ordering::AcqRel) {
-            return Ok(());
+            return false;
         }
         {
             let _g = inner.flush_mu.lock();
@@ -663,6 +672,14 @@ impl MessageStore {
                 tracing::error!("a store thread panicked");
             }
         }
+        true
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        if !self.stop_threads() {
+            return Ok(());
+        }
+        let inner = &self.inner;
         inner.flush_now()?;
         inner.dispatch_until(inner.log.write_pos())?;
         inner.write_checkpoint()?;
