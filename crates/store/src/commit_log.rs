@@ -240,15 +240,16 @@ impl CommitLog {
             }
         }
         {
+            // Whatever lies after the valid end is released (hole punch: metadata only, no
+            // reading of a possibly huge unused remainder). Stale bytes there could otherwise
+            // line up with a later append and be taken for records after the next crash.
             let (_, active) = &mut files[end_seg];
-            if active.recovery_bytes()[end_pos..].iter().any(|b| *b != 0) {
-                tracing::warn!(
-                    offset = valid_end,
-                    "cutting torn or corrupt tail of the commitlog"
-                );
+            let probe_end = (end_pos + (1 << 16)).min(segment_size);
+            if !crate::mapped_file::all_zero(&active.recovery_bytes()[end_pos..probe_end]) {
+                tracing::warn!(offset = valid_end, "cutting torn or corrupt tail of the commitlog");
                 report.truncated = true;
-                active.zero_tail(end_pos)?;
             }
+            active.zero_tail(end_pos)?;
         }
         let mut segments = VecDeque::with_capacity(files.len());
         let mut writer = None;

@@ -154,7 +154,17 @@ impl ConsumeQueue {
             let mut count = 0;
             if !found {
                 let bytes = mf.recovery_bytes();
-                let n = bytes.len() / CQ_ENTRY_SIZE;
+                // Skip the all-zero end of the file a page at a time: the last written entry
+                // ends at or before the end of the last page that holds a non-zero byte.
+                let mut limit = bytes.len();
+                while limit > 0 {
+                    let from = limit.saturating_sub(4096);
+                    if !crate::mapped_file::all_zero(&bytes[from..limit]) {
+                        break;
+                    }
+                    limit = from;
+                }
+                let n = limit.div_ceil(CQ_ENTRY_SIZE).min(bytes.len() / CQ_ENTRY_SIZE);
                 for i in (0..n).rev() {
                     let (phys, size, _) =
                         decode_entry(&bytes[i * CQ_ENTRY_SIZE..(i + 1) * CQ_ENTRY_SIZE]);
@@ -187,7 +197,7 @@ impl ConsumeQueue {
                 continue;
             }
             let end = count * CQ_ENTRY_SIZE;
-            if end < mf.len() && mf.recovery_bytes()[end..].iter().any(|b| *b != 0) {
+            if end < mf.len() && !crate::mapped_file::all_zero(&mf.recovery_bytes()[end..]) {
                 mf.zero_tail(end)?;
             }
             mf.set_published(end);

@@ -55,6 +55,15 @@ fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     }
 }
 
+/// Whether every byte of `bytes` is zero (folded in 64-byte blocks so it vectorizes).
+pub(crate) fn all_zero(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(64);
+    let blocks = chunks
+        .by_ref()
+        .all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0);
+    blocks && chunks.remainder().iter().all(|b| *b == 0)
+}
+
 /// Deletes temporary files (`.<name>.tmp`) that a crash during [`MappedFile::create`] left in
 /// `dir`. Returns how many were removed.
 pub(crate) fn remove_temp_files(dir: &Path) -> Result<usize> {

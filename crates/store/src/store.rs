@@ -48,7 +48,11 @@ pub struct RecoveryReport {
     pub truncated: bool,
     /// Records re-dispatched into consume queues and the index.
     pub redispatched: u64,
-    /// Time recovery took.
+    /// Time spent verifying the commitlog.
+    pub scan_duration: Duration,
+    /// Time spent re-dispatching into consume queues and the index.
+    pub redispatch_duration: Duration,
+    /// Time the whole open took.
     pub duration: Duration,
 }
 
@@ -136,8 +140,23 @@ impl Signal {
     }
 }
 
-struct FlushState {
-    requested: i64,
+/// Group commit for SYNC flushing. Appenders register `(end, thread)` and park; the flusher
+/// flushes everything written so far with one msync (a ranged fdatasync), then unparks exactly
+/// the appenders whose records it covered. No waiter ever queues on a shared mutex to wake up,
+/// so a flush that covers 64 appenders costs 64 unparks, not a 64-step lock hand-off.
+struct GroupCommit {
+    requested: AtomicI64,
+    waiters: Mutex<Vec<(i64, std::thread::Thread)>>,
+    flusher: std::sync::OnceLock<std::thread::Thread>,
+    flusher_idle: AtomicBool,
+}
+
+impl GroupCommit {
+    fn wake_flusher(&self) {
+        if let Some(t) = self.flusher.get() {
+            t.unpark();
+        }
+    }
 }
 
 struct Inner {
@@ -149,9 +168,7 @@ struct Inner {
     flushed: AtomicI64,
     dispatched: AtomicI64,
     shutdown: AtomicBool,
-    flush_mu: Mutex<FlushState>,
-    flush_cv: Condvar,
-    flushed_cv: Condvar,
+    group_commit: GroupCommit,
     dispatch_signal: Signal,
     dispatched_signal: Signal,
     housekeeping: Signal,
@@ -259,9 +276,12 @@ impl MessageStore {
             flushed: AtomicI64::new(cut),
             dispatched: AtomicI64::new(cut),
             shutdown: AtomicBool::new(false),
-            flush_mu: Mutex::new(FlushState { requested: 0 }),
-            flush_cv: Condvar::new(),
-            flushed_cv: Condvar::new(),
+            group_commit: GroupCommit {
+                requested: AtomicI64::new(0),
+                waiters: Mutex::new(Vec::new()),
+                flusher: std::sync::OnceLock::new(),
+                flusher_idle: AtomicBool::new(false),
+            },
             dispatch_signal: Signal::new(),
             dispatched_signal: Signal::new(),
             housekeeping: Signal::new(),
@@ -273,10 +293,13 @@ impl MessageStore {
             _lock: lock,
             cfg,
         });
+        let scan_duration = started.elapsed();
         // Make the recovered log durable, then rebuild what lies beyond the cut.
         inner.log.flush_range(scan.scanned_from.min(cut), end)?;
         inner.flushed.store(end, Ordering::Release);
+        let dispatch_started = Instant::now();
         let redispatched = inner.dispatch_until(end)?;
+        let redispatch_duration = dispatch_started.elapsed();
         let offsets = inner
             .queues
             .read()
@@ -296,6 +319,8 @@ impl MessageStore {
             records_verified: scan.records,
             truncated: scan.truncated,
             redispatched,
+            scan_duration,
+            redispatch_duration,
             duration: started.elapsed(),
         };
         tracing::info!(
@@ -653,10 +678,9 @@ impl MessageStore {
         if inner.shutdown.swap(true, Ordering::AcqRel) {
             return false;
         }
-        {
-            let _g = inner.flush_mu.lock();
-            inner.flush_cv.notify_all();
-            inner.flushed_cv.notify_all();
+        inner.group_commit.wake_flusher();
+        for (_, t) in inner.group_commit.waiters.lock().drain(..) {
+            t.unpark();
         }
         for s in [
             &inner.dispatch_signal,
@@ -890,22 +914,30 @@ impl Inner {
     }
 
     fn wait_flushed(&self, end: i64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.flush_mu.lock();
-        if st.requested < end {
-            st.requested = end;
+        if self.flushed.load(Ordering::Acquire) >= end {
+            return true;
         }
-        self.flush_cv.notify_one();
-        while self.flushed.load(Ordering::Acquire) < end {
+        let deadline = Instant::now() + timeout;
+        let gc = &self.group_commit;
+        gc.requested.fetch_max(end, Ordering::SeqCst);
+        gc.waiters.lock().push((end, std::thread::current()));
+        if gc.flusher_idle.load(Ordering::SeqCst) {
+            gc.wake_flusher();
+        }
+        loop {
+            if self.flushed.load(Ordering::Acquire) >= end {
+                return true;
+            }
             if self.shutdown.load(Ordering::Acquire) {
-                drop(st);
                 return self.flush_now().is_ok() && self.flushed.load(Ordering::Acquire) >= end;
             }
-            if self.flushed_cv.wait_until(&mut st, deadline).timed_out() {
-                return self.flushed.load(Ordering::Acquire) >= end;
+            let now = Instant::now();
+            if now >= deadline {
+                // The stale waiter entry is harmless: it gets one spurious unpark later.
+                return false;
             }
+            std::thread::park_timeout(deadline - now);
         }
-        true
     }
 
     fn flush_now(&self) -> Result<()> {
@@ -917,37 +949,43 @@ impl Inner {
     }
 
     fn run_flusher(&self) {
-        loop {
-            let shutting_down = {
-                let mut st = self.flush_mu.lock();
-                match self.cfg.flush {
-                    FlushPolicy::Async { interval } => {
-                        if !self.shutdown.load(Ordering::Acquire) {
-                            self.flush_cv.wait_for(&mut st, interval);
-                        }
-                    }
-                    FlushPolicy::Sync { .. } => {
-                        while st.requested <= self.flushed.load(Ordering::Acquire)
-                            && !self.shutdown.load(Ordering::Acquire)
+        let gc = &self.group_commit;
+        let _ = gc.flusher.set(std::thread::current());
+        while !self.shutdown.load(Ordering::Acquire) {
+            match self.cfg.flush {
+                FlushPolicy::Async { interval } => std::thread::park_timeout(interval),
+                FlushPolicy::Sync { .. } => {
+                    if gc.requested.load(Ordering::SeqCst) <= self.flushed.load(Ordering::Acquire) {
+                        // Announce idleness, then look again: an appender either sees the flag
+                        // and unparks us, or we see its request here.
+                        gc.flusher_idle.store(true, Ordering::SeqCst);
+                        if gc.requested.load(Ordering::SeqCst)
+                            <= self.flushed.load(Ordering::Acquire)
                         {
-                            self.flush_cv.wait_for(&mut st, Duration::from_millis(500));
+                            std::thread::park_timeout(Duration::from_millis(500));
                         }
+                        gc.flusher_idle.store(false, Ordering::SeqCst);
+                        continue;
                     }
                 }
-                self.shutdown.load(Ordering::Acquire)
-            };
-            if shutting_down {
+            }
+            if self.shutdown.load(Ordering::Acquire) {
                 return;
             }
-            match self.flush_now() {
-                Ok(()) => {
-                    let _st = self.flush_mu.lock();
-                    self.flushed_cv.notify_all();
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "commitlog flush failed; retrying");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+            if let Err(e) = self.flush_now() {
+                tracing::error!(error = %e, "commitlog flush failed; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            let flushed = self.flushed.load(Ordering::Acquire);
+            let waiters = std::mem::take(&mut *gc.waiters.lock());
+            let (done, pending): (Vec<_>, Vec<_>) =
+                waiters.into_iter().partition(|(end, _)| *end <= flushed);
+            if !pending.is_empty() {
+                gc.waiters.lock().extend(pending);
+            }
+            for (_, t) in done {
+                t.unpark();
             }
             if matches!(self.cfg.flush, FlushPolicy::Sync { .. }) {
                 self.dispatch_signal.notify();
