@@ -205,6 +205,18 @@ fn index_key(topic: &str, key: &str) -> String {
     s
 }
 
+/// The index keys of a record: `topic#message_id` and `topic#key` for each key.
+fn index_keys(v: &crate::record::RecordView<'_>) -> Vec<String> {
+    let (_, id, keys) = v.index_fields();
+    let topic = v.topic();
+    let mut ks = Vec::with_capacity(keys.len() + 1);
+    if !id.is_empty() {
+        ks.push(index_key(topic, id));
+    }
+    ks.extend(keys.iter().map(|k| index_key(topic, k)));
+    ks
+}
+
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let f = File::options()
@@ -259,6 +271,7 @@ impl MessageStore {
             Some(c) => c.dispatched.min(end).max(log.min_pos()),
             None => log.min_pos(),
         };
+        crate::mapped_file::remove_temp_files(&dir.join("index"))?;
         let index = IndexStore::open(
             &dir.join("index"),
             IndexConfig {
@@ -298,6 +311,9 @@ impl MessageStore {
         inner.log.flush_range(scan.scanned_from.min(cut), end)?;
         inner.flushed.store(end, Ordering::Release);
         let dispatch_started = Instant::now();
+        // An index damaged beyond the checkpoint (its files are verified on open) is behind the
+        // cut: bring it up to the cut first, then dispatch everything after the cut.
+        inner.index_catch_up(cut)?;
         let redispatched = inner.dispatch_until(end)?;
         let redispatch_duration = dispatch_started.elapsed();
         let offsets = inner
@@ -836,6 +852,37 @@ impl Inner {
         Ok(count)
     }
 
+    /// Re-indexes records between the index's last indexed record and `to` (consume queues
+    /// already hold them).
+    fn index_catch_up(&self, to: i64) -> Result<()> {
+        let last = self.index.last_indexed();
+        let mut pos = if last < self.log.min_pos() {
+            self.log.min_pos()
+        } else {
+            last + i64::from(self.log.with_record(last, false, |v| v.total_len() as u32)?)
+        };
+        let mut count = 0u64;
+        while pos < to {
+            let Some(p) = self.log.next_record_pos(pos) else {
+                break;
+            };
+            if p >= to {
+                break;
+            }
+            let (next, ts, keys) = self.log.with_record(p, false, |v| {
+                let (next, ts) = (p + v.total_len() as i64, v.store_timestamp());
+                (next, ts, index_keys(v))
+            })?;
+            self.index.put_record(p, ts, keys.iter().map(String::as_str))?;
+            pos = next;
+            count += 1;
+        }
+        if count > 0 {
+            tracing::warn!(records = count, "index was behind the checkpoint; re-indexed");
+        }
+        Ok(())
+    }
+
     fn publish_arrivals(&self, arrivals: &mut HashMap<(String, i32), Arrival>) {
         if let Some(listener) = &self.cfg.arrival_listener {
             for (_, a) in arrivals.drain() {
@@ -853,21 +900,15 @@ impl Inner {
     ) -> Result<i64> {
         let (topic, qid, qoff, size, tag_hash, ts, keys) =
             self.log.with_record(phys, false, |v| {
-                let (tag, id, keys) = v.index_fields();
-                let topic = v.topic().to_owned();
-                let mut ks = Vec::with_capacity(keys.len() + 1);
-                if !id.is_empty() {
-                    ks.push(index_key(&topic, id));
-                }
-                ks.extend(keys.iter().map(|k| index_key(&topic, k)));
+                let (tag, _, _) = v.index_fields();
                 (
-                    topic,
+                    v.topic().to_owned(),
                     v.queue_id(),
                     v.queue_offset(),
                     v.total_len() as i32,
                     crate::record::tag_hash(tag),
                     v.store_timestamp(),
-                    ks,
+                    index_keys(v),
                 )
             })?;
         let cq = self.queue_or_create(&topic, qid)?;
