@@ -218,7 +218,10 @@ fn main() {
     let volume = (a.gib * 1024.0 * MIB) as u64;
     let body = Bytes::from(vec![0x42u8; BODY]);
 
-    eprintln!("[1/6] raw buffered write of {:.0} MiB ...", volume as f64 / MIB);
+    eprintln!(
+        "[1/6] raw buffered write of {:.0} MiB ...",
+        volume as f64 / MIB
+    );
     let raw_buf = raw_buffered(&root, volume);
     eprintln!("[2/6] raw 1 MiB write+fdatasync ...");
     let raw_sync = raw_fdatasync(&root, 512 << 20, Duration::from_secs(3));
@@ -269,7 +272,10 @@ fn main() {
     let store = MessageStore::open(StoreConfig::new(&dir)).expect("recover");
     let recovery_secs = t.elapsed().as_secs_f64();
     let rep = store.recovery_report();
-    assert_eq!(rep.records_verified, async_msgs, "recovery must verify every record");
+    assert_eq!(
+        rep.records_verified, async_msgs,
+        "recovery must verify every record"
+    );
     drop(store);
     let _ = fs::remove_dir_all(&dir);
 

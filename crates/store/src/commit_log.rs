@@ -246,7 +246,10 @@ impl CommitLog {
             let (_, active) = &mut files[end_seg];
             let probe_end = (end_pos + (1 << 16)).min(segment_size);
             if !crate::mapped_file::all_zero(&active.recovery_bytes()[end_pos..probe_end]) {
-                tracing::warn!(offset = valid_end, "cutting torn or corrupt tail of the commitlog");
+                tracing::warn!(
+                    offset = valid_end,
+                    "cutting torn or corrupt tail of the commitlog"
+                );
                 report.truncated = true;
             }
             active.zero_tail(end_pos)?;
@@ -404,10 +407,15 @@ impl CommitLog {
         st.writer.publish(self.segment_size);
         let next = st.active_start + self.segment_size as i64;
         self.write_pos.store(next, Ordering::Release);
-        let prepared = self.prepared.lock().take().filter(|p| p.start == next);
-        let writer = match prepared {
-            Some(p) => p.writer,
-            None => self.create_segment(next)?,
+        // The allocator creates segments under the same lock and reads `active_start` only
+        // while holding it, so the two never create the same file.
+        let mut slot = self.prepared.lock();
+        let writer = match slot.take() {
+            Some(p) if p.start == next => p.writer,
+            stale => {
+                drop(stale);
+                self.create_segment(next)?
+            }
         };
         self.segments.write().push_back(Segment {
             start: next,
@@ -416,6 +424,7 @@ impl CommitLog {
         st.writer = writer;
         st.active_start = next;
         self.active_start.store(next, Ordering::Release);
+        drop(slot);
         tracing::debug!(segment = next, "rolled to a new commitlog segment");
         Ok(())
     }
@@ -436,8 +445,8 @@ impl CommitLog {
     /// Creates the segment after the active one ahead of time, so the append that fills the
     /// active segment does not wait for file creation. Returns true if it created one.
     pub(crate) fn prepare_next(&self) -> Result<bool> {
-        let next = self.active_start.load(Ordering::Acquire) + self.segment_size as i64;
         let mut slot = self.prepared.lock();
+        let next = self.active_start.load(Ordering::Acquire) + self.segment_size as i64;
         if slot.as_ref().is_some_and(|p| p.start >= next) {
             return Ok(false);
         }

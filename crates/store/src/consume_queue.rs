@@ -164,7 +164,9 @@ impl ConsumeQueue {
                     }
                     limit = from;
                 }
-                let n = limit.div_ceil(CQ_ENTRY_SIZE).min(bytes.len() / CQ_ENTRY_SIZE);
+                let n = limit
+                    .div_ceil(CQ_ENTRY_SIZE)
+                    .min(bytes.len() / CQ_ENTRY_SIZE);
                 for i in (0..n).rev() {
                     let (phys, size, _) =
                         decode_entry(&bytes[i * CQ_ENTRY_SIZE..(i + 1) * CQ_ENTRY_SIZE]);

@@ -859,7 +859,10 @@ impl Inner {
         let mut pos = if last < self.log.min_pos() {
             self.log.min_pos()
         } else {
-            last + i64::from(self.log.with_record(last, false, |v| v.total_len() as u32)?)
+            last + i64::from(
+                self.log
+                    .with_record(last, false, |v| v.total_len() as u32)?,
+            )
         };
         let mut count = 0u64;
         while pos < to {
@@ -873,12 +876,16 @@ impl Inner {
                 let (next, ts) = (p + v.total_len() as i64, v.store_timestamp());
                 (next, ts, index_keys(v))
             })?;
-            self.index.put_record(p, ts, keys.iter().map(String::as_str))?;
+            self.index
+                .put_record(p, ts, keys.iter().map(String::as_str))?;
             pos = next;
             count += 1;
         }
         if count > 0 {
-            tracing::warn!(records = count, "index was behind the checkpoint; re-indexed");
+            tracing::warn!(
+                records = count,
+                "index was behind the checkpoint; re-indexed"
+            );
         }
         Ok(())
     }

@@ -15,9 +15,15 @@ use common::{msg, small_config};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    // Skip `.<name>.tmp` files: the allocator may be creating the next segment right now.
     let mut v: Vec<_> = fs::read_dir(dir.join("commitlog"))
         .expect("ls")
         .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
         .collect();
     v.sort();
     v
