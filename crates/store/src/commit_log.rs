@@ -399,10 +399,10 @@ impl CommitLog {
 
     fn roll(&self, st: &mut AppendState, pos: usize) -> Result<()> {
         let remaining = self.segment_size - pos;
-        if remaining >= record::MIN_MARKER {
-            if let Some(buf) = st.writer.unpublished_mut(pos, record::MIN_MARKER) {
-                record::encode_blank(buf, remaining);
-            }
+        if remaining >= record::MIN_MARKER
+            && let Some(buf) = st.writer.unpublished_mut(pos, record::MIN_MARKER)
+        {
+            record::encode_blank(buf, remaining);
         }
         st.writer.publish(self.segment_size);
         let next = st.active_start + self.segment_size as i64;

@@ -445,6 +445,7 @@ pub(crate) struct IndexStore {
     active: Mutex<Option<Active>>,
     /// See [`IndexStore::last_indexed`].
     last_indexed: AtomicI64,
+    damaged_on_open: bool,
 }
 
 impl std::fmt::Debug for IndexStore {
@@ -730,6 +731,7 @@ impl IndexStore {
         let names = list_files(dir)?;
         let mut files: Vec<Arc<IndexFile>> = Vec::with_capacity(names.len());
         let mut drop_from = names.len();
+        let mut damaged = false;
         let mut heads = Vec::new();
         for (i, (first_phys, path)) in names.iter().enumerate() {
             let prev_last_phys = files.last().map_or(-1, |f| f.last_phys());
@@ -739,10 +741,12 @@ impl IndexStore {
                 Recovered::KeepAndDropLater(file) => {
                     files.push(Arc::new(file));
                     drop_from = i + 1;
+                    damaged = true;
                     break;
                 }
                 Recovered::Drop => {
                     drop_from = i;
+                    damaged = true;
                     break;
                 }
             }
@@ -778,7 +782,14 @@ impl IndexStore {
             files: RwLock::new(files),
             active: Mutex::new(active),
             last_indexed: AtomicI64::new(last_indexed),
+            damaged_on_open: damaged,
         })
+    }
+
+    /// Whether `open` found entries missing that had been flushed (a damaged or dropped
+    /// file). Only then can the index be behind the store's checkpoint and need re-indexing.
+    pub(crate) fn damaged_on_open(&self) -> bool {
+        self.damaged_on_open
     }
 
     /// Indexes one record: one entry per distinct key (the caller passes namespaced strings,

@@ -170,7 +170,7 @@ impl MappedFile {
     }
 
     fn map(path: &Path, file: File, len: usize, atomic_prefix: usize) -> Result<Self> {
-        if atomic_prefix % 8 != 0 || atomic_prefix > len || len == 0 {
+        if !atomic_prefix.is_multiple_of(8) || atomic_prefix > len || len == 0 {
             return Err(StoreError::Layout {
                 path: path.to_path_buf(),
                 reason: format!("bad mapping geometry: len {len}, atomic prefix {atomic_prefix}"),
@@ -293,7 +293,7 @@ impl MappedFile {
     /// in the caller, not conditions of the data.
     pub(crate) fn atomic_u64(&self, pos: usize) -> &AtomicU64 {
         assert!(
-            pos % 8 == 0 && pos + 8 <= self.atomic_prefix,
+            pos.is_multiple_of(8) && pos + 8 <= self.atomic_prefix,
             "atomic word {pos} outside the atomic prefix of {}",
             self.path.display()
         );
@@ -358,11 +358,6 @@ impl Writer {
     /// The current published end, which is where the next write may start.
     pub(crate) fn position(&self) -> usize {
         self.file.published()
-    }
-
-    /// Bytes still writable after the published end.
-    pub(crate) fn remaining(&self) -> usize {
-        self.file.len - self.position()
     }
 
     /// The unpublished bytes `[pos, pos + len)` for writing, or `None` if the range is not

@@ -509,7 +509,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// Copies the record out into an owned message.
-    pub(crate) fn to_stored(&self) -> StoredMessage {
+    pub(crate) fn to_stored(self) -> StoredMessage {
         StoredMessage {
             physical_offset: self.physical_offset(),
             size: self.total_len() as u32,

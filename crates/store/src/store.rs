@@ -313,7 +313,9 @@ impl MessageStore {
         let dispatch_started = Instant::now();
         // An index damaged beyond the checkpoint (its files are verified on open) is behind the
         // cut: bring it up to the cut first, then dispatch everything after the cut.
-        inner.index_catch_up(cut)?;
+        if inner.index.damaged_on_open() {
+            inner.index_catch_up(cut)?;
+        }
         let redispatched = inner.dispatch_until(end)?;
         let redispatch_duration = dispatch_started.elapsed();
         let offsets = inner
@@ -453,6 +455,11 @@ impl MessageStore {
             .get(topic)
             .and_then(|q| q.get(&queue_id))
             .cloned()
+    }
+
+    /// The consume-queue entry at `queue_offset` of (topic, queue), if it is stored.
+    pub fn queue_entry(&self, topic: &str, queue_id: i32, queue_offset: i64) -> Option<CqEntry> {
+        self.queue(topic, queue_id)?.entry(queue_offset)
     }
 
     /// Up to `max` consume-queue entries of (topic, queue) from logical offset `from`.
@@ -839,7 +846,7 @@ impl Inner {
             let next = self.dispatch_record(p, &mut arrivals)?;
             pos = next;
             count += 1;
-            if count % 1024 == 0 {
+            if count.is_multiple_of(1024) {
                 self.dispatched.store(pos, Ordering::Release);
                 self.publish_arrivals(&mut arrivals);
             }
@@ -1129,10 +1136,7 @@ impl Inner {
         let r = &self.cfg.retention;
         let mut used = self.refresh_disk_usage();
         let seg = self.log.segment_size() as i64;
-        loop {
-            let Some((start, _path, modified)) = self.log.oldest_sealed() else {
-                break;
-            };
+        while let Some((start, _path, modified)) = self.log.oldest_sealed() {
             // Never delete what is not yet durable and dispatched.
             let safe_end = self
                 .flushed

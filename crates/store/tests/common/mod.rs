@@ -43,7 +43,7 @@ pub fn msg(topic: &str, queue_id: i32, n: u64, body_len: usize) -> Message {
         born_host: "127.0.0.1:5000".parse().expect("addr"),
         reconsume_times: 0,
         properties: Properties {
-            tag: Some(if n % 2 == 0 { "even" } else { "odd" }.to_owned()),
+            tag: Some(if n.is_multiple_of(2) { "even" } else { "odd" }.to_owned()),
             keys: vec![format!("key-{n}"), "shared".to_owned()],
             message_id: format!("ID{n:016X}"),
             system: BTreeMap::new(),
