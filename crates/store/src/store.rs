@@ -101,6 +101,10 @@ pub struct StoreStats {
     pub segments: Vec<i64>,
     /// `(topic, queue id, min offset, max offset)` of every consume queue.
     pub queues: Vec<(String, i32, i64, i64)>,
+    /// Commitlog flushes done since open (one per group commit in SYNC mode).
+    pub flushes: u64,
+    /// Time spent in those flushes.
+    pub flush_time: Duration,
 }
 
 type QueueMap = HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>;
@@ -177,6 +181,8 @@ struct Inner {
     disk_used_bits: AtomicU64,
     last_disk_check_ms: AtomicI64,
     dispatch_error: Mutex<Option<String>>,
+    flushes: AtomicU64,
+    flush_nanos: AtomicU64,
     _lock: File,
 }
 
@@ -303,6 +309,8 @@ impl MessageStore {
             disk_used_bits: AtomicU64::new(0f64.to_bits()),
             last_disk_check_ms: AtomicI64::new(0),
             dispatch_error: Mutex::new(None),
+            flushes: AtomicU64::new(0),
+            flush_nanos: AtomicU64::new(0),
             _lock: lock,
             cfg,
         });
@@ -676,6 +684,8 @@ impl MessageStore {
             dispatched_offset: inner.dispatched.load(Ordering::Acquire),
             segments: inner.log.segment_starts(),
             queues,
+            flushes: inner.flushes.load(Ordering::Relaxed),
+            flush_time: Duration::from_nanos(inner.flush_nanos.load(Ordering::Relaxed)),
         }
     }
 
@@ -998,8 +1008,15 @@ impl Inner {
     fn flush_now(&self) -> Result<()> {
         let target = self.log.write_pos();
         let from = self.flushed.load(Ordering::Acquire);
+        if target <= from {
+            return Ok(());
+        }
+        let started = Instant::now();
         self.log.flush_range(from, target)?;
         self.flushed.fetch_max(target, Ordering::AcqRel);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.flush_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 
