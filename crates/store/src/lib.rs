@@ -48,6 +48,7 @@ mod index_file;
 mod mapped_file;
 pub mod record;
 pub mod store;
+pub mod timer;
 
 pub use commit_log::AppendResult;
 pub use config::{
