@@ -369,6 +369,11 @@ impl Writer {
         self.file.published()
     }
 
+    /// Bytes still writable after the published end.
+    pub(crate) fn remaining(&self) -> usize {
+        self.file.len - self.position()
+    }
+
     /// The unpublished bytes `[pos, pos + len)` for writing, or `None` if the range is not
     /// entirely unpublished and inside the file.
     pub(crate) fn unpublished_mut(&mut self, pos: usize, len: usize) -> Option<&mut [u8]> {
