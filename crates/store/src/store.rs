@@ -1126,17 +1126,21 @@ impl Inner {
         }
     }
 
+    /// Every consume queue, so that slow work on them runs without holding the map's lock.
+    fn all_queues(&self) -> Vec<Arc<ConsumeQueue>> {
+        self.queues
+            .read()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
     /// Flushes consume queues and the index up to the current dispatch point, then records
     /// that point (and the flushed commitlog offset) in the checkpoint.
     fn write_checkpoint(&self) -> Result<()> {
         let dispatched = self.dispatched.load(Ordering::Acquire);
         let flushed = self.flushed.load(Ordering::Acquire);
-        let queues: Vec<Arc<ConsumeQueue>> = self
-            .queues
-            .read()
-            .values()
-            .flat_map(|m| m.values().cloned())
-            .collect();
+        let queues = self.all_queues();
         for q in queues {
             q.flush()?;
         }
@@ -1185,12 +1189,7 @@ impl Inner {
             }
         }
         let min = self.log.min_pos();
-        let queues: Vec<Arc<ConsumeQueue>> = self
-            .queues
-            .read()
-            .values()
-            .flat_map(|m| m.values().cloned())
-            .collect();
+        let queues = self.all_queues();
         for q in queues {
             report.cq_files += q.retain_from_phys(min)?;
         }
