@@ -311,9 +311,15 @@ impl CommitLog {
         self.append.lock().queue_offsets = offsets;
     }
 
-    /// Appends `msgs` as one contiguous batch. Validation failures reject the whole batch
-    /// before anything is written.
-    pub(crate) fn append(&self, msgs: &[Message], max_record: usize) -> Result<Vec<AppendResult>> {
+    /// Appends `msgs` as one contiguous batch, stamped with `now_ms` (never earlier than the
+    /// previous record's store time). Validation failures reject the whole batch before
+    /// anything is written.
+    pub(crate) fn append(
+        &self,
+        msgs: &[Message],
+        max_record: usize,
+        now_ms: i64,
+    ) -> Result<Vec<AppendResult>> {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
@@ -344,24 +350,29 @@ impl CommitLog {
             self.roll(&mut st, pos)?;
             pos = 0;
         }
-        let now = now_ms();
-        let store_ts = now.max(st.last_store_ts);
+        let store_ts = now_ms.max(st.last_store_ts);
         st.last_store_ts = store_ts;
         let active_start = st.active_start;
         let n = msgs.len();
+        // Next offset of each queue the batch touches; a single append needs no map.
+        let mut batch_next: HashMap<(&str, i32), i64> = HashMap::new();
         for (i, (m, size)) in msgs.iter().zip(&sizes).enumerate() {
-            // Earlier messages of this batch for the same queue take the offsets before.
-            let earlier = msgs[..i]
-                .iter()
-                .filter(|e| e.queue_id == m.queue_id && e.topic == m.topic)
-                .count() as i64;
-            let queue_offset = st
-                .queue_offsets
-                .get(m.topic.as_str())
-                .and_then(|q| q.get(&m.queue_id))
-                .copied()
-                .unwrap_or(0)
-                + earlier;
+            let stored = || {
+                st.queue_offsets
+                    .get(m.topic.as_str())
+                    .and_then(|q| q.get(&m.queue_id))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let queue_offset = if n == 1 {
+                stored()
+            } else {
+                let next = batch_next
+                    .entry((m.topic.as_str(), m.queue_id))
+                    .or_insert_with(stored);
+                *next += 1;
+                *next - 1
+            };
             let a = Assigned {
                 queue_offset,
                 physical_offset: active_start + pos as i64,
@@ -559,16 +570,15 @@ impl CommitLog {
         Ok(())
     }
 
-    /// The oldest segment, if it is not the active one: `(start, path, last modified)`.
-    pub(crate) fn oldest_sealed(&self) -> Option<(i64, PathBuf, Option<SystemTime>)> {
+    /// The oldest segment, if it is not the active one: its start and last-modified time.
+    pub(crate) fn oldest_sealed(&self) -> Option<(i64, Option<SystemTime>)> {
         let segs = self.segments.read();
         if segs.len() < 2 {
             return None;
         }
         let s = segs.front()?;
-        let path = s.file.path().to_path_buf();
-        let modified = fs::metadata(&path).and_then(|m| m.modified()).ok();
-        Some((s.start, path, modified))
+        let modified = fs::metadata(s.file.path()).and_then(|m| m.modified()).ok();
+        Some((s.start, modified))
     }
 
     /// Deletes the oldest segment if it starts at `start` and is not the active one.

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -212,15 +212,22 @@ fn index_key(topic: &str, key: &str) -> String {
 }
 
 /// The index keys of a record: `topic#message_id` and `topic#key` for each key.
-fn index_keys(v: &crate::record::RecordView<'_>) -> Vec<String> {
-    let (_, id, keys) = v.index_fields();
-    let topic = v.topic();
+fn index_keys(topic: &str, message_id: &str, keys: &[&str]) -> Vec<String> {
     let mut ks = Vec::with_capacity(keys.len() + 1);
-    if !id.is_empty() {
-        ks.push(index_key(topic, id));
+    if !message_id.is_empty() {
+        ks.push(index_key(topic, message_id));
     }
     ks.extend(keys.iter().map(|k| index_key(topic, k)));
     ks
+}
+
+/// What a dispatch pass fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Targets {
+    /// Consume queues and the index: normal dispatch.
+    QueuesAndIndex,
+    /// The index only: catching up an index that lost entries the queues still hold.
+    IndexOnly,
 }
 
 fn lock_dir(dir: &Path) -> Result<File> {
@@ -415,7 +422,8 @@ impl MessageStore {
         if inner.shutdown.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
-        inner.maybe_refresh_disk_usage();
+        let now = commit_log::now_ms();
+        inner.maybe_refresh_disk_usage(now);
         if inner.disk_full.load(Ordering::Acquire) {
             return Err(StoreError::DiskFull {
                 path: inner.cfg.data_dir.clone(),
@@ -423,7 +431,7 @@ impl MessageStore {
                 limit_percent: inner.cfg.retention.disk_refuse_watermark * 100.0,
             });
         }
-        let results = inner.log.append(msgs, inner.cfg.max_record_size)?;
+        let results = inner.log.append(msgs, inner.cfg.max_record_size, now)?;
         let (Some(first), Some(last)) = (results.first(), results.last()) else {
             return Ok(results);
         };
@@ -505,12 +513,8 @@ impl MessageStore {
         let budget = (max_count.saturating_mul(4)).max(256);
         let entries = cq.read(start, budget);
         let mut messages = Vec::with_capacity(max_count.min(entries.len()));
-        let mut next = start + entries.len().min(budget) as i64;
-        if let Some(last) = entries.last() {
-            next = last.queue_offset + 1;
-        } else {
-            next = next.min(max);
-        }
+        // Past the last entry examined; with none (only holes or nothing left), the queue end.
+        let mut next = entries.last().map_or(max, |last| last.queue_offset + 1);
         for e in &entries {
             if messages.len() >= max_count {
                 next = e.queue_offset;
@@ -789,8 +793,7 @@ impl Inner {
     }
 
     /// Re-reads disk usage at most once a second, from whichever appender notices first.
-    fn maybe_refresh_disk_usage(&self) {
-        let now = commit_log::now_ms();
+    fn maybe_refresh_disk_usage(&self, now: i64) {
         let last = self.last_disk_check_ms.load(Ordering::Acquire);
         if now - last >= 1000
             && self
@@ -840,7 +843,40 @@ impl Inner {
     /// Dispatches records from the current dispatch point up to `limit`. Returns the number of
     /// records dispatched.
     fn dispatch_until(&self, limit: i64) -> Result<u64> {
-        let mut pos = self.dispatched.load(Ordering::Acquire);
+        let from = self.dispatched.load(Ordering::Acquire);
+        let (end, count) = self.dispatch_range(from, limit, Targets::QueuesAndIndex)?;
+        self.dispatched.fetch_max(end, Ordering::AcqRel);
+        self.dispatched_signal.notify();
+        Ok(count)
+    }
+
+    /// Re-indexes the records between the index's last indexed record and `to`; consume
+    /// queues already hold them. Runs only when the index lost entries on open.
+    fn index_catch_up(&self, to: i64) -> Result<()> {
+        let last = self.index.last_indexed();
+        let from = if last < self.log.min_pos() {
+            self.log.min_pos()
+        } else {
+            last + i64::from(
+                self.log
+                    .with_record(last, false, |v| v.total_len() as u32)?,
+            )
+        };
+        let (_, count) = self.dispatch_range(from, to, Targets::IndexOnly)?;
+        if count > 0 {
+            tracing::warn!(
+                records = count,
+                "index was behind the checkpoint; re-indexed"
+            );
+        }
+        Ok(())
+    }
+
+    /// Walks the log from `from` (a record boundary) to `limit`, dispatching each record into
+    /// `targets`. Returns where the walk ended and how many records it dispatched. Normal
+    /// dispatch publishes its progress every 1024 records so readers need not wait for the end.
+    fn dispatch_range(&self, from: i64, limit: i64, targets: Targets) -> Result<(i64, u64)> {
+        let mut pos = from;
         let mut count = 0u64;
         let mut arrivals: HashMap<(String, i32), Arrival> = HashMap::new();
         while pos < limit {
@@ -853,58 +889,15 @@ impl Inner {
                 pos = p;
                 break;
             }
-            let next = self.dispatch_record(p, &mut arrivals)?;
-            pos = next;
+            pos = self.dispatch_record(p, targets, &mut arrivals)?;
             count += 1;
-            if count.is_multiple_of(1024) {
-                self.dispatched.store(pos, Ordering::Release);
+            if targets == Targets::QueuesAndIndex && count.is_multiple_of(1024) {
+                self.dispatched.fetch_max(pos, Ordering::AcqRel);
                 self.publish_arrivals(&mut arrivals);
             }
         }
-        if pos > self.dispatched.load(Ordering::Acquire) {
-            self.dispatched.store(pos, Ordering::Release);
-        }
         self.publish_arrivals(&mut arrivals);
-        self.dispatched_signal.notify();
-        Ok(count)
-    }
-
-    /// Re-indexes records between the index's last indexed record and `to` (consume queues
-    /// already hold them).
-    fn index_catch_up(&self, to: i64) -> Result<()> {
-        let last = self.index.last_indexed();
-        let mut pos = if last < self.log.min_pos() {
-            self.log.min_pos()
-        } else {
-            last + i64::from(
-                self.log
-                    .with_record(last, false, |v| v.total_len() as u32)?,
-            )
-        };
-        let mut count = 0u64;
-        while pos < to {
-            let Some(p) = self.log.next_record_pos(pos) else {
-                break;
-            };
-            if p >= to {
-                break;
-            }
-            let (next, ts, keys) = self.log.with_record(p, false, |v| {
-                let (next, ts) = (p + v.total_len() as i64, v.store_timestamp());
-                (next, ts, index_keys(v))
-            })?;
-            self.index
-                .put_record(p, ts, keys.iter().map(String::as_str))?;
-            pos = next;
-            count += 1;
-        }
-        if count > 0 {
-            tracing::warn!(
-                records = count,
-                "index was behind the checkpoint; re-indexed"
-            );
-        }
-        Ok(())
+        Ok((pos, count))
     }
 
     fn publish_arrivals(&self, arrivals: &mut HashMap<(String, i32), Arrival>) {
@@ -917,14 +910,16 @@ impl Inner {
         }
     }
 
+    /// Dispatches the record at `phys`; returns the position after it.
     fn dispatch_record(
         &self,
         phys: i64,
+        targets: Targets,
         arrivals: &mut HashMap<(String, i32), Arrival>,
     ) -> Result<i64> {
         let (topic, qid, qoff, size, tag_hash, ts, keys) =
             self.log.with_record(phys, false, |v| {
-                let (tag, _, _) = v.index_fields();
+                let (tag, id, keys) = v.index_fields();
                 (
                     v.topic().to_owned(),
                     v.queue_id(),
@@ -932,13 +927,16 @@ impl Inner {
                     v.total_len() as i32,
                     crate::record::tag_hash(tag),
                     v.store_timestamp(),
-                    index_keys(v),
+                    index_keys(v.topic(), id, &keys),
                 )
             })?;
-        let cq = self.queue_or_create(&topic, qid)?;
-        cq.put(qoff, phys, size, tag_hash)?;
         self.index
             .put_record(phys, ts, keys.iter().map(String::as_str))?;
+        if targets == Targets::IndexOnly {
+            return Ok(phys + i64::from(size));
+        }
+        let cq = self.queue_or_create(&topic, qid)?;
+        cq.put(qoff, phys, size, tag_hash)?;
         if self.cfg.arrival_listener.is_some() {
             let max_offset = cq.max_offset();
             arrivals
@@ -1157,7 +1155,7 @@ impl Inner {
         let r = &self.cfg.retention;
         let mut used = self.refresh_disk_usage();
         let seg = self.log.segment_size() as i64;
-        while let Some((start, _path, modified)) = self.log.oldest_sealed() {
+        while let Some((start, modified)) = self.log.oldest_sealed() {
             // Never delete what is not yet durable and dispatched.
             let safe_end = self
                 .flushed
@@ -1198,9 +1196,4 @@ impl Inner {
         report.refusing_appends = self.disk_full.load(Ordering::Acquire);
         Ok(report)
     }
-}
-
-/// The data directory layout, for tools.
-pub fn commitlog_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("commitlog")
 }

@@ -24,6 +24,8 @@ const CHILD_ENV: &str = "COMET_CRASH_CHILD_DIR";
 const START_ENV: &str = "COMET_CRASH_CHILD_START";
 const THREADS: u64 = 4;
 const QUEUES: i32 = 4;
+/// Longest wait for the next acknowledgement before the round is declared hung.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path) -> StoreConfig {
     let mut c = common::small_config(dir);
@@ -73,7 +75,10 @@ struct Ack {
     queue_offset: i64,
 }
 
-fn run_round(exe: &Path, dir: &Path, start: u64, kill_after: Duration) -> Vec<Ack> {
+/// Runs one child and SIGKILLs it once it has acknowledged `kill_after_acks` appends (0 kills it
+/// while it may still be opening the store). Returns every ack it printed, including those
+/// still in the pipe at the kill.
+fn run_round(exe: &Path, dir: &Path, start: u64, kill_after_acks: usize) -> Vec<Ack> {
     let mut child = Command::new(exe)
         .env(CHILD_ENV, dir)
         .env(START_ENV, start.to_string())
@@ -82,25 +87,35 @@ fn run_round(exe: &Path, dir: &Path, start: u64, kill_after: Duration) -> Vec<Ac
         .spawn()
         .expect("spawn child");
     let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
-        let mut acks = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             let parts: Vec<&str> = line.split_whitespace().collect();
             if let ["ack", n, phys, q] = parts.as_slice() {
-                acks.push(Ack {
+                let ack = Ack {
                     n: n.parse().expect("n"),
                     phys: phys.parse().expect("phys"),
                     queue_offset: q.parse().expect("q"),
-                });
+                };
+                if tx.send(ack).is_err() {
+                    break;
+                }
             }
         }
-        acks
     });
-    std::thread::sleep(kill_after);
+    let mut acks = Vec::new();
+    while acks.len() < kill_after_acks {
+        match rx.recv_timeout(ACK_TIMEOUT) {
+            Ok(a) => acks.push(a),
+            Err(e) => panic!("child stopped acknowledging after {} acks: {e}", acks.len()),
+        }
+    }
     child.kill().expect("SIGKILL child");
     child.wait().expect("reap child");
-    reader.join().expect("reader")
+    reader.join().expect("reader");
+    acks.extend(rx.try_iter());
+    acks
 }
 
 fn verify(dir: &Path, acked: &BTreeMap<u64, Ack>) -> (usize, u64) {
@@ -160,7 +175,12 @@ fn main() {
     let started = Instant::now();
     let mut per_queue_seen: HashMap<i32, i64> = HashMap::new();
     for round in 0..rounds {
-        let kill_after = Duration::from_millis(rng.random_range(0..80));
+        // A quarter of the rounds kill at once (during open), the rest after up to 400 acks.
+        let kill_after = if rng.random_bool(0.25) {
+            0
+        } else {
+            rng.random_range(1..400)
+        };
         let acks = run_round(&exe, dir.path(), next_start, kill_after);
         for a in &acks {
             acked.insert(a.n, *a);
@@ -179,9 +199,8 @@ fn main() {
             "fewer queue entries than acknowledged messages"
         );
         println!(
-            "round {round:>3}: killed after {:>2} ms, {:>4} acks this round, {:>6} acked in total, \
-             {entries} in queues, {redispatched} re-dispatched on recovery",
-            kill_after.as_millis(),
+            "round {round:>3}: killed after {kill_after:>3} acks, {:>4} acks this round, \
+             {:>6} acked in total, {entries} in queues, {redispatched} re-dispatched on recovery",
             acks.len(),
             acked.len()
         );

@@ -538,8 +538,7 @@ impl State {
                 st.edge_filed(rec.period);
             }
             let slot = st.wheel.get(idx);
-            let same = !slot.is_empty() && slot.period == rec.period;
-            if same && stable_last[idx] >= pos {
+            if slot.holds(rec.period) && stable_last[idx] >= pos {
                 continue; // Already in the stable chain (a flush was cut short).
             }
             if !slot.is_empty() && slot.period > rec.period {
@@ -553,23 +552,8 @@ impl State {
                 );
                 continue;
             }
-            let expected_prev = if same { slot.last } else { NONE };
-            if rec.prev == expected_prev {
-                let linked_slot = if same {
-                    Slot {
-                        last: pos,
-                        count: slot.count + 1,
-                        ..slot
-                    }
-                } else {
-                    Slot {
-                        period: rec.period,
-                        first: pos,
-                        last: pos,
-                        count: 1,
-                    }
-                };
-                st.wheel.set(idx, linked_slot);
+            if rec.prev == slot.tail_for(rec.period) {
+                st.wheel.set(idx, slot.linked(rec.period, pos));
                 linked += 1;
             } else if st.needs_copy(pos, &rec) {
                 st.relink(pos, rec)?;
@@ -653,8 +637,10 @@ impl State {
     fn append_to_slot(&mut self, period: i64, mut rec: Record) -> Result<i64> {
         let idx = self.geo.index(period);
         let slot = self.wheel.get(idx);
-        let same = !slot.is_empty() && slot.period == period;
-        if !same && !slot.is_empty() && (slot.period > period || slot.period > self.loaded) {
+        if !slot.holds(period)
+            && !slot.is_empty()
+            && (slot.period > period || slot.period > self.loaded)
+        {
             return Err(StoreError::corrupt(
                 slot.last,
                 format!(
@@ -664,26 +650,12 @@ impl State {
             ));
         }
         rec.period = period;
-        rec.prev = if same { slot.last } else { NONE };
+        rec.prev = slot.tail_for(period);
         if self.geo.period(rec.deliver_at_ms) > period {
             self.edge_filed(period);
         }
         let pos = self.log.append(&rec)?;
-        let next = if same {
-            Slot {
-                last: pos,
-                count: slot.count + 1,
-                ..slot
-            }
-        } else {
-            Slot {
-                period,
-                first: pos,
-                last: pos,
-                count: 1,
-            }
-        };
-        self.wheel.set(idx, next);
+        self.wheel.set(idx, slot.linked(period, pos));
         self.max_filed_period = self.max_filed_period.max(period);
         Ok(pos)
     }

@@ -114,6 +114,36 @@ impl Slot {
     pub(crate) fn is_empty(&self) -> bool {
         self.last == NONE
     }
+
+    /// Whether the slot holds a chain of `period` (so a record of that period extends it).
+    pub(crate) fn holds(&self, period: i64) -> bool {
+        !self.is_empty() && self.period == period
+    }
+
+    /// The `prev` a new record of `period` must carry: this chain's last record if it
+    /// extends the chain, `NONE` if it starts a new one.
+    pub(crate) fn tail_for(&self, period: i64) -> i64 {
+        if self.holds(period) { self.last } else { NONE }
+    }
+
+    /// The slot after the record at `pos` of `period` is linked in: appended to this chain,
+    /// or the first of a new chain replacing a done period's.
+    pub(crate) fn linked(self, period: i64, pos: i64) -> Slot {
+        if self.holds(period) {
+            Slot {
+                last: pos,
+                count: self.count + 1,
+                ..self
+            }
+        } else {
+            Slot {
+                period,
+                first: pos,
+                last: pos,
+                count: 1,
+            }
+        }
+    }
 }
 
 /// The live wheel: every slot in memory, plus the set of slots changed since the last flush.
