@@ -7,6 +7,9 @@
 //!   (`definition.proto` domain types, `service.proto` with `MessagingService`,
 //!   `admin.proto` with `Admin`), declared by Comet, wire-identical to
 //!   apache/rocketmq-apis.
+//! - `proto/comet/v1/*.proto`: Comet's internal API (`metadata.proto`,
+//!   `controller.proto`, `broker.proto`), free to evolve but kept
+//!   backward-compatible between adjacent releases.
 //! - `build.rs` compiles them with protox (no `protoc`) and generates Rust with
 //!   tonic-prost-build; the output lives in `$OUT_DIR` and is included here.
 //!
@@ -50,6 +53,25 @@ pub mod apache {
         pub mod v2 {
             tonic::include_proto!("apache.rocketmq.v2");
         }
+    }
+}
+
+/// Comet's internal packages.
+pub mod comet {
+    /// Internal services and cluster metadata (`comet.v1`): `BrokerService`
+    /// (proxy → broker), `ControllerService` (brokers, proxies and admin
+    /// tools → controller) and the `ClusterMetadata` the controller holds.
+    /// Resource names here are *qualified* (`<namespace>%<name>`).
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        clippy::nursery,
+        clippy::unwrap_used,
+        missing_docs,
+        rust_2018_idioms
+    )]
+    pub mod v1 {
+        tonic::include_proto!("comet.v1");
     }
 }
 
