@@ -25,5 +25,7 @@
 //!   belongs in the library crates.
 
 pub mod args;
+pub mod config;
+pub mod duration;
 pub mod size;
 pub mod store_cmd;

@@ -1,0 +1,586 @@
+//! Server configuration: one [`Config`] for every role, layered
+//! defaults < TOML file < `COMET_*` environment < command-line flags.
+//!
+//! # Layering
+//! 1. Built-in defaults ([`Config::default`]): a zero-config single node on 127.0.0.1.
+//! 2. The TOML file given by `--config` or `COMET_CONFIG` (optional). Unknown keys are errors,
+//!    reported with their path, so a typo never silently keeps a default.
+//! 3. Environment variables `COMET_<KEY>` for top-level keys and `COMET_<SECTION>_<KEY>` for
+//!    section keys, e.g. `COMET_DATA_DIR`, `COMET_PROXY_LISTEN`, `COMET_BROKER_FLUSH`. A value
+//!    is read as a TOML value when it parses as one (`8`, `true`, `["a", "b"]`) and as a string
+//!    otherwise. A variable naming an unknown key of a known section is an error; other `COMET_*`
+//!    variables (e.g. `COMET_CONFIG`) are not settings and are left alone.
+//! 4. Flags: the role's dedicated flags and any number of `--set section.key=value`.
+//!
+//! The merged TOML tree is deserialized once at the end, so every layer is checked by the same
+//! rules and an error names the offending key. `deploy/comet.example.toml` documents every key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::size::ByteSize;
+
+/// The sections of the config file; `COMET_<SECTION>_<KEY>` variables are matched against them.
+const SECTIONS: [&str; 4] = ["log", "proxy", "broker", "controller"];
+
+/// Everything a Comet process can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Root data directory; `standalone` keeps `controller/` and `broker/` below it, `broker`
+    /// and `controller` use their own subdirectory of it.
+    pub data_dir: PathBuf,
+    /// Controller addresses (`host:port`) that a separate `comet proxy` or `comet broker`
+    /// process, and the admin commands, talk to.
+    pub controllers: Vec<String>,
+    pub log: LogSection,
+    pub proxy: ProxySection,
+    pub broker: BrokerSection,
+    pub controller: ControllerSection,
+}
+
+/// Logging to stderr.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter: `info`, `warn`, `comet_broker=debug,info`, ... (`RUST_LOG` wins).
+    pub level: String,
+    /// `text` (human) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The public gRPC endpoint (`apache.rocketmq.v2.MessagingService`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Address to listen on.
+    pub listen: String,
+    /// `host:port` clients are told to use in routes; empty = the bound listen address.
+    pub advertised_endpoint: String,
+    /// Largest message body accepted (the official clients cap inbound frames at 4 MiB).
+    pub max_body_size: ByteSize,
+    /// Most user properties per message.
+    pub max_user_properties: usize,
+    /// Largest total size of a message's user property keys and values.
+    pub max_user_property_size: ByteSize,
+    /// Shortest and longest long-polling time granted to a receive.
+    pub long_polling_min: HumanDuration,
+    pub long_polling_max: HumanDuration,
+    /// Accepted invisible durations on receive, and the one used when a client sends none.
+    pub invisible_min: HumanDuration,
+    pub invisible_max: HumanDuration,
+    pub invisible_default: HumanDuration,
+    /// Create unknown topics on first use (off: topics are created explicitly).
+    pub auto_create_topics: bool,
+    /// Queues of an auto-created topic.
+    pub default_queue_count: u32,
+}
+
+/// How the broker flushes its commitlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// Acknowledge after the write reaches the page cache; flush every `flush_interval`.
+    Async,
+    /// Acknowledge after an fdatasync covering the write (group commit).
+    Sync,
+}
+
+/// A storage node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// Address of the internal BrokerService (proxies connect here in cluster mode).
+    pub listen: String,
+    /// `host:port` registered with the controller and shown as store host; empty = bound address.
+    pub advertised_addr: String,
+    /// The broker set this broker belongs to.
+    pub broker_set: String,
+    /// This broker's id within its set.
+    pub broker_id: u64,
+    pub flush: FlushMode,
+    /// ASYNC flush period.
+    pub flush_interval: HumanDuration,
+    /// SYNC: how long an append may wait for its fdatasync before it fails.
+    pub sync_flush_timeout: HumanDuration,
+    /// Commitlog segment size (fixed once the store exists).
+    pub segment_size: ByteSize,
+    /// Redeliveries before a message goes to `%DLQ%<group>`, for groups without their own setting.
+    pub max_retries: u32,
+}
+
+/// A metadata (Raft) node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerSection {
+    /// Address of the ControllerService (admin commands, brokers, proxies, Raft peers).
+    pub listen: String,
+    /// `host:port` peers and clients use for this node; empty = bound address.
+    pub advertised_addr: String,
+    pub node_id: u64,
+    pub cluster_name: String,
+    /// A broker that has not heartbeated for this long leaves the routes.
+    pub broker_lease: HumanDuration,
+    /// Initial members of a new multi-node cluster as `id=host:port`; empty = single node.
+    pub peers: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("comet-data"),
+            controllers: vec!["127.0.0.1:9878".to_owned()],
+            log: LogSection::default(),
+            proxy: ProxySection::default(),
+            broker: BrokerSection::default(),
+            controller: ControllerSection::default(),
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            listen: "127.0.0.1:8081".to_owned(),
+            advertised_endpoint: String::new(),
+            max_body_size: ByteSize(4 << 20),
+            max_user_properties: 128,
+            max_user_property_size: ByteSize(16 << 10),
+            long_polling_min: Duration::from_secs(1).into(),
+            long_polling_max: Duration::from_secs(20).into(),
+            invisible_min: Duration::from_secs(1).into(),
+            invisible_max: Duration::from_secs(12 * 3600).into(),
+            invisible_default: Duration::from_secs(60).into(),
+            auto_create_topics: false,
+            default_queue_count: 8,
+        }
+    }
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            listen: "127.0.0.1:10911".to_owned(),
+            advertised_addr: String::new(),
+            broker_set: "broker-a".to_owned(),
+            broker_id: 0,
+            flush: FlushMode::Async,
+            flush_interval: Duration::from_millis(500).into(),
+            sync_flush_timeout: Duration::from_secs(5).into(),
+            segment_size: ByteSize(1 << 30),
+            max_retries: 16,
+        }
+    }
+}
+
+impl Default for ControllerSection {
+    fn default() -> Self {
+        ControllerSection {
+            listen: "127.0.0.1:9878".to_owned(),
+            advertised_addr: String::new(),
+            node_id: 1,
+            cluster_name: "DefaultCluster".to_owned(),
+            broker_lease: Duration::from_secs(10).into(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// Where each layer comes from; [`Config::load`] merges them.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// The TOML file (`--config`), if any.
+    pub file: Option<PathBuf>,
+    /// The process environment (all of it; only `COMET_*` settings are used).
+    pub env: Vec<(String, String)>,
+    /// Flag overrides as (`section.key` or `key`, raw value), applied in order.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The file from `file` or else `COMET_CONFIG`, and the current process environment.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let file = file.or_else(|| {
+            env.iter()
+                .find(|(k, v)| k == "COMET_CONFIG" && !v.is_empty())
+                .map(|(_, v)| PathBuf::from(v))
+        });
+        Sources {
+            file,
+            env,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Merges defaults, file, environment and overrides, then validates the result.
+    pub fn load(sources: &Sources) -> anyhow::Result<Config> {
+        let mut tree = toml::Table::new();
+        if let Some(path) = &sources.file {
+            merge(&mut tree, read_file(path)?);
+        }
+        let known = known_keys();
+        for (name, value) in &sources.env {
+            let Some(key) = env_key(name, &known)? else {
+                continue;
+            };
+            set_path(&mut tree, &key, parse_value(value))
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        for (key, value) in &sources.overrides {
+            if !known.contains_key(key.as_str()) {
+                bail!(
+                    "--set {key}=...: unknown setting `{key}`; see deploy/comet.example.toml \
+                     for the settings that exist"
+                );
+            }
+            set_path(&mut tree, key, parse_value(value)).with_context(|| format!("--set {key}"))?;
+        }
+        let config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks that the types alone cannot express.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let p = &self.proxy;
+        if p.max_body_size.0 == 0 || p.max_body_size.0 > 4 << 20 {
+            bail!(
+                "proxy.max_body_size = {} is out of range: it must be between 1B and 4MiB \
+                 (official clients reject gRPC frames above 4 MiB)",
+                p.max_body_size
+            );
+        }
+        if p.long_polling_min > p.long_polling_max {
+            bail!(
+                "proxy.long_polling_min ({}) is greater than proxy.long_polling_max ({})",
+                p.long_polling_min,
+                p.long_polling_max
+            );
+        }
+        if !(p.invisible_min <= p.invisible_default && p.invisible_default <= p.invisible_max) {
+            bail!(
+                "proxy invisible durations must satisfy invisible_min ({}) <= invisible_default \
+                 ({}) <= invisible_max ({})",
+                p.invisible_min,
+                p.invisible_default,
+                p.invisible_max
+            );
+        }
+        if p.default_queue_count == 0 || p.default_queue_count > 1024 {
+            bail!(
+                "proxy.default_queue_count = {} is out of range 1..=1024",
+                p.default_queue_count
+            );
+        }
+        let b = &self.broker;
+        if b.broker_set.is_empty()
+            || !b
+                .broker_set
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!(
+                "broker.broker_set = {:?} is not a valid name: use letters, digits, '-' and '_'",
+                b.broker_set
+            );
+        }
+        if b.segment_size.0 < 64 << 10 {
+            bail!(
+                "broker.segment_size = {} is too small: the minimum is 64KiB",
+                b.segment_size
+            );
+        }
+        for peer in &self.controller.peers {
+            parse_peer(peer)?;
+        }
+        if self.controllers.is_empty() {
+            bail!("controllers is empty: give at least one controller address (host:port)");
+        }
+        Ok(())
+    }
+
+    /// The configured Raft peers as (node id, address).
+    pub fn peers(&self) -> anyhow::Result<Vec<(u64, String)>> {
+        self.controller
+            .peers
+            .iter()
+            .map(|p| parse_peer(p))
+            .collect()
+    }
+}
+
+/// Parses `id=host:port`.
+fn parse_peer(peer: &str) -> anyhow::Result<(u64, String)> {
+    let Some((id, addr)) = peer.split_once('=') else {
+        bail!("controller.peers entry {peer:?} must look like `2=10.0.0.2:9878`");
+    };
+    let id: u64 = id
+        .trim()
+        .parse()
+        .with_context(|| format!("controller.peers entry {peer:?}: node id must be a number"))?;
+    if addr.trim().is_empty() {
+        bail!("controller.peers entry {peer:?} has no address");
+    }
+    Ok((id, addr.trim().to_owned()))
+}
+
+fn read_file(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    text.parse::<toml::Table>()
+        .with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// Every settable key (`data_dir`, `proxy.listen`, ...) with its default value.
+fn known_keys() -> BTreeMap<String, toml::Value> {
+    let mut out = BTreeMap::new();
+    let Ok(toml::Value::Table(root)) = toml::Value::try_from(Config::default()) else {
+        return out;
+    };
+    for (k, v) in root {
+        match v {
+            toml::Value::Table(section) => {
+                for (sk, sv) in section {
+                    out.insert(format!("{k}.{sk}"), sv);
+                }
+            }
+            other => {
+                out.insert(k, other);
+            }
+        }
+    }
+    out
+}
+
+/// Maps `COMET_PROXY_LISTEN` to `proxy.listen`; `None` for variables that are not settings.
+fn env_key(name: &str, known: &BTreeMap<String, toml::Value>) -> anyhow::Result<Option<String>> {
+    let Some(rest) = name.strip_prefix("COMET_") else {
+        return Ok(None);
+    };
+    let rest = rest.to_ascii_lowercase();
+    for section in SECTIONS {
+        if let Some(key) = rest.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            let path = format!("{section}.{key}");
+            if known.contains_key(&path) {
+                return Ok(Some(path));
+            }
+            bail!(
+                "environment variable {name} names `{path}`, which is not a setting; \
+                 see deploy/comet.example.toml for the settings that exist"
+            );
+        }
+    }
+    Ok(known.contains_key(&rest).then_some(rest))
+}
+
+/// A raw value as TOML when it parses as a TOML value, else as a string.
+fn parse_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(tree: &mut toml::Table, path: &str, value: toml::Value) -> anyhow::Result<()> {
+    match path.split_once('.') {
+        None => {
+            tree.insert(path.to_owned(), value);
+        }
+        Some((section, key)) => {
+            let entry = tree
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(t) = entry else {
+                bail!("`{section}` must be a table");
+            };
+            t.insert(key.to_owned(), value);
+        }
+    }
+    Ok(())
+}
+
+/// Deep-merges `src` into `dst` (tables merge, everything else replaces).
+fn merge(dst: &mut toml::Table, src: toml::Table) {
+    for (k, v) in src {
+        match (dst.get_mut(&k), v) {
+            (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s),
+            (_, v) => {
+                dst.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn given_no_sources_when_loaded_should_be_the_defaults() {
+        let c = Config::load(&Sources::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.proxy.listen, "127.0.0.1:8081");
+        assert_eq!(c.controller.listen, "127.0.0.1:9878");
+    }
+
+    #[test]
+    fn given_every_layer_when_loaded_should_apply_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("comet.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\n[proxy]\nlisten = \"127.0.0.1:1\"\nmax_body_size = \"1MiB\"\n\
+             [broker]\nflush = \"sync\"\nbroker_id = 3\n",
+        )
+        .unwrap();
+        let sources = Sources {
+            file: Some(file),
+            env: env(&[
+                ("COMET_PROXY_LISTEN", "127.0.0.1:2"),
+                ("COMET_BROKER_BROKER_ID", "4"),
+                ("COMET_CONFIG", "ignored-here"),
+                ("COMET_CRASH_ROUNDS", "7"),
+                ("PATH", "/bin"),
+            ]),
+            overrides: vec![("proxy.listen".into(), "127.0.0.1:3".into())],
+        };
+        let c = Config::load(&sources).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.proxy.listen, "127.0.0.1:3");
+        assert_eq!(c.proxy.max_body_size, ByteSize(1 << 20));
+        assert_eq!(c.broker.flush, FlushMode::Sync);
+        assert_eq!(c.broker.broker_id, 4);
+        // Untouched keys keep their defaults.
+        assert_eq!(c.broker.broker_set, "broker-a");
+    }
+
+    #[test]
+    fn given_unknown_keys_when_loaded_should_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("comet.toml");
+        std::fs::write(&file, "[proxy]\nlisten_addr = \"x\"\n").unwrap();
+        let err = Config::load(&Sources {
+            file: Some(file),
+            ..Sources::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("listen_addr"), "{err:#}");
+
+        let err = Config::load(&Sources {
+            env: env(&[("COMET_PROXY_LISTN", "x")]),
+            ..Sources::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("proxy.listn"), "{err:#}");
+
+        let err = Config::load(&Sources {
+            overrides: vec![("broker.flsh".into(), "sync".into())],
+            ..Sources::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("broker.flsh"), "{err:#}");
+
+        let err = Config::load(&Sources {
+            file: Some(dir.path().join("missing.toml")),
+            ..Sources::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("missing.toml"), "{err:#}");
+    }
+
+    #[test]
+    fn given_bad_values_when_loaded_should_explain() {
+        for (key, value, needle) in [
+            ("broker.flush", "sometimes", "flush"),
+            ("proxy.max_body_size", "8MiB", "max_body_size"),
+            ("proxy.long_polling_max", "soon", "not a duration"),
+            ("broker.broker_set", "a b", "broker_set"),
+            ("controller.peers", "[\"2\"]", "peers"),
+            ("proxy.invisible_default", "24h", "invisible"),
+        ] {
+            let err = Config::load(&Sources {
+                overrides: vec![(key.into(), value.into())],
+                ..Sources::default()
+            })
+            .unwrap_err();
+            assert!(
+                format!("{err:#}").contains(needle),
+                "{key}={value}: {err:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn given_the_example_config_when_loaded_should_parse_and_match_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/comet.example.toml");
+        let c = Config::load(&Sources {
+            file: Some(path),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(c, Config::default());
+        // And it mentions every key, so it stays the complete reference.
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/comet.example.toml"),
+        )
+        .unwrap();
+        for key in known_keys().keys() {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                text.contains(&format!("{leaf} =")),
+                "example config lacks {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn given_peers_when_parsed_should_split_id_and_address() {
+        let c = Config::load(&Sources {
+            overrides: vec![(
+                "controller.peers".into(),
+                "[\"1=127.0.0.1:1\", \"2=127.0.0.1:2\"]".into(),
+            )],
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.peers().unwrap(),
+            vec![(1, "127.0.0.1:1".to_owned()), (2, "127.0.0.1:2".to_owned())]
+        );
+    }
+}
