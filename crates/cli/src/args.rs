@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::admin::{AdminTarget, ClusterCommand, GroupCommand, TopicCommand};
 use crate::size::ByteSize;
 
 /// The `comet` command line.
@@ -29,6 +30,27 @@ pub struct Cli {
 /// Top-level subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Topic admin commands (through the controller).
+    Topic {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: TopicCommand,
+    },
+    /// Consumer group admin commands (through the controller).
+    Group {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: GroupCommand,
+    },
+    /// Cluster admin commands (through the controller).
+    Cluster {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: ClusterCommand,
+    },
     /// Storage admin commands for a stopped broker's data directory.
     #[command(subcommand)]
     Store(StoreCommand),

@@ -24,8 +24,11 @@
 //! - Only the cluster tests (`tests/`) depend on this crate; logic worth testing in isolation
 //!   belongs in the library crates.
 
+pub mod admin;
 pub mod args;
 pub mod config;
+pub mod controller_client;
 pub mod duration;
+pub mod logging;
 pub mod size;
 pub mod store_cmd;

@@ -1,19 +1,29 @@
 //! The `comet` binary: see the library docs (`comet`) for commands and conventions.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use comet::args::{Cli, Command};
-use comet::store_cmd;
+use comet::config::LogFormat;
+use comet::{admin, logging, store_cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let outcome = match &cli.command {
-        Command::Store(cmd) => store_cmd::run(cmd),
+    let outcome = match cli.command {
+        Command::Store(cmd) => {
+            logging::init("warn", LogFormat::Text);
+            store_cmd::run(&cmd)
+        }
+        Command::Topic { target, cmd } => {
+            admin_command(async move { admin::topic(&target, &cmd).await })
+        }
+        Command::Group { target, cmd } => {
+            admin_command(async move { admin::group(&target, &cmd).await })
+        }
+        Command::Cluster { target, cmd } => {
+            admin_command(async move { admin::cluster(&target, &cmd).await })
+        }
     };
     match outcome {
         Ok(code) => code,
@@ -25,11 +35,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+/// Runs an admin command on a small runtime and prints its JSON result.
+fn admin_command(
+    fut: impl Future<Output = anyhow::Result<serde_json::Value>>,
+) -> anyhow::Result<ExitCode> {
+    logging::init("warn", LogFormat::Text);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let value = rt.block_on(fut)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(ExitCode::SUCCESS)
 }

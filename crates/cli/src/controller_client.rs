@@ -1,0 +1,256 @@
+//! The client side of the controller for separate processes: admin commands, `comet broker`
+//! and `comet proxy` reach the controller cluster over gRPC through [`ControllerClient`].
+//!
+//! - Calls go to the last node that answered; a node that is not the Raft leader answers
+//!   UNAVAILABLE with the leader's address in the `comet-leader` metadata, which is followed at
+//!   once. Other failures move on to the next configured address, with a short backoff between
+//!   rounds, until the call's overall deadline.
+//! - [`watch_metadata`] keeps a `watch` channel fed from `WatchMetadata` streams, reconnecting
+//!   after any failure and keeping the last known snapshot meanwhile, so a proxy or broker keeps
+//!   serving while the controller is unavailable.
+//! - [`heartbeat_loop`] registers a broker and renews its lease.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use comet_proto::comet::v1::controller_service_client::ControllerServiceClient;
+use comet_proto::comet::v1::{
+    BrokerHeartbeatRequest, ClusterMetadata, RegisterBrokerRequest, WatchMetadataRequest,
+};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+/// Metadata key carrying the leader's address on a not-leader reply.
+const LEADER_HINT: &str = "comet-leader";
+
+/// How long one call keeps trying before it reports the last error.
+const CALL_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Raised limits for internal calls (metadata snapshots can be large).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// The node calls currently go to: its address and client.
+type Connected = (String, ControllerServiceClient<Channel>);
+
+/// A connection to the controller cluster that follows the leader.
+#[derive(Clone)]
+pub struct ControllerClient {
+    addrs: Arc<Vec<String>>,
+    current: Arc<Mutex<Option<Connected>>>,
+}
+
+impl ControllerClient {
+    /// A client for the given `host:port` addresses (none are contacted yet).
+    pub fn new(addrs: Vec<String>) -> anyhow::Result<Self> {
+        if addrs.is_empty() {
+            anyhow::bail!("no controller address given");
+        }
+        Ok(ControllerClient {
+            addrs: Arc::new(addrs),
+            current: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    fn connect(addr: &str) -> Result<ControllerServiceClient<Channel>, tonic::Status> {
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| {
+                tonic::Status::invalid_argument(format!("bad controller address {addr:?}: {e}"))
+            })?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        Ok(ControllerServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    /// Runs `f` against the leader (as far as it can be found) and returns its reply.
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(ControllerServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + CALL_DEADLINE;
+        let mut next = 0usize;
+        let mut last_err: tonic::Status;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let (addr, client) = match self.current.lock().clone() {
+                Some(c) => c,
+                None => {
+                    let addr = self.addrs[next % self.addrs.len()].clone();
+                    next += 1;
+                    let client = Self::connect(&addr)?;
+                    *self.current.lock() = Some((addr.clone(), client.clone()));
+                    (addr, client)
+                }
+            };
+            match f(client).await {
+                Ok(reply) => return Ok(reply.into_inner()),
+                Err(status) => {
+                    let hint = status
+                        .metadata()
+                        .get(LEADER_HINT)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|h| !h.is_empty() && *h != addr)
+                        .map(str::to_owned);
+                    let retryable = matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                            | tonic::Code::Cancelled
+                    );
+                    if !retryable {
+                        return Err(status);
+                    }
+                    tracing::debug!(controller = %addr, code = ?status.code(), msg = status.message(), leader_hint = ?hint, "controller call failed");
+                    *self.current.lock() = match hint {
+                        Some(leader) => Some((leader.clone(), Self::connect(&leader)?)),
+                        None => None,
+                    };
+                    last_err = status;
+                }
+            }
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(last_err);
+            }
+            // Once per round over all addresses, wait a little (elections take a moment).
+            if next.is_multiple_of(self.addrs.len()) {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Opens a `WatchMetadata` stream on some controller (followers serve it too).
+    async fn open_watch(
+        &self,
+        start: usize,
+    ) -> Result<tonic::Streaming<ClusterMetadata>, (usize, tonic::Status)> {
+        let addr = &self.addrs[start % self.addrs.len()];
+        let mut client = Self::connect(addr).map_err(|e| (start + 1, e))?;
+        client
+            .watch_metadata(WatchMetadataRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|e| (start + 1, e))
+    }
+}
+
+/// Starts a task that mirrors the controller's metadata into a watch channel and returns the
+/// receiver once the first snapshot arrived (or after `first_wait`, with an empty snapshot, so
+/// that a process can start while the controller is down; it fills in when it comes back).
+pub async fn watch_metadata(
+    client: ControllerClient,
+    first_wait: Duration,
+) -> watch::Receiver<Arc<ClusterMetadata>> {
+    let (tx, mut rx) = watch::channel(Arc::new(ClusterMetadata::default()));
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match client.open_watch(next).await {
+                Ok(mut stream) => {
+                    backoff = Duration::from_millis(100);
+                    loop {
+                        match stream.next().await {
+                            Some(Ok(snapshot)) => {
+                                let newer = snapshot.revision >= tx.borrow().revision;
+                                if newer {
+                                    tx.send_replace(Arc::new(snapshot));
+                                }
+                            }
+                            Some(Err(status)) => {
+                                tracing::warn!(code = ?status.code(), msg = status.message(), "metadata watch failed; reconnecting");
+                                break;
+                            }
+                            None => {
+                                tracing::info!("metadata watch ended; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                    next += 1;
+                }
+                Err((n, status)) => {
+                    next = n;
+                    tracing::debug!(code = ?status.code(), msg = status.message(), "cannot open a metadata watch");
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    });
+    // A revision of 0 means "never heard from a controller".
+    let _ = tokio::time::timeout(first_wait, rx.wait_for(|m| m.revision > 0)).await;
+    rx.mark_unchanged();
+    rx
+}
+
+/// Registers the broker and renews its lease every third of the lease until `shutdown`
+/// resolves. Registration is retried until it succeeds; a failed heartbeat re-registers.
+pub async fn heartbeat_loop(
+    client: ControllerClient,
+    broker_set: String,
+    broker_id: u64,
+    address: String,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut registered = false;
+    let mut interval = Duration::from_secs(1);
+    loop {
+        let result = if registered {
+            client
+                .call(|mut c| {
+                    let req = BrokerHeartbeatRequest {
+                        broker_set: broker_set.clone(),
+                        broker_id,
+                    };
+                    async move { c.broker_heartbeat(req).await }
+                })
+                .await
+                .map(|r| {
+                    if r.lease_ms > 0 {
+                        interval = Duration::from_millis((r.lease_ms / 3).max(100));
+                    }
+                })
+        } else {
+            client
+                .call(|mut c| {
+                    let req = RegisterBrokerRequest {
+                        broker_set: broker_set.clone(),
+                        broker_id,
+                        address: address.clone(),
+                    };
+                    async move { c.register_broker(req).await }
+                })
+                .await
+                .map(|_| {
+                    tracing::info!(broker_set = %broker_set, broker_id, address = %address, "registered with the controller");
+                })
+        };
+        match result {
+            Ok(()) => registered = true,
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), msg = status.message(), registered, "controller heartbeat failed");
+                registered = false;
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
