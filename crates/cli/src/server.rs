@@ -1,0 +1,519 @@
+//! The server roles: `comet standalone`, `comet controller`, `comet broker`, `comet proxy`.
+//!
+//! - **standalone** runs a single-node controller, one broker and the proxy in one process.
+//!   The proxy calls the broker's service in process ("Local mode", no TCP on the data path);
+//!   the controller and the broker also listen, so that admin commands, and extra proxies or
+//!   brokers, can join. Data lives under `data_dir/{controller,broker}`.
+//! - **controller**, **broker** and **proxy** run one role each ("Cluster mode"): brokers and
+//!   proxies find the controllers through `controllers`, watch the metadata stream, and the
+//!   proxy reaches brokers over the internal gRPC API.
+//!
+//! Every listener is bound before anything is advertised, so `:0` ports work (tests use them),
+//! and each prints one line `<role> listening on <addr>` on stdout; `comet <role> ready` follows
+//! once the process serves. SIGINT/SIGTERM stop it cleanly: stop accepting, drain in-flight
+//! calls (long polls end early), then flush and checkpoint the store and stop Raft.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use comet_broker::{Broker, BrokerConfig};
+use comet_controller::{Controller, ControllerConfig};
+use comet_proto::comet::v1::broker_service_server::{BrokerService, BrokerServiceServer};
+use comet_proto::comet::v1::controller_service_server::ControllerService;
+use comet_proto::comet::v1::{ClusterMetadata, CreateTopicRequest, Topic};
+use comet_proxy::{LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, FlushMode, Sources};
+use crate::controller_client::{ControllerClient, heartbeat_loop, watch_metadata};
+use crate::logging;
+
+/// Largest internal gRPC message (a batch of large messages travels in one PopMessage reply).
+const INTERNAL_MAX_MESSAGE: usize = 256 << 20;
+
+/// Flags shared by the server roles; each maps onto a config key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerArgs {
+    /// TOML config file (default: `COMET_CONFIG`, else built-in defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Root data directory (`data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Proxy listen address (`proxy.listen`), e.g. 0.0.0.0:8081.
+    #[arg(long, value_name = "ADDR")]
+    pub proxy_listen: Option<String>,
+    /// Address clients are given in routes (`proxy.advertised_endpoint`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_endpoint: Option<String>,
+    /// Broker listen address (`broker.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub broker_listen: Option<String>,
+    /// Controller listen address (`controller.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub controller_listen: Option<String>,
+    /// Controller addresses for `comet proxy` / `comet broker` (`controllers`); repeat or
+    /// separate with commas.
+    #[arg(long = "controller", value_name = "ADDR", value_delimiter = ',')]
+    pub controllers: Vec<String>,
+    /// Broker set of `comet broker` (`broker.broker_set`).
+    #[arg(long, value_name = "NAME")]
+    pub broker_set: Option<String>,
+    /// Any setting: `--set section.key=value` (repeatable), e.g. `--set broker.flush=sync`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ServerArgs {
+    /// The configuration these flags select, over the file and environment.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut sources = Sources::from_process(self.config.clone());
+        let mut push = |k: &str, v: String| sources.overrides.push((k.to_owned(), v));
+        if let Some(d) = &self.data_dir {
+            push("data_dir", toml_string(&d.to_string_lossy()));
+        }
+        for (key, value) in [
+            ("proxy.listen", &self.proxy_listen),
+            ("proxy.advertised_endpoint", &self.advertised_endpoint),
+            ("broker.listen", &self.broker_listen),
+            ("controller.listen", &self.controller_listen),
+            ("broker.broker_set", &self.broker_set),
+        ] {
+            if let Some(v) = value {
+                push(key, toml_string(v));
+            }
+        }
+        if !self.controllers.is_empty() {
+            let list: Vec<String> = self.controllers.iter().map(|c| toml_string(c)).collect();
+            push("controllers", format!("[{}]", list.join(", ")));
+        }
+        for kv in &self.set {
+            let Some((k, v)) = kv.split_once('=') else {
+                anyhow::bail!("--set {kv:?}: expected section.key=value");
+            };
+            push(k.trim(), v.trim().to_owned());
+        }
+        Config::load(&sources)
+    }
+}
+
+/// A string as a TOML string literal (so flag values are never re-interpreted as numbers).
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// Which role a server command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Standalone,
+    Controller,
+    Broker,
+    Proxy,
+}
+
+/// Entry point of the server subcommands: load config, log, run until a signal.
+pub fn run(role: Role, args: &ServerArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.load()?;
+    logging::init(&cfg.log.level, cfg.log.format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("comet")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let node = Node::start(role, &cfg).await?;
+        println!("comet {} ready", role.name());
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        node.shutdown().await?;
+        println!("comet {} stopped", role.name());
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Controller => "controller",
+            Role::Broker => "broker",
+            Role::Proxy => "proxy",
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+    Ok(())
+}
+
+/// The bound addresses of a running node (absent roles are `None`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addrs {
+    pub proxy: Option<SocketAddr>,
+    pub broker: Option<SocketAddr>,
+    pub controller: Option<SocketAddr>,
+}
+
+/// A running node of any role; [`Node::shutdown`] stops it in order.
+pub struct Node {
+    addrs: Addrs,
+    stop: watch::Sender<bool>,
+    /// Listener tasks, stopped first (proxy before broker before controller).
+    servers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    heartbeat: Option<JoinHandle<()>>,
+    broker: Option<Broker>,
+    controller: Option<Controller>,
+}
+
+impl Node {
+    /// Starts `role` with `cfg`; returns once every listener is bound and serving.
+    pub async fn start(role: Role, cfg: &Config) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+        let (stop, _) = watch::channel(false);
+        let mut node = Node {
+            addrs: Addrs::default(),
+            stop,
+            servers: Vec::new(),
+            heartbeat: None,
+            broker: None,
+            controller: None,
+        };
+        let started = match role {
+            Role::Standalone => node.start_standalone(cfg).await,
+            Role::Controller => node.start_controller(cfg).await.map(|_| ()),
+            Role::Broker => node.start_broker_process(cfg).await,
+            Role::Proxy => node.start_proxy_process(cfg).await,
+        };
+        if let Err(e) = started {
+            // Leave nothing half-running (locks on data dirs, listeners).
+            if let Err(stop_err) = node.shutdown().await {
+                tracing::warn!(error = %format!("{stop_err:#}"), "cleanup after a failed start");
+            }
+            return Err(e);
+        }
+        Ok(node)
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    async fn start_controller(&mut self, cfg: &Config) -> anyhow::Result<watch::Receiver<Arc<ClusterMetadata>>> {
+        let listener = bind("controller", &cfg.controller.listen).await?;
+        let local = listener.local_addr()?;
+        let advertised = advertised(&cfg.controller.advertised_addr, local);
+        let controller = Controller::start(ControllerConfig {
+            node_id: cfg.controller.node_id,
+            data_dir: cfg.data_dir.join("controller"),
+            cluster_name: cfg.controller.cluster_name.clone(),
+            advertised_addr: advertised,
+            broker_lease: cfg.controller.broker_lease.0,
+            peers: cfg.peers()?,
+            ..ControllerConfig::default()
+        })
+        .await
+        .context("starting the controller")?;
+        let routes = controller.routes();
+        let shutdown = self.stopped();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        self.servers.push((
+            "controller",
+            tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+                    .context("controller gRPC server")
+            }),
+        ));
+        announce("controller", local);
+        self.addrs.controller = Some(local);
+        let metadata = controller.metadata();
+        self.controller = Some(controller);
+        Ok(metadata)
+    }
+
+    async fn start_broker(
+        &mut self,
+        cfg: &Config,
+        metadata: watch::Receiver<Arc<ClusterMetadata>>,
+        controllers: ControllerClient,
+    ) -> anyhow::Result<Arc<dyn BrokerService>> {
+        let listener = bind("broker", &cfg.broker.listen).await?;
+        let local = listener.local_addr()?;
+        let address = advertised(&cfg.broker.advertised_addr, local);
+        let b = &cfg.broker;
+        let broker = Broker::open(
+            BrokerConfig {
+                broker_set: b.broker_set.clone(),
+                broker_id: b.broker_id,
+                data_dir: cfg.data_dir.join("broker"),
+                advertised_addr: address.clone(),
+                flush: match b.flush {
+                    FlushMode::Async => comet_store::FlushPolicy::Async {
+                        interval: b.flush_interval.0,
+                    },
+                    FlushMode::Sync => comet_store::FlushPolicy::Sync {
+                        timeout: b.sync_flush_timeout.0,
+                    },
+                },
+                segment_size: b.segment_size.0,
+                default_max_retries: b.max_retries,
+                ..BrokerConfig::default()
+            },
+            metadata,
+        )
+        .await
+        .context("opening the broker")?;
+        let service = broker.service();
+        let server = BrokerServiceServer::new(service.clone())
+            .max_decoding_message_size(INTERNAL_MAX_MESSAGE)
+            .max_encoding_message_size(INTERNAL_MAX_MESSAGE);
+        let shutdown = self.stopped();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        self.servers.push((
+            "broker",
+            tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(server)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+                    .context("broker gRPC server")
+            }),
+        ));
+        self.heartbeat = Some(tokio::spawn(heartbeat_loop(
+            controllers,
+            b.broker_set.clone(),
+            b.broker_id,
+            address,
+            self.stopped(),
+        )));
+        announce("broker", local);
+        self.addrs.broker = Some(local);
+        self.broker = Some(broker);
+        Ok(Arc::new(service))
+    }
+
+    async fn start_proxy(
+        &mut self,
+        cfg: &Config,
+        metadata: watch::Receiver<Arc<ClusterMetadata>>,
+        brokers: Arc<dyn comet_proxy::BrokerDirectory>,
+        creator: Arc<dyn TopicCreator>,
+    ) -> anyhow::Result<()> {
+        let listener = bind("proxy", &cfg.proxy.listen).await?;
+        let local = listener.local_addr()?;
+        let p = &cfg.proxy;
+        let proxy = Proxy::new(
+            ProxyConfig {
+                advertised_endpoint: advertised(&p.advertised_endpoint, local),
+                max_body_size: usize::try_from(p.max_body_size.0).unwrap_or(usize::MAX),
+                max_user_properties: p.max_user_properties,
+                max_user_property_bytes: usize::try_from(p.max_user_property_size.0)
+                    .unwrap_or(usize::MAX),
+                long_polling_min: p.long_polling_min.0,
+                long_polling_max: p.long_polling_max.0,
+                invisible_min: p.invisible_min.0,
+                invisible_max: p.invisible_max.0,
+                invisible_default: p.invisible_default.0,
+                auto_create_topics: p.auto_create_topics,
+                default_queue_count: p.default_queue_count,
+                ..ProxyConfig::default()
+            },
+            metadata,
+            brokers,
+            Some(creator),
+        );
+        let shutdown = self.stopped();
+        self.servers.insert(
+            0,
+            (
+                "proxy",
+                tokio::spawn(async move {
+                    proxy
+                        .serve(listener, shutdown)
+                        .await
+                        .context("proxy gRPC server")
+                }),
+            ),
+        );
+        announce("proxy", local);
+        self.addrs.proxy = Some(local);
+        Ok(())
+    }
+
+    async fn start_standalone(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        let metadata = self.start_controller(cfg).await?;
+        let ctl_addr = self
+            .addrs
+            .controller
+            .map(|a| a.to_string())
+            .context("controller address")?;
+        let controllers = ControllerClient::new(vec![ctl_addr])?;
+        let broker = self
+            .start_broker(cfg, metadata.clone(), controllers)
+            .await?;
+        // Admin commands right after start expect the broker set to exist.
+        wait_for_broker_set(metadata.clone(), &cfg.broker.broker_set).await?;
+        let brokers = Arc::new(LocalBrokers::new([(cfg.broker.broker_set.clone(), broker)]));
+        let controller = self.controller.as_ref().context("controller")?;
+        let creator = Arc::new(LocalCreator(controller.service()));
+        self.start_proxy(cfg, metadata, brokers, creator).await
+    }
+
+    async fn start_broker_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        let controllers = ControllerClient::new(cfg.controllers.clone())?;
+        let metadata = watch_metadata(controllers.clone(), Duration::from_secs(10)).await;
+        if metadata.borrow().revision == 0 {
+            tracing::warn!(controllers = ?cfg.controllers, "no controller answered yet; serving and retrying");
+        }
+        self.start_broker(cfg, metadata, controllers).await.map(|_| ())
+    }
+
+    async fn start_proxy_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        let controllers = ControllerClient::new(cfg.controllers.clone())?;
+        let metadata = watch_metadata(controllers.clone(), Duration::from_secs(10)).await;
+        if metadata.borrow().revision == 0 {
+            tracing::warn!(controllers = ?cfg.controllers, "no controller answered yet; serving and retrying");
+        }
+        let brokers = Arc::new(RemoteBrokers::new());
+        let creator = Arc::new(RemoteCreator(controllers));
+        self.start_proxy(cfg, metadata, brokers, creator).await
+    }
+
+    /// Stops accepting everywhere, drains, then closes the broker (flush, checkpoint) and the
+    /// controller.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.send_replace(true);
+        let mut first_err: Option<anyhow::Error> = None;
+        for (name, task) in self.servers.drain(..) {
+            match task.await {
+                Ok(Ok(())) => tracing::info!(server = name, "stopped"),
+                Ok(Err(e)) => {
+                    tracing::warn!(server = name, error = %format!("{e:#}"), "server ended with an error");
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(anyhow::anyhow!("{name} server task: {e}"));
+                }
+            }
+        }
+        if let Some(hb) = self.heartbeat.take() {
+            let _ = hb.await;
+        }
+        if let Some(broker) = self.broker.take() {
+            if let Err(e) = broker.shutdown().await {
+                first_err.get_or_insert(anyhow::Error::new(e).context("closing the broker"));
+            }
+        }
+        if let Some(controller) = self.controller.take() {
+            if let Err(e) = controller.shutdown().await {
+                first_err.get_or_insert(anyhow::Error::new(e).context("stopping the controller"));
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn bind(role: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("{role}: cannot listen on {addr} (in use? change it with --{role}-listen or --set {role}.listen=ADDR)")
+    })
+}
+
+fn advertised(configured: &str, local: SocketAddr) -> String {
+    if configured.is_empty() {
+        local.to_string()
+    } else {
+        configured.to_owned()
+    }
+}
+
+fn announce(role: &str, addr: SocketAddr) {
+    tracing::info!(role, %addr, "listening");
+    println!("{role} listening on {addr}");
+}
+
+/// Waits (bounded) until `broker_set` is registered and alive in the metadata.
+async fn wait_for_broker_set(
+    mut metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    broker_set: &str,
+) -> anyhow::Result<()> {
+    let registered = |m: &Arc<ClusterMetadata>| {
+        m.broker_sets
+            .iter()
+            .any(|b| b.name == broker_set && b.members.iter().any(|m| m.alive))
+    };
+    tokio::time::timeout(Duration::from_secs(15), metadata.wait_for(registered))
+        .await
+        .with_context(|| format!("broker set {broker_set} did not register with the controller within 15 s"))?
+        .map(|_| ())
+        .context("the controller stopped")
+}
+
+/// Auto-creates topics through the in-process controller.
+struct LocalCreator(comet_controller::ControllerGrpc);
+
+#[tonic::async_trait]
+impl TopicCreator for LocalCreator {
+    async fn create_topic(&self, topic: Topic) -> Result<(), tonic::Status> {
+        match self
+            .0
+            .create_topic(tonic::Request::new(CreateTopicRequest { topic: Some(topic) }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+            Err(s) => Err(s),
+        }
+    }
+}
+
+/// Auto-creates topics through the controller cluster.
+struct RemoteCreator(ControllerClient);
+
+#[tonic::async_trait]
+impl TopicCreator for RemoteCreator {
+    async fn create_topic(&self, topic: Topic) -> Result<(), tonic::Status> {
+        let result = self
+            .0
+            .call(|mut c| {
+                let req = CreateTopicRequest {
+                    topic: Some(topic.clone()),
+                };
+                async move { c.create_topic(req).await }
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+            Err(s) => Err(s),
+        }
+    }
+}
