@@ -25,5 +25,6 @@
 //!   belongs in the library crates.
 
 pub mod args;
+pub mod bench;
 pub mod size;
 pub mod store_cmd;
