@@ -132,7 +132,11 @@ impl MessagingService for Fake {
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, GrpcStatus> {
         let client = self.client_id(&request);
-        self.seen.send_clients.lock().unwrap().insert(client);
+        self.seen
+            .send_clients
+            .lock()
+            .expect("fake state lock")
+            .insert(client);
         let mut entries = Vec::new();
         for m in request.into_inner().messages {
             let n = self.seen.next.fetch_add(1, Ordering::SeqCst);
@@ -141,16 +145,30 @@ impl MessagingService for Fake {
                 .as_ref()
                 .map(|p| p.message_id.clone())
                 .unwrap_or_default();
-            if !self.seen.message_ids.lock().unwrap().insert(id.clone()) {
+            if !self
+                .seen
+                .message_ids
+                .lock()
+                .expect("fake state lock")
+                .insert(id.clone())
+            {
                 self.seen.duplicate_ids.fetch_add(1, Ordering::SeqCst);
             }
-            self.seen.body_sizes.lock().unwrap().insert(m.body.len());
+            self.seen
+                .body_sizes
+                .lock()
+                .expect("fake state lock")
+                .insert(m.body.len());
             let code = match self.reject {
                 Some((every, code)) if n % every == every - 1 => code,
                 _ => Code::Ok,
             };
             if code == Code::Ok {
-                self.seen.queue.lock().unwrap().push_back(m);
+                self.seen
+                    .queue
+                    .lock()
+                    .expect("fake state lock")
+                    .push_back(m);
                 self.seen.stored.fetch_add(1, Ordering::SeqCst);
                 self.seen.arrived.notify_waiters();
             } else {
@@ -166,7 +184,7 @@ impl MessagingService for Fake {
         }
         let codes: HashSet<i32> = entries
             .iter()
-            .map(|e| e.status.as_ref().unwrap().code)
+            .filter_map(|e| e.status.as_ref().map(|s| s.code))
             .collect();
         let top = if codes.len() == 1 {
             entries[0].status.clone()
@@ -204,7 +222,7 @@ impl MessagingService for Fake {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let taken: Vec<Message> = {
-                let mut q = self.seen.queue.lock().unwrap();
+                let mut q = self.seen.queue.lock().expect("fake state lock");
                 let n = q.len().min(r.batch_size as usize);
                 q.drain(..n).collect()
             };
@@ -239,7 +257,7 @@ impl MessagingService for Fake {
                 self.seen
                     .handles
                     .lock()
-                    .unwrap()
+                    .expect("fake state lock")
                     .insert(handle.clone(), props.message_id.clone());
                 props.receipt_handle = Some(handle);
                 props.delivery_attempt = Some(1);
@@ -266,7 +284,7 @@ impl MessagingService for Fake {
                     .seen
                     .handles
                     .lock()
-                    .unwrap()
+                    .expect("fake state lock")
                     .remove(&e.receipt_handle)
                     .is_some();
                 if known {
@@ -348,7 +366,7 @@ impl MessagingService for Fake {
                 if let Some(telemetry_command::Command::Settings(mut settings)) = command.command {
                     seen.settings
                         .lock()
-                        .unwrap()
+                        .expect("fake state lock")
                         .push((client.clone(), settings.client_type.unwrap_or_default()));
                     if let Some(settings::PubSub::Publishing(p)) = settings.pub_sub.as_mut() {
                         p.max_body_size = 4 << 20;
@@ -372,7 +390,11 @@ impl MessagingService for Fake {
         request: Request<NotifyClientTerminationRequest>,
     ) -> Result<Response<NotifyClientTerminationResponse>, GrpcStatus> {
         let client = self.client_id(&request);
-        self.seen.terminated.lock().unwrap().push(client);
+        self.seen
+            .terminated
+            .lock()
+            .expect("fake state lock")
+            .push(client);
         Ok(Response::new(NotifyClientTerminationResponse {
             status: ok(),
         }))
@@ -402,8 +424,8 @@ impl MessagingService for Fake {
 
 /// Starts a fake on 127.0.0.1:0; returns its address and what it sees.
 async fn start(reject: Option<(u64, Code)>) -> (String, Arc<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
     let seen = Arc::new(Seen::default());
     let fake = Fake {
         seen: seen.clone(),
@@ -451,12 +473,12 @@ fn get(counter: &AtomicU64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_producers_and_consumers_when_benchmarking_should_report_what_the_server_saw() {
     let (endpoint, seen) = start(None).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let json_path = dir.path().join("report.json");
     let mut a = args(&endpoint);
     a.json = Some(json_path.clone());
     let mut out = Vec::new();
-    let report: BenchReport = bench::run_with(a, &mut out).await.unwrap();
+    let report: BenchReport = bench::run_with(a, &mut out).await.expect("bench run");
 
     // Sends: every message the fake stored was counted, warmup included; the window holds most.
     assert!(report.sent.count > 0, "{report:#?}");
@@ -465,7 +487,10 @@ async fn given_producers_and_consumers_when_benchmarking_should_report_what_the_
     assert!(report.sent.count <= report.sent.total);
     assert!(report.sent.msgs_per_s > 0.0 && report.sent.mb_per_s > 0.0);
     assert_eq!(get(&seen.duplicate_ids), 0, "message ids must be unique");
-    assert_eq!(*seen.body_sizes.lock().unwrap(), HashSet::from([256]));
+    assert_eq!(
+        *seen.body_sizes.lock().expect("fake state lock"),
+        HashSet::from([256])
+    );
 
     // Receives: everything delivered was counted and acknowledged; the drain caught up.
     assert_eq!(
@@ -478,10 +503,13 @@ async fn given_producers_and_consumers_when_benchmarking_should_report_what_the_
     assert_eq!(report.received.total, report.sent.total, "{report:#?}");
     assert!(report.received.errors.is_empty(), "{report:#?}");
 
-    assert_ordered("send", report.send_latency_ms.as_ref().unwrap());
-    assert_ordered("e2e", report.e2e_latency_ms.as_ref().unwrap());
+    assert_ordered(
+        "send",
+        report.send_latency_ms.as_ref().expect("send latency"),
+    );
+    assert_ordered("e2e", report.e2e_latency_ms.as_ref().expect("e2e latency"));
     assert_eq!(
-        report.e2e_latency_ms.as_ref().unwrap().samples,
+        report.e2e_latency_ms.as_ref().expect("e2e latency").samples,
         report.received.count
     );
     assert!(report.host.cores >= 1);
@@ -493,7 +521,7 @@ async fn given_producers_and_consumers_when_benchmarking_should_report_what_the_
 
     // A well-behaved client: headers, settings per client, heartbeats, orderly goodbye.
     assert_eq!(get(&seen.bad_headers), 0);
-    let settings = seen.settings.lock().unwrap().clone();
+    let settings = seen.settings.lock().expect("fake state lock").clone();
     let of = |t: ClientType| settings.iter().filter(|(_, ct)| *ct == t as i32).count();
     assert_eq!(
         (of(ClientType::Producer), of(ClientType::SimpleConsumer)),
@@ -502,20 +530,27 @@ async fn given_producers_and_consumers_when_benchmarking_should_report_what_the_
     );
     let ids: HashSet<&String> = settings.iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), 4, "one client id per bench client");
-    assert_eq!(seen.send_clients.lock().unwrap().len(), 2);
+    assert_eq!(seen.send_clients.lock().expect("fake state lock").len(), 2);
     assert!(get(&seen.heartbeats) >= 4);
-    let terminated: HashSet<String> = seen.terminated.lock().unwrap().iter().cloned().collect();
+    let terminated: HashSet<String> = seen
+        .terminated
+        .lock()
+        .expect("fake state lock")
+        .iter()
+        .cloned()
+        .collect();
     assert_eq!(terminated, ids.into_iter().cloned().collect::<HashSet<_>>());
     assert_eq!(get(&seen.telemetry_closed), 4);
 
     // The same report on `out` and in the --json file.
-    let printed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&out).expect("JSON on out");
     // (Compared through text: floats are parsed back the same way on both sides.)
     let expected: serde_json::Value =
-        serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        serde_json::from_str(&serde_json::to_string(&report).expect("encode")).expect("decode");
     assert_eq!(printed, expected);
     let filed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("report file"))
+            .expect("decode file");
     assert_eq!(filed, printed);
     for key in [
         "config",
@@ -537,7 +572,9 @@ async fn given_a_target_rate_when_benchmarking_should_honour_it() {
     let mut a = args(&endpoint);
     a.rate = 200;
     a.consumers = 0;
-    let report = bench::run_with(a, std::io::sink()).await.unwrap();
+    let report = bench::run_with(a, std::io::sink())
+        .await
+        .expect("bench run");
     assert!(
         (150..=250).contains(&report.sent.count),
         "200 msg/s for 1 s sent {}",
@@ -562,7 +599,9 @@ async fn given_a_server_rejecting_some_sends_when_benchmarking_should_count_them
     a.rate = 400;
     a.batch = 4;
     a.consumers = 1;
-    let report = bench::run_with(a, std::io::sink()).await.unwrap();
+    let report = bench::run_with(a, std::io::sink())
+        .await
+        .expect("bench run");
     let rejected = report
         .sent
         .errors
@@ -590,7 +629,9 @@ async fn given_a_server_rejecting_every_send_when_benchmarking_should_fail_after
     let mut a = args(&endpoint);
     a.duration = Duration::from_secs(60);
     let started = std::time::Instant::now();
-    let e = bench::run_with(a, std::io::sink()).await.unwrap_err();
+    let e = bench::run_with(a, std::io::sink())
+        .await
+        .expect_err("bench run fails");
     let text = format!("{e:#}");
     assert!(text.contains("no message could be sent"), "{text}");
     assert!(text.contains("FORBIDDEN"), "{text}");
@@ -600,7 +641,7 @@ async fn given_a_server_rejecting_every_send_when_benchmarking_should_fail_after
     );
     assert!(get(&seen.rejected) > 0);
     // Sessions are closed even on failure.
-    assert_eq!(seen.terminated.lock().unwrap().len(), 4);
+    assert_eq!(seen.terminated.lock().expect("fake state lock").len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,26 +649,28 @@ async fn given_a_missing_topic_when_benchmarking_should_say_how_to_create_it() {
     let (endpoint, seen) = start(None).await;
     let mut a = args(&endpoint);
     a.topic = "nope".to_owned();
-    let e = bench::run_with(a, std::io::sink()).await.unwrap_err();
+    let e = bench::run_with(a, std::io::sink())
+        .await
+        .expect_err("bench run fails");
     let text = format!("{e:#}");
     assert!(
         text.contains("comet topic create nope --queues 8"),
         "{text}"
     );
     assert!(
-        seen.settings.lock().unwrap().is_empty(),
+        seen.settings.lock().expect("fake state lock").is_empty(),
         "no client should start"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_no_server_when_benchmarking_should_fail_to_connect() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = listener.local_addr().unwrap().to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = listener.local_addr().expect("local addr").to_string();
     drop(listener);
     let e = bench::run_with(args(&endpoint), std::io::sink())
         .await
-        .unwrap_err();
+        .expect_err("nothing listens");
     let text = format!("{e:#}");
     assert!(text.contains("cannot connect"), "{text}");
 }

@@ -541,17 +541,17 @@ mod tests {
 
     #[test]
     fn given_addresses_when_parsed_should_give_uri_and_endpoints() {
-        let t = Target::parse("127.0.0.1:8081").unwrap();
+        let t = Target::parse("127.0.0.1:8081").expect("valid endpoint");
         assert_eq!(t.uri, "http://127.0.0.1:8081");
         assert_eq!(t.endpoints.scheme, AddressScheme::IPv4 as i32);
         assert_eq!(t.endpoints.addresses[0].host, "127.0.0.1");
         assert_eq!(t.endpoints.addresses[0].port, 8081);
 
-        let t = Target::parse("http://proxy.example.com:9876/").unwrap();
+        let t = Target::parse("http://proxy.example.com:9876/").expect("valid endpoint");
         assert_eq!(t.authority, "proxy.example.com:9876");
         assert_eq!(t.endpoints.scheme, AddressScheme::DomainName as i32);
 
-        let t = Target::parse("[::1]:8081").unwrap();
+        let t = Target::parse("[::1]:8081").expect("valid endpoint");
         assert_eq!(t.endpoints.scheme, AddressScheme::IPv6 as i32);
         assert_eq!(t.endpoints.addresses[0].host, "::1");
     }
@@ -567,10 +567,14 @@ mod tests {
             "a b:1",
             "h:0",
         ] {
-            let e = Target::parse(bad).unwrap_err().to_string();
+            let e = Target::parse(bad)
+                .expect_err("invalid endpoint")
+                .to_string();
             assert!(e.contains("host:port"), "{bad:?}: {e}");
         }
-        let e = Target::parse("https://h:443").unwrap_err().to_string();
+        let e = Target::parse("https://h:443")
+            .expect_err("invalid endpoint")
+            .to_string();
         assert!(e.contains("TLS"), "{e}");
     }
 
@@ -580,7 +584,7 @@ mod tests {
         let b = client_id(&hostname(), 7, "p1");
         assert_ne!(a, b);
         assert!(a.contains("#bench-0000000000000007-p0"), "{a}");
-        Headers::new(&a).unwrap();
+        Headers::new(&a).expect("valid header");
     }
 
     #[test]
@@ -592,13 +596,13 @@ mod tests {
             }))
             .is_ok()
         );
-        let (code, _) = check_status(None).unwrap_err();
+        let (code, _) = check_status(None).expect_err("missing status");
         assert_eq!(code, "MISSING_STATUS");
         let (code, message) = check_status(Some(&Status {
             code: Code::Forbidden as i32,
             message: "no".into(),
         }))
-        .unwrap_err();
+        .expect_err("FORBIDDEN");
         assert_eq!((code.as_str(), message.as_str()), ("FORBIDDEN", "no"));
     }
 

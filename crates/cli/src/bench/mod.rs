@@ -273,7 +273,7 @@ impl Plan {
 
 /// Runs the benchmark and prints the JSON report on stdout (and to `--json`).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    run_with(args, std::io::stdout().lock()).await.map(|_| ())
+    run_with(args, std::io::stdout()).await.map(|_| ())
 }
 
 /// Runs the benchmark, writes the JSON report to `out` (and to `--json`) and returns it.
@@ -607,7 +607,7 @@ mod tests {
 
     #[test]
     fn given_no_flags_when_parsed_should_use_the_documented_defaults() {
-        let a = parse(&[]).unwrap();
+        let a = parse(&[]).expect("defaults parse");
         assert_eq!(a.endpoint, "127.0.0.1:8081");
         assert_eq!(
             (a.topic.as_str(), a.group.as_str()),
@@ -622,7 +622,7 @@ mod tests {
         assert_eq!(a.duration, Duration::from_secs(30));
         assert_eq!(a.warmup, Duration::from_secs(2));
         assert!(!a.no_progress && a.json.is_none());
-        a.validate().unwrap();
+        a.validate().expect("defaults are valid");
     }
 
     #[test]
@@ -637,7 +637,7 @@ mod tests {
             "--rate",
             "1000",
         ])
-        .unwrap();
+        .expect("flags parse");
         assert_eq!(a.message_size, ByteSize(4096));
         assert_eq!(a.duration, Duration::from_secs(90));
         assert_eq!(a.warmup, Duration::from_millis(500));
@@ -658,7 +658,11 @@ mod tests {
             (&["--group", ""], "--group"),
         ];
         for (args, flag) in cases {
-            let e = parse(args).unwrap().validate().unwrap_err().to_string();
+            let e = parse(args)
+                .expect("parses")
+                .validate()
+                .expect_err("invalid")
+                .to_string();
             assert!(e.contains(flag), "{args:?}: {e}");
         }
     }

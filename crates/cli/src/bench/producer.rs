@@ -19,10 +19,14 @@ use tokio::time::Instant;
 use super::Plan;
 use super::client::{Client, REQUEST_TIMEOUT, check_status, pb_timestamp};
 use super::schedule::Schedule;
-use super::stats::{Live, TaskStats, code_key, grpc_key};
+use super::stats::{Live, TaskStats, grpc_key};
 
 /// User property naming the run a message belongs to (16 hex digits).
 pub(crate) const RUN_PROPERTY: &str = "comet-bench-run";
+
+/// Pause in issuing after a request failed at the transport level (proxy down, connection
+/// reset), so that a producer does not spin on instant failures.
+const TRANSPORT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Bytes of the body taken by the embedded due time.
 pub(crate) const TIMESTAMP_BYTES: usize = 8;
@@ -76,12 +80,12 @@ pub(crate) fn outcome(
             };
         }
     };
+    // OK and MULTIPLE_RESULTS carry one status per message; any other code fails them all.
     let code = response.status.as_ref().map(|s| s.code);
-    let per_entry = code == Some(Code::Ok as i32) || code == Some(Code::MultipleResults as i32);
-    if !per_entry {
-        let (key, _) = check_status(response.status.as_ref())
+    if code != Some(Code::Ok as i32) && code != Some(Code::MultipleResults as i32) {
+        let key = check_status(response.status.as_ref())
             .err()
-            .unwrap_or_else(|| (code_key(code.unwrap_or_default()), String::new()));
+            .map_or_else(|| "MISSING_STATUS".to_owned(), |(key, _)| key);
         return SendOutcome {
             ok: 0,
             errors: vec![(key, n)],
@@ -136,6 +140,7 @@ pub(crate) async fn run(
     let mut next_message: u64 = 0;
     let mut next_queue = index;
     let mut issuing = true;
+    let mut hold_until: Option<Instant> = None;
 
     loop {
         // Issue every request that is due, as long as there is room.
@@ -146,6 +151,10 @@ pub(crate) async fn run(
                 break;
             }
             let now = Instant::now();
+            if let Some(until) = hold_until.filter(|until| *until > now) {
+                wake_at = Some(until);
+                break;
+            }
             let due = match schedule {
                 Some(s) => plan.clock.epoch + s.due(next_request),
                 None => now,
@@ -193,6 +202,9 @@ pub(crate) async fn run(
         }
         tokio::select! {
             Some((due, n, outcome)) = inflight.next(), if !inflight.is_empty() => {
+                if outcome.ok == 0 && outcome.errors.iter().any(|(key, _)| key.starts_with("grpc:")) {
+                    hold_until = Some(Instant::now() + TRANSPORT_BACKOFF);
+                }
                 record(&plan, &mut stats, due, n, outcome);
             }
             () = sleep_until(wake_at), if wake_at.is_some() && inflight.len() < plan.inflight => {}

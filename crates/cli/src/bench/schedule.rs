@@ -58,7 +58,7 @@ mod tests {
 
     #[test]
     fn given_one_producer_when_scheduling_should_space_requests_evenly() {
-        let s = Schedule::new(0, 1, 1, 200).unwrap();
+        let s = Schedule::new(0, 1, 1, 200).expect("rate > 0");
         assert_eq!(s.due(0), Duration::ZERO);
         assert_eq!(s.due(1), Duration::from_millis(5));
         assert_eq!(s.due(200), Duration::from_secs(1));
@@ -69,7 +69,7 @@ mod tests {
         // 3 producers, 300 msg/s: the global timeline has a request every 1/300 s.
         let all: Vec<Duration> = (0..3)
             .flat_map(|p| {
-                let s = Schedule::new(p, 3, 1, 300).unwrap();
+                let s = Schedule::new(p, 3, 1, 300).expect("rate > 0");
                 (0..100).map(move |k| s.due(k))
             })
             .collect();
@@ -81,7 +81,7 @@ mod tests {
         }
         // Producer 1's first request is the second one on the timeline.
         assert_eq!(
-            Schedule::new(1, 3, 1, 300).unwrap().due(0),
+            Schedule::new(1, 3, 1, 300).expect("rate > 0").due(0),
             Duration::from_nanos(3_333_333)
         );
     }
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn given_batches_when_scheduling_should_count_messages_not_requests() {
         // 10 messages per request at 1000 msg/s: 100 requests per second.
-        let s = Schedule::new(0, 1, 10, 1000).unwrap();
+        let s = Schedule::new(0, 1, 10, 1000).expect("rate > 0");
         assert_eq!(s.due(1), Duration::from_millis(10));
         assert_eq!(s.due(100), Duration::from_secs(1));
     }
@@ -97,14 +97,14 @@ mod tests {
     #[test]
     fn given_a_long_run_when_scheduling_should_not_drift() {
         // 7 msg/s does not divide a second evenly; the millionth due time is still exact.
-        let s = Schedule::new(0, 1, 1, 7).unwrap();
+        let s = Schedule::new(0, 1, 1, 7).expect("rate > 0");
         assert_eq!(s.due(7_000_000), Duration::from_secs(1_000_000));
         assert_eq!(s.due(1), Duration::from_nanos(142_857_142));
     }
 
     #[test]
     fn given_absurd_indices_when_scheduling_should_saturate() {
-        let s = Schedule::new(0, 1, 1, 1).unwrap();
+        let s = Schedule::new(0, 1, 1, 1).expect("rate > 0");
         assert_eq!(s.due(u64::MAX), Duration::from_nanos(u64::MAX));
     }
 }

@@ -292,28 +292,28 @@ mod tests {
 
     #[test]
     fn given_samples_when_summarised_should_give_ordered_percentiles_in_ms() {
-        let mut h = new_histogram().unwrap();
+        let mut h = new_histogram().expect("histogram");
         for ms in 1..=1000u64 {
-            h.record(ms * 1_000_000).unwrap();
+            h.record(ms * 1_000_000).expect("in range");
         }
-        let r = LatencyReport::from_histogram(&h).unwrap();
+        let r = LatencyReport::from_histogram(&h).expect("samples");
         assert_eq!(r.samples, 1000);
         assert!((r.p50 - 500.0).abs() < 1.0, "{r:?}");
         assert!((r.p99 - 990.0).abs() < 1.0, "{r:?}");
         assert!((r.max - 1000.0).abs() < 1.0, "{r:?}");
         assert!(r.p50 <= r.p99 && r.p99 <= r.p999 && r.p999 <= r.max);
-        assert!(LatencyReport::from_histogram(&new_histogram().unwrap()).is_none());
+        assert!(LatencyReport::from_histogram(&new_histogram().expect("histogram")).is_none());
     }
 
     #[test]
     fn given_two_task_stats_when_merged_should_add_everything() {
-        let mut a = TaskStats::new(&new_histogram().unwrap());
-        a.latency.record(1_000).unwrap();
+        let mut a = TaskStats::new(&new_histogram().expect("histogram"));
+        a.latency.record(1_000).expect("in range");
         a.measured = 2;
         a.total = 3;
         a.error("X".into(), 1);
-        let mut b = TaskStats::new(&new_histogram().unwrap());
-        b.latency.record(2_000).unwrap();
+        let mut b = TaskStats::new(&new_histogram().expect("histogram"));
+        b.latency.record(2_000).expect("in range");
         b.measured = 5;
         b.total = 7;
         b.error("X".into(), 2);
