@@ -32,6 +32,8 @@ pub(crate) fn spawn(
         let period = Duration::from_millis(1000 / u64::from(HZ));
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The first tick is immediate; rates need a full period behind them.
+        ticks.tick().await;
         let (mut last_sent, mut last_recv, mut last_at) = (0u64, 0u64, Instant::now());
         loop {
             tokio::select! {
