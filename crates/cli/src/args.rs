@@ -30,6 +30,8 @@ pub struct Cli {
 /// Top-level subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Load-test a RocketMQ 5 gRPC proxy; prints a JSON report of throughput and latency.
+    Bench(crate::bench::BenchArgs),
     /// Topic admin commands (through the controller).
     Topic {
         #[command(flatten)]

@@ -1,31 +1,40 @@
 //! `comet`: the one binary of Comet, and the library behind it (so that `tests/` can start
 //! nodes in process and re-run the same command handlers).
 //!
-//! Today it carries the storage admin commands; the server roles (`standalone`, `proxy`,
-//! `broker`, `controller`) join as subcommands when their crates can run.
-//!
 //! ```text
-//!  comet store inspect --data-dir DIR [--segment-size SIZE]   recovery report, offsets, queues
-//!  comet store verify  --data-dir DIR [--segment-size SIZE]   CRC-check every queued message
+//!  comet standalone                      controller + broker + proxy in one process (zero config)
+//!  comet controller | broker | proxy     one role per process ("cluster mode")
+//!  comet topic  create|update|delete|describe|list     admin through the controller
+//!  comet group  create|update|delete|describe|list
+//!  comet cluster describe
+//!  comet bench                           load generator against any RocketMQ 5 gRPC proxy
+//!  comet store  inspect|verify --data-dir DIR          offline storage checks
 //! ```
 //!
 //! # Layout
-//! - `main.rs` (the binary): parse arguments, set up logging, dispatch, map the outcome to an
-//!   exit status.
+//! - `main.rs` (the binary): parse arguments, dispatch, map the outcome to an exit status.
 //! - `args`: the clap definitions of every subcommand.
+//! - `config`: the layered server configuration (defaults < TOML < `COMET_*` env < flags);
+//!   `deploy/comet.example.toml` documents every key.
+//! - `server`: the server roles and their start/stop order; `controller_client`: the
+//!   leader-following controller client, metadata watch and broker heartbeats of cluster mode.
+//! - `admin`: `comet topic|group|cluster ...` over the controller API.
+//! - `bench`: `comet bench`.
 //! - `store_cmd`: `comet store ...` over `comet_store`'s public API.
-//! - `size`: human-readable sizes (`64KiB`, `1GiB`) for flags.
+//! - `logging`, `size`, `duration`: stderr logging, `64KiB`-style sizes, `500ms`-style durations.
 //!
 //! # Conventions
-//! - Results go to stdout (one JSON object per admin command); logs go to stderr, filtered by
-//!   `RUST_LOG` (default `warn`).
+//! - Results go to stdout (one JSON object per admin command; servers print one
+//!   `<role> listening on <addr>` line per listener, then `comet <role> ready`); logs go to
+//!   stderr, filtered by `RUST_LOG` or the configured level.
 //! - Exit status: 0 success; 1 the command ran and found a problem (e.g. corrupt records);
-//!   2 the command could not run (bad arguments, missing directory, I/O error).
+//!   2 the command could not run (bad arguments, unreachable controller, I/O error).
 //! - Only the cluster tests (`tests/`) depend on this crate; logic worth testing in isolation
 //!   belongs in the library crates.
 
 pub mod admin;
 pub mod args;
+pub mod bench;
 pub mod config;
 pub mod controller_client;
 pub mod duration;

@@ -15,6 +15,13 @@ fn main() -> ExitCode {
             logging::init("warn", LogFormat::Text);
             store_cmd::run(&cmd)
         }
+        Command::Bench(args) => {
+            logging::init("warn", LogFormat::Text);
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(comet::bench::run(args)))
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Topic { target, cmd } => {
             admin_command(async move { admin::topic(&target, &cmd).await })
         }

@@ -1,0 +1,272 @@
+//! A consumer task: the simple-consumer loop of the official clients.
+//!
+//! ReceiveMessage (batch [`RECEIVE_BATCH`], invisible [`INVISIBLE`], long polling
+//! [`LONG_POLLING`]) on the readable queues in turn, then one AckMessage with an entry per
+//! received message. End-to-end latency is the arrival time minus the due time the producer
+//! embedded in the body.
+//!
+//! Stopping: a consumer that is still waiting for the first frame of a long poll when told to
+//! stop abandons the call; once frames flow it reads the stream to its end and acknowledges
+//! what it got, so nothing the server handed over goes unaccounted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use comet_proto::apache::rocketmq::v2::{
+    AckMessageEntry, AckMessageRequest, AckMessageResponse, Code, FilterExpression, FilterType,
+    Message, MessageQueue, ReceiveMessageRequest, ReceiveMessageResponse,
+    receive_message_response::Content,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Plan;
+use super::client::{Client, REQUEST_TIMEOUT, check_status, pb_duration};
+use super::producer::{RUN_PROPERTY, due_ns};
+use super::stats::{Live, TaskStats, code_key, grpc_key};
+
+/// Messages asked for per ReceiveMessage.
+pub(crate) const RECEIVE_BATCH: i32 = 32;
+/// How long received messages stay invisible to other consumers before redelivery.
+pub(crate) const INVISIBLE: Duration = Duration::from_secs(30);
+/// How long the server may hold a ReceiveMessage open waiting for messages.
+pub(crate) const LONG_POLLING: Duration = Duration::from_secs(5);
+/// Pause after a failed receive or ack before trying again.
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Runs consumer `index` until `stop`. Returns what it measured.
+pub(crate) async fn run(
+    plan: Arc<Plan>,
+    mut client: Client,
+    index: usize,
+    queues: Arc<Vec<MessageQueue>>,
+    mut stop: watch::Receiver<bool>,
+) -> TaskStats {
+    let mut stats = TaskStats::new(&plan.histogram);
+    let run_hex = plan.run_hex();
+    let mut next_queue = index;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let queue = queues[next_queue % queues.len()].clone();
+        next_queue = next_queue.wrapping_add(1);
+        let mut request = tonic::Request::new(ReceiveMessageRequest {
+            group: Some(plan.group.clone()),
+            message_queue: Some(queue),
+            filter_expression: Some(FilterExpression {
+                r#type: FilterType::Tag as i32,
+                expression: "*".to_owned(),
+            }),
+            batch_size: RECEIVE_BATCH,
+            invisible_duration: Some(pb_duration(INVISIBLE)),
+            auto_renew: false,
+            long_polling_timeout: Some(pb_duration(LONG_POLLING)),
+            attempt_id: None,
+        });
+        request.set_timeout(LONG_POLLING + REQUEST_TIMEOUT);
+
+        // Wait for the first frame, unless told to stop first.
+        let call = async {
+            let mut stream = client.receive_message(request).await?.into_inner();
+            let first = stream.message().await?;
+            Ok::<_, tonic::Status>((stream, first))
+        };
+        let opened = tokio::select! {
+            opened = call => opened,
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        };
+        let (mut stream, mut frame) = match opened {
+            Ok(x) => x,
+            Err(s) => {
+                failed(&plan, &mut stats, format!("receive/{}", grpc_key(&s)), 1);
+                backoff(&mut stop).await;
+                continue;
+            }
+        };
+
+        let mut acks = Vec::new();
+        let mut receive_error = None;
+        while let Some(ReceiveMessageResponse { content }) = frame {
+            match content {
+                Some(Content::Status(s)) => {
+                    if s.code != Code::Ok as i32 && s.code != Code::MessageNotFound as i32 {
+                        receive_error = Some(code_key(s.code));
+                    }
+                }
+                Some(Content::Message(m)) => on_message(&plan, &run_hex, &mut stats, m, &mut acks),
+                Some(Content::DeliveryTimestamp(_)) | None => {}
+            }
+            frame = match stream.message().await {
+                Ok(f) => f,
+                Err(s) => {
+                    receive_error = Some(grpc_key(&s));
+                    None
+                }
+            };
+        }
+        if !acks.is_empty() {
+            plan.consumed.notify_one();
+            ack(&plan, &mut client, &mut stats, acks).await;
+        }
+        if let Some(key) = receive_error {
+            failed(&plan, &mut stats, format!("receive/{key}"), 1);
+            backoff(&mut stop).await;
+        }
+    }
+    stats
+}
+
+/// Records one delivered message and queues its acknowledgement.
+fn on_message(
+    plan: &Plan,
+    run_hex: &str,
+    stats: &mut TaskStats,
+    message: Message,
+    acks: &mut Vec<AckMessageEntry>,
+) {
+    let arrived = Instant::now();
+    let props = message.system_properties.unwrap_or_default();
+    match props.receipt_handle {
+        Some(receipt_handle) if !receipt_handle.is_empty() => acks.push(AckMessageEntry {
+            message_id: props.message_id,
+            receipt_handle,
+            lite_topic: None,
+        }),
+        _ => failed(plan, stats, "receive/MISSING_RECEIPT_HANDLE".to_owned(), 1),
+    }
+    let ours = message
+        .user_properties
+        .get(RUN_PROPERTY)
+        .map(String::as_str)
+        == Some(run_hex);
+    let due = ours.then(|| due_ns(&message.body)).flatten();
+    let Some(due) = due else {
+        stats.foreign += 1;
+        return;
+    };
+    stats.total += 1;
+    Live::add(&plan.live.received, 1);
+    if props.delivery_attempt.unwrap_or(1) > 1 {
+        stats.redelivered += 1;
+    }
+    if plan.clock.measured_ns(due) {
+        stats.measured += 1;
+        stats.measured_bytes += message.body.len() as u64;
+        Live::add(&plan.live.received_measured, 1);
+        let latency = plan.clock.ns(arrived).saturating_sub(due);
+        stats.latency.saturating_record(latency);
+    }
+}
+
+/// Acknowledges `entries` in one AckMessage.
+async fn ack(
+    plan: &Plan,
+    client: &mut Client,
+    stats: &mut TaskStats,
+    entries: Vec<AckMessageEntry>,
+) {
+    let n = entries.len() as u64;
+    let mut request = tonic::Request::new(AckMessageRequest {
+        group: Some(plan.group.clone()),
+        topic: Some(plan.topic.clone()),
+        entries,
+    });
+    request.set_timeout(REQUEST_TIMEOUT);
+    match client.ack_message(request).await {
+        Ok(response) => {
+            for (key, count) in ack_failures(&response.into_inner(), n) {
+                failed(plan, stats, format!("ack/{key}"), count);
+            }
+        }
+        Err(s) => failed(plan, stats, format!("ack/{}", grpc_key(&s)), n),
+    }
+}
+
+/// Failed entries of an AckMessage response for `n` entries, by error key.
+pub(crate) fn ack_failures(response: &AckMessageResponse, n: u64) -> Vec<(String, u64)> {
+    let code = response.status.as_ref().map(|s| s.code);
+    if code != Some(Code::Ok as i32) && code != Some(Code::MultipleResults as i32) {
+        let key = check_status(response.status.as_ref())
+            .err()
+            .map_or_else(|| "MISSING_STATUS".to_owned(), |(k, _)| k);
+        return vec![(key, n)];
+    }
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for entry in &response.entries {
+        if let Err((key, _)) = check_status(entry.status.as_ref()) {
+            match out.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, count)) => *count += 1,
+                None => out.push((key, 1)),
+            }
+        }
+    }
+    out
+}
+
+/// Counts a failure (in the report only once the window has started).
+fn failed(plan: &Plan, stats: &mut TaskStats, key: String, n: u64) {
+    Live::add(&plan.live.receive_errors, n);
+    if Instant::now() >= plan.clock.warm_end {
+        stats.error(key, n);
+    } else {
+        *stats.warmup_errors.entry(key).or_insert(0) += n;
+    }
+}
+
+async fn backoff(stop: &mut watch::Receiver<bool>) {
+    let _ = tokio::time::timeout(ERROR_BACKOFF, stop.wait_for(|stopped| *stopped)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comet_proto::apache::rocketmq::v2::{AckMessageResultEntry, Status};
+
+    fn status(code: Code) -> Option<Status> {
+        Some(Status {
+            code: code as i32,
+            message: String::new(),
+        })
+    }
+
+    #[test]
+    fn given_ack_responses_when_interpreted_should_count_failed_entries() {
+        let ok = AckMessageResponse {
+            status: status(Code::Ok),
+            entries: vec![AckMessageResultEntry {
+                status: status(Code::Ok),
+                ..Default::default()
+            }],
+        };
+        assert!(ack_failures(&ok, 1).is_empty());
+
+        let mixed = AckMessageResponse {
+            status: status(Code::MultipleResults),
+            entries: vec![
+                AckMessageResultEntry {
+                    status: status(Code::Ok),
+                    ..Default::default()
+                },
+                AckMessageResultEntry {
+                    status: status(Code::InvalidReceiptHandle),
+                    ..Default::default()
+                },
+            ],
+        };
+        assert_eq!(
+            ack_failures(&mixed, 2),
+            vec![("INVALID_RECEIPT_HANDLE".to_owned(), 1)]
+        );
+
+        let refused = AckMessageResponse {
+            status: status(Code::Forbidden),
+            entries: vec![],
+        };
+        assert_eq!(ack_failures(&refused, 3), vec![("FORBIDDEN".to_owned(), 3)]);
+        assert_eq!(
+            ack_failures(&AckMessageResponse::default(), 2),
+            vec![("MISSING_STATUS".to_owned(), 2)]
+        );
+    }
+}
