@@ -111,7 +111,11 @@ mod tests {
         assert_eq!(b.delay(4), Duration::from_secs(30));
         assert_eq!(b.delay(16), Duration::from_secs(1800));
         assert_eq!(b.delay(18), Duration::from_secs(7200));
-        assert_eq!(b.delay(100), Duration::from_secs(7200), "last level repeats");
+        assert_eq!(
+            b.delay(100),
+            Duration::from_secs(7200),
+            "last level repeats"
+        );
         assert_eq!(b.delay(0), Duration::from_secs(1));
     }
 
@@ -144,11 +148,17 @@ mod tests {
         let b = Backoff::from_policy(Some(&p));
         assert_eq!(b.delay(1), Duration::from_secs(2));
         assert_eq!(b.delay(2), Duration::from_secs(3));
-        assert_eq!(b.delay(3), Duration::ZERO, "negative durations read as zero");
+        assert_eq!(
+            b.delay(3),
+            Duration::ZERO,
+            "negative durations read as zero"
+        );
         assert_eq!(b.delay(9), Duration::ZERO);
         let empty = RetryPolicy {
             max_attempts: 0,
-            strategy: Some(Strategy::CustomizedBackoff(CustomizedBackoff { next: vec![] })),
+            strategy: Some(Strategy::CustomizedBackoff(CustomizedBackoff {
+                next: vec![],
+            })),
         };
         assert_eq!(Backoff::from_policy(Some(&empty)), Backoff::default());
     }

@@ -70,18 +70,22 @@ fn store_outcome(e: &StoreError) -> Outcome {
         StoreError::FlushTimeout { .. } => (Code::MasterPersistenceTimeout, e.to_string()),
         StoreError::MessageTooLarge { .. } => (Code::MessageBodyTooLarge, e.to_string()),
         StoreError::InvalidMessage(_) => (Code::BadRequest, e.to_string()),
-        StoreError::Closed => (Code::InternalServerError, "the broker is shutting down".into()),
+        StoreError::Closed => (
+            Code::InternalServerError,
+            "the broker is shutting down".into(),
+        ),
         _ => (Code::InternalServerError, e.to_string()),
     }
 }
 
 /// Runs blocking store work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Outcome> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Outcome> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         tracing::error!(error = %e, "blocking broker task failed");
-        (Code::InternalServerError, format!("internal task failed: {e}"))
+        (
+            Code::InternalServerError,
+            format!("internal task failed: {e}"),
+        )
     })
 }
 
@@ -233,7 +237,12 @@ impl Broker {
 
     /// Progress of `group` on (`topic`, `queue_id`), or `None` if the group never received
     /// from that queue (for admin tools and tests).
-    pub fn consumer_progress(&self, group: &str, topic: &str, queue_id: i32) -> Option<ConsumerProgress> {
+    pub fn consumer_progress(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+    ) -> Option<ConsumerProgress> {
         let key = QueueKey {
             group: group.to_owned(),
             topic: topic.to_owned(),
@@ -246,6 +255,18 @@ impl Broker {
             pop_offset: st.pop_offset,
             inflight: st.inflight.len(),
         })
+    }
+
+    /// Writes the changed consumer state now (it is also written every
+    /// `state_persist_interval` and at shutdown), e.g. before a planned hard stop.
+    ///
+    /// # Errors
+    /// I/O errors of the consumer-state log.
+    pub async fn persist_state(&self) -> Result<(), BrokerError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.persist_once())
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?
     }
 
     /// Stops accepting calls (new ones fail with gRPC UNAVAILABLE), ends long polls, waits up
@@ -353,9 +374,10 @@ impl Inner {
         match self.cfg.redelivery {
             RedeliveryDelay::InvisibleTime => 0,
             RedeliveryDelay::DeadlinePlusGroupBackoff => {
-                let d = idx
-                    .group(group)
-                    .map_or_else(|| Backoff::default().delay(attempts), |g| g.backoff.delay(attempts));
+                let d = idx.group(group).map_or_else(
+                    || Backoff::default().delay(attempts),
+                    |g| g.backoff.delay(attempts),
+                );
                 duration_ms(d)
             }
         }
@@ -363,7 +385,10 @@ impl Inner {
 
     // ----------------------------------------------------------------------------- send
 
-    pub async fn send(&self, req: SendMessageRequest) -> Result<SendMessageResponse, tonic::Status> {
+    pub async fn send(
+        &self,
+        req: SendMessageRequest,
+    ) -> Result<SendMessageResponse, tonic::Status> {
         if req.messages.is_empty() {
             return Ok(SendMessageResponse {
                 status: Some(status(Code::BadRequest, "the request carries no messages")),
@@ -400,11 +425,19 @@ impl Inner {
                     }
                 };
                 match store.append_batch(&records) {
-                    Ok(v) => v.into_iter().map(|a| Ok(a.queue_offset)).collect::<Vec<_>>(),
+                    Ok(v) => v
+                        .into_iter()
+                        .map(|a| Ok(a.queue_offset))
+                        .collect::<Vec<_>>(),
                     // The batch as a whole is too large: store the messages one by one.
                     Err(StoreError::MessageTooLarge { .. }) if records.len() > 1 => records
                         .iter()
-                        .map(|r| store.append(r).map(|a| a.queue_offset).map_err(|e| fail(&e)))
+                        .map(|r| {
+                            store
+                                .append(r)
+                                .map(|a| a.queue_offset)
+                                .map_err(|e| fail(&e))
+                        })
                         .collect(),
                     Err(e) => {
                         let f = fail(&e);
@@ -460,7 +493,12 @@ impl Inner {
                 }
             })
             .collect();
-        let st = overall(&entries.iter().filter_map(|e| e.status.as_ref()).collect::<Vec<_>>());
+        let st = overall(
+            &entries
+                .iter()
+                .filter_map(|e| e.status.as_ref())
+                .collect::<Vec<_>>(),
+        );
         Ok(SendMessageResponse {
             status: Some(st),
             entries,
@@ -511,14 +549,22 @@ impl Inner {
     }
 
     async fn pop_inner(&self, req: ReceiveMessageRequest) -> Result<Vec<v2::Message>, Outcome> {
-        let group = req.group.as_ref().map(|g| g.name.clone()).unwrap_or_default();
+        let group = req
+            .group
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_default();
         if group.is_empty() {
             return Err((Code::IllegalConsumerGroup, "consumer group is empty".into()));
         }
         let Some(mq) = req.message_queue.as_ref() else {
             return Err((Code::BadRequest, "message_queue is required".into()));
         };
-        let topic = mq.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let topic = mq
+            .topic
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
         if topic.is_empty() {
             return Err((Code::IllegalTopic, "message_queue has no topic".into()));
         }
@@ -710,7 +756,8 @@ impl Inner {
                 f.generation = self.consumers.next_generation();
                 f.attempts += 1;
                 f.deadline_ms = deadline;
-                f.visible_at_ms = deadline.saturating_add(self.extra_delay(&idx, &key.group, f.attempts));
+                f.visible_at_ms =
+                    deadline.saturating_add(self.extra_delay(&idx, &key.group, f.attempts));
                 let (g, a, v) = (f.generation, f.attempts, f.visible_at_ms);
                 self.consumers.schedule(slot, off, g, v);
                 deliveries.push((m, self.handle(key, off, g), a));
@@ -729,7 +776,8 @@ impl Inner {
                             dlq_pending: false,
                         },
                     );
-                    self.consumers.schedule(slot, m.queue_offset, generation, visible_at);
+                    self.consumers
+                        .schedule(slot, m.queue_offset, generation, visible_at);
                     let h = self.handle(key, m.queue_offset, generation);
                     deliveries.push((m, h, 1));
                 }
@@ -831,7 +879,12 @@ impl Inner {
                 }
             })
             .collect();
-        let st = overall(&entries.iter().filter_map(|e| e.status.as_ref()).collect::<Vec<_>>());
+        let st = overall(
+            &entries
+                .iter()
+                .filter_map(|e| e.status.as_ref())
+                .collect::<Vec<_>>(),
+        );
         AckMessageResponse {
             status: Some(st),
             entries,
@@ -911,7 +964,9 @@ impl Inner {
         drop(st);
         self.consumers.schedule(&slot, h.offset, g, v);
         self.consumers.mark_dirty(&slot);
-        let new = self.handle(&slot.key, h.offset, g).encode(&self.cfg.broker_set);
+        let new = self
+            .handle(&slot.key, h.offset, g)
+            .encode(&self.cfg.broker_set);
         reply(ok(), new)
     }
 
@@ -1058,7 +1113,8 @@ impl Inner {
             f.visible_at_ms = f.visible_at_ms.max(retry_at);
             let v = f.visible_at_ms;
             drop(st);
-            self.consumers.schedule(&it.slot, it.offset, it.generation, v);
+            self.consumers
+                .schedule(&it.slot, it.offset, it.generation, v);
         }
     }
 
@@ -1139,7 +1195,9 @@ impl Inner {
             let me = Arc::clone(&self);
             match tokio::task::spawn_blocking(move || me.persist_once()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "persisting consumer state failed; will retry"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "persisting consumer state failed; will retry")
+                }
                 Err(e) => tracing::error!(error = %e, "consumer-state task failed"),
             }
         }

@@ -198,7 +198,12 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("broker_set"));
         c.broker_set = "a".into();
         c.segment_size = 10;
-        assert!(c.validate().unwrap_err().to_string().contains("segment_size"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("segment_size")
+        );
         c.segment_size = 1 << 20;
         c.max_batch_size = 0;
         assert!(

@@ -87,7 +87,11 @@ fn parse_host(s: &str) -> SocketAddr {
 ///
 /// # Errors
 /// The in-body code and message for a message the broker cannot store as asked.
-pub(crate) fn to_record(msg: &v2::Message, topic: &str, now: i64) -> Result<Message, (Code, String)> {
+pub(crate) fn to_record(
+    msg: &v2::Message,
+    topic: &str,
+    now: i64,
+) -> Result<Message, (Code, String)> {
     let Some(sp) = msg.system_properties.as_ref() else {
         return Err((Code::BadRequest, "message has no system_properties".into()));
     };
@@ -161,13 +165,24 @@ pub(crate) fn to_record(msg: &v2::Message, topic: &str, now: i64) -> Result<Mess
 }
 
 /// The dead-letter copy of `m` for `group`, after `deliveries` deliveries.
-pub(crate) fn to_dlq_record(m: &StoredMessage, dlq_topic: &str, group: &str, deliveries: u32) -> Message {
+pub(crate) fn to_dlq_record(
+    m: &StoredMessage,
+    dlq_topic: &str,
+    group: &str,
+    deliveries: u32,
+) -> Message {
     let mut msg = m.message.clone();
     let sys = &mut msg.properties.system;
     sys.insert(SYS_DLQ.to_owned(), "true".to_owned());
     sys.insert(SYS_DLQ_ORIGIN_TOPIC.to_owned(), m.message.topic.clone());
-    sys.insert(SYS_DLQ_ORIGIN_QUEUE_ID.to_owned(), m.message.queue_id.to_string());
-    sys.insert(SYS_DLQ_ORIGIN_QUEUE_OFFSET.to_owned(), m.queue_offset.to_string());
+    sys.insert(
+        SYS_DLQ_ORIGIN_QUEUE_ID.to_owned(),
+        m.message.queue_id.to_string(),
+    );
+    sys.insert(
+        SYS_DLQ_ORIGIN_QUEUE_OFFSET.to_owned(),
+        m.queue_offset.to_string(),
+    );
     sys.insert(SYS_DLQ_GROUP.to_owned(), group.to_owned());
     sys.insert(SYS_DLQ_DELIVERIES.to_owned(), deliveries.to_string());
     msg.topic = dlq_topic.to_owned();

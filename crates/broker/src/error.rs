@@ -57,7 +57,10 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    pub(crate) fn state_io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+    pub(crate) fn state_io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| BrokerError::StateIo { op, path, source }
     }

@@ -115,7 +115,10 @@ mod tests {
         assert!(!f.matches(None));
         assert!(f.matches_hash(tag_hash(Some("c"))));
         assert!(!f.matches_hash(tag_hash(Some("d"))));
-        assert!(!f.matches_hash(0), "untagged messages never pass a tag list");
+        assert!(
+            !f.matches_hash(0),
+            "untagged messages never pass a tag list"
+        );
     }
 
     #[test]
@@ -132,7 +135,11 @@ mod tests {
             r#type: FilterType::Tag as i32,
             expression: "x||y".into(),
         };
-        assert!(TagFilter::from_request(Some(&tag)).unwrap().matches(Some("y")));
+        assert!(
+            TagFilter::from_request(Some(&tag))
+                .unwrap()
+                .matches(Some("y"))
+        );
         assert_eq!(TagFilter::from_request(None), Ok(TagFilter::All));
     }
 }

@@ -108,7 +108,8 @@ impl ReceiptHandle {
         if bytes.len() != LEN {
             return Err(HandleError::Malformed("wrong length"));
         }
-        let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let u64_at = |i: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&bytes[i..i + 8]);

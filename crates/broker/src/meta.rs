@@ -205,11 +205,23 @@ mod tests {
         };
         let idx = MetaIndex::build(&md, "a");
         assert_eq!(idx.queues("t", Access::Write), Ok(4));
-        assert_eq!(idx.queues("missing", Access::Read).unwrap_err().0, Code::TopicNotFound);
-        assert_eq!(idx.queues("elsewhere", Access::Read).unwrap_err().0, Code::TopicNotFound);
-        assert_eq!(idx.queues("ro", Access::Write).unwrap_err().0, Code::Forbidden);
+        assert_eq!(
+            idx.queues("missing", Access::Read).unwrap_err().0,
+            Code::TopicNotFound
+        );
+        assert_eq!(
+            idx.queues("elsewhere", Access::Read).unwrap_err().0,
+            Code::TopicNotFound
+        );
+        assert_eq!(
+            idx.queues("ro", Access::Write).unwrap_err().0,
+            Code::Forbidden
+        );
         assert_eq!(idx.queues("ro", Access::Read), Ok(1));
         assert_eq!(idx.queues("%DLQ%g", Access::Read), Ok(1));
-        assert_eq!(idx.queues("%DLQ%g", Access::Write).unwrap_err().0, Code::TopicNotFound);
+        assert_eq!(
+            idx.queues("%DLQ%g", Access::Write).unwrap_err().0,
+            Code::TopicNotFound
+        );
     }
 }

@@ -113,7 +113,8 @@ impl<'a> Cur<'a> {
         self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn u64(&mut self) -> Option<u64> {
         self.take(8).map(|b| {
@@ -370,19 +371,19 @@ impl StateFiles {
         for r in records {
             encode_queue(r, &mut buf);
             if buf.len() >= 1 << 20 {
-                w.write_all(&buf).map_err(BrokerError::state_io("write", &tmp))?;
+                w.write_all(&buf)
+                    .map_err(BrokerError::state_io("write", &tmp))?;
                 buf.clear();
             }
         }
         encode_simple(KIND_END, &[&(records.len() as u64).to_le_bytes()], &mut buf);
-        w.write_all(&buf).map_err(BrokerError::state_io("write", &tmp))?;
-        let f = w
-            .into_inner()
-            .map_err(|e| BrokerError::StateIo {
-                op: "write",
-                path: tmp.clone(),
-                source: e.into_error(),
-            })?;
+        w.write_all(&buf)
+            .map_err(BrokerError::state_io("write", &tmp))?;
+        let f = w.into_inner().map_err(|e| BrokerError::StateIo {
+            op: "write",
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
         f.sync_all().map_err(BrokerError::state_io("fsync", &tmp))?;
         let snap = self.dir.join(SNAPSHOT);
         fs::rename(&tmp, &snap).map_err(BrokerError::state_io("rename", &snap))?;
@@ -447,7 +448,11 @@ impl StateFiles {
         let records = all();
         self.write_snapshot(&records)?;
         self.remove_logs_before(seq);
-        tracing::debug!(queues = records.len(), log_seq = seq, "consumer state compacted");
+        tracing::debug!(
+            queues = records.len(),
+            log_seq = seq,
+            "consumer state compacted"
+        );
         Ok(())
     }
 }
