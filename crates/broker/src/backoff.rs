@@ -92,6 +92,7 @@ impl Backoff {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use comet_proto::apache::rocketmq::v2::{CustomizedBackoff, ExponentialBackoff};

@@ -619,7 +619,7 @@ impl Inner {
         let mut shutdown = self.shutdown_tx.subscribe();
         loop {
             arrivals.borrow_and_update();
-            let msgs = self
+            let (msgs, more) = self
                 .pop_once(&group, &topic, &queues, &filter, batch, invisible)
                 .await?;
             if !msgs.is_empty() {
@@ -627,6 +627,15 @@ impl Inner {
             }
             if self.closing.load(Ordering::Acquire) {
                 return Ok(Vec::new());
+            }
+            if more {
+                // A selective filter skipped a whole scan window and more is stored: keep
+                // scanning (each round advances the pop offset) until the poll ends.
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Vec::new());
+                }
+                tokio::task::yield_now().await;
+                continue;
             }
             tokio::select! {
                 changed = arrivals.changed() => {
@@ -648,9 +657,10 @@ impl Inner {
         filter: &Arc<TagFilter>,
         batch: usize,
         invisible: Duration,
-    ) -> Result<Vec<v2::Message>, Outcome> {
+    ) -> Result<(Vec<v2::Message>, bool), Outcome> {
         let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
+        let mut more = false;
         for i in 0..queues.len() {
             if out.len() >= batch {
                 break;
@@ -662,12 +672,13 @@ impl Inner {
                 queue_id,
             };
             let slot = self.consumers.get_or_create(&key);
-            let got = self
+            let (got, unexamined) = self
                 .pop_queue(&slot, filter, batch - out.len(), invisible)
                 .await?;
             out.extend(got);
+            more |= unexamined;
         }
-        Ok(out)
+        Ok((out, more))
     }
 
     async fn pop_queue(
@@ -676,7 +687,7 @@ impl Inner {
         filter: &Arc<TagFilter>,
         want: usize,
         invisible: Duration,
-    ) -> Result<Vec<v2::Message>, Outcome> {
+    ) -> Result<(Vec<v2::Message>, bool), Outcome> {
         let _pop = slot.pop_lock.lock().await;
         let store = self.store()?;
         let key = &slot.key;
@@ -684,6 +695,7 @@ impl Inner {
         let max_attempts = self.max_attempts(&idx, &key.group);
         let now = now_ms();
         // Phase 1: choose redeliveries and the range of new messages.
+        let mut exhausted = Vec::new();
         let (redeliver, from, budget) = {
             let mut st = slot.state.lock();
             if !st.initialized {
@@ -699,13 +711,19 @@ impl Inner {
                 let Some(off) = st.ready.pop_first() else {
                     break;
                 };
-                if let Some(f) = st.inflight.get(&off)
-                    && !f.dlq_pending
-                    && f.visible_at_ms <= now
-                    && f.attempts < max_attempts
-                {
-                    redeliver.push((off, f.generation));
+                let Some(f) = st.inflight.get(&off) else {
+                    continue;
+                };
+                if f.dlq_pending || f.visible_at_ms > now {
+                    continue;
                 }
+                if f.attempts >= max_attempts {
+                    // The group's max_retries shrank meanwhile: let the revive task
+                    // dead-letter it.
+                    exhausted.push((off, f.generation));
+                    continue;
+                }
+                redeliver.push((off, f.generation));
             }
             let room = self
                 .cfg
@@ -714,13 +732,17 @@ impl Inner {
             let budget = (want - redeliver.len()).min(room);
             (redeliver, st.pop_offset, budget)
         };
+        for (off, generation) in exhausted {
+            self.consumers.schedule(slot, off, generation, now);
+        }
         let max_offset = store.max_offset(&key.topic, key.queue_id);
         if redeliver.is_empty() && (budget == 0 || from >= max_offset) {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         // Phase 2: read from the store off the async runtime.
         let (topic, queue_id, f2) = (key.topic.clone(), key.queue_id, Arc::clone(filter));
-        let read = blocking(move || read_queue(&store, &topic, queue_id, redeliver, from, budget, &f2))
+        let reader = Arc::clone(&store);
+        let read = blocking(move || read_queue(&reader, &topic, queue_id, redeliver, from, budget, &f2))
             .await?
             .map_err(|e| {
                 tracing::error!(topic = %key.topic, queue_id = key.queue_id, error = %e, "pop read failed");
@@ -730,6 +752,7 @@ impl Inner {
         let now = now_ms();
         let deadline = now.saturating_add(duration_ms(invisible));
         let mut deliveries: Vec<(StoredMessage, ReceiptHandle, u32)> = Vec::new();
+        let more;
         {
             let mut st = slot.state.lock();
             for (off, generation, r) in read.redelivered {
@@ -783,12 +806,13 @@ impl Inner {
                 }
                 st.pop_offset = st.pop_offset.max(read.next_offset);
             }
+            more = budget > 0 && st.pop_offset < store_max(&store, key);
             self.consumers.mark_dirty(slot);
         }
         tracing::debug!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
             count = deliveries.len(), "popped");
         let broker_set = &self.cfg.broker_set;
-        Ok(deliveries
+        let messages = deliveries
             .into_iter()
             .map(|(m, h, attempt)| {
                 convert::to_proto(
@@ -801,7 +825,8 @@ impl Inner {
                     },
                 )
             })
-            .collect())
+            .collect();
+        Ok((messages, more))
     }
 
     fn handle(&self, key: &QueueKey, offset: i64, generation: u64) -> ReceiptHandle {
@@ -1128,6 +1153,10 @@ impl Inner {
             if *shutdown.borrow_and_update() {
                 break;
             }
+            let purged = self.consumers.purge_stale_timers();
+            if purged > 0 {
+                tracing::debug!(purged, "stale visibility timers purged");
+            }
             let now = now_ms();
             let due = self.consumers.take_due(now, 4096);
             if !due.is_empty() {
@@ -1243,6 +1272,10 @@ impl Inner {
         };
         files.compact(|| self.all_records())
     }
+}
+
+fn store_max(store: &MessageStore, key: &QueueKey) -> i64 {
+    store.max_offset(&key.topic, key.queue_id)
 }
 
 /// Why an append failed, as the send path needs it.

@@ -267,6 +267,7 @@ pub(crate) fn to_proto(m: &StoredMessage, d: Delivery<'_>) -> v2::Message {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -38,6 +38,7 @@ impl ArrivalHub {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -161,6 +161,7 @@ impl MetaView {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use comet_proto::comet::v1::{QueuePlacement, Topic};

@@ -458,6 +458,7 @@ impl StateFiles {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -19,7 +19,7 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
@@ -149,7 +149,12 @@ pub(crate) struct Consumers {
     pub timer_added: Notify,
     incarnation: u32,
     generation: AtomicU32,
+    /// Heap size above which stale timers are purged (see [`Consumers::purge_stale_timers`]).
+    purge_at: AtomicUsize,
 }
+
+/// Smallest heap size that triggers a purge of stale timers.
+const MIN_PURGE_AT: usize = 65_536;
 
 impl Consumers {
     /// State restored from `records`; generations issued from now on carry `incarnation` in
@@ -163,6 +168,7 @@ impl Consumers {
             timer_added: Notify::new(),
             incarnation,
             generation: AtomicU32::new(0),
+            purge_at: AtomicUsize::new(MIN_PURGE_AT),
         };
         for r in records {
             let mut st = QueueState {
@@ -252,6 +258,37 @@ impl Consumers {
         self.timers.lock().peek().map(|t| t.at_ms)
     }
 
+    /// Timers of acknowledged or re-armed entries stay in the heap until they fire. When the
+    /// heap outgrows twice its live size (at least [`MIN_PURGE_AT`]), this drops the stale
+    /// ones, so memory follows the number of messages in flight, not the delivery rate times
+    /// the invisible time. Must not be called with a slot's state lock held.
+    pub fn purge_stale_timers(&self) -> usize {
+        if self.timers.lock().len() < self.purge_at.load(Ordering::Relaxed) {
+            return 0;
+        }
+        // Take the heap out so no slot lock is taken under the heap lock (pops schedule
+        // timers while holding their slot's state lock).
+        let old = std::mem::take(&mut *self.timers.lock());
+        let before = old.len();
+        let live: Vec<Timer> = old
+            .into_iter()
+            .filter(|t| {
+                t.slot
+                    .state
+                    .lock()
+                    .inflight
+                    .get(&t.offset)
+                    .is_some_and(|f| f.generation == t.generation)
+            })
+            .collect();
+        let kept = live.len();
+        let mut heap = self.timers.lock();
+        heap.extend(live);
+        self.purge_at
+            .store((heap.len() * 2).max(MIN_PURGE_AT), Ordering::Relaxed);
+        before - kept
+    }
+
     /// Removes and returns the timers due at `now_ms` (at most `max`).
     pub fn take_due(&self, now_ms: i64, max: usize) -> Vec<Timer> {
         let mut heap = self.timers.lock();
@@ -266,6 +303,7 @@ impl Consumers {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -308,6 +346,27 @@ mod tests {
         let due: Vec<i64> = c.take_due(250, 10).iter().map(|t| t.offset).collect();
         assert_eq!(due, vec![2, 3]);
         assert_eq!(c.next_due(), Some(300));
+    }
+
+    #[test]
+    fn given_many_stale_timers_when_purged_should_keep_only_live_ones() {
+        let c = Consumers::new(1, Vec::new());
+        let s = c.get_or_create(&key());
+        let live = InFlight {
+            generation: 5,
+            deadline_ms: 0,
+            visible_at_ms: 0,
+            attempts: 1,
+            dlq_pending: false,
+        };
+        s.state.lock().inflight.insert(0, live);
+        c.schedule(&s, 0, 5, i64::MAX);
+        for i in 1..(MIN_PURGE_AT as i64 + 10) {
+            c.schedule(&s, i, 1, i64::MAX);
+        }
+        assert_eq!(c.purge_stale_timers(), MIN_PURGE_AT + 9);
+        assert_eq!(c.timers.lock().len(), 1);
+        assert_eq!(c.purge_stale_timers(), 0, "below the threshold now");
     }
 
     #[test]

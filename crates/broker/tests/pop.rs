@@ -514,3 +514,65 @@ async fn given_shutdown_when_long_poll_waits_should_end_it_and_refuse_new_calls(
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
 }
+
+#[tokio::test]
+async fn given_long_backlog_of_other_tags_when_popped_should_scan_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = open(dir.path(), metadata(&[("t", 1)], &[])).await;
+    let mut batch: Vec<_> = (0..600)
+        .map(|i| msg("t", 0, &format!("x{i}"), Some("x"), "b"))
+        .collect();
+    batch.push(msg("t", 0, "wanted", Some("y"), "b"));
+    let r = send(&n.svc, batch).await;
+    assert_eq!(code(&r.status), Code::Ok);
+    let got = pop_n(
+        &n.svc,
+        &Pop {
+            filter: "y",
+            ..Default::default()
+        },
+        1,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(sp(&got[0]).message_id, "wanted");
+    assert_eq!(sp(&got[0]).queue_offset, Some(600));
+    n.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn given_group_backoff_mode_when_redelivered_should_wait_deadline_plus_backoff() {
+    use comet_proto::apache::rocketmq::v2::{
+        CustomizedBackoff, RetryPolicy, retry_policy::Strategy,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut md = metadata(&[("t", 1)], &[("gb", 16)]);
+    md.groups[0].retry_policy = Some(RetryPolicy {
+        max_attempts: 0,
+        strategy: Some(Strategy::CustomizedBackoff(CustomizedBackoff {
+            next: vec![prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }],
+        })),
+    });
+    let mut cfg = config(dir.path());
+    cfg.redelivery = comet_broker::RedeliveryDelay::DeadlinePlusGroupBackoff;
+    let n = open_with(cfg, md).await;
+    send_one(&n.svc, "t", 0, "b", None).await;
+    let p = Pop {
+        group: "gb",
+        invisible_ms: 500,
+        ..Default::default()
+    };
+    let first = pop_n(&n.svc, &p, 1, LIMIT).await;
+    let popped = Instant::now();
+    assert_eq!(first.len(), 1);
+    let again = pop_n(&n.svc, &p, 1, LIMIT).await;
+    let elapsed = popped.elapsed();
+    assert_eq!(sp(&again[0]).delivery_attempt, Some(2));
+    assert!(elapsed >= Duration::from_millis(1400), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    n.broker.shutdown().await.unwrap();
+}
