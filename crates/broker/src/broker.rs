@@ -515,6 +515,8 @@ impl Inner {
         if topic.is_empty() {
             return Err((Code::IllegalTopic, "message has no topic".into()));
         }
+        comet_store::record::validate_topic(topic)
+            .map_err(|e| (Code::IllegalTopic, format!("topic {topic:?}: {e}")))?;
         let queue_count = idx.queues(topic, Access::Write)?;
         let queue_id = m.system_properties.as_ref().map_or(0, |s| s.queue_id);
         if queue_id < 0 || queue_id as u32 >= queue_count {
@@ -556,6 +558,17 @@ impl Inner {
             .unwrap_or_default();
         if group.is_empty() {
             return Err((Code::IllegalConsumerGroup, "consumer group is empty".into()));
+        }
+        // The group's dead-letter topic must be storable, or exhausted messages could never
+        // leave the group.
+        if let Err(e) = comet_store::record::validate_topic(&format!("{DLQ_PREFIX}{group}")) {
+            return Err((
+                Code::IllegalConsumerGroup,
+                format!(
+                    "consumer group {group:?} cannot have a dead-letter topic ({e}); use at most \
+                     122 characters of letters, digits and % | _ -"
+                ),
+            ));
         }
         let Some(mq) = req.message_queue.as_ref() else {
             return Err((Code::BadRequest, "message_queue is required".into()));

@@ -457,6 +457,21 @@ async fn given_bad_requests_when_called_should_answer_clear_codes() {
         .into_inner();
     assert_eq!(code(&r.status), Code::BadRequest);
     assert!(r.status.unwrap().message.contains("SQL92"));
+    let r = pop(
+        &n.svc,
+        &Pop {
+            group: "bad group",
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(code(&r.status), Code::IllegalConsumerGroup);
+    // Transactional messages are refused until transactions exist.
+    let mut tx = msg("t", 0, "tx", None, "b");
+    tx.system_properties.as_mut().unwrap().message_type =
+        comet_proto::apache::rocketmq::v2::MessageType::Transaction as i32;
+    let r = send(&n.svc, vec![tx]).await;
+    assert_eq!(code(&r.entries[0].status), Code::Unsupported);
     // Ack: malformed, foreign broker set.
     assert_eq!(
         ack(&n.svc, "g", "t", "garbage").await,
