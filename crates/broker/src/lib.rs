@@ -1,10 +1,76 @@
-//! The Comet broker: one storage node of a broker set.
+//! The Comet broker: one storage node of a broker set, serving the internal
+//! `comet.v1.BrokerService` over `comet-store` with POP-style consumption.
 //!
-//! It will own the internal `BrokerService` over `comet-store`: POP-style receive (invisible
-//! time, receipt handles, revive), retry and dead-letter queues, FIFO group locks, transactions
-//! (half messages and check-back), delay delivery through the store's timer wheel, long polling,
-//! and master→replica replication. It arrives with the standalone issue; today this crate has no
-//! code.
+//! # What it does
+//! - **Send**: validates each message against the watched cluster metadata (the topic must be
+//!   placed on this broker set with `queue_count > queue_id`), appends the batch on the
+//!   blocking pool and answers one `SendResultEntry` per message (`offset` = queue offset).
+//! - **Pop** (`PopMessage`): per (group, topic, queue) the broker keeps a pop offset and the
+//!   set of messages in flight. A pop first redelivers in-flight messages whose invisible
+//!   deadline passed (`delivery_attempt + 1`), then hands out new messages in queue order,
+//!   filtered by tag (consume-queue tag-hash pre-filter, then exact match). Queue id -1 means
+//!   every queue of the topic on this broker, visited round-robin. With nothing to hand out it
+//!   long-polls on the store's arrival listener (and on redelivery timers) until the request's
+//!   long-polling timeout, then answers MESSAGE_NOT_FOUND.
+//! - **Receipt handles** (`"<broker_set>~<base64url>"`, see [`handle`]) name (queue, offset,
+//!   generation) plus a checksum of (group, topic). Every delivery and invisible-time change
+//!   issues a new generation, so older handles are detected as stale.
+//! - **Redelivery timing** ([`RedeliveryDelay`]): by default RocketMQ 5 POP semantics — the
+//!   invisible duration is the backoff and a message is visible again at its deadline; optionally
+//!   the group's retry policy is added on top.
+//! - **Dead letters**: a message whose deliveries reached `max_retries + 1` (group metadata, or
+//!   `default_max_retries`) is appended to `%DLQ%<group>` queue 0 when its last deadline passes
+//!   (or on `ForwardMessageToDeadLetterQueue`) with the origin recorded in system properties
+//!   (`DLQ_ORIGIN_TOPIC`, ...), and completed. Dead-letter topics need no metadata to be read.
+//! - **Missing invisible duration** (auto-renewing push consumers): `default_invisible_duration`
+//!   (60 s, RocketMQ's default).
+//! - **Not yet supported** (later issues): transactional messages (refused with UNSUPPORTED),
+//!   delayed delivery (a `delivery_timestamp` is stored and shown, but the message is
+//!   delivered at once), FIFO group ordering, SQL92 filters (refused with BAD_REQUEST).
+//!
+//! # Layout
+//! - `broker`: [`Broker`] (open, shutdown), the operations, the revive and persistence tasks.
+//! - `service`: [`BrokerGrpc`], the tonic trait implementation.
+//! - `state`: in-memory consumer state and visibility timers; `persist`: its snapshot + log.
+//! - [`handle`], [`filter`], [`backoff`]: receipt handles, tag filters, retry backoff.
+//! - `convert`: protobuf ↔ store records; `meta`: the metadata index; `long_poll`: wake-ups.
+//! - [`config`], [`error`].
+//!
+//! # Invariants
+//! - Offsets below a queue's pop offset that are not in flight are completed; the ack offset is
+//!   the first in-flight offset. Acknowledged messages take no memory.
+//! - In flight per (group, topic, queue) never exceeds `max_inflight_per_queue`.
+//! - A receipt handle is accepted only while its generation is the entry's current one.
+//! - Consumer state is written (fdatasync) every `state_persist_interval` and at shutdown. After
+//!   a crash, acknowledgements of the last interval may be lost (those messages are delivered
+//!   again); in-flight messages come back with their deadlines; messages handed out in the
+//!   last interval but not persisted are delivered again at once. Generations carry a
+//!   per-start incarnation, so a pre-crash handle never matches a post-crash delivery.
+//! - Store calls run on the blocking pool, never on the async runtime.
 //!
 //! Dependency rule: broker → store + proto; never proxy or sdk.
 #![forbid(unsafe_code)]
+
+pub mod backoff;
+mod broker;
+pub mod config;
+mod convert;
+pub mod error;
+pub mod filter;
+pub mod handle;
+mod long_poll;
+mod meta;
+mod persist;
+mod service;
+mod state;
+
+pub use broker::{Broker, ConsumerProgress};
+pub use config::{BrokerConfig, ConsumeFrom, FlushPolicy, RedeliveryDelay};
+pub use convert::{
+    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
+    SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_TRACE_CONTEXT,
+};
+pub use error::BrokerError;
+pub use meta::DLQ_PREFIX;
+pub use service::BrokerGrpc;

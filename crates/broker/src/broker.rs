@@ -1,0 +1,1360 @@
+//! The broker: opening, the request operations over the store and the consumer state, the
+//! background tasks (revive/dead-letter and state persistence) and shutdown.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use comet_proto::apache::rocketmq::v2::{
+    self as v2, AckMessageRequest, AckMessageResponse, AckMessageResultEntry,
+    ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code,
+    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
+    ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
+};
+use comet_proto::comet::v1::{ClusterMetadata, PopMessageResponse};
+use comet_store::{Arrival, ArrivalListener, MessageStore, StoreConfig, StoreError, StoredMessage};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::backoff::Backoff;
+use crate::config::{BrokerConfig, ConsumeFrom, RedeliveryDelay};
+use crate::convert::{self, Delivery, now_ms};
+use crate::error::BrokerError;
+use crate::filter::TagFilter;
+use crate::handle::{self, ReceiptHandle};
+use crate::long_poll::ArrivalHub;
+use crate::meta::{Access, DLQ_PREFIX, MetaIndex, MetaView};
+use crate::persist::StateFiles;
+use crate::service::BrokerGrpc;
+use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer};
+
+/// An in-body outcome: code and message.
+pub(crate) type Outcome = (Code, String);
+
+fn status(code: Code, message: impl Into<String>) -> Status {
+    Status {
+        code: code as i32,
+        message: message.into(),
+    }
+}
+
+fn ok() -> Status {
+    status(Code::Ok, "OK")
+}
+
+/// The overall status of per-entry results: the common code if all agree, else
+/// MULTIPLE_RESULTS.
+fn overall(entries: &[&Status]) -> Status {
+    match entries.first() {
+        None => ok(),
+        Some(first) if entries.iter().all(|s| s.code == first.code) => {
+            if first.code == Code::Ok as i32 {
+                ok()
+            } else {
+                (*first).clone()
+            }
+        }
+        Some(_) => status(
+            Code::MultipleResults,
+            "entries have different results; see each entry's status",
+        ),
+    }
+}
+
+/// How a store failure reads to a client.
+fn store_outcome(e: &StoreError) -> Outcome {
+    match e {
+        StoreError::FlushTimeout { .. } => (Code::MasterPersistenceTimeout, e.to_string()),
+        StoreError::MessageTooLarge { .. } => (Code::MessageBodyTooLarge, e.to_string()),
+        StoreError::InvalidMessage(_) => (Code::BadRequest, e.to_string()),
+        StoreError::Closed => (
+            Code::InternalServerError,
+            "the broker is shutting down".into(),
+        ),
+        _ => (Code::InternalServerError, e.to_string()),
+    }
+}
+
+/// Runs blocking store work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Outcome> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "blocking broker task failed");
+        (
+            Code::InternalServerError,
+            format!("internal task failed: {e}"),
+        )
+    })
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A message read for delivery.
+enum Read {
+    Found(Box<StoredMessage>),
+    /// Deleted by retention or unreadable: it can never be delivered.
+    Gone,
+}
+
+/// What one pop of one queue read from the store.
+struct QueueRead {
+    redelivered: Vec<(i64, u64, Read)>,
+    fresh: Vec<StoredMessage>,
+    next_offset: i64,
+}
+
+/// One in-flight message chosen for the dead-letter queue.
+struct DlqItem {
+    slot: Arc<QueueSlot>,
+    offset: i64,
+    generation: u64,
+    attempts: u32,
+}
+
+/// Shared state of a running broker.
+pub(crate) struct Inner {
+    pub cfg: BrokerConfig,
+    store: RwLock<Option<Arc<MessageStore>>>,
+    meta: MetaView,
+    consumers: Consumers,
+    hub: Arc<ArrivalHub>,
+    closing: AtomicBool,
+    shutdown_tx: watch::Sender<bool>,
+    active: AtomicUsize,
+    drained: Notify,
+    round_robin: AtomicUsize,
+    files: Mutex<Option<StateFiles>>,
+}
+
+/// Counts a running call; dropping it may finish a drain.
+pub(crate) struct CallGuard<'a>(&'a Inner);
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// A group's position on one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerProgress {
+    /// Every offset below this is completed (acknowledged, dead-lettered or filtered out).
+    pub ack_offset: i64,
+    /// Next offset never handed out to the group.
+    pub pop_offset: i64,
+    /// Messages in flight (handed out, not completed).
+    pub inflight: usize,
+}
+
+/// One storage node: the store, consumer state and background tasks. See the crate docs.
+pub struct Broker {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("broker_set", &self.inner.cfg.broker_set)
+            .field("broker_id", &self.inner.cfg.broker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens the store (running its recovery), loads the consumer state (in-flight messages
+    /// come back with their deadlines) and starts the background tasks (revive/dead-letter and
+    /// state persistence).
+    ///
+    /// # Errors
+    /// [`BrokerError::Config`] for invalid settings; store and consumer-state errors.
+    pub async fn open(
+        cfg: BrokerConfig,
+        metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    ) -> Result<Broker, BrokerError> {
+        cfg.validate()?;
+        let hub = Arc::new(ArrivalHub::default());
+        let listener_hub = Arc::clone(&hub);
+        let listener: ArrivalListener = Arc::new(move |a: &Arrival| listener_hub.notify(&a.topic));
+        let mut sc = StoreConfig::new(cfg.data_dir.join("store"));
+        sc.segment_size = usize::try_from(cfg.segment_size).map_err(|_| BrokerError::Config {
+            key: "segment_size",
+            reason: format!("{} does not fit this platform", cfg.segment_size),
+        })?;
+        sc.max_record_size = sc.max_record_size.min(sc.segment_size);
+        sc.flush = cfg.flush;
+        sc.retention = cfg.retention.clone();
+        sc.store_host = cfg
+            .advertised_addr
+            .parse::<SocketAddr>()
+            .unwrap_or(comet_store::record::UNKNOWN_HOST);
+        sc.arrival_listener = Some(listener);
+        let state_dir = cfg.data_dir.join("consumer");
+        let (store, files, loaded) = tokio::task::spawn_blocking(move || {
+            let store = MessageStore::open(sc)?;
+            let (files, loaded) = StateFiles::open(&state_dir)?;
+            Ok::<_, BrokerError>((store, files, loaded))
+        })
+        .await
+        .map_err(|e| BrokerError::Task(e.to_string()))??;
+        let (shutdown_tx, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            meta: MetaView::new(metadata, cfg.broker_set.clone()),
+            consumers: Consumers::new(loaded.incarnation, loaded.queues),
+            store: RwLock::new(Some(Arc::new(store))),
+            hub,
+            closing: AtomicBool::new(false),
+            shutdown_tx,
+            active: AtomicUsize::new(0),
+            drained: Notify::new(),
+            round_robin: AtomicUsize::new(0),
+            files: Mutex::new(Some(files)),
+            cfg,
+        });
+        let tasks = vec![
+            tokio::spawn(Arc::clone(&inner).revive_loop()),
+            tokio::spawn(Arc::clone(&inner).persist_loop()),
+        ];
+        tracing::info!(
+            broker_set = %inner.cfg.broker_set,
+            broker_id = inner.cfg.broker_id,
+            incarnation = inner.consumers.incarnation(),
+            "broker opened"
+        );
+        Ok(Broker { inner, tasks })
+    }
+
+    /// The `comet.v1.BrokerService` implementation over this broker (cheap to clone).
+    pub fn service(&self) -> BrokerGrpc {
+        BrokerGrpc::new(Arc::clone(&self.inner))
+    }
+
+    /// Progress of `group` on (`topic`, `queue_id`), or `None` if the group never received
+    /// from that queue (for admin tools and tests).
+    pub fn consumer_progress(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+    ) -> Option<ConsumerProgress> {
+        let key = QueueKey {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            queue_id,
+        };
+        let slot = self.inner.consumers.get(&key)?;
+        let st = slot.state.lock();
+        st.initialized.then(|| ConsumerProgress {
+            ack_offset: st.ack_offset(),
+            pop_offset: st.pop_offset,
+            inflight: st.inflight.len(),
+        })
+    }
+
+    /// Writes the changed consumer state now (it is also written every
+    /// `state_persist_interval` and at shutdown), e.g. before a planned hard stop.
+    ///
+    /// # Errors
+    /// I/O errors of the consumer-state log.
+    pub async fn persist_state(&self) -> Result<(), BrokerError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.persist_once())
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?
+    }
+
+    /// Stops accepting calls (new ones fail with gRPC UNAVAILABLE), ends long polls, waits up
+    /// to `shutdown_grace` for running calls, persists the consumer state, then flushes,
+    /// checkpoints and closes the store.
+    ///
+    /// # Errors
+    /// [`BrokerError::DrainTimeout`] if calls outlived the grace period (everything is still
+    /// persisted and closed); I/O errors of the final persistence or store close.
+    pub async fn shutdown(mut self) -> Result<(), BrokerError> {
+        let inner = Arc::clone(&self.inner);
+        inner.closing.store(true, Ordering::Release);
+        inner.shutdown_tx.send_replace(true);
+        let drain = inner.drain().await;
+        for t in std::mem::take(&mut self.tasks) {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "broker background task failed");
+            }
+        }
+        // Final state: a full snapshot.
+        let state_inner = Arc::clone(&inner);
+        let persisted = tokio::task::spawn_blocking(move || state_inner.persist_final())
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?;
+        let store = inner.store.write().take();
+        let closed = match store {
+            None => Ok(()),
+            Some(store) => tokio::task::spawn_blocking(move || match Arc::try_unwrap(store) {
+                Ok(store) => store.close(),
+                Err(shared) => {
+                    // A blocking read of a cancelled call still holds the store: make
+                    // everything durable now; the last holder's drop closes it.
+                    shared.flush()?;
+                    shared.checkpoint()
+                }
+            })
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?
+            .map_err(BrokerError::from),
+        };
+        tracing::info!(broker_set = %inner.cfg.broker_set, "broker shut down");
+        persisted?;
+        closed?;
+        drain
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Background tasks end with the broker even without an explicit shutdown.
+        self.inner.shutdown_tx.send_replace(true);
+    }
+}
+
+impl Inner {
+    /// Registers a call; refused once shutdown began.
+    pub fn enter(&self) -> Result<CallGuard<'_>, tonic::Status> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let guard = CallGuard(self);
+        if self.closing.load(Ordering::Acquire) {
+            return Err(tonic::Status::unavailable(format!(
+                "broker {} is shutting down",
+                self.cfg.broker_set
+            )));
+        }
+        Ok(guard)
+    }
+
+    async fn drain(&self) -> Result<(), BrokerError> {
+        let grace = self.cfg.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let n = self.active.load(Ordering::Acquire);
+            if n == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let calls = self.active.load(Ordering::Acquire);
+                if calls == 0 {
+                    return Ok(());
+                }
+                tracing::warn!(calls, ?grace, "calls still running at shutdown");
+                return Err(BrokerError::DrainTimeout { calls, grace });
+            }
+        }
+    }
+
+    fn store(&self) -> Result<Arc<MessageStore>, Outcome> {
+        self.store.read().clone().ok_or((
+            Code::InternalServerError,
+            "the broker is shutting down".to_owned(),
+        ))
+    }
+
+    fn max_attempts(&self, idx: &MetaIndex, group: &str) -> u32 {
+        idx.group(group)
+            .map_or(self.cfg.default_max_retries, |g| g.max_retries)
+            .saturating_add(1)
+    }
+
+    fn extra_delay(&self, idx: &MetaIndex, group: &str, attempts: u32) -> i64 {
+        match self.cfg.redelivery {
+            RedeliveryDelay::InvisibleTime => 0,
+            RedeliveryDelay::DeadlinePlusGroupBackoff => {
+                let d = idx.group(group).map_or_else(
+                    || Backoff::default().delay(attempts),
+                    |g| g.backoff.delay(attempts),
+                );
+                duration_ms(d)
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------- send
+
+    pub async fn send(
+        &self,
+        req: SendMessageRequest,
+    ) -> Result<SendMessageResponse, tonic::Status> {
+        if req.messages.is_empty() {
+            return Ok(SendMessageResponse {
+                status: Some(status(Code::BadRequest, "the request carries no messages")),
+                entries: Vec::new(),
+            });
+        }
+        let idx = self.meta.index();
+        let now = now_ms();
+        let mut results: Vec<Result<i64, Outcome>> = Vec::with_capacity(req.messages.len());
+        let mut records = Vec::new();
+        let mut slots = Vec::new();
+        for (i, m) in req.messages.iter().enumerate() {
+            match self.check_send(&idx, m, now) {
+                Ok(rec) => {
+                    results.push(Ok(0));
+                    records.push(rec);
+                    slots.push(i);
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if !records.is_empty() {
+            let store = match self.store() {
+                Ok(s) => s,
+                Err(_) => return Err(tonic::Status::unavailable("the broker is shutting down")),
+            };
+            let appended = blocking(move || {
+                let fail = |e: &StoreError| {
+                    tracing::warn!(error = %e, "append failed");
+                    if matches!(e, StoreError::Closed) {
+                        AppendFail::Closed
+                    } else {
+                        AppendFail::Failed(store_outcome(e))
+                    }
+                };
+                match store.append_batch(&records) {
+                    Ok(v) => v
+                        .into_iter()
+                        .map(|a| Ok(a.queue_offset))
+                        .collect::<Vec<_>>(),
+                    // The batch as a whole is too large: store the messages one by one.
+                    Err(StoreError::MessageTooLarge { .. }) if records.len() > 1 => records
+                        .iter()
+                        .map(|r| {
+                            store
+                                .append(r)
+                                .map(|a| a.queue_offset)
+                                .map_err(|e| fail(&e))
+                        })
+                        .collect(),
+                    Err(e) => {
+                        let f = fail(&e);
+                        records.iter().map(|_| Err(f.clone())).collect()
+                    }
+                }
+            })
+            .await;
+            match appended {
+                Ok(v) => {
+                    for (slot, r) in slots.iter().zip(v) {
+                        results[*slot] = match r {
+                            Ok(offset) => Ok(offset),
+                            Err(AppendFail::Closed) => {
+                                return Err(tonic::Status::unavailable(
+                                    "the broker is shutting down",
+                                ));
+                            }
+                            Err(AppendFail::Failed(o)) => Err(o),
+                        };
+                    }
+                }
+                Err(o) => {
+                    for slot in &slots {
+                        results[*slot] = Err(o.clone());
+                    }
+                }
+            }
+        }
+        let entries: Vec<SendResultEntry> = req
+            .messages
+            .iter()
+            .zip(results)
+            .map(|(m, r)| {
+                let message_id = m
+                    .system_properties
+                    .as_ref()
+                    .map(|s| s.message_id.clone())
+                    .unwrap_or_default();
+                match r {
+                    Ok(offset) => SendResultEntry {
+                        status: Some(ok()),
+                        message_id,
+                        transaction_id: String::new(),
+                        offset,
+                        recall_handle: String::new(),
+                    },
+                    Err((code, msg)) => SendResultEntry {
+                        status: Some(status(code, msg)),
+                        message_id,
+                        ..Default::default()
+                    },
+                }
+            })
+            .collect();
+        let st = overall(
+            &entries
+                .iter()
+                .filter_map(|e| e.status.as_ref())
+                .collect::<Vec<_>>(),
+        );
+        Ok(SendMessageResponse {
+            status: Some(st),
+            entries,
+        })
+    }
+
+    fn check_send(
+        &self,
+        idx: &MetaIndex,
+        m: &v2::Message,
+        now: i64,
+    ) -> Result<comet_store::Message, Outcome> {
+        let topic = m.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+        if topic.is_empty() {
+            return Err((Code::IllegalTopic, "message has no topic".into()));
+        }
+        comet_store::record::validate_topic(topic)
+            .map_err(|e| (Code::IllegalTopic, format!("topic {topic:?}: {e}")))?;
+        let queue_count = idx.queues(topic, Access::Write)?;
+        let queue_id = m.system_properties.as_ref().map_or(0, |s| s.queue_id);
+        if queue_id < 0 || queue_id as u32 >= queue_count {
+            return Err((
+                Code::BadRequest,
+                format!(
+                    "queue id {queue_id} of topic {topic:?} is outside 0..{queue_count} on broker set {}",
+                    self.cfg.broker_set
+                ),
+            ));
+        }
+        convert::to_record(m, topic, now)
+    }
+
+    // ------------------------------------------------------------------------------ pop
+
+    pub async fn pop(&self, req: ReceiveMessageRequest) -> PopMessageResponse {
+        match self.pop_inner(req).await {
+            Ok(messages) if !messages.is_empty() => PopMessageResponse {
+                status: Some(ok()),
+                messages,
+            },
+            Ok(_) => PopMessageResponse {
+                status: Some(status(Code::MessageNotFound, "no new message")),
+                messages: Vec::new(),
+            },
+            Err((code, msg)) => PopMessageResponse {
+                status: Some(status(code, msg)),
+                messages: Vec::new(),
+            },
+        }
+    }
+
+    async fn pop_inner(&self, req: ReceiveMessageRequest) -> Result<Vec<v2::Message>, Outcome> {
+        let group = req
+            .group
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_default();
+        if group.is_empty() {
+            return Err((Code::IllegalConsumerGroup, "consumer group is empty".into()));
+        }
+        // The group's dead-letter topic must be storable, or exhausted messages could never
+        // leave the group.
+        if let Err(e) = comet_store::record::validate_topic(&format!("{DLQ_PREFIX}{group}")) {
+            return Err((
+                Code::IllegalConsumerGroup,
+                format!(
+                    "consumer group {group:?} cannot have a dead-letter topic ({e}); use at most \
+                     122 characters of letters, digits and % | _ -"
+                ),
+            ));
+        }
+        let Some(mq) = req.message_queue.as_ref() else {
+            return Err((Code::BadRequest, "message_queue is required".into()));
+        };
+        let topic = mq
+            .topic
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        if topic.is_empty() {
+            return Err((Code::IllegalTopic, "message_queue has no topic".into()));
+        }
+        let filter = TagFilter::from_request(req.filter_expression.as_ref())
+            .map_err(|e| (Code::BadRequest, e.to_string()))?;
+        if req.batch_size <= 0 {
+            return Err((
+                Code::BadRequest,
+                format!("batch_size must be positive, got {}", req.batch_size),
+            ));
+        }
+        let batch = (req.batch_size as u32).min(self.cfg.max_batch_size) as usize;
+        let invisible = match req.invisible_duration.as_ref() {
+            None => self.cfg.default_invisible_duration,
+            Some(d) => match convert::to_duration(d) {
+                Some(d) if !d.is_zero() => d.min(self.cfg.max_invisible_duration),
+                _ => {
+                    return Err((
+                        Code::IllegalInvisibleTime,
+                        format!(
+                            "invisible_duration must be positive, got {}s {}ns",
+                            d.seconds, d.nanos
+                        ),
+                    ));
+                }
+            },
+        };
+        let long_poll = req
+            .long_polling_timeout
+            .as_ref()
+            .and_then(convert::to_duration)
+            .unwrap_or(Duration::ZERO)
+            .min(self.cfg.max_long_polling);
+        let idx = self.meta.index();
+        let queue_count = idx.queues(&topic, Access::Read)?;
+        let queues: Vec<i32> = match mq.id {
+            -1 => (0..queue_count as i32).collect(),
+            id if id >= 0 && (id as u32) < queue_count => vec![id],
+            id => {
+                return Err((
+                    Code::BadRequest,
+                    format!(
+                        "queue id {id} of topic {topic:?} is outside 0..{queue_count} on broker set {}",
+                        self.cfg.broker_set
+                    ),
+                ));
+            }
+        };
+        let filter = Arc::new(filter);
+        let deadline = tokio::time::Instant::now() + long_poll;
+        let mut arrivals = self.hub.subscribe(&topic);
+        let mut shutdown = self.shutdown_tx.subscribe();
+        loop {
+            arrivals.borrow_and_update();
+            let (msgs, more) = self
+                .pop_once(&group, &topic, &queues, &filter, batch, invisible)
+                .await?;
+            if !msgs.is_empty() {
+                return Ok(msgs);
+            }
+            if self.closing.load(Ordering::Acquire) {
+                return Ok(Vec::new());
+            }
+            if more {
+                // A selective filter skipped a whole scan window and more is stored: keep
+                // scanning (each round advances the pop offset) until the poll ends.
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Vec::new());
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                changed = arrivals.changed() => {
+                    if changed.is_err() {
+                        return Ok(Vec::new());
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                _ = shutdown.wait_for(|v| *v) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn pop_once(
+        &self,
+        group: &str,
+        topic: &str,
+        queues: &[i32],
+        filter: &Arc<TagFilter>,
+        batch: usize,
+        invisible: Duration,
+    ) -> Result<(Vec<v2::Message>, bool), Outcome> {
+        let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        let mut more = false;
+        for i in 0..queues.len() {
+            if out.len() >= batch {
+                break;
+            }
+            let queue_id = queues[(start + i) % queues.len()];
+            let key = QueueKey {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                queue_id,
+            };
+            let slot = self.consumers.get_or_create(&key);
+            let (got, unexamined) = self
+                .pop_queue(&slot, filter, batch - out.len(), invisible)
+                .await?;
+            out.extend(got);
+            more |= unexamined;
+        }
+        Ok((out, more))
+    }
+
+    async fn pop_queue(
+        &self,
+        slot: &Arc<QueueSlot>,
+        filter: &Arc<TagFilter>,
+        want: usize,
+        invisible: Duration,
+    ) -> Result<(Vec<v2::Message>, bool), Outcome> {
+        let _pop = slot.pop_lock.lock().await;
+        let store = self.store()?;
+        let key = &slot.key;
+        let idx = self.meta.index();
+        let max_attempts = self.max_attempts(&idx, &key.group);
+        let now = now_ms();
+        // Phase 1: choose redeliveries and the range of new messages.
+        let mut exhausted = Vec::new();
+        let (redeliver, from, budget) = {
+            let mut st = slot.state.lock();
+            if !st.initialized {
+                st.pop_offset = match self.cfg.consume_from {
+                    ConsumeFrom::First => store.min_offset(&key.topic, key.queue_id),
+                    ConsumeFrom::Last => store.max_offset(&key.topic, key.queue_id),
+                };
+                st.initialized = true;
+                self.consumers.mark_dirty(slot);
+            }
+            let mut redeliver = Vec::new();
+            while redeliver.len() < want {
+                let Some(off) = st.ready.pop_first() else {
+                    break;
+                };
+                let Some(f) = st.inflight.get(&off) else {
+                    continue;
+                };
+                if f.dlq_pending || f.visible_at_ms > now {
+                    continue;
+                }
+                if f.attempts >= max_attempts {
+                    // The group's max_retries shrank meanwhile: let the revive task
+                    // dead-letter it.
+                    exhausted.push((off, f.generation));
+                    continue;
+                }
+                redeliver.push((off, f.generation));
+            }
+            let room = self
+                .cfg
+                .max_inflight_per_queue
+                .saturating_sub(st.inflight.len());
+            let budget = (want - redeliver.len()).min(room);
+            (redeliver, st.pop_offset, budget)
+        };
+        for (off, generation) in exhausted {
+            self.consumers.schedule(slot, off, generation, now);
+        }
+        let max_offset = store.max_offset(&key.topic, key.queue_id);
+        if redeliver.is_empty() && (budget == 0 || from >= max_offset) {
+            return Ok((Vec::new(), false));
+        }
+        // Phase 2: read from the store off the async runtime.
+        let (topic, queue_id, f2) = (key.topic.clone(), key.queue_id, Arc::clone(filter));
+        let reader = Arc::clone(&store);
+        let read = blocking(move || read_queue(&reader, &topic, queue_id, redeliver, from, budget, &f2))
+            .await?
+            .map_err(|e| {
+                tracing::error!(topic = %key.topic, queue_id = key.queue_id, error = %e, "pop read failed");
+                store_outcome(&e)
+            })?;
+        // Phase 3: commit under the state lock; build protobufs after it.
+        let now = now_ms();
+        let deadline = now.saturating_add(duration_ms(invisible));
+        let mut deliveries: Vec<(StoredMessage, ReceiptHandle, u32)> = Vec::new();
+        let more;
+        {
+            let mut st = slot.state.lock();
+            for (off, generation, r) in read.redelivered {
+                let Some(f) = st.inflight.get_mut(&off) else {
+                    continue;
+                };
+                if f.generation != generation || f.dlq_pending {
+                    continue; // acknowledged, re-armed or dead-lettered meanwhile
+                }
+                let m = match r {
+                    Read::Found(m) => *m,
+                    Read::Gone => {
+                        st.inflight.remove(&off);
+                        tracing::warn!(group = %key.group, topic = %key.topic, queue_id = key.queue_id, offset = off,
+                            "in-flight message no longer stored; dropped from consumer state");
+                        continue;
+                    }
+                };
+                if !filter.matches(m.message.properties.tag.as_deref()) {
+                    // The group's subscription changed: the message is filtered out now.
+                    st.inflight.remove(&off);
+                    continue;
+                }
+                f.generation = self.consumers.next_generation();
+                f.attempts += 1;
+                f.deadline_ms = deadline;
+                f.visible_at_ms =
+                    deadline.saturating_add(self.extra_delay(&idx, &key.group, f.attempts));
+                let (g, a, v) = (f.generation, f.attempts, f.visible_at_ms);
+                self.consumers.schedule(slot, off, g, v);
+                deliveries.push((m, self.handle(key, off, g), a));
+            }
+            if st.pop_offset == from {
+                for m in read.fresh {
+                    let generation = self.consumers.next_generation();
+                    let visible_at = deadline.saturating_add(self.extra_delay(&idx, &key.group, 1));
+                    st.inflight.insert(
+                        m.queue_offset,
+                        InFlight {
+                            generation,
+                            deadline_ms: deadline,
+                            visible_at_ms: visible_at,
+                            attempts: 1,
+                            dlq_pending: false,
+                        },
+                    );
+                    self.consumers
+                        .schedule(slot, m.queue_offset, generation, visible_at);
+                    let h = self.handle(key, m.queue_offset, generation);
+                    deliveries.push((m, h, 1));
+                }
+                st.pop_offset = st.pop_offset.max(read.next_offset);
+            }
+            more = budget > 0 && st.pop_offset < store_max(&store, key);
+            self.consumers.mark_dirty(slot);
+        }
+        tracing::debug!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
+            count = deliveries.len(), "popped");
+        let broker_set = &self.cfg.broker_set;
+        let messages = deliveries
+            .into_iter()
+            .map(|(m, h, attempt)| {
+                convert::to_proto(
+                    &m,
+                    Delivery {
+                        receipt_handle: h.encode(broker_set),
+                        attempt,
+                        invisible,
+                        advertised_addr: &self.cfg.advertised_addr,
+                    },
+                )
+            })
+            .collect();
+        Ok((messages, more))
+    }
+
+    fn handle(&self, key: &QueueKey, offset: i64, generation: u64) -> ReceiptHandle {
+        ReceiptHandle {
+            queue_id: key.queue_id,
+            offset,
+            generation,
+            scope: handle::scope(&key.group, &key.topic),
+        }
+    }
+
+    /// Finds the in-flight entry a receipt handle names, if the handle is current.
+    fn resolve(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+    ) -> Result<(Arc<QueueSlot>, ReceiptHandle), Outcome> {
+        if group.is_empty() {
+            return Err((Code::IllegalConsumerGroup, "consumer group is empty".into()));
+        }
+        let h = ReceiptHandle::decode(receipt_handle, &self.cfg.broker_set, group, topic)
+            .map_err(|e| (Code::InvalidReceiptHandle, e.to_string()))?;
+        let key = QueueKey {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            queue_id: h.queue_id,
+        };
+        let stale = || {
+            (
+                Code::InvalidReceiptHandle,
+                format!(
+                    "receipt handle of {topic:?} queue {} offset {} is stale: the message was \
+                     already acknowledged, dead-lettered, re-armed or redelivered with a newer handle",
+                    h.queue_id, h.offset
+                ),
+            )
+        };
+        let slot = self.consumers.get(&key).ok_or_else(stale)?;
+        let current = slot
+            .state
+            .lock()
+            .inflight
+            .get(&h.offset)
+            .is_some_and(|f| f.generation == h.generation);
+        if !current {
+            return Err(stale());
+        }
+        Ok((slot, h))
+    }
+
+    // ------------------------------------------------------------------------------ ack
+
+    pub fn ack(&self, req: AckMessageRequest) -> AckMessageResponse {
+        let group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or("");
+        let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+        if req.entries.is_empty() {
+            return AckMessageResponse {
+                status: Some(status(Code::BadRequest, "the request carries no entries")),
+                entries: Vec::new(),
+            };
+        }
+        let entries: Vec<AckMessageResultEntry> = req
+            .entries
+            .iter()
+            .map(|e| {
+                let st = match self.ack_one(group, topic, &e.receipt_handle) {
+                    Ok(()) => ok(),
+                    Err((code, msg)) => status(code, msg),
+                };
+                AckMessageResultEntry {
+                    message_id: e.message_id.clone(),
+                    receipt_handle: e.receipt_handle.clone(),
+                    status: Some(st),
+                }
+            })
+            .collect();
+        let st = overall(
+            &entries
+                .iter()
+                .filter_map(|e| e.status.as_ref())
+                .collect::<Vec<_>>(),
+        );
+        AckMessageResponse {
+            status: Some(st),
+            entries,
+        }
+    }
+
+    fn ack_one(&self, group: &str, topic: &str, receipt_handle: &str) -> Result<(), Outcome> {
+        let (slot, h) = self.resolve(group, topic, receipt_handle)?;
+        let mut st = slot.state.lock();
+        let was_full = st.inflight.len() >= self.cfg.max_inflight_per_queue;
+        match st.inflight.get(&h.offset) {
+            Some(f) if f.generation == h.generation => {
+                st.inflight.remove(&h.offset);
+                st.ready.remove(&h.offset);
+            }
+            _ => {
+                return Err((
+                    Code::InvalidReceiptHandle,
+                    "receipt handle became stale while being acknowledged".into(),
+                ));
+            }
+        }
+        drop(st);
+        self.consumers.mark_dirty(&slot);
+        if was_full {
+            self.hub.notify(topic);
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------- change invisible
+
+    pub fn change_invisible(
+        &self,
+        req: ChangeInvisibleDurationRequest,
+    ) -> ChangeInvisibleDurationResponse {
+        let reply = |st: Status, handle: String| ChangeInvisibleDurationResponse {
+            status: Some(st),
+            receipt_handle: handle,
+        };
+        let group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or("");
+        let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+        let Some(d) = req.invisible_duration.as_ref() else {
+            return reply(
+                status(Code::IllegalInvisibleTime, "invisible_duration is required"),
+                req.receipt_handle,
+            );
+        };
+        // Negative reads as zero (visible at once); sub-second values are honoured.
+        let d = convert::to_duration(d)
+            .unwrap_or(Duration::ZERO)
+            .min(self.cfg.max_invisible_duration);
+        let (slot, h) = match self.resolve(group, topic, &req.receipt_handle) {
+            Ok(x) => x,
+            Err((code, msg)) => return reply(status(code, msg), req.receipt_handle),
+        };
+        let now = now_ms();
+        let mut st = slot.state.lock();
+        let Some(f) = st
+            .inflight
+            .get_mut(&h.offset)
+            .filter(|f| f.generation == h.generation && !f.dlq_pending)
+        else {
+            return reply(
+                status(
+                    Code::InvalidReceiptHandle,
+                    "receipt handle became stale while being changed",
+                ),
+                req.receipt_handle,
+            );
+        };
+        f.generation = self.consumers.next_generation();
+        f.deadline_ms = now.saturating_add(duration_ms(d));
+        f.visible_at_ms = f.deadline_ms;
+        let (g, v) = (f.generation, f.visible_at_ms);
+        st.ready.remove(&h.offset);
+        drop(st);
+        self.consumers.schedule(&slot, h.offset, g, v);
+        self.consumers.mark_dirty(&slot);
+        let new = self
+            .handle(&slot.key, h.offset, g)
+            .encode(&self.cfg.broker_set);
+        reply(ok(), new)
+    }
+
+    // ----------------------------------------------------------------------- dead letter
+
+    pub async fn forward_to_dlq(
+        &self,
+        req: ForwardMessageToDeadLetterQueueRequest,
+    ) -> ForwardMessageToDeadLetterQueueResponse {
+        let group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or("");
+        let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+        let result = async {
+            let (slot, h) = self.resolve(group, topic, &req.receipt_handle)?;
+            let attempts = {
+                let mut st = slot.state.lock();
+                let f = st
+                    .inflight
+                    .get_mut(&h.offset)
+                    .filter(|f| f.generation == h.generation && !f.dlq_pending)
+                    .ok_or((
+                        Code::InvalidReceiptHandle,
+                        "receipt handle became stale while being forwarded".to_owned(),
+                    ))?;
+                f.dlq_pending = true;
+                f.attempts
+            };
+            let item = DlqItem {
+                slot,
+                offset: h.offset,
+                generation: h.generation,
+                attempts,
+            };
+            let mut results = self.dead_letter(vec![item]).await;
+            results.pop().unwrap_or(Ok(()))
+        }
+        .await;
+        ForwardMessageToDeadLetterQueueResponse {
+            status: Some(match result {
+                Ok(()) => ok(),
+                Err((code, msg)) => status(code, msg),
+            }),
+        }
+    }
+
+    /// Appends each item's message to `%DLQ%<group>` and completes it. On failure the item
+    /// stays in flight and is retried a little later by the revive task.
+    async fn dead_letter(&self, items: Vec<DlqItem>) -> Vec<Result<(), Outcome>> {
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(o) => {
+                for it in &items {
+                    self.dlq_failed(it);
+                }
+                return items.iter().map(|_| Err(o.clone())).collect();
+            }
+        };
+        let keys: Vec<(String, String, i32, i64, u32)> = items
+            .iter()
+            .map(|i| {
+                (
+                    i.slot.key.group.clone(),
+                    i.slot.key.topic.clone(),
+                    i.slot.key.queue_id,
+                    i.offset,
+                    i.attempts,
+                )
+            })
+            .collect();
+        let outcomes = blocking(move || {
+            keys.iter()
+                .map(|(group, topic, queue_id, offset, attempts)| {
+                    let Some(e) = store.queue_entry(topic, *queue_id, *offset) else {
+                        return Ok(false);
+                    };
+                    let m = match store.read(e.physical_offset) {
+                        Ok(m) => m,
+                        Err(StoreError::OffsetOutOfRange { .. }) => return Ok(false),
+                        Err(StoreError::Corrupt { offset, reason }) => {
+                            tracing::error!(topic = %topic, queue_id, offset, %reason,
+                                "corrupt record cannot be dead-lettered; dropped");
+                            return Ok(false);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let dlq_topic = format!("{DLQ_PREFIX}{group}");
+                    let rec = convert::to_dlq_record(&m, &dlq_topic, group, *attempts);
+                    store.append(&rec).map(|_| true)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let outcomes = match outcomes {
+            Ok(v) => v,
+            Err(o) => {
+                for it in &items {
+                    self.dlq_failed(it);
+                }
+                return items.iter().map(|_| Err(o.clone())).collect();
+            }
+        };
+        items
+            .iter()
+            .zip(outcomes)
+            .map(|(it, r)| match r {
+                Ok(stored) => {
+                    let key = &it.slot.key;
+                    if stored {
+                        tracing::info!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
+                            offset = it.offset, deliveries = it.attempts, "message moved to the dead-letter queue");
+                    } else {
+                        tracing::warn!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
+                            offset = it.offset, "message to dead-letter is no longer stored; dropped");
+                    }
+                    let mut st = it.slot.state.lock();
+                    if st
+                        .inflight
+                        .get(&it.offset)
+                        .is_some_and(|f| f.generation == it.generation)
+                    {
+                        st.inflight.remove(&it.offset);
+                        st.ready.remove(&it.offset);
+                    }
+                    drop(st);
+                    self.consumers.mark_dirty(&it.slot);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(group = %it.slot.key.group, topic = %it.slot.key.topic,
+                        offset = it.offset, error = %e, "dead-lettering failed; will retry");
+                    self.dlq_failed(it);
+                    Err(store_outcome(&e))
+                }
+            })
+            .collect()
+    }
+
+    fn dlq_failed(&self, it: &DlqItem) {
+        let retry_at = now_ms() + 5_000;
+        let mut st = it.slot.state.lock();
+        if let Some(f) = st.inflight.get_mut(&it.offset)
+            && f.generation == it.generation
+        {
+            f.dlq_pending = false;
+            f.visible_at_ms = f.visible_at_ms.max(retry_at);
+            let v = f.visible_at_ms;
+            drop(st);
+            self.consumers
+                .schedule(&it.slot, it.offset, it.generation, v);
+        }
+    }
+
+    // -------------------------------------------------------------------- background
+
+    /// Fires visibility timers: an expired message becomes ready for redelivery (waking long
+    /// polls of its topic) or, with its deliveries used up, goes to the dead-letter queue.
+    async fn revive_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown_tx.subscribe();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            let purged = self.consumers.purge_stale_timers();
+            if purged > 0 {
+                tracing::debug!(purged, "stale visibility timers purged");
+            }
+            let now = now_ms();
+            let due = self.consumers.take_due(now, 4096);
+            if !due.is_empty() {
+                self.fire(due, now).await;
+                continue;
+            }
+            let wait = self
+                .consumers
+                .next_due()
+                .map_or(1000, |at| (at - now).clamp(1, 1000));
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = self.consumers.timer_added.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            }
+        }
+    }
+
+    async fn fire(&self, due: Vec<Timer>, now: i64) {
+        let idx = self.meta.index();
+        let mut wake: HashSet<String> = HashSet::new();
+        let mut dlq = Vec::new();
+        for t in due {
+            let max_attempts = self.max_attempts(&idx, &t.slot.key.group);
+            let mut st = t.slot.state.lock();
+            let Some(f) = st.inflight.get_mut(&t.offset) else {
+                continue;
+            };
+            if f.generation != t.generation || f.dlq_pending || f.visible_at_ms > now {
+                continue;
+            }
+            if f.attempts >= max_attempts {
+                f.dlq_pending = true;
+                let attempts = f.attempts;
+                drop(st);
+                dlq.push(DlqItem {
+                    slot: Arc::clone(&t.slot),
+                    offset: t.offset,
+                    generation: t.generation,
+                    attempts,
+                });
+            } else {
+                st.ready.insert(t.offset);
+                wake.insert(t.slot.key.topic.clone());
+            }
+        }
+        for topic in &wake {
+            self.hub.notify(topic);
+        }
+        if !dlq.is_empty() {
+            self.dead_letter(dlq).await;
+        }
+    }
+
+    /// Writes changed consumer state every `state_persist_interval`.
+    async fn persist_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let mut tick = tokio::time::interval(self.cfg.state_persist_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|v| *v) => break,
+            }
+            let me = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || me.persist_once()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "persisting consumer state failed; will retry")
+                }
+                Err(e) => tracing::error!(error = %e, "consumer-state task failed"),
+            }
+        }
+    }
+
+    /// Appends the changed queues' state to the log (fsynced); compacts when the log is big.
+    fn persist_once(&self) -> Result<(), BrokerError> {
+        let dirty = self.consumers.take_dirty();
+        let mut guard = self.files.lock();
+        let Some(files) = guard.as_mut() else {
+            return Ok(());
+        };
+        let records: Vec<_> = dirty.iter().filter_map(|s| s.record()).collect();
+        if let Err(e) = files.append(&records) {
+            for s in &dirty {
+                self.consumers.mark_dirty(s);
+            }
+            return Err(e);
+        }
+        if files.needs_compaction(self.cfg.state_compact_bytes) {
+            files.compact(|| self.all_records())?;
+        }
+        Ok(())
+    }
+
+    fn all_records(&self) -> Vec<crate::state::QueueRecord> {
+        let mut v: Vec<_> = self
+            .consumers
+            .all()
+            .iter()
+            .filter_map(|s| s.record())
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// At shutdown: a full snapshot, then the files are closed.
+    fn persist_final(&self) -> Result<(), BrokerError> {
+        let _ = self.consumers.take_dirty();
+        let mut guard = self.files.lock();
+        let Some(mut files) = guard.take() else {
+            return Ok(());
+        };
+        files.compact(|| self.all_records())
+    }
+}
+
+fn store_max(store: &MessageStore, key: &QueueKey) -> i64 {
+    store.max_offset(&key.topic, key.queue_id)
+}
+
+/// Why an append failed, as the send path needs it.
+#[derive(Debug, Clone)]
+enum AppendFail {
+    Closed,
+    Failed(Outcome),
+}
+
+/// Reads redeliveries and up to `budget` new matching messages from `from` (blocking).
+fn read_queue(
+    store: &MessageStore,
+    topic: &str,
+    queue_id: i32,
+    redeliver: Vec<(i64, u64)>,
+    from: i64,
+    budget: usize,
+    filter: &TagFilter,
+) -> Result<QueueRead, StoreError> {
+    let read_one = |phys: i64, offset: i64| -> Result<Read, StoreError> {
+        match store.read(phys) {
+            Ok(m) => Ok(Read::Found(Box::new(m))),
+            Err(StoreError::OffsetOutOfRange { .. }) => Ok(Read::Gone),
+            Err(StoreError::Corrupt { offset: at, reason }) => {
+                tracing::error!(topic, queue_id, offset, physical_offset = at, %reason,
+                    "corrupt record skipped");
+                Ok(Read::Gone)
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let mut redelivered = Vec::with_capacity(redeliver.len());
+    for (off, generation) in redeliver {
+        let r = match store.queue_entry(topic, queue_id, off) {
+            None => Read::Gone,
+            Some(e) => read_one(e.physical_offset, off)?,
+        };
+        redelivered.push((off, generation, r));
+    }
+    let mut fresh = Vec::new();
+    let mut next_offset = from;
+    if budget > 0 {
+        let start = from.max(store.min_offset(topic, queue_id));
+        let max_before = store.max_offset(topic, queue_id);
+        let entries = store.read_queue(topic, queue_id, start, budget.saturating_mul(4).max(256));
+        next_offset = entries
+            .last()
+            .map_or(start.max(max_before), |e| e.queue_offset + 1);
+        for e in &entries {
+            if fresh.len() >= budget {
+                next_offset = e.queue_offset;
+                break;
+            }
+            if !filter.matches_hash(e.tag_hash) {
+                continue;
+            }
+            if let Read::Found(m) = read_one(e.physical_offset, e.queue_offset)?
+                && filter.matches(m.message.properties.tag.as_deref())
+            {
+                fresh.push(*m);
+            }
+        }
+    }
+    Ok(QueueRead {
+        redelivered,
+        fresh,
+        next_offset,
+    })
+}

@@ -1,0 +1,217 @@
+//! Broker configuration, defaults and validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use comet_store::FlushPolicy;
+use comet_store::RetentionConfig;
+
+use crate::error::BrokerError;
+
+/// When a message that was not acknowledged becomes visible again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedeliveryDelay {
+    /// RocketMQ 5 POP semantics: the invisible duration *is* the backoff. A message becomes
+    /// visible again exactly when its invisible deadline passes. Clients that want a longer
+    /// delay after a failure say so with `ChangeInvisibleDuration` (the official push consumers
+    /// do exactly that with their backoff policy). Default.
+    #[default]
+    InvisibleTime,
+    /// The group's retry policy is added on top: visible again at
+    /// `deadline + backoff(delivery_attempt)` (RocketMQ 4 style retry delays). The policy is the
+    /// group's `retry_policy` from metadata, or the RocketMQ default customized backoff
+    /// (1s 5s 10s 30s 1m 2m ... 2h).
+    DeadlinePlusGroupBackoff,
+}
+
+/// Where a consumer group starts on a queue it has never consumed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsumeFrom {
+    /// The oldest message still stored (nothing sent before the group's first receive is
+    /// missed). Default.
+    #[default]
+    First,
+    /// The end of the queue: only messages that arrive after the group's first receive.
+    Last,
+}
+
+/// Everything a broker needs to open. Build with [`BrokerConfig::default`] and adjust.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Name of the broker set this broker belongs to; the prefix of every receipt handle
+    /// (`"<broker_set>~..."`). Must be non-empty and must not contain `~`. Default `broker-a`.
+    pub broker_set: String,
+    /// Id of this broker within its set (0 = master). Default 0.
+    pub broker_id: u64,
+    /// Root directory: the store lives in `<data_dir>/store`, consumer state in
+    /// `<data_dir>/consumer`.
+    pub data_dir: PathBuf,
+    /// The `host:port` shown as `store_host` on delivered messages, e.g. `127.0.0.1:10911`.
+    pub advertised_addr: String,
+    /// Commitlog flush policy (default: asynchronous, every 500 ms).
+    pub flush: FlushPolicy,
+    /// Commitlog segment size in bytes (default 1 GiB; at least 4 KiB).
+    pub segment_size: u64,
+    /// Redeliveries allowed for a group that is not in metadata (default 16): a message is
+    /// delivered at most `default_max_retries + 1` times before it goes to `%DLQ%<group>`.
+    pub default_max_retries: u32,
+    /// Invisible duration used when a receive request carries none (auto-renewing push
+    /// consumers whose proxy did not choose one). Default 60 s, RocketMQ's
+    /// `defaultInvisibleTimeMills`.
+    pub default_invisible_duration: Duration,
+    /// Longest invisible duration accepted; longer requests are clamped (default 12 h).
+    pub max_invisible_duration: Duration,
+    /// Longest long poll honoured; longer requests are clamped (default 60 s; the proxy
+    /// already clamps to its own limit).
+    pub max_long_polling: Duration,
+    /// Largest receive batch; larger requests are capped (default 32).
+    pub max_batch_size: u32,
+    /// Most messages of one (group, topic, queue) in flight at once; at the limit receive
+    /// skips new messages of that queue until some are acknowledged (default 2000).
+    pub max_inflight_per_queue: usize,
+    /// When un-acknowledged messages become visible again (default: at the deadline).
+    pub redelivery: RedeliveryDelay,
+    /// Where a new group starts on a queue (default: the oldest stored message).
+    pub consume_from: ConsumeFrom,
+    /// How often changed consumer state is written and fsynced (default 100 ms). A crash
+    /// loses at most this much consumer progress: acknowledged messages in that window are
+    /// delivered again, nothing un-acknowledged is lost.
+    pub state_persist_interval: Duration,
+    /// Size of the consumer-state log that triggers a compaction into a snapshot
+    /// (default 64 MiB).
+    pub state_compact_bytes: u64,
+    /// How long shutdown waits for in-progress calls before closing the store anyway
+    /// (default 10 s).
+    pub shutdown_grace: Duration,
+    /// Retention and disk watermarks of the store.
+    pub retention: RetentionConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            broker_set: "broker-a".to_owned(),
+            broker_id: 0,
+            data_dir: PathBuf::from("data/broker"),
+            advertised_addr: "127.0.0.1:10911".to_owned(),
+            flush: FlushPolicy::default(),
+            segment_size: 1 << 30,
+            default_max_retries: 16,
+            default_invisible_duration: Duration::from_secs(60),
+            max_invisible_duration: Duration::from_secs(12 * 3600),
+            max_long_polling: Duration::from_secs(60),
+            max_batch_size: 32,
+            max_inflight_per_queue: 2000,
+            redelivery: RedeliveryDelay::default(),
+            consume_from: ConsumeFrom::default(),
+            state_persist_interval: Duration::from_millis(100),
+            state_compact_bytes: 64 << 20,
+            shutdown_grace: Duration::from_secs(10),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Checks every value against its allowed range.
+    ///
+    /// # Errors
+    /// [`BrokerError::Config`] naming the key and what is allowed.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let bad = |key: &'static str, reason: String| Err(BrokerError::Config { key, reason });
+        if self.broker_set.is_empty() || self.broker_set.contains('~') {
+            return bad(
+                "broker_set",
+                format!(
+                    "{:?} must be non-empty and must not contain '~' (the receipt-handle separator)",
+                    self.broker_set
+                ),
+            );
+        }
+        if self.advertised_addr.is_empty() {
+            return bad("advertised_addr", "must be a non-empty host:port".into());
+        }
+        if self.segment_size < comet_store::config::MIN_SEGMENT_SIZE as u64
+            || self.segment_size > (1 << 40)
+        {
+            return bad(
+                "segment_size",
+                format!("{} is outside 4096..=1TiB", self.segment_size),
+            );
+        }
+        if self.default_invisible_duration.is_zero()
+            || self.default_invisible_duration > self.max_invisible_duration
+        {
+            return bad(
+                "default_invisible_duration",
+                format!(
+                    "{:?} must be greater than 0 and at most max_invisible_duration ({:?})",
+                    self.default_invisible_duration, self.max_invisible_duration
+                ),
+            );
+        }
+        if !(1..=1024).contains(&self.max_batch_size) {
+            return bad(
+                "max_batch_size",
+                format!("{} is outside 1..=1024", self.max_batch_size),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.max_inflight_per_queue) {
+            return bad(
+                "max_inflight_per_queue",
+                format!("{} is outside 1..=1000000", self.max_inflight_per_queue),
+            );
+        }
+        if self.state_persist_interval.is_zero()
+            || self.state_persist_interval > Duration::from_secs(10)
+        {
+            return bad(
+                "state_persist_interval",
+                format!("{:?} is outside (0, 10s]", self.state_persist_interval),
+            );
+        }
+        if self.state_compact_bytes < 4096 {
+            return bad(
+                "state_compact_bytes",
+                format!("{} must be at least 4096", self.state_compact_bytes),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_defaults_when_validated_should_pass() {
+        BrokerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn given_bad_values_when_validated_should_name_the_key() {
+        let mut c = BrokerConfig {
+            broker_set: "a~b".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("broker_set"));
+        c.broker_set = "a".into();
+        c.segment_size = 10;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("segment_size")
+        );
+        c.segment_size = 1 << 20;
+        c.max_batch_size = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_batch_size")
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! `comet.v1.BrokerService` over a [`crate::Broker`].
+
+use std::sync::Arc;
+
+use comet_proto::apache::rocketmq::v2::{
+    AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
+    ChangeInvisibleDurationResponse, ForwardMessageToDeadLetterQueueRequest,
+    ForwardMessageToDeadLetterQueueResponse, ReceiveMessageRequest, SendMessageRequest,
+    SendMessageResponse,
+};
+use comet_proto::comet::v1::PopMessageResponse;
+use comet_proto::comet::v1::broker_service_server::BrokerService;
+use tonic::{Request, Response, Status};
+
+use crate::broker::Inner;
+
+/// The gRPC service of a broker: wrap it in `BrokerServiceServer::new` to serve it, or call
+/// the trait methods directly in process. Cheap to clone; calls after
+/// [`crate::Broker::shutdown`] began fail with gRPC UNAVAILABLE.
+#[derive(Clone)]
+pub struct BrokerGrpc {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BrokerGrpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerGrpc")
+            .field("broker_set", &self.inner.cfg.broker_set)
+            .finish()
+    }
+}
+
+impl BrokerGrpc {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+}
+
+#[tonic::async_trait]
+impl BrokerService for BrokerGrpc {
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
+        let _call = self.inner.enter()?;
+        self.inner
+            .send(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn pop_message(
+        &self,
+        request: Request<ReceiveMessageRequest>,
+    ) -> Result<Response<PopMessageResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(self.inner.pop(request.into_inner()).await))
+    }
+
+    async fn ack_message(
+        &self,
+        request: Request<AckMessageRequest>,
+    ) -> Result<Response<AckMessageResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(self.inner.ack(request.into_inner())))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        request: Request<ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(
+            self.inner.change_invisible(request.into_inner()),
+        ))
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        request: Request<ForwardMessageToDeadLetterQueueRequest>,
+    ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(
+            self.inner.forward_to_dlq(request.into_inner()).await,
+        ))
+    }
+}

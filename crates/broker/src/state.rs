@@ -1,0 +1,392 @@
+//! In-memory consumer state: per (group, topic, queue) the pop position and the messages in
+//! flight, plus the timers that make expired messages visible again.
+//!
+//! Model of one queue for one group:
+//!
+//! ```text
+//!   offsets:   ... | completed | in flight / completed ... | never delivered ...
+//!                  ^ack_offset = first in-flight offset    ^pop_offset
+//! ```
+//!
+//! Every offset below `pop_offset` that is not in `inflight` is completed (acknowledged,
+//! dead-lettered, or skipped by the group's tag filter). The ack offset is therefore the first
+//! in-flight offset (or `pop_offset`), and acknowledged state needs no memory at all. `ready`
+//! holds in-flight offsets whose deadline passed and that wait for redelivery.
+//!
+//! FIFO groups (a later issue) fit this model: an entry can carry its message group, and pop
+//! skips a message whose group has an earlier offset in flight.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+/// Identifies one group's consumption of one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct QueueKey {
+    pub group: String,
+    pub topic: String,
+    pub queue_id: i32,
+}
+
+/// A message handed out and not yet completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InFlight {
+    /// Changes with every delivery and invisible-time change; receipt handles carry it.
+    pub generation: u64,
+    /// End of the invisible time, ms since the epoch.
+    pub deadline_ms: i64,
+    /// When the message may be delivered again (deadline, plus backoff if so configured).
+    pub visible_at_ms: i64,
+    /// Deliveries so far (1 after the first).
+    pub attempts: u32,
+    /// Being moved to the dead-letter queue (not persisted: after a restart the move is
+    /// retried).
+    pub dlq_pending: bool,
+}
+
+/// The state of one (group, topic, queue).
+#[derive(Debug, Default)]
+pub(crate) struct QueueState {
+    /// False until the first pop decides the start position.
+    pub initialized: bool,
+    /// Next offset never examined by this group.
+    pub pop_offset: i64,
+    pub inflight: BTreeMap<i64, InFlight>,
+    /// In-flight offsets whose visibility time passed, waiting for redelivery.
+    pub ready: BTreeSet<i64>,
+}
+
+impl QueueState {
+    /// Everything below this offset is completed.
+    pub fn ack_offset(&self) -> i64 {
+        self.inflight
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.pop_offset)
+    }
+}
+
+/// The persisted form of a [`QueueState`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueueRecord {
+    pub key: QueueKey,
+    pub pop_offset: i64,
+    pub inflight: Vec<(i64, InFlight)>,
+}
+
+/// One (group, topic, queue) and its locks.
+#[derive(Debug)]
+pub(crate) struct QueueSlot {
+    pub key: QueueKey,
+    /// Serializes pops of this queue (held across the store read); acks and timers only
+    /// take `state`.
+    pub pop_lock: tokio::sync::Mutex<()>,
+    pub state: Mutex<QueueState>,
+    dirty: AtomicBool,
+}
+
+impl QueueSlot {
+    fn new(key: QueueKey, state: QueueState) -> Self {
+        Self {
+            key,
+            pop_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(state),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// The persisted form, or `None` while uninitialized.
+    pub fn record(&self) -> Option<QueueRecord> {
+        let st = self.state.lock();
+        st.initialized.then(|| QueueRecord {
+            key: self.key.clone(),
+            pop_offset: st.pop_offset,
+            inflight: st.inflight.iter().map(|(o, f)| (*o, *f)).collect(),
+        })
+    }
+}
+
+/// A visibility timer; the heap keeps the earliest on top.
+#[derive(Debug)]
+pub(crate) struct Timer {
+    pub at_ms: i64,
+    seq: u64,
+    pub slot: Arc<QueueSlot>,
+    pub offset: i64,
+    pub generation: u64,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_ms, self.seq) == (other.at_ms, other.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+        (other.at_ms, other.seq).cmp(&(self.at_ms, self.seq))
+    }
+}
+
+/// All consumer state of the broker.
+pub(crate) struct Consumers {
+    slots: RwLock<HashMap<QueueKey, Arc<QueueSlot>>>,
+    dirty: Mutex<Vec<Arc<QueueSlot>>>,
+    timers: Mutex<BinaryHeap<Timer>>,
+    timer_seq: AtomicU64,
+    /// Woken whenever a timer is added (the revive task re-computes its sleep).
+    pub timer_added: Notify,
+    incarnation: u32,
+    generation: AtomicU32,
+    /// Heap size above which stale timers are purged (see [`Consumers::purge_stale_timers`]).
+    purge_at: AtomicUsize,
+}
+
+/// Smallest heap size that triggers a purge of stale timers.
+const MIN_PURGE_AT: usize = 65_536;
+
+impl Consumers {
+    /// State restored from `records`; generations issued from now on carry `incarnation` in
+    /// their high 32 bits, so they never equal one issued before a crash.
+    pub fn new(incarnation: u32, records: Vec<QueueRecord>) -> Self {
+        let c = Consumers {
+            slots: RwLock::new(HashMap::new()),
+            dirty: Mutex::new(Vec::new()),
+            timers: Mutex::new(BinaryHeap::new()),
+            timer_seq: AtomicU64::new(0),
+            timer_added: Notify::new(),
+            incarnation,
+            generation: AtomicU32::new(0),
+            purge_at: AtomicUsize::new(MIN_PURGE_AT),
+        };
+        for r in records {
+            let mut st = QueueState {
+                initialized: true,
+                pop_offset: r.pop_offset,
+                ..Default::default()
+            };
+            for (off, mut f) in r.inflight {
+                f.dlq_pending = false;
+                st.inflight.insert(off, f);
+            }
+            let slot = Arc::new(QueueSlot::new(r.key.clone(), st));
+            {
+                let st = slot.state.lock();
+                for (off, f) in &st.inflight {
+                    c.schedule(&slot, *off, f.generation, f.visible_at_ms);
+                }
+            }
+            c.slots.write().insert(r.key, slot);
+        }
+        c
+    }
+
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// A generation never issued before (by this or an earlier incarnation).
+    pub fn next_generation(&self) -> u64 {
+        let low = self.generation.fetch_add(1, Ordering::Relaxed);
+        (u64::from(self.incarnation) << 32) | u64::from(low)
+    }
+
+    /// The slot of `key`, if it exists.
+    pub fn get(&self, key: &QueueKey) -> Option<Arc<QueueSlot>> {
+        self.slots.read().get(key).cloned()
+    }
+
+    /// The slot of `key`, created uninitialized if missing.
+    pub fn get_or_create(&self, key: &QueueKey) -> Arc<QueueSlot> {
+        if let Some(s) = self.get(key) {
+            return s;
+        }
+        Arc::clone(
+            self.slots
+                .write()
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(QueueSlot::new(key.clone(), QueueState::default()))),
+        )
+    }
+
+    pub fn all(&self) -> Vec<Arc<QueueSlot>> {
+        self.slots.read().values().cloned().collect()
+    }
+
+    pub fn mark_dirty(&self, slot: &Arc<QueueSlot>) {
+        if !slot.dirty.swap(true, Ordering::AcqRel) {
+            self.dirty.lock().push(Arc::clone(slot));
+        }
+    }
+
+    /// Takes the changed slots; each is marked clean *before* its state is read by the caller,
+    /// so a change made meanwhile marks it dirty again.
+    pub fn take_dirty(&self) -> Vec<Arc<QueueSlot>> {
+        let v = std::mem::take(&mut *self.dirty.lock());
+        for s in &v {
+            s.dirty.store(false, Ordering::Release);
+        }
+        v
+    }
+
+    /// Arms a timer: at `at_ms` the entry (offset, generation) of `slot` is checked.
+    pub fn schedule(&self, slot: &Arc<QueueSlot>, offset: i64, generation: u64, at_ms: i64) {
+        let seq = self.timer_seq.fetch_add(1, Ordering::Relaxed);
+        self.timers.lock().push(Timer {
+            at_ms,
+            seq,
+            slot: Arc::clone(slot),
+            offset,
+            generation,
+        });
+        self.timer_added.notify_one();
+    }
+
+    /// When the earliest timer fires.
+    pub fn next_due(&self) -> Option<i64> {
+        self.timers.lock().peek().map(|t| t.at_ms)
+    }
+
+    /// Timers of acknowledged or re-armed entries stay in the heap until they fire. When the
+    /// heap outgrows twice its live size (at least [`MIN_PURGE_AT`]), this drops the stale
+    /// ones, so memory follows the number of messages in flight, not the delivery rate times
+    /// the invisible time. Must not be called with a slot's state lock held.
+    pub fn purge_stale_timers(&self) -> usize {
+        if self.timers.lock().len() < self.purge_at.load(Ordering::Relaxed) {
+            return 0;
+        }
+        // Take the heap out so no slot lock is taken under the heap lock (pops schedule
+        // timers while holding their slot's state lock).
+        let old = std::mem::take(&mut *self.timers.lock());
+        let before = old.len();
+        let live: Vec<Timer> = old
+            .into_iter()
+            .filter(|t| {
+                t.slot
+                    .state
+                    .lock()
+                    .inflight
+                    .get(&t.offset)
+                    .is_some_and(|f| f.generation == t.generation)
+            })
+            .collect();
+        let kept = live.len();
+        let mut heap = self.timers.lock();
+        heap.extend(live);
+        self.purge_at
+            .store((heap.len() * 2).max(MIN_PURGE_AT), Ordering::Relaxed);
+        before - kept
+    }
+
+    /// Removes and returns the timers due at `now_ms` (at most `max`).
+    pub fn take_due(&self, now_ms: i64, max: usize) -> Vec<Timer> {
+        let mut heap = self.timers.lock();
+        let mut out = Vec::new();
+        while out.len() < max && heap.peek().is_some_and(|t| t.at_ms <= now_ms) {
+            if let Some(t) = heap.pop() {
+                out.push(t);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn key() -> QueueKey {
+        QueueKey {
+            group: "g".into(),
+            topic: "t".into(),
+            queue_id: 0,
+        }
+    }
+
+    #[test]
+    fn given_inflight_when_ack_offset_should_be_first_inflight_or_pop_offset() {
+        let mut st = QueueState {
+            initialized: true,
+            pop_offset: 10,
+            ..Default::default()
+        };
+        assert_eq!(st.ack_offset(), 10);
+        let f = InFlight {
+            generation: 1,
+            deadline_ms: 0,
+            visible_at_ms: 0,
+            attempts: 1,
+            dlq_pending: false,
+        };
+        st.inflight.insert(7, f);
+        st.inflight.insert(4, f);
+        assert_eq!(st.ack_offset(), 4);
+    }
+
+    #[test]
+    fn given_timers_when_taken_should_come_earliest_first() {
+        let c = Consumers::new(3, Vec::new());
+        let s = c.get_or_create(&key());
+        c.schedule(&s, 1, 1, 300);
+        c.schedule(&s, 2, 1, 100);
+        c.schedule(&s, 3, 1, 200);
+        assert_eq!(c.next_due(), Some(100));
+        let due: Vec<i64> = c.take_due(250, 10).iter().map(|t| t.offset).collect();
+        assert_eq!(due, vec![2, 3]);
+        assert_eq!(c.next_due(), Some(300));
+    }
+
+    #[test]
+    fn given_many_stale_timers_when_purged_should_keep_only_live_ones() {
+        let c = Consumers::new(1, Vec::new());
+        let s = c.get_or_create(&key());
+        let live = InFlight {
+            generation: 5,
+            deadline_ms: 0,
+            visible_at_ms: 0,
+            attempts: 1,
+            dlq_pending: false,
+        };
+        s.state.lock().inflight.insert(0, live);
+        c.schedule(&s, 0, 5, i64::MAX);
+        for i in 1..(MIN_PURGE_AT as i64 + 10) {
+            c.schedule(&s, i, 1, i64::MAX);
+        }
+        assert_eq!(c.purge_stale_timers(), MIN_PURGE_AT + 9);
+        assert_eq!(c.timers.lock().len(), 1);
+        assert_eq!(c.purge_stale_timers(), 0, "below the threshold now");
+    }
+
+    #[test]
+    fn given_incarnation_when_generations_issued_should_carry_it_and_differ() {
+        let c = Consumers::new(7, Vec::new());
+        let a = c.next_generation();
+        let b = c.next_generation();
+        assert_ne!(a, b);
+        assert_eq!(a >> 32, 7);
+    }
+
+    #[test]
+    fn given_dirty_slot_when_taken_twice_should_be_reported_once() {
+        let c = Consumers::new(1, Vec::new());
+        let s = c.get_or_create(&key());
+        c.mark_dirty(&s);
+        c.mark_dirty(&s);
+        assert_eq!(c.take_dirty().len(), 1);
+        assert!(c.take_dirty().is_empty());
+        c.mark_dirty(&s);
+        assert_eq!(c.take_dirty().len(), 1);
+    }
+}

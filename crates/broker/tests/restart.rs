@@ -1,0 +1,125 @@
+//! Consumer state across broker restarts.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use comet_proto::apache::rocketmq::v2::Code;
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn given_restart_when_popped_again_should_not_redeliver_acked_and_keep_unacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = metadata(&[("t", 1)], &[]);
+    let n = open(dir.path(), md.clone()).await;
+    for i in 0..4 {
+        send_one(&n.svc, "t", 0, &format!("m{i}"), None).await;
+    }
+    let got = pop_n(&n.svc, &Pop::default(), 4, LIMIT).await;
+    assert_eq!(got.len(), 4);
+    assert_eq!(ack(&n.svc, "g", "t", &handle(&got[0])).await, Code::Ok);
+    assert_eq!(ack(&n.svc, "g", "t", &handle(&got[2])).await, Code::Ok);
+    n.broker.shutdown().await.unwrap();
+
+    let n = open(dir.path(), md).await;
+    let p = n.broker.consumer_progress("g", "t", 0).unwrap();
+    assert_eq!((p.ack_offset, p.pop_offset, p.inflight), (1, 4, 2));
+    // Still invisible (30 s): nothing to pop, and nothing acked comes back.
+    let r = pop(&n.svc, &Pop::default()).await;
+    assert_eq!(code(&r.status), Code::MessageNotFound);
+    // Handles issued before the restart still work.
+    assert_eq!(
+        ack(&n.svc, "g", "t", &handle(&got[2])).await,
+        Code::InvalidReceiptHandle,
+        "already acked"
+    );
+    let r = change(&n.svc, "g", "t", &handle(&got[1]), 0).await;
+    assert_eq!(code(&r.status), Code::Ok);
+    assert_eq!(ack(&n.svc, "g", "t", &handle(&got[3])).await, Code::Ok);
+    let again = pop_n(&n.svc, &Pop::default(), 1, LIMIT).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(sp(&again[0]).message_id, "m1");
+    assert_eq!(sp(&again[0]).delivery_attempt, Some(2));
+    assert_eq!(ack(&n.svc, "g", "t", &handle(&again[0])).await, Code::Ok);
+    let p = n.broker.consumer_progress("g", "t", 0).unwrap();
+    assert_eq!((p.ack_offset, p.inflight), (4, 0));
+    n.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn given_inflight_at_restart_when_deadline_passes_should_redeliver() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = metadata(&[("t", 1)], &[]);
+    let n = open(dir.path(), md.clone()).await;
+    send_one(&n.svc, "t", 0, "m", None).await;
+    let got = pop_n(
+        &n.svc,
+        &Pop {
+            invisible_ms: 1500,
+            ..Default::default()
+        },
+        1,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(got.len(), 1);
+    n.broker.shutdown().await.unwrap();
+
+    let n = open(dir.path(), md).await;
+    let again = pop_n(&n.svc, &Pop::default(), 1, LIMIT).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(sp(&again[0]).message_id, "m");
+    assert_eq!(sp(&again[0]).delivery_attempt, Some(2));
+    n.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn given_broker_dropped_without_shutdown_when_reopened_should_keep_persisted_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = metadata(&[("t", 1)], &[]);
+    let mut cfg = config(dir.path());
+    // Long interval: only the explicit persist_state below writes the acks.
+    cfg.state_persist_interval = Duration::from_secs(10);
+    let n = open_with(cfg.clone(), md.clone()).await;
+    for i in 0..3 {
+        send_one(&n.svc, "t", 0, &format!("m{i}"), None).await;
+    }
+    let got = pop_n(&n.svc, &Pop::default(), 3, LIMIT).await;
+    for m in &got {
+        assert_eq!(ack(&n.svc, "g", "t", &handle(m)).await, Code::Ok);
+    }
+    // Make sure the acks are on disk, then stop without shutdown.
+    n.broker.persist_state().await.unwrap();
+    // No shutdown: the broker is dropped (background tasks end, no final snapshot).
+    let Node { broker, svc, meta } = n;
+    drop(svc);
+    drop(meta);
+    drop(broker);
+    // The store lock is released once the background tasks have let go of the broker.
+    let deadline = std::time::Instant::now() + LIMIT;
+    let n = loop {
+        let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(md.clone()));
+        match comet_broker::Broker::open(cfg.clone(), rx).await {
+            Ok(b) => {
+                let svc = b.service();
+                break Node {
+                    broker: b,
+                    svc,
+                    meta: tx,
+                };
+            }
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "reopen failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let p = n.broker.consumer_progress("g", "t", 0).unwrap();
+    assert_eq!((p.ack_offset, p.inflight), (3, 0));
+    let r = pop(&n.svc, &Pop::default()).await;
+    assert_eq!(code(&r.status), Code::MessageNotFound);
+    n.broker.shutdown().await.unwrap();
+}
