@@ -120,6 +120,18 @@ pub struct BrokerSection {
     pub segment_size: ByteSize,
     /// Redeliveries before a message goes to `%DLQ%<group>`, for groups without their own setting.
     pub max_retries: u32,
+    /// When an unacknowledged message is delivered again.
+    pub redelivery: Redelivery,
+}
+
+/// When a message whose invisible time expired becomes visible again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Redelivery {
+    /// At the invisible deadline plus the group's backoff for that attempt.
+    GroupBackoff,
+    /// At the invisible deadline (RocketMQ 5 POP: the invisible time is the backoff).
+    InvisibleTime,
 }
 
 /// A metadata (Raft) node.
@@ -191,6 +203,7 @@ impl Default for BrokerSection {
             sync_flush_timeout: Duration::from_secs(5).into(),
             segment_size: ByteSize(1 << 30),
             max_retries: 16,
+            redelivery: Redelivery::GroupBackoff,
         }
     }
 }

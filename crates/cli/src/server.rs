@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use comet_broker::{Broker, BrokerConfig};
+use comet_broker::{Broker, BrokerConfig, RedeliveryDelay};
 use comet_controller::{Controller, ControllerConfig};
 use comet_proto::comet::v1::broker_service_server::{BrokerService, BrokerServiceServer};
 use comet_proto::comet::v1::controller_service_server::ControllerService;
@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, FlushMode, Sources};
+use crate::config::{Config, FlushMode, Redelivery, Sources};
 use crate::controller_client::{ControllerClient, heartbeat_loop, watch_metadata};
 use crate::logging;
 
@@ -282,6 +282,10 @@ impl Node {
                 },
                 segment_size: b.segment_size.0,
                 default_max_retries: b.max_retries,
+                redelivery: match b.redelivery {
+                    Redelivery::GroupBackoff => RedeliveryDelay::DeadlinePlusGroupBackoff,
+                    Redelivery::InvisibleTime => RedeliveryDelay::InvisibleTime,
+                },
                 ..BrokerConfig::default()
             },
             metadata,
