@@ -208,6 +208,7 @@ impl BrokerService for RemoteBroker {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -266,6 +266,7 @@ pub(crate) fn parse_endpoint(endpoint: &str) -> Result<Endpoints, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -88,6 +88,7 @@ pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -189,6 +189,7 @@ pub(crate) fn group(ctx: &RequestContext, resource: Option<&Resource>) -> Outcom
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -433,6 +433,7 @@ pub(crate) fn handle_target(index: &MetadataIndex, receipt_handle: &str) -> Outc
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use comet_proto::comet::v1::{BrokerMember, QueuePlacement};

@@ -162,6 +162,7 @@ pub(crate) fn echo(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use comet_proto::apache::rocketmq::v2::{Publishing, Subscription};

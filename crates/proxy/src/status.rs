@@ -175,6 +175,7 @@ pub(crate) fn is_known_to_rust_5_0_0(code: Code) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -291,6 +291,7 @@ pub(crate) fn check_topic_type(topic: &Topic, valid: &ValidMessage) -> Outcome<(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use comet_proto::apache::rocketmq::v2::Resource;

@@ -316,10 +316,10 @@ impl BrokerService for FakeBroker {
         let req = request.into_inner();
         let mut st = self.state.lock();
         st.dlq.push(req.clone());
-        if let Some(key) = st.handles.remove(&req.receipt_handle) {
-            if let Some(gs) = st.groups.get_mut(&key) {
-                gs.acked = true;
-            }
+        if let Some(key) = st.handles.remove(&req.receipt_handle)
+            && let Some(gs) = st.groups.get_mut(&key)
+        {
+            gs.acked = true;
         }
         Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
             status: Some(ok()),

@@ -1,5 +1,6 @@
 //! Proxy integration tests: a real proxy on 127.0.0.1:0 over in-memory fake brokers, driven by
 //! the generated `apache.rocketmq.v2` tonic client.
+#![allow(clippy::unwrap_used)]
 
 mod fake_broker;
 mod harness;
