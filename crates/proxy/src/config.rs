@@ -56,7 +56,8 @@ pub struct ProxyConfig {
     pub long_polling_min: Duration,
     /// Longest long poll; also the value echoed to consumers. Requests above are clamped.
     pub long_polling_max: Duration,
-    /// Time kept free before the client's `grpc-timeout` so that the answer arrives in time.
+    /// Time kept free before the client's `grpc-timeout` so that the answer arrives in time
+    /// (at most a quarter of the deadline).
     pub deadline_margin: Duration,
     /// Shortest invisible time. `ReceiveMessage` below it is rejected with
     /// ILLEGAL_INVISIBLE_TIME; `ChangeInvisibleDuration` below it is clamped up to it.

@@ -56,14 +56,20 @@ impl RequestContext {
         }
     }
 
-    /// Time the proxy may spend before answering: the client's deadline minus `margin`
-    /// (zero when the deadline is shorter than the margin), or `fallback` without a deadline.
+    /// Time the proxy may spend before answering: the client's deadline minus the margin
+    /// (see [`margin_for`]), capped at `fallback`; `fallback` without a deadline.
     pub(crate) fn budget(&self, margin: Duration, fallback: Duration) -> Duration {
         match self.timeout {
-            Some(t) => t.saturating_sub(margin).min(fallback),
+            Some(t) => t.saturating_sub(margin_for(t, margin)).min(fallback),
             None => fallback,
         }
     }
+}
+
+/// The part of a client deadline `t` kept free for the answer to travel back: `margin`, but at
+/// most a quarter of `t` so that short deadlines still leave time to do the work.
+pub(crate) fn margin_for(t: Duration, margin: Duration) -> Duration {
+    margin.min(t / 4)
 }
 
 /// Parses a `grpc-timeout` value: at most 8 digits followed by a unit H, M, S, m, u or n.
@@ -126,6 +132,14 @@ mod tests {
         assert_eq!(
             ctx.budget(Duration::from_millis(500), Duration::from_secs(10)),
             Duration::from_millis(2500)
+        );
+        let short = RequestContext {
+            timeout: Some(Duration::from_millis(400)),
+            ..RequestContext::default()
+        };
+        assert_eq!(
+            short.budget(Duration::from_millis(500), Duration::from_secs(10)),
+            Duration::from_millis(300)
         );
         let empty = RequestContext::from_metadata(&MetadataMap::new());
         assert_eq!(empty.client_id, None);

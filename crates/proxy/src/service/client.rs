@@ -92,7 +92,12 @@ impl Inner {
                         let Some(reply) = inner.telemetry_command(&ctx, &client_id, command) else {
                             continue;
                         };
-                        if tx.send(Ok(reply)).await.is_err() {
+                        // A client that stops reading must not hold up shutdown.
+                        let sent = tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            sent = tx.send(Ok(reply)) => sent,
+                        };
+                        if sent.is_err() {
                             break;
                         }
                     }

@@ -3,7 +3,7 @@
 //!
 //! Timing: the long poll is the request's `long_polling_timeout` (absent: the maximum) clamped
 //! to `[long_polling_min, long_polling_max]` and to the client's `grpc-timeout` minus
-//! `deadline_margin`, so the answer always precedes the client's deadline. On shutdown a
+//! `deadline_margin` (at most a quarter of the deadline), so the answer always precedes the client's deadline. On shutdown a
 //! pending poll ends at once with MESSAGE_NOT_FOUND.
 //!
 //! Frame size: every message frame stays within [`MAX_OUTBOUND_FRAME_BYTES`] because sends
@@ -19,7 +19,7 @@ use prost::Message as _;
 
 use super::{Inner, require_client_id};
 use crate::config::MAX_OUTBOUND_FRAME_BYTES;
-use crate::context::RequestContext;
+use crate::context::{RequestContext, margin_for};
 use crate::names::{self, unqualify};
 use crate::routes::{accepted_types, permission, receive_target};
 use crate::settings::{duration, from_proto};
@@ -140,8 +140,9 @@ impl Inner {
         let mut polling = requested_polling.clamp(cfg.long_polling_min, cfg.long_polling_max);
         let budget = match ctx.timeout {
             Some(t) => {
-                polling = polling.min(t.saturating_sub(cfg.deadline_margin));
-                t.saturating_sub(cfg.deadline_margin / 2).max(polling)
+                let margin = margin_for(t, cfg.deadline_margin);
+                polling = polling.min(t.saturating_sub(margin));
+                t.saturating_sub(margin / 2).max(polling)
             }
             None => polling + cfg.broker_timeout,
         };
