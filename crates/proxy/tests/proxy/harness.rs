@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use comet_proto::apache::rocketmq::v2::{Permission, Resource};
+use comet_proto::comet::v1::broker_service_server::BrokerServiceServer;
 use comet_proto::comet::v1::{
     BrokerMember, BrokerSet, ClusterMetadata, Group, QueuePlacement, Topic, TopicMessageType,
 };
-use comet_proxy::{LocalBrokers, Proxy, ProxyConfig, TopicCreator};
+use comet_proxy::{BrokerDirectory, LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -103,6 +104,7 @@ pub struct Builder {
     cfg: ProxyConfig,
     metadata: ClusterMetadata,
     creator: Option<Arc<dyn TopicCreator>>,
+    remote: bool,
 }
 
 impl Builder {
@@ -119,20 +121,45 @@ impl Builder {
         self
     }
 
-    pub async fn start(self) -> Harness {
+    /// Serve each fake broker over real gRPC and reach it through `RemoteBrokers`.
+    pub fn remote(mut self) -> Self {
+        self.remote = true;
+        self
+    }
+
+    pub async fn start(mut self) -> Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let local = Arc::new(LocalBrokers::new());
         let mut brokers = HashMap::new();
-        for set in &self.metadata.broker_sets {
+        for set in &mut self.metadata.broker_sets {
             let b = FakeBroker::new(&set.name);
             local.insert(set.name.clone(), b.clone());
-            brokers.insert(set.name.clone(), b);
+            brokers.insert(set.name.clone(), b.clone());
+            if self.remote {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                for m in &mut set.members {
+                    m.address = l.local_addr().unwrap().to_string();
+                }
+                let svc = BrokerServiceServer::from_arc(b)
+                    .max_decoding_message_size(64 * 1024 * 1024)
+                    .max_encoding_message_size(64 * 1024 * 1024);
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(svc)
+                        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l)),
+                );
+            }
         }
+        let directory: Arc<dyn BrokerDirectory> = if self.remote {
+            Arc::new(RemoteBrokers::default())
+        } else {
+            local
+        };
         let (tx, rx) = watch::channel(Arc::new(self.metadata));
         let mut cfg = self.cfg;
         cfg.advertised_endpoint = addr.to_string();
-        let proxy = Arc::new(Proxy::new(cfg, rx, local, self.creator));
+        let proxy = Arc::new(Proxy::new(cfg, rx, directory, self.creator));
         let (stop, stopped) = oneshot::channel::<()>();
         let p = proxy.clone();
         let served = tokio::spawn(async move {
@@ -158,6 +185,7 @@ impl Harness {
             cfg: test_config(),
             metadata: default_metadata(),
             creator: None,
+            remote: false,
         }
     }
 

@@ -554,3 +554,35 @@ async fn given_a_pending_long_poll_when_the_proxy_shuts_down_should_end_it_early
     assert_eq!(s.code, Code::MessageNotFound as i32);
     assert_eq!(s.message, "proxy is shutting down; no message was taken");
 }
+
+#[tokio::test]
+async fn given_remote_brokers_when_sending_receiving_and_acking_should_work_over_grpc() {
+    let h = Harness::builder().remote().start().await;
+    let mut c = h.client().await;
+    // A large body crosses the internal gRPC hop too (above tonic's 4 MiB default).
+    let body = vec![1u8; h.proxy.config().max_body_size];
+    let r = send(&mut c, vec![message(res("normal"), &body)]).await;
+    assert_eq!(r.status.unwrap().code, Code::Ok as i32);
+    let frames = receive(&mut c, req(receive_request(res("normal"), "g1", 1000))).await;
+    assert_eq!(frame_status(&frames[0]).code, Code::Ok as i32);
+    let m = frame_message(&frames[1]);
+    assert_eq!(m.body.len(), body.len());
+    let sys = m.system_properties.unwrap();
+    let ack = c
+        .ack_message(req(AckMessageRequest {
+            group: res("g1"),
+            topic: res("normal"),
+            entries: vec![AckMessageEntry {
+                message_id: sys.message_id,
+                receipt_handle: sys.receipt_handle.unwrap(),
+                lite_topic: None,
+            }],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.status.unwrap().code, Code::Ok as i32);
+    // The pop carried the deadline to the broker as grpc-timeout: nothing left, NOT_FOUND.
+    let frames = receive(&mut c, req(receive_request(res("normal"), "g1", 200))).await;
+    assert_eq!(frame_status(&frames[0]).code, Code::MessageNotFound as i32);
+}
