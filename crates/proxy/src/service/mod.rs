@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::messaging_service_server::MessagingService;
 use comet_proto::apache::rocketmq::v2::{
-    AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
+    AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
     ChangeInvisibleDurationResponse, Code, EndTransactionRequest, EndTransactionResponse,
     Endpoints, ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
     GetOffsetRequest, GetOffsetResponse, HeartbeatRequest, HeartbeatResponse,
@@ -32,7 +32,7 @@ use comet_proto::apache::rocketmq::v2::{
     PullMessageRequest, PullMessageResponse, QueryAssignmentRequest, QueryAssignmentResponse,
     QueryOffsetRequest, QueryOffsetResponse, QueryRouteRequest, QueryRouteResponse,
     RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, ReceiveMessageResponse,
-    SendMessageRequest, SendMessageResponse, SyncLiteSubscriptionRequest,
+    SendMessageRequest, SendMessageResponse, SendResultEntry, SyncLiteSubscriptionRequest,
     SyncLiteSubscriptionResponse, TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::{ClusterMetadata, QueuePlacement, Topic, TopicMessageType};
@@ -260,10 +260,32 @@ impl MessagingService for Service {
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.send_message(&ctx, request.into_inner()).await;
-        respond(outcome, |f| SendMessageResponse {
-            status: Some(f.status()),
-            entries: vec![],
+        let request = request.into_inner();
+        // Rust indexes entries[0]: even a rejected request answers one entry per message.
+        let ids: Vec<String> = request
+            .messages
+            .iter()
+            .map(|m| {
+                m.system_properties
+                    .as_ref()
+                    .map(|s| s.message_id.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let outcome = self.0.send_message(&ctx, request).await;
+        respond(outcome, |f| {
+            let status = f.status();
+            SendMessageResponse {
+                entries: ids
+                    .into_iter()
+                    .map(|message_id| SendResultEntry {
+                        status: Some(status.clone()),
+                        message_id,
+                        ..SendResultEntry::default()
+                    })
+                    .collect(),
+                status: Some(status),
+            }
         })
     }
 
@@ -297,10 +319,27 @@ impl MessagingService for Service {
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.ack_message(&ctx, request.into_inner()).await;
-        respond(outcome, |f| AckMessageResponse {
-            status: Some(f.status()),
-            entries: vec![],
+        let request = request.into_inner();
+        // Rust indexes entries[0]: even a rejected request answers one entry per entry.
+        let handles: Vec<(String, String)> = request
+            .entries
+            .iter()
+            .map(|e| (e.message_id.clone(), e.receipt_handle.clone()))
+            .collect();
+        let outcome = self.0.ack_message(&ctx, request).await;
+        respond(outcome, |f| {
+            let status = f.status();
+            AckMessageResponse {
+                entries: handles
+                    .into_iter()
+                    .map(|(message_id, receipt_handle)| AckMessageResultEntry {
+                        message_id,
+                        receipt_handle,
+                        status: Some(status.clone()),
+                    })
+                    .collect(),
+                status: Some(status),
+            }
         })
     }
 

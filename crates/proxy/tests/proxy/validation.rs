@@ -259,6 +259,12 @@ async fn given_a_send_without_client_id_should_answer_client_id_required() {
     let s = r.status.unwrap();
     assert_eq!(s.code, Code::ClientIdRequired as i32);
     assert_eq!(s.message, "the x-mq-client-id request header is required");
+    assert_eq!(
+        r.entries.len(),
+        1,
+        "one entry per message even when rejected"
+    );
+    assert_eq!(r.entries[0].status, Some(s));
 }
 
 async fn receive_status(h: &Harness, r: tonic::Request<ReceiveMessageRequest>) -> (i32, String) {
