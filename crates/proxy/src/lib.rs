@@ -1,9 +1,61 @@
 //! The Comet proxy: the stateless front door speaking the public `apache.rocketmq.v2`
-//! MessagingService to official RocketMQ 5 clients.
+//! MessagingService to the official RocketMQ 5 clients (Rust, Python, Node, Java, ...) and
+//! forwarding to brokers over the internal `comet.v1.BrokerService`.
 //!
-//! It will own sessions and telemetry streams, validation, route resolution, forwarding to
-//! brokers over the internal API, the one error → status-code mapping, gRPC reflection and
-//! health. It arrives with the standalone issue; today this crate has no code.
+//! ```text
+//!  client ──MessagingService──► Proxy ──(routes from the metadata watch)──► BrokerDirectory
+//!                                 │                                           ├ LocalBrokers  (in process)
+//!                                 │ sessions, telemetry echo, validation      └ RemoteBrokers (gRPC)
+//!                                 └ reflection v1/v1alpha, grpc.health.v1
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: [`ProxyConfig`], limits and clamps, validation.
+//! - `context`: headers (client id, namespace, language, `grpc-timeout`).
+//! - `names`: RocketMQ name rules and namespace qualification (`"<ns>%<name>"`).
+//! - `routes`: metadata index, queue layout, send/receive/receipt-handle targets.
+//! - `validate`: message checks; `settings`: the telemetry settings echo.
+//! - `session`: client sessions keyed by `x-mq-client-id`.
+//! - `status`: the single mapping of failures to in-body `Code`s.
+//! - [`brokers`]: [`BrokerDirectory`], [`LocalBrokers`], [`RemoteBrokers`].
+//! - `creator`: [`TopicCreator`] (auto-create seam).
+//! - `service`: the MessagingService handlers, one file per RPC group.
+//! - `server`: [`Proxy`] (routes, serve, shutdown).
+//!
+//! # Invariants
+//!
+//! - Business errors are in-body statuses with gRPC OK; only codes the Rust 5.0.0 client knows
+//!   are ever sent (broker codes are sanitized). gRPC errors only for RPCs not served
+//!   (UNIMPLEMENTED: PullMessage, offset RPCs, RecallMessage, SyncLiteSubscription).
+//! - Every unary response has a status; ack and send answers have one entry per request
+//!   entry; a ReceiveMessage stream starts with a status frame and every frame sets exactly
+//!   one oneof field; no outbound frame exceeds 4 MiB.
+//! - Routes name exactly one endpoint: the advertised one, broker id 0, queue ids from 0.
+//! - Internal requests carry qualified names with an empty namespace; responses are split
+//!   back for the requesting namespace.
+//! - Message bodies never appear in logs.
 //!
 //! Dependency rule: proxy → proto only; never store or broker internals.
 #![forbid(unsafe_code)]
+
+pub mod brokers;
+pub mod config;
+mod context;
+mod creator;
+mod error;
+mod names;
+mod routes;
+mod server;
+mod service;
+mod session;
+mod settings;
+mod status;
+mod validate;
+
+pub use brokers::{BrokerDirectory, BrokerService, LocalBrokers, RemoteBroker, RemoteBrokers};
+pub use config::ProxyConfig;
+pub use creator::TopicCreator;
+pub use error::{ProxyError, Result};
+pub use server::{MESSAGING_SERVICE_NAME, Proxy};
+pub use session::ClientInfo;

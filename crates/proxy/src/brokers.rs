@@ -1,0 +1,239 @@
+//! Reaching brokers: the [`BrokerDirectory`] seam and its two implementations.
+//!
+//! - [`LocalBrokers`]: in-process brokers by broker-set name (standalone "Local mode", no TCP).
+//! - [`RemoteBrokers`]: one lazily connected tonic channel per member address, wrapped in
+//!   [`RemoteBroker`], which implements the same [`BrokerService`] trait over gRPC.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use comet_proto::apache::rocketmq::v2::{
+    AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
+    ChangeInvisibleDurationResponse, ForwardMessageToDeadLetterQueueRequest,
+    ForwardMessageToDeadLetterQueueResponse, ReceiveMessageRequest, SendMessageRequest,
+    SendMessageResponse,
+};
+use comet_proto::comet::v1::PopMessageResponse;
+use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
+pub use comet_proto::comet::v1::broker_service_server::BrokerService;
+use parking_lot::{Mutex, RwLock};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+/// Largest internal message in either direction (batches of large messages, pop results).
+pub const INTERNAL_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Resolves a broker set to something that implements the internal [`BrokerService`].
+///
+/// `member_address` is the `host:port` of the broker set's current master from the metadata;
+/// in-process directories may ignore it. Implementations must be cheap to call per request
+/// (cache connections) and must not block.
+pub trait BrokerDirectory: Send + Sync + 'static {
+    /// The broker serving `broker_set` at `member_address`.
+    ///
+    /// # Errors
+    /// A gRPC status (e.g. UNAVAILABLE) when no broker can be reached; the proxy reports it
+    /// in-body to the client.
+    fn get(&self, broker_set: &str, member_address: &str)
+    -> Result<Arc<dyn BrokerService>, Status>;
+}
+
+/// In-process brokers keyed by broker-set name ("Local mode": no network hop).
+#[derive(Default)]
+pub struct LocalBrokers {
+    brokers: RwLock<HashMap<String, Arc<dyn BrokerService>>>,
+}
+
+impl LocalBrokers {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or replaces) the broker of `broker_set`.
+    pub fn insert(&self, broker_set: impl Into<String>, broker: Arc<dyn BrokerService>) {
+        self.brokers.write().insert(broker_set.into(), broker);
+    }
+
+    /// Forgets the broker of `broker_set`; returns whether one was registered.
+    pub fn remove(&self, broker_set: &str) -> bool {
+        self.brokers.write().remove(broker_set).is_some()
+    }
+}
+
+impl std::fmt::Debug for LocalBrokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sets: Vec<String> = self.brokers.read().keys().cloned().collect();
+        f.debug_struct("LocalBrokers")
+            .field("broker_sets", &sets)
+            .finish()
+    }
+}
+
+impl BrokerDirectory for LocalBrokers {
+    fn get(
+        &self,
+        broker_set: &str,
+        _member_address: &str,
+    ) -> Result<Arc<dyn BrokerService>, Status> {
+        self.brokers.read().get(broker_set).cloned().ok_or_else(|| {
+            Status::unavailable(format!(
+                "broker set {broker_set} is not running in this process"
+            ))
+        })
+    }
+}
+
+/// Brokers over gRPC: one lazily connected channel per member address, reused by all calls.
+#[derive(Debug)]
+pub struct RemoteBrokers {
+    connect_timeout: Duration,
+    clients: Mutex<HashMap<String, Arc<RemoteBroker>>>,
+}
+
+impl Default for RemoteBrokers {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(3))
+    }
+}
+
+impl RemoteBrokers {
+    /// A directory whose TCP connects give up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        RemoteBrokers {
+            connect_timeout,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drops cached connections to addresses not in `keep` (members that left the cluster).
+    pub fn retain_addresses(&self, keep: &[&str]) {
+        self.clients
+            .lock()
+            .retain(|addr, _| keep.contains(&addr.as_str()));
+    }
+}
+
+impl BrokerDirectory for RemoteBrokers {
+    fn get(
+        &self,
+        broker_set: &str,
+        member_address: &str,
+    ) -> Result<Arc<dyn BrokerService>, Status> {
+        if member_address.is_empty() {
+            return Err(Status::unavailable(format!(
+                "broker set {broker_set} has no address"
+            )));
+        }
+        let mut clients = self.clients.lock();
+        if let Some(c) = clients.get(member_address) {
+            return Ok(c.clone());
+        }
+        let broker = Arc::new(RemoteBroker::connect_lazy(
+            member_address,
+            self.connect_timeout,
+        )?);
+        clients.insert(member_address.to_owned(), broker.clone());
+        Ok(broker)
+    }
+}
+
+/// A broker reached over gRPC, presented as the [`BrokerService`] trait.
+#[derive(Debug, Clone)]
+pub struct RemoteBroker {
+    client: BrokerServiceClient<Channel>,
+}
+
+impl RemoteBroker {
+    /// A client for `address` (`host:port`) that connects on first use and reconnects after
+    /// failures; message sizes are raised to [`INTERNAL_MAX_MESSAGE_BYTES`] both ways.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT when `address` is not a valid URI authority.
+    pub fn connect_lazy(address: &str, connect_timeout: Duration) -> Result<RemoteBroker, Status> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::invalid_argument(format!("bad broker address {address:?}: {e}")))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let client = BrokerServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(INTERNAL_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(INTERNAL_MAX_MESSAGE_BYTES);
+        Ok(RemoteBroker { client })
+    }
+}
+
+#[tonic::async_trait]
+impl BrokerService for RemoteBroker {
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
+        self.client.clone().send_message(request).await
+    }
+
+    async fn pop_message(
+        &self,
+        request: Request<ReceiveMessageRequest>,
+    ) -> Result<Response<PopMessageResponse>, Status> {
+        self.client.clone().pop_message(request).await
+    }
+
+    async fn ack_message(
+        &self,
+        request: Request<AckMessageRequest>,
+    ) -> Result<Response<AckMessageResponse>, Status> {
+        self.client.clone().ack_message(request).await
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        request: Request<ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
+        self.client.clone().change_invisible_duration(request).await
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        request: Request<ForwardMessageToDeadLetterQueueRequest>,
+    ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
+        self.client
+            .clone()
+            .forward_message_to_dead_letter_queue(request)
+            .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_directory_reports_missing_sets() {
+        let dir = LocalBrokers::new();
+        let err = match dir.get("bs-x", "") {
+            Ok(_) => panic!("found a broker that was never inserted"),
+            Err(e) => e,
+        };
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert!(err.message().contains("bs-x"));
+        assert!(!dir.remove("bs-x"));
+    }
+
+    #[tokio::test]
+    async fn remote_directory_caches_one_client_per_address() {
+        let dir = RemoteBrokers::default();
+        dir.get("a", "127.0.0.1:1").unwrap();
+        dir.get("a", "127.0.0.1:1").unwrap();
+        dir.get("b", "127.0.0.1:2").unwrap();
+        assert_eq!(dir.clients.lock().len(), 2);
+        dir.retain_addresses(&["127.0.0.1:2"]);
+        assert_eq!(dir.clients.lock().len(), 1);
+        assert!(dir.get("a", "").is_err());
+        assert!(dir.get("a", "bad address with spaces").is_err());
+    }
+}

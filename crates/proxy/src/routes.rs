@@ -1,0 +1,572 @@
+//! Route resolution over the metadata watch: topics, groups, broker-set masters, the queues a
+//! client sees, and which broker set a send or receive goes to. Pure functions over one
+//! [`ClusterMetadata`] snapshot, indexed once per snapshot.
+//!
+//! Queue layout: a topic with placements `[{A, 2}, {B, 3}]` shows clients five queues:
+//! `A/0, A/1, B/0, B/1, B/2`, each with broker `{name: A|B, id: 0, endpoints: <this proxy>}`.
+//! Queue ids name a queue within its broker set only, so sends are placed by the proxy (a
+//! message cannot name a broker set) and receives use the broker name of the requested queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use comet_proto::apache::rocketmq::v2::{
+    Broker, Code, Endpoints, MessageQueue, MessageType, Permission,
+};
+use comet_proto::comet::v1::{BrokerSet, ClusterMetadata, Group, Topic, TopicMessageType};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::names::Name;
+use crate::status::{Failure, Outcome};
+
+/// One metadata snapshot with lookup tables.
+#[derive(Debug)]
+pub(crate) struct MetadataIndex {
+    pub(crate) metadata: Arc<ClusterMetadata>,
+    topics: HashMap<String, usize>,
+    groups: HashMap<String, usize>,
+    broker_sets: HashMap<String, usize>,
+}
+
+impl MetadataIndex {
+    pub(crate) fn new(metadata: Arc<ClusterMetadata>) -> Self {
+        let topics = metadata
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let groups = metadata
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.clone(), i))
+            .collect();
+        let broker_sets = metadata
+            .broker_sets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.clone(), i))
+            .collect();
+        MetadataIndex {
+            metadata,
+            topics,
+            groups,
+            broker_sets,
+        }
+    }
+
+    pub(crate) fn topic(&self, qualified: &str) -> Option<&Topic> {
+        self.topics
+            .get(qualified)
+            .map(|&i| &self.metadata.topics[i])
+    }
+
+    pub(crate) fn group(&self, qualified: &str) -> Option<&Group> {
+        self.groups
+            .get(qualified)
+            .map(|&i| &self.metadata.groups[i])
+    }
+
+    fn broker_set(&self, name: &str) -> Option<&BrokerSet> {
+        self.broker_sets
+            .get(name)
+            .map(|&i| &self.metadata.broker_sets[i])
+    }
+
+    /// Address of the broker set's alive master, if any.
+    pub(crate) fn master_address(&self, broker_set: &str) -> Option<&str> {
+        let set = self.broker_set(broker_set)?;
+        set.members
+            .iter()
+            .find(|m| m.broker_id == set.master_broker_id && m.alive && !m.address.is_empty())
+            .map(|m| m.address.as_str())
+    }
+
+    /// The topic or TOPIC_NOT_FOUND naming it.
+    pub(crate) fn require_topic(&self, name: &Name) -> Outcome<&Topic> {
+        self.topic(&name.qualified)
+            .ok_or_else(|| topic_not_found(name))
+    }
+}
+
+pub(crate) fn topic_not_found(name: &Name) -> Failure {
+    let ns = if name.namespace.is_empty() {
+        String::new()
+    } else {
+        format!(" in namespace {}", name.namespace)
+    };
+    Failure::new(
+        Code::TopicNotFound,
+        format!("topic {}{ns} does not exist", name.name),
+    )
+}
+
+/// Caches the index of the latest snapshot of the metadata watch.
+#[derive(Debug)]
+pub(crate) struct MetadataView {
+    rx: watch::Receiver<Arc<ClusterMetadata>>,
+    cached: Mutex<Arc<MetadataIndex>>,
+}
+
+impl MetadataView {
+    pub(crate) fn new(rx: watch::Receiver<Arc<ClusterMetadata>>) -> Self {
+        let first = Arc::new(MetadataIndex::new(rx.borrow().clone()));
+        MetadataView {
+            rx,
+            cached: Mutex::new(first),
+        }
+    }
+
+    /// The index of the current snapshot (rebuilt only when the snapshot changed).
+    pub(crate) fn current(&self) -> Arc<MetadataIndex> {
+        let latest = self.rx.borrow().clone();
+        let mut cached = self.cached.lock();
+        if !Arc::ptr_eq(&cached.metadata, &latest) {
+            *cached = Arc::new(MetadataIndex::new(latest));
+        }
+        cached.clone()
+    }
+
+    /// Waits until the watch shows `qualified` as a topic, up to `limit`.
+    pub(crate) async fn wait_for_topic(&self, qualified: &str, limit: std::time::Duration) -> bool {
+        let mut rx = self.rx.clone();
+        let found = tokio::time::timeout(
+            limit,
+            rx.wait_for(|md| md.topics.iter().any(|t| t.name == qualified)),
+        )
+        .await;
+        matches!(found, Ok(Ok(_)))
+    }
+}
+
+/// Topic permission with UNSPECIFIED read as READ_WRITE.
+pub(crate) fn permission(topic: &Topic) -> Permission {
+    match Permission::try_from(topic.permission) {
+        Ok(Permission::Unspecified) | Err(_) => Permission::ReadWrite,
+        Ok(p) => p,
+    }
+}
+
+pub(crate) fn readable(p: Permission) -> bool {
+    matches!(p, Permission::Read | Permission::ReadWrite)
+}
+
+pub(crate) fn writable(p: Permission) -> bool {
+    matches!(p, Permission::Write | Permission::ReadWrite)
+}
+
+/// Message types the topic accepts (MIXED: NORMAL, FIFO, DELAY, TRANSACTION).
+pub(crate) fn accepted_types(topic: &Topic) -> Vec<MessageType> {
+    match TopicMessageType::try_from(topic.message_type) {
+        Ok(TopicMessageType::Normal) => vec![MessageType::Normal],
+        Ok(TopicMessageType::Fifo) => vec![MessageType::Fifo],
+        Ok(TopicMessageType::Delay) => vec![MessageType::Delay],
+        Ok(TopicMessageType::Transaction) => vec![MessageType::Transaction],
+        // UNSPECIFIED is treated like MIXED: the topic states no restriction.
+        Ok(TopicMessageType::Mixed | TopicMessageType::Unspecified) | Err(_) => vec![
+            MessageType::Normal,
+            MessageType::Fifo,
+            MessageType::Delay,
+            MessageType::Transaction,
+        ],
+    }
+}
+
+fn broker(name: &str, endpoints: &Endpoints) -> Broker {
+    Broker {
+        name: name.to_owned(),
+        id: 0,
+        endpoints: Some(endpoints.clone()),
+    }
+}
+
+fn queue(
+    name: &Name,
+    id: i32,
+    perm: Permission,
+    set: &str,
+    endpoints: &Endpoints,
+    types: &[i32],
+) -> MessageQueue {
+    MessageQueue {
+        topic: Some(name.resource()),
+        id,
+        permission: perm as i32,
+        broker: Some(broker(set, endpoints)),
+        accept_message_types: types.to_vec(),
+    }
+}
+
+fn queue_id(i: u32) -> i32 {
+    i32::try_from(i).unwrap_or(i32::MAX)
+}
+
+/// The route of a topic: one queue per queue id of every placement.
+pub(crate) fn message_queues(
+    topic: &Topic,
+    name: &Name,
+    endpoints: &Endpoints,
+) -> Vec<MessageQueue> {
+    let perm = permission(topic);
+    let types: Vec<i32> = accepted_types(topic)
+        .into_iter()
+        .map(|t| t as i32)
+        .collect();
+    topic
+        .placements
+        .iter()
+        .flat_map(|p| (0..p.queue_count).map(move |i| (p.broker_set.as_str(), queue_id(i))))
+        .map(|(set, id)| queue(name, id, perm, set, endpoints, &types))
+        .collect()
+}
+
+/// Push-consumer assignments: non-FIFO groups get one queue per broker set with id -1 ("any
+/// queue of the topic there"), FIFO groups every queue. FORBIDDEN when nothing is readable.
+pub(crate) fn assignments(
+    topic: &Topic,
+    name: &Name,
+    fifo: bool,
+    endpoints: &Endpoints,
+) -> Outcome<Vec<MessageQueue>> {
+    let perm = permission(topic);
+    if !readable(perm) || topic.placements.iter().all(|p| p.queue_count == 0) {
+        return Err(Failure::new(
+            Code::Forbidden,
+            format!("topic {} has no readable queue", name.name),
+        ));
+    }
+    let types: Vec<i32> = accepted_types(topic)
+        .into_iter()
+        .map(|t| t as i32)
+        .collect();
+    let placements = topic.placements.iter().filter(|p| p.queue_count > 0);
+    Ok(if fifo {
+        placements
+            .flat_map(|p| (0..p.queue_count).map(move |i| (p.broker_set.as_str(), queue_id(i))))
+            .map(|(set, id)| queue(name, id, perm, set, endpoints, &types))
+            .collect()
+    } else {
+        placements
+            .map(|p| queue(name, -1, perm, &p.broker_set, endpoints, &types))
+            .collect()
+    })
+}
+
+/// A concrete target: a queue on a broker set and the master address serving it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) broker_set: String,
+    pub(crate) address: String,
+    pub(crate) queue_id: i32,
+}
+
+/// Stable 64-bit FNV-1a, identical on every proxy so that all proxies place a message group on
+/// the same queue.
+pub(crate) fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Picks the queue of one message: FIFO messages by hash of `message_group`, others round-robin
+/// over the queues of broker sets with a live master.
+pub(crate) fn send_target(
+    index: &MetadataIndex,
+    topic: &Topic,
+    name: &Name,
+    message_group: Option<&str>,
+    round_robin: &AtomicU64,
+) -> Outcome<Target> {
+    if !writable(permission(topic)) {
+        return Err(Failure::new(
+            Code::Forbidden,
+            format!("topic {} is not writable", name.name),
+        ));
+    }
+    let live: Vec<(&str, &str, u32)> = topic
+        .placements
+        .iter()
+        .filter(|p| p.queue_count > 0)
+        .filter_map(|p| {
+            index
+                .master_address(&p.broker_set)
+                .map(|a| (p.broker_set.as_str(), a, p.queue_count))
+        })
+        .collect();
+    let total: u64 = live.iter().map(|&(_, _, n)| u64::from(n)).sum();
+    if total == 0 {
+        return Err(no_live_broker(topic, name));
+    }
+    let mut slot = match message_group {
+        Some(g) => stable_hash(g) % total,
+        None => round_robin.fetch_add(1, Ordering::Relaxed) % total,
+    };
+    for (set, address, n) in live {
+        if slot < u64::from(n) {
+            return Ok(Target {
+                broker_set: set.to_owned(),
+                address: address.to_owned(),
+                queue_id: i32::try_from(slot).unwrap_or(0),
+            });
+        }
+        slot -= u64::from(n);
+    }
+    Err(no_live_broker(topic, name))
+}
+
+fn no_live_broker(topic: &Topic, name: &Name) -> Failure {
+    let sets: Vec<&str> = topic
+        .placements
+        .iter()
+        .map(|p| p.broker_set.as_str())
+        .collect();
+    Failure::new(
+        Code::HaNotAvailable,
+        format!(
+            "no broker set of topic {} has a live master (placements: {})",
+            name.name,
+            sets.join(", ")
+        ),
+    )
+}
+
+/// Picks the broker set of a receive: the requested queue's broker set when it is a live
+/// placement of the topic, otherwise (stale route, dead master) another live placement.
+/// The queue id must be -1 or lie within the requested placement.
+pub(crate) fn receive_target(
+    index: &MetadataIndex,
+    topic: &Topic,
+    name: &Name,
+    requested: Option<&MessageQueue>,
+    round_robin: &AtomicU64,
+) -> Outcome<Target> {
+    if !readable(permission(topic)) {
+        return Err(Failure::new(
+            Code::Forbidden,
+            format!("topic {} is not readable", name.name),
+        ));
+    }
+    let wanted = requested
+        .and_then(|q| q.broker.as_ref())
+        .map(|b| b.name.as_str())
+        .unwrap_or("");
+    let id = requested.map_or(-1, |q| q.id);
+    if let Some(p) = topic.placements.iter().find(|p| p.broker_set == wanted) {
+        if id < -1 || i64::from(id) >= i64::from(p.queue_count) {
+            return Err(Failure::bad_request(format!(
+                "queue id {id} is out of range for topic {} on broker set {wanted}: valid are \
+                 -1 (any) and 0..{}",
+                name.name, p.queue_count
+            )));
+        }
+        if let Some(address) = index.master_address(wanted) {
+            return Ok(Target {
+                broker_set: wanted.to_owned(),
+                address: address.to_owned(),
+                queue_id: -1,
+            });
+        }
+    } else if id < -1 {
+        return Err(Failure::bad_request(format!(
+            "queue id {id} is out of range for topic {}",
+            name.name
+        )));
+    }
+    let live: Vec<(&str, &str)> = topic
+        .placements
+        .iter()
+        .filter(|p| p.queue_count > 0)
+        .filter_map(|p| {
+            index
+                .master_address(&p.broker_set)
+                .map(|a| (p.broker_set.as_str(), a))
+        })
+        .collect();
+    if live.is_empty() {
+        return Err(no_live_broker(topic, name));
+    }
+    let n = live.len() as u64;
+    let i = usize::try_from(round_robin.fetch_add(1, Ordering::Relaxed) % n).unwrap_or(0);
+    let (set, address) = live[i];
+    Ok(Target {
+        broker_set: set.to_owned(),
+        address: address.to_owned(),
+        queue_id: -1,
+    })
+}
+
+/// The master address of the broker set named by a receipt handle prefix.
+pub(crate) fn handle_target(index: &MetadataIndex, receipt_handle: &str) -> Outcome<Target> {
+    let set = receipt_handle
+        .split_once('~')
+        .map(|(set, _)| set)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            Failure::new(
+                Code::InvalidReceiptHandle,
+                "receipt handle is malformed: it does not name a broker set",
+            )
+        })?;
+    if index.broker_set(set).is_none() {
+        return Err(Failure::new(
+            Code::InvalidReceiptHandle,
+            format!("receipt handle names broker set {set}, which is not in the cluster"),
+        ));
+    }
+    let address = index.master_address(set).ok_or_else(|| {
+        Failure::new(
+            Code::HaNotAvailable,
+            format!("broker set {set} has no live master; retry later"),
+        )
+    })?;
+    Ok(Target {
+        broker_set: set.to_owned(),
+        address: address.to_owned(),
+        queue_id: -1,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use comet_proto::comet::v1::{BrokerMember, QueuePlacement};
+
+    fn md() -> MetadataIndex {
+        let member = |set: &str, alive: bool| BrokerMember {
+            broker_set: set.into(),
+            broker_id: 0,
+            address: format!("{set}:10911"),
+            alive,
+            last_heartbeat_ms: 0,
+        };
+        let set = |name: &str, alive: bool| BrokerSet {
+            name: name.into(),
+            members: vec![member(name, alive)],
+            master_broker_id: 0,
+            master_epoch: 1,
+            sync_state_set: vec![0],
+        };
+        MetadataIndex::new(Arc::new(ClusterMetadata {
+            revision: 1,
+            cluster_name: "c".into(),
+            topics: vec![Topic {
+                name: "t".into(),
+                message_type: TopicMessageType::Normal as i32,
+                placements: vec![
+                    QueuePlacement {
+                        broker_set: "a".into(),
+                        queue_count: 2,
+                    },
+                    QueuePlacement {
+                        broker_set: "b".into(),
+                        queue_count: 3,
+                    },
+                    QueuePlacement {
+                        broker_set: "dead".into(),
+                        queue_count: 4,
+                    },
+                ],
+                permission: 0,
+                attributes: HashMap::new(),
+            }],
+            groups: vec![],
+            broker_sets: vec![set("a", true), set("b", true), set("dead", false)],
+        }))
+    }
+
+    fn name() -> Name {
+        crate::names::topic(
+            &crate::context::RequestContext::default(),
+            Some(&comet_proto::apache::rocketmq::v2::Resource {
+                resource_namespace: String::new(),
+                name: "t".into(),
+            }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn route_lists_every_queue_of_every_placement() {
+        let idx = md();
+        let ep = crate::config::parse_endpoint("127.0.0.1:8081").unwrap();
+        let qs = message_queues(idx.topic("t").unwrap(), &name(), &ep);
+        let ids: Vec<(String, i32)> = qs
+            .iter()
+            .map(|q| (q.broker.as_ref().unwrap().name.clone(), q.id))
+            .collect();
+        assert_eq!(ids.len(), 9);
+        assert_eq!(ids[0], ("a".to_owned(), 0));
+        assert_eq!(ids[2], ("b".to_owned(), 0));
+        assert!(
+            qs.iter()
+                .all(|q| q.permission == Permission::ReadWrite as i32
+                    && q.broker.as_ref().unwrap().id == 0
+                    && q.accept_message_types == vec![MessageType::Normal as i32])
+        );
+    }
+
+    #[test]
+    fn sends_avoid_dead_sets_and_fifo_is_stable() {
+        let idx = md();
+        let t = idx.topic("t").unwrap();
+        let rr = AtomicU64::new(0);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10 {
+            let target = send_target(&idx, t, &name(), None, &rr).unwrap();
+            assert_ne!(target.broker_set, "dead");
+            seen.insert((target.broker_set, target.queue_id));
+        }
+        assert_eq!(seen.len(), 5);
+        let a = send_target(&idx, t, &name(), Some("g1"), &rr).unwrap();
+        let b = send_target(&idx, t, &name(), Some("g1"), &rr).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn receives_fall_back_from_dead_or_unknown_sets() {
+        let idx = md();
+        let t = idx.topic("t").unwrap();
+        let rr = AtomicU64::new(0);
+        let q = |set: &str, id: i32| MessageQueue {
+            broker: Some(Broker {
+                name: set.into(),
+                id: 0,
+                endpoints: None,
+            }),
+            id,
+            ..MessageQueue::default()
+        };
+        let got = receive_target(&idx, t, &name(), Some(&q("b", 2)), &rr).unwrap();
+        assert_eq!((got.broker_set.as_str(), got.queue_id), ("b", -1));
+        let got = receive_target(&idx, t, &name(), Some(&q("dead", 0)), &rr).unwrap();
+        assert_ne!(got.broker_set, "dead");
+        let err = receive_target(&idx, t, &name(), Some(&q("b", 3)), &rr).unwrap_err();
+        assert_eq!(err.code, Code::BadRequest);
+        assert!(err.message.contains("out of range"), "{}", err.message);
+    }
+
+    #[test]
+    fn receipt_handles_route_by_prefix() {
+        let idx = md();
+        assert_eq!(handle_target(&idx, "a~xyz").unwrap().address, "a:10911");
+        assert_eq!(
+            handle_target(&idx, "xyz").unwrap_err().code,
+            Code::InvalidReceiptHandle
+        );
+        assert_eq!(
+            handle_target(&idx, "zz~1").unwrap_err().code,
+            Code::InvalidReceiptHandle
+        );
+        assert_eq!(
+            handle_target(&idx, "dead~1").unwrap_err().code,
+            Code::HaNotAvailable
+        );
+    }
+}

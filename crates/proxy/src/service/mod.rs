@@ -1,0 +1,487 @@
+//! The `apache.rocketmq.v2.MessagingService` implementation, one file per group of RPCs:
+//!
+//! - `route`: QueryRoute, QueryAssignment
+//! - `client`: Heartbeat, NotifyClientTermination, Telemetry (sessions, settings echo)
+//! - `send`: SendMessage
+//! - `receive`: ReceiveMessage
+//! - `ack`: AckMessage, ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue
+//!
+//! Every handler answers business failures in-body with gRPC OK; gRPC errors are reserved for
+//! RPCs this proxy does not serve (UNIMPLEMENTED). Broker calls carry a deadline derived from the
+//! client's `grpc-timeout` so that the client always gets an answer before it gives up.
+
+mod ack;
+mod client;
+mod receive;
+mod route;
+mod send;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use comet_proto::apache::rocketmq::v2::messaging_service_server::MessagingService;
+use comet_proto::apache::rocketmq::v2::{
+    AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
+    ChangeInvisibleDurationResponse, Code, EndTransactionRequest, EndTransactionResponse,
+    Endpoints, ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
+    GetOffsetRequest, GetOffsetResponse, HeartbeatRequest, HeartbeatResponse,
+    NotifyClientTerminationRequest, NotifyClientTerminationResponse, Permission,
+    PullMessageRequest, PullMessageResponse, QueryAssignmentRequest, QueryAssignmentResponse,
+    QueryOffsetRequest, QueryOffsetResponse, QueryRouteRequest, QueryRouteResponse,
+    RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, ReceiveMessageResponse,
+    SendMessageRequest, SendMessageResponse, SendResultEntry, SyncLiteSubscriptionRequest,
+    SyncLiteSubscriptionResponse, TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse,
+};
+use comet_proto::comet::v1::{ClusterMetadata, QueuePlacement, Topic, TopicMessageType};
+use futures::Stream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+use crate::brokers::{BrokerDirectory, BrokerService};
+use crate::config::{ProxyConfig, parse_endpoint};
+use crate::context::RequestContext;
+use crate::creator::TopicCreator;
+use crate::names::Name;
+use crate::routes::{MetadataIndex, MetadataView, Target, topic_not_found};
+use crate::session::Sessions;
+use crate::status::{self, Failure, Outcome};
+
+/// Shared state of one proxy.
+pub(crate) struct Inner {
+    pub(crate) cfg: ProxyConfig,
+    /// The advertised endpoint as route endpoints (or why it is invalid).
+    endpoints: Result<Endpoints, String>,
+    pub(crate) metadata: MetadataView,
+    brokers: Arc<dyn BrokerDirectory>,
+    creator: Option<Arc<dyn TopicCreator>>,
+    pub(crate) sessions: Sessions,
+    send_round_robin: AtomicU64,
+    receive_round_robin: AtomicU64,
+    /// Cancelled when the server shuts down: long polls end, telemetry streams close.
+    pub(crate) shutdown: CancellationToken,
+    /// Telemetry tasks, awaited on shutdown.
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Inner {
+    pub(crate) fn new(
+        cfg: ProxyConfig,
+        metadata: watch::Receiver<Arc<ClusterMetadata>>,
+        brokers: Arc<dyn BrokerDirectory>,
+        creator: Option<Arc<dyn TopicCreator>>,
+    ) -> Self {
+        let endpoints = parse_endpoint(&cfg.advertised_endpoint);
+        if let Err(reason) = &endpoints {
+            tracing::error!(endpoint = %cfg.advertised_endpoint, %reason, "invalid advertised_endpoint");
+        }
+        Inner {
+            sessions: Sessions::new(cfg.session_idle_timeout),
+            cfg,
+            endpoints,
+            metadata: MetadataView::new(metadata),
+            brokers,
+            creator,
+            send_round_robin: AtomicU64::new(0),
+            receive_round_robin: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    fn endpoints(&self) -> Outcome<&Endpoints> {
+        self.endpoints.as_ref().map_err(|reason| {
+            Failure::internal(format!(
+                "proxy misconfigured: advertised_endpoint {:?}: {reason}",
+                self.cfg.advertised_endpoint
+            ))
+        })
+    }
+
+    /// The metadata index in which `name` exists, creating the topic first when allowed.
+    async fn topic_index(&self, name: &Name, may_create: bool) -> Outcome<Arc<MetadataIndex>> {
+        let index = self.metadata.current();
+        if index.topic(&name.qualified).is_some() {
+            return Ok(index);
+        }
+        let creator = match (&self.creator, may_create && self.cfg.auto_create_topics) {
+            (Some(c), true) => c.clone(),
+            _ => return Err(topic_not_found(name)),
+        };
+        let mut placements: Vec<QueuePlacement> = index
+            .metadata
+            .broker_sets
+            .iter()
+            .filter(|b| index.master_address(&b.name).is_some())
+            .map(|b| QueuePlacement {
+                broker_set: b.name.clone(),
+                queue_count: self.cfg.default_queue_count,
+            })
+            .collect();
+        placements.sort_by(|a, b| a.broker_set.cmp(&b.broker_set));
+        if placements.is_empty() {
+            return Err(Failure::new(
+                Code::HaNotAvailable,
+                format!(
+                    "topic {} does not exist and cannot be created: no broker set has a live master",
+                    name.name
+                ),
+            ));
+        }
+        let topic = Topic {
+            name: name.qualified.clone(),
+            message_type: TopicMessageType::Mixed as i32,
+            placements,
+            permission: Permission::ReadWrite as i32,
+            attributes: HashMap::from([("created-by".to_owned(), "proxy-auto-create".to_owned())]),
+        };
+        tracing::info!(topic = %name.qualified, "auto-creating topic");
+        match creator.create_topic(topic).await {
+            Ok(()) => {}
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {}
+            Err(e) => {
+                tracing::warn!(topic = %name.qualified, error = %e, "topic auto-creation failed");
+                return Err(status::from_topic_creation(&e, &name.name));
+            }
+        }
+        if !self
+            .metadata
+            .wait_for_topic(&name.qualified, self.cfg.auto_create_wait)
+            .await
+        {
+            return Err(Failure::new(
+                Code::ProxyTimeout,
+                format!(
+                    "topic {} was created but is not visible yet; retry shortly",
+                    name.name
+                ),
+            ));
+        }
+        Ok(self.metadata.current())
+    }
+
+    fn broker(&self, target: &Target) -> Outcome<Arc<dyn BrokerService>> {
+        self.brokers
+            .get(&target.broker_set, &target.address)
+            .map_err(|e| status::from_broker_call(&e, &target.broker_set))
+    }
+
+    /// Deadline of a unary broker call for a request with context `ctx`.
+    fn unary_budget(&self, ctx: &RequestContext) -> Duration {
+        ctx.budget(self.cfg.deadline_margin, self.cfg.broker_timeout)
+    }
+
+    /// Runs one broker call with a deadline; maps every failure of the call to an in-body one.
+    async fn call<T, R>(
+        &self,
+        target: &Target,
+        budget: Duration,
+        message: T,
+        f: impl FnOnce(Arc<dyn BrokerService>, Request<T>) -> BrokerCall<R>,
+    ) -> Outcome<R> {
+        let broker = self.broker(target)?;
+        let mut request = Request::new(message);
+        request.set_timeout(budget);
+        match tokio::time::timeout(budget, f(broker, request)).await {
+            Err(_) => {
+                tracing::warn!(broker_set = %target.broker_set, ?budget, "broker call timed out");
+                Err(status::broker_timeout(&target.broker_set, budget))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    broker_set = %target.broker_set,
+                    code = ?e.code(),
+                    error = %e.message(),
+                    "broker call failed"
+                );
+                Err(status::from_broker_call(&e, &target.broker_set))
+            }
+            Ok(Ok(response)) => Ok(response.into_inner()),
+        }
+    }
+}
+
+/// A boxed broker call, owning the broker handle it runs on.
+pub(crate) type BrokerCall<R> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<R>, Status>> + Send>>;
+
+/// Turns a request outcome into the unary response: failures become the response's status.
+fn respond<T>(
+    outcome: Outcome<T>,
+    on_failure: impl FnOnce(Failure) -> T,
+) -> Result<Response<T>, Status> {
+    Ok(Response::new(match outcome {
+        Ok(v) => v,
+        Err(f) => on_failure(f),
+    }))
+}
+
+/// The gRPC UNIMPLEMENTED answer for RPCs outside this proxy's scope.
+fn unimplemented(rpc: &str, why: &str) -> Status {
+    Status::unimplemented(format!("{rpc} is not supported by the Comet proxy: {why}"))
+}
+
+/// Cloneable handle implementing the generated service trait.
+#[derive(Clone)]
+pub(crate) struct Service(pub(crate) Arc<Inner>);
+
+type BoxStream<T> = std::pin::Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl MessagingService for Service {
+    async fn query_route(
+        &self,
+        request: Request<QueryRouteRequest>,
+    ) -> Result<Response<QueryRouteResponse>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self.0.query_route(&ctx, request.into_inner()).await;
+        respond(outcome, |f| QueryRouteResponse {
+            status: Some(f.status()),
+            message_queues: vec![],
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self.0.heartbeat(&ctx, &request.into_inner());
+        respond(outcome.map(|()| status::ok()), |f| f.status())
+            .map(|r| r.map(|s| HeartbeatResponse { status: Some(s) }))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let request = request.into_inner();
+        // Rust indexes entries[0]: even a rejected request answers one entry per message.
+        let ids: Vec<String> = request
+            .messages
+            .iter()
+            .map(|m| {
+                m.system_properties
+                    .as_ref()
+                    .map(|s| s.message_id.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let outcome = self.0.send_message(&ctx, request).await;
+        respond(outcome, |f| {
+            let status = f.status();
+            SendMessageResponse {
+                entries: ids
+                    .into_iter()
+                    .map(|message_id| SendResultEntry {
+                        status: Some(status.clone()),
+                        message_id,
+                        ..SendResultEntry::default()
+                    })
+                    .collect(),
+                status: Some(status),
+            }
+        })
+    }
+
+    async fn query_assignment(
+        &self,
+        request: Request<QueryAssignmentRequest>,
+    ) -> Result<Response<QueryAssignmentResponse>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self.0.query_assignment(&ctx, &request.into_inner());
+        respond(outcome, |f| QueryAssignmentResponse {
+            status: Some(f.status()),
+            assignments: vec![],
+        })
+    }
+
+    type ReceiveMessageStream = BoxStream<ReceiveMessageResponse>;
+
+    async fn receive_message(
+        &self,
+        request: Request<ReceiveMessageRequest>,
+    ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let frames = self.0.receive_message(&ctx, request.into_inner()).await;
+        let stream: Self::ReceiveMessageStream =
+            Box::pin(futures::stream::iter(frames.into_iter().map(Ok)));
+        Ok(Response::new(stream))
+    }
+
+    async fn ack_message(
+        &self,
+        request: Request<AckMessageRequest>,
+    ) -> Result<Response<AckMessageResponse>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let request = request.into_inner();
+        // Rust indexes entries[0]: even a rejected request answers one entry per entry.
+        let handles: Vec<(String, String)> = request
+            .entries
+            .iter()
+            .map(|e| (e.message_id.clone(), e.receipt_handle.clone()))
+            .collect();
+        let outcome = self.0.ack_message(&ctx, request).await;
+        respond(outcome, |f| {
+            let status = f.status();
+            AckMessageResponse {
+                entries: handles
+                    .into_iter()
+                    .map(|(message_id, receipt_handle)| AckMessageResultEntry {
+                        message_id,
+                        receipt_handle,
+                        status: Some(status.clone()),
+                    })
+                    .collect(),
+                status: Some(status),
+            }
+        })
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        request: Request<ForwardMessageToDeadLetterQueueRequest>,
+    ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self.0.forward_to_dlq(&ctx, request.into_inner()).await;
+        respond(outcome, |f| ForwardMessageToDeadLetterQueueResponse {
+            status: Some(f.status()),
+        })
+    }
+
+    type PullMessageStream = BoxStream<PullMessageResponse>;
+
+    async fn pull_message(
+        &self,
+        _request: Request<PullMessageRequest>,
+    ) -> Result<Response<Self::PullMessageStream>, Status> {
+        Err(unimplemented(
+            "PullMessage",
+            "offset-based consumption is not offered; use ReceiveMessage",
+        ))
+    }
+
+    async fn update_offset(
+        &self,
+        _request: Request<UpdateOffsetRequest>,
+    ) -> Result<Response<UpdateOffsetResponse>, Status> {
+        Err(unimplemented(
+            "UpdateOffset",
+            "offset-based consumption is not offered",
+        ))
+    }
+
+    async fn get_offset(
+        &self,
+        _request: Request<GetOffsetRequest>,
+    ) -> Result<Response<GetOffsetResponse>, Status> {
+        Err(unimplemented(
+            "GetOffset",
+            "offset-based consumption is not offered",
+        ))
+    }
+
+    async fn query_offset(
+        &self,
+        _request: Request<QueryOffsetRequest>,
+    ) -> Result<Response<QueryOffsetResponse>, Status> {
+        Err(unimplemented(
+            "QueryOffset",
+            "offset-based consumption is not offered",
+        ))
+    }
+
+    async fn end_transaction(
+        &self,
+        request: Request<EndTransactionRequest>,
+    ) -> Result<Response<EndTransactionResponse>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self.0.end_transaction(&ctx);
+        respond(outcome, |f| EndTransactionResponse {
+            status: Some(f.status()),
+        })
+    }
+
+    type TelemetryStream = tokio_stream::wrappers::ReceiverStream<Result<TelemetryCommand, Status>>;
+
+    async fn telemetry(
+        &self,
+        request: Request<tonic::Streaming<TelemetryCommand>>,
+    ) -> Result<Response<Self::TelemetryStream>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        Ok(Response::new(self.0.telemetry(ctx, request.into_inner())))
+    }
+
+    async fn notify_client_termination(
+        &self,
+        request: Request<NotifyClientTerminationRequest>,
+    ) -> Result<Response<NotifyClientTerminationResponse>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self
+            .0
+            .notify_client_termination(&ctx, &request.into_inner());
+        respond(outcome.map(|()| status::ok()), |f| f.status())
+            .map(|r| r.map(|s| NotifyClientTerminationResponse { status: Some(s) }))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        request: Request<ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let request = request.into_inner();
+        let handle = request.receipt_handle.clone();
+        let outcome = self.0.change_invisible_duration(&ctx, request).await;
+        // The handle is always returned: Python and Node overwrite theirs with it.
+        respond(outcome, |f| ChangeInvisibleDurationResponse {
+            status: Some(f.status()),
+            receipt_handle: handle,
+        })
+    }
+
+    async fn recall_message(
+        &self,
+        _request: Request<RecallMessageRequest>,
+    ) -> Result<Response<RecallMessageResponse>, Status> {
+        Err(unimplemented(
+            "RecallMessage",
+            "recalling delay messages is not offered yet",
+        ))
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        _request: Request<SyncLiteSubscriptionRequest>,
+    ) -> Result<Response<SyncLiteSubscriptionResponse>, Status> {
+        Err(unimplemented(
+            "SyncLiteSubscription",
+            "lite topics are not offered",
+        ))
+    }
+}
+
+impl Inner {
+    /// Transactions arrive with a later release: EndTransaction answers in-body NOT_IMPLEMENTED
+    /// (known to every client) and transactional sends are refused, so nothing is left
+    /// half-committed.
+    fn end_transaction(&self, ctx: &RequestContext) -> Outcome<EndTransactionResponse> {
+        require_client_id(ctx)?;
+        Err(Failure::new(
+            Code::NotImplemented,
+            "transactions are not supported by this Comet version; EndTransaction cannot commit \
+             or roll back",
+        ))
+    }
+}
+
+/// The client id, or CLIENT_ID_REQUIRED.
+fn require_client_id(ctx: &RequestContext) -> Outcome<&str> {
+    ctx.client_id
+        .as_deref()
+        .ok_or_else(Failure::client_id_required)
+}

@@ -1,0 +1,250 @@
+//! The telemetry settings echo (grpc-compat.md §4 and §8).
+//!
+//! The echo keeps the client's settings and its pub_sub case and fills in the server's values:
+//! - producers: `backoff_policy{max_attempts 3, exponential 10 ms → 1 s ×2}` (Node crashes
+//!   without an exponential policy), `publishing.max_body_size` (> 0; Python and Node use it),
+//!   `publishing.validate_message_type`;
+//! - consumers: `subscription.long_polling_timeout`, `receive_batch_size`, `fifo` from the
+//!   group, `backoff_policy` from the group's retry policy with `max_attempts = max_retries + 1`;
+//!   Node only understands exponential backoff, so Node clients get an exponential
+//!   approximation of a customized schedule;
+//! - everyone: `metric{on: false}`.
+
+use std::time::Duration;
+
+use comet_proto::apache::rocketmq::v2::{
+    CustomizedBackoff, ExponentialBackoff, Metric, RetryPolicy, Settings, retry_policy, settings,
+};
+use comet_proto::comet::v1::Group;
+
+use crate::config::ProxyConfig;
+use crate::status::{Failure, Outcome};
+
+/// Redeliveries of a group without configuration (metadata.proto: default 16).
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = 16;
+
+/// RocketMQ's default consumer redelivery schedule.
+pub(crate) const DEFAULT_BACKOFF_SECS: [u64; 18] = [
+    1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
+];
+
+/// Producer send attempts (first try + retries) echoed to producers.
+const PRODUCER_MAX_ATTEMPTS: i32 = 3;
+
+pub(crate) fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A protobuf duration as a std one; `None` when negative or malformed.
+pub(crate) fn from_proto(d: &prost_types::Duration) -> Option<Duration> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(d.seconds).ok()?,
+        d.nanos.unsigned_abs(),
+    ))
+}
+
+fn producer_backoff() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: PRODUCER_MAX_ATTEMPTS,
+        strategy: Some(retry_policy::Strategy::ExponentialBackoff(
+            ExponentialBackoff {
+                initial: Some(duration(Duration::from_millis(10))),
+                max: Some(duration(Duration::from_secs(1))),
+                multiplier: 2.0,
+            },
+        )),
+    }
+}
+
+fn default_customized() -> CustomizedBackoff {
+    CustomizedBackoff {
+        next: DEFAULT_BACKOFF_SECS
+            .iter()
+            .map(|&s| duration(Duration::from_secs(s)))
+            .collect(),
+    }
+}
+
+/// An exponential policy spanning the same range as a customized schedule.
+fn exponential_from(c: &CustomizedBackoff) -> ExponentialBackoff {
+    let steps: Vec<Duration> = c.next.iter().filter_map(from_proto).collect();
+    let initial = steps.first().copied().unwrap_or(Duration::from_secs(1));
+    let max = steps.iter().max().copied().unwrap_or(initial).max(initial);
+    let multiplier = if steps.len() >= 2 && !initial.is_zero() {
+        let ratio = max.as_secs_f64() / initial.as_secs_f64();
+        ratio.powf(1.0 / (steps.len() - 1) as f64).max(1.0) as f32
+    } else {
+        1.0
+    };
+    ExponentialBackoff {
+        initial: Some(duration(initial)),
+        max: Some(duration(max)),
+        multiplier,
+    }
+}
+
+/// The consumer backoff for a group (None: unknown group, defaults apply).
+pub(crate) fn consumer_backoff(group: Option<&Group>, node: bool) -> RetryPolicy {
+    let max_retries = group.map_or(DEFAULT_MAX_RETRIES, |g| g.max_retries);
+    let configured = group
+        .and_then(|g| g.retry_policy.as_ref())
+        .and_then(|p| p.strategy.clone());
+    let strategy = match configured {
+        Some(retry_policy::Strategy::ExponentialBackoff(e)) => {
+            retry_policy::Strategy::ExponentialBackoff(e)
+        }
+        Some(retry_policy::Strategy::CustomizedBackoff(c)) if !c.next.is_empty() => {
+            if node {
+                retry_policy::Strategy::ExponentialBackoff(exponential_from(&c))
+            } else {
+                retry_policy::Strategy::CustomizedBackoff(c)
+            }
+        }
+        _ => {
+            let c = default_customized();
+            if node {
+                retry_policy::Strategy::ExponentialBackoff(exponential_from(&c))
+            } else {
+                retry_policy::Strategy::CustomizedBackoff(c)
+            }
+        }
+    };
+    RetryPolicy {
+        max_attempts: i32::try_from(max_retries.saturating_add(1)).unwrap_or(i32::MAX),
+        strategy: Some(strategy),
+    }
+}
+
+/// Builds the echo for a client's settings. `group` is the consumer group's metadata (if the
+/// group exists), `node` whether the client is the Node.js SDK.
+pub(crate) fn echo(
+    cfg: &ProxyConfig,
+    client: &Settings,
+    group: Option<&Group>,
+    node: bool,
+) -> Outcome<Settings> {
+    let mut out = client.clone();
+    out.metric = Some(Metric {
+        on: false,
+        endpoints: None,
+    });
+    match out.pub_sub.as_mut() {
+        Some(settings::PubSub::Publishing(p)) => {
+            p.max_body_size = i32::try_from(cfg.max_body_size).unwrap_or(i32::MAX);
+            p.validate_message_type = cfg.validate_message_type;
+            out.backoff_policy = Some(producer_backoff());
+        }
+        Some(settings::PubSub::Subscription(s)) => {
+            let requested = s.long_polling_timeout.as_ref().and_then(from_proto);
+            let lp = requested
+                .filter(|d| !d.is_zero())
+                .map_or(cfg.long_polling_max, |d| {
+                    d.clamp(cfg.long_polling_min, cfg.long_polling_max)
+                });
+            s.long_polling_timeout = Some(duration(lp));
+            s.receive_batch_size = Some(i32::try_from(cfg.max_receive_batch_size).unwrap_or(32));
+            s.fifo = Some(group.is_some_and(|g| g.fifo));
+            out.backoff_policy = Some(consumer_backoff(group, node));
+        }
+        None => {
+            return Err(Failure::bad_request(
+                "settings carry neither publishing (producer) nor subscription (consumer)",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use comet_proto::apache::rocketmq::v2::{Publishing, Subscription};
+
+    #[test]
+    fn producer_echo_fills_server_values() {
+        let client = Settings {
+            pub_sub: Some(settings::PubSub::Publishing(Publishing::default())),
+            ..Settings::default()
+        };
+        let e = echo(&ProxyConfig::default(), &client, None, true).unwrap();
+        let Some(settings::PubSub::Publishing(p)) = e.pub_sub else {
+            panic!("pub_sub case changed")
+        };
+        assert_eq!(
+            p.max_body_size as usize,
+            ProxyConfig::default().max_body_size
+        );
+        assert!(p.validate_message_type);
+        let b = e.backoff_policy.unwrap();
+        assert_eq!(b.max_attempts, 3);
+        assert!(matches!(
+            b.strategy,
+            Some(retry_policy::Strategy::ExponentialBackoff(_))
+        ));
+        assert_eq!(e.metric.map(|m| m.on), Some(false));
+    }
+
+    #[test]
+    fn consumer_backoff_is_exponential_for_node_only() {
+        let b = consumer_backoff(None, false);
+        assert_eq!(b.max_attempts, 17);
+        let Some(retry_policy::Strategy::CustomizedBackoff(c)) = b.strategy else {
+            panic!("default is customized")
+        };
+        assert_eq!(c.next.len(), 18);
+        let b = consumer_backoff(None, true);
+        let Some(retry_policy::Strategy::ExponentialBackoff(e)) = b.strategy else {
+            panic!("node gets exponential")
+        };
+        assert_eq!(e.initial.unwrap().seconds, 1);
+        assert_eq!(e.max.unwrap().seconds, 7200);
+        assert!(e.multiplier > 1.5 && e.multiplier < 1.8, "{}", e.multiplier);
+        let g = Group {
+            name: "g".into(),
+            max_retries: 2,
+            retry_policy: None,
+            fifo: true,
+        };
+        assert_eq!(consumer_backoff(Some(&g), false).max_attempts, 3);
+    }
+
+    #[test]
+    fn consumer_echo_clamps_polling_and_sets_fifo() {
+        let client = Settings {
+            pub_sub: Some(settings::PubSub::Subscription(Subscription {
+                long_polling_timeout: Some(duration(Duration::from_secs(40))),
+                ..Subscription::default()
+            })),
+            ..Settings::default()
+        };
+        let g = Group {
+            name: "g".into(),
+            max_retries: 16,
+            retry_policy: None,
+            fifo: true,
+        };
+        let e = echo(&ProxyConfig::default(), &client, Some(&g), false).unwrap();
+        let Some(settings::PubSub::Subscription(s)) = e.pub_sub else {
+            panic!("pub_sub case changed")
+        };
+        assert_eq!(s.long_polling_timeout.unwrap().seconds, 20);
+        assert_eq!(s.receive_batch_size, Some(32));
+        assert_eq!(s.fifo, Some(true));
+    }
+
+    #[test]
+    fn settings_without_pub_sub_are_rejected() {
+        let err = echo(&ProxyConfig::default(), &Settings::default(), None, false).unwrap_err();
+        assert_eq!(
+            err.code,
+            comet_proto::apache::rocketmq::v2::Code::BadRequest
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! The one place where failures become `apache.rocketmq.v2.Status` codes.
+//!
+//! Business errors travel in-body with gRPC OK (service.proto convention). Only codes known to
+//! the oldest supported client (Rust `rocketmq` 5.0.0, which panics on unknown numbers) are ever
+//! produced; [`is_known_to_rust_5_0_0`] pins that list and a golden test checks every code this
+//! module can emit.
+
+use comet_proto::apache::rocketmq::v2::{Code, Status};
+
+/// A business failure: an in-body code with a message meant for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) code: Code,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        status(self.code, &self.message)
+    }
+
+    /// Same failure with `context` in front of the message.
+    pub(crate) fn context(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Failure::new(Code::BadRequest, message)
+    }
+
+    pub(crate) fn client_id_required() -> Self {
+        Failure::new(
+            Code::ClientIdRequired,
+            "the x-mq-client-id request header is required",
+        )
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Failure::new(Code::InternalServerError, message)
+    }
+}
+
+/// Result of a request step that fails with an in-body status.
+pub(crate) type Outcome<T> = Result<T, Failure>;
+
+/// A status with the given code and message.
+pub(crate) fn status(code: Code, message: &str) -> Status {
+    debug_assert!(
+        is_known_to_rust_5_0_0(code),
+        "{code:?} would crash Rust clients"
+    );
+    Status {
+        code: code as i32,
+        message: message.to_owned(),
+    }
+}
+
+/// The OK status every successful response carries.
+pub(crate) fn ok() -> Status {
+    status(Code::Ok, "OK")
+}
+
+/// Maps a failed broker call (the call itself: transport, deadline, shutdown) to the in-body
+/// failure the client sees. `broker_set` names the target in the message.
+pub(crate) fn from_broker_call(err: &tonic::Status, broker_set: &str) -> Failure {
+    let code = match err.code() {
+        tonic::Code::DeadlineExceeded => Code::ProxyTimeout,
+        tonic::Code::ResourceExhausted => Code::TooManyRequests,
+        tonic::Code::InvalidArgument => Code::BadRequest,
+        tonic::Code::NotFound => Code::NotFound,
+        tonic::Code::PermissionDenied => Code::Forbidden,
+        tonic::Code::Unauthenticated => Code::Unauthorized,
+        tonic::Code::FailedPrecondition => Code::PreconditionFailed,
+        tonic::Code::Unimplemented => Code::NotImplemented,
+        _ => Code::InternalServerError,
+    };
+    Failure::new(
+        code,
+        format!(
+            "broker set {broker_set} call failed: {} ({:?})",
+            err.message(),
+            err.code()
+        ),
+    )
+}
+
+/// A broker call that did not answer before the proxy's deadline.
+pub(crate) fn broker_timeout(broker_set: &str, after: std::time::Duration) -> Failure {
+    Failure::new(
+        Code::ProxyTimeout,
+        format!("broker set {broker_set} did not answer within {after:?}"),
+    )
+}
+
+/// Maps a failed topic auto-creation.
+pub(crate) fn from_topic_creation(err: &tonic::Status, topic: &str) -> Failure {
+    let code = match err.code() {
+        tonic::Code::InvalidArgument => Code::IllegalTopic,
+        tonic::Code::FailedPrecondition | tonic::Code::NotFound => Code::TopicNotFound,
+        tonic::Code::DeadlineExceeded => Code::ProxyTimeout,
+        _ => Code::InternalServerError,
+    };
+    Failure::new(
+        code,
+        format!("could not create topic {topic}: {}", err.message()),
+    )
+}
+
+/// Rewrites a code coming from a broker that an old client could not parse.
+pub(crate) fn sanitize(status: &mut Status) {
+    let code = Code::try_from(status.code).unwrap_or(Code::Unspecified);
+    let known = code != Code::Unspecified && is_known_to_rust_5_0_0(code);
+    if !known {
+        let (replacement, what) = match code {
+            Code::MessageBodyEmpty => (Code::BadRequest, "message body is empty"),
+            Code::IllegalOffset | Code::OffsetNotFound => (Code::BadRequest, "offset error"),
+            Code::LiteTopicQuotaExceeded | Code::LiteSubscriptionQuotaExceeded => {
+                (Code::TooManyRequests, "quota exceeded")
+            }
+            _ => (Code::InternalServerError, "unrecognised broker status"),
+        };
+        status.message = format!("{what} (broker code {}): {}", status.code, status.message);
+        status.code = replacement as i32;
+    }
+}
+
+/// Overall status of a response with one status per entry: OK when all are OK, the shared
+/// code when all failed alike, MULTIPLE_RESULTS otherwise.
+pub(crate) fn aggregate<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
+    let mut first: Option<&Status> = None;
+    let mut failed = 0usize;
+    let mut total = 0usize;
+    let mut uniform = true;
+    for s in entries {
+        total += 1;
+        if s.code != Code::Ok as i32 {
+            failed += 1;
+        }
+        match first {
+            None => first = Some(s),
+            Some(f) if f.code != s.code => uniform = false,
+            Some(_) => {}
+        }
+    }
+    match first {
+        None => ok(),
+        Some(f) if uniform => f.clone(),
+        Some(_) => status(
+            Code::MultipleResults,
+            &format!("{failed} of {total} entries failed; see each entry's status"),
+        ),
+    }
+}
+
+/// Whether the Rust `rocketmq` 5.0.0 client's `Code` enum has this value (it panics otherwise).
+pub(crate) fn is_known_to_rust_5_0_0(code: Code) -> bool {
+    !matches!(
+        code,
+        Code::IllegalOffset
+            | Code::IllegalLiteTopic
+            | Code::InvalidClientProperties
+            | Code::OffsetNotFound
+            | Code::MessageBodyEmpty
+            | Code::LiteTopicQuotaExceeded
+            | Code::LiteSubscriptionQuotaExceeded
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Golden table: how every failed broker call is reported.
+    #[test]
+    fn broker_call_failures_map_to_known_codes() {
+        let table = [
+            (tonic::Code::DeadlineExceeded, Code::ProxyTimeout),
+            (tonic::Code::ResourceExhausted, Code::TooManyRequests),
+            (tonic::Code::InvalidArgument, Code::BadRequest),
+            (tonic::Code::NotFound, Code::NotFound),
+            (tonic::Code::PermissionDenied, Code::Forbidden),
+            (tonic::Code::Unauthenticated, Code::Unauthorized),
+            (tonic::Code::FailedPrecondition, Code::PreconditionFailed),
+            (tonic::Code::Unimplemented, Code::NotImplemented),
+            (tonic::Code::Unavailable, Code::InternalServerError),
+            (tonic::Code::Internal, Code::InternalServerError),
+            (tonic::Code::Unknown, Code::InternalServerError),
+            (tonic::Code::Cancelled, Code::InternalServerError),
+        ];
+        for (grpc, expected) in table {
+            let f = from_broker_call(&tonic::Status::new(grpc, "boom"), "bs-a");
+            assert_eq!(f.code, expected, "{grpc:?}");
+            assert!(is_known_to_rust_5_0_0(f.code));
+            assert!(f.message.contains("bs-a") && f.message.contains("boom"));
+        }
+        for grpc in [
+            tonic::Code::InvalidArgument,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::Internal,
+        ] {
+            let f = from_topic_creation(&tonic::Status::new(grpc, "x"), "t");
+            assert!(is_known_to_rust_5_0_0(f.code));
+        }
+    }
+
+    #[test]
+    fn unknown_codes_from_brokers_are_rewritten() {
+        for raw in [41302, 40019, 40020, 40021, 40404, 42901, 42902, 12345, 0] {
+            let mut s = Status {
+                code: raw,
+                message: "m".into(),
+            };
+            sanitize(&mut s);
+            let code = Code::try_from(s.code).unwrap();
+            assert!(
+                is_known_to_rust_5_0_0(code) && code != Code::Unspecified,
+                "{raw}"
+            );
+            assert!(s.message.contains(&raw.to_string()));
+        }
+        let mut s = status(Code::MessageNotFound, "none");
+        sanitize(&mut s);
+        assert_eq!(s.code, Code::MessageNotFound as i32);
+    }
+
+    #[test]
+    fn aggregate_reports_uniform_or_mixed_outcomes() {
+        assert_eq!(aggregate([&ok(), &ok()]).code, Code::Ok as i32);
+        let bad = status(Code::IllegalMessageTag, "tag");
+        assert_eq!(aggregate([&bad, &bad]), bad);
+        let mixed = aggregate([&ok(), &bad]);
+        assert_eq!(mixed.code, Code::MultipleResults as i32);
+        assert_eq!(
+            mixed.message,
+            "1 of 2 entries failed; see each entry's status"
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! An in-memory broker honouring the BrokerService contract (broker.proto), for proxy tests.
+//!
+//! Messages live in one list per topic; each group sees every message (its own visibility and
+//! ack state per message). POP hands out visible messages of any queue (or one queue), makes
+//! them invisible, and gives each a fresh `"<set>~<n>"` receipt handle; with nothing visible it
+//! waits for an arrival up to the long-polling timeout. Every request is recorded so that tests
+//! can assert what the proxy forwarded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use comet_proto::apache::rocketmq::v2::{
+    AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
+    ChangeInvisibleDurationResponse, Code, Digest, DigestType, Encoding,
+    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse, Message,
+    ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
+};
+use comet_proto::comet::v1::PopMessageResponse;
+use comet_proto::comet::v1::broker_service_server::BrokerService;
+use md5::{Digest as _, Md5};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tonic::{Request, Response};
+
+#[derive(Debug, Clone)]
+struct Stored {
+    message: Message,
+    queue_id: i32,
+    offset: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct GroupState {
+    acked: bool,
+    invisible_until: Option<Instant>,
+    attempts: i32,
+    handle: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    topics: HashMap<String, Vec<Stored>>,
+    /// (group, topic, index) -> state
+    groups: HashMap<(String, String, usize), GroupState>,
+    /// handle -> (group, topic, index)
+    handles: HashMap<String, (String, String, usize)>,
+    next_handle: u64,
+    pub sends: Vec<SendMessageRequest>,
+    pub pops: Vec<ReceiveMessageRequest>,
+    pub acks: Vec<AckMessageRequest>,
+    pub changes: Vec<ChangeInvisibleDurationRequest>,
+    pub dlq: Vec<ForwardMessageToDeadLetterQueueRequest>,
+}
+
+/// The fake broker of one broker set.
+#[derive(Debug)]
+pub struct FakeBroker {
+    pub set: String,
+    state: Mutex<State>,
+    arrived: Notify,
+    /// When set, every call fails with this gRPC status.
+    pub fail_with: Mutex<Option<tonic::Code>>,
+}
+
+fn ok() -> Status {
+    Status {
+        code: Code::Ok as i32,
+        message: "OK".into(),
+    }
+}
+
+fn status(code: Code, message: &str) -> Status {
+    Status {
+        code: code as i32,
+        message: message.into(),
+    }
+}
+
+fn to_duration(d: Option<&prost_types::Duration>) -> Duration {
+    d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+        .unwrap_or_default()
+}
+
+impl FakeBroker {
+    pub fn new(set: &str) -> Arc<FakeBroker> {
+        Arc::new(FakeBroker {
+            set: set.into(),
+            state: Mutex::new(State::default()),
+            arrived: Notify::new(),
+            fail_with: Mutex::new(None),
+        })
+    }
+
+    pub fn sends(&self) -> Vec<SendMessageRequest> {
+        self.state.lock().sends.clone()
+    }
+    pub fn pops(&self) -> Vec<ReceiveMessageRequest> {
+        self.state.lock().pops.clone()
+    }
+    pub fn acks(&self) -> Vec<AckMessageRequest> {
+        self.state.lock().acks.clone()
+    }
+    pub fn changes(&self) -> Vec<ChangeInvisibleDurationRequest> {
+        self.state.lock().changes.clone()
+    }
+    pub fn dlq(&self) -> Vec<ForwardMessageToDeadLetterQueueRequest> {
+        self.state.lock().dlq.clone()
+    }
+    pub fn stored(&self, topic: &str) -> usize {
+        self.state.lock().topics.get(topic).map_or(0, Vec::len)
+    }
+
+    fn check_fail(&self) -> Result<(), tonic::Status> {
+        match *self.fail_with.lock() {
+            Some(code) => Err(tonic::Status::new(code, "injected failure")),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes up to `batch` visible messages for the group, or none.
+    fn try_pop(&self, req: &ReceiveMessageRequest) -> Vec<Message> {
+        let group = req
+            .group
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_default();
+        let mq = req.message_queue.clone().unwrap_or_default();
+        let topic = mq.topic.map(|t| t.name).unwrap_or_default();
+        let invisible = to_duration(req.invisible_duration.as_ref());
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let Some(list) = st.topics.get(&topic) else {
+            return vec![];
+        };
+        let mut out = vec![];
+        for (i, stored) in list.iter().enumerate() {
+            if out.len() >= req.batch_size.max(1) as usize {
+                break;
+            }
+            if mq.id >= 0 && stored.queue_id != mq.id {
+                continue;
+            }
+            let gs = st
+                .groups
+                .entry((group.clone(), topic.clone(), i))
+                .or_default();
+            if gs.acked || gs.invisible_until.is_some_and(|t| t > now) {
+                continue;
+            }
+            gs.attempts += 1;
+            gs.invisible_until = Some(now + invisible);
+            st.next_handle += 1;
+            let handle = format!("{}~{}", self.set, st.next_handle);
+            if let Some(old) = gs.handle.replace(handle.clone()) {
+                st.handles.remove(&old);
+            }
+            st.handles
+                .insert(handle.clone(), (group.clone(), topic.clone(), i));
+            let mut m = stored.message.clone();
+            let sys = m.system_properties.get_or_insert_with(Default::default);
+            sys.receipt_handle = Some(handle);
+            sys.delivery_attempt = Some(gs.attempts);
+            sys.queue_id = stored.queue_id;
+            sys.queue_offset = Some(stored.offset);
+            sys.invisible_duration = req.invisible_duration;
+            sys.body_encoding = Encoding::Identity as i32;
+            sys.body_digest = Some(Digest {
+                r#type: DigestType::Md5 as i32,
+                checksum: hex::encode_upper(Md5::digest(&m.body)),
+            });
+            sys.store_host = format!("{}:10911", self.set);
+            sys.store_timestamp = Some(prost_types::Timestamp::from(SystemTime::now()));
+            out.push(m);
+        }
+        out
+    }
+}
+
+#[tonic::async_trait]
+impl BrokerService for FakeBroker {
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, tonic::Status> {
+        self.check_fail()?;
+        let req = request.into_inner();
+        let mut entries = vec![];
+        {
+            let mut st = self.state.lock();
+            st.sends.push(req.clone());
+            for m in req.messages {
+                let topic = m.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+                let sys = m.system_properties.clone().unwrap_or_default();
+                let list = st.topics.entry(topic).or_default();
+                let offset = list.len() as i64;
+                list.push(Stored {
+                    message: m,
+                    queue_id: sys.queue_id,
+                    offset,
+                });
+                entries.push(SendResultEntry {
+                    status: Some(ok()),
+                    message_id: sys.message_id,
+                    transaction_id: String::new(),
+                    offset,
+                    recall_handle: String::new(),
+                });
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(Response::new(SendMessageResponse {
+            status: Some(ok()),
+            entries,
+        }))
+    }
+
+    async fn pop_message(
+        &self,
+        request: Request<ReceiveMessageRequest>,
+    ) -> Result<Response<PopMessageResponse>, tonic::Status> {
+        self.check_fail()?;
+        let req = request.into_inner();
+        self.state.lock().pops.push(req.clone());
+        let deadline = Instant::now() + to_duration(req.long_polling_timeout.as_ref());
+        loop {
+            let notified = self.arrived.notified();
+            let messages = self.try_pop(&req);
+            if !messages.is_empty() {
+                return Ok(Response::new(PopMessageResponse {
+                    status: Some(ok()),
+                    messages,
+                }));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Response::new(PopMessageResponse {
+                    status: Some(status(Code::MessageNotFound, "no new message")),
+                    messages: vec![],
+                }));
+            }
+            // Invisible messages may become visible again: re-check at least every 50 ms.
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), notified)
+                .await;
+        }
+    }
+
+    async fn ack_message(
+        &self,
+        request: Request<AckMessageRequest>,
+    ) -> Result<Response<AckMessageResponse>, tonic::Status> {
+        self.check_fail()?;
+        let req = request.into_inner();
+        let mut st = self.state.lock();
+        st.acks.push(req.clone());
+        let mut entries = vec![];
+        for e in &req.entries {
+            let s = match st.handles.remove(&e.receipt_handle) {
+                Some(key) => {
+                    if let Some(gs) = st.groups.get_mut(&key) {
+                        gs.acked = true;
+                    }
+                    ok()
+                }
+                None => status(
+                    Code::InvalidReceiptHandle,
+                    "unknown or expired receipt handle",
+                ),
+            };
+            entries.push(AckMessageResultEntry {
+                message_id: e.message_id.clone(),
+                receipt_handle: e.receipt_handle.clone(),
+                status: Some(s),
+            });
+        }
+        Ok(Response::new(AckMessageResponse {
+            status: Some(ok()),
+            entries,
+        }))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        request: Request<ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<ChangeInvisibleDurationResponse>, tonic::Status> {
+        self.check_fail()?;
+        let req = request.into_inner();
+        let mut st = self.state.lock();
+        st.changes.push(req.clone());
+        let Some(key) = st.handles.remove(&req.receipt_handle) else {
+            return Ok(Response::new(ChangeInvisibleDurationResponse {
+                status: Some(status(Code::InvalidReceiptHandle, "unknown receipt handle")),
+                receipt_handle: String::new(),
+            }));
+        };
+        st.next_handle += 1;
+        let handle = format!("{}~{}", self.set, st.next_handle);
+        st.handles.insert(handle.clone(), key.clone());
+        if let Some(gs) = st.groups.get_mut(&key) {
+            gs.invisible_until =
+                Some(Instant::now() + to_duration(req.invisible_duration.as_ref()));
+            gs.handle = Some(handle.clone());
+        }
+        Ok(Response::new(ChangeInvisibleDurationResponse {
+            status: Some(ok()),
+            receipt_handle: handle,
+        }))
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        request: Request<ForwardMessageToDeadLetterQueueRequest>,
+    ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, tonic::Status> {
+        self.check_fail()?;
+        let req = request.into_inner();
+        let mut st = self.state.lock();
+        st.dlq.push(req.clone());
+        if let Some(key) = st.handles.remove(&req.receipt_handle)
+            && let Some(gs) = st.groups.get_mut(&key)
+        {
+            gs.acked = true;
+        }
+        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
+            status: Some(ok()),
+        }))
+    }
+}
