@@ -21,7 +21,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use comet::admin::{self, AdminTarget, GroupCommand, GroupSpec, TopicCommand, TopicSpec, TopicType};
+use comet::admin::{
+    self, AdminTarget, GroupCommand, GroupSpec, TopicCommand, TopicSpec, TopicType,
+};
 use comet::config::Config;
 use comet::server::{Node, Role};
 use comet_proto::apache::rocketmq::v2 as pb;
@@ -93,7 +95,10 @@ impl TestCluster {
                     .expect("standalone starts");
                 let a = node.addrs();
                 nodes.push(node);
-                (a.proxy.expect("proxy addr"), a.controller.expect("controller addr"))
+                (
+                    a.proxy.expect("proxy addr"),
+                    a.controller.expect("controller addr"),
+                )
             }
             Mode::Cluster => {
                 let ctl = Node::start(Role::Controller, &cfg)
@@ -102,7 +107,9 @@ impl TestCluster {
                 let ctl_addr = ctl.addrs().controller.expect("controller addr");
                 nodes.push(ctl);
                 cfg.controllers = vec![ctl_addr.to_string()];
-                let broker = Node::start(Role::Broker, &cfg).await.expect("broker starts");
+                let broker = Node::start(Role::Broker, &cfg)
+                    .await
+                    .expect("broker starts");
                 nodes.push(broker);
                 wait_for_broker(ctl_addr, &cfg.broker.broker_set).await;
                 let proxy = Node::start(Role::Proxy, &cfg).await.expect("proxy starts");
@@ -216,8 +223,8 @@ impl TestCluster {
 }
 
 async fn wait_for_broker(ctl: SocketAddr, broker_set: &str) {
-    let client = comet::controller_client::ControllerClient::new(vec![ctl.to_string()])
-        .expect("client");
+    let client =
+        comet::controller_client::ControllerClient::new(vec![ctl.to_string()]).expect("client");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let meta = client

@@ -128,14 +128,20 @@ async fn round_trip(mode: Mode) {
             vec![format!("key-{i}"), format!("order-{}", i / 5)]
         );
         assert_eq!(m.properties().get("index"), Some(&i.to_string()));
-        assert_eq!(m.properties().get("origin").map(String::as_str), Some("test"));
+        assert_eq!(
+            m.properties().get("origin").map(String::as_str),
+            Some("test")
+        );
         assert_eq!(m.delivery_attempt(), 1);
         assert!(m.born_timestamp() > 0);
         c.ack(m).await.expect("ack");
     }
     // Acked messages do not come back: both queues are empty now.
     let again = receive_rounds(&c, &topic, &tag("*"), 4).await;
-    assert!(again.is_empty(), "acked messages were redelivered: {again:?}");
+    assert!(
+        again.is_empty(),
+        "acked messages were redelivered: {again:?}"
+    );
     p.shutdown().await.expect("producer shutdown");
     c.shutdown().await.expect("consumer shutdown");
     cluster.stop().await;
@@ -198,7 +204,10 @@ async fn unacked_comes_back(mode: Mode) {
     assert_eq!(second[0].body(), b"once more");
     c.ack(&second[0]).await.expect("ack with the new handle");
     // The first delivery's handle is stale now.
-    assert!(c.ack(&first[0]).await.is_err(), "a stale receipt handle was accepted");
+    assert!(
+        c.ack(&first[0]).await.is_err(),
+        "a stale receipt handle was accepted"
+    );
     cluster.stop().await;
 }
 

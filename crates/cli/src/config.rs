@@ -177,7 +177,7 @@ impl Default for ProxySection {
         ProxySection {
             listen: "127.0.0.1:8081".to_owned(),
             advertised_endpoint: String::new(),
-            max_body_size: ByteSize(4 << 20),
+            max_body_size: ByteSize((4 << 20) - (64 << 10)),
             max_user_properties: 128,
             max_user_property_size: ByteSize(16 << 10),
             long_polling_min: Duration::from_secs(1).into(),
@@ -283,10 +283,11 @@ impl Config {
     /// Cross-field checks that the types alone cannot express.
     pub fn validate(&self) -> anyhow::Result<()> {
         let p = &self.proxy;
-        if p.max_body_size.0 == 0 || p.max_body_size.0 > 4 << 20 {
+        if p.max_body_size.0 == 0 || p.max_body_size.0 > (4 << 20) - (64 << 10) {
             bail!(
-                "proxy.max_body_size = {} is out of range: it must be between 1B and 4MiB \
-                 (official clients reject gRPC frames above 4 MiB)",
+                "proxy.max_body_size = {} is out of range: it must be between 1B and 4032KiB \
+                 (official clients reject gRPC frames above 4 MiB, and a message needs room \
+                 for its properties)",
                 p.max_body_size
             );
         }

@@ -331,8 +331,7 @@ impl Node {
         let listener = bind("proxy", &cfg.proxy.listen).await?;
         let local = listener.local_addr()?;
         let p = &cfg.proxy;
-        let proxy = Proxy::new(
-            ProxyConfig {
+        let proxy_cfg = ProxyConfig {
                 advertised_endpoint: advertised(&p.advertised_endpoint, local),
                 max_body_size: usize::try_from(p.max_body_size.0).unwrap_or(usize::MAX),
                 max_user_properties: p.max_user_properties,
@@ -346,11 +345,11 @@ impl Node {
                 auto_create_topics: p.auto_create_topics,
                 default_queue_count: p.default_queue_count,
                 ..ProxyConfig::default()
-            },
-            metadata,
-            brokers,
-            Some(creator),
-        );
+            };
+        proxy_cfg
+            .validate()
+            .context("invalid proxy configuration")?;
+        let proxy = Proxy::new(proxy_cfg, metadata, brokers, Some(creator));
         let shutdown = self.stopped();
         self.servers.insert(
             0,
@@ -382,7 +381,9 @@ impl Node {
             .await?;
         // Admin commands right after start expect the broker set to exist.
         wait_for_broker_set(metadata.clone(), &cfg.broker.broker_set).await?;
-        let brokers = Arc::new(LocalBrokers::new([(cfg.broker.broker_set.clone(), broker)]));
+        let brokers = LocalBrokers::new();
+        brokers.insert(cfg.broker.broker_set.clone(), broker);
+        let brokers = Arc::new(brokers);
         let controller = self.controller.as_ref().context("controller")?;
         let creator = Arc::new(LocalCreator(controller.service()));
         self.start_proxy(cfg, metadata, brokers, creator).await
@@ -403,7 +404,7 @@ impl Node {
         if metadata.borrow().revision == 0 {
             tracing::warn!(controllers = ?cfg.controllers, "no controller answered yet; serving and retrying");
         }
-        let brokers = Arc::new(RemoteBrokers::new());
+        let brokers = Arc::new(RemoteBrokers::default());
         let creator = Arc::new(RemoteCreator(controllers));
         self.start_proxy(cfg, metadata, brokers, creator).await
     }

@@ -54,24 +54,44 @@ impl Name {
     }
 }
 
-/// `"<ns>%<name>"`, or `name` when `namespace` is empty.
+/// Prefixes of per-group system topics, which keep their prefix in front of the namespace
+/// (RocketMQ's rule): the dead-letter topic of group `ns%g` is `%DLQ%ns%g`.
+const GROUP_TOPIC_PREFIXES: [&str; 2] = ["%DLQ%", "%RETRY%"];
+
+/// `"<ns>%<name>"`, or `name` when `namespace` is empty; `%DLQ%<name>` in a namespace becomes
+/// `%DLQ%<ns>%<name>` (the dead-letter topic of the qualified group).
 pub(crate) fn qualify(namespace: &str, name: &str) -> String {
     if namespace.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{namespace}%{name}")
+        return name.to_owned();
     }
+    for prefix in GROUP_TOPIC_PREFIXES {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            return format!("{prefix}{namespace}%{rest}");
+        }
+    }
+    format!("{namespace}%{name}")
 }
 
-/// Strips `"<ns>%"` off a qualified name; names of other namespaces are returned whole.
-pub(crate) fn unqualify<'a>(namespace: &str, qualified: &'a str) -> &'a str {
+/// Strips the namespace off a qualified name (the inverse of [`qualify`]); names of other
+/// namespaces are returned whole.
+pub(crate) fn unqualify(namespace: &str, qualified: &str) -> String {
     if namespace.is_empty() {
-        return qualified;
+        return qualified.to_owned();
+    }
+    for prefix in GROUP_TOPIC_PREFIXES {
+        if let Some(rest) = qualified
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix(namespace))
+            .and_then(|r| r.strip_prefix('%'))
+        {
+            return format!("{prefix}{rest}");
+        }
     }
     qualified
         .strip_prefix(namespace)
         .and_then(|rest| rest.strip_prefix('%'))
         .unwrap_or(qualified)
+        .to_owned()
 }
 
 /// Turns a qualified resource from a broker into the public form for a client in `namespace`.
@@ -83,7 +103,7 @@ pub(crate) fn public_resource(namespace: &str, internal: &Resource) -> Resource 
         } else {
             namespace.to_owned()
         },
-        name: name.to_owned(),
+        name,
     }
 }
 
@@ -207,7 +227,10 @@ mod tests {
         assert_eq!(unqualify("ns", "ns%t"), "t");
         assert_eq!(unqualify("ns", "other%t"), "other%t");
         assert_eq!(unqualify("", "ns%t"), "ns%t");
-        assert_eq!(unqualify("ns", "ns%%DLQ%g"), "%DLQ%g");
+        assert_eq!(qualify("ns", "%DLQ%g"), "%DLQ%ns%g");
+        assert_eq!(unqualify("ns", "%DLQ%ns%g"), "%DLQ%g");
+        assert_eq!(qualify("", "%DLQ%g"), "%DLQ%g");
+        assert_eq!(unqualify("", "%DLQ%g"), "%DLQ%g");
         assert_eq!(public_resource("ns", &res("", "ns%t")), res("ns", "t"));
         assert_eq!(public_resource("ns", &res("", "x")), res("", "x"));
     }

@@ -7,6 +7,7 @@
 //! Queue ids name a queue within its broker set only, so sends are placed by the proxy (a
 //! message cannot name a broker set) and receives use the broker name of the requested queue.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,11 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use comet_proto::apache::rocketmq::v2::{
     Broker, Code, Endpoints, MessageQueue, MessageType, Permission,
 };
-use comet_proto::comet::v1::{BrokerSet, ClusterMetadata, Group, Topic, TopicMessageType};
+use comet_proto::comet::v1::{
+    BrokerSet, ClusterMetadata, Group, QueuePlacement, Topic, TopicMessageType,
+};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::names::Name;
+
+/// Prefix of a group's dead-letter topic (`%DLQ%<qualified group>`).
+const DLQ_PREFIX: &str = "%DLQ%";
 use crate::status::{Failure, Outcome};
 
 /// One metadata snapshot with lookup tables.
@@ -58,10 +64,42 @@ impl MetadataIndex {
         }
     }
 
-    pub(crate) fn topic(&self, qualified: &str) -> Option<&Topic> {
-        self.topics
-            .get(qualified)
-            .map(|&i| &self.metadata.topics[i])
+    /// The topic named `qualified`: from metadata, or an implicit dead-letter topic.
+    pub(crate) fn topic(&self, qualified: &str) -> Option<Cow<'_, Topic>> {
+        match self.topics.get(qualified) {
+            Some(&i) => Some(Cow::Borrowed(&self.metadata.topics[i])),
+            None => self.dead_letter_topic(qualified).map(Cow::Owned),
+        }
+    }
+
+    /// `%DLQ%<group>` topics exist without being created: a broker appends a group's dead
+    /// letters to queue 0 of that topic on its own broker set. Clients may read them (any
+    /// group), never write them.
+    fn dead_letter_topic(&self, qualified: &str) -> Option<Topic> {
+        let group = qualified.strip_prefix(DLQ_PREFIX)?;
+        if group.is_empty() {
+            return None;
+        }
+        let placements: Vec<QueuePlacement> = self
+            .metadata
+            .broker_sets
+            .iter()
+            .filter(|b| !b.members.is_empty())
+            .map(|b| QueuePlacement {
+                broker_set: b.name.clone(),
+                queue_count: 1,
+            })
+            .collect();
+        if placements.is_empty() {
+            return None;
+        }
+        Some(Topic {
+            name: qualified.to_owned(),
+            message_type: TopicMessageType::Mixed as i32,
+            placements,
+            permission: Permission::Read as i32,
+            attributes: Default::default(),
+        })
     }
 
     pub(crate) fn group(&self, qualified: &str) -> Option<&Group> {
@@ -86,7 +124,7 @@ impl MetadataIndex {
     }
 
     /// The topic or TOPIC_NOT_FOUND naming it.
-    pub(crate) fn require_topic(&self, name: &Name) -> Outcome<&Topic> {
+    pub(crate) fn require_topic(&self, name: &Name) -> Outcome<Cow<'_, Topic>> {
         self.topic(&name.qualified)
             .ok_or_else(|| topic_not_found(name))
     }
@@ -496,7 +534,7 @@ mod tests {
     fn route_lists_every_queue_of_every_placement() {
         let idx = md();
         let ep = crate::config::parse_endpoint("127.0.0.1:8081").unwrap();
-        let qs = message_queues(idx.topic("t").unwrap(), &name(), &ep);
+        let qs = message_queues(&idx.topic("t").unwrap(), &name(), &ep);
         let ids: Vec<(String, i32)> = qs
             .iter()
             .map(|q| (q.broker.as_ref().unwrap().name.clone(), q.id))
@@ -515,7 +553,7 @@ mod tests {
     #[test]
     fn sends_avoid_dead_sets_and_fifo_is_stable() {
         let idx = md();
-        let t = idx.topic("t").unwrap();
+        let t = &*idx.topic("t").unwrap();
         let rr = AtomicU64::new(0);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..10 {
@@ -532,7 +570,7 @@ mod tests {
     #[test]
     fn receives_fall_back_from_dead_or_unknown_sets() {
         let idx = md();
-        let t = idx.topic("t").unwrap();
+        let t = &*idx.topic("t").unwrap();
         let rr = AtomicU64::new(0);
         let q = |set: &str, id: i32| MessageQueue {
             broker: Some(Broker {

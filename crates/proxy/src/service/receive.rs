@@ -148,7 +148,7 @@ impl Inner {
         };
 
         let index = self.metadata.current();
-        let topic = index.require_topic(&topic_name)?;
+        let topic = &*index.require_topic(&topic_name)?;
         let target = receive_target(
             &index,
             topic,
@@ -209,7 +209,7 @@ impl Inner {
                 .as_mut()
                 .and_then(|s| s.dead_letter_queue.as_mut())
             {
-                dlq.topic = unqualify(&topic_name.namespace, &dlq.topic).to_owned();
+                dlq.topic = unqualify(&topic_name.namespace, &dlq.topic);
             }
             let frame = ReceiveMessageResponse {
                 content: Some(receive_message_response::Content::Message(message)),

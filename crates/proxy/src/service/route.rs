@@ -22,7 +22,7 @@ impl Inner {
         let name = names::topic(ctx, request.topic.as_ref())?;
         let endpoints = self.endpoints()?;
         let index = self.topic_index(&name, true).await?;
-        let topic = index.require_topic(&name)?;
+        let topic = &*index.require_topic(&name)?;
         let queues = message_queues(topic, &name, endpoints);
         if queues.is_empty() {
             // An empty route crashes Rust clients and hangs Node ones: never answer OK with it.
@@ -49,7 +49,7 @@ impl Inner {
         let group_name = names::group(ctx, request.group.as_ref())?;
         let endpoints = self.endpoints()?;
         let index = self.metadata.current();
-        let topic = index.require_topic(&topic_name)?;
+        let topic = &*index.require_topic(&topic_name)?;
         let fifo = index.group(&group_name.qualified).is_some_and(|g| g.fifo);
         let queues = assignments(topic, &topic_name, fifo, endpoints)?;
         Ok(QueryAssignmentResponse {

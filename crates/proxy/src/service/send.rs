@@ -152,7 +152,7 @@ impl Inner {
             ));
         }
         let index = self.topic_index(&valid.topic, true).await?;
-        let topic = index.require_topic(&valid.topic)?;
+        let topic = &*index.require_topic(&valid.topic)?;
         validate::check_topic_type(topic, &valid)?;
         let target = send_target(
             &index,
