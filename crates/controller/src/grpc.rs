@@ -46,6 +46,8 @@ struct Inner {
     node_id: NodeId,
     metadata: watch::Receiver<Arc<pb::ClusterMetadata>>,
     leases: Arc<LeaseTable>,
+    /// Flips to true when the controller shuts down; ends watch streams.
+    stopping: watch::Receiver<bool>,
 }
 
 /// A stream of metadata snapshots.
@@ -74,6 +76,7 @@ impl ControllerGrpc {
         node_id: NodeId,
         metadata: watch::Receiver<Arc<pb::ClusterMetadata>>,
         leases: Arc<LeaseTable>,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         ControllerGrpc {
             inner: Arc::new(Inner {
@@ -81,6 +84,7 @@ impl ControllerGrpc {
                 node_id,
                 metadata,
                 leases,
+                stopping,
             }),
         }
     }
@@ -326,8 +330,14 @@ impl ControllerService for ControllerGrpc {
         &self,
         _request: Request<pb::WatchMetadataRequest>,
     ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        let mut stopping = self.inner.stopping.clone();
+        let stopped = async move {
+            // Ends when shutdown starts or the controller is gone.
+            let _ = stopping.wait_for(|s| *s).await;
+        };
         let stream = WatchStream::new(self.inner.metadata.clone())
-            .map(|m| Ok(pb::ClusterMetadata::clone(&m)));
+            .map(|m| Ok(pb::ClusterMetadata::clone(&m)))
+            .take_until(stopped);
         Ok(Response::new(Box::pin(stream)))
     }
 }

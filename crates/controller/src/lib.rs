@@ -267,7 +267,13 @@ impl Controller {
             metadata.clone(),
             stop_rx,
         ));
-        let grpc = ControllerGrpc::new(raft.clone(), cfg.node_id, metadata.clone(), leases);
+        let grpc = ControllerGrpc::new(
+            raft.clone(),
+            cfg.node_id,
+            metadata.clone(),
+            leases,
+            stop_leases.subscribe(),
+        );
         tracing::info!(
             node_id = cfg.node_id,
             data_dir = %cfg.data_dir.display(),
@@ -316,8 +322,9 @@ impl Controller {
         self.node_id
     }
 
-    /// Stops the lease checker and Raft, then waits for the log's I/O thread
-    /// to finish; every acknowledged write is on disk when this returns.
+    /// Ends open `WatchMetadata` streams, stops the lease checker and Raft,
+    /// then waits for the log's I/O thread to finish; every acknowledged write
+    /// is on disk when this returns. Requests still arriving get UNAVAILABLE.
     pub async fn shutdown(self) -> Result<()> {
         let Controller {
             raft,
