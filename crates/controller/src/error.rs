@@ -39,9 +39,6 @@ pub enum ControllerError {
         /// What is wrong.
         reason: String,
     },
-    /// Raft storage failed.
-    #[error("raft storage: {0}")]
-    Storage(#[from] openraft::StorageError<u64>),
     /// Raft refused or failed an operation.
     #[error("raft: {0}")]
     Raft(String),

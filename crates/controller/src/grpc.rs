@@ -55,8 +55,13 @@ pub type MetadataStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterMetadata, 
 
 fn not_leader(leader: Option<&BasicNode>, what: &str) -> Status {
     let mut status = Status::unavailable(match leader {
-        Some(n) => format!("this controller is not the leader; {what} must go to the leader at {}", n.addr),
-        None => format!("this controller is not the leader and no leader is known yet; retry {what} shortly"),
+        Some(n) => format!(
+            "this controller is not the leader; {what} must go to the leader at {}",
+            n.addr
+        ),
+        None => format!(
+            "this controller is not the leader and no leader is known yet; retry {what} shortly"
+        ),
     });
     if let Some(n) = leader
         && let Ok(v) = n.addr.parse()
@@ -67,7 +72,9 @@ fn not_leader(leader: Option<&BasicNode>, what: &str) -> Status {
 }
 
 fn fatal(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("the controller is stopping or its storage failed: {e}"))
+    Status::unavailable(format!(
+        "the controller is stopping or its storage failed: {e}"
+    ))
 }
 
 impl ControllerGrpc {
@@ -124,9 +131,9 @@ impl ControllerGrpc {
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(not_leader(f.leader_node.as_ref(), what))
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(Status::internal(format!("{what}: unexpected membership error: {e}")))
-            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(
+                Status::internal(format!("{what}: unexpected membership error: {e}")),
+            ),
             Ok(Err(RaftError::Fatal(e))) => Err(fatal(e)),
             Ok(Ok(resp)) => match resp.data {
                 CommandResponse::Rejected(e) => Err(e.into()),
@@ -139,7 +146,11 @@ impl ControllerGrpc {
         self.inner.metadata.borrow().clone()
     }
 
-    fn find_member(&self, broker_set: &str, broker_id: u64) -> Option<(pb::BrokerSet, pb::BrokerMember)> {
+    fn find_member(
+        &self,
+        broker_set: &str,
+        broker_id: u64,
+    ) -> Option<(pb::BrokerSet, pb::BrokerMember)> {
         let meta = self.current();
         let set = meta.broker_sets.iter().find(|s| s.name == broker_set)?;
         let member = set.members.iter().find(|m| m.broker_id == broker_id)?;
@@ -148,7 +159,9 @@ impl ControllerGrpc {
 }
 
 fn unexpected(what: &str, resp: &CommandResponse) -> Status {
-    Status::internal(format!("{what}: unexpected state machine response {resp:?}"))
+    Status::internal(format!(
+        "{what}: unexpected state machine response {resp:?}"
+    ))
 }
 
 #[tonic::async_trait]
@@ -161,7 +174,10 @@ impl ControllerService for ControllerGrpc {
     ) -> Result<Response<pb::TopicResponse>, Status> {
         let topic = validation::topic_record(request.into_inner().topic)?;
         tracing::info!(topic = %topic.name, "create topic");
-        match self.write(Command::CreateTopic { topic }, "CreateTopic").await? {
+        match self
+            .write(Command::CreateTopic { topic }, "CreateTopic")
+            .await?
+        {
             (CommandResponse::Topic(t), revision) => Ok(Response::new(pb::TopicResponse {
                 topic: Some((&t).into()),
                 revision,
@@ -176,7 +192,10 @@ impl ControllerService for ControllerGrpc {
     ) -> Result<Response<pb::TopicResponse>, Status> {
         let topic = validation::topic_record(request.into_inner().topic)?;
         tracing::info!(topic = %topic.name, "update topic");
-        match self.write(Command::UpdateTopic { topic }, "UpdateTopic").await? {
+        match self
+            .write(Command::UpdateTopic { topic }, "UpdateTopic")
+            .await?
+        {
             (CommandResponse::Topic(t), revision) => Ok(Response::new(pb::TopicResponse {
                 topic: Some((&t).into()),
                 revision,
@@ -192,7 +211,9 @@ impl ControllerService for ControllerGrpc {
         let name = request.into_inner().name;
         validation::validate_topic_name(&name)?;
         tracing::info!(topic = %name, "delete topic");
-        let (_, revision) = self.write(Command::DeleteTopic { name }, "DeleteTopic").await?;
+        let (_, revision) = self
+            .write(Command::DeleteTopic { name }, "DeleteTopic")
+            .await?;
         Ok(Response::new(pb::DeleteResponse { revision }))
     }
 
@@ -202,7 +223,10 @@ impl ControllerService for ControllerGrpc {
     ) -> Result<Response<pb::GroupResponse>, Status> {
         let group = validation::group_record(request.into_inner().group)?;
         tracing::info!(group = %group.name, "create group");
-        match self.write(Command::CreateGroup { group }, "CreateGroup").await? {
+        match self
+            .write(Command::CreateGroup { group }, "CreateGroup")
+            .await?
+        {
             (CommandResponse::Group(g), revision) => Ok(Response::new(pb::GroupResponse {
                 group: Some((&g).into()),
                 revision,
@@ -217,7 +241,10 @@ impl ControllerService for ControllerGrpc {
     ) -> Result<Response<pb::GroupResponse>, Status> {
         let group = validation::group_record(request.into_inner().group)?;
         tracing::info!(group = %group.name, "update group");
-        match self.write(Command::UpdateGroup { group }, "UpdateGroup").await? {
+        match self
+            .write(Command::UpdateGroup { group }, "UpdateGroup")
+            .await?
+        {
             (CommandResponse::Group(g), revision) => Ok(Response::new(pb::GroupResponse {
                 group: Some((&g).into()),
                 revision,
@@ -233,7 +260,9 @@ impl ControllerService for ControllerGrpc {
         let name = request.into_inner().name;
         validation::validate_group_name(&name)?;
         tracing::info!(group = %name, "delete group");
-        let (_, revision) = self.write(Command::DeleteGroup { name }, "DeleteGroup").await?;
+        let (_, revision) = self
+            .write(Command::DeleteGroup { name }, "DeleteGroup")
+            .await?;
         Ok(Response::new(pb::DeleteResponse { revision }))
     }
 
@@ -249,7 +278,13 @@ impl ControllerService for ControllerGrpc {
             && member.address == req.address
             && member.alive
         {
-            self.inner.leases.renew(term, &req.broker_set, req.broker_id, Instant::now(), wall_ms());
+            self.inner.leases.renew(
+                term,
+                &req.broker_set,
+                req.broker_id,
+                Instant::now(),
+                wall_ms(),
+            );
             let revision = self.current().revision;
             return Ok(Response::new(pb::RegisterBrokerResponse {
                 broker_set: Some(set),
@@ -266,7 +301,13 @@ impl ControllerService for ControllerGrpc {
         };
         match self.write(cmd, "RegisterBroker").await? {
             (CommandResponse::BrokerSet(set), revision) => {
-                self.inner.leases.renew(term, &req.broker_set, req.broker_id, Instant::now(), now_ms);
+                self.inner.leases.renew(
+                    term,
+                    &req.broker_set,
+                    req.broker_id,
+                    Instant::now(),
+                    now_ms,
+                );
                 Ok(Response::new(pb::RegisterBrokerResponse {
                     broker_set: Some(pb::BrokerSet::from(&set as &BrokerSetRecord)),
                     revision,
@@ -290,7 +331,9 @@ impl ControllerService for ControllerGrpc {
             )));
         };
         let now_ms = wall_ms();
-        self.inner.leases.renew(term, &req.broker_set, req.broker_id, Instant::now(), now_ms);
+        self.inner
+            .leases
+            .renew(term, &req.broker_set, req.broker_id, Instant::now(), now_ms);
         if !member.alive {
             tracing::info!(broker_set = %req.broker_set, broker_id = req.broker_id, "broker is back");
             let cmd = Command::SetBrokersAlive {

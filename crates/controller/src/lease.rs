@@ -97,8 +97,10 @@ impl LeaseTable {
     pub fn renew(&self, term: u64, broker_set: &str, broker_id: u64, now: Instant, wall_ms: i64) {
         let mut s = self.state.lock();
         Self::enter_term(&mut s, term, now);
-        s.renewals
-            .insert((broker_set.to_owned(), broker_id), Renewal { at: now, wall_ms });
+        s.renewals.insert(
+            (broker_set.to_owned(), broker_id),
+            Renewal { at: now, wall_ms },
+        );
     }
 
     /// The liveness changes due at `now` for the members in `meta`.
@@ -206,6 +208,7 @@ pub async fn run_lease_checker(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
     use comet_proto::comet::v1::{BrokerMember, BrokerSet};
@@ -242,7 +245,10 @@ mod tests {
         let start = Instant::now();
         t.ensure_term(3, start);
         let m = meta(&[(0, true), (1, true)]);
-        assert!(t.decide(&m, start + lease).is_empty(), "not expired at exactly one lease");
+        assert!(
+            t.decide(&m, start + lease).is_empty(),
+            "not expired at exactly one lease"
+        );
         let changes = t.decide(&m, start + lease + Duration::from_millis(1));
         assert_eq!(changes.len(), 2);
         assert!(changes.iter().all(|c| !c.alive && c.last_heartbeat_ms == 7));
@@ -257,7 +263,10 @@ mod tests {
         t.renew(1, "a", 0, start + Duration::from_secs(8), 1234);
         let later = start + Duration::from_secs(11);
         let m = meta(&[(0, true), (1, false)]);
-        assert!(t.decide(&m, later).is_empty(), "renewed member alive, dead one without heartbeat stays dead");
+        assert!(
+            t.decide(&m, later).is_empty(),
+            "renewed member alive, dead one without heartbeat stays dead"
+        );
         t.renew(1, "a", 1, later, 99);
         let changes = t.decide(&m, later);
         assert_eq!(
@@ -283,6 +292,9 @@ mod tests {
         t.ensure_term(2, late);
         assert!(t.decide(&m, late).is_empty(), "grace after a new term");
         t.clear();
-        assert!(t.decide(&m, late + Duration::from_secs(5)).is_empty(), "followers decide nothing");
+        assert!(
+            t.decide(&m, late + Duration::from_secs(5)).is_empty(),
+            "followers decide nothing"
+        );
     }
 }

@@ -164,10 +164,8 @@ impl GrpcNetwork {
                 }));
             }
             Ok(Err(status)) => {
-                let err = self.transport_error(
-                    rpc,
-                    format!("{:?}: {}", status.code(), status.message()),
-                );
+                let err =
+                    self.transport_error(rpc, format!("{:?}: {}", status.code(), status.message()));
                 return Err(match status.code() {
                     tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
                         RPCError::Unreachable(Unreachable::new(&err))

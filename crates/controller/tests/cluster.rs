@@ -1,5 +1,6 @@
 //! Three controllers on loopback: election, replication, follower behaviour
 //! and leader failover over the real gRPC Raft transport.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -23,14 +24,18 @@ async fn wait_for_leader(nodes: &[Option<Node>]) -> usize {
             .collect();
         if let [l] = leaders.as_slice() {
             let leader_id = nodes[*l].as_ref().map(|n| n.ctrl.node_id());
-            let agreed = nodes.iter().flatten().all(|n| {
-                n.ctrl.raft().metrics().borrow().current_leader == leader_id
-            });
+            let agreed = nodes
+                .iter()
+                .flatten()
+                .all(|n| n.ctrl.raft().metrics().borrow().current_leader == leader_id);
             if agreed {
                 return *l;
             }
         }
-        assert!(Instant::now() < deadline, "no single agreed leader within {WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no single agreed leader within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -91,10 +96,15 @@ async fn given_three_controllers_when_the_leader_dies_should_elect_another_and_k
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(
-        err.metadata().get(LEADER_METADATA_KEY).map(|v| v.to_str().unwrap().to_owned()),
+        err.metadata()
+            .get(LEADER_METADATA_KEY)
+            .map(|v| v.to_str().unwrap().to_owned()),
         Some(leader_addr.clone())
     );
-    let err = fc.get_metadata(pb::GetMetadataRequest {}).await.unwrap_err();
+    let err = fc
+        .get_metadata(pb::GetMetadataRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     let err = fc
         .broker_heartbeat(pb::BrokerHeartbeatRequest {

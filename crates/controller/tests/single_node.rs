@@ -1,5 +1,6 @@
 //! A single-node controller, as `comet standalone` runs it: writes, status
 //! codes, restart from disk, watch streams and broker leases.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -24,7 +25,10 @@ async fn given_a_created_topic_when_restarted_from_the_same_dir_should_still_ser
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(reg.broker_set.unwrap().members[0].address, "127.0.0.1:10911");
+    assert_eq!(
+        reg.broker_set.unwrap().members[0].address,
+        "127.0.0.1:10911"
+    );
     let created = client
         .create_topic(pb::CreateTopicRequest {
             topic: Some(topic("ns%orders", "broker-a", 8)),
@@ -33,7 +37,10 @@ async fn given_a_created_topic_when_restarted_from_the_same_dir_should_still_ser
         .unwrap()
         .into_inner();
     let t = created.topic.unwrap();
-    assert_eq!(t.permission, 4, "UNSPECIFIED permission is stored as READ_WRITE");
+    assert_eq!(
+        t.permission, 4,
+        "UNSPECIFIED permission is stored as READ_WRITE"
+    );
     let group = client
         .create_group(pb::CreateGroupRequest {
             group: Some(pb::Group {
@@ -87,7 +94,9 @@ async fn given_a_created_topic_when_restarted_from_the_same_dir_should_still_ser
 async fn given_a_running_controller_when_another_opens_its_dir_should_fail_with_locked() {
     let dir = tempfile::tempdir().unwrap();
     let (_l, addr) = bind().await;
-    let first = Controller::start(test_config(1, dir.path(), addr)).await.unwrap();
+    let first = Controller::start(test_config(1, dir.path(), addr))
+        .await
+        .unwrap();
     match Controller::start(test_config(1, dir.path(), addr)).await {
         Err(ControllerError::Locked { .. }) => {}
         Err(e) => panic!("unexpected error: {e}"),
@@ -133,15 +142,27 @@ async fn given_invalid_requests_should_return_the_documented_status_codes() {
     let r = c.create_topic(create(topic("t1", "nope", 4))).await;
     let status = r.unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-    assert!(status.message().contains("broker set nope is not registered"), "{}", status.message());
+    assert!(
+        status
+            .message()
+            .contains("broker set nope is not registered"),
+        "{}",
+        status.message()
+    );
 
-    assert_eq!(code(c.create_topic(create(topic("t1", "broker-a", 4))).await), tonic::Code::Ok);
+    assert_eq!(
+        code(c.create_topic(create(topic("t1", "broker-a", 4))).await),
+        tonic::Code::Ok
+    );
     assert_eq!(
         code(c.create_topic(create(topic("t1", "broker-a", 4))).await),
         tonic::Code::AlreadyExists
     );
     assert_eq!(
-        code(c.create_topic(create(topic("%RETRY%g", "broker-a", 4))).await),
+        code(
+            c.create_topic(create(topic("%RETRY%g", "broker-a", 4)))
+                .await
+        ),
         tonic::Code::InvalidArgument
     );
     assert_eq!(
@@ -150,7 +171,10 @@ async fn given_invalid_requests_should_return_the_documented_status_codes() {
     );
     let mut unspecified = topic("t3", "broker-a", 1);
     unspecified.message_type = 0;
-    assert_eq!(code(c.create_topic(create(unspecified)).await), tonic::Code::InvalidArgument);
+    assert_eq!(
+        code(c.create_topic(create(unspecified)).await),
+        tonic::Code::InvalidArgument
+    );
     assert_eq!(
         code(
             c.update_topic(pb::UpdateTopicRequest {
@@ -224,7 +248,8 @@ async fn given_invalid_requests_should_return_the_documented_status_codes() {
 }
 
 #[tokio::test]
-async fn given_a_watch_stream_when_a_topic_is_created_should_yield_the_current_then_the_new_snapshot() {
+async fn given_a_watch_stream_when_a_topic_is_created_should_yield_the_current_then_the_new_snapshot()
+ {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let (listener, addr) = bind().await;
@@ -245,7 +270,11 @@ async fn given_a_watch_stream_when_a_topic_is_created_should_yield_the_current_t
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(first.broker_sets.len(), 1, "the current snapshot comes first");
+    assert_eq!(
+        first.broker_sets.len(),
+        1,
+        "the current snapshot comes first"
+    );
     assert!(first.topics.is_empty());
 
     let created = c
@@ -356,7 +385,10 @@ async fn given_a_short_lease_when_a_broker_stops_heartbeating_should_mark_it_dea
         .unwrap()
         .into_inner();
     assert!(moved.revision > alive.revision);
-    assert_eq!(moved.broker_set.unwrap().members[0].address, "127.0.0.1:20911");
+    assert_eq!(
+        moved.broker_set.unwrap().members[0].address,
+        "127.0.0.1:20911"
+    );
     drop(c);
     node.stop().await;
 }

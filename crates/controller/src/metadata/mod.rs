@@ -317,6 +317,7 @@ impl MetadataState {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::records::PlacementRecord;
     use super::*;
@@ -392,7 +393,8 @@ mod tests {
     #[test]
     fn topic_lifecycle_table() {
         let mut s = state_with_brokers();
-        let steps: Vec<(Command, Result<(), fn(&MetadataError) -> bool>)> = vec![
+        type Expect = Result<(), fn(&MetadataError) -> bool>;
+        let steps: Vec<(Command, Expect)> = vec![
             (
                 Command::CreateTopic {
                     topic: topic("t", &[("a", 4)]),
@@ -421,7 +423,9 @@ mod tests {
                 Command::UpdateTopic {
                     topic: topic("t", &[("b", 4)]),
                 },
-                Err(|e| matches!(e, MetadataError::InvalidArgument(m) if m.contains("from 4 to 0"))),
+                Err(
+                    |e| matches!(e, MetadataError::InvalidArgument(m) if m.contains("from 4 to 0")),
+                ),
             ),
             (
                 Command::UpdateTopic {

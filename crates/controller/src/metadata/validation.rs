@@ -188,7 +188,11 @@ pub fn validate_broker_set_name(name: &str) -> Result<(), MetadataError> {
 
 /// Validates a `host:port` address (IPv6 hosts in brackets).
 pub fn validate_address(address: &str) -> Result<(), MetadataError> {
-    let bad = |why: &str| invalid(format!("broker address {address:?} is not host:port: {why}"));
+    let bad = |why: &str| {
+        invalid(format!(
+            "broker address {address:?} is not host:port: {why}"
+        ))
+    };
     if address.is_empty() {
         return Err(bad("it is empty"));
     }
@@ -412,6 +416,7 @@ pub fn group_record(group: Option<pb::Group>) -> Result<GroupRecord, MetadataErr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 
@@ -482,7 +487,11 @@ mod tests {
             ("a/b", false),
         ];
         for (name, ok) in cases {
-            assert_eq!(validate_group_name(name).is_ok(), *ok, "group name {name:?}");
+            assert_eq!(
+                validate_group_name(name).is_ok(),
+                *ok,
+                "group name {name:?}"
+            );
         }
     }
 
@@ -540,11 +549,7 @@ mod tests {
                 |t| t.placements[0].queue_count = 1025,
                 Some("out of range 1..=1024"),
             ),
-            (
-                "max queues",
-                |t| t.placements[0].queue_count = 1024,
-                None,
-            ),
+            ("max queues", |t| t.placements[0].queue_count = 1024, None),
             (
                 "duplicate broker set",
                 |t| {
@@ -572,7 +577,10 @@ mod tests {
             match (topic_record(Some(t)), want) {
                 (Ok(_), None) => {}
                 (Err(MetadataError::InvalidArgument(msg)), Some(want)) => {
-                    assert!(msg.contains(want), "{what}: {msg:?} should contain {want:?}")
+                    assert!(
+                        msg.contains(want),
+                        "{what}: {msg:?} should contain {want:?}"
+                    )
                 }
                 (got, want) => panic!("{what}: got {got:?}, want error containing {want:?}"),
             }

@@ -84,6 +84,7 @@ impl DirLock {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 
@@ -106,7 +107,11 @@ mod tests {
         atomic_write(&p, b"one", true).unwrap();
         atomic_write(&p, b"two", false).unwrap();
         assert_eq!(read_optional(&p).unwrap().unwrap(), b"two");
-        assert!(read_optional(&dir.path().join("missing")).unwrap().is_none());
+        assert!(
+            read_optional(&dir.path().join("missing"))
+                .unwrap()
+                .is_none()
+        );
         assert!(!tmp_path(&p).exists());
     }
 }

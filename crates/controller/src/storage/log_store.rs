@@ -184,7 +184,9 @@ fn parse_record(buf: &[u8]) -> Result<(&[u8], usize), String> {
     crc_bytes.copy_from_slice(&buf[4..8]);
     let len = u32::from_le_bytes(len_bytes);
     if len > MAX_RECORD_LEN {
-        return Err(format!("record length {len} exceeds the {MAX_RECORD_LEN} limit"));
+        return Err(format!(
+            "record length {len} exceeds the {MAX_RECORD_LEN} limit"
+        ));
     }
     let end = HEADER_LEN + len as usize;
     if buf.len() < end {
@@ -373,7 +375,13 @@ impl RaftLogReader<TypeConfig> for FileLogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.mem.read().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .mem
+            .read()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
@@ -382,7 +390,13 @@ impl RaftLogReader<TypeConfig> for FileLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.mem.read().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .mem
+            .read()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
@@ -483,7 +497,9 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
         }
         self.io
             .send(IoOp::Append { records, callback })
-            .map_err(|_| StorageIOError::write_logs(&io_err("the raft log I/O thread has stopped")))?;
+            .map_err(|_| {
+                StorageIOError::write_logs(&io_err("the raft log I/O thread has stopped"))
+            })?;
         Ok(())
     }
 
@@ -509,7 +525,9 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
         }
         self.submit(|done| IoOp::Purge { upto: log_id, done })
             .await
-            .map_err(|e| StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Delete, AnyError::new(&e)))?;
+            .map_err(|e| {
+                StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Delete, AnyError::new(&e))
+            })?;
         Ok(())
     }
 }

@@ -10,4 +10,5 @@ pub mod log_store;
 pub mod state_machine;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests;

@@ -179,6 +179,8 @@ impl FileStateMachine {
     }
 }
 
+// openraft's trait methods return its (large) StorageError; this helper feeds them.
+#[allow(clippy::result_large_err)]
 fn to_snapshot(p: &PersistedSnapshot) -> Result<Snapshot<TypeConfig>, StorageError> {
     let data = serde_json::to_vec(&p.state)
         .map_err(|e| StorageIOError::read_snapshot(Some(p.meta.signature()), &e))?;

@@ -122,7 +122,11 @@ async fn given_truncate_and_purge_when_reopened_should_keep_only_the_live_range(
     let (mut store, io) = open(dir.path());
     assert_eq!(indexes(&mut store).await, vec![4, 5, 6, 7, 8, 9]);
     let got = store.try_get_log_entries(8..10).await.unwrap();
-    assert_eq!(got[0].log_id, log_id(2, 8), "truncated entries were replaced");
+    assert_eq!(
+        got[0].log_id,
+        log_id(2, 8),
+        "truncated entries were replaced"
+    );
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
     assert_eq!(state.last_log_id, Some(log_id(2, 9)));
@@ -223,7 +227,10 @@ async fn given_a_torn_last_record_when_reopened_should_truncate_it_and_keep_the_
         if damage == "bad checksum" {
             assert!(len < good_len, "{damage}: the damaged record is cut");
         } else {
-            assert_eq!(len, good_len, "{damage}: the file is cut back to the last good record");
+            assert_eq!(
+                len, good_len,
+                "{damage}: the file is cut back to the last good record"
+            );
         }
         // The log keeps working after recovery.
         let next = *want.last().unwrap() + 1;
@@ -290,7 +297,12 @@ async fn given_a_snapshot_when_state_machine_reopens_should_restore_state_and_me
     sm.apply(entries).await.unwrap();
     assert_eq!(rx.borrow().revision, 2);
     assert_eq!(rx.borrow().broker_sets.len(), 1);
-    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     assert_eq!(snap.meta.last_log_id, Some(log_id(1, 2)));
     drop(sm);
 

@@ -19,8 +19,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -89,7 +88,10 @@ impl Node {
     pub async fn stop(self) {
         self.ctrl.shutdown().await.unwrap();
         let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.server).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, self.server)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     pub fn is_leader(&self) -> bool {
