@@ -160,7 +160,8 @@ pub async fn run_lease_checker(
         tokio::select! {
             _ = ticker.tick() => {}
             changed = metrics.changed() => if changed.is_err() { break },
-            _ = stop.changed() => {}
+            // The sender is gone when the Controller was dropped without shutdown.
+            changed = stop.changed() => if changed.is_err() { break },
         }
         if *stop.borrow() {
             break;

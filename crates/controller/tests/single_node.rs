@@ -392,3 +392,57 @@ async fn given_a_short_lease_when_a_broker_stops_heartbeating_should_mark_it_dea
     drop(c);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn given_a_snapshot_and_a_purged_log_when_restarted_should_rebuild_from_snapshot_plus_log() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (listener, addr) = bind().await;
+    let node = start(test_config(1, dir.path(), addr), listener).await;
+    wait_leader(&node.ctrl).await;
+    let mut c = node.client().await;
+    c.register_broker(register("broker-a", 0, "127.0.0.1:10911"))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        c.create_topic(pb::CreateTopicRequest {
+            topic: Some(topic(&format!("before-{i}"), "broker-a", 1)),
+        })
+        .await
+        .unwrap();
+    }
+    let raft = node.ctrl.raft().clone();
+    raft.trigger().snapshot().await.unwrap();
+    let m = raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.snapshot.is_some(), "snapshot built")
+        .await
+        .unwrap();
+    let snap = m.snapshot.unwrap();
+    raft.trigger().purge_log(snap.index).await.unwrap();
+    raft.wait(Some(WAIT))
+        .metrics(|m| m.purged == Some(snap), "log purged")
+        .await
+        .unwrap();
+    // Entries after the snapshot live only in the log.
+    c.create_topic(pb::CreateTopicRequest {
+        topic: Some(topic("after", "broker-a", 1)),
+    })
+    .await
+    .unwrap();
+    let before = node.ctrl.metadata().borrow().clone();
+    drop(c);
+    node.stop().await;
+
+    let (listener, addr) = bind().await;
+    let node = start(test_config(1, dir.path(), addr), listener).await;
+    let mut rx = node.ctrl.metadata();
+    let restored = wait_metadata(&mut rx, "snapshot + log replay", |m| {
+        m.revision >= before.revision
+    })
+    .await;
+    assert_eq!(restored.topics, before.topics);
+    assert_eq!(restored.topics.len(), 6);
+    assert!(dir.path().join("state/snapshot.json").exists());
+    node.stop().await;
+}
