@@ -39,6 +39,19 @@
 //!   only liveness transitions are logged (see [`lease`]).
 //! - Applying an entry is deterministic and never re-runs input validation.
 //!
+//! # Wiring
+//!
+//! ```text
+//! let ctrl = Controller::start(cfg).await?;
+//! Server::builder().add_routes(ctrl.routes())
+//!     .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
+//! // in-process users (standalone proxy/broker): ctrl.metadata(), ctrl.service()
+//! ctrl.shutdown().await?;   // first: ends WatchMetadata streams, then stop the server
+//! ```
+//!
+//! Serve with TCP_NODELAY: without it, Nagle plus delayed ACKs add ~40 ms to
+//! every reply larger than one segment (metadata snapshots, Raft appends).
+//!
 //! Dependency rule: controller → proto only; never broker, proxy or store.
 #![forbid(unsafe_code)]
 
@@ -87,7 +100,8 @@ pub struct ControllerConfig {
     /// The cluster name reported in `ClusterMetadata` (default "DefaultCluster").
     pub cluster_name: String,
     /// host:port of this node's controller gRPC, as peers and clients reach it.
-    /// Recorded in the Raft membership when the cluster is initialized.
+    /// Recorded in the Raft membership when the cluster is initialized; a
+    /// later change takes a membership change (not automatic on restart).
     pub advertised_addr: String,
     /// A broker without a heartbeat for this long is marked `alive = false` (default 10 s).
     pub broker_lease: Duration,

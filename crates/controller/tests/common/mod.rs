@@ -61,7 +61,7 @@ pub async fn start(cfg: ControllerConfig, listener: TcpListener) -> Node {
         tonic::transport::Server::builder()
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async {
                     let _ = stopped.await;
                 },
