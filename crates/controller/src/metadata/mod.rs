@@ -1,0 +1,547 @@
+//! The cluster metadata state machine, as pure data: [`MetadataState`] maps a
+//! [`Command`] to a new state and a [`CommandResponse`], with no I/O.
+//!
+//! Invariants:
+//! - [`MetadataState::apply`] is deterministic: the same state and command give
+//!   the same result on every node and in every release that can read the log.
+//!   It therefore checks only state-dependent rules (existence, registered
+//!   broker sets, queue counts that would shrink); static input rules live in
+//!   [`validation`] and run before a command is proposed.
+//! - A rejected command changes nothing; its error is the entry's response.
+
+pub mod records;
+pub mod validation;
+
+use std::collections::BTreeMap;
+
+use comet_proto::comet::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use records::{BrokerMemberRecord, BrokerSetRecord, GroupRecord, TopicRecord};
+
+/// Why a metadata command was refused; each maps to one gRPC status code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetadataError {
+    /// Bad input (INVALID_ARGUMENT).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The resource exists already (ALREADY_EXISTS).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The resource does not exist (NOT_FOUND).
+    #[error("{0}")]
+    NotFound(String),
+    /// The cluster is not in a state that allows it (FAILED_PRECONDITION).
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
+impl From<MetadataError> for tonic::Status {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            MetadataError::AlreadyExists(m) => tonic::Status::already_exists(m),
+            MetadataError::NotFound(m) => tonic::Status::not_found(m),
+            MetadataError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+        }
+    }
+}
+
+/// One liveness change decided by the leader's lease checker or heartbeat path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliveChange {
+    /// Broker-set name.
+    pub broker_set: String,
+    /// Broker id.
+    pub broker_id: u64,
+    /// New liveness.
+    pub alive: bool,
+    /// The leader's wall clock (ms since the epoch) of the member's last heartbeat.
+    pub last_heartbeat_ms: i64,
+}
+
+/// A change to the metadata: the application data of a Raft log entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create a topic (validated record).
+    CreateTopic {
+        /// The new topic.
+        topic: TopicRecord,
+    },
+    /// Replace an existing topic.
+    UpdateTopic {
+        /// The replacement.
+        topic: TopicRecord,
+    },
+    /// Delete a topic.
+    DeleteTopic {
+        /// Qualified name.
+        name: String,
+    },
+    /// Create a group.
+    CreateGroup {
+        /// The new group.
+        group: GroupRecord,
+    },
+    /// Replace an existing group.
+    UpdateGroup {
+        /// The replacement.
+        group: GroupRecord,
+    },
+    /// Delete a group.
+    DeleteGroup {
+        /// Qualified name.
+        name: String,
+    },
+    /// Add or update a broker-set member; marks it alive.
+    RegisterBroker {
+        /// Broker-set name (created on first registration).
+        broker_set: String,
+        /// Broker id.
+        broker_id: u64,
+        /// host:port of its BrokerService.
+        address: String,
+        /// Leader wall clock (ms since the epoch) at registration.
+        now_ms: i64,
+    },
+    /// Liveness changes from leases; members that are gone are skipped.
+    SetBrokersAlive {
+        /// The changes.
+        changes: Vec<AliveChange>,
+    },
+}
+
+/// The result of applying one log entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// A blank or membership entry (no metadata change).
+    Empty,
+    /// The topic as stored.
+    Topic(TopicRecord),
+    /// The group as stored.
+    Group(GroupRecord),
+    /// The resource was deleted.
+    Deleted,
+    /// The broker set after the change.
+    BrokerSet(BrokerSetRecord),
+    /// How many members changed liveness.
+    AliveUpdated {
+        /// Count of members whose `alive` flag flipped.
+        changed: u32,
+    },
+    /// The command was refused; nothing changed.
+    Rejected(MetadataError),
+}
+
+/// Topics, groups and broker sets, keyed by name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetadataState {
+    /// Topics by qualified name.
+    pub topics: BTreeMap<String, TopicRecord>,
+    /// Groups by qualified name.
+    pub groups: BTreeMap<String, GroupRecord>,
+    /// Broker sets by name.
+    pub broker_sets: BTreeMap<String, BrokerSetRecord>,
+}
+
+impl MetadataState {
+    fn check_placements(&self, topic: &TopicRecord) -> Result<(), MetadataError> {
+        for p in &topic.placements {
+            if !self.broker_sets.contains_key(&p.broker_set) {
+                return Err(MetadataError::FailedPrecondition(format!(
+                    "broker set {} is not registered (topic {:?}); start a broker of that set first",
+                    p.broker_set, topic.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The state-dependent checks of `cmd`, without changing anything.
+    pub fn check(&self, cmd: &Command) -> Result<(), MetadataError> {
+        match cmd {
+            Command::CreateTopic { topic } => {
+                if self.topics.contains_key(&topic.name) {
+                    return Err(MetadataError::AlreadyExists(format!(
+                        "topic {:?} already exists",
+                        topic.name
+                    )));
+                }
+                self.check_placements(topic)
+            }
+            Command::UpdateTopic { topic } => {
+                let Some(old) = self.topics.get(&topic.name) else {
+                    return Err(MetadataError::NotFound(format!(
+                        "topic {:?} does not exist",
+                        topic.name
+                    )));
+                };
+                self.check_placements(topic)?;
+                for old_p in &old.placements {
+                    let new_count = topic
+                        .placements
+                        .iter()
+                        .find(|p| p.broker_set == old_p.broker_set)
+                        .map_or(0, |p| p.queue_count);
+                    if new_count < old_p.queue_count {
+                        return Err(MetadataError::InvalidArgument(format!(
+                            "topic {:?}: queues on broker set {} would shrink from {} to {}; queue counts may only grow (messages live in the existing queues)",
+                            topic.name, old_p.broker_set, old_p.queue_count, new_count
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Command::DeleteTopic { name } => {
+                if self.topics.contains_key(name) {
+                    Ok(())
+                } else {
+                    Err(MetadataError::NotFound(format!(
+                        "topic {name:?} does not exist"
+                    )))
+                }
+            }
+            Command::CreateGroup { group } => {
+                if self.groups.contains_key(&group.name) {
+                    Err(MetadataError::AlreadyExists(format!(
+                        "group {:?} already exists",
+                        group.name
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+            Command::UpdateGroup { group } => {
+                if self.groups.contains_key(&group.name) {
+                    Ok(())
+                } else {
+                    Err(MetadataError::NotFound(format!(
+                        "group {:?} does not exist",
+                        group.name
+                    )))
+                }
+            }
+            Command::DeleteGroup { name } => {
+                if self.groups.contains_key(name) {
+                    Ok(())
+                } else {
+                    Err(MetadataError::NotFound(format!(
+                        "group {name:?} does not exist"
+                    )))
+                }
+            }
+            Command::RegisterBroker { .. } | Command::SetBrokersAlive { .. } => Ok(()),
+        }
+    }
+
+    /// Applies `cmd`; a refused command leaves the state unchanged.
+    pub fn apply(&mut self, cmd: &Command) -> CommandResponse {
+        if let Err(e) = self.check(cmd) {
+            return CommandResponse::Rejected(e);
+        }
+        match cmd {
+            Command::CreateTopic { topic } | Command::UpdateTopic { topic } => {
+                self.topics.insert(topic.name.clone(), topic.clone());
+                CommandResponse::Topic(topic.clone())
+            }
+            Command::DeleteTopic { name } => {
+                self.topics.remove(name);
+                CommandResponse::Deleted
+            }
+            Command::CreateGroup { group } | Command::UpdateGroup { group } => {
+                self.groups.insert(group.name.clone(), group.clone());
+                CommandResponse::Group(group.clone())
+            }
+            Command::DeleteGroup { name } => {
+                self.groups.remove(name);
+                CommandResponse::Deleted
+            }
+            Command::RegisterBroker {
+                broker_set,
+                broker_id,
+                address,
+                now_ms,
+            } => {
+                let set = self
+                    .broker_sets
+                    .entry(broker_set.clone())
+                    .or_insert_with(|| BrokerSetRecord::new(broker_set.clone()));
+                set.members.insert(
+                    *broker_id,
+                    BrokerMemberRecord {
+                        broker_id: *broker_id,
+                        address: address.clone(),
+                        alive: true,
+                        last_heartbeat_ms: *now_ms,
+                    },
+                );
+                CommandResponse::BrokerSet(set.clone())
+            }
+            Command::SetBrokersAlive { changes } => {
+                let mut changed = 0;
+                for c in changes {
+                    let member = self
+                        .broker_sets
+                        .get_mut(&c.broker_set)
+                        .and_then(|s| s.members.get_mut(&c.broker_id));
+                    if let Some(m) = member {
+                        if m.alive != c.alive {
+                            changed += 1;
+                        }
+                        m.alive = c.alive;
+                        m.last_heartbeat_ms = m.last_heartbeat_ms.max(c.last_heartbeat_ms);
+                    }
+                }
+                CommandResponse::AliveUpdated { changed }
+            }
+        }
+    }
+
+    /// Looks up a member.
+    pub fn member(&self, broker_set: &str, broker_id: u64) -> Option<&BrokerMemberRecord> {
+        self.broker_sets
+            .get(broker_set)
+            .and_then(|s| s.members.get(&broker_id))
+    }
+
+    /// The protobuf snapshot of this state at `revision`.
+    pub fn to_proto(&self, revision: u64, cluster_name: &str) -> pb::ClusterMetadata {
+        pb::ClusterMetadata {
+            revision,
+            cluster_name: cluster_name.to_owned(),
+            topics: self.topics.values().map(Into::into).collect(),
+            groups: self.groups.values().map(Into::into).collect(),
+            broker_sets: self.broker_sets.values().map(Into::into).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::records::PlacementRecord;
+    use super::*;
+
+    fn topic(name: &str, placements: &[(&str, u32)]) -> TopicRecord {
+        TopicRecord {
+            name: name.to_owned(),
+            message_type: pb::TopicMessageType::Normal as i32,
+            placements: placements
+                .iter()
+                .map(|(b, q)| PlacementRecord {
+                    broker_set: (*b).to_owned(),
+                    queue_count: *q,
+                })
+                .collect(),
+            permission: 4,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    fn group(name: &str) -> GroupRecord {
+        GroupRecord {
+            name: name.to_owned(),
+            max_retries: 16,
+            retry_policy: None,
+            fifo: false,
+        }
+    }
+
+    fn register(set: &str, id: u64, addr: &str) -> Command {
+        Command::RegisterBroker {
+            broker_set: set.to_owned(),
+            broker_id: id,
+            address: addr.to_owned(),
+            now_ms: 1000,
+        }
+    }
+
+    fn state_with_brokers() -> MetadataState {
+        let mut s = MetadataState::default();
+        for set in ["a", "b"] {
+            assert!(matches!(
+                s.apply(&register(set, 0, "127.0.0.1:1")),
+                CommandResponse::BrokerSet(_)
+            ));
+        }
+        s
+    }
+
+    fn rejected(resp: CommandResponse) -> MetadataError {
+        match resp {
+            CommandResponse::Rejected(e) => e,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_topic_on_unregistered_broker_set_is_a_failed_precondition() {
+        let mut s = state_with_brokers();
+        let e = rejected(s.apply(&Command::CreateTopic {
+            topic: topic("t", &[("a", 4), ("zzz", 4)]),
+        }));
+        assert_eq!(
+            e,
+            MetadataError::FailedPrecondition(
+                "broker set zzz is not registered (topic \"t\"); start a broker of that set first"
+                    .to_owned()
+            )
+        );
+        assert!(s.topics.is_empty(), "a rejected command changes nothing");
+    }
+
+    #[test]
+    fn topic_lifecycle_table() {
+        let mut s = state_with_brokers();
+        type Expect = Result<(), fn(&MetadataError) -> bool>;
+        let steps: Vec<(Command, Expect)> = vec![
+            (
+                Command::CreateTopic {
+                    topic: topic("t", &[("a", 4)]),
+                },
+                Ok(()),
+            ),
+            (
+                Command::CreateTopic {
+                    topic: topic("t", &[("a", 8)]),
+                },
+                Err(|e| matches!(e, MetadataError::AlreadyExists(_))),
+            ),
+            (
+                Command::UpdateTopic {
+                    topic: topic("missing", &[("a", 4)]),
+                },
+                Err(|e| matches!(e, MetadataError::NotFound(_))),
+            ),
+            (
+                Command::UpdateTopic {
+                    topic: topic("t", &[("a", 3)]),
+                },
+                Err(|e| matches!(e, MetadataError::InvalidArgument(m) if m.contains("shrink"))),
+            ),
+            (
+                Command::UpdateTopic {
+                    topic: topic("t", &[("b", 4)]),
+                },
+                Err(
+                    |e| matches!(e, MetadataError::InvalidArgument(m) if m.contains("from 4 to 0")),
+                ),
+            ),
+            (
+                Command::UpdateTopic {
+                    topic: topic("t", &[("a", 8), ("b", 2)]),
+                },
+                Ok(()),
+            ),
+            (
+                Command::DeleteTopic {
+                    name: "t".to_owned(),
+                },
+                Ok(()),
+            ),
+            (
+                Command::DeleteTopic {
+                    name: "t".to_owned(),
+                },
+                Err(|e| matches!(e, MetadataError::NotFound(_))),
+            ),
+        ];
+        for (i, (cmd, want)) in steps.into_iter().enumerate() {
+            let before = s.clone();
+            let got = s.apply(&cmd);
+            match (got, want) {
+                (CommandResponse::Rejected(e), Err(pred)) => {
+                    assert!(pred(&e), "step {i}: unexpected error {e:?}");
+                    assert_eq!(s, before, "step {i}: rejected commands change nothing");
+                }
+                (CommandResponse::Rejected(e), Ok(())) => panic!("step {i}: rejected: {e}"),
+                (resp, Err(_)) => panic!("step {i}: expected rejection, got {resp:?}"),
+                (_, Ok(())) => {}
+            }
+        }
+        assert!(s.topics.is_empty());
+    }
+
+    #[test]
+    fn group_lifecycle() {
+        let mut s = MetadataState::default();
+        assert!(matches!(
+            s.apply(&Command::CreateGroup { group: group("g") }),
+            CommandResponse::Group(_)
+        ));
+        assert!(matches!(
+            rejected(s.apply(&Command::CreateGroup { group: group("g") })),
+            MetadataError::AlreadyExists(_)
+        ));
+        let mut g = group("g");
+        g.fifo = true;
+        assert!(matches!(
+            s.apply(&Command::UpdateGroup { group: g.clone() }),
+            CommandResponse::Group(_)
+        ));
+        assert_eq!(s.groups["g"], g);
+        assert!(matches!(
+            rejected(s.apply(&Command::UpdateGroup { group: group("h") })),
+            MetadataError::NotFound(_)
+        ));
+        assert!(matches!(
+            s.apply(&Command::DeleteGroup {
+                name: "g".to_owned()
+            }),
+            CommandResponse::Deleted
+        ));
+        assert!(matches!(
+            rejected(s.apply(&Command::DeleteGroup {
+                name: "g".to_owned()
+            })),
+            MetadataError::NotFound(_)
+        ));
+    }
+
+    #[test]
+    fn register_updates_address_and_liveness_changes_only_known_members() {
+        let mut s = state_with_brokers();
+        s.apply(&register("a", 0, "127.0.0.1:2"));
+        assert_eq!(s.member("a", 0).unwrap().address, "127.0.0.1:2");
+        let resp = s.apply(&Command::SetBrokersAlive {
+            changes: vec![
+                AliveChange {
+                    broker_set: "a".to_owned(),
+                    broker_id: 0,
+                    alive: false,
+                    last_heartbeat_ms: 5000,
+                },
+                AliveChange {
+                    broker_set: "nope".to_owned(),
+                    broker_id: 0,
+                    alive: false,
+                    last_heartbeat_ms: 5000,
+                },
+            ],
+        });
+        assert_eq!(resp, CommandResponse::AliveUpdated { changed: 1 });
+        let m = s.member("a", 0).unwrap();
+        assert!(!m.alive);
+        assert_eq!(m.last_heartbeat_ms, 5000);
+        s.apply(&register("a", 0, "127.0.0.1:2"));
+        assert!(s.member("a", 0).unwrap().alive, "re-registration revives");
+    }
+
+    #[test]
+    fn proto_snapshot_is_sorted_and_carries_revision() {
+        let mut s = state_with_brokers();
+        s.apply(&Command::CreateTopic {
+            topic: topic("z", &[("a", 1)]),
+        });
+        s.apply(&Command::CreateTopic {
+            topic: topic("m", &[("b", 1)]),
+        });
+        let p = s.to_proto(42, "c");
+        assert_eq!(p.revision, 42);
+        assert_eq!(p.cluster_name, "c");
+        let names: Vec<_> = p.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["m", "z"]);
+        assert_eq!(p.broker_sets.len(), 2);
+        assert_eq!(p.broker_sets[0].members[0].broker_set, "a");
+    }
+}

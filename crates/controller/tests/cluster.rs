@@ -1,0 +1,164 @@
+//! Three controllers on loopback: election, replication, follower behaviour
+//! and leader failover over the real gRPC Raft transport.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod common;
+
+use std::time::Duration;
+
+use comet_controller::LEADER_METADATA_KEY;
+use comet_proto::comet::v1 as pb;
+use common::*;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+/// Index of the single node that leads (and is agreed on by all), polling
+/// with a bounded deadline.
+async fn wait_for_leader(nodes: &[Option<Node>]) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let leaders: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().filter(|n| n.is_leader()).map(|_| i))
+            .collect();
+        if let [l] = leaders.as_slice() {
+            let leader_id = nodes[*l].as_ref().map(|n| n.ctrl.node_id());
+            let agreed = nodes
+                .iter()
+                .flatten()
+                .all(|n| n.ctrl.raft().metrics().borrow().current_leader == leader_id);
+            if agreed {
+                return *l;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single agreed leader within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_three_controllers_when_the_leader_dies_should_elect_another_and_keep_the_metadata() {
+    init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(bind().await);
+    }
+    let peers: Vec<(u64, String)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, (_, a))| (i as u64 + 1, a.to_string()))
+        .collect();
+    let mut nodes: Vec<Option<Node>> = Vec::new();
+    for (i, (listener, addr)) in listeners.into_iter().enumerate() {
+        let mut cfg = test_config(i as u64 + 1, dirs[i].path(), addr);
+        cfg.peers = peers.clone();
+        nodes.push(Some(start(cfg, listener).await));
+    }
+
+    tracing::info!("--- elect a leader and write through it");
+    let leader = wait_for_leader(&nodes).await;
+    let leader_addr = nodes[leader].as_ref().unwrap().addr.to_string();
+    let mut lc = nodes[leader].as_ref().unwrap().client().await;
+    lc.register_broker(register("broker-a", 0, "127.0.0.1:10911"))
+        .await
+        .unwrap();
+    let created = lc
+        .create_topic(pb::CreateTopicRequest {
+            topic: Some(topic("orders", "broker-a", 4)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    tracing::info!("--- every node applies it");
+    for n in nodes.iter().flatten() {
+        let mut rx = n.ctrl.metadata();
+        let m = wait_metadata(&mut rx, "replicated topic", |m| {
+            m.revision >= created.revision && m.topics.iter().any(|t| t.name == "orders")
+        })
+        .await;
+        assert_eq!(m.broker_sets.len(), 1);
+    }
+
+    tracing::info!("--- a follower refuses writes and reads with a leader hint, but watches work");
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let mut fc = nodes[follower].as_ref().unwrap().client().await;
+    let err = fc
+        .create_topic(pb::CreateTopicRequest {
+            topic: Some(topic("other", "broker-a", 4)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        err.metadata()
+            .get(LEADER_METADATA_KEY)
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some(leader_addr.clone())
+    );
+    let err = fc
+        .get_metadata(pb::GetMetadataRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let err = fc
+        .broker_heartbeat(pb::BrokerHeartbeatRequest {
+            broker_set: "broker-a".to_owned(),
+            broker_id: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let mut watch = fc
+        .watch_metadata(pb::WatchMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.topics.iter().any(|t| t.name == "orders"));
+    drop(watch);
+    drop(fc);
+    drop(lc);
+
+    tracing::info!("--- kill the leader");
+    nodes[leader].take().unwrap().stop().await;
+    let new_leader = wait_for_leader(&nodes).await;
+    assert_ne!(new_leader, leader);
+
+    tracing::info!("--- the new leader serves the old metadata and takes writes");
+    let mut nc = nodes[new_leader].as_ref().unwrap().client().await;
+    let got = nc
+        .get_metadata(pb::GetMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.topics.iter().any(|t| t.name == "orders"));
+    let second = nc
+        .create_topic(pb::CreateTopicRequest {
+            topic: Some(topic("payments", "broker-a", 2)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(second.revision > created.revision);
+    for n in nodes.iter().flatten() {
+        let mut rx = n.ctrl.metadata();
+        wait_metadata(&mut rx, "topic written after failover", |m| {
+            m.topics.iter().any(|t| t.name == "payments")
+        })
+        .await;
+    }
+    drop(nc);
+    for n in nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
