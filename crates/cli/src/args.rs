@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::admin::{AdminTarget, ClusterCommand, GroupCommand, TopicCommand};
+use crate::server::ServerArgs;
 use crate::size::ByteSize;
 
 /// The `comet` command line.
@@ -30,6 +31,15 @@ pub struct Cli {
 /// Top-level subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a whole node in one process: a single-node controller, a broker and the proxy
+    /// (zero config: data in ./comet-data, proxy on 127.0.0.1:8081, admin on 127.0.0.1:9878).
+    Standalone(ServerArgs),
+    /// Run one controller (metadata, Raft) node.
+    Controller(ServerArgs),
+    /// Run one storage broker; it registers with the controllers.
+    Broker(ServerArgs),
+    /// Run one stateless proxy (the public RocketMQ 5 gRPC endpoint).
+    Proxy(ServerArgs),
     /// Load-test a RocketMQ 5 gRPC proxy; prints a JSON report of throughput and latency.
     Bench(crate::bench::BenchArgs),
     /// Topic admin commands (through the controller).

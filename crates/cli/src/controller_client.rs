@@ -82,7 +82,9 @@ impl ControllerClient {
         let mut last_err: tonic::Status;
         let mut backoff = Duration::from_millis(50);
         loop {
-            let (addr, client) = match self.current.lock().clone() {
+            // Bind first: a guard in the match scrutinee would live through the arms.
+            let current = self.current.lock().clone();
+            let (addr, client) = match current {
                 Some(c) => c,
                 None => {
                     let addr = self.addrs[next % self.addrs.len()].clone();

@@ -39,5 +39,6 @@ pub mod config;
 pub mod controller_client;
 pub mod duration;
 pub mod logging;
+pub mod server;
 pub mod size;
 pub mod store_cmd;

@@ -6,6 +6,7 @@ use clap::Parser;
 
 use comet::args::{Cli, Command};
 use comet::config::LogFormat;
+use comet::server::{self, Role};
 use comet::{admin, logging, store_cmd};
 
 fn main() -> ExitCode {
@@ -15,6 +16,10 @@ fn main() -> ExitCode {
             logging::init("warn", LogFormat::Text);
             store_cmd::run(&cmd)
         }
+        Command::Standalone(args) => server::run(Role::Standalone, &args),
+        Command::Controller(args) => server::run(Role::Controller, &args),
+        Command::Broker(args) => server::run(Role::Broker, &args),
+        Command::Proxy(args) => server::run(Role::Proxy, &args),
         Command::Bench(args) => {
             logging::init("warn", LogFormat::Text);
             tokio::runtime::Runtime::new()

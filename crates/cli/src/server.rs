@@ -30,6 +30,7 @@ use comet_proxy::{LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator}
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Config, FlushMode, Redelivery, Sources};
 use crate::controller_client::{ControllerClient, heartbeat_loop, watch_metadata};
@@ -238,7 +239,7 @@ impl Node {
         .context("starting the controller")?;
         let routes = controller.routes();
         let shutdown = self.stopped();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         self.servers.push((
             "controller",
             tokio::spawn(async move {
@@ -297,7 +298,7 @@ impl Node {
             .max_decoding_message_size(INTERNAL_MAX_MESSAGE)
             .max_encoding_message_size(INTERNAL_MAX_MESSAGE);
         let shutdown = self.stopped();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         self.servers.push((
             "broker",
             tokio::spawn(async move {
@@ -409,40 +410,55 @@ impl Node {
         self.start_proxy(cfg, metadata, brokers, creator).await
     }
 
-    /// Stops accepting everywhere, drains, then closes the broker (flush, checkpoint) and the
-    /// controller.
+    /// Stops accepting everywhere and drains (proxy, then broker), closes the broker (flush,
+    /// checkpoint), then stops the controller, which also ends its metadata watch streams so
+    /// its server can finish.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop.send_replace(true);
-        let mut first_err: Option<anyhow::Error> = None;
+        let mut errors: Vec<anyhow::Error> = Vec::new();
+        let mut controller_server = None;
         for (name, task) in self.servers.drain(..) {
-            match task.await {
-                Ok(Ok(())) => tracing::info!(server = name, "stopped"),
-                Ok(Err(e)) => {
-                    tracing::warn!(server = name, error = %format!("{e:#}"), "server ended with an error");
-                    first_err.get_or_insert(e);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(anyhow::anyhow!("{name} server task: {e}"));
-                }
+            if name == "controller" {
+                controller_server = Some(task);
+                continue;
             }
+            join_server(name, task, &mut errors).await;
         }
         if let Some(hb) = self.heartbeat.take() {
             let _ = hb.await;
         }
         if let Some(broker) = self.broker.take() {
             if let Err(e) = broker.shutdown().await {
-                first_err.get_or_insert(anyhow::Error::new(e).context("closing the broker"));
+                errors.push(anyhow::Error::new(e).context("closing the broker"));
             }
         }
         if let Some(controller) = self.controller.take() {
             if let Err(e) = controller.shutdown().await {
-                first_err.get_or_insert(anyhow::Error::new(e).context("stopping the controller"));
+                errors.push(anyhow::Error::new(e).context("stopping the controller"));
             }
         }
-        match first_err {
+        if let Some(task) = controller_server {
+            join_server("controller", task, &mut errors).await;
+        }
+        match errors.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+async fn join_server(
+    name: &str,
+    task: JoinHandle<anyhow::Result<()>>,
+    errors: &mut Vec<anyhow::Error>,
+) {
+    match task.await {
+        Ok(Ok(())) => tracing::info!(server = name, "stopped"),
+        Ok(Err(e)) => {
+            tracing::warn!(server = name, error = %format!("{e:#}"), "server ended with an error");
+            errors.push(e);
+        }
+        Err(e) => errors.push(anyhow::anyhow!("{name} server task: {e}")),
     }
 }
 
