@@ -105,9 +105,9 @@ fn raw_buffered(root: &Path, bytes: u64) -> f64 {
     written as f64 / MIB / secs
 }
 
-fn raw_fdatasync(root: &Path, max_bytes: u64, max_time: Duration) -> f64 {
+fn raw_fdatasync(root: &Path, chunk_bytes: usize, max_bytes: u64, max_time: Duration) -> f64 {
     let path = root.join("raw-sync");
-    let chunk = vec![0xA5u8; 1 << 20];
+    let chunk = vec![0xA5u8; chunk_bytes];
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -146,6 +146,7 @@ fn sync_run(
     let count = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
+    let cpu0 = cpu_seconds();
     let threads: Vec<_> = (0..appenders)
         .map(|i| {
             let (store, stop, count, bytes) = (
@@ -183,6 +184,7 @@ fn sync_run(
         .flat_map(|h| h.join().expect("appender"))
         .collect();
     let elapsed = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -201,8 +203,24 @@ fn sync_run(
         "append_latency_ms": {"p50": round3(pct(0.5)), "p99": round3(pct(0.99))},
         "flushes": stats.flushes,
         "avg_group_size": round2(n / stats.flushes.max(1) as f64),
+        "cpu_cores_busy": round2(cpu / elapsed),
         "avg_flush_ms": round3(stats.flush_time.as_secs_f64() * 1000.0 / stats.flushes.max(1) as f64),
     })
+}
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`; zero where
+/// that is unavailable.
+fn cpu_seconds() -> f64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
 }
 
 fn round2(x: f64) -> f64 {
@@ -241,8 +259,9 @@ fn main() {
         volume as f64 / MIB
     );
     let raw_buf = raw_buffered(&root, volume);
-    eprintln!("[2/6] raw 1 MiB write+fdatasync ...");
-    let raw_sync = raw_fdatasync(&root, 512 << 20, Duration::from_secs(3));
+    eprintln!("[2/6] raw write+fdatasync in 1 MiB and in 64 KiB chunks ...");
+    let raw_sync = raw_fdatasync(&root, 1 << 20, 512 << 20, Duration::from_secs(3));
+    let raw_sync_64k = raw_fdatasync(&root, 64 << 10, 512 << 20, Duration::from_secs(3));
 
     eprintln!("[3/6] ASYNC appends of 1 KiB messages ...");
     let dir = fresh_dir(&root, "async");
@@ -316,6 +335,7 @@ fn main() {
         "raw": {
             "buffered_write_mb_per_sec": round2(raw_buf),
             "fdatasync_1mib_mb_per_sec": round2(raw_sync),
+            "fdatasync_64kib_mb_per_sec": round2(raw_sync_64k),
         },
         "async_append": {
             "messages": async_msgs,
@@ -340,6 +360,7 @@ fn main() {
         "ratios": {
             "async_append_vs_raw_buffered": round3(async_mb / raw_buf),
             "sync64_append_vs_raw_fdatasync": round3(sync64_mb / raw_sync),
+            "sync64_append_vs_raw_fdatasync_64kib": round3(sync64_mb / raw_sync_64k),
             "sync64_batched16_vs_raw_fdatasync": round3(
                 sync_batched["log_mb_per_sec"].as_f64().unwrap_or(0.0) / raw_sync
             ),
