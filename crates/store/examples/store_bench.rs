@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p comet-store --example store_bench [-- --dir PATH] [--gib N]
+//!     [--sync-secs S] [--sync-flushers N]
 //! ```
 //!
 //! Phases (progress on stderr):
@@ -33,6 +34,7 @@ struct Args {
     dir: PathBuf,
     gib: f64,
     sync_secs: f64,
+    sync_flushers: Option<usize>,
 }
 
 fn args() -> Args {
@@ -40,6 +42,7 @@ fn args() -> Args {
         dir: PathBuf::from("target/store-bench"),
         gib: 1.0,
         sync_secs: 3.0,
+        sync_flushers: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,8 +51,11 @@ fn args() -> Args {
             "--dir" => a.dir = PathBuf::from(val),
             "--gib" => a.gib = val.parse().unwrap_or(a.gib),
             "--sync-secs" => a.sync_secs = val.parse().unwrap_or(a.sync_secs),
+            "--sync-flushers" => a.sync_flushers = val.parse().ok(),
             other => {
-                eprintln!("unknown flag {other}; flags: --dir PATH --gib N --sync-secs S");
+                eprintln!(
+                    "unknown flag {other}; flags: --dir PATH --gib N --sync-secs S --sync-flushers N"
+                );
                 std::process::exit(2);
             }
         }
@@ -130,6 +136,7 @@ fn raw_fdatasync(root: &Path, chunk_bytes: usize, max_bytes: u64, max_time: Dura
 
 fn sync_run(
     root: &Path,
+    flushers: Option<usize>,
     appenders: usize,
     batch: usize,
     secs: f64,
@@ -140,6 +147,10 @@ fn sync_run(
     cfg.flush = FlushPolicy::Sync {
         timeout: Duration::from_secs(5),
     };
+    if let Some(n) = flushers {
+        cfg.sync_flushers = n;
+    }
+    let sync_flushers = cfg.sync_flushers;
     let store = Arc::new(MessageStore::open(cfg).expect("open sync store"));
     settle();
     let stop = Arc::new(AtomicBool::new(false));
@@ -198,6 +209,7 @@ fn sync_run(
     json!({
         "appenders": appenders,
         "messages_per_append": batch,
+        "sync_flushers": sync_flushers,
         "msgs_per_sec": (n / elapsed).round(),
         "log_mb_per_sec": round2(mb / elapsed),
         "append_latency_ms": {"p50": round3(pct(0.5)), "p99": round3(pct(0.99))},
@@ -319,11 +331,11 @@ fn main() {
     eprintln!("[6/6] SYNC appends with 1, 16 and 64 appenders ...");
     let sync: Vec<serde_json::Value> = [1, 16, 64]
         .iter()
-        .map(|k| sync_run(&root, *k, 1, a.sync_secs, &body))
+        .map(|k| sync_run(&root, a.sync_flushers, *k, 1, a.sync_secs, &body))
         .collect();
     // The same 64 appenders, each appending 16 messages per call: 1 MiB in flight, the size
     // of the raw baseline's chunks. Shows the group commit itself is not the limit.
-    let sync_batched = sync_run(&root, 64, 16, a.sync_secs, &body);
+    let sync_batched = sync_run(&root, a.sync_flushers, 64, 16, a.sync_secs, &body);
 
     let async_mb = log_bytes as f64 / MIB / async_secs;
     let sync64_mb = sync[2]["log_mb_per_sec"].as_f64().unwrap_or(0.0);

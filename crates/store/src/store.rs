@@ -28,7 +28,7 @@ use rustix::thread::futex;
 
 use crate::checkpoint::{Checkpoint, CheckpointFile};
 use crate::commit_log::{self, AppendResult, CommitLog, ScanReport};
-use crate::config::{Arrival, FlushPolicy, StoreConfig};
+use crate::config::{Arrival, FlushPolicy, MAX_SYNC_FLUSHERS, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, CqEntry};
 use crate::error::{Result, StoreError};
 use crate::index_file::{IndexConfig, IndexStore};
@@ -148,7 +148,7 @@ impl Signal {
 /// Completion words of the group commit: sync number `n` signals on word `n % SYNC_WORDS`.
 /// More words than syncs can run at once, so a wake-up is almost never meant for another sync
 /// (and one that is only makes its waiters look again).
-const SYNC_WORDS: usize = 16;
+const SYNC_WORDS: usize = 2 * MAX_SYNC_FLUSHERS;
 
 /// Group commit for SYNC flushing, pipelined over up to `max_in_flight` concurrent fdatasyncs.
 ///
@@ -194,7 +194,7 @@ impl GroupCommit {
                 wake_pending: false,
             }),
             words: std::array::from_fn(|_| AtomicU32::new(0)),
-            max_in_flight: max_in_flight.clamp(1, SYNC_WORDS / 2),
+            max_in_flight: max_in_flight.clamp(1, MAX_SYNC_FLUSHERS),
         }
     }
 
@@ -357,12 +357,7 @@ impl MessageStore {
             flushed: AtomicI64::new(cut),
             dispatched: AtomicI64::new(cut),
             shutdown: AtomicBool::new(false),
-            group_commit: GroupCommit::new(
-                std::env::var("COMET_SYNC_FLUSHERS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(2),
-            ),
+            group_commit: GroupCommit::new(cfg.sync_flushers),
             dispatch_signal: Signal::new(),
             dispatched_signal: Signal::new(),
             housekeeping: Signal::new(),
@@ -497,9 +492,10 @@ impl MessageStore {
         let (Some(first), Some(last)) = (results.first(), results.last()) else {
             return Ok(results);
         };
-        if results
-            .iter()
-            .any(|r| r.physical_offset % inner.cfg.segment_size as i64 == 0)
+        if inner.log.wants_populate()
+            || results
+                .iter()
+                .any(|r| r.physical_offset % inner.cfg.segment_size as i64 == 0)
         {
             inner.allocator.notify();
         }
@@ -1233,8 +1229,9 @@ impl Inner {
             if let Err(e) = self.log.prepare_next() {
                 tracing::warn!(error = %e, "cannot prepare the next commitlog segment");
             }
+            self.log.populate_ahead();
             self.allocator.wait_unless(Duration::from_secs(1), || {
-                self.shutdown.load(Ordering::Acquire)
+                self.shutdown.load(Ordering::Acquire) || self.log.wants_populate()
             });
         }
     }
