@@ -165,11 +165,11 @@ pub struct StoreConfig {
     pub checkpoint_interval: Duration,
     /// Retention and disk watermarks.
     pub retention: RetentionConfig,
-    /// How many fdatasyncs SYNC group commit may run at once (default 2, at most 8). With more
-    /// than one, the next group's sync starts while the previous group is still on its way to
-    /// the disk or being woken, which hides part of the device latency; devices that serve
-    /// concurrent flushes in parallel (most SSDs, virtual disks) gain most. Ignored in ASYNC
-    /// mode.
+    /// How many fdatasyncs SYNC group commit may run at once (default 1, at most 8). With more
+    /// than one, a new group's sync starts while earlier ones are still running, which hides
+    /// part of the device latency when a flush takes long (milliseconds) and the device serves
+    /// concurrent flushes in parallel; when flushes are fast, groups only get smaller and
+    /// throughput drops, which is why the default is 1. Ignored in ASYNC mode.
     pub sync_flushers: usize,
     /// Touch every page of a new segment before it is used, so appends take no page faults
     /// (default false: it also makes the kernel write the zeros back).
@@ -215,7 +215,7 @@ impl StoreConfig {
             index_entries_per_file: 4_000_000,
             checkpoint_interval: Duration::from_secs(1),
             retention: RetentionConfig::default(),
-            sync_flushers: 2,
+            sync_flushers: 1,
             prefault_segments: false,
             store_host: UNKNOWN_HOST,
             arrival_listener: None,
