@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p comet-store --example store_bench [-- --dir PATH] [--gib N]
+//!     [--sync-secs S] [--sync-flushers N]
 //! ```
 //!
 //! Phases (progress on stderr):
@@ -33,6 +34,7 @@ struct Args {
     dir: PathBuf,
     gib: f64,
     sync_secs: f64,
+    sync_flushers: Option<usize>,
 }
 
 fn args() -> Args {
@@ -40,6 +42,7 @@ fn args() -> Args {
         dir: PathBuf::from("target/store-bench"),
         gib: 1.0,
         sync_secs: 3.0,
+        sync_flushers: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,8 +51,11 @@ fn args() -> Args {
             "--dir" => a.dir = PathBuf::from(val),
             "--gib" => a.gib = val.parse().unwrap_or(a.gib),
             "--sync-secs" => a.sync_secs = val.parse().unwrap_or(a.sync_secs),
+            "--sync-flushers" => a.sync_flushers = val.parse().ok(),
             other => {
-                eprintln!("unknown flag {other}; flags: --dir PATH --gib N --sync-secs S");
+                eprintln!(
+                    "unknown flag {other}; flags: --dir PATH --gib N --sync-secs S --sync-flushers N"
+                );
                 std::process::exit(2);
             }
         }
@@ -105,9 +111,9 @@ fn raw_buffered(root: &Path, bytes: u64) -> f64 {
     written as f64 / MIB / secs
 }
 
-fn raw_fdatasync(root: &Path, max_bytes: u64, max_time: Duration) -> f64 {
+fn raw_fdatasync(root: &Path, chunk_bytes: usize, max_bytes: u64, max_time: Duration) -> f64 {
     let path = root.join("raw-sync");
-    let chunk = vec![0xA5u8; 1 << 20];
+    let chunk = vec![0xA5u8; chunk_bytes];
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -130,6 +136,7 @@ fn raw_fdatasync(root: &Path, max_bytes: u64, max_time: Duration) -> f64 {
 
 fn sync_run(
     root: &Path,
+    flushers: Option<usize>,
     appenders: usize,
     batch: usize,
     secs: f64,
@@ -140,12 +147,17 @@ fn sync_run(
     cfg.flush = FlushPolicy::Sync {
         timeout: Duration::from_secs(5),
     };
+    if let Some(n) = flushers {
+        cfg.sync_flushers = n;
+    }
+    let sync_flushers = cfg.sync_flushers;
     let store = Arc::new(MessageStore::open(cfg).expect("open sync store"));
     settle();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
+    let cpu0 = cpu_seconds();
     let threads: Vec<_> = (0..appenders)
         .map(|i| {
             let (store, stop, count, bytes) = (
@@ -183,6 +195,7 @@ fn sync_run(
         .flat_map(|h| h.join().expect("appender"))
         .collect();
     let elapsed = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -196,13 +209,30 @@ fn sync_run(
     json!({
         "appenders": appenders,
         "messages_per_append": batch,
+        "sync_flushers": sync_flushers,
         "msgs_per_sec": (n / elapsed).round(),
         "log_mb_per_sec": round2(mb / elapsed),
         "append_latency_ms": {"p50": round3(pct(0.5)), "p99": round3(pct(0.99))},
         "flushes": stats.flushes,
         "avg_group_size": round2(n / stats.flushes.max(1) as f64),
+        "cpu_cores_busy": round2(cpu / elapsed),
         "avg_flush_ms": round3(stats.flush_time.as_secs_f64() * 1000.0 / stats.flushes.max(1) as f64),
     })
+}
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`; zero where
+/// that is unavailable.
+fn cpu_seconds() -> f64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
 }
 
 fn round2(x: f64) -> f64 {
@@ -241,8 +271,9 @@ fn main() {
         volume as f64 / MIB
     );
     let raw_buf = raw_buffered(&root, volume);
-    eprintln!("[2/6] raw 1 MiB write+fdatasync ...");
-    let raw_sync = raw_fdatasync(&root, 512 << 20, Duration::from_secs(3));
+    eprintln!("[2/6] raw write+fdatasync in 1 MiB and in 64 KiB chunks ...");
+    let raw_sync = raw_fdatasync(&root, 1 << 20, 512 << 20, Duration::from_secs(3));
+    let raw_sync_64k = raw_fdatasync(&root, 64 << 10, 512 << 20, Duration::from_secs(3));
 
     eprintln!("[3/6] ASYNC appends of 1 KiB messages ...");
     let dir = fresh_dir(&root, "async");
@@ -300,11 +331,11 @@ fn main() {
     eprintln!("[6/6] SYNC appends with 1, 16 and 64 appenders ...");
     let sync: Vec<serde_json::Value> = [1, 16, 64]
         .iter()
-        .map(|k| sync_run(&root, *k, 1, a.sync_secs, &body))
+        .map(|k| sync_run(&root, a.sync_flushers, *k, 1, a.sync_secs, &body))
         .collect();
     // The same 64 appenders, each appending 16 messages per call: 1 MiB in flight, the size
     // of the raw baseline's chunks. Shows the group commit itself is not the limit.
-    let sync_batched = sync_run(&root, 64, 16, a.sync_secs, &body);
+    let sync_batched = sync_run(&root, a.sync_flushers, 64, 16, a.sync_secs, &body);
 
     let async_mb = log_bytes as f64 / MIB / async_secs;
     let sync64_mb = sync[2]["log_mb_per_sec"].as_f64().unwrap_or(0.0);
@@ -316,6 +347,7 @@ fn main() {
         "raw": {
             "buffered_write_mb_per_sec": round2(raw_buf),
             "fdatasync_1mib_mb_per_sec": round2(raw_sync),
+            "fdatasync_64kib_mb_per_sec": round2(raw_sync_64k),
         },
         "async_append": {
             "messages": async_msgs,
@@ -340,6 +372,7 @@ fn main() {
         "ratios": {
             "async_append_vs_raw_buffered": round3(async_mb / raw_buf),
             "sync64_append_vs_raw_fdatasync": round3(sync64_mb / raw_sync),
+            "sync64_append_vs_raw_fdatasync_64kib": round3(sync64_mb / raw_sync_64k),
             "sync64_batched16_vs_raw_fdatasync": round3(
                 sync_batched["log_mb_per_sec"].as_f64().unwrap_or(0.0) / raw_sync
             ),

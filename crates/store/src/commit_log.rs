@@ -87,7 +87,12 @@ pub(crate) struct CommitLog {
     active_start: AtomicI64,
     write_pos: AtomicI64,
     min_pos: AtomicI64,
+    /// Log offset up to which the pages ahead of the write position were populated.
+    populated: AtomicI64,
 }
+
+/// How far ahead of the write position [`CommitLog::populate_ahead`] keeps pages mapped.
+pub(crate) const POPULATE_WINDOW: i64 = 4 << 20;
 
 fn segment_name(start: i64) -> String {
     format!("{start:020}")
@@ -287,6 +292,7 @@ impl CommitLog {
             active_start: AtomicI64::new(active_start),
             write_pos: AtomicI64::new(valid_end),
             min_pos: AtomicI64::new(first_start),
+            populated: AtomicI64::new(valid_end),
         };
         Ok((log, report))
     }
@@ -453,6 +459,35 @@ impl CommitLog {
         Ok(w)
     }
 
+    /// Whether the write position has come within half a window of the populated end (or of
+    /// the segment's end, past which nothing is populated before the roll), so
+    /// [`CommitLog::populate_ahead`] has work to do.
+    pub(crate) fn wants_populate(&self) -> bool {
+        let pos = self.write_pos();
+        let seg_end = self.active_start.load(Ordering::Acquire) + self.segment_size as i64;
+        (pos + POPULATE_WINDOW / 2).min(seg_end) > self.populated.load(Ordering::Relaxed)
+    }
+
+    /// Populates the active segment's pages from the write position up to a window ahead (see
+    /// [`MappedFile::populate`]), so appends do not take the page faults that read or zero
+    /// them. Called from the allocator thread, never under the append lock.
+    pub(crate) fn populate_ahead(&self) {
+        let pos = self.write_pos();
+        let seg_end = self.active_start.load(Ordering::Acquire) + self.segment_size as i64;
+        // Never below the write position, so a full segment awaiting its roll (no segment
+        // holds `pos` yet) does not look like pending work.
+        let to = (pos + POPULATE_WINDOW).min(seg_end).max(pos);
+        let from = self.populated.load(Ordering::Relaxed).max(pos);
+        if to > from
+            && let Some(seg) = self.segment_of(from)
+            && to <= seg.start + self.segment_size as i64
+        {
+            seg.file
+                .populate((from - seg.start) as usize, (to - from) as usize);
+        }
+        self.populated.fetch_max(to, Ordering::Relaxed);
+    }
+
     /// Creates the segment after the active one ahead of time, so the append that fills the
     /// active segment does not wait for file creation. Returns true if it created one.
     pub(crate) fn prepare_next(&self) -> Result<bool> {
@@ -461,9 +496,13 @@ impl CommitLog {
         if slot.as_ref().is_some_and(|p| p.start >= next) {
             return Ok(false);
         }
+        let writer = self.create_segment(next)?;
+        writer
+            .file()
+            .populate(0, POPULATE_WINDOW.min(self.segment_size as i64) as usize);
         *slot = Some(Prepared {
             start: next,
-            writer: self.create_segment(next)?,
+            writer,
         });
         Ok(true)
     }

@@ -52,8 +52,8 @@ pub mod timer;
 
 pub use commit_log::AppendResult;
 pub use config::{
-    Arrival, ArrivalListener, DiskStats, DiskUsage, FlushPolicy, RetentionConfig, StatvfsDiskUsage,
-    StoreConfig,
+    Arrival, ArrivalListener, DiskStats, DiskUsage, FlushPolicy, MAX_SYNC_FLUSHERS,
+    RetentionConfig, StatvfsDiskUsage, StoreConfig,
 };
 pub use consume_queue::{CQ_ENTRY_SIZE, CqEntry};
 pub use error::{Result, StoreError};

@@ -19,15 +19,16 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex, RwLock};
+use rustix::thread::futex;
 
 use crate::checkpoint::{Checkpoint, CheckpointFile};
 use crate::commit_log::{self, AppendResult, CommitLog, ScanReport};
-use crate::config::{Arrival, FlushPolicy, StoreConfig};
+use crate::config::{Arrival, FlushPolicy, MAX_SYNC_FLUSHERS, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, CqEntry};
 use crate::error::{Result, StoreError};
 use crate::index_file::{IndexConfig, IndexStore};
@@ -144,21 +145,75 @@ impl Signal {
     }
 }
 
-/// Group commit for SYNC flushing. Appenders register `(end, thread)` and park; the flusher
-/// flushes everything written so far with one msync (a ranged fdatasync), then unparks exactly
-/// the appenders whose records it covered. No waiter ever queues on a shared mutex to wake up,
-/// so a flush that covers 64 appenders costs 64 unparks, not a 64-step lock hand-off.
+/// Completion words of the group commit: sync number `n` signals on word `n % SYNC_WORDS`.
+/// More words than syncs can run at once, so a wake-up is almost never meant for another sync
+/// (and one that is only makes its waiters look again).
+const SYNC_WORDS: usize = 2 * MAX_SYNC_FLUSHERS;
+
+/// Group commit for SYNC flushing, pipelined over up to `max_in_flight` concurrent fdatasyncs.
+///
+/// An appender records how far it needs the log flushed, picks the sync that will cover it (a
+/// running one whose target reaches its record, else the next one to start) and sleeps on that
+/// sync's futex word. A flusher starts a sync covering everything written so far whenever some
+/// appender is not covered by a running sync and fewer than `max_in_flight` run; when the sync
+/// ends it bumps its word and wakes every sleeper on it with one `FUTEX_WAKE`, so waking a
+/// group of 64 is one system call and the flusher is not preempted 64 times on the way.
+/// Concurrent fdatasyncs of one file are safe (each covers every write made before it began),
+/// and they overlap on the device.
 struct GroupCommit {
-    requested: AtomicI64,
-    waiters: Mutex<Vec<(i64, std::thread::Thread)>>,
-    flusher: std::sync::OnceLock<std::thread::Thread>,
-    flusher_idle: AtomicBool,
+    state: Mutex<GroupState>,
+    words: [AtomicU32; SYNC_WORDS],
+    max_in_flight: usize,
+}
+
+struct GroupState {
+    /// Highest record end any appender has asked to have flushed.
+    requested: i64,
+    /// Highest target of any sync started (running or done): every write below it is covered.
+    started: i64,
+    /// Number of the next sync to start.
+    next_sync: u64,
+    /// Running syncs: their number and target.
+    running: Vec<(u64, i64)>,
+    /// Flushers parked with nothing to start.
+    idle: Vec<std::thread::Thread>,
+    /// A flusher was unparked and has not looked at the state yet (it will cover every appender
+    /// registered until then), so appenders need not wake another.
+    wake_pending: bool,
 }
 
 impl GroupCommit {
-    fn wake_flusher(&self) {
-        if let Some(t) = self.flusher.get() {
-            t.unpark();
+    fn new(max_in_flight: usize) -> Self {
+        Self {
+            state: Mutex::new(GroupState {
+                requested: 0,
+                started: 0,
+                next_sync: 0,
+                running: Vec::new(),
+                idle: Vec::new(),
+                wake_pending: false,
+            }),
+            words: std::array::from_fn(|_| AtomicU32::new(0)),
+            max_in_flight: max_in_flight.clamp(1, MAX_SYNC_FLUSHERS),
+        }
+    }
+
+    fn word(&self, sync: u64) -> &AtomicU32 {
+        &self.words[(sync % SYNC_WORDS as u64) as usize]
+    }
+
+    /// Wakes everyone sleeping on `sync`'s word (after the flushed offset moved, or the sync
+    /// failed).
+    fn signal(&self, sync: u64) {
+        let w = self.word(sync);
+        w.fetch_add(1, Ordering::SeqCst);
+        let _ = futex::wake(w, futex::Flags::PRIVATE, i32::MAX as u32);
+    }
+
+    /// Wakes every sleeper on every word (shutdown).
+    fn signal_all(&self) {
+        for n in 0..SYNC_WORDS as u64 {
+            self.signal(n);
         }
     }
 }
@@ -302,12 +357,7 @@ impl MessageStore {
             flushed: AtomicI64::new(cut),
             dispatched: AtomicI64::new(cut),
             shutdown: AtomicBool::new(false),
-            group_commit: GroupCommit {
-                requested: AtomicI64::new(0),
-                waiters: Mutex::new(Vec::new()),
-                flusher: std::sync::OnceLock::new(),
-                flusher_idle: AtomicBool::new(false),
-            },
+            group_commit: GroupCommit::new(cfg.sync_flushers),
             dispatch_signal: Signal::new(),
             dispatched_signal: Signal::new(),
             housekeeping: Signal::new(),
@@ -386,7 +436,14 @@ impl MessageStore {
                     &self.inner.cfg.data_dir,
                 ))
         };
-        threads.push(spawn("flusher", Inner::run_flusher)?);
+        match self.inner.cfg.flush {
+            FlushPolicy::Async { .. } => threads.push(spawn("flusher", Inner::run_flusher)?),
+            FlushPolicy::Sync { .. } => {
+                for _ in 0..self.inner.group_commit.max_in_flight {
+                    threads.push(spawn("flusher", Inner::run_sync_flusher)?);
+                }
+            }
+        }
         threads.push(spawn("dispatch", Inner::run_dispatcher)?);
         threads.push(spawn("alloc", Inner::run_allocator)?);
         threads.push(spawn("housekeeping", Inner::run_housekeeping)?);
@@ -435,9 +492,10 @@ impl MessageStore {
         let (Some(first), Some(last)) = (results.first(), results.last()) else {
             return Ok(results);
         };
-        if results
-            .iter()
-            .any(|r| r.physical_offset % inner.cfg.segment_size as i64 == 0)
+        if inner.log.wants_populate()
+            || results
+                .iter()
+                .any(|r| r.physical_offset % inner.cfg.segment_size as i64 == 0)
         {
             inner.allocator.notify();
         }
@@ -715,9 +773,13 @@ impl MessageStore {
         if inner.shutdown.swap(true, Ordering::AcqRel) {
             return false;
         }
-        inner.group_commit.wake_flusher();
-        for (_, t) in inner.group_commit.waiters.lock().drain(..) {
+        for t in inner.group_commit.state.lock().idle.drain(..) {
             t.unpark();
+        }
+        inner.group_commit.signal_all();
+        // The ASYNC flusher parks between flushes.
+        for t in self.threads.lock().iter() {
+            t.thread().unpark();
         }
         for s in [
             &inner.dispatch_signal,
@@ -982,24 +1044,63 @@ impl Inner {
         }
         let deadline = Instant::now() + timeout;
         let gc = &self.group_commit;
-        gc.requested.fetch_max(end, Ordering::SeqCst);
-        gc.waiters.lock().push((end, std::thread::current()));
-        if gc.flusher_idle.load(Ordering::SeqCst) {
-            gc.wake_flusher();
-        }
         loop {
-            if self.flushed.load(Ordering::Acquire) >= end {
-                return true;
+            let (sync, wake) = {
+                let mut st = gc.state.lock();
+                st.requested = st.requested.max(end);
+                let covering = st
+                    .running
+                    .iter()
+                    .filter(|(_, target)| *target >= end)
+                    .map(|(n, _)| *n)
+                    .min();
+                match covering {
+                    Some(n) => (n, None),
+                    None if end <= st.started => (st.next_sync.saturating_sub(1), None),
+                    // No running sync covers us: the next one to start will. If the pipeline
+                    // has room, start it now, unless a flusher is already on its way.
+                    None => {
+                        let wake = if !st.wake_pending && st.running.len() < gc.max_in_flight {
+                            let t = st.idle.pop();
+                            st.wake_pending = t.is_some();
+                            t
+                        } else {
+                            None
+                        };
+                        (st.next_sync, wake)
+                    }
+                }
+            };
+            // Read before the flushed offset: a sync bumps its word after moving the offset, so
+            // either we see the offset below or the futex sees the new word and returns.
+            let word = gc.word(sync);
+            let seen = word.load(Ordering::SeqCst);
+            if let Some(t) = wake {
+                t.unpark();
             }
-            if self.shutdown.load(Ordering::Acquire) {
-                return self.flush_now().is_ok() && self.flushed.load(Ordering::Acquire) >= end;
+            loop {
+                if self.flushed.load(Ordering::SeqCst) >= end {
+                    return true;
+                }
+                if self.shutdown.load(Ordering::Acquire) {
+                    return self.flush_now().is_ok() && self.flushed.load(Ordering::Acquire) >= end;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return false;
+                }
+                let left = deadline - now;
+                let ts = rustix::fs::Timespec {
+                    tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+                    tv_nsec: left.subsec_nanos().into(),
+                };
+                // Returns when woken, when the word already moved, on timeout or on a signal.
+                let _ = futex::wait(word, futex::Flags::PRIVATE, seen, Some(&ts));
+                if word.load(Ordering::SeqCst) != seen {
+                    break;
+                }
             }
-            let now = Instant::now();
-            if now >= deadline {
-                // The stale waiter entry is harmless: it gets one spurious unpark later.
-                return false;
-            }
-            std::thread::park_timeout(deadline - now);
+            // Our sync ended: covered (seen at the top of the loop) or failed (register again).
         }
     }
 
@@ -1009,57 +1110,89 @@ impl Inner {
         if target <= from {
             return Ok(());
         }
+        self.flush_to(from, target)
+    }
+
+    /// Syncs `[from, to)` of the log and advances the flushed offset to `to`.
+    fn flush_to(&self, from: i64, to: i64) -> Result<()> {
         let started = Instant::now();
-        self.log.flush_range(from, target)?;
-        self.flushed.fetch_max(target, Ordering::AcqRel);
+        self.log.flush_range(from, to)?;
+        self.flushed.fetch_max(to, Ordering::AcqRel);
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.flush_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 
+    /// The ASYNC flusher: flushes everything written every `interval`.
     fn run_flusher(&self) {
-        let gc = &self.group_commit;
-        let _ = gc.flusher.set(std::thread::current());
+        let FlushPolicy::Async { interval } = self.cfg.flush else {
+            return;
+        };
         while !self.shutdown.load(Ordering::Acquire) {
-            match self.cfg.flush {
-                FlushPolicy::Async { interval } => std::thread::park_timeout(interval),
-                FlushPolicy::Sync { .. } => {
-                    if gc.requested.load(Ordering::SeqCst) <= self.flushed.load(Ordering::Acquire) {
-                        // Announce idleness, then look again: an appender either sees the flag
-                        // and unparks us, or we see its request here.
-                        gc.flusher_idle.store(true, Ordering::SeqCst);
-                        if gc.requested.load(Ordering::SeqCst)
-                            <= self.flushed.load(Ordering::Acquire)
-                        {
-                            std::thread::park_timeout(Duration::from_millis(500));
-                        }
-                        gc.flusher_idle.store(false, Ordering::SeqCst);
-                        continue;
-                    }
-                }
-            }
+            std::thread::park_timeout(interval);
             if self.shutdown.load(Ordering::Acquire) {
                 return;
             }
             if let Err(e) = self.flush_now() {
                 tracing::error!(error = %e, "commitlog flush failed; retrying");
                 std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// One of the SYNC flushers (see [`GroupCommit`]).
+    fn run_sync_flusher(&self) {
+        let gc = &self.group_commit;
+        let me = std::thread::current();
+        let mut st = gc.state.lock();
+        while !self.shutdown.load(Ordering::Acquire) {
+            // Looking at the state now covers every appender registered so far.
+            st.wake_pending = false;
+            if st.requested <= st.started || st.running.len() >= gc.max_in_flight {
+                // Every appender is covered by a running sync, or the pipeline is full (a
+                // running sync starts the next when it ends). An appender that needs a sync
+                // unparks us.
+                st.idle.push(me.clone());
+                drop(st);
+                std::thread::park_timeout(Duration::from_millis(500));
+                st = gc.state.lock();
+                st.idle.retain(|t| t.id() != me.id());
                 continue;
             }
-            let flushed = self.flushed.load(Ordering::Acquire);
-            let waiters = std::mem::take(&mut *gc.waiters.lock());
-            let (done, pending): (Vec<_>, Vec<_>) =
-                waiters.into_iter().partition(|(end, _)| *end <= flushed);
-            if !pending.is_empty() {
-                gc.waiters.lock().extend(pending);
+            // Every registered appender's record lies below the write position: it was written
+            // before the appender registered under this lock.
+            let target = self.log.write_pos();
+            let from = self.flushed.load(Ordering::Acquire);
+            let sync = st.next_sync;
+            st.next_sync += 1;
+            st.started = target;
+            st.running.push((sync, target));
+            drop(st);
+            let res = self.flush_to(from, target);
+            st = gc.state.lock();
+            st.running.retain(|(n, _)| *n != sync);
+            if let Err(e) = res {
+                // Not durable: the next sync must cover this range again; our waiters register
+                // again for it.
+                st.started = st
+                    .running
+                    .iter()
+                    .map(|(_, t)| *t)
+                    .max()
+                    .unwrap_or(0)
+                    .max(self.flushed.load(Ordering::Acquire));
+                drop(st);
+                gc.signal(sync);
+                tracing::error!(error = %e, "commitlog flush failed; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                st = gc.state.lock();
+                continue;
             }
-            for (_, t) in done {
-                t.unpark();
-            }
-            if matches!(self.cfg.flush, FlushPolicy::Sync { .. }) {
-                self.dispatch_signal.notify();
-            }
+            drop(st);
+            gc.signal(sync);
+            self.dispatch_signal.notify();
+            st = gc.state.lock();
         }
     }
 
@@ -1096,8 +1229,9 @@ impl Inner {
             if let Err(e) = self.log.prepare_next() {
                 tracing::warn!(error = %e, "cannot prepare the next commitlog segment");
             }
+            self.log.populate_ahead();
             self.allocator.wait_unless(Duration::from_secs(1), || {
-                self.shutdown.load(Ordering::Acquire)
+                self.shutdown.load(Ordering::Acquire) || self.log.wants_populate()
             });
         }
     }

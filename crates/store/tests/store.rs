@@ -299,36 +299,56 @@ fn given_torn_tail_of_zeros_and_garbage_when_reopened_should_cut_and_accept_appe
 
 #[test]
 fn given_sync_policy_when_many_threads_append_should_all_be_durable_and_ordered() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = small_config(dir.path());
-    cfg.segment_size = 1 << 20;
-    cfg.flush = FlushPolicy::Sync {
-        timeout: Duration::from_secs(5),
-    };
-    let store = Arc::new(MessageStore::open(cfg).expect("open"));
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let store = Arc::clone(&store);
-            std::thread::spawn(move || {
-                (0..50u64)
-                    .map(|n| {
-                        let r = store.append(&msg("s", t, n, 64)).expect("append");
-                        assert!(
-                            store.stats().flushed_offset >= r.physical_offset + i64::from(r.size)
-                        );
-                        r
-                    })
-                    .collect::<Vec<_>>()
+    const THREADS: i32 = 16;
+    const PER_THREAD: u64 = 40;
+    // One flusher (no pipelining), the default, and the most allowed.
+    for flushers in [1, 2, comet_store::MAX_SYNC_FLUSHERS] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = small_config(dir.path());
+        cfg.segment_size = 1 << 20;
+        cfg.sync_flushers = flushers;
+        cfg.flush = FlushPolicy::Sync {
+            timeout: Duration::from_secs(5),
+        };
+        let store = Arc::new(MessageStore::open(cfg).expect("open"));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|n| {
+                            let r = store.append(&msg("s", t, n, 64)).expect("append");
+                            assert!(
+                                store.stats().flushed_offset
+                                    >= r.physical_offset + i64::from(r.size),
+                                "SYNC append returned before a flush covered it"
+                            );
+                            r
+                        })
+                        .collect::<Vec<_>>()
+                })
             })
-        })
-        .collect();
-    for (t, h) in threads.into_iter().enumerate() {
-        let rs = h.join().expect("thread");
-        let offsets: Vec<i64> = rs.iter().map(|r| r.queue_offset).collect();
-        assert_eq!(
-            offsets,
-            (0..50).collect::<Vec<_>>(),
-            "queue {t} offsets in order"
+            .collect();
+        for (t, h) in threads.into_iter().enumerate() {
+            let rs = h.join().expect("thread");
+            let offsets: Vec<i64> = rs.iter().map(|r| r.queue_offset).collect();
+            assert_eq!(
+                offsets,
+                (0..PER_THREAD as i64).collect::<Vec<_>>(),
+                "queue {t} offsets in order ({flushers} flushers)"
+            );
+            for (n, r) in rs.iter().enumerate() {
+                assert_eq!(
+                    store.read(r.physical_offset).expect("read").message,
+                    msg("s", t as i32, n as u64, 64)
+                );
+            }
+        }
+        let flushes = store.stats().flushes;
+        assert!(
+            flushes > 0 && flushes <= THREADS as u64 * PER_THREAD,
+            "{flushes} flushes for {} appends",
+            THREADS as u64 * PER_THREAD
         );
     }
 }
@@ -503,7 +523,12 @@ fn given_high_watermark_when_retention_runs_should_delete_oldest_segments_and_fo
 #[test]
 fn given_expired_segments_when_retention_runs_should_delete_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = MessageStore::open(small_config(dir.path())).expect("open");
+    let mut cfg = small_config(dir.path());
+    // A half-full disk, whatever the machine's: only age may delete segments here.
+    cfg.retention.disk_usage = Arc::new(FakeDisk {
+        used_permille: AtomicU64::new(500),
+    });
+    let store = MessageStore::open(cfg).expect("open");
     let mut last = None;
     for n in 0..200u64 {
         last = Some(store.append(&msg("old", 0, n, 900)).expect("append"));
