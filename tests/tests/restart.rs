@@ -2,7 +2,7 @@
 //! `--child`) is produced to and consumed from with the official Rust client, killed with
 //! SIGKILL, and restarted on the same data directory. Then:
 //! - every message whose send was acknowledged is still there (none lost, bodies intact),
-//! - messages acknowledged as consumed are not redelivered in bulk,
+//! - messages acknowledged as consumed are not redelivered,
 //! - messages received but not acked before the kill come back.
 //!
 //! Own harness (`harness = false`): `main` is either the parent (the test) or the child (the
@@ -231,9 +231,10 @@ async fn kill_and_restart() {
         assert!(after.contains_key(id), "message {id} was lost");
     }
     assert!(in_flight.iter().all(|id| after.contains_key(id)));
-    // ... and acked ones did not come back in bulk.
-    assert!(
-        redelivered_acked <= CONSUMED / 10,
+    // ... and acked ones did not come back: an answered ack is in the broker's state log,
+    // which a process crash does not lose.
+    assert_eq!(
+        redelivered_acked, 0,
         "{redelivered_acked} of {CONSUMED} acked messages were redelivered"
     );
     drop(node);

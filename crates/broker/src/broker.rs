@@ -128,7 +128,12 @@ pub(crate) struct Inner {
     drained: Notify,
     round_robin: AtomicUsize,
     files: Mutex<Option<StateFiles>>,
+    /// Highest consumer-state change sequence written to the state log.
+    written: watch::Sender<u64>,
 }
+
+/// Longest an ack or invisible-time change waits for its state to be written.
+const STATE_WRITE_WAIT: Duration = Duration::from_secs(5);
 
 /// Counts a running call; dropping it may finish a drain.
 pub(crate) struct CallGuard<'a>(&'a Inner);
@@ -215,6 +220,7 @@ impl Broker {
             drained: Notify::new(),
             round_robin: AtomicUsize::new(0),
             files: Mutex::new(Some(files)),
+            written: watch::channel(0).0,
             cfg,
         });
         let tasks = vec![
@@ -264,7 +270,7 @@ impl Broker {
     /// I/O errors of the consumer-state log.
     pub async fn persist_state(&self) -> Result<(), BrokerError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.persist_once())
+        tokio::task::spawn_blocking(move || inner.persist_once(true))
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))?
     }
@@ -1224,18 +1230,21 @@ impl Inner {
         }
     }
 
-    /// Writes changed consumer state every `state_persist_interval`.
+    /// Writes consumer-state changes to the state log as they happen (so an acknowledged ack
+    /// survives a process crash) and fdatasyncs it every `state_persist_interval` (so a power
+    /// loss loses at most that interval of changes).
     async fn persist_loop(self: Arc<Self>) {
         let mut shutdown = self.shutdown_tx.subscribe();
         let mut tick = tokio::time::interval(self.cfg.state_persist_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
+            let sync = tokio::select! {
+                _ = tick.tick() => true,
+                () = self.consumers.changed.notified() => false,
                 _ = shutdown.wait_for(|v| *v) => break,
-            }
+            };
             let me = Arc::clone(&self);
-            match tokio::task::spawn_blocking(move || me.persist_once()).await {
+            match tokio::task::spawn_blocking(move || me.persist_once(sync)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "persisting consumer state failed; will retry")
@@ -1245,24 +1254,46 @@ impl Inner {
         }
     }
 
-    /// Appends the changed queues' state to the log (fsynced); compacts when the log is big.
-    fn persist_once(&self) -> Result<(), BrokerError> {
+    /// Appends the changed queues' state to the log (fdatasynced with `sync`), publishes the
+    /// change sequence it covers, and compacts when the log is big.
+    fn persist_once(&self, sync: bool) -> Result<(), BrokerError> {
+        // Read before taking the dirty slots: every change up to `seq` is in one of them.
+        let seq = self.consumers.change_seq();
         let dirty = self.consumers.take_dirty();
         let mut guard = self.files.lock();
         let Some(files) = guard.as_mut() else {
             return Ok(());
         };
         let records: Vec<_> = dirty.iter().filter_map(|s| s.record()).collect();
-        if let Err(e) = files.append(&records) {
+        if let Err(e) = files.append(&records, sync) {
             for s in &dirty {
-                self.consumers.mark_dirty(s);
+                self.consumers.requeue_dirty(s);
             }
             return Err(e);
         }
         if files.needs_compaction(self.cfg.state_compact_bytes) {
             files.compact(|| self.all_records())?;
         }
+        drop(guard);
+        self.written.send_if_modified(|w| {
+            let newer = seq > *w;
+            if newer {
+                *w = seq;
+            }
+            newer
+        });
         Ok(())
+    }
+
+    /// Waits until every consumer-state change made so far is in the state log (bounded: a
+    /// failing disk must not hang calls; the change stays in memory and is retried).
+    pub async fn state_written(&self) {
+        let seq = self.consumers.change_seq();
+        let mut rx = self.written.subscribe();
+        let waited = tokio::time::timeout(STATE_WRITE_WAIT, rx.wait_for(|w| *w >= seq)).await;
+        if waited.is_err() {
+            tracing::warn!(seq, "consumer state not written in time; answering anyway");
+        }
     }
 
     fn all_records(&self) -> Vec<crate::state::QueueRecord> {
@@ -1278,12 +1309,15 @@ impl Inner {
 
     /// At shutdown: a full snapshot, then the files are closed.
     fn persist_final(&self) -> Result<(), BrokerError> {
+        let seq = self.consumers.change_seq();
         let _ = self.consumers.take_dirty();
         let mut guard = self.files.lock();
         let Some(mut files) = guard.take() else {
             return Ok(());
         };
-        files.compact(|| self.all_records())
+        files.compact(|| self.all_records())?;
+        self.written.send_replace(seq);
+        Ok(())
     }
 }
 

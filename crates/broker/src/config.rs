@@ -73,9 +73,10 @@ pub struct BrokerConfig {
     pub redelivery: RedeliveryDelay,
     /// Where a new group starts on a queue (default: the oldest stored message).
     pub consume_from: ConsumeFrom,
-    /// How often changed consumer state is written and fsynced (default 100 ms). A crash
-    /// loses at most this much consumer progress: acknowledged messages in that window are
-    /// delivered again, nothing un-acknowledged is lost.
+    /// How often the consumer-state log is fsynced (default 100 ms). Changes are written to it
+    /// as they happen and an ack or invisible-time change is answered only once written, so a
+    /// process crash loses no acknowledged ack; a power loss loses at most this interval of
+    /// consumer progress (those messages are delivered again; nothing un-acked is lost).
     pub state_persist_interval: Duration,
     /// Size of the consumer-state log that triggers a compaction into a snapshot
     /// (default 64 MiB).

@@ -41,10 +41,12 @@
 //!   the first in-flight offset. Acknowledged messages take no memory.
 //! - In flight per (group, topic, queue) never exceeds `max_inflight_per_queue`.
 //! - A receipt handle is accepted only while its generation is the entry's current one.
-//! - Consumer state is written (fdatasync) every `state_persist_interval` and at shutdown. After
-//!   a crash, acknowledgements of the last interval may be lost (those messages are delivered
-//!   again); in-flight messages come back with their deadlines; messages handed out in the
-//!   last interval but not persisted are delivered again at once. Generations carry a
+//! - Consumer state changes are appended to the state log as they happen; Ack,
+//!   ChangeInvisibleDuration and ForwardMessageToDeadLetterQueue answer only once their change
+//!   is written, so a process crash (kill -9) loses no answered ack. The log is fdatasynced
+//!   every `state_persist_interval` and at shutdown: a power loss may lose that interval of
+//!   progress (those messages are delivered again). In-flight messages come back with their
+//!   deadlines; messages handed out but not yet written are delivered again at once. Generations carry a
 //!   per-start incarnation, so a pre-crash handle never matches a post-crash delivery.
 //! - Store calls run on the blocking pool, never on the async runtime.
 //!

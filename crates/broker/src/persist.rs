@@ -45,6 +45,8 @@ pub(crate) struct StateFiles {
     log_seq: u64,
     log_bytes: u64,
     incarnation: u32,
+    /// Records were written since the last fdatasync.
+    unsynced: bool,
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -328,6 +330,7 @@ impl StateFiles {
             log_seq: new_seq,
             log_bytes: 0,
             incarnation,
+            unsynced: false,
         };
         files.write_snapshot(&records)?;
         files.remove_logs_before(new_seq);
@@ -407,26 +410,30 @@ impl StateFiles {
         }
     }
 
-    /// Appends records and makes them durable.
+    /// Appends records to the log (in the page cache: they survive a process crash); with
+    /// `sync`, also makes everything written so far durable (fdatasync).
     ///
     /// # Errors
     /// I/O errors of write or fdatasync.
-    pub fn append(&mut self, records: &[QueueRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        for r in records {
-            encode_queue(r, &mut buf);
-        }
+    pub fn append(&mut self, records: &[QueueRecord], sync: bool) -> Result<()> {
         let path = self.dir.join(log_name(self.log_seq));
-        self.log
-            .write_all(&buf)
-            .map_err(BrokerError::state_io("append", &path))?;
-        self.log
-            .sync_data()
-            .map_err(BrokerError::state_io("fdatasync", &path))?;
-        self.log_bytes += buf.len() as u64;
+        if !records.is_empty() {
+            let mut buf = Vec::new();
+            for r in records {
+                encode_queue(r, &mut buf);
+            }
+            self.log
+                .write_all(&buf)
+                .map_err(BrokerError::state_io("append", &path))?;
+            self.log_bytes += buf.len() as u64;
+            self.unsynced = true;
+        }
+        if sync && self.unsynced {
+            self.log
+                .sync_data()
+                .map_err(BrokerError::state_io("fdatasync", &path))?;
+            self.unsynced = false;
+        }
         Ok(())
     }
 
@@ -447,6 +454,8 @@ impl StateFiles {
         self.log_bytes = 0;
         let records = all();
         self.write_snapshot(&records)?;
+        // The snapshot is durable and covers everything the older logs held.
+        self.unsynced = false;
         self.remove_logs_before(seq);
         tracing::debug!(
             queues = records.len(),
@@ -494,9 +503,9 @@ mod tests {
         let (mut f, l) = StateFiles::open(dir.path()).unwrap();
         assert_eq!(l.incarnation, 1);
         assert!(l.queues.is_empty());
-        f.append(&[rec("a", 0, 5, &[3, 4]), rec("b", 1, 1, &[])])
+        f.append(&[rec("a", 0, 5, &[3, 4]), rec("b", 1, 1, &[])], true)
             .unwrap();
-        f.append(&[rec("a", 0, 7, &[4])]).unwrap();
+        f.append(&[rec("a", 0, 7, &[4])], false).unwrap();
         drop(f);
         let (_f, l) = StateFiles::open(dir.path()).unwrap();
         assert_eq!(l.incarnation, 2);
@@ -507,8 +516,8 @@ mod tests {
     fn given_torn_log_tail_when_reopened_should_replay_up_to_it() {
         let dir = tempfile::tempdir().unwrap();
         let (mut f, _) = StateFiles::open(dir.path()).unwrap();
-        f.append(&[rec("a", 0, 5, &[3])]).unwrap();
-        f.append(&[rec("a", 0, 9, &[])]).unwrap();
+        f.append(&[rec("a", 0, 5, &[3])], true).unwrap();
+        f.append(&[rec("a", 0, 9, &[])], true).unwrap();
         let path = dir.path().join(log_name(f.log_seq));
         drop(f);
         let len = fs::metadata(&path).unwrap().len();
@@ -522,10 +531,10 @@ mod tests {
     fn given_compaction_when_reopened_should_hold_the_snapshot_plus_newer_log() {
         let dir = tempfile::tempdir().unwrap();
         let (mut f, _) = StateFiles::open(dir.path()).unwrap();
-        f.append(&[rec("a", 0, 5, &[3])]).unwrap();
+        f.append(&[rec("a", 0, 5, &[3])], true).unwrap();
         f.compact(|| vec![rec("a", 0, 6, &[]), rec("c", 2, 2, &[1])])
             .unwrap();
-        f.append(&[rec("c", 2, 3, &[])]).unwrap();
+        f.append(&[rec("c", 2, 3, &[])], true).unwrap();
         assert!(!f.needs_compaction(1 << 20));
         drop(f);
         let (_f, l) = StateFiles::open(dir.path()).unwrap();

@@ -62,7 +62,10 @@ impl BrokerService for BrokerGrpc {
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
         let _call = self.inner.enter()?;
-        Ok(Response::new(self.inner.ack(request.into_inner())))
+        let reply = self.inner.ack(request.into_inner());
+        // Answer once the ack is in the state log: it then survives a crash of this process.
+        self.inner.state_written().await;
+        Ok(Response::new(reply))
     }
 
     async fn change_invisible_duration(
@@ -70,9 +73,9 @@ impl BrokerService for BrokerGrpc {
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
         let _call = self.inner.enter()?;
-        Ok(Response::new(
-            self.inner.change_invisible(request.into_inner()),
-        ))
+        let reply = self.inner.change_invisible(request.into_inner());
+        self.inner.state_written().await;
+        Ok(Response::new(reply))
     }
 
     async fn forward_message_to_dead_letter_queue(
@@ -80,8 +83,8 @@ impl BrokerService for BrokerGrpc {
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
         let _call = self.inner.enter()?;
-        Ok(Response::new(
-            self.inner.forward_to_dlq(request.into_inner()).await,
-        ))
+        let reply = self.inner.forward_to_dlq(request.into_inner()).await;
+        self.inner.state_written().await;
+        Ok(Response::new(reply))
     }
 }

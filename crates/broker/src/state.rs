@@ -147,6 +147,10 @@ pub(crate) struct Consumers {
     timer_seq: AtomicU64,
     /// Woken whenever a timer is added (the revive task re-computes its sleep).
     pub timer_added: Notify,
+    /// Number of state changes so far; a change counts once its slot is in `dirty`.
+    change_seq: AtomicU64,
+    /// Woken on every change (the persister writes it out).
+    pub changed: Notify,
     incarnation: u32,
     generation: AtomicU32,
     /// Heap size above which stale timers are purged (see [`Consumers::purge_stale_timers`]).
@@ -166,6 +170,8 @@ impl Consumers {
             timers: Mutex::new(BinaryHeap::new()),
             timer_seq: AtomicU64::new(0),
             timer_added: Notify::new(),
+            change_seq: AtomicU64::new(0),
+            changed: Notify::new(),
             incarnation,
             generation: AtomicU32::new(0),
             purge_at: AtomicUsize::new(MIN_PURGE_AT),
@@ -224,10 +230,29 @@ impl Consumers {
         self.slots.read().values().cloned().collect()
     }
 
-    pub fn mark_dirty(&self, slot: &Arc<QueueSlot>) {
+    /// Records that `slot` changed; returns the change's sequence number, which the
+    /// persister reports as written once this change is in the state log.
+    pub fn mark_dirty(&self, slot: &Arc<QueueSlot>) -> u64 {
         if !slot.dirty.swap(true, Ordering::AcqRel) {
             self.dirty.lock().push(Arc::clone(slot));
         }
+        // After the push: a persister that reads this sequence number also finds the slot.
+        let seq = self.change_seq.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changed.notify_one();
+        seq
+    }
+
+    /// Puts slots whose write failed back into the dirty set without announcing a change
+    /// (the periodic persist retries them, so a failing disk is not retried in a hot loop).
+    pub fn requeue_dirty(&self, slot: &Arc<QueueSlot>) {
+        if !slot.dirty.swap(true, Ordering::AcqRel) {
+            self.dirty.lock().push(Arc::clone(slot));
+        }
+    }
+
+    /// The sequence number of the latest change (see [`Consumers::mark_dirty`]).
+    pub fn change_seq(&self) -> u64 {
+        self.change_seq.load(Ordering::Acquire)
     }
 
     /// Takes the changed slots; each is marked clean *before* its state is read by the caller,

@@ -222,7 +222,10 @@ impl Node {
         }
     }
 
-    async fn start_controller(&mut self, cfg: &Config) -> anyhow::Result<watch::Receiver<Arc<ClusterMetadata>>> {
+    async fn start_controller(
+        &mut self,
+        cfg: &Config,
+    ) -> anyhow::Result<watch::Receiver<Arc<ClusterMetadata>>> {
         let listener = bind("controller", &cfg.controller.listen).await?;
         let local = listener.local_addr()?;
         let advertised = advertised(&cfg.controller.advertised_addr, local);
@@ -333,20 +336,20 @@ impl Node {
         let local = listener.local_addr()?;
         let p = &cfg.proxy;
         let proxy_cfg = ProxyConfig {
-                advertised_endpoint: advertised(&p.advertised_endpoint, local),
-                max_body_size: usize::try_from(p.max_body_size.0).unwrap_or(usize::MAX),
-                max_user_properties: p.max_user_properties,
-                max_user_property_bytes: usize::try_from(p.max_user_property_size.0)
-                    .unwrap_or(usize::MAX),
-                long_polling_min: p.long_polling_min.0,
-                long_polling_max: p.long_polling_max.0,
-                invisible_min: p.invisible_min.0,
-                invisible_max: p.invisible_max.0,
-                invisible_default: p.invisible_default.0,
-                auto_create_topics: p.auto_create_topics,
-                default_queue_count: p.default_queue_count,
-                ..ProxyConfig::default()
-            };
+            advertised_endpoint: advertised(&p.advertised_endpoint, local),
+            max_body_size: usize::try_from(p.max_body_size.0).unwrap_or(usize::MAX),
+            max_user_properties: p.max_user_properties,
+            max_user_property_bytes: usize::try_from(p.max_user_property_size.0)
+                .unwrap_or(usize::MAX),
+            long_polling_min: p.long_polling_min.0,
+            long_polling_max: p.long_polling_max.0,
+            invisible_min: p.invisible_min.0,
+            invisible_max: p.invisible_max.0,
+            invisible_default: p.invisible_default.0,
+            auto_create_topics: p.auto_create_topics,
+            default_queue_count: p.default_queue_count,
+            ..ProxyConfig::default()
+        };
         proxy_cfg
             .validate()
             .context("invalid proxy configuration")?;
@@ -396,7 +399,9 @@ impl Node {
         if metadata.borrow().revision == 0 {
             tracing::warn!(controllers = ?cfg.controllers, "no controller answered yet; serving and retrying");
         }
-        self.start_broker(cfg, metadata, controllers).await.map(|_| ())
+        self.start_broker(cfg, metadata, controllers)
+            .await
+            .map(|_| ())
     }
 
     async fn start_proxy_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
@@ -493,7 +498,9 @@ async fn wait_for_broker_set(
     };
     tokio::time::timeout(Duration::from_secs(15), metadata.wait_for(registered))
         .await
-        .with_context(|| format!("broker set {broker_set} did not register with the controller within 15 s"))?
+        .with_context(|| {
+            format!("broker set {broker_set} did not register with the controller within 15 s")
+        })?
         .map(|_| ())
         .context("the controller stopped")
 }
@@ -506,7 +513,9 @@ impl TopicCreator for LocalCreator {
     async fn create_topic(&self, topic: Topic) -> Result<(), tonic::Status> {
         match self
             .0
-            .create_topic(tonic::Request::new(CreateTopicRequest { topic: Some(topic) }))
+            .create_topic(tonic::Request::new(CreateTopicRequest {
+                topic: Some(topic),
+            }))
             .await
         {
             Ok(_) => Ok(()),
