@@ -233,13 +233,12 @@ async fn wait_for_broker(ctl: SocketAddr, broker_set: &str) {
                     .await
             })
             .await;
-        if let Ok(m) = meta {
-            if m.broker_sets
+        if let Ok(m) = meta
+            && m.broker_sets
                 .iter()
                 .any(|b| b.name == broker_set && b.members.iter().any(|m| m.alive))
-            {
-                return;
-            }
+        {
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

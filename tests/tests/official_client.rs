@@ -96,7 +96,7 @@ async fn round_trip(mode: Mode) {
     for i in 0..20usize {
         let msg = MessageBuilder::builder()
             .set_topic(&topic)
-            .set_tag(if i % 2 == 0 { "even" } else { "odd" })
+            .set_tag(if i.is_multiple_of(2) { "even" } else { "odd" })
             .set_keys(vec![format!("key-{i}"), format!("order-{}", i / 5)])
             .set_properties(HashMap::from([
                 ("index".to_owned(), i.to_string()),
@@ -122,7 +122,10 @@ async fn round_trip(mode: Mode) {
         assert!(seen.insert(i), "message {i} delivered twice");
         assert_eq!(m.topic(), topic);
         assert_eq!(m.body(), format!("body-{i}").as_bytes());
-        assert_eq!(m.tag(), Some(if i % 2 == 0 { "even" } else { "odd" }));
+        assert_eq!(
+            m.tag(),
+            Some(if i.is_multiple_of(2) { "even" } else { "odd" })
+        );
         assert_eq!(
             m.keys().to_vec(),
             vec![format!("key-{i}"), format!("order-{}", i / 5)]

@@ -432,15 +432,15 @@ impl Node {
         if let Some(hb) = self.heartbeat.take() {
             let _ = hb.await;
         }
-        if let Some(broker) = self.broker.take() {
-            if let Err(e) = broker.shutdown().await {
-                errors.push(anyhow::Error::new(e).context("closing the broker"));
-            }
+        if let Some(broker) = self.broker.take()
+            && let Err(e) = broker.shutdown().await
+        {
+            errors.push(anyhow::Error::new(e).context("closing the broker"));
         }
-        if let Some(controller) = self.controller.take() {
-            if let Err(e) = controller.shutdown().await {
-                errors.push(anyhow::Error::new(e).context("stopping the controller"));
-            }
+        if let Some(controller) = self.controller.take()
+            && let Err(e) = controller.shutdown().await
+        {
+            errors.push(anyhow::Error::new(e).context("stopping the controller"));
         }
         if let Some(task) = controller_server {
             join_server("controller", task, &mut errors).await;
