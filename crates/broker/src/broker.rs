@@ -421,7 +421,7 @@ impl Inner {
                 Ok(s) => s,
                 Err(_) => return Err(tonic::Status::unavailable("the broker is shutting down")),
             };
-            let appended = blocking(move || {
+            let append = move || {
                 let fail = |e: &StoreError| {
                     tracing::warn!(error = %e, "append failed");
                     if matches!(e, StoreError::Closed) {
@@ -450,8 +450,16 @@ impl Inner {
                         records.iter().map(|_| Err(f.clone())).collect()
                     }
                 }
-            })
-            .await;
+            };
+            // ASYNC flush: an append is a copy into the mapped segment under the store's lock
+            // (microseconds; the next segment is prepared and its pages populated ahead), so
+            // it runs right here: a hop to the blocking pool and back would cost more than the
+            // append itself. SYNC: the append waits for an fdatasync, so it must not hold a
+            // runtime worker.
+            let appended = match self.cfg.flush {
+                comet_store::FlushPolicy::Async { .. } => Ok(append()),
+                comet_store::FlushPolicy::Sync { .. } => blocking(append).await,
+            };
             match appended {
                 Ok(v) => {
                     for (slot, r) in slots.iter().zip(v) {
