@@ -531,6 +531,22 @@ mod tests {
     }
 
     #[test]
+    fn dead_letter_topics_are_implicit_read_only_and_on_every_broker_set() {
+        let idx = md();
+        let t = idx.topic("%DLQ%g").expect("implicit DLQ topic");
+        assert_eq!(t.name, "%DLQ%g");
+        assert_eq!(permission(&t), Permission::Read);
+        let sets: Vec<(&str, u32)> = t
+            .placements
+            .iter()
+            .map(|p| (p.broker_set.as_str(), p.queue_count))
+            .collect();
+        assert_eq!(sets, vec![("a", 1), ("b", 1), ("dead", 1)]);
+        assert!(idx.topic("%DLQ%").is_none(), "a DLQ name needs a group");
+        assert!(idx.topic("unknown").is_none());
+    }
+
+    #[test]
     fn route_lists_every_queue_of_every_placement() {
         let idx = md();
         let ep = crate::config::parse_endpoint("127.0.0.1:8081").unwrap();
