@@ -19,14 +19,16 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use comet::admin::{
     self, AdminTarget, GroupCommand, GroupSpec, TopicCommand, TopicSpec, TopicType,
 };
 use comet::config::Config;
-use comet::server::{Node, Role};
+use comet::server::{Node, Role, wait_for_broker_set};
 use comet_proto::apache::rocketmq::v2 as pb;
+use comet_proto::comet::v1::ClusterMetadata;
 use pb::messaging_service_client::MessagingServiceClient;
 use tonic::transport::Channel;
 
@@ -105,13 +107,17 @@ impl TestCluster {
                     .await
                     .expect("controller starts");
                 let ctl_addr = ctl.addrs().controller.expect("controller addr");
+                let ctl_metadata = ctl.metadata().expect("controller metadata");
                 nodes.push(ctl);
                 cfg.controllers = vec![ctl_addr.to_string()];
                 let broker = Node::start(Role::Broker, &cfg)
                     .await
                     .expect("broker starts");
                 nodes.push(broker);
-                wait_for_broker(ctl_addr, &cfg.broker.broker_set).await;
+                // The proxy's first metadata snapshot then already routes to the broker.
+                wait_for_broker_set(ctl_metadata, &cfg.broker.broker_set)
+                    .await
+                    .expect("broker registers");
                 let proxy = Node::start(Role::Proxy, &cfg).await.expect("proxy starts");
                 let p = proxy.addrs().proxy.expect("proxy addr");
                 nodes.push(proxy);
@@ -171,38 +177,33 @@ impl TestCluster {
         )
         .await
         .expect("group created");
-        // Group settings reach the proxy and broker through the same metadata stream as
-        // topics; a topic created afterwards being routable proves the group arrived too.
-        let marker = format!("marker-{}", uuid_like());
-        self.create_topic(&marker, 1, TopicType::Normal).await;
+        self.wait_metadata(&format!("group {name}"), |m| {
+            m.groups.iter().any(|g| g.name == name)
+        })
+        .await;
     }
 
-    /// Waits (bounded) until QueryRoute for `topic` succeeds at the proxy.
+    /// Waits (bounded) until every node's view of the metadata has `topic` (a created topic,
+    /// or a dead-letter topic `%DLQ%<group>`, which exists once any broker set does).
     pub async fn wait_routable(&self, topic: &str) {
-        let mut client = self.v2().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut req = tonic::Request::new(pb::QueryRouteRequest {
-                topic: Some(pb::Resource {
-                    resource_namespace: String::new(),
-                    name: topic.to_owned(),
-                }),
-                endpoints: None,
-            });
-            req.metadata_mut()
-                .insert("x-mq-client-id", "harness".parse().expect("ascii"));
-            if let Ok(resp) = client.query_route(req).await {
-                let resp = resp.into_inner();
-                if resp.status.as_ref().map(|s| s.code) == Some(pb::Code::Ok as i32) {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "topic {topic} never became routable"
-            );
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        self.wait_metadata(&format!("topic {topic}"), |m| {
+            m.topics.iter().any(|t| t.name == topic)
+                || (topic.starts_with("%DLQ%") && !m.broker_sets.is_empty())
+        })
+        .await;
+    }
+
+    /// Waits (bounded) until `pred` holds for the metadata every node serves from (in cluster
+    /// mode the broker and the proxy each watch the controller).
+    async fn wait_metadata(&self, what: &str, pred: impl Fn(&Arc<ClusterMetadata>) -> bool) {
+        for node in &self.nodes {
+            let Some(mut metadata) = node.metadata() else {
+                continue;
+            };
+            tokio::time::timeout(Duration::from_secs(10), metadata.wait_for(&pred))
+                .await
+                .unwrap_or_else(|_| panic!("{what} never reached every node"))
+                .expect("metadata watch open");
         }
     }
 
@@ -219,32 +220,6 @@ impl TestCluster {
             node.shutdown().await.expect("clean shutdown");
         }
         self.dir
-    }
-}
-
-async fn wait_for_broker(ctl: SocketAddr, broker_set: &str) {
-    let client =
-        comet::controller_client::ControllerClient::new(vec![ctl.to_string()]).expect("client");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let meta = client
-            .call(|mut c| async move {
-                c.get_metadata(comet_proto::comet::v1::GetMetadataRequest {})
-                    .await
-            })
-            .await;
-        if let Ok(m) = meta
-            && m.broker_sets
-                .iter()
-                .any(|b| b.name == broker_set && b.members.iter().any(|m| m.alive))
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "broker set {broker_set} never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -320,6 +320,31 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// A crash-like stop for tests and tools: background tasks end and the files are
+    /// released (locks included), but nothing is persisted, flushed or checkpointed beyond
+    /// what already was, exactly as if the process had been killed after the last write.
+    /// Returns once the data directory can be opened again.
+    pub async fn abandon(mut self) {
+        let inner = Arc::clone(&self.inner);
+        inner.closing.store(true, Ordering::Release);
+        inner.shutdown_tx.send_replace(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+        drop(inner.files.lock().take());
+        let store = inner.store.write().take();
+        if let Some(store) = store {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(store) = Arc::try_unwrap(store) {
+                    store.abandon();
+                }
+            })
+            .await;
+        }
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         // Background tasks end with the broker even without an explicit shutdown.

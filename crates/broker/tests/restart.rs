@@ -77,7 +77,7 @@ async fn given_inflight_at_restart_when_deadline_passes_should_redeliver() {
 }
 
 #[tokio::test]
-async fn given_broker_dropped_without_shutdown_when_reopened_should_keep_persisted_progress() {
+async fn given_broker_abandoned_without_shutdown_when_reopened_should_keep_persisted_progress() {
     let dir = tempfile::tempdir().unwrap();
     let md = metadata(&[("t", 1)], &[]);
     let mut cfg = config(dir.path());
@@ -93,30 +93,12 @@ async fn given_broker_dropped_without_shutdown_when_reopened_should_keep_persist
     }
     // Make sure the acks are on disk, then stop without shutdown.
     n.broker.persist_state().await.unwrap();
-    // No shutdown: the broker is dropped (background tasks end, no final snapshot).
+    // No shutdown: a crash-like stop (no final snapshot, flush or checkpoint).
     let Node { broker, svc, meta } = n;
     drop(svc);
     drop(meta);
-    drop(broker);
-    // The store lock is released once the background tasks have let go of the broker.
-    let deadline = std::time::Instant::now() + LIMIT;
-    let n = loop {
-        let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(md.clone()));
-        match comet_broker::Broker::open(cfg.clone(), rx).await {
-            Ok(b) => {
-                let svc = b.service();
-                break Node {
-                    broker: b,
-                    svc,
-                    meta: tx,
-                };
-            }
-            Err(e) => {
-                assert!(std::time::Instant::now() < deadline, "reopen failed: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    broker.abandon().await;
+    let n = open_with(cfg.clone(), md.clone()).await;
     let p = n.broker.consumer_progress("g", "t", 0).unwrap();
     assert_eq!((p.ack_offset, p.inflight), (3, 0));
     let r = pop(&n.svc, &Pop::default()).await;

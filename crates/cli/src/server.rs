@@ -178,6 +178,8 @@ pub struct Node {
     heartbeat: Option<JoinHandle<()>>,
     broker: Option<Broker>,
     controller: Option<Controller>,
+    /// The metadata this node serves from (the controller's own, or its watch of one).
+    metadata: Option<watch::Receiver<Arc<ClusterMetadata>>>,
 }
 
 impl Node {
@@ -193,6 +195,7 @@ impl Node {
             heartbeat: None,
             broker: None,
             controller: None,
+            metadata: None,
         };
         let started = match role {
             Role::Standalone => node.start_standalone(cfg).await,
@@ -213,6 +216,12 @@ impl Node {
     /// The bound addresses.
     pub fn addrs(&self) -> Addrs {
         self.addrs
+    }
+
+    /// The cluster metadata as this node currently sees it (a proxy's view may trail the
+    /// controller's by the watch latency); tests wait on it instead of polling.
+    pub fn metadata(&self) -> Option<watch::Receiver<Arc<ClusterMetadata>>> {
+        self.metadata.clone()
     }
 
     fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
@@ -257,6 +266,7 @@ impl Node {
         self.addrs.controller = Some(local);
         let metadata = controller.metadata();
         self.controller = Some(controller);
+        self.metadata = Some(metadata.clone());
         Ok(metadata)
     }
 
@@ -393,23 +403,29 @@ impl Node {
         self.start_proxy(cfg, metadata, brokers, creator).await
     }
 
-    async fn start_broker_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
+    /// Cluster mode: a client of the configured controllers and a watch of their metadata.
+    async fn remote_metadata(
+        &mut self,
+        cfg: &Config,
+    ) -> anyhow::Result<(ControllerClient, watch::Receiver<Arc<ClusterMetadata>>)> {
         let controllers = ControllerClient::new(cfg.controllers.clone())?;
         let metadata = watch_metadata(controllers.clone(), Duration::from_secs(10)).await;
         if metadata.borrow().revision == 0 {
             tracing::warn!(controllers = ?cfg.controllers, "no controller answered yet; serving and retrying");
         }
+        self.metadata = Some(metadata.clone());
+        Ok((controllers, metadata))
+    }
+
+    async fn start_broker_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        let (controllers, metadata) = self.remote_metadata(cfg).await?;
         self.start_broker(cfg, metadata, controllers)
             .await
             .map(|_| ())
     }
 
     async fn start_proxy_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
-        let controllers = ControllerClient::new(cfg.controllers.clone())?;
-        let metadata = watch_metadata(controllers.clone(), Duration::from_secs(10)).await;
-        if metadata.borrow().revision == 0 {
-            tracing::warn!(controllers = ?cfg.controllers, "no controller answered yet; serving and retrying");
-        }
+        let (controllers, metadata) = self.remote_metadata(cfg).await?;
         let brokers = Arc::new(RemoteBrokers::default());
         let creator = Arc::new(RemoteCreator(controllers));
         self.start_proxy(cfg, metadata, brokers, creator).await
@@ -487,7 +503,7 @@ fn announce(role: &str, addr: SocketAddr) {
 }
 
 /// Waits (bounded) until `broker_set` is registered and alive in the metadata.
-async fn wait_for_broker_set(
+pub async fn wait_for_broker_set(
     mut metadata: watch::Receiver<Arc<ClusterMetadata>>,
     broker_set: &str,
 ) -> anyhow::Result<()> {

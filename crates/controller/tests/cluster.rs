@@ -4,18 +4,21 @@
 
 mod common;
 
-use std::time::Duration;
-
 use comet_controller::LEADER_METADATA_KEY;
 use comet_proto::comet::v1 as pb;
 use common::*;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-/// Index of the single node that leads (and is agreed on by all), polling
-/// with a bounded deadline.
+/// Index of the single node that leads (and is agreed on by all); re-checked
+/// whenever any node's Raft metrics change, within a bounded deadline.
 async fn wait_for_leader(nodes: &[Option<Node>]) -> usize {
     let deadline = Instant::now() + WAIT;
+    let mut metrics: Vec<_> = nodes
+        .iter()
+        .flatten()
+        .map(|n| n.ctrl.raft().metrics())
+        .collect();
     loop {
         let leaders: Vec<usize> = nodes
             .iter()
@@ -32,11 +35,12 @@ async fn wait_for_leader(nodes: &[Option<Node>]) -> usize {
                 return *l;
             }
         }
+        let changed =
+            futures::future::select_all(metrics.iter_mut().map(|m| Box::pin(m.changed())));
         assert!(
-            Instant::now() < deadline,
+            tokio::time::timeout_at(deadline, changed).await.is_ok(),
             "no single agreed leader within {WAIT:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -38,29 +38,15 @@ pub(crate) struct MetadataIndex {
 
 impl MetadataIndex {
     pub(crate) fn new(metadata: Arc<ClusterMetadata>) -> Self {
-        let topics = metadata
-            .topics
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
-        let groups = metadata
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.name.clone(), i))
-            .collect();
-        let broker_sets = metadata
-            .broker_sets
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.name.clone(), i))
-            .collect();
+        /// Position of each item by name.
+        fn positions<'a>(names: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
+            names.enumerate().map(|(i, n)| (n.clone(), i)).collect()
+        }
         MetadataIndex {
+            topics: positions(metadata.topics.iter().map(|t| &t.name)),
+            groups: positions(metadata.groups.iter().map(|g| &g.name)),
+            broker_sets: positions(metadata.broker_sets.iter().map(|b| &b.name)),
             metadata,
-            topics,
-            groups,
-            broker_sets,
         }
     }
 
