@@ -2,7 +2,7 @@
 //!
 //! - [`Target`]: the `--endpoint` parsed into a URI and the `Endpoints` message the protocol
 //!   wants in QueryRoute and Settings.
-//! - [`connect`]: the shared HTTP/2 connections (tonic channels).
+//! - [`connect`]: the shared HTTP/2 connections (see `transport`).
 //! - [`Headers`]: the metadata every call carries (`x-mq-client-id`, `x-mq-language`,
 //!   `x-mq-protocol-version`, `x-mq-client-version`, `x-mq-date-time`).
 //! - [`query_route`]: the topic's queues, with an actionable error when the topic is missing.
@@ -25,9 +25,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
 use super::stats::code_key;
+use super::transport::{self, Conn};
 
 /// Deadline of every unary call (the official clients use 3 s), and of the telemetry open.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -45,7 +45,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub(crate) const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A client of the generated API with the bench headers on every call.
-pub(crate) type Client = MessagingServiceClient<InterceptedService<Channel, Headers>>;
+pub(crate) type Client = MessagingServiceClient<InterceptedService<Conn, Headers>>;
 
 /// The proxy to benchmark.
 #[derive(Debug, Clone)]
@@ -115,18 +115,10 @@ impl Target {
 }
 
 /// Opens `count` HTTP/2 connections to the target, all at once.
-pub(crate) async fn connect(target: &Target, count: usize) -> anyhow::Result<Vec<Channel>> {
-    let endpoint = Endpoint::from_shared(target.uri.clone())
-        .with_context(|| format!("--endpoint {:?} is not a valid URI", target.authority))?
-        .connect_timeout(REQUEST_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_adaptive_window(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let connects = (0..count.max(1)).map(|_| endpoint.connect());
+pub(crate) async fn connect(target: &Target, count: usize) -> anyhow::Result<Vec<Conn>> {
+    let connects = (0..count.max(1)).map(|_| transport::open(&target.authority, REQUEST_TIMEOUT));
     futures::future::try_join_all(connects)
         .await
-        .map_err(anyhow::Error::new)
         .with_context(|| {
             format!(
                 "cannot connect to {}: is a RocketMQ 5 gRPC proxy listening there?",
@@ -172,11 +164,16 @@ impl Interceptor for Headers {
 }
 
 /// A client over `channel` identified as `client_id`.
-pub(crate) fn client(channel: Channel, client_id: &str) -> anyhow::Result<Client> {
-    Ok(
-        MessagingServiceClient::with_interceptor(channel, Headers::new(client_id)?)
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+pub(crate) fn client(target: &Target, conn: Conn, client_id: &str) -> anyhow::Result<Client> {
+    let origin: http::Uri = target
+        .uri
+        .parse()
+        .with_context(|| format!("--endpoint {:?} is not a valid URI", target.authority))?;
+    Ok(MessagingServiceClient::with_origin(
+        InterceptedService::new(conn, Headers::new(client_id)?),
+        origin,
     )
+    .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE))
 }
 
 /// This machine's host name, reduced to characters that are safe in a header value.

@@ -42,6 +42,7 @@
 //!
 //! # Modules
 //! - `client`: endpoint parsing, connections, headers, QueryRoute, sessions (telemetry).
+//! - `transport`: the HTTP/2 connections (hyper, called without a buffer task).
 //! - `schedule`: the rate-limited send timeline.
 //! - `producer`, `consumer`: the two task loops.
 //! - `stats`: counters, histograms and the serializable report.
@@ -53,6 +54,7 @@ mod producer;
 mod progress;
 mod schedule;
 mod stats;
+mod transport;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -289,7 +291,7 @@ pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<Be
     let channels = client::connect(&target, connections).await?;
     let channel = |i: usize| channels[i % channels.len()].clone();
 
-    let mut setup = client::client(channel(0), &client::client_id(&host, run, "route"))?;
+    let mut setup = client::client(&target, channel(0), &client::client_id(&host, run, "route"))?;
     let route = client::query_route(&mut setup, &target, &args.topic, args.consumers > 0).await?;
     tracing::info!(
         endpoint = %target.authority,
@@ -355,7 +357,7 @@ pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<Be
             )
         };
         let id = client::client_id(&host, run, &name);
-        let c = client::client(channel(i), &id)?;
+        let c = client::client(&target, channel(i), &id)?;
         opens.push(Session::open(c, id, settings, group));
     }
     let mut sessions = Vec::with_capacity(clients);
