@@ -23,7 +23,7 @@ use crate::backoff::Backoff;
 use crate::config::{BrokerConfig, ConsumeFrom, RedeliveryDelay};
 use crate::convert::{self, Delivery, now_ms};
 use crate::error::BrokerError;
-use crate::filter::TagFilter;
+use crate::filter::Filter;
 use crate::handle::{self, ReceiptHandle};
 use crate::long_poll::ArrivalHub;
 use crate::meta::{Access, DLQ_PREFIX, MetaIndex, MetaView};
@@ -620,8 +620,8 @@ impl Inner {
         if topic.is_empty() {
             return Err((Code::IllegalTopic, "message_queue has no topic".into()));
         }
-        let filter = TagFilter::from_request(req.filter_expression.as_ref())
-            .map_err(|e| (Code::BadRequest, e.to_string()))?;
+        let filter = Filter::from_request(req.filter_expression.as_ref())
+            .map_err(|e| (Code::IllegalFilterExpression, e.to_string()))?;
         if req.batch_size <= 0 {
             return Err((
                 Code::BadRequest,
@@ -706,7 +706,7 @@ impl Inner {
         group: &str,
         topic: &str,
         queues: &[i32],
-        filter: &Arc<TagFilter>,
+        filter: &Arc<Filter>,
         batch: usize,
         invisible: Duration,
     ) -> Result<(Vec<v2::Message>, bool), Outcome> {
@@ -736,7 +736,7 @@ impl Inner {
     async fn pop_queue(
         &self,
         slot: &Arc<QueueSlot>,
-        filter: &Arc<TagFilter>,
+        filter: &Arc<Filter>,
         want: usize,
         invisible: Duration,
     ) -> Result<(Vec<v2::Message>, bool), Outcome> {
@@ -823,7 +823,7 @@ impl Inner {
                         continue;
                     }
                 };
-                if !filter.matches(m.message.properties.tag.as_deref()) {
+                if !filter.matches(&m.message.properties) {
                     // The group's subscription changed: the message is filtered out now.
                     st.inflight.remove(&off);
                     continue;
@@ -1373,7 +1373,7 @@ fn read_queue(
     redeliver: Vec<(i64, u64)>,
     from: i64,
     budget: usize,
-    filter: &TagFilter,
+    filter: &Filter,
 ) -> Result<QueueRead, StoreError> {
     let read_one = |phys: i64, offset: i64| -> Result<Read, StoreError> {
         match store.read(phys) {
@@ -1413,7 +1413,7 @@ fn read_queue(
                 continue;
             }
             if let Read::Found(m) = read_one(e.physical_offset, e.queue_offset)?
-                && filter.matches(m.message.properties.tag.as_deref())
+                && filter.matches(&m.message.properties)
             {
                 fresh.push(*m);
             }
