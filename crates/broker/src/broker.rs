@@ -34,14 +34,14 @@ use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer};
 /// An in-body outcome: code and message.
 pub(crate) type Outcome = (Code, String);
 
-fn status(code: Code, message: impl Into<String>) -> Status {
+pub(crate) fn status(code: Code, message: impl Into<String>) -> Status {
     Status {
         code: code as i32,
         message: message.into(),
     }
 }
 
-fn ok() -> Status {
+pub(crate) fn ok() -> Status {
     status(Code::Ok, "OK")
 }
 
@@ -65,7 +65,7 @@ fn overall(entries: &[&Status]) -> Status {
 }
 
 /// How a store failure reads to a client.
-fn store_outcome(e: &StoreError) -> Outcome {
+pub(crate) fn store_outcome(e: &StoreError) -> Outcome {
     match e {
         StoreError::FlushTimeout { .. } => (Code::MasterPersistenceTimeout, e.to_string()),
         StoreError::MessageTooLarge { .. } => (Code::MessageBodyTooLarge, e.to_string()),
@@ -79,7 +79,9 @@ fn store_outcome(e: &StoreError) -> Outcome {
 }
 
 /// Runs blocking store work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Outcome> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Outcome> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         tracing::error!(error = %e, "blocking broker task failed");
         (
@@ -119,11 +121,11 @@ struct DlqItem {
 pub(crate) struct Inner {
     pub cfg: BrokerConfig,
     store: RwLock<Option<Arc<MessageStore>>>,
-    meta: MetaView,
-    consumers: Consumers,
-    hub: Arc<ArrivalHub>,
-    closing: AtomicBool,
-    shutdown_tx: watch::Sender<bool>,
+    pub(crate) meta: MetaView,
+    pub(crate) consumers: Consumers,
+    pub(crate) hub: Arc<ArrivalHub>,
+    pub(crate) closing: AtomicBool,
+    pub(crate) shutdown_tx: watch::Sender<bool>,
     active: AtomicUsize,
     drained: Notify,
     round_robin: AtomicUsize,
@@ -388,7 +390,7 @@ impl Inner {
         }
     }
 
-    fn store(&self) -> Result<Arc<MessageStore>, Outcome> {
+    pub(crate) fn store(&self) -> Result<Arc<MessageStore>, Outcome> {
         self.store.read().clone().ok_or((
             Code::InternalServerError,
             "the broker is shutting down".to_owned(),

@@ -63,7 +63,10 @@ pub mod filter;
 pub mod handle;
 mod long_poll;
 mod meta;
+mod offsets;
 mod persist;
+mod pull;
+mod query;
 mod service;
 mod state;
 

@@ -145,11 +145,8 @@ mod tests {
 
     #[test]
     fn given_sql_filter_when_matched_should_read_user_properties_and_tags() {
-        let f = Filter::from_request(Some(&expr(
-            FilterType::Sql,
-            "TAGS = 'red' AND price > 10",
-        )))
-        .unwrap();
+        let f = Filter::from_request(Some(&expr(FilterType::Sql, "TAGS = 'red' AND price > 10")))
+            .unwrap();
         assert!(f.matches(&props(Some("red"), &[("price", "11")])));
         assert!(!f.matches(&props(Some("red"), &[("price", "9")])));
         assert!(!f.matches(&props(Some("blue"), &[("price", "11")])));

@@ -431,7 +431,9 @@ fn lex(text: &str) -> Result<Vec<Token>, SqlError> {
                 }
                 (Tok::Str(s), j + 1 - i)
             }
-            c if c.is_ascii_digit() || (c == '.' && at(i + 1).is_some_and(|d| d.is_ascii_digit())) => {
+            c if c.is_ascii_digit()
+                || (c == '.' && at(i + 1).is_some_and(|d| d.is_ascii_digit())) =>
+            {
                 lex_number(&chars, i)?
             }
             c if c.is_ascii_alphabetic() || c == '_' || c == '$' => {
@@ -659,10 +661,7 @@ impl Parser {
         if &t.tok == want {
             Ok(t)
         } else {
-            Err(err(
-                t.pos,
-                format!("{}: expected {what}", t.tok.found()),
-            ))
+            Err(err(t.pos, format!("{}: expected {what}", t.tok.found())))
         }
     }
 
@@ -692,7 +691,11 @@ impl Parser {
     /// `OR` (or, with `or == false`, `AND`) chains as one n-ary node.
     fn logic(&mut self, or: bool) -> Result<Node, SqlError> {
         let first_pos = self.peek().pos;
-        let first = if or { self.logic(false)? } else { self.equality()? };
+        let first = if or {
+            self.logic(false)?
+        } else {
+            self.equality()?
+        };
         let op = if or { Tok::Or } else { Tok::And };
         if self.peek().tok != op {
             return Ok(first);
@@ -703,13 +706,24 @@ impl Parser {
         while self.peek().tok == op {
             self.bump();
             let pos = self.peek().pos;
-            let (e, d) = if or { self.logic(false)? } else { self.equality()? };
+            let (e, d) = if or {
+                self.logic(false)?
+            } else {
+                self.equality()?
+            };
             require_boolean(&e, pos)?;
             depth = depth.max(d);
             items.push(e);
         }
         let depth = depth_check(depth + 1, first_pos)?;
-        Ok((if or { Expr::Or(items) } else { Expr::And(items) }, depth))
+        Ok((
+            if or {
+                Expr::Or(items)
+            } else {
+                Expr::And(items)
+            },
+            depth,
+        ))
     }
 
     fn equality(&mut self) -> Result<Node, SqlError> {
@@ -720,7 +734,11 @@ impl Parser {
                 Tok::Eq | Tok::Ne => {
                     self.bump();
                     let (right, d) = self.comparison()?;
-                    let op = if t.tok == Tok::Eq { CmpOp::Eq } else { CmpOp::Ne };
+                    let op = if t.tok == Tok::Eq {
+                        CmpOp::Eq
+                    } else {
+                        CmpOp::Ne
+                    };
                     for e in [&left, &right] {
                         if matches!(e, Expr::Literal(Literal::Null)) {
                             return Err(err(
@@ -779,8 +797,8 @@ impl Parser {
         let (mut left, mut depth) = self.unary()?;
         loop {
             let t = self.peek().clone();
-            let negated = t.tok == Tok::Not
-                && matches!(self.peek2(), Tok::Between | Tok::In | Tok::Text(_));
+            let negated =
+                t.tok == Tok::Not && matches!(self.peek2(), Tok::Between | Tok::In | Tok::Text(_));
             let op_tok = if negated {
                 self.peek2().clone()
             } else {
@@ -1273,7 +1291,10 @@ fn compare_op(
                 (Value::Str(a), Value::Str(b)) => parse_float(a)
                     .and_then(|a| Ok(a.total_cmp(&parse_float(b)?)))
                     .map_err(|e| {
-                        fail(format!("strings can only be compared with {} as numbers: {e}", op.symbol()))
+                        fail(format!(
+                            "strings can only be compared with {} as numbers: {e}",
+                            op.symbol()
+                        ))
                     })?,
                 (a, b) => compare(a, b)?,
             };

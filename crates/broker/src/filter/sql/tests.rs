@@ -115,7 +115,10 @@ fn given_missing_property_when_compared_should_never_match() {
     assert!(matches("x IS NULL", &[]));
     assert!(matches("x IS NULL OR x = 1", &[]));
     assert!(!matches("x = 1 AND y IS NULL", &[]));
-    assert!(matches("x = 1 OR y IS NULL", &[]), "unknown OR true is true");
+    assert!(
+        matches("x = 1 OR y IS NULL", &[]),
+        "unknown OR true is true"
+    );
 }
 
 #[test]
@@ -160,9 +163,15 @@ fn given_strings_and_identifiers_when_lexed_should_keep_quotes_case_and_comments
     assert!(matches("s = ''", &[("s", "")]));
     assert!(matches("s = 'héllo ✓'", &[("s", "héllo ✓")]));
     assert!(matches("$x_1 = 'v'", &[("$x_1", "v")]));
-    assert!(!matches("A = 'v'", &[("a", "v")]), "property names are case-sensitive");
+    assert!(
+        !matches("A = 'v'", &[("a", "v")]),
+        "property names are case-sensitive"
+    );
     assert!(matches("a = 1 -- trailing comment", &[("a", "1")]));
-    assert!(matches("a = 1 -- comment\n AND b = 2", &[("a", "1"), ("b", "2")]));
+    assert!(matches(
+        "a = 1 -- comment\n AND b = 2",
+        &[("a", "1"), ("b", "2")]
+    ));
     assert!(matches("/* c */ a /* d */ = 1", &[("a", "1")]));
     assert!(matches("TAGS = 'x'", &[("TAGS", "x")]));
     assert!(is_property_name("price"));
@@ -174,23 +183,71 @@ fn given_strings_and_identifiers_when_lexed_should_keep_quotes_case_and_comments
 #[test]
 fn given_invalid_expressions_when_parsed_should_name_position_and_expectation() {
     let cases: &[(&str, usize, &str)] = &[
-        ("", 1, "the expression ends too early: expected a property name"),
-        ("a = ", 5, "the expression ends too early: expected a property name"),
+        (
+            "",
+            1,
+            "the expression ends too early: expected a property name",
+        ),
+        (
+            "a = ",
+            5,
+            "the expression ends too early: expected a property name",
+        ),
         ("a = 'x", 5, "unterminated string literal"),
-        ("a = 1 b", 7, "unexpected property b: expected AND, OR, a comparison"),
-        ("a != 1", 3, "unexpected character '!': write <> for \"not equal\""),
-        ("a IN 'x'", 6, "unexpected string 'x': expected '(' after IN"),
-        ("a IN ()", 7, "unexpected ')': expected a string literal in single quotes after IN ("),
+        (
+            "a = 1 b",
+            7,
+            "unexpected property b: expected AND, OR, a comparison",
+        ),
+        (
+            "a != 1",
+            3,
+            "unexpected character '!': write <> for \"not equal\"",
+        ),
+        (
+            "a IN 'x'",
+            6,
+            "unexpected string 'x': expected '(' after IN",
+        ),
+        (
+            "a IN ()",
+            7,
+            "unexpected ')': expected a string literal in single quotes after IN (",
+        ),
         ("a IN ('x' 'y')", 11, "expected ',' or ')' in the IN list"),
-        ("a IN (1)", 7, "unexpected number 1: expected a string literal"),
-        ("1 IN ('x')", 3, "IN needs a property name on its left, not 1"),
-        ("a BETWEEN 1 OR 2", 13, "expected AND between the bounds of BETWEEN"),
+        (
+            "a IN (1)",
+            7,
+            "unexpected number 1: expected a string literal",
+        ),
+        (
+            "1 IN ('x')",
+            3,
+            "IN needs a property name on its left, not 1",
+        ),
+        (
+            "a BETWEEN 1 OR 2",
+            13,
+            "expected AND between the bounds of BETWEEN",
+        ),
         ("a BETWEEN 5 AND 1", 3, "BETWEEN bounds are reversed"),
-        ("a BETWEEN 'x' AND 'y'", 3, "'x' cannot be compared with BETWEEN"),
-        ("a > 'x'", 3, "'x' cannot be compared with >: only numbers and properties can"),
+        (
+            "a BETWEEN 'x' AND 'y'",
+            3,
+            "'x' cannot be compared with BETWEEN",
+        ),
+        (
+            "a > 'x'",
+            3,
+            "'x' cannot be compared with >: only numbers and properties can",
+        ),
         ("a > TRUE", 3, "TRUE cannot be compared with >"),
         ("(a = 1) > 2", 9, "(a = 1) cannot be compared with >"),
-        ("a = NULL", 3, "NULL cannot be compared with =: use IS NULL or IS NOT NULL"),
+        (
+            "a = NULL",
+            3,
+            "NULL cannot be compared with =: use IS NULL or IS NOT NULL",
+        ),
         ("NULL <> a", 6, "NULL cannot be compared with <>"),
         ("TRUE = 1", 6, "TRUE cannot be compared with 1"),
         ("a IS 1", 6, "expected NULL or NOT NULL after IS"),
@@ -205,7 +262,11 @@ fn given_invalid_expressions_when_parsed_should_name_position_and_expectation() 
         ("a = 007", 5, "integers are written without leading zeros"),
         ("a = 9223372036854775808", 5, "out of range"),
         ("a = 1e999", 5, "too large"),
-        ("a CONTAINS b", 12, "expected a string literal in single quotes after CONTAINS"),
+        (
+            "a CONTAINS b",
+            12,
+            "expected a string literal in single quotes after CONTAINS",
+        ),
         ("a = 1 /* open", 7, "unterminated comment"),
         ("a = #", 5, "unexpected character '#'"),
         ("a ＝ 1", 3, "unexpected character '＝'"),
@@ -224,15 +285,12 @@ fn given_deep_nesting_when_parsed_should_be_refused_not_overflow() {
     for deep in [
         format!("{}a = 1{}", "(".repeat(5000), ")".repeat(5000)),
         format!("{}TRUE", "NOT ".repeat(5000)),
-        format!("a = {}1", "-".repeat(1)),
         format!("a = {}1", "- ".repeat(5000)),
         format!("a{}", " = a".repeat(5000)),
         "(".repeat(100_000),
     ] {
-        match parse(&deep) {
-            Ok(e) => assert!(deep.len() < 20, "{e}"),
-            Err(e) => assert!(e.message.contains("nests deeper than"), "{e}"),
-        }
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("nests deeper than 100 levels"), "{e}");
     }
     // Long flat AND / OR chains are not deep.
     let chain = vec!["a = 1"; 3000].join(" OR ");
@@ -265,8 +323,18 @@ fn given_parsed_expressions_when_printed_should_read_back_identically() {
 // ---------------------------------------------------------------------------- property tests
 
 const KEYWORDS: [&str; 12] = [
-    "NOT", "AND", "OR", "BETWEEN", "IN", "TRUE", "FALSE", "NULL", "IS", "CONTAINS",
-    "STARTSWITH", "ENDSWITH",
+    "NOT",
+    "AND",
+    "OR",
+    "BETWEEN",
+    "IN",
+    "TRUE",
+    "FALSE",
+    "NULL",
+    "IS",
+    "CONTAINS",
+    "STARTSWITH",
+    "ENDSWITH",
 ];
 
 fn property_name() -> impl Strategy<Value = String> {
@@ -324,13 +392,16 @@ fn condition() -> impl Strategy<Value = Expr> {
                 negated: n,
             }
         }),
-        (property_name(), prop::collection::vec(".{0,5}", 1..4), any::<bool>()).prop_map(
-            |(property, list, negated)| Expr::In {
+        (
+            property_name(),
+            prop::collection::vec(".{0,5}", 1..4),
+            any::<bool>()
+        )
+            .prop_map(|(property, list, negated)| Expr::In {
                 property,
                 list,
                 negated,
-            }
-        ),
+            }),
         (value(), ".{0,5}", 0..3u8, any::<bool>()).prop_map(|(e, p, op, n)| Expr::Text {
             op: [TextOp::Contains, TextOp::StartsWith, TextOp::EndsWith][usize::from(op)],
             expr: Box::new(e),
@@ -395,7 +466,12 @@ fn acceptable(e: &Expr) -> bool {
 fn property_map() -> impl Strategy<Value = BTreeMap<String, String>> {
     prop::collection::btree_map(
         property_name(),
-        prop_oneof!["-?[0-9]{1,4}", "-?[0-9]{1,3}\\.[0-9]{1,2}", ".{0,6}", "(?i)true|false"],
+        prop_oneof![
+            "-?[0-9]{1,4}",
+            "-?[0-9]{1,3}\\.[0-9]{1,2}",
+            ".{0,6}",
+            "(?i)true|false"
+        ],
         0..6,
     )
 }
