@@ -453,6 +453,16 @@ async fn pull_and_offsets(mode: Mode) {
     cluster.wait_routable(&topic).await;
     let mut c = cluster.v2().await;
     let mq = route_queue(&mut c, &topic).await;
+    // In cluster mode the restarted broker listens on a new port: wait (bounded) until the
+    // metadata routes to it, i.e. until the queue answers.
+    let deadline = Instant::now() + LIMIT;
+    while query_offset(&mut c, &mq, P::End, None).await.0 != ok {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted broker never became reachable"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = c
         .get_offset(with_client(pb::GetOffsetRequest {
             group: res("pull-group"),
@@ -464,6 +474,187 @@ async fn pull_and_offsets(mode: Mode) {
     assert_eq!((r.status.expect("status").code, r.offset), (ok, 4));
     let p = pull(&mut c, &mq, 4, 32, None).await;
     assert_eq!(ids(&p.messages), vec!["b1"]);
+    cluster.stop().await;
+}
+
+async fn ack(c: &mut MessagingServiceClient<Channel>, topic: &str, group: &str, m: &pb::Message) {
+    let handle = m
+        .system_properties
+        .as_ref()
+        .and_then(|s| s.receipt_handle.clone())
+        .expect("receipt handle");
+    let r = c
+        .ack_message(with_client(pb::AckMessageRequest {
+            group: res(group),
+            topic: res(topic),
+            entries: vec![pb::AckMessageEntry {
+                message_id: String::new(),
+                receipt_handle: handle,
+                lite_topic: None,
+            }],
+        }))
+        .await
+        .expect("gRPC OK")
+        .into_inner();
+    assert_eq!(r.status.expect("status").code, pb::Code::Ok as i32);
+}
+
+async fn admin_queries(mode: Mode) {
+    use comet::admin::{
+        self, IdQuery, KeyQuerySpec, MessageCommand, OffsetCommand, OffsetQuerySpec, ProgressSpec,
+        ResetSpec,
+    };
+    let cluster = TestCluster::start(mode).await;
+    let topic = format!("admin-{}", uuid_like());
+    cluster.create_topic(&topic, 1, TopicType::Normal).await;
+    let mut c = cluster.v2().await;
+    let mq = route_queue(&mut c, &topic).await;
+    send(
+        &mut c,
+        (0..3)
+            .map(|i| message(&topic, &format!("a{i}"), None, &[]))
+            .collect(),
+    )
+    .await;
+    stored(&mut c, &mq, 3).await;
+    let (_, ts1) = {
+        let p = pull(&mut c, &mq, 2, 1, None).await;
+        let t = p.messages[0]
+            .system_properties
+            .as_ref()
+            .and_then(|s| s.store_timestamp.as_ref())
+            .map(ms)
+            .expect("store time");
+        (p, t)
+    };
+    let deadline = Instant::now() + LIMIT;
+    while now_ms() <= ts1 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    send(
+        &mut c,
+        (0..2)
+            .map(|i| message(&topic, &format!("b{i}"), None, &[]))
+            .collect(),
+    )
+    .await;
+    stored(&mut c, &mq, 5).await;
+    let target = cluster.admin();
+
+    // Queries by id, key and queue offset.
+    let v = admin::message(
+        &target,
+        &MessageCommand::Id(IdQuery {
+            message_id: "a1".into(),
+            topic: topic.clone(),
+        }),
+    )
+    .await
+    .expect("query by id");
+    assert_eq!(v["count"], 1, "{v}");
+    assert_eq!(v["messages"][0]["queue_offset"], 1);
+    assert_eq!(v["messages"][0]["body"]["text"], "body-a1");
+    let v = admin::message(
+        &target,
+        &MessageCommand::Key(KeyQuerySpec {
+            key: "key-b0".into(),
+            topic: topic.clone(),
+            begin: Some((ts1 + 1).to_string()),
+            end: None,
+            max: 10,
+        }),
+    )
+    .await
+    .expect("query by key");
+    assert_eq!(v["messages"][0]["message_id"], "b0", "{v}");
+    let v = admin::message(
+        &target,
+        &MessageCommand::Key(KeyQuerySpec {
+            key: "key-a0".into(),
+            topic: topic.clone(),
+            begin: Some((ts1 + 1).to_string()),
+            end: None,
+            max: 10,
+        }),
+    )
+    .await
+    .expect("query by key");
+    assert_eq!(v["count"], 0, "a0 was stored before the range: {v}");
+    let v = admin::message(
+        &target,
+        &MessageCommand::Offset(OffsetQuerySpec {
+            topic: topic.clone(),
+            queue: mq.id,
+            offset: 4,
+            broker_set: None,
+        }),
+    )
+    .await
+    .expect("query by offset");
+    assert_eq!(v["messages"][0]["message_id"], "b1", "{v}");
+
+    // Backlog of a consuming group: 5 received, 3 acknowledged.
+    let group = "admin-readers";
+    let (_, got) = receive(&mut c, group, &mq, pb::FilterExpression::default()).await;
+    assert_eq!(got.len(), 5);
+    for m in &got[..3] {
+        ack(&mut c, &topic, group, m).await;
+    }
+    let progress_cmd = OffsetCommand::Progress(ProgressSpec {
+        group: group.into(),
+        topic: topic.clone(),
+    });
+    let v = admin::offset(&target, &progress_cmd)
+        .await
+        .expect("progress");
+    assert_eq!(
+        (v["backlog"].as_i64(), v["inflight"].as_i64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["queues"][0]["consume_offset"], 3);
+
+    // Reset by time: back to b0, the two in flight forgotten and delivered again.
+    let v = admin::offset(
+        &target,
+        &OffsetCommand::Reset(ResetSpec {
+            group: group.into(),
+            topic: topic.clone(),
+            timestamp: Some((ts1 + 1).to_string()),
+            offset: None,
+            queue: None,
+            broker_set: None,
+        }),
+    )
+    .await
+    .expect("reset");
+    let q = &v["broker_sets"][0]["queues"][0];
+    assert_eq!(
+        (q["offset"].as_i64(), q["dropped_inflight"].as_i64()),
+        (Some(3), Some(2)),
+        "{v}"
+    );
+    let (_, again) = receive(&mut c, group, &mq, pb::FilterExpression::default()).await;
+    assert_eq!(ids(&again), vec!["b0", "b1"]);
+    let v = admin::offset(&target, &progress_cmd)
+        .await
+        .expect("progress");
+    assert_eq!(
+        (v["backlog"].as_i64(), v["inflight"].as_i64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    // The reset is a committed offset too: GetOffset shows it.
+    let r = c
+        .get_offset(with_client(pb::GetOffsetRequest {
+            group: res(group),
+            message_queue: Some(mq.clone()),
+        }))
+        .await
+        .expect("gRPC OK")
+        .into_inner();
+    assert_eq!(r.offset, 3);
     cluster.stop().await;
 }
 
@@ -488,4 +679,4 @@ macro_rules! both_modes {
     };
 }
 
-both_modes!(sql_filters, pull_and_offsets);
+both_modes!(sql_filters, pull_and_offsets, admin_queries);
