@@ -3,7 +3,8 @@
 //! Business errors travel in-body with gRPC OK (service.proto convention). Only codes known to
 //! the oldest supported client (Rust `rocketmq` 5.0.0, which panics on unknown numbers) are ever
 //! produced; [`is_known_to_rust_5_0_0`] pins that list and a golden test checks every code this
-//! module can emit.
+//! module can emit. The one exception is [`sanitize_for`]: the offset RPCs pass ILLEGAL_OFFSET
+//! and OFFSET_NOT_FOUND from brokers through to clients that are not Rust.
 
 use comet_proto::apache::rocketmq::v2::{Code, Status};
 

@@ -51,7 +51,6 @@
 //! evaluation nor dropping a tree can exhaust the stack) and never panics; `parse(print(e)) == e`
 //! for every tree the parser produces.
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -1076,7 +1075,7 @@ enum Value<'a> {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(Cow<'a, str>),
+    Str(&'a str),
 }
 
 fn fail(msg: String) -> EvalError {
@@ -1182,10 +1181,10 @@ impl Expr {
         }
     }
 
-    fn eval<'a>(&self, props: &'a dyn PropertyLookup) -> Result<Value<'a>, EvalError> {
+    fn eval<'a>(&'a self, props: &'a dyn PropertyLookup) -> Result<Value<'a>, EvalError> {
         Ok(match self {
             Expr::Literal(l) => match l {
-                Literal::Str(s) => Value::Str(Cow::Owned(s.clone())),
+                Literal::Str(s) => Value::Str(s),
                 Literal::Int(i) => Value::Int(*i),
                 Literal::Float(f) => Value::Float(*f),
                 Literal::Bool(b) => Value::Bool(*b),
@@ -1193,7 +1192,7 @@ impl Expr {
             },
             Expr::Property(name) => props
                 .property(name)
-                .map_or(Value::Null, |v| Value::Str(Cow::Borrowed(v))),
+                .map_or(Value::Null, Value::Str),
             Expr::Neg(e) => match e.eval(props)? {
                 Value::Int(i) => Value::Int(i.wrapping_neg()),
                 Value::Float(f) => Value::Float(-f),
@@ -1247,7 +1246,7 @@ impl Expr {
                     return Ok(Value::Bool(false));
                 }
                 match expr.eval(props)? {
-                    Value::Str(s) => Value::Bool(op.test(&s, pattern) != *negated),
+                    Value::Str(s) => Value::Bool(op.test(s, pattern) != *negated),
                     _ => Value::Bool(false),
                 }
             }
