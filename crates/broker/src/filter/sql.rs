@@ -1190,9 +1190,7 @@ impl Expr {
                 Literal::Bool(b) => Value::Bool(*b),
                 Literal::Null => Value::Null,
             },
-            Expr::Property(name) => props
-                .property(name)
-                .map_or(Value::Null, Value::Str),
+            Expr::Property(name) => props.property(name).map_or(Value::Null, Value::Str),
             Expr::Neg(e) => match e.eval(props)? {
                 Value::Int(i) => Value::Int(i.wrapping_neg()),
                 Value::Float(f) => Value::Float(-f),
