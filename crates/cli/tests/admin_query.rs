@@ -143,7 +143,8 @@ async fn send(c: &mut MessagingServiceClient<Channel>, topic: &str, ids: &[&str]
         .await
         .expect("gRPC OK")
         .into_inner();
-    assert_eq!(r.status.expect("status").code, pb::Code::Ok as i32);
+    let s = r.status.expect("status");
+    assert_eq!(s.code, pb::Code::Ok as i32, "{}", s.message);
 }
 
 /// Waits (bounded) until the topic's queue 0 holds `n` messages; returns the store time of
