@@ -19,6 +19,10 @@
 //! - **Redelivery timing** ([`RedeliveryDelay`]): by default RocketMQ 5 POP semantics — the
 //!   invisible duration is the backoff and a message is visible again at its deadline; optionally
 //!   the group's retry policy is added on top.
+//! - **Pull and offsets**: `PullMessage` reads a named queue from a given offset (filtered,
+//!   batched, long-polled); `UpdateOffset` commits a group's offset durably (answered once in
+//!   the state log); `QueryOffset` resolves BEGINNING / END / TIMESTAMP (binary search by store
+//!   time). Admin calls reset a group by time or offset, query messages and report backlog.
 //! - **Dead letters**: a message whose deliveries reached `max_retries + 1` (group metadata, or
 //!   `default_max_retries`) is appended to `%DLQ%<group>` queue 0 when its last deadline passes
 //!   (or on `ForwardMessageToDeadLetterQueue`) with the origin recorded in system properties
@@ -32,6 +36,9 @@
 //! # Layout
 //! - `broker`: [`Broker`] (open, shutdown), the operations, the revive and persistence tasks.
 //! - `service`: [`BrokerGrpc`], the tonic trait implementation.
+//! - `pull`: PullMessage; `offsets`: UpdateOffset, GetOffset, QueryOffset and the admin
+//!   ResetOffset / GetConsumerProgress (a group's offset is its POP consumer state, so it is
+//!   persisted with it); `query`: the admin QueryMessage (by id, key, queue offset).
 //! - `state`: in-memory consumer state and visibility timers; `persist`: its snapshot + log.
 //! - [`handle`], [`filter`], [`backoff`]: receipt handles, tag and SQL92 filters, retry backoff.
 //! - `convert`: protobuf ↔ store records; `meta`: the metadata index; `long_poll`: wake-ups.
