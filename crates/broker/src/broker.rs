@@ -23,7 +23,7 @@ use crate::backoff::Backoff;
 use crate::config::{BrokerConfig, ConsumeFrom, RedeliveryDelay};
 use crate::convert::{self, Delivery, now_ms};
 use crate::error::BrokerError;
-use crate::filter::TagFilter;
+use crate::filter::Filter;
 use crate::handle::{self, ReceiptHandle};
 use crate::long_poll::ArrivalHub;
 use crate::meta::{Access, DLQ_PREFIX, MetaIndex, MetaView};
@@ -34,14 +34,14 @@ use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer};
 /// An in-body outcome: code and message.
 pub(crate) type Outcome = (Code, String);
 
-fn status(code: Code, message: impl Into<String>) -> Status {
+pub(crate) fn status(code: Code, message: impl Into<String>) -> Status {
     Status {
         code: code as i32,
         message: message.into(),
     }
 }
 
-fn ok() -> Status {
+pub(crate) fn ok() -> Status {
     status(Code::Ok, "OK")
 }
 
@@ -65,7 +65,7 @@ fn overall(entries: &[&Status]) -> Status {
 }
 
 /// How a store failure reads to a client.
-fn store_outcome(e: &StoreError) -> Outcome {
+pub(crate) fn store_outcome(e: &StoreError) -> Outcome {
     match e {
         StoreError::FlushTimeout { .. } => (Code::MasterPersistenceTimeout, e.to_string()),
         StoreError::MessageTooLarge { .. } => (Code::MessageBodyTooLarge, e.to_string()),
@@ -79,7 +79,9 @@ fn store_outcome(e: &StoreError) -> Outcome {
 }
 
 /// Runs blocking store work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Outcome> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Outcome> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         tracing::error!(error = %e, "blocking broker task failed");
         (
@@ -119,11 +121,11 @@ struct DlqItem {
 pub(crate) struct Inner {
     pub cfg: BrokerConfig,
     store: RwLock<Option<Arc<MessageStore>>>,
-    meta: MetaView,
-    consumers: Consumers,
-    hub: Arc<ArrivalHub>,
-    closing: AtomicBool,
-    shutdown_tx: watch::Sender<bool>,
+    pub(crate) meta: MetaView,
+    pub(crate) consumers: Consumers,
+    pub(crate) hub: Arc<ArrivalHub>,
+    pub(crate) closing: AtomicBool,
+    pub(crate) shutdown_tx: watch::Sender<bool>,
     active: AtomicUsize,
     drained: Notify,
     round_robin: AtomicUsize,
@@ -388,7 +390,7 @@ impl Inner {
         }
     }
 
-    fn store(&self) -> Result<Arc<MessageStore>, Outcome> {
+    pub(crate) fn store(&self) -> Result<Arc<MessageStore>, Outcome> {
         self.store.read().clone().ok_or((
             Code::InternalServerError,
             "the broker is shutting down".to_owned(),
@@ -620,8 +622,8 @@ impl Inner {
         if topic.is_empty() {
             return Err((Code::IllegalTopic, "message_queue has no topic".into()));
         }
-        let filter = TagFilter::from_request(req.filter_expression.as_ref())
-            .map_err(|e| (Code::BadRequest, e.to_string()))?;
+        let filter = Filter::from_request(req.filter_expression.as_ref())
+            .map_err(|e| (Code::IllegalFilterExpression, e.to_string()))?;
         if req.batch_size <= 0 {
             return Err((
                 Code::BadRequest,
@@ -706,7 +708,7 @@ impl Inner {
         group: &str,
         topic: &str,
         queues: &[i32],
-        filter: &Arc<TagFilter>,
+        filter: &Arc<Filter>,
         batch: usize,
         invisible: Duration,
     ) -> Result<(Vec<v2::Message>, bool), Outcome> {
@@ -736,7 +738,7 @@ impl Inner {
     async fn pop_queue(
         &self,
         slot: &Arc<QueueSlot>,
-        filter: &Arc<TagFilter>,
+        filter: &Arc<Filter>,
         want: usize,
         invisible: Duration,
     ) -> Result<(Vec<v2::Message>, bool), Outcome> {
@@ -823,7 +825,7 @@ impl Inner {
                         continue;
                     }
                 };
-                if !filter.matches(m.message.properties.tag.as_deref()) {
+                if !filter.matches(&m.message.properties) {
                     // The group's subscription changed: the message is filtered out now.
                     st.inflight.remove(&off);
                     continue;
@@ -1373,7 +1375,7 @@ fn read_queue(
     redeliver: Vec<(i64, u64)>,
     from: i64,
     budget: usize,
-    filter: &TagFilter,
+    filter: &Filter,
 ) -> Result<QueueRead, StoreError> {
     let read_one = |phys: i64, offset: i64| -> Result<Read, StoreError> {
         match store.read(phys) {
@@ -1413,7 +1415,7 @@ fn read_queue(
                 continue;
             }
             if let Read::Found(m) = read_one(e.physical_offset, e.queue_offset)?
-                && filter.matches(m.message.properties.tag.as_deref())
+                && filter.matches(&m.message.properties)
             {
                 fresh.push(*m);
             }

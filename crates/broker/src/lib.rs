@@ -8,7 +8,8 @@
 //! - **Pop** (`PopMessage`): per (group, topic, queue) the broker keeps a pop offset and the
 //!   set of messages in flight. A pop first redelivers in-flight messages whose invisible
 //!   deadline passed (`delivery_attempt + 1`), then hands out new messages in queue order,
-//!   filtered by tag (consume-queue tag-hash pre-filter, then exact match). Queue id -1 means
+//!   filtered by tag (consume-queue tag-hash pre-filter, then exact match) or by a SQL92
+//!   expression over user properties and `TAGS` ([`filter::sql`]). Queue id -1 means
 //!   every queue of the topic on this broker, visited round-robin. With nothing to hand out it
 //!   long-polls on the store's arrival listener (and on redelivery timers) until the request's
 //!   long-polling timeout, then answers MESSAGE_NOT_FOUND.
@@ -18,6 +19,10 @@
 //! - **Redelivery timing** ([`RedeliveryDelay`]): by default RocketMQ 5 POP semantics — the
 //!   invisible duration is the backoff and a message is visible again at its deadline; optionally
 //!   the group's retry policy is added on top.
+//! - **Pull and offsets**: `PullMessage` reads a named queue from a given offset (filtered,
+//!   batched, long-polled); `UpdateOffset` commits a group's offset durably (answered once in
+//!   the state log); `QueryOffset` resolves BEGINNING / END / TIMESTAMP (binary search by store
+//!   time). Admin calls reset a group by time or offset, query messages and report backlog.
 //! - **Dead letters**: a message whose deliveries reached `max_retries + 1` (group metadata, or
 //!   `default_max_retries`) is appended to `%DLQ%<group>` queue 0 when its last deadline passes
 //!   (or on `ForwardMessageToDeadLetterQueue`) with the origin recorded in system properties
@@ -26,13 +31,16 @@
 //!   (60 s, RocketMQ's default).
 //! - **Not yet supported** (later issues): transactional messages (refused with UNSUPPORTED),
 //!   delayed delivery (a `delivery_timestamp` is stored and shown, but the message is
-//!   delivered at once), FIFO group ordering, SQL92 filters (refused with BAD_REQUEST).
+//!   delivered at once), FIFO group ordering.
 //!
 //! # Layout
 //! - `broker`: [`Broker`] (open, shutdown), the operations, the revive and persistence tasks.
 //! - `service`: [`BrokerGrpc`], the tonic trait implementation.
+//! - `pull`: PullMessage; `offsets`: UpdateOffset, GetOffset, QueryOffset and the admin
+//!   ResetOffset / GetConsumerProgress (a group's offset is its POP consumer state, so it is
+//!   persisted with it); `query`: the admin QueryMessage (by id, key, queue offset).
 //! - `state`: in-memory consumer state and visibility timers; `persist`: its snapshot + log.
-//! - [`handle`], [`filter`], [`backoff`]: receipt handles, tag filters, retry backoff.
+//! - [`handle`], [`filter`], [`backoff`]: receipt handles, tag and SQL92 filters, retry backoff.
 //! - `convert`: protobuf ↔ store records; `meta`: the metadata index; `long_poll`: wake-ups.
 //! - [`config`], [`error`].
 //!
@@ -62,7 +70,10 @@ pub mod filter;
 pub mod handle;
 mod long_poll;
 mod meta;
+mod offsets;
 mod persist;
+mod pull;
+mod query;
 mod service;
 mod state;
 

@@ -5,11 +5,16 @@ use std::sync::Arc;
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
     ChangeInvisibleDurationResponse, ForwardMessageToDeadLetterQueueRequest,
-    ForwardMessageToDeadLetterQueueResponse, ReceiveMessageRequest, SendMessageRequest,
-    SendMessageResponse,
+    ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse,
+    PullMessageRequest, QueryOffsetRequest, QueryOffsetResponse, ReceiveMessageRequest,
+    SendMessageRequest, SendMessageResponse, UpdateOffsetRequest, UpdateOffsetResponse,
 };
-use comet_proto::comet::v1::PopMessageResponse;
 use comet_proto::comet::v1::broker_service_server::BrokerService;
+use comet_proto::comet::v1::{
+    GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
+    PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
+    ResetOffsetResponse,
+};
 use tonic::{Request, Response, Status};
 
 use crate::broker::Inner;
@@ -86,5 +91,72 @@ impl BrokerService for BrokerGrpc {
         let reply = self.inner.forward_to_dlq(request.into_inner()).await;
         self.inner.state_written().await;
         Ok(Response::new(reply))
+    }
+
+    async fn pull_message(
+        &self,
+        request: Request<PullMessageRequest>,
+    ) -> Result<Response<PullMessageResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(self.inner.pull(request.into_inner()).await))
+    }
+
+    async fn update_offset(
+        &self,
+        request: Request<UpdateOffsetRequest>,
+    ) -> Result<Response<UpdateOffsetResponse>, Status> {
+        let _call = self.inner.enter()?;
+        let reply = self.inner.update_offset(request.into_inner()).await;
+        // Answer once the offset is in the state log: it then survives a crash of this process.
+        self.inner.state_written().await;
+        Ok(Response::new(reply))
+    }
+
+    async fn get_offset(
+        &self,
+        request: Request<GetOffsetRequest>,
+    ) -> Result<Response<GetOffsetResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(self.inner.get_offset(request.into_inner())))
+    }
+
+    async fn query_offset(
+        &self,
+        request: Request<QueryOffsetRequest>,
+    ) -> Result<Response<QueryOffsetResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(
+            self.inner.query_offset(request.into_inner()).await,
+        ))
+    }
+
+    async fn reset_offset(
+        &self,
+        request: Request<ResetOffsetRequest>,
+    ) -> Result<Response<ResetOffsetResponse>, Status> {
+        let _call = self.inner.enter()?;
+        let reply = self.inner.reset_offset(request.into_inner()).await;
+        self.inner.state_written().await;
+        Ok(Response::new(reply))
+    }
+
+    async fn query_message(
+        &self,
+        request: Request<QueryMessageRequest>,
+    ) -> Result<Response<QueryMessageResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(
+            self.inner.query_message(request.into_inner()).await,
+        ))
+    }
+
+    async fn get_consumer_progress(
+        &self,
+        request: Request<GetConsumerProgressRequest>,
+    ) -> Result<Response<GetConsumerProgressResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(
+            self.inner.consumer_progress(request.into_inner()),
+        ))
     }
 }

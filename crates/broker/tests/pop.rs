@@ -408,7 +408,7 @@ async fn given_bad_requests_when_called_should_answer_clear_codes() {
     assert_eq!(code(&r.entries[0].status), Code::Ok);
     assert_eq!(r.entries[0].message_id, "ok");
     assert_eq!(code(&r.entries[1].status), Code::TopicNotFound);
-    // Pop: unknown topic, bad queue, SQL filter, bad batch.
+    // Pop: unknown topic, bad queue, invalid SQL filter, bad batch.
     let r = pop(
         &n.svc,
         &Pop {
@@ -447,7 +447,7 @@ async fn given_bad_requests_when_called_should_answer_clear_codes() {
             }),
             filter_expression: Some(FilterExpression {
                 r#type: FilterType::Sql as i32,
-                expression: "a > 1".into(),
+                expression: "a > 'x'".into(),
             }),
             batch_size: 1,
             ..Default::default()
@@ -455,8 +455,13 @@ async fn given_bad_requests_when_called_should_answer_clear_codes() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(code(&r.status), Code::BadRequest);
-    assert!(r.status.unwrap().message.contains("SQL92"));
+    assert_eq!(code(&r.status), Code::IllegalFilterExpression);
+    assert!(
+        r.status
+            .unwrap()
+            .message
+            .contains("at position 3: 'x' cannot be compared with >")
+    );
     let r = pop(
         &n.svc,
         &Pop {

@@ -1,5 +1,7 @@
 //! Admin commands over the controller's gRPC API: `comet topic ...`, `comet group ...`,
-//! `comet cluster ...`. Each prints one JSON object (the resulting resource) on stdout.
+//! `comet cluster ...`; and over the brokers' internal API (addresses from the controller's
+//! metadata): `comet offset reset|progress`, `comet message id|key|offset`. Each prints one
+//! JSON object (the resulting resource) on stdout.
 //!
 //! Names given here are plain names plus an optional `--namespace`; the controller stores the
 //! qualified name `<namespace>%<name>` (see `proto/comet/v1/metadata.proto`).
@@ -9,12 +11,17 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use comet_proto::apache::rocketmq::v2 as pb;
+use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
+use comet_proto::comet::v1::query_message_request::Query;
+use comet_proto::comet::v1::reset_offset_request::Target as ResetTarget;
 use comet_proto::comet::v1::{
     ClusterMetadata, CreateGroupRequest, CreateTopicRequest, DeleteGroupRequest,
-    DeleteTopicRequest, GetMetadataRequest, Group, QueuePlacement, Topic, TopicMessageType,
-    UpdateGroupRequest, UpdateTopicRequest,
+    DeleteTopicRequest, GetConsumerProgressRequest, GetMetadataRequest, Group, KeyQuery,
+    QueryMessageRequest, QueueOffsetQuery, QueuePlacement, ResetOffsetRequest, Topic,
+    TopicMessageType, UpdateGroupRequest, UpdateTopicRequest,
 };
 use serde_json::{Value, json};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{Config, Sources};
 use crate::controller_client::ControllerClient;
@@ -541,6 +548,585 @@ pub fn metadata_json(m: &ClusterMetadata) -> Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
+}
+
+// ------------------------------------------------------------------ offsets and message queries
+//
+// `comet offset ...` and `comet message ...` read the cluster metadata from the controller to
+// find the broker sets holding a topic, then call each set's master on its internal
+// BrokerService address (the `address` a broker registered).
+
+/// `comet offset ...`
+#[derive(Debug, Subcommand)]
+pub enum OffsetCommand {
+    /// Move a consumer group's offsets on a topic to a point in time (or an offset). The group
+    /// then consumes from there; its messages in flight are forgotten.
+    Reset(ResetSpec),
+    /// A group's progress on every queue of a topic: consume offset, backlog and messages in
+    /// flight.
+    Progress(ProgressSpec),
+}
+
+/// `comet offset reset`.
+#[derive(Debug, Args)]
+pub struct ResetSpec {
+    /// The consumer group.
+    pub group: String,
+    #[arg(long)]
+    pub topic: String,
+    /// Reset to the first message stored at or after this time: milliseconds since the Unix
+    /// epoch, or an RFC 3339 time in UTC such as 2024-05-01T12:00:00Z.
+    #[arg(
+        long,
+        value_name = "TIME",
+        conflicts_with = "offset",
+        required_unless_present = "offset"
+    )]
+    pub timestamp: Option<String>,
+    /// Reset to this queue offset (clamped to each queue's stored range).
+    #[arg(long)]
+    pub offset: Option<i64>,
+    /// Only this queue id (requires --broker-set when the topic spans several broker sets).
+    #[arg(long)]
+    pub queue: Option<i32>,
+    /// Only this broker set.
+    #[arg(long = "broker-set")]
+    pub broker_set: Option<String>,
+}
+
+/// `comet offset progress`.
+#[derive(Debug, Args)]
+pub struct ProgressSpec {
+    /// The consumer group.
+    pub group: String,
+    #[arg(long)]
+    pub topic: String,
+}
+
+/// `comet message ...`
+#[derive(Debug, Subcommand)]
+pub enum MessageCommand {
+    /// Find a message by its message id.
+    Id(IdQuery),
+    /// Find messages by key within a store-time range (newest first).
+    Key(KeyQuerySpec),
+    /// Show the message at a queue offset.
+    Offset(OffsetQuerySpec),
+}
+
+/// `comet message id`.
+#[derive(Debug, Args)]
+pub struct IdQuery {
+    pub message_id: String,
+    #[arg(long)]
+    pub topic: String,
+}
+
+/// `comet message key`.
+#[derive(Debug, Args)]
+pub struct KeyQuerySpec {
+    pub key: String,
+    #[arg(long)]
+    pub topic: String,
+    /// Stored at or after this time (ms since the epoch or RFC 3339). Default: no bound.
+    #[arg(long, value_name = "TIME")]
+    pub begin: Option<String>,
+    /// Stored at or before this time (ms since the epoch or RFC 3339). Default: no bound.
+    #[arg(long, value_name = "TIME")]
+    pub end: Option<String>,
+    /// Most messages per broker set (1..=1000).
+    #[arg(long, default_value_t = 32)]
+    pub max: u32,
+}
+
+/// `comet message offset`.
+#[derive(Debug, Args)]
+pub struct OffsetQuerySpec {
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long)]
+    pub queue: i32,
+    #[arg(long)]
+    pub offset: i64,
+    /// The broker set of the queue (required when the topic spans several).
+    #[arg(long = "broker-set")]
+    pub broker_set: Option<String>,
+}
+
+/// Prefix of the dead-letter topics brokers create (`%DLQ%<group>`, on every broker set).
+const DLQ_PREFIX: &str = "%DLQ%";
+
+/// Largest internal reply accepted (query results carry whole messages).
+const BROKER_MAX_MESSAGE: usize = 256 << 20;
+
+/// Parses a time given as ms since the Unix epoch or as RFC 3339 (UTC).
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        anyhow::anyhow!(
+            "{s:?} is not a time: give milliseconds since the Unix epoch or an RFC 3339 time \
+             such as 2024-05-01T12:00:00Z ({e})"
+        )
+    })?;
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| anyhow::anyhow!("{s:?} is before 1970"))?;
+    i64::try_from(d.as_millis()).context("time out of range")
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn time_json(t: Option<&prost_types::Timestamp>) -> Value {
+    let Some(t) = t else {
+        return Value::Null;
+    };
+    let ms = t.seconds.saturating_mul(1000) + i64::from(t.nanos) / 1_000_000;
+    let text = u64::try_from(ms).ok().map(|ms| {
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+            .to_string()
+    });
+    json!({"ms": ms, "utc": text})
+}
+
+/// A broker set holding a topic, with its master's internal address.
+struct BrokerTarget {
+    broker_set: String,
+    address: String,
+}
+
+/// The broker sets holding `topic` (qualified), optionally only `only`; dead-letter topics
+/// live on every broker set.
+fn broker_targets(
+    meta: &ClusterMetadata,
+    topic: &str,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<BrokerTarget>> {
+    let sets: Vec<String> = if topic.starts_with(DLQ_PREFIX) {
+        // Every broker set may hold dead letters; those without a live master cannot answer.
+        meta.broker_sets
+            .iter()
+            .filter(|b| {
+                b.members
+                    .iter()
+                    .any(|m| m.broker_id == b.master_broker_id && m.alive)
+            })
+            .map(|b| b.name.clone())
+            .collect()
+    } else {
+        let Some(t) = meta.topics.iter().find(|t| t.name == topic) else {
+            bail!("topic {topic:?} does not exist");
+        };
+        t.placements
+            .iter()
+            .filter(|p| p.queue_count > 0)
+            .map(|p| p.broker_set.clone())
+            .collect()
+    };
+    let sets: Vec<String> = match only {
+        None => sets,
+        Some(want) if sets.iter().any(|s| s == want) => vec![want.to_owned()],
+        Some(want) => bail!(
+            "topic {topic:?} has no queues on broker set {want:?} (it is on: {})",
+            sets.join(", ")
+        ),
+    };
+    if sets.is_empty() {
+        bail!("topic {topic:?} has no queues on any broker set");
+    }
+    sets.into_iter()
+        .map(|name| {
+            let set = meta.broker_sets.iter().find(|b| b.name == name);
+            let address = set.and_then(|b| {
+                b.members
+                    .iter()
+                    .find(|m| m.broker_id == b.master_broker_id && m.alive && !m.address.is_empty())
+                    .map(|m| m.address.clone())
+            });
+            match address {
+                Some(address) => Ok(BrokerTarget {
+                    broker_set: name,
+                    address,
+                }),
+                None => bail!("broker set {name:?} has no live master right now"),
+            }
+        })
+        .collect()
+}
+
+/// The one broker set of a single-queue command: the named one, or the topic's only one.
+fn single_target(
+    meta: &ClusterMetadata,
+    topic: &str,
+    only: Option<&str>,
+) -> anyhow::Result<BrokerTarget> {
+    let mut targets = broker_targets(meta, topic, only)?;
+    if targets.len() > 1 {
+        let sets: Vec<&str> = targets.iter().map(|t| t.broker_set.as_str()).collect();
+        bail!(
+            "topic {topic:?} spans several broker sets ({}); name one with --broker-set",
+            sets.join(", ")
+        );
+    }
+    targets.pop().context("the topic has no broker set")
+}
+
+async fn broker_client(t: &BrokerTarget) -> anyhow::Result<BrokerServiceClient<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{}", t.address))
+        .with_context(|| format!("bad broker address {:?}", t.address))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30));
+    let channel = endpoint.connect().await.with_context(|| {
+        format!(
+            "connecting to broker set {} at {} (its internal BrokerService address)",
+            t.broker_set, t.address
+        )
+    })?;
+    Ok(BrokerServiceClient::new(channel)
+        .max_decoding_message_size(BROKER_MAX_MESSAGE)
+        .max_encoding_message_size(BROKER_MAX_MESSAGE))
+}
+
+fn broker_call_error(t: &BrokerTarget, what: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} on broker set {}: {} ({:?})",
+        t.broker_set,
+        s.message(),
+        s.code()
+    )
+}
+
+/// The broker's in-body status as a result: OK passes, anything else is an error naming it.
+fn check_status(t: &BrokerTarget, what: &str, s: Option<&pb::Status>) -> anyhow::Result<()> {
+    let Some(s) = s else {
+        bail!(
+            "{what} on broker set {}: the broker returned no status",
+            t.broker_set
+        );
+    };
+    if s.code == pb::Code::Ok as i32 {
+        return Ok(());
+    }
+    let name = pb::Code::try_from(s.code).map_or("UNKNOWN", |c| c.as_str_name());
+    bail!(
+        "{what} on broker set {}: {name} ({}): {}",
+        t.broker_set,
+        s.code,
+        s.message
+    )
+}
+
+/// A stored message as JSON (the body as UTF-8 text when it is, else base64).
+pub fn message_json(broker_set: &str, m: &pb::Message) -> Value {
+    use base64::Engine as _;
+    let sp = m.system_properties.clone().unwrap_or_default();
+    let body = match std::str::from_utf8(&m.body) {
+        Ok(text) => json!({"text": text}),
+        Err(_) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(&m.body)}),
+    };
+    json!({
+        "topic": m.topic.as_ref().map(|t| t.name.clone()),
+        "message_id": sp.message_id,
+        "broker_set": broker_set,
+        "queue_id": sp.queue_id,
+        "queue_offset": sp.queue_offset,
+        "message_type": pb::MessageType::try_from(sp.message_type)
+            .map_or("UNSPECIFIED", |t| t.as_str_name()),
+        "tag": sp.tag,
+        "keys": sp.keys,
+        "message_group": sp.message_group,
+        "user_properties": m.user_properties,
+        "born_host": sp.born_host,
+        "born_timestamp": time_json(sp.born_timestamp.as_ref()),
+        "store_host": sp.store_host,
+        "store_timestamp": time_json(sp.store_timestamp.as_ref()),
+        "delivery_timestamp": time_json(sp.delivery_timestamp.as_ref()),
+        "body_size": m.body.len(),
+        "body": body,
+    })
+}
+
+/// Runs a `comet offset` command.
+pub async fn offset(target: &AdminTarget, cmd: &OffsetCommand) -> anyhow::Result<Value> {
+    let client = client(target)?;
+    let meta = metadata(&client).await?;
+    let ns = &target.namespace;
+    match cmd {
+        OffsetCommand::Reset(spec) => {
+            let group = qualify(ns, &spec.group)?;
+            let topic = qualify(ns, &spec.topic)?;
+            let reset_target = match (&spec.timestamp, spec.offset) {
+                (Some(t), _) => ResetTarget::Timestamp(timestamp(parse_time(t)?)),
+                (None, Some(o)) => ResetTarget::Offset(o),
+                (None, None) => bail!("give --timestamp or --offset"),
+            };
+            let targets = match spec.queue {
+                Some(_) => vec![single_target(&meta, &topic, spec.broker_set.as_deref())?],
+                None => broker_targets(&meta, &topic, spec.broker_set.as_deref())?,
+            };
+            let mut sets = Vec::new();
+            for t in &targets {
+                let mut c = broker_client(t).await?;
+                let reply = c
+                    .reset_offset(ResetOffsetRequest {
+                        group: Some(internal(&group)),
+                        topic: Some(internal(&topic)),
+                        queue_id: spec.queue.unwrap_or(-1),
+                        target: Some(reset_target),
+                    })
+                    .await
+                    .map_err(|s| broker_call_error(t, "resetting offsets", s))?
+                    .into_inner();
+                check_status(t, "resetting offsets", reply.status.as_ref())?;
+                sets.push(json!({
+                    "broker_set": t.broker_set,
+                    "queues": reply.queues.iter().map(|q| json!({
+                        "queue_id": q.queue_id,
+                        "previous_offset": (q.previous_offset >= 0).then_some(q.previous_offset),
+                        "offset": q.offset,
+                        "dropped_inflight": q.dropped_inflight,
+                    })).collect::<Vec<_>>(),
+                }));
+            }
+            Ok(json!({"group": group, "topic": topic, "broker_sets": sets}))
+        }
+        OffsetCommand::Progress(spec) => {
+            let group = qualify(ns, &spec.group)?;
+            let topic = qualify(ns, &spec.topic)?;
+            let mut queues = Vec::new();
+            let (mut backlog, mut inflight) = (0i64, 0i64);
+            for t in broker_targets(&meta, &topic, None)? {
+                let mut c = broker_client(&t).await?;
+                let reply = c
+                    .get_consumer_progress(GetConsumerProgressRequest {
+                        group: Some(internal(&group)),
+                        topic: Some(internal(&topic)),
+                    })
+                    .await
+                    .map_err(|s| broker_call_error(&t, "reading consumer progress", s))?
+                    .into_inner();
+                check_status(&t, "reading consumer progress", reply.status.as_ref())?;
+                for q in &reply.queues {
+                    backlog += q.backlog;
+                    inflight += q.inflight;
+                    queues.push(json!({
+                        "broker_set": t.broker_set,
+                        "queue_id": q.queue_id,
+                        "min_offset": q.min_offset,
+                        "max_offset": q.max_offset,
+                        "consume_offset": (q.consume_offset >= 0).then_some(q.consume_offset),
+                        "backlog": q.backlog,
+                        "inflight": q.inflight,
+                    }));
+                }
+            }
+            Ok(json!({
+                "group": group,
+                "topic": topic,
+                "backlog": backlog,
+                "inflight": inflight,
+                "queues": queues,
+            }))
+        }
+    }
+}
+
+/// Runs a `comet message` command. Finding nothing is not an error: `messages` is empty.
+pub async fn message(target: &AdminTarget, cmd: &MessageCommand) -> anyhow::Result<Value> {
+    let client = client(target)?;
+    let meta = metadata(&client).await?;
+    let ns = &target.namespace;
+    let (topic, query, targets) = match cmd {
+        MessageCommand::Id(q) => {
+            let topic = qualify(ns, &q.topic)?;
+            if q.message_id.is_empty() {
+                bail!("the message id is empty");
+            }
+            let targets = broker_targets(&meta, &topic, None)?;
+            (topic, Query::MessageId(q.message_id.clone()), targets)
+        }
+        MessageCommand::Key(q) => {
+            let topic = qualify(ns, &q.topic)?;
+            if q.key.is_empty() {
+                bail!("the key is empty");
+            }
+            if !(1..=1000).contains(&q.max) {
+                bail!("--max must be within 1..=1000, got {}", q.max);
+            }
+            let begin = q.begin.as_deref().map(parse_time).transpose()?;
+            let end = q.end.as_deref().map(parse_time).transpose()?;
+            if let (Some(b), Some(e)) = (begin, end)
+                && b > e
+            {
+                bail!("--begin ({b} ms) is after --end ({e} ms)");
+            }
+            let targets = broker_targets(&meta, &topic, None)?;
+            let key = KeyQuery {
+                key: q.key.clone(),
+                begin: begin.map(timestamp),
+                end: end.map(timestamp),
+                max: i32::try_from(q.max).unwrap_or(1000),
+            };
+            (topic, Query::Key(key), targets)
+        }
+        MessageCommand::Offset(q) => {
+            let topic = qualify(ns, &q.topic)?;
+            if q.queue < 0 {
+                bail!("--queue must not be negative");
+            }
+            let t = single_target(&meta, &topic, q.broker_set.as_deref())?;
+            let query = Query::QueueOffset(QueueOffsetQuery {
+                queue_id: q.queue,
+                offset: q.offset,
+            });
+            (topic, query, vec![t])
+        }
+    };
+    let mut messages = Vec::new();
+    for t in &targets {
+        let mut c = broker_client(t).await?;
+        let reply = c
+            .query_message(QueryMessageRequest {
+                topic: Some(internal(&topic)),
+                query: Some(query.clone()),
+            })
+            .await
+            .map_err(|s| broker_call_error(t, "querying messages", s))?
+            .into_inner();
+        if reply
+            .status
+            .as_ref()
+            .is_some_and(|s| s.code == pb::Code::MessageNotFound as i32)
+        {
+            continue;
+        }
+        check_status(t, "querying messages", reply.status.as_ref())?;
+        messages.extend(
+            reply
+                .messages
+                .iter()
+                .map(|m| message_json(&t.broker_set, m)),
+        );
+    }
+    Ok(json!({"topic": topic, "count": messages.len(), "messages": messages}))
+}
+
+/// A qualified name as an internal Resource (empty namespace, see broker.proto).
+fn internal(qualified: &str) -> pb::Resource {
+    pb::Resource {
+        resource_namespace: String::new(),
+        name: qualified.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+    use comet_proto::comet::v1::{BrokerMember, BrokerSet};
+
+    fn meta() -> ClusterMetadata {
+        let set = |name: &str, alive: bool| BrokerSet {
+            name: name.into(),
+            members: vec![BrokerMember {
+                broker_set: name.into(),
+                broker_id: 0,
+                address: format!("{name}:10911"),
+                alive,
+                last_heartbeat_ms: 0,
+            }],
+            master_broker_id: 0,
+            master_epoch: 1,
+            sync_state_set: vec![0],
+        };
+        ClusterMetadata {
+            topics: vec![
+                Topic {
+                    name: "t".into(),
+                    placements: vec![
+                        QueuePlacement {
+                            broker_set: "a".into(),
+                            queue_count: 2,
+                        },
+                        QueuePlacement {
+                            broker_set: "b".into(),
+                            queue_count: 2,
+                        },
+                    ],
+                    ..Default::default()
+                },
+                Topic {
+                    name: "solo".into(),
+                    placements: vec![QueuePlacement {
+                        broker_set: "dead".into(),
+                        queue_count: 1,
+                    }],
+                    ..Default::default()
+                },
+            ],
+            broker_sets: vec![set("a", true), set("b", true), set("dead", false)],
+            ..Default::default()
+        }
+    }
+
+    fn names(v: &[BrokerTarget]) -> Vec<(&str, &str)> {
+        v.iter()
+            .map(|t| (t.broker_set.as_str(), t.address.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn given_topics_when_targeted_should_find_live_masters_of_their_broker_sets() {
+        let m = meta();
+        assert_eq!(
+            names(&broker_targets(&m, "t", None).unwrap()),
+            vec![("a", "a:10911"), ("b", "b:10911")]
+        );
+        assert_eq!(
+            names(&broker_targets(&m, "t", Some("b")).unwrap()),
+            vec![("b", "b:10911")]
+        );
+        assert_eq!(
+            names(&broker_targets(&m, "%DLQ%g", None).unwrap()),
+            vec![("a", "a:10911"), ("b", "b:10911")],
+            "dead letters: every broker set with a live master"
+        );
+        let e = broker_targets(&m, "t", Some("c"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no queues on broker set \"c\""), "{e}");
+        let e = broker_targets(&m, "nope", None).err().unwrap().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = broker_targets(&m, "solo", None).err().unwrap().to_string();
+        assert!(e.contains("no live master"), "{e}");
+        let e = single_target(&m, "t", None).err().unwrap().to_string();
+        assert!(e.contains("--broker-set"), "{e}");
+    }
+
+    #[test]
+    fn given_times_when_parsed_should_accept_epoch_ms_and_rfc3339() {
+        assert_eq!(parse_time("1700000000123").unwrap(), 1_700_000_000_123);
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20.5Z").unwrap(),
+            1_700_000_000_500
+        );
+        assert!(parse_time("yesterday").is_err());
+        assert_eq!(
+            time_json(Some(&timestamp(1_700_000_000_500)))["utc"],
+            "2023-11-14T22:13:20.500Z"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::admin::{AdminTarget, ClusterCommand, GroupCommand, TopicCommand};
+use crate::admin::{
+    AdminTarget, ClusterCommand, GroupCommand, MessageCommand, OffsetCommand, TopicCommand,
+};
 use crate::server::ServerArgs;
 use crate::size::ByteSize;
 
@@ -62,6 +64,21 @@ pub enum Command {
         target: AdminTarget,
         #[command(subcommand)]
         cmd: ClusterCommand,
+    },
+    /// Consumer offset admin commands (through the brokers): reset a group to a time, show
+    /// its progress and backlog.
+    Offset {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: OffsetCommand,
+    },
+    /// Stored message queries (through the brokers): by message id, by key, by queue offset.
+    Message {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: MessageCommand,
     },
     /// Storage admin commands for a stopped broker's data directory.
     #[command(subcommand)]

@@ -7,6 +7,8 @@
 //!  comet topic  create|update|delete|describe|list     admin through the controller
 //!  comet group  create|update|delete|describe|list
 //!  comet cluster describe
+//!  comet offset reset|progress                          consumer offsets (through the brokers)
+//!  comet message id|key|offset                          stored message queries (brokers)
 //!  comet bench                           load generator against any RocketMQ 5 gRPC proxy
 //!  comet store  inspect|verify --data-dir DIR          offline storage checks
 //! ```
@@ -18,7 +20,8 @@
 //!   `deploy/comet.example.toml` documents every key.
 //! - `server`: the server roles and their start/stop order; `controller_client`: the
 //!   leader-following controller client, metadata watch and broker heartbeats of cluster mode.
-//! - `admin`: `comet topic|group|cluster ...` over the controller API.
+//! - `admin`: `comet topic|group|cluster ...` over the controller API; `comet offset|message
+//!   ...` over the brokers' internal API, found through the controller's metadata.
 //! - `bench`: `comet bench`.
 //! - `store_cmd`: `comet store ...` over `comet_store`'s public API.
 //! - `logging`, `size`, `duration`: stderr logging, `64KiB`-style sizes, `500ms`-style durations.

@@ -41,6 +41,12 @@ fn main() -> ExitCode {
         Command::Cluster { target, cmd } => {
             admin_command(async move { admin::cluster(&target, &cmd).await })
         }
+        Command::Offset { target, cmd } => {
+            admin_command(async move { admin::offset(&target, &cmd).await })
+        }
+        Command::Message { target, cmd } => {
+            admin_command(async move { admin::message(&target, &cmd).await })
+        }
     };
     match outcome {
         Ok(code) => code,

@@ -11,12 +11,17 @@ use std::time::Duration;
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
     ChangeInvisibleDurationResponse, ForwardMessageToDeadLetterQueueRequest,
-    ForwardMessageToDeadLetterQueueResponse, ReceiveMessageRequest, SendMessageRequest,
-    SendMessageResponse,
+    ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse,
+    PullMessageRequest, QueryOffsetRequest, QueryOffsetResponse, ReceiveMessageRequest,
+    SendMessageRequest, SendMessageResponse, UpdateOffsetRequest, UpdateOffsetResponse,
 };
-use comet_proto::comet::v1::PopMessageResponse;
 use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 pub use comet_proto::comet::v1::broker_service_server::BrokerService;
+use comet_proto::comet::v1::{
+    GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
+    PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
+    ResetOffsetResponse,
+};
 use parking_lot::{Mutex, RwLock};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -204,6 +209,55 @@ impl BrokerService for RemoteBroker {
             .clone()
             .forward_message_to_dead_letter_queue(request)
             .await
+    }
+
+    async fn pull_message(
+        &self,
+        request: Request<PullMessageRequest>,
+    ) -> Result<Response<PullMessageResponse>, Status> {
+        self.client.clone().pull_message(request).await
+    }
+
+    async fn update_offset(
+        &self,
+        request: Request<UpdateOffsetRequest>,
+    ) -> Result<Response<UpdateOffsetResponse>, Status> {
+        self.client.clone().update_offset(request).await
+    }
+
+    async fn get_offset(
+        &self,
+        request: Request<GetOffsetRequest>,
+    ) -> Result<Response<GetOffsetResponse>, Status> {
+        self.client.clone().get_offset(request).await
+    }
+
+    async fn query_offset(
+        &self,
+        request: Request<QueryOffsetRequest>,
+    ) -> Result<Response<QueryOffsetResponse>, Status> {
+        self.client.clone().query_offset(request).await
+    }
+
+    async fn reset_offset(
+        &self,
+        request: Request<ResetOffsetRequest>,
+    ) -> Result<Response<ResetOffsetResponse>, Status> {
+        self.client.clone().reset_offset(request).await
+    }
+
+    async fn query_message(
+        &self,
+        request: Request<QueryMessageRequest>,
+    ) -> Result<Response<QueryMessageResponse>, Status> {
+        self.client.clone().query_message(request).await
+    }
+
+    async fn get_consumer_progress(
+        &self,
+        request: Request<GetConsumerProgressRequest>,
+    ) -> Result<Response<GetConsumerProgressResponse>, Status> {
+        self.client.clone().get_consumer_progress(request).await
     }
 }
 

@@ -26,8 +26,9 @@
 //! # Invariants
 //!
 //! - Business errors are in-body statuses with gRPC OK; only codes the Rust 5.0.0 client knows
-//!   are ever sent (broker codes are sanitized). gRPC errors only for RPCs not served
-//!   (UNIMPLEMENTED: PullMessage, offset RPCs, RecallMessage, SyncLiteSubscription).
+//!   are ever sent to Rust clients (broker codes are sanitized; the offset RPCs send
+//!   ILLEGAL_OFFSET / OFFSET_NOT_FOUND to other languages only). gRPC errors only for RPCs not
+//!   served (UNIMPLEMENTED: RecallMessage, SyncLiteSubscription).
 //! - Every unary response has a status; ack and send answers have one entry per request
 //!   entry; a ReceiveMessage stream starts with a status frame and every frame sets exactly
 //!   one oneof field; no outbound frame exceeds 4 MiB.

@@ -3,7 +3,8 @@
 //! Business errors travel in-body with gRPC OK (service.proto convention). Only codes known to
 //! the oldest supported client (Rust `rocketmq` 5.0.0, which panics on unknown numbers) are ever
 //! produced; [`is_known_to_rust_5_0_0`] pins that list and a golden test checks every code this
-//! module can emit.
+//! module can emit. The one exception is [`sanitize_for`]: the offset RPCs pass ILLEGAL_OFFSET
+//! and OFFSET_NOT_FOUND from brokers through to clients that are not Rust.
 
 use comet_proto::apache::rocketmq::v2::{Code, Status};
 
@@ -132,6 +133,17 @@ pub(crate) fn sanitize(status: &mut Status) {
     }
 }
 
+/// Like [`sanitize`], but only for clients that need it: a Rust client (`x-mq-language` RUST)
+/// gets only the codes its 5.0.0 enum has; other languages keep every code of the current
+/// `Code` enum (e.g. ILLEGAL_OFFSET, OFFSET_NOT_FOUND), and only numbers outside it are
+/// rewritten.
+pub(crate) fn sanitize_for(language: &str, status: &mut Status) {
+    let defined = Code::try_from(status.code).is_ok_and(|c| c != Code::Unspecified);
+    if language == "RUST" || !defined {
+        sanitize(status);
+    }
+}
+
 /// Overall status of a response with one status per entry: OK when all are OK, the shared
 /// code when all failed alike, MULTIPLE_RESULTS otherwise.
 pub(crate) fn aggregate<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
@@ -231,6 +243,35 @@ mod tests {
         let mut s = status(Code::MessageNotFound, "none");
         sanitize(&mut s);
         assert_eq!(s.code, Code::MessageNotFound as i32);
+    }
+
+    #[test]
+    fn offset_codes_reach_every_client_but_rust() {
+        for code in [Code::IllegalOffset, Code::OffsetNotFound] {
+            let mut s = Status {
+                code: code as i32,
+                message: "m".into(),
+            };
+            sanitize_for("PYTHON", &mut s);
+            assert_eq!(s.code, code as i32);
+            sanitize_for("", &mut s);
+            assert_eq!(s.code, code as i32);
+            sanitize_for("RUST", &mut s);
+            assert_eq!(s.code, Code::BadRequest as i32);
+            assert!(
+                s.message.contains(&(code as i32).to_string()),
+                "{}",
+                s.message
+            );
+        }
+        for lang in ["RUST", "JAVA", "HTTP"] {
+            let mut s = Status {
+                code: 12345,
+                message: "m".into(),
+            };
+            sanitize_for(lang, &mut s);
+            assert_eq!(s.code, Code::InternalServerError as i32, "{lang}");
+        }
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! - `send`: SendMessage
 //! - `receive`: ReceiveMessage
 //! - `ack`: AckMessage, ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue
+//! - `offset`: PullMessage, UpdateOffset, GetOffset, QueryOffset
 //!
 //! Every handler answers business failures in-body with gRPC OK; gRPC errors are reserved for
-//! RPCs this proxy does not serve (UNIMPLEMENTED). Broker calls carry a deadline derived from the
+//! RPCs this proxy does not serve (UNIMPLEMENTED: RecallMessage, SyncLiteSubscription). Broker calls carry a deadline derived from the
 //! client's `grpc-timeout` so that the client always gets an answer before it gives up.
 
 mod ack;
 mod client;
+mod offset;
 mod receive;
 mod route;
 mod send;
@@ -358,42 +360,48 @@ impl MessagingService for Service {
 
     async fn pull_message(
         &self,
-        _request: Request<PullMessageRequest>,
+        request: Request<PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
-        Err(unimplemented(
-            "PullMessage",
-            "offset-based consumption is not offered; use ReceiveMessage",
-        ))
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let frames = self.0.pull_message(&ctx, request.into_inner()).await;
+        let stream: Self::PullMessageStream =
+            Box::pin(futures::stream::iter(frames.into_iter().map(Ok)));
+        Ok(Response::new(stream))
     }
 
     async fn update_offset(
         &self,
-        _request: Request<UpdateOffsetRequest>,
+        request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        Err(unimplemented(
-            "UpdateOffset",
-            "offset-based consumption is not offered",
-        ))
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self.0.update_offset(&ctx, request.into_inner()).await;
+        respond(outcome, |f| UpdateOffsetResponse {
+            status: Some(f.status()),
+        })
     }
 
     async fn get_offset(
         &self,
-        _request: Request<GetOffsetRequest>,
+        request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        Err(unimplemented(
-            "GetOffset",
-            "offset-based consumption is not offered",
-        ))
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self.0.get_offset(&ctx, request.into_inner()).await;
+        respond(outcome, |f| GetOffsetResponse {
+            status: Some(f.status()),
+            offset: 0,
+        })
     }
 
     async fn query_offset(
         &self,
-        _request: Request<QueryOffsetRequest>,
+        request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        Err(unimplemented(
-            "QueryOffset",
-            "offset-based consumption is not offered",
-        ))
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self.0.query_offset(&ctx, request.into_inner()).await;
+        respond(outcome, |f| QueryOffsetResponse {
+            status: Some(f.status()),
+            offset: 0,
+        })
     }
 
     async fn end_transaction(

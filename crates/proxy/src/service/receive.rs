@@ -34,7 +34,7 @@ fn status_frame(status: Status) -> ReceiveMessageResponse {
     }
 }
 
-fn filter(request: Option<&FilterExpression>) -> Outcome<FilterExpression> {
+pub(super) fn filter(request: Option<&FilterExpression>) -> Outcome<FilterExpression> {
     let mut f = request.cloned().unwrap_or_default();
     let code = Code::IllegalFilterExpression;
     match FilterType::try_from(f.r#type) {

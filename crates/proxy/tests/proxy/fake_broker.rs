@@ -13,11 +13,17 @@ use std::time::{Duration, Instant, SystemTime};
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
     ChangeInvisibleDurationResponse, Code, Digest, DigestType, Encoding,
-    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse, Message,
-    ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
+    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
+    GetOffsetRequest, GetOffsetResponse, Message, PullMessageRequest, QueryOffsetPolicy,
+    QueryOffsetRequest, QueryOffsetResponse, ReceiveMessageRequest, SendMessageRequest,
+    SendMessageResponse, SendResultEntry, Status, UpdateOffsetRequest, UpdateOffsetResponse,
 };
-use comet_proto::comet::v1::PopMessageResponse;
 use comet_proto::comet::v1::broker_service_server::BrokerService;
+use comet_proto::comet::v1::{
+    GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
+    PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
+    ResetOffsetResponse,
+};
 use md5::{Digest as _, Md5};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -51,6 +57,10 @@ struct State {
     pub acks: Vec<AckMessageRequest>,
     pub changes: Vec<ChangeInvisibleDurationRequest>,
     pub dlq: Vec<ForwardMessageToDeadLetterQueueRequest>,
+    pub pulls: Vec<PullMessageRequest>,
+    pub offset_calls: Vec<String>,
+    /// (group, topic, queue id) -> committed offset
+    offsets: HashMap<(String, String, i32), i64>,
 }
 
 /// The fake broker of one broker set.
@@ -106,6 +116,13 @@ impl FakeBroker {
     }
     pub fn dlq(&self) -> Vec<ForwardMessageToDeadLetterQueueRequest> {
         self.state.lock().dlq.clone()
+    }
+    pub fn pulls(&self) -> Vec<PullMessageRequest> {
+        self.state.lock().pulls.clone()
+    }
+    /// `"<rpc> <group> <topic> <queue>"` of every offset call, in order.
+    pub fn offset_calls(&self) -> Vec<String> {
+        self.state.lock().offset_calls.clone()
     }
     pub fn stored(&self, topic: &str) -> usize {
         self.state.lock().topics.get(topic).map_or(0, Vec::len)
@@ -175,6 +192,34 @@ impl FakeBroker {
             out.push(m);
         }
         out
+    }
+}
+
+fn mq_key(mq: Option<&comet_proto::apache::rocketmq::v2::MessageQueue>) -> (String, i32) {
+    let mq = mq.cloned().unwrap_or_default();
+    (mq.topic.map(|t| t.name).unwrap_or_default(), mq.id)
+}
+
+impl FakeBroker {
+    /// Messages of one queue in offset order (offset = position within the queue).
+    fn queue_messages(&self, topic: &str, queue_id: i32) -> Vec<Message> {
+        let st = self.state.lock();
+        st.topics
+            .get(topic)
+            .map(|l| {
+                l.iter()
+                    .filter(|m| m.queue_id == queue_id)
+                    .enumerate()
+                    .map(|(i, m)| {
+                        let mut msg = m.message.clone();
+                        let sys = msg.system_properties.get_or_insert_with(Default::default);
+                        sys.queue_id = queue_id;
+                        sys.queue_offset = Some(i as i64);
+                        msg
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -324,5 +369,144 @@ impl BrokerService for FakeBroker {
         Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
             status: Some(ok()),
         }))
+    }
+
+    /// Offsets are positions within a queue; no filtering.
+    async fn pull_message(
+        &self,
+        request: Request<PullMessageRequest>,
+    ) -> Result<Response<PullMessageResponse>, tonic::Status> {
+        self.check_fail()?;
+        let req = request.into_inner();
+        self.state.lock().pulls.push(req.clone());
+        let (topic, queue_id) = mq_key(req.message_queue.as_ref());
+        let deadline = Instant::now() + to_duration(req.long_polling_timeout.as_ref());
+        loop {
+            let notified = self.arrived.notified();
+            let all = self.queue_messages(&topic, queue_id);
+            let max = all.len() as i64;
+            if req.offset < 0 || req.offset > max {
+                return Ok(Response::new(PullMessageResponse {
+                    status: Some(status(Code::IllegalOffset, "offset out of range")),
+                    messages: vec![],
+                    next_offset: req.offset.clamp(0, max),
+                    min_offset: 0,
+                    max_offset: max,
+                }));
+            }
+            let messages: Vec<Message> = all
+                .into_iter()
+                .skip(req.offset as usize)
+                .take(req.batch_size.max(1) as usize)
+                .collect();
+            let now = Instant::now();
+            if !messages.is_empty() || now >= deadline {
+                let next = req.offset + messages.len() as i64;
+                return Ok(Response::new(PullMessageResponse {
+                    status: Some(if messages.is_empty() {
+                        status(Code::MessageNotFound, "no new message")
+                    } else {
+                        ok()
+                    }),
+                    messages,
+                    next_offset: next,
+                    min_offset: 0,
+                    max_offset: max,
+                }));
+            }
+            let _ = tokio::time::timeout(deadline - now, notified).await;
+        }
+    }
+
+    async fn update_offset(
+        &self,
+        request: Request<UpdateOffsetRequest>,
+    ) -> Result<Response<UpdateOffsetResponse>, tonic::Status> {
+        self.check_fail()?;
+        let req = request.into_inner();
+        let group = req.group.map(|g| g.name).unwrap_or_default();
+        let (topic, queue_id) = mq_key(req.message_queue.as_ref());
+        let mut st = self.state.lock();
+        st.offset_calls
+            .push(format!("update {group} {topic} {queue_id}"));
+        st.offsets.insert((group, topic, queue_id), req.offset);
+        Ok(Response::new(UpdateOffsetResponse { status: Some(ok()) }))
+    }
+
+    async fn get_offset(
+        &self,
+        request: Request<GetOffsetRequest>,
+    ) -> Result<Response<GetOffsetResponse>, tonic::Status> {
+        self.check_fail()?;
+        let req = request.into_inner();
+        let group = req.group.map(|g| g.name).unwrap_or_default();
+        let (topic, queue_id) = mq_key(req.message_queue.as_ref());
+        let mut st = self.state.lock();
+        st.offset_calls
+            .push(format!("get {group} {topic} {queue_id}"));
+        Ok(Response::new(
+            match st.offsets.get(&(group, topic, queue_id)) {
+                Some(o) => GetOffsetResponse {
+                    status: Some(ok()),
+                    offset: *o,
+                },
+                None => GetOffsetResponse {
+                    status: Some(status(Code::OffsetNotFound, "no offset")),
+                    offset: 0,
+                },
+            },
+        ))
+    }
+
+    async fn query_offset(
+        &self,
+        request: Request<QueryOffsetRequest>,
+    ) -> Result<Response<QueryOffsetResponse>, tonic::Status> {
+        self.check_fail()?;
+        let req = request.into_inner();
+        let (topic, queue_id) = mq_key(req.message_queue.as_ref());
+        self.state
+            .lock()
+            .offset_calls
+            .push(format!("query - {topic} {queue_id}"));
+        let max = self.queue_messages(&topic, queue_id).len() as i64;
+        let offset = match QueryOffsetPolicy::try_from(req.query_offset_policy) {
+            Ok(QueryOffsetPolicy::End) => max,
+            // Every fake message is stored "now": a past timestamp finds the first one.
+            _ => 0,
+        };
+        Ok(Response::new(QueryOffsetResponse {
+            status: Some(ok()),
+            offset,
+        }))
+    }
+
+    // The proxy never forwards the admin RPCs (the CLI calls brokers directly).
+
+    async fn reset_offset(
+        &self,
+        _request: Request<ResetOffsetRequest>,
+    ) -> Result<Response<ResetOffsetResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "admin RPC: not used by the proxy",
+        ))
+    }
+
+    async fn query_message(
+        &self,
+        _request: Request<QueryMessageRequest>,
+    ) -> Result<Response<QueryMessageResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "admin RPC: not used by the proxy",
+        ))
+    }
+
+    async fn get_consumer_progress(
+        &self,
+        _request: Request<GetConsumerProgressRequest>,
+    ) -> Result<Response<GetConsumerProgressResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "admin RPC: not used by the proxy",
+        ))
     }
 }

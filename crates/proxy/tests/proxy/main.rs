@@ -5,6 +5,7 @@
 mod fake_broker;
 mod harness;
 mod messaging;
+mod offset;
 mod ops;
 mod route;
 mod telemetry;

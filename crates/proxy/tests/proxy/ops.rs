@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::{
     ClientType, Code, EndTransactionRequest, HeartbeatRequest, NotifyClientTerminationRequest,
-    PullMessageRequest, QueryOffsetRequest, TransactionResolution, TransactionSource,
+    RecallMessageRequest, TransactionResolution, TransactionSource,
 };
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
@@ -153,16 +153,14 @@ async fn given_rpcs_of_later_releases_when_called_should_answer_clearly() {
     );
 
     let err = c
-        .pull_message(req(PullMessageRequest::default()))
+        .recall_message(req(RecallMessageRequest {
+            topic: res("mixed"),
+            recall_handle: "h".into(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("PullMessage"));
-    let err = c
-        .query_offset(req(QueryOffsetRequest::default()))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("RecallMessage"));
 }
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 
-use comet_proto::apache::rocketmq::v2::{FilterExpression, FilterType};
 use comet_store::tag_hash;
 
 /// A parsed TAG filter.
@@ -17,20 +16,6 @@ pub enum TagFilter {
         /// Their consume-queue hashes, for the pre-filter.
         hashes: HashSet<i64>,
     },
-}
-
-/// Why a filter expression was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FilterError {
-    /// SQL92 filters are not available on this broker.
-    #[error(
-        "SQL92 filter expressions are not supported by this broker; subscribe with a TAG \
-         expression (\"*\" or \"tagA||tagB\")"
-    )]
-    SqlUnsupported,
-    /// The expression is too long to be a tag list.
-    #[error("filter expression of {0} bytes exceeds the 65536-byte limit")]
-    TooLong(usize),
 }
 
 impl TagFilter {
@@ -54,23 +39,6 @@ impl TagFilter {
         }
         let hashes = tags.iter().map(|t| tag_hash(Some(t))).collect();
         TagFilter::Tags { tags, hashes }
-    }
-
-    /// The filter of a receive request (absent = everything).
-    ///
-    /// # Errors
-    /// [`FilterError`] for SQL expressions and oversized ones.
-    pub fn from_request(f: Option<&FilterExpression>) -> Result<TagFilter, FilterError> {
-        let Some(f) = f else {
-            return Ok(TagFilter::All);
-        };
-        if f.r#type == FilterType::Sql as i32 {
-            return Err(FilterError::SqlUnsupported);
-        }
-        if f.expression.len() > 65536 {
-            return Err(FilterError::TooLong(f.expression.len()));
-        }
-        Ok(TagFilter::parse(&f.expression))
     }
 
     /// Consume-queue pre-filter on the tag hash (may pass a colliding tag; never rejects a
@@ -120,27 +88,5 @@ mod tests {
             !f.matches_hash(0),
             "untagged messages never pass a tag list"
         );
-    }
-
-    #[test]
-    fn given_sql_when_from_request_should_refuse() {
-        let sql = FilterExpression {
-            r#type: FilterType::Sql as i32,
-            expression: "a > 1".into(),
-        };
-        assert_eq!(
-            TagFilter::from_request(Some(&sql)),
-            Err(FilterError::SqlUnsupported)
-        );
-        let tag = FilterExpression {
-            r#type: FilterType::Tag as i32,
-            expression: "x||y".into(),
-        };
-        assert!(
-            TagFilter::from_request(Some(&tag))
-                .unwrap()
-                .matches(Some("y"))
-        );
-        assert_eq!(TagFilter::from_request(None), Ok(TagFilter::All));
     }
 }
