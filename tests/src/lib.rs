@@ -64,6 +64,9 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     cfg.broker.listen = "127.0.0.1:0".to_owned();
     cfg.controller.listen = "127.0.0.1:0".to_owned();
     cfg.broker.segment_size = comet::size::ByteSize(4 << 20);
+    // Tests write a few MiB; a developer disk that is nearly full must not refuse them.
+    cfg.broker.disk_high_watermark = 0.995;
+    cfg.broker.disk_refuse_watermark = 0.999;
     cfg.proxy.long_polling_min = Duration::from_millis(200).into();
     cfg.controller.broker_lease = Duration::from_secs(10).into();
     cfg

@@ -118,6 +118,14 @@ pub struct BrokerSection {
     pub sync_flush_timeout: HumanDuration,
     /// Commitlog segment size (fixed once the store exists).
     pub segment_size: ByteSize,
+    /// Segments whose last write is older than this are deleted (RocketMQ `fileReservedTime`).
+    pub file_reserved_time: HumanDuration,
+    /// Above this used fraction of the data disk the oldest segments are deleted whatever
+    /// their age.
+    pub disk_high_watermark: f64,
+    /// Above this used fraction of the data disk sends are refused (RocketMQ
+    /// `diskMaxUsedSpaceRatio`); nothing already stored is lost.
+    pub disk_refuse_watermark: f64,
     /// Redeliveries before a message goes to `%DLQ%<group>`, for groups without their own setting.
     pub max_retries: u32,
     /// When an unacknowledged message is delivered again.
@@ -202,6 +210,9 @@ impl Default for BrokerSection {
             flush_interval: Duration::from_millis(500).into(),
             sync_flush_timeout: Duration::from_secs(5).into(),
             segment_size: ByteSize(1 << 30),
+            file_reserved_time: Duration::from_secs(72 * 3600).into(),
+            disk_high_watermark: 0.85,
+            disk_refuse_watermark: 0.90,
             max_retries: 16,
             redelivery: Redelivery::GroupBackoff,
         }
@@ -330,6 +341,25 @@ impl Config {
                 "broker.segment_size = {} is too small: the minimum is 64KiB",
                 b.segment_size
             );
+        }
+        for (key, v) in [
+            ("broker.disk_high_watermark", b.disk_high_watermark),
+            ("broker.disk_refuse_watermark", b.disk_refuse_watermark),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                bail!("{key} = {v} is not a fraction in (0, 1]: e.g. 0.9 for 90% of the disk");
+            }
+        }
+        if b.disk_high_watermark > b.disk_refuse_watermark {
+            bail!(
+                "broker.disk_high_watermark = {} is above broker.disk_refuse_watermark = {}: \
+                 old segments must be deleted before sends are refused",
+                b.disk_high_watermark,
+                b.disk_refuse_watermark
+            );
+        }
+        if b.file_reserved_time.0.is_zero() {
+            bail!("broker.file_reserved_time must be greater than 0, e.g. \"72h\"");
         }
         for peer in &self.controller.peers {
             parse_peer(peer)?;
@@ -546,6 +576,13 @@ mod tests {
             ("broker.broker_set", "a b", "broker_set"),
             ("controller.peers", "[\"2\"]", "peers"),
             ("proxy.invisible_default", "24h", "invisible"),
+            (
+                "broker.disk_refuse_watermark",
+                "1.5",
+                "disk_refuse_watermark",
+            ),
+            ("broker.disk_high_watermark", "0.95", "disk_high_watermark"),
+            ("broker.file_reserved_time", "0s", "file_reserved_time"),
         ] {
             let err = Config::load(&Sources {
                 overrides: vec![(key.into(), value.into())],

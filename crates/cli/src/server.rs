@@ -295,6 +295,12 @@ impl Node {
                     },
                 },
                 segment_size: b.segment_size.0,
+                retention: comet_store::RetentionConfig {
+                    file_reserved_time: b.file_reserved_time.0,
+                    disk_high_watermark: b.disk_high_watermark,
+                    disk_refuse_watermark: b.disk_refuse_watermark,
+                    ..comet_store::RetentionConfig::default()
+                },
                 default_max_retries: b.max_retries,
                 redelivery: match b.redelivery {
                     Redelivery::GroupBackoff => RedeliveryDelay::DeadlinePlusGroupBackoff,
