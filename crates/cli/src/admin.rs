@@ -172,7 +172,7 @@ pub struct TopicUpdate {
 #[derive(Debug, Args)]
 pub struct GroupSpec {
     pub name: String,
-    /// Redeliveries before a message goes to %DLQ%<group>.
+    /// Redeliveries before a message goes to `%DLQ%<group>`.
     #[arg(long, default_value_t = 16)]
     pub max_retries: u32,
     /// Deliver each message group's messages in order.
