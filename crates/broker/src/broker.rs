@@ -14,7 +14,9 @@ use comet_proto::apache::rocketmq::v2::{
     ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
 };
 use comet_proto::comet::v1::{ClusterMetadata, PopMessageResponse};
-use comet_store::{Arrival, ArrivalListener, MessageStore, StoreConfig, StoreError, StoredMessage};
+use comet_store::{
+    AppendResult, Arrival, ArrivalListener, MessageStore, StoreConfig, StoreError, StoredMessage,
+};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -22,6 +24,7 @@ use tokio::task::JoinHandle;
 use crate::backoff::Backoff;
 use crate::config::{BrokerConfig, ConsumeFrom, RedeliveryDelay};
 use crate::convert::{self, Delivery, now_ms};
+use crate::delay::{self, Delays, TimerStats};
 use crate::error::BrokerError;
 use crate::filter::TagFilter;
 use crate::handle::{self, ReceiptHandle};
@@ -130,6 +133,8 @@ pub(crate) struct Inner {
     files: Mutex<Option<StateFiles>>,
     /// Highest consumer-state change sequence written to the state log.
     written: watch::Sender<u64>,
+    /// The timer wheel of delayed messages.
+    delays: Arc<Delays>,
 }
 
 /// Longest an ack or invisible-time change waits for its state to be written.
@@ -201,10 +206,13 @@ impl Broker {
             .unwrap_or(comet_store::record::UNKNOWN_HOST);
         sc.arrival_listener = Some(listener);
         let state_dir = cfg.data_dir.join("consumer");
-        let (store, files, loaded) = tokio::task::spawn_blocking(move || {
+        let timer_dir = cfg.data_dir.join("timer");
+        let (slot, max_delay) = (cfg.timer_slot, cfg.max_delivery_delay);
+        let (store, files, loaded, delays) = tokio::task::spawn_blocking(move || {
             let store = MessageStore::open(sc)?;
             let (files, loaded) = StateFiles::open(&state_dir)?;
-            Ok::<_, BrokerError>((store, files, loaded))
+            let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
+            Ok::<_, BrokerError>((store, files, loaded, delays))
         })
         .await
         .map_err(|e| BrokerError::Task(e.to_string()))??;
@@ -221,11 +229,13 @@ impl Broker {
             round_robin: AtomicUsize::new(0),
             files: Mutex::new(Some(files)),
             written: watch::channel(0).0,
+            delays: Arc::new(delays),
             cfg,
         });
         let tasks = vec![
             tokio::spawn(Arc::clone(&inner).revive_loop()),
             tokio::spawn(Arc::clone(&inner).persist_loop()),
+            tokio::spawn(Arc::clone(&inner).timer_loop()),
         ];
         tracing::info!(
             broker_set = %inner.cfg.broker_set,
@@ -263,6 +273,12 @@ impl Broker {
         })
     }
 
+    /// Counters of delayed delivery (pending timers, delivered, deduplicated after a restart,
+    /// lost to retention).
+    pub fn timer_stats(&self) -> TimerStats {
+        self.inner.delays.stats()
+    }
+
     /// Writes the changed consumer state now (it is also written every
     /// `state_persist_interval` and at shutdown), e.g. before a planned hard stop.
     ///
@@ -292,6 +308,11 @@ impl Broker {
                 tracing::error!(error = %e, "broker background task failed");
             }
         }
+        // Timers scheduled and committed so far become durable.
+        let delays = Arc::clone(&inner.delays);
+        let timers = tokio::task::spawn_blocking(move || delays.timer.flush())
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?;
         // Final state: a full snapshot.
         let state_inner = Arc::clone(&inner);
         let persisted = tokio::task::spawn_blocking(move || state_inner.persist_final())
@@ -315,6 +336,7 @@ impl Broker {
         };
         tracing::info!(broker_set = %inner.cfg.broker_set, "broker shut down");
         persisted?;
+        timers?;
         closed?;
         drain
     }
@@ -428,54 +450,35 @@ impl Inner {
         }
         let idx = self.meta.index();
         let now = now_ms();
-        let mut results: Vec<Result<i64, Outcome>> = Vec::with_capacity(req.messages.len());
-        let mut records = Vec::new();
-        let mut slots = Vec::new();
+        let mut results: Vec<Result<SendOk, Outcome>> = Vec::with_capacity(req.messages.len());
+        let mut now_records = (Vec::new(), Vec::new());
+        let mut delayed = (Vec::new(), Vec::new());
+        let mut halves = (Vec::new(), Vec::new());
         for (i, m) in req.messages.iter().enumerate() {
+            results.push(Err((
+                Code::InternalServerError,
+                "message was not stored".into(),
+            )));
             match self.check_send(&idx, m, now) {
-                Ok(rec) => {
-                    results.push(Ok(0));
-                    records.push(rec);
-                    slots.push(i);
+                Ok(Checked::Now(rec)) => {
+                    now_records.0.push(rec);
+                    now_records.1.push(i);
                 }
-                Err(e) => results.push(Err(e)),
+                Ok(Checked::Delayed(rec, at)) => {
+                    delayed.0.push((rec, at));
+                    delayed.1.push(i);
+                }
+                Ok(Checked::Half(rec)) => {
+                    halves.0.push(rec);
+                    halves.1.push(i);
+                }
+                Err(e) => results[i] = Err(e),
             }
         }
-        if !records.is_empty() {
-            let store = match self.store() {
-                Ok(s) => s,
-                Err(_) => return Err(tonic::Status::unavailable("the broker is shutting down")),
-            };
-            let append = move || {
-                let fail = |e: &StoreError| {
-                    tracing::warn!(error = %e, "append failed");
-                    if matches!(e, StoreError::Closed) {
-                        AppendFail::Closed
-                    } else {
-                        AppendFail::Failed(store_outcome(e))
-                    }
-                };
-                match store.append_batch(&records) {
-                    Ok(v) => v
-                        .into_iter()
-                        .map(|a| Ok(a.queue_offset))
-                        .collect::<Vec<_>>(),
-                    // The batch as a whole is too large: store the messages one by one.
-                    Err(StoreError::MessageTooLarge { .. }) if records.len() > 1 => records
-                        .iter()
-                        .map(|r| {
-                            store
-                                .append(r)
-                                .map(|a| a.queue_offset)
-                                .map_err(|e| fail(&e))
-                        })
-                        .collect(),
-                    Err(e) => {
-                        let f = fail(&e);
-                        records.iter().map(|_| Err(f.clone())).collect()
-                    }
-                }
-            };
+        if !now_records.0.is_empty() {
+            let store = self.store_or_unavailable()?;
+            let records = now_records.0;
+            let append = move || append_records(&store, &records);
             // ASYNC flush: an append is a copy into the mapped segment under the store's lock
             // (microseconds; the next segment is prepared and its pages populated ahead), so
             // it runs right here: a hop to the blocking pool and back would cost more than the
@@ -485,26 +488,21 @@ impl Inner {
                 comet_store::FlushPolicy::Async { .. } => Ok(append()),
                 comet_store::FlushPolicy::Sync { .. } => blocking(append).await,
             };
-            match appended {
-                Ok(v) => {
-                    for (slot, r) in slots.iter().zip(v) {
-                        results[*slot] = match r {
-                            Ok(offset) => Ok(offset),
-                            Err(AppendFail::Closed) => {
-                                return Err(tonic::Status::unavailable(
-                                    "the broker is shutting down",
-                                ));
-                            }
-                            Err(AppendFail::Failed(o)) => Err(o),
-                        };
-                    }
-                }
-                Err(o) => {
-                    for slot in &slots {
-                        results[*slot] = Err(o.clone());
-                    }
-                }
-            }
+            Self::fill(&mut results, &now_records.1, appended, |a| SendOk {
+                offset: a.queue_offset,
+                transaction_id: String::new(),
+            })?;
+        }
+        if !delayed.0.is_empty() {
+            let appended = self.append_delayed(delayed.0, now).await;
+            Self::fill(&mut results, &delayed.1, appended, |a| SendOk {
+                offset: a.queue_offset,
+                transaction_id: String::new(),
+            })?;
+        }
+        if !halves.0.is_empty() {
+            let appended = self.append_halves(halves.0).await;
+            Self::fill(&mut results, &halves.1, appended, |x| x)?;
         }
         let entries: Vec<SendResultEntry> = req
             .messages
@@ -517,11 +515,11 @@ impl Inner {
                     .map(|s| s.message_id.clone())
                     .unwrap_or_default();
                 match r {
-                    Ok(offset) => SendResultEntry {
+                    Ok(ok_) => SendResultEntry {
                         status: Some(ok()),
                         message_id,
-                        transaction_id: String::new(),
-                        offset,
+                        transaction_id: ok_.transaction_id,
+                        offset: ok_.offset,
                         recall_handle: String::new(),
                     },
                     Err((code, msg)) => SendResultEntry {
@@ -544,12 +542,97 @@ impl Inner {
         })
     }
 
-    fn check_send(
+    fn store_or_unavailable(&self) -> Result<Arc<MessageStore>, tonic::Status> {
+        self.store()
+            .map_err(|_| tonic::Status::unavailable("the broker is shutting down"))
+    }
+
+    /// Writes per-message append outcomes into `results` at `slots`; a store that closed
+    /// under the call fails the whole call with UNAVAILABLE (the client retries elsewhere).
+    fn fill<T>(
+        results: &mut [Result<SendOk, Outcome>],
+        slots: &[usize],
+        appended: Result<Vec<Result<T, AppendFail>>, Outcome>,
+        ok_of: impl Fn(T) -> SendOk,
+    ) -> Result<(), tonic::Status> {
+        match appended {
+            Ok(v) => {
+                for (slot, r) in slots.iter().zip(v) {
+                    results[*slot] = match r {
+                        Ok(x) => Ok(ok_of(x)),
+                        Err(AppendFail::Closed) => {
+                            return Err(tonic::Status::unavailable("the broker is shutting down"));
+                        }
+                        Err(AppendFail::Failed(o)) => Err(o),
+                    };
+                }
+            }
+            Err(o) => {
+                for slot in slots {
+                    results[*slot] = Err(o.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores delayed messages under the timer topic and schedules them (blocking pool). In
+    /// SYNC mode the timer wheel is flushed before the answer, like the commitlog.
+    async fn append_delayed(
         &self,
-        idx: &MetaIndex,
-        m: &v2::Message,
+        delayed: Vec<(comet_store::Message, i64)>,
         now: i64,
-    ) -> Result<comet_store::Message, Outcome> {
+    ) -> Result<Vec<Result<AppendResult, AppendFail>>, Outcome> {
+        let store = self.store()?;
+        let delays = Arc::clone(&self.delays);
+        let sync = matches!(self.cfg.flush, comet_store::FlushPolicy::Sync { .. });
+        blocking(move || {
+            let (records, times): (Vec<_>, Vec<_>) = delayed
+                .into_iter()
+                .map(|(r, at)| (delay::to_timer_record(r), at))
+                .unzip();
+            let mut out = append_records(&store, &records);
+            for (r, at) in out.iter_mut().zip(times) {
+                if let Ok(a) = r
+                    && let Err(e) = delays.schedule(at, a.physical_offset, a.size, now)
+                {
+                    tracing::error!(error = %e, "scheduling a delayed message failed");
+                    *r = Err(AppendFail::Failed(store_outcome(&e)));
+                }
+            }
+            if sync
+                && out.iter().any(Result::is_ok)
+                && let Err(e) = delays.timer.flush()
+            {
+                tracing::error!(error = %e, "flushing the timer wheel failed");
+                for r in out.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(AppendFail::Failed((
+                        Code::MasterPersistenceTimeout,
+                        format!("the delayed message is stored but its timer is not durable: {e}"),
+                    )));
+                }
+            }
+            out
+        })
+        .await
+    }
+
+    async fn append_halves(
+        &self,
+        halves: Vec<comet_store::Message>,
+    ) -> Result<Vec<Result<SendOk, AppendFail>>, Outcome> {
+        Ok(halves
+            .iter()
+            .map(|_| {
+                Err(AppendFail::Failed((
+                    Code::Unsupported,
+                    "transactional messages are not supported by this broker yet".into(),
+                )))
+            })
+            .collect())
+    }
+
+    fn check_send(&self, idx: &MetaIndex, m: &v2::Message, now: i64) -> Result<Checked, Outcome> {
         let topic = m.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
         if topic.is_empty() {
             return Err((Code::IllegalTopic, "message has no topic".into()));
@@ -567,7 +650,37 @@ impl Inner {
                 ),
             ));
         }
-        convert::to_record(m, topic, now)
+        let rec = convert::to_record(m, topic, now)?;
+        let at = delay::delivery_ms(&rec);
+        if delay::is_transaction(&rec) {
+            if at.is_some() {
+                return Err((
+                    Code::MessagePropertyConflictWithType,
+                    "a TRANSACTION message must not carry a delivery timestamp".into(),
+                ));
+            }
+            return Ok(Checked::Half(rec));
+        }
+        match at {
+            Some(at) if at > now => {
+                let max = duration_ms(self.cfg.max_delivery_delay);
+                if at - now > max {
+                    return Err((
+                        Code::IllegalDeliveryTime,
+                        format!(
+                            "delivery time is {} s in the future, more than the limit of {} s \
+                             ({} days)",
+                            (at - now) / 1000,
+                            max / 1000,
+                            max / 86_400_000
+                        ),
+                    ));
+                }
+                Ok(Checked::Delayed(rec, at))
+            }
+            // A delivery time in the past (or now) delivers at once.
+            _ => Ok(Checked::Now(rec)),
+        }
     }
 
     // ------------------------------------------------------------------------------ pop
@@ -1263,6 +1376,70 @@ impl Inner {
         }
     }
 
+    /// Delivers due delayed messages (see [`crate::delay`]) and flushes the timer wheel at the
+    /// commitlog's flush interval.
+    async fn timer_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let flush_every = match self.cfg.flush {
+            comet_store::FlushPolicy::Async { interval } => interval,
+            comet_store::FlushPolicy::Sync { .. } => Duration::from_secs(1),
+        };
+        let idle_ms = duration_ms(flush_every).max(1);
+        let mut last_flush = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            // While a round runs every new timer wakes the next wait.
+            self.delays.set_next_wake(i64::MAX);
+            let Ok(store) = self.store() else { break };
+            let (delays, idx, now) = (Arc::clone(&self.delays), self.meta.index(), now_ms());
+            let round = blocking(move || {
+                let due = delays.take_due(now, 4096)?;
+                if due.is_empty() {
+                    return Ok(0);
+                }
+                delays.deliver(&store, &idx, due)
+            })
+            .await;
+            let mut pause = None;
+            match round {
+                Ok(Ok(0)) => {}
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "delayed delivery round failed; retrying in 1 s");
+                    pause = Some(1000);
+                }
+                Err((_, e)) => {
+                    tracing::error!(error = %e, "delayed delivery task failed");
+                    pause = Some(1000);
+                }
+            }
+            if last_flush.elapsed() >= flush_every {
+                last_flush = tokio::time::Instant::now();
+                let delays = Arc::clone(&self.delays);
+                match blocking(move || delays.timer.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "flushing the timer wheel failed"),
+                    Err((_, e)) => tracing::error!(error = %e, "timer flush task failed"),
+                }
+            }
+            let now = now_ms();
+            let wait_ms = pause.unwrap_or_else(|| {
+                self.delays
+                    .timer
+                    .next_due_ms()
+                    .map_or(idle_ms, |at| (at - now).clamp(1, idle_ms))
+            });
+            self.delays.set_next_wake(now.saturating_add(wait_ms));
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                () = self.delays.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            }
+        }
+    }
+
     /// Writes consumer-state changes to the state log as they happen (so an acknowledged ack
     /// survives a process crash) and fdatasyncs it every `state_persist_interval` (so a power
     /// loss loses at most that interval of changes).
@@ -1360,9 +1537,53 @@ fn store_max(store: &MessageStore, key: &QueueKey) -> i64 {
 
 /// Why an append failed, as the send path needs it.
 #[derive(Debug, Clone)]
-enum AppendFail {
+pub(crate) enum AppendFail {
     Closed,
     Failed(Outcome),
+}
+
+/// A stored message's answer: its queue offset and, for a half message, its transaction id.
+#[derive(Debug, Clone)]
+pub(crate) struct SendOk {
+    pub offset: i64,
+    pub transaction_id: String,
+}
+
+/// Where a checked message goes.
+enum Checked {
+    /// Its queue, now.
+    Now(comet_store::Message),
+    /// The timer wheel, until the time (ms since the epoch).
+    Delayed(comet_store::Message, i64),
+    /// The half-message queue, until its transaction is resolved.
+    Half(comet_store::Message),
+}
+
+/// Appends records as one batch (falling back to one by one when the batch is too large as a
+/// whole); one outcome per record (blocking when the flush policy is SYNC).
+pub(crate) fn append_records(
+    store: &MessageStore,
+    records: &[comet_store::Message],
+) -> Vec<Result<AppendResult, AppendFail>> {
+    let fail = |e: &StoreError| {
+        tracing::warn!(error = %e, "append failed");
+        if matches!(e, StoreError::Closed) {
+            AppendFail::Closed
+        } else {
+            AppendFail::Failed(store_outcome(e))
+        }
+    };
+    match store.append_batch(records) {
+        Ok(v) => v.into_iter().map(Ok).collect(),
+        Err(StoreError::MessageTooLarge { .. }) if records.len() > 1 => records
+            .iter()
+            .map(|r| store.append(r).map_err(|e| fail(&e)))
+            .collect(),
+        Err(e) => {
+            let f = fail(&e);
+            records.iter().map(|_| Err(f.clone())).collect()
+        }
+    }
 }
 
 /// Reads redeliveries and up to `budget` new matching messages from `from` (blocking).

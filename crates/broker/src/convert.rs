@@ -109,14 +109,6 @@ pub(crate) fn to_record(
                 MessageType::Normal
             }
         }
-        MessageType::Transaction => {
-            return Err((
-                Code::Unsupported,
-                "transactional messages are not supported by this broker yet; send them as \
-                 NORMAL messages or to a broker that supports transactions"
-                    .into(),
-            ));
-        }
         MessageType::Lite | MessageType::Priority => {
             return Err((
                 Code::Unsupported,
@@ -284,18 +276,5 @@ mod tests {
             md5_upper(&Bytes::from_static(b"hello")),
             "5D41402ABC4B2A76B9719D911017C592"
         );
-    }
-
-    #[test]
-    fn given_transaction_message_when_converted_should_be_unsupported() {
-        let m = v2::Message {
-            system_properties: Some(SystemProperties {
-                message_id: "id".into(),
-                message_type: MessageType::Transaction as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert_eq!(to_record(&m, "t", 0).unwrap_err().0, Code::Unsupported);
     }
 }

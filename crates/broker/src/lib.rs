@@ -57,6 +57,7 @@ pub mod backoff;
 mod broker;
 pub mod config;
 mod convert;
+mod delay;
 pub mod error;
 pub mod filter;
 pub mod handle;
@@ -73,6 +74,7 @@ pub use convert::{
     SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
     SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_TRACE_CONTEXT,
 };
+pub use delay::{SYS_TIMER_ORIGIN, TIMER_TOPIC, TimerStats};
 pub use error::BrokerError;
 pub use meta::DLQ_PREFIX;
 pub use service::BrokerGrpc;

@@ -300,6 +300,11 @@ impl Node {
                     Redelivery::GroupBackoff => RedeliveryDelay::DeadlinePlusGroupBackoff,
                     Redelivery::InvisibleTime => RedeliveryDelay::InvisibleTime,
                 },
+                max_delivery_delay: b.max_delivery_delay.0,
+                timer_slot: b.timer_slot.0,
+                transaction_timeout: b.transaction_timeout.0,
+                transaction_check_interval: b.transaction_check_interval.0,
+                transaction_max_checks: b.transaction_max_checks,
                 ..BrokerConfig::default()
             },
             metadata,
@@ -358,6 +363,7 @@ impl Node {
             invisible_default: p.invisible_default.0,
             auto_create_topics: p.auto_create_topics,
             default_queue_count: p.default_queue_count,
+            max_delivery_delay: p.max_delivery_delay.0,
             ..ProxyConfig::default()
         };
         proxy_cfg

@@ -174,7 +174,7 @@ async fn given_invalid_messages_when_sent_should_answer_the_right_code_and_messa
                 m.topic = res("delay");
                 m.system_properties.as_mut().unwrap().delivery_timestamp =
                     Some(prost_types::Timestamp {
-                        seconds: now_secs() + 2 * 24 * 3600 + 10,
+                        seconds: now_secs() + 41 * 24 * 3600 + 10,
                         nanos: 0,
                     });
             }),
@@ -198,7 +198,8 @@ async fn given_invalid_messages_when_sent_should_answer_the_right_code_and_messa
         assert_eq!(s.code, code as i32, "{what}: {}", s.message);
         if text.is_empty() {
             assert!(
-                s.message.starts_with("delivery time is ") && s.message.contains("limit of 86400s"),
+                s.message.starts_with("delivery time is ")
+                    && s.message.contains("limit of 3456000s (40 days)"),
                 "{what}: {}",
                 s.message
             );
