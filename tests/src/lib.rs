@@ -166,12 +166,24 @@ impl TestCluster {
 
     /// Creates a consumer group (and waits until the proxy sees it).
     pub async fn create_group(&self, name: &str, max_retries: u32, backoff: Option<&str>) {
+        self.create_group_with(name, max_retries, false, backoff)
+            .await;
+    }
+
+    /// Creates a consumer group, FIFO or not (and waits until every node sees it).
+    pub async fn create_group_with(
+        &self,
+        name: &str,
+        max_retries: u32,
+        fifo: bool,
+        backoff: Option<&str>,
+    ) {
         admin::group(
             &self.admin(),
             &GroupCommand::Create(GroupSpec {
                 name: name.to_owned(),
                 max_retries,
-                fifo: false,
+                fifo,
                 backoff: backoff.map(str::to_owned),
             }),
         )

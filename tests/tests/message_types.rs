@@ -11,6 +11,7 @@ use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
 use rocketmq::model::common::{FilterExpression, FilterType};
 use rocketmq::model::message::{MessageBuilder, MessageView};
 use rocketmq::{Producer, SimpleConsumer};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Request;
 
 /// Long polling the client asks for.
@@ -148,16 +149,6 @@ async fn delay_messages_arrive_on_time(mode: Mode) {
     cluster.stop().await;
 }
 
-#[tokio::test]
-async fn delay_messages_arrive_on_time_local() {
-    delay_messages_arrive_on_time(Mode::Local).await;
-}
-
-#[tokio::test]
-async fn delay_messages_arrive_on_time_cluster() {
-    delay_messages_arrive_on_time(Mode::Cluster).await;
-}
-
 async fn delay_validation(mode: Mode) {
     let cluster = TestCluster::start(mode).await;
     let topic = format!("delay-{}", uuid_like());
@@ -229,12 +220,197 @@ async fn delay_validation(mode: Mode) {
     cluster.stop().await;
 }
 
-#[tokio::test]
-async fn delay_validation_local() {
-    delay_validation(Mode::Local).await;
+// ------------------------------------------------------------------------------ telemetry
+
+/// A raw telemetry stream: settings go out, server commands come in.
+struct RawTelemetry {
+    tx: tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
+    inbound: tonic::Streaming<pb::TelemetryCommand>,
 }
 
-#[tokio::test]
-async fn delay_validation_cluster() {
-    delay_validation(Mode::Cluster).await;
+impl RawTelemetry {
+    /// Opens a stream for `client_id` and sends `settings`; returns it with the echo.
+    async fn open(
+        v2: &mut pb::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>,
+        client_id: &str,
+        settings: pb::Settings,
+    ) -> (RawTelemetry, pb::Settings) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(settings)),
+        })
+        .await
+        .expect("queue settings");
+        let inbound = v2
+            .telemetry(raw_request(ReceiverStream::new(rx), client_id))
+            .await
+            .expect("telemetry opens")
+            .into_inner();
+        let mut t = RawTelemetry { tx, inbound };
+        let echo = t.next().await;
+        assert_eq!(code_of(&echo.status), pb::Code::Ok, "{echo:?}");
+        let Some(pb::telemetry_command::Command::Settings(s)) = echo.command else {
+            panic!("expected the settings echo, got {echo:?}");
+        };
+        (t, s)
+    }
+
+    /// The next server command (bounded wait).
+    async fn next(&mut self) -> pb::TelemetryCommand {
+        tokio::time::timeout(LIMIT, self.inbound.message())
+            .await
+            .expect("telemetry command in time")
+            .expect("telemetry stream healthy")
+            .expect("telemetry stream open")
+    }
 }
+
+fn consumer_settings(group: &str) -> pb::Settings {
+    pb::Settings {
+        client_type: Some(pb::ClientType::SimpleConsumer as i32),
+        pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+            group: res(group),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn secs_f(d: &Option<prost_types::Duration>) -> f64 {
+    let d = d.as_ref().expect("duration");
+    d.seconds as f64 + f64::from(d.nanos) / 1e9
+}
+
+// ----------------------------------------------------------------------------- retry policy
+
+async fn retry_policy_is_echoed_to_consumers(mode: Mode) {
+    let cluster = TestCluster::start(mode).await;
+    let exp = format!("exp-{}", uuid_like());
+    let custom = format!("custom-{}", uuid_like());
+    let fifo = format!("fifo-{}", uuid_like());
+    cluster
+        .create_group_with(&exp, 2, false, Some("exponential:250ms:10s:3"))
+        .await;
+    cluster
+        .create_group_with(&custom, 5, false, Some("customized:1s,3s,7s"))
+        .await;
+    cluster.create_group_with(&fifo, 16, true, None).await;
+    let mut v2 = cluster.v2().await;
+
+    let (_t, echo) = RawTelemetry::open(&mut v2, "retry-client-1", consumer_settings(&exp)).await;
+    let b = echo.backoff_policy.expect("backoff policy");
+    assert_eq!(b.max_attempts, 3, "max_retries + 1");
+    let Some(pb::retry_policy::Strategy::ExponentialBackoff(e)) = b.strategy else {
+        panic!("exponential expected: {b:?}");
+    };
+    assert_eq!(secs_f(&e.initial), 0.25);
+    assert_eq!(secs_f(&e.max), 10.0);
+    assert_eq!(e.multiplier, 3.0);
+    let Some(pb::settings::PubSub::Subscription(sub)) = echo.pub_sub else {
+        panic!("subscription expected");
+    };
+    assert_eq!(sub.fifo, Some(false));
+
+    let (_t, echo) =
+        RawTelemetry::open(&mut v2, "retry-client-2", consumer_settings(&custom)).await;
+    let b = echo.backoff_policy.expect("backoff policy");
+    assert_eq!(b.max_attempts, 6);
+    let Some(pb::retry_policy::Strategy::CustomizedBackoff(c)) = b.strategy else {
+        panic!("customized expected: {b:?}");
+    };
+    let next: Vec<f64> = c.next.iter().map(|d| secs_f(&Some(*d))).collect();
+    assert_eq!(next, vec![1.0, 3.0, 7.0]);
+
+    let (_t, echo) = RawTelemetry::open(&mut v2, "retry-client-3", consumer_settings(&fifo)).await;
+    let Some(pb::settings::PubSub::Subscription(sub)) = echo.pub_sub else {
+        panic!("subscription expected");
+    };
+    assert_eq!(sub.fifo, Some(true), "FIFO groups are echoed as fifo");
+    let b = echo.backoff_policy.expect("backoff policy");
+    assert_eq!(b.max_attempts, 17);
+    assert!(matches!(
+        b.strategy,
+        Some(pb::retry_policy::Strategy::CustomizedBackoff(ref c)) if c.next.len() == 18
+    ));
+    cluster.stop().await;
+}
+
+/// The broker redelivers at the invisible deadline plus the group's backoff for that attempt,
+/// and dead-letters after max_retries + 1 deliveries.
+async fn redelivery_follows_the_group_backoff(mode: Mode) {
+    let cluster = TestCluster::start(mode).await;
+    let topic = format!("retry-{}", uuid_like());
+    let group = format!("g-{}", uuid_like());
+    cluster.create_topic(&topic, 1, TopicType::Normal).await;
+    cluster
+        .create_group_with(&group, 2, false, Some("exponential:1s:10s:2"))
+        .await;
+    let p = producer(&cluster, &topic).await;
+    let c = consumer(&cluster, &group, &topic).await;
+    let m = MessageBuilder::builder()
+        .set_topic(&topic)
+        .set_body(b"fails".to_vec())
+        .build()
+        .expect("message");
+    let id = p.send(m).await.expect("send").message_id().to_owned();
+    let invisible = Duration::from_secs(1);
+    let mut last = None;
+    // Deliveries 1..=3: after delivery n the wait is invisible (1 s) + 2^(n-1) s.
+    for attempt in 1..=3 {
+        let got = receive_n(&c, &topic, 1, invisible).await;
+        let at = tokio::time::Instant::now();
+        assert_eq!(got[0].message_id(), id);
+        assert_eq!(got[0].delivery_attempt(), attempt);
+        if let Some(prev) = last {
+            let waited = at.duration_since(prev);
+            let backoff = Duration::from_secs(1 << (attempt - 2));
+            let least = invisible + backoff - Duration::from_millis(50);
+            assert!(
+                waited >= least,
+                "attempt {attempt} after {waited:?}, before {least:?}"
+            );
+            assert!(
+                waited < least + Duration::from_secs(3),
+                "attempt {attempt} after {waited:?}"
+            );
+        }
+        last = Some(at);
+    }
+    // Three deliveries = max_retries + 1: the next expiry dead-letters it.
+    let dlq = format!("%DLQ%{group}");
+    cluster.wait_routable(&dlq).await;
+    let reader = consumer(&cluster, &format!("dlq-reader-{}", uuid_like()), &dlq).await;
+    let dead = receive_n(&reader, &dlq, 1, Duration::from_secs(30)).await;
+    assert_eq!(dead[0].message_id(), id);
+    reader.ack(&dead[0]).await.expect("ack dead letter");
+    cluster.stop().await;
+}
+
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Mode::Local).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Mode::Cluster).await;
+                }
+            )*
+        }
+    };
+}
+
+both_modes!(
+    delay_messages_arrive_on_time,
+    delay_validation,
+    retry_policy_is_echoed_to_consumers,
+    redelivery_follows_the_group_backoff,
+);
