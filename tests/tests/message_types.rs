@@ -387,6 +387,264 @@ async fn redelivery_follows_the_group_backoff(mode: Mode) {
     cluster.stop().await;
 }
 
+// ------------------------------------------------------------------------------------- FIFO
+
+/// Three producers publish their own message groups concurrently; a FIFO consumer leaves some
+/// deliveries un-acked. Per message group the consumer must see the messages in send order,
+/// at most one of a group per receive, and an un-acked message again before its successor.
+async fn fifo_order_per_message_group(mode: Mode) {
+    const PRODUCERS: usize = 3;
+    const GROUPS_PER_PRODUCER: usize = 4;
+    const PER_GROUP: usize = 8;
+    let cluster = TestCluster::start(mode).await;
+    let topic = format!("fifo-{}", uuid_like());
+    let group = format!("g-{}", uuid_like());
+    cluster.create_topic(&topic, 4, TopicType::Fifo).await;
+    cluster
+        .create_group_with(&group, 16, true, Some("customized:100ms"))
+        .await;
+    let mut sends = Vec::new();
+    for p in 0..PRODUCERS {
+        let producer = producer(&cluster, &topic).await;
+        let topic = topic.clone();
+        sends.push(tokio::spawn(async move {
+            for seq in 0..PER_GROUP {
+                for g in 0..GROUPS_PER_PRODUCER {
+                    let m = MessageBuilder::fifo_message_builder(
+                        &topic,
+                        format!("{seq}").into_bytes(),
+                        format!("p{p}-g{g}"),
+                    )
+                    .build()
+                    .expect("message");
+                    producer.send(m).await.expect("send");
+                }
+            }
+            producer.shutdown().await.expect("producer shutdown");
+        }));
+    }
+    for s in sends {
+        s.await.expect("producer task");
+    }
+    let c = consumer(&cluster, &group, &topic).await;
+    let total = PRODUCERS * GROUPS_PER_PRODUCER * PER_GROUP;
+    let mut next: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut done = 0usize;
+    let mut deliveries = 0usize;
+    let mut nacked = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while done < total {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumed {done} of {total} in time"
+        );
+        let batch = c
+            .receive_with(&topic, &all(), 32, Duration::from_secs(1))
+            .await
+            .expect("receive");
+        let mut in_batch = std::collections::HashSet::new();
+        for m in &batch {
+            deliveries += 1;
+            let g = m.message_group().expect("message group").to_owned();
+            assert!(
+                in_batch.insert(g.clone()),
+                "two messages of {g} out at once"
+            );
+            let seq: usize = std::str::from_utf8(m.body())
+                .expect("utf8")
+                .parse()
+                .expect("seq");
+            let want = next.entry(g.clone()).or_insert(0);
+            assert_eq!(seq, *want, "group {g}: got {seq}, expected {want}");
+            // Every fifth first delivery is left un-acked: it must come back before seq + 1.
+            if m.delivery_attempt() == 1 && deliveries % 5 == 0 {
+                nacked += 1;
+                continue;
+            }
+            c.ack(m).await.expect("ack");
+            *want += 1;
+            done += 1;
+        }
+    }
+    assert!(nacked > 0, "some messages were left un-acked");
+    assert_eq!(next.len(), PRODUCERS * GROUPS_PER_PRODUCER);
+    assert!(next.values().all(|n| *n == PER_GROUP));
+    c.shutdown().await.expect("consumer shutdown");
+    cluster.stop().await;
+}
+
+/// Raw v2: QueryAssignment lists every queue for a FIFO group (one "any queue" entry for
+/// others), and ForwardMessageToDeadLetterQueue releases the next message of the group.
+async fn fifo_assignment_and_dead_letter(mode: Mode) {
+    let cluster = TestCluster::start(mode).await;
+    let topic = format!("fifo-{}", uuid_like());
+    let group = format!("g-{}", uuid_like());
+    let plain = format!("plain-{}", uuid_like());
+    cluster.create_topic(&topic, 3, TopicType::Fifo).await;
+    cluster.create_group_with(&group, 16, true, None).await;
+    cluster.create_group_with(&plain, 16, false, None).await;
+    let mut v2 = cluster.v2().await;
+    let client = "fifo-raw-client";
+    let assignment = |g: &str| pb::QueryAssignmentRequest {
+        topic: res(&topic),
+        group: res(g),
+        endpoints: None,
+    };
+    let a = v2
+        .query_assignment(raw_request(assignment(&group), client))
+        .await
+        .expect("assignment")
+        .into_inner();
+    assert_eq!(code_of(&a.status), pb::Code::Ok);
+    let mut ids: Vec<i32> = a
+        .assignments
+        .iter()
+        .map(|x| x.message_queue.as_ref().expect("queue").id)
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![0, 1, 2]);
+    let a = v2
+        .query_assignment(raw_request(assignment(&plain), client))
+        .await
+        .expect("assignment")
+        .into_inner();
+    let ids: Vec<i32> = a
+        .assignments
+        .iter()
+        .map(|x| x.message_queue.as_ref().expect("queue").id)
+        .collect();
+    assert_eq!(ids, vec![-1]);
+
+    // Two messages of one group.
+    for i in 0..2 {
+        let r = v2
+            .send_message(raw_request(
+                pb::SendMessageRequest {
+                    messages: vec![raw_message(
+                        &topic,
+                        &format!("m{i}-{}", uuid_like()),
+                        pb::SystemProperties {
+                            message_type: pb::MessageType::Fifo as i32,
+                            message_group: Some("orders-1".into()),
+                            ..Default::default()
+                        },
+                    )],
+                },
+                client,
+            ))
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(code_of(&r.status), pb::Code::Ok, "{r:?}");
+    }
+    let first = raw_receive(&mut v2, client, &topic, &group, 1).await;
+    assert_eq!(first.len(), 1);
+    let sys = first[0]
+        .system_properties
+        .clone()
+        .expect("system properties");
+    assert!(
+        raw_receive_once(&mut v2, client, &topic, &group, Duration::from_millis(500))
+            .await
+            .is_empty(),
+        "the group is blocked"
+    );
+    let r = v2
+        .forward_message_to_dead_letter_queue(raw_request(
+            pb::ForwardMessageToDeadLetterQueueRequest {
+                group: res(&group),
+                topic: res(&topic),
+                receipt_handle: sys.receipt_handle.clone().expect("handle"),
+                message_id: sys.message_id.clone(),
+                delivery_attempt: 1,
+                max_delivery_attempts: 1,
+                lite_topic: None,
+            },
+            client,
+        ))
+        .await
+        .expect("forward")
+        .into_inner();
+    assert_eq!(code_of(&r.status), pb::Code::Ok, "{r:?}");
+    let second = raw_receive(&mut v2, client, &topic, &group, 1).await;
+    assert_ne!(
+        second[0]
+            .system_properties
+            .as_ref()
+            .expect("sys")
+            .message_id,
+        sys.message_id
+    );
+    cluster.stop().await;
+}
+
+/// One raw ReceiveMessage (any queue of the topic's first broker set); the messages it returned.
+async fn raw_receive_once(
+    v2: &mut pb::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>,
+    client: &str,
+    topic: &str,
+    group: &str,
+    long_poll: Duration,
+) -> Vec<pb::Message> {
+    let mut stream = v2
+        .receive_message(raw_request(
+            pb::ReceiveMessageRequest {
+                group: res(group),
+                message_queue: Some(pb::MessageQueue {
+                    topic: res(topic),
+                    id: -1,
+                    ..Default::default()
+                }),
+                filter_expression: Some(pb::FilterExpression {
+                    r#type: pb::FilterType::Tag as i32,
+                    expression: "*".into(),
+                }),
+                batch_size: 32,
+                invisible_duration: Some(prost_types::Duration {
+                    seconds: 30,
+                    nanos: 0,
+                }),
+                auto_renew: false,
+                long_polling_timeout: Some(
+                    prost_types::Duration::try_from(long_poll).expect("duration"),
+                ),
+                attempt_id: None,
+            },
+            client,
+        ))
+        .await
+        .expect("receive")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(frame) = stream.message().await.expect("receive stream") {
+        if let Some(pb::receive_message_response::Content::Message(m)) = frame.content {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Raw receives until `n` messages arrived (bounded).
+async fn raw_receive(
+    v2: &mut pb::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>,
+    client: &str,
+    topic: &str,
+    group: &str,
+    n: usize,
+) -> Vec<pb::Message> {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "received {} of {n}",
+            out.len()
+        );
+        out.extend(raw_receive_once(v2, client, topic, group, Duration::from_secs(2)).await);
+    }
+    out
+}
+
 macro_rules! both_modes {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -413,4 +671,6 @@ both_modes!(
     delay_validation,
     retry_policy_is_echoed_to_consumers,
     redelivery_follows_the_group_backoff,
+    fifo_order_per_message_group,
+    fifo_assignment_and_dead_letter,
 );

@@ -32,7 +32,7 @@ use crate::long_poll::ArrivalHub;
 use crate::meta::{Access, DLQ_PREFIX, MetaIndex, MetaView};
 use crate::persist::StateFiles;
 use crate::service::BrokerGrpc;
-use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer};
+use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer, group_hash};
 
 /// An in-body outcome: code and message.
 pub(crate) type Outcome = (Code, String);
@@ -858,11 +858,18 @@ impl Inner {
         let key = &slot.key;
         let idx = self.meta.index();
         let max_attempts = self.max_attempts(&idx, &key.group);
+        let fifo = idx.group(&key.group).is_some_and(|g| g.fifo);
         let now = now_ms();
         // Phase 1: choose redeliveries and the range of new messages.
         let mut exhausted = Vec::new();
         let (redeliver, from, budget) = {
             let mut st = slot.state.lock();
+            if !fifo && st.held() > 0 {
+                // The group stopped being FIFO: nothing waits for its predecessor any more.
+                let released = st.release_all(now);
+                tracing::info!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
+                    released, "group is no longer FIFO; held messages released");
+            }
             if !st.initialized {
                 st.pop_offset = match self.cfg.consume_from {
                     ConsumeFrom::First => store.min_offset(&key.topic, key.queue_id),
@@ -918,10 +925,11 @@ impl Inner {
         let deadline = now.saturating_add(duration_ms(invisible));
         let mut deliveries: Vec<(StoredMessage, ReceiptHandle, u32)> = Vec::new();
         let more;
+        let mut released = false;
         {
             let mut st = slot.state.lock();
             for (off, generation, r) in read.redelivered {
-                let Some(f) = st.inflight.get_mut(&off) else {
+                let Some(f) = st.inflight.get(&off) else {
                     continue;
                 };
                 if f.generation != generation || f.dlq_pending {
@@ -930,7 +938,7 @@ impl Inner {
                 let m = match r {
                     Read::Found(m) => *m,
                     Read::Gone => {
-                        st.inflight.remove(&off);
+                        released |= st.complete(off, now).unwrap_or(false);
                         tracing::warn!(group = %key.group, topic = %key.topic, queue_id = key.queue_id, offset = off,
                             "in-flight message no longer stored; dropped from consumer state");
                         continue;
@@ -938,9 +946,12 @@ impl Inner {
                 };
                 if !filter.matches(m.message.properties.tag.as_deref()) {
                     // The group's subscription changed: the message is filtered out now.
-                    st.inflight.remove(&off);
+                    released |= st.complete(off, now).unwrap_or(false);
                     continue;
                 }
+                let Some(f) = st.inflight.get_mut(&off) else {
+                    continue;
+                };
                 f.generation = self.consumers.next_generation();
                 f.attempts += 1;
                 f.deadline_ms = deadline;
@@ -952,9 +963,23 @@ impl Inner {
             }
             if st.pop_offset == from {
                 for m in read.fresh {
+                    let group = if fifo {
+                        m.message
+                            .properties
+                            .system
+                            .get(convert::SYS_MESSAGE_GROUP)
+                            .map_or(0, |g| group_hash(g))
+                    } else {
+                        0
+                    };
+                    if st.group_busy(group) {
+                        // FIFO: an earlier message of its message group is still out.
+                        st.insert(m.queue_offset, InFlight::held(group));
+                        continue;
+                    }
                     let generation = self.consumers.next_generation();
                     let visible_at = deadline.saturating_add(self.extra_delay(&idx, &key.group, 1));
-                    st.inflight.insert(
+                    st.insert(
                         m.queue_offset,
                         InFlight {
                             generation,
@@ -962,6 +987,7 @@ impl Inner {
                             visible_at_ms: visible_at,
                             attempts: 1,
                             dlq_pending: false,
+                            group,
                         },
                     );
                     self.consumers
@@ -973,6 +999,9 @@ impl Inner {
             }
             more = budget > 0 && st.pop_offset < store_max(&store, key);
             self.consumers.mark_dirty(slot);
+        }
+        if released {
+            self.hub.notify(&key.topic);
         }
         tracing::debug!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
             count = deliveries.len(), "popped");
@@ -1085,10 +1114,9 @@ impl Inner {
         let (slot, h) = self.resolve(group, topic, receipt_handle)?;
         let mut st = slot.state.lock();
         let was_full = st.inflight.len() >= self.cfg.max_inflight_per_queue;
-        match st.inflight.get(&h.offset) {
+        let released = match st.inflight.get(&h.offset) {
             Some(f) if f.generation == h.generation => {
-                st.inflight.remove(&h.offset);
-                st.ready.remove(&h.offset);
+                st.complete(h.offset, now_ms()).unwrap_or(false)
             }
             _ => {
                 return Err((
@@ -1096,10 +1124,10 @@ impl Inner {
                     "receipt handle became stale while being acknowledged".into(),
                 ));
             }
-        }
+        };
         drop(st);
         self.consumers.mark_dirty(&slot);
-        if was_full {
+        if was_full || released {
             self.hub.notify(topic);
         }
         Ok(())
@@ -1271,16 +1299,16 @@ impl Inner {
                             offset = it.offset, "message to dead-letter is no longer stored; dropped");
                     }
                     let mut st = it.slot.state.lock();
-                    if st
+                    let released = st
                         .inflight
                         .get(&it.offset)
                         .is_some_and(|f| f.generation == it.generation)
-                    {
-                        st.inflight.remove(&it.offset);
-                        st.ready.remove(&it.offset);
-                    }
+                        && st.complete(it.offset, now_ms()).unwrap_or(false);
                     drop(st);
                     self.consumers.mark_dirty(&it.slot);
+                    if released {
+                        self.hub.notify(&key.topic);
+                    }
                     Ok(())
                 }
                 Err(e) => {

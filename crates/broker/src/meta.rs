@@ -28,6 +28,8 @@ pub(crate) struct TopicView {
 pub(crate) struct GroupView {
     pub max_retries: u32,
     pub backoff: Backoff,
+    /// Messages of one message group are handed out one at a time, in order.
+    pub fifo: bool,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +75,7 @@ impl MetaIndex {
                     GroupView {
                         max_retries: g.max_retries,
                         backoff: Backoff::from_policy(g.retry_policy.as_ref()),
+                        fifo: g.fifo,
                     },
                 )
             })
