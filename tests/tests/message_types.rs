@@ -645,6 +645,215 @@ async fn raw_receive(
     out
 }
 
+// ----------------------------------------------------------------------------- transactions
+
+/// Checks arrive quickly in these tests.
+fn quick_checks(cfg: &mut comet::config::Config) {
+    cfg.broker.transaction_timeout = Duration::from_millis(500).into();
+    cfg.broker.transaction_check_interval = Duration::from_millis(700).into();
+    cfg.broker.transaction_max_checks = 10;
+}
+
+/// What the test checker answers, decided by the message body; counts its calls.
+fn checker(
+    calls: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) -> Box<rocketmq::model::transaction::TransactionChecker> {
+    use rocketmq::model::transaction::TransactionResolution as R;
+    Box::new(move |transaction_id: String, m: MessageView| {
+        let mut calls = calls.lock().expect("checker calls");
+        let n = calls.entry(transaction_id).or_insert(0);
+        *n += 1;
+        match (m.body(), *n) {
+            (b"commit-on-check", _) => R::COMMIT,
+            (b"rollback-on-check", _) => R::ROLLBACK,
+            (b"unknown-then-commit", 1) => R::UNKNOWN,
+            (b"unknown-then-commit", _) => R::COMMIT,
+            _ => R::UNKNOWN,
+        }
+    })
+}
+
+type Calls = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
+
+async fn transaction_producer(access_url: &str, topic: &str, calls: Calls) -> Producer {
+    let mut opt = ProducerOption::default();
+    opt.set_topics(vec![topic]);
+    let mut p =
+        Producer::new_transaction_producer(opt, client_option_at(access_url), checker(calls))
+            .expect("transaction producer");
+    p.start().await.expect("producer starts");
+    p
+}
+
+fn tx_message(topic: &str, body: &str) -> impl rocketmq::model::message::Message {
+    MessageBuilder::transaction_message_builder(topic, body.as_bytes().to_vec())
+        .build()
+        .expect("message")
+}
+
+/// Receives for `rounds` short rounds and returns everything (to prove nothing arrives).
+async fn receive_rounds(c: &SimpleConsumer, topic: &str, rounds: usize) -> Vec<MessageView> {
+    let mut got = Vec::new();
+    for _ in 0..rounds {
+        got.extend(
+            c.receive_with(topic, &all(), 32, Duration::from_secs(10))
+                .await
+                .expect("receive"),
+        );
+    }
+    got
+}
+
+async fn transaction_commit_and_rollback(mode: Mode) {
+    use rocketmq::model::transaction::Transaction as _;
+    let cluster = TestCluster::start(mode).await;
+    let topic = format!("tx-{}", uuid_like());
+    let group = format!("g-{}", uuid_like());
+    cluster
+        .create_topic(&topic, 2, TopicType::Transaction)
+        .await;
+    let calls = Calls::default();
+    let p = transaction_producer(&cluster.access_url(), &topic, calls.clone()).await;
+    let c = consumer(&cluster, &group, &topic).await;
+    let committed = p
+        .send_transaction_message(tx_message(&topic, "committed"))
+        .await
+        .expect("send half");
+    assert!(committed.transaction_id().starts_with("broker-a~"));
+    let committed_id = committed.message_id().to_owned();
+    let rolled = p
+        .send_transaction_message(tx_message(&topic, "rolled-back"))
+        .await
+        .expect("send half");
+    // Invisible until committed.
+    assert!(receive_rounds(&c, &topic, 1).await.is_empty());
+    committed.commit().await.expect("commit");
+    rolled.rollback().await.expect("rollback");
+    let got = receive_n(&c, &topic, 1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].message_id(), committed_id);
+    assert_eq!(got[0].body(), b"committed");
+    c.ack(&got[0]).await.expect("ack");
+    assert!(
+        receive_rounds(&c, &topic, 2).await.is_empty(),
+        "rolled back stays invisible"
+    );
+    assert!(
+        calls.lock().expect("calls").is_empty(),
+        "no check was needed"
+    );
+    p.shutdown().await.expect("producer shutdown");
+    cluster.stop().await;
+}
+
+/// Unresolved transactions are checked through the producer's telemetry stream: commit on
+/// check, rollback on check, unknown then commit.
+async fn transaction_check_back(mode: Mode) {
+    let cluster = TestCluster::start_with(mode, quick_checks).await;
+    let topic = format!("tx-{}", uuid_like());
+    let group = format!("g-{}", uuid_like());
+    cluster
+        .create_topic(&topic, 1, TopicType::Transaction)
+        .await;
+    let calls = Calls::default();
+    let p = transaction_producer(&cluster.access_url(), &topic, calls.clone()).await;
+    let c = consumer(&cluster, &group, &topic).await;
+    let mut ids = std::collections::HashMap::new();
+    for body in [
+        "commit-on-check",
+        "rollback-on-check",
+        "unknown-then-commit",
+    ] {
+        // The transaction is dropped unresolved: only the check can settle it.
+        let t = p
+            .send_transaction_message(tx_message(&topic, body))
+            .await
+            .expect("send half");
+        use rocketmq::model::transaction::Transaction as _;
+        ids.insert(
+            body,
+            (t.transaction_id().to_owned(), t.message_id().to_owned()),
+        );
+    }
+    let got = receive_n(&c, &topic, 2, Duration::from_secs(30)).await;
+    let mut bodies: Vec<&[u8]> = got.iter().map(|m| m.body()).collect();
+    bodies.sort_unstable();
+    assert_eq!(
+        bodies,
+        vec![&b"commit-on-check"[..], b"unknown-then-commit"]
+    );
+    for m in &got {
+        c.ack(m).await.expect("ack");
+    }
+    assert!(receive_rounds(&c, &topic, 2).await.is_empty());
+    let calls = calls.lock().expect("calls").clone();
+    assert_eq!(calls.get(&ids["commit-on-check"].0), Some(&1));
+    assert_eq!(calls.get(&ids["rollback-on-check"].0), Some(&1));
+    assert_eq!(calls.get(&ids["unknown-then-commit"].0), Some(&2));
+    p.shutdown().await.expect("producer shutdown");
+    cluster.stop().await;
+}
+
+/// The half message is sent through one proxy (raw v2, no telemetry there); the only producer
+/// with a telemetry stream for the topic is connected to a second proxy, which gets the check
+/// from the broker and relays the producer's answer.
+async fn transaction_check_through_another_proxy(mode: Mode) {
+    let mut cluster = TestCluster::start_with(mode, quick_checks).await;
+    let topic = format!("tx-{}", uuid_like());
+    let group = format!("g-{}", uuid_like());
+    cluster
+        .create_topic(&topic, 1, TopicType::Transaction)
+        .await;
+    let second = cluster.add_proxy().await;
+    let calls = Calls::default();
+    let p = transaction_producer(&second.to_string(), &topic, calls.clone()).await;
+    let mut v2 = cluster.v2().await;
+    let id = format!("half-{}", uuid_like());
+    let mut m = raw_message(
+        &topic,
+        &id,
+        pb::SystemProperties {
+            message_type: pb::MessageType::Transaction as i32,
+            ..Default::default()
+        },
+    );
+    m.body = b"commit-on-check".to_vec().into();
+    let r = v2
+        .send_message(raw_request(
+            pb::SendMessageRequest { messages: vec![m] },
+            "raw-half-sender",
+        ))
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(code_of(&r.status), pb::Code::Ok, "{r:?}");
+    let tx = r.entries[0].transaction_id.clone();
+    assert!(tx.starts_with("broker-a~"), "{tx}");
+    let c = consumer(&cluster, &group, &topic).await;
+    let got = receive_n(&c, &topic, 1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].message_id(), id);
+    c.ack(&got[0]).await.expect("ack");
+    assert_eq!(calls.lock().expect("calls").get(&tx), Some(&1));
+    // The resolution reached the broker: repeating it through the first proxy is idempotent.
+    let r = v2
+        .end_transaction(raw_request(
+            pb::EndTransactionRequest {
+                topic: res(&topic),
+                message_id: id.clone(),
+                transaction_id: tx.clone(),
+                resolution: pb::TransactionResolution::Commit as i32,
+                source: pb::TransactionSource::SourceClient as i32,
+                trace_context: String::new(),
+            },
+            "raw-half-sender",
+        ))
+        .await
+        .expect("end")
+        .into_inner();
+    assert_eq!(code_of(&r.status), pb::Code::Ok, "{r:?}");
+    p.shutdown().await.expect("producer shutdown");
+    cluster.stop().await;
+}
+
 macro_rules! both_modes {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -673,4 +882,7 @@ both_modes!(
     redelivery_follows_the_group_backoff,
     fifo_order_per_message_group,
     fifo_assignment_and_dead_letter,
+    transaction_commit_and_rollback,
+    transaction_check_back,
+    transaction_check_through_another_proxy,
 );

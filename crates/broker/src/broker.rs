@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::{
     self as v2, AckMessageRequest, AckMessageResponse, AckMessageResultEntry,
-    ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code,
-    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
-    ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
+    ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code, EndTransactionRequest,
+    EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
+    ForwardMessageToDeadLetterQueueResponse, ReceiveMessageRequest, SendMessageRequest,
+    SendMessageResponse, SendResultEntry, Status, TransactionResolution,
 };
 use comet_proto::comet::v1::{ClusterMetadata, PopMessageResponse};
 use comet_store::{
@@ -33,6 +34,7 @@ use crate::meta::{Access, DLQ_PREFIX, MetaIndex, MetaView};
 use crate::persist::StateFiles;
 use crate::service::BrokerGrpc;
 use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer, group_hash};
+use crate::transaction::{self, CheckPolicy, EndPlan, TransactionStats, Transactions};
 
 /// An in-body outcome: code and message.
 pub(crate) type Outcome = (Code, String);
@@ -68,7 +70,7 @@ fn overall(entries: &[&Status]) -> Status {
 }
 
 /// How a store failure reads to a client.
-fn store_outcome(e: &StoreError) -> Outcome {
+pub(crate) fn store_outcome(e: &StoreError) -> Outcome {
     match e {
         StoreError::FlushTimeout { .. } => (Code::MasterPersistenceTimeout, e.to_string()),
         StoreError::MessageTooLarge { .. } => (Code::MessageBodyTooLarge, e.to_string()),
@@ -135,6 +137,8 @@ pub(crate) struct Inner {
     written: watch::Sender<u64>,
     /// The timer wheel of delayed messages.
     delays: Arc<Delays>,
+    /// Half messages and their resolutions.
+    pub(crate) transactions: Arc<Transactions>,
 }
 
 /// Longest an ack or invisible-time change waits for its state to be written.
@@ -208,11 +212,20 @@ impl Broker {
         let state_dir = cfg.data_dir.join("consumer");
         let timer_dir = cfg.data_dir.join("timer");
         let (slot, max_delay) = (cfg.timer_slot, cfg.max_delivery_delay);
-        let (store, files, loaded, delays) = tokio::task::spawn_blocking(move || {
+        let tx_dir = cfg.data_dir.join("transaction");
+        let broker_set = cfg.broker_set.clone();
+        let policy = CheckPolicy {
+            timeout_ms: duration_ms(cfg.transaction_timeout),
+            interval_ms: duration_ms(cfg.transaction_check_interval),
+            max_checks: cfg.transaction_max_checks,
+        };
+        let (store, files, loaded, delays, transactions) = tokio::task::spawn_blocking(move || {
             let store = MessageStore::open(sc)?;
             let (files, loaded) = StateFiles::open(&state_dir)?;
             let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
-            Ok::<_, BrokerError>((store, files, loaded, delays))
+            let transactions =
+                Transactions::recover(&store, &tx_dir, &broker_set, policy, now_ms())?;
+            Ok::<_, BrokerError>((store, files, loaded, delays, transactions))
         })
         .await
         .map_err(|e| BrokerError::Task(e.to_string()))??;
@@ -230,12 +243,14 @@ impl Broker {
             files: Mutex::new(Some(files)),
             written: watch::channel(0).0,
             delays: Arc::new(delays),
+            transactions: Arc::new(transactions),
             cfg,
         });
         let tasks = vec![
             tokio::spawn(Arc::clone(&inner).revive_loop()),
             tokio::spawn(Arc::clone(&inner).persist_loop()),
             tokio::spawn(Arc::clone(&inner).timer_loop()),
+            tokio::spawn(Arc::clone(&inner).transaction_loop()),
         ];
         tracing::info!(
             broker_set = %inner.cfg.broker_set,
@@ -279,6 +294,12 @@ impl Broker {
         self.inner.delays.stats()
     }
 
+    /// Counters of transactional messages (pending, committed, rolled back, discarded after the
+    /// maximum number of checks, checks sent).
+    pub fn transaction_stats(&self) -> TransactionStats {
+        self.inner.transactions.stats()
+    }
+
     /// Writes the changed consumer state now (it is also written every
     /// `state_persist_interval` and at shutdown), e.g. before a planned hard stop.
     ///
@@ -302,6 +323,7 @@ impl Broker {
         let inner = Arc::clone(&self.inner);
         inner.closing.store(true, Ordering::Release);
         inner.shutdown_tx.send_replace(true);
+        inner.transactions.close_watchers();
         let drain = inner.drain().await;
         for t in std::mem::take(&mut self.tasks) {
             if let Err(e) = t.await {
@@ -313,6 +335,15 @@ impl Broker {
         let timers = tokio::task::spawn_blocking(move || delays.timer.flush())
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))?;
+        if let Ok(store) = inner.store() {
+            let tx = Arc::clone(&inner.transactions);
+            let written = tokio::task::spawn_blocking(move || tx.write_checkpoint(&store))
+                .await
+                .map_err(|e| BrokerError::Task(e.to_string()))?;
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "transaction checkpoint not written; the next start scans more");
+            }
+        }
         // Final state: a full snapshot.
         let state_inner = Arc::clone(&inner);
         let persisted = tokio::task::spawn_blocking(move || state_inner.persist_final())
@@ -351,6 +382,7 @@ impl Broker {
         let inner = Arc::clone(&self.inner);
         inner.closing.store(true, Ordering::Release);
         inner.shutdown_tx.send_replace(true);
+        inner.transactions.close_watchers();
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
@@ -617,19 +649,88 @@ impl Inner {
         .await
     }
 
+    /// Stores half messages (invisible to consumers) and registers them for resolution; each
+    /// answer carries the transaction id.
     async fn append_halves(
         &self,
         halves: Vec<comet_store::Message>,
     ) -> Result<Vec<Result<SendOk, AppendFail>>, Outcome> {
-        Ok(halves
-            .iter()
-            .map(|_| {
-                Err(AppendFail::Failed((
-                    Code::Unsupported,
-                    "transactional messages are not supported by this broker yet".into(),
-                )))
-            })
-            .collect())
+        let store = self.store()?;
+        let tx = Arc::clone(&self.transactions);
+        let append = move || {
+            let _ticket = tx.begin_append();
+            let records: Vec<_> = halves
+                .into_iter()
+                .map(transaction::to_half_record)
+                .collect();
+            let now = now_ms();
+            append_records(&store, &records)
+                .into_iter()
+                .zip(&records)
+                .map(|(r, rec)| {
+                    r.map(|a| SendOk {
+                        offset: a.queue_offset,
+                        transaction_id: tx.add(a.queue_offset, a.physical_offset, rec, now),
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        match self.cfg.flush {
+            comet_store::FlushPolicy::Async { .. } => Ok(append()),
+            comet_store::FlushPolicy::Sync { .. } => blocking(append).await,
+        }
+    }
+
+    // ---------------------------------------------------------------------- transactions
+
+    pub async fn end_transaction(&self, req: EndTransactionRequest) -> EndTransactionResponse {
+        let reply = |code: Code, msg: String| EndTransactionResponse {
+            status: Some(status(code, msg)),
+        };
+        let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+        if topic.is_empty() {
+            return reply(Code::IllegalTopic, "EndTransaction names no topic".into());
+        }
+        let resolution = TransactionResolution::try_from(req.resolution)
+            .unwrap_or(TransactionResolution::Unspecified);
+        let plan = match self.transactions.plan_end(
+            topic,
+            &req.message_id,
+            &req.transaction_id,
+            resolution,
+        ) {
+            Ok(p) => p,
+            Err((code, msg)) => return reply(code, msg),
+        };
+        let (half_offset, physical_offset, transaction_id, resolution) = match plan {
+            EndPlan::Done(msg) => return reply(Code::Ok, msg),
+            EndPlan::Write {
+                half_offset,
+                physical_offset,
+                transaction_id,
+                resolution,
+            } => (half_offset, physical_offset, transaction_id, resolution),
+        };
+        let store = match self.store() {
+            Ok(s) => s,
+            Err((code, msg)) => return reply(code, msg),
+        };
+        let (tx, idx) = (Arc::clone(&self.transactions), self.meta.index());
+        let id = transaction_id.clone();
+        let write =
+            move || tx.write_end(&store, &idx, half_offset, physical_offset, &id, resolution);
+        let written = match self.cfg.flush {
+            comet_store::FlushPolicy::Async { .. } => write(),
+            comet_store::FlushPolicy::Sync { .. } => blocking(write).await.and_then(|r| r),
+        };
+        match written {
+            Ok(()) => {
+                tracing::debug!(transaction_id = %transaction_id, ?resolution, source = req.source,
+                    "transaction resolved");
+                reply(Code::Ok, "OK".into())
+            }
+            Err((code, msg)) => reply(code, msg),
+        }
     }
 
     fn check_send(&self, idx: &MetaIndex, m: &v2::Message, now: i64) -> Result<Checked, Outcome> {
@@ -1464,6 +1565,68 @@ impl Inner {
                 _ = shutdown.changed() => {}
                 () = self.delays.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            }
+        }
+    }
+
+    /// Checks unresolved transactions when due (broadcast to the watching proxies), discards
+    /// those out of checks, and writes the transaction checkpoint every few seconds.
+    async fn transaction_loop(self: Arc<Self>) {
+        const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let mut last_checkpoint = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            let Ok(store) = self.store() else { break };
+            let now = now_ms();
+            let (due, next) = self.transactions.take_due(now, 1024);
+            if !due.is_empty() {
+                let (tx, idx, st) = (
+                    Arc::clone(&self.transactions),
+                    self.meta.index(),
+                    Arc::clone(&store),
+                );
+                let checks = blocking(move || {
+                    let now = now_ms();
+                    due.iter()
+                        .filter_map(|d| {
+                            let outcome = tx.run_check(&st, &idx, d);
+                            tx.finish_check(d, outcome, now)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+                match checks {
+                    Ok(checks) => {
+                        for c in &checks {
+                            let proxies = self.transactions.broadcast(c);
+                            tracing::debug!(transaction_id = %c.transaction_id, proxies, "transaction check sent");
+                        }
+                    }
+                    Err((_, e)) => tracing::error!(error = %e, "transaction check task failed"),
+                }
+                continue;
+            }
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                last_checkpoint = tokio::time::Instant::now();
+                let tx = Arc::clone(&self.transactions);
+                match blocking(move || tx.write_checkpoint(&store)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "writing the transaction checkpoint failed")
+                    }
+                    Err((_, e)) => {
+                        tracing::error!(error = %e, "transaction checkpoint task failed")
+                    }
+                }
+            }
+            let wait = next.map_or(1000, |at| (at - now_ms()).clamp(1, 1000));
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                () = self.transactions.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
             }
         }
     }

@@ -125,6 +125,17 @@ pub(crate) fn to_record(
     if let Some(t) = &sp.delivery_timestamp {
         system.insert(SYS_DELIVERY_TIMESTAMP.to_owned(), ts_to_ms(t).to_string());
     }
+    if let Some(d) = sp
+        .orphaned_transaction_recovery_duration
+        .as_ref()
+        .and_then(to_duration)
+        .filter(|_| mtype == MessageType::Transaction)
+    {
+        system.insert(
+            crate::transaction::SYS_RECOVERY_MS.to_owned(),
+            d.as_millis().min(i64::MAX as u128).to_string(),
+        );
+    }
     if let Some(t) = sp.trace_context.as_ref().filter(|t| !t.is_empty()) {
         system.insert(SYS_TRACE_CONTEXT.to_owned(), t.clone());
     }
@@ -256,6 +267,26 @@ pub(crate) fn to_proto(m: &StoredMessage, d: Delivery<'_>) -> v2::Message {
         }),
         body: m.message.body.clone(),
     }
+}
+
+/// A half message as a transaction check shows it to its producer: like a delivery, without
+/// receipt handle, attempt or invisible time.
+pub(crate) fn to_check_proto(m: &StoredMessage) -> v2::Message {
+    let mut out = to_proto(
+        m,
+        Delivery {
+            receipt_handle: String::new(),
+            attempt: 0,
+            invisible: Duration::ZERO,
+            advertised_addr: "",
+        },
+    );
+    if let Some(sp) = out.system_properties.as_mut() {
+        sp.receipt_handle = None;
+        sp.delivery_attempt = None;
+        sp.invisible_duration = None;
+    }
+    out
 }
 
 #[cfg(test)]

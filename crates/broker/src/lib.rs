@@ -66,6 +66,7 @@ mod meta;
 mod persist;
 mod service;
 mod state;
+mod transaction;
 
 pub use broker::{Broker, ConsumerProgress};
 pub use config::{BrokerConfig, ConsumeFrom, FlushPolicy, RedeliveryDelay};
@@ -77,4 +78,5 @@ pub use convert::{
 pub use delay::{SYS_TIMER_ORIGIN, TIMER_TOPIC, TimerStats};
 pub use error::BrokerError;
 pub use meta::DLQ_PREFIX;
-pub use service::BrokerGrpc;
+pub use service::{BrokerGrpc, TransactionCheckStream};
+pub use transaction::{DISCARD_TOPIC, HALF_TOPIC, OP_TOPIC, SYS_TRANSACTION_ID, TransactionStats};

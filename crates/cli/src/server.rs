@@ -23,10 +23,10 @@ use anyhow::Context;
 use clap::Args;
 use comet_broker::{Broker, BrokerConfig, RedeliveryDelay};
 use comet_controller::{Controller, ControllerConfig};
-use comet_proto::comet::v1::broker_service_server::{BrokerService, BrokerServiceServer};
+use comet_proto::comet::v1::broker_service_server::BrokerServiceServer;
 use comet_proto::comet::v1::controller_service_server::ControllerService;
 use comet_proto::comet::v1::{ClusterMetadata, CreateTopicRequest, Topic};
-use comet_proxy::{LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator};
+use comet_proxy::{DynBroker, LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -275,7 +275,7 @@ impl Node {
         cfg: &Config,
         metadata: watch::Receiver<Arc<ClusterMetadata>>,
         controllers: ControllerClient,
-    ) -> anyhow::Result<Arc<dyn BrokerService>> {
+    ) -> anyhow::Result<Arc<DynBroker>> {
         let listener = bind("broker", &cfg.broker.listen).await?;
         let local = listener.local_addr()?;
         let address = advertised(&cfg.broker.advertised_addr, local);

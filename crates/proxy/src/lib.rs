@@ -53,7 +53,10 @@ mod settings;
 mod status;
 mod validate;
 
-pub use brokers::{BrokerDirectory, BrokerService, LocalBrokers, RemoteBroker, RemoteBrokers};
+pub use brokers::{
+    BrokerDirectory, BrokerService, DynBroker, LocalBrokers, RemoteBroker, RemoteBrokers,
+    TransactionCheckStream,
+};
 pub use config::ProxyConfig;
 pub use creator::TopicCreator;
 pub use error::{ProxyError, Result};

@@ -100,6 +100,11 @@ impl MetadataIndex {
             .map(|&i| &self.metadata.broker_sets[i])
     }
 
+    /// Whether `name` is a broker set of the cluster.
+    pub(crate) fn has_broker_set(&self, name: &str) -> bool {
+        self.broker_set(name).is_some()
+    }
+
     /// Address of the broker set's alive master, if any.
     pub(crate) fn master_address(&self, broker_set: &str) -> Option<&str> {
         let set = self.broker_set(broker_set)?;
@@ -152,6 +157,11 @@ impl MetadataView {
             *cached = Arc::new(MetadataIndex::new(latest));
         }
         cached.clone()
+    }
+
+    /// A receiver of the metadata watch (to react to changes).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
+        self.rx.clone()
     }
 
     /// Waits until the watch shows `qualified` as a topic, up to `limit`.

@@ -8,6 +8,7 @@ mod messaging;
 mod ops;
 mod route;
 mod telemetry;
+mod transaction;
 mod validation;
 
 use std::time::Duration;

@@ -182,14 +182,33 @@ async fn given_invalid_messages_when_sent_should_answer_the_right_code_and_messa
             String::new(), // message checked by prefix below
         ),
         (
-            "transaction message",
+            "delayed transaction message",
             with(|m| {
                 m.topic = res("mixed");
-                m.system_properties.as_mut().unwrap().message_type =
-                    MessageType::Transaction as i32;
+                let sp = m.system_properties.as_mut().unwrap();
+                sp.message_type = MessageType::Transaction as i32;
+                sp.delivery_timestamp = Some(prost_types::Timestamp {
+                    seconds: now_secs() + 60,
+                    nanos: 0,
+                });
             }),
-            Code::NotImplemented,
-            "transactional messages are not supported by this Comet version".into(),
+            Code::MessagePropertyConflictWithType,
+            "a TRANSACTION message must not carry a delivery timestamp".into(),
+        ),
+        (
+            "delayed FIFO message",
+            with(|m| {
+                m.topic = res("mixed");
+                let sp = m.system_properties.as_mut().unwrap();
+                sp.message_group = Some("g".into());
+                sp.delivery_timestamp = Some(prost_types::Timestamp {
+                    seconds: now_secs() + 60,
+                    nanos: 0,
+                });
+            }),
+            Code::MessagePropertyConflictWithType,
+            "a FIFO message must not carry a delivery timestamp; FIFO and delay do not combine"
+                .into(),
         ),
     ];
     for (what, m, code, text) in cases {
