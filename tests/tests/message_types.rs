@@ -224,7 +224,8 @@ async fn delay_validation(mode: Mode) {
 
 /// A raw telemetry stream: settings go out, server commands come in.
 struct RawTelemetry {
-    tx: tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
+    /// Keeps the client half of the stream open while the test reads.
+    _outbound: tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
     inbound: tonic::Streaming<pb::TelemetryCommand>,
 }
 
@@ -247,7 +248,10 @@ impl RawTelemetry {
             .await
             .expect("telemetry opens")
             .into_inner();
-        let mut t = RawTelemetry { tx, inbound };
+        let mut t = RawTelemetry {
+            _outbound: tx,
+            inbound,
+        };
         let echo = t.next().await;
         assert_eq!(code_of(&echo.status), pb::Code::Ok, "{echo:?}");
         let Some(pb::telemetry_command::Command::Settings(s)) = echo.command else {
@@ -457,7 +461,7 @@ async fn fifo_order_per_message_group(mode: Mode) {
             let want = next.entry(g.clone()).or_insert(0);
             assert_eq!(seq, *want, "group {g}: got {seq}, expected {want}");
             // Every fifth first delivery is left un-acked: it must come back before seq + 1.
-            if m.delivery_attempt() == 1 && deliveries % 5 == 0 {
+            if m.delivery_attempt() == 1 && deliveries.is_multiple_of(5) {
                 nacked += 1;
                 continue;
             }

@@ -285,18 +285,17 @@ pub(crate) enum CheckOutcome {
     Failed(StoreError),
 }
 
+/// The sending side of one proxy's check stream.
+type CheckSender = mpsc::Sender<Result<TransactionCheck, tonic::Status>>;
+
 /// Half messages, resolutions, checks and the proxies watching for checks.
 pub(crate) struct Transactions {
     broker_set: String,
     policy: CheckPolicy,
     checkpoint: PathBuf,
     table: Mutex<Table>,
-    watchers: Mutex<
-        Vec<(
-            String,
-            mpsc::Sender<Result<TransactionCheck, tonic::Status>>,
-        )>,
-    >,
+    /// (proxy id, its check stream).
+    watchers: Mutex<Vec<(String, CheckSender)>>,
     /// Woken when a half message is added (the check task re-plans its sleep).
     pub wake: Notify,
     committed: AtomicU64,
