@@ -1524,11 +1524,11 @@ impl Inner {
             let Ok(store) = self.store() else { break };
             let (delays, idx, now) = (Arc::clone(&self.delays), self.meta.index(), now_ms());
             let round = blocking(move || {
-                let due = delays.take_due(now, 4096)?;
+                let (due, retry) = delays.take_due(now, 4096)?;
                 if due.is_empty() {
                     return Ok(0);
                 }
-                delays.deliver(&store, &idx, due)
+                delays.deliver(&store, &idx, due, retry)
             })
             .await;
             let mut pause = None;
@@ -1580,6 +1580,8 @@ impl Inner {
                 break;
             }
             let Ok(store) = self.store() else { break };
+            // While a round runs, every new half message wakes the next wait.
+            self.transactions.set_next_wake(i64::MAX);
             let now = now_ms();
             let (due, next) = self.transactions.take_due(now, 1024);
             if !due.is_empty() {
@@ -1622,7 +1624,9 @@ impl Inner {
                     }
                 }
             }
-            let wait = next.map_or(1000, |at| (at - now_ms()).clamp(1, 1000));
+            let now = now_ms();
+            let wait = next.map_or(1000, |at| (at - now).clamp(1, 1000));
+            self.transactions.set_next_wake(now.saturating_add(wait));
             tokio::select! {
                 _ = shutdown.changed() => {}
                 () = self.transactions.wake.notified() => {}

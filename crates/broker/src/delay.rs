@@ -140,31 +140,34 @@ impl Delays {
         self.next_wake.store(at_ms, Ordering::Release);
     }
 
-    /// Takes the entries to deliver now: the backlog of a failed round first, else newly due
-    /// ones (blocking: loading a wheel slot reads the timer log).
-    pub fn take_due(&self, now_ms: i64, max: usize) -> Result<Vec<TimerEntry>, StoreError> {
+    /// Takes the entries to deliver now: the backlog of a failed round first (then `true`:
+    /// some of them may have been appended before the failure), else newly due ones
+    /// (blocking: loading a wheel slot reads the timer log).
+    pub fn take_due(&self, now_ms: i64, max: usize) -> Result<(Vec<TimerEntry>, bool), StoreError> {
         let backlog = std::mem::take(&mut *self.backlog.lock());
         if !backlog.is_empty() {
-            return Ok(backlog);
+            return Ok((backlog, true));
         }
-        self.timer.poll_due(now_ms, max)
+        Ok((self.timer.poll_due(now_ms, max)?, false))
     }
 
     /// Delivers `entries` in order (blocking). Returns how many were completed (delivered,
     /// found already delivered, or lost); those are committed. The rest is kept for the next
-    /// round and the error returned.
+    /// round and the error returned. With `retry`, every entry is first looked up in its topic
+    /// (a failed round may have appended some).
     pub fn deliver(
         &self,
         store: &MessageStore,
         idx: &MetaIndex,
         entries: Vec<TimerEntry>,
+        retry: bool,
     ) -> Result<usize, StoreError> {
         let mut done = 0usize;
         let mut result = Ok(());
         'outer: for chunk in entries.chunks(DELIVER_BATCH) {
             let mut records = Vec::with_capacity(chunk.len());
             for e in chunk {
-                match self.prepare(store, idx, e) {
+                match self.prepare(store, idx, e, retry) {
                     Ok(Some(rec)) => records.push(rec),
                     Ok(None) => {}
                     Err(err) => {
@@ -180,9 +183,13 @@ impl Delays {
             self.delivered
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
             done += chunk.len();
-            // Cumulative: covers every entry before it.
-            if let Some(last) = chunk.last() {
-                self.timer.commit(last)?;
+            // Cumulative: covers every entry before it. Should it fail, the chunk is delivered
+            // all the same; after a restart its entries are found in their topic.
+            if let Some(last) = chunk.last()
+                && let Err(err) = self.timer.commit(last)
+            {
+                result = Err(err);
+                break;
             }
         }
         if let Err(e) = result {
@@ -201,6 +208,7 @@ impl Delays {
         store: &MessageStore,
         idx: &MetaIndex,
         e: &TimerEntry,
+        retry: bool,
     ) -> Result<Option<Message>, StoreError> {
         let offset = e.payload.commit_log_offset;
         let stored = match store.read(offset) {
@@ -229,7 +237,7 @@ impl Delays {
             );
             return Ok(None);
         };
-        if e.deliver_at_ms <= self.opened_ms && already_delivered(store, &rec, offset)? {
+        if (retry || e.deliver_at_ms <= self.opened_ms) && already_delivered(store, &rec, offset)? {
             self.deduplicated.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 topic = %rec.topic,
@@ -404,10 +412,10 @@ mod tests {
             d.schedule(now - 10, a.physical_offset, a.size, now)
                 .unwrap();
             d.schedule(now - 5, b.physical_offset, b.size, now).unwrap();
-            let due = d.take_due(now, 10).unwrap();
+            let (due, _) = d.take_due(now, 10).unwrap();
             assert_eq!(due.len(), 2);
             // The copy of the first entry is appended, then the process dies before commit.
-            let copy = d.prepare(&store, &idx, &due[0]).unwrap().unwrap();
+            let copy = d.prepare(&store, &idx, &due[0], false).unwrap().unwrap();
             store.append(&copy).unwrap();
             store.abandon();
         }
@@ -420,9 +428,9 @@ mod tests {
             later,
         )
         .unwrap();
-        let due = d.take_due(later, 10).unwrap();
+        let (due, _) = d.take_due(later, 10).unwrap();
         assert_eq!(due.len(), 2, "uncommitted entries come back");
-        assert_eq!(d.deliver(&store, &idx, due).unwrap(), 2);
+        assert_eq!(d.deliver(&store, &idx, due, false).unwrap(), 2);
         let s = d.stats();
         assert_eq!((s.delivered, s.deduplicated, s.pending), (1, 1, 0));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -296,8 +296,10 @@ pub(crate) struct Transactions {
     table: Mutex<Table>,
     /// (proxy id, its check stream).
     watchers: Mutex<Vec<(String, CheckSender)>>,
-    /// Woken when a half message is added (the check task re-plans its sleep).
+    /// Woken when a half message is due before `next_wake` (the check task re-plans its sleep).
     pub wake: Notify,
+    /// When the check task plans to look again (ms since the epoch).
+    next_wake: AtomicI64,
     committed: AtomicU64,
     rolled_back: AtomicU64,
     discarded: AtomicU64,
@@ -415,6 +417,7 @@ impl Transactions {
             table: Mutex::new(table),
             watchers: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            next_wake: AtomicI64::new(i64::MIN),
             committed: AtomicU64::new(0),
             rolled_back: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
@@ -454,6 +457,7 @@ impl Transactions {
             .get(SYS_REAL_TOPIC)
             .cloned()
             .unwrap_or_default();
+        let next_check_ms = now_ms + first_delay(rec, &self.policy);
         self.table.lock().pending.insert(
             half_offset,
             Pending {
@@ -461,11 +465,13 @@ impl Transactions {
                 topic,
                 message_id: rec.properties.message_id.clone(),
                 checks: 0,
-                next_check_ms: now_ms + first_delay(rec, &self.policy),
+                next_check_ms,
                 busy: false,
             },
         );
-        self.wake.notify_one();
+        if next_check_ms < self.next_wake.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
         id
     }
 
@@ -570,6 +576,13 @@ impl Transactions {
             }
         })();
         let mut t = self.table.lock();
+        // A SYNC flush that timed out still wrote the records: the resolution happened (a
+        // retried EndTransaction then answers "already ..."), only its durability is unknown.
+        let timed_out = match &result {
+            Err(e @ StoreError::FlushTimeout { .. }) => Some(crate::broker::store_outcome(e)),
+            _ => None,
+        };
+        let result = if timed_out.is_some() { Ok(()) } else { result };
         match result {
             Ok(()) => {
                 t.pending.remove(&half_offset);
@@ -581,7 +594,7 @@ impl Transactions {
                     Resolution::Discard => &self.discarded,
                 }
                 .fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                timed_out.map_or(Ok(()), Err)
             }
             Err(StoreError::OffsetOutOfRange { .. }) => {
                 t.pending.remove(&half_offset);
@@ -603,6 +616,11 @@ impl Transactions {
                 Err(crate::broker::store_outcome(&e))
             }
         }
+    }
+
+    /// Records when the check task will look again (a half message due earlier wakes it).
+    pub fn set_next_wake(&self, at_ms: i64) {
+        self.next_wake.store(at_ms, Ordering::Release);
     }
 
     /// Claims the checks due at `now_ms` (at most `max`); returns them and when the next one is

@@ -222,6 +222,20 @@ async fn given_checks_exhausted_when_unresolved_should_discard_and_record() {
     assert_eq!(c, Code::InvalidTransactionId);
     assert!(msg.contains("discarded"), "{msg}");
     nothing_visible(&n.svc).await;
+    // The discarded half message is kept where an admin can read it.
+    let kept = pop_n(
+        &n.svc,
+        &Pop {
+            group: "admin",
+            topic: comet_broker::DISCARD_TOPIC,
+            ..Default::default()
+        },
+        1,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(sp(&kept[0]).message_id, "d1");
     n.broker.shutdown().await.unwrap();
 }
 

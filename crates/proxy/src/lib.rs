@@ -28,6 +28,10 @@
 //! - Business errors are in-body statuses with gRPC OK; only codes the Rust 5.0.0 client knows
 //!   are ever sent (broker codes are sanitized). gRPC errors only for RPCs not served
 //!   (UNIMPLEMENTED: PullMessage, offset RPCs, RecallMessage, SyncLiteSubscription).
+//! - Transaction checks: every served proxy watches every broker set with a live master
+//!   (`WatchTransactionChecks`) and hands each check to one live telemetry stream of a producer
+//!   that publishes the topic; EndTransaction goes to the broker set named by the transaction
+//!   id's `"<broker_set>~"` prefix, so any proxy can resolve any transaction.
 //! - Every unary response has a status; ack and send answers have one entry per request
 //!   entry; a ReceiveMessage stream starts with a status frame and every frame sets exactly
 //!   one oneof field; no outbound frame exceeds 4 MiB.

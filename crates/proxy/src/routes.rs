@@ -59,12 +59,15 @@ impl MetadataIndex {
     }
 
     /// `%DLQ%<group>` topics exist without being created: a broker appends a group's dead
-    /// letters to queue 0 of that topic on its own broker set. Clients may read them (any
-    /// group), never write them.
+    /// letters to queue 0 of that topic on its own broker set. So does
+    /// [`TRANSACTION_DISCARD_TOPIC`] with the half messages of transactions discarded after
+    /// their maximum number of checks. Clients may read them (any group), never write them.
     fn dead_letter_topic(&self, qualified: &str) -> Option<Topic> {
-        let group = qualified.strip_prefix(DLQ_PREFIX)?;
-        if group.is_empty() {
-            return None;
+        if qualified != TRANSACTION_DISCARD_TOPIC {
+            let group = qualified.strip_prefix(DLQ_PREFIX)?;
+            if group.is_empty() {
+                return None;
+            }
         }
         let placements: Vec<QueuePlacement> = self
             .metadata
@@ -132,6 +135,10 @@ pub(crate) fn topic_not_found(name: &Name) -> Failure {
         format!("topic {}{ns} does not exist", name.name),
     )
 }
+
+/// Where brokers keep the half messages of transactions discarded after their maximum number
+/// of checks (RocketMQ's name); readable like a dead-letter topic.
+pub(crate) const TRANSACTION_DISCARD_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
 
 /// Caches the index of the latest snapshot of the metadata watch.
 #[derive(Debug)]
@@ -564,6 +571,16 @@ mod tests {
             }),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_transaction_discard_topic_is_implicit_and_read_only() {
+        let idx = md();
+        let t = idx.topic(TRANSACTION_DISCARD_TOPIC).unwrap();
+        assert_eq!(t.permission, Permission::Read as i32);
+        assert!(!t.placements.is_empty());
+        assert!(t.placements.iter().all(|p| p.queue_count == 1));
+        assert!(idx.topic("TRANS_CHECK_MAX_TIME_TOPICX").is_none());
     }
 
     #[test]
