@@ -250,6 +250,7 @@ impl Broker {
             tokio::spawn(Arc::clone(&inner).revive_loop()),
             tokio::spawn(Arc::clone(&inner).persist_loop()),
             tokio::spawn(Arc::clone(&inner).timer_loop()),
+            tokio::spawn(Arc::clone(&inner).timer_flush_loop()),
             tokio::spawn(Arc::clone(&inner).transaction_loop()),
         ];
         tracing::info!(
@@ -1505,16 +1506,11 @@ impl Inner {
         }
     }
 
-    /// Delivers due delayed messages (see [`crate::delay`]) and flushes the timer wheel at the
-    /// commitlog's flush interval.
+    /// Delivers due delayed messages (see [`crate::delay`]).
     async fn timer_loop(self: Arc<Self>) {
         let mut shutdown = self.shutdown_tx.subscribe();
-        let flush_every = match self.cfg.flush {
-            comet_store::FlushPolicy::Async { interval } => interval,
-            comet_store::FlushPolicy::Sync { .. } => Duration::from_secs(1),
-        };
-        let idle_ms = duration_ms(flush_every).max(1);
-        let mut last_flush = tokio::time::Instant::now();
+        // Longest sleep without news: no timer is due sooner, or the wheel's next slot starts.
+        const IDLE_MS: i64 = 1000;
         loop {
             if *shutdown.borrow_and_update() {
                 break;
@@ -1544,27 +1540,42 @@ impl Inner {
                     pause = Some(1000);
                 }
             }
-            if last_flush.elapsed() >= flush_every {
-                last_flush = tokio::time::Instant::now();
-                let delays = Arc::clone(&self.delays);
-                match blocking(move || delays.timer.flush()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "flushing the timer wheel failed"),
-                    Err((_, e)) => tracing::error!(error = %e, "timer flush task failed"),
-                }
-            }
             let now = now_ms();
             let wait_ms = pause.unwrap_or_else(|| {
                 self.delays
                     .timer
                     .next_due_ms()
-                    .map_or(idle_ms, |at| (at - now).clamp(1, idle_ms))
+                    .map_or(IDLE_MS, |at| (at - now).clamp(1, IDLE_MS))
             });
             self.delays.set_next_wake(now.saturating_add(wait_ms));
             tokio::select! {
                 _ = shutdown.changed() => {}
                 () = self.delays.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            }
+        }
+    }
+
+    /// Flushes the timer wheel at the commitlog's flush interval (ASYNC; SYNC sends flush it
+    /// themselves), apart from delivery so that a slow fdatasync never delays a due timer.
+    async fn timer_flush_loop(self: Arc<Self>) {
+        let every = match self.cfg.flush {
+            comet_store::FlushPolicy::Async { interval } => interval,
+            comet_store::FlushPolicy::Sync { .. } => Duration::from_secs(1),
+        };
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|v| *v) => break,
+            }
+            let delays = Arc::clone(&self.delays);
+            match blocking(move || delays.timer.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "flushing the timer wheel failed"),
+                Err((_, e)) => tracing::error!(error = %e, "timer flush task failed"),
             }
         }
     }
