@@ -50,6 +50,8 @@ pub struct TestCluster {
     pub controller: SocketAddr,
     nodes: Vec<Node>,
     dir: tempfile::TempDir,
+    /// The configuration the nodes started with (for adding nodes).
+    cfg: Config,
 }
 
 /// The configuration tests start from: loopback, ephemeral ports, small segments, short
@@ -133,7 +135,34 @@ impl TestCluster {
             controller,
             nodes,
             dir,
+            cfg,
         }
+    }
+
+    /// Starts one more proxy (a `comet proxy` node on a new 127.0.0.1 port, talking to this
+    /// deployment's controller and broker over gRPC) and returns its client address. It stops
+    /// with the deployment, before the others.
+    pub async fn add_proxy(&mut self) -> SocketAddr {
+        let mut cfg = self.cfg.clone();
+        cfg.controllers = vec![self.controller.to_string()];
+        cfg.proxy.listen = "127.0.0.1:0".to_owned();
+        cfg.proxy.advertised_endpoint = String::new();
+        let node = Node::start(Role::Proxy, &cfg)
+            .await
+            .expect("second proxy starts");
+        let addr = node.addrs().proxy.expect("proxy addr");
+        if let Some(mut metadata) = node.metadata() {
+            let set = cfg.broker.broker_set.clone();
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                metadata.wait_for(|m| m.broker_sets.iter().any(|b| b.name == set)),
+            )
+            .await
+            .expect("the new proxy sees the broker set")
+            .expect("metadata watch open");
+        }
+        self.nodes.push(node);
+        addr
     }
 
     /// `host:port` for client options.
@@ -169,12 +198,24 @@ impl TestCluster {
 
     /// Creates a consumer group (and waits until the proxy sees it).
     pub async fn create_group(&self, name: &str, max_retries: u32, backoff: Option<&str>) {
+        self.create_group_with(name, max_retries, false, backoff)
+            .await;
+    }
+
+    /// Creates a consumer group, FIFO or not (and waits until every node sees it).
+    pub async fn create_group_with(
+        &self,
+        name: &str,
+        max_retries: u32,
+        fifo: bool,
+        backoff: Option<&str>,
+    ) {
         admin::group(
             &self.admin(),
             &GroupCommand::Create(GroupSpec {
                 name: name.to_owned(),
                 max_retries,
-                fifo: false,
+                fifo,
                 backoff: backoff.map(str::to_owned),
             }),
         )

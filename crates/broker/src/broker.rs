@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::{
     self as v2, AckMessageRequest, AckMessageResponse, AckMessageResultEntry,
-    ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code,
-    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
-    ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
+    ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code, EndTransactionRequest,
+    EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
+    ForwardMessageToDeadLetterQueueResponse, ReceiveMessageRequest, SendMessageRequest,
+    SendMessageResponse, SendResultEntry, Status, TransactionResolution,
 };
 use comet_proto::comet::v1::{ClusterMetadata, PopMessageResponse};
-use comet_store::{Arrival, ArrivalListener, MessageStore, StoreConfig, StoreError, StoredMessage};
+use comet_store::{
+    AppendResult, Arrival, ArrivalListener, MessageStore, StoreConfig, StoreError, StoredMessage,
+};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -22,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::backoff::Backoff;
 use crate::config::{BrokerConfig, ConsumeFrom, RedeliveryDelay};
 use crate::convert::{self, Delivery, now_ms};
+use crate::delay::{self, Delays, TimerStats};
 use crate::error::BrokerError;
 use crate::filter::Filter;
 use crate::handle::{self, ReceiptHandle};
@@ -29,7 +33,8 @@ use crate::long_poll::ArrivalHub;
 use crate::meta::{Access, DLQ_PREFIX, MetaIndex, MetaView};
 use crate::persist::StateFiles;
 use crate::service::BrokerGrpc;
-use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer};
+use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer, group_hash};
+use crate::transaction::{self, CheckPolicy, EndPlan, TransactionStats, Transactions};
 
 /// An in-body outcome: code and message.
 pub(crate) type Outcome = (Code, String);
@@ -132,6 +137,10 @@ pub(crate) struct Inner {
     files: Mutex<Option<StateFiles>>,
     /// Highest consumer-state change sequence written to the state log.
     written: watch::Sender<u64>,
+    /// The timer wheel of delayed messages.
+    delays: Arc<Delays>,
+    /// Half messages and their resolutions.
+    pub(crate) transactions: Arc<Transactions>,
 }
 
 /// Longest an ack or invisible-time change waits for its state to be written.
@@ -203,10 +212,22 @@ impl Broker {
             .unwrap_or(comet_store::record::UNKNOWN_HOST);
         sc.arrival_listener = Some(listener);
         let state_dir = cfg.data_dir.join("consumer");
-        let (store, files, loaded) = tokio::task::spawn_blocking(move || {
+        let timer_dir = cfg.data_dir.join("timer");
+        let (slot, max_delay) = (cfg.timer_slot, cfg.max_delivery_delay);
+        let tx_dir = cfg.data_dir.join("transaction");
+        let broker_set = cfg.broker_set.clone();
+        let policy = CheckPolicy {
+            timeout_ms: duration_ms(cfg.transaction_timeout),
+            interval_ms: duration_ms(cfg.transaction_check_interval),
+            max_checks: cfg.transaction_max_checks,
+        };
+        let (store, files, loaded, delays, transactions) = tokio::task::spawn_blocking(move || {
             let store = MessageStore::open(sc)?;
             let (files, loaded) = StateFiles::open(&state_dir)?;
-            Ok::<_, BrokerError>((store, files, loaded))
+            let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
+            let transactions =
+                Transactions::recover(&store, &tx_dir, &broker_set, policy, now_ms())?;
+            Ok::<_, BrokerError>((store, files, loaded, delays, transactions))
         })
         .await
         .map_err(|e| BrokerError::Task(e.to_string()))??;
@@ -223,11 +244,16 @@ impl Broker {
             round_robin: AtomicUsize::new(0),
             files: Mutex::new(Some(files)),
             written: watch::channel(0).0,
+            delays: Arc::new(delays),
+            transactions: Arc::new(transactions),
             cfg,
         });
         let tasks = vec![
             tokio::spawn(Arc::clone(&inner).revive_loop()),
             tokio::spawn(Arc::clone(&inner).persist_loop()),
+            tokio::spawn(Arc::clone(&inner).timer_loop()),
+            tokio::spawn(Arc::clone(&inner).timer_flush_loop()),
+            tokio::spawn(Arc::clone(&inner).transaction_loop()),
         ];
         tracing::info!(
             broker_set = %inner.cfg.broker_set,
@@ -265,6 +291,18 @@ impl Broker {
         })
     }
 
+    /// Counters of delayed delivery (pending timers, delivered, deduplicated after a restart,
+    /// lost to retention).
+    pub fn timer_stats(&self) -> TimerStats {
+        self.inner.delays.stats()
+    }
+
+    /// Counters of transactional messages (pending, committed, rolled back, discarded after the
+    /// maximum number of checks, checks sent).
+    pub fn transaction_stats(&self) -> TransactionStats {
+        self.inner.transactions.stats()
+    }
+
     /// Writes the changed consumer state now (it is also written every
     /// `state_persist_interval` and at shutdown), e.g. before a planned hard stop.
     ///
@@ -288,10 +326,25 @@ impl Broker {
         let inner = Arc::clone(&self.inner);
         inner.closing.store(true, Ordering::Release);
         inner.shutdown_tx.send_replace(true);
+        inner.transactions.close_watchers();
         let drain = inner.drain().await;
         for t in std::mem::take(&mut self.tasks) {
             if let Err(e) = t.await {
                 tracing::error!(error = %e, "broker background task failed");
+            }
+        }
+        // Timers scheduled and committed so far become durable.
+        let delays = Arc::clone(&inner.delays);
+        let timers = tokio::task::spawn_blocking(move || delays.timer.flush())
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?;
+        if let Ok(store) = inner.store() {
+            let tx = Arc::clone(&inner.transactions);
+            let written = tokio::task::spawn_blocking(move || tx.write_checkpoint(&store))
+                .await
+                .map_err(|e| BrokerError::Task(e.to_string()))?;
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "transaction checkpoint not written; the next start scans more");
             }
         }
         // Final state: a full snapshot.
@@ -317,6 +370,7 @@ impl Broker {
         };
         tracing::info!(broker_set = %inner.cfg.broker_set, "broker shut down");
         persisted?;
+        timers?;
         closed?;
         drain
     }
@@ -331,6 +385,7 @@ impl Broker {
         let inner = Arc::clone(&self.inner);
         inner.closing.store(true, Ordering::Release);
         inner.shutdown_tx.send_replace(true);
+        inner.transactions.close_watchers();
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
@@ -430,54 +485,35 @@ impl Inner {
         }
         let idx = self.meta.index();
         let now = now_ms();
-        let mut results: Vec<Result<i64, Outcome>> = Vec::with_capacity(req.messages.len());
-        let mut records = Vec::new();
-        let mut slots = Vec::new();
+        let mut results: Vec<Result<SendOk, Outcome>> = Vec::with_capacity(req.messages.len());
+        let mut now_records = (Vec::new(), Vec::new());
+        let mut delayed = (Vec::new(), Vec::new());
+        let mut halves = (Vec::new(), Vec::new());
         for (i, m) in req.messages.iter().enumerate() {
+            results.push(Err((
+                Code::InternalServerError,
+                "message was not stored".into(),
+            )));
             match self.check_send(&idx, m, now) {
-                Ok(rec) => {
-                    results.push(Ok(0));
-                    records.push(rec);
-                    slots.push(i);
+                Ok(Checked::Now(rec)) => {
+                    now_records.0.push(rec);
+                    now_records.1.push(i);
                 }
-                Err(e) => results.push(Err(e)),
+                Ok(Checked::Delayed(rec, at)) => {
+                    delayed.0.push((rec, at));
+                    delayed.1.push(i);
+                }
+                Ok(Checked::Half(rec)) => {
+                    halves.0.push(rec);
+                    halves.1.push(i);
+                }
+                Err(e) => results[i] = Err(e),
             }
         }
-        if !records.is_empty() {
-            let store = match self.store() {
-                Ok(s) => s,
-                Err(_) => return Err(tonic::Status::unavailable("the broker is shutting down")),
-            };
-            let append = move || {
-                let fail = |e: &StoreError| {
-                    tracing::warn!(error = %e, "append failed");
-                    if matches!(e, StoreError::Closed) {
-                        AppendFail::Closed
-                    } else {
-                        AppendFail::Failed(store_outcome(e))
-                    }
-                };
-                match store.append_batch(&records) {
-                    Ok(v) => v
-                        .into_iter()
-                        .map(|a| Ok(a.queue_offset))
-                        .collect::<Vec<_>>(),
-                    // The batch as a whole is too large: store the messages one by one.
-                    Err(StoreError::MessageTooLarge { .. }) if records.len() > 1 => records
-                        .iter()
-                        .map(|r| {
-                            store
-                                .append(r)
-                                .map(|a| a.queue_offset)
-                                .map_err(|e| fail(&e))
-                        })
-                        .collect(),
-                    Err(e) => {
-                        let f = fail(&e);
-                        records.iter().map(|_| Err(f.clone())).collect()
-                    }
-                }
-            };
+        if !now_records.0.is_empty() {
+            let store = self.store_or_unavailable()?;
+            let records = now_records.0;
+            let append = move || append_records(&store, &records);
             // ASYNC flush: an append is a copy into the mapped segment under the store's lock
             // (microseconds; the next segment is prepared and its pages populated ahead), so
             // it runs right here: a hop to the blocking pool and back would cost more than the
@@ -487,26 +523,21 @@ impl Inner {
                 comet_store::FlushPolicy::Async { .. } => Ok(append()),
                 comet_store::FlushPolicy::Sync { .. } => blocking(append).await,
             };
-            match appended {
-                Ok(v) => {
-                    for (slot, r) in slots.iter().zip(v) {
-                        results[*slot] = match r {
-                            Ok(offset) => Ok(offset),
-                            Err(AppendFail::Closed) => {
-                                return Err(tonic::Status::unavailable(
-                                    "the broker is shutting down",
-                                ));
-                            }
-                            Err(AppendFail::Failed(o)) => Err(o),
-                        };
-                    }
-                }
-                Err(o) => {
-                    for slot in &slots {
-                        results[*slot] = Err(o.clone());
-                    }
-                }
-            }
+            Self::fill(&mut results, &now_records.1, appended, |a| SendOk {
+                offset: a.queue_offset,
+                transaction_id: String::new(),
+            })?;
+        }
+        if !delayed.0.is_empty() {
+            let appended = self.append_delayed(delayed.0, now).await;
+            Self::fill(&mut results, &delayed.1, appended, |a| SendOk {
+                offset: a.queue_offset,
+                transaction_id: String::new(),
+            })?;
+        }
+        if !halves.0.is_empty() {
+            let appended = self.append_halves(halves.0).await;
+            Self::fill(&mut results, &halves.1, appended, |x| x)?;
         }
         let entries: Vec<SendResultEntry> = req
             .messages
@@ -519,11 +550,11 @@ impl Inner {
                     .map(|s| s.message_id.clone())
                     .unwrap_or_default();
                 match r {
-                    Ok(offset) => SendResultEntry {
+                    Ok(ok_) => SendResultEntry {
                         status: Some(ok()),
                         message_id,
-                        transaction_id: String::new(),
-                        offset,
+                        transaction_id: ok_.transaction_id,
+                        offset: ok_.offset,
                         recall_handle: String::new(),
                     },
                     Err((code, msg)) => SendResultEntry {
@@ -546,12 +577,166 @@ impl Inner {
         })
     }
 
-    fn check_send(
+    fn store_or_unavailable(&self) -> Result<Arc<MessageStore>, tonic::Status> {
+        self.store()
+            .map_err(|_| tonic::Status::unavailable("the broker is shutting down"))
+    }
+
+    /// Writes per-message append outcomes into `results` at `slots`; a store that closed
+    /// under the call fails the whole call with UNAVAILABLE (the client retries elsewhere).
+    fn fill<T>(
+        results: &mut [Result<SendOk, Outcome>],
+        slots: &[usize],
+        appended: Result<Vec<Result<T, AppendFail>>, Outcome>,
+        ok_of: impl Fn(T) -> SendOk,
+    ) -> Result<(), tonic::Status> {
+        match appended {
+            Ok(v) => {
+                for (slot, r) in slots.iter().zip(v) {
+                    results[*slot] = match r {
+                        Ok(x) => Ok(ok_of(x)),
+                        Err(AppendFail::Closed) => {
+                            return Err(tonic::Status::unavailable("the broker is shutting down"));
+                        }
+                        Err(AppendFail::Failed(o)) => Err(o),
+                    };
+                }
+            }
+            Err(o) => {
+                for slot in slots {
+                    results[*slot] = Err(o.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores delayed messages under the timer topic and schedules them (blocking pool). In
+    /// SYNC mode the timer wheel is flushed before the answer, like the commitlog.
+    async fn append_delayed(
         &self,
-        idx: &MetaIndex,
-        m: &v2::Message,
+        delayed: Vec<(comet_store::Message, i64)>,
         now: i64,
-    ) -> Result<comet_store::Message, Outcome> {
+    ) -> Result<Vec<Result<AppendResult, AppendFail>>, Outcome> {
+        let store = self.store()?;
+        let delays = Arc::clone(&self.delays);
+        let sync = matches!(self.cfg.flush, comet_store::FlushPolicy::Sync { .. });
+        blocking(move || {
+            let (records, times): (Vec<_>, Vec<_>) = delayed
+                .into_iter()
+                .map(|(r, at)| (delay::to_timer_record(r), at))
+                .unzip();
+            let mut out = append_records(&store, &records);
+            for (r, at) in out.iter_mut().zip(times) {
+                if let Ok(a) = r
+                    && let Err(e) = delays.schedule(at, a.physical_offset, a.size, now)
+                {
+                    tracing::error!(error = %e, "scheduling a delayed message failed");
+                    *r = Err(AppendFail::Failed(store_outcome(&e)));
+                }
+            }
+            if sync
+                && out.iter().any(Result::is_ok)
+                && let Err(e) = delays.timer.flush()
+            {
+                tracing::error!(error = %e, "flushing the timer wheel failed");
+                for r in out.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(AppendFail::Failed((
+                        Code::MasterPersistenceTimeout,
+                        format!("the delayed message is stored but its timer is not durable: {e}"),
+                    )));
+                }
+            }
+            out
+        })
+        .await
+    }
+
+    /// Stores half messages (invisible to consumers) and registers them for resolution; each
+    /// answer carries the transaction id.
+    async fn append_halves(
+        &self,
+        halves: Vec<comet_store::Message>,
+    ) -> Result<Vec<Result<SendOk, AppendFail>>, Outcome> {
+        let store = self.store()?;
+        let tx = Arc::clone(&self.transactions);
+        let append = move || {
+            let _ticket = tx.begin_append();
+            let records: Vec<_> = halves
+                .into_iter()
+                .map(transaction::to_half_record)
+                .collect();
+            let now = now_ms();
+            append_records(&store, &records)
+                .into_iter()
+                .zip(&records)
+                .map(|(r, rec)| {
+                    r.map(|a| SendOk {
+                        offset: a.queue_offset,
+                        transaction_id: tx.add(a.queue_offset, a.physical_offset, rec, now),
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        match self.cfg.flush {
+            comet_store::FlushPolicy::Async { .. } => Ok(append()),
+            comet_store::FlushPolicy::Sync { .. } => blocking(append).await,
+        }
+    }
+
+    // ---------------------------------------------------------------------- transactions
+
+    pub async fn end_transaction(&self, req: EndTransactionRequest) -> EndTransactionResponse {
+        let reply = |code: Code, msg: String| EndTransactionResponse {
+            status: Some(status(code, msg)),
+        };
+        let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+        if topic.is_empty() {
+            return reply(Code::IllegalTopic, "EndTransaction names no topic".into());
+        }
+        let resolution = TransactionResolution::try_from(req.resolution)
+            .unwrap_or(TransactionResolution::Unspecified);
+        let plan = match self.transactions.plan_end(
+            topic,
+            &req.message_id,
+            &req.transaction_id,
+            resolution,
+        ) {
+            Ok(p) => p,
+            Err((code, msg)) => return reply(code, msg),
+        };
+        let (half_offset, physical_offset, transaction_id, resolution) = match plan {
+            EndPlan::Done(msg) => return reply(Code::Ok, msg),
+            EndPlan::Write {
+                half_offset,
+                physical_offset,
+                transaction_id,
+                resolution,
+            } => (half_offset, physical_offset, transaction_id, resolution),
+        };
+        let store = match self.store() {
+            Ok(s) => s,
+            Err((code, msg)) => return reply(code, msg),
+        };
+        let (tx, idx) = (Arc::clone(&self.transactions), self.meta.index());
+        let id = transaction_id.clone();
+        let write =
+            move || tx.write_end(&store, &idx, half_offset, physical_offset, &id, resolution);
+        let written = match self.cfg.flush {
+            comet_store::FlushPolicy::Async { .. } => write(),
+            comet_store::FlushPolicy::Sync { .. } => blocking(write).await.and_then(|r| r),
+        };
+        match written {
+            Ok(()) => {
+                tracing::debug!(transaction_id = %transaction_id, ?resolution, source = req.source,
+                    "transaction resolved");
+                reply(Code::Ok, "OK".into())
+            }
+            Err((code, msg)) => reply(code, msg),
+        }
+    }
+
+    fn check_send(&self, idx: &MetaIndex, m: &v2::Message, now: i64) -> Result<Checked, Outcome> {
         let topic = m.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
         if topic.is_empty() {
             return Err((Code::IllegalTopic, "message has no topic".into()));
@@ -569,7 +754,37 @@ impl Inner {
                 ),
             ));
         }
-        convert::to_record(m, topic, now)
+        let rec = convert::to_record(m, topic, now)?;
+        let at = delay::delivery_ms(&rec);
+        if delay::is_transaction(&rec) {
+            if at.is_some() {
+                return Err((
+                    Code::MessagePropertyConflictWithType,
+                    "a TRANSACTION message must not carry a delivery timestamp".into(),
+                ));
+            }
+            return Ok(Checked::Half(rec));
+        }
+        match at {
+            Some(at) if at > now => {
+                let max = duration_ms(self.cfg.max_delivery_delay);
+                if at - now > max {
+                    return Err((
+                        Code::IllegalDeliveryTime,
+                        format!(
+                            "delivery time is {} s in the future, more than the limit of {} s \
+                             ({} days)",
+                            (at - now) / 1000,
+                            max / 1000,
+                            max / 86_400_000
+                        ),
+                    ));
+                }
+                Ok(Checked::Delayed(rec, at))
+            }
+            // A delivery time in the past (or now) delivers at once.
+            _ => Ok(Checked::Now(rec)),
+        }
     }
 
     // ------------------------------------------------------------------------------ pop
@@ -747,11 +962,18 @@ impl Inner {
         let key = &slot.key;
         let idx = self.meta.index();
         let max_attempts = self.max_attempts(&idx, &key.group);
+        let fifo = idx.group(&key.group).is_some_and(|g| g.fifo);
         let now = now_ms();
         // Phase 1: choose redeliveries and the range of new messages.
         let mut exhausted = Vec::new();
         let (redeliver, from, budget) = {
             let mut st = slot.state.lock();
+            if !fifo && st.held() > 0 {
+                // The group stopped being FIFO: nothing waits for its predecessor any more.
+                let released = st.release_all(now);
+                tracing::info!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
+                    released, "group is no longer FIFO; held messages released");
+            }
             if !st.initialized {
                 st.pop_offset = match self.cfg.consume_from {
                     ConsumeFrom::First => store.min_offset(&key.topic, key.queue_id),
@@ -807,10 +1029,11 @@ impl Inner {
         let deadline = now.saturating_add(duration_ms(invisible));
         let mut deliveries: Vec<(StoredMessage, ReceiptHandle, u32)> = Vec::new();
         let more;
+        let mut released = false;
         {
             let mut st = slot.state.lock();
             for (off, generation, r) in read.redelivered {
-                let Some(f) = st.inflight.get_mut(&off) else {
+                let Some(f) = st.inflight.get(&off) else {
                     continue;
                 };
                 if f.generation != generation || f.dlq_pending {
@@ -819,7 +1042,7 @@ impl Inner {
                 let m = match r {
                     Read::Found(m) => *m,
                     Read::Gone => {
-                        st.inflight.remove(&off);
+                        released |= st.complete(off, now).unwrap_or(false);
                         tracing::warn!(group = %key.group, topic = %key.topic, queue_id = key.queue_id, offset = off,
                             "in-flight message no longer stored; dropped from consumer state");
                         continue;
@@ -827,9 +1050,12 @@ impl Inner {
                 };
                 if !filter.matches(&m.message.properties) {
                     // The group's subscription changed: the message is filtered out now.
-                    st.inflight.remove(&off);
+                    released |= st.complete(off, now).unwrap_or(false);
                     continue;
                 }
+                let Some(f) = st.inflight.get_mut(&off) else {
+                    continue;
+                };
                 f.generation = self.consumers.next_generation();
                 f.attempts += 1;
                 f.deadline_ms = deadline;
@@ -841,9 +1067,23 @@ impl Inner {
             }
             if st.pop_offset == from {
                 for m in read.fresh {
+                    let group = if fifo {
+                        m.message
+                            .properties
+                            .system
+                            .get(convert::SYS_MESSAGE_GROUP)
+                            .map_or(0, |g| group_hash(g))
+                    } else {
+                        0
+                    };
+                    if st.group_busy(group) {
+                        // FIFO: an earlier message of its message group is still out.
+                        st.insert(m.queue_offset, InFlight::held(group));
+                        continue;
+                    }
                     let generation = self.consumers.next_generation();
                     let visible_at = deadline.saturating_add(self.extra_delay(&idx, &key.group, 1));
-                    st.inflight.insert(
+                    st.insert(
                         m.queue_offset,
                         InFlight {
                             generation,
@@ -851,6 +1091,7 @@ impl Inner {
                             visible_at_ms: visible_at,
                             attempts: 1,
                             dlq_pending: false,
+                            group,
                         },
                     );
                     self.consumers
@@ -862,6 +1103,9 @@ impl Inner {
             }
             more = budget > 0 && st.pop_offset < store_max(&store, key);
             self.consumers.mark_dirty(slot);
+        }
+        if released {
+            self.hub.notify(&key.topic);
         }
         tracing::debug!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
             count = deliveries.len(), "popped");
@@ -974,10 +1218,9 @@ impl Inner {
         let (slot, h) = self.resolve(group, topic, receipt_handle)?;
         let mut st = slot.state.lock();
         let was_full = st.inflight.len() >= self.cfg.max_inflight_per_queue;
-        match st.inflight.get(&h.offset) {
+        let released = match st.inflight.get(&h.offset) {
             Some(f) if f.generation == h.generation => {
-                st.inflight.remove(&h.offset);
-                st.ready.remove(&h.offset);
+                st.complete(h.offset, now_ms()).unwrap_or(false)
             }
             _ => {
                 return Err((
@@ -985,10 +1228,10 @@ impl Inner {
                     "receipt handle became stale while being acknowledged".into(),
                 ));
             }
-        }
+        };
         drop(st);
         self.consumers.mark_dirty(&slot);
-        if was_full {
+        if was_full || released {
             self.hub.notify(topic);
         }
         Ok(())
@@ -1160,16 +1403,16 @@ impl Inner {
                             offset = it.offset, "message to dead-letter is no longer stored; dropped");
                     }
                     let mut st = it.slot.state.lock();
-                    if st
+                    let released = st
                         .inflight
                         .get(&it.offset)
                         .is_some_and(|f| f.generation == it.generation)
-                    {
-                        st.inflight.remove(&it.offset);
-                        st.ready.remove(&it.offset);
-                    }
+                        && st.complete(it.offset, now_ms()).unwrap_or(false);
                     drop(st);
                     self.consumers.mark_dirty(&it.slot);
+                    if released {
+                        self.hub.notify(&key.topic);
+                    }
                     Ok(())
                 }
                 Err(e) => {
@@ -1262,6 +1505,146 @@ impl Inner {
         }
         if !dlq.is_empty() {
             self.dead_letter(dlq).await;
+        }
+    }
+
+    /// Delivers due delayed messages (see [`crate::delay`]).
+    async fn timer_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown_tx.subscribe();
+        // Longest sleep without news: no timer is due sooner, or the wheel's next slot starts.
+        const IDLE_MS: i64 = 1000;
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            // While a round runs every new timer wakes the next wait.
+            self.delays.set_next_wake(i64::MAX);
+            let Ok(store) = self.store() else { break };
+            let (delays, idx, now) = (Arc::clone(&self.delays), self.meta.index(), now_ms());
+            let round = blocking(move || {
+                let (due, retry) = delays.take_due(now, 4096)?;
+                if due.is_empty() {
+                    return Ok(0);
+                }
+                delays.deliver(&store, &idx, due, retry)
+            })
+            .await;
+            let mut pause = None;
+            match round {
+                Ok(Ok(0)) => {}
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "delayed delivery round failed; retrying in 1 s");
+                    pause = Some(1000);
+                }
+                Err((_, e)) => {
+                    tracing::error!(error = %e, "delayed delivery task failed");
+                    pause = Some(1000);
+                }
+            }
+            let now = now_ms();
+            let wait_ms = pause.unwrap_or_else(|| {
+                self.delays
+                    .timer
+                    .next_due_ms()
+                    .map_or(IDLE_MS, |at| (at - now).clamp(1, IDLE_MS))
+            });
+            self.delays.set_next_wake(now.saturating_add(wait_ms));
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                () = self.delays.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            }
+        }
+    }
+
+    /// Flushes the timer wheel at the commitlog's flush interval (ASYNC; SYNC sends flush it
+    /// themselves), apart from delivery so that a slow fdatasync never delays a due timer.
+    async fn timer_flush_loop(self: Arc<Self>) {
+        let every = match self.cfg.flush {
+            comet_store::FlushPolicy::Async { interval } => interval,
+            comet_store::FlushPolicy::Sync { .. } => Duration::from_secs(1),
+        };
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|v| *v) => break,
+            }
+            let delays = Arc::clone(&self.delays);
+            match blocking(move || delays.timer.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "flushing the timer wheel failed"),
+                Err((_, e)) => tracing::error!(error = %e, "timer flush task failed"),
+            }
+        }
+    }
+
+    /// Checks unresolved transactions when due (broadcast to the watching proxies), discards
+    /// those out of checks, and writes the transaction checkpoint every few seconds.
+    async fn transaction_loop(self: Arc<Self>) {
+        const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let mut last_checkpoint = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            let Ok(store) = self.store() else { break };
+            // While a round runs, every new half message wakes the next wait.
+            self.transactions.set_next_wake(i64::MAX);
+            let now = now_ms();
+            let (due, next) = self.transactions.take_due(now, 1024);
+            if !due.is_empty() {
+                let (tx, idx, st) = (
+                    Arc::clone(&self.transactions),
+                    self.meta.index(),
+                    Arc::clone(&store),
+                );
+                let checks = blocking(move || {
+                    let now = now_ms();
+                    due.iter()
+                        .filter_map(|d| {
+                            let outcome = tx.run_check(&st, &idx, d);
+                            tx.finish_check(d, outcome, now)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+                match checks {
+                    Ok(checks) => {
+                        for c in &checks {
+                            let proxies = self.transactions.broadcast(c);
+                            tracing::debug!(transaction_id = %c.transaction_id, proxies, "transaction check sent");
+                        }
+                    }
+                    Err((_, e)) => tracing::error!(error = %e, "transaction check task failed"),
+                }
+                continue;
+            }
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                last_checkpoint = tokio::time::Instant::now();
+                let tx = Arc::clone(&self.transactions);
+                match blocking(move || tx.write_checkpoint(&store)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "writing the transaction checkpoint failed")
+                    }
+                    Err((_, e)) => {
+                        tracing::error!(error = %e, "transaction checkpoint task failed")
+                    }
+                }
+            }
+            let now = now_ms();
+            let wait = next.map_or(1000, |at| (at - now).clamp(1, 1000));
+            self.transactions.set_next_wake(now.saturating_add(wait));
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                () = self.transactions.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            }
         }
     }
 
@@ -1362,9 +1745,53 @@ fn store_max(store: &MessageStore, key: &QueueKey) -> i64 {
 
 /// Why an append failed, as the send path needs it.
 #[derive(Debug, Clone)]
-enum AppendFail {
+pub(crate) enum AppendFail {
     Closed,
     Failed(Outcome),
+}
+
+/// A stored message's answer: its queue offset and, for a half message, its transaction id.
+#[derive(Debug, Clone)]
+pub(crate) struct SendOk {
+    pub offset: i64,
+    pub transaction_id: String,
+}
+
+/// Where a checked message goes.
+enum Checked {
+    /// Its queue, now.
+    Now(comet_store::Message),
+    /// The timer wheel, until the time (ms since the epoch).
+    Delayed(comet_store::Message, i64),
+    /// The half-message queue, until its transaction is resolved.
+    Half(comet_store::Message),
+}
+
+/// Appends records as one batch (falling back to one by one when the batch is too large as a
+/// whole); one outcome per record (blocking when the flush policy is SYNC).
+pub(crate) fn append_records(
+    store: &MessageStore,
+    records: &[comet_store::Message],
+) -> Vec<Result<AppendResult, AppendFail>> {
+    let fail = |e: &StoreError| {
+        tracing::warn!(error = %e, "append failed");
+        if matches!(e, StoreError::Closed) {
+            AppendFail::Closed
+        } else {
+            AppendFail::Failed(store_outcome(e))
+        }
+    };
+    match store.append_batch(records) {
+        Ok(v) => v.into_iter().map(Ok).collect(),
+        Err(StoreError::MessageTooLarge { .. }) if records.len() > 1 => records
+            .iter()
+            .map(|r| store.append(r).map_err(|e| fail(&e)))
+            .collect(),
+        Err(e) => {
+            let f = fail(&e);
+            records.iter().map(|_| Err(f.clone())).collect()
+        }
+    }
 }
 
 /// Reads redeliveries and up to `budget` new matching messages from `from` (blocking).

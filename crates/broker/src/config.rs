@@ -8,6 +8,9 @@ use comet_store::RetentionConfig;
 
 use crate::error::BrokerError;
 
+/// Longest accepted `max_delivery_delay`: one year.
+pub const MAX_DELIVERY_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// When a message that was not acknowledged becomes visible again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RedeliveryDelay {
@@ -86,6 +89,22 @@ pub struct BrokerConfig {
     pub shutdown_grace: Duration,
     /// Retention and disk watermarks of the store.
     pub retention: RetentionConfig,
+    /// Furthest in the future a delay message's `delivery_timestamp` may lie (default 40 days).
+    /// Later times are refused with ILLEGAL_DELIVERY_TIME; a time in the past delivers at once.
+    pub max_delivery_delay: Duration,
+    /// Granularity of the on-disk timer wheel index (default 1 s; fixed once the timer store
+    /// exists). Delivery is at millisecond precision regardless.
+    pub timer_slot: Duration,
+    /// How long a half (transactional) message may stay unresolved before the broker first
+    /// asks a producer about it (default 6 s, RocketMQ's `transactionTimeOut`). A message's own
+    /// `orphaned_transaction_recovery_duration` raises it for that message.
+    pub transaction_timeout: Duration,
+    /// Interval between two checks of the same unresolved transaction (default 60 s,
+    /// RocketMQ's `transactionCheckInterval`).
+    pub transaction_check_interval: Duration,
+    /// Checks of an unresolved transaction before its half message is discarded and recorded
+    /// (default 15, RocketMQ's `transactionCheckMax`).
+    pub transaction_max_checks: u32,
 }
 
 impl Default for BrokerConfig {
@@ -109,6 +128,11 @@ impl Default for BrokerConfig {
             state_compact_bytes: 64 << 20,
             shutdown_grace: Duration::from_secs(10),
             retention: RetentionConfig::default(),
+            max_delivery_delay: Duration::from_secs(40 * 24 * 3600),
+            timer_slot: Duration::from_secs(1),
+            transaction_timeout: Duration::from_secs(6),
+            transaction_check_interval: Duration::from_secs(60),
+            transaction_max_checks: 15,
         }
     }
 }
@@ -169,6 +193,48 @@ impl BrokerConfig {
             return bad(
                 "state_persist_interval",
                 format!("{:?} is outside (0, 10s]", self.state_persist_interval),
+            );
+        }
+        if self.max_delivery_delay.is_zero() || self.max_delivery_delay > MAX_DELIVERY_DELAY {
+            return bad(
+                "max_delivery_delay",
+                format!(
+                    "{:?} is outside (0, {} days]",
+                    self.max_delivery_delay,
+                    MAX_DELIVERY_DELAY.as_secs() / 86_400
+                ),
+            );
+        }
+        if self.timer_slot < Duration::from_millis(1) || self.timer_slot > Duration::from_secs(3600)
+        {
+            return bad(
+                "timer_slot",
+                format!("{:?} is outside [1ms, 1h]", self.timer_slot),
+            );
+        }
+        if self.transaction_timeout.is_zero()
+            || self.transaction_timeout > Duration::from_secs(86_400)
+        {
+            return bad(
+                "transaction_timeout",
+                format!("{:?} is outside (0, 1 day]", self.transaction_timeout),
+            );
+        }
+        if self.transaction_check_interval < Duration::from_millis(10)
+            || self.transaction_check_interval > Duration::from_secs(86_400)
+        {
+            return bad(
+                "transaction_check_interval",
+                format!(
+                    "{:?} is outside [10ms, 1 day]",
+                    self.transaction_check_interval
+                ),
+            );
+        }
+        if !(1..=1000).contains(&self.transaction_max_checks) {
+            return bad(
+                "transaction_max_checks",
+                format!("{} is outside 1..=1000", self.transaction_max_checks),
             );
         }
         if self.state_compact_bytes < 4096 {

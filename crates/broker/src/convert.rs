@@ -109,14 +109,6 @@ pub(crate) fn to_record(
                 MessageType::Normal
             }
         }
-        MessageType::Transaction => {
-            return Err((
-                Code::Unsupported,
-                "transactional messages are not supported by this broker yet; send them as \
-                 NORMAL messages or to a broker that supports transactions"
-                    .into(),
-            ));
-        }
         MessageType::Lite | MessageType::Priority => {
             return Err((
                 Code::Unsupported,
@@ -132,6 +124,17 @@ pub(crate) fn to_record(
     }
     if let Some(t) = &sp.delivery_timestamp {
         system.insert(SYS_DELIVERY_TIMESTAMP.to_owned(), ts_to_ms(t).to_string());
+    }
+    if let Some(d) = sp
+        .orphaned_transaction_recovery_duration
+        .as_ref()
+        .and_then(to_duration)
+        .filter(|_| mtype == MessageType::Transaction)
+    {
+        system.insert(
+            crate::transaction::SYS_RECOVERY_MS.to_owned(),
+            d.as_millis().min(i64::MAX as u128).to_string(),
+        );
     }
     if let Some(t) = sp.trace_context.as_ref().filter(|t| !t.is_empty()) {
         system.insert(SYS_TRACE_CONTEXT.to_owned(), t.clone());
@@ -266,6 +269,26 @@ pub(crate) fn to_proto(m: &StoredMessage, d: Delivery<'_>) -> v2::Message {
     }
 }
 
+/// A half message as a transaction check shows it to its producer: like a delivery, without
+/// receipt handle, attempt or invisible time.
+pub(crate) fn to_check_proto(m: &StoredMessage) -> v2::Message {
+    let mut out = to_proto(
+        m,
+        Delivery {
+            receipt_handle: String::new(),
+            attempt: 0,
+            invisible: Duration::ZERO,
+            advertised_addr: "",
+        },
+    );
+    if let Some(sp) = out.system_properties.as_mut() {
+        sp.receipt_handle = None;
+        sp.delivery_attempt = None;
+        sp.invisible_duration = None;
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -284,18 +307,5 @@ mod tests {
             md5_upper(&Bytes::from_static(b"hello")),
             "5D41402ABC4B2A76B9719D911017C592"
         );
-    }
-
-    #[test]
-    fn given_transaction_message_when_converted_should_be_unsupported() {
-        let m = v2::Message {
-            system_properties: Some(SystemProperties {
-                message_id: "id".into(),
-                message_type: MessageType::Transaction as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert_eq!(to_record(&m, "t", 0).unwrap_err().0, Code::Unsupported);
     }
 }

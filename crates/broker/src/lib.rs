@@ -29,9 +29,21 @@
 //!   (`DLQ_ORIGIN_TOPIC`, ...), and completed. Dead-letter topics need no metadata to be read.
 //! - **Missing invisible duration** (auto-renewing push consumers): `default_invisible_duration`
 //!   (60 s, RocketMQ's default).
-//! - **Not yet supported** (later issues): transactional messages (refused with UNSUPPORTED),
-//!   delayed delivery (a `delivery_timestamp` is stored and shown, but the message is
-//!   delivered at once), FIFO group ordering.
+//! - **Delay messages** (see [`TimerStats`]): a `delivery_timestamp` in the future
+//!   (at most `max_delivery_delay`, 40 days by default; later is ILLEGAL_DELIVERY_TIME) stores
+//!   the message under `rmq_sys_wheel_timer` and schedules it in the store's persisted timer
+//!   wheel; when due it is appended to its topic (ms precision). Exactly once across restarts.
+//!   A time in the past delivers at once.
+//! - **FIFO groups** (`Group.fifo`): per queue, at most one message of a message group is out
+//!   at a time, in queue order; later ones are *held* and released when it is acked or
+//!   dead-lettered (an un-acked one is redelivered first). Other message groups proceed.
+//! - **Transactions**: a TRANSACTION message is a half message under
+//!   `RMQ_SYS_TRANS_HALF_TOPIC` until `EndTransaction` (transaction id `"<broker_set>~..."`)
+//!   commits (appended to its topic, atomically with the op record) or rolls it back.
+//!   Unresolved ones are checked through every proxy watching `WatchTransactionChecks`; after
+//!   `transaction_max_checks` they are discarded into `TRANS_CHECK_MAX_TIME_TOPIC` (readable)
+//!   and counted ([`TransactionStats`]).
+//! - **Not supported**: LITE and PRIORITY messages (UNSUPPORTED).
 //!
 //! # Layout
 //! - `broker`: [`Broker`] (open, shutdown), the operations, the revive and persistence tasks.
@@ -41,13 +53,19 @@
 //!   persisted with it); `query`: the admin QueryMessage (by id, key, queue offset).
 //! - `state`: in-memory consumer state and visibility timers; `persist`: its snapshot + log.
 //! - [`handle`], [`filter`], [`backoff`]: receipt handles, tag and SQL92 filters, retry backoff.
+//! - `delay`: the timer wheel's delivery; `transaction`: half messages, resolutions, checks.
 //! - `convert`: protobuf ↔ store records; `meta`: the metadata index; `long_poll`: wake-ups.
 //! - [`config`], [`error`].
 //!
 //! # Invariants
 //! - Offsets below a queue's pop offset that are not in flight are completed; the ack offset is
 //!   the first in-flight offset. Acknowledged messages take no memory.
-//! - In flight per (group, topic, queue) never exceeds `max_inflight_per_queue`.
+//! - In flight (held FIFO messages included) per (group, topic, queue) never exceeds
+//!   `max_inflight_per_queue`.
+//! - A FIFO message group never has two messages out at once; a message is handed out only
+//!   after every earlier message of its group on that queue completed.
+//! - A due timer is committed only after its message (and every earlier one) is appended; a
+//!   transaction's visible copy and its COMMIT op are one atomic append.
 //! - A receipt handle is accepted only while its generation is the entry's current one.
 //! - Consumer state changes are appended to the state log as they happen; Ack,
 //!   ChangeInvisibleDuration and ForwardMessageToDeadLetterQueue answer only once their change
@@ -65,6 +83,7 @@ pub mod backoff;
 mod broker;
 pub mod config;
 mod convert;
+mod delay;
 pub mod error;
 pub mod filter;
 pub mod handle;
@@ -76,6 +95,7 @@ mod pull;
 mod query;
 mod service;
 mod state;
+mod transaction;
 
 pub use broker::{Broker, ConsumerProgress};
 pub use config::{BrokerConfig, ConsumeFrom, FlushPolicy, RedeliveryDelay};
@@ -84,6 +104,8 @@ pub use convert::{
     SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
     SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_TRACE_CONTEXT,
 };
+pub use delay::{SYS_TIMER_ORIGIN, TIMER_TOPIC, TimerStats};
 pub use error::BrokerError;
 pub use meta::DLQ_PREFIX;
-pub use service::BrokerGrpc;
+pub use service::{BrokerGrpc, TransactionCheckStream};
+pub use transaction::{DISCARD_TOPIC, HALF_TOPIC, OP_TOPIC, SYS_TRANSACTION_ID, TransactionStats};

@@ -28,6 +28,8 @@ pub(crate) struct TopicView {
 pub(crate) struct GroupView {
     pub max_retries: u32,
     pub backoff: Backoff,
+    /// Messages of one message group are handed out one at a time, in order.
+    pub fifo: bool,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +75,7 @@ impl MetaIndex {
                     GroupView {
                         max_retries: g.max_retries,
                         backoff: Backoff::from_policy(g.retry_policy.as_ref()),
+                        fifo: g.fifo,
                     },
                 )
             })
@@ -85,9 +88,12 @@ impl MetaIndex {
     }
 
     /// Queue ids of `topic` this broker serves for the given access, or the in-body error.
-    /// Dead-letter topics are the broker's own: one queue, readable, not in metadata.
+    /// Dead-letter topics and the transaction discard topic are the broker's own: one queue,
+    /// readable, not in metadata.
     pub fn queues(&self, topic: &str, access: Access) -> Result<u32, (Code, String)> {
-        if topic.starts_with(DLQ_PREFIX) && access == Access::Read {
+        if (topic.starts_with(DLQ_PREFIX) || topic == crate::transaction::DISCARD_TOPIC)
+            && access == Access::Read
+        {
             return Ok(1);
         }
         let Some(t) = self.topics.get(topic) else {

@@ -5,7 +5,9 @@
 //! <dir>/log.<seq>       Queue*                                                (append + fdatasync)
 //! ```
 //!
-//! Every frame is `len u32 | crc32c(payload) u32 | payload` (little-endian). A `Queue` record
+//! Every frame is `len u32 | crc32c(payload) u32 | payload` (little-endian). Queue records
+//! are written as kind 4 (each entry: offset, generation, deadline, visible-at, attempts,
+//! message-group hash); kind 2 (the same without the hash) is still read. A `Queue` record
 //! holds the *whole* state of one (group, topic, queue): pop offset and in-flight entries; the
 //! last record of a key wins, so replay needs no ordering between keys. Recovery loads the
 //! snapshot, replays `log.<seq>` for every seq >= `next_log_seq` in order (stopping at a torn or
@@ -24,6 +26,8 @@ use crate::state::{InFlight, QueueKey, QueueRecord};
 const KIND_HEADER: u8 = 1;
 const KIND_QUEUE: u8 = 2;
 const KIND_END: u8 = 3;
+/// `KIND_QUEUE` plus each entry's message-group hash (FIFO); written since FIFO support.
+const KIND_QUEUE_V2: u8 = 4;
 const MAX_FRAME: usize = 256 << 20;
 const SNAPSHOT: &str = "snapshot";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
@@ -60,7 +64,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 pub(crate) fn encode_queue(r: &QueueRecord, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; 8]);
-    out.push(KIND_QUEUE);
+    out.push(KIND_QUEUE_V2);
     put_str(out, &r.key.group);
     put_str(out, &r.key.topic);
     out.extend_from_slice(&r.key.queue_id.to_le_bytes());
@@ -72,6 +76,7 @@ pub(crate) fn encode_queue(r: &QueueRecord, out: &mut Vec<u8>) {
         out.extend_from_slice(&f.deadline_ms.to_le_bytes());
         out.extend_from_slice(&f.visible_at_ms.to_le_bytes());
         out.extend_from_slice(&f.attempts.to_le_bytes());
+        out.extend_from_slice(&f.group.to_le_bytes());
     }
     seal(out, start);
 }
@@ -150,13 +155,15 @@ fn decode_payload(p: &[u8]) -> Option<Frame> {
             next_log_seq: c.u64()?,
         },
         KIND_END => Frame::End { count: c.u64()? },
-        KIND_QUEUE => {
+        kind @ (KIND_QUEUE | KIND_QUEUE_V2) => {
+            let v2 = kind == KIND_QUEUE_V2;
+            let entry_len = if v2 { 44 } else { 36 };
             let group = c.str()?;
             let topic = c.str()?;
             let queue_id = c.u32()? as i32;
             let pop_offset = c.i64()?;
             let n = c.u32()? as usize;
-            if n > c.b.len() / 36 {
+            if n > c.b.len() / entry_len {
                 return None;
             }
             let mut inflight = Vec::with_capacity(n);
@@ -170,6 +177,7 @@ fn decode_payload(p: &[u8]) -> Option<Frame> {
                         visible_at_ms: c.i64()?,
                         attempts: c.u32()?,
                         dlq_pending: false,
+                        group: if v2 { c.u64()? } else { 0 },
                     },
                 ));
             }
@@ -490,6 +498,7 @@ mod tests {
                             visible_at_ms: 2000 + o,
                             attempts: 2,
                             dlq_pending: false,
+                            group: if o % 2 == 0 { 0 } else { 7 + *o as u64 },
                         },
                     )
                 })
@@ -551,6 +560,48 @@ mod tests {
             })
             .count();
         assert_eq!(logs, 1, "older logs are deleted");
+    }
+
+    #[test]
+    fn given_a_log_of_the_format_before_fifo_when_reopened_should_read_it_without_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, _) = StateFiles::open(dir.path()).unwrap();
+        let path = dir.path().join(log_name(f.log_seq));
+        drop(f);
+        // A kind-2 frame: no message-group hashes.
+        let mut payload = vec![KIND_QUEUE];
+        put_str(&mut payload, "g");
+        put_str(&mut payload, "t");
+        payload.extend_from_slice(&3i32.to_le_bytes());
+        payload.extend_from_slice(&10i64.to_le_bytes());
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        for v in [8i64, 5, 100, 200] {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+        payload.extend_from_slice(&2u32.to_le_bytes());
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        fs::write(&path, frame).unwrap();
+        let (_f, l) = StateFiles::open(dir.path()).unwrap();
+        assert_eq!(l.queues.len(), 1);
+        let r = &l.queues[0];
+        assert_eq!((r.key.queue_id, r.pop_offset), (3, 10));
+        assert_eq!(
+            r.inflight,
+            vec![(
+                8,
+                InFlight {
+                    generation: 5,
+                    deadline_ms: 100,
+                    visible_at_ms: 200,
+                    attempts: 2,
+                    dlq_pending: false,
+                    group: 0,
+                }
+            )]
+        );
     }
 
     #[test]

@@ -4,20 +4,29 @@ use std::sync::Arc;
 
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
-    ChangeInvisibleDurationResponse, ForwardMessageToDeadLetterQueueRequest,
-    ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse,
-    PullMessageRequest, QueryOffsetRequest, QueryOffsetResponse, ReceiveMessageRequest,
-    SendMessageRequest, SendMessageResponse, UpdateOffsetRequest, UpdateOffsetResponse,
+    ChangeInvisibleDurationResponse, EndTransactionRequest, EndTransactionResponse,
+    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
+    GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetRequest,
+    QueryOffsetResponse, ReceiveMessageRequest, SendMessageRequest, SendMessageResponse,
+    UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse,
+    ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
 };
+use futures::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Inner;
+
+/// The stream of transaction checks a broker sends to one proxy; every [`BrokerService`]
+/// implementation uses this type, so the trait can be used as `dyn BrokerService<
+/// WatchTransactionChecksStream = TransactionCheckStream>`.
+pub type TransactionCheckStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<TransactionCheck, Status>> + Send + 'static>,
+>;
 
 /// The gRPC service of a broker: wrap it in `BrokerServiceServer::new` to serve it, or call
 /// the trait methods directly in process. Cheap to clone; calls after
@@ -81,6 +90,31 @@ impl BrokerService for BrokerGrpc {
         let reply = self.inner.change_invisible(request.into_inner());
         self.inner.state_written().await;
         Ok(Response::new(reply))
+    }
+
+    async fn end_transaction(
+        &self,
+        request: Request<EndTransactionRequest>,
+    ) -> Result<Response<EndTransactionResponse>, Status> {
+        let _call = self.inner.enter()?;
+        Ok(Response::new(
+            self.inner.end_transaction(request.into_inner()).await,
+        ))
+    }
+
+    type WatchTransactionChecksStream = TransactionCheckStream;
+
+    /// Streams transaction checks until the broker shuts down or the proxy goes away. The
+    /// stream does not count as a running call (shutdown does not wait for it).
+    async fn watch_transaction_checks(
+        &self,
+        request: Request<WatchTransactionChecksRequest>,
+    ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
+        let _call = self.inner.enter()?;
+        let proxy_id = request.into_inner().proxy_id;
+        let rx = self.inner.transactions.watch(&proxy_id);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(stream.boxed()))
     }
 
     async fn forward_message_to_dead_letter_queue(

@@ -13,8 +13,14 @@
 //! in-flight offset (or `pop_offset`), and acknowledged state needs no memory at all. `ready`
 //! holds in-flight offsets whose deadline passed and that wait for redelivery.
 //!
-//! FIFO groups (a later issue) fit this model: an entry can carry its message group, and pop
-//! skips a message whose group has an earlier offset in flight.
+//! FIFO consumer groups: every entry carries the hash of its message group. A new message
+//! whose message group already has an entry is *held*: it joins `inflight` without being
+//! handed out (attempts 0, no deadline), so the ack offset cannot pass it. When a message group's
+//! entry completes (ack or dead letter), the group's next held entry is *released* into
+//! `ready` and delivered by the next pop. So at most one message per message group is out at a
+//! time, in queue order, while other message groups proceed; a redelivered (un-acked) message
+//! keeps its group blocked. Held entries are persisted like the others, so the order survives
+//! restarts.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -46,6 +52,40 @@ pub(crate) struct InFlight {
     /// Being moved to the dead-letter queue (not persisted: after a restart the move is
     /// retried).
     pub dlq_pending: bool,
+    /// [`group_hash`] of the message group for FIFO groups, 0 otherwise.
+    pub group: u64,
+}
+
+/// `visible_at_ms` of a held FIFO entry: never visible until released.
+pub(crate) const HELD: i64 = i64::MAX;
+
+impl InFlight {
+    /// A FIFO message waiting for the earlier message of its message group.
+    pub fn held(group: u64) -> InFlight {
+        InFlight {
+            generation: 0,
+            deadline_ms: 0,
+            visible_at_ms: HELD,
+            attempts: 0,
+            dlq_pending: false,
+            group,
+        }
+    }
+
+    /// Held and not yet released.
+    pub fn is_held(&self) -> bool {
+        self.attempts == 0 && self.visible_at_ms == HELD
+    }
+}
+
+/// Stable 64-bit FNV-1a of a message group, never 0 (0 means "no group").
+pub(crate) fn group_hash(message_group: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in message_group.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
 }
 
 /// The state of one (group, topic, queue).
@@ -55,12 +95,108 @@ pub(crate) struct QueueState {
     pub initialized: bool,
     /// Next offset never examined by this group.
     pub pop_offset: i64,
+    /// Use [`QueueState::insert`] and [`QueueState::remove`] to change it (they keep the
+    /// message-group counts).
     pub inflight: BTreeMap<i64, InFlight>,
     /// In-flight offsets whose visibility time passed, waiting for redelivery.
     pub ready: BTreeSet<i64>,
+    /// Entries per message group (FIFO), for the "is this group busy" check.
+    groups: HashMap<u64, u32>,
+    /// Held (not yet released) entries.
+    held: usize,
 }
 
 impl QueueState {
+    /// Adds (or replaces) the entry at `offset`.
+    pub fn insert(&mut self, offset: i64, f: InFlight) {
+        if let Some(old) = self.inflight.insert(offset, f) {
+            self.forget(&old);
+        }
+        if f.group != 0 {
+            *self.groups.entry(f.group).or_insert(0) += 1;
+        }
+        if f.is_held() {
+            self.held += 1;
+        }
+    }
+
+    /// Removes the entry at `offset` (and from `ready`).
+    pub fn remove(&mut self, offset: i64) -> Option<InFlight> {
+        self.ready.remove(&offset);
+        let f = self.inflight.remove(&offset)?;
+        self.forget(&f);
+        Some(f)
+    }
+
+    fn forget(&mut self, f: &InFlight) {
+        if f.group != 0
+            && let std::collections::hash_map::Entry::Occupied(mut e) = self.groups.entry(f.group)
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        if f.is_held() {
+            self.held -= 1;
+        }
+    }
+
+    /// Completes the entry at `offset` (acked, dead-lettered or gone) and releases the next
+    /// held entry of its message group. `None` if there was no entry; else whether an entry
+    /// was released (the caller wakes the topic's pollers).
+    pub fn complete(&mut self, offset: i64, now_ms: i64) -> Option<bool> {
+        let f = self.remove(offset)?;
+        Some(self.release_next(f.group, offset, now_ms).is_some())
+    }
+
+    /// Whether message group `group` has an entry (delivered or held).
+    pub fn group_busy(&self, group: u64) -> bool {
+        group != 0 && self.groups.contains_key(&group)
+    }
+
+    /// Held entries not yet released.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Releases the first held entry of `group` after `after` (visible at `now_ms`, put in
+    /// `ready`); returns its offset. Called when the group's previous entry completed.
+    pub fn release_next(&mut self, group: u64, after: i64, now_ms: i64) -> Option<i64> {
+        if group == 0 || !self.groups.contains_key(&group) {
+            return None;
+        }
+        let off = self
+            .inflight
+            .range(after.saturating_add(1)..)
+            .find(|(_, f)| f.group == group)
+            .map(|(o, _)| *o)?;
+        self.release(off, now_ms).then_some(off)
+    }
+
+    /// Releases every held entry (the group stopped being FIFO); returns how many.
+    pub fn release_all(&mut self, now_ms: i64) -> usize {
+        let held: Vec<i64> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.is_held())
+            .map(|(o, _)| *o)
+            .collect();
+        held.iter().filter(|o| self.release(**o, now_ms)).count()
+    }
+
+    fn release(&mut self, offset: i64, now_ms: i64) -> bool {
+        match self.inflight.get_mut(&offset) {
+            Some(f) if f.is_held() => {
+                f.visible_at_ms = now_ms;
+                self.held -= 1;
+                self.ready.insert(offset);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Everything below this offset is completed.
     pub fn ack_offset(&self) -> i64 {
         self.inflight
@@ -184,12 +320,12 @@ impl Consumers {
             };
             for (off, mut f) in r.inflight {
                 f.dlq_pending = false;
-                st.inflight.insert(off, f);
+                st.insert(off, f);
             }
             let slot = Arc::new(QueueSlot::new(r.key.clone(), st));
             {
                 let st = slot.state.lock();
-                for (off, f) in &st.inflight {
+                for (off, f) in st.inflight.iter().filter(|(_, f)| !f.is_held()) {
                     c.schedule(&slot, *off, f.generation, f.visible_at_ms);
                 }
             }
@@ -354,9 +490,10 @@ mod tests {
             visible_at_ms: 0,
             attempts: 1,
             dlq_pending: false,
+            group: 0,
         };
-        st.inflight.insert(7, f);
-        st.inflight.insert(4, f);
+        st.insert(7, f);
+        st.insert(4, f);
         assert_eq!(st.ack_offset(), 4);
     }
 
@@ -383,8 +520,9 @@ mod tests {
             visible_at_ms: 0,
             attempts: 1,
             dlq_pending: false,
+            group: 0,
         };
-        s.state.lock().inflight.insert(0, live);
+        s.state.lock().insert(0, live);
         c.schedule(&s, 0, 5, i64::MAX);
         for i in 1..(MIN_PURGE_AT as i64 + 10) {
             c.schedule(&s, i, 1, i64::MAX);
@@ -401,6 +539,49 @@ mod tests {
         let b = c.next_generation();
         assert_ne!(a, b);
         assert_eq!(a >> 32, 7);
+    }
+
+    #[test]
+    fn given_fifo_entries_when_completed_should_release_the_next_of_the_same_group_only() {
+        let (a, b) = (group_hash("a"), group_hash("b"));
+        assert_ne!(a, b);
+        assert_ne!(group_hash(""), 0);
+        let delivered = |group| InFlight {
+            generation: 1,
+            deadline_ms: 10,
+            visible_at_ms: 10,
+            attempts: 1,
+            dlq_pending: false,
+            group,
+        };
+        let mut st = QueueState::default();
+        st.insert(0, delivered(a));
+        st.insert(1, InFlight::held(a));
+        st.insert(2, delivered(b));
+        st.insert(3, InFlight::held(a));
+        st.insert(4, InFlight::held(b));
+        assert!(st.group_busy(a) && st.group_busy(b) && !st.group_busy(group_hash("c")));
+        assert_eq!(st.held(), 3);
+        st.remove(0);
+        assert_eq!(st.release_next(a, 0, 99), Some(1));
+        assert_eq!(st.ready.iter().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(st.inflight[&1].visible_at_ms, 99);
+        assert!(!st.inflight[&1].is_held());
+        assert_eq!(st.held(), 2);
+        // Offset 1 is released, not delivered: it still keeps 3 held.
+        assert_eq!(st.release_next(a, 0, 99), None);
+        st.remove(2);
+        assert_eq!(st.release_next(b, 2, 100), Some(4));
+        st.remove(1);
+        st.remove(4);
+        assert_eq!(st.release_next(a, 1, 101), Some(3));
+        st.remove(3);
+        assert!(!st.group_busy(a) && !st.group_busy(b));
+        assert_eq!((st.held(), st.inflight.len()), (0, 0));
+        st.insert(5, InFlight::held(a));
+        st.insert(6, InFlight::held(b));
+        assert_eq!(st.release_all(7), 2);
+        assert_eq!(st.held(), 0);
     }
 
     #[test]

@@ -471,11 +471,11 @@ async fn given_bad_requests_when_called_should_answer_clear_codes() {
     )
     .await;
     assert_eq!(code(&r.status), Code::IllegalConsumerGroup);
-    // Transactional messages are refused until transactions exist.
-    let mut tx = msg("t", 0, "tx", None, "b");
-    tx.system_properties.as_mut().unwrap().message_type =
-        comet_proto::apache::rocketmq::v2::MessageType::Transaction as i32;
-    let r = send(&n.svc, vec![tx]).await;
+    // LITE and PRIORITY messages are refused.
+    let mut lite = msg("t", 0, "lite", None, "b");
+    lite.system_properties.as_mut().unwrap().message_type =
+        comet_proto::apache::rocketmq::v2::MessageType::Lite as i32;
+    let r = send(&n.svc, vec![lite]).await;
     assert_eq!(code(&r.entries[0].status), Code::Unsupported);
     // Ack: malformed, foreign broker set.
     assert_eq!(

@@ -87,6 +87,8 @@ pub struct ProxySection {
     pub auto_create_topics: bool,
     /// Queues of an auto-created topic.
     pub default_queue_count: u32,
+    /// Furthest in the future a delay message's delivery time may lie.
+    pub max_delivery_delay: HumanDuration,
 }
 
 /// How the broker flushes its commitlog.
@@ -130,6 +132,16 @@ pub struct BrokerSection {
     pub max_retries: u32,
     /// When an unacknowledged message is delivered again.
     pub redelivery: Redelivery,
+    /// Furthest in the future a delay message's delivery time may lie.
+    pub max_delivery_delay: HumanDuration,
+    /// Granularity of the on-disk timer wheel (fixed once the timer store exists).
+    pub timer_slot: HumanDuration,
+    /// Age of an unresolved half (transactional) message at its first check-back.
+    pub transaction_timeout: HumanDuration,
+    /// Interval between check-backs of the same unresolved transaction.
+    pub transaction_check_interval: HumanDuration,
+    /// Check-backs before an unresolved half message is discarded.
+    pub transaction_max_checks: u32,
 }
 
 /// When a message whose invisible time expired becomes visible again.
@@ -195,6 +207,7 @@ impl Default for ProxySection {
             invisible_default: Duration::from_secs(60).into(),
             auto_create_topics: false,
             default_queue_count: 8,
+            max_delivery_delay: Duration::from_secs(40 * 24 * 3600).into(),
         }
     }
 }
@@ -215,6 +228,11 @@ impl Default for BrokerSection {
             disk_refuse_watermark: 0.90,
             max_retries: 16,
             redelivery: Redelivery::GroupBackoff,
+            max_delivery_delay: Duration::from_secs(40 * 24 * 3600).into(),
+            timer_slot: Duration::from_secs(1).into(),
+            transaction_timeout: Duration::from_secs(6).into(),
+            transaction_check_interval: Duration::from_secs(60).into(),
+            transaction_max_checks: 15,
         }
     }
 }

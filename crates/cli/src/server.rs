@@ -23,10 +23,10 @@ use anyhow::Context;
 use clap::Args;
 use comet_broker::{Broker, BrokerConfig, RedeliveryDelay};
 use comet_controller::{Controller, ControllerConfig};
-use comet_proto::comet::v1::broker_service_server::{BrokerService, BrokerServiceServer};
+use comet_proto::comet::v1::broker_service_server::BrokerServiceServer;
 use comet_proto::comet::v1::controller_service_server::ControllerService;
 use comet_proto::comet::v1::{ClusterMetadata, CreateTopicRequest, Topic};
-use comet_proxy::{LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator};
+use comet_proxy::{DynBroker, LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -275,7 +275,7 @@ impl Node {
         cfg: &Config,
         metadata: watch::Receiver<Arc<ClusterMetadata>>,
         controllers: ControllerClient,
-    ) -> anyhow::Result<Arc<dyn BrokerService>> {
+    ) -> anyhow::Result<Arc<DynBroker>> {
         let listener = bind("broker", &cfg.broker.listen).await?;
         let local = listener.local_addr()?;
         let address = advertised(&cfg.broker.advertised_addr, local);
@@ -306,6 +306,11 @@ impl Node {
                     Redelivery::GroupBackoff => RedeliveryDelay::DeadlinePlusGroupBackoff,
                     Redelivery::InvisibleTime => RedeliveryDelay::InvisibleTime,
                 },
+                max_delivery_delay: b.max_delivery_delay.0,
+                timer_slot: b.timer_slot.0,
+                transaction_timeout: b.transaction_timeout.0,
+                transaction_check_interval: b.transaction_check_interval.0,
+                transaction_max_checks: b.transaction_max_checks,
                 ..BrokerConfig::default()
             },
             metadata,
@@ -364,6 +369,7 @@ impl Node {
             invisible_default: p.invisible_default.0,
             auto_create_topics: p.auto_create_topics,
             default_queue_count: p.default_queue_count,
+            max_delivery_delay: p.max_delivery_delay.0,
             ..ProxyConfig::default()
         };
         proxy_cfg

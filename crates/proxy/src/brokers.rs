@@ -8,23 +8,36 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
-    ChangeInvisibleDurationResponse, ForwardMessageToDeadLetterQueueRequest,
-    ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse,
-    PullMessageRequest, QueryOffsetRequest, QueryOffsetResponse, ReceiveMessageRequest,
-    SendMessageRequest, SendMessageResponse, UpdateOffsetRequest, UpdateOffsetResponse,
+    ChangeInvisibleDurationResponse, EndTransactionRequest, EndTransactionResponse,
+    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
+    GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetRequest,
+    QueryOffsetResponse, ReceiveMessageRequest, SendMessageRequest, SendMessageResponse,
+    UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 pub use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse,
+    ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
 };
+use futures::{Stream, StreamExt as _};
 use parking_lot::{Mutex, RwLock};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+
+/// The `WatchTransactionChecks` stream type of every [`BrokerService`] implementation used with
+/// a [`BrokerDirectory`] (the in-process broker's is the same type).
+pub type TransactionCheckStream =
+    Pin<Box<dyn Stream<Item = Result<TransactionCheck, Status>> + Send + 'static>>;
+
+/// A broker as the proxy calls it: the internal service with its stream type fixed, so that it
+/// can be shared as `Arc<DynBroker>`.
+pub type DynBroker = dyn BrokerService<WatchTransactionChecksStream = TransactionCheckStream>;
 
 /// Largest internal message in either direction (batches of large messages, pop results).
 pub const INTERNAL_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -40,14 +53,13 @@ pub trait BrokerDirectory: Send + Sync + 'static {
     /// # Errors
     /// A gRPC status (e.g. UNAVAILABLE) when no broker can be reached; the proxy reports it
     /// in-body to the client.
-    fn get(&self, broker_set: &str, member_address: &str)
-    -> Result<Arc<dyn BrokerService>, Status>;
+    fn get(&self, broker_set: &str, member_address: &str) -> Result<Arc<DynBroker>, Status>;
 }
 
 /// In-process brokers keyed by broker-set name ("Local mode": no network hop).
 #[derive(Default)]
 pub struct LocalBrokers {
-    brokers: RwLock<HashMap<String, Arc<dyn BrokerService>>>,
+    brokers: RwLock<HashMap<String, Arc<DynBroker>>>,
 }
 
 impl LocalBrokers {
@@ -57,7 +69,7 @@ impl LocalBrokers {
     }
 
     /// Registers (or replaces) the broker of `broker_set`.
-    pub fn insert(&self, broker_set: impl Into<String>, broker: Arc<dyn BrokerService>) {
+    pub fn insert(&self, broker_set: impl Into<String>, broker: Arc<DynBroker>) {
         self.brokers.write().insert(broker_set.into(), broker);
     }
 
@@ -77,11 +89,7 @@ impl std::fmt::Debug for LocalBrokers {
 }
 
 impl BrokerDirectory for LocalBrokers {
-    fn get(
-        &self,
-        broker_set: &str,
-        _member_address: &str,
-    ) -> Result<Arc<dyn BrokerService>, Status> {
+    fn get(&self, broker_set: &str, _member_address: &str) -> Result<Arc<DynBroker>, Status> {
         self.brokers.read().get(broker_set).cloned().ok_or_else(|| {
             Status::unavailable(format!(
                 "broker set {broker_set} is not running in this process"
@@ -121,11 +129,7 @@ impl RemoteBrokers {
 }
 
 impl BrokerDirectory for RemoteBrokers {
-    fn get(
-        &self,
-        broker_set: &str,
-        member_address: &str,
-    ) -> Result<Arc<dyn BrokerService>, Status> {
+    fn get(&self, broker_set: &str, member_address: &str) -> Result<Arc<DynBroker>, Status> {
         if member_address.is_empty() {
             return Err(Status::unavailable(format!(
                 "broker set {broker_set} has no address"
@@ -258,6 +262,27 @@ impl BrokerService for RemoteBroker {
         request: Request<GetConsumerProgressRequest>,
     ) -> Result<Response<GetConsumerProgressResponse>, Status> {
         self.client.clone().get_consumer_progress(request).await
+    }
+
+    async fn end_transaction(
+        &self,
+        request: Request<EndTransactionRequest>,
+    ) -> Result<Response<EndTransactionResponse>, Status> {
+        self.client.clone().end_transaction(request).await
+    }
+
+    type WatchTransactionChecksStream = TransactionCheckStream;
+
+    async fn watch_transaction_checks(
+        &self,
+        request: Request<WatchTransactionChecksRequest>,
+    ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
+        let response = self
+            .client
+            .clone()
+            .watch_transaction_checks(request)
+            .await?;
+        Ok(response.map(|s| s.boxed()))
     }
 }
 

@@ -49,7 +49,8 @@ pub struct ProxyConfig {
     pub max_batch_messages: usize,
     /// Largest accepted request (a batch of messages), in bytes.
     pub max_inbound_message_bytes: usize,
-    /// Furthest a delay message's delivery time may lie in the future.
+    /// Furthest a delay message's delivery time may lie in the future (default 40 days; the
+    /// broker enforces its own `max_delivery_delay` too).
     pub max_delivery_delay: Duration,
     /// Shortest long poll: a shorter (or zero) request is held this long so that a client
     /// cannot spin, but never beyond the client's own deadline.
@@ -101,7 +102,7 @@ impl Default for ProxyConfig {
             max_born_host_bytes: 256,
             max_batch_messages: 1024,
             max_inbound_message_bytes: 17 * 1024 * 1024,
-            max_delivery_delay: Duration::from_secs(24 * 3600),
+            max_delivery_delay: Duration::from_secs(40 * 24 * 3600),
             long_polling_min: Duration::from_secs(1),
             long_polling_max: Duration::from_secs(20),
             deadline_margin: Duration::from_millis(500),
@@ -208,6 +209,14 @@ impl ProxyConfig {
         }
         if self.broker_timeout.is_zero() {
             return Err(invalid("broker_timeout", "must be positive".to_owned()));
+        }
+        if self.max_delivery_delay.is_zero()
+            || self.max_delivery_delay > Duration::from_secs(365 * 24 * 3600)
+        {
+            return Err(invalid(
+                "max_delivery_delay",
+                "must be in (0, 365 days]".to_owned(),
+            ));
         }
         Ok(())
     }

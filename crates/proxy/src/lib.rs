@@ -29,6 +29,10 @@
 //!   are ever sent to Rust clients (broker codes are sanitized; the offset RPCs send
 //!   ILLEGAL_OFFSET / OFFSET_NOT_FOUND to other languages only). gRPC errors only for RPCs not
 //!   served (UNIMPLEMENTED: RecallMessage, SyncLiteSubscription).
+//! - Transaction checks: every served proxy watches every broker set with a live master
+//!   (`WatchTransactionChecks`) and hands each check to one live telemetry stream of a producer
+//!   that publishes the topic; EndTransaction goes to the broker set named by the transaction
+//!   id's `"<broker_set>~"` prefix, so any proxy can resolve any transaction.
 //! - Every unary response has a status; ack and send answers have one entry per request
 //!   entry; a ReceiveMessage stream starts with a status frame and every frame sets exactly
 //!   one oneof field; no outbound frame exceeds 4 MiB.
@@ -54,7 +58,10 @@ mod settings;
 mod status;
 mod validate;
 
-pub use brokers::{BrokerDirectory, BrokerService, LocalBrokers, RemoteBroker, RemoteBrokers};
+pub use brokers::{
+    BrokerDirectory, BrokerService, DynBroker, LocalBrokers, RemoteBroker, RemoteBrokers,
+    TransactionCheckStream,
+};
 pub use config::ProxyConfig;
 pub use creator::TopicCreator;
 pub use error::{ProxyError, Result};

@@ -59,12 +59,15 @@ impl MetadataIndex {
     }
 
     /// `%DLQ%<group>` topics exist without being created: a broker appends a group's dead
-    /// letters to queue 0 of that topic on its own broker set. Clients may read them (any
-    /// group), never write them.
+    /// letters to queue 0 of that topic on its own broker set. So does
+    /// [`TRANSACTION_DISCARD_TOPIC`] with the half messages of transactions discarded after
+    /// their maximum number of checks. Clients may read them (any group), never write them.
     fn dead_letter_topic(&self, qualified: &str) -> Option<Topic> {
-        let group = qualified.strip_prefix(DLQ_PREFIX)?;
-        if group.is_empty() {
-            return None;
+        if qualified != TRANSACTION_DISCARD_TOPIC {
+            let group = qualified.strip_prefix(DLQ_PREFIX)?;
+            if group.is_empty() {
+                return None;
+            }
         }
         let placements: Vec<QueuePlacement> = self
             .metadata
@@ -100,6 +103,11 @@ impl MetadataIndex {
             .map(|&i| &self.metadata.broker_sets[i])
     }
 
+    /// Whether `name` is a broker set of the cluster.
+    pub(crate) fn has_broker_set(&self, name: &str) -> bool {
+        self.broker_set(name).is_some()
+    }
+
     /// Address of the broker set's alive master, if any.
     pub(crate) fn master_address(&self, broker_set: &str) -> Option<&str> {
         let set = self.broker_set(broker_set)?;
@@ -128,6 +136,10 @@ pub(crate) fn topic_not_found(name: &Name) -> Failure {
     )
 }
 
+/// Where brokers keep the half messages of transactions discarded after their maximum number
+/// of checks (RocketMQ's name); readable like a dead-letter topic.
+pub(crate) const TRANSACTION_DISCARD_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+
 /// Caches the index of the latest snapshot of the metadata watch.
 #[derive(Debug)]
 pub(crate) struct MetadataView {
@@ -152,6 +164,11 @@ impl MetadataView {
             *cached = Arc::new(MetadataIndex::new(latest));
         }
         cached.clone()
+    }
+
+    /// A receiver of the metadata watch (to react to changes).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
+        self.rx.clone()
     }
 
     /// Waits until the watch shows `qualified` as a topic, up to `limit`.
@@ -298,8 +315,10 @@ pub(crate) fn stable_hash(s: &str) -> u64 {
     h
 }
 
-/// Picks the queue of one message: FIFO messages by hash of `message_group`, others round-robin
-/// over the queues of broker sets with a live master.
+/// Picks the queue of one message: FIFO messages by hash of `message_group` over all the
+/// topic's queues (stable while the placements do not change: a broker set without a live
+/// master answers HA_NOT_AVAILABLE instead of moving the group, which would break its order),
+/// others round-robin over the queues of broker sets with a live master.
 pub(crate) fn send_target(
     index: &MetadataIndex,
     topic: &Topic,
@@ -312,6 +331,9 @@ pub(crate) fn send_target(
             Code::Forbidden,
             format!("topic {} is not writable", name.name),
         ));
+    }
+    if let Some(group) = message_group {
+        return fifo_target(index, topic, name, group);
     }
     let live: Vec<(&str, &str, u32)> = topic
         .placements
@@ -327,10 +349,7 @@ pub(crate) fn send_target(
     if total == 0 {
         return Err(no_live_broker(topic, name));
     }
-    let mut slot = match message_group {
-        Some(g) => stable_hash(g) % total,
-        None => round_robin.fetch_add(1, Ordering::Relaxed) % total,
-    };
+    let mut slot = round_robin.fetch_add(1, Ordering::Relaxed) % total;
     for (set, address, n) in live {
         if slot < u64::from(n) {
             return Ok(Target {
@@ -340,6 +359,44 @@ pub(crate) fn send_target(
             });
         }
         slot -= u64::from(n);
+    }
+    Err(no_live_broker(topic, name))
+}
+
+/// The queue of a message group: `stable_hash(group) % total queues`, placements in their
+/// metadata order.
+fn fifo_target(index: &MetadataIndex, topic: &Topic, name: &Name, group: &str) -> Outcome<Target> {
+    let total: u64 = topic
+        .placements
+        .iter()
+        .map(|p| u64::from(p.queue_count))
+        .sum();
+    if total == 0 {
+        return Err(no_live_broker(topic, name));
+    }
+    let mut slot = stable_hash(group) % total;
+    for p in &topic.placements {
+        let n = u64::from(p.queue_count);
+        if slot >= n {
+            slot -= n;
+            continue;
+        }
+        let address = index.master_address(&p.broker_set).ok_or_else(|| {
+            Failure::new(
+                Code::HaNotAvailable,
+                format!(
+                    "message group {group:?} of topic {} belongs to broker set {}, which has no \
+                     live master; retry later (FIFO messages are not moved to another broker \
+                     set, to keep their order)",
+                    name.name, p.broker_set
+                ),
+            )
+        })?;
+        return Ok(Target {
+            broker_set: p.broker_set.clone(),
+            address: address.to_owned(),
+            queue_id: i32::try_from(slot).unwrap_or(0),
+        });
     }
     Err(no_live_broker(topic, name))
 }
@@ -517,6 +574,16 @@ mod tests {
     }
 
     #[test]
+    fn the_transaction_discard_topic_is_implicit_and_read_only() {
+        let idx = md();
+        let t = idx.topic(TRANSACTION_DISCARD_TOPIC).unwrap();
+        assert_eq!(t.permission, Permission::Read as i32);
+        assert!(!t.placements.is_empty());
+        assert!(t.placements.iter().all(|p| p.queue_count == 1));
+        assert!(idx.topic("TRANS_CHECK_MAX_TIME_TOPICX").is_none());
+    }
+
+    #[test]
     fn dead_letter_topics_are_implicit_read_only_and_on_every_broker_set() {
         let idx = md();
         let t = idx.topic("%DLQ%g").expect("implicit DLQ topic");
@@ -567,6 +634,35 @@ mod tests {
         let a = send_target(&idx, t, &name(), Some("g1"), &rr).unwrap();
         let b = send_target(&idx, t, &name(), Some("g1"), &rr).unwrap();
         assert_eq!(a, b);
+        // Message groups hash over every queue, the dead set's included: a group whose queue
+        // is on the dead set waits instead of moving.
+        let total: u64 = t.placements.iter().map(|p| u64::from(p.queue_count)).sum();
+        let mut dead = 0;
+        for i in 0..200 {
+            let g = format!("group-{i}");
+            match send_target(&idx, t, &name(), Some(&g), &rr) {
+                Ok(target) => {
+                    assert_ne!(target.broker_set, "dead");
+                    let mut slot = stable_hash(&g) % total;
+                    for p in &t.placements {
+                        if slot < u64::from(p.queue_count) {
+                            assert_eq!(
+                                (target.broker_set.as_str(), i64::from(target.queue_id)),
+                                (p.broker_set.as_str(), slot as i64)
+                            );
+                            break;
+                        }
+                        slot -= u64::from(p.queue_count);
+                    }
+                }
+                Err(f) => {
+                    assert_eq!(f.code, Code::HaNotAvailable);
+                    assert!(f.message.contains("dead"), "{}", f.message);
+                    dead += 1;
+                }
+            }
+        }
+        assert!(dead > 0, "some groups hash to the dead set");
     }
 
     #[test]

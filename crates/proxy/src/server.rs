@@ -122,6 +122,10 @@ impl Proxy {
             "proxy serving"
         );
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Transaction checks from every broker set, forwarded to producers connected here.
+        self.inner
+            .tasks
+            .spawn(Arc::clone(&self.inner).watch_transaction_checks());
         let inner = self.inner.clone();
         let health = self.health.clone();
         let signal = async move {

@@ -9,8 +9,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use comet_proto::apache::rocketmq::v2::{ClientType, Settings};
+use comet_proto::apache::rocketmq::v2::{ClientType, Settings, TelemetryCommand};
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+/// The proxy's side of one open telemetry stream (server → client commands).
+pub(crate) type TelemetrySender = mpsc::Sender<Result<TelemetryCommand, tonic::Status>>;
+
+/// A topic a producer declared in its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PublishedTopic {
+    /// Qualified name.
+    pub(crate) qualified: String,
+    /// The namespace the producer uses (for splitting names back).
+    pub(crate) namespace: String,
+}
 
 /// What the proxy reports about one connected client (admin views, tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +53,8 @@ pub(crate) struct Session {
     pub(crate) settings: Option<Settings>,
     /// Open telemetry streams.
     pub(crate) streams: usize,
+    /// Topics from the producer's `publishing` settings (for transaction checks).
+    pub(crate) publishing: Vec<PublishedTopic>,
     last_seen: Instant,
 }
 
@@ -50,6 +65,7 @@ impl Session {
             group: None,
             settings: None,
             streams: 0,
+            publishing: Vec::new(),
             last_seen: now,
         }
     }
@@ -59,6 +75,9 @@ impl Session {
 struct Table {
     sessions: HashMap<String, Session>,
     last_sweep: Instant,
+    /// Open telemetry streams by stream id: (client id, sender).
+    senders: HashMap<u64, (String, TelemetrySender)>,
+    next_stream: u64,
 }
 
 /// All sessions of this proxy.
@@ -75,6 +94,8 @@ impl Sessions {
             table: Mutex::new(Table {
                 sessions: HashMap::new(),
                 last_sweep: Instant::now(),
+                senders: HashMap::new(),
+                next_stream: 0,
             }),
         }
     }
@@ -110,6 +131,41 @@ impl Sessions {
         }
     }
 
+    /// Registers the sender of an open telemetry stream; returns its id for
+    /// [`Sessions::unregister_sender`].
+    pub(crate) fn register_sender(&self, client_id: &str, tx: TelemetrySender) -> u64 {
+        let mut table = self.table.lock();
+        table.next_stream += 1;
+        let id = table.next_stream;
+        table.senders.insert(id, (client_id.to_owned(), tx));
+        id
+    }
+
+    pub(crate) fn unregister_sender(&self, stream: u64) {
+        self.table.lock().senders.remove(&stream);
+    }
+
+    /// Open telemetry streams of producers whose settings list `topic` (qualified), each with
+    /// the namespace that producer uses, in stream order.
+    pub(crate) fn producer_streams(&self, topic: &str) -> Vec<(String, TelemetrySender)> {
+        let table = self.table.lock();
+        let mut out: Vec<(u64, String, TelemetrySender)> = table
+            .senders
+            .iter()
+            .filter(|(_, (_, tx))| !tx.is_closed())
+            .filter_map(|(id, (client, tx))| {
+                let s = table.sessions.get(client)?;
+                if s.client_type != ClientType::Producer as i32 {
+                    return None;
+                }
+                let t = s.publishing.iter().find(|t| t.qualified == topic)?;
+                Some((*id, t.namespace.clone(), tx.clone()))
+            })
+            .collect();
+        out.sort_by_key(|(id, _, _)| *id);
+        out.into_iter().map(|(_, ns, tx)| (ns, tx)).collect()
+    }
+
     /// Forgets the client's settings and identity (NotifyClientTermination). Streams still
     /// open keep a bare session until they close.
     pub(crate) fn terminate(&self, client_id: &str) {
@@ -121,6 +177,7 @@ impl Sessions {
                 s.settings = None;
                 s.group = None;
                 s.client_type = 0;
+                s.publishing.clear();
             }
         }
     }
@@ -175,6 +232,45 @@ mod tests {
         assert!(s.get("c1").is_none());
         s.stream_closed("unknown");
         assert_eq!(s.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn producer_streams_are_found_by_published_topic() {
+        let s = Sessions::new(Duration::from_secs(60));
+        let (tx1, _rx1) = mpsc::channel(1);
+        let (tx2, rx2) = mpsc::channel(1);
+        let (tx3, _rx3) = mpsc::channel(1);
+        let topic = |q: &str, ns: &str| PublishedTopic {
+            qualified: q.into(),
+            namespace: ns.into(),
+        };
+        s.touch("p1", |x| {
+            x.client_type = ClientType::Producer as i32;
+            x.publishing = vec![topic("ns%t", "ns")];
+        });
+        s.touch("p2", |x| {
+            x.client_type = ClientType::Producer as i32;
+            x.publishing = vec![topic("other", "")];
+        });
+        s.touch("c1", |x| {
+            x.client_type = ClientType::SimpleConsumer as i32;
+            x.publishing = vec![topic("ns%t", "ns")];
+        });
+        let a = s.register_sender("p1", tx1);
+        s.register_sender("p2", tx2);
+        s.register_sender("c1", tx3);
+        let found = s.producer_streams("ns%t");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "ns");
+        assert!(s.producer_streams("other").len() == 1);
+        drop(rx2);
+        assert!(
+            s.producer_streams("other").is_empty(),
+            "closed streams are skipped"
+        );
+        s.unregister_sender(a);
+        assert!(s.producer_streams("ns%t").is_empty());
+        s.terminate("p1");
     }
 
     #[test]

@@ -222,9 +222,10 @@ pub(crate) fn message(
             return Err(Failure::new(
                 Code::IllegalDeliveryTime,
                 format!(
-                    "delivery time is {}s in the future, more than the limit of {}s",
+                    "delivery time is {}s in the future, more than the limit of {}s ({} days)",
                     (at - now).as_secs(),
-                    cfg.max_delivery_delay.as_secs()
+                    cfg.max_delivery_delay.as_secs(),
+                    cfg.max_delivery_delay.as_secs() / 86_400
                 ),
             ));
         }
@@ -254,6 +255,15 @@ pub(crate) fn message(
         }
         MessageType::Delay if delivery.is_none() => {
             Some("a DELAY message needs a delivery timestamp")
+        }
+        MessageType::Delay if message_group.is_some() => {
+            Some("a DELAY message must not carry a message group; FIFO and delay do not combine")
+        }
+        MessageType::Fifo if delivery.is_some() => Some(
+            "a FIFO message must not carry a delivery timestamp; FIFO and delay do not combine",
+        ),
+        MessageType::Transaction if delivery.is_some() => {
+            Some("a TRANSACTION message must not carry a delivery timestamp")
         }
         MessageType::Lite | MessageType::Priority => {
             Some("LITE and PRIORITY messages are not supported")
@@ -362,10 +372,17 @@ mod tests {
             .unwrap()
             .as_secs() as i64;
         sys(&mut m).delivery_timestamp = Some(prost_types::Timestamp {
-            seconds: now + 3 * 24 * 3600,
+            seconds: now + 41 * 24 * 3600,
             nanos: 0,
         });
-        assert_eq!(check(&m).unwrap_err().code, Code::IllegalDeliveryTime);
+        let err = check(&m).unwrap_err();
+        assert_eq!(err.code, Code::IllegalDeliveryTime);
+        assert!(err.message.contains("limit of 3456000s"), "{}", err.message);
+        sys(&mut m).delivery_timestamp = Some(prost_types::Timestamp {
+            seconds: now + 39 * 24 * 3600,
+            nanos: 0,
+        });
+        assert_eq!(check(&m).unwrap().message_type, MessageType::Delay);
         sys(&mut m).delivery_timestamp = Some(prost_types::Timestamp {
             seconds: now + 10,
             nanos: 0,

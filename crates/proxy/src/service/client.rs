@@ -13,6 +13,7 @@ use tonic::Status;
 use super::{Inner, require_client_id};
 use crate::context::RequestContext;
 use crate::names;
+use crate::session::PublishedTopic;
 use crate::settings::echo;
 use crate::status::{self, Failure, Outcome};
 
@@ -78,6 +79,8 @@ impl Inner {
             return ReceiverStream::new(rx);
         };
         self.sessions.stream_opened(&client_id);
+        // Transaction checks reach producers through this registration.
+        let registration = self.sessions.register_sender(&client_id, tx.clone());
         let inner = Arc::clone(self);
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
@@ -108,6 +111,7 @@ impl Inner {
                     }
                 }
             }
+            inner.sessions.unregister_sender(registration);
             inner.sessions.stream_closed(&client_id);
             tracing::debug!(client_id = %client_id, "telemetry stream closed");
         });
@@ -169,6 +173,18 @@ impl Inner {
             },
             _ => None,
         };
+        let publishing = match settings.pub_sub.as_ref() {
+            Some(settings::PubSub::Publishing(p)) => p
+                .topics
+                .iter()
+                .filter_map(|t| names::topic(ctx, Some(t)).ok())
+                .map(|n| PublishedTopic {
+                    qualified: n.qualified,
+                    namespace: n.namespace,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let index = self.metadata.current();
         let group_meta = group.as_ref().and_then(|g| index.group(&g.qualified));
         let node = settings
@@ -184,6 +200,7 @@ impl Inner {
             if let Some(g) = &group {
                 s.group = Some(g.qualified.clone());
             }
+            s.publishing = publishing;
             s.settings = Some(settings);
         });
         Ok(echoed)

@@ -6,6 +6,7 @@
 //! - `receive`: ReceiveMessage
 //! - `ack`: AckMessage, ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue
 //! - `offset`: PullMessage, UpdateOffset, GetOffset, QueryOffset
+//! - `transaction`: EndTransaction and the transaction check-back from brokers
 //!
 //! Every handler answers business failures in-body with gRPC OK; gRPC errors are reserved for
 //! RPCs this proxy does not serve (UNIMPLEMENTED: RecallMessage, SyncLiteSubscription). Broker calls carry a deadline derived from the
@@ -17,6 +18,7 @@ mod offset;
 mod receive;
 mod route;
 mod send;
+mod transaction;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
-use crate::brokers::{BrokerDirectory, BrokerService};
+use crate::brokers::{BrokerDirectory, DynBroker};
 use crate::config::{ProxyConfig, parse_endpoint};
 use crate::context::RequestContext;
 use crate::creator::TopicCreator;
@@ -59,11 +61,13 @@ pub(crate) struct Inner {
     /// The advertised endpoint as route endpoints (or why it is invalid).
     endpoints: Result<Endpoints, String>,
     pub(crate) metadata: MetadataView,
-    brokers: Arc<dyn BrokerDirectory>,
+    pub(crate) brokers: Arc<dyn BrokerDirectory>,
     creator: Option<Arc<dyn TopicCreator>>,
     pub(crate) sessions: Sessions,
     send_round_robin: AtomicU64,
     receive_round_robin: AtomicU64,
+    /// Spreads transaction checks over the producers of a topic.
+    check_round_robin: AtomicU64,
     /// Cancelled when the server shuts down: long polls end, telemetry streams close.
     pub(crate) shutdown: CancellationToken,
     /// Telemetry tasks, awaited on shutdown.
@@ -90,6 +94,7 @@ impl Inner {
             creator,
             send_round_robin: AtomicU64::new(0),
             receive_round_robin: AtomicU64::new(0),
+            check_round_robin: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }
@@ -166,7 +171,7 @@ impl Inner {
         Ok(self.metadata.current())
     }
 
-    fn broker(&self, target: &Target) -> Outcome<Arc<dyn BrokerService>> {
+    fn broker(&self, target: &Target) -> Outcome<Arc<DynBroker>> {
         self.brokers
             .get(&target.broker_set, &target.address)
             .map_err(|e| status::from_broker_call(&e, &target.broker_set))
@@ -183,7 +188,7 @@ impl Inner {
         target: &Target,
         budget: Duration,
         message: T,
-        f: impl FnOnce(Arc<dyn BrokerService>, Request<T>) -> BrokerCall<R>,
+        f: impl FnOnce(Arc<DynBroker>, Request<T>) -> BrokerCall<R>,
     ) -> Outcome<R> {
         let broker = self.broker(target)?;
         let mut request = Request::new(message);
@@ -409,7 +414,7 @@ impl MessagingService for Service {
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.end_transaction(&ctx);
+        let outcome = self.0.end_transaction(&ctx, request.into_inner()).await;
         respond(outcome, |f| EndTransactionResponse {
             status: Some(f.status()),
         })
@@ -469,20 +474,6 @@ impl MessagingService for Service {
         Err(unimplemented(
             "SyncLiteSubscription",
             "lite topics are not offered",
-        ))
-    }
-}
-
-impl Inner {
-    /// Transactions arrive with a later release: EndTransaction answers in-body NOT_IMPLEMENTED
-    /// (known to every client) and transactional sends are refused, so nothing is left
-    /// half-committed.
-    fn end_transaction(&self, ctx: &RequestContext) -> Outcome<EndTransactionResponse> {
-        require_client_id(ctx)?;
-        Err(Failure::new(
-            Code::NotImplemented,
-            "transactions are not supported by this Comet version; EndTransaction cannot commit \
-             or roll back",
         ))
     }
 }

@@ -7,7 +7,7 @@
 //! overall status is OK, the shared code, or MULTIPLE_RESULTS.
 
 use comet_proto::apache::rocketmq::v2::{
-    Code, Message, MessageType, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
+    Code, Message, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
 };
 
 use super::{Inner, require_client_id};
@@ -145,12 +145,6 @@ impl Inner {
         message: &Message,
     ) -> Outcome<(ValidMessage, Target)> {
         let valid = validate::message(&self.cfg, ctx, message)?;
-        if valid.message_type == MessageType::Transaction {
-            return Err(Failure::new(
-                Code::NotImplemented,
-                "transactional messages are not supported by this Comet version",
-            ));
-        }
         let index = self.topic_index(&valid.topic, true).await?;
         let topic = &*index.require_topic(&valid.topic)?;
         validate::check_topic_type(topic, &valid)?;

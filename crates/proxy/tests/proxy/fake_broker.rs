@@ -12,21 +12,25 @@ use std::time::{Duration, Instant, SystemTime};
 
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
-    ChangeInvisibleDurationResponse, Code, Digest, DigestType, Encoding,
-    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
-    GetOffsetRequest, GetOffsetResponse, Message, PullMessageRequest, QueryOffsetPolicy,
-    QueryOffsetRequest, QueryOffsetResponse, ReceiveMessageRequest, SendMessageRequest,
-    SendMessageResponse, SendResultEntry, Status, UpdateOffsetRequest, UpdateOffsetResponse,
+    ChangeInvisibleDurationResponse, Code, Digest, DigestType, Encoding, EndTransactionRequest,
+    EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
+    ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, Message,
+    PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryOffsetResponse,
+    ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
+    UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse,
+    ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
 };
+use comet_proxy::TransactionCheckStream;
+use futures::StreamExt as _;
 use md5::{Digest as _, Md5};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::sync::mpsc;
 use tonic::{Request, Response};
 
 #[derive(Debug, Clone)]
@@ -61,6 +65,9 @@ struct State {
     pub offset_calls: Vec<String>,
     /// (group, topic, queue id) -> committed offset
     offsets: HashMap<(String, String, i32), i64>,
+    pub ends: Vec<EndTransactionRequest>,
+    /// Open WatchTransactionChecks streams.
+    watchers: Vec<mpsc::Sender<Result<TransactionCheck, tonic::Status>>>,
 }
 
 /// The fake broker of one broker set.
@@ -123,6 +130,23 @@ impl FakeBroker {
     /// `"<rpc> <group> <topic> <queue>"` of every offset call, in order.
     pub fn offset_calls(&self) -> Vec<String> {
         self.state.lock().offset_calls.clone()
+    }
+    pub fn ends(&self) -> Vec<EndTransactionRequest> {
+        self.state.lock().ends.clone()
+    }
+    /// Open check streams (proxies watching).
+    pub fn watchers(&self) -> usize {
+        let mut st = self.state.lock();
+        st.watchers.retain(|w| !w.is_closed());
+        st.watchers.len()
+    }
+    /// Sends a check to every watching proxy; returns how many took it.
+    pub fn push_check(&self, check: TransactionCheck) -> usize {
+        let st = self.state.lock();
+        st.watchers
+            .iter()
+            .filter(|w| w.try_send(Ok(check.clone())).is_ok())
+            .count()
     }
     pub fn stored(&self, topic: &str) -> usize {
         self.state.lock().topics.get(topic).map_or(0, Vec::len)
@@ -351,6 +375,29 @@ impl BrokerService for FakeBroker {
             status: Some(ok()),
             receipt_handle: handle,
         }))
+    }
+
+    async fn end_transaction(
+        &self,
+        request: Request<EndTransactionRequest>,
+    ) -> Result<Response<EndTransactionResponse>, tonic::Status> {
+        self.check_fail()?;
+        self.state.lock().ends.push(request.into_inner());
+        Ok(Response::new(EndTransactionResponse { status: Some(ok()) }))
+    }
+
+    type WatchTransactionChecksStream = TransactionCheckStream;
+
+    async fn watch_transaction_checks(
+        &self,
+        _request: Request<WatchTransactionChecksRequest>,
+    ) -> Result<Response<Self::WatchTransactionChecksStream>, tonic::Status> {
+        self.check_fail()?;
+        let (tx, rx) = mpsc::channel(16);
+        self.state.lock().watchers.push(tx);
+        Ok(Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx).boxed(),
+        ))
     }
 
     async fn forward_message_to_dead_letter_queue(

@@ -9,6 +9,7 @@ mod offset;
 mod ops;
 mod route;
 mod telemetry;
+mod transaction;
 mod validation;
 
 use std::time::Duration;

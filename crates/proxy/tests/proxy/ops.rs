@@ -144,13 +144,10 @@ async fn given_rpcs_of_later_releases_when_called_should_answer_clearly() {
         .await
         .unwrap()
         .into_inner();
+    // Transactions are served: an id without a broker set is refused clearly.
     let s = r.status.unwrap();
-    assert_eq!(s.code, Code::NotImplemented as i32);
-    assert!(
-        s.message.starts_with("transactions are not supported"),
-        "{}",
-        s.message
-    );
+    assert_eq!(s.code, Code::InvalidTransactionId as i32);
+    assert!(s.message.contains("broker set"), "{}", s.message);
 
     let err = c
         .recall_message(req(RecallMessageRequest {

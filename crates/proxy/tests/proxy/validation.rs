@@ -174,7 +174,7 @@ async fn given_invalid_messages_when_sent_should_answer_the_right_code_and_messa
                 m.topic = res("delay");
                 m.system_properties.as_mut().unwrap().delivery_timestamp =
                     Some(prost_types::Timestamp {
-                        seconds: now_secs() + 2 * 24 * 3600 + 10,
+                        seconds: now_secs() + 41 * 24 * 3600 + 10,
                         nanos: 0,
                     });
             }),
@@ -182,14 +182,33 @@ async fn given_invalid_messages_when_sent_should_answer_the_right_code_and_messa
             String::new(), // message checked by prefix below
         ),
         (
-            "transaction message",
+            "delayed transaction message",
             with(|m| {
                 m.topic = res("mixed");
-                m.system_properties.as_mut().unwrap().message_type =
-                    MessageType::Transaction as i32;
+                let sp = m.system_properties.as_mut().unwrap();
+                sp.message_type = MessageType::Transaction as i32;
+                sp.delivery_timestamp = Some(prost_types::Timestamp {
+                    seconds: now_secs() + 60,
+                    nanos: 0,
+                });
             }),
-            Code::NotImplemented,
-            "transactional messages are not supported by this Comet version".into(),
+            Code::MessagePropertyConflictWithType,
+            "a TRANSACTION message must not carry a delivery timestamp".into(),
+        ),
+        (
+            "delayed FIFO message",
+            with(|m| {
+                m.topic = res("mixed");
+                let sp = m.system_properties.as_mut().unwrap();
+                sp.message_group = Some("g".into());
+                sp.delivery_timestamp = Some(prost_types::Timestamp {
+                    seconds: now_secs() + 60,
+                    nanos: 0,
+                });
+            }),
+            Code::MessagePropertyConflictWithType,
+            "a FIFO message must not carry a delivery timestamp; FIFO and delay do not combine"
+                .into(),
         ),
     ];
     for (what, m, code, text) in cases {
@@ -198,7 +217,8 @@ async fn given_invalid_messages_when_sent_should_answer_the_right_code_and_messa
         assert_eq!(s.code, code as i32, "{what}: {}", s.message);
         if text.is_empty() {
             assert!(
-                s.message.starts_with("delivery time is ") && s.message.contains("limit of 86400s"),
+                s.message.starts_with("delivery time is ")
+                    && s.message.contains("limit of 3456000s (40 days)"),
                 "{what}: {}",
                 s.message
             );
