@@ -17,6 +17,9 @@
 //! - [`grpc`]: [`ControllerGrpc`], the `ControllerService` implementation.
 //! - [`lease`]: broker leases kept in memory on the leader.
 //! - [`raft_types`]: the openraft type configuration.
+//! - [`remoting`]: the NameServer-compatible remoting endpoint (RocketMQ's TCP
+//!   protocol): route tables for 4.x clients and tools, 4.x broker
+//!   registration.
 //!
 //! # Data directory
 //!
@@ -61,6 +64,7 @@ pub mod lease;
 pub mod metadata;
 pub mod network;
 pub mod raft_types;
+pub mod remoting;
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -304,6 +308,12 @@ impl Controller {
             lock,
             node_id: cfg.node_id,
         })
+    }
+
+    /// The NameServer-compatible remoting endpoint of this node; serve it
+    /// with [`remoting::RemotingServer::serve`] on the remoting listener.
+    pub fn remoting(&self) -> remoting::RemotingServer {
+        remoting::RemotingServer::new(self.grpc.clone())
     }
 
     /// The `ControllerService` implementation of this node.
