@@ -146,15 +146,6 @@ impl ControllerGrpc {
         self.inner.metadata.borrow().clone()
     }
 
-    /// The leader's id and advertised controller address, if known.
-    pub(crate) fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
-        let leader = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&leader)?;
-        Some((leader, node.addr.clone()))
-    }
-
     /// Registers (or re-registers) a broker-set member and renews its lease
     /// for `lease`; only the leader accepts it. A member already registered
     /// at the same address and alive only renews (no log entry).

@@ -15,6 +15,8 @@
 //!   ([`storage::state_machine`]), the data-dir lock.
 //! - [`network`]: Raft transport over gRPC (`comet.v1.RaftService`).
 //! - [`grpc`]: [`ControllerGrpc`], the `ControllerService` implementation.
+//! - [`admin`]: [`admin::ControllerAdminGrpc`], the `ControllerAdminService`
+//!   (Raft membership: describe, add and remove controller nodes).
 //! - [`lease`]: broker leases kept in memory on the leader.
 //! - [`raft_types`]: the openraft type configuration.
 //! - [`remoting`]: the NameServer-compatible remoting endpoint (RocketMQ's TCP
@@ -58,6 +60,7 @@
 //! Dependency rule: controller → proto only; never broker, proxy or store.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod error;
 pub mod grpc;
 pub mod lease;
@@ -73,6 +76,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comet_proto::comet::v1::ClusterMetadata;
+use comet_proto::comet::v1::controller_admin_service_server::ControllerAdminServiceServer;
 use comet_proto::comet::v1::controller_service_server::ControllerServiceServer;
 use comet_proto::comet::v1::raft_service_server::RaftServiceServer;
 use openraft::error::{InitializeError, RaftError};
@@ -120,6 +124,10 @@ pub struct ControllerConfig {
     /// only on the first start (an empty data directory); this node is added
     /// if missing.
     pub peers: Vec<(u64, String)>,
+    /// Start without initializing a cluster on an empty data directory: the
+    /// node waits to be added to an existing cluster (`AddController`).
+    /// Excludes `peers`.
+    pub join: bool,
 }
 
 impl Default for ControllerConfig {
@@ -134,6 +142,7 @@ impl Default for ControllerConfig {
             election_timeout_min: Duration::from_secs(1),
             election_timeout_max: Duration::from_secs(2),
             peers: Vec::new(),
+            join: false,
         }
     }
 }
@@ -176,6 +185,12 @@ impl ControllerConfig {
             return Err(config_err(
                 "election_timeout_max",
                 format!("must be greater than election_timeout_min ({min} ms), got {max} ms"),
+            ));
+        }
+        if self.join && !self.peers.is_empty() {
+            return Err(config_err(
+                "join",
+                "a joining node gets its members from the cluster it joins; leave `peers` empty",
             ));
         }
         let mut ids = std::collections::BTreeSet::new();
@@ -261,6 +276,12 @@ impl Controller {
             if !cfg.peers.is_empty() {
                 tracing::info!("data directory already holds a cluster; ignoring `peers`");
             }
+        } else if cfg.join {
+            tracing::info!(
+                node_id = cfg.node_id,
+                advertised_addr = %cfg.advertised_addr,
+                "waiting to be added to an existing controller cluster"
+            );
         } else {
             let members = cfg.initial_members();
             tracing::info!(node_id = cfg.node_id, members = ?members, "initializing a new controller cluster");
@@ -321,14 +342,22 @@ impl Controller {
         self.grpc.clone()
     }
 
-    /// All gRPC services this node serves: `ControllerService` and the Raft
-    /// transport `RaftService`. Serve them on `advertised_addr`.
+    /// The `ControllerAdminService` (Raft membership) of this node.
+    pub fn admin_service(&self) -> admin::ControllerAdminGrpc {
+        admin::ControllerAdminGrpc::new(self.raft.clone())
+    }
+
+    /// All gRPC services this node serves: `ControllerService`,
+    /// `ControllerAdminService` and the Raft transport `RaftService`. Serve
+    /// them on `advertised_addr`.
     pub fn routes(&self) -> tonic::service::Routes {
-        tonic::service::Routes::new(ControllerServiceServer::new(self.grpc.clone())).add_service(
-            RaftServiceServer::new(RaftGrpc::new(self.raft.clone()))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-        )
+        tonic::service::Routes::new(ControllerServiceServer::new(self.grpc.clone()))
+            .add_service(ControllerAdminServiceServer::new(self.admin_service()))
+            .add_service(
+                RaftServiceServer::new(RaftGrpc::new(self.raft.clone()))
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            )
     }
 
     /// The applied metadata of this node, updated after every applied change.

@@ -23,8 +23,8 @@
 //! # JSON forms ([`JsonStyle`])
 //!
 //! fastjson writes the `Long` keys of `brokerAddrs` unquoted (`{0:"ip:port"}`,
-//! not valid JSON): [`JsonStyle::Legacy`]. Clients that declare version
-//! >= 401 (4.9.4) or `acceptStandardJsonOnly=true` get standard JSON
+//! not valid JSON): [`JsonStyle::Legacy`]. Clients that declare a version
+//! of at least 401 (4.9.4) or `acceptStandardJsonOnly=true` get standard JSON
 //! ([`JsonStyle::Standard`]). Only `brokerAddrs` keys differ between the two;
 //! broker and cluster names are always quoted strings. The readers accept
 //! both forms.
