@@ -30,10 +30,12 @@ use comet_proxy::{LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator}
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Config, FlushMode, Redelivery, Sources};
 use crate::controller_client::{ControllerClient, heartbeat_loop, watch_metadata};
+use crate::kill::Killable;
 use crate::logging;
 
 /// Largest internal gRPC message (a batch of large messages travels in one PopMessage reply).
@@ -60,6 +62,10 @@ pub struct ServerArgs {
     /// Controller listen address (`controller.listen`).
     #[arg(long, value_name = "ADDR")]
     pub controller_listen: Option<String>,
+    /// NameServer-compatible remoting listen address (`controller.remoting_listen`), e.g.
+    /// 0.0.0.0:9876; an empty value turns it off.
+    #[arg(long, value_name = "ADDR")]
+    pub remoting_listen: Option<String>,
     /// Controller addresses for `comet proxy` / `comet broker` (`controllers`); repeat or
     /// separate with commas.
     #[arg(long = "controller", value_name = "ADDR", value_delimiter = ',')]
@@ -85,6 +91,7 @@ impl ServerArgs {
             ("proxy.advertised_endpoint", &self.advertised_endpoint),
             ("broker.listen", &self.broker_listen),
             ("controller.listen", &self.controller_listen),
+            ("controller.remoting_listen", &self.remoting_listen),
             ("broker.broker_set", &self.broker_set),
         ] {
             if let Some(v) = value {
@@ -167,12 +174,16 @@ pub struct Addrs {
     pub proxy: Option<SocketAddr>,
     pub broker: Option<SocketAddr>,
     pub controller: Option<SocketAddr>,
+    /// The controller's NameServer-compatible remoting endpoint (when enabled).
+    pub remoting: Option<SocketAddr>,
 }
 
 /// A running node of any role; [`Node::shutdown`] stops it in order.
 pub struct Node {
     addrs: Addrs,
     stop: watch::Sender<bool>,
+    /// Flips only in [`Node::abort`]: every accepted connection fails at once.
+    kill: watch::Sender<bool>,
     /// Listener tasks, stopped first (proxy before broker before controller).
     servers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     heartbeat: Option<JoinHandle<()>>,
@@ -188,9 +199,11 @@ impl Node {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
         let (stop, _) = watch::channel(false);
+        let (kill, _) = watch::channel(false);
         let mut node = Node {
             addrs: Addrs::default(),
             stop,
+            kill,
             servers: Vec::new(),
             heartbeat: None,
             broker: None,
@@ -231,6 +244,17 @@ impl Node {
         }
     }
 
+    /// Accepted connections of `listener` (TCP_NODELAY), each killed by [`Node::abort`].
+    fn incoming(
+        &self,
+        listener: TcpListener,
+    ) -> impl tokio_stream::Stream<Item = std::io::Result<Killable>> + Send + 'static {
+        let kill = self.kill.subscribe();
+        TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .map(move |conn| conn.map(|c| Killable::new(c, kill.clone())))
+    }
+
     async fn start_controller(
         &mut self,
         cfg: &Config,
@@ -238,20 +262,29 @@ impl Node {
         let listener = bind("controller", &cfg.controller.listen).await?;
         let local = listener.local_addr()?;
         let advertised = advertised(&cfg.controller.advertised_addr, local);
+        let c = &cfg.controller;
+        let remoting_listener = if c.remoting_listen.is_empty() {
+            None
+        } else {
+            Some(bind("remoting", &c.remoting_listen).await?)
+        };
         let controller = Controller::start(ControllerConfig {
-            node_id: cfg.controller.node_id,
+            node_id: c.node_id,
             data_dir: cfg.data_dir.join("controller"),
-            cluster_name: cfg.controller.cluster_name.clone(),
+            cluster_name: c.cluster_name.clone(),
             advertised_addr: advertised,
-            broker_lease: cfg.controller.broker_lease.0,
+            broker_lease: c.broker_lease.0,
+            heartbeat_interval: c.heartbeat_interval.0,
+            election_timeout_min: c.election_timeout_min.0,
+            election_timeout_max: c.election_timeout_max.0,
             peers: cfg.peers()?,
-            ..ControllerConfig::default()
+            join: c.join,
         })
         .await
         .context("starting the controller")?;
         let routes = controller.routes();
         let shutdown = self.stopped();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = self.incoming(listener);
         self.servers.push((
             "controller",
             tokio::spawn(async move {
@@ -264,6 +297,27 @@ impl Node {
         ));
         announce("controller", local);
         self.addrs.controller = Some(local);
+        if let Some(listener) = remoting_listener {
+            let remoting_local = listener.local_addr()?;
+            let server = controller.remoting();
+            let shutdown = self.stopped();
+            let mut kill = self.kill.subscribe();
+            self.servers.push((
+                "remoting",
+                tokio::spawn(async move {
+                    let stop = async move {
+                        tokio::select! {
+                            () = shutdown => {}
+                            _ = kill.wait_for(|k| *k) => {}
+                        }
+                    };
+                    server.serve(listener, stop).await;
+                    Ok(())
+                }),
+            ));
+            announce("remoting", remoting_local);
+            self.addrs.remoting = Some(remoting_local);
+        }
         let metadata = controller.metadata();
         self.controller = Some(controller);
         self.metadata = Some(metadata.clone());
@@ -311,7 +365,7 @@ impl Node {
             .max_decoding_message_size(INTERNAL_MAX_MESSAGE)
             .max_encoding_message_size(INTERNAL_MAX_MESSAGE);
         let shutdown = self.stopped();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = self.incoming(listener);
         self.servers.push((
             "broker",
             tokio::spawn(async move {
@@ -429,6 +483,35 @@ impl Node {
         let brokers = Arc::new(RemoteBrokers::default());
         let creator = Arc::new(RemoteCreator(controllers));
         self.start_proxy(cfg, metadata, brokers, creator).await
+    }
+
+    /// Stops the node as `kill -9` would, as far as a process can stop part of itself: every
+    /// accepted connection of the controller, remoting and broker listeners fails at once (peers
+    /// see resets, nothing is drained), the listeners close, the broker is abandoned without a
+    /// final flush or checkpoint (its store keeps only what reached the page cache, as after a
+    /// process kill), and Raft stops without any farewell. The data directories are unlocked
+    /// afterwards, so a new node may start on them ("restart after a crash").
+    pub async fn abort(mut self) {
+        self.kill.send_replace(true);
+        for (name, task) in self.servers.drain(..) {
+            task.abort();
+            if let Ok(Err(e)) = task.await {
+                tracing::debug!(server = name, error = %format!("{e:#}"), "aborted server");
+            }
+        }
+        if let Some(hb) = self.heartbeat.take() {
+            hb.abort();
+            let _ = hb.await;
+        }
+        self.stop.send_replace(true);
+        if let Some(broker) = self.broker.take() {
+            broker.abandon().await;
+        }
+        if let Some(controller) = self.controller.take()
+            && let Err(e) = controller.shutdown().await
+        {
+            tracing::warn!(error = %e, "stopping an aborted controller");
+        }
     }
 
     /// Stops accepting everywhere and drains (proxy, then broker), closes the broker (flush,
