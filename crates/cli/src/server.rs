@@ -178,8 +178,20 @@ pub struct Addrs {
     pub remoting: Option<SocketAddr>,
 }
 
+/// Listeners bound by the caller, used instead of binding the configured addresses (e.g. a
+/// test that must know a controller's address before it starts, to list it in `peers`).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub proxy: Option<TcpListener>,
+    pub broker: Option<TcpListener>,
+    pub controller: Option<TcpListener>,
+    pub remoting: Option<TcpListener>,
+}
+
 /// A running node of any role; [`Node::shutdown`] stops it in order.
 pub struct Node {
+    /// Caller-bound listeners not used yet (see [`Node::start_with`]).
+    preset: Listeners,
     addrs: Addrs,
     stop: watch::Sender<bool>,
     /// Flips only in [`Node::abort`]: every accepted connection fails at once.
@@ -196,11 +208,22 @@ pub struct Node {
 impl Node {
     /// Starts `role` with `cfg`; returns once every listener is bound and serving.
     pub async fn start(role: Role, cfg: &Config) -> anyhow::Result<Node> {
+        Self::start_with(role, cfg, Listeners::default()).await
+    }
+
+    /// Like [`Node::start`], serving on the given already-bound listeners where present (the
+    /// configured address of that listener is then not used).
+    pub async fn start_with(
+        role: Role,
+        cfg: &Config,
+        listeners: Listeners,
+    ) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
         let (stop, _) = watch::channel(false);
         let (kill, _) = watch::channel(false);
         let mut node = Node {
+            preset: listeners,
             addrs: Addrs::default(),
             stop,
             kill,
@@ -231,6 +254,11 @@ impl Node {
         self.addrs
     }
 
+    /// The controller this node runs, if any (Raft metrics, membership).
+    pub fn controller(&self) -> Option<&Controller> {
+        self.controller.as_ref()
+    }
+
     /// The cluster metadata as this node currently sees it (a proxy's view may trail the
     /// controller's by the watch latency); tests wait on it instead of polling.
     pub fn metadata(&self) -> Option<watch::Receiver<Arc<ClusterMetadata>>> {
@@ -259,14 +287,17 @@ impl Node {
         &mut self,
         cfg: &Config,
     ) -> anyhow::Result<watch::Receiver<Arc<ClusterMetadata>>> {
-        let listener = bind("controller", &cfg.controller.listen).await?;
+        let listener = match self.preset.controller.take() {
+            Some(l) => l,
+            None => bind("controller", &cfg.controller.listen).await?,
+        };
         let local = listener.local_addr()?;
         let advertised = advertised(&cfg.controller.advertised_addr, local);
         let c = &cfg.controller;
-        let remoting_listener = if c.remoting_listen.is_empty() {
-            None
-        } else {
-            Some(bind("remoting", &c.remoting_listen).await?)
+        let remoting_listener = match self.preset.remoting.take() {
+            Some(l) => Some(l),
+            None if c.remoting_listen.is_empty() => None,
+            None => Some(bind("remoting", &c.remoting_listen).await?),
         };
         let controller = Controller::start(ControllerConfig {
             node_id: c.node_id,
@@ -330,7 +361,10 @@ impl Node {
         metadata: watch::Receiver<Arc<ClusterMetadata>>,
         controllers: ControllerClient,
     ) -> anyhow::Result<Arc<dyn BrokerService>> {
-        let listener = bind("broker", &cfg.broker.listen).await?;
+        let listener = match self.preset.broker.take() {
+            Some(l) => l,
+            None => bind("broker", &cfg.broker.listen).await?,
+        };
         let local = listener.local_addr()?;
         let address = advertised(&cfg.broker.advertised_addr, local);
         let b = &cfg.broker;
@@ -396,7 +430,10 @@ impl Node {
         brokers: Arc<dyn comet_proxy::BrokerDirectory>,
         creator: Arc<dyn TopicCreator>,
     ) -> anyhow::Result<()> {
-        let listener = bind("proxy", &cfg.proxy.listen).await?;
+        let listener = match self.preset.proxy.take() {
+            Some(l) => l,
+            None => bind("proxy", &cfg.proxy.listen).await?,
+        };
         let local = listener.local_addr()?;
         let p = &cfg.proxy;
         let proxy_cfg = ProxyConfig {
