@@ -384,6 +384,45 @@ impl Cluster {
         slot.node = Some(node);
     }
 
+    /// Starts a new controller with `controller.join = true` (it waits to be added with
+    /// `AddController`); returns its index. Clients of this cluster list it from now on.
+    pub async fn start_joining_controller(&mut self) -> usize {
+        let node_id = self.controllers.len() as u64 + 1;
+        let (ctl, addr) = bind_local().await;
+        let (rem, remoting) = bind_local().await;
+        let mut cfg = self.base.clone();
+        cfg.data_dir = self.dir.path().join(format!("controller-{node_id}"));
+        cfg.controller.node_id = node_id;
+        cfg.controller.peers = Vec::new();
+        cfg.controller.join = true;
+        let node = Node::start_with(
+            Role::Controller,
+            &cfg,
+            Listeners {
+                controller: Some(ctl),
+                remoting: Some(rem),
+                ..Listeners::default()
+            },
+        )
+        .await
+        .expect("joining controller starts");
+        self.controllers.push(ControllerSlot {
+            node_id,
+            addr,
+            remoting,
+            cfg,
+            node: Some(node),
+        });
+        self.controllers.len() - 1
+    }
+
+    /// Stops controller `i` cleanly (e.g. after removing it from the membership).
+    pub async fn stop_controller(&mut self, i: usize) {
+        if let Some(n) = self.controllers[i].node.take() {
+            n.shutdown().await.expect("controller stops");
+        }
+    }
+
     /// Starts a broker for a new broker set `name` (no restart of anything else) and waits
     /// until the leader sees it alive.
     pub async fn add_broker_set(&mut self, name: &str) {

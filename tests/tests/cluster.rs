@@ -144,7 +144,11 @@ impl Traffic {
                 }
                 i += 1;
                 let mut delivered = false;
-                for _ in 0..SEND_ATTEMPTS {
+                for attempt in 0..SEND_ATTEMPTS {
+                    if attempt > 0 {
+                        // Retry at the next tick, as a client's backoff would.
+                        pace.tick().await;
+                    }
                     let msg = MessageBuilder::builder()
                         .set_topic(&t)
                         .set_tag("load")
@@ -780,5 +784,173 @@ async fn given_queues_on_several_broker_sets_when_routed_and_used_should_reflect
     assert_eq!(got, fresh);
     producer.shutdown().await.expect("shutdown");
     p2.shutdown().await.expect("shutdown");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_a_cluster_when_administered_through_the_cli_should_manage_members_and_explain_bad_requests()
+ {
+    use comet::admin::{
+        AddMemberArgs, ClusterCommand, Perm, RemoveMemberArgs, RouteArgs, TopicCommand, TopicSpec,
+        TopicType,
+    };
+    init_tracing();
+    let mut cluster = ClusterBuilder::new().without_proxy().start().await;
+    let target = cluster.admin();
+
+    tracing::info!("--- members, brokers, describe");
+    let members = admin::cluster(&target, &ClusterCommand::Members)
+        .await
+        .expect("members");
+    let voters: Vec<u64> = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["role"] == "voter")
+        .map(|m| m["node_id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(voters, [1, 2, 3], "{members}");
+    assert!(members["leader_id"].as_u64().is_some(), "{members}");
+    let brokers = admin::cluster(&target, &ClusterCommand::Brokers)
+        .await
+        .expect("brokers");
+    let rows: Vec<(String, String, bool)> = brokers["brokers"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|b| {
+            (
+                b["broker_set"].as_str().expect("set").to_owned(),
+                b["role"].as_str().expect("role").to_owned(),
+                b["alive"].as_bool().expect("alive"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("broker-a".to_owned(), "master".to_owned(), true),
+            ("broker-b".to_owned(), "master".to_owned(), true)
+        ]
+    );
+    let described = admin::cluster(&target, &ClusterCommand::Describe)
+        .await
+        .expect("describe");
+    assert_eq!(
+        described["controllers"]["members"].as_array().map(Vec::len),
+        Some(3)
+    );
+
+    tracing::info!("--- topics: route, and clear errors for bad requests");
+    let spec = |name: &str, sets: &[&str], queues: u32| {
+        TopicCommand::Create(TopicSpec {
+            name: name.to_owned(),
+            queues,
+            message_type: TopicType::Normal,
+            broker_sets: sets.iter().map(|s| (*s).to_owned()).collect(),
+            perm: Perm::Rw,
+        })
+    };
+    admin::topic(&target, &spec("routed", &["broker-a", "broker-b"], 4))
+        .await
+        .expect("create");
+    let leader = cluster.wait_leader().await;
+    let route = admin::topic(
+        &target,
+        &TopicCommand::Route(RouteArgs {
+            name: "routed".to_owned(),
+            remoting: Some(cluster.remoting_addr(leader).to_string()),
+        }),
+    )
+    .await
+    .expect("route");
+    assert_eq!(route["writable_queues"], 8, "{route}");
+    assert_eq!(
+        route["nameserver_route"]["queueDatas"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{route}"
+    );
+    assert_eq!(
+        route["nameserver_route"]["brokerDatas"][0]["brokerAddrs"]["0"],
+        cluster.broker_addr("broker-a").expect("runs").to_string()
+    );
+    for (cmd, needle) in [
+        (
+            spec("t1", &["nope"], 4),
+            "broker set nope is not registered",
+        ),
+        (spec("t2", &["broker-a"], 0), "out of range 1..=1024"),
+        (spec("t3", &["broker-a"], 5000), "out of range 1..=1024"),
+        (spec("routed", &["broker-a"], 4), "already exists"),
+        (spec("t4", &["broker-a", "broker-a"], 4), "twice"),
+        (spec("%RETRY%x", &["broker-a"], 4), "reserved"),
+    ] {
+        let err = admin::topic(&target, &cmd).await.expect_err("refused");
+        assert!(format!("{err:#}").contains(needle), "{cmd:?}: {err:#}");
+    }
+
+    tracing::info!("--- add a controller, then remove it");
+    let new = cluster.start_joining_controller().await;
+    let target = cluster.admin();
+    let added = admin::cluster(
+        &target,
+        &ClusterCommand::AddMember(AddMemberArgs {
+            node_id: cluster.controller_id(new),
+            address: cluster.controller_addr(new).to_string(),
+            learner: false,
+        }),
+    )
+    .await
+    .expect("add member");
+    assert_eq!(
+        added["members"].as_array().map(Vec::len),
+        Some(4),
+        "{added}"
+    );
+    let mut rx = cluster
+        .controller_node(new)
+        .and_then(|n| n.metadata())
+        .expect("metadata");
+    tokio::time::timeout(
+        WAIT,
+        rx.wait_for(|m| m.topics.iter().any(|t| t.name == "routed")),
+    )
+    .await
+    .expect("the new controller catches up")
+    .expect("watch");
+    let err = admin::cluster(
+        &target,
+        &ClusterCommand::AddMember(AddMemberArgs {
+            node_id: 1,
+            address: cluster.controller_addr(new).to_string(),
+            learner: false,
+        }),
+    )
+    .await
+    .expect_err("address in use");
+    assert!(format!("{err:#}").contains("already"), "{err:#}");
+    let removed = admin::cluster(
+        &target,
+        &ClusterCommand::RemoveMember(RemoveMemberArgs {
+            node_id: cluster.controller_id(new),
+        }),
+    )
+    .await
+    .expect("remove member");
+    assert_eq!(
+        removed["members"].as_array().map(Vec::len),
+        Some(3),
+        "{removed}"
+    );
+    cluster.stop_controller(new).await;
+    let err = admin::cluster(
+        &target,
+        &ClusterCommand::RemoveMember(RemoveMemberArgs { node_id: 42 }),
+    )
+    .await
+    .expect_err("unknown member");
+    assert!(format!("{err:#}").contains("not a member"), "{err:#}");
     cluster.stop().await;
 }

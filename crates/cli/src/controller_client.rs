@@ -293,7 +293,13 @@ pub async fn heartbeat_loop(
                 })
         };
         match result {
-            Ok(()) => registered = true,
+            Ok(()) if !registered => {
+                // Heartbeat at once: its reply carries the lease, which sets the interval (a
+                // first sleep of the default could outlast a short lease).
+                registered = true;
+                continue;
+            }
+            Ok(()) => {}
             Err(status) => {
                 tracing::warn!(code = ?status.code(), msg = status.message(), registered, "controller heartbeat failed");
                 registered = false;

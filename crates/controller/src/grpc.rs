@@ -176,6 +176,11 @@ impl ControllerGrpc {
         }
         tracing::info!(broker_set, broker_id, address, "register broker");
         let now_ms = wall_ms();
+        // Renew first: the lease checker must never see the member alive again (once the
+        // entry applies) with only its old, lapsed renewal.
+        self.inner
+            .leases
+            .renew_for(term, broker_set, broker_id, Instant::now(), now_ms, lease);
         let cmd = Command::RegisterBroker {
             broker_set: broker_set.to_owned(),
             broker_id,
@@ -184,14 +189,6 @@ impl ControllerGrpc {
         };
         match self.write(cmd, what).await? {
             (CommandResponse::BrokerSet(set), revision) => {
-                self.inner.leases.renew_for(
-                    term,
-                    broker_set,
-                    broker_id,
-                    Instant::now(),
-                    now_ms,
-                    lease,
-                );
                 Ok((pb::BrokerSet::from(&set as &BrokerSetRecord), revision))
             }
             (other, _) => Err(unexpected(what, &other)),
