@@ -3,6 +3,8 @@
 //! calls:
 //! - the controller leader is killed while clients produce and consume: a new leader within
 //!   seconds, no metadata lost, clients keep working, the old leader catches up on restart;
+//!   with every controller down the proxy keeps serving from its last routes, and it
+//!   re-subscribes when they return;
 //! - a broker set is killed: its queues leave the routes within the lease, clients keep
 //!   producing to the other set, and it comes back with its data;
 //! - a topic spread over several broker sets: routes (gRPC and NameServer remoting, both
@@ -390,6 +392,26 @@ async fn given_clients_at_work_when_the_controller_leader_is_killed_should_fail_
         .expect("watch")
         .clone();
     assert_eq!(restored.topics.len(), 2);
+
+    tracing::info!("--- every controller down: the proxy and brokers serve from the last routes");
+    for i in 0..cluster.controller_count() {
+        cluster.kill_controller(i).await;
+    }
+    let n = traffic.sent();
+    traffic.wait_sent(n + 30, "with no controller").await;
+    tracing::info!("--- controllers back: the proxy re-subscribes and sees new metadata");
+    for i in 0..cluster.controller_count() {
+        cluster.restart_controller(i).await;
+    }
+    cluster.wait_leader().await;
+    create_topic(&cluster, "after-outage", &[("broker-b", 2)]).await;
+    cluster
+        .wait_metadata("brokers alive after the outage", |m| {
+            broker_set_alive(m, "broker-a") && broker_set_alive(m, "broker-b")
+        })
+        .await;
+    let n = traffic.sent();
+    traffic.wait_sent(n + 30, "after the outage").await;
 
     let stats = traffic.finish().await;
     let retries = stats.send_retries.load(Ordering::Relaxed);
