@@ -156,8 +156,8 @@ pub struct ControllerSection {
     pub remoting_listen: String,
     /// Raft leader heartbeat period.
     pub heartbeat_interval: HumanDuration,
-    /// Raft election timeout range: a follower that hears no leader for a random time in
-    /// [min, max) starts an election.
+    /// Raft election timeout range: a follower that hears no leader for `election_timeout_max`
+    /// (the leader lease) plus a random time in [min, max) starts an election.
     pub election_timeout_min: HumanDuration,
     pub election_timeout_max: HumanDuration,
 }
@@ -231,9 +231,9 @@ impl Default for ControllerSection {
             peers: Vec::new(),
             join: false,
             remoting_listen: "127.0.0.1:9876".to_owned(),
-            heartbeat_interval: Duration::from_millis(250).into(),
-            election_timeout_min: Duration::from_secs(1).into(),
-            election_timeout_max: Duration::from_secs(2).into(),
+            heartbeat_interval: Duration::from_millis(100).into(),
+            election_timeout_min: Duration::from_millis(500).into(),
+            election_timeout_max: Duration::from_secs(1).into(),
         }
     }
 }
@@ -582,12 +582,12 @@ mod tests {
             ("controller.peers", "[\"2\"]", "peers"),
             (
                 "controller.election_timeout_min",
-                "100ms",
+                "50ms",
                 "heartbeat_interval",
             ),
             (
                 "controller.election_timeout_max",
-                "1s",
+                "400ms",
                 "election_timeout_max",
             ),
             ("proxy.invisible_default", "24h", "invisible"),

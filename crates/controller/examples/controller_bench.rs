@@ -15,7 +15,7 @@
 //!     [--read-secs S] [--trials T] [--dir PATH]
 //! ```
 //!
-//! Raft timings are the defaults (heartbeat 250 ms, election timeout 1..2 s); progress goes to
+//! Raft timings are the defaults (heartbeat 100 ms, election timeout 500 ms..1 s); progress goes to
 //! stderr. Nodes: the first initializes a single-node cluster, the others start with
 //! `join = true` and are added with `AddController`.
 
@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use comet_controller::remoting::client::{RemotingClient, RequestStyle};
 use comet_controller::remoting::SerializeType;
+use comet_controller::remoting::client::{RemotingClient, RequestStyle};
 use comet_controller::{Controller, ControllerConfig, LEADER_METADATA_KEY};
 use comet_proto::comet::v1 as pb;
 use comet_proto::comet::v1::controller_admin_service_client::ControllerAdminServiceClient;
@@ -300,7 +300,11 @@ fn heartbeats(addrs: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHan
     })
 }
 
-async fn remoting_reads(addr: &str, st: SerializeType, secs: f64) -> Result<serde_json::Value, BoxError> {
+async fn remoting_reads(
+    addr: &str,
+    st: SerializeType,
+    secs: f64,
+) -> Result<serde_json::Value, BoxError> {
     let stop_at = Instant::now() + Duration::from_secs_f64(secs);
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -345,7 +349,10 @@ async fn grpc_reads(addr: &str, secs: f64) -> Result<serde_json::Value, BoxError
             let mut lat = Vec::new();
             while Instant::now() < stop_at {
                 let t = Instant::now();
-                let m = c.get_metadata(pb::GetMetadataRequest {}).await?.into_inner();
+                let m = c
+                    .get_metadata(pb::GetMetadataRequest {})
+                    .await?
+                    .into_inner();
                 lat.push(t.elapsed());
                 bytes.store(prost::Message::encoded_len(&m) as u64, Ordering::Relaxed);
             }
@@ -370,8 +377,7 @@ async fn bench(a: Args) -> Result<serde_json::Value, BoxError> {
     let mut nodes: Vec<NodeProc> = Vec::new();
     for id in 1..=NODES {
         let dir = a.dir.join(format!("node-{id}"));
-        let (child, grpc, remoting) =
-            spawn_node(id, &dir, id != 1, "127.0.0.1:0", "127.0.0.1:0")?;
+        let (child, grpc, remoting) = spawn_node(id, &dir, id != 1, "127.0.0.1:0", "127.0.0.1:0")?;
         nodes.push(NodeProc {
             id,
             dir,
@@ -476,7 +482,10 @@ async fn bench(a: Args) -> Result<serde_json::Value, BoxError> {
         "latency": percentiles(all),
     });
 
-    eprintln!("reads: remoting 105 and gRPC GetMetadata, {READERS} clients, {}s each", a.read_secs);
+    eprintln!(
+        "reads: remoting 105 and gRPC GetMetadata, {READERS} clients, {}s each",
+        a.read_secs
+    );
     let leader_remoting = nodes
         .iter()
         .find(|n| n.id == leader_id)
@@ -557,7 +566,7 @@ async fn bench(a: Args) -> Result<serde_json::Value, BoxError> {
     let _ = std::fs::remove_dir_all(&a.dir);
     Ok(json!({
         "nodes": NODES,
-        "raft": {"heartbeat_ms": 250, "election_timeout_ms": [1000, 2000]},
+        "raft": {"heartbeat_ms": 100, "election_timeout_ms": [500, 1000]},
         "create_topic_sequential": sequential,
         "create_topic_concurrent": concurrent,
         "route_reads": reads,
@@ -569,7 +578,10 @@ async fn bench(a: Args) -> Result<serde_json::Value, BoxError> {
 }
 
 fn main() {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");

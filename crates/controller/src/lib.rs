@@ -113,11 +113,16 @@ pub struct ControllerConfig {
     pub advertised_addr: String,
     /// A broker without a heartbeat for this long is marked `alive = false` (default 10 s).
     pub broker_lease: Duration,
-    /// Leader heartbeat period (default 250 ms).
+    /// Leader heartbeat period (default 100 ms).
     pub heartbeat_interval: Duration,
-    /// Lower bound of the election timeout (default 1 s).
+    /// Lower bound of the election timeout (default 500 ms).
+    ///
+    /// A follower that has seen a leader starts an election after
+    /// `election_timeout_max` (openraft's leader lease, during which it also
+    /// refuses to vote) plus a random timeout in `[min, max)`: with the
+    /// defaults a dead leader is replaced after 1.5..2 s plus one vote round.
     pub election_timeout_min: Duration,
-    /// Upper bound of the election timeout (default 2 s).
+    /// Upper bound of the election timeout (default 1 s).
     pub election_timeout_max: Duration,
     /// Initial members `(node id, advertised address)` of a fresh multi-node
     /// cluster; empty means a single-node cluster of just this node. Used
@@ -138,9 +143,9 @@ impl Default for ControllerConfig {
             cluster_name: "DefaultCluster".to_owned(),
             advertised_addr: "127.0.0.1:9878".to_owned(),
             broker_lease: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_millis(250),
-            election_timeout_min: Duration::from_secs(1),
-            election_timeout_max: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_secs(1),
             peers: Vec::new(),
             join: false,
         }
