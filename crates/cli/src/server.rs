@@ -604,8 +604,12 @@ async fn join_server(
 }
 
 async fn bind(role: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    let key = match role {
+        "remoting" => "controller.remoting_listen".to_owned(),
+        other => format!("{other}.listen"),
+    };
     TcpListener::bind(addr).await.with_context(|| {
-        format!("{role}: cannot listen on {addr} (in use? change it with --{role}-listen or --set {role}.listen=ADDR)")
+        format!("{role}: cannot listen on {addr} (in use? change it with --{role}-listen or --set {key}=ADDR)")
     })
 }
 
