@@ -8,7 +8,8 @@
 //!   `admin.proto` with `Admin`), declared by Comet, wire-identical to
 //!   apache/rocketmq-apis.
 //! - `proto/comet/v1/*.proto`: Comet's internal API (`metadata.proto`,
-//!   `controller.proto`, `broker.proto`), free to evolve but kept
+//!   `controller.proto`, `controller_admin.proto`, `broker.proto`, `raft.proto`),
+//!   free to evolve but kept
 //!   backward-compatible between adjacent releases.
 //! - `build.rs` compiles them with protox (no `protoc`) and generates Rust with
 //!   tonic-prost-build; the output lives in `$OUT_DIR` and is included here.

@@ -9,14 +9,22 @@
 //!     calls the broker in process),
 //!   - [`Mode::Cluster`]: a controller node, a broker node and a proxy node that talk over the
 //!     internal gRPC API, exactly as `comet controller|broker|proxy` processes do.
+//! - [`cluster`]: [`ClusterBuilder`] / [`Cluster`], a multi-node deployment (3 controllers, 2
+//!   broker sets, a proxy by default) with abrupt kills and restarts of controllers and brokers.
 //! - `tests/official_client.rs`: the official Rust client `rocketmq` 5.0.0, in both modes.
 //! - `tests/api.rs`: raw v2 calls for what the official client cannot express (validation
 //!   codes and messages, reflection, health).
 //! - `tests/restart.rs` (own harness): a real `standalone` child process killed with SIGKILL.
+//! - `tests/cluster.rs`: controller failover, broker loss, queues over several broker sets, the
+//!   NameServer-compatible remoting endpoint, against a [`Cluster`].
 //!
 //! # Invariants
 //! Tests never sleep to wait: they wait on state (metadata, long polls) with bounded deadlines.
 #![forbid(unsafe_code)]
+
+pub mod cluster;
+
+pub use cluster::{Cluster, ClusterBuilder};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +73,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     cfg.proxy.listen = "127.0.0.1:0".to_owned();
     cfg.broker.listen = "127.0.0.1:0".to_owned();
     cfg.controller.listen = "127.0.0.1:0".to_owned();
+    cfg.controller.remoting_listen = "127.0.0.1:0".to_owned();
     cfg.broker.segment_size = comet::size::ByteSize(4 << 20);
     // Tests write a few MiB; a developer disk that is nearly full must not refuse them.
     cfg.broker.disk_high_watermark = 0.995;

@@ -1,5 +1,6 @@
 //! Admin commands over the controller's gRPC API: `comet topic ...`, `comet group ...`,
-//! `comet cluster ...`; and over the brokers' internal API (addresses from the controller's
+//! `comet cluster ...` (including the controllers' Raft membership: `members`, `add-member`,
+//! `remove-member`); and over the brokers' internal API (addresses from the controller's
 //! metadata): `comet offset reset|progress`, `comet message id|key|offset`. Each prints one
 //! JSON object (the resulting resource) on stdout.
 //!
@@ -15,10 +16,11 @@ use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 use comet_proto::comet::v1::query_message_request::Query;
 use comet_proto::comet::v1::reset_offset_request::Target as ResetTarget;
 use comet_proto::comet::v1::{
-    ClusterMetadata, CreateGroupRequest, CreateTopicRequest, DeleteGroupRequest,
-    DeleteTopicRequest, GetConsumerProgressRequest, GetMetadataRequest, Group, KeyQuery,
-    QueryMessageRequest, QueueOffsetQuery, QueuePlacement, ResetOffsetRequest, Topic,
-    TopicMessageType, UpdateGroupRequest, UpdateTopicRequest,
+    AddControllerRequest, ClusterMetadata, CreateGroupRequest, CreateTopicRequest,
+    DeleteGroupRequest, DeleteTopicRequest, DescribeControllersRequest,
+    DescribeControllersResponse, GetConsumerProgressRequest, GetMetadataRequest, Group, KeyQuery,
+    QueryMessageRequest, QueueOffsetQuery, QueuePlacement, RemoveControllerRequest,
+    ResetOffsetRequest, Topic, TopicMessageType, UpdateGroupRequest, UpdateTopicRequest,
 };
 use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
@@ -60,6 +62,19 @@ pub enum TopicCommand {
     Describe(NameArg),
     /// List all topics.
     List,
+    /// Show where a topic's queues live: per broker set its queue count, master address and
+    /// liveness (what proxies route by), and optionally the NameServer route.
+    Route(RouteArgs),
+}
+
+/// `comet topic route`.
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    pub name: String,
+    /// Also ask this NameServer-compatible remoting endpoint (host:port, e.g. a controller's
+    /// 127.0.0.1:9876) and include its TopicRouteData as a 4.x client would get it.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remoting: Option<String>,
 }
 
 /// `comet group ...`
@@ -80,8 +95,42 @@ pub enum GroupCommand {
 /// `comet cluster ...`
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Broker sets, their members and liveness, and counts of topics and groups.
+    /// Controllers (Raft members and leader), broker sets with their members and liveness, and
+    /// counts of topics and groups.
     Describe,
+    /// List every broker: broker set, id, address, role, liveness, last heartbeat.
+    Brokers,
+    /// The controller cluster's Raft members, leader, term and log position (any controller
+    /// answers from its own view).
+    Members,
+    /// Add a controller node. Start it first with `controller.join = true` (and its own
+    /// node_id) on an empty data directory; it joins as a learner, catches up, then votes.
+    AddMember(AddMemberArgs),
+    /// Remove a controller node from the Raft membership (then stop its process). Removing the
+    /// leader is allowed: the others elect a new one.
+    RemoveMember(RemoveMemberArgs),
+}
+
+/// `comet cluster add-member`.
+#[derive(Debug, Args)]
+pub struct AddMemberArgs {
+    /// Raft node id of the new controller (its `controller.node_id`).
+    #[arg(long)]
+    pub node_id: u64,
+    /// Its controller gRPC address as peers reach it (its advertised address), host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: String,
+    /// Keep it a learner (receives the log, does not vote).
+    #[arg(long)]
+    pub learner: bool,
+}
+
+/// `comet cluster remove-member`.
+#[derive(Debug, Args)]
+pub struct RemoveMemberArgs {
+    /// Raft node id of the controller to remove.
+    #[arg(long)]
+    pub node_id: u64,
 }
 
 /// A resource name.
@@ -298,6 +347,77 @@ pub async fn topic(target: &AdminTarget, cmd: &TopicCommand) -> anyhow::Result<V
             let topics: Vec<Value> = meta.topics.iter().map(|t| topic_json(Some(t))).collect();
             Ok(json!({"revision": meta.revision, "topics": topics}))
         }
+        TopicCommand::Route(args) => topic_route(&client, ns, args).await,
+    }
+}
+
+/// `comet topic route`: the topic's placements joined with the broker sets' live members.
+async fn topic_route(
+    client: &ControllerClient,
+    ns: &str,
+    args: &RouteArgs,
+) -> anyhow::Result<Value> {
+    let name = qualify(ns, &args.name)?;
+    let meta = metadata(client).await?;
+    let Some(topic) = meta.topics.iter().find(|t| t.name == name) else {
+        bail!("topic {:?} does not exist", args.name);
+    };
+    let placements: Vec<Value> = topic
+        .placements
+        .iter()
+        .map(|p| {
+            let set = meta.broker_sets.iter().find(|b| b.name == p.broker_set);
+            let master =
+                set.and_then(|s| s.members.iter().find(|m| m.broker_id == s.master_broker_id));
+            json!({
+                "broker_set": p.broker_set,
+                "queues": p.queue_count,
+                "master_address": master.map(|m| m.address.clone()),
+                "master_alive": master.is_some_and(|m| m.alive),
+                "alive_members": set.map_or(0, |s| s.members.iter().filter(|m| m.alive).count()),
+            })
+        })
+        .collect();
+    let routable: u32 = topic
+        .placements
+        .iter()
+        .filter(|p| {
+            meta.broker_sets.iter().any(|s| {
+                s.name == p.broker_set
+                    && s.members
+                        .iter()
+                        .any(|m| m.broker_id == s.master_broker_id && m.alive)
+            })
+        })
+        .map(|p| p.queue_count)
+        .sum();
+    let mut out = json!({
+        "topic": name,
+        "revision": meta.revision,
+        "permission": perm_name(topic.permission),
+        "writable_queues": routable,
+        "placements": placements,
+    });
+    if let Some(addr) = &args.remoting {
+        out["nameserver_route"] = remoting_route(addr, &name).await?;
+    }
+    Ok(out)
+}
+
+/// The TopicRouteData a NameServer-compatible endpoint serves for `topic` (standard JSON).
+async fn remoting_route(addr: &str, topic: &str) -> anyhow::Result<Value> {
+    use comet_controller::remoting::client::{RemotingClient, RequestStyle};
+    let mut c = RemotingClient::connect(addr, Duration::from_secs(5))
+        .await
+        .with_context(|| format!("connecting to the remoting endpoint {addr}"))?;
+    let style = RequestStyle {
+        accept_standard_json_only: true,
+        ..RequestStyle::default()
+    };
+    match c.topic_route(topic, style).await? {
+        Ok((_, body)) => serde_json::from_str(&body)
+            .with_context(|| format!("the route from {addr} is not JSON")),
+        Err(refused) => Ok(json!({"code": refused.code, "remark": refused.remark})),
     }
 }
 
@@ -373,9 +493,104 @@ pub async fn cluster(target: &AdminTarget, cmd: &ClusterCommand) -> anyhow::Resu
     match cmd {
         ClusterCommand::Describe => {
             let meta = metadata(&client).await?;
-            Ok(metadata_json(&meta))
+            let mut out = metadata_json(&meta);
+            let (_, controllers) = describe_controllers(&client).await?;
+            out["controllers"] = controllers;
+            Ok(out)
+        }
+        ClusterCommand::Brokers => {
+            let meta = metadata(&client).await?;
+            Ok(brokers_json(&meta))
+        }
+        ClusterCommand::Members => {
+            let (answered_by, mut out) = describe_controllers(&client).await?;
+            out["answered_by"] = Value::String(answered_by);
+            Ok(out)
+        }
+        ClusterCommand::AddMember(args) => {
+            let req = AddControllerRequest {
+                node_id: args.node_id,
+                address: args.address.clone(),
+                learner_only: args.learner,
+            };
+            let reply = client
+                .call_admin(|mut c| {
+                    let req = req.clone();
+                    async move { c.add_controller(req).await }
+                })
+                .await
+                .map_err(|s| status_error("adding controller", &args.node_id.to_string(), s))?;
+            Ok(controllers_json(&reply))
+        }
+        ClusterCommand::RemoveMember(args) => {
+            let reply = client
+                .call_admin(|mut c| async move {
+                    c.remove_controller(RemoveControllerRequest {
+                        node_id: args.node_id,
+                    })
+                    .await
+                })
+                .await
+                .map_err(|s| status_error("removing controller", &args.node_id.to_string(), s))?;
+            Ok(controllers_json(&reply))
         }
     }
+}
+
+/// The Raft view of the first controller that answers, and its address.
+async fn describe_controllers(client: &ControllerClient) -> anyhow::Result<(String, Value)> {
+    let (addr, reply) = client
+        .call_any_admin(|mut c| async move {
+            c.describe_controllers(DescribeControllersRequest {}).await
+        })
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "describing the controllers: {} ({:?}); is a controller running at the \
+                 address given by --controller?",
+                s.message(),
+                s.code()
+            )
+        })?;
+    Ok((addr, controllers_json(&reply)))
+}
+
+/// A `DescribeControllersResponse` as JSON.
+pub fn controllers_json(d: &DescribeControllersResponse) -> Value {
+    json!({
+        "node_id": d.node_id,
+        "state": d.state,
+        "leader_id": d.leader_id,
+        "leader_address": d.leader_address,
+        "term": d.term,
+        "last_log_index": d.last_log_index,
+        "last_applied_index": d.last_applied_index,
+        "members": d.members.iter().map(|m| json!({
+            "node_id": m.node_id, "address": m.address,
+            "role": if m.voter { "voter" } else { "learner" },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Every broker of every broker set as JSON rows.
+pub fn brokers_json(m: &ClusterMetadata) -> Value {
+    let rows: Vec<Value> = m
+        .broker_sets
+        .iter()
+        .flat_map(|s| {
+            s.members.iter().map(move |b| {
+                json!({
+                    "broker_set": s.name,
+                    "broker_id": b.broker_id,
+                    "address": b.address,
+                    "role": if b.broker_id == s.master_broker_id { "master" } else { "replica" },
+                    "alive": b.alive,
+                    "last_heartbeat_ms": b.last_heartbeat_ms,
+                })
+            })
+        })
+        .collect();
+    json!({"revision": m.revision, "brokers": rows})
 }
 
 fn client(target: &AdminTarget) -> anyhow::Result<ControllerClient> {

@@ -34,9 +34,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a whole node in one process: a single-node controller, a broker and the proxy
-    /// (zero config: data in ./comet-data, proxy on 127.0.0.1:8081, admin on 127.0.0.1:9878).
+    /// (zero config: data in ./comet-data, proxy on 127.0.0.1:8081, admin on 127.0.0.1:9878,
+    /// NameServer-compatible remoting on 127.0.0.1:9876).
     Standalone(ServerArgs),
-    /// Run one controller (metadata, Raft) node.
+    /// Run one controller (metadata, Raft) node, with its NameServer-compatible remoting port.
     Controller(ServerArgs),
     /// Run one storage broker; it registers with the controllers.
     Broker(ServerArgs),

@@ -168,6 +168,18 @@ pub struct ControllerSection {
     pub broker_lease: HumanDuration,
     /// Initial members of a new multi-node cluster as `id=host:port`; empty = single node.
     pub peers: Vec<String>,
+    /// Start on an empty data directory without creating a cluster: wait to be added with
+    /// `comet cluster add-member` (excludes `peers`).
+    pub join: bool,
+    /// NameServer-compatible remoting endpoint (RocketMQ 4.x clients, tools, brokers); empty =
+    /// off.
+    pub remoting_listen: String,
+    /// Raft leader heartbeat period.
+    pub heartbeat_interval: HumanDuration,
+    /// Raft election timeout range: a follower that hears no leader for `election_timeout_max`
+    /// (the leader lease) plus a random time in [min, max) starts an election.
+    pub election_timeout_min: HumanDuration,
+    pub election_timeout_max: HumanDuration,
 }
 
 impl Default for Config {
@@ -246,6 +258,11 @@ impl Default for ControllerSection {
             cluster_name: "DefaultCluster".to_owned(),
             broker_lease: Duration::from_secs(10).into(),
             peers: Vec::new(),
+            join: false,
+            remoting_listen: "127.0.0.1:9876".to_owned(),
+            heartbeat_interval: Duration::from_millis(100).into(),
+            election_timeout_min: Duration::from_millis(500).into(),
+            election_timeout_max: Duration::from_secs(1).into(),
         }
     }
 }
@@ -379,8 +396,26 @@ impl Config {
         if b.file_reserved_time.0.is_zero() {
             bail!("broker.file_reserved_time must be greater than 0, e.g. \"72h\"");
         }
-        for peer in &self.controller.peers {
+        let c = &self.controller;
+        for peer in &c.peers {
             parse_peer(peer)?;
+        }
+        if c.join && !c.peers.is_empty() {
+            bail!(
+                "controller.join = true and controller.peers are exclusive: a joining node gets \
+                 its members from the cluster it joins (`comet cluster add-member`)"
+            );
+        }
+        if !(c.heartbeat_interval < c.election_timeout_min
+            && c.election_timeout_min < c.election_timeout_max)
+        {
+            bail!(
+                "controller timings must satisfy heartbeat_interval ({}) < election_timeout_min \
+                 ({}) < election_timeout_max ({})",
+                c.heartbeat_interval,
+                c.election_timeout_min,
+                c.election_timeout_max
+            );
         }
         if self.controllers.is_empty() {
             bail!("controllers is empty: give at least one controller address (host:port)");
@@ -593,6 +628,16 @@ mod tests {
             ("proxy.long_polling_max", "soon", "not a duration"),
             ("broker.broker_set", "a b", "broker_set"),
             ("controller.peers", "[\"2\"]", "peers"),
+            (
+                "controller.election_timeout_min",
+                "50ms",
+                "heartbeat_interval",
+            ),
+            (
+                "controller.election_timeout_max",
+                "400ms",
+                "election_timeout_max",
+            ),
             ("proxy.invisible_default", "24h", "invisible"),
             (
                 "broker.disk_refuse_watermark",

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use comet_proto::comet::v1::controller_admin_service_client::ControllerAdminServiceClient;
 use comet_proto::comet::v1::controller_service_client::ControllerServiceClient;
 use comet_proto::comet::v1::{
     BrokerHeartbeatRequest, ClusterMetadata, RegisterBrokerRequest, WatchMetadataRequest,
@@ -32,8 +33,8 @@ const CALL_DEADLINE: Duration = Duration::from_secs(15);
 /// Raised limits for internal calls (metadata snapshots can be large).
 const MAX_MESSAGE: usize = 64 << 20;
 
-/// The node calls currently go to: its address and client.
-type Connected = (String, ControllerServiceClient<Channel>);
+/// The node calls currently go to: its address and channel.
+type Connected = (String, Channel);
 
 /// A connection to the controller cluster that follows the leader.
 #[derive(Clone)]
@@ -54,7 +55,7 @@ impl ControllerClient {
         })
     }
 
-    fn connect(addr: &str) -> Result<ControllerServiceClient<Channel>, tonic::Status> {
+    fn connect(addr: &str) -> Result<Channel, tonic::Status> {
         let uri = if addr.contains("://") {
             addr.to_owned()
         } else {
@@ -66,15 +67,56 @@ impl ControllerClient {
             })?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true);
-        Ok(ControllerServiceClient::new(endpoint.connect_lazy())
+        Ok(endpoint.connect_lazy())
+    }
+
+    fn service_client(channel: Channel) -> ControllerServiceClient<Channel> {
+        ControllerServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE))
+            .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// Runs `f` against the leader (as far as it can be found) and returns its reply.
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, tonic::Status>
     where
         F: Fn(ControllerServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_channel(|ch| f(Self::service_client(ch))).await
+    }
+
+    /// Runs `f` against the leader's `ControllerAdminService` (Raft membership), following the
+    /// leader like [`ControllerClient::call`].
+    pub async fn call_admin<T, F, Fut>(&self, f: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(ControllerAdminServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_channel(|ch| f(ControllerAdminServiceClient::new(ch)))
+            .await
+    }
+
+    /// Runs `f` against one node without following the leader: the first configured address that
+    /// answers (reads such as `DescribeControllers` that any node serves).
+    pub async fn call_any_admin<T, F, Fut>(&self, f: F) -> Result<(String, T), tonic::Status>
+    where
+        F: Fn(ControllerAdminServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last = tonic::Status::unavailable("no controller address given");
+        for addr in self.addrs.iter() {
+            let channel = Self::connect(addr)?;
+            match f(ControllerAdminServiceClient::new(channel)).await {
+                Ok(reply) => return Ok((addr.clone(), reply.into_inner())),
+                Err(status) => last = status,
+            }
+        }
+        Err(last)
+    }
+
+    async fn call_channel<T, F, Fut>(&self, f: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + CALL_DEADLINE;
@@ -138,7 +180,9 @@ impl ControllerClient {
         start: usize,
     ) -> Result<tonic::Streaming<ClusterMetadata>, (usize, tonic::Status)> {
         let addr = &self.addrs[start % self.addrs.len()];
-        let mut client = Self::connect(addr).map_err(|e| (start + 1, e))?;
+        let mut client = Self::connect(addr)
+            .map(Self::service_client)
+            .map_err(|e| (start + 1, e))?;
         client
             .watch_metadata(WatchMetadataRequest {})
             .await
@@ -163,7 +207,12 @@ pub async fn watch_metadata(
                 Ok(mut stream) => {
                     backoff = Duration::from_millis(100);
                     loop {
-                        match stream.next().await {
+                        // Every receiver gone (the node stopped): stop watching.
+                        let item = tokio::select! {
+                            () = tx.closed() => return,
+                            item = stream.next() => item,
+                        };
+                        match item {
                             Some(Ok(snapshot)) => {
                                 let newer = snapshot.revision >= tx.borrow().revision;
                                 if newer {
@@ -187,10 +236,10 @@ pub async fn watch_metadata(
                     tracing::debug!(code = ?status.code(), msg = status.message(), "cannot open a metadata watch");
                 }
             }
-            if tx.is_closed() {
-                return;
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(backoff) => {}
             }
-            tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     });
@@ -244,7 +293,13 @@ pub async fn heartbeat_loop(
                 })
         };
         match result {
-            Ok(()) => registered = true,
+            Ok(()) if !registered => {
+                // Heartbeat at once: its reply carries the lease, which sets the interval (a
+                // first sleep of the default could outlast a short lease).
+                registered = true;
+                continue;
+            }
+            Ok(()) => {}
             Err(status) => {
                 tracing::warn!(code = ?status.code(), msg = status.message(), registered, "controller heartbeat failed");
                 registered = false;

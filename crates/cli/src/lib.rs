@@ -4,9 +4,9 @@
 //! ```text
 //!  comet standalone                      controller + broker + proxy in one process (zero config)
 //!  comet controller | broker | proxy     one role per process ("cluster mode")
-//!  comet topic  create|update|delete|describe|list     admin through the controller
+//!  comet topic  create|update|delete|describe|list|route   admin through the controller
 //!  comet group  create|update|delete|describe|list
-//!  comet cluster describe
+//!  comet cluster describe|brokers|members|add-member|remove-member
 //!  comet offset reset|progress                          consumer offsets (through the brokers)
 //!  comet message id|key|offset                          stored message queries (brokers)
 //!  comet bench                           load generator against any RocketMQ 5 gRPC proxy
@@ -18,7 +18,8 @@
 //! - `args`: the clap definitions of every subcommand.
 //! - `config`: the layered server configuration (defaults < TOML < `COMET_*` env < flags);
 //!   `deploy/comet.example.toml` documents every key.
-//! - `server`: the server roles and their start/stop order; `controller_client`: the
+//! - `server`: the server roles and their start/stop order (and `Node::abort`, an in-process
+//!   "kill -9" built on `kill`); `controller_client`: the
 //!   leader-following controller client, metadata watch and broker heartbeats of cluster mode.
 //! - `admin`: `comet topic|group|cluster ...` over the controller API; `comet offset|message
 //!   ...` over the brokers' internal API, found through the controller's metadata.
@@ -41,6 +42,7 @@ pub mod bench;
 pub mod config;
 pub mod controller_client;
 pub mod duration;
+pub mod kill;
 pub mod logging;
 pub mod server;
 pub mod size;

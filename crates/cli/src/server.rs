@@ -30,10 +30,12 @@ use comet_proxy::{DynBroker, LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, To
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Config, FlushMode, Redelivery, Sources};
 use crate::controller_client::{ControllerClient, heartbeat_loop, watch_metadata};
+use crate::kill::Killable;
 use crate::logging;
 
 /// Largest internal gRPC message (a batch of large messages travels in one PopMessage reply).
@@ -60,6 +62,10 @@ pub struct ServerArgs {
     /// Controller listen address (`controller.listen`).
     #[arg(long, value_name = "ADDR")]
     pub controller_listen: Option<String>,
+    /// NameServer-compatible remoting listen address (`controller.remoting_listen`), e.g.
+    /// 0.0.0.0:9876; an empty value turns it off.
+    #[arg(long, value_name = "ADDR")]
+    pub remoting_listen: Option<String>,
     /// Controller addresses for `comet proxy` / `comet broker` (`controllers`); repeat or
     /// separate with commas.
     #[arg(long = "controller", value_name = "ADDR", value_delimiter = ',')]
@@ -85,6 +91,7 @@ impl ServerArgs {
             ("proxy.advertised_endpoint", &self.advertised_endpoint),
             ("broker.listen", &self.broker_listen),
             ("controller.listen", &self.controller_listen),
+            ("controller.remoting_listen", &self.remoting_listen),
             ("broker.broker_set", &self.broker_set),
         ] {
             if let Some(v) = value {
@@ -167,12 +174,28 @@ pub struct Addrs {
     pub proxy: Option<SocketAddr>,
     pub broker: Option<SocketAddr>,
     pub controller: Option<SocketAddr>,
+    /// The controller's NameServer-compatible remoting endpoint (when enabled).
+    pub remoting: Option<SocketAddr>,
+}
+
+/// Listeners bound by the caller, used instead of binding the configured addresses (e.g. a
+/// test that must know a controller's address before it starts, to list it in `peers`).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub proxy: Option<TcpListener>,
+    pub broker: Option<TcpListener>,
+    pub controller: Option<TcpListener>,
+    pub remoting: Option<TcpListener>,
 }
 
 /// A running node of any role; [`Node::shutdown`] stops it in order.
 pub struct Node {
+    /// Caller-bound listeners not used yet (see [`Node::start_with`]).
+    preset: Listeners,
     addrs: Addrs,
     stop: watch::Sender<bool>,
+    /// Flips only in [`Node::abort`]: every accepted connection fails at once.
+    kill: watch::Sender<bool>,
     /// Listener tasks, stopped first (proxy before broker before controller).
     servers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     heartbeat: Option<JoinHandle<()>>,
@@ -185,12 +208,25 @@ pub struct Node {
 impl Node {
     /// Starts `role` with `cfg`; returns once every listener is bound and serving.
     pub async fn start(role: Role, cfg: &Config) -> anyhow::Result<Node> {
+        Self::start_with(role, cfg, Listeners::default()).await
+    }
+
+    /// Like [`Node::start`], serving on the given already-bound listeners where present (the
+    /// configured address of that listener is then not used).
+    pub async fn start_with(
+        role: Role,
+        cfg: &Config,
+        listeners: Listeners,
+    ) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
         let (stop, _) = watch::channel(false);
+        let (kill, _) = watch::channel(false);
         let mut node = Node {
+            preset: listeners,
             addrs: Addrs::default(),
             stop,
+            kill,
             servers: Vec::new(),
             heartbeat: None,
             broker: None,
@@ -218,6 +254,11 @@ impl Node {
         self.addrs
     }
 
+    /// The controller this node runs, if any (Raft metrics, membership).
+    pub fn controller(&self) -> Option<&Controller> {
+        self.controller.as_ref()
+    }
+
     /// The cluster metadata as this node currently sees it (a proxy's view may trail the
     /// controller's by the watch latency); tests wait on it instead of polling.
     pub fn metadata(&self) -> Option<watch::Receiver<Arc<ClusterMetadata>>> {
@@ -231,27 +272,50 @@ impl Node {
         }
     }
 
+    /// Accepted connections of `listener` (TCP_NODELAY), each killed by [`Node::abort`].
+    fn incoming(
+        &self,
+        listener: TcpListener,
+    ) -> impl tokio_stream::Stream<Item = std::io::Result<Killable>> + Send + 'static {
+        let kill = self.kill.subscribe();
+        TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .map(move |conn| conn.map(|c| Killable::new(c, kill.clone())))
+    }
+
     async fn start_controller(
         &mut self,
         cfg: &Config,
     ) -> anyhow::Result<watch::Receiver<Arc<ClusterMetadata>>> {
-        let listener = bind("controller", &cfg.controller.listen).await?;
+        let listener = match self.preset.controller.take() {
+            Some(l) => l,
+            None => bind("controller", &cfg.controller.listen).await?,
+        };
         let local = listener.local_addr()?;
         let advertised = advertised(&cfg.controller.advertised_addr, local);
+        let c = &cfg.controller;
+        let remoting_listener = match self.preset.remoting.take() {
+            Some(l) => Some(l),
+            None if c.remoting_listen.is_empty() => None,
+            None => Some(bind("remoting", &c.remoting_listen).await?),
+        };
         let controller = Controller::start(ControllerConfig {
-            node_id: cfg.controller.node_id,
+            node_id: c.node_id,
             data_dir: cfg.data_dir.join("controller"),
-            cluster_name: cfg.controller.cluster_name.clone(),
+            cluster_name: c.cluster_name.clone(),
             advertised_addr: advertised,
-            broker_lease: cfg.controller.broker_lease.0,
+            broker_lease: c.broker_lease.0,
+            heartbeat_interval: c.heartbeat_interval.0,
+            election_timeout_min: c.election_timeout_min.0,
+            election_timeout_max: c.election_timeout_max.0,
             peers: cfg.peers()?,
-            ..ControllerConfig::default()
+            join: c.join,
         })
         .await
         .context("starting the controller")?;
         let routes = controller.routes();
         let shutdown = self.stopped();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = self.incoming(listener);
         self.servers.push((
             "controller",
             tokio::spawn(async move {
@@ -264,6 +328,27 @@ impl Node {
         ));
         announce("controller", local);
         self.addrs.controller = Some(local);
+        if let Some(listener) = remoting_listener {
+            let remoting_local = listener.local_addr()?;
+            let server = controller.remoting();
+            let shutdown = self.stopped();
+            let mut kill = self.kill.subscribe();
+            self.servers.push((
+                "remoting",
+                tokio::spawn(async move {
+                    let stop = async move {
+                        tokio::select! {
+                            () = shutdown => {}
+                            _ = kill.wait_for(|k| *k) => {}
+                        }
+                    };
+                    server.serve(listener, stop).await;
+                    Ok(())
+                }),
+            ));
+            announce("remoting", remoting_local);
+            self.addrs.remoting = Some(remoting_local);
+        }
         let metadata = controller.metadata();
         self.controller = Some(controller);
         self.metadata = Some(metadata.clone());
@@ -276,7 +361,10 @@ impl Node {
         metadata: watch::Receiver<Arc<ClusterMetadata>>,
         controllers: ControllerClient,
     ) -> anyhow::Result<Arc<DynBroker>> {
-        let listener = bind("broker", &cfg.broker.listen).await?;
+        let listener = match self.preset.broker.take() {
+            Some(l) => l,
+            None => bind("broker", &cfg.broker.listen).await?,
+        };
         let local = listener.local_addr()?;
         let address = advertised(&cfg.broker.advertised_addr, local);
         let b = &cfg.broker;
@@ -322,7 +410,7 @@ impl Node {
             .max_decoding_message_size(INTERNAL_MAX_MESSAGE)
             .max_encoding_message_size(INTERNAL_MAX_MESSAGE);
         let shutdown = self.stopped();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = self.incoming(listener);
         self.servers.push((
             "broker",
             tokio::spawn(async move {
@@ -353,7 +441,10 @@ impl Node {
         brokers: Arc<dyn comet_proxy::BrokerDirectory>,
         creator: Arc<dyn TopicCreator>,
     ) -> anyhow::Result<()> {
-        let listener = bind("proxy", &cfg.proxy.listen).await?;
+        let listener = match self.preset.proxy.take() {
+            Some(l) => l,
+            None => bind("proxy", &cfg.proxy.listen).await?,
+        };
         let local = listener.local_addr()?;
         let p = &cfg.proxy;
         let proxy_cfg = ProxyConfig {
@@ -443,6 +534,35 @@ impl Node {
         self.start_proxy(cfg, metadata, brokers, creator).await
     }
 
+    /// Stops the node as `kill -9` would, as far as a process can stop part of itself: every
+    /// accepted connection of the controller, remoting and broker listeners fails at once (peers
+    /// see resets, nothing is drained), the listeners close, the broker is abandoned without a
+    /// final flush or checkpoint (its store keeps only what reached the page cache, as after a
+    /// process kill), and Raft stops without any farewell. The data directories are unlocked
+    /// afterwards, so a new node may start on them ("restart after a crash").
+    pub async fn abort(mut self) {
+        self.kill.send_replace(true);
+        for (name, task) in self.servers.drain(..) {
+            task.abort();
+            if let Ok(Err(e)) = task.await {
+                tracing::debug!(server = name, error = %format!("{e:#}"), "aborted server");
+            }
+        }
+        if let Some(hb) = self.heartbeat.take() {
+            hb.abort();
+            let _ = hb.await;
+        }
+        self.stop.send_replace(true);
+        if let Some(broker) = self.broker.take() {
+            broker.abandon().await;
+        }
+        if let Some(controller) = self.controller.take()
+            && let Err(e) = controller.shutdown().await
+        {
+            tracing::warn!(error = %e, "stopping an aborted controller");
+        }
+    }
+
     /// Stops accepting everywhere and drains (proxy, then broker), closes the broker (flush,
     /// checkpoint), then stops the controller, which also ends its metadata watch streams so
     /// its server can finish.
@@ -496,8 +616,12 @@ async fn join_server(
 }
 
 async fn bind(role: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    let key = match role {
+        "remoting" => "controller.remoting_listen".to_owned(),
+        other => format!("{other}.listen"),
+    };
     TcpListener::bind(addr).await.with_context(|| {
-        format!("{role}: cannot listen on {addr} (in use? change it with --{role}-listen or --set {role}.listen=ADDR)")
+        format!("{role}: cannot listen on {addr} (in use? change it with --{role}-listen or --set {key}=ADDR)")
     })
 }
 

@@ -42,6 +42,27 @@ pub enum ControllerError {
     /// Raft refused or failed an operation.
     #[error("raft: {0}")]
     Raft(String),
+    /// A remoting (NameServer protocol) frame is malformed, truncated or too
+    /// large, or a command does not fit its encoding.
+    #[error("remoting frame: {reason}")]
+    Frame {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A remoting body (route data JSON) cannot be read.
+    #[error("remoting body: {reason}")]
+    Body {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A remoting connection failed (connect, read, write or timeout).
+    #[error("remoting connection to {addr}: {reason}")]
+    Connection {
+        /// The peer address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// A background task panicked or could not be joined.
     #[error("controller task failed: {0}")]
     Task(String),

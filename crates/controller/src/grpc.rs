@@ -146,6 +146,131 @@ impl ControllerGrpc {
         self.inner.metadata.borrow().clone()
     }
 
+    /// Registers (or re-registers) a broker-set member and renews its lease
+    /// for `lease`; only the leader accepts it. A member already registered
+    /// at the same address and alive only renews (no log entry).
+    pub(crate) async fn register_member(
+        &self,
+        broker_set: &str,
+        broker_id: u64,
+        address: &str,
+        lease: Duration,
+        what: &str,
+    ) -> Result<(pb::BrokerSet, u64), Status> {
+        validation::validate_broker_set_name(broker_set)?;
+        validation::validate_address(address)?;
+        let term = self.leader_term(what)?;
+        if let Some((set, member)) = self.find_member(broker_set, broker_id)
+            && member.address == address
+            && member.alive
+        {
+            self.inner.leases.renew_for(
+                term,
+                broker_set,
+                broker_id,
+                Instant::now(),
+                wall_ms(),
+                lease,
+            );
+            return Ok((set, self.current().revision));
+        }
+        tracing::info!(broker_set, broker_id, address, "register broker");
+        let now_ms = wall_ms();
+        // Renew first: the lease checker must never see the member alive again (once the
+        // entry applies) with only its old, lapsed renewal.
+        self.inner
+            .leases
+            .renew_for(term, broker_set, broker_id, Instant::now(), now_ms, lease);
+        let cmd = Command::RegisterBroker {
+            broker_set: broker_set.to_owned(),
+            broker_id,
+            address: address.to_owned(),
+            now_ms,
+        };
+        match self.write(cmd, what).await? {
+            (CommandResponse::BrokerSet(set), revision) => {
+                Ok((pb::BrokerSet::from(&set as &BrokerSetRecord), revision))
+            }
+            (other, _) => Err(unexpected(what, &other)),
+        }
+    }
+
+    /// Renews a registered member's lease for `lease` (marking it alive
+    /// again if it was down); returns the lease granted.
+    pub(crate) async fn heartbeat_member(
+        &self,
+        broker_set: &str,
+        broker_id: u64,
+        lease: Duration,
+        what: &str,
+    ) -> Result<Duration, Status> {
+        validation::validate_broker_set_name(broker_set)?;
+        let term = self.leader_term(what)?;
+        let Some((_, member)) = self.find_member(broker_set, broker_id) else {
+            return Err(Status::not_found(format!(
+                "broker {broker_id} of broker set {broker_set} is not registered; register it first"
+            )));
+        };
+        let now_ms = wall_ms();
+        let lease = lease.max(self.inner.leases.lease());
+        self.inner
+            .leases
+            .renew_for(term, broker_set, broker_id, Instant::now(), now_ms, lease);
+        if !member.alive {
+            tracing::info!(broker_set, broker_id, "broker is back");
+            let cmd = Command::SetBrokersAlive {
+                changes: vec![AliveChange {
+                    broker_set: broker_set.to_owned(),
+                    broker_id,
+                    alive: true,
+                    last_heartbeat_ms: now_ms,
+                }],
+            };
+            self.write(cmd, what).await?;
+        }
+        Ok(lease)
+    }
+
+    /// Marks a member down at once and drops its lease, if it is registered
+    /// at `address` (an unregistration from an older process at another
+    /// address changes nothing). Returns whether it changed anything.
+    pub(crate) async fn unregister_member(
+        &self,
+        broker_set: &str,
+        broker_id: u64,
+        address: &str,
+        what: &str,
+    ) -> Result<bool, Status> {
+        validation::validate_broker_set_name(broker_set)?;
+        self.leader_term(what)?;
+        let Some((_, member)) = self.find_member(broker_set, broker_id) else {
+            return Ok(false);
+        };
+        if member.address != address {
+            return Ok(false);
+        }
+        self.inner.leases.forget(broker_set, broker_id);
+        if !member.alive {
+            return Ok(false);
+        }
+        tracing::info!(broker_set, broker_id, address, "unregister broker");
+        let cmd = Command::SetBrokersAlive {
+            changes: vec![AliveChange {
+                broker_set: broker_set.to_owned(),
+                broker_id,
+                alive: false,
+                last_heartbeat_ms: member.last_heartbeat_ms,
+            }],
+        };
+        self.write(cmd, what).await?;
+        Ok(true)
+    }
+
+    /// The applied metadata of this node (leader or not).
+    pub(crate) fn applied(&self) -> Arc<pb::ClusterMetadata> {
+        self.current()
+    }
+
     fn find_member(
         &self,
         broker_set: &str,
@@ -271,50 +396,19 @@ impl ControllerService for ControllerGrpc {
         request: Request<pb::RegisterBrokerRequest>,
     ) -> Result<Response<pb::RegisterBrokerResponse>, Status> {
         let req = request.into_inner();
-        validation::validate_broker_set_name(&req.broker_set)?;
-        validation::validate_address(&req.address)?;
-        let term = self.leader_term("RegisterBroker")?;
-        if let Some((set, member)) = self.find_member(&req.broker_set, req.broker_id)
-            && member.address == req.address
-            && member.alive
-        {
-            self.inner.leases.renew(
-                term,
+        let (set, revision) = self
+            .register_member(
                 &req.broker_set,
                 req.broker_id,
-                Instant::now(),
-                wall_ms(),
-            );
-            let revision = self.current().revision;
-            return Ok(Response::new(pb::RegisterBrokerResponse {
-                broker_set: Some(set),
-                revision,
-            }));
-        }
-        tracing::info!(broker_set = %req.broker_set, broker_id = req.broker_id, address = %req.address, "register broker");
-        let now_ms = wall_ms();
-        let cmd = Command::RegisterBroker {
-            broker_set: req.broker_set.clone(),
-            broker_id: req.broker_id,
-            address: req.address,
-            now_ms,
-        };
-        match self.write(cmd, "RegisterBroker").await? {
-            (CommandResponse::BrokerSet(set), revision) => {
-                self.inner.leases.renew(
-                    term,
-                    &req.broker_set,
-                    req.broker_id,
-                    Instant::now(),
-                    now_ms,
-                );
-                Ok(Response::new(pb::RegisterBrokerResponse {
-                    broker_set: Some(pb::BrokerSet::from(&set as &BrokerSetRecord)),
-                    revision,
-                }))
-            }
-            (other, _) => Err(unexpected("RegisterBroker", &other)),
-        }
+                &req.address,
+                self.inner.leases.lease(),
+                "RegisterBroker",
+            )
+            .await?;
+        Ok(Response::new(pb::RegisterBrokerResponse {
+            broker_set: Some(set),
+            revision,
+        }))
     }
 
     async fn broker_heartbeat(
@@ -322,31 +416,15 @@ impl ControllerService for ControllerGrpc {
         request: Request<pb::BrokerHeartbeatRequest>,
     ) -> Result<Response<pb::BrokerHeartbeatResponse>, Status> {
         let req = request.into_inner();
-        validation::validate_broker_set_name(&req.broker_set)?;
-        let term = self.leader_term("BrokerHeartbeat")?;
-        let Some((_, member)) = self.find_member(&req.broker_set, req.broker_id) else {
-            return Err(Status::not_found(format!(
-                "broker {} of broker set {} is not registered; call RegisterBroker first",
-                req.broker_id, req.broker_set
-            )));
-        };
-        let now_ms = wall_ms();
-        self.inner
-            .leases
-            .renew(term, &req.broker_set, req.broker_id, Instant::now(), now_ms);
-        if !member.alive {
-            tracing::info!(broker_set = %req.broker_set, broker_id = req.broker_id, "broker is back");
-            let cmd = Command::SetBrokersAlive {
-                changes: vec![AliveChange {
-                    broker_set: req.broker_set,
-                    broker_id: req.broker_id,
-                    alive: true,
-                    last_heartbeat_ms: now_ms,
-                }],
-            };
-            self.write(cmd, "BrokerHeartbeat").await?;
-        }
-        let lease_ms = u64::try_from(self.inner.leases.lease().as_millis()).unwrap_or(u64::MAX);
+        let lease = self
+            .heartbeat_member(
+                &req.broker_set,
+                req.broker_id,
+                self.inner.leases.lease(),
+                "BrokerHeartbeat",
+            )
+            .await?;
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         Ok(Response::new(pb::BrokerHeartbeatResponse { lease_ms }))
     }
 

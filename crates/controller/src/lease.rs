@@ -37,6 +37,9 @@ pub fn wall_ms() -> i64 {
 struct Renewal {
     at: Instant,
     wall_ms: i64,
+    /// This member's lease length (the table's, or longer for brokers that
+    /// renew less often, such as RocketMQ 4.x brokers over remoting).
+    lease: Duration,
 }
 
 #[derive(Debug)]
@@ -93,14 +96,41 @@ impl LeaseTable {
         Self::enter_term(&mut self.state.lock(), term, now);
     }
 
-    /// Renews the lease of a member, as leader of `term`.
+    /// Renews the lease of a member, as leader of `term`, for the table's lease.
     pub fn renew(&self, term: u64, broker_set: &str, broker_id: u64, now: Instant, wall_ms: i64) {
+        self.renew_for(term, broker_set, broker_id, now, wall_ms, self.lease);
+    }
+
+    /// Renews the lease of a member for `lease` (never shorter than the
+    /// table's), as leader of `term`.
+    pub fn renew_for(
+        &self,
+        term: u64,
+        broker_set: &str,
+        broker_id: u64,
+        now: Instant,
+        wall_ms: i64,
+        lease: Duration,
+    ) {
         let mut s = self.state.lock();
         Self::enter_term(&mut s, term, now);
         s.renewals.insert(
             (broker_set.to_owned(), broker_id),
-            Renewal { at: now, wall_ms },
+            Renewal {
+                at: now,
+                wall_ms,
+                lease: lease.max(self.lease),
+            },
         );
+    }
+
+    /// Drops the lease of a member (it unregistered): it stays down until it
+    /// registers or heartbeats again.
+    pub fn forget(&self, broker_set: &str, broker_id: u64) {
+        self.state
+            .lock()
+            .renewals
+            .remove(&(broker_set.to_owned(), broker_id));
     }
 
     /// The liveness changes due at `now` for the members in `meta`.
@@ -114,7 +144,8 @@ impl LeaseTable {
             for m in &set.members {
                 let renewal = s.renewals.get(&(set.name.clone(), m.broker_id));
                 let last = renewal.map_or(s.epoch, |r| r.at);
-                let expired = now.saturating_duration_since(last) > self.lease;
+                let lease = renewal.map_or(self.lease, |r| r.lease);
+                let expired = now.saturating_duration_since(last) > lease;
                 let last_heartbeat_ms = renewal.map_or(m.last_heartbeat_ms, |r| r.wall_ms);
                 if m.alive && expired {
                     changes.push(AliveChange {
@@ -278,6 +309,35 @@ mod tests {
                 alive: true,
                 last_heartbeat_ms: 99
             }]
+        );
+    }
+
+    #[test]
+    fn longer_member_leases_hold_and_forgotten_members_stay_down() {
+        let lease = Duration::from_secs(10);
+        let t = LeaseTable::new(lease);
+        let start = Instant::now();
+        t.ensure_term(1, start);
+        t.renew_for(1, "a", 0, start, 5, Duration::from_secs(120));
+        t.renew_for(1, "a", 1, start, 5, Duration::from_secs(1));
+        let later = start + Duration::from_secs(60);
+        let m = meta(&[(0, true), (1, true)]);
+        let changes = t.decide(&m, later);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            changes[0].broker_id, 1,
+            "a shorter lease is raised to the table's"
+        );
+        let dead = meta(&[(0, false)]);
+        assert_eq!(
+            t.decide(&dead, later).len(),
+            1,
+            "renewed dead member revives"
+        );
+        t.forget("a", 0);
+        assert!(
+            t.decide(&dead, later).is_empty(),
+            "forgotten member stays down"
         );
     }
 

@@ -15,8 +15,13 @@
 //!   ([`storage::state_machine`]), the data-dir lock.
 //! - [`network`]: Raft transport over gRPC (`comet.v1.RaftService`).
 //! - [`grpc`]: [`ControllerGrpc`], the `ControllerService` implementation.
+//! - [`admin`]: [`admin::ControllerAdminGrpc`], the `ControllerAdminService`
+//!   (Raft membership: describe, add and remove controller nodes).
 //! - [`lease`]: broker leases kept in memory on the leader.
 //! - [`raft_types`]: the openraft type configuration.
+//! - [`remoting`]: the NameServer-compatible remoting endpoint (RocketMQ's TCP
+//!   protocol): route tables for 4.x clients and tools, 4.x broker
+//!   registration.
 //!
 //! # Data directory
 //!
@@ -55,12 +60,14 @@
 //! Dependency rule: controller → proto only; never broker, proxy or store.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod error;
 pub mod grpc;
 pub mod lease;
 pub mod metadata;
 pub mod network;
 pub mod raft_types;
+pub mod remoting;
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -69,6 +76,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comet_proto::comet::v1::ClusterMetadata;
+use comet_proto::comet::v1::controller_admin_service_server::ControllerAdminServiceServer;
 use comet_proto::comet::v1::controller_service_server::ControllerServiceServer;
 use comet_proto::comet::v1::raft_service_server::RaftServiceServer;
 use openraft::error::{InitializeError, RaftError};
@@ -105,17 +113,26 @@ pub struct ControllerConfig {
     pub advertised_addr: String,
     /// A broker without a heartbeat for this long is marked `alive = false` (default 10 s).
     pub broker_lease: Duration,
-    /// Leader heartbeat period (default 250 ms).
+    /// Leader heartbeat period (default 100 ms).
     pub heartbeat_interval: Duration,
-    /// Lower bound of the election timeout (default 1 s).
+    /// Lower bound of the election timeout (default 500 ms).
+    ///
+    /// A follower that has seen a leader starts an election after
+    /// `election_timeout_max` (openraft's leader lease, during which it also
+    /// refuses to vote) plus a random timeout in `[min, max)`: with the
+    /// defaults a dead leader is replaced after 1.5..2 s plus one vote round.
     pub election_timeout_min: Duration,
-    /// Upper bound of the election timeout (default 2 s).
+    /// Upper bound of the election timeout (default 1 s).
     pub election_timeout_max: Duration,
     /// Initial members `(node id, advertised address)` of a fresh multi-node
     /// cluster; empty means a single-node cluster of just this node. Used
     /// only on the first start (an empty data directory); this node is added
     /// if missing.
     pub peers: Vec<(u64, String)>,
+    /// Start without initializing a cluster on an empty data directory: the
+    /// node waits to be added to an existing cluster (`AddController`).
+    /// Excludes `peers`.
+    pub join: bool,
 }
 
 impl Default for ControllerConfig {
@@ -126,10 +143,11 @@ impl Default for ControllerConfig {
             cluster_name: "DefaultCluster".to_owned(),
             advertised_addr: "127.0.0.1:9878".to_owned(),
             broker_lease: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_millis(250),
-            election_timeout_min: Duration::from_secs(1),
-            election_timeout_max: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_secs(1),
             peers: Vec::new(),
+            join: false,
         }
     }
 }
@@ -172,6 +190,12 @@ impl ControllerConfig {
             return Err(config_err(
                 "election_timeout_max",
                 format!("must be greater than election_timeout_min ({min} ms), got {max} ms"),
+            ));
+        }
+        if self.join && !self.peers.is_empty() {
+            return Err(config_err(
+                "join",
+                "a joining node gets its members from the cluster it joins; leave `peers` empty",
             ));
         }
         let mut ids = std::collections::BTreeSet::new();
@@ -257,6 +281,12 @@ impl Controller {
             if !cfg.peers.is_empty() {
                 tracing::info!("data directory already holds a cluster; ignoring `peers`");
             }
+        } else if cfg.join {
+            tracing::info!(
+                node_id = cfg.node_id,
+                advertised_addr = %cfg.advertised_addr,
+                "waiting to be added to an existing controller cluster"
+            );
         } else {
             let members = cfg.initial_members();
             tracing::info!(node_id = cfg.node_id, members = ?members, "initializing a new controller cluster");
@@ -306,19 +336,33 @@ impl Controller {
         })
     }
 
+    /// The NameServer-compatible remoting endpoint of this node; serve it
+    /// with [`remoting::RemotingServer::serve`] on the remoting listener.
+    pub fn remoting(&self) -> remoting::RemotingServer {
+        remoting::RemotingServer::new(self.grpc.clone())
+    }
+
     /// The `ControllerService` implementation of this node.
     pub fn service(&self) -> ControllerGrpc {
         self.grpc.clone()
     }
 
-    /// All gRPC services this node serves: `ControllerService` and the Raft
-    /// transport `RaftService`. Serve them on `advertised_addr`.
+    /// The `ControllerAdminService` (Raft membership) of this node.
+    pub fn admin_service(&self) -> admin::ControllerAdminGrpc {
+        admin::ControllerAdminGrpc::new(self.raft.clone())
+    }
+
+    /// All gRPC services this node serves: `ControllerService`,
+    /// `ControllerAdminService` and the Raft transport `RaftService`. Serve
+    /// them on `advertised_addr`.
     pub fn routes(&self) -> tonic::service::Routes {
-        tonic::service::Routes::new(ControllerServiceServer::new(self.grpc.clone())).add_service(
-            RaftServiceServer::new(RaftGrpc::new(self.raft.clone()))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-        )
+        tonic::service::Routes::new(ControllerServiceServer::new(self.grpc.clone()))
+            .add_service(ControllerAdminServiceServer::new(self.admin_service()))
+            .add_service(
+                RaftServiceServer::new(RaftGrpc::new(self.raft.clone()))
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            )
     }
 
     /// The applied metadata of this node, updated after every applied change.

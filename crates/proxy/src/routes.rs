@@ -245,8 +245,31 @@ fn queue_id(i: u32) -> i32 {
     i32::try_from(i).unwrap_or(i32::MAX)
 }
 
-/// The route of a topic: one queue per queue id of every placement.
+/// The placements a route shows: those whose broker set has a live master. A broker set that
+/// lost its master (lease lapsed) leaves the route, as a stopped broker leaves a NameServer's
+/// tables; when no placement is live, all are shown, so that clients keep a route and their
+/// requests get a retryable HA_NOT_AVAILABLE instead of TOPIC_NOT_FOUND.
+pub(crate) fn routable_placements<'a>(
+    index: &MetadataIndex,
+    topic: &'a Topic,
+) -> Vec<&'a QueuePlacement> {
+    let all: Vec<&QueuePlacement> = topic
+        .placements
+        .iter()
+        .filter(|p| p.queue_count > 0)
+        .collect();
+    let live: Vec<&QueuePlacement> = all
+        .iter()
+        .copied()
+        .filter(|p| index.master_address(&p.broker_set).is_some())
+        .collect();
+    if live.is_empty() { all } else { live }
+}
+
+/// The route of a topic: one queue per queue id of every routable placement (see
+/// [`routable_placements`]).
 pub(crate) fn message_queues(
+    index: &MetadataIndex,
     topic: &Topic,
     name: &Name,
     endpoints: &Endpoints,
@@ -256,24 +279,26 @@ pub(crate) fn message_queues(
         .into_iter()
         .map(|t| t as i32)
         .collect();
-    topic
-        .placements
-        .iter()
+    routable_placements(index, topic)
+        .into_iter()
         .flat_map(|p| (0..p.queue_count).map(move |i| (p.broker_set.as_str(), queue_id(i))))
         .map(|(set, id)| queue(name, id, perm, set, endpoints, &types))
         .collect()
 }
 
-/// Push-consumer assignments: non-FIFO groups get one queue per broker set with id -1 ("any
-/// queue of the topic there"), FIFO groups every queue. FORBIDDEN when nothing is readable.
+/// Push-consumer assignments over the routable placements: non-FIFO groups get one queue per
+/// broker set with id -1 ("any queue of the topic there"), FIFO groups every queue. FORBIDDEN
+/// when nothing is readable.
 pub(crate) fn assignments(
+    index: &MetadataIndex,
     topic: &Topic,
     name: &Name,
     fifo: bool,
     endpoints: &Endpoints,
 ) -> Outcome<Vec<MessageQueue>> {
     let perm = permission(topic);
-    if !readable(perm) || topic.placements.iter().all(|p| p.queue_count == 0) {
+    let placements = routable_placements(index, topic);
+    if !readable(perm) || placements.is_empty() {
         return Err(Failure::new(
             Code::Forbidden,
             format!("topic {} has no readable queue", name.name),
@@ -283,14 +308,15 @@ pub(crate) fn assignments(
         .into_iter()
         .map(|t| t as i32)
         .collect();
-    let placements = topic.placements.iter().filter(|p| p.queue_count > 0);
     Ok(if fifo {
         placements
+            .into_iter()
             .flat_map(|p| (0..p.queue_count).map(move |i| (p.broker_set.as_str(), queue_id(i))))
             .map(|(set, id)| queue(name, id, perm, set, endpoints, &types))
             .collect()
     } else {
         placements
+            .into_iter()
             .map(|p| queue(name, -1, perm, &p.broker_set, endpoints, &types))
             .collect()
     })
@@ -600,15 +626,20 @@ mod tests {
     }
 
     #[test]
-    fn route_lists_every_queue_of_every_placement() {
+    fn route_lists_every_queue_of_every_live_placement() {
         let idx = md();
         let ep = crate::config::parse_endpoint("127.0.0.1:8081").unwrap();
-        let qs = message_queues(&idx.topic("t").unwrap(), &name(), &ep);
+        let qs = message_queues(&idx, &idx.topic("t").unwrap(), &name(), &ep);
         let ids: Vec<(String, i32)> = qs
             .iter()
             .map(|q| (q.broker.as_ref().unwrap().name.clone(), q.id))
             .collect();
-        assert_eq!(ids.len(), 9);
+        assert_eq!(
+            ids.len(),
+            5,
+            "the dead broker set's 4 queues leave the route"
+        );
+        assert!(ids.iter().all(|(set, _)| set != "dead"));
         assert_eq!(ids[0], ("a".to_owned(), 0));
         assert_eq!(ids[2], ("b".to_owned(), 0));
         assert!(
@@ -616,6 +647,31 @@ mod tests {
                 .all(|q| q.permission == Permission::ReadWrite as i32
                     && q.broker.as_ref().unwrap().id == 0
                     && q.accept_message_types == vec![MessageType::Normal as i32])
+        );
+    }
+
+    #[test]
+    fn assignments_skip_dead_sets_unless_every_set_is_dead() {
+        let idx = md();
+        let ep = crate::config::parse_endpoint("127.0.0.1:8081").unwrap();
+        let t = idx.topic("t").unwrap();
+        let sets: Vec<String> = assignments(&idx, &t, &name(), false, &ep)
+            .unwrap()
+            .iter()
+            .map(|q| q.broker.as_ref().unwrap().name.clone())
+            .collect();
+        assert_eq!(sets, ["a", "b"]);
+        assert_eq!(
+            assignments(&idx, &t, &name(), true, &ep).unwrap().len(),
+            5,
+            "FIFO: every queue of the live sets"
+        );
+        let mut only_dead = t.into_owned();
+        only_dead.placements.retain(|p| p.broker_set == "dead");
+        assert_eq!(
+            message_queues(&idx, &only_dead, &name(), &ep).len(),
+            4,
+            "with no live set the route keeps every queue"
         );
     }
 

@@ -23,7 +23,7 @@ impl Inner {
         let endpoints = self.endpoints()?;
         let index = self.topic_index(&name, true).await?;
         let topic = &*index.require_topic(&name)?;
-        let queues = message_queues(topic, &name, endpoints);
+        let queues = message_queues(&index, topic, &name, endpoints);
         if queues.is_empty() {
             // An empty route crashes Rust clients and hangs Node ones: never answer OK with it.
             return Err(Failure::new(
@@ -51,7 +51,7 @@ impl Inner {
         let index = self.metadata.current();
         let topic = &*index.require_topic(&topic_name)?;
         let fifo = index.group(&group_name.qualified).is_some_and(|g| g.fifo);
-        let queues = assignments(topic, &topic_name, fifo, endpoints)?;
+        let queues = assignments(&index, topic, &topic_name, fifo, endpoints)?;
         Ok(QueryAssignmentResponse {
             status: Some(status::ok()),
             assignments: queues
