@@ -26,6 +26,30 @@ pub mod cluster;
 
 pub use cluster::{Cluster, ClusterBuilder};
 
+/// Declares each named `async fn(Mode)` as two tokio tests, `local::NAME` and `cluster::NAME`,
+/// one per [`Mode`].
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Mode::Local).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Mode::Cluster).await;
+                }
+            )*
+        }
+    };
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -240,25 +240,4 @@ async fn bad_requests(mode: Mode) {
     cluster.stop().await;
 }
 
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Mode::Local).await;
-                }
-            )*
-        }
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Mode::Cluster).await;
-                }
-            )*
-        }
-    };
-}
-
-both_modes!(adhoc_send_and_receive, bad_requests);
+comet_tests::both_modes!(adhoc_send_and_receive, bad_requests);

@@ -858,28 +858,7 @@ async fn transaction_check_through_another_proxy(mode: Mode) {
     cluster.stop().await;
 }
 
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Mode::Local).await;
-                }
-            )*
-        }
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Mode::Cluster).await;
-                }
-            )*
-        }
-    };
-}
-
-both_modes!(
+comet_tests::both_modes!(
     delay_messages_arrive_on_time,
     delay_validation,
     retry_policy_is_echoed_to_consumers,

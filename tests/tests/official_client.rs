@@ -253,28 +253,7 @@ async fn dead_letter_after_max_attempts(mode: Mode) {
     cluster.stop().await;
 }
 
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Mode::Local).await;
-                }
-            )*
-        }
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Mode::Cluster).await;
-                }
-            )*
-        }
-    };
-}
-
-both_modes!(
+comet_tests::both_modes!(
     round_trip,
     tag_filtering,
     unacked_comes_back,

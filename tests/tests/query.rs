@@ -658,25 +658,4 @@ async fn admin_queries(mode: Mode) {
     cluster.stop().await;
 }
 
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Mode::Local).await;
-                }
-            )*
-        }
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Mode::Cluster).await;
-                }
-            )*
-        }
-    };
-}
-
-both_modes!(sql_filters, pull_and_offsets, admin_queries);
+comet_tests::both_modes!(sql_filters, pull_and_offsets, admin_queries);

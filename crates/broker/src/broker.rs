@@ -826,17 +826,7 @@ impl Inner {
                 ),
             ));
         }
-        let Some(mq) = req.message_queue.as_ref() else {
-            return Err((Code::BadRequest, "message_queue is required".into()));
-        };
-        let topic = mq
-            .topic
-            .as_ref()
-            .map(|t| t.name.clone())
-            .unwrap_or_default();
-        if topic.is_empty() {
-            return Err((Code::IllegalTopic, "message_queue has no topic".into()));
-        }
+        let (mq, topic) = crate::pull::queue_topic(req.message_queue.as_ref())?;
         let filter = Filter::from_request(req.filter_expression.as_ref())
             .map_err(|e| (Code::IllegalFilterExpression, e.to_string()))?;
         if req.batch_size <= 0 {

@@ -49,17 +49,7 @@ pub(crate) fn concrete_queue(
     mq: Option<&v2::MessageQueue>,
     access: Access,
 ) -> Result<(String, i32), Outcome> {
-    let Some(mq) = mq else {
-        return Err((Code::BadRequest, "message_queue is required".into()));
-    };
-    let topic = mq
-        .topic
-        .as_ref()
-        .map(|t| t.name.clone())
-        .unwrap_or_default();
-    if topic.is_empty() {
-        return Err((Code::IllegalTopic, "message_queue has no topic".into()));
-    }
+    let (mq, topic) = queue_topic(mq)?;
     let queue_count = inner.meta.index().queues(&topic, access)?;
     if mq.id < 0 || mq.id as u32 >= queue_count {
         return Err((
@@ -71,6 +61,24 @@ pub(crate) fn concrete_queue(
         ));
     }
     Ok((topic, mq.id))
+}
+
+/// The queue a request names and its topic, which must be given.
+pub(crate) fn queue_topic(
+    mq: Option<&v2::MessageQueue>,
+) -> Result<(&v2::MessageQueue, String), Outcome> {
+    let Some(mq) = mq else {
+        return Err((Code::BadRequest, "message_queue is required".into()));
+    };
+    let topic = mq
+        .topic
+        .as_ref()
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
+    if topic.is_empty() {
+        return Err((Code::IllegalTopic, "message_queue has no topic".into()));
+    }
+    Ok((mq, topic))
 }
 
 /// The group of a request, which must be a valid name.

@@ -103,11 +103,6 @@ impl MetadataIndex {
             .map(|&i| &self.metadata.broker_sets[i])
     }
 
-    /// Whether `name` is a broker set of the cluster.
-    pub(crate) fn has_broker_set(&self, name: &str) -> bool {
-        self.broker_set(name).is_some()
-    }
-
     /// Address of the broker set's alive master, if any.
     pub(crate) fn master_address(&self, broker_set: &str) -> Option<&str> {
         let set = self.broker_set(broker_set)?;
@@ -520,10 +515,22 @@ pub(crate) fn handle_target(index: &MetadataIndex, receipt_handle: &str) -> Outc
                 "receipt handle is malformed: it does not name a broker set",
             )
         })?;
+    named_set_target(index, set, Code::InvalidReceiptHandle, "receipt handle")
+}
+
+/// The master of the broker set `set` that a client-held token (`what`: a receipt handle, a
+/// transaction id) names: `unknown` when the set is not in the cluster, HA_NOT_AVAILABLE while
+/// it has no live master.
+pub(crate) fn named_set_target(
+    index: &MetadataIndex,
+    set: &str,
+    unknown: Code,
+    what: &str,
+) -> Result<Target, Failure> {
     if index.broker_set(set).is_none() {
         return Err(Failure::new(
-            Code::InvalidReceiptHandle,
-            format!("receipt handle names broker set {set}, which is not in the cluster"),
+            unknown,
+            format!("{what} names broker set {set}, which is not in the cluster"),
         ));
     }
     let address = index.master_address(set).ok_or_else(|| {

@@ -32,7 +32,7 @@ use tonic::Request;
 use super::{Inner, require_client_id};
 use crate::context::RequestContext;
 use crate::names;
-use crate::routes::{MetadataIndex, Target};
+use crate::routes::{MetadataIndex, Target, named_set_target};
 use crate::status::{self, Failure, Outcome};
 
 /// First delay before a failed watch stream is reopened; doubles up to [`WATCH_BACKOFF_MAX`].
@@ -51,23 +51,7 @@ fn transaction_target(index: &MetadataIndex, transaction_id: &str) -> Outcome<Ta
                 "transaction id is malformed: it does not name a broker set",
             )
         })?;
-    if !index.has_broker_set(set) {
-        return Err(Failure::new(
-            Code::InvalidTransactionId,
-            format!("transaction id names broker set {set}, which is not in the cluster"),
-        ));
-    }
-    let address = index.master_address(set).ok_or_else(|| {
-        Failure::new(
-            Code::HaNotAvailable,
-            format!("broker set {set} has no live master; retry later"),
-        )
-    })?;
-    Ok(Target {
-        broker_set: set.to_owned(),
-        address: address.to_owned(),
-        queue_id: -1,
-    })
+    named_set_target(index, set, Code::InvalidTransactionId, "transaction id")
 }
 
 impl Inner {
