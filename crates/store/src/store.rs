@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering, fence};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -230,6 +230,9 @@ struct Inner {
     group_commit: GroupCommit,
     dispatch_signal: Signal,
     dispatched_signal: Signal,
+    /// Held by whoever walks the log into queues and index (the dispatcher thread, or an
+    /// ASYNC appender dispatching its own records): one walker at a time, in log order.
+    dispatch_lock: Mutex<()>,
     housekeeping: Signal,
     allocator: Signal,
     disk_full: AtomicBool,
@@ -360,6 +363,7 @@ impl MessageStore {
             group_commit: GroupCommit::new(cfg.sync_flushers),
             dispatch_signal: Signal::new(),
             dispatched_signal: Signal::new(),
+            dispatch_lock: Mutex::new(()),
             housekeeping: Signal::new(),
             allocator: Signal::new(),
             disk_full: AtomicBool::new(false),
@@ -501,7 +505,7 @@ impl MessageStore {
         }
         let end = last.physical_offset + i64::from(last.size);
         match inner.cfg.flush {
-            FlushPolicy::Async { .. } => inner.dispatch_signal.notify(),
+            FlushPolicy::Async { .. } => inner.dispatch_inline(),
             FlushPolicy::Sync { timeout } => {
                 if !inner.wait_flushed(end, timeout) {
                     return Err(StoreError::FlushTimeout {
@@ -905,11 +909,49 @@ impl Inner {
     /// Dispatches records from the current dispatch point up to `limit`. Returns the number of
     /// records dispatched.
     fn dispatch_until(&self, limit: i64) -> Result<u64> {
+        let _walker = self.dispatch_lock.lock();
+        self.dispatch_until_locked(limit)
+    }
+
+    /// [`Inner::dispatch_until`] with `dispatch_lock` already held.
+    fn dispatch_until_locked(&self, limit: i64) -> Result<u64> {
         let from = self.dispatched.load(Ordering::Acquire);
         let (end, count) = self.dispatch_range(from, limit, Targets::QueuesAndIndex)?;
         self.dispatched.fetch_max(end, Ordering::AcqRel);
         self.dispatched_signal.notify();
         Ok(count)
+    }
+
+    /// ASYNC: an appender makes its records visible itself instead of waking the dispatcher
+    /// thread (a thread wake-up per send cost more CPU than the dispatch). If another thread is
+    /// dispatching, that thread picks the new records up: every walker looks at the write
+    /// position again after it lets go of the lock, and the fences order "append, then try the
+    /// lock" against "release, then look again", so at least one of the two sees the other. The
+    /// dispatcher thread stays the fallback (errors, its periodic check, and appenders that
+    /// already walked a few passes for others: no sender waits long on other senders' records).
+    fn dispatch_inline(&self) {
+        const MAX_PASSES: usize = 4;
+        for _ in 0..MAX_PASSES {
+            fence(Ordering::SeqCst);
+            let Some(walker) = self.dispatch_lock.try_lock() else {
+                return;
+            };
+            let limit = self.dispatch_limit();
+            if self.dispatched.load(Ordering::Acquire) < limit
+                && self.dispatch_until_locked(limit).is_err()
+            {
+                // The dispatcher thread reports the error and retries.
+                drop(walker);
+                self.dispatch_signal.notify();
+                return;
+            }
+            drop(walker);
+            fence(Ordering::SeqCst);
+            if self.dispatched.load(Ordering::Acquire) >= self.dispatch_limit() {
+                return;
+            }
+        }
+        self.dispatch_signal.notify();
     }
 
     /// Re-indexes the records between the index's last indexed record and `to`; consume
@@ -1216,10 +1258,15 @@ impl Inner {
                 }
                 continue;
             }
+            // ASYNC appenders dispatch their own records and call on this thread only when
+            // they need help, so records pending right now are normally being walked by one of
+            // them: wait for a call (or the periodic check) rather than contend for the walk.
+            let inline = matches!(self.cfg.flush, FlushPolicy::Async { .. });
             self.dispatch_signal
                 .wait_unless(Duration::from_millis(100), || {
                     self.shutdown.load(Ordering::Acquire)
-                        || self.dispatched.load(Ordering::Acquire) < self.dispatch_limit()
+                        || (!inline
+                            && self.dispatched.load(Ordering::Acquire) < self.dispatch_limit())
                 });
         }
     }
