@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         Command::Proxy(args) => server::run(Role::Proxy, &args),
         Command::Bench(args) => {
             logging::init("warn", LogFormat::Text);
-            tokio::runtime::Runtime::new()
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.threads.max(1))
+                .enable_all()
+                .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(comet::bench::run(args)))
                 .map(|()| ExitCode::SUCCESS)

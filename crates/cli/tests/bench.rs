@@ -452,6 +452,7 @@ fn args(endpoint: &str) -> BenchArgs {
         warmup: Duration::from_millis(200),
         batch: 1,
         inflight: 8,
+        threads: 1,
         no_progress: true,
         json: None,
     }
