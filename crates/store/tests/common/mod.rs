@@ -6,7 +6,20 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use comet_store::{FlushPolicy, Message, Properties, StoreConfig};
+use comet_store::{DiskStats, DiskUsage, FlushPolicy, Message, Properties, StoreConfig};
+
+/// A disk that is always half full, so that no test depends on how full the machine's disk
+/// is (the store refuses appends above 90% used). Tests of the watermarks set their own.
+pub struct HalfFullDisk;
+
+impl DiskUsage for HalfFullDisk {
+    fn stats(&self, _path: &Path) -> std::io::Result<DiskStats> {
+        Ok(DiskStats {
+            total: 1000,
+            available: 500,
+        })
+    }
+}
 
 /// A config with small files so that tests cross segment and file boundaries.
 pub fn small_config(dir: &Path) -> StoreConfig {
@@ -20,6 +33,7 @@ pub fn small_config(dir: &Path) -> StoreConfig {
     c.flush = FlushPolicy::Async {
         interval: Duration::from_millis(20),
     };
+    c.retention.disk_usage = std::sync::Arc::new(HalfFullDisk);
     c
 }
 
