@@ -86,6 +86,7 @@ mod convert;
 mod delay;
 pub mod error;
 pub mod filter;
+pub mod ha;
 pub mod handle;
 mod long_poll;
 mod meta;
@@ -106,6 +107,9 @@ pub use convert::{
 };
 pub use delay::{SYS_TIMER_ORIGIN, TIMER_TOPIC, TimerStats};
 pub use error::BrokerError;
+pub use ha::{
+    ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
+};
 pub use meta::DLQ_PREFIX;
 pub use service::{BrokerGrpc, TransactionCheckStream};
 pub use transaction::{DISCARD_TOPIC, HALF_TOPIC, OP_TOPIC, SYS_TRANSACTION_ID, TransactionStats};

@@ -17,6 +17,7 @@ use comet_proto::comet::v1::{
     ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
 };
 use futures::StreamExt as _;
+use parking_lot::RwLock;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Inner;
@@ -31,22 +32,37 @@ pub type TransactionCheckStream = std::pin::Pin<
 /// The gRPC service of a broker: wrap it in `BrokerServiceServer::new` to serve it, or call
 /// the trait methods directly in process. Cheap to clone; calls after
 /// [`crate::Broker::shutdown`] began fail with gRPC UNAVAILABLE.
+///
+/// With replication ([`crate::ha::HaBroker`]) the broker behind it is replaced when the
+/// broker's role changes; every call goes to the broker current when it starts.
 #[derive(Clone)]
 pub struct BrokerGrpc {
-    inner: Arc<Inner>,
+    cell: Arc<RwLock<Arc<Inner>>>,
 }
 
 impl std::fmt::Debug for BrokerGrpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerGrpc")
-            .field("broker_set", &self.inner.cfg.broker_set)
+            .field("broker_set", &self.current().cfg.broker_set)
             .finish()
     }
 }
 
 impl BrokerGrpc {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
-        Self { inner }
+        Self {
+            cell: Arc::new(RwLock::new(inner)),
+        }
+    }
+
+    /// The broker calls go to now.
+    pub(crate) fn current(&self) -> Arc<Inner> {
+        Arc::clone(&self.cell.read())
+    }
+
+    /// Points this service (and every clone of it) at another broker.
+    pub(crate) fn replace(&self, inner: Arc<Inner>) {
+        *self.cell.write() = inner;
     }
 }
 
@@ -56,29 +72,29 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
-        self.inner
-            .send(request.into_inner())
-            .await
-            .map(Response::new)
+        let inner = self.current();
+        let _call = inner.enter()?;
+        inner.send(request.into_inner()).await.map(Response::new)
     }
 
     async fn pop_message(
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<PopMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
-        Ok(Response::new(self.inner.pop(request.into_inner()).await))
+        let inner = self.current();
+        let _call = inner.enter()?;
+        Ok(Response::new(inner.pop(request.into_inner()).await))
     }
 
     async fn ack_message(
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.ack(request.into_inner());
+        let inner = self.current();
+        let _call = inner.enter()?;
+        let reply = inner.ack(request.into_inner());
         // Answer once the ack is in the state log: it then survives a crash of this process.
-        self.inner.state_written().await;
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -86,9 +102,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.change_invisible(request.into_inner());
-        self.inner.state_written().await;
+        let inner = self.current();
+        let _call = inner.enter()?;
+        let reply = inner.change_invisible(request.into_inner());
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -96,9 +113,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        let _call = self.inner.enter()?;
+        let inner = self.current();
+        let _call = inner.enter()?;
         Ok(Response::new(
-            self.inner.end_transaction(request.into_inner()).await,
+            inner.end_transaction(request.into_inner()).await,
         ))
     }
 
@@ -110,9 +128,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<WatchTransactionChecksRequest>,
     ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
-        let _call = self.inner.enter()?;
+        let inner = self.current();
+        let _call = inner.enter()?;
         let proxy_id = request.into_inner().proxy_id;
-        let rx = self.inner.transactions.watch(&proxy_id);
+        let rx = inner.transactions.watch(&proxy_id);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(stream.boxed()))
     }
@@ -121,9 +140,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.forward_to_dlq(request.into_inner()).await;
-        self.inner.state_written().await;
+        let inner = self.current();
+        let _call = inner.enter()?;
+        let reply = inner.forward_to_dlq(request.into_inner()).await;
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -131,18 +151,20 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<PullMessageRequest>,
     ) -> Result<Response<PullMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
-        Ok(Response::new(self.inner.pull(request.into_inner()).await))
+        let inner = self.current();
+        let _call = inner.enter()?;
+        Ok(Response::new(inner.pull(request.into_inner()).await))
     }
 
     async fn update_offset(
         &self,
         request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.update_offset(request.into_inner()).await;
+        let inner = self.current();
+        let _call = inner.enter()?;
+        let reply = inner.update_offset(request.into_inner()).await;
         // Answer once the offset is in the state log: it then survives a crash of this process.
-        self.inner.state_written().await;
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -150,17 +172,19 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        let _call = self.inner.enter()?;
-        Ok(Response::new(self.inner.get_offset(request.into_inner())))
+        let inner = self.current();
+        let _call = inner.enter()?;
+        Ok(Response::new(inner.get_offset(request.into_inner())))
     }
 
     async fn query_offset(
         &self,
         request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        let _call = self.inner.enter()?;
+        let inner = self.current();
+        let _call = inner.enter()?;
         Ok(Response::new(
-            self.inner.query_offset(request.into_inner()).await,
+            inner.query_offset(request.into_inner()).await,
         ))
     }
 
@@ -168,9 +192,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ResetOffsetRequest>,
     ) -> Result<Response<ResetOffsetResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.reset_offset(request.into_inner()).await;
-        self.inner.state_written().await;
+        let inner = self.current();
+        let _call = inner.enter()?;
+        let reply = inner.reset_offset(request.into_inner()).await;
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -178,9 +203,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<QueryMessageRequest>,
     ) -> Result<Response<QueryMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
+        let inner = self.current();
+        let _call = inner.enter()?;
         Ok(Response::new(
-            self.inner.query_message(request.into_inner()).await,
+            inner.query_message(request.into_inner()).await,
         ))
     }
 
@@ -188,9 +214,8 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetConsumerProgressRequest>,
     ) -> Result<Response<GetConsumerProgressResponse>, Status> {
-        let _call = self.inner.enter()?;
-        Ok(Response::new(
-            self.inner.consumer_progress(request.into_inner()),
-        ))
+        let inner = self.current();
+        let _call = inner.enter()?;
+        Ok(Response::new(inner.consumer_progress(request.into_inner())))
     }
 }

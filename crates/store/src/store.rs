@@ -649,7 +649,8 @@ impl MessageStore {
     /// consume queues and the index like local appends. A newer epoch is recorded in the
     /// epoch history first. Durability on return follows the [`FlushPolicy`], as for
     /// [`MessageStore::append_batch`]. Only allowed while the [`WriteGate`] is `Closed` (a
-    /// replica never takes local appends).
+    /// replica never takes local appends). Epoch 0 marks data written before replication
+    /// existed: it is copied but not recorded in the history.
     ///
     /// # Errors
     /// [`StoreError::NotContiguous`] when `at` is not the end of the log;
@@ -675,7 +676,8 @@ impl MessageStore {
                 )));
             }
             Some(last) if epoch == last.epoch => {}
-            _ if data.is_empty() => {}
+            // Epoch 0 is data from before replication: no known writer, nothing to record.
+            _ if data.is_empty() || epoch == 0 => {}
             _ => {
                 let end = inner.log.write_pos();
                 if end != at {
