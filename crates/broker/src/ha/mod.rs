@@ -283,13 +283,13 @@ impl HaBroker {
     /// The newest master epoch in the log and the log's end, as heartbeats report them (the
     /// controller prefers the in-sync replica with the most data).
     pub fn log_report(&self) -> (u64, i64) {
-        match self.service.current().store() {
-            Ok(store) => (
-                store.epochs().last().map_or(0, |e| e.epoch),
-                store.write_offset(),
-            ),
-            Err(_) => (0, 0),
-        }
+        log_report(&self.service)
+    }
+
+    /// [`HaBroker::log_report`] as a function that outlives `self` (for the heartbeat task).
+    pub fn log_reporter(&self) -> impl Fn() -> (u64, i64) + Send + Sync + 'static {
+        let service = self.service.clone();
+        move || log_report(&service)
     }
 
     /// Stops following and closes the current instance cleanly (see [`Broker::shutdown`]).
@@ -327,6 +327,16 @@ impl HaBroker {
             })
             .await;
         }
+    }
+}
+
+fn log_report(service: &BrokerGrpc) -> (u64, i64) {
+    match service.current().store() {
+        Ok(store) => (
+            store.epochs().last().map_or(0, |e| e.epoch),
+            store.write_offset(),
+        ),
+        Err(_) => (0, 0),
     }
 }
 
