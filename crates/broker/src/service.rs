@@ -18,6 +18,7 @@ use comet_proto::comet::v1::{
 };
 use futures::StreamExt as _;
 use parking_lot::RwLock;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Inner;
@@ -38,7 +39,12 @@ pub type TransactionCheckStream = std::pin::Pin<
 #[derive(Clone)]
 pub struct BrokerGrpc {
     cell: Arc<RwLock<Arc<Inner>>>,
+    /// True while the broker behind is being replaced: new calls wait for the new one.
+    switching: Arc<watch::Sender<bool>>,
 }
+
+/// Longest a call waits for a role change to finish before it is tried anyway.
+const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl std::fmt::Debug for BrokerGrpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +58,7 @@ impl BrokerGrpc {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
         Self {
             cell: Arc::new(RwLock::new(inner)),
+            switching: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -60,9 +67,35 @@ impl BrokerGrpc {
         Arc::clone(&self.cell.read())
     }
 
-    /// Points this service (and every clone of it) at another broker.
+    /// The broker a new call goes to: after waiting (bounded) for a role change in progress,
+    /// so that a change is a pause for callers rather than a failure.
+    pub(crate) async fn ready(&self) -> Arc<Inner> {
+        let mut rx = self.switching.subscribe();
+        for _ in 0..3 {
+            let _ = tokio::time::timeout(SWITCH_WAIT, rx.wait_for(|s| !*s)).await;
+            let inner = self.current();
+            // A closing broker with no change in progress is a real shutdown: enter() says so.
+            if !inner.closing.load(std::sync::atomic::Ordering::Acquire) || !*rx.borrow() {
+                return inner;
+            }
+        }
+        self.current()
+    }
+
+    /// Marks the start of a role change: calls from now on wait for [`BrokerGrpc::replace`].
+    pub(crate) fn begin_switch(&self) {
+        self.switching.send_replace(true);
+    }
+
+    /// Points this service (and every clone of it) at another broker; waiting calls stay
+    /// waiting until [`BrokerGrpc::end_switch`].
     pub(crate) fn replace(&self, inner: Arc<Inner>) {
         *self.cell.write() = inner;
+    }
+
+    /// Ends a role change: calls go to the current broker again.
+    pub(crate) fn end_switch(&self) {
+        self.switching.send_replace(false);
     }
 }
 
@@ -72,7 +105,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         inner.send(request.into_inner()).await.map(Response::new)
     }
@@ -81,7 +114,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<PopMessageResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         Ok(Response::new(inner.pop(request.into_inner()).await))
     }
@@ -90,7 +123,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         let reply = inner.ack(request.into_inner());
         // Answer once the ack is in the state log: it then survives a crash of this process.
@@ -102,7 +135,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         let reply = inner.change_invisible(request.into_inner());
         inner.state_written().await;
@@ -113,7 +146,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         Ok(Response::new(
             inner.end_transaction(request.into_inner()).await,
@@ -128,7 +161,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<WatchTransactionChecksRequest>,
     ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         let proxy_id = request.into_inner().proxy_id;
         let rx = inner.transactions.watch(&proxy_id);
@@ -140,7 +173,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         let reply = inner.forward_to_dlq(request.into_inner()).await;
         inner.state_written().await;
@@ -151,7 +184,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<PullMessageRequest>,
     ) -> Result<Response<PullMessageResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         Ok(Response::new(inner.pull(request.into_inner()).await))
     }
@@ -160,7 +193,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         let reply = inner.update_offset(request.into_inner()).await;
         // Answer once the offset is in the state log: it then survives a crash of this process.
@@ -172,7 +205,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         Ok(Response::new(inner.get_offset(request.into_inner())))
     }
@@ -181,7 +214,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         Ok(Response::new(
             inner.query_offset(request.into_inner()).await,
@@ -192,7 +225,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ResetOffsetRequest>,
     ) -> Result<Response<ResetOffsetResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         let reply = inner.reset_offset(request.into_inner()).await;
         inner.state_written().await;
@@ -203,7 +236,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<QueryMessageRequest>,
     ) -> Result<Response<QueryMessageResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         Ok(Response::new(
             inner.query_message(request.into_inner()).await,
@@ -214,7 +247,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetConsumerProgressRequest>,
     ) -> Result<Response<GetConsumerProgressResponse>, Status> {
-        let inner = self.current();
+        let inner = self.ready().await;
         let _call = inner.enter()?;
         Ok(Response::new(inner.consumer_progress(request.into_inner())))
     }

@@ -317,7 +317,8 @@ async fn given_sync_replication_when_replicas_stop_and_masters_fail_should_keep_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_a_master_without_a_lease_when_sending_should_refuse_and_replicas_never_write() {
+async fn given_a_replicated_master_without_a_lease_when_sending_should_refuse_and_replicas_never_write()
+ {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (la, lb) = (
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -332,13 +333,21 @@ async fn given_a_master_without_a_lease_when_sending_should_refuse_and_replicas_
     let b = start_member(db.path(), 1, lb, &ctl, &lease).await;
     wait_role(&a, HaRole::Master, 1).await;
     wait_role(&b, HaRole::Replica, 1).await;
-    // No lease yet: the master cannot confirm it is master.
+    // With a replica in the sync-state set the master is replaceable, and without a lease it
+    // cannot confirm it still is the master.
+    wait_sss(&ctl, &[0, 1]).await;
     assert_eq!(send_code(&a, "x").await, Code::HaNotAvailable);
     // The replica never accepts writes.
     assert_eq!(send_code(&b, "y").await, Code::HaNotAvailable);
     lease_tx.send_replace(Some(std::time::Instant::now() + Duration::from_secs(3600)));
-    wait_sss(&ctl, &[0, 1]).await;
-    assert_eq!(send_code(&a, "z").await, Code::Ok);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while send_code(&a, "z").await != Code::Ok {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease never opened writes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The lease runs out: writes stop when it does, whatever else happens. (The deadline is
     // the state waited on here: the clock passing it.)
     let deadline = std::time::Instant::now() + Duration::from_millis(300);

@@ -108,9 +108,13 @@ impl MetadataIndex {
         self.broker_set(name).is_some()
     }
 
-    /// Address of the broker set's alive master, if any.
+    /// Address of the broker set's alive master, if any (none before the controller's first
+    /// election, `master_epoch` 0).
     pub(crate) fn master_address(&self, broker_set: &str) -> Option<&str> {
         let set = self.broker_set(broker_set)?;
+        if set.master_epoch == 0 {
+            return None;
+        }
         set.members
             .iter()
             .find(|m| m.broker_id == set.master_broker_id && m.alive && !m.address.is_empty())

@@ -363,6 +363,23 @@ struct Supervisor {
     status: watch::Sender<HaStatus>,
 }
 
+/// The write gate of a master: open until its lease deadline (closed without one) while
+/// another member is or is becoming part of its sync-state set, since only then could the
+/// controller elect someone else. A master alone in its set cannot be replaced (elections pick
+/// from the set; unclean elections aside), so it keeps writing without the controller.
+pub(crate) fn master_gate(lease: Option<std::time::Instant>, tracker: &Tracker) -> WriteGate {
+    if !tracker.replicated() {
+        return WriteGate::Open;
+    }
+    match lease {
+        Some(deadline) => WriteGate::Until {
+            deadline,
+            reason: LAPSED.into(),
+        },
+        None => WriteGate::Closed(LAPSED.into()),
+    }
+}
+
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -383,6 +400,7 @@ impl Supervisor {
             match self.apply(desired).await {
                 Ok(()) => failures = 0,
                 Err(e) => {
+                    self.service.end_switch();
                     failures += 1;
                     tracing::error!(error = %e, failures, "role change failed; retrying");
                     let pause = Duration::from_millis(200 * u64::from(failures.min(10)));
@@ -452,22 +470,16 @@ impl Supervisor {
         });
     }
 
-    /// Opens the master's store to writes until the lease deadline (closed without one).
+    /// Sets the master's write gate (see [`master_gate`]).
     fn refresh_gate(&self) {
         let (Role::Master { .. }, Some(engine)) = (&self.role, &self.engine) else {
             return;
         };
-        let Ok(store) = engine.inner().store() else {
-            return;
-        };
-        let gate = match *self.lease.borrow() {
-            Some(deadline) => WriteGate::Until {
-                deadline,
-                reason: LAPSED.into(),
-            },
-            None => WriteGate::Closed(LAPSED.into()),
-        };
-        store.set_write_gate(gate);
+        if let EngineRole::Master { tracker, .. } = &engine.inner().role
+            && let Ok(store) = engine.inner().store()
+        {
+            store.set_write_gate(master_gate(*self.lease.borrow(), tracker));
+        }
     }
 
     async fn apply(&mut self, desired: Role) -> Result<(), BrokerError> {
@@ -480,6 +492,7 @@ impl Supervisor {
                 && let EngineRole::Master { tracker, .. } = &engine.inner().role
             {
                 tracker.committed_from_metadata(sync_state_set);
+                self.refresh_gate();
             }
             return Ok(());
         }
@@ -519,10 +532,12 @@ impl Supervisor {
                 tracing::info!(broker_set = %self.cfg.broker_set, epoch, start, "serving as master");
                 self.role = desired.clone();
                 self.refresh_gate();
+                self.service.end_switch();
                 self.manager = Some(tokio::spawn(service::manage_sync_state_set(
                     inner,
                     tracker,
                     Arc::clone(&self.link),
+                    self.lease.clone(),
                 )));
             }
             Role::Replica { .. } | Role::Waiting => {
@@ -533,6 +548,7 @@ impl Supervisor {
                 if !read_only {
                     self.replace_engine(EngineRole::Replica, StorePrep::Keep)
                         .await?;
+                    self.service.end_switch();
                 }
                 self.role = desired.clone();
                 self.start_follower();
@@ -561,6 +577,7 @@ impl Supervisor {
         role: EngineRole,
         prep: StorePrep,
     ) -> Result<(), BrokerError> {
+        self.service.begin_switch();
         if let Some(old) = self.engine.take()
             && let Err(e) = old.shutdown().await
         {
@@ -577,6 +594,7 @@ impl Supervisor {
     async fn reopen_replica(&mut self, prep: StorePrep) -> Result<(), BrokerError> {
         self.stop_tasks().await;
         self.replace_engine(EngineRole::Replica, prep).await?;
+        self.service.end_switch();
         self.start_follower();
         Ok(())
     }

@@ -98,7 +98,7 @@ impl ReplicationService for ReplicationGrpc {
         request: Request<pb::HandshakeRequest>,
     ) -> Result<Response<pb::HandshakeResponse>, Status> {
         let req = request.into_inner();
-        let inner = self.brokers.current();
+        let inner = self.brokers.ready().await;
         let _call = inner.enter()?;
         master_of(&inner, &req.broker_set, req.master_epoch)?;
         let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
@@ -122,7 +122,7 @@ impl ReplicationService for ReplicationGrpc {
         let first = progress.message().await?.ok_or_else(|| {
             Status::invalid_argument("the stream must start with ReplicaProgress")
         })?;
-        let inner = self.brokers.current();
+        let inner = self.brokers.ready().await;
         let tracker = {
             let _call = inner.enter()?;
             master_of(&inner, &first.broker_set, first.master_epoch)?
@@ -281,7 +281,11 @@ pub(crate) async fn manage_sync_state_set(
     inner: Arc<Inner>,
     tracker: Arc<Tracker>,
     link: Arc<dyn crate::ha::ControllerLink>,
+    lease: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
 ) {
+    let refresh_gate = |store: &comet_store::MessageStore| {
+        store.set_write_gate(crate::ha::master_gate(*lease.borrow(), &tracker));
+    };
     let tick = (tracker.limits().max_time / 10)
         .clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut shutdown = inner.shutdown_tx.subscribe();
@@ -294,6 +298,8 @@ pub(crate) async fn manage_sync_state_set(
         let Some(next) = tracker.plan_change(store.write_offset(), Instant::now()) else {
             continue;
         };
+        // A member being added makes the master replaceable: fence it before asking.
+        refresh_gate(&store);
         let req = pb::AlterSyncStateSetRequest {
             broker_set: inner.cfg.broker_set.clone(),
             master_broker_id: tracker.broker_id,
@@ -310,6 +316,7 @@ pub(crate) async fn manage_sync_state_set(
                 tracker.request_failed();
             }
         }
+        refresh_gate(&store);
     }
 }
 

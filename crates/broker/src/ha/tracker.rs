@@ -293,6 +293,13 @@ impl Tracker {
         self.recompute(&st);
     }
 
+    /// Whether the effective sync-state set (committed plus being added) has members other
+    /// than the master: then the controller could elect one of them.
+    pub fn replicated(&self) -> bool {
+        let st = self.state.lock();
+        st.committed.len() > 1 || !st.adding.is_empty()
+    }
+
     /// The committed set.
     pub fn sync_state_set(&self) -> Vec<u64> {
         self.state.lock().committed.iter().copied().collect()
