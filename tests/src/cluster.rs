@@ -361,6 +361,14 @@ impl Cluster {
         last.expect("a running node")
     }
 
+    /// The metadata of the first running node right now (no waiting).
+    pub fn metadata_now(&self) -> Arc<ClusterMetadata> {
+        self.running()
+            .find_map(|n| n.metadata())
+            .map(|rx| rx.borrow().clone())
+            .expect("a running node with metadata")
+    }
+
     /// Kills controller `i` ([`Node::abort`]).
     pub async fn kill_controller(&mut self, i: usize) {
         let node = self.controllers[i].node.take().expect("controller runs");

@@ -277,7 +277,7 @@ impl Default for BrokerSection {
             transaction_max_checks: 15,
             replication_mode: ReplicationModeKey::Async,
             min_in_sync_replicas: 1,
-            sync_replication_timeout: Duration::from_secs(3).into(),
+            sync_replication_timeout: Duration::from_secs(2).into(),
             replica_max_lag_time: Duration::from_secs(3).into(),
             replica_max_lag_bytes: ByteSize(256 << 20),
             replication_chunk_size: ByteSize(1 << 20),

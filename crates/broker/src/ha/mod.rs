@@ -74,7 +74,8 @@ pub struct HaConfig {
     /// SYNC: fewest members the sync-state set must have, the master included (default 1:
     /// with every replica gone the master acknowledges alone; 2 refuses instead).
     pub min_in_sync_replicas: u32,
-    /// SYNC: longest wait for the in-sync replicas (default 3 s).
+    /// SYNC: longest wait for the in-sync replicas (default 2 s; keep it below the proxy's
+    /// broker call timeout, 3 s, so clients see SLAVE_PERSISTENCE_TIMEOUT, not PROXY_TIMEOUT).
     pub sync_timeout: Duration,
     /// A replica that has not caught up with the master for this long leaves the sync-state
     /// set (default 3 s).
@@ -95,7 +96,7 @@ impl Default for HaConfig {
         HaConfig {
             mode: ReplicationMode::Async,
             min_in_sync_replicas: 1,
-            sync_timeout: Duration::from_secs(3),
+            sync_timeout: Duration::from_secs(2),
             max_lag_time: Duration::from_secs(3),
             max_lag_bytes: 256 << 20,
             chunk_bytes: 1 << 20,
