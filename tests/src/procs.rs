@@ -84,7 +84,10 @@ impl BrokerProc {
         cfg.broker.broker_id = id;
         cfg.broker.listen = "127.0.0.1:0".to_owned();
         cfg.broker.advertised_addr = inbound.addr().to_string();
-        cfg.controllers = to_controllers.iter().map(|r| r.addr().to_string()).collect();
+        cfg.controllers = to_controllers
+            .iter()
+            .map(|r| r.addr().to_string())
+            .collect();
         let config_path = data_dir.join("comet.toml");
         std::fs::write(&config_path, toml::to_string(&cfg).expect("config as TOML"))
             .expect("write child config");

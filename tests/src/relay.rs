@@ -50,12 +50,14 @@ impl Relay {
     pub async fn start(target: Option<SocketAddr>) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
         let addr = listener.local_addr().expect("relay addr");
-        let state = Arc::new(watch::channel(State {
-            target,
-            partitioned: false,
-            generation: 0,
-        })
-        .0);
+        let state = Arc::new(
+            watch::channel(State {
+                target,
+                partitioned: false,
+                generation: 0,
+            })
+            .0,
+        );
         let accept_state = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
@@ -159,8 +161,8 @@ async fn relay_one(mut client: TcpStream, mut state: watch::Receiver<State>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn echo_server() -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -195,7 +197,10 @@ mod tests {
         let relay = Relay::start(None).await;
         let mut early = TcpStream::connect(relay.addr()).await.unwrap();
         relay.set_target(echo);
-        assert_eq!(roundtrip(&mut early, b"hi").await.as_deref(), Some(&b"hi"[..]));
+        assert_eq!(
+            roundtrip(&mut early, b"hi").await.as_deref(),
+            Some(&b"hi"[..])
+        );
         relay.partition();
         assert_eq!(roundtrip(&mut early, b"lost").await, None, "blackholed");
         let mut during = TcpStream::connect(relay.addr()).await.unwrap();
@@ -206,7 +211,10 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(5), early.read(&mut buf)).await;
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
         let mut after = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(roundtrip(&mut after, b"ok").await.as_deref(), Some(&b"ok"[..]));
+        assert_eq!(
+            roundtrip(&mut after, b"ok").await.as_deref(),
+            Some(&b"ok"[..])
+        );
         relay.cut();
         let closed = tokio::time::timeout(Duration::from_secs(5), after.read(&mut buf)).await;
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");

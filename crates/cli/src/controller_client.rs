@@ -3,7 +3,8 @@
 //!
 //! - Calls go to the last node that answered; a node that is not the Raft leader answers
 //!   UNAVAILABLE with the leader's address in the `comet-leader` metadata, which is followed at
-//!   once. Other failures move on to the next configured address, with a short backoff between
+//!   once when it is a configured address (or the only configured address is a seed); see
+//!   `ControllerClient::follows`. Other failures move on to the next configured address, with a short backoff between
 //!   rounds, until the call's overall deadline.
 //! - [`watch_metadata`] keeps a `watch` channel fed from `WatchMetadata` streams, reconnecting
 //!   after any failure and keeping the last known snapshot meanwhile, so a proxy or broker keeps
@@ -54,6 +55,15 @@ impl ControllerClient {
             addrs: Arc::new(addrs),
             current: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Whether to follow a leader hint to `addr`: always when it is one of the configured
+    /// addresses, and for an address the client was not given (the controllers' own view of
+    /// their addresses) only when a single address is configured (a seed). With several
+    /// configured addresses that differ from the advertised ones (relays, NAT, a proxy in
+    /// between), the client reaches the leader through its configured addresses instead.
+    fn follows(&self, addr: &str) -> bool {
+        self.addrs.len() == 1 || self.addrs.iter().any(|a| a == addr)
     }
 
     fn connect(addr: &str) -> Result<Channel, tonic::Status> {
@@ -144,7 +154,7 @@ impl ControllerClient {
                         .metadata()
                         .get(LEADER_HINT)
                         .and_then(|v| v.to_str().ok())
-                        .filter(|h| !h.is_empty() && *h != addr)
+                        .filter(|h| !h.is_empty() && *h != addr && self.follows(h))
                         .map(str::to_owned);
                     let retryable = matches!(
                         status.code(),

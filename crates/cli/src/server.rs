@@ -721,9 +721,7 @@ pub async fn wait_for_broker_set(
 ) -> anyhow::Result<()> {
     let registered = |m: &Arc<ClusterMetadata>| {
         m.broker_sets.iter().any(|b| {
-            b.name == broker_set
-                && b.master_epoch > 0
-                && b.members.iter().any(|m| m.alive)
+            b.name == broker_set && b.master_epoch > 0 && b.members.iter().any(|m| m.alive)
         })
     };
     tokio::time::timeout(Duration::from_secs(15), metadata.wait_for(registered))
