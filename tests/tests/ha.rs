@@ -33,17 +33,14 @@ use std::time::{Duration, Instant};
 use comet::admin::{self, GroupCommand, GroupSpec, TopicCommand, TopicSpec, TopicType};
 use comet_proto::apache::rocketmq::v2 as pb;
 use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
-use comet_proto::comet::v1::{
-    BrokerSet, ClusterMetadata, QueryMessageRequest, query_message_request,
-};
-use comet_tests::procs::{BrokerProc, CHILD_FLAG, child_main};
-use comet_tests::{Cluster, ClusterBuilder, test_config};
+use comet_proto::comet::v1::{QueryMessageRequest, query_message_request};
+use comet_tests::ha::{HaDeployment, HaOptions, SET};
+use comet_tests::procs::{CHILD_FLAG, child_main};
 use parking_lot::Mutex;
 use pb::messaging_service_client::MessagingServiceClient;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-const SET: &str = "ha";
 const TOPIC: &str = "ha-orders";
 const GROUP: &str = "ha-consumers";
 const PRODUCERS: usize = 4;
@@ -70,120 +67,38 @@ fn main() {
 
 // ------------------------------------------------------------------------------ deployment
 
-struct Deployment {
-    cluster: Cluster,
-    brokers: Vec<BrokerProc>,
-    _dir: tempfile::TempDir,
-}
-
-impl Deployment {
-    async fn start() -> Deployment {
-        let cluster = ClusterBuilder::new().broker_sets(&[]).start().await;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = test_config(dir.path());
-        cfg.log.level = std::env::var("COMET_HA_CHILD_LOG").unwrap_or_else(|_| "warn".to_owned());
-        cfg.broker.broker_set = SET.to_owned();
-        cfg.broker.replication_mode = comet::config::ReplicationModeKey::Sync;
-        cfg.broker.min_in_sync_replicas = 2;
-        cfg.broker.sync_replication_timeout = Duration::from_secs(2).into();
-        cfg.broker.replica_max_lag_time = Duration::from_millis(1000).into();
-        cfg.broker.replication_heartbeat_interval = Duration::from_millis(100).into();
-        cfg.broker.consumer_offsets_sync_interval = Duration::from_millis(200).into();
-        cfg.broker.flush_interval = Duration::from_millis(50).into();
-        let mut brokers = Vec::new();
-        for id in 0..3 {
-            let mut b =
-                BrokerProc::prepare(dir.path(), id, cfg.clone(), &cluster.controller_addrs()).await;
-            b.start().await;
-            brokers.push(b);
-        }
-        let d = Deployment {
-            cluster,
-            brokers,
-            _dir: dir,
-        };
-        d.wait_set("three members in sync", |s| s.sync_state_set.len() == 3)
-            .await;
-        admin::topic(
-            &d.cluster.admin(),
-            &TopicCommand::Create(TopicSpec {
-                name: TOPIC.to_owned(),
-                queues: QUEUES,
-                message_type: TopicType::Fifo,
-                broker_sets: vec![SET.to_owned()],
-                perm: admin::Perm::Rw,
-            }),
-        )
-        .await
-        .expect("topic created");
-        admin::group(
-            &d.cluster.admin(),
-            &GroupCommand::Create(GroupSpec {
-                name: GROUP.to_owned(),
-                max_retries: 16,
-                fifo: true,
-                backoff: None,
-            }),
-        )
-        .await
-        .expect("group created");
-        d.cluster
-            .wait_metadata("topic and group routable", |m| {
-                m.topics.iter().any(|t| t.name == TOPIC) && m.groups.iter().any(|g| g.name == GROUP)
-            })
-            .await;
-        d
-    }
-
-    /// The broker set as the controllers' metadata shows it.
-    fn set(&self) -> BrokerSet {
-        set_of(&self.cluster.metadata_now())
-    }
-
-    /// Waits (bounded) until the broker set satisfies `pred` on every node; returns it.
-    async fn wait_set(&self, what: &str, pred: impl Fn(&BrokerSet) -> bool) -> BrokerSet {
-        let m = self
-            .cluster
-            .wait_metadata(what, |m| {
-                m.broker_sets
-                    .iter()
-                    .find(|s| s.name == SET)
-                    .is_some_and(|s| s.master_epoch > 0 && pred(s))
-            })
-            .await;
-        set_of(&m)
-    }
-
-    fn master(&self) -> usize {
-        self.set().master_broker_id as usize
-    }
-
-    /// Waits until a broker other than `old` is master at a newer epoch than `epoch`.
-    async fn wait_new_master(&self, old: usize, epoch: u64) -> BrokerSet {
-        self.wait_set("a new master", |s| {
-            s.master_epoch > epoch
-                && s.master_broker_id as usize != old
-                && s.members
-                    .iter()
-                    .any(|m| m.broker_id == s.master_broker_id && m.alive)
+/// The deployment: three brokers, SYNC, two in sync required, plus the topic and group.
+async fn deploy() -> HaDeployment {
+    let d = HaDeployment::start(HaOptions::default()).await;
+    admin::topic(
+        &d.cluster.admin(),
+        &TopicCommand::Create(TopicSpec {
+            name: TOPIC.to_owned(),
+            queues: QUEUES,
+            message_type: TopicType::Fifo,
+            broker_sets: vec![SET.to_owned()],
+            perm: admin::Perm::Rw,
+        }),
+    )
+    .await
+    .expect("topic created");
+    admin::group(
+        &d.cluster.admin(),
+        &GroupCommand::Create(GroupSpec {
+            name: GROUP.to_owned(),
+            max_retries: 16,
+            fifo: true,
+            backoff: None,
+        }),
+    )
+    .await
+    .expect("group created");
+    d.cluster
+        .wait_metadata("topic and group routable", |m| {
+            m.topics.iter().any(|t| t.name == TOPIC) && m.groups.iter().any(|g| g.name == GROUP)
         })
-        .await
-    }
-
-    async fn wait_all_in_sync(&self, what: &str) -> BrokerSet {
-        self.wait_set(what, |s| {
-            s.sync_state_set.len() == 3 && s.members.iter().all(|m| m.alive)
-        })
-        .await
-    }
-}
-
-fn set_of(m: &ClusterMetadata) -> BrokerSet {
-    m.broker_sets
-        .iter()
-        .find(|s| s.name == SET)
-        .cloned()
-        .expect("the broker set is registered")
+        .await;
+    d
 }
 
 // ------------------------------------------------------------------------------ workload
@@ -594,7 +509,7 @@ async fn first_ack(proxy: &str, tag: &str) -> Duration {
 // ------------------------------------------------------------------------------ phases
 
 async fn ha_under_faults() {
-    let mut d = Deployment::start().await;
+    let mut d = deploy().await;
     let proxy = d.cluster.access_url();
     let work = Workload::start(proxy.clone()).await;
     work.wait_progress(50, "before any fault").await;
@@ -755,6 +670,5 @@ async fn ha_under_faults() {
     assert_eq!(report.lost, 0, "acknowledged messages were lost");
     assert_eq!(report.out_of_order, 0, "FIFO order was broken");
     assert_eq!(report.unexpected, 0, "messages nobody sent were received");
-    drop(d.brokers);
-    d.cluster.stop().await;
+    d.stop().await;
 }
