@@ -10,7 +10,7 @@
 //!                                               └─ Waiting: read-only instance, no follower
 //! ```
 //!
-//! - **Roles come from the controller** ([`role::decide_role`]): `BrokerSet.master_broker_id`
+//! - **Roles come from the controller** (`role::decide_role`): `BrokerSet.master_broker_id`
 //!   at `master_epoch`. The broker id is only an identity.
 //! - **One instance per role.** A role change closes the broker instance (drains calls,
 //!   persists state, closes the store) and opens a new one in the new role, so promotion is
@@ -21,10 +21,10 @@
 //!   the controller's lease), so a master cut off from the controller stops accepting writes
 //!   before another can be elected. A master records `(epoch, log end)` in its epoch history
 //!   before opening its store to writes.
-//! - **Replication** ([`service`], [`follower`]): replicas handshake (epoch histories), cut a
-//!   divergent tail or start over ([`role::start_action`]), then stream raw log bytes that
+//! - **Replication** (`service`, `follower`): replicas handshake (epoch histories), cut a
+//!   divergent tail or start over (`role::start_action`), then stream raw log bytes that
 //!   their store verifies record by record and dispatches. They confirm every chunk; the
-//!   master's [`tracker::Tracker`] turns confirmations into the SYNC watermark and into
+//!   master's `tracker::Tracker` turns confirmations into the SYNC watermark and into
 //!   sync-state-set changes, which it asks the controller for (`AlterSyncStateSet`, fenced
 //!   by epoch). Replicas also adopt the master's consume offsets periodically.
 //! - **Ack contract.** ASYNC: a send is acknowledged once the master wrote it (per its flush
@@ -35,10 +35,10 @@
 //!   not confirm within `sync_timeout`, with SLAVE_PERSISTENCE_TIMEOUT (the message is stored
 //!   on the master and may still replicate: outcome unknown, a retry may duplicate it).
 
-pub mod follower;
-pub mod role;
-pub mod service;
-pub mod tracker;
+mod follower;
+mod role;
+mod service;
+pub(crate) mod tracker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -591,7 +591,7 @@ impl Supervisor {
         Ok(())
     }
 
-    /// A replica reopens its store cut or wiped (see [`role::start_action`]) and follows again.
+    /// A replica reopens its store cut or wiped (see `role::start_action`) and follows again.
     async fn reopen_replica(&mut self, prep: StorePrep) -> Result<(), BrokerError> {
         self.stop_tasks().await;
         self.replace_engine(EngineRole::Replica, prep).await?;
