@@ -419,6 +419,10 @@ impl Supervisor {
                     self.refresh_gate();
                 }
                 Some(prep) = self.prepare_rx.recv() => {
+                    // A request from a follower of a role that has since changed is stale.
+                    if !matches!(self.role, Role::Replica { .. }) {
+                        continue;
+                    }
                     if let Err(e) = self.reopen_replica(prep).await {
                         tracing::error!(error = %e, "reopening the store for replication failed");
                         self.engine = None;
