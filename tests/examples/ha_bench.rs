@@ -211,7 +211,7 @@ async fn replication_throughput(args: &Args) {
         let batch: Vec<pb::Message> = (0..64)
             .map(|i| {
                 n += 1;
-                message(format!("fill-{n}"), (i % 8) as i32, body.clone())
+                message(format!("fill-{n}"), i % 8, body.clone())
             })
             .collect();
         let r = client
