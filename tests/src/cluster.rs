@@ -198,10 +198,11 @@ impl ClusterBuilder {
     }
 }
 
-/// Whether `set` has a live master in `m`.
+/// Whether `set` has a live, elected master in `m`.
 pub fn broker_set_alive(m: &ClusterMetadata, set: &str) -> bool {
     m.broker_sets.iter().any(|b| {
         b.name == set
+            && b.master_epoch > 0
             && b.members
                 .iter()
                 .any(|x| x.broker_id == b.master_broker_id && x.alive)
@@ -358,6 +359,14 @@ impl Cluster {
             }
         }
         last.expect("a running node")
+    }
+
+    /// The metadata of the first running node right now (no waiting).
+    pub fn metadata_now(&self) -> Arc<ClusterMetadata> {
+        self.running()
+            .find_map(|n| n.metadata())
+            .map(|rx| rx.borrow().clone())
+            .expect("a running node with metadata")
     }
 
     /// Kills controller `i` ([`Node::abort`]).

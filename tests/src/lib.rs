@@ -11,6 +11,10 @@
 //!     internal gRPC API, exactly as `comet controller|broker|proxy` processes do.
 //! - [`cluster`]: [`ClusterBuilder`] / [`Cluster`], a multi-node deployment (3 controllers, 2
 //!   broker sets, a proxy by default) with abrupt kills and restarts of controllers and brokers.
+//! - [`ha`]: [`ha::HaDeployment`], one replicated broker set of real broker processes.
+//! - [`procs`]: brokers as real child processes (SIGKILL, SIGSTOP/SIGCONT) behind
+//!   [`relay::Relay`]s, controllable TCP relays for network partitions.
+//! - `tests/ha.rs` (own harness): replicated broker sets under faults, with a chaos checker.
 //! - `tests/official_client.rs`: the official Rust client `rocketmq` 5.0.0, in both modes.
 //! - `tests/api.rs`: raw v2 calls for what the official client cannot express (validation
 //!   codes and messages, reflection, health).
@@ -23,6 +27,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod ha;
+pub mod procs;
+pub mod relay;
 
 pub use cluster::{Cluster, ClusterBuilder};
 

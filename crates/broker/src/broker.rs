@@ -28,6 +28,7 @@ use crate::convert::{self, Delivery, now_ms};
 use crate::delay::{self, Delays, TimerStats};
 use crate::error::BrokerError;
 use crate::filter::Filter;
+use crate::ha::tracker::Tracker;
 use crate::handle::{self, ReceiptHandle};
 use crate::long_poll::ArrivalHub;
 use crate::meta::{Access, DLQ_PREFIX, MetaIndex, MetaView};
@@ -79,6 +80,7 @@ pub(crate) fn store_outcome(e: &StoreError) -> Outcome {
             Code::InternalServerError,
             "the broker is shutting down".into(),
         ),
+        StoreError::NotWritable(reason) => (Code::HaNotAvailable, reason.clone()),
         _ => (Code::InternalServerError, e.to_string()),
     }
 }
@@ -122,9 +124,80 @@ struct DlqItem {
     attempts: u32,
 }
 
+/// What a broker instance is in its broker set. Fixed for the life of the instance: a role
+/// change replaces the instance (see [`crate::ha`]).
+pub(crate) enum EngineRole {
+    /// No replication (standalone, single broker): always writable.
+    Standalone,
+    /// The master of a replicated set at one epoch; SYNC sends wait on the tracker.
+    Master {
+        tracker: Arc<Tracker>,
+        /// Wait for the in-sync replicas before answering a send.
+        sync: bool,
+        /// Longest such wait.
+        timeout: Duration,
+    },
+    /// A replica (or a member of a set without a master): serves reads, never writes.
+    Replica,
+}
+
+/// Wakes replication streams waiting for new log data; costs one atomic load per append
+/// while nobody waits.
+#[derive(Default)]
+pub(crate) struct AppendWake {
+    waiters: AtomicUsize,
+    notify: Notify,
+}
+
+impl AppendWake {
+    fn notify(&self) {
+        // With the fence in `wait`: the appender sees the waiter, or the waiter sees the
+        // append (the log end was published before this call).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Waits until an append happens after this call began, `ready()` holds, or `timeout`
+    /// passes. Returns whether it was woken (or ready) before the timeout.
+    pub(crate) async fn wait(&self, timeout: Duration, ready: impl Fn() -> bool) -> bool {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.waiters);
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if ready() {
+            return true;
+        }
+        tokio::time::timeout(timeout, notified).await.is_ok()
+    }
+}
+
+/// How the store is prepared before it opens (replicas joining a new master).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StorePrep {
+    /// Open as it is.
+    Keep,
+    /// Cut the log before the first record that ends beyond this offset.
+    Truncate(i64),
+    /// Delete the log and start an empty one at this offset (a segment start).
+    Wipe(i64),
+}
+
 /// Shared state of a running broker.
 pub(crate) struct Inner {
     pub cfg: BrokerConfig,
+    pub(crate) role: EngineRole,
+    /// Woken by every local append (replication streams wait on it).
+    pub(crate) append_wake: Arc<AppendWake>,
     store: RwLock<Option<Arc<MessageStore>>>,
     pub(crate) meta: MetaView,
     pub(crate) consumers: Consumers,
@@ -194,8 +267,21 @@ impl Broker {
         cfg: BrokerConfig,
         metadata: watch::Receiver<Arc<ClusterMetadata>>,
     ) -> Result<Broker, BrokerError> {
+        Self::open_engine(cfg, metadata, EngineRole::Standalone, StorePrep::Keep).await
+    }
+
+    /// Opens a broker instance in `role`, preparing its store first (see [`StorePrep`]). A
+    /// replicated instance opens with the store's write gate closed; a master's is opened by
+    /// its supervisor once the epoch is recorded and the lease is known.
+    pub(crate) async fn open_engine(
+        cfg: BrokerConfig,
+        metadata: watch::Receiver<Arc<ClusterMetadata>>,
+        role: EngineRole,
+        prep: StorePrep,
+    ) -> Result<Broker, BrokerError> {
         cfg.validate()?;
         let hub = Arc::new(ArrivalHub::default());
+        let append_wake = Arc::new(AppendWake::default());
         let listener_hub = Arc::clone(&hub);
         let listener: ArrivalListener = Arc::new(move |a: &Arrival| listener_hub.notify(&a.topic));
         let mut sc = StoreConfig::new(cfg.data_dir.join("store"));
@@ -211,6 +297,10 @@ impl Broker {
             .parse::<SocketAddr>()
             .unwrap_or(comet_store::record::UNKNOWN_HOST);
         sc.arrival_listener = Some(listener);
+        if matches!(role, EngineRole::Master { .. }) {
+            let wake = Arc::clone(&append_wake);
+            sc.append_listener = Some(Arc::new(move |_end| wake.notify()));
+        }
         let state_dir = cfg.data_dir.join("consumer");
         let timer_dir = cfg.data_dir.join("timer");
         let (slot, max_delay) = (cfg.timer_slot, cfg.max_delivery_delay);
@@ -221,8 +311,26 @@ impl Broker {
             interval_ms: duration_ms(cfg.transaction_check_interval),
             max_checks: cfg.transaction_max_checks,
         };
+        let replicated = !matches!(role, EngineRole::Standalone);
         let (store, files, loaded, delays, transactions) = tokio::task::spawn_blocking(move || {
-            let store = MessageStore::open(sc)?;
+            let store = match prep {
+                StorePrep::Keep => MessageStore::open(sc)?,
+                StorePrep::Truncate(end) => {
+                    // Half messages may be cut: the next recovery scans them from the start.
+                    remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                    MessageStore::open_truncated(sc, end)?
+                }
+                StorePrep::Wipe(start) => {
+                    remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                    MessageStore::wipe(&sc, start)?;
+                    MessageStore::open(sc)?
+                }
+            };
+            if replicated {
+                store.set_write_gate(comet_store::WriteGate::Closed(
+                    "this broker is not the master of its broker set".into(),
+                ));
+            }
             let (files, loaded) = StateFiles::open(&state_dir)?;
             let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
             let transactions =
@@ -232,7 +340,10 @@ impl Broker {
         .await
         .map_err(|e| BrokerError::Task(e.to_string()))??;
         let (shutdown_tx, _) = watch::channel(false);
+        let writes = !matches!(role, EngineRole::Replica);
         let inner = Arc::new(Inner {
+            role,
+            append_wake,
             meta: MetaView::new(metadata, cfg.broker_set.clone()),
             consumers: Consumers::new(loaded.incarnation, loaded.queues),
             store: RwLock::new(Some(Arc::new(store))),
@@ -248,13 +359,16 @@ impl Broker {
             transactions: Arc::new(transactions),
             cfg,
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(Arc::clone(&inner).revive_loop()),
             tokio::spawn(Arc::clone(&inner).persist_loop()),
-            tokio::spawn(Arc::clone(&inner).timer_loop()),
             tokio::spawn(Arc::clone(&inner).timer_flush_loop()),
-            tokio::spawn(Arc::clone(&inner).transaction_loop()),
         ];
+        // Delayed delivery and transaction checks write; a replica leaves them to its master.
+        if writes {
+            tasks.push(tokio::spawn(Arc::clone(&inner).timer_loop()));
+            tasks.push(tokio::spawn(Arc::clone(&inner).transaction_loop()));
+        }
         tracing::info!(
             broker_set = %inner.cfg.broker_set,
             broker_id = inner.cfg.broker_id,
@@ -267,6 +381,11 @@ impl Broker {
     /// The `comet.v1.BrokerService` implementation over this broker (cheap to clone).
     pub fn service(&self) -> BrokerGrpc {
         BrokerGrpc::new(Arc::clone(&self.inner))
+    }
+
+    /// The shared state (for the replication supervisor).
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
     }
 
     /// Progress of `group` on (`topic`, `queue_id`), or `None` if the group never received
@@ -445,6 +564,11 @@ impl Inner {
         }
     }
 
+    /// Takes the store out (an abandoned instance releases its directory).
+    pub(crate) fn take_store(&self) -> Option<Arc<MessageStore>> {
+        self.store.write().take()
+    }
+
     pub(crate) fn store(&self) -> Result<Arc<MessageStore>, Outcome> {
         self.store.read().clone().ok_or((
             Code::InternalServerError,
@@ -526,6 +650,7 @@ impl Inner {
             Self::fill(&mut results, &now_records.1, appended, |a| SendOk {
                 offset: a.queue_offset,
                 transaction_id: String::new(),
+                end: a.physical_offset + i64::from(a.size),
             })?;
         }
         if !delayed.0.is_empty() {
@@ -533,12 +658,14 @@ impl Inner {
             Self::fill(&mut results, &delayed.1, appended, |a| SendOk {
                 offset: a.queue_offset,
                 transaction_id: String::new(),
+                end: a.physical_offset + i64::from(a.size),
             })?;
         }
         if !halves.0.is_empty() {
             let appended = self.append_halves(halves.0).await;
             Self::fill(&mut results, &halves.1, appended, |x| x)?;
         }
+        self.await_replicas(&mut results).await;
         let entries: Vec<SendResultEntry> = req
             .messages
             .iter()
@@ -575,6 +702,67 @@ impl Inner {
             status: Some(st),
             entries,
         })
+    }
+
+    /// SYNC replication: waits until the in-sync replicas hold every stored message of the
+    /// call; if they do not in time (or there are too few of them) the stored messages are
+    /// answered with that failure instead of OK (see [`Tracker::wait`]).
+    async fn await_replicas(&self, results: &mut [Result<SendOk, Outcome>]) {
+        let end = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|ok| ok.end))
+            .max();
+        if let Some(end) = end
+            && let Err(failure) = self.replicated(end).await
+        {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(failure.clone());
+            }
+        }
+    }
+
+    /// Waits until the in-sync replicas hold the log below `end` (SYNC replication only).
+    pub(crate) async fn replicated(&self, end: i64) -> Result<(), Outcome> {
+        match &self.role {
+            EngineRole::Master {
+                tracker,
+                sync: true,
+                timeout,
+            } => tracker.wait(end, *timeout).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Every group's consume offset on every queue (for replicas; see
+    /// `comet.v1.ConsumerOffsets`).
+    pub(crate) fn consumer_offsets(&self) -> Vec<(QueueKey, i64)> {
+        self.consumers
+            .all()
+            .iter()
+            .filter_map(|slot| {
+                let st = slot.state.lock();
+                st.initialized.then(|| (slot.key.clone(), st.ack_offset()))
+            })
+            .collect()
+    }
+
+    /// Adopts the master's consume offsets (a replica): each queue restarts at the master's
+    /// offset with nothing in flight. Returns how many queues changed.
+    pub(crate) fn adopt_consumer_offsets(&self, offsets: Vec<(QueueKey, i64)>) -> usize {
+        let mut changed = 0;
+        for (key, offset) in offsets {
+            let slot = self.consumers.get_or_create(&key);
+            {
+                let mut st = slot.state.lock();
+                if st.initialized && st.pop_offset == offset && st.inflight.is_empty() {
+                    continue;
+                }
+                *st = crate::state::QueueState::starting_at(offset);
+            }
+            self.consumers.mark_dirty(&slot);
+            changed += 1;
+        }
+        changed
     }
 
     fn store_or_unavailable(&self) -> Result<Arc<MessageStore>, tonic::Status> {
@@ -674,6 +862,7 @@ impl Inner {
                     r.map(|a| SendOk {
                         offset: a.queue_offset,
                         transaction_id: tx.add(a.queue_offset, a.physical_offset, rec, now),
+                        end: a.physical_offset + i64::from(a.size),
                     })
                 })
                 .collect::<Vec<_>>()
@@ -725,6 +914,13 @@ impl Inner {
         let written = match self.cfg.flush {
             comet_store::FlushPolicy::Async { .. } => write(),
             comet_store::FlushPolicy::Sync { .. } => blocking(write).await.and_then(|r| r),
+        };
+        let written = match written {
+            Ok(()) => match self.store() {
+                Ok(store) => self.replicated(store.write_offset()).await,
+                Err(o) => Err(o),
+            },
+            Err(o) => Err(o),
         };
         match written {
             Ok(()) => {
@@ -1729,6 +1925,14 @@ impl Inner {
     }
 }
 
+fn remove_if_exists(path: &std::path::Path) -> Result<(), BrokerError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BrokerError::state_io("remove", path)(e)),
+    }
+}
+
 fn store_max(store: &MessageStore, key: &QueueKey) -> i64 {
     store.max_offset(&key.topic, key.queue_id)
 }
@@ -1745,6 +1949,8 @@ pub(crate) enum AppendFail {
 pub(crate) struct SendOk {
     pub offset: i64,
     pub transaction_id: String,
+    /// End of the record in the commitlog (what replicas must hold).
+    pub end: i64,
 }
 
 /// Where a checked message goes.

@@ -43,11 +43,20 @@
 //!   Unresolved ones are checked through every proxy watching `WatchTransactionChecks`; after
 //!   `transaction_max_checks` they are discarded into `TRANS_CHECK_MAX_TIME_TOPIC` (readable)
 //!   and counted ([`TransactionStats`]).
+//! - **Replication** ([`ha`]): in a broker set of several brokers, [`HaBroker`] takes the
+//!   broker's role from the controller's metadata. The master streams its commitlog to the
+//!   replicas (`comet.v1.ReplicationService`), which append it verbatim and dispatch it; SYNC
+//!   sends are acknowledged once every member of the sync-state set holds them
+//!   (HA_NOT_AVAILABLE / SLAVE_PERSISTENCE_TIMEOUT otherwise); the master's writes are fenced
+//!   by its controller lease; a returning broker cuts its divergent tail before following.
 //! - **Not supported**: LITE and PRIORITY messages (UNSUPPORTED).
 //!
 //! # Layout
 //! - `broker`: [`Broker`] (open, shutdown), the operations, the revive and persistence tasks.
-//! - `service`: [`BrokerGrpc`], the tonic trait implementation.
+//! - `service`: [`BrokerGrpc`], the tonic trait implementation (it follows role changes).
+//! - [`ha`]: [`HaBroker`] (roles, supervisor), `ha::service` ([`ReplicationGrpc`], the
+//!   master side), `ha::follower` (the replica side), `ha::tracker` (confirmed offsets, SYNC
+//!   watermark, sync-state set), `ha::role` (pure role and start decisions).
 //! - `pull`: PullMessage; `offsets`: UpdateOffset, GetOffset, QueryOffset and the admin
 //!   ResetOffset / GetConsumerProgress (a group's offset is its POP consumer state, so it is
 //!   persisted with it); `query`: the admin QueryMessage (by id, key, queue offset).
@@ -75,6 +84,8 @@
 //!   deadlines; messages handed out but not yet written are delivered again at once. Generations carry a
 //!   per-start incarnation, so a pre-crash handle never matches a post-crash delivery.
 //! - Store calls run on the blocking pool, never on the async runtime.
+//! - A replicated broker instance has one role for its life: a replica's store refuses local
+//!   appends; a master's accepts them only while its lease holds (when it has in-sync peers).
 //!
 //! Dependency rule: broker → store + proto; never proxy or sdk.
 #![forbid(unsafe_code)]
@@ -86,6 +97,7 @@ mod convert;
 mod delay;
 pub mod error;
 pub mod filter;
+pub mod ha;
 pub mod handle;
 mod long_poll;
 mod meta;
@@ -106,6 +118,9 @@ pub use convert::{
 };
 pub use delay::{SYS_TIMER_ORIGIN, TIMER_TOPIC, TimerStats};
 pub use error::BrokerError;
+pub use ha::{
+    ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
+};
 pub use meta::DLQ_PREFIX;
 pub use service::{BrokerGrpc, TransactionCheckStream};
 pub use transaction::{DISCARD_TOPIC, HALF_TOPIC, OP_TOPIC, SYS_TRANSACTION_ID, TransactionStats};

@@ -17,6 +17,8 @@ use comet_proto::comet::v1::{
     ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
 };
 use futures::StreamExt as _;
+use parking_lot::RwLock;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Inner;
@@ -31,22 +33,69 @@ pub type TransactionCheckStream = std::pin::Pin<
 /// The gRPC service of a broker: wrap it in `BrokerServiceServer::new` to serve it, or call
 /// the trait methods directly in process. Cheap to clone; calls after
 /// [`crate::Broker::shutdown`] began fail with gRPC UNAVAILABLE.
+///
+/// With replication ([`crate::ha::HaBroker`]) the broker behind it is replaced when the
+/// broker's role changes; every call goes to the broker current when it starts.
 #[derive(Clone)]
 pub struct BrokerGrpc {
-    inner: Arc<Inner>,
+    cell: Arc<RwLock<Arc<Inner>>>,
+    /// True while the broker behind is being replaced: new calls wait for the new one.
+    switching: Arc<watch::Sender<bool>>,
 }
+
+/// Longest a call waits for a role change to finish before it is tried anyway.
+const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl std::fmt::Debug for BrokerGrpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerGrpc")
-            .field("broker_set", &self.inner.cfg.broker_set)
+            .field("broker_set", &self.current().cfg.broker_set)
             .finish()
     }
 }
 
 impl BrokerGrpc {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
-        Self { inner }
+        Self {
+            cell: Arc::new(RwLock::new(inner)),
+            switching: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// The broker calls go to now.
+    pub(crate) fn current(&self) -> Arc<Inner> {
+        Arc::clone(&self.cell.read())
+    }
+
+    /// The broker a new call goes to: after waiting (bounded) for a role change in progress,
+    /// so that a change is a pause for callers rather than a failure.
+    pub(crate) async fn ready(&self) -> Arc<Inner> {
+        let mut rx = self.switching.subscribe();
+        for _ in 0..3 {
+            let _ = tokio::time::timeout(SWITCH_WAIT, rx.wait_for(|s| !*s)).await;
+            let inner = self.current();
+            // A closing broker with no change in progress is a real shutdown: enter() says so.
+            if !inner.closing.load(std::sync::atomic::Ordering::Acquire) || !*rx.borrow() {
+                return inner;
+            }
+        }
+        self.current()
+    }
+
+    /// Marks the start of a role change: calls from now on wait for [`BrokerGrpc::replace`].
+    pub(crate) fn begin_switch(&self) {
+        self.switching.send_replace(true);
+    }
+
+    /// Points this service (and every clone of it) at another broker; waiting calls stay
+    /// waiting until [`BrokerGrpc::end_switch`].
+    pub(crate) fn replace(&self, inner: Arc<Inner>) {
+        *self.cell.write() = inner;
+    }
+
+    /// Ends a role change: calls go to the current broker again.
+    pub(crate) fn end_switch(&self) {
+        self.switching.send_replace(false);
     }
 }
 
@@ -56,29 +105,29 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
-        self.inner
-            .send(request.into_inner())
-            .await
-            .map(Response::new)
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        inner.send(request.into_inner()).await.map(Response::new)
     }
 
     async fn pop_message(
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<PopMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
-        Ok(Response::new(self.inner.pop(request.into_inner()).await))
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        Ok(Response::new(inner.pop(request.into_inner()).await))
     }
 
     async fn ack_message(
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.ack(request.into_inner());
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        let reply = inner.ack(request.into_inner());
         // Answer once the ack is in the state log: it then survives a crash of this process.
-        self.inner.state_written().await;
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -86,9 +135,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.change_invisible(request.into_inner());
-        self.inner.state_written().await;
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        let reply = inner.change_invisible(request.into_inner());
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -96,9 +146,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        let _call = self.inner.enter()?;
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
         Ok(Response::new(
-            self.inner.end_transaction(request.into_inner()).await,
+            inner.end_transaction(request.into_inner()).await,
         ))
     }
 
@@ -110,9 +161,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<WatchTransactionChecksRequest>,
     ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
-        let _call = self.inner.enter()?;
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
         let proxy_id = request.into_inner().proxy_id;
-        let rx = self.inner.transactions.watch(&proxy_id);
+        let rx = inner.transactions.watch(&proxy_id);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(stream.boxed()))
     }
@@ -121,9 +173,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.forward_to_dlq(request.into_inner()).await;
-        self.inner.state_written().await;
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        let reply = inner.forward_to_dlq(request.into_inner()).await;
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -131,18 +184,20 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<PullMessageRequest>,
     ) -> Result<Response<PullMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
-        Ok(Response::new(self.inner.pull(request.into_inner()).await))
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        Ok(Response::new(inner.pull(request.into_inner()).await))
     }
 
     async fn update_offset(
         &self,
         request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.update_offset(request.into_inner()).await;
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        let reply = inner.update_offset(request.into_inner()).await;
         // Answer once the offset is in the state log: it then survives a crash of this process.
-        self.inner.state_written().await;
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -150,17 +205,19 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        let _call = self.inner.enter()?;
-        Ok(Response::new(self.inner.get_offset(request.into_inner())))
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        Ok(Response::new(inner.get_offset(request.into_inner())))
     }
 
     async fn query_offset(
         &self,
         request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        let _call = self.inner.enter()?;
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
         Ok(Response::new(
-            self.inner.query_offset(request.into_inner()).await,
+            inner.query_offset(request.into_inner()).await,
         ))
     }
 
@@ -168,9 +225,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ResetOffsetRequest>,
     ) -> Result<Response<ResetOffsetResponse>, Status> {
-        let _call = self.inner.enter()?;
-        let reply = self.inner.reset_offset(request.into_inner()).await;
-        self.inner.state_written().await;
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        let reply = inner.reset_offset(request.into_inner()).await;
+        inner.state_written().await;
         Ok(Response::new(reply))
     }
 
@@ -178,9 +236,10 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<QueryMessageRequest>,
     ) -> Result<Response<QueryMessageResponse>, Status> {
-        let _call = self.inner.enter()?;
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
         Ok(Response::new(
-            self.inner.query_message(request.into_inner()).await,
+            inner.query_message(request.into_inner()).await,
         ))
     }
 
@@ -188,9 +247,8 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetConsumerProgressRequest>,
     ) -> Result<Response<GetConsumerProgressResponse>, Status> {
-        let _call = self.inner.enter()?;
-        Ok(Response::new(
-            self.inner.consumer_progress(request.into_inner()),
-        ))
+        let inner = self.ready().await;
+        let _call = inner.enter()?;
+        Ok(Response::new(inner.consumer_progress(request.into_inner())))
     }
 }

@@ -107,6 +107,16 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
+    /// The state of a group that consumed everything below `offset` and has nothing in
+    /// flight.
+    pub fn starting_at(offset: i64) -> QueueState {
+        QueueState {
+            initialized: true,
+            pop_offset: offset,
+            ..Default::default()
+        }
+    }
+
     /// Adds (or replaces) the entry at `offset`.
     pub fn insert(&mut self, offset: i64, f: InFlight) {
         if let Some(old) = self.inflight.insert(offset, f) {

@@ -66,7 +66,7 @@ pub const OP_SCAN_SLACK_MS: i64 = 10 * 60 * 1000;
 const RESOLVED_MEMORY: usize = 65_536;
 /// Checks queued towards one proxy before new ones are dropped (they are re-issued later).
 const WATCH_BUFFER: usize = 1024;
-const CHECKPOINT: &str = "checkpoint";
+pub(crate) const CHECKPOINT: &str = "checkpoint";
 const ID_VERSION: u8 = 1;
 const ID_LEN: usize = 25;
 

@@ -98,7 +98,8 @@ pub enum ClusterCommand {
     /// Controllers (Raft members and leader), broker sets with their members and liveness, and
     /// counts of topics and groups.
     Describe,
-    /// List every broker: broker set, id, address, role, liveness, last heartbeat.
+    /// List every broker: broker set, id, address, role (master / replica), master epoch,
+    /// whether it is in the sync-state set, liveness, last heartbeat.
     Brokers,
     /// The controller cluster's Raft members, leader, term and log position (any controller
     /// answers from its own view).
@@ -579,11 +580,20 @@ pub fn brokers_json(m: &ClusterMetadata) -> Value {
         .iter()
         .flat_map(|s| {
             s.members.iter().map(move |b| {
+                let role = if s.master_epoch == 0 {
+                    "unelected"
+                } else if b.broker_id == s.master_broker_id {
+                    "master"
+                } else {
+                    "replica"
+                };
                 json!({
                     "broker_set": s.name,
                     "broker_id": b.broker_id,
                     "address": b.address,
-                    "role": if b.broker_id == s.master_broker_id { "master" } else { "replica" },
+                    "role": role,
+                    "master_epoch": s.master_epoch,
+                    "in_sync": s.sync_state_set.contains(&b.broker_id),
                     "alive": b.alive,
                     "last_heartbeat_ms": b.last_heartbeat_ms,
                 })

@@ -142,6 +142,32 @@ pub struct BrokerSection {
     pub transaction_check_interval: HumanDuration,
     /// Check-backs before an unresolved half message is discarded.
     pub transaction_max_checks: u32,
+    /// When a send to the master of a replicated broker set (`comet broker`) is acknowledged.
+    pub replication_mode: ReplicationModeKey,
+    /// SYNC: fewest members of the sync-state set (the master included) a send needs.
+    pub min_in_sync_replicas: u32,
+    /// SYNC: longest wait for the in-sync replicas before SLAVE_PERSISTENCE_TIMEOUT.
+    pub sync_replication_timeout: HumanDuration,
+    /// A replica that has not caught up for this long leaves the sync-state set.
+    pub replica_max_lag_time: HumanDuration,
+    /// A replica this far behind leaves the sync-state set ("0B" = no byte limit).
+    pub replica_max_lag_bytes: ByteSize,
+    /// Target size of one replication chunk.
+    pub replication_chunk_size: ByteSize,
+    /// Quiet time after which the master sends replicas a heartbeat.
+    pub replication_heartbeat_interval: HumanDuration,
+    /// How often replicas adopt the master's consume offsets.
+    pub consumer_offsets_sync_interval: HumanDuration,
+}
+
+/// `broker.replication_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationModeKey {
+    /// Acknowledge after the master's own write.
+    Async,
+    /// Acknowledge after every in-sync replica holds the message.
+    Sync,
 }
 
 /// When a message whose invisible time expired becomes visible again.
@@ -164,7 +190,8 @@ pub struct ControllerSection {
     pub advertised_addr: String,
     pub node_id: u64,
     pub cluster_name: String,
-    /// A broker that has not heartbeated for this long leaves the routes.
+    /// A broker that has not heartbeated for this long leaves the routes; a master that lapsed
+    /// is replaced by an in-sync replica.
     pub broker_lease: HumanDuration,
     /// Initial members of a new multi-node cluster as `id=host:port`; empty = single node.
     pub peers: Vec<String>,
@@ -180,6 +207,9 @@ pub struct ControllerSection {
     /// (the leader lease) plus a random time in [min, max) starts an election.
     pub election_timeout_min: HumanDuration,
     pub election_timeout_max: HumanDuration,
+    /// Elect a master from outside the sync-state set when no in-sync replica is alive (may
+    /// lose acknowledged messages).
+    pub enable_unclean_election: bool,
 }
 
 impl Default for Config {
@@ -245,6 +275,14 @@ impl Default for BrokerSection {
             transaction_timeout: Duration::from_secs(6).into(),
             transaction_check_interval: Duration::from_secs(60).into(),
             transaction_max_checks: 15,
+            replication_mode: ReplicationModeKey::Async,
+            min_in_sync_replicas: 1,
+            sync_replication_timeout: Duration::from_secs(2).into(),
+            replica_max_lag_time: Duration::from_secs(3).into(),
+            replica_max_lag_bytes: ByteSize(256 << 20),
+            replication_chunk_size: ByteSize(1 << 20),
+            replication_heartbeat_interval: Duration::from_millis(500).into(),
+            consumer_offsets_sync_interval: Duration::from_secs(1).into(),
         }
     }
 }
@@ -256,13 +294,14 @@ impl Default for ControllerSection {
             advertised_addr: String::new(),
             node_id: 1,
             cluster_name: "DefaultCluster".to_owned(),
-            broker_lease: Duration::from_secs(10).into(),
+            broker_lease: Duration::from_secs(3).into(),
             peers: Vec::new(),
             join: false,
             remoting_listen: "127.0.0.1:9876".to_owned(),
             heartbeat_interval: Duration::from_millis(100).into(),
             election_timeout_min: Duration::from_millis(500).into(),
             election_timeout_max: Duration::from_secs(1).into(),
+            enable_unclean_election: false,
         }
     }
 }
@@ -395,6 +434,20 @@ impl Config {
         }
         if b.file_reserved_time.0.is_zero() {
             bail!("broker.file_reserved_time must be greater than 0, e.g. \"72h\"");
+        }
+        if !(1..=16).contains(&b.min_in_sync_replicas) {
+            bail!(
+                "broker.min_in_sync_replicas = {} is out of range 1..=16 (the master counts)",
+                b.min_in_sync_replicas
+            );
+        }
+        if b.replication_heartbeat_interval >= b.replica_max_lag_time {
+            bail!(
+                "broker.replication_heartbeat_interval ({}) must be shorter than \
+                 broker.replica_max_lag_time ({}), or idle replicas would leave the sync-state set",
+                b.replication_heartbeat_interval,
+                b.replica_max_lag_time
+            );
         }
         let c = &self.controller;
         for peer in &c.peers {
@@ -646,6 +699,13 @@ mod tests {
             ),
             ("broker.disk_high_watermark", "0.95", "disk_high_watermark"),
             ("broker.file_reserved_time", "0s", "file_reserved_time"),
+            ("broker.min_in_sync_replicas", "0", "min_in_sync_replicas"),
+            ("broker.replication_mode", "maybe", "replication_mode"),
+            (
+                "broker.replication_heartbeat_interval",
+                "5s",
+                "replica_max_lag_time",
+            ),
         ] {
             let err = Config::load(&Sources {
                 overrides: vec![(key.into(), value.into())],

@@ -3,7 +3,8 @@
 //!
 //! - Calls go to the last node that answered; a node that is not the Raft leader answers
 //!   UNAVAILABLE with the leader's address in the `comet-leader` metadata, which is followed at
-//!   once. Other failures move on to the next configured address, with a short backoff between
+//!   once when it is a configured address (or the only configured address is a seed); see
+//!   `ControllerClient::follows`. Other failures move on to the next configured address, with a short backoff between
 //!   rounds, until the call's overall deadline.
 //! - [`watch_metadata`] keeps a `watch` channel fed from `WatchMetadata` streams, reconnecting
 //!   after any failure and keeping the last known snapshot meanwhile, so a proxy or broker keeps
@@ -17,7 +18,8 @@ use std::time::Duration;
 use comet_proto::comet::v1::controller_admin_service_client::ControllerAdminServiceClient;
 use comet_proto::comet::v1::controller_service_client::ControllerServiceClient;
 use comet_proto::comet::v1::{
-    BrokerHeartbeatRequest, ClusterMetadata, RegisterBrokerRequest, WatchMetadataRequest,
+    AlterSyncStateSetRequest, BrokerHeartbeatRequest, BrokerSet, ClusterMetadata,
+    RegisterBrokerRequest, WatchMetadataRequest,
 };
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -53,6 +55,15 @@ impl ControllerClient {
             addrs: Arc::new(addrs),
             current: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Whether to follow a leader hint to `addr`: always when it is one of the configured
+    /// addresses, and for an address the client was not given (the controllers' own view of
+    /// their addresses) only when a single address is configured (a seed). With several
+    /// configured addresses that differ from the advertised ones (relays, NAT, a proxy in
+    /// between), the client reaches the leader through its configured addresses instead.
+    fn follows(&self, addr: &str) -> bool {
+        self.addrs.len() == 1 || self.addrs.iter().any(|a| a == addr)
     }
 
     fn connect(addr: &str) -> Result<Channel, tonic::Status> {
@@ -143,7 +154,7 @@ impl ControllerClient {
                         .metadata()
                         .get(LEADER_HINT)
                         .and_then(|v| v.to_str().ok())
-                        .filter(|h| !h.is_empty() && *h != addr)
+                        .filter(|h| !h.is_empty() && *h != addr && self.follows(h))
                         .map(str::to_owned);
                     let retryable = matches!(
                         status.code(),
@@ -249,6 +260,38 @@ pub async fn watch_metadata(
     rx
 }
 
+#[tonic::async_trait]
+impl comet_broker::ControllerLink for ControllerClient {
+    async fn alter_sync_state_set(
+        &self,
+        req: AlterSyncStateSetRequest,
+    ) -> Result<BrokerSet, tonic::Status> {
+        let reply = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.alter_sync_state_set(req).await }
+            })
+            .await?;
+        reply.broker_set.ok_or_else(|| {
+            tonic::Status::internal("AlterSyncStateSet answered without a broker set")
+        })
+    }
+}
+
+/// What a replicated broker adds to its heartbeats.
+#[derive(Clone)]
+pub struct HeartbeatHooks {
+    /// The newest master epoch in the broker's log and the log's end (for elections).
+    pub log_report: Arc<dyn Fn() -> (u64, i64) + Send + Sync>,
+    /// Set after every answered heartbeat to the time until which the broker may act as
+    /// master: its send time plus [`MASTER_LEASE_SHARE`] of the controller's lease, so it ends
+    /// before the controller's lease (renewed when the heartbeat arrived) can lapse.
+    pub lease: watch::Sender<Option<std::time::Instant>>,
+}
+
+/// Share of the controller's broker lease a master may write for after a heartbeat was sent.
+pub const MASTER_LEASE_SHARE: f64 = 0.75;
+
 /// Registers the broker and renews its lease every third of the lease until `shutdown`
 /// resolves. Registration is retried until it succeeds; a failed heartbeat re-registers.
 pub async fn heartbeat_loop(
@@ -256,6 +299,7 @@ pub async fn heartbeat_loop(
     broker_set: String,
     broker_id: u64,
     address: String,
+    hooks: Option<HeartbeatHooks>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -263,11 +307,15 @@ pub async fn heartbeat_loop(
     let mut interval = Duration::from_secs(1);
     loop {
         let result = if registered {
+            let sent = std::time::Instant::now();
+            let (log_epoch, log_end_offset) = hooks.as_ref().map_or((0, 0), |h| (h.log_report)());
             client
                 .call(|mut c| {
                     let req = BrokerHeartbeatRequest {
                         broker_set: broker_set.clone(),
                         broker_id,
+                        log_epoch,
+                        log_end_offset,
                     };
                     async move { c.broker_heartbeat(req).await }
                 })
@@ -275,6 +323,11 @@ pub async fn heartbeat_loop(
                 .map(|r| {
                     if r.lease_ms > 0 {
                         interval = Duration::from_millis((r.lease_ms / 3).max(100));
+                        if let Some(h) = &hooks {
+                            let share =
+                                Duration::from_millis(r.lease_ms).mul_f64(MASTER_LEASE_SHARE);
+                            h.lease.send_replace(Some(sent + share));
+                        }
                     }
                 })
         } else {

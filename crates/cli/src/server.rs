@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use comet_broker::{Broker, BrokerConfig, RedeliveryDelay};
+use comet_broker::{Broker, BrokerConfig, HaBroker, HaConfig, RedeliveryDelay, ReplicationMode};
 use comet_controller::{Controller, ControllerConfig};
 use comet_proto::comet::v1::broker_service_server::BrokerServiceServer;
 use comet_proto::comet::v1::controller_service_server::ControllerService;
+use comet_proto::comet::v1::replication_service_server::ReplicationServiceServer;
 use comet_proto::comet::v1::{ClusterMetadata, CreateTopicRequest, Topic};
 use comet_proxy::{DynBroker, LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator};
 use tokio::net::TcpListener;
@@ -33,8 +34,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 
-use crate::config::{Config, FlushMode, Redelivery, Sources};
-use crate::controller_client::{ControllerClient, heartbeat_loop, watch_metadata};
+use crate::config::{Config, FlushMode, Redelivery, ReplicationModeKey, Sources};
+use crate::controller_client::{ControllerClient, HeartbeatHooks, heartbeat_loop, watch_metadata};
 use crate::kill::Killable;
 use crate::logging;
 
@@ -188,6 +189,28 @@ pub struct Listeners {
     pub remoting: Option<TcpListener>,
 }
 
+/// The broker of a node: standalone (no replication) or a member of a replicated broker set.
+enum NodeBroker {
+    Plain(Broker),
+    Replicated(HaBroker),
+}
+
+impl NodeBroker {
+    async fn shutdown(self) -> Result<(), comet_broker::BrokerError> {
+        match self {
+            NodeBroker::Plain(b) => b.shutdown().await,
+            NodeBroker::Replicated(b) => b.shutdown().await,
+        }
+    }
+
+    async fn abandon(self) {
+        match self {
+            NodeBroker::Plain(b) => b.abandon().await,
+            NodeBroker::Replicated(b) => b.abandon().await,
+        }
+    }
+}
+
 /// A running node of any role; [`Node::shutdown`] stops it in order.
 pub struct Node {
     /// Caller-bound listeners not used yet (see [`Node::start_with`]).
@@ -199,7 +222,7 @@ pub struct Node {
     /// Listener tasks, stopped first (proxy before broker before controller).
     servers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     heartbeat: Option<JoinHandle<()>>,
-    broker: Option<Broker>,
+    broker: Option<NodeBroker>,
     controller: Option<Controller>,
     /// The metadata this node serves from (the controller's own, or its watch of one).
     metadata: Option<watch::Receiver<Arc<ClusterMetadata>>>,
@@ -310,6 +333,7 @@ impl Node {
             election_timeout_max: c.election_timeout_max.0,
             peers: cfg.peers()?,
             join: c.join,
+            enable_unclean_election: c.enable_unclean_election,
         })
         .await
         .context("starting the controller")?;
@@ -355,11 +379,22 @@ impl Node {
         Ok(metadata)
     }
 
+    /// The status of this node's replicated broker (`comet broker`), if it runs one.
+    pub fn ha_status(&self) -> Option<watch::Receiver<comet_broker::HaStatus>> {
+        match &self.broker {
+            Some(NodeBroker::Replicated(b)) => Some(b.status()),
+            _ => None,
+        }
+    }
+
+    /// Starts the broker: a plain one in process for `standalone`, a member of a replicated
+    /// broker set (roles from the controller) for `comet broker`.
     async fn start_broker(
         &mut self,
         cfg: &Config,
         metadata: watch::Receiver<Arc<ClusterMetadata>>,
         controllers: ControllerClient,
+        replicated: bool,
     ) -> anyhow::Result<Arc<DynBroker>> {
         let listener = match self.preset.broker.take() {
             Some(l) => l,
@@ -368,47 +403,86 @@ impl Node {
         let local = listener.local_addr()?;
         let address = advertised(&cfg.broker.advertised_addr, local);
         let b = &cfg.broker;
-        let broker = Broker::open(
-            BrokerConfig {
-                broker_set: b.broker_set.clone(),
-                broker_id: b.broker_id,
-                data_dir: cfg.data_dir.join("broker"),
-                advertised_addr: address.clone(),
-                flush: match b.flush {
-                    FlushMode::Async => comet_store::FlushPolicy::Async {
-                        interval: b.flush_interval.0,
-                    },
-                    FlushMode::Sync => comet_store::FlushPolicy::Sync {
-                        timeout: b.sync_flush_timeout.0,
-                    },
+        let broker_cfg = BrokerConfig {
+            broker_set: b.broker_set.clone(),
+            broker_id: b.broker_id,
+            data_dir: cfg.data_dir.join("broker"),
+            advertised_addr: address.clone(),
+            flush: match b.flush {
+                FlushMode::Async => comet_store::FlushPolicy::Async {
+                    interval: b.flush_interval.0,
                 },
-                segment_size: b.segment_size.0,
-                retention: comet_store::RetentionConfig {
-                    file_reserved_time: b.file_reserved_time.0,
-                    disk_high_watermark: b.disk_high_watermark,
-                    disk_refuse_watermark: b.disk_refuse_watermark,
-                    ..comet_store::RetentionConfig::default()
+                FlushMode::Sync => comet_store::FlushPolicy::Sync {
+                    timeout: b.sync_flush_timeout.0,
                 },
-                default_max_retries: b.max_retries,
-                redelivery: match b.redelivery {
-                    Redelivery::GroupBackoff => RedeliveryDelay::DeadlinePlusGroupBackoff,
-                    Redelivery::InvisibleTime => RedeliveryDelay::InvisibleTime,
-                },
-                max_delivery_delay: b.max_delivery_delay.0,
-                timer_slot: b.timer_slot.0,
-                transaction_timeout: b.transaction_timeout.0,
-                transaction_check_interval: b.transaction_check_interval.0,
-                transaction_max_checks: b.transaction_max_checks,
-                ..BrokerConfig::default()
             },
-            metadata,
-        )
-        .await
-        .context("opening the broker")?;
-        let service = broker.service();
+            segment_size: b.segment_size.0,
+            retention: comet_store::RetentionConfig {
+                file_reserved_time: b.file_reserved_time.0,
+                disk_high_watermark: b.disk_high_watermark,
+                disk_refuse_watermark: b.disk_refuse_watermark,
+                ..comet_store::RetentionConfig::default()
+            },
+            default_max_retries: b.max_retries,
+            redelivery: match b.redelivery {
+                Redelivery::GroupBackoff => RedeliveryDelay::DeadlinePlusGroupBackoff,
+                Redelivery::InvisibleTime => RedeliveryDelay::InvisibleTime,
+            },
+            max_delivery_delay: b.max_delivery_delay.0,
+            timer_slot: b.timer_slot.0,
+            transaction_timeout: b.transaction_timeout.0,
+            transaction_check_interval: b.transaction_check_interval.0,
+            transaction_max_checks: b.transaction_max_checks,
+            ..BrokerConfig::default()
+        };
+        let (service, replication, hooks, node_broker) = if replicated {
+            let ha = HaConfig {
+                mode: match b.replication_mode {
+                    ReplicationModeKey::Async => ReplicationMode::Async,
+                    ReplicationModeKey::Sync => ReplicationMode::Sync,
+                },
+                min_in_sync_replicas: b.min_in_sync_replicas,
+                sync_timeout: b.sync_replication_timeout.0,
+                max_lag_time: b.replica_max_lag_time.0,
+                max_lag_bytes: b.replica_max_lag_bytes.0,
+                chunk_bytes: usize::try_from(b.replication_chunk_size.0).unwrap_or(usize::MAX),
+                heartbeat_interval: b.replication_heartbeat_interval.0,
+                consumer_offsets_interval: b.consumer_offsets_sync_interval.0,
+            };
+            let (lease_tx, lease_rx) = watch::channel(None);
+            let broker = HaBroker::start(
+                broker_cfg,
+                ha,
+                metadata,
+                lease_rx,
+                Arc::new(controllers.clone()),
+            )
+            .await
+            .context("opening the broker")?;
+            let hooks = HeartbeatHooks {
+                log_report: Arc::new(broker.log_reporter()),
+                lease: lease_tx,
+            };
+            (
+                broker.service(),
+                Some(broker.replication_service()),
+                Some(hooks),
+                NodeBroker::Replicated(broker),
+            )
+        } else {
+            let broker = Broker::open(broker_cfg, metadata)
+                .await
+                .context("opening the broker")?;
+            (broker.service(), None, None, NodeBroker::Plain(broker))
+        };
         let server = BrokerServiceServer::new(service.clone())
             .max_decoding_message_size(INTERNAL_MAX_MESSAGE)
             .max_encoding_message_size(INTERNAL_MAX_MESSAGE);
+        let replication = replication.map(|r| {
+            ReplicationServiceServer::new(r)
+                .max_decoding_message_size(INTERNAL_MAX_MESSAGE)
+                .max_encoding_message_size(INTERNAL_MAX_MESSAGE)
+        });
         let shutdown = self.stopped();
         let incoming = self.incoming(listener);
         self.servers.push((
@@ -416,6 +490,7 @@ impl Node {
             tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .add_service(server)
+                    .add_optional_service(replication)
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await
                     .context("broker gRPC server")
@@ -426,11 +501,12 @@ impl Node {
             b.broker_set.clone(),
             b.broker_id,
             address,
+            hooks,
             self.stopped(),
         )));
         announce("broker", local);
         self.addrs.broker = Some(local);
-        self.broker = Some(broker);
+        self.broker = Some(node_broker);
         Ok(Arc::new(service))
     }
 
@@ -494,7 +570,7 @@ impl Node {
             .context("controller address")?;
         let controllers = ControllerClient::new(vec![ctl_addr])?;
         let broker = self
-            .start_broker(cfg, metadata.clone(), controllers)
+            .start_broker(cfg, metadata.clone(), controllers, false)
             .await?;
         // Admin commands right after start expect the broker set to exist.
         wait_for_broker_set(metadata.clone(), &cfg.broker.broker_set).await?;
@@ -522,7 +598,7 @@ impl Node {
 
     async fn start_broker_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
         let (controllers, metadata) = self.remote_metadata(cfg).await?;
-        self.start_broker(cfg, metadata, controllers)
+        self.start_broker(cfg, metadata, controllers, true)
             .await
             .map(|_| ())
     }
@@ -644,9 +720,9 @@ pub async fn wait_for_broker_set(
     broker_set: &str,
 ) -> anyhow::Result<()> {
     let registered = |m: &Arc<ClusterMetadata>| {
-        m.broker_sets
-            .iter()
-            .any(|b| b.name == broker_set && b.members.iter().any(|m| m.alive))
+        m.broker_sets.iter().any(|b| {
+            b.name == broker_set && b.master_epoch > 0 && b.members.iter().any(|m| m.alive)
+        })
     };
     tokio::time::timeout(Duration::from_secs(15), metadata.wait_for(registered))
         .await

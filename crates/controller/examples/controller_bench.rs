@@ -287,6 +287,7 @@ fn heartbeats(addrs: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHan
                         c.broker_heartbeat(pb::BrokerHeartbeatRequest {
                             broker_set: set.to_owned(),
                             broker_id: 0,
+                            ..Default::default()
                         })
                         .await
                     })

@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
-use crate::lease::{LeaseTable, wall_ms};
+use crate::election::LogReport;
+use crate::lease::{LeaseTable, run_elections, wall_ms};
 use crate::metadata::records::BrokerSetRecord;
 use crate::metadata::{AliveChange, Command, CommandResponse, validation};
 use crate::raft_types::{ControllerRaft, NodeId};
@@ -48,6 +49,8 @@ struct Inner {
     leases: Arc<LeaseTable>,
     /// Flips to true when the controller shuts down; ends watch streams.
     stopping: watch::Receiver<bool>,
+    /// Elections may pick a master outside the sync-state set.
+    allow_unclean: bool,
 }
 
 /// A stream of metadata snapshots.
@@ -84,6 +87,7 @@ impl ControllerGrpc {
         metadata: watch::Receiver<Arc<pb::ClusterMetadata>>,
         leases: Arc<LeaseTable>,
         stopping: watch::Receiver<bool>,
+        allow_unclean: bool,
     ) -> Self {
         ControllerGrpc {
             inner: Arc::new(Inner {
@@ -92,6 +96,7 @@ impl ControllerGrpc {
                 metadata,
                 leases,
                 stopping,
+                allow_unclean,
             }),
         }
     }
@@ -187,12 +192,55 @@ impl ControllerGrpc {
             address: address.to_owned(),
             now_ms,
         };
-        match self.write(cmd, what).await? {
+        let (set, revision) = match self.write(cmd, what).await? {
+            (CommandResponse::BrokerSet(set), revision) => {
+                (pb::BrokerSet::from(&set as &BrokerSetRecord), revision)
+            }
+            (other, _) => return Err(unexpected(what, &other)),
+        };
+        // A set that never had a master gets one now, not at the next lease check.
+        if set.master_epoch == 0 {
+            run_elections(
+                &self.inner.raft,
+                &self.inner.leases,
+                &self.inner.metadata,
+                self.inner.allow_unclean,
+            )
+            .await;
+            if let Some((set, _)) = self.find_member(broker_set, broker_id) {
+                return Ok((set, self.current().revision));
+            }
+        }
+        Ok((set, revision))
+    }
+
+    /// Replaces a broker set's sync-state set, on behalf of its master at `master_epoch`.
+    pub(crate) async fn alter_sync_state_set_inner(
+        &self,
+        req: pb::AlterSyncStateSetRequest,
+    ) -> Result<(pb::BrokerSet, u64), Status> {
+        const WHAT: &str = "AlterSyncStateSet";
+        validation::validate_broker_set_name(&req.broker_set)?;
+        self.leader_term(WHAT)?;
+        tracing::info!(broker_set = %req.broker_set, master = req.master_broker_id,
+            epoch = req.master_epoch, sync_state_set = ?req.sync_state_set, "alter sync-state set");
+        let cmd = Command::AlterSyncStateSet {
+            broker_set: req.broker_set,
+            master: req.master_broker_id,
+            master_epoch: req.master_epoch,
+            sync_state_set: req.sync_state_set,
+        };
+        match self.write(cmd, WHAT).await? {
             (CommandResponse::BrokerSet(set), revision) => {
                 Ok((pb::BrokerSet::from(&set as &BrokerSetRecord), revision))
             }
-            (other, _) => Err(unexpected(what, &other)),
+            (other, _) => Err(unexpected(WHAT, &other)),
         }
+    }
+
+    /// Keeps a member's log report for elections.
+    pub(crate) fn report_log(&self, broker_set: &str, broker_id: u64, report: LogReport) {
+        self.inner.leases.report(broker_set, broker_id, report);
     }
 
     /// Renews a registered member's lease for `lease` (marking it alive
@@ -424,8 +472,29 @@ impl ControllerService for ControllerGrpc {
                 "BrokerHeartbeat",
             )
             .await?;
+        self.report_log(
+            &req.broker_set,
+            req.broker_id,
+            LogReport {
+                epoch: req.log_epoch,
+                end_offset: req.log_end_offset,
+            },
+        );
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         Ok(Response::new(pb::BrokerHeartbeatResponse { lease_ms }))
+    }
+
+    async fn alter_sync_state_set(
+        &self,
+        request: Request<pb::AlterSyncStateSetRequest>,
+    ) -> Result<Response<pb::AlterSyncStateSetResponse>, Status> {
+        let (set, revision) = self
+            .alter_sync_state_set_inner(request.into_inner())
+            .await?;
+        Ok(Response::new(pb::AlterSyncStateSetResponse {
+            broker_set: Some(set),
+            revision,
+        }))
     }
 
     async fn get_metadata(

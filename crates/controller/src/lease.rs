@@ -23,7 +23,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metadata::{AliveChange, Command};
+use crate::election::{self, LogReport};
+use crate::metadata::{AliveChange, Command, CommandResponse};
 use crate::raft_types::{ControllerRaft, NodeId};
 
 /// Wall clock in ms since the Unix epoch (0 if the clock is before it).
@@ -49,6 +50,8 @@ struct LeaseState {
     /// When the term's leases started (the grace point).
     epoch: Instant,
     renewals: HashMap<(String, u64), Renewal>,
+    /// The members' last log reports (heartbeats), for elections.
+    reports: HashMap<(String, u64), LogReport>,
 }
 
 /// The leader's in-memory broker leases.
@@ -67,6 +70,7 @@ impl LeaseTable {
                 term: None,
                 epoch: Instant::now(),
                 renewals: HashMap::new(),
+                reports: HashMap::new(),
             }),
         }
     }
@@ -81,6 +85,7 @@ impl LeaseTable {
             state.term = Some(term);
             state.epoch = now;
             state.renewals.clear();
+            state.reports.clear();
         }
     }
 
@@ -89,6 +94,7 @@ impl LeaseTable {
         let mut s = self.state.lock();
         s.term = None;
         s.renewals.clear();
+        s.reports.clear();
     }
 
     /// Starts the leases of `term` at `now` unless they already run.
@@ -122,6 +128,25 @@ impl LeaseTable {
                 lease: lease.max(self.lease),
             },
         );
+    }
+
+    /// Keeps what a member reported about its log (its latest heartbeat).
+    pub fn report(&self, broker_set: &str, broker_id: u64, report: LogReport) {
+        self.state
+            .lock()
+            .reports
+            .insert((broker_set.to_owned(), broker_id), report);
+    }
+
+    /// The last log reports of the members of `broker_set`.
+    pub fn reports(&self, broker_set: &str) -> HashMap<u64, LogReport> {
+        self.state
+            .lock()
+            .reports
+            .iter()
+            .filter(|((set, _), _)| set == broker_set)
+            .map(|((_, id), r)| (*id, *r))
+            .collect()
     }
 
     /// Drops the lease of a member (it unregistered): it stays down until it
@@ -176,13 +201,54 @@ pub fn check_interval(lease: Duration) -> Duration {
 /// Bound on one liveness write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The leader-side lease loop: runs until `stop` flips to true or Raft stops.
+/// Runs the elections the current metadata calls for (see [`crate::election`]), as the
+/// leader: each is one `ElectMaster` entry, applied only if its set's epoch did not move.
+pub async fn run_elections(
+    raft: &ControllerRaft,
+    leases: &LeaseTable,
+    metadata: &watch::Receiver<Arc<ClusterMetadata>>,
+    allow_unclean: bool,
+) {
+    let elections = {
+        let meta = metadata.borrow();
+        election::decide_all(&meta, |set| leases.reports(set), allow_unclean)
+    };
+    for e in elections {
+        if e.unclean {
+            tracing::warn!(broker_set = %e.broker_set, master = e.master,
+                "unclean election: no in-sync replica is alive; acknowledged messages may be lost");
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(e.command())).await {
+            Ok(Ok(resp)) => match resp.data {
+                CommandResponse::BrokerSet(set) => tracing::info!(
+                    broker_set = %set.name,
+                    master = set.master_broker_id,
+                    epoch = set.master_epoch,
+                    "master elected"
+                ),
+                other => {
+                    tracing::debug!(broker_set = %e.broker_set, ?other, "election not applied")
+                }
+            },
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, broker_set = %e.broker_set, "could not record the election")
+            }
+            Err(_) => {
+                tracing::warn!(broker_set = %e.broker_set, "recording the election timed out")
+            }
+        }
+    }
+}
+
+/// The leader-side lease loop: runs until `stop` flips to true or Raft stops. After the
+/// liveness changes of each round it runs the elections they call for.
 pub async fn run_lease_checker(
     raft: ControllerRaft,
     node_id: NodeId,
     leases: Arc<LeaseTable>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     mut stop: watch::Receiver<bool>,
+    allow_unclean: bool,
 ) {
     let mut metrics = raft.metrics();
     let mut ticker = tokio::time::interval(check_interval(leases.lease()));
@@ -215,6 +281,7 @@ pub async fn run_lease_checker(
             leases.decide(&meta, now)
         };
         if changes.is_empty() {
+            run_elections(&raft, &leases, &metadata, allow_unclean).await;
             continue;
         }
         for c in &changes {
@@ -235,6 +302,7 @@ pub async fn run_lease_checker(
             Ok(Err(e)) => tracing::warn!(error = %e, "could not record broker liveness"),
             Err(_) => tracing::warn!("recording broker liveness timed out"),
         }
+        run_elections(&raft, &leases, &metadata, allow_unclean).await;
     }
     tracing::debug!("lease checker stopped");
 }

@@ -17,7 +17,8 @@
 //! - [`grpc`]: [`ControllerGrpc`], the `ControllerService` implementation.
 //! - [`admin`]: [`admin::ControllerAdminGrpc`], the `ControllerAdminService`
 //!   (Raft membership: describe, add and remove controller nodes).
-//! - [`lease`]: broker leases kept in memory on the leader.
+//! - [`lease`]: broker leases kept in memory on the leader; its checker also runs elections.
+//! - [`election`]: master election for broker sets, a pure function of the metadata.
 //! - [`raft_types`]: the openraft type configuration.
 //! - [`remoting`]: the NameServer-compatible remoting endpoint (RocketMQ's TCP
 //!   protocol): route tables for 4.x clients and tools, 4.x broker
@@ -61,6 +62,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod election;
 pub mod error;
 pub mod grpc;
 pub mod lease;
@@ -111,7 +113,8 @@ pub struct ControllerConfig {
     /// Recorded in the Raft membership when the cluster is initialized; a
     /// later change takes a membership change (not automatic on restart).
     pub advertised_addr: String,
-    /// A broker without a heartbeat for this long is marked `alive = false` (default 10 s).
+    /// A broker without a heartbeat for this long is marked `alive = false`, and a master
+    /// that lapsed is replaced (default 3 s; brokers heartbeat every third of it).
     pub broker_lease: Duration,
     /// Leader heartbeat period (default 100 ms).
     pub heartbeat_interval: Duration,
@@ -133,6 +136,10 @@ pub struct ControllerConfig {
     /// node waits to be added to an existing cluster (`AddController`).
     /// Excludes `peers`.
     pub join: bool,
+    /// Allow electing a master from outside the sync-state set when no in-sync replica is
+    /// alive (default false): the set gets a master again, but messages that only the lost
+    /// in-sync members held are gone.
+    pub enable_unclean_election: bool,
 }
 
 impl Default for ControllerConfig {
@@ -142,12 +149,13 @@ impl Default for ControllerConfig {
             data_dir: PathBuf::from("data/controller"),
             cluster_name: "DefaultCluster".to_owned(),
             advertised_addr: "127.0.0.1:9878".to_owned(),
-            broker_lease: Duration::from_secs(10),
+            broker_lease: Duration::from_secs(3),
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(500),
             election_timeout_max: Duration::from_secs(1),
             peers: Vec::new(),
             join: false,
+            enable_unclean_election: false,
         }
     }
 }
@@ -310,6 +318,7 @@ impl Controller {
             leases.clone(),
             metadata.clone(),
             stop_rx,
+            cfg.enable_unclean_election,
         ));
         let grpc = ControllerGrpc::new(
             raft.clone(),
@@ -317,6 +326,7 @@ impl Controller {
             metadata.clone(),
             leases,
             stop_leases.subscribe(),
+            cfg.enable_unclean_election,
         );
         tracing::info!(
             node_id = cfg.node_id,

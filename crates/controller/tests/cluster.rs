@@ -114,6 +114,7 @@ async fn given_three_controllers_when_the_leader_dies_should_elect_another_and_k
         .broker_heartbeat(pb::BrokerHeartbeatRequest {
             broker_set: "broker-a".to_owned(),
             broker_id: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -236,7 +236,8 @@ async fn given_invalid_requests_should_return_the_documented_status_codes() {
     assert_eq!(
         c.broker_heartbeat(pb::BrokerHeartbeatRequest {
             broker_set: "broker-a".to_owned(),
-            broker_id: 99
+            broker_id: 99,
+            ..Default::default()
         })
         .await
         .unwrap_err()
@@ -343,6 +344,7 @@ async fn given_a_short_lease_when_a_broker_stops_heartbeating_should_mark_it_dea
         .broker_heartbeat(pb::BrokerHeartbeatRequest {
             broker_set: "broker-a".to_owned(),
             broker_id: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -369,6 +371,7 @@ async fn given_a_short_lease_when_a_broker_stops_heartbeating_should_mark_it_dea
     c.broker_heartbeat(pb::BrokerHeartbeatRequest {
         broker_set: "broker-a".to_owned(),
         broker_id: 0,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -444,5 +447,89 @@ async fn given_a_snapshot_and_a_purged_log_when_restarted_should_rebuild_from_sn
     assert_eq!(restored.topics, before.topics);
     assert_eq!(restored.topics.len(), 6);
     assert!(dir.path().join("state/snapshot.json").exists());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn given_a_lapsed_master_when_a_replica_is_in_sync_should_elect_it_with_the_next_epoch() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (listener, addr) = bind().await;
+    let mut cfg = test_config(1, dir.path(), addr);
+    cfg.broker_lease = Duration::from_millis(400);
+    let node = start(cfg, listener).await;
+    wait_leader(&node.ctrl).await;
+    let mut c = node.client().await;
+    let mut rx = node.ctrl.metadata();
+
+    // The first member of a new set is elected at once.
+    let first = c
+        .register_broker(register("ha", 0, "127.0.0.1:10911"))
+        .await
+        .unwrap()
+        .into_inner()
+        .broker_set
+        .unwrap();
+    assert_eq!((first.master_broker_id, first.master_epoch), (0, 1));
+    assert_eq!(first.sync_state_set, vec![0]);
+    c.register_broker(register("ha", 1, "127.0.0.1:10912"))
+        .await
+        .unwrap();
+    let alter = |master: u64, epoch: u64, sss: Vec<u64>| pb::AlterSyncStateSetRequest {
+        broker_set: "ha".to_owned(),
+        master_broker_id: master,
+        master_epoch: epoch,
+        sync_state_set: sss,
+    };
+    let err = c
+        .alter_sync_state_set(alter(1, 1, vec![0, 1]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let set = c
+        .alter_sync_state_set(alter(0, 1, vec![0, 1]))
+        .await
+        .unwrap()
+        .into_inner()
+        .broker_set
+        .unwrap();
+    assert_eq!(set.sync_state_set, vec![0, 1]);
+
+    // Only broker 1 keeps heartbeating: broker 0's lease lapses and 1 takes over.
+    let hb = |id: u64| pb::BrokerHeartbeatRequest {
+        broker_set: "ha".to_owned(),
+        broker_id: id,
+        log_epoch: 1,
+        log_end_offset: 100,
+    };
+    let elected = {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            c.broker_heartbeat(hb(1)).await.unwrap();
+            let m = rx.borrow_and_update().clone();
+            let set = m
+                .broker_sets
+                .iter()
+                .find(|s| s.name == "ha")
+                .cloned()
+                .unwrap();
+            if set.master_epoch == 2 {
+                break set;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no election: {set:?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    };
+    assert_eq!(elected.master_broker_id, 1);
+    assert_eq!(elected.sync_state_set, vec![1]);
+    // The old master's epoch is fenced off.
+    let err = c
+        .alter_sync_state_set(alter(0, 1, vec![0]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     node.stop().await;
 }

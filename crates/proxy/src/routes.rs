@@ -103,12 +103,32 @@ impl MetadataIndex {
             .map(|&i| &self.metadata.broker_sets[i])
     }
 
-    /// Address of the broker set's alive master, if any.
+    /// Address of the broker set's alive master, if any (none before the controller's first
+    /// election, `master_epoch` 0).
     pub(crate) fn master_address(&self, broker_set: &str) -> Option<&str> {
         let set = self.broker_set(broker_set)?;
+        if set.master_epoch == 0 {
+            return None;
+        }
         set.members
             .iter()
             .find(|m| m.broker_id == set.master_broker_id && m.alive && !m.address.is_empty())
+            .map(|m| m.address.as_str())
+    }
+
+    /// Address of the member that serves reads of the broker set: its alive master, else
+    /// (the master is down and not yet replaced) the alive replica with the lowest id.
+    /// Replicas serve what they copied: consumers keep receiving while a set has no master,
+    /// and acknowledgements of what a replica handed out go back to it.
+    pub(crate) fn read_address(&self, broker_set: &str) -> Option<&str> {
+        if let Some(a) = self.master_address(broker_set) {
+            return Some(a);
+        }
+        let set = self.broker_set(broker_set)?;
+        set.members
+            .iter()
+            .filter(|m| m.alive && !m.address.is_empty())
+            .min_by_key(|m| m.broker_id)
             .map(|m| m.address.as_str())
     }
 
@@ -240,10 +260,11 @@ fn queue_id(i: u32) -> i32 {
     i32::try_from(i).unwrap_or(i32::MAX)
 }
 
-/// The placements a route shows: those whose broker set has a live master. A broker set that
-/// lost its master (lease lapsed) leaves the route, as a stopped broker leaves a NameServer's
-/// tables; when no placement is live, all are shown, so that clients keep a route and their
-/// requests get a retryable HA_NOT_AVAILABLE instead of TOPIC_NOT_FOUND.
+/// The placements a route shows: those whose broker set has a live member (a master, or a
+/// replica serving reads while the set has none). A broker set with no live member leaves the
+/// route, as a stopped broker leaves a NameServer's tables; when no placement is live, all are
+/// shown, so that clients keep a route and their requests get a retryable HA_NOT_AVAILABLE
+/// instead of TOPIC_NOT_FOUND.
 pub(crate) fn routable_placements<'a>(
     index: &MetadataIndex,
     topic: &'a Topic,
@@ -256,9 +277,21 @@ pub(crate) fn routable_placements<'a>(
     let live: Vec<&QueuePlacement> = all
         .iter()
         .copied()
-        .filter(|p| index.master_address(&p.broker_set).is_some())
+        .filter(|p| index.read_address(&p.broker_set).is_some())
         .collect();
     if live.is_empty() { all } else { live }
+}
+
+/// The permission of a placement's queues: the topic's, without WRITE while the broker set has
+/// no live master (its replicas serve reads only).
+fn placement_permission(index: &MetadataIndex, topic_perm: Permission, set: &str) -> Permission {
+    if index.master_address(set).is_some() {
+        return topic_perm;
+    }
+    match topic_perm {
+        Permission::ReadWrite | Permission::Read => Permission::Read,
+        _ => Permission::None,
+    }
 }
 
 /// The route of a topic: one queue per queue id of every routable placement (see
@@ -277,7 +310,10 @@ pub(crate) fn message_queues(
     routable_placements(index, topic)
         .into_iter()
         .flat_map(|p| (0..p.queue_count).map(move |i| (p.broker_set.as_str(), queue_id(i))))
-        .map(|(set, id)| queue(name, id, perm, set, endpoints, &types))
+        .map(|(set, id)| {
+            let perm = placement_permission(index, perm, set);
+            queue(name, id, perm, set, endpoints, &types)
+        })
         .collect()
 }
 
@@ -439,7 +475,8 @@ fn no_live_broker(topic: &Topic, name: &Name) -> Failure {
 }
 
 /// Picks the broker set of a receive: the requested queue's broker set when it is a live
-/// placement of the topic, otherwise (stale route, dead master) another live placement.
+/// placement of the topic, otherwise (stale route, no live member) another live placement.
+/// The member is the one serving reads (see [`MetadataIndex::read_address`]).
 /// The queue id must be -1 or lie within the requested placement.
 pub(crate) fn receive_target(
     index: &MetadataIndex,
@@ -467,7 +504,7 @@ pub(crate) fn receive_target(
                 name.name, p.queue_count
             )));
         }
-        if let Some(address) = index.master_address(wanted) {
+        if let Some(address) = index.read_address(wanted) {
             return Ok(Target {
                 broker_set: wanted.to_owned(),
                 address: address.to_owned(),
@@ -486,7 +523,7 @@ pub(crate) fn receive_target(
         .filter(|p| p.queue_count > 0)
         .filter_map(|p| {
             index
-                .master_address(&p.broker_set)
+                .read_address(&p.broker_set)
                 .map(|a| (p.broker_set.as_str(), a))
         })
         .collect();
@@ -503,7 +540,8 @@ pub(crate) fn receive_target(
     })
 }
 
-/// The master address of the broker set named by a receipt handle prefix.
+/// The member of the broker set named by a receipt handle prefix that serves its
+/// acknowledgements: the master, or while the set has none, the replica serving reads.
 pub(crate) fn handle_target(index: &MetadataIndex, receipt_handle: &str) -> Outcome<Target> {
     let set = receipt_handle
         .split_once('~')
@@ -515,17 +553,34 @@ pub(crate) fn handle_target(index: &MetadataIndex, receipt_handle: &str) -> Outc
                 "receipt handle is malformed: it does not name a broker set",
             )
         })?;
-    named_set_target(index, set, Code::InvalidReceiptHandle, "receipt handle")
+    named_set_target(
+        index,
+        set,
+        Code::InvalidReceiptHandle,
+        "receipt handle",
+        Access::Read,
+    )
 }
 
-/// The master of the broker set `set` that a client-held token (`what`: a receipt handle, a
+/// Which member of a broker set a call may go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The master, or a live replica while the set has no master (acks of what a replica
+    /// handed out, reads).
+    Read,
+    /// The master only.
+    Write,
+}
+
+/// The member of the broker set `set` that a client-held token (`what`: a receipt handle, a
 /// transaction id) names: `unknown` when the set is not in the cluster, HA_NOT_AVAILABLE while
-/// it has no live master.
+/// no member may take the call.
 pub(crate) fn named_set_target(
     index: &MetadataIndex,
     set: &str,
     unknown: Code,
     what: &str,
+    access: Access,
 ) -> Result<Target, Failure> {
     if index.broker_set(set).is_none() {
         return Err(Failure::new(
@@ -533,10 +588,18 @@ pub(crate) fn named_set_target(
             format!("{what} names broker set {set}, which is not in the cluster"),
         ));
     }
-    let address = index.master_address(set).ok_or_else(|| {
+    let address = match access {
+        Access::Read => index.read_address(set),
+        Access::Write => index.master_address(set),
+    }
+    .ok_or_else(|| {
+        let who = match access {
+            Access::Read => "live member",
+            Access::Write => "live master",
+        };
         Failure::new(
             Code::HaNotAvailable,
-            format!("broker set {set} has no live master; retry later"),
+            format!("broker set {set} has no {who}; retry later"),
         )
     })?;
     Ok(Target {
@@ -604,6 +667,83 @@ mod tests {
             }),
         )
         .unwrap()
+    }
+
+    /// A set whose master (id 0) is down and replica (id 2, then 1) alive, at `epoch`.
+    fn replicated(epoch: u64, master_alive: bool) -> MetadataIndex {
+        let m = |id: u64, alive: bool| BrokerMember {
+            broker_set: "r".into(),
+            broker_id: id,
+            address: format!("r{id}:10911"),
+            alive,
+            last_heartbeat_ms: 0,
+        };
+        MetadataIndex::new(Arc::new(ClusterMetadata {
+            revision: 1,
+            cluster_name: "c".into(),
+            topics: vec![Topic {
+                name: "t".into(),
+                message_type: TopicMessageType::Normal as i32,
+                placements: vec![QueuePlacement {
+                    broker_set: "r".into(),
+                    queue_count: 2,
+                }],
+                permission: 0,
+                attributes: HashMap::new(),
+            }],
+            groups: vec![],
+            broker_sets: vec![BrokerSet {
+                name: "r".into(),
+                members: vec![m(0, master_alive), m(2, true), m(1, true)],
+                master_broker_id: 0,
+                master_epoch: epoch,
+                sync_state_set: vec![0, 1, 2],
+            }],
+        }))
+    }
+
+    #[test]
+    fn a_set_without_a_live_master_is_read_from_a_replica_and_not_written() {
+        let up = replicated(3, true);
+        assert_eq!(up.master_address("r"), Some("r0:10911"));
+        assert_eq!(up.read_address("r"), Some("r0:10911"));
+        let down = replicated(3, false);
+        assert_eq!(down.master_address("r"), None);
+        assert_eq!(
+            down.read_address("r"),
+            Some("r1:10911"),
+            "lowest live replica"
+        );
+        let topic = down.topic("t").unwrap();
+        let rr = AtomicU64::new(0);
+        let recv = receive_target(&down, &topic, &name(), None, &rr).unwrap();
+        assert_eq!(recv.address, "r1:10911");
+        let send = send_target(&down, &topic, &name(), None, &rr).unwrap_err();
+        assert_eq!(send.code, Code::HaNotAvailable);
+        assert_eq!(
+            handle_target(&down, "r~abc").unwrap().address,
+            "r1:10911",
+            "acks go where the pop was served"
+        );
+        let endpoints = Endpoints::default();
+        let queues = message_queues(&down, &topic, &name(), &endpoints);
+        assert_eq!(queues.len(), 2, "the replica keeps the queues routable");
+        assert!(
+            queues
+                .iter()
+                .all(|q| q.permission == Permission::Read as i32),
+            "{queues:?}"
+        );
+        let queues = message_queues(&up, &topic, &name(), &endpoints);
+        assert!(
+            queues
+                .iter()
+                .all(|q| q.permission == Permission::ReadWrite as i32)
+        );
+        // Before the first election nothing is the master, but members serve reads.
+        let fresh = replicated(0, true);
+        assert_eq!(fresh.master_address("r"), None);
+        assert_eq!(fresh.read_address("r"), Some("r0:10911"));
     }
 
     #[test]

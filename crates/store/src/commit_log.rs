@@ -45,6 +45,26 @@ pub struct AppendResult {
     pub store_timestamp: i64,
 }
 
+/// What a replica append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawAppended {
+    /// The end of the log after the append.
+    pub end: i64,
+    /// Records appended.
+    pub records: u64,
+}
+
+/// Raw log bytes for a replica (see [`crate::MessageStore::read_raw`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawChunk {
+    /// Whole records, possibly ending with a segment's blank marker.
+    pub data: Vec<u8>,
+    /// Where the log continues after these bytes.
+    pub end: i64,
+    /// Records in `data`.
+    pub records: u64,
+}
+
 #[derive(Clone)]
 pub(crate) struct Segment {
     pub start: i64,
@@ -98,6 +118,14 @@ fn segment_name(start: i64) -> String {
     format!("{start:020}")
 }
 
+/// Creates `dir` holding one empty segment that starts at `start` (a multiple of the segment
+/// size), for a log that begins there.
+pub(crate) fn create_empty_log(dir: &Path, segment_size: usize, start: i64) -> Result<()> {
+    fs::create_dir_all(dir).map_err(StoreError::io("create commitlog dir", dir))?;
+    MappedFile::create(&dir.join(segment_name(start)), segment_size, 0)?;
+    Ok(())
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -108,13 +136,16 @@ pub(crate) fn now_ms() -> i64 {
 impl CommitLog {
     /// Opens (or creates) the log in `dir`, verifies it record by record from `scan_from`
     /// (clamped into the log; `None` = from the first segment), and cuts everything after the
-    /// first record that fails verification, keeping batches whole.
+    /// first record that fails verification, keeping batches whole. With `limit`, the log is
+    /// also cut before the first record that does not end at or below `limit` (a replica
+    /// dropping a divergent tail); `scan_from` must then not lie beyond `limit`.
     pub(crate) fn open(
         dir: &Path,
         segment_size: usize,
         store_host: SocketAddr,
         prefault: bool,
         scan_from: Option<i64>,
+        limit: Option<i64>,
     ) -> Result<(Self, ScanReport)> {
         fs::create_dir_all(dir).map_err(StoreError::io("create commitlog dir", dir))?;
         crate::mapped_file::remove_temp_files(dir)?;
@@ -188,6 +219,9 @@ impl CommitLog {
             mf.advise_sequential();
             let bytes = mf.recovery_bytes();
             loop {
+                if limit.is_some_and(|l| *start + pos as i64 >= l) {
+                    break 'segments;
+                }
                 match record::peek(&bytes[pos..]) {
                     Marker::Blank => {
                         if batch.is_none() {
@@ -200,6 +234,9 @@ impl CommitLog {
                     Marker::Invalid => break 'segments,
                     Marker::Record(n) => {
                         let phys = *start + pos as i64;
+                        if limit.is_some_and(|l| phys + n as i64 > l) {
+                            break 'segments;
+                        }
                         let Ok(v) = RecordView::parse(&bytes[pos..pos + n], phys) else {
                             break 'segments;
                         };
@@ -412,6 +449,215 @@ impl CommitLog {
         self.write_pos
             .store(active_start + pos as i64, Ordering::Release);
         Ok(results)
+    }
+
+    /// Appends records a master wrote, byte for byte, at `at` (replication).
+    ///
+    /// `data` must continue the log exactly where it ends, hold only whole records that verify
+    /// (CRC32C, own physical offset, structure) at their offsets, end on a batch boundary, lie
+    /// within one segment, and may end with the segment's blank marker (or, when fewer than 8
+    /// bytes of the segment remain, those zero bytes), after which the log continues at the
+    /// next segment. Everything is verified before a byte is written.
+    ///
+    /// # Errors
+    /// [`StoreError::NotContiguous`] when `at` is not the log's end; [`StoreError::Corrupt`]
+    /// for bytes that fail verification.
+    pub(crate) fn append_raw(&self, at: i64, data: &[u8]) -> Result<RawAppended> {
+        let seg = self.segment_size;
+        if at < 0 {
+            return Err(StoreError::corrupt(at, "negative replica offset"));
+        }
+        let in_seg = (at % seg as i64) as usize;
+        if in_seg + data.len() > seg {
+            return Err(StoreError::corrupt(
+                at,
+                format!(
+                    "replica chunk of {} bytes crosses the end of its segment",
+                    data.len()
+                ),
+            ));
+        }
+        let mut off = 0usize;
+        let mut blank = false;
+        let mut batch_left = 0u32;
+        let mut records = 0u64;
+        let mut last_ts = None;
+        let mut next_offsets: Vec<(String, i32, i64)> = Vec::new();
+        while off < data.len() {
+            let phys = at + off as i64;
+            let rest = seg - (in_seg + off);
+            if rest < record::MIN_MARKER {
+                if data.len() - off != rest || !crate::mapped_file::all_zero(&data[off..]) {
+                    return Err(StoreError::corrupt(
+                        phys,
+                        "bad bytes at the end of a segment",
+                    ));
+                }
+                blank = true;
+                break;
+            }
+            if data.len() - off < record::MIN_MARKER {
+                return Err(StoreError::corrupt(
+                    phys,
+                    "chunk ends inside a record header",
+                ));
+            }
+            match record::peek_head(&data[off..off + record::MIN_MARKER], rest) {
+                Marker::Record(n) => {
+                    let buf = data
+                        .get(off..off + n)
+                        .ok_or_else(|| StoreError::corrupt(phys, "chunk ends inside a record"))?;
+                    let v = RecordView::parse(buf, phys)?;
+                    next_offsets.push((v.topic().to_owned(), v.queue_id(), v.queue_offset() + 1));
+                    batch_left = v.batch_left();
+                    last_ts = Some(v.store_timestamp());
+                    records += 1;
+                    off += n;
+                }
+                Marker::Blank => {
+                    if off + record::MIN_MARKER != data.len() || batch_left != 0 {
+                        return Err(StoreError::corrupt(
+                            phys,
+                            "a blank marker must end a chunk, after a complete batch",
+                        ));
+                    }
+                    blank = true;
+                    break;
+                }
+                Marker::Invalid => {
+                    return Err(StoreError::corrupt(phys, "not a record or blank marker"));
+                }
+            }
+        }
+        if batch_left != 0 {
+            return Err(StoreError::corrupt(
+                at + off as i64,
+                "chunk ends inside a batch",
+            ));
+        }
+        let mut st = self.append.lock();
+        let mut pos = st.writer.position();
+        let end = st.active_start + pos as i64;
+        if end != at {
+            return Err(StoreError::NotContiguous {
+                offset: at,
+                expected: end,
+            });
+        }
+        if data.is_empty() {
+            return Ok(RawAppended { end, records: 0 });
+        }
+        if pos == seg {
+            self.roll(&mut st, pos)?;
+            pos = 0;
+        }
+        if !st.writer.write(pos, data) {
+            return Err(StoreError::corrupt(at, "segment has no room for the chunk"));
+        }
+        for (topic, queue_id, next) in next_offsets {
+            st.queue_offsets
+                .entry(topic)
+                .or_default()
+                .insert(queue_id, next);
+        }
+        if let Some(ts) = last_ts {
+            st.last_store_ts = st.last_store_ts.max(ts);
+        }
+        let new_pos = if blank { seg } else { pos + data.len() };
+        st.writer.publish(new_pos);
+        let end = st.active_start + new_pos as i64;
+        self.write_pos.store(end, Ordering::Release);
+        Ok(RawAppended { end, records })
+    }
+
+    /// Up to about `max_bytes` of whole records from `from` (a record boundary), never past
+    /// `limit` or the written end, never across a segment end, always ending on a batch
+    /// boundary (a batch larger than `max_bytes` comes whole). A segment's blank marker ends
+    /// the chunk, whose `end` is then the next segment's start.
+    ///
+    /// # Errors
+    /// [`StoreError::OffsetOutOfRange`] outside `[min, write end]`; [`StoreError::Corrupt`]
+    /// when `from` is not a record boundary.
+    pub(crate) fn read_raw(&self, from: i64, max_bytes: usize, limit: i64) -> Result<RawChunk> {
+        let (min, write) = (self.min_pos(), self.write_pos());
+        if from < min || from > write {
+            return Err(StoreError::OffsetOutOfRange {
+                offset: from,
+                min,
+                max: write,
+            });
+        }
+        let limit = limit.min(write);
+        let empty = RawChunk {
+            data: Vec::new(),
+            end: from,
+            records: 0,
+        };
+        if from >= limit {
+            return Ok(empty);
+        }
+        let Some(segment) = self.segment_of(from) else {
+            return Ok(empty);
+        };
+        let seg = self.segment_size;
+        let start = (from - segment.start) as usize;
+        let mut p = start;
+        let mut taken_end = start;
+        let mut end = from;
+        let mut batch_left = 0u32;
+        let mut records = 0u64;
+        while segment.start + (p as i64) < limit {
+            let phys = segment.start + p as i64;
+            let rest = seg - p;
+            if rest < record::MIN_MARKER {
+                taken_end = seg;
+                end = segment.start + seg as i64;
+                break;
+            }
+            let head = segment
+                .file
+                .bytes(p, record::MIN_MARKER)
+                .ok_or_else(|| StoreError::corrupt(phys, "record header beyond the written log"))?;
+            match record::peek_head(head, rest) {
+                Marker::Record(n) => {
+                    if phys + n as i64 > limit {
+                        break;
+                    }
+                    if p > start && p - start + n > max_bytes && batch_left == 0 {
+                        break;
+                    }
+                    let buf = segment.file.bytes(p, n).ok_or_else(|| {
+                        StoreError::corrupt(phys, "record beyond the written log")
+                    })?;
+                    let v = RecordView::parse_trusted(buf, phys)?;
+                    batch_left = v.batch_left();
+                    records += 1;
+                    p += n;
+                    taken_end = p;
+                    end = segment.start + p as i64;
+                }
+                Marker::Blank => {
+                    if batch_left != 0 {
+                        return Err(StoreError::corrupt(phys, "blank marker inside a batch"));
+                    }
+                    taken_end = p + record::MIN_MARKER;
+                    end = segment.start + seg as i64;
+                    break;
+                }
+                Marker::Invalid => {
+                    return Err(StoreError::corrupt(
+                        phys,
+                        "not a record boundary of the log",
+                    ));
+                }
+            }
+        }
+        let data = segment
+            .file
+            .bytes(start, taken_end - start)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| StoreError::corrupt(from, "chunk beyond the written log"))?;
+        Ok(RawChunk { data, end, records })
     }
 
     fn roll(&self, st: &mut AppendState, pos: usize) -> Result<()> {

@@ -103,6 +103,10 @@ pub struct Arrival {
 /// append path.
 pub type ArrivalListener = Arc<dyn Fn(&Arrival) + Send + Sync>;
 
+/// Called after every local append (not replica appends) with the new end of the written
+/// log; must be quick (it runs on the appending thread).
+pub type AppendListener = Arc<dyn Fn(i64) + Send + Sync>;
+
 /// Retention: what is deleted when.
 #[derive(Clone)]
 pub struct RetentionConfig {
@@ -178,6 +182,8 @@ pub struct StoreConfig {
     pub store_host: SocketAddr,
     /// Told about newly visible messages (long-poll wake-ups).
     pub arrival_listener: Option<ArrivalListener>,
+    /// Told about every local append (replication wake-ups).
+    pub append_listener: Option<AppendListener>,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -219,6 +225,7 @@ impl StoreConfig {
             prefault_segments: false,
             store_host: UNKNOWN_HOST,
             arrival_listener: None,
+            append_listener: None,
         }
     }
 

@@ -114,6 +114,26 @@ pub enum StoreError {
     /// The store has been shut down.
     #[error("the store is shut down")]
     Closed,
+
+    /// Appends are refused by the write gate (see [`crate::WriteGate`]): the broker is a
+    /// replica, or a master that cannot confirm it still is one. Nothing was written.
+    #[error("appends are refused: {0}")]
+    NotWritable(String),
+
+    /// A replica append does not continue the log where it ends.
+    #[error(
+        "replica append at offset {offset} does not continue the log, which ends at {expected}"
+    )]
+    NotContiguous {
+        /// Where the rejected bytes claim to start.
+        offset: i64,
+        /// The end of the local log.
+        expected: i64,
+    },
+
+    /// The operation does not fit the store's current state (e.g. an epoch that goes back).
+    #[error("{0}")]
+    InvalidState(String),
 }
 
 impl StoreError {

@@ -23,6 +23,8 @@
 //! - [`record`]: the record format (see there for the byte layout).
 //! - `consume_queue`, `index_file`: the derived structures.
 //! - `checkpoint`: durable progress markers.
+//! - [`epoch`]: the epoch history (which master epoch wrote which offsets) and the
+//!   consistent-point rule replicas use to cut a divergent tail.
 //! - [`timer`]: the timer log and wheel.
 //! - `mapped_file`: fixed-size memory-mapped files; the only `unsafe` code in Comet.
 //! - [`config`], [`error`].
@@ -34,6 +36,9 @@
 //!   what the flush policy makes visible (SYNC: flushed; ASYNC: written).
 //! - Consume queues and the index never hold entries beyond the commitlog's valid end after
 //!   recovery, and follow its minimum offset after retention.
+//! - Replication copies the log byte for byte: [`MessageStore::read_raw`] on the master,
+//!   [`MessageStore::append_raw`] (verified record by record) on a replica, which then
+//!   dispatches as usual. Local appends pass the [`WriteGate`]; a replica's is closed.
 //! - No networking, no async runtime, no protobuf, no other workspace crate: this crate is
 //!   plain synchronous Rust over files (callers run it from blocking threads).
 
@@ -43,6 +48,7 @@ mod checkpoint;
 mod commit_log;
 pub mod config;
 mod consume_queue;
+pub mod epoch;
 pub mod error;
 mod index_file;
 mod mapped_file;
@@ -50,12 +56,13 @@ pub mod record;
 pub mod store;
 pub mod timer;
 
-pub use commit_log::AppendResult;
+pub use commit_log::{AppendResult, RawAppended, RawChunk};
 pub use config::{
-    Arrival, ArrivalListener, DiskStats, DiskUsage, FlushPolicy, MAX_SYNC_FLUSHERS,
+    AppendListener, Arrival, ArrivalListener, DiskStats, DiskUsage, FlushPolicy, MAX_SYNC_FLUSHERS,
     RetentionConfig, StatvfsDiskUsage, StoreConfig,
 };
 pub use consume_queue::{CQ_ENTRY_SIZE, CqEntry};
+pub use epoch::{EpochEntry, consistent_point};
 pub use error::{Result, StoreError};
 pub use record::{Message, Properties, StoredMessage, tag_hash};
-pub use store::{GetResult, MessageStore, RecoveryReport, RetentionReport, StoreStats};
+pub use store::{GetResult, MessageStore, RecoveryReport, RetentionReport, StoreStats, WriteGate};

@@ -27,9 +27,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use rustix::thread::futex;
 
 use crate::checkpoint::{Checkpoint, CheckpointFile};
-use crate::commit_log::{self, AppendResult, CommitLog, ScanReport};
+use crate::commit_log::{self, AppendResult, CommitLog, RawAppended, RawChunk, ScanReport};
 use crate::config::{Arrival, FlushPolicy, MAX_SYNC_FLUSHERS, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, CqEntry};
+use crate::epoch::{EpochEntry, EpochFile};
 use crate::error::{Result, StoreError};
 use crate::index_file::{IndexConfig, IndexStore};
 use crate::record::{Message, StoredMessage};
@@ -109,6 +110,39 @@ pub struct StoreStats {
 }
 
 type QueueMap = HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>;
+
+/// Whether [`MessageStore::append`] and [`MessageStore::append_batch`] accept messages.
+///
+/// The broker of a replicated broker set sets it from its role: a replica is `Closed` (it
+/// only takes [`MessageStore::append_raw`] from its master), a master is `Until` its lease
+/// with the controller lapses (a master that cannot confirm it still is one must not accept
+/// what a newly elected master would never have). A store opens `Open`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteGate {
+    /// Appends are accepted.
+    Open,
+    /// Appends are accepted until `deadline`; afterwards they fail with `reason`.
+    Until {
+        /// When appends stop.
+        deadline: Instant,
+        /// Why, once past the deadline (shown to clients).
+        reason: String,
+    },
+    /// Appends fail with the reason (shown to clients).
+    Closed(String),
+}
+
+impl WriteGate {
+    fn check(&self, now: Instant) -> Result<()> {
+        match self {
+            WriteGate::Open => Ok(()),
+            WriteGate::Until { deadline, .. } if now < *deadline => Ok(()),
+            WriteGate::Until { reason, .. } | WriteGate::Closed(reason) => {
+                Err(StoreError::NotWritable(reason.clone()))
+            }
+        }
+    }
+}
 
 struct Signal {
     mu: Mutex<()>,
@@ -241,6 +275,8 @@ struct Inner {
     dispatch_error: Mutex<Option<String>>,
     flushes: AtomicU64,
     flush_nanos: AtomicU64,
+    gate: RwLock<WriteGate>,
+    epochs: Mutex<EpochFile>,
     _lock: File,
 }
 
@@ -322,6 +358,67 @@ impl MessageStore {
     /// [`StoreError::Locked`] if another store has the directory open; [`StoreError::Layout`]
     /// for files that do not form a valid store; [`StoreError::Config`]; I/O errors.
     pub fn open(cfg: StoreConfig) -> Result<Self> {
+        Self::open_inner(cfg, None)
+    }
+
+    /// Opens the store like [`MessageStore::open`], first cutting the commitlog before the
+    /// first record that does not end at or below `end` (a replica dropping the tail its new
+    /// master does not have; `end` is normally a record boundary). Consume queues, the index,
+    /// the checkpoint and the epoch history follow the cut.
+    ///
+    /// # Errors
+    /// As for [`MessageStore::open`].
+    pub fn open_truncated(cfg: StoreConfig, end: i64) -> Result<Self> {
+        Self::open_inner(cfg, Some(end.max(0)))
+    }
+
+    /// Deletes everything the store holds in `cfg.data_dir` (commitlog, consume queues, index,
+    /// checkpoint, epoch history) and leaves an empty log that starts at `start_offset`, a
+    /// multiple of the segment size: a replica that must copy its master's log from the
+    /// master's first stored offset. The store must not be open.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if the store is open; [`StoreError::Config`] for an unaligned
+    /// offset; I/O errors.
+    pub fn wipe(cfg: &StoreConfig, start_offset: i64) -> Result<()> {
+        cfg.validate()?;
+        let seg = cfg.segment_size as i64;
+        if start_offset < 0 || start_offset % seg != 0 {
+            return Err(StoreError::Config {
+                key: "start_offset",
+                reason: format!(
+                    "{start_offset} is not a multiple of the segment size {seg}: the log must \
+                     start at a segment boundary"
+                ),
+            });
+        }
+        let dir = &cfg.data_dir;
+        fs::create_dir_all(dir).map_err(StoreError::io("create data dir", dir))?;
+        let _lock = lock_dir(dir)?;
+        for sub in ["commitlog", "consumequeue", "index"] {
+            let path = dir.join(sub);
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove directory", &path)(e)),
+            }
+        }
+        for file in ["checkpoint", "checkpoint.tmp"] {
+            let path = dir.join(file);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove file", &path)(e)),
+            }
+        }
+        EpochFile::open(dir)?.clear()?;
+        commit_log::create_empty_log(&dir.join("commitlog"), cfg.segment_size, start_offset)?;
+        crate::checkpoint::sync_dir(dir)?;
+        tracing::warn!(dir = %dir.display(), start_offset, "store wiped");
+        Ok(())
+    }
+
+    fn open_inner(cfg: StoreConfig, limit: Option<i64>) -> Result<Self> {
         let started = Instant::now();
         cfg.validate()?;
         let dir = cfg.data_dir.clone();
@@ -329,15 +426,29 @@ impl MessageStore {
         let lock = lock_dir(&dir)?;
         let checkpoint = CheckpointFile::new(&dir);
         let cp = checkpoint.load()?;
-        let scan_from = cp.map(|c| c.commitlog_flushed.min(c.dispatched));
+        let mut epochs = EpochFile::open(&dir)?;
+        let mut scan_from = cp.map(|c| c.commitlog_flushed.min(c.dispatched));
+        if let Some(l) = limit {
+            // Verification must start at a record boundary at or below the cut: a segment
+            // start is one.
+            let seg = cfg.segment_size as i64;
+            if scan_from.is_none_or(|s| s > l) {
+                scan_from = Some(l / seg * seg);
+            }
+        }
         let (log, scan): (CommitLog, ScanReport) = CommitLog::open(
             &dir.join("commitlog"),
             cfg.segment_size,
             cfg.store_host,
             cfg.prefault_segments,
             scan_from,
+            limit,
         )?;
         let end = scan.valid_end;
+        if let Some(l) = limit {
+            tracing::warn!(dir = %dir.display(), requested = l, end, "commitlog truncated for replication");
+        }
+        epochs.truncate(end)?;
         let cut = match cp {
             Some(c) => c.dispatched.min(end).max(log.min_pos()),
             None => log.min_pos(),
@@ -372,6 +483,8 @@ impl MessageStore {
             dispatch_error: Mutex::new(None),
             flushes: AtomicU64::new(0),
             flush_nanos: AtomicU64::new(0),
+            gate: RwLock::new(WriteGate::Open),
+            epochs: Mutex::new(epochs),
             _lock: lock,
             cfg,
         });
@@ -483,6 +596,7 @@ impl MessageStore {
         if inner.shutdown.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
+        inner.gate.read().check(Instant::now())?;
         let now = commit_log::now_ms();
         inner.maybe_refresh_disk_usage(now);
         if inner.disk_full.load(Ordering::Acquire) {
@@ -504,6 +618,9 @@ impl MessageStore {
             inner.allocator.notify();
         }
         let end = last.physical_offset + i64::from(last.size);
+        if let Some(listener) = &inner.cfg.append_listener {
+            listener(end);
+        }
         match inner.cfg.flush {
             FlushPolicy::Async { .. } => inner.dispatch_inline(),
             FlushPolicy::Sync { timeout } => {
@@ -516,6 +633,142 @@ impl MessageStore {
             }
         }
         Ok(results)
+    }
+
+    /// Sets the [`WriteGate`] of [`MessageStore::append`] and [`MessageStore::append_batch`].
+    /// Appends already past the check complete; later ones see the new gate.
+    pub fn set_write_gate(&self, gate: WriteGate) {
+        *self.inner.gate.write() = gate;
+    }
+
+    /// The current [`WriteGate`].
+    pub fn write_gate(&self) -> WriteGate {
+        self.inner.gate.read().clone()
+    }
+
+    /// Appends bytes a master wrote, verbatim, at physical offset `at` (the end of this log),
+    /// as written by master epoch `epoch`: a replica's copy of its master's commitlog. The
+    /// bytes are verified record by record (CRC32C, offsets, structure; see
+    /// [`crate::record`]) before anything is written; then the records are dispatched into
+    /// consume queues and the index like local appends. A newer epoch is recorded in the
+    /// epoch history first. Durability on return follows the [`FlushPolicy`], as for
+    /// [`MessageStore::append_batch`]. Only allowed while the [`WriteGate`] is `Closed` (a
+    /// replica never takes local appends). Epoch 0 marks data written before replication
+    /// existed: it is copied but not recorded in the history.
+    ///
+    /// # Errors
+    /// [`StoreError::NotContiguous`] when `at` is not the end of the log;
+    /// [`StoreError::Corrupt`] for bytes that fail verification; [`StoreError::InvalidState`]
+    /// for an epoch older than the log's newest or a store that is not a replica;
+    /// [`StoreError::FlushTimeout`]; [`StoreError::Closed`].
+    pub fn append_raw(&self, epoch: u64, at: i64, data: &[u8]) -> Result<RawAppended> {
+        let inner = &self.inner;
+        if inner.shutdown.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if !matches!(*inner.gate.read(), WriteGate::Closed(_)) {
+            return Err(StoreError::InvalidState(
+                "replica appends need a closed write gate (this store takes local appends)".into(),
+            ));
+        }
+        let mut epochs = inner.epochs.lock();
+        match epochs.last() {
+            Some(last) if epoch < last.epoch => {
+                return Err(StoreError::InvalidState(format!(
+                    "replica data of epoch {epoch} cannot follow data of epoch {}",
+                    last.epoch
+                )));
+            }
+            Some(last) if epoch == last.epoch => {}
+            // Epoch 0 is data from before replication: no known writer, nothing to record.
+            _ if data.is_empty() || epoch == 0 => {}
+            _ => {
+                let end = inner.log.write_pos();
+                if end != at {
+                    return Err(StoreError::NotContiguous {
+                        offset: at,
+                        expected: end,
+                    });
+                }
+                epochs.record(epoch, at)?;
+            }
+        }
+        let appended = inner.log.append_raw(at, data)?;
+        drop(epochs);
+        if appended.records == 0 && appended.end == at {
+            return Ok(appended);
+        }
+        if inner.log.wants_populate() || appended.end % inner.cfg.segment_size as i64 == 0 {
+            inner.allocator.notify();
+        }
+        match inner.cfg.flush {
+            FlushPolicy::Async { .. } => inner.dispatch_signal.notify(),
+            FlushPolicy::Sync { timeout } => {
+                if !inner.wait_flushed(appended.end, timeout) {
+                    return Err(StoreError::FlushTimeout {
+                        offset: at,
+                        timeout,
+                    });
+                }
+            }
+        }
+        Ok(appended)
+    }
+
+    /// Up to about `max_bytes` of raw log bytes from `from` for a replica (see
+    /// [`MessageStore::append_raw`]): whole records from a record boundary, never past `limit`
+    /// or the written end, never across a segment end, ending on a batch boundary (a batch
+    /// larger than `max_bytes` comes whole).
+    ///
+    /// # Errors
+    /// [`StoreError::OffsetOutOfRange`] when `from` is outside `[min, write end]`;
+    /// [`StoreError::Corrupt`] when `from` is not a record boundary.
+    pub fn read_raw(&self, from: i64, max_bytes: usize, limit: i64) -> Result<RawChunk> {
+        self.inner.log.read_raw(from, max_bytes, limit)
+    }
+
+    /// Records that master epoch `epoch` writes from the current end of the log (a broker
+    /// that becomes master). Returns that offset. Call it while the [`WriteGate`] is
+    /// `Closed`, before opening it, so no append races the recorded start.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidState`] for an epoch older than the newest recorded or an open
+    /// gate; I/O errors.
+    pub fn begin_epoch(&self, epoch: u64) -> Result<i64> {
+        if !matches!(*self.inner.gate.read(), WriteGate::Closed(_)) {
+            return Err(StoreError::InvalidState(
+                "an epoch begins while the write gate is closed".into(),
+            ));
+        }
+        let mut epochs = self.inner.epochs.lock();
+        let start = self.inner.log.write_pos();
+        epochs.record(epoch, start)?;
+        Ok(start)
+    }
+
+    /// The epoch history of the log, oldest first (see [`crate::epoch`]).
+    pub fn epochs(&self) -> Vec<EpochEntry> {
+        self.inner.epochs.lock().entries().to_vec()
+    }
+
+    /// End of the written commitlog (the next record's physical offset).
+    pub fn write_offset(&self) -> i64 {
+        self.inner.log.write_pos()
+    }
+
+    /// First commitlog offset still stored.
+    pub fn min_physical_offset(&self) -> i64 {
+        self.inner.log.min_pos()
+    }
+
+    /// End of the durable commitlog.
+    pub fn flushed_offset(&self) -> i64 {
+        self.inner.flushed.load(Ordering::Acquire)
+    }
+
+    /// The commitlog segment size this store was opened with.
+    pub fn segment_size(&self) -> usize {
+        self.inner.cfg.segment_size
     }
 
     /// Reads the record at a commitlog offset, verifying its CRC.

@@ -109,6 +109,29 @@ pub enum Command {
         /// The changes.
         changes: Vec<AliveChange>,
     },
+    /// Makes `master` the master of `broker_set` with the next epoch and a sync-state set of
+    /// just itself (see [`crate::election`]); applies only while the set's epoch is still
+    /// `expected_epoch`.
+    ElectMaster {
+        /// Broker-set name.
+        broker_set: String,
+        /// The master epoch the decision was made at.
+        expected_epoch: u64,
+        /// A registered member.
+        master: u64,
+    },
+    /// The master replaces its set's sync-state set; applies only while `master` is the
+    /// set's master at `master_epoch`.
+    AlterSyncStateSet {
+        /// Broker-set name.
+        broker_set: String,
+        /// The requesting master.
+        master: u64,
+        /// Its epoch.
+        master_epoch: u64,
+        /// The new set: the master and registered members, sorted, no duplicates.
+        sync_state_set: Vec<u64>,
+    },
 }
 
 /// The result of applying one log entry.
@@ -231,7 +254,63 @@ impl MetadataState {
                 }
             }
             Command::RegisterBroker { .. } | Command::SetBrokersAlive { .. } => Ok(()),
+            Command::ElectMaster {
+                broker_set,
+                expected_epoch,
+                master,
+            } => {
+                let set = self.registered_set(broker_set)?;
+                if set.master_epoch != *expected_epoch {
+                    return Err(MetadataError::FailedPrecondition(format!(
+                        "broker set {broker_set} is at master epoch {}, not {expected_epoch}; \
+                         the election was decided on stale metadata",
+                        set.master_epoch
+                    )));
+                }
+                if !set.members.contains_key(master) {
+                    return Err(MetadataError::FailedPrecondition(format!(
+                        "broker {master} is not a member of broker set {broker_set}"
+                    )));
+                }
+                Ok(())
+            }
+            Command::AlterSyncStateSet {
+                broker_set,
+                master,
+                master_epoch,
+                sync_state_set,
+            } => {
+                let set = self.registered_set(broker_set)?;
+                if set.master_broker_id != *master || set.master_epoch != *master_epoch {
+                    return Err(MetadataError::FailedPrecondition(format!(
+                        "broker {master} at epoch {master_epoch} is not the master of broker \
+                         set {broker_set} (its master is {} at epoch {})",
+                        set.master_broker_id, set.master_epoch
+                    )));
+                }
+                if !sync_state_set.contains(master) {
+                    return Err(MetadataError::InvalidArgument(format!(
+                        "the sync-state set of broker set {broker_set} must contain its master \
+                         {master}"
+                    )));
+                }
+                if let Some(id) = sync_state_set
+                    .iter()
+                    .find(|id| !set.members.contains_key(id))
+                {
+                    return Err(MetadataError::FailedPrecondition(format!(
+                        "broker {id} is not a member of broker set {broker_set}"
+                    )));
+                }
+                Ok(())
+            }
         }
+    }
+
+    fn registered_set(&self, name: &str) -> Result<&BrokerSetRecord, MetadataError> {
+        self.broker_sets.get(name).ok_or_else(|| {
+            MetadataError::FailedPrecondition(format!("broker set {name} is not registered"))
+        })
     }
 
     /// Applies `cmd`; a refused command leaves the state unchanged.
@@ -294,6 +373,35 @@ impl MetadataState {
                 }
                 CommandResponse::AliveUpdated { changed }
             }
+            Command::ElectMaster {
+                broker_set, master, ..
+            } => match self.broker_sets.get_mut(broker_set) {
+                Some(set) => {
+                    set.master_broker_id = *master;
+                    set.master_epoch += 1;
+                    set.sync_state_set = vec![*master];
+                    CommandResponse::BrokerSet(set.clone())
+                }
+                None => CommandResponse::Rejected(MetadataError::FailedPrecondition(format!(
+                    "broker set {broker_set} is not registered"
+                ))),
+            },
+            Command::AlterSyncStateSet {
+                broker_set,
+                sync_state_set,
+                ..
+            } => match self.broker_sets.get_mut(broker_set) {
+                Some(set) => {
+                    let mut ids = sync_state_set.clone();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    set.sync_state_set = ids;
+                    CommandResponse::BrokerSet(set.clone())
+                }
+                None => CommandResponse::Rejected(MetadataError::FailedPrecondition(format!(
+                    "broker set {broker_set} is not registered"
+                ))),
+            },
         }
     }
 
@@ -525,6 +633,67 @@ mod tests {
         assert_eq!(m.last_heartbeat_ms, 5000);
         s.apply(&register("a", 0, "127.0.0.1:2"));
         assert!(s.member("a", 0).unwrap().alive, "re-registration revives");
+    }
+
+    #[test]
+    fn elections_and_sync_state_set_changes_are_fenced_by_epoch() {
+        let mut s = state_with_brokers();
+        s.apply(&register("a", 1, "127.0.0.1:3"));
+        let elect = |expected_epoch, master| Command::ElectMaster {
+            broker_set: "a".to_owned(),
+            expected_epoch,
+            master,
+        };
+        let alter = |master, master_epoch, sss: &[u64]| Command::AlterSyncStateSet {
+            broker_set: "a".to_owned(),
+            master,
+            master_epoch,
+            sync_state_set: sss.to_vec(),
+        };
+        match s.apply(&elect(0, 0)) {
+            CommandResponse::BrokerSet(set) => {
+                assert_eq!((set.master_broker_id, set.master_epoch), (0, 1));
+                assert_eq!(set.sync_state_set, vec![0]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A second decision made on the same (now stale) metadata is refused.
+        assert!(matches!(
+            rejected(s.apply(&elect(0, 1))),
+            MetadataError::FailedPrecondition(m) if m.contains("stale")
+        ));
+        assert!(matches!(
+            rejected(s.apply(&elect(1, 9))),
+            MetadataError::FailedPrecondition(m) if m.contains("not a member")
+        ));
+        match s.apply(&alter(0, 1, &[1, 0, 1])) {
+            CommandResponse::BrokerSet(set) => assert_eq!(set.sync_state_set, vec![0, 1]),
+            other => panic!("{other:?}"),
+        }
+        let before = s.clone();
+        for (cmd, needle) in [
+            (alter(1, 1, &[0, 1]), "not the master"),
+            (alter(0, 2, &[0, 1]), "not the master"),
+            (alter(0, 1, &[1]), "must contain its master"),
+            (alter(0, 1, &[0, 7]), "not a member"),
+        ] {
+            let e = rejected(s.apply(&cmd));
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        assert_eq!(s, before, "refused changes change nothing");
+        // The next election moves the epoch and resets the set to the new master.
+        match s.apply(&elect(1, 1)) {
+            CommandResponse::BrokerSet(set) => {
+                assert_eq!((set.master_broker_id, set.master_epoch), (1, 2));
+                assert_eq!(set.sync_state_set, vec![1]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The old master's epoch no longer alters anything.
+        assert!(matches!(
+            rejected(s.apply(&alter(0, 1, &[0, 1]))),
+            MetadataError::FailedPrecondition(_)
+        ));
     }
 
     #[test]

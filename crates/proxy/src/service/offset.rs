@@ -36,7 +36,8 @@ fn status_frame(status: Status) -> PullMessageResponse {
     }
 }
 
-/// The broker set and queue a request names, with the address of its live master.
+/// The broker set and queue a request names, with the address of the member serving it (its
+/// master, or a replica while the set has none; see [`MetadataIndex::read_address`]).
 fn queue_target(
     index: &MetadataIndex,
     topic: &Topic,
@@ -89,11 +90,11 @@ fn queue_target(
             mq.id, name.name, placement.broker_set, placement.queue_count
         )));
     }
-    let Some(address) = index.master_address(&placement.broker_set) else {
+    let Some(address) = index.read_address(&placement.broker_set) else {
         return Err(Failure::new(
             Code::HaNotAvailable,
             format!(
-                "broker set {} of topic {} has no live master",
+                "broker set {} of topic {} has no live member",
                 placement.broker_set, name.name
             ),
         ));

@@ -32,7 +32,7 @@ use tonic::Request;
 use super::{Inner, require_client_id};
 use crate::context::RequestContext;
 use crate::names;
-use crate::routes::{MetadataIndex, Target, named_set_target};
+use crate::routes::{Access, MetadataIndex, Target, named_set_target};
 use crate::status::{self, Failure, Outcome};
 
 /// First delay before a failed watch stream is reopened; doubles up to [`WATCH_BACKOFF_MAX`].
@@ -51,7 +51,13 @@ fn transaction_target(index: &MetadataIndex, transaction_id: &str) -> Outcome<Ta
                 "transaction id is malformed: it does not name a broker set",
             )
         })?;
-    named_set_target(index, set, Code::InvalidTransactionId, "transaction id")
+    named_set_target(
+        index,
+        set,
+        Code::InvalidTransactionId,
+        "transaction id",
+        Access::Write,
+    )
 }
 
 impl Inner {

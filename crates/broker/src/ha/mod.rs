@@ -1,0 +1,606 @@
+//! High availability: a broker set is one master and N replicas; the controller elects the
+//! master, the broker follows.
+//!
+//! ```text
+//!  metadata watch ─► decide_role ─► supervisor ─┬─ Master(epoch): broker instance + Tracker,
+//!  lease watch   ─► write gate                  │    ReplicationGrpc streams the log,
+//!                                               │    sync-state-set manager ─► controller
+//!                                               ├─ Replica(master): broker instance (read-only)
+//!                                               │    + follower ─► append_raw
+//!                                               └─ Waiting: read-only instance, no follower
+//! ```
+//!
+//! - **Roles come from the controller** (`role::decide_role`): `BrokerSet.master_broker_id`
+//!   at `master_epoch`. The broker id is only an identity.
+//! - **One instance per role.** A role change closes the broker instance (drains calls,
+//!   persists state, closes the store) and opens a new one in the new role, so promotion is
+//!   plain recovery: transactions, consumer state and queue offsets are rebuilt from disk as
+//!   after a restart. [`HaBroker::service`] always points at the current instance.
+//! - **Fencing.** A replica's store refuses local appends. A master's store accepts them only
+//!   until its lease deadline (from the last heartbeat the controller answered, shorter than
+//!   the controller's lease), so a master cut off from the controller stops accepting writes
+//!   before another can be elected. A master records `(epoch, log end)` in its epoch history
+//!   before opening its store to writes.
+//! - **Replication** (`service`, `follower`): replicas handshake (epoch histories), cut a
+//!   divergent tail or start over (`role::start_action`), then stream raw log bytes that
+//!   their store verifies record by record and dispatches. They confirm every chunk; the
+//!   master's `tracker::Tracker` turns confirmations into the SYNC watermark and into
+//!   sync-state-set changes, which it asks the controller for (`AlterSyncStateSet`, fenced
+//!   by epoch). Replicas also adopt the master's consume offsets periodically.
+//! - **Ack contract.** ASYNC: a send is acknowledged once the master wrote it (per its flush
+//!   policy); a failover may lose what the replicas had not copied yet. SYNC: a send is
+//!   acknowledged only once every member of the sync-state set holds it, and elections pick
+//!   only from that set, so a failover loses no acknowledged message. With fewer than
+//!   `min_in_sync_replicas` members SYNC sends fail with HA_NOT_AVAILABLE; when the members do
+//!   not confirm within `sync_timeout`, with SLAVE_PERSISTENCE_TIMEOUT (the message is stored
+//!   on the master and may still replicate: outcome unknown, a retry may duplicate it).
+
+mod follower;
+mod role;
+mod service;
+pub(crate) mod tracker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use comet_proto::comet::v1::{AlterSyncStateSetRequest, BrokerSet, ClusterMetadata};
+use comet_store::WriteGate;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::broker::{Broker, EngineRole, StorePrep};
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::service::BrokerGrpc;
+use role::Role;
+pub use service::ReplicationGrpc;
+use tracker::{LagLimits, Tracker};
+
+/// When a send is acknowledged (see the module docs for the contract of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicationMode {
+    /// After the master's own write (and flush, per the flush policy).
+    #[default]
+    Async,
+    /// After every member of the sync-state set holds it.
+    Sync,
+}
+
+/// Replication settings of a broker (they apply while it is master).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// ASYNC or SYNC acknowledgement (default ASYNC).
+    pub mode: ReplicationMode,
+    /// SYNC: fewest members the sync-state set must have, the master included (default 1:
+    /// with every replica gone the master acknowledges alone; 2 refuses instead).
+    pub min_in_sync_replicas: u32,
+    /// SYNC: longest wait for the in-sync replicas (default 2 s; keep it below the proxy's
+    /// broker call timeout, 3 s, so clients see SLAVE_PERSISTENCE_TIMEOUT, not PROXY_TIMEOUT).
+    pub sync_timeout: Duration,
+    /// A replica that has not caught up with the master for this long leaves the sync-state
+    /// set (default 3 s).
+    pub max_lag_time: Duration,
+    /// A replica this many bytes behind leaves the sync-state set (default 256 MiB; 0 = no
+    /// limit).
+    pub max_lag_bytes: u64,
+    /// Target size of one replication chunk (default 1 MiB; a larger batch comes whole).
+    pub chunk_bytes: usize,
+    /// Silence after which the master sends a heartbeat chunk (default 500 ms).
+    pub heartbeat_interval: Duration,
+    /// How often replicas adopt the master's consume offsets (default 1 s).
+    pub consumer_offsets_interval: Duration,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            mode: ReplicationMode::Async,
+            min_in_sync_replicas: 1,
+            sync_timeout: Duration::from_secs(2),
+            max_lag_time: Duration::from_secs(3),
+            max_lag_bytes: 256 << 20,
+            chunk_bytes: 1 << 20,
+            heartbeat_interval: Duration::from_millis(500),
+            consumer_offsets_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl HaConfig {
+    /// Checks every value; errors name the key.
+    ///
+    /// # Errors
+    /// [`BrokerError::Config`].
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let bad = |key: &'static str, reason: String| Err(BrokerError::Config { key, reason });
+        if !(1..=16).contains(&self.min_in_sync_replicas) {
+            return bad(
+                "min_in_sync_replicas",
+                format!("{} is outside 1..=16", self.min_in_sync_replicas),
+            );
+        }
+        for (key, d) in [
+            ("sync_replication_timeout", self.sync_timeout),
+            ("replica_max_lag_time", self.max_lag_time),
+            ("replication_heartbeat_interval", self.heartbeat_interval),
+            (
+                "consumer_offsets_sync_interval",
+                self.consumer_offsets_interval,
+            ),
+        ] {
+            if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
+                return bad(key, format!("{d:?} is outside [10ms, 1h]"));
+            }
+        }
+        if self.heartbeat_interval >= self.max_lag_time {
+            return bad(
+                "replication_heartbeat_interval",
+                format!(
+                    "{:?} must be shorter than replica_max_lag_time ({:?}), or idle replicas \
+                     would leave the sync-state set",
+                    self.heartbeat_interval, self.max_lag_time
+                ),
+            );
+        }
+        if !(4096..=(64 << 20)).contains(&self.chunk_bytes) {
+            return bad(
+                "replication_chunk_size",
+                format!("{} is outside 4KiB..=64MiB", self.chunk_bytes),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The controller, as a master needs it.
+#[tonic::async_trait]
+pub trait ControllerLink: Send + Sync + 'static {
+    /// Asks the controller to replace the sync-state set (see `AlterSyncStateSet`); returns
+    /// the broker set as committed.
+    ///
+    /// # Errors
+    /// The controller's status (FAILED_PRECONDITION when this broker is no longer the master
+    /// of that epoch), or UNAVAILABLE when no controller answered.
+    async fn alter_sync_state_set(
+        &self,
+        req: AlterSyncStateSetRequest,
+    ) -> Result<BrokerSet, tonic::Status>;
+}
+
+/// A replicated broker's role, as [`HaStatus`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaRole {
+    /// Accepts writes (while its lease holds) and streams its log to replicas.
+    Master,
+    /// Follows the master; serves reads.
+    Replica,
+    /// Its set has no master; serves reads.
+    Waiting,
+}
+
+/// What a replicated broker is doing (for logs, tools and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaStatus {
+    /// The role of the current instance.
+    pub role: HaRole,
+    /// The master epoch it serves or follows (0 while waiting).
+    pub epoch: u64,
+    /// The master it follows (its own id as master).
+    pub master_id: u64,
+}
+
+/// A broker that is a member of a replicated broker set (see the module docs). Serve
+/// [`HaBroker::service`] and [`HaBroker::replication_service`] on its internal port.
+pub struct HaBroker {
+    service: BrokerGrpc,
+    replication: ReplicationGrpc,
+    status: watch::Receiver<HaStatus>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<Result<(), BrokerError>>>,
+}
+
+impl std::fmt::Debug for HaBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HaBroker")
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HaBroker {
+    /// Opens the broker read-only and starts following what `metadata` says: master, replica
+    /// or waiting. `lease` carries the deadline until which the controller is known to
+    /// consider this broker alive (`None`: not known yet); a master accepts writes only
+    /// before it.
+    ///
+    /// # Errors
+    /// [`BrokerError::Config`] for invalid settings; the errors of opening the store and the
+    /// consumer state.
+    pub async fn start(
+        cfg: BrokerConfig,
+        ha: HaConfig,
+        metadata: watch::Receiver<Arc<ClusterMetadata>>,
+        lease: watch::Receiver<Option<std::time::Instant>>,
+        link: Arc<dyn ControllerLink>,
+    ) -> Result<HaBroker, BrokerError> {
+        ha.validate()?;
+        let engine = Broker::open_engine(
+            cfg.clone(),
+            metadata.clone(),
+            EngineRole::Replica,
+            StorePrep::Keep,
+        )
+        .await?;
+        let service = engine.service();
+        let ha = Arc::new(ha);
+        let replication = ReplicationGrpc::new(service.clone(), Arc::clone(&ha));
+        let (status_tx, status) = watch::channel(HaStatus {
+            role: HaRole::Waiting,
+            epoch: 0,
+            master_id: 0,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let (prepare_tx, prepare_rx) = mpsc::channel(4);
+        let sup = Supervisor {
+            cfg,
+            ha,
+            metadata,
+            lease,
+            link,
+            service: service.clone(),
+            engine: Some(engine),
+            role: Role::Waiting,
+            follower: None,
+            manager: None,
+            prepare_tx,
+            prepare_rx,
+            status: status_tx,
+        };
+        let task = tokio::spawn(sup.run(stop_rx));
+        Ok(HaBroker {
+            service,
+            replication,
+            status,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// The `comet.v1.BrokerService` of the current instance (follows role changes).
+    pub fn service(&self) -> BrokerGrpc {
+        self.service.clone()
+    }
+
+    /// The `comet.v1.ReplicationService` of this broker.
+    pub fn replication_service(&self) -> ReplicationGrpc {
+        self.replication.clone()
+    }
+
+    /// The current role; changes as the metadata does.
+    pub fn status(&self) -> watch::Receiver<HaStatus> {
+        self.status.clone()
+    }
+
+    /// The newest master epoch in the log and the log's end, as heartbeats report them (the
+    /// controller prefers the in-sync replica with the most data).
+    pub fn log_report(&self) -> (u64, i64) {
+        log_report(&self.service)
+    }
+
+    /// [`HaBroker::log_report`] as a function that outlives `self` (for the heartbeat task).
+    pub fn log_reporter(&self) -> impl Fn() -> (u64, i64) + Send + Sync + 'static {
+        let service = self.service.clone();
+        move || log_report(&service)
+    }
+
+    /// Stops following and closes the current instance cleanly (see [`Broker::shutdown`]).
+    ///
+    /// # Errors
+    /// As for [`Broker::shutdown`].
+    pub async fn shutdown(mut self) -> Result<(), BrokerError> {
+        self.stop.send_replace(true);
+        match self.task.take() {
+            Some(t) => t
+                .await
+                .map_err(|e| BrokerError::Task(format!("replication supervisor: {e}")))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops at once like [`Broker::abandon`] (a crash, for tests).
+    pub async fn abandon(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        // The aborted supervisor dropped the instance without closing it; its tasks end with
+        // it. Wait until nothing holds the store any more so the directory can be reopened.
+        let inner = self.service.current();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&inner) > 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(store) = inner.take_store() {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(store) = Arc::try_unwrap(store) {
+                    store.abandon();
+                }
+            })
+            .await;
+        }
+    }
+}
+
+fn log_report(service: &BrokerGrpc) -> (u64, i64) {
+    match service.current().store() {
+        Ok(store) => (
+            store.epochs().last().map_or(0, |e| e.epoch),
+            store.write_offset(),
+        ),
+        Err(_) => (0, 0),
+    }
+}
+
+impl Drop for HaBroker {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+struct Supervisor {
+    cfg: BrokerConfig,
+    ha: Arc<HaConfig>,
+    metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    lease: watch::Receiver<Option<std::time::Instant>>,
+    link: Arc<dyn ControllerLink>,
+    service: BrokerGrpc,
+    engine: Option<Broker>,
+    /// The role of the current instance.
+    role: Role,
+    follower: Option<JoinHandle<()>>,
+    manager: Option<JoinHandle<()>>,
+    prepare_tx: mpsc::Sender<StorePrep>,
+    prepare_rx: mpsc::Receiver<StorePrep>,
+    status: watch::Sender<HaStatus>,
+}
+
+/// The write gate of a master: open until its lease deadline (closed without one) while
+/// another member is or is becoming part of its sync-state set, since only then could the
+/// controller elect someone else. A master alone in its set cannot be replaced (elections pick
+/// from the set; unclean elections aside), so it keeps writing without the controller.
+pub(crate) fn master_gate(lease: Option<std::time::Instant>, tracker: &Tracker) -> WriteGate {
+    if !tracker.replicated() {
+        return WriteGate::Open;
+    }
+    match lease {
+        Some(deadline) => WriteGate::Until {
+            deadline,
+            reason: LAPSED.into(),
+        },
+        None => WriteGate::Closed(LAPSED.into()),
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+const LAPSED: &str = "this broker cannot confirm that it is still the master (its lease with \
+                      the controller lapsed); retry: the cluster elects a new master";
+
+impl Supervisor {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), BrokerError> {
+        let mut failures = 0u32;
+        loop {
+            let desired = role::decide_role(
+                &self.metadata.borrow_and_update(),
+                &self.cfg.broker_set,
+                self.cfg.broker_id,
+            );
+            match self.apply(desired).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    self.service.end_switch();
+                    failures += 1;
+                    tracing::error!(error = %e, failures, "role change failed; retrying");
+                    let pause = Duration::from_millis(200 * u64::from(failures.min(10)));
+                    tokio::select! {
+                        () = stopped(&mut stop) => break,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            }
+            tokio::select! {
+                () = stopped(&mut stop) => break,
+                changed = self.metadata.changed() => if changed.is_err() { break },
+                changed = self.lease.changed() => {
+                    if changed.is_err() { break }
+                    self.refresh_gate();
+                }
+                Some(prep) = self.prepare_rx.recv() => {
+                    // A request from a follower of a role that has since changed is stale.
+                    if !matches!(self.role, Role::Replica { .. }) {
+                        continue;
+                    }
+                    if let Err(e) = self.reopen_replica(prep).await {
+                        tracing::error!(error = %e, "reopening the store for replication failed");
+                        self.engine = None;
+                        self.role = Role::Waiting;
+                    }
+                }
+            }
+        }
+        self.stop_tasks().await;
+        match self.engine.take() {
+            Some(e) => e.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn stop_tasks(&mut self) {
+        for t in [self.follower.take(), self.manager.take()]
+            .into_iter()
+            .flatten()
+        {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    fn publish(&self) {
+        let st = match &self.role {
+            Role::Master { epoch, .. } => HaStatus {
+                role: HaRole::Master,
+                epoch: *epoch,
+                master_id: self.cfg.broker_id,
+            },
+            Role::Replica {
+                master_id, epoch, ..
+            } => HaStatus {
+                role: HaRole::Replica,
+                epoch: *epoch,
+                master_id: *master_id,
+            },
+            Role::Waiting => HaStatus {
+                role: HaRole::Waiting,
+                epoch: 0,
+                master_id: 0,
+            },
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != st;
+            *s = st;
+            changed
+        });
+    }
+
+    /// Sets the master's write gate (see [`master_gate`]).
+    fn refresh_gate(&self) {
+        let (Role::Master { .. }, Some(engine)) = (&self.role, &self.engine) else {
+            return;
+        };
+        if let EngineRole::Master { tracker, .. } = &engine.inner().role
+            && let Ok(store) = engine.inner().store()
+        {
+            store.set_write_gate(master_gate(*self.lease.borrow(), tracker));
+        }
+    }
+
+    async fn apply(&mut self, desired: Role) -> Result<(), BrokerError> {
+        let same = match (&self.role, &desired) {
+            (Role::Master { epoch: a, .. }, Role::Master { epoch: b, .. }) => a == b,
+            (a, b) => a == b,
+        };
+        if same && self.engine.is_some() {
+            if let (Role::Master { sync_state_set, .. }, Some(engine)) = (&desired, &self.engine)
+                && let EngineRole::Master { tracker, .. } = &engine.inner().role
+            {
+                tracker.committed_from_metadata(sync_state_set);
+                self.refresh_gate();
+            }
+            return Ok(());
+        }
+        tracing::info!(broker_set = %self.cfg.broker_set, broker_id = self.cfg.broker_id,
+            from = ?self.role, to = ?desired, "role change");
+        self.stop_tasks().await;
+        match &desired {
+            Role::Master {
+                epoch,
+                sync_state_set,
+            } => {
+                let tracker = Arc::new(Tracker::new(
+                    self.cfg.broker_id,
+                    *epoch,
+                    sync_state_set,
+                    self.ha.min_in_sync_replicas as usize,
+                    LagLimits {
+                        max_time: self.ha.max_lag_time,
+                        max_bytes: self.ha.max_lag_bytes,
+                    },
+                ));
+                let role = EngineRole::Master {
+                    tracker: Arc::clone(&tracker),
+                    sync: self.ha.mode == ReplicationMode::Sync,
+                    timeout: self.ha.sync_timeout,
+                };
+                self.replace_engine(role, StorePrep::Keep).await?;
+                let engine = self.engine.as_ref().ok_or(BrokerError::Task(
+                    "no broker instance after a role change".into(),
+                ))?;
+                let inner = Arc::clone(engine.inner());
+                let store = inner.store().map_err(|(_, m)| BrokerError::Task(m))?;
+                let epoch = *epoch;
+                let start = tokio::task::spawn_blocking(move || store.begin_epoch(epoch))
+                    .await
+                    .map_err(|e| BrokerError::Task(e.to_string()))??;
+                tracing::info!(broker_set = %self.cfg.broker_set, epoch, start, "serving as master");
+                self.role = desired.clone();
+                self.refresh_gate();
+                self.service.end_switch();
+                self.manager = Some(tokio::spawn(service::manage_sync_state_set(
+                    inner,
+                    tracker,
+                    Arc::clone(&self.link),
+                    self.lease.clone(),
+                )));
+            }
+            Role::Replica { .. } | Role::Waiting => {
+                let read_only = self
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| matches!(e.inner().role, EngineRole::Replica));
+                if !read_only {
+                    self.replace_engine(EngineRole::Replica, StorePrep::Keep)
+                        .await?;
+                    self.service.end_switch();
+                }
+                self.role = desired.clone();
+                self.start_follower();
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn start_follower(&mut self) {
+        if let Role::Replica { address, epoch, .. } = &self.role {
+            let f = follower::Follow {
+                brokers: self.service.clone(),
+                broker_set: self.cfg.broker_set.clone(),
+                broker_id: self.cfg.broker_id,
+                master_address: address.clone(),
+                master_epoch: *epoch,
+            };
+            self.follower = Some(tokio::spawn(follower::run(f, self.prepare_tx.clone())));
+        }
+    }
+
+    /// Closes the current instance (if any) and opens a new one in `role`.
+    async fn replace_engine(
+        &mut self,
+        role: EngineRole,
+        prep: StorePrep,
+    ) -> Result<(), BrokerError> {
+        self.service.begin_switch();
+        if let Some(old) = self.engine.take()
+            && let Err(e) = old.shutdown().await
+        {
+            tracing::warn!(error = %e, "closing the previous broker instance");
+        }
+        let engine =
+            Broker::open_engine(self.cfg.clone(), self.metadata.clone(), role, prep).await?;
+        self.service.replace(Arc::clone(engine.inner()));
+        self.engine = Some(engine);
+        Ok(())
+    }
+
+    /// A replica reopens its store cut or wiped (see `role::start_action`) and follows again.
+    async fn reopen_replica(&mut self, prep: StorePrep) -> Result<(), BrokerError> {
+        self.stop_tasks().await;
+        self.replace_engine(EngineRole::Replica, prep).await?;
+        self.service.end_switch();
+        self.start_follower();
+        Ok(())
+    }
+}

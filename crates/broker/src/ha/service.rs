@@ -1,0 +1,345 @@
+//! [`ReplicationGrpc`]: the master side of `comet.v1.ReplicationService`.
+//!
+//! One `Replicate` stream per replica: a reader task records the replica's confirmations in the
+//! [`Tracker`]; a sender task streams the log from where the replica stands, in chunks of whole
+//! records that never straddle an epoch boundary, waits on appends when it has caught up, and
+//! sends an empty chunk as a heartbeat every `heartbeat_interval` of silence (so an idle replica
+//! still proves it is caught up) and the groups' consume offsets every
+//! `consumer_offsets_interval`. Streams end when the broker instance closes (a role change or
+//! shutdown) and do not count as running calls.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use comet_proto::comet::v1 as pb;
+use comet_proto::comet::v1::replication_service_server::ReplicationService;
+use comet_store::EpochEntry;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::StreamExt as _;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::broker::{EngineRole, Inner, blocking};
+use crate::ha::HaConfig;
+use crate::ha::tracker::Tracker;
+use crate::service::BrokerGrpc;
+
+/// The stream of frames a master sends one replica.
+pub type ReplicationStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ReplicationFrame, Status>> + Send + 'static>>;
+
+/// The replication service of a broker; serve it next to its `BrokerService` (wrap it in
+/// `ReplicationServiceServer::new`). Only a master answers; others refuse with
+/// FAILED_PRECONDITION.
+#[derive(Clone)]
+pub struct ReplicationGrpc {
+    brokers: BrokerGrpc,
+    cfg: Arc<HaConfig>,
+}
+
+impl std::fmt::Debug for ReplicationGrpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationGrpc").finish_non_exhaustive()
+    }
+}
+
+impl ReplicationGrpc {
+    pub(crate) fn new(brokers: BrokerGrpc, cfg: Arc<HaConfig>) -> Self {
+        ReplicationGrpc { brokers, cfg }
+    }
+}
+
+/// The tracker of `inner` if it is the master of `broker_set` at `epoch`.
+fn master_of(inner: &Inner, broker_set: &str, epoch: u64) -> Result<Arc<Tracker>, Status> {
+    if broker_set != inner.cfg.broker_set {
+        return Err(Status::invalid_argument(format!(
+            "this broker belongs to broker set {}, not {broker_set}",
+            inner.cfg.broker_set
+        )));
+    }
+    match &inner.role {
+        EngineRole::Master { tracker, .. } if tracker.epoch == epoch => Ok(Arc::clone(tracker)),
+        EngineRole::Master { tracker, .. } => Err(Status::failed_precondition(format!(
+            "broker {} is the master of {broker_set} at epoch {}, not {epoch}; re-read the \
+             metadata",
+            inner.cfg.broker_id, tracker.epoch
+        ))),
+        _ => Err(Status::failed_precondition(format!(
+            "broker {} is not the master of {broker_set}",
+            inner.cfg.broker_id
+        ))),
+    }
+}
+
+fn to_pb(e: &[EpochEntry]) -> Vec<pb::EpochEntry> {
+    e.iter()
+        .map(|e| pb::EpochEntry {
+            epoch: e.epoch,
+            start_offset: e.start_offset,
+        })
+        .collect()
+}
+
+/// The epoch that wrote `offset` and where the next epoch starts (the chunk limit). Data
+/// below the first recorded epoch (a log from before replication) counts as epoch 0.
+pub(crate) fn epoch_at(epochs: &[EpochEntry], offset: i64) -> (u64, i64) {
+    let i = epochs.partition_point(|e| e.start_offset <= offset);
+    let epoch = if i == 0 { 0 } else { epochs[i - 1].epoch };
+    let limit = epochs.get(i).map_or(i64::MAX, |e| e.start_offset);
+    (epoch, limit)
+}
+
+#[tonic::async_trait]
+impl ReplicationService for ReplicationGrpc {
+    async fn handshake(
+        &self,
+        request: Request<pb::HandshakeRequest>,
+    ) -> Result<Response<pb::HandshakeResponse>, Status> {
+        let req = request.into_inner();
+        let inner = self.brokers.ready().await;
+        let _call = inner.enter()?;
+        master_of(&inner, &req.broker_set, req.master_epoch)?;
+        let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
+        tracing::info!(broker_set = %req.broker_set, replica = req.broker_id,
+            replica_end = req.end_offset, epoch = req.master_epoch, "replica handshake");
+        Ok(Response::new(pb::HandshakeResponse {
+            epochs: to_pb(&store.epochs()),
+            min_offset: store.min_physical_offset(),
+            end_offset: store.write_offset(),
+            segment_size: store.segment_size() as u64,
+        }))
+    }
+
+    type ReplicateStream = ReplicationStream;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<pb::ReplicaProgress>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        let mut progress = request.into_inner();
+        let first = progress.message().await?.ok_or_else(|| {
+            Status::invalid_argument("the stream must start with ReplicaProgress")
+        })?;
+        let inner = self.brokers.ready().await;
+        let tracker = {
+            let _call = inner.enter()?;
+            master_of(&inner, &first.broker_set, first.master_epoch)?
+        };
+        let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
+        let (min, end) = (store.min_physical_offset(), store.write_offset());
+        if first.offset < min || first.offset > end {
+            return Err(Status::invalid_argument(format!(
+                "offset {} is outside the master's log [{min}, {end}]; handshake again",
+                first.offset
+            )));
+        }
+        if first.broker_id == inner.cfg.broker_id {
+            return Err(Status::invalid_argument(
+                "a broker cannot replicate from itself",
+            ));
+        }
+        let id = first.broker_id;
+        tracing::info!(broker_set = %first.broker_set, replica = id, from = first.offset,
+            epoch = tracker.epoch, "replica connected");
+        tracker.connected(id, first.offset, Instant::now());
+        let mut shutdown = inner.shutdown_tx.subscribe();
+        // Confirmations.
+        {
+            let tracker = Arc::clone(&tracker);
+            let mut shutdown = inner.shutdown_tx.subscribe();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.wait_for(|s| *s) => break,
+                        msg = progress.next() => match msg {
+                            Some(Ok(p)) => tracker.progress(id, p.offset),
+                            Some(Err(e)) => {
+                                tracing::info!(replica = id, error = %e, "replica stream failed");
+                                break;
+                            }
+                            None => break,
+                        },
+                    }
+                }
+                tracker.disconnected(id);
+                tracing::info!(replica = id, "replica disconnected");
+            });
+        }
+        // The log.
+        let (tx, rx) = mpsc::channel::<Result<pb::ReplicationFrame, Status>>(4);
+        let cfg = Arc::clone(&self.cfg);
+        tokio::spawn(async move {
+            let sent =
+                stream_log(&inner, &tracker, id, first.offset, &cfg, &tx, &mut shutdown).await;
+            if let Err(status) = sent {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+fn frame(f: pb::replication_frame::Frame) -> Result<pb::ReplicationFrame, Status> {
+    Ok(pb::ReplicationFrame { frame: Some(f) })
+}
+
+/// Sends the log to replica `id` from `from` until the replica goes away or the broker closes.
+async fn stream_log(
+    inner: &Arc<Inner>,
+    tracker: &Tracker,
+    id: u64,
+    from: i64,
+    cfg: &HaConfig,
+    tx: &mpsc::Sender<Result<pb::ReplicationFrame, Status>>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Status> {
+    let mut next = from;
+    let mut offsets_due = Instant::now();
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
+        if Instant::now() >= offsets_due {
+            offsets_due = Instant::now() + cfg.consumer_offsets_interval;
+            let offsets = inner
+                .consumer_offsets()
+                .into_iter()
+                .map(|(k, offset)| pb::ConsumerOffset {
+                    group: k.group,
+                    topic: k.topic,
+                    queue_id: k.queue_id,
+                    offset,
+                })
+                .collect();
+            let f = frame(pb::replication_frame::Frame::ConsumerOffsets(
+                pb::ConsumerOffsets { offsets },
+            ));
+            if tx.send(f).await.is_err() {
+                return Ok(());
+            }
+        }
+        let (epoch, limit) = epoch_at(&store.epochs(), next);
+        let master_end = store.write_offset();
+        if next < master_end {
+            let (s, max) = (Arc::clone(&store), cfg.chunk_bytes);
+            let chunk = blocking(move || s.read_raw(next, max, limit))
+                .await
+                .map_err(|(_, m)| Status::internal(m))?
+                .map_err(|e| Status::invalid_argument(format!("reading the log at {next}: {e}")))?;
+            if chunk.end > next {
+                let end = chunk.end;
+                let f = frame(pb::replication_frame::Frame::Chunk(pb::LogChunk {
+                    epoch,
+                    offset: next,
+                    data: chunk.data,
+                    end,
+                    master_end,
+                }));
+                if tx.send(f).await.is_err() {
+                    return Ok(());
+                }
+                if end >= master_end {
+                    tracker.sent_to_end(id, end, Instant::now());
+                }
+                next = end;
+                continue;
+            }
+        }
+        // Caught up: wait for an append, or send a heartbeat after a quiet interval.
+        let s = Arc::clone(&store);
+        let woken = tokio::select! {
+            w = inner.append_wake.wait(cfg.heartbeat_interval, move || s.write_offset() > next) => w,
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        };
+        if !woken {
+            let master_end = store.write_offset();
+            let f = frame(pb::replication_frame::Frame::Chunk(pb::LogChunk {
+                epoch,
+                offset: next,
+                data: Vec::new(),
+                end: next,
+                master_end,
+            }));
+            if tx.send(f).await.is_err() {
+                return Ok(());
+            }
+            if next >= master_end {
+                tracker.sent_to_end(id, next, Instant::now());
+            }
+        }
+    }
+}
+
+/// Keeps one master's sync-state set right: every tick, asks the controller to drop members
+/// that fell behind and to add replicas that caught up (see [`Tracker::plan_change`]).
+pub(crate) async fn manage_sync_state_set(
+    inner: Arc<Inner>,
+    tracker: Arc<Tracker>,
+    link: Arc<dyn crate::ha::ControllerLink>,
+    lease: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
+) {
+    let refresh_gate = |store: &comet_store::MessageStore| {
+        store.set_write_gate(crate::ha::master_gate(*lease.borrow(), &tracker));
+    };
+    let tick = (tracker.limits().max_time / 10)
+        .clamp(Duration::from_millis(20), Duration::from_millis(500));
+    let mut shutdown = inner.shutdown_tx.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+        let Ok(store) = inner.store() else { return };
+        let Some(next) = tracker.plan_change(store.write_offset(), Instant::now()) else {
+            continue;
+        };
+        // A member being added makes the master replaceable: fence it before asking.
+        refresh_gate(&store);
+        let req = pb::AlterSyncStateSetRequest {
+            broker_set: inner.cfg.broker_set.clone(),
+            master_broker_id: tracker.broker_id,
+            master_epoch: tracker.epoch,
+            sync_state_set: next.clone(),
+        };
+        tracing::info!(broker_set = %inner.cfg.broker_set, epoch = tracker.epoch,
+            from = ?tracker.sync_state_set(), to = ?next, "changing the sync-state set");
+        match link.alter_sync_state_set(req).await {
+            Ok(set) => tracker.committed(&set.sync_state_set),
+            Err(e) => {
+                tracing::warn!(broker_set = %inner.cfg.broker_set, code = ?e.code(),
+                    msg = e.message(), "sync-state set change failed; retrying");
+                tracker.request_failed();
+            }
+        }
+        refresh_gate(&store);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_at_finds_the_writer_and_the_next_boundary() {
+        let h = [
+            EpochEntry {
+                epoch: 2,
+                start_offset: 100,
+            },
+            EpochEntry {
+                epoch: 5,
+                start_offset: 300,
+            },
+        ];
+        assert_eq!(epoch_at(&h, 0), (0, 100));
+        assert_eq!(epoch_at(&h, 100), (2, 300));
+        assert_eq!(epoch_at(&h, 299), (2, 300));
+        assert_eq!(epoch_at(&h, 300), (5, i64::MAX));
+        assert_eq!(epoch_at(&[], 7), (0, i64::MAX));
+    }
+}
