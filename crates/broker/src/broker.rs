@@ -224,9 +224,23 @@ pub(crate) struct CallGuard<'a>(&'a Inner);
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.drained.notify_waiters();
-        }
+        self.0.leave();
+    }
+}
+
+/// A call registered on a broker instance it keeps alive (see [`Inner::enter_owned`]).
+pub(crate) struct OwnedCall(Arc<Inner>);
+
+impl std::ops::Deref for OwnedCall {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Drop for OwnedCall {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 
@@ -540,6 +554,21 @@ impl Inner {
             )));
         }
         Ok(guard)
+    }
+
+    /// [`Inner::enter`] for a caller that holds the instance by `Arc`.
+    pub(crate) fn enter_owned(self: &Arc<Self>) -> Result<OwnedCall, tonic::Status> {
+        let guard = self.enter()?;
+        // The registration moves to the OwnedCall, which ends it on drop.
+        std::mem::forget(guard);
+        Ok(OwnedCall(Arc::clone(self)))
+    }
+
+    /// Ends a call registered by `enter`.
+    fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
+        }
     }
 
     async fn drain(&self) -> Result<(), BrokerError> {

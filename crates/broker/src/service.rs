@@ -21,7 +21,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::broker::Inner;
+use crate::broker::{Inner, OwnedCall};
 
 /// The stream of transaction checks a broker sends to one proxy; every [`BrokerService`]
 /// implementation uses this type, so the trait can be used as `dyn BrokerService<
@@ -82,6 +82,27 @@ impl BrokerGrpc {
         self.current()
     }
 
+    /// The current broker with this call registered on it. A call that meets an instance
+    /// closing for a role change (between [`BrokerGrpc::ready`] and the registration) goes to
+    /// the new instance instead of failing; a broker really shutting down refuses it.
+    pub(crate) async fn enter(&self) -> Result<OwnedCall, Status> {
+        let mut attempts = 0;
+        loop {
+            let inner = self.ready().await;
+            match inner.enter_owned() {
+                Ok(call) => return Ok(call),
+                Err(e) => {
+                    attempts += 1;
+                    let replaced =
+                        *self.switching.borrow() || !Arc::ptr_eq(&inner, &self.cell.read());
+                    if !replaced || attempts >= 3 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
     /// Marks the start of a role change: calls from now on wait for [`BrokerGrpc::replace`].
     pub(crate) fn begin_switch(&self) {
         self.switching.send_replace(true);
@@ -105,8 +126,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         inner.send(request.into_inner()).await.map(Response::new)
     }
 
@@ -114,8 +134,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<PopMessageResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         Ok(Response::new(inner.pop(request.into_inner()).await))
     }
 
@@ -123,8 +142,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         let reply = inner.ack(request.into_inner());
         // Answer once the ack is in the state log: it then survives a crash of this process.
         inner.state_written().await;
@@ -135,8 +153,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         let reply = inner.change_invisible(request.into_inner());
         inner.state_written().await;
         Ok(Response::new(reply))
@@ -146,8 +163,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         Ok(Response::new(
             inner.end_transaction(request.into_inner()).await,
         ))
@@ -161,8 +177,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<WatchTransactionChecksRequest>,
     ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         let proxy_id = request.into_inner().proxy_id;
         let rx = inner.transactions.watch(&proxy_id);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
@@ -173,8 +188,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         let reply = inner.forward_to_dlq(request.into_inner()).await;
         inner.state_written().await;
         Ok(Response::new(reply))
@@ -184,8 +198,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<PullMessageRequest>,
     ) -> Result<Response<PullMessageResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         Ok(Response::new(inner.pull(request.into_inner()).await))
     }
 
@@ -193,8 +206,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         let reply = inner.update_offset(request.into_inner()).await;
         // Answer once the offset is in the state log: it then survives a crash of this process.
         inner.state_written().await;
@@ -205,8 +217,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         Ok(Response::new(inner.get_offset(request.into_inner())))
     }
 
@@ -214,8 +225,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         Ok(Response::new(
             inner.query_offset(request.into_inner()).await,
         ))
@@ -225,8 +235,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ResetOffsetRequest>,
     ) -> Result<Response<ResetOffsetResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         let reply = inner.reset_offset(request.into_inner()).await;
         inner.state_written().await;
         Ok(Response::new(reply))
@@ -236,8 +245,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<QueryMessageRequest>,
     ) -> Result<Response<QueryMessageResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         Ok(Response::new(
             inner.query_message(request.into_inner()).await,
         ))
@@ -247,8 +255,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetConsumerProgressRequest>,
     ) -> Result<Response<GetConsumerProgressResponse>, Status> {
-        let inner = self.ready().await;
-        let _call = inner.enter()?;
+        let inner = self.enter().await?;
         Ok(Response::new(inner.consumer_progress(request.into_inner())))
     }
 }
