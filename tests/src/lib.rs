@@ -9,6 +9,8 @@
 //!     calls the broker in process),
 //!   - [`Mode::Cluster`]: a controller node, a broker node and a proxy node that talk over the
 //!     internal gRPC API, exactly as `comet controller|broker|proxy` processes do.
+//! - [`client`]: the official Rust client as the tests use it (options, producer, consumer,
+//!   bounded receive loops).
 //! - [`cluster`]: [`ClusterBuilder`] / [`Cluster`], a multi-node deployment (3 controllers, 2
 //!   broker sets, a proxy by default) with abrupt kills and restarts of controllers and brokers.
 //! - [`ha`]: [`ha::HaDeployment`], one replicated broker set of real broker processes.
@@ -26,12 +28,20 @@
 //! Tests never sleep to wait: they wait on state (metadata, long polls) with bounded deadlines.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod cluster;
 pub mod ha;
 pub mod procs;
 pub mod relay;
 
 pub use cluster::{Cluster, ClusterBuilder};
+
+/// Wall clock in ms since the epoch (store timestamps use the same clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// Declares each named `async fn(Mode)` as two tokio tests, `local::NAME` and `cluster::NAME`,
 /// one per [`Mode`].

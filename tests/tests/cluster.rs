@@ -22,7 +22,7 @@ use comet_controller::remoting::{RemotingCommand, SerializeType, request_code, r
 use comet_proto::apache::rocketmq::v2 as pb;
 use comet_proto::comet::v1 as cpb;
 use comet_tests::cluster::{WAIT, broker_set_alive};
-use comet_tests::{Cluster, ClusterBuilder};
+use comet_tests::{Cluster, ClusterBuilder, client};
 use parking_lot::Mutex;
 use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
 use rocketmq::model::common::{FilterExpression, FilterType};
@@ -48,10 +48,9 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The shared client options with a shorter long poll, so failover rounds turn quickly.
 fn client_option(cluster: &Cluster) -> ClientOption {
-    let mut o = ClientOption::default();
-    o.set_access_url(cluster.access_url());
-    o.set_timeout(Duration::from_secs(5));
+    let mut o = client::option(&cluster.access_url());
     o.set_long_polling_timeout(Duration::from_secs(1));
     o
 }

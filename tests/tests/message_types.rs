@@ -2,86 +2,20 @@
 //! official Rust client `rocketmq` 5.0.0 where it supports the feature and raw
 //! `apache.rocketmq.v2` calls where it does not; each test runs in Local and Cluster mode.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use comet::admin::TopicType;
 use comet_proto::apache::rocketmq::v2 as pb;
-use comet_tests::{Mode, TestCluster, uuid_like};
-use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
-use rocketmq::model::common::{FilterExpression, FilterType};
+use comet_tests::client::{self, receive_n, receive_rounds, tag};
+use comet_tests::{Mode, TestCluster, now_ms, uuid_like};
+use rocketmq::Producer;
+use rocketmq::conf::ProducerOption;
 use rocketmq::model::message::{MessageBuilder, MessageView};
-use rocketmq::{Producer, SimpleConsumer};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Request;
 
-/// Long polling the client asks for.
-const CLIENT_LONG_POLL: Duration = Duration::from_secs(2);
 /// Bound of every wait in these tests.
 const LIMIT: Duration = Duration::from_secs(40);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
-
-fn client_option(cluster: &TestCluster) -> ClientOption {
-    client_option_at(&cluster.access_url())
-}
-
-fn client_option_at(access_url: &str) -> ClientOption {
-    let mut o = ClientOption::default();
-    o.set_access_url(access_url);
-    o.set_timeout(Duration::from_secs(5));
-    o.set_long_polling_timeout(CLIENT_LONG_POLL);
-    o
-}
-
-async fn producer(cluster: &TestCluster, topic: &str) -> Producer {
-    let mut opt = ProducerOption::default();
-    opt.set_topics(vec![topic]);
-    let mut p = Producer::new(opt, client_option(cluster)).expect("producer");
-    p.start().await.expect("producer starts");
-    p
-}
-
-async fn consumer(cluster: &TestCluster, group: &str, topic: &str) -> SimpleConsumer {
-    let mut opt = SimpleConsumerOption::default();
-    opt.set_consumer_group(group);
-    opt.set_topics(vec![topic]);
-    let mut c = SimpleConsumer::new(opt, client_option(cluster)).expect("consumer");
-    c.start().await.expect("consumer starts");
-    c
-}
-
-fn all() -> FilterExpression {
-    FilterExpression::new(FilterType::Tag, "*")
-}
-
-/// Receives until `expected` messages arrived (bounded), without acking.
-async fn receive_n(
-    c: &SimpleConsumer,
-    topic: &str,
-    expected: usize,
-    invisible: Duration,
-) -> Vec<MessageView> {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let mut got = Vec::new();
-    while got.len() < expected {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "received {} of {expected} messages before the deadline",
-            got.len()
-        );
-        got.extend(
-            c.receive_with(topic, &all(), 32, invisible)
-                .await
-                .expect("receive"),
-        );
-    }
-    got
-}
 
 fn res(name: &str) -> Option<pb::Resource> {
     Some(pb::Resource {
@@ -121,8 +55,8 @@ async fn delay_messages_arrive_on_time(mode: Mode) {
     let topic = format!("delay-{}", uuid_like());
     let group = format!("g-{}", uuid_like());
     cluster.create_topic(&topic, 2, TopicType::Delay).await;
-    let p = producer(&cluster, &topic).await;
-    let c = consumer(&cluster, &group, &topic).await;
+    let p = client::producer(&cluster.access_url(), &topic).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
     // The Rust client sends whole seconds: the next second boundary at least 2 s away.
     let due_s = now_ms() / 1000 + 3;
     for i in 0..3 {
@@ -135,7 +69,7 @@ async fn delay_messages_arrive_on_time(mode: Mode) {
         .expect("message");
         p.send(m).await.expect("send");
     }
-    let got = receive_n(&c, &topic, 3, Duration::from_secs(30)).await;
+    let got = receive_n(&c, &topic, &tag("*"), 3, Duration::from_secs(30)).await;
     let arrived = now_ms();
     let due = due_s * 1000;
     assert!(arrived >= due, "arrived {} ms early", due - arrived);
@@ -350,8 +284,8 @@ async fn redelivery_follows_the_group_backoff(mode: Mode) {
     cluster
         .create_group_with(&group, 2, false, Some("exponential:1s:10s:2"))
         .await;
-    let p = producer(&cluster, &topic).await;
-    let c = consumer(&cluster, &group, &topic).await;
+    let p = client::producer(&cluster.access_url(), &topic).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
     let m = MessageBuilder::builder()
         .set_topic(&topic)
         .set_body(b"fails".to_vec())
@@ -362,7 +296,7 @@ async fn redelivery_follows_the_group_backoff(mode: Mode) {
     let mut last = None;
     // Deliveries 1..=3: after delivery n the wait is invisible (1 s) + 2^(n-1) s.
     for attempt in 1..=3 {
-        let got = receive_n(&c, &topic, 1, invisible).await;
+        let got = receive_n(&c, &topic, &tag("*"), 1, invisible).await;
         let at = tokio::time::Instant::now();
         assert_eq!(got[0].message_id(), id);
         assert_eq!(got[0].delivery_attempt(), attempt);
@@ -384,8 +318,13 @@ async fn redelivery_follows_the_group_backoff(mode: Mode) {
     // Three deliveries = max_retries + 1: the next expiry dead-letters it.
     let dlq = format!("%DLQ%{group}");
     cluster.wait_routable(&dlq).await;
-    let reader = consumer(&cluster, &format!("dlq-reader-{}", uuid_like()), &dlq).await;
-    let dead = receive_n(&reader, &dlq, 1, Duration::from_secs(30)).await;
+    let reader = client::consumer(
+        &cluster.access_url(),
+        &format!("dlq-reader-{}", uuid_like()),
+        &dlq,
+    )
+    .await;
+    let dead = receive_n(&reader, &dlq, &tag("*"), 1, Duration::from_secs(30)).await;
     assert_eq!(dead[0].message_id(), id);
     reader.ack(&dead[0]).await.expect("ack dead letter");
     cluster.stop().await;
@@ -409,7 +348,7 @@ async fn fifo_order_per_message_group(mode: Mode) {
         .await;
     let mut sends = Vec::new();
     for p in 0..PRODUCERS {
-        let producer = producer(&cluster, &topic).await;
+        let producer = client::producer(&cluster.access_url(), &topic).await;
         let topic = topic.clone();
         sends.push(tokio::spawn(async move {
             for seq in 0..PER_GROUP {
@@ -430,7 +369,7 @@ async fn fifo_order_per_message_group(mode: Mode) {
     for s in sends {
         s.await.expect("producer task");
     }
-    let c = consumer(&cluster, &group, &topic).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
     let total = PRODUCERS * GROUPS_PER_PRODUCER * PER_GROUP;
     let mut next: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut done = 0usize;
@@ -443,7 +382,7 @@ async fn fifo_order_per_message_group(mode: Mode) {
             "consumed {done} of {total} in time"
         );
         let batch = c
-            .receive_with(&topic, &all(), 32, Duration::from_secs(1))
+            .receive_with(&topic, &tag("*"), 32, Duration::from_secs(1))
             .await
             .expect("receive");
         let mut in_batch = std::collections::HashSet::new();
@@ -682,9 +621,8 @@ type Calls = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u
 async fn transaction_producer(access_url: &str, topic: &str, calls: Calls) -> Producer {
     let mut opt = ProducerOption::default();
     opt.set_topics(vec![topic]);
-    let mut p =
-        Producer::new_transaction_producer(opt, client_option_at(access_url), checker(calls))
-            .expect("transaction producer");
+    let mut p = Producer::new_transaction_producer(opt, client::option(access_url), checker(calls))
+        .expect("transaction producer");
     p.start().await.expect("producer starts");
     p
 }
@@ -693,19 +631,6 @@ fn tx_message(topic: &str, body: &str) -> impl rocketmq::model::message::Message
     MessageBuilder::transaction_message_builder(topic, body.as_bytes().to_vec())
         .build()
         .expect("message")
-}
-
-/// Receives for `rounds` short rounds and returns everything (to prove nothing arrives).
-async fn receive_rounds(c: &SimpleConsumer, topic: &str, rounds: usize) -> Vec<MessageView> {
-    let mut got = Vec::new();
-    for _ in 0..rounds {
-        got.extend(
-            c.receive_with(topic, &all(), 32, Duration::from_secs(10))
-                .await
-                .expect("receive"),
-        );
-    }
-    got
 }
 
 async fn transaction_commit_and_rollback(mode: Mode) {
@@ -718,7 +643,7 @@ async fn transaction_commit_and_rollback(mode: Mode) {
         .await;
     let calls = Calls::default();
     let p = transaction_producer(&cluster.access_url(), &topic, calls.clone()).await;
-    let c = consumer(&cluster, &group, &topic).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
     let committed = p
         .send_transaction_message(tx_message(&topic, "committed"))
         .await
@@ -730,15 +655,15 @@ async fn transaction_commit_and_rollback(mode: Mode) {
         .await
         .expect("send half");
     // Invisible until committed.
-    assert!(receive_rounds(&c, &topic, 1).await.is_empty());
+    assert!(receive_rounds(&c, &topic, &tag("*"), 1).await.is_empty());
     committed.commit().await.expect("commit");
     rolled.rollback().await.expect("rollback");
-    let got = receive_n(&c, &topic, 1, Duration::from_secs(30)).await;
+    let got = receive_n(&c, &topic, &tag("*"), 1, Duration::from_secs(30)).await;
     assert_eq!(got[0].message_id(), committed_id);
     assert_eq!(got[0].body(), b"committed");
     c.ack(&got[0]).await.expect("ack");
     assert!(
-        receive_rounds(&c, &topic, 2).await.is_empty(),
+        receive_rounds(&c, &topic, &tag("*"), 2).await.is_empty(),
         "rolled back stays invisible"
     );
     assert!(
@@ -760,7 +685,7 @@ async fn transaction_check_back(mode: Mode) {
         .await;
     let calls = Calls::default();
     let p = transaction_producer(&cluster.access_url(), &topic, calls.clone()).await;
-    let c = consumer(&cluster, &group, &topic).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
     let mut ids = std::collections::HashMap::new();
     for body in [
         "commit-on-check",
@@ -778,7 +703,7 @@ async fn transaction_check_back(mode: Mode) {
             (t.transaction_id().to_owned(), t.message_id().to_owned()),
         );
     }
-    let got = receive_n(&c, &topic, 2, Duration::from_secs(30)).await;
+    let got = receive_n(&c, &topic, &tag("*"), 2, Duration::from_secs(30)).await;
     let mut bodies: Vec<&[u8]> = got.iter().map(|m| m.body()).collect();
     bodies.sort_unstable();
     assert_eq!(
@@ -788,7 +713,7 @@ async fn transaction_check_back(mode: Mode) {
     for m in &got {
         c.ack(m).await.expect("ack");
     }
-    assert!(receive_rounds(&c, &topic, 2).await.is_empty());
+    assert!(receive_rounds(&c, &topic, &tag("*"), 2).await.is_empty());
     let calls = calls.lock().expect("calls").clone();
     assert_eq!(calls.get(&ids["commit-on-check"].0), Some(&1));
     assert_eq!(calls.get(&ids["rollback-on-check"].0), Some(&1));
@@ -832,8 +757,8 @@ async fn transaction_check_through_another_proxy(mode: Mode) {
     assert_eq!(code_of(&r.status), pb::Code::Ok, "{r:?}");
     let tx = r.entries[0].transaction_id.clone();
     assert!(tx.starts_with("broker-a~"), "{tx}");
-    let c = consumer(&cluster, &group, &topic).await;
-    let got = receive_n(&c, &topic, 1, Duration::from_secs(30)).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
+    let got = receive_n(&c, &topic, &tag("*"), 1, Duration::from_secs(30)).await;
     assert_eq!(got[0].message_id(), id);
     c.ack(&got[0]).await.expect("ack");
     assert_eq!(calls.lock().expect("calls").get(&tx), Some(&1));

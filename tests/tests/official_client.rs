@@ -5,93 +5,17 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use comet::admin::TopicType;
-use comet_tests::{Mode, TestCluster, uuid_like};
-use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
-use rocketmq::model::common::{FilterExpression, FilterType};
-use rocketmq::model::message::{MessageBuilder, MessageView};
-use rocketmq::{Producer, SimpleConsumer};
+use comet_tests::client::{receive_n, receive_rounds, tag};
+use comet_tests::{Mode, TestCluster, client, uuid_like};
+use rocketmq::model::message::MessageBuilder;
 
 /// Long polling the client asks for: short, so an empty queue answers quickly.
-const CLIENT_LONG_POLL: Duration = Duration::from_secs(2);
-
-fn client_option(cluster: &TestCluster) -> ClientOption {
-    let mut o = ClientOption::default();
-    o.set_access_url(cluster.access_url());
-    o.set_timeout(Duration::from_secs(5));
-    o.set_long_polling_timeout(CLIENT_LONG_POLL);
-    o
-}
-
-async fn producer(cluster: &TestCluster, topic: &str) -> Producer {
-    let mut opt = ProducerOption::default();
-    opt.set_topics(vec![topic]);
-    let mut p = Producer::new(opt, client_option(cluster)).expect("producer");
-    p.start().await.expect("producer starts");
-    p
-}
-
-async fn consumer(cluster: &TestCluster, group: &str, topic: &str) -> SimpleConsumer {
-    let mut opt = SimpleConsumerOption::default();
-    opt.set_consumer_group(group);
-    opt.set_topics(vec![topic]);
-    let mut c = SimpleConsumer::new(opt, client_option(cluster)).expect("consumer");
-    c.start().await.expect("consumer starts");
-    c
-}
-
-fn tag(expr: &str) -> FilterExpression {
-    FilterExpression::new(FilterType::Tag, expr)
-}
-
-/// Receives until `expected` messages arrived (bounded), without acking.
-async fn receive_n(
-    c: &SimpleConsumer,
-    topic: &str,
-    filter: &FilterExpression,
-    expected: usize,
-    invisible: Duration,
-) -> Vec<MessageView> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut got = Vec::new();
-    while got.len() < expected {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "received {} of {expected} messages before the deadline",
-            got.len()
-        );
-        let batch = c
-            .receive_with(topic, filter, 32, invisible)
-            .await
-            .expect("receive");
-        got.extend(batch);
-    }
-    got
-}
-
-/// Receives `rounds` times and returns everything (used to prove emptiness).
-async fn receive_rounds(
-    c: &SimpleConsumer,
-    topic: &str,
-    filter: &FilterExpression,
-    rounds: usize,
-) -> Vec<MessageView> {
-    let mut got = Vec::new();
-    for _ in 0..rounds {
-        got.extend(
-            c.receive_with(topic, filter, 32, Duration::from_secs(10))
-                .await
-                .expect("receive"),
-        );
-    }
-    got
-}
-
 async fn round_trip(mode: Mode) {
     let cluster = TestCluster::start(mode).await;
     let topic = format!("orders-{}", uuid_like());
     let group = format!("g-{}", uuid_like());
     cluster.create_topic(&topic, 2, TopicType::Normal).await;
-    let p = producer(&cluster, &topic).await;
+    let p = client::producer(&cluster.access_url(), &topic).await;
     let mut sent: HashMap<String, usize> = HashMap::new();
     for i in 0..20usize {
         let msg = MessageBuilder::builder()
@@ -111,7 +35,7 @@ async fn round_trip(mode: Mode) {
     }
     assert_eq!(sent.len(), 20, "message ids are unique");
 
-    let c = consumer(&cluster, &group, &topic).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
     let got = receive_n(&c, &topic, &tag("*"), 20, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 20, "exactly the sent messages arrive");
     let mut seen = HashSet::new();
@@ -155,7 +79,7 @@ async fn tag_filtering(mode: Mode) {
     let topic = format!("tags-{}", uuid_like());
     let group = format!("g-{}", uuid_like());
     cluster.create_topic(&topic, 1, TopicType::Normal).await;
-    let p = producer(&cluster, &topic).await;
+    let p = client::producer(&cluster.access_url(), &topic).await;
     for i in 0..9usize {
         let t = ["a", "b", "c"][i % 3];
         let msg = MessageBuilder::builder()
@@ -166,7 +90,7 @@ async fn tag_filtering(mode: Mode) {
             .expect("message");
         p.send(msg).await.expect("send");
     }
-    let c = consumer(&cluster, &group, &topic).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
     let got = receive_n(&c, &topic, &tag("a || c"), 6, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 6);
     for m in &got {
@@ -188,7 +112,7 @@ async fn unacked_comes_back(mode: Mode) {
         .create_group(&group, 16, Some("customized:100ms"))
         .await;
     cluster.create_topic(&topic, 1, TopicType::Normal).await;
-    let p = producer(&cluster, &topic).await;
+    let p = client::producer(&cluster.access_url(), &topic).await;
     let msg = MessageBuilder::builder()
         .set_topic(&topic)
         .set_tag("t")
@@ -196,7 +120,7 @@ async fn unacked_comes_back(mode: Mode) {
         .build()
         .expect("message");
     let id = p.send(msg).await.expect("send").message_id().to_owned();
-    let c = consumer(&cluster, &group, &topic).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
     let first = receive_n(&c, &topic, &tag("*"), 1, Duration::from_secs(1)).await;
     assert_eq!(first[0].message_id(), id);
     assert_eq!(first[0].delivery_attempt(), 1);
@@ -222,7 +146,7 @@ async fn dead_letter_after_max_attempts(mode: Mode) {
         .create_group(&group, 1, Some("customized:100ms"))
         .await;
     cluster.create_topic(&topic, 1, TopicType::Normal).await;
-    let p = producer(&cluster, &topic).await;
+    let p = client::producer(&cluster.access_url(), &topic).await;
     let msg = MessageBuilder::builder()
         .set_topic(&topic)
         .set_tag("poison")
@@ -231,7 +155,7 @@ async fn dead_letter_after_max_attempts(mode: Mode) {
         .build()
         .expect("message");
     let id = p.send(msg).await.expect("send").message_id().to_owned();
-    let c = consumer(&cluster, &group, &topic).await;
+    let c = client::consumer(&cluster.access_url(), &group, &topic).await;
     // max_retries = 1: two deliveries, neither acked.
     for attempt in 1..=2 {
         let got = receive_n(&c, &topic, &tag("*"), 1, Duration::from_secs(1)).await;
@@ -241,7 +165,12 @@ async fn dead_letter_after_max_attempts(mode: Mode) {
     // Then it is dead-lettered: the DLQ topic of the group holds it.
     let dlq = format!("%DLQ%{group}");
     cluster.wait_routable(&dlq).await;
-    let reader = consumer(&cluster, &format!("dlq-reader-{}", uuid_like()), &dlq).await;
+    let reader = client::consumer(
+        &cluster.access_url(),
+        &format!("dlq-reader-{}", uuid_like()),
+        &dlq,
+    )
+    .await;
     let dead = receive_n(&reader, &dlq, &tag("*"), 1, Duration::from_secs(30)).await;
     assert_eq!(dead[0].message_id(), id);
     assert_eq!(dead[0].body(), b"cannot be processed");

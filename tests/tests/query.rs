@@ -1,11 +1,11 @@
 //! Raw `apache.rocketmq.v2` calls for SQL92 filters, PullMessage and the offset RPCs, and the
 //! admin operations (reset by time, message queries, backlog), in standalone and cluster mode.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use comet::admin::TopicType;
 use comet_proto::apache::rocketmq::v2 as pb;
-use comet_tests::{Mode, TestCluster, uuid_like};
+use comet_tests::{Mode, TestCluster, now_ms, uuid_like};
 use pb::messaging_service_client::MessagingServiceClient;
 use pb::pull_message_response::Content as PullContent;
 use pb::receive_message_response::Content as ReceiveContent;
@@ -28,13 +28,6 @@ fn res(name: &str) -> Option<pb::Resource> {
         resource_namespace: String::new(),
         name: name.to_owned(),
     })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn ts(ms: i64) -> prost_types::Timestamp {

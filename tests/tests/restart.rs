@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use comet::admin::TopicType;
 use comet::server::{Node, Role};
+use comet_tests::client;
 use comet_tests::test_config;
-use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
+use rocketmq::Producer;
+use rocketmq::conf::ProducerOption;
 use rocketmq::model::common::{FilterExpression, FilterType};
 use rocketmq::model::message::MessageBuilder;
-use rocketmq::{Producer, SimpleConsumer};
 
 const DIR_ENV: &str = "COMET_TEST_CHILD_DIR";
 
@@ -99,23 +100,6 @@ fn spawn_node(dir: &Path) -> ChildNode {
     }
 }
 
-fn client_option(proxy: SocketAddr) -> ClientOption {
-    let mut o = ClientOption::default();
-    o.set_access_url(proxy.to_string());
-    o.set_timeout(Duration::from_secs(5));
-    o.set_long_polling_timeout(Duration::from_secs(2));
-    o
-}
-
-async fn consumer(proxy: SocketAddr, group: &str, topic: &str) -> SimpleConsumer {
-    let mut opt = SimpleConsumerOption::default();
-    opt.set_consumer_group(group);
-    opt.set_topics(vec![topic]);
-    let mut c = SimpleConsumer::new(opt, client_option(proxy)).expect("consumer");
-    c.start().await.expect("consumer starts");
-    c
-}
-
 async fn kill_and_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let topic = "restart-orders";
@@ -145,7 +129,8 @@ async fn kill_and_restart() {
 
     let mut popt = ProducerOption::default();
     popt.set_topics(vec![topic]);
-    let mut producer = Producer::new(popt, client_option(node.proxy)).expect("producer");
+    let mut producer =
+        Producer::new(popt, client::option(&node.proxy.to_string())).expect("producer");
     producer.start().await.expect("producer starts");
     let mut sent: HashMap<String, Vec<u8>> = HashMap::new();
     for i in 0..SENT {
@@ -161,7 +146,7 @@ async fn kill_and_restart() {
     }
 
     // Consume and ack CONSUMED messages, then receive IN_FLIGHT more without acking.
-    let c = consumer(node.proxy, group, topic).await;
+    let c = client::consumer(&node.proxy.to_string(), group, topic).await;
     let filter = FilterExpression::new(FilterType::Tag, "*");
     let mut acked: HashSet<String> = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -198,7 +183,7 @@ async fn kill_and_restart() {
     drop(producer);
 
     let node = spawn_node(dir.path());
-    let c = consumer(node.proxy, group, topic).await;
+    let c = client::consumer(&node.proxy.to_string(), group, topic).await;
     let mut after: HashMap<String, usize> = HashMap::new();
     let expected_rest = SENT - CONSUMED;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
