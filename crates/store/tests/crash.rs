@@ -34,6 +34,9 @@ fn config(dir: &Path) -> StoreConfig {
         timeout: Duration::from_secs(10),
     };
     c.checkpoint_interval = Duration::from_millis(5);
+    // A nearly full developer or CI disk must not refuse the child's appends.
+    c.retention.disk_high_watermark = 0.995;
+    c.retention.disk_refuse_watermark = 0.999;
     c
 }
 
