@@ -126,6 +126,7 @@ struct DlqItem {
 
 /// What a broker instance is in its broker set. Fixed for the life of the instance: a role
 /// change replaces the instance (see [`crate::ha`]).
+#[derive(Clone)]
 pub(crate) enum EngineRole {
     /// No replication (standalone, single broker): always writable.
     Standalone,
@@ -219,10 +220,10 @@ pub(crate) struct Inner {
 /// Longest an ack or invisible-time change waits for its state to be written.
 const STATE_WRITE_WAIT: Duration = Duration::from_secs(5);
 
-/// Counts a running call; dropping it may finish a drain.
-pub(crate) struct CallGuard<'a>(&'a Inner);
+/// Counts a running call; dropping it may finish a drain (see [`Inner::enter`]).
+pub(crate) struct CallGuard(Arc<Inner>);
 
-impl Drop for CallGuard<'_> {
+impl Drop for CallGuard {
     fn drop(&mut self) {
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.drained.notify_waiters();
@@ -529,10 +530,11 @@ impl Drop for Broker {
 }
 
 impl Inner {
-    /// Registers a call; refused once shutdown began.
-    pub fn enter(&self) -> Result<CallGuard<'_>, tonic::Status> {
+    /// Registers a call (counted until the guard drops, so shutdown drains it); refused once
+    /// shutdown began.
+    pub(crate) fn enter(self: &Arc<Self>) -> Result<CallGuard, tonic::Status> {
         self.active.fetch_add(1, Ordering::AcqRel);
-        let guard = CallGuard(self);
+        let guard = CallGuard(Arc::clone(self));
         if self.closing.load(Ordering::Acquire) {
             return Err(tonic::Status::unavailable(format!(
                 "broker {} is shutting down",
@@ -731,6 +733,20 @@ impl Inner {
             } => tracker.wait(end, *timeout).await,
             _ => Ok(()),
         }
+    }
+
+    /// A replica instance whose broker the metadata already names master: its supervisor is
+    /// about to install the master instance.
+    pub(crate) fn awaits_promotion(&self) -> bool {
+        matches!(self.role, EngineRole::Replica)
+            && matches!(
+                crate::ha::role::decide_role(
+                    &self.meta.current(),
+                    &self.cfg.broker_set,
+                    self.cfg.broker_id
+                ),
+                crate::ha::role::Role::Master { .. }
+            )
     }
 
     /// Every group's consume offset on every queue (for replicas; see
