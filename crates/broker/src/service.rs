@@ -76,6 +76,13 @@ impl BrokerGrpc {
     /// The broker a new call goes to: after waiting (bounded) for a role change in progress,
     /// so that a change is a pause for callers rather than a failure.
     pub(crate) async fn ready(&self) -> Arc<Inner> {
+        // Fast path: no change in progress.
+        if !*self.switching.borrow() {
+            let inner = self.current();
+            if !inner.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return inner;
+            }
+        }
         let mut rx = self.switching.subscribe();
         for _ in 0..3 {
             let _ = tokio::time::timeout(SWITCH_WAIT, rx.wait_for(|s| !*s)).await;
@@ -132,13 +139,13 @@ impl BrokerGrpc {
     /// As for [`BrokerGrpc::enter`].
     pub(crate) async fn enter_writer(&self) -> Result<(Arc<Inner>, CallGuard), Status> {
         for _ in 0..3 {
-            let mut installed = self.installed.subscribe();
-            let seen = *installed.borrow_and_update();
+            let seen = *self.installed.borrow();
             let (inner, call) = self.enter().await?;
             if !inner.awaits_promotion() {
                 return Ok((inner, call));
             }
             drop(call);
+            let mut installed = self.installed.subscribe();
             let _ = tokio::time::timeout(PROMOTION_WAIT, installed.wait_for(|n| *n > seen)).await;
         }
         self.enter().await
