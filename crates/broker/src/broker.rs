@@ -126,6 +126,7 @@ struct DlqItem {
 
 /// What a broker instance is in its broker set. Fixed for the life of the instance: a role
 /// change replaces the instance (see [`crate::ha`]).
+#[derive(Clone)]
 pub(crate) enum EngineRole {
     /// No replication (standalone, single broker): always writable.
     Standalone,
@@ -219,26 +220,10 @@ pub(crate) struct Inner {
 /// Longest an ack or invisible-time change waits for its state to be written.
 const STATE_WRITE_WAIT: Duration = Duration::from_secs(5);
 
-/// Counts a running call; dropping it may finish a drain.
-pub(crate) struct CallGuard<'a>(&'a Inner);
+/// Counts a running call; dropping it may finish a drain (see [`Inner::enter`]).
+pub(crate) struct CallGuard(Arc<Inner>);
 
-impl Drop for CallGuard<'_> {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
-}
-
-/// A call registered on a broker instance it keeps alive (see [`Inner::enter_owned`]).
-pub(crate) struct OwnedCall(Arc<Inner>);
-
-impl std::ops::Deref for OwnedCall {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl Drop for OwnedCall {
+impl Drop for CallGuard {
     fn drop(&mut self) {
         self.0.leave();
     }
@@ -543,10 +528,11 @@ impl Drop for Broker {
 }
 
 impl Inner {
-    /// Registers a call; refused once shutdown began.
-    pub fn enter(&self) -> Result<CallGuard<'_>, tonic::Status> {
+    /// Registers a call (counted until the guard drops, so shutdown drains it); refused once
+    /// shutdown began.
+    pub(crate) fn enter(self: &Arc<Self>) -> Result<CallGuard, tonic::Status> {
         self.active.fetch_add(1, Ordering::AcqRel);
-        let guard = CallGuard(self);
+        let guard = CallGuard(Arc::clone(self));
         if self.closing.load(Ordering::Acquire) {
             return Err(tonic::Status::unavailable(format!(
                 "broker {} is shutting down",
@@ -554,14 +540,6 @@ impl Inner {
             )));
         }
         Ok(guard)
-    }
-
-    /// [`Inner::enter`] for a caller that holds the instance by `Arc`.
-    pub(crate) fn enter_owned(self: &Arc<Self>) -> Result<OwnedCall, tonic::Status> {
-        let guard = self.enter()?;
-        // The registration moves to the OwnedCall, which ends it on drop.
-        std::mem::forget(guard);
-        Ok(OwnedCall(Arc::clone(self)))
     }
 
     /// Ends a call registered by `enter`.
@@ -760,6 +738,20 @@ impl Inner {
             } => tracker.wait(end, *timeout).await,
             _ => Ok(()),
         }
+    }
+
+    /// A replica instance whose broker the metadata already names master: its supervisor is
+    /// about to install the master instance.
+    pub(crate) fn awaits_promotion(&self) -> bool {
+        matches!(self.role, EngineRole::Replica)
+            && matches!(
+                crate::ha::role::decide_role(
+                    &self.meta.current(),
+                    &self.cfg.broker_set,
+                    self.cfg.broker_id
+                ),
+                crate::ha::role::Role::Master { .. }
+            )
     }
 
     /// Every group's consume offset on every queue (for replicas; see

@@ -151,6 +151,11 @@ impl MetaView {
         }
     }
 
+    /// The metadata as the watch holds it now.
+    pub fn current(&self) -> Arc<ClusterMetadata> {
+        Arc::clone(&self.rx.borrow())
+    }
+
     /// The index of the current snapshot (rebuilt only when the snapshot changed).
     pub fn index(&self) -> Arc<MetaIndex> {
         let current = Arc::clone(&self.rx.borrow());

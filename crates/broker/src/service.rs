@@ -21,7 +21,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::broker::{Inner, OwnedCall};
+use crate::broker::{CallGuard, Inner};
 
 /// The stream of transaction checks a broker sends to one proxy; every [`BrokerService`]
 /// implementation uses this type, so the trait can be used as `dyn BrokerService<
@@ -39,12 +39,17 @@ pub type TransactionCheckStream = std::pin::Pin<
 #[derive(Clone)]
 pub struct BrokerGrpc {
     cell: Arc<RwLock<Arc<Inner>>>,
+    /// Counts the brokers installed by [`BrokerGrpc::replace`].
+    installed: Arc<watch::Sender<u64>>,
     /// True while the broker behind is being replaced: new calls wait for the new one.
     switching: Arc<watch::Sender<bool>>,
 }
 
 /// Longest a call waits for a role change to finish before it is tried anyway.
 const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Longest a write waits for the master instance its metadata announced.
+const PROMOTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for BrokerGrpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,6 +63,7 @@ impl BrokerGrpc {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
         Self {
             cell: Arc::new(RwLock::new(inner)),
+            installed: Arc::new(watch::channel(0).0),
             switching: Arc::new(watch::channel(false).0),
         }
     }
@@ -70,6 +76,13 @@ impl BrokerGrpc {
     /// The broker a new call goes to: after waiting (bounded) for a role change in progress,
     /// so that a change is a pause for callers rather than a failure.
     pub(crate) async fn ready(&self) -> Arc<Inner> {
+        // Fast path: no change in progress.
+        if !*self.switching.borrow() {
+            let inner = self.current();
+            if !inner.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return inner;
+            }
+        }
         let mut rx = self.switching.subscribe();
         for _ in 0..3 {
             let _ = tokio::time::timeout(SWITCH_WAIT, rx.wait_for(|s| !*s)).await;
@@ -82,25 +95,28 @@ impl BrokerGrpc {
         self.current()
     }
 
-    /// The current broker with this call registered on it. A call that meets an instance
-    /// closing for a role change (between [`BrokerGrpc::ready`] and the registration) goes to
-    /// the new instance instead of failing; a broker really shutting down refuses it.
-    pub(crate) async fn enter(&self) -> Result<OwnedCall, Status> {
-        let mut attempts = 0;
-        loop {
+    /// Registers a call on the broker current now: waits out a role change in progress, and
+    /// retries on the new broker when the one it got closed for a role change meanwhile.
+    ///
+    /// # Errors
+    /// UNAVAILABLE when the broker is shutting down for good.
+    pub(crate) async fn enter(&self) -> Result<(Arc<Inner>, CallGuard), Status> {
+        let mut last = None;
+        for _ in 0..3 {
             let inner = self.ready().await;
-            match inner.enter_owned() {
-                Ok(call) => return Ok(call),
-                Err(e) => {
-                    attempts += 1;
-                    let replaced =
-                        *self.switching.borrow() || !Arc::ptr_eq(&inner, &self.cell.read());
-                    if !replaced || attempts >= 3 {
-                        return Err(e);
+            match inner.enter() {
+                Ok(call) => return Ok((inner, call)),
+                Err(status) => {
+                    let switched =
+                        *self.switching.borrow() || !Arc::ptr_eq(&inner, &self.current());
+                    if !switched {
+                        return Err(status);
                     }
+                    last = Some(status);
                 }
             }
         }
+        Err(last.unwrap_or_else(|| Status::unavailable("the broker is changing its role")))
     }
 
     /// Marks the start of a role change: calls from now on wait for [`BrokerGrpc::replace`].
@@ -112,6 +128,27 @@ impl BrokerGrpc {
     /// waiting until [`BrokerGrpc::end_switch`].
     pub(crate) fn replace(&self, inner: Arc<Inner>) {
         *self.cell.write() = inner;
+        self.installed.send_modify(|n| *n += 1);
+    }
+
+    /// Like [`BrokerGrpc::enter`], for calls that write: when the broker got the metadata that
+    /// makes it master before its supervisor installed the master (a proxy may route on the
+    /// same news first), waits (bounded) for the master instead of refusing the write.
+    ///
+    /// # Errors
+    /// As for [`BrokerGrpc::enter`].
+    pub(crate) async fn enter_writer(&self) -> Result<(Arc<Inner>, CallGuard), Status> {
+        for _ in 0..3 {
+            let seen = *self.installed.borrow();
+            let (inner, call) = self.enter().await?;
+            if !inner.awaits_promotion() {
+                return Ok((inner, call));
+            }
+            drop(call);
+            let mut installed = self.installed.subscribe();
+            let _ = tokio::time::timeout(PROMOTION_WAIT, installed.wait_for(|n| *n > seen)).await;
+        }
+        self.enter().await
     }
 
     /// Ends a role change: calls go to the current broker again.
@@ -126,7 +163,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter_writer().await?;
         inner.send(request.into_inner()).await.map(Response::new)
     }
 
@@ -134,7 +171,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<PopMessageResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         Ok(Response::new(inner.pop(request.into_inner()).await))
     }
 
@@ -142,7 +179,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         let reply = inner.ack(request.into_inner());
         // Answer once the ack is in the state log: it then survives a crash of this process.
         inner.state_written().await;
@@ -153,7 +190,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         let reply = inner.change_invisible(request.into_inner());
         inner.state_written().await;
         Ok(Response::new(reply))
@@ -163,7 +200,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter_writer().await?;
         Ok(Response::new(
             inner.end_transaction(request.into_inner()).await,
         ))
@@ -177,7 +214,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<WatchTransactionChecksRequest>,
     ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         let proxy_id = request.into_inner().proxy_id;
         let rx = inner.transactions.watch(&proxy_id);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
@@ -188,7 +225,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         let reply = inner.forward_to_dlq(request.into_inner()).await;
         inner.state_written().await;
         Ok(Response::new(reply))
@@ -198,7 +235,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<PullMessageRequest>,
     ) -> Result<Response<PullMessageResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         Ok(Response::new(inner.pull(request.into_inner()).await))
     }
 
@@ -206,7 +243,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         let reply = inner.update_offset(request.into_inner()).await;
         // Answer once the offset is in the state log: it then survives a crash of this process.
         inner.state_written().await;
@@ -217,7 +254,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         Ok(Response::new(inner.get_offset(request.into_inner())))
     }
 
@@ -225,7 +262,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         Ok(Response::new(
             inner.query_offset(request.into_inner()).await,
         ))
@@ -235,7 +272,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ResetOffsetRequest>,
     ) -> Result<Response<ResetOffsetResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         let reply = inner.reset_offset(request.into_inner()).await;
         inner.state_written().await;
         Ok(Response::new(reply))
@@ -245,7 +282,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<QueryMessageRequest>,
     ) -> Result<Response<QueryMessageResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         Ok(Response::new(
             inner.query_message(request.into_inner()).await,
         ))
@@ -255,7 +292,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<GetConsumerProgressRequest>,
     ) -> Result<Response<GetConsumerProgressResponse>, Status> {
-        let inner = self.enter().await?;
+        let (inner, _call) = self.enter().await?;
         Ok(Response::new(inner.consumer_progress(request.into_inner())))
     }
 }

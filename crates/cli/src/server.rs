@@ -74,6 +74,10 @@ pub struct ServerArgs {
     /// Broker set of `comet broker` (`broker.broker_set`).
     #[arg(long, value_name = "NAME")]
     pub broker_set: Option<String>,
+    /// This broker's id within its set (`broker.broker_id`): an identity only; the controller
+    /// decides which member is the master.
+    #[arg(long, value_name = "ID")]
+    pub broker_id: Option<u64>,
     /// Any setting: `--set section.key=value` (repeatable), e.g. `--set broker.flush=sync`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -98,6 +102,9 @@ impl ServerArgs {
             if let Some(v) = value {
                 push(key, toml_string(v));
             }
+        }
+        if let Some(id) = self.broker_id {
+            push("broker.broker_id", id.to_string());
         }
         if !self.controllers.is_empty() {
             let list: Vec<String> = self.controllers.iter().map(|c| toml_string(c)).collect();

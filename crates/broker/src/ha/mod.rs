@@ -36,7 +36,7 @@
 //!   on the master and may still replicate: outcome unknown, a retry may duplicate it).
 
 mod follower;
-mod role;
+pub(crate) mod role;
 mod service;
 pub(crate) mod tracker;
 
@@ -588,8 +588,20 @@ impl Supervisor {
         {
             tracing::warn!(error = %e, "closing the previous broker instance");
         }
-        let engine =
-            Broker::open_engine(self.cfg.clone(), self.metadata.clone(), role, prep).await?;
+        // The previous instance's store closes when its last user lets go: a blocking read of
+        // a call that was cancelled may still hold it for a moment.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let engine = loop {
+            let role = role.clone();
+            match Broker::open_engine(self.cfg.clone(), self.metadata.clone(), role, prep).await {
+                Err(BrokerError::Store(comet_store::StoreError::Locked { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => break other?,
+            }
+        };
         self.service.replace(Arc::clone(engine.inner()));
         self.engine = Some(engine);
         Ok(())

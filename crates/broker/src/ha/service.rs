@@ -98,8 +98,7 @@ impl ReplicationService for ReplicationGrpc {
         request: Request<pb::HandshakeRequest>,
     ) -> Result<Response<pb::HandshakeResponse>, Status> {
         let req = request.into_inner();
-        let inner = self.brokers.ready().await;
-        let _call = inner.enter()?;
+        let (inner, _call) = self.brokers.enter().await?;
         master_of(&inner, &req.broker_set, req.master_epoch)?;
         let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
         tracing::info!(broker_set = %req.broker_set, replica = req.broker_id,
@@ -122,11 +121,10 @@ impl ReplicationService for ReplicationGrpc {
         let first = progress.message().await?.ok_or_else(|| {
             Status::invalid_argument("the stream must start with ReplicaProgress")
         })?;
-        let inner = self.brokers.ready().await;
-        let tracker = {
-            let _call = inner.enter()?;
-            master_of(&inner, &first.broker_set, first.master_epoch)?
-        };
+        let (inner, call) = self.brokers.enter().await?;
+        let tracker = master_of(&inner, &first.broker_set, first.master_epoch)?;
+        // The stream itself does not hold the broker's shutdown back.
+        drop(call);
         let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
         let (min, end) = (store.min_physical_offset(), store.write_offset());
         if first.offset < min || first.offset > end {
