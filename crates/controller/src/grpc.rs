@@ -337,6 +337,34 @@ fn unexpected(what: &str, resp: &CommandResponse) -> Status {
     ))
 }
 
+/// The answer to a topic write: the topic as stored and the revision that stored it.
+fn topic_response(
+    (resp, revision): (CommandResponse, u64),
+    what: &str,
+) -> Result<pb::TopicResponse, Status> {
+    match resp {
+        CommandResponse::Topic(t) => Ok(pb::TopicResponse {
+            topic: Some((&t).into()),
+            revision,
+        }),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
+/// The answer to a group write: the group as stored and the revision that stored it.
+fn group_response(
+    (resp, revision): (CommandResponse, u64),
+    what: &str,
+) -> Result<pb::GroupResponse, Status> {
+    match resp {
+        CommandResponse::Group(g) => Ok(pb::GroupResponse {
+            group: Some((&g).into()),
+            revision,
+        }),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
 #[tonic::async_trait]
 impl ControllerService for ControllerGrpc {
     type WatchMetadataStream = MetadataStream;
@@ -347,16 +375,10 @@ impl ControllerService for ControllerGrpc {
     ) -> Result<Response<pb::TopicResponse>, Status> {
         let topic = validation::topic_record(request.into_inner().topic)?;
         tracing::info!(topic = %topic.name, "create topic");
-        match self
+        let reply = self
             .write(Command::CreateTopic { topic }, "CreateTopic")
-            .await?
-        {
-            (CommandResponse::Topic(t), revision) => Ok(Response::new(pb::TopicResponse {
-                topic: Some((&t).into()),
-                revision,
-            })),
-            (other, _) => Err(unexpected("CreateTopic", &other)),
-        }
+            .await?;
+        topic_response(reply, "CreateTopic").map(Response::new)
     }
 
     async fn update_topic(
@@ -365,16 +387,10 @@ impl ControllerService for ControllerGrpc {
     ) -> Result<Response<pb::TopicResponse>, Status> {
         let topic = validation::topic_record(request.into_inner().topic)?;
         tracing::info!(topic = %topic.name, "update topic");
-        match self
+        let reply = self
             .write(Command::UpdateTopic { topic }, "UpdateTopic")
-            .await?
-        {
-            (CommandResponse::Topic(t), revision) => Ok(Response::new(pb::TopicResponse {
-                topic: Some((&t).into()),
-                revision,
-            })),
-            (other, _) => Err(unexpected("UpdateTopic", &other)),
-        }
+            .await?;
+        topic_response(reply, "UpdateTopic").map(Response::new)
     }
 
     async fn delete_topic(
@@ -396,16 +412,10 @@ impl ControllerService for ControllerGrpc {
     ) -> Result<Response<pb::GroupResponse>, Status> {
         let group = validation::group_record(request.into_inner().group)?;
         tracing::info!(group = %group.name, "create group");
-        match self
+        let reply = self
             .write(Command::CreateGroup { group }, "CreateGroup")
-            .await?
-        {
-            (CommandResponse::Group(g), revision) => Ok(Response::new(pb::GroupResponse {
-                group: Some((&g).into()),
-                revision,
-            })),
-            (other, _) => Err(unexpected("CreateGroup", &other)),
-        }
+            .await?;
+        group_response(reply, "CreateGroup").map(Response::new)
     }
 
     async fn update_group(
@@ -414,16 +424,10 @@ impl ControllerService for ControllerGrpc {
     ) -> Result<Response<pb::GroupResponse>, Status> {
         let group = validation::group_record(request.into_inner().group)?;
         tracing::info!(group = %group.name, "update group");
-        match self
+        let reply = self
             .write(Command::UpdateGroup { group }, "UpdateGroup")
-            .await?
-        {
-            (CommandResponse::Group(g), revision) => Ok(Response::new(pb::GroupResponse {
-                group: Some((&g).into()),
-                revision,
-            })),
-            (other, _) => Err(unexpected("UpdateGroup", &other)),
-        }
+            .await?;
+        group_response(reply, "UpdateGroup").map(Response::new)
     }
 
     async fn delete_group(
