@@ -81,6 +81,9 @@ pub(crate) fn from_broker_call(err: &tonic::Status, broker_set: &str) -> Failure
         tonic::Code::Unauthenticated => Code::Unauthorized,
         tonic::Code::FailedPrecondition => Code::PreconditionFailed,
         tonic::Code::Unimplemented => Code::NotImplemented,
+        // Unreachable, shutting down or between masters: a retry reaches the set's next
+        // master once the routes name it, which is what HA_NOT_AVAILABLE tells a client.
+        tonic::Code::Unavailable => Code::HaNotAvailable,
         _ => Code::InternalServerError,
     };
     Failure::new(
@@ -203,7 +206,7 @@ mod tests {
             (tonic::Code::Unauthenticated, Code::Unauthorized),
             (tonic::Code::FailedPrecondition, Code::PreconditionFailed),
             (tonic::Code::Unimplemented, Code::NotImplemented),
-            (tonic::Code::Unavailable, Code::InternalServerError),
+            (tonic::Code::Unavailable, Code::HaNotAvailable),
             (tonic::Code::Internal, Code::InternalServerError),
             (tonic::Code::Unknown, Code::InternalServerError),
             (tonic::Code::Cancelled, Code::InternalServerError),

@@ -513,7 +513,7 @@ async fn given_a_maximum_size_message_when_received_should_fit_one_4_mib_frame()
 #[tokio::test]
 async fn given_a_failing_broker_when_sending_should_answer_internal_server_error_in_body() {
     let h = Harness::start().await;
-    *h.broker("a").fail_with.lock() = Some(tonic::Code::Unavailable);
+    *h.broker("a").fail_with.lock() = Some(tonic::Code::Internal);
     let mut c = h.client().await;
     let r = send(&mut c, vec![message(res("normal"), b"x")]).await;
     let s = r.status.unwrap();
@@ -530,6 +530,26 @@ async fn given_a_failing_broker_when_sending_should_answer_internal_server_error
     assert_eq!(
         frame_status(&frames[0]).code,
         Code::InternalServerError as i32
+    );
+}
+
+#[tokio::test]
+async fn given_an_unreachable_broker_when_sending_should_answer_ha_not_available_in_body() {
+    let h = Harness::start().await;
+    *h.broker("a").fail_with.lock() = Some(tonic::Code::Unavailable);
+    let mut c = h.client().await;
+    let r = send(&mut c, vec![message(res("normal"), b"x")]).await;
+    let s = r.status.unwrap();
+    assert_eq!(s.code, Code::HaNotAvailable as i32, "{}", s.message);
+    assert!(
+        s.message.starts_with("broker set a call failed"),
+        "{}",
+        s.message
+    );
+    assert_eq!(r.entries.len(), 1);
+    assert_eq!(
+        r.entries[0].status.as_ref().unwrap().code,
+        Code::HaNotAvailable as i32
     );
 }
 
