@@ -84,6 +84,9 @@ pub(crate) fn from_broker_call(err: &tonic::Status, broker_set: &str) -> Failure
         // Unreachable, shutting down or between masters: a retry reaches the set's next
         // master once the routes name it, which is what HA_NOT_AVAILABLE tells a client.
         tonic::Code::Unavailable => Code::HaNotAvailable,
+        // The connection broke mid-call (the broker died): tonic reports UNKNOWN with the
+        // transport error as its source. A status the broker itself sent has no source.
+        tonic::Code::Unknown if std::error::Error::source(err).is_some() => Code::HaNotAvailable,
         _ => Code::InternalServerError,
     };
     Failure::new(
@@ -226,6 +229,21 @@ mod tests {
             let f = from_topic_creation(&tonic::Status::new(grpc, "x"), "t");
             assert!(is_known_to_rust_5_0_0(f.code));
         }
+    }
+
+    #[test]
+    fn a_broken_connection_is_ha_not_available_but_a_broker_sent_unknown_is_not() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert_eq!(broken.code(), tonic::Code::Unknown);
+        assert_eq!(from_broker_call(&broken, "bs-a").code, Code::HaNotAvailable);
+        let sent = tonic::Status::unknown("boom");
+        assert_eq!(
+            from_broker_call(&sent, "bs-a").code,
+            Code::InternalServerError
+        );
     }
 
     #[test]
