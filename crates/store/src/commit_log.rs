@@ -260,6 +260,9 @@ impl CommitLog {
                 }
             }
         }
+        for (_, mf) in files.iter().skip(scan_seg) {
+            mf.advise_normal();
+        }
         // Everything after (end_seg, end_pos) goes.
         if end_seg == files.len() {
             let start = files[files.len() - 1].0 + seg;

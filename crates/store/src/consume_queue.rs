@@ -265,6 +265,9 @@ impl ConsumeQueue {
                         self.per_file as usize * CQ_ENTRY_SIZE,
                         0,
                     )?);
+                    // Entries are written 20 bytes at a time on the append path: a fault
+                    // must not read around (see `MappedFile::advise_random`).
+                    f.advise_random();
                     let mut files = self.files.write();
                     if files.is_empty() {
                         self.min.store(queue_offset, Ordering::Release);

@@ -622,6 +622,8 @@ fn recover_file(
         seal.unwrap_or(geo.capacity),
         heads,
     );
+    // The scan is done: from here on the file is used for scattered slot reads and writes.
+    map.advise_random();
     let damaged = match seal {
         Some(sealed) => scan.count < sealed,
         None => !is_last,
@@ -924,6 +926,9 @@ impl IndexStore {
         }
         let len = geo.file_len().unwrap_or(0);
         let map = Arc::new(MappedFile::create(&path, len, geo.atomic_prefix())?);
+        // Slots and entries are written a few bytes at a time at scattered places: a fault
+        // must not read around (see `MappedFile::advise_random`).
+        map.advise_random();
         let file = IndexFile {
             first_phys: phys,
             geo,

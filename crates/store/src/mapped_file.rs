@@ -39,6 +39,9 @@ use crate::error::{Result, StoreError};
 
 const PAGE: usize = 4096;
 
+/// Largest range one [`MappedFile::populate`] syscall asks for (see there).
+const POPULATE_STEP: usize = 256 << 10;
+
 /// Makes `[offset, offset + len)` of `file` allocated on disk (and the file at least that long).
 /// Filesystems without `fallocate` get a plain (sparse) size change instead.
 fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
@@ -340,18 +343,56 @@ impl MappedFile {
         self.flush_range(0, self.len)
     }
 
-    /// Brings `[pos, pos + len)` into the page cache and maps it readable without dirtying
-    /// anything (`MADV_POPULATE_READ`), so a later write there does not have to read or zero
-    /// the page while the writer holds its lock. Only a hint: failure (e.g. a kernel before
-    /// 5.14) changes nothing but speed.
+    /// Brings `[pos, pos + len)` into the page cache ahead of the writer, so a later write
+    /// there finds its page cached and does not read or zero it while the writer holds its
+    /// lock. Only a hint: failure changes nothing but speed.
+    ///
+    /// The pages are requested with `posix_fadvise(WILLNEED)` in steps of [`POPULATE_STEP`],
+    /// not by faulting them in (`MADV_POPULATE_READ`): a fault in a fresh region of a mapping
+    /// with default advice reads around it by the device's whole readahead window, and on
+    /// machines whose window is large (8 MiB on some cloud VMs) one such fault zero-fills
+    /// megabytes of large folios in a single non-preemptible stretch of 20-30 ms, which stalls
+    /// every thread queued on that CPU. A WILLNEED step fills only the pages asked for, each
+    /// syscall ends within about a millisecond, and the thread can be preempted between
+    /// steps; it also costs less CPU per byte. The writer then takes only minor faults.
     pub(crate) fn populate(&self, pos: usize, len: usize) {
         let start = pos / PAGE * PAGE;
         let end = pos.saturating_add(len).min(self.len);
-        if end > start {
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::PopulateRead, start, end - start);
+        let mut at = start;
+        while at < end {
+            let step = (end - at).min(POPULATE_STEP);
+            let Some(step_len) = std::num::NonZeroU64::new(step as u64) else {
+                break;
+            };
+            if rustix::fs::fadvise(
+                &self.file,
+                at as u64,
+                Some(step_len),
+                rustix::fs::Advice::WillNeed,
+            )
+            .is_err()
+            {
+                break;
+            }
+            at += step;
         }
+    }
+
+    /// Hints that the file is accessed in small scattered pieces: a page fault brings in only
+    /// its own page, with no read-around. For files written a few bytes at a time through
+    /// the mapping (consume queue entries, index slots), where a fault in a fresh region
+    /// would otherwise zero-fill a whole readahead window (see [`MappedFile::populate`]) on
+    /// the writer's path.
+    pub(crate) fn advise_random(&self) {
+        // Advice is only a hint: failure changes nothing but speed.
+        let _ = self.map.advise(memmap2::Advice::Random);
+    }
+
+    /// Returns the file to the default read-around after a recovery scan, so faults past the
+    /// recovered end do not keep the scan's doubled window.
+    pub(crate) fn advise_normal(&self) {
+        // Advice is only a hint: failure changes nothing but speed.
+        let _ = self.map.advise(memmap2::Advice::Normal);
     }
 
     /// Hints that the file will be read sequentially soon (recovery scans).
