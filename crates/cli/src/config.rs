@@ -89,6 +89,8 @@ pub struct ProxySection {
     pub default_queue_count: u32,
     /// Furthest in the future a delay message's delivery time may lie.
     pub max_delivery_delay: HumanDuration,
+    /// Threads serving client connections (each a single-threaded runtime); 0 = one per CPU.
+    pub io_threads: usize,
 }
 
 /// How the broker flushes its commitlog.
@@ -250,6 +252,7 @@ impl Default for ProxySection {
             auto_create_topics: false,
             default_queue_count: 8,
             max_delivery_delay: Duration::from_secs(40 * 24 * 3600).into(),
+            io_threads: 0,
         }
     }
 }

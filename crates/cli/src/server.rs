@@ -544,6 +544,7 @@ impl Node {
             auto_create_topics: p.auto_create_topics,
             default_queue_count: p.default_queue_count,
             max_delivery_delay: p.max_delivery_delay.0,
+            io_threads: p.io_threads,
             ..ProxyConfig::default()
         };
         proxy_cfg

@@ -85,6 +85,9 @@ pub struct ProxyConfig {
     pub session_idle_timeout: Duration,
     /// Most time `serve` waits, after the server stopped, for telemetry tasks to end.
     pub shutdown_grace: Duration,
+    /// Threads serving client connections, each with its own single-threaded runtime; 0 =
+    /// one per available CPU. See [`crate::Proxy::serve`].
+    pub io_threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -117,11 +120,23 @@ impl Default for ProxyConfig {
             validate_message_type: true,
             session_idle_timeout: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(5),
+            io_threads: 0,
         }
     }
 }
 
+/// Most connection threads [`ProxyConfig::io_threads`] accepts.
+pub const MAX_IO_THREADS: usize = 256;
+
 impl ProxyConfig {
+    /// The number of connection threads to run: `io_threads`, or one per available CPU.
+    pub fn resolved_io_threads(&self) -> usize {
+        match self.io_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// Checks every invariant the proxy relies on.
     ///
     /// # Errors
@@ -158,6 +173,15 @@ impl ProxyConfig {
                 format!(
                     "together must stay at or below {} bytes, got {system_bytes}",
                     FRAME_HEADROOM_BYTES / 2
+                ),
+            ));
+        }
+        if self.io_threads > MAX_IO_THREADS {
+            return Err(invalid(
+                "io_threads",
+                format!(
+                    "must be in 0..={MAX_IO_THREADS} (0 = one per CPU), got {}",
+                    self.io_threads
                 ),
             ));
         }

@@ -16,6 +16,17 @@ pub enum ProxyError {
     /// The gRPC server failed (accepting connections, HTTP/2).
     #[error("proxy gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A connection thread or its runtime could not be started, or the listener failed.
+    #[error("proxy {what} failed: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A connection thread ended without reporting (it panicked).
+    #[error("proxy connection thread {0} panicked")]
+    LanePanicked(usize),
     /// The reflection service could not load the descriptor set.
     #[error("gRPC reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
