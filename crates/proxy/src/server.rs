@@ -217,6 +217,9 @@ const LANE_BACKLOG: usize = 64;
 /// (out of file descriptors or memory), so a persistent one does not spin.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Period of the timer that keeps a lane's next wake-up near (see `serve_lane`).
+const TIMER_KEEPER_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// One connection thread: its own single-threaded runtime running a tonic server over the
 /// connections dealt to it.
 struct Lane {
@@ -270,6 +273,22 @@ async fn serve_lane(
     tasks: TaskTracker,
     grace: std::time::Duration,
 ) -> Result<(), ProxyError> {
+    // tonic arms a timer for every call that carries a deadline (`grpc-timeout`; the official
+    // clients send one with every call). A timer due before the runtime's next wake-up makes
+    // the runtime write to its wake-up eventfd, which on an otherwise timer-less thread is a
+    // syscall per call. A short periodic timer keeps the next wake-up near, so call deadlines
+    // (seconds away) never come first.
+    let keeper_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TIMER_KEEPER_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = keeper_stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+        }
+    });
     // Registering with this thread's reactor has to happen on this thread.
     let incoming = ReceiverStream::new(incoming).map(tokio::net::TcpStream::from_std);
     let served = Server::builder()
