@@ -344,6 +344,26 @@ mod tests {
     }
 
     #[test]
+    fn io_threads_default_to_one_per_cpu_and_are_bounded() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(ProxyConfig::default().resolved_io_threads(), cpus);
+        let three = ProxyConfig {
+            io_threads: 3,
+            ..ProxyConfig::default()
+        };
+        assert_eq!(three.resolved_io_threads(), 3);
+        let cfg = ProxyConfig {
+            io_threads: MAX_IO_THREADS + 1,
+            ..ProxyConfig::default()
+        };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("io_threads") && err.contains("0..=256"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn invisible_bounds_are_ordered() {
         let cfg = ProxyConfig {
             invisible_default: Duration::from_millis(10),

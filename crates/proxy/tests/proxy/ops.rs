@@ -178,3 +178,28 @@ async fn given_a_running_proxy_when_stopped_should_drain_and_return_ok() {
     // Serve returns Ok once health turned NOT_SERVING and everything drained.
     h.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn given_more_connections_than_io_threads_when_each_calls_should_all_be_served_and_stop_cleanly()
+ {
+    let mut h = Harness::builder()
+        .config(|c| c.io_threads = 3)
+        .start()
+        .await;
+    // Seven connections are dealt to three threads in turn: every thread serves several.
+    let mut clients = Vec::new();
+    for _ in 0..7 {
+        clients.push(HealthClient::new(h.channel().await));
+    }
+    for (i, health) in clients.iter_mut().enumerate() {
+        let r = health
+            .check(HealthCheckRequest {
+                service: "apache.rocketmq.v2.MessagingService".into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+            .into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "connection {i}");
+    }
+    h.stop().await.unwrap();
+}
