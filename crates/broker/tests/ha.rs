@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comet_broker::{ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationMode};
-use comet_proto::apache::rocketmq::v2::Code;
+use comet_proto::apache::rocketmq::v2::{Code, MessageQueue, PullMessageRequest};
 use comet_proto::comet::v1::broker_service_server::{BrokerService, BrokerServiceServer};
 use comet_proto::comet::v1::replication_service_server::ReplicationServiceServer;
 use comet_proto::comet::v1::{
@@ -205,12 +205,50 @@ async fn has_message(m: &Member, id: &str) -> bool {
     code(&r.status) == Code::Ok
 }
 
+/// Waits (bounded) until `m` serves message `id`. Each round long-polls PullMessage on queue 0
+/// of `t` from where the last round ended; the broker answers as soon as its store dispatches
+/// more of the queue (a record enters the index before its consume queue), so this wakes on
+/// replication progress. A group that only pulls moves no offsets.
 async fn wait_has(m: &Member, id: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !has_message(m, id).await {
-        assert!(tokio::time::Instant::now() < deadline, "{id} never arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut offset = 0;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "{id} never arrived within {WAIT:?}");
+        let r = m
+            .svc()
+            .pull_message(tonic::Request::new(PullMessageRequest {
+                group: res("ha-probe"),
+                message_queue: Some(MessageQueue {
+                    topic: res("t"),
+                    id: 0,
+                    ..Default::default()
+                }),
+                offset,
+                batch_size: 32,
+                filter_expression: None,
+                long_polling_timeout: Some(left.try_into().unwrap()),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        if r.messages.iter().any(|msg| sp(msg).message_id == id) {
+            break;
+        }
+        // OK: read on; MESSAGE_NOT_FOUND: the poll ran out; ILLEGAL_OFFSET: the queue starts
+        // or ends elsewhere. Each answers the offset to go on from.
+        let c = code(&r.status);
+        assert!(
+            matches!(c, Code::Ok | Code::MessageNotFound | Code::IllegalOffset),
+            "pulling for {id}: {:?}",
+            r.status
+        );
+        offset = r.next_offset;
     }
+    assert!(
+        has_message(m, id).await,
+        "{id} was pulled but not found by id"
+    );
 }
 
 fn elect(ctl: &FakeController, master: u64, epoch: u64, dead: u64) {
@@ -340,6 +378,9 @@ async fn given_a_replicated_master_without_a_lease_when_sending_should_refuse_an
     // The replica never accepts writes.
     assert_eq!(send_code(&b, "y").await, Code::HaNotAvailable);
     lease_tx.send_replace(Some(std::time::Instant::now() + Duration::from_secs(3600)));
+    // A poll, not a wait on state: the master applies the lease to its write gate in its own
+    // task, and neither `HaStatus` nor anything else public shows the gate, so only a send
+    // tells (a `HaBroker` watch of the gate would let this wait instead).
     let deadline = tokio::time::Instant::now() + WAIT;
     while send_code(&a, "z").await != Code::Ok {
         assert!(
