@@ -248,8 +248,11 @@ impl Workload {
     async fn wait_progress(&self, n: u64, what: &str) {
         let mut sent = self.sent.subscribe();
         let target = *sent.borrow_and_update() + n;
-        let reached = tokio::time::timeout(WAIT, sent.wait_for(|s| *s >= target)).await;
-        if reached.is_err() {
+        // `is_ok` drops the borrow of the watch at once: the producers' bumps wait for it.
+        let reached = tokio::time::timeout(WAIT, sent.wait_for(|s| *s >= target))
+            .await
+            .is_ok();
+        if !reached {
             panic!(
                 "{what}: only {} of {target} sends acknowledged within {WAIT:?}; failures {:?}",
                 *self.sent.borrow(),
@@ -269,7 +272,8 @@ impl Workload {
         let mut missing: HashSet<&str> = acked.keys().map(String::as_str).collect();
         let mut checked = 0;
         let mut received = self.received.subscribe();
-        let _all_arrived = tokio::time::timeout(
+        // `is_ok` drops the borrow of the watch at once: the consumer's pushes wait for it.
+        let all_arrived = tokio::time::timeout(
             WAIT,
             received.wait_for(|log| {
                 for (id, _, _) in &log[checked..] {
@@ -279,7 +283,15 @@ impl Workload {
                 missing.is_empty()
             }),
         )
-        .await;
+        .await
+        .is_ok();
+        if !all_arrived {
+            println!(
+                "{} acknowledged messages had not arrived after {WAIT:?}; the checker counts \
+                 them as lost",
+                missing.len()
+            );
+        }
         self.stop_consuming.store(true, Ordering::Relaxed);
         self.consumer.await.expect("consumer task");
         let failures = self.acked.lock().failures.clone();
