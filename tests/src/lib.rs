@@ -195,7 +195,10 @@ impl TestCluster {
                     .await
                     .expect("standalone starts");
                 let a = node.addrs();
+                let registered =
+                    serving_broker(&node, node.metadata().expect("controller metadata"), &cfg);
                 nodes.push(node);
+                registered.await;
                 (
                     a.proxy.expect("proxy addr"),
                     a.controller.expect("controller addr"),
@@ -359,17 +362,19 @@ impl TestCluster {
     }
 }
 
-/// Waits (bounded) until the controller's metadata (`ctl_metadata`) lists `broker` alive at
-/// the address it listens on now and `broker` serves as the master of its set: the proxy's
-/// first metadata snapshot then already routes to it. After a restart the broker listens on a
-/// new port while the controller still lists the previous one until it registers again.
+/// Waits (bounded) until the controller's metadata (`ctl_metadata`) lists the broker of node
+/// `broker` alive at the address it listens on now and, for a replicated broker (`comet
+/// broker`), until it serves as the master of its set: a proxy's first metadata snapshot then
+/// already routes to it. After a restart the broker listens on a new port while the
+/// controller still lists the previous one until it registers again. (This also keeps a
+/// test from stopping the node while its first heartbeats are still under way.)
 fn serving_broker(
     broker: &Node,
     mut ctl_metadata: tokio::sync::watch::Receiver<Arc<ClusterMetadata>>,
     cfg: &Config,
 ) -> impl Future<Output = ()> + 'static {
     let address = broker.addrs().broker.expect("broker addr").to_string();
-    let mut status = broker.ha_status().expect("a `comet broker` node");
+    let status = broker.ha_status();
     let (set, id) = (cfg.broker.broker_set.clone(), cfg.broker.broker_id);
     async move {
         let epoch = tokio::time::timeout(
@@ -392,6 +397,9 @@ fn serving_broker(
         .iter()
         .find(|b| b.name == set)
         .map_or(0, |b| b.master_epoch);
+        let Some(mut status) = status else {
+            return;
+        };
         let master = tokio::time::timeout(
             REGISTER_LIMIT,
             status.wait_for(|s| s.master_id == id && s.epoch >= epoch),

@@ -524,31 +524,24 @@ async fn admin_queries(mode: Mode) {
     assert_eq!(v["count"], 1, "{v}");
     assert_eq!(v["messages"][0]["queue_offset"], 1);
     assert_eq!(v["messages"][0]["body"]["text"], "body-a1");
-    let v = admin::message(
-        &target,
-        &MessageCommand::Key(KeyQuerySpec {
-            key: "key-b0".into(),
-            topic: topic.clone(),
-            begin: Some((ts1 + 1).to_string()),
-            end: None,
-            max: 10,
-        }),
-    )
-    .await
-    .expect("query by key");
+    // Keys stored after the first batch.
+    let keyed_after_ts1 = async |key: &str| {
+        admin::message(
+            &target,
+            &MessageCommand::Key(KeyQuerySpec {
+                key: key.into(),
+                topic: topic.clone(),
+                begin: Some((ts1 + 1).to_string()),
+                end: None,
+                max: 10,
+            }),
+        )
+        .await
+        .expect("query by key")
+    };
+    let v = keyed_after_ts1("key-b0").await;
     assert_eq!(v["messages"][0]["message_id"], "b0", "{v}");
-    let v = admin::message(
-        &target,
-        &MessageCommand::Key(KeyQuerySpec {
-            key: "key-a0".into(),
-            topic: topic.clone(),
-            begin: Some((ts1 + 1).to_string()),
-            end: None,
-            max: 10,
-        }),
-    )
-    .await
-    .expect("query by key");
+    let v = keyed_after_ts1("key-a0").await;
     assert_eq!(v["count"], 0, "a0 was stored before the range: {v}");
     let v = admin::message(
         &target,

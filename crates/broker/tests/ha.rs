@@ -251,6 +251,37 @@ async fn wait_has(m: &Member, id: &str) {
     );
 }
 
+/// What a two-member set needs before its members start: data directories, bound listeners
+/// (`a` is broker 0, `b` broker 1) and the controller, with 0 master at epoch 1.
+struct Pair {
+    da: tempfile::TempDir,
+    db: tempfile::TempDir,
+    la: TcpListener,
+    lb: TcpListener,
+    aa: SocketAddr,
+    ab: SocketAddr,
+    ctl: Arc<FakeController>,
+}
+
+impl Pair {
+    async fn bind() -> Pair {
+        let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+        Pair {
+            da: tempfile::tempdir().unwrap(),
+            db: tempfile::tempdir().unwrap(),
+            la,
+            lb,
+            aa,
+            ab,
+            ctl: Arc::new(FakeController {
+                meta: watch::channel(Arc::new(cluster_meta(&[aa, ab]))).0,
+            }),
+        }
+    }
+}
+
 fn elect(ctl: &FakeController, master: u64, epoch: u64, dead: u64) {
     ctl.meta.send_modify(|m| {
         let mut m2 = ClusterMetadata::clone(m);
@@ -268,15 +299,15 @@ fn elect(ctl: &FakeController, master: u64, epoch: u64, dead: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_sync_replication_when_replicas_stop_and_masters_fail_should_keep_every_ack() {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (la, lb) = (
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    );
-    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
-    let ctl = Arc::new(FakeController {
-        meta: watch::channel(Arc::new(cluster_meta(&[aa, ab]))).0,
-    });
+    let Pair {
+        da,
+        db,
+        la,
+        lb,
+        aa,
+        ab,
+        ctl,
+    } = Pair::bind().await;
     let far = std::time::Instant::now() + Duration::from_secs(3600);
     let (_lease_tx, lease) = watch::channel(Some(far));
 
@@ -357,15 +388,14 @@ async fn given_sync_replication_when_replicas_stop_and_masters_fail_should_keep_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_replicated_master_without_a_lease_when_sending_should_refuse_and_replicas_never_write()
  {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (la, lb) = (
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    );
-    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
-    let ctl = Arc::new(FakeController {
-        meta: watch::channel(Arc::new(cluster_meta(&[aa, ab]))).0,
-    });
+    let Pair {
+        da,
+        db,
+        la,
+        lb,
+        ctl,
+        ..
+    } = Pair::bind().await;
     let (lease_tx, lease) = watch::channel(None);
     let a = start_member(da.path(), 0, la, &ctl, &lease).await;
     let b = start_member(db.path(), 1, lb, &ctl, &lease).await;

@@ -157,6 +157,19 @@ async fn message_at(ctl: &str, offset: i64) -> Value {
     )
 }
 
+/// Runs `comet <args> --controller <ctl>` for each `(args, text)`: it must exit with status 2
+/// and say `text` on stderr.
+async fn assert_usage_errors(ctl: &str, cases: &[(Vec<&str>, &str)]) {
+    for (args, text) in cases {
+        let mut args = args.clone();
+        args.extend(["--controller", ctl]);
+        let out = comet(&args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(text), "{args:?}: {err}");
+    }
+}
+
 fn with_client<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut()
@@ -386,64 +399,43 @@ async fn given_stored_messages_when_queried_should_print_them_by_id_key_and_offs
     assert_eq!(v["count"], 0);
 
     // Errors: exit status 2 and a reason on stderr.
-    for (args, text) in [
-        (
-            vec!["message", "id", "x", "--topic", "nope", "--controller", ctl],
-            "topic \"nope\" does not exist",
-        ),
-        (
-            vec![
-                "message",
-                "key",
-                "k",
-                "--topic",
-                "orders",
-                "--begin",
-                "soon",
-                "--controller",
-                ctl,
-            ],
-            "\"soon\" is not a time",
-        ),
-        (
-            vec![
-                "message",
-                "key",
-                "k",
-                "--topic",
-                "orders",
-                "--begin",
-                "10",
-                "--end",
-                "5",
-                "--controller",
-                ctl,
-            ],
-            "--begin (10 ms) is after --end (5 ms)",
-        ),
-        (
-            vec![
-                "message",
-                "offset",
-                "--topic",
-                "orders",
-                "--queue",
-                "0",
-                "--offset",
-                "0",
-                "--broker-set",
-                "zz",
-                "--controller",
-                ctl,
-            ],
-            "no queues on broker set \"zz\"",
-        ),
-    ] {
-        let out = comet(&args).await;
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(text), "{args:?}: {err}");
-    }
+    assert_usage_errors(
+        ctl,
+        &[
+            (
+                vec!["message", "id", "x", "--topic", "nope"],
+                "topic \"nope\" does not exist",
+            ),
+            (
+                vec![
+                    "message", "key", "k", "--topic", "orders", "--begin", "soon",
+                ],
+                "\"soon\" is not a time",
+            ),
+            (
+                vec![
+                    "message", "key", "k", "--topic", "orders", "--begin", "10", "--end", "5",
+                ],
+                "--begin (10 ms) is after --end (5 ms)",
+            ),
+            (
+                vec![
+                    "message",
+                    "offset",
+                    "--topic",
+                    "orders",
+                    "--queue",
+                    "0",
+                    "--offset",
+                    "0",
+                    "--broker-set",
+                    "zz",
+                ],
+                "no queues on broker set \"zz\"",
+            ),
+        ],
+    )
+    .await;
     r.node.shutdown().await.expect("clean shutdown");
 }
 
@@ -522,52 +514,26 @@ async fn given_a_consuming_group_when_reset_by_time_should_show_progress_and_mov
     assert_eq!(v["backlog"], 5);
 
     // Errors.
-    for (args, text) in [
-        (
-            vec![
-                "offset",
-                "reset",
-                "readers",
-                "--topic",
-                "events",
-                "--controller",
-                ctl,
-            ],
-            "required arguments were not provided",
-        ),
-        (
-            vec![
-                "offset",
-                "reset",
-                "readers",
-                "--topic",
-                "events",
-                "--offset",
-                "0",
-                "--queue",
-                "7",
-                "--controller",
-                ctl,
-            ],
-            "BAD_REQUEST",
-        ),
-        (
-            vec![
-                "offset",
-                "progress",
-                "readers",
-                "--topic",
-                "nope",
-                "--controller",
-                ctl,
-            ],
-            "does not exist",
-        ),
-    ] {
-        let out = comet(&args).await;
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(text), "{args:?}: {err}");
-    }
+    assert_usage_errors(
+        ctl,
+        &[
+            (
+                vec!["offset", "reset", "readers", "--topic", "events"],
+                "required arguments were not provided",
+            ),
+            (
+                vec![
+                    "offset", "reset", "readers", "--topic", "events", "--offset", "0", "--queue",
+                    "7",
+                ],
+                "BAD_REQUEST",
+            ),
+            (
+                vec!["offset", "progress", "readers", "--topic", "nope"],
+                "does not exist",
+            ),
+        ],
+    )
+    .await;
     r.node.shutdown().await.expect("clean shutdown");
 }
