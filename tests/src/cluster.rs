@@ -158,17 +158,7 @@ impl ClusterBuilder {
             cfg.data_dir = cluster.dir.path().join(format!("controller-{node_id}"));
             cfg.controller.node_id = node_id;
             cfg.controller.peers = peers.clone();
-            let node = Node::start_with(
-                Role::Controller,
-                &cfg,
-                Listeners {
-                    controller: Some(ctl),
-                    remoting: Some(rem),
-                    ..Listeners::default()
-                },
-            )
-            .await
-            .expect("controller starts");
+            let node = start_controller(&cfg, ctl, rem).await;
             cluster.controllers.push(ControllerSlot {
                 node_id,
                 addr,
@@ -379,17 +369,7 @@ impl Cluster {
     pub async fn restart_controller(&mut self, i: usize) {
         let slot = &mut self.controllers[i];
         assert!(slot.node.is_none(), "controller {i} still runs");
-        let node = Node::start_with(
-            Role::Controller,
-            &slot.cfg,
-            Listeners {
-                controller: Some(rebind(slot.addr)),
-                remoting: Some(rebind(slot.remoting)),
-                ..Listeners::default()
-            },
-        )
-        .await
-        .expect("controller restarts");
+        let node = start_controller(&slot.cfg, rebind(slot.addr), rebind(slot.remoting)).await;
         slot.node = Some(node);
     }
 
@@ -404,17 +384,7 @@ impl Cluster {
         cfg.controller.node_id = node_id;
         cfg.controller.peers = Vec::new();
         cfg.controller.join = true;
-        let node = Node::start_with(
-            Role::Controller,
-            &cfg,
-            Listeners {
-                controller: Some(ctl),
-                remoting: Some(rem),
-                ..Listeners::default()
-            },
-        )
-        .await
-        .expect("joining controller starts");
+        let node = start_controller(&cfg, ctl, rem).await;
         self.controllers.push(ControllerSlot {
             node_id,
             addr,
@@ -505,6 +475,22 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Starts a controller node serving its Raft/admin API on `ctl` and its remoting endpoint on
+/// `rem`.
+async fn start_controller(cfg: &Config, ctl: TcpListener, rem: TcpListener) -> Node {
+    Node::start_with(
+        Role::Controller,
+        cfg,
+        Listeners {
+            controller: Some(ctl),
+            remoting: Some(rem),
+            ..Listeners::default()
+        },
+    )
+    .await
+    .expect("controller starts")
 }
 
 /// Resolves when the first of `futs` does.

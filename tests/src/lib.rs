@@ -11,6 +11,8 @@
 //!     internal gRPC API, exactly as `comet controller|broker|proxy` processes do.
 //! - [`client`]: the official Rust client as the tests use it (options, producer, consumer,
 //!   bounded receive loops).
+//! - [`raw`]: raw `apache.rocketmq.v2` requests as grpcurl or a hand-written client sends them
+//!   (caller headers, resources, ReceiveMessage).
 //! - [`cluster`]: [`ClusterBuilder`] / [`Cluster`], a multi-node deployment (3 controllers, 2
 //!   broker sets, a proxy by default) with abrupt kills and restarts of controllers and brokers.
 //! - [`ha`]: [`ha::HaDeployment`], one replicated broker set of real broker processes.
@@ -25,13 +27,18 @@
 //!   NameServer-compatible remoting endpoint, against a [`Cluster`].
 //!
 //! # Invariants
-//! Tests never sleep to wait: they wait on state (metadata, long polls) with bounded deadlines.
+//! Tests never sleep to wait: they wait on state (metadata and role watches, long polls,
+//! channels the test's own tasks bump) with bounded deadlines. State that only another process
+//! holds and that no call can wait on is polled through [`wait_until`], the one retry pause of
+//! the suite. The only other pauses are a client's backoff after a failed call and the
+//! "clock-past" waits for the wall clock to pass a store timestamp (see [`wait_until`]).
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod cluster;
 pub mod ha;
 pub mod procs;
+pub mod raw;
 pub mod relay;
 
 pub use cluster::{Cluster, ClusterBuilder};
@@ -41,6 +48,43 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Polls `check` until it answers `true` and returns how long that took; panics naming `what`
+/// and the time waited once `limit` has passed.
+///
+/// This is for state that lives in another process and can only be observed by asking it
+/// (a gRPC call), with no call that waits for a change: e.g. "the new master acknowledges a
+/// send" after a failover among broker child processes. Where the state is in this process
+/// (metadata or role watches, counters the test's own tasks bump) or the server offers a wait
+/// (long polls), wait on that instead. This function owns the suite's only retry pause: it
+/// backs off from 2 ms, doubling up to 50 ms, so a quick answer is seen quickly and a slow one
+/// costs few calls.
+///
+/// Not for the "clock-past" waits of the query tests: they wait for the wall clock itself to
+/// pass a store timestamp (so that a later batch gets a strictly later one), which no process
+/// can signal; they sleep 1 ms at a time against [`now_ms`] and say so where they do.
+pub async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) -> Duration {
+    const FIRST_PAUSE: Duration = Duration::from_millis(2);
+    const MAX_PAUSE: Duration = Duration::from_millis(50);
+    let started = tokio::time::Instant::now();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited < limit,
+            "{what}: not reached within {limit:?} (waited {waited:?})"
+        );
+        tokio::time::sleep(pause.min(limit - waited)).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
 }
 
 /// Declares each named `async fn(Mode)` as two tokio tests, `local::NAME` and `cluster::NAME`,
@@ -75,7 +119,7 @@ use comet::admin::{
     self, AdminTarget, GroupCommand, GroupSpec, TopicCommand, TopicSpec, TopicType,
 };
 use comet::config::Config;
-use comet::server::{Node, Role, wait_for_broker_set};
+use comet::server::{Node, Role};
 use comet_proto::apache::rocketmq::v2 as pb;
 use comet_proto::comet::v1::ClusterMetadata;
 use pb::messaging_service_client::MessagingServiceClient;
@@ -151,7 +195,10 @@ impl TestCluster {
                     .await
                     .expect("standalone starts");
                 let a = node.addrs();
+                let registered =
+                    serving_broker(&node, node.metadata().expect("controller metadata"), &cfg);
                 nodes.push(node);
+                registered.await;
                 (
                     a.proxy.expect("proxy addr"),
                     a.controller.expect("controller addr"),
@@ -168,11 +215,9 @@ impl TestCluster {
                 let broker = Node::start(Role::Broker, &cfg)
                     .await
                     .expect("broker starts");
+                let registered = serving_broker(&broker, ctl_metadata, &cfg);
                 nodes.push(broker);
-                // The proxy's first metadata snapshot then already routes to the broker.
-                wait_for_broker_set(ctl_metadata, &cfg.broker.broker_set)
-                    .await
-                    .expect("broker registers");
+                registered.await;
                 let proxy = Node::start(Role::Proxy, &cfg).await.expect("proxy starts");
                 let p = proxy.addrs().proxy.expect("proxy addr");
                 nodes.push(proxy);
@@ -316,6 +361,63 @@ impl TestCluster {
         self.dir
     }
 }
+
+/// Waits (bounded) until the controller's metadata (`ctl_metadata`) lists the broker of node
+/// `broker` alive at the address it listens on now and, for a replicated broker (`comet
+/// broker`), until it serves as the master of its set: a proxy's first metadata snapshot then
+/// already routes to it. After a restart the broker listens on a new port while the
+/// controller still lists the previous one until it registers again. (This also keeps a
+/// test from stopping the node while its first heartbeats are still under way.)
+fn serving_broker(
+    broker: &Node,
+    mut ctl_metadata: tokio::sync::watch::Receiver<Arc<ClusterMetadata>>,
+    cfg: &Config,
+) -> impl Future<Output = ()> + 'static {
+    let address = broker.addrs().broker.expect("broker addr").to_string();
+    let status = broker.ha_status();
+    let (set, id) = (cfg.broker.broker_set.clone(), cfg.broker.broker_id);
+    async move {
+        let epoch = tokio::time::timeout(
+            REGISTER_LIMIT,
+            ctl_metadata.wait_for(|m| {
+                m.broker_sets.iter().any(|b| {
+                    b.name == set
+                        && b.master_epoch > 0
+                        && b.master_broker_id == id
+                        && b.members.iter().any(|x| x.alive && x.address == address)
+                })
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!("broker set {set} never listed {address} alive within {REGISTER_LIMIT:?}")
+        })
+        .expect("controller metadata watch open")
+        .broker_sets
+        .iter()
+        .find(|b| b.name == set)
+        .map_or(0, |b| b.master_epoch);
+        let Some(mut status) = status else {
+            return;
+        };
+        let master = tokio::time::timeout(
+            REGISTER_LIMIT,
+            status.wait_for(|s| s.master_id == id && s.epoch >= epoch),
+        )
+        .await
+        .map(|open| open.map(drop));
+        match master {
+            Ok(open) => open.expect("broker status watch open"),
+            Err(_) => panic!(
+                "broker {id} of {set} never became master at epoch {epoch}: {:?}",
+                *status.borrow()
+            ),
+        }
+    }
+}
+
+/// Longest a starting broker takes to register and take its role.
+const REGISTER_LIMIT: Duration = Duration::from_secs(15);
 
 /// A short unique suffix for resource names.
 pub fn uuid_like() -> String {

@@ -4,24 +4,14 @@
 
 use comet::admin::TopicType;
 use comet_proto::apache::rocketmq::v2 as pb;
+use std::time::Duration;
+
+use comet_tests::raw::{self, resource as res};
 use comet_tests::{Mode, TestCluster, uuid_like};
 use pb::receive_message_response::Content;
-use tokio_stream::StreamExt;
 
 fn with_client<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("x-mq-client-id", "api-test@1#1".parse().expect("ascii"));
-    r.metadata_mut()
-        .insert("x-mq-language", "HTTP".parse().expect("ascii"));
-    r
-}
-
-fn res(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_owned(),
-    })
+    raw::request("api-test@1#1", msg)
 }
 
 fn message(topic: &str, id: &str, body: Vec<u8>) -> pb::Message {
@@ -76,56 +66,23 @@ async fn adhoc_send_and_receive(mode: Mode) {
     assert_eq!(reply.entries[0].message_id, "ID-0001");
     assert_eq!(reply.entries[0].offset, 0);
 
-    let mut stream = cluster
-        .v2()
-        .await
-        .receive_message(with_client(pb::ReceiveMessageRequest {
-            group: res("adhoc-group"),
-            message_queue: Some(pb::MessageQueue {
-                topic: res(&topic),
-                id: 0,
-                ..Default::default()
-            }),
-            filter_expression: Some(pb::FilterExpression {
-                r#type: pb::FilterType::Tag as i32,
-                expression: "*".to_owned(),
-            }),
-            batch_size: 16,
-            invisible_duration: Some(prost_types::Duration {
-                seconds: 30,
-                nanos: 0,
-            }),
-            auto_renew: false,
-            long_polling_timeout: Some(prost_types::Duration {
-                seconds: 5,
-                nanos: 0,
-            }),
-            attempt_id: None,
-        }))
-        .await
-        .expect("gRPC OK")
-        .into_inner();
-    let mut frames = Vec::new();
-    while let Some(frame) = stream.next().await {
-        frames.push(
-            frame
-                .expect("frame")
-                .content
-                .expect("exactly one oneof set"),
-        );
-    }
+    let frames = raw::receive_frames(
+        &mut cluster.v2().await,
+        with_client(raw::receive_request(
+            "adhoc-group",
+            raw::queue(&topic, 0, None),
+            16,
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+        )),
+    )
+    .await;
     // Status first, then the message.
     let Some(Content::Status(st)) = frames.first() else {
         panic!("first frame is not a status: {frames:?}")
     };
     assert_eq!(st.code, pb::Code::Ok as i32);
-    let msg = frames
-        .iter()
-        .find_map(|f| match f {
-            Content::Message(m) => Some(m),
-            _ => None,
-        })
-        .expect("a message frame");
+    let msg = raw::messages(&frames).next().expect("a message frame");
     let sp = msg.system_properties.as_ref().expect("system properties");
     assert_eq!(msg.body.as_ref(), b"hello comet");
     assert_eq!(
@@ -195,40 +152,19 @@ async fn bad_requests(mode: Mode) {
     assert_eq!(c, pb::Code::IllegalMessageTag as i32, "{m}");
 
     // A receive with an invisible time below the minimum.
-    let receive = cluster
-        .v2()
-        .await
-        .receive_message(with_client(pb::ReceiveMessageRequest {
-            group: res("strict-group"),
-            message_queue: Some(pb::MessageQueue {
-                topic: res(&topic),
-                id: 0,
-                ..Default::default()
-            }),
-            filter_expression: Some(pb::FilterExpression {
-                r#type: pb::FilterType::Tag as i32,
-                expression: "*".to_owned(),
-            }),
-            batch_size: 16,
+    let frames = raw::receive_frames(
+        &mut cluster.v2().await,
+        with_client(raw::receive_request(
+            "strict-group",
+            raw::queue(&topic, 0, None),
+            16,
             // Below the 1 s minimum.
-            invisible_duration: Some(prost_types::Duration {
-                seconds: 0,
-                nanos: 100_000_000,
-            }),
-            auto_renew: false,
-            long_polling_timeout: Some(prost_types::Duration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            attempt_id: None,
-        }))
-        .await
-        .expect("gRPC OK");
-    let frames: Vec<_> = receive.into_inner().collect::<Vec<_>>().await;
-    let Some(Ok(pb::ReceiveMessageResponse {
-        content: Some(Content::Status(st)),
-    })) = frames.first()
-    else {
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        )),
+    )
+    .await;
+    let Some(Content::Status(st)) = frames.first() else {
         panic!("{frames:?}")
     };
     assert_eq!(

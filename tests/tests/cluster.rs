@@ -22,7 +22,7 @@ use comet_controller::remoting::{RemotingCommand, SerializeType, request_code, r
 use comet_proto::apache::rocketmq::v2 as pb;
 use comet_proto::comet::v1 as cpb;
 use comet_tests::cluster::{WAIT, broker_set_alive};
-use comet_tests::{Cluster, ClusterBuilder, client};
+use comet_tests::{Cluster, ClusterBuilder, client, raw};
 use parking_lot::Mutex;
 use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
 use rocketmq::model::common::{FilterExpression, FilterType};
@@ -30,7 +30,6 @@ use rocketmq::model::message::MessageBuilder;
 use rocketmq::{Producer, SimpleConsumer};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_stream::StreamExt;
 
 /// Attempts per message before a send counts as failed.
 const SEND_ATTEMPTS: usize = 10;
@@ -541,12 +540,7 @@ async fn given_a_topic_on_two_broker_sets_when_one_is_killed_should_route_around
 }
 
 fn with_client<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("x-mq-client-id", "cluster-test@1#1".parse().expect("ascii"));
-    r.metadata_mut()
-        .insert("x-mq-language", "HTTP".parse().expect("ascii"));
-    r
+    raw::request("cluster-test@1#1", msg)
 }
 
 /// Receives from the queues of `set` until empty; returns (message id, broker set of its
@@ -555,58 +549,24 @@ async fn drain_set(cluster: &Cluster, topic: &str, set: &str) -> Vec<(String, St
     let mut got = Vec::new();
     let mut client = cluster.v2().await;
     for _ in 0..50 {
-        let mut stream = client
-            .receive_message(with_client(pb::ReceiveMessageRequest {
-                group: Some(pb::Resource {
-                    resource_namespace: String::new(),
-                    name: "spread-group".to_owned(),
-                }),
-                message_queue: Some(pb::MessageQueue {
-                    topic: Some(pb::Resource {
-                        resource_namespace: String::new(),
-                        name: topic.to_owned(),
-                    }),
-                    id: -1,
-                    broker: Some(pb::Broker {
-                        name: set.to_owned(),
-                        id: 0,
-                        endpoints: None,
-                    }),
-                    ..Default::default()
-                }),
-                filter_expression: Some(pb::FilterExpression {
-                    r#type: pb::FilterType::Tag as i32,
-                    expression: "*".to_owned(),
-                }),
-                batch_size: 32,
-                invisible_duration: Some(prost_types::Duration {
-                    seconds: 60,
-                    nanos: 0,
-                }),
-                auto_renew: false,
-                long_polling_timeout: Some(prost_types::Duration {
-                    seconds: 1,
-                    nanos: 0,
-                }),
-                attempt_id: None,
-            }))
-            .await
-            .expect("receive")
-            .into_inner();
+        let req = raw::receive_request(
+            "spread-group",
+            raw::queue(topic, -1, Some(set)),
+            32,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        );
+        let frames = raw::receive_frames(&mut client, with_client(req)).await;
         let mut batch = 0;
-        while let Some(frame) = stream.next().await {
-            if let Some(pb::receive_message_response::Content::Message(m)) =
-                frame.expect("frame").content
-            {
-                let sp = m.system_properties.expect("system properties");
-                let handle = sp.receipt_handle.unwrap_or_default();
-                let from = handle
-                    .split_once('~')
-                    .map(|(s, _)| s.to_owned())
-                    .unwrap_or_default();
-                got.push((sp.message_id, from));
-                batch += 1;
-            }
+        for m in raw::messages(&frames) {
+            let sp = m.system_properties.as_ref().expect("system properties");
+            let handle = sp.receipt_handle.as_deref().unwrap_or_default();
+            let from = handle
+                .split_once('~')
+                .map(|(s, _)| s.to_owned())
+                .unwrap_or_default();
+            got.push((sp.message_id.clone(), from));
+            batch += 1;
         }
         if batch == 0 {
             break;

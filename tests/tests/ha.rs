@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use comet::admin::{self, GroupCommand, GroupSpec, TopicCommand, TopicSpec, TopicType};
@@ -36,12 +36,16 @@ use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 use comet_proto::comet::v1::{QueryMessageRequest, query_message_request};
 use comet_tests::ha::{HaDeployment, HaOptions, SET};
 use comet_tests::procs::{CHILD_FLAG, child_main};
+use comet_tests::raw::{self, resource};
 use parking_lot::Mutex;
 use pb::messaging_service_client::MessagingServiceClient;
+use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 const TOPIC: &str = "ha-orders";
+/// `x-mq-client-id` of every raw call.
+const CLIENT: &str = "ha-test@1#1";
 const GROUP: &str = "ha-consumers";
 const PRODUCERS: usize = 4;
 const QUEUES: u32 = 4;
@@ -103,25 +107,9 @@ async fn deploy() -> HaDeployment {
 
 // ------------------------------------------------------------------------------ workload
 
-fn res(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_owned(),
-    })
-}
-
-fn with_client<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("x-mq-client-id", "ha-test@1#1".parse().expect("ascii"));
-    r.metadata_mut()
-        .insert("x-mq-language", "HTTP".parse().expect("ascii"));
-    r
-}
-
 fn message(id: &str, group: &str, body: String) -> pb::Message {
     pb::Message {
-        topic: res(TOPIC),
+        topic: resource(TOPIC),
         user_properties: HashMap::new(),
         system_properties: Some(pb::SystemProperties {
             tag: Some("t".to_owned()),
@@ -145,7 +133,7 @@ async fn send_once(
     client: &mut MessagingServiceClient<Channel>,
     m: pb::Message,
 ) -> Result<(), String> {
-    let mut req = with_client(pb::SendMessageRequest { messages: vec![m] });
+    let mut req = raw::request(CLIENT, pb::SendMessageRequest { messages: vec![m] });
     req.set_timeout(Duration::from_secs(1));
     let reply = tokio::time::timeout(Duration::from_secs(5), client.send_message(req)).await;
     match reply {
@@ -175,17 +163,18 @@ struct Acked {
     failures: BTreeMap<String, u64>,
 }
 
-struct Received {
-    /// Arrival order: (message id, group, seq).
-    log: Vec<(String, String, u64)>,
-}
+/// What the consumer received, in arrival order: (message id, group, seq).
+type Received = Vec<(String, String, u64)>;
 
 struct Workload {
     acked: Arc<Mutex<Acked>>,
-    received: Arc<Mutex<Received>>,
+    /// What the consumer received; it bumps the watch with every message, so
+    /// [`Workload::finish`] wakes on arrivals.
+    received: Arc<watch::Sender<Received>>,
     stop_producing: Arc<AtomicBool>,
     stop_consuming: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
+    /// Acknowledged sends so far; the producers bump it, [`Workload::wait_progress`] waits on it.
+    sent: Arc<watch::Sender<u64>>,
     producers: Vec<tokio::task::JoinHandle<()>>,
     consumer: tokio::task::JoinHandle<()>,
 }
@@ -193,10 +182,10 @@ struct Workload {
 impl Workload {
     async fn start(proxy: String) -> Workload {
         let acked = Arc::new(Mutex::new(Acked::default()));
-        let received = Arc::new(Mutex::new(Received { log: Vec::new() }));
+        let received = Arc::new(watch::Sender::new(Received::new()));
         let stop_producing = Arc::new(AtomicBool::new(false));
         let stop_consuming = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(watch::Sender::new(0u64));
         let mut producers = Vec::new();
         for p in 0..PRODUCERS {
             let (acked, stop, sent, proxy) = (
@@ -226,7 +215,7 @@ impl Workload {
                         }
                     }
                     acked.lock().ids.insert(id, (group.clone(), seq));
-                    sent.fetch_add(1, Ordering::Relaxed);
+                    sent.send_modify(|n| *n += 1);
                     seq += 1;
                 }
             }));
@@ -255,51 +244,58 @@ impl Workload {
         }
     }
 
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
     /// Waits (bounded) until `n` more sends were acknowledged.
     async fn wait_progress(&self, n: u64, what: &str) {
-        let target = self.sent() + n;
-        let deadline = Instant::now() + WAIT;
-        while self.sent() < target {
-            assert!(
-                Instant::now() < deadline,
+        let mut sent = self.sent.subscribe();
+        let target = *sent.borrow_and_update() + n;
+        // `is_ok` drops the borrow of the watch at once: the producers' bumps wait for it.
+        let reached = tokio::time::timeout(WAIT, sent.wait_for(|s| *s >= target))
+            .await
+            .is_ok();
+        if !reached {
+            panic!(
                 "{what}: only {} of {target} sends acknowledged within {WAIT:?}; failures {:?}",
-                self.sent(),
+                *self.sent.borrow(),
                 self.acked.lock().failures
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Stops producing, waits until every acknowledged message arrived (bounded), stops
-    /// consuming, and checks.
+    /// Stops producing, waits until every acknowledged message arrived (bounded: what is
+    /// still missing then counts as lost), stops consuming, and checks.
     async fn finish(self) -> Report {
         self.stop_producing.store(true, Ordering::Relaxed);
         for p in self.producers {
             p.await.expect("producer task");
         }
         let acked: HashMap<String, (String, u64)> = self.acked.lock().ids.clone();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got: HashSet<String> = self
-                .received
-                .lock()
-                .log
-                .iter()
-                .map(|(id, _, _)| id.clone())
-                .collect();
-            if acked.keys().all(|id| got.contains(id)) || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut missing: HashSet<&str> = acked.keys().map(String::as_str).collect();
+        let mut checked = 0;
+        let mut received = self.received.subscribe();
+        // `is_ok` drops the borrow of the watch at once: the consumer's pushes wait for it.
+        let all_arrived = tokio::time::timeout(
+            WAIT,
+            received.wait_for(|log| {
+                for (id, _, _) in &log[checked..] {
+                    missing.remove(id.as_str());
+                }
+                checked = log.len();
+                missing.is_empty()
+            }),
+        )
+        .await
+        .is_ok();
+        if !all_arrived {
+            println!(
+                "{} acknowledged messages had not arrived after {WAIT:?}; the checker counts \
+                 them as lost",
+                missing.len()
+            );
         }
         self.stop_consuming.store(true, Ordering::Relaxed);
         self.consumer.await.expect("consumer task");
         let failures = self.acked.lock().failures.clone();
-        let log = std::mem::take(&mut self.received.lock().log);
+        let log = self.received.send_replace(Received::new());
         Report::check(&acked, &log, failures)
     }
 }
@@ -307,39 +303,18 @@ impl Workload {
 /// One receive round (FIFO group, any queue of the set), acknowledging everything received.
 async fn receive_batch(
     client: &mut MessagingServiceClient<Channel>,
-    received: &Mutex<Received>,
+    received: &watch::Sender<Received>,
 ) -> Result<(), ()> {
-    let req = pb::ReceiveMessageRequest {
-        group: res(GROUP),
-        message_queue: Some(pb::MessageQueue {
-            topic: res(TOPIC),
-            id: -1,
-            broker: Some(pb::Broker {
-                name: SET.to_owned(),
-                id: 0,
-                endpoints: None,
-            }),
-            ..Default::default()
-        }),
-        filter_expression: Some(pb::FilterExpression {
-            r#type: pb::FilterType::Tag as i32,
-            expression: "*".to_owned(),
-        }),
-        batch_size: 32,
-        invisible_duration: Some(prost_types::Duration {
-            seconds: 5,
-            nanos: 0,
-        }),
-        auto_renew: false,
-        long_polling_timeout: Some(prost_types::Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        attempt_id: None,
-    };
+    let req = raw::receive_request(
+        GROUP,
+        raw::queue(TOPIC, -1, Some(SET)),
+        32,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    );
     let mut stream = tokio::time::timeout(
         Duration::from_secs(5),
-        client.receive_message(with_client(req)),
+        client.receive_message(raw::request(CLIENT, req)),
     )
     .await
     .map_err(|_| ())?
@@ -355,10 +330,7 @@ async fn receive_batch(
                 .split_once(':')
                 .map(|(g, s)| (g.to_owned(), s.parse().unwrap_or(u64::MAX)))
                 .unwrap_or_default();
-            received
-                .lock()
-                .log
-                .push((sp.message_id.clone(), group, seq));
+            received.send_modify(|log| log.push((sp.message_id.clone(), group, seq)));
             acks.push(pb::AckMessageEntry {
                 message_id: sp.message_id,
                 receipt_handle: sp.receipt_handle.unwrap_or_default(),
@@ -370,11 +342,14 @@ async fn receive_batch(
         // A failed ack only means a later redelivery (a duplicate), which the checker counts.
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
-            client.ack_message(with_client(pb::AckMessageRequest {
-                group: res(GROUP),
-                topic: res(TOPIC),
-                entries: acks,
-            })),
+            client.ack_message(raw::request(
+                CLIENT,
+                pb::AckMessageRequest {
+                    group: resource(GROUP),
+                    topic: resource(TOPIC),
+                    entries: acks,
+                },
+            )),
         )
         .await;
     }
@@ -472,7 +447,7 @@ async fn holds(addr: std::net::SocketAddr, id: &str) -> bool {
     let r = broker_client(addr)
         .await
         .query_message(QueryMessageRequest {
-            topic: res(TOPIC),
+            topic: resource(TOPIC),
             query: Some(query_message_request::Query::MessageId(id.to_owned())),
         })
         .await
@@ -481,29 +456,30 @@ async fn holds(addr: std::net::SocketAddr, id: &str) -> bool {
     r.status.is_some_and(|s| s.code == pb::Code::Ok as i32)
 }
 
-/// Sends probes through the proxy until one is acknowledged; returns the time it took.
+/// Sends probes through the proxy until one is acknowledged; returns the time it took. The
+/// new master is a child process and only a send tells whether it takes writes yet, so this
+/// polls through [`comet_tests::wait_until`].
 async fn first_ack(proxy: &str, tag: &str) -> Duration {
     let started = Instant::now();
     let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
         .await
         .expect("connect to proxy");
+    let group = format!("probe-{tag}");
     let mut n = 0;
-    loop {
-        let id = format!("probe-{tag}-{n}");
-        let group = format!("probe-{tag}");
-        if send_once(&mut client, message(&id, &group, format!("{group}:{n}")))
-            .await
-            .is_ok()
-        {
-            return started.elapsed();
-        }
-        n += 1;
-        assert!(
-            started.elapsed() < WAIT,
-            "no send acknowledged within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    comet_tests::wait_until(
+        &format!("a send acknowledged after fault {tag}"),
+        WAIT,
+        async || {
+            let id = format!("probe-{tag}-{n}");
+            let body = format!("{group}:{n}");
+            n += 1;
+            send_once(&mut client, message(&id, &group, body))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    started.elapsed()
 }
 
 // ------------------------------------------------------------------------------ phases

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use comet::admin::TopicType;
 use comet_proto::apache::rocketmq::v2 as pb;
+use comet_tests::raw::{self, resource as res};
 use comet_tests::{Mode, TestCluster, now_ms, uuid_like};
 use pb::messaging_service_client::MessagingServiceClient;
 use pb::pull_message_response::Content as PullContent;
@@ -15,19 +16,7 @@ use tonic::transport::Channel;
 const LIMIT: Duration = Duration::from_secs(15);
 
 fn with_client<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("x-mq-client-id", "query-test@1#1".parse().expect("ascii"));
-    r.metadata_mut()
-        .insert("x-mq-language", "JAVA".parse().expect("ascii"));
-    r
-}
-
-fn res(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_owned(),
-    })
+    raw::request("query-test@1#1", msg)
 }
 
 fn ts(ms: i64) -> prost_types::Timestamp {
@@ -113,7 +102,9 @@ async fn query_offset(
     (r.status.expect("status").code, r.offset)
 }
 
-/// Waits (bounded) until the queue holds `n` messages.
+/// Waits (bounded) until the queue holds `n` messages. Between looks it long-polls
+/// PullMessage at the queue's end, which the broker answers as soon as it dispatches the next
+/// message there.
 async fn stored(c: &mut MessagingServiceClient<Channel>, mq: &pb::MessageQueue, n: i64) {
     let deadline = Instant::now() + LIMIT;
     loop {
@@ -126,7 +117,7 @@ async fn stored(c: &mut MessagingServiceClient<Channel>, mq: &pb::MessageQueue, 
             Instant::now() < deadline,
             "only {end} of {n} messages stored"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        pull(c, mq, end, 1, None).await;
     }
 }
 
@@ -136,24 +127,18 @@ async fn receive(
     mq: &pb::MessageQueue,
     filter: pb::FilterExpression,
 ) -> (pb::Status, Vec<pb::Message>) {
-    let mut stream = c
-        .receive_message(with_client(pb::ReceiveMessageRequest {
-            group: res(group),
-            message_queue: Some(mq.clone()),
-            filter_expression: Some(filter),
-            batch_size: 32,
-            invisible_duration: dur(30_000),
-            auto_renew: false,
-            long_polling_timeout: dur(1_000),
-            attempt_id: None,
-        }))
-        .await
-        .expect("gRPC OK")
-        .into_inner();
+    let mut req = raw::receive_request(
+        group,
+        mq.clone(),
+        32,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    req.filter_expression = Some(filter);
     let mut status = None;
     let mut messages = Vec::new();
-    while let Some(frame) = stream.next().await {
-        match frame.expect("frame").content.expect("oneof set") {
+    for frame in raw::receive_frames(c, with_client(req)).await {
+        match frame {
             ReceiveContent::Status(s) => status = Some(s),
             ReceiveContent::Message(m) => messages.push(m),
             ReceiveContent::DeliveryTimestamp(_) => {}
@@ -299,47 +284,74 @@ async fn sql_filters(mode: Mode) {
     cluster.stop().await;
 }
 
-async fn pull_and_offsets(mode: Mode) {
-    let cluster = TestCluster::start(mode).await;
-    let topic = format!("pull-{}", uuid_like());
-    cluster.create_topic(&topic, 1, TopicType::Normal).await;
-    let mut c = cluster.v2().await;
-    let mq = route_queue(&mut c, &topic).await;
-    send(
-        &mut c,
-        (0..3)
-            .map(|i| message(&topic, &format!("a{i}"), None, &[]))
-            .collect(),
-    )
-    .await;
-    stored(&mut c, &mq, 3).await;
-    let first = pull(&mut c, &mq, 0, 32, None).await;
-    let ts1 = first
-        .messages
-        .iter()
-        .filter_map(|m| {
-            m.system_properties
-                .as_ref()?
-                .store_timestamp
-                .as_ref()
-                .map(ms)
-        })
-        .max()
-        .expect("store timestamps");
-    // Polls the clock (bounded) until it passed the first batch's store time.
-    let deadline = Instant::now() + LIMIT;
-    while now_ms() <= ts1 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(1)).await;
+/// A deployment with a one-queue topic holding five messages in two batches whose store times
+/// differ: `a0..a2` (offsets 0-2, stored at or before `ts1`), then `b0`, `b1` (offsets 3-4,
+/// stored after `ts1`).
+struct TwoBatches {
+    cluster: TestCluster,
+    topic: String,
+    c: MessagingServiceClient<Channel>,
+    mq: pb::MessageQueue,
+    /// The latest store time of the first batch.
+    ts1: i64,
+}
+
+impl TwoBatches {
+    async fn start(mode: Mode, prefix: &str) -> TwoBatches {
+        let cluster = TestCluster::start(mode).await;
+        let topic = format!("{prefix}-{}", uuid_like());
+        cluster.create_topic(&topic, 1, TopicType::Normal).await;
+        let mut c = cluster.v2().await;
+        let mq = route_queue(&mut c, &topic).await;
+        let batch = |prefix: &str, n: usize| -> Vec<pb::Message> {
+            (0..n)
+                .map(|i| message(&topic, &format!("{prefix}{i}"), None, &[]))
+                .collect()
+        };
+        send(&mut c, batch("a", 3)).await;
+        stored(&mut c, &mq, 3).await;
+        let ts1 = pull(&mut c, &mq, 0, 32, None)
+            .await
+            .messages
+            .iter()
+            .filter_map(|m| {
+                m.system_properties
+                    .as_ref()?
+                    .store_timestamp
+                    .as_ref()
+                    .map(ms)
+            })
+            .max()
+            .expect("store timestamps");
+        // The one sleep of these tests, and not a wait for state: the wall clock itself must
+        // pass `ts1` so that the second batch is stored strictly later (store times have
+        // millisecond resolution), and nothing signals that. Bounded; 1 ms at a time (see
+        // `comet_tests::wait_until`).
+        let deadline = Instant::now() + LIMIT;
+        while now_ms() <= ts1 {
+            assert!(Instant::now() < deadline, "the clock never passed {ts1}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        send(&mut c, batch("b", 2)).await;
+        stored(&mut c, &mq, 5).await;
+        TwoBatches {
+            cluster,
+            topic,
+            c,
+            mq,
+            ts1,
+        }
     }
-    send(
-        &mut c,
-        (0..2)
-            .map(|i| message(&topic, &format!("b{i}"), None, &[]))
-            .collect(),
-    )
-    .await;
-    stored(&mut c, &mq, 5).await;
+}
+
+async fn pull_and_offsets(mode: Mode) {
+    let TwoBatches {
+        cluster,
+        topic,
+        mut c,
+        mq,
+        ts1,
+    } = TwoBatches::start(mode, "pull").await;
 
     // QueryOffset.
     use pb::QueryOffsetPolicy as P;
@@ -440,22 +452,15 @@ async fn pull_and_offsets(mode: Mode) {
         "a refused update changes nothing"
     );
 
-    // The offset survives a restart.
+    // The offset survives a restart. (In cluster mode the restarted broker listens on a new
+    // port; `start_in` returns once the controller lists that port and the broker serves as
+    // master, so the proxy routes to it from its first metadata snapshot.)
     let dir = cluster.stop().await;
     let cluster = TestCluster::start_in(mode, dir, |_| {}).await;
     cluster.wait_routable(&topic).await;
     let mut c = cluster.v2().await;
     let mq = route_queue(&mut c, &topic).await;
-    // In cluster mode the restarted broker listens on a new port: wait (bounded) until the
-    // metadata routes to it, i.e. until the queue answers.
-    let deadline = Instant::now() + LIMIT;
-    while query_offset(&mut c, &mq, P::End, None).await.0 != ok {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted broker never became reachable"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(query_offset(&mut c, &mq, P::End, None).await, (ok, 5));
     let r = c
         .get_offset(with_client(pb::GetOffsetRequest {
             group: res("pull-group"),
@@ -497,42 +502,13 @@ async fn admin_queries(mode: Mode) {
         self, IdQuery, KeyQuerySpec, MessageCommand, OffsetCommand, OffsetQuerySpec, ProgressSpec,
         ResetSpec,
     };
-    let cluster = TestCluster::start(mode).await;
-    let topic = format!("admin-{}", uuid_like());
-    cluster.create_topic(&topic, 1, TopicType::Normal).await;
-    let mut c = cluster.v2().await;
-    let mq = route_queue(&mut c, &topic).await;
-    send(
-        &mut c,
-        (0..3)
-            .map(|i| message(&topic, &format!("a{i}"), None, &[]))
-            .collect(),
-    )
-    .await;
-    stored(&mut c, &mq, 3).await;
-    let (_, ts1) = {
-        let p = pull(&mut c, &mq, 2, 1, None).await;
-        let t = p.messages[0]
-            .system_properties
-            .as_ref()
-            .and_then(|s| s.store_timestamp.as_ref())
-            .map(ms)
-            .expect("store time");
-        (p, t)
-    };
-    let deadline = Instant::now() + LIMIT;
-    while now_ms() <= ts1 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    send(
-        &mut c,
-        (0..2)
-            .map(|i| message(&topic, &format!("b{i}"), None, &[]))
-            .collect(),
-    )
-    .await;
-    stored(&mut c, &mq, 5).await;
+    let TwoBatches {
+        cluster,
+        topic,
+        mut c,
+        mq,
+        ts1,
+    } = TwoBatches::start(mode, "admin").await;
     let target = cluster.admin();
 
     // Queries by id, key and queue offset.
@@ -548,31 +524,24 @@ async fn admin_queries(mode: Mode) {
     assert_eq!(v["count"], 1, "{v}");
     assert_eq!(v["messages"][0]["queue_offset"], 1);
     assert_eq!(v["messages"][0]["body"]["text"], "body-a1");
-    let v = admin::message(
-        &target,
-        &MessageCommand::Key(KeyQuerySpec {
-            key: "key-b0".into(),
-            topic: topic.clone(),
-            begin: Some((ts1 + 1).to_string()),
-            end: None,
-            max: 10,
-        }),
-    )
-    .await
-    .expect("query by key");
+    // Keys stored after the first batch.
+    let keyed_after_ts1 = async |key: &str| {
+        admin::message(
+            &target,
+            &MessageCommand::Key(KeyQuerySpec {
+                key: key.into(),
+                topic: topic.clone(),
+                begin: Some((ts1 + 1).to_string()),
+                end: None,
+                max: 10,
+            }),
+        )
+        .await
+        .expect("query by key")
+    };
+    let v = keyed_after_ts1("key-b0").await;
     assert_eq!(v["messages"][0]["message_id"], "b0", "{v}");
-    let v = admin::message(
-        &target,
-        &MessageCommand::Key(KeyQuerySpec {
-            key: "key-a0".into(),
-            topic: topic.clone(),
-            begin: Some((ts1 + 1).to_string()),
-            end: None,
-            max: 10,
-        }),
-    )
-    .await
-    .expect("query by key");
+    let v = keyed_after_ts1("key-a0").await;
     assert_eq!(v["count"], 0, "a0 was stored before the range: {v}");
     let v = admin::message(
         &target,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comet_broker::{ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationMode};
-use comet_proto::apache::rocketmq::v2::Code;
+use comet_proto::apache::rocketmq::v2::{Code, MessageQueue, PullMessageRequest};
 use comet_proto::comet::v1::broker_service_server::{BrokerService, BrokerServiceServer};
 use comet_proto::comet::v1::replication_service_server::ReplicationServiceServer;
 use comet_proto::comet::v1::{
@@ -205,11 +205,80 @@ async fn has_message(m: &Member, id: &str) -> bool {
     code(&r.status) == Code::Ok
 }
 
+/// Waits (bounded) until `m` serves message `id`. Each round long-polls PullMessage on queue 0
+/// of `t` from where the last round ended; the broker answers as soon as its store dispatches
+/// more of the queue (a record enters the index before its consume queue), so this wakes on
+/// replication progress. A group that only pulls moves no offsets.
 async fn wait_has(m: &Member, id: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !has_message(m, id).await {
-        assert!(tokio::time::Instant::now() < deadline, "{id} never arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut offset = 0;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "{id} never arrived within {WAIT:?}");
+        let r = m
+            .svc()
+            .pull_message(tonic::Request::new(PullMessageRequest {
+                group: res("ha-probe"),
+                message_queue: Some(MessageQueue {
+                    topic: res("t"),
+                    id: 0,
+                    ..Default::default()
+                }),
+                offset,
+                batch_size: 32,
+                filter_expression: None,
+                long_polling_timeout: Some(left.try_into().unwrap()),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        if r.messages.iter().any(|msg| sp(msg).message_id == id) {
+            break;
+        }
+        // OK: read on; MESSAGE_NOT_FOUND: the poll ran out; ILLEGAL_OFFSET: the queue starts
+        // or ends elsewhere. Each answers the offset to go on from.
+        let c = code(&r.status);
+        assert!(
+            matches!(c, Code::Ok | Code::MessageNotFound | Code::IllegalOffset),
+            "pulling for {id}: {:?}",
+            r.status
+        );
+        offset = r.next_offset;
+    }
+    assert!(
+        has_message(m, id).await,
+        "{id} was pulled but not found by id"
+    );
+}
+
+/// What a two-member set needs before its members start: data directories, bound listeners
+/// (`a` is broker 0, `b` broker 1) and the controller, with 0 master at epoch 1.
+struct Pair {
+    da: tempfile::TempDir,
+    db: tempfile::TempDir,
+    la: TcpListener,
+    lb: TcpListener,
+    aa: SocketAddr,
+    ab: SocketAddr,
+    ctl: Arc<FakeController>,
+}
+
+impl Pair {
+    async fn bind() -> Pair {
+        let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+        Pair {
+            da: tempfile::tempdir().unwrap(),
+            db: tempfile::tempdir().unwrap(),
+            la,
+            lb,
+            aa,
+            ab,
+            ctl: Arc::new(FakeController {
+                meta: watch::channel(Arc::new(cluster_meta(&[aa, ab]))).0,
+            }),
+        }
     }
 }
 
@@ -230,15 +299,15 @@ fn elect(ctl: &FakeController, master: u64, epoch: u64, dead: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_sync_replication_when_replicas_stop_and_masters_fail_should_keep_every_ack() {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (la, lb) = (
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    );
-    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
-    let ctl = Arc::new(FakeController {
-        meta: watch::channel(Arc::new(cluster_meta(&[aa, ab]))).0,
-    });
+    let Pair {
+        da,
+        db,
+        la,
+        lb,
+        aa,
+        ab,
+        ctl,
+    } = Pair::bind().await;
     let far = std::time::Instant::now() + Duration::from_secs(3600);
     let (_lease_tx, lease) = watch::channel(Some(far));
 
@@ -319,15 +388,14 @@ async fn given_sync_replication_when_replicas_stop_and_masters_fail_should_keep_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_replicated_master_without_a_lease_when_sending_should_refuse_and_replicas_never_write()
  {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (la, lb) = (
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    );
-    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
-    let ctl = Arc::new(FakeController {
-        meta: watch::channel(Arc::new(cluster_meta(&[aa, ab]))).0,
-    });
+    let Pair {
+        da,
+        db,
+        la,
+        lb,
+        ctl,
+        ..
+    } = Pair::bind().await;
     let (lease_tx, lease) = watch::channel(None);
     let a = start_member(da.path(), 0, la, &ctl, &lease).await;
     let b = start_member(db.path(), 1, lb, &ctl, &lease).await;
@@ -340,6 +408,9 @@ async fn given_a_replicated_master_without_a_lease_when_sending_should_refuse_an
     // The replica never accepts writes.
     assert_eq!(send_code(&b, "y").await, Code::HaNotAvailable);
     lease_tx.send_replace(Some(std::time::Instant::now() + Duration::from_secs(3600)));
+    // A poll, not a wait on state: the master applies the lease to its write gate in its own
+    // task, and neither `HaStatus` nor anything else public shows the gate, so only a send
+    // tells (a `HaBroker` watch of the gate would let this wait instead).
     let deadline = tokio::time::Instant::now() + WAIT;
     while send_code(&a, "z").await != Code::Ok {
         assert!(

@@ -78,6 +78,16 @@ async fn create_topic(r: &Running, name: &str) {
     .expect("watch open");
 }
 
+/// A standalone node with the one-queue topic `topic`, and a raw v2 client of its proxy.
+async fn start_with_topic(topic: &str) -> (Running, MessagingServiceClient<Channel>) {
+    let r = start().await;
+    create_topic(&r, topic).await;
+    let c = MessagingServiceClient::connect(format!("http://{}", r.proxy))
+        .await
+        .expect("connect");
+    (r, c)
+}
+
 async fn comet(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_comet"))
         .args(args)
@@ -100,6 +110,64 @@ fn json(out: &Output) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// `comet offset progress readers --topic events` against controller `ctl`, as JSON.
+async fn readers_progress(ctl: &str) -> Value {
+    json(
+        &comet(&[
+            "offset",
+            "progress",
+            "readers",
+            "--topic",
+            "events",
+            "--controller",
+            ctl,
+        ])
+        .await,
+    )
+}
+
+/// `comet offset reset readers --topic events <to>` against controller `ctl`, as JSON.
+async fn reset_readers(ctl: &str, to: &[&str]) -> Value {
+    let mut args = vec!["offset", "reset", "readers", "--topic", "events"];
+    args.extend_from_slice(to);
+    args.extend(["--controller", ctl]);
+    json(&comet(&args).await)
+}
+
+/// `comet message offset --topic orders --queue 0 --offset <offset>` against controller `ctl`,
+/// as JSON.
+async fn message_at(ctl: &str, offset: i64) -> Value {
+    let offset = offset.to_string();
+    json(
+        &comet(&[
+            "message",
+            "offset",
+            "--topic",
+            "orders",
+            "--queue",
+            "0",
+            "--offset",
+            &offset,
+            "--controller",
+            ctl,
+        ])
+        .await,
+    )
+}
+
+/// Runs `comet <args> --controller <ctl>` for each `(args, text)`: it must exit with status 2
+/// and say `text` on stderr.
+async fn assert_usage_errors(ctl: &str, cases: &[(Vec<&str>, &str)]) {
+    for (args, text) in cases {
+        let mut args = args.clone();
+        args.extend(["--controller", ctl]);
+        let out = comet(&args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(text), "{args:?}: {err}");
+    }
 }
 
 fn with_client<T>(msg: T) -> tonic::Request<T> {
@@ -151,9 +219,12 @@ async fn send(c: &mut MessagingServiceClient<Channel>, topic: &str, ids: &[&str]
 }
 
 /// Waits (bounded) until the topic's queue 0 holds `n` messages; returns the store time of
-/// the last one.
+/// the last one. Each round long-polls PullMessage, which the broker answers as soon as a
+/// message is there; while fewer than `n` are stored, it polls at the queue's end.
 async fn stored(c: &mut MessagingServiceClient<Channel>, topic: &str, n: i64) -> i64 {
     let deadline = Instant::now() + LIMIT;
+    let last = n - 1;
+    let mut offset = last;
     loop {
         let mut stream = c
             .pull_message(with_client(pb::PullMessageRequest {
@@ -163,7 +234,7 @@ async fn stored(c: &mut MessagingServiceClient<Channel>, topic: &str, n: i64) ->
                     id: 0,
                     ..Default::default()
                 }),
-                offset: n - 1,
+                offset,
                 batch_size: 1,
                 filter_expression: None,
                 long_polling_timeout: Some(prost_types::Duration {
@@ -175,14 +246,21 @@ async fn stored(c: &mut MessagingServiceClient<Channel>, topic: &str, n: i64) ->
             .expect("gRPC OK")
             .into_inner();
         while let Some(frame) = stream.next().await {
-            if let Some(pb::pull_message_response::Content::Message(m)) =
-                frame.expect("frame").content
-            {
-                let t = m
-                    .system_properties
-                    .and_then(|s| s.store_timestamp)
-                    .expect("store time");
-                return t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
+            match frame.expect("frame").content {
+                // Batch 1 without a filter: the message at `offset`.
+                Some(pb::pull_message_response::Content::Message(m)) if offset == last => {
+                    let t = m
+                        .system_properties
+                        .and_then(|s| s.store_timestamp)
+                        .expect("store time");
+                    return t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
+                }
+                // Where to go on: after what came, or the queue's end when `offset` lies
+                // beyond it (ILLEGAL_OFFSET, nothing waited for).
+                Some(pb::pull_message_response::Content::NextOffset(next)) => {
+                    offset = next.min(last);
+                }
+                _ => {}
             }
         }
         assert!(Instant::now() < deadline, "{n} messages never stored");
@@ -249,11 +327,7 @@ async fn ack(c: &mut MessagingServiceClient<Channel>, topic: &str, group: &str, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_stored_messages_when_queried_should_print_them_by_id_key_and_offset() {
-    let r = start().await;
-    create_topic(&r, "orders").await;
-    let mut c = MessagingServiceClient::connect(format!("http://{}", r.proxy))
-        .await
-        .expect("connect");
+    let (r, mut c) = start_with_topic("orders").await;
     send(&mut c, "orders", &["ID-1", "ID-2", "ID-3"]).await;
     stored(&mut c, "orders", 3).await;
     let ctl = r.controller.as_str();
@@ -319,110 +393,60 @@ async fn given_stored_messages_when_queried_should_print_them_by_id_key_and_offs
     );
     assert_eq!(v["count"], 0);
 
-    let v = json(
-        &comet(&[
-            "message",
-            "offset",
-            "--topic",
-            "orders",
-            "--queue",
-            "0",
-            "--offset",
-            "0",
-            "--controller",
-            ctl,
-        ])
-        .await,
-    );
+    let v = message_at(ctl, 0).await;
     assert_eq!(v["messages"][0]["message_id"], "ID-1");
-    let v = json(
-        &comet(&[
-            "message",
-            "offset",
-            "--topic",
-            "orders",
-            "--queue",
-            "0",
-            "--offset",
-            "3",
-            "--controller",
-            ctl,
-        ])
-        .await,
-    );
+    let v = message_at(ctl, 3).await;
     assert_eq!(v["count"], 0);
 
     // Errors: exit status 2 and a reason on stderr.
-    for (args, text) in [
-        (
-            vec!["message", "id", "x", "--topic", "nope", "--controller", ctl],
-            "topic \"nope\" does not exist",
-        ),
-        (
-            vec![
-                "message",
-                "key",
-                "k",
-                "--topic",
-                "orders",
-                "--begin",
-                "soon",
-                "--controller",
-                ctl,
-            ],
-            "\"soon\" is not a time",
-        ),
-        (
-            vec![
-                "message",
-                "key",
-                "k",
-                "--topic",
-                "orders",
-                "--begin",
-                "10",
-                "--end",
-                "5",
-                "--controller",
-                ctl,
-            ],
-            "--begin (10 ms) is after --end (5 ms)",
-        ),
-        (
-            vec![
-                "message",
-                "offset",
-                "--topic",
-                "orders",
-                "--queue",
-                "0",
-                "--offset",
-                "0",
-                "--broker-set",
-                "zz",
-                "--controller",
-                ctl,
-            ],
-            "no queues on broker set \"zz\"",
-        ),
-    ] {
-        let out = comet(&args).await;
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(text), "{args:?}: {err}");
-    }
+    assert_usage_errors(
+        ctl,
+        &[
+            (
+                vec!["message", "id", "x", "--topic", "nope"],
+                "topic \"nope\" does not exist",
+            ),
+            (
+                vec![
+                    "message", "key", "k", "--topic", "orders", "--begin", "soon",
+                ],
+                "\"soon\" is not a time",
+            ),
+            (
+                vec![
+                    "message", "key", "k", "--topic", "orders", "--begin", "10", "--end", "5",
+                ],
+                "--begin (10 ms) is after --end (5 ms)",
+            ),
+            (
+                vec![
+                    "message",
+                    "offset",
+                    "--topic",
+                    "orders",
+                    "--queue",
+                    "0",
+                    "--offset",
+                    "0",
+                    "--broker-set",
+                    "zz",
+                ],
+                "no queues on broker set \"zz\"",
+            ),
+        ],
+    )
+    .await;
     r.node.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_consuming_group_when_reset_by_time_should_show_progress_and_move_it() {
-    let r = start().await;
-    create_topic(&r, "events").await;
-    let mut c = MessagingServiceClient::connect(format!("http://{}", r.proxy))
-        .await
-        .expect("connect");
+    let (r, mut c) = start_with_topic("events").await;
     send(&mut c, "events", &["E-1", "E-2", "E-3"]).await;
     let ts1 = stored(&mut c, "events", 3).await;
+    // Not a wait for state: the wall clock itself must pass `ts1` so that E-4 and E-5 are
+    // stored strictly later (store times have millisecond resolution), and nothing signals
+    // that. Bounded; 1 ms at a time.
     let deadline = Instant::now() + LIMIT;
     while now_ms() <= ts1 {
         assert!(Instant::now() < deadline, "clock stuck");
@@ -433,18 +457,7 @@ async fn given_a_consuming_group_when_reset_by_time_should_show_progress_and_mov
     let ctl = r.controller.as_str();
 
     // A group that never consumed: everything is backlog.
-    let v = json(
-        &comet(&[
-            "offset",
-            "progress",
-            "readers",
-            "--topic",
-            "events",
-            "--controller",
-            ctl,
-        ])
-        .await,
-    );
+    let v = readers_progress(ctl).await;
     assert_eq!(
         (v["backlog"].as_i64(), v["inflight"].as_i64()),
         (Some(5), Some(0)),
@@ -458,18 +471,7 @@ async fn given_a_consuming_group_when_reset_by_time_should_show_progress_and_mov
     for h in &handles[..3] {
         ack(&mut c, "events", "readers", h).await;
     }
-    let v = json(
-        &comet(&[
-            "offset",
-            "progress",
-            "readers",
-            "--topic",
-            "events",
-            "--controller",
-            ctl,
-        ])
-        .await,
-    );
+    let v = readers_progress(ctl).await;
     assert_eq!(
         (v["backlog"].as_i64(), v["inflight"].as_i64()),
         (Some(2), Some(2)),
@@ -488,20 +490,7 @@ async fn given_a_consuming_group_when_reset_by_time_should_show_progress_and_mov
 
     // Reset to the time just after the first three: offset 3, the two in flight dropped.
     let at = (ts1 + 1).to_string();
-    let v = json(
-        &comet(&[
-            "offset",
-            "reset",
-            "readers",
-            "--topic",
-            "events",
-            "--timestamp",
-            &at,
-            "--controller",
-            ctl,
-        ])
-        .await,
-    );
+    let v = reset_readers(ctl, &["--timestamp", &at]).await;
     let q = &v["broker_sets"][0]["queues"][0];
     assert_eq!(
         (
@@ -517,99 +506,34 @@ async fn given_a_consuming_group_when_reset_by_time_should_show_progress_and_mov
     assert_eq!(pop(&mut c, "events", "readers").await.len(), 2);
 
     // Reset to an offset on one queue, then by RFC 3339 time to the very beginning.
-    let v = json(
-        &comet(&[
-            "offset",
-            "reset",
-            "readers",
-            "--topic",
-            "events",
-            "--offset",
-            "1",
-            "--queue",
-            "0",
-            "--controller",
-            ctl,
-        ])
-        .await,
-    );
+    let v = reset_readers(ctl, &["--offset", "1", "--queue", "0"]).await;
     assert_eq!(v["broker_sets"][0]["queues"][0]["offset"], 1);
-    let v = json(
-        &comet(&[
-            "offset",
-            "reset",
-            "readers",
-            "--topic",
-            "events",
-            "--timestamp",
-            "1970-01-01T00:00:00Z",
-            "--controller",
-            ctl,
-        ])
-        .await,
-    );
+    let v = reset_readers(ctl, &["--timestamp", "1970-01-01T00:00:00Z"]).await;
     assert_eq!(v["broker_sets"][0]["queues"][0]["offset"], 0);
-    let v = json(
-        &comet(&[
-            "offset",
-            "progress",
-            "readers",
-            "--topic",
-            "events",
-            "--controller",
-            ctl,
-        ])
-        .await,
-    );
+    let v = readers_progress(ctl).await;
     assert_eq!(v["backlog"], 5);
 
     // Errors.
-    for (args, text) in [
-        (
-            vec![
-                "offset",
-                "reset",
-                "readers",
-                "--topic",
-                "events",
-                "--controller",
-                ctl,
-            ],
-            "required arguments were not provided",
-        ),
-        (
-            vec![
-                "offset",
-                "reset",
-                "readers",
-                "--topic",
-                "events",
-                "--offset",
-                "0",
-                "--queue",
-                "7",
-                "--controller",
-                ctl,
-            ],
-            "BAD_REQUEST",
-        ),
-        (
-            vec![
-                "offset",
-                "progress",
-                "readers",
-                "--topic",
-                "nope",
-                "--controller",
-                ctl,
-            ],
-            "does not exist",
-        ),
-    ] {
-        let out = comet(&args).await;
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(text), "{args:?}: {err}");
-    }
+    assert_usage_errors(
+        ctl,
+        &[
+            (
+                vec!["offset", "reset", "readers", "--topic", "events"],
+                "required arguments were not provided",
+            ),
+            (
+                vec![
+                    "offset", "reset", "readers", "--topic", "events", "--offset", "0", "--queue",
+                    "7",
+                ],
+                "BAD_REQUEST",
+            ),
+            (
+                vec!["offset", "progress", "readers", "--topic", "nope"],
+                "does not exist",
+            ),
+        ],
+    )
+    .await;
     r.node.shutdown().await.expect("clean shutdown");
 }

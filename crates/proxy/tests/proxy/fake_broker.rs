@@ -247,14 +247,44 @@ impl FakeBroker {
     }
 }
 
-#[tonic::async_trait]
-impl BrokerService for FakeBroker {
-    async fn send_message(
-        &self,
-        request: Request<SendMessageRequest>,
-    ) -> Result<Response<SendMessageResponse>, tonic::Status> {
-        self.check_fail()?;
-        let req = request.into_inner();
+/// Implements `BrokerService` for [`FakeBroker`] from one line per RPC. Each `fn` becomes a
+/// handler that first fails with [`FakeBroker::fail_with`] when it is set, then runs its body
+/// on the request and answers the response the body yields (`return` inside a body returns
+/// that response). Each `unused` RPC answers UNIMPLEMENTED.
+macro_rules! broker_service {
+    (
+        $(fn $name:ident(&$this:ident, $req:ident: $Req:ty) -> $Resp:ty $body:block)*
+        unused: $($unused:ident($UReq:ty) -> $UResp:ty;)*
+    ) => {
+        #[tonic::async_trait]
+        impl BrokerService for FakeBroker {
+            type WatchTransactionChecksStream = TransactionCheckStream;
+
+            $(
+                async fn $name(
+                    &$this,
+                    request: Request<$Req>,
+                ) -> Result<Response<$Resp>, tonic::Status> {
+                    $this.check_fail()?;
+                    let $req = request.into_inner();
+                    Ok(Response::new(async move { $body }.await))
+                }
+            )*
+
+            $(
+                async fn $unused(
+                    &self,
+                    _request: Request<$UReq>,
+                ) -> Result<Response<$UResp>, tonic::Status> {
+                    Err(tonic::Status::unimplemented("admin RPC: not used by the proxy"))
+                }
+            )*
+        }
+    };
+}
+
+broker_service! {
+    fn send_message(&self, req: SendMessageRequest) -> SendMessageResponse {
         let mut entries = vec![];
         {
             let mut st = self.state.lock();
@@ -279,35 +309,30 @@ impl BrokerService for FakeBroker {
             }
         }
         self.arrived.notify_waiters();
-        Ok(Response::new(SendMessageResponse {
+        SendMessageResponse {
             status: Some(ok()),
             entries,
-        }))
+        }
     }
 
-    async fn pop_message(
-        &self,
-        request: Request<ReceiveMessageRequest>,
-    ) -> Result<Response<PopMessageResponse>, tonic::Status> {
-        self.check_fail()?;
-        let req = request.into_inner();
+    fn pop_message(&self, req: ReceiveMessageRequest) -> PopMessageResponse {
         self.state.lock().pops.push(req.clone());
         let deadline = Instant::now() + to_duration(req.long_polling_timeout.as_ref());
         loop {
             let notified = self.arrived.notified();
             let messages = self.try_pop(&req);
             if !messages.is_empty() {
-                return Ok(Response::new(PopMessageResponse {
+                return PopMessageResponse {
                     status: Some(ok()),
                     messages,
-                }));
+                };
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(Response::new(PopMessageResponse {
+                return PopMessageResponse {
                     status: Some(status(Code::MessageNotFound, "no new message")),
                     messages: vec![],
-                }));
+                };
             }
             // Invisible messages may become visible again: re-check at least every 50 ms.
             let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), notified)
@@ -315,12 +340,7 @@ impl BrokerService for FakeBroker {
         }
     }
 
-    async fn ack_message(
-        &self,
-        request: Request<AckMessageRequest>,
-    ) -> Result<Response<AckMessageResponse>, tonic::Status> {
-        self.check_fail()?;
-        let req = request.into_inner();
+    fn ack_message(&self, req: AckMessageRequest) -> AckMessageResponse {
         let mut st = self.state.lock();
         st.acks.push(req.clone());
         let mut entries = vec![];
@@ -343,25 +363,23 @@ impl BrokerService for FakeBroker {
                 status: Some(s),
             });
         }
-        Ok(Response::new(AckMessageResponse {
+        AckMessageResponse {
             status: Some(ok()),
             entries,
-        }))
+        }
     }
 
-    async fn change_invisible_duration(
+    fn change_invisible_duration(
         &self,
-        request: Request<ChangeInvisibleDurationRequest>,
-    ) -> Result<Response<ChangeInvisibleDurationResponse>, tonic::Status> {
-        self.check_fail()?;
-        let req = request.into_inner();
+        req: ChangeInvisibleDurationRequest
+    ) -> ChangeInvisibleDurationResponse {
         let mut st = self.state.lock();
         st.changes.push(req.clone());
         let Some(key) = st.handles.remove(&req.receipt_handle) else {
-            return Ok(Response::new(ChangeInvisibleDurationResponse {
+            return ChangeInvisibleDurationResponse {
                 status: Some(status(Code::InvalidReceiptHandle, "unknown receipt handle")),
                 receipt_handle: String::new(),
-            }));
+            };
         };
         st.next_handle += 1;
         let handle = format!("{}~{}", self.set, st.next_handle);
@@ -371,41 +389,30 @@ impl BrokerService for FakeBroker {
                 Some(Instant::now() + to_duration(req.invisible_duration.as_ref()));
             gs.handle = Some(handle.clone());
         }
-        Ok(Response::new(ChangeInvisibleDurationResponse {
+        ChangeInvisibleDurationResponse {
             status: Some(ok()),
             receipt_handle: handle,
-        }))
+        }
     }
 
-    async fn end_transaction(
-        &self,
-        request: Request<EndTransactionRequest>,
-    ) -> Result<Response<EndTransactionResponse>, tonic::Status> {
-        self.check_fail()?;
-        self.state.lock().ends.push(request.into_inner());
-        Ok(Response::new(EndTransactionResponse { status: Some(ok()) }))
+    fn end_transaction(&self, req: EndTransactionRequest) -> EndTransactionResponse {
+        self.state.lock().ends.push(req);
+        EndTransactionResponse { status: Some(ok()) }
     }
 
-    type WatchTransactionChecksStream = TransactionCheckStream;
-
-    async fn watch_transaction_checks(
+    fn watch_transaction_checks(
         &self,
-        _request: Request<WatchTransactionChecksRequest>,
-    ) -> Result<Response<Self::WatchTransactionChecksStream>, tonic::Status> {
-        self.check_fail()?;
+        _req: WatchTransactionChecksRequest
+    ) -> TransactionCheckStream {
         let (tx, rx) = mpsc::channel(16);
         self.state.lock().watchers.push(tx);
-        Ok(Response::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx).boxed(),
-        ))
+        tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
     }
 
-    async fn forward_message_to_dead_letter_queue(
+    fn forward_message_to_dead_letter_queue(
         &self,
-        request: Request<ForwardMessageToDeadLetterQueueRequest>,
-    ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, tonic::Status> {
-        self.check_fail()?;
-        let req = request.into_inner();
+        req: ForwardMessageToDeadLetterQueueRequest
+    ) -> ForwardMessageToDeadLetterQueueResponse {
         let mut st = self.state.lock();
         st.dlq.push(req.clone());
         if let Some(key) = st.handles.remove(&req.receipt_handle)
@@ -413,18 +420,13 @@ impl BrokerService for FakeBroker {
         {
             gs.acked = true;
         }
-        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
+        ForwardMessageToDeadLetterQueueResponse {
             status: Some(ok()),
-        }))
+        }
     }
 
-    /// Offsets are positions within a queue; no filtering.
-    async fn pull_message(
-        &self,
-        request: Request<PullMessageRequest>,
-    ) -> Result<Response<PullMessageResponse>, tonic::Status> {
-        self.check_fail()?;
-        let req = request.into_inner();
+    // Offsets are positions within a queue; no filtering.
+    fn pull_message(&self, req: PullMessageRequest) -> PullMessageResponse {
         self.state.lock().pulls.push(req.clone());
         let (topic, queue_id) = mq_key(req.message_queue.as_ref());
         let deadline = Instant::now() + to_duration(req.long_polling_timeout.as_ref());
@@ -433,13 +435,13 @@ impl BrokerService for FakeBroker {
             let all = self.queue_messages(&topic, queue_id);
             let max = all.len() as i64;
             if req.offset < 0 || req.offset > max {
-                return Ok(Response::new(PullMessageResponse {
+                return PullMessageResponse {
                     status: Some(status(Code::IllegalOffset, "offset out of range")),
                     messages: vec![],
                     next_offset: req.offset.clamp(0, max),
                     min_offset: 0,
                     max_offset: max,
-                }));
+                };
             }
             let messages: Vec<Message> = all
                 .into_iter()
@@ -449,7 +451,7 @@ impl BrokerService for FakeBroker {
             let now = Instant::now();
             if !messages.is_empty() || now >= deadline {
                 let next = req.offset + messages.len() as i64;
-                return Ok(Response::new(PullMessageResponse {
+                return PullMessageResponse {
                     status: Some(if messages.is_empty() {
                         status(Code::MessageNotFound, "no new message")
                     } else {
@@ -459,58 +461,41 @@ impl BrokerService for FakeBroker {
                     next_offset: next,
                     min_offset: 0,
                     max_offset: max,
-                }));
+                };
             }
             let _ = tokio::time::timeout(deadline - now, notified).await;
         }
     }
 
-    async fn update_offset(
-        &self,
-        request: Request<UpdateOffsetRequest>,
-    ) -> Result<Response<UpdateOffsetResponse>, tonic::Status> {
-        self.check_fail()?;
-        let req = request.into_inner();
+    fn update_offset(&self, req: UpdateOffsetRequest) -> UpdateOffsetResponse {
         let group = req.group.map(|g| g.name).unwrap_or_default();
         let (topic, queue_id) = mq_key(req.message_queue.as_ref());
         let mut st = self.state.lock();
         st.offset_calls
             .push(format!("update {group} {topic} {queue_id}"));
         st.offsets.insert((group, topic, queue_id), req.offset);
-        Ok(Response::new(UpdateOffsetResponse { status: Some(ok()) }))
+        UpdateOffsetResponse { status: Some(ok()) }
     }
 
-    async fn get_offset(
-        &self,
-        request: Request<GetOffsetRequest>,
-    ) -> Result<Response<GetOffsetResponse>, tonic::Status> {
-        self.check_fail()?;
-        let req = request.into_inner();
+    fn get_offset(&self, req: GetOffsetRequest) -> GetOffsetResponse {
         let group = req.group.map(|g| g.name).unwrap_or_default();
         let (topic, queue_id) = mq_key(req.message_queue.as_ref());
         let mut st = self.state.lock();
         st.offset_calls
             .push(format!("get {group} {topic} {queue_id}"));
-        Ok(Response::new(
-            match st.offsets.get(&(group, topic, queue_id)) {
-                Some(o) => GetOffsetResponse {
-                    status: Some(ok()),
-                    offset: *o,
-                },
-                None => GetOffsetResponse {
-                    status: Some(status(Code::OffsetNotFound, "no offset")),
-                    offset: 0,
-                },
+        match st.offsets.get(&(group, topic, queue_id)) {
+            Some(o) => GetOffsetResponse {
+                status: Some(ok()),
+                offset: *o,
             },
-        ))
+            None => GetOffsetResponse {
+                status: Some(status(Code::OffsetNotFound, "no offset")),
+                offset: 0,
+            },
+        }
     }
 
-    async fn query_offset(
-        &self,
-        request: Request<QueryOffsetRequest>,
-    ) -> Result<Response<QueryOffsetResponse>, tonic::Status> {
-        self.check_fail()?;
-        let req = request.into_inner();
+    fn query_offset(&self, req: QueryOffsetRequest) -> QueryOffsetResponse {
         let (topic, queue_id) = mq_key(req.message_queue.as_ref());
         self.state
             .lock()
@@ -522,38 +507,15 @@ impl BrokerService for FakeBroker {
             // Every fake message is stored "now": a past timestamp finds the first one.
             _ => 0,
         };
-        Ok(Response::new(QueryOffsetResponse {
+        QueryOffsetResponse {
             status: Some(ok()),
             offset,
-        }))
+        }
     }
 
     // The proxy never forwards the admin RPCs (the CLI calls brokers directly).
-
-    async fn reset_offset(
-        &self,
-        _request: Request<ResetOffsetRequest>,
-    ) -> Result<Response<ResetOffsetResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "admin RPC: not used by the proxy",
-        ))
-    }
-
-    async fn query_message(
-        &self,
-        _request: Request<QueryMessageRequest>,
-    ) -> Result<Response<QueryMessageResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "admin RPC: not used by the proxy",
-        ))
-    }
-
-    async fn get_consumer_progress(
-        &self,
-        _request: Request<GetConsumerProgressRequest>,
-    ) -> Result<Response<GetConsumerProgressResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "admin RPC: not used by the proxy",
-        ))
-    }
+    unused:
+    reset_offset(ResetOffsetRequest) -> ResetOffsetResponse;
+    query_message(QueryMessageRequest) -> QueryMessageResponse;
+    get_consumer_progress(GetConsumerProgressRequest) -> GetConsumerProgressResponse;
 }
