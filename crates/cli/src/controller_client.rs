@@ -306,44 +306,53 @@ pub async fn heartbeat_loop(
     let mut registered = false;
     let mut interval = Duration::from_secs(1);
     loop {
-        let result = if registered {
-            let sent = std::time::Instant::now();
-            let (log_epoch, log_end_offset) = hooks.as_ref().map_or((0, 0), |h| (h.log_report)());
-            client
-                .call(|mut c| {
-                    let req = BrokerHeartbeatRequest {
-                        broker_set: broker_set.clone(),
-                        broker_id,
-                        log_epoch,
-                        log_end_offset,
-                    };
-                    async move { c.broker_heartbeat(req).await }
-                })
-                .await
-                .map(|r| {
-                    if r.lease_ms > 0 {
-                        interval = Duration::from_millis((r.lease_ms / 3).max(100));
-                        if let Some(h) = &hooks {
-                            let share =
-                                Duration::from_millis(r.lease_ms).mul_f64(MASTER_LEASE_SHARE);
-                            h.lease.send_replace(Some(sent + share));
+        // A call retries an unreachable controller for up to its whole deadline: on shutdown
+        // (the local controller stops before this loop) it must not hold the stop that long.
+        let call = async {
+            if registered {
+                let sent = std::time::Instant::now();
+                let (log_epoch, log_end_offset) =
+                    hooks.as_ref().map_or((0, 0), |h| (h.log_report)());
+                client
+                    .call(|mut c| {
+                        let req = BrokerHeartbeatRequest {
+                            broker_set: broker_set.clone(),
+                            broker_id,
+                            log_epoch,
+                            log_end_offset,
+                        };
+                        async move { c.broker_heartbeat(req).await }
+                    })
+                    .await
+                    .map(|r| {
+                        if r.lease_ms > 0 {
+                            interval = Duration::from_millis((r.lease_ms / 3).max(100));
+                            if let Some(h) = &hooks {
+                                let share =
+                                    Duration::from_millis(r.lease_ms).mul_f64(MASTER_LEASE_SHARE);
+                                h.lease.send_replace(Some(sent + share));
+                            }
                         }
-                    }
-                })
-        } else {
-            client
-                .call(|mut c| {
-                    let req = RegisterBrokerRequest {
-                        broker_set: broker_set.clone(),
-                        broker_id,
-                        address: address.clone(),
-                    };
-                    async move { c.register_broker(req).await }
-                })
-                .await
-                .map(|_| {
-                    tracing::info!(broker_set = %broker_set, broker_id, address = %address, "registered with the controller");
-                })
+                    })
+            } else {
+                client
+                    .call(|mut c| {
+                        let req = RegisterBrokerRequest {
+                            broker_set: broker_set.clone(),
+                            broker_id,
+                            address: address.clone(),
+                        };
+                        async move { c.register_broker(req).await }
+                    })
+                    .await
+                    .map(|_| {
+                        tracing::info!(broker_set = %broker_set, broker_id, address = %address, "registered with the controller");
+                    })
+            }
+        };
+        let result = tokio::select! {
+            () = &mut shutdown => return,
+            r = call => r,
         };
         match result {
             Ok(()) if !registered => {
@@ -362,5 +371,40 @@ pub async fn heartbeat_loop(
             () = &mut shutdown => return,
             () = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn given_an_unreachable_controller_when_shutdown_fires_mid_call_should_stop_at_once() {
+        // A port nothing listens on: every connection attempt is refused, so the call keeps
+        // retrying until its 15 s deadline.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        let client = ControllerClient::new(vec![addr.clone()]).expect("client");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(heartbeat_loop(
+            client,
+            "broker-a".into(),
+            0,
+            "127.0.0.1:1".into(),
+            None,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        // The loop is inside its first call (registration) from its first poll on.
+        tokio::task::yield_now().await;
+        let _ = stop.send(());
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(
+            ended.is_ok(),
+            "the heartbeat loop kept calling the unreachable controller after shutdown"
+        );
     }
 }
