@@ -90,3 +90,20 @@ pub async fn receive_rounds(
     }
     got
 }
+
+/// The first message dead-lettered for `group`: waits (bounded) until `%DLQ%<group>` is
+/// routable, then reads and acknowledges it with a consumer of a fresh group.
+pub async fn dead_letter(cluster: &crate::TestCluster, group: &str) -> MessageView {
+    let dlq = format!("%DLQ%{group}");
+    cluster.wait_routable(&dlq).await;
+    let reader = consumer(
+        &cluster.access_url(),
+        &format!("dlq-reader-{}", crate::uuid_like()),
+        &dlq,
+    )
+    .await;
+    let mut dead = receive_n(&reader, &dlq, &tag("*"), 1, Duration::from_secs(30)).await;
+    let first = dead.swap_remove(0);
+    reader.ack(&first).await.expect("ack the dead letter");
+    first
+}

@@ -316,17 +316,8 @@ async fn redelivery_follows_the_group_backoff(mode: Mode) {
         last = Some(at);
     }
     // Three deliveries = max_retries + 1: the next expiry dead-letters it.
-    let dlq = format!("%DLQ%{group}");
-    cluster.wait_routable(&dlq).await;
-    let reader = client::consumer(
-        &cluster.access_url(),
-        &format!("dlq-reader-{}", uuid_like()),
-        &dlq,
-    )
-    .await;
-    let dead = receive_n(&reader, &dlq, &tag("*"), 1, Duration::from_secs(30)).await;
-    assert_eq!(dead[0].message_id(), id);
-    reader.ack(&dead[0]).await.expect("ack dead letter");
+    let dead = client::dead_letter(&cluster, &group).await;
+    assert_eq!(dead.message_id(), id);
     cluster.stop().await;
 }
 

@@ -163,19 +163,10 @@ async fn dead_letter_after_max_attempts(mode: Mode) {
         assert_eq!(got[0].delivery_attempt(), attempt);
     }
     // Then it is dead-lettered: the DLQ topic of the group holds it.
-    let dlq = format!("%DLQ%{group}");
-    cluster.wait_routable(&dlq).await;
-    let reader = client::consumer(
-        &cluster.access_url(),
-        &format!("dlq-reader-{}", uuid_like()),
-        &dlq,
-    )
-    .await;
-    let dead = receive_n(&reader, &dlq, &tag("*"), 1, Duration::from_secs(30)).await;
-    assert_eq!(dead[0].message_id(), id);
-    assert_eq!(dead[0].body(), b"cannot be processed");
-    assert_eq!(dead[0].tag(), Some("poison"));
-    reader.ack(&dead[0]).await.expect("ack dlq");
+    let dead = client::dead_letter(&cluster, &group).await;
+    assert_eq!(dead.message_id(), id);
+    assert_eq!(dead.body(), b"cannot be processed");
+    assert_eq!(dead.tag(), Some("poison"));
     // And the original group does not get it a third time.
     let more = receive_rounds(&c, &topic, &tag("*"), 2).await;
     assert!(more.is_empty(), "{more:?}");
