@@ -147,10 +147,12 @@ impl Proxy {
         let grace = self.inner.cfg.shutdown_grace;
         let mut lanes = Vec::with_capacity(threads);
         let mut ends = FuturesUnordered::new();
+        // One set of routes (reflection decodes its descriptor sets once), shared by the lanes.
+        let routes = self.routes();
         for index in 0..threads {
             match Lane::start(
                 index,
-                self.routes(),
+                routes.clone(),
                 stop.clone(),
                 self.inner.tasks.clone(),
                 grace,
