@@ -495,6 +495,13 @@ impl Broker {
 }
 
 impl Broker {
+    /// Tells when this instance's store has let go of its data directory (its last user,
+    /// e.g. the blocking read of a cancelled call, may outlive [`Broker::shutdown`]). `None`
+    /// if the store is already closed.
+    pub(crate) fn store_released(&self) -> Option<comet_store::Released> {
+        self.inner.store.read().as_ref().map(|s| s.released())
+    }
+
     /// A crash-like stop for tests and tools: background tasks end and the files are
     /// released (locks included), but nothing is persisted, flushed or checkpointed beyond
     /// what already was, exactly as if the process had been killed after the last write.

@@ -65,4 +65,6 @@ pub use consume_queue::{CQ_ENTRY_SIZE, CqEntry};
 pub use epoch::{EpochEntry, consistent_point};
 pub use error::{Result, StoreError};
 pub use record::{Message, Properties, StoredMessage, tag_hash};
-pub use store::{GetResult, MessageStore, RecoveryReport, RetentionReport, StoreStats, WriteGate};
+pub use store::{
+    GetResult, MessageStore, RecoveryReport, Released, RetentionReport, StoreStats, WriteGate,
+};

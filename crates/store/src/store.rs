@@ -277,7 +277,56 @@ struct Inner {
     flush_nanos: AtomicU64,
     gate: RwLock<WriteGate>,
     epochs: Mutex<EpochFile>,
-    _lock: File,
+    lock: DirLock,
+}
+
+/// When a store's data directory is free again. The store holds the directory's lock until
+/// its last user lets go (its own threads and every `Arc` of it), which can be later than
+/// [`MessageStore::close`] or a drop of one handle: a reopen waits on this instead of
+/// retrying against [`StoreError::Locked`]. Obtained with [`MessageStore::released`].
+#[derive(Debug, Clone, Default)]
+pub struct Released(Arc<(Mutex<bool>, Condvar)>);
+
+impl Released {
+    /// Whether the directory lock has been released.
+    pub fn is_released(&self) -> bool {
+        *self.0.0.lock()
+    }
+
+    /// Blocks until the directory lock is released or `timeout` has passed; true if it was
+    /// released.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let (done, cv) = &*self.0;
+        let mut done = done.lock();
+        // A spurious wake-up only loops; the deadline bounds the whole wait.
+        let deadline = Instant::now() + timeout;
+        while !*done {
+            if cv.wait_until(&mut done, deadline).timed_out() {
+                break;
+            }
+        }
+        *done
+    }
+
+    fn set(&self) {
+        let (done, cv) = &*self.0;
+        *done.lock() = true;
+        cv.notify_all();
+    }
+}
+
+/// The data directory's lock file, held while the store is open. Dropping it unlocks the
+/// directory first and then tells [`Released`] waiters, so a waiter that wakes can open it.
+struct DirLock {
+    file: Option<File>,
+    released: Released,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        drop(self.file.take());
+        self.released.set();
+    }
 }
 
 /// The storage engine of one broker. Cheap to share behind an `Arc`; every method takes
@@ -485,7 +534,10 @@ impl MessageStore {
             flush_nanos: AtomicU64::new(0),
             gate: RwLock::new(WriteGate::Open),
             epochs: Mutex::new(epochs),
-            _lock: lock,
+            lock: DirLock {
+                file: Some(lock),
+                released: Released::default(),
+            },
             cfg,
         });
         let scan_duration = started.elapsed();
@@ -565,6 +617,11 @@ impl MessageStore {
         threads.push(spawn("alloc", Inner::run_allocator)?);
         threads.push(spawn("housekeeping", Inner::run_housekeeping)?);
         Ok(())
+    }
+
+    /// Tells when this store's data directory is unlocked again (see [`Released`]).
+    pub fn released(&self) -> Released {
+        self.inner.lock.released.clone()
     }
 
     /// What recovery did when this store opened.

@@ -588,6 +588,29 @@ fn given_open_store_when_opened_twice_should_report_locked() {
 }
 
 #[test]
+fn given_shared_store_when_last_holder_lets_go_should_signal_release_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(MessageStore::open(small_config(dir.path())).expect("open"));
+    let released = store.released();
+    let other = std::sync::Arc::clone(&store);
+    drop(store);
+    // Another holder keeps the directory locked.
+    assert!(!released.is_released());
+    assert!(matches!(
+        MessageStore::open(small_config(dir.path())),
+        Err(StoreError::Locked { .. })
+    ));
+    let holder = std::thread::spawn(move || drop(other));
+    assert!(
+        released.wait(std::time::Duration::from_secs(10)),
+        "the last holder's drop must release the directory"
+    );
+    holder.join().expect("holder thread");
+    // Released means unlocked: the directory opens at once.
+    MessageStore::open(small_config(dir.path())).expect("reopen after release");
+}
+
+#[test]
 fn given_invalid_messages_when_appended_should_be_rejected_with_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = MessageStore::open(small_config(dir.path())).expect("open");

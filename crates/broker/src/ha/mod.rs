@@ -386,6 +386,10 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Longest wait, on a role change, for the previous instance's store to let go of the data
+/// directory before the new instance opens it.
+const STORE_RELEASE_LIMIT: Duration = Duration::from_secs(10);
+
 const LAPSED: &str = "this broker cannot confirm that it is still the master (its lease with \
                       the controller lapsed); retry: the cluster elects a new master";
 
@@ -583,25 +587,27 @@ impl Supervisor {
         prep: StorePrep,
     ) -> Result<(), BrokerError> {
         self.service.begin_switch();
-        if let Some(old) = self.engine.take()
-            && let Err(e) = old.shutdown().await
-        {
-            tracing::warn!(error = %e, "closing the previous broker instance");
-        }
-        // The previous instance's store closes when its last user lets go: a blocking read of
-        // a call that was cancelled may still hold it for a moment.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let engine = loop {
-            let role = role.clone();
-            match Broker::open_engine(self.cfg.clone(), self.metadata.clone(), role, prep).await {
-                Err(BrokerError::Store(comet_store::StoreError::Locked { .. }))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                other => break other?,
+        if let Some(old) = self.engine.take() {
+            let released = old.store_released();
+            if let Err(e) = old.shutdown().await {
+                tracing::warn!(error = %e, "closing the previous broker instance");
             }
-        };
+            // The previous instance's store closes when its last user lets go: a blocking read
+            // of a call that was cancelled may still hold it for a moment.
+            if let Some(released) = released {
+                let freed = tokio::task::spawn_blocking(move || released.wait(STORE_RELEASE_LIMIT))
+                    .await
+                    .unwrap_or(false);
+                if !freed {
+                    tracing::warn!(
+                        limit = ?STORE_RELEASE_LIMIT,
+                        "the previous broker instance still holds the store"
+                    );
+                }
+            }
+        }
+        let engine =
+            Broker::open_engine(self.cfg.clone(), self.metadata.clone(), role, prep).await?;
         self.service.replace(Arc::clone(engine.inner()));
         self.engine = Some(engine);
         Ok(())
