@@ -22,6 +22,7 @@
 //! - `creator`: [`TopicCreator`] (auto-create seam).
 //! - `service`: the MessagingService handlers, one file per RPC group.
 //! - `server`: [`Proxy`] (routes, serve, shutdown).
+//! - `coalesce`: [`CoalescedIo`], one write per round of a connection's task.
 //!
 //! # Invariants
 //!
@@ -45,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod brokers;
+mod coalesce;
 pub mod config;
 mod context;
 mod creator;
@@ -62,6 +64,7 @@ pub use brokers::{
     BrokerDirectory, BrokerService, DynBroker, LocalBrokers, RemoteBroker, RemoteBrokers,
     TransactionCheckStream,
 };
+pub use coalesce::CoalescedIo;
 pub use config::ProxyConfig;
 pub use creator::TopicCreator;
 pub use error::{ProxyError, Result};

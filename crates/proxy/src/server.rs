@@ -20,6 +20,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::brokers::BrokerDirectory;
+use crate::coalesce::CoalescedIo;
 use crate::config::{MAX_OUTBOUND_FRAME_BYTES, ProxyConfig};
 use crate::creator::TopicCreator;
 use crate::error::ProxyError;
@@ -292,7 +293,8 @@ async fn serve_lane(
         }
     });
     // Registering with this thread's reactor has to happen on this thread.
-    let incoming = ReceiverStream::new(incoming).map(tokio::net::TcpStream::from_std);
+    let incoming = ReceiverStream::new(incoming)
+        .map(|s| tokio::net::TcpStream::from_std(s).map(CoalescedIo::new));
     let served = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
