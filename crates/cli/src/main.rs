@@ -60,9 +60,9 @@ fn main() -> ExitCode {
 
 /// The bench's runtime. One thread is a current-thread runtime, not a one-worker pool: the
 /// pool's worker runs a task woken by the running task next (its LIFO slot), so each
-/// producer's new request woke the connection task straight away and went out in its own
-/// `writev`. On a current-thread runtime the producers woken by one read all queue their
-/// requests first, and the connection task writes them together.
+/// producer's new request woke the connection task straight away and the connection handled
+/// requests one at a time. On a current-thread runtime the producers woken by one read all
+/// queue their requests first, and the connection task encodes and writes them together.
 fn bench_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
