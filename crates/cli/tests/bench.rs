@@ -20,8 +20,8 @@ use comet_proto::apache::rocketmq::v2::messaging_service_server::{
 use comet_proto::apache::rocketmq::v2::*;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status as GrpcStatus};
 
 const TOPIC: &str = "bench";
@@ -49,12 +49,21 @@ struct Seen {
     body_sizes: Mutex<HashSet<usize>>,
     message_ids: Mutex<HashSet<String>>,
     duplicate_ids: AtomicU64,
+    send_calls: AtomicU64,
 }
 
 struct Fake {
     seen: Arc<Seen>,
-    /// Reject every n-th message (1 = all) with this code.
-    reject: Option<(u64, Code)>,
+    reject: Option<Reject>,
+}
+
+/// What the fake refuses.
+#[derive(Debug, Clone, Copy)]
+enum Reject {
+    /// Every n-th message (1 = all), with this in-body code.
+    Messages(u64, Code),
+    /// Every n-th SendMessage call, with a gRPC error (RESOURCE_EXHAUSTED).
+    Calls(u64),
 }
 
 fn ok() -> Option<Status> {
@@ -132,6 +141,12 @@ impl MessagingService for Fake {
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, GrpcStatus> {
         let client = self.client_id(&request);
+        let call = self.seen.send_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(Reject::Calls(every)) = self.reject
+            && call % every == every - 1
+        {
+            return Err(GrpcStatus::resource_exhausted("the fake is busy"));
+        }
         self.seen
             .send_clients
             .lock()
@@ -160,7 +175,7 @@ impl MessagingService for Fake {
                 .expect("fake state lock")
                 .insert(m.body.len());
             let code = match self.reject {
-                Some((every, code)) if n % every == every - 1 => code,
+                Some(Reject::Messages(every, code)) if n % every == every - 1 => code,
                 _ => Code::Ok,
             };
             if code == Code::Ok {
@@ -423,7 +438,7 @@ impl MessagingService for Fake {
 }
 
 /// Starts a fake on 127.0.0.1:0; returns its address and what it sees.
-async fn start(reject: Option<(u64, Code)>) -> (String, Arc<Seen>) {
+async fn start(reject: Option<Reject>) -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let seen = Arc::new(Seen::default());
@@ -434,7 +449,13 @@ async fn start(reject: Option<(u64, Code)>) -> (String, Arc<Seen>) {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(MessagingServiceServer::new(fake))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            // TCP_NODELAY as the proxy sets it: with Nagle's algorithm the fake's multi-frame
+            // answers wait for the client's delayed ACK, and consumers fall far behind.
+            .serve_with_incoming(TcpListenerStream::new(listener).map(|s| {
+                let s = s?;
+                s.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(s)
+            })),
     );
     (addr.to_string(), seen)
 }
@@ -514,7 +535,8 @@ async fn given_producers_and_consumers_when_benchmarking_should_report_what_the_
         report.received.count
     );
     assert!(report.host.cores >= 1);
-    assert_eq!(report.config.connections, 1);
+    // One shared by the four clients, one for the producers' sends.
+    assert_eq!(report.config.connections, 2);
     assert_eq!(
         (report.config.write_queues, report.config.read_queues),
         (4, 4)
@@ -595,7 +617,7 @@ async fn given_a_target_rate_when_benchmarking_should_honour_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_server_rejecting_some_sends_when_benchmarking_should_count_them_by_code() {
-    let (endpoint, seen) = start(Some((4, Code::TooManyRequests))).await;
+    let (endpoint, seen) = start(Some(Reject::Messages(4, Code::TooManyRequests))).await;
     let mut a = args(&endpoint);
     a.rate = 400;
     a.batch = 4;
@@ -625,8 +647,30 @@ async fn given_a_server_rejecting_some_sends_when_benchmarking_should_count_them
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_server_failing_some_send_calls_when_benchmarking_should_count_them_as_grpc_errors()
+{
+    let (endpoint, seen) = start(Some(Reject::Calls(20))).await;
+    let mut a = args(&endpoint);
+    a.rate = 400;
+    a.consumers = 0;
+    let report = bench::run_with(a, std::io::sink())
+        .await
+        .expect("bench run");
+    let failed = report
+        .sent
+        .errors
+        .get("grpc:RESOURCE_EXHAUSTED")
+        .copied()
+        .unwrap_or(0);
+    assert!(failed > 0, "{report:#?}");
+    assert_eq!(report.sent.errors.len(), 1, "{report:#?}");
+    assert!(report.sent.count > 0, "{report:#?}");
+    assert_eq!(report.sent.total, get(&seen.stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_server_rejecting_every_send_when_benchmarking_should_fail_after_the_warmup() {
-    let (endpoint, seen) = start(Some((1, Code::Forbidden))).await;
+    let (endpoint, seen) = start(Some(Reject::Messages(1, Code::Forbidden))).await;
     let mut a = args(&endpoint);
     a.duration = Duration::from_secs(60);
     let started = std::time::Instant::now();

@@ -22,7 +22,6 @@ use comet_proto::apache::rocketmq::v2::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 
@@ -130,15 +129,40 @@ pub(crate) async fn connect(target: &Target, count: usize) -> anyhow::Result<Vec
 /// The headers of one bench client. Cloned into every call of that client.
 #[derive(Debug, Clone)]
 pub(crate) struct Headers {
-    client_id: MetadataValue<tonic::metadata::Ascii>,
+    /// The headers that never change: client id, language, protocol and client version.
+    fixed: http::HeaderMap,
 }
 
 impl Headers {
     /// Headers for the client `client_id` (must be visible ASCII; see [`client_id`]).
     pub(crate) fn new(client_id: &str) -> anyhow::Result<Self> {
-        let client_id = MetadataValue::try_from(client_id)
+        let client_id = http::HeaderValue::try_from(client_id)
             .with_context(|| format!("client id {client_id:?} is not a valid header value"))?;
-        Ok(Headers { client_id })
+        let mut fixed = http::HeaderMap::with_capacity(4);
+        fixed.insert("x-mq-client-id", client_id);
+        fixed.insert("x-mq-language", http::HeaderValue::from_static("RUST"));
+        fixed.insert(
+            "x-mq-protocol-version",
+            http::HeaderValue::from_static("2.0.0"),
+        );
+        fixed.insert(
+            "x-mq-client-version",
+            http::HeaderValue::from_static(CLIENT_VERSION),
+        );
+        Ok(Headers { fixed })
+    }
+
+    /// The headers every call of this client carries unchanged.
+    pub(crate) fn fixed(&self) -> &http::HeaderMap {
+        &self.fixed
+    }
+
+    /// The `x-mq-date-time` header of a call made now.
+    pub(crate) fn date_time() -> (http::HeaderName, http::HeaderValue) {
+        let date = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        let value = http::HeaderValue::try_from(date)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("1970-01-01T00:00:00Z"));
+        (http::HeaderName::from_static("x-mq-date-time"), value)
     }
 }
 
@@ -147,18 +171,12 @@ impl Interceptor for Headers {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        let date = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-        let date = MetadataValue::try_from(date.as_str())
-            .map_err(|_| tonic::Status::internal("x-mq-date-time is not ASCII"))?;
         let md = request.metadata_mut();
-        md.insert("x-mq-client-id", self.client_id.clone());
-        md.insert("x-mq-language", MetadataValue::from_static("RUST"));
-        md.insert("x-mq-protocol-version", MetadataValue::from_static("2.0.0"));
-        md.insert(
-            "x-mq-client-version",
-            MetadataValue::from_static(CLIENT_VERSION),
-        );
-        md.insert("x-mq-date-time", date);
+        let mut headers = std::mem::take(md).into_headers();
+        headers.extend(self.fixed.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (name, value) = Headers::date_time();
+        headers.insert(name, value);
+        *md = tonic::metadata::MetadataMap::from_headers(headers);
         Ok(request)
     }
 }

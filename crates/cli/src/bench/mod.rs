@@ -3,7 +3,8 @@
 //!
 //! # What a run does
 //! 1. Opens `ceil((producers + consumers) / 4)` HTTP/2 connections to `--endpoint` and shares
-//!    them among the bench clients, so one connection is not the bottleneck.
+//!    them among the bench clients, so one connection is not the bottleneck; the producers'
+//!    SendMessage calls go on `ceil(producers / 4)` connections of their own.
 //! 2. QueryRoute for `--topic`; a missing topic fails at once with the command to create it.
 //! 3. Starts one session per bench client, like an official client's start: a Telemetry
 //!    stream whose first command is the client's Settings (PRODUCER publishing the topic, or
@@ -43,6 +44,7 @@
 //! # Modules
 //! - `client`: endpoint parsing, connections, headers, QueryRoute, sessions (telemetry).
 //! - `transport`: the HTTP/2 connections (hyper, called without a buffer task).
+//! - `unary`: the producers' SendMessage calls, on `h2` directly.
 //! - `schedule`: the rate-limited send timeline.
 //! - `producer`, `consumer`: the two task loops.
 //! - `stats`: counters, histograms and the serializable report.
@@ -55,6 +57,7 @@ mod progress;
 mod schedule;
 mod stats;
 mod transport;
+mod unary;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -357,20 +360,43 @@ pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<Be
     );
 
     // Start every bench client; if any fails, end the others before reporting it.
+    let ids: Vec<String> = (0..clients)
+        .map(|i| {
+            let name = if i < args.producers {
+                format!("p{i}")
+            } else {
+                format!("c{}", i - args.producers)
+            };
+            client::client_id(&host, run, &name)
+        })
+        .collect();
     let mut opens = Vec::with_capacity(clients);
-    for i in 0..clients {
-        let (name, settings, group) = if i < args.producers {
-            (format!("p{i}"), producer_settings.clone(), None)
+    for (i, id) in ids.iter().enumerate() {
+        let (settings, group) = if i < args.producers {
+            (producer_settings.clone(), None)
         } else {
-            (
-                format!("c{}", i - args.producers),
-                consumer_settings.clone(),
-                Some(group.clone()),
-            )
+            (consumer_settings.clone(), Some(group.clone()))
         };
-        let id = client::client_id(&host, run, &name);
-        let c = client::client(&target, channel(i), &id)?;
-        opens.push(Session::open(c, id, settings, group));
+        let c = client::client(&target, channel(i), id)?;
+        opens.push(Session::open(c, id.clone(), settings, group));
+    }
+    // The producers send on connections of their own (see `unary`), shared like the others.
+    let mut senders = Vec::with_capacity(args.producers);
+    let send_conns = if args.producers > 0 {
+        let count = args.producers.div_ceil(CLIENTS_PER_CONNECTION);
+        futures::future::try_join_all(
+            (0..count).map(|_| unary::open(&target.authority, client::REQUEST_TIMEOUT)),
+        )
+        .await
+        .with_context(|| format!("opening the producers' connections to {}", target.authority))?
+    } else {
+        Vec::new()
+    };
+    for (i, id) in ids[..args.producers].iter().enumerate() {
+        senders.push(producer::Sender::new(
+            send_conns[i % send_conns.len()].clone(),
+            &client::Headers::new(id)?,
+        )?);
     }
     let mut sessions = Vec::with_capacity(clients);
     let mut first_error = None;
@@ -422,13 +448,13 @@ pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<Be
             ))
         })
         .collect();
-    let producer_tasks: Vec<JoinHandle<TaskStats>> = sessions[..args.producers]
-        .iter()
+    let producer_tasks: Vec<JoinHandle<TaskStats>> = senders
+        .into_iter()
         .enumerate()
-        .map(|(i, s)| {
+        .map(|(i, sender)| {
             tokio::spawn(producer::run(
                 plan.clone(),
-                s.client.clone(),
+                sender,
                 i,
                 write_queues.clone(),
                 stop_rx.clone(),
@@ -508,7 +534,7 @@ pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<Be
             inflight: args.inflight,
             write_queues: route.write.len(),
             read_queues: route.read.len(),
-            connections,
+            connections: connections + send_conns.len(),
         },
         host: HostInfo {
             hostname: host,

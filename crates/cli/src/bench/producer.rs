@@ -17,9 +17,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Plan;
-use super::client::{Client, REQUEST_TIMEOUT, check_status, pb_timestamp};
+use super::client::{Headers, REQUEST_TIMEOUT, check_status, pb_timestamp};
 use super::schedule::Schedule;
 use super::stats::{Live, TaskStats, grpc_key};
+use super::unary::{self, Method, Unary};
 
 /// User property naming the run a message belongs to (16 hex digits).
 pub(crate) const RUN_PROPERTY: &str = "comet-bench-run";
@@ -27,6 +28,25 @@ pub(crate) const RUN_PROPERTY: &str = "comet-bench-run";
 /// Pause in issuing after a request failed at the transport level (proxy down, connection
 /// reset), so that a producer does not spin on instant failures.
 const TRANSPORT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The gRPC path of SendMessage.
+const SEND_PATH: &str = "/apache.rocketmq.v2.MessagingService/SendMessage";
+
+/// Where a producer's requests go: a connection and the SendMessage call with the producer's
+/// headers.
+#[derive(Debug, Clone)]
+pub(crate) struct Sender {
+    conn: Unary,
+    method: Method,
+}
+
+impl Sender {
+    /// SendMessage calls on `conn` as the client whose headers are `headers`.
+    pub(crate) fn new(conn: Unary, headers: &Headers) -> anyhow::Result<Self> {
+        let method = Method::new(&conn, SEND_PATH, headers.fixed().clone(), REQUEST_TIMEOUT)?;
+        Ok(Sender { conn, method })
+    }
+}
 
 /// Bytes of the body taken by the embedded due time.
 pub(crate) const TIMESTAMP_BYTES: usize = 8;
@@ -65,14 +85,11 @@ pub(crate) fn body_template(size: usize) -> Bytes {
 
 /// Interprets a SendMessage response for a request of `n` messages.
 pub(crate) fn outcome(
-    result: Result<
-        tonic::Response<comet_proto::apache::rocketmq::v2::SendMessageResponse>,
-        tonic::Status,
-    >,
+    result: Result<comet_proto::apache::rocketmq::v2::SendMessageResponse, tonic::Status>,
     n: u64,
 ) -> SendOutcome {
     let response = match result {
-        Ok(r) => r.into_inner(),
+        Ok(r) => r,
         Err(s) => {
             return SendOutcome {
                 ok: 0,
@@ -111,14 +128,20 @@ pub(crate) fn outcome(
 }
 
 async fn send(
-    mut client: Client,
+    sender: &Sender,
     messages: Vec<Message>,
     due: Instant,
 ) -> (Instant, u64, SendOutcome) {
     let n = messages.len() as u64;
-    let mut request = tonic::Request::new(SendMessageRequest { messages });
-    request.set_timeout(REQUEST_TIMEOUT);
-    let result = client.send_message(request).await;
+    let request = SendMessageRequest { messages };
+    let result = unary::call(
+        &sender.conn,
+        &sender.method,
+        &[Headers::date_time()],
+        &request,
+        REQUEST_TIMEOUT,
+    )
+    .await;
     (due, n, outcome(result, n))
 }
 
@@ -126,7 +149,7 @@ async fn send(
 /// in-flight requests. Returns what it measured.
 pub(crate) async fn run(
     plan: Arc<Plan>,
-    client: Client,
+    sender: Sender,
     index: usize,
     queues: Arc<Vec<MessageQueue>>,
     mut stop: watch::Receiver<bool>,
@@ -194,7 +217,7 @@ pub(crate) async fn run(
                     }
                 })
                 .collect();
-            inflight.push(send(client.clone(), messages, due));
+            inflight.push(send(&sender, messages, due));
             next_request += 1;
         }
         if !issuing && inflight.is_empty() {
@@ -288,7 +311,7 @@ mod tests {
             entries: vec![entry(Code::Ok), entry(Code::Ok)],
         };
         assert_eq!(
-            outcome(Ok(tonic::Response::new(ok)), 2),
+            outcome(Ok(ok), 2),
             SendOutcome {
                 ok: 2,
                 errors: vec![]
@@ -304,7 +327,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            outcome(Ok(tonic::Response::new(mixed)), 3),
+            outcome(Ok(mixed), 3),
             SendOutcome {
                 ok: 1,
                 errors: vec![("TOO_MANY_REQUESTS".into(), 2)]
@@ -316,7 +339,7 @@ mod tests {
             entries: vec![],
         };
         assert_eq!(
-            outcome(Ok(tonic::Response::new(refused)), 4),
+            outcome(Ok(refused), 4),
             SendOutcome {
                 ok: 0,
                 errors: vec![("TOPIC_NOT_FOUND".into(), 4)]
@@ -328,7 +351,7 @@ mod tests {
             entries: vec![entry(Code::Ok)],
         };
         assert_eq!(
-            outcome(Ok(tonic::Response::new(short)), 2),
+            outcome(Ok(short), 2),
             SendOutcome {
                 ok: 0,
                 errors: vec![("BAD_ENTRY_COUNT".into(), 2)]
@@ -337,7 +360,7 @@ mod tests {
 
         let no_status = SendMessageResponse::default();
         assert_eq!(
-            outcome(Ok(tonic::Response::new(no_status)), 1),
+            outcome(Ok(no_status), 1),
             SendOutcome {
                 ok: 0,
                 errors: vec![("MISSING_STATUS".into(), 1)]

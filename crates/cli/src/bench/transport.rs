@@ -48,10 +48,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for Conn {
 }
 
 /// Flow-control window of each stream (a receive of a 4 MiB message fits).
-const STREAM_WINDOW: u32 = 4 << 20;
+pub(crate) const STREAM_WINDOW: u32 = 4 << 20;
 
 /// Flow-control window of each connection.
-const CONNECTION_WINDOW: u32 = 16 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// Opens one HTTP/2 connection to `authority` (`host:port`) within `timeout`: TCP with
 /// `TCP_NODELAY`, writes gathered per round of the connection task, fixed flow-control windows and keep-alive pings like the official

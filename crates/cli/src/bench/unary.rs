@@ -1,0 +1,260 @@
+//! The producers' SendMessage calls, made on `h2` directly.
+//!
+//! A call through tonic and hyper's client costs the bench more than the call's HTTP/2 work:
+//! hyper spawns a task per request to wait for its response, and tonic wraps the body in an
+//! encoding stream and the response in a decoding one. The bench shares its machine with the
+//! server it measures, so every microsecond it spends per message is taken from the server.
+//! A [`Unary`] call sends the same bytes an official client sends (the gRPC headers, the
+//! `x-mq-*` metadata, one length-prefixed protobuf message) from the calling task, and reads
+//! the answer there too.
+//!
+//! Invariants: a call never outlives its deadline (on expiry its stream is reset); a response
+//! is accepted only with HTTP status 200, `grpc-status` 0 and exactly one uncompressed
+//! message; anything else is a [`tonic::Status`] like the one tonic would report.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use comet_proxy::CoalescedIo;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, TE};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use tokio::net::TcpStream;
+
+use super::transport::{CONNECTION_WINDOW, STREAM_WINDOW};
+
+/// One HTTP/2 connection for unary calls. Cheap to clone; clones share the connection, whose
+/// task ends when the last clone is dropped or the peer closes.
+#[derive(Debug, Clone)]
+pub(crate) struct Unary {
+    send: h2::client::SendRequest<Bytes>,
+    authority: Authority,
+}
+
+/// Opens a connection to `authority` (`host:port`) within `timeout`: TCP with `TCP_NODELAY`,
+/// writes gathered per round of the connection task, and the bench's fixed windows.
+pub(crate) async fn open(authority: &str, timeout: Duration) -> anyhow::Result<Unary> {
+    let parsed: Authority = authority
+        .parse()
+        .with_context(|| format!("{authority:?} is not a host:port"))?;
+    let connect = async {
+        let tcp = TcpStream::connect(authority).await?;
+        tcp.set_nodelay(true)?;
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(CoalescedIo::new(tcp))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "bench send connection ended");
+            }
+        });
+        Ok::<_, std::io::Error>(send)
+    };
+    let send = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting took longer than {timeout:?}"))?
+        .with_context(|| format!("connecting to {authority}"))?;
+    Ok(Unary {
+        send,
+        authority: parsed,
+    })
+}
+
+/// The fixed part of a method's requests: its URI and the headers every call repeats.
+#[derive(Debug, Clone)]
+pub(crate) struct Method {
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Method {
+    /// Calls to `path` (`/package.Service/Method`) on `conn`, carrying `metadata` and a
+    /// `grpc-timeout` of `timeout`.
+    pub(crate) fn new(
+        conn: &Unary,
+        path: &'static str,
+        metadata: HeaderMap,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(conn.authority.clone())
+            .path_and_query(PathAndQuery::from_static(path))
+            .build()
+            .context("building the request URI")?;
+        let mut headers = metadata;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            HeaderName::from_static("grpc-timeout"),
+            HeaderValue::try_from(format!("{}m", timeout.as_millis()))
+                .context("grpc-timeout value")?,
+        );
+        Ok(Method { uri, headers })
+    }
+}
+
+/// Sends `request` as a call of `method` on `conn`, with `extra` headers (those that change
+/// per call), and decodes the answer, all within `deadline`.
+pub(crate) async fn call<Q, R>(
+    conn: &Unary,
+    method: &Method,
+    extra: &[(HeaderName, HeaderValue)],
+    request: &Q,
+    deadline: Duration,
+) -> Result<R, tonic::Status>
+where
+    Q: prost::Message,
+    R: prost::Message + Default,
+{
+    match tokio::time::timeout(deadline, exchange(conn, method, extra, request)).await {
+        Ok(result) => result,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {deadline:?}"
+        ))),
+    }
+}
+
+async fn exchange<Q, R>(
+    conn: &Unary,
+    method: &Method,
+    extra: &[(HeaderName, HeaderValue)],
+    request: &Q,
+) -> Result<R, tonic::Status>
+where
+    Q: prost::Message,
+    R: prost::Message + Default,
+{
+    let mut head = http::Request::new(());
+    *head.method_mut() = http::Method::POST;
+    *head.uri_mut() = method.uri.clone();
+    let headers = head.headers_mut();
+    *headers = method.headers.clone();
+    for (name, value) in extra {
+        headers.insert(name.clone(), value.clone());
+    }
+    let body = frame(request)?;
+
+    let mut send = conn.send.clone().ready().await.map_err(transport)?;
+    let (response, mut stream) = send.send_request(head, false).map_err(transport)?;
+    stream.send_data(body, true).map_err(transport)?;
+    let response = response.await.map_err(transport)?;
+
+    let (parts, mut body) = response.into_parts();
+    if parts.status != http::StatusCode::OK {
+        return Err(tonic::Status::unknown(format!(
+            "HTTP status {} from the server",
+            parts.status
+        )));
+    }
+    // A trailers-only answer (an error before any message) puts the status in the headers.
+    if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
+        return Err(if status.code() == tonic::Code::Ok {
+            tonic::Status::internal("the server answered without a message")
+        } else {
+            status
+        });
+    }
+    let mut data = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(transport)?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.map_err(transport)?;
+    match trailers.as_ref().and_then(tonic::Status::from_header_map) {
+        Some(status) if status.code() == tonic::Code::Ok => {}
+        Some(status) => return Err(status),
+        None => return Err(tonic::Status::internal("the answer has no grpc-status")),
+    }
+    unframe(data.freeze())
+}
+
+/// `message` as one gRPC frame: no compression, big-endian length, the encoded message.
+fn frame(message: &impl prost::Message) -> Result<Bytes, tonic::Status> {
+    let len = message.encoded_len();
+    let prefix = u32::try_from(len)
+        .map_err(|_| tonic::Status::invalid_argument(format!("request of {len} bytes")))?;
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(prefix);
+    message
+        .encode(&mut buf)
+        .map_err(|e| tonic::Status::internal(format!("encoding the request: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// The one message of a unary answer's body.
+fn unframe<R: prost::Message + Default>(mut data: Bytes) -> Result<R, tonic::Status> {
+    if data.len() < 5 {
+        return Err(tonic::Status::internal(format!(
+            "the answer's body is {} bytes, shorter than a gRPC frame header",
+            data.len()
+        )));
+    }
+    let compressed = data.get_u8();
+    let len = data.get_u32() as usize;
+    if compressed != 0 {
+        return Err(tonic::Status::internal(
+            "the answer is compressed, which the bench did not ask for",
+        ));
+    }
+    if len != data.len() {
+        return Err(tonic::Status::internal(format!(
+            "the answer's frame says {len} bytes and {} follow",
+            data.len()
+        )));
+    }
+    R::decode(data).map_err(|e| tonic::Status::internal(format!("decoding the answer: {e}")))
+}
+
+/// A failure of the connection or stream, as tonic reports one.
+fn transport(e: h2::Error) -> tonic::Status {
+    let code = if e.is_io() || e.is_go_away() {
+        tonic::Code::Unavailable
+    } else if e.reason() == Some(h2::Reason::CANCEL) {
+        tonic::Code::Cancelled
+    } else {
+        tonic::Code::Internal
+    };
+    tonic::Status::new(code, format!("HTTP/2: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comet_proto::apache::rocketmq::v2::{Code, SendMessageResponse, Status};
+
+    #[test]
+    fn given_a_message_when_framed_and_unframed_should_round_trip() {
+        let m = SendMessageResponse {
+            status: Some(Status {
+                code: Code::Ok as i32,
+                message: "fine".into(),
+            }),
+            entries: vec![],
+        };
+        let framed = frame(&m).unwrap();
+        assert_eq!(framed[0], 0);
+        assert_eq!(
+            u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize,
+            framed.len() - 5
+        );
+        assert_eq!(unframe::<SendMessageResponse>(framed).unwrap(), m);
+    }
+
+    #[test]
+    fn given_a_bad_body_when_unframed_should_say_what_is_wrong() {
+        let short = unframe::<SendMessageResponse>(Bytes::from_static(&[0, 0])).unwrap_err();
+        assert!(short.message().contains("shorter than a gRPC frame header"));
+        let compressed =
+            unframe::<SendMessageResponse>(Bytes::from_static(&[1, 0, 0, 0, 0])).unwrap_err();
+        assert!(compressed.message().contains("compressed"));
+        let truncated =
+            unframe::<SendMessageResponse>(Bytes::from_static(&[0, 0, 0, 0, 9, 1])).unwrap_err();
+        assert!(truncated.message().contains("says 9 bytes and 1 follow"));
+    }
+}
