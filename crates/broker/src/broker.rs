@@ -85,6 +85,12 @@ pub(crate) fn store_outcome(e: &StoreError) -> Outcome {
     }
 }
 
+/// How far behind the end of the commitlog a pop may read on the calling thread: data
+/// written this recently is in the page cache (it was written through it moments ago), so
+/// reading it cannot wait for the disk. Like RocketMQ's in-memory window
+/// (`accessMessageInMemoryMaxRatio`), but a fixed size far below any broker's memory.
+const HOT_READ_BYTES: i64 = 256 << 20;
+
 /// Runs blocking store work on tokio's blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -1229,15 +1235,26 @@ impl Inner {
         if redeliver.is_empty() && (budget == 0 || from >= max_offset) {
             return Ok((Vec::new(), false));
         }
-        // Phase 2: read from the store off the async runtime.
-        let (topic, queue_id, f2) = (key.topic.clone(), key.queue_id, Arc::clone(filter));
-        let reader = Arc::clone(&store);
-        let read = blocking(move || read_queue(&reader, &topic, queue_id, redeliver, from, budget, &f2))
-            .await?
-            .map_err(|e| {
-                tracing::error!(topic = %key.topic, queue_id = key.queue_id, error = %e, "pop read failed");
-                store_outcome(&e)
-            })?;
+        // Phase 2: read from the store. New messages near the end of the log were written
+        // moments ago and are in the page cache: read them here, which costs far less than
+        // a trip to the blocking pool and back. Older ones (and redeliveries) may need the
+        // disk: read them off the async runtime.
+        let hot = redeliver.is_empty()
+            && store
+                .queue_entry(&key.topic, key.queue_id, from)
+                .is_some_and(|e| store.write_offset() - e.physical_offset <= HOT_READ_BYTES);
+        let read = if hot {
+            read_queue(&store, &key.topic, key.queue_id, redeliver, from, budget, filter)
+        } else {
+            let (topic, queue_id, f2) = (key.topic.clone(), key.queue_id, Arc::clone(filter));
+            let reader = Arc::clone(&store);
+            blocking(move || read_queue(&reader, &topic, queue_id, redeliver, from, budget, &f2))
+                .await?
+        }
+        .map_err(|e| {
+            tracing::error!(topic = %key.topic, queue_id = key.queue_id, error = %e, "pop read failed");
+            store_outcome(&e)
+        })?;
         // Phase 3: commit under the state lock; build protobufs after it.
         let now = now_ms();
         let deadline = now.saturating_add(duration_ms(invisible));
@@ -1316,8 +1333,11 @@ impl Inner {
                 st.pop_offset = st.pop_offset.max(read.next_offset);
             }
             more = budget > 0 && st.pop_offset < store_max(&store, key);
-            self.consumers.mark_dirty(slot);
+            self.consumers.mark_changed(slot);
         }
+        // The pop is answered without waiting for its state to be written (a crash before the
+        // write redelivers the messages: at least once), but the write happens now.
+        self.persist_inline();
         if released {
             self.hub.notify(&key.topic);
         }
@@ -1444,7 +1464,8 @@ impl Inner {
             }
         };
         drop(st);
-        self.consumers.mark_dirty(&slot);
+        // Written by the caller's `state_written` (or the next periodic persist).
+        self.consumers.mark_changed(&slot);
         if was_full || released {
             self.hub.notify(topic);
         }
@@ -1499,7 +1520,8 @@ impl Inner {
         st.ready.remove(&h.offset);
         drop(st);
         self.consumers.schedule(&slot, h.offset, g, v);
-        self.consumers.mark_dirty(&slot);
+        // Written by the caller's `state_written` (or the next periodic persist).
+        self.consumers.mark_changed(&slot);
         let new = self
             .handle(&slot.key, h.offset, g)
             .encode(&self.cfg.broker_set);
@@ -1862,9 +1884,10 @@ impl Inner {
         }
     }
 
-    /// Writes consumer-state changes to the state log as they happen (so an acknowledged ack
-    /// survives a process crash) and fdatasyncs it every `state_persist_interval` (so a power
-    /// loss loses at most that interval of changes).
+    /// Writes the consumer-state changes that no call wrote itself (see
+    /// [`Inner::persist_inline`]: the log was busy, or the change came from a path that does
+    /// not wait for it), compacts the log when it is big, and fdatasyncs it every
+    /// `state_persist_interval` (so a power loss loses at most that interval of changes).
     async fn persist_loop(self: Arc<Self>) {
         let mut shutdown = self.shutdown_tx.subscribe();
         let mut tick = tokio::time::interval(self.cfg.state_persist_interval);
@@ -1889,13 +1912,47 @@ impl Inner {
     /// Appends the changed queues' state to the log (fdatasynced with `sync`), publishes the
     /// change sequence it covers, and compacts when the log is big.
     fn persist_once(&self, sync: bool) -> Result<(), BrokerError> {
-        // Read before taking the dirty slots: every change up to `seq` is in one of them.
-        let seq = self.consumers.change_seq();
-        let dirty = self.consumers.take_dirty();
         let mut guard = self.files.lock();
         let Some(files) = guard.as_mut() else {
             return Ok(());
         };
+        self.write_dirty(files, sync)?;
+        if files.needs_compaction(self.cfg.state_compact_bytes) {
+            files.compact(|| self.all_records())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the changed queues' state to the log on the calling thread, if nobody else is
+    /// writing it: a write to the page cache takes microseconds, far less than handing the
+    /// work to another thread and waiting for it to come back. Group commit: one write covers
+    /// every change made so far, whoever made it. When the log is busy (a periodic fdatasync)
+    /// or due for compaction, the persist task is asked instead. Never fdatasyncs.
+    pub(crate) fn persist_inline(&self) {
+        if *self.written.borrow() >= self.consumers.change_seq() {
+            return;
+        }
+        let Some(mut guard) = self.files.try_lock() else {
+            self.consumers.changed.notify_one();
+            return;
+        };
+        let Some(files) = guard.as_mut() else {
+            return;
+        };
+        if let Err(e) = self.write_dirty(files, false) {
+            tracing::warn!(error = %e, "writing consumer state failed; the persist task retries");
+        }
+        if files.needs_compaction(self.cfg.state_compact_bytes) {
+            self.consumers.changed.notify_one();
+        }
+    }
+
+    /// Writes the dirty queues' records (with `sync`, fdatasyncs) and publishes the change
+    /// sequence they cover. The caller holds the state files.
+    fn write_dirty(&self, files: &mut StateFiles, sync: bool) -> Result<(), BrokerError> {
+        // Read before taking the dirty slots: every change up to `seq` is in one of them.
+        let seq = self.consumers.change_seq();
+        let dirty = self.consumers.take_dirty();
         let records: Vec<_> = dirty.iter().filter_map(|s| s.record()).collect();
         if let Err(e) = files.append(&records, sync) {
             for s in &dirty {
@@ -1903,10 +1960,6 @@ impl Inner {
             }
             return Err(e);
         }
-        if files.needs_compaction(self.cfg.state_compact_bytes) {
-            files.compact(|| self.all_records())?;
-        }
-        drop(guard);
         self.written.send_if_modified(|w| {
             let newer = seq > *w;
             if newer {
@@ -1918,9 +1971,14 @@ impl Inner {
     }
 
     /// Waits until every consumer-state change made so far is in the state log (bounded: a
-    /// failing disk must not hang calls; the change stays in memory and is retried).
+    /// failing disk must not hang calls; the change stays in memory and is retried). Writes
+    /// it on this thread when it can (see [`Inner::persist_inline`]).
     pub async fn state_written(&self) {
         let seq = self.consumers.change_seq();
+        self.persist_inline();
+        if *self.written.borrow() >= seq {
+            return;
+        }
         let mut rx = self.written.subscribe();
         let waited = tokio::time::timeout(STATE_WRITE_WAIT, rx.wait_for(|w| *w >= seq)).await;
         if waited.is_err() {

@@ -76,14 +76,18 @@
 //! - A due timer is committed only after its message (and every earlier one) is appended; a
 //!   transaction's visible copy and its COMMIT op are one atomic append.
 //! - A receipt handle is accepted only while its generation is the entry's current one.
-//! - Consumer state changes are appended to the state log as they happen; Ack,
+//! - Consumer state changes are appended to the state log as they happen (by the call that
+//!   made them, on its own thread, when the log is free; else by the persist task); Ack,
 //!   ChangeInvisibleDuration and ForwardMessageToDeadLetterQueue answer only once their change
 //!   is written, so a process crash (kill -9) loses no answered ack. The log is fdatasynced
 //!   every `state_persist_interval` and at shutdown: a power loss may lose that interval of
 //!   progress (those messages are delivered again). In-flight messages come back with their
 //!   deadlines; messages handed out but not yet written are delivered again at once. Generations carry a
 //!   per-start incarnation, so a pre-crash handle never matches a post-crash delivery.
-//! - Store calls run on the blocking pool, never on the async runtime.
+//! - Store work that may wait for the disk runs on the blocking pool: SYNC-flush appends,
+//!   reads of older data (redeliveries, pops more than 256 MiB behind the log's end),
+//!   queries, and every fdatasync. Work that only touches the page cache runs on the
+//!   calling thread: ASYNC-flush appends, pops near the log's end, state-log writes.
 //! - A replicated broker instance has one role for its life: a replica's store refuses local
 //!   appends; a master's accepts them only while its lease holds (when it has in-sync peers).
 //!

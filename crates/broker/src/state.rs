@@ -376,16 +376,24 @@ impl Consumers {
         self.slots.read().values().cloned().collect()
     }
 
-    /// Records that `slot` changed; returns the change's sequence number, which the
-    /// persister reports as written once this change is in the state log.
+    /// Records that `slot` changed and wakes the persist task; returns the change's sequence
+    /// number, which the persister reports as written once this change is in the state log.
     pub fn mark_dirty(&self, slot: &Arc<QueueSlot>) -> u64 {
+        let seq = self.mark_changed(slot);
+        self.changed.notify_one();
+        seq
+    }
+
+    /// Records that `slot` changed without waking the persist task: for callers that write
+    /// the state themselves next (the broker's inline persist), which is cheaper than a
+    /// hand-off to another thread. Unwritten changes still go out at the next periodic
+    /// persist.
+    pub fn mark_changed(&self, slot: &Arc<QueueSlot>) -> u64 {
         if !slot.dirty.swap(true, Ordering::AcqRel) {
             self.dirty.lock().push(Arc::clone(slot));
         }
         // After the push: a persister that reads this sequence number also finds the slot.
-        let seq = self.change_seq.fetch_add(1, Ordering::AcqRel) + 1;
-        self.changed.notify_one();
-        seq
+        self.change_seq.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Puts slots whose write failed back into the dirty set without announcing a change
@@ -411,17 +419,25 @@ impl Consumers {
         v
     }
 
-    /// Arms a timer: at `at_ms` the entry (offset, generation) of `slot` is checked.
+    /// Arms a timer: at `at_ms` the entry (offset, generation) of `slot` is checked. The
+    /// revive task is woken only when the new timer is the earliest: otherwise it already
+    /// sleeps until an earlier one, and most timers (one per delivery, an invisible time
+    /// ahead) come after those armed before them.
     pub fn schedule(&self, slot: &Arc<QueueSlot>, offset: i64, generation: u64, at_ms: i64) {
         let seq = self.timer_seq.fetch_add(1, Ordering::Relaxed);
-        self.timers.lock().push(Timer {
+        let mut heap = self.timers.lock();
+        let earliest = heap.peek().is_none_or(|t| at_ms < t.at_ms);
+        heap.push(Timer {
             at_ms,
             seq,
             slot: Arc::clone(slot),
             offset,
             generation,
         });
-        self.timer_added.notify_one();
+        drop(heap);
+        if earliest {
+            self.timer_added.notify_one();
+        }
     }
 
     /// When the earliest timer fires.
@@ -592,6 +608,22 @@ mod tests {
         st.insert(6, InFlight::held(b));
         assert_eq!(st.release_all(7), 2);
         assert_eq!(st.held(), 0);
+    }
+
+    #[test]
+    fn given_timers_when_scheduled_should_wake_the_revive_task_only_for_a_new_earliest() {
+        use futures::FutureExt as _;
+        let c = Consumers::new(1, Vec::new());
+        let s = c.get_or_create(&key());
+        let woken = |c: &Consumers| c.timer_added.notified().now_or_never().is_some();
+        c.schedule(&s, 0, 1, 1_000);
+        assert!(woken(&c), "the first timer is the earliest");
+        c.schedule(&s, 1, 2, 2_000);
+        c.schedule(&s, 2, 3, 1_000);
+        assert!(!woken(&c), "timers after the earliest need no wake-up");
+        c.schedule(&s, 3, 4, 500);
+        assert!(woken(&c), "a new earliest timer wakes the task");
+        assert_eq!(c.next_due(), Some(500));
     }
 
     #[test]

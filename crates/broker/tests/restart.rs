@@ -105,3 +105,33 @@ async fn given_broker_abandoned_without_shutdown_when_reopened_should_keep_persi
     assert_eq!(code(&r.status), Code::MessageNotFound);
     n.broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn given_acks_answered_when_the_broker_crashes_before_any_periodic_persist_should_keep_them()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let md = metadata(&[("t", 1)], &[]);
+    let mut cfg = config(dir.path());
+    // No periodic persist during the test: an answered ack must already be in the state log.
+    cfg.state_persist_interval = Duration::from_secs(10);
+    let n = open_with(cfg.clone(), md.clone()).await;
+    for i in 0..4 {
+        send_one(&n.svc, "t", 0, &format!("m{i}"), None).await;
+    }
+    let got = pop_n(&n.svc, &Pop::default(), 4, LIMIT).await;
+    for m in &got[..3] {
+        assert_eq!(ack(&n.svc, "g", "t", &handle(m)).await, Code::Ok);
+    }
+    let Node { broker, svc, meta } = n;
+    drop(svc);
+    drop(meta);
+    broker.abandon().await;
+    let n = open_with(cfg.clone(), md.clone()).await;
+    let p = n.broker.consumer_progress("g", "t", 0).unwrap();
+    assert_eq!(
+        (p.ack_offset, p.inflight),
+        (3, 1),
+        "three acks kept, the fourth message still in flight"
+    );
+    n.broker.shutdown().await.unwrap();
+}
