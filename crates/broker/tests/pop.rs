@@ -245,7 +245,17 @@ async fn given_max_retries_one_when_deliveries_exhausted_should_move_to_dlq() {
     )
     .await;
     assert_eq!(code(&r.status), Code::MessageNotFound);
-    let prog = n.broker.consumer_progress("gd", "t", 0).unwrap();
+    // The dead letter is appended before its original entry completes (a failed append must
+    // leave the entry in flight), so a reader of the DLQ can get here first: wait, bounded,
+    // for the completion, which follows within microseconds.
+    let until = std::time::Instant::now() + LIMIT;
+    let prog = loop {
+        let p = n.broker.consumer_progress("gd", "t", 0).unwrap();
+        if (p.ack_offset, p.inflight) == (1, 0) || std::time::Instant::now() > until {
+            break p;
+        }
+        tokio::task::yield_now().await;
+    };
     assert_eq!((prog.ack_offset, prog.inflight), (1, 0));
     n.broker.shutdown().await.unwrap();
 }
