@@ -6,9 +6,29 @@ mod common;
 use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::Code;
+use comet_proto::comet::v1::ClusterMetadata;
 use common::*;
 
 const LIMIT: Duration = Duration::from_secs(15);
+
+/// A broker over `dir` with topic `t` (one queue) whose periodic persist never runs during a
+/// test: only what calls write themselves (or `persist_state`) reaches the state log.
+async fn open_without_periodic_persist(
+    dir: &std::path::Path,
+) -> (Node, comet_broker::BrokerConfig, ClusterMetadata) {
+    let md = metadata(&[("t", 1)], &[]);
+    let mut cfg = config(dir);
+    cfg.state_persist_interval = Duration::from_secs(10);
+    (open_with(cfg.clone(), md.clone()).await, cfg, md)
+}
+
+/// Stops `n` the way a crash would: no final snapshot, flush or checkpoint.
+async fn crash(n: Node) {
+    let Node { broker, svc, meta } = n;
+    drop(svc);
+    drop(meta);
+    broker.abandon().await;
+}
 
 #[tokio::test]
 async fn given_restart_when_popped_again_should_not_redeliver_acked_and_keep_unacked() {
@@ -79,11 +99,7 @@ async fn given_inflight_at_restart_when_deadline_passes_should_redeliver() {
 #[tokio::test]
 async fn given_broker_abandoned_without_shutdown_when_reopened_should_keep_persisted_progress() {
     let dir = tempfile::tempdir().unwrap();
-    let md = metadata(&[("t", 1)], &[]);
-    let mut cfg = config(dir.path());
-    // Long interval: only the explicit persist_state below writes the acks.
-    cfg.state_persist_interval = Duration::from_secs(10);
-    let n = open_with(cfg.clone(), md.clone()).await;
+    let (n, cfg, md) = open_without_periodic_persist(dir.path()).await;
     for i in 0..3 {
         send_one(&n.svc, "t", 0, &format!("m{i}"), None).await;
     }
@@ -93,11 +109,7 @@ async fn given_broker_abandoned_without_shutdown_when_reopened_should_keep_persi
     }
     // Make sure the acks are on disk, then stop without shutdown.
     n.broker.persist_state().await.unwrap();
-    // No shutdown: a crash-like stop (no final snapshot, flush or checkpoint).
-    let Node { broker, svc, meta } = n;
-    drop(svc);
-    drop(meta);
-    broker.abandon().await;
+    crash(n).await;
     let n = open_with(cfg.clone(), md.clone()).await;
     let p = n.broker.consumer_progress("g", "t", 0).unwrap();
     assert_eq!((p.ack_offset, p.inflight), (3, 0));
@@ -110,11 +122,8 @@ async fn given_broker_abandoned_without_shutdown_when_reopened_should_keep_persi
 async fn given_acks_answered_when_the_broker_crashes_before_any_periodic_persist_should_keep_them()
 {
     let dir = tempfile::tempdir().unwrap();
-    let md = metadata(&[("t", 1)], &[]);
-    let mut cfg = config(dir.path());
     // No periodic persist during the test: an answered ack must already be in the state log.
-    cfg.state_persist_interval = Duration::from_secs(10);
-    let n = open_with(cfg.clone(), md.clone()).await;
+    let (n, cfg, md) = open_without_periodic_persist(dir.path()).await;
     for i in 0..4 {
         send_one(&n.svc, "t", 0, &format!("m{i}"), None).await;
     }
@@ -122,10 +131,7 @@ async fn given_acks_answered_when_the_broker_crashes_before_any_periodic_persist
     for m in &got[..3] {
         assert_eq!(ack(&n.svc, "g", "t", &handle(m)).await, Code::Ok);
     }
-    let Node { broker, svc, meta } = n;
-    drop(svc);
-    drop(meta);
-    broker.abandon().await;
+    crash(n).await;
     let n = open_with(cfg.clone(), md.clone()).await;
     let p = n.broker.consumer_progress("g", "t", 0).unwrap();
     assert_eq!(
