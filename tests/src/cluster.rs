@@ -411,6 +411,14 @@ impl Cluster {
         let node = Node::start(Role::Broker, &cfg)
             .await
             .expect("broker starts");
+        // Alive in the metadata is not yet serving: the broker then swaps its read-only
+        // instance for a master one, and calls in that gap are refused. Wait for the swap.
+        let ctl_metadata = self
+            .controllers
+            .iter()
+            .find_map(|c| c.node.as_ref()?.metadata())
+            .expect("a running controller");
+        let serving = crate::serving_broker(&node, ctl_metadata, &cfg);
         self.brokers.insert(
             name.to_owned(),
             BrokerSlot {
@@ -418,6 +426,7 @@ impl Cluster {
                 node: Some(node),
             },
         );
+        serving.await;
         let set = name.to_owned();
         self.wait_metadata(&format!("broker set {name} alive"), move |m| {
             broker_set_alive(m, &set)

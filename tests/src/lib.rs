@@ -368,7 +368,7 @@ impl TestCluster {
 /// already routes to it. After a restart the broker listens on a new port while the
 /// controller still lists the previous one until it registers again. (This also keeps a
 /// test from stopping the node while its first heartbeats are still under way.)
-fn serving_broker(
+pub(crate) fn serving_broker(
     broker: &Node,
     mut ctl_metadata: tokio::sync::watch::Receiver<Arc<ClusterMetadata>>,
     cfg: &Config,
