@@ -53,14 +53,11 @@ pub(crate) const STREAM_WINDOW: u32 = 4 << 20;
 /// Flow-control window of each connection.
 pub(crate) const CONNECTION_WINDOW: u32 = 16 << 20;
 
-/// Opens one HTTP/2 connection to `authority` (`host:port`) within `timeout`: TCP with
-/// `TCP_NODELAY`, writes gathered per round of the connection task, fixed flow-control windows and keep-alive pings like the official
-/// clients'.
+/// Opens one HTTP/2 connection to `authority` (`host:port`) within `timeout` (see [`dial`]):
+/// fixed flow-control windows and keep-alive pings like the official clients'.
 pub(crate) async fn open(authority: &str, timeout: Duration) -> anyhow::Result<Conn> {
-    let connect = async {
-        let tcp = TcpStream::connect(authority).await?;
-        tcp.set_nodelay(true)?;
-        let (send, connection) = http2::Builder::new(TokioExecutor::new())
+    let send = dial(authority, timeout, |io| {
+        http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // Fixed windows, large enough for the in-flight sends of one connection: an
             // adaptive window estimates bandwidth with PING frames, about one per round trip,
@@ -69,7 +66,30 @@ pub(crate) async fn open(authority: &str, timeout: Duration) -> anyhow::Result<C
             .initial_connection_window_size(CONNECTION_WINDOW)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(TokioIo::new(CoalescedIo::new(tcp)))
+            .handshake(TokioIo::new(io))
+    })
+    .await?;
+    Ok(Conn { send })
+}
+
+/// Connects to `authority` within `timeout` (TCP with `TCP_NODELAY`, writes gathered per
+/// round of the connection task), runs the HTTP/2 `handshake` over it, spawns the connection
+/// task the handshake returns and returns its request handle.
+pub(crate) async fn dial<H, C, CE, HE, F>(
+    authority: &str,
+    timeout: Duration,
+    handshake: impl FnOnce(CoalescedIo<TcpStream>) -> F,
+) -> anyhow::Result<H>
+where
+    F: Future<Output = Result<(H, C), HE>>,
+    HE: std::error::Error + Send + Sync + 'static,
+    C: Future<Output = Result<(), CE>> + Send + 'static,
+    CE: std::fmt::Display,
+{
+    let connect = async {
+        let tcp = TcpStream::connect(authority).await?;
+        tcp.set_nodelay(true)?;
+        let (handle, connection) = handshake(CoalescedIo::new(tcp))
             .await
             .map_err(std::io::Error::other)?;
         tokio::spawn(async move {
@@ -77,7 +97,7 @@ pub(crate) async fn open(authority: &str, timeout: Duration) -> anyhow::Result<C
                 tracing::debug!(error = %e, "bench connection ended");
             }
         });
-        Ok::<_, std::io::Error>(Conn { send })
+        Ok::<_, std::io::Error>(handle)
     };
     tokio::time::timeout(timeout, connect)
         .await

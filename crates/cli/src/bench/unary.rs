@@ -16,12 +16,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use comet_proxy::CoalescedIo;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, TE};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use tokio::net::TcpStream;
 
-use super::transport::{CONNECTION_WINDOW, STREAM_WINDOW};
+use super::transport::{self, CONNECTION_WINDOW, STREAM_WINDOW};
 
 /// One HTTP/2 connection for unary calls. Cheap to clone; clones share the connection, whose
 /// task ends when the last clone is dropped or the peer closes.
@@ -31,32 +29,19 @@ pub(crate) struct Unary {
     authority: Authority,
 }
 
-/// Opens a connection to `authority` (`host:port`) within `timeout`: TCP with `TCP_NODELAY`,
-/// writes gathered per round of the connection task, and the bench's fixed windows.
+/// Opens a connection to `authority` (`host:port`) within `timeout` (see
+/// [`transport::dial`]), with the bench's fixed windows.
 pub(crate) async fn open(authority: &str, timeout: Duration) -> anyhow::Result<Unary> {
     let parsed: Authority = authority
         .parse()
         .with_context(|| format!("{authority:?} is not a host:port"))?;
-    let connect = async {
-        let tcp = TcpStream::connect(authority).await?;
-        tcp.set_nodelay(true)?;
-        let (send, connection) = h2::client::Builder::new()
+    let send = transport::dial(authority, timeout, |io| {
+        h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake::<_, Bytes>(CoalescedIo::new(tcp))
-            .await
-            .map_err(std::io::Error::other)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "bench send connection ended");
-            }
-        });
-        Ok::<_, std::io::Error>(send)
-    };
-    let send = tokio::time::timeout(timeout, connect)
-        .await
-        .map_err(|_| anyhow::anyhow!("connecting took longer than {timeout:?}"))?
-        .with_context(|| format!("connecting to {authority}"))?;
+            .handshake::<_, Bytes>(io)
+    })
+    .await?;
     Ok(Unary {
         send,
         authority: parsed,
