@@ -1,10 +1,15 @@
-//! The one place where failures become `apache.rocketmq.v2.Status` codes.
+//! The one place where failures become `apache.rocketmq.v2.Status` codes, and where every
+//! status is fitted to the client that receives it.
 //!
-//! Business errors travel in-body with gRPC OK (service.proto convention). Only codes known to
-//! the oldest supported client (Rust `rocketmq` 5.0.0, which panics on unknown numbers) are ever
-//! produced; [`is_known_to_rust_5_0_0`] pins that list and a golden test checks every code this
-//! module can emit. The one exception is [`sanitize_for`]: the offset RPCs pass ILLEGAL_OFFSET
-//! and OFFSET_NOT_FOUND from brokers through to clients that are not Rust.
+//! Business errors travel in-body with gRPC OK (service.proto convention). Handlers produce
+//! upstream's code for each cause (apache/rocketmq-apis `StatusCode.md`, and the Apache proxy
+//! where the table is silent), whatever the client. At the response boundary
+//! [`for_client`] fits each status to its receiver: a client sending `x-mq-language: RUST`
+//! gets only the codes the Rust `rocketmq` 5.0.0 enum has (it panics on any other number;
+//! [`is_known_to_rust_5_0_0`] pins that list) and the nearest known code otherwise
+//! ([`nearest_known_to_rust`]), with the original code named in the message; every other
+//! client gets upstream's code. Numbers outside the current `Code` enum (a newer broker) are
+//! rewritten for everyone ([`normalize`]).
 
 use comet_proto::apache::rocketmq::v2::{Code, Status};
 
@@ -54,10 +59,6 @@ pub(crate) type Outcome<T> = Result<T, Failure>;
 
 /// A status with the given code and message.
 pub(crate) fn status(code: Code, message: &str) -> Status {
-    debug_assert!(
-        is_known_to_rust_5_0_0(code),
-        "{code:?} would crash Rust clients"
-    );
     Status {
         code: code as i32,
         message: message.to_owned(),
@@ -121,32 +122,63 @@ pub(crate) fn from_topic_creation(err: &tonic::Status, topic: &str) -> Failure {
     )
 }
 
-/// Rewrites a code coming from a broker that an old client could not parse.
-pub(crate) fn sanitize(status: &mut Status) {
-    let code = Code::try_from(status.code).unwrap_or(Code::Unspecified);
-    let known = code != Code::Unspecified && is_known_to_rust_5_0_0(code);
-    if !known {
-        let (replacement, what) = match code {
-            Code::MessageBodyEmpty => (Code::BadRequest, "message body is empty"),
-            Code::IllegalOffset | Code::OffsetNotFound => (Code::BadRequest, "offset error"),
-            Code::LiteTopicQuotaExceeded | Code::LiteSubscriptionQuotaExceeded => {
-                (Code::TooManyRequests, "quota exceeded")
-            }
-            _ => (Code::InternalServerError, "unrecognised broker status"),
-        };
-        status.message = format!("{what} (broker code {}): {}", status.code, status.message);
-        status.code = replacement as i32;
+/// Rewrites a status whose number is not a defined `Code` (or is CODE_UNSPECIFIED), e.g. from a
+/// newer broker, to INTERNAL_SERVER_ERROR naming the number. Defined codes are kept.
+pub(crate) fn normalize(status: &mut Status) {
+    let defined = Code::try_from(status.code).is_ok_and(|c| c != Code::Unspecified);
+    if !defined {
+        status.message = format!(
+            "unrecognised status code {}: {}",
+            status.code, status.message
+        );
+        status.code = Code::InternalServerError as i32;
     }
 }
 
-/// Like [`sanitize`], but only for clients that need it: a Rust client (`x-mq-language` RUST)
-/// gets only the codes its 5.0.0 enum has; other languages keep every code of the current
-/// `Code` enum (e.g. ILLEGAL_OFFSET, OFFSET_NOT_FOUND), and only numbers outside it are
-/// rewritten.
-pub(crate) fn sanitize_for(language: &str, status: &mut Status) {
-    let defined = Code::try_from(status.code).is_ok_and(|c| c != Code::Unspecified);
-    if language == "RUST" || !defined {
-        sanitize(status);
+/// The code a Rust 5.0.0 client gets in place of one its enum lacks: the head of the code's
+/// class (`OFFSET_NOT_FOUND` 40404 → `NOT_FOUND` 40400, quota codes → `TOO_MANY_REQUESTS`),
+/// except that an empty body is a BAD_REQUEST (its class head would say "too large").
+pub(crate) fn nearest_known_to_rust(code: Code) -> Code {
+    match code {
+        Code::MessageBodyEmpty
+        | Code::IllegalOffset
+        | Code::IllegalLiteTopic
+        | Code::InvalidClientProperties => Code::BadRequest,
+        Code::OffsetNotFound => Code::NotFound,
+        Code::LiteTopicQuotaExceeded | Code::LiteSubscriptionQuotaExceeded => Code::TooManyRequests,
+        known => known,
+    }
+}
+
+/// Fits one outgoing status to its receiver (see the module doc): [`normalize`], then for
+/// `language == "RUST"` the [`nearest_known_to_rust`] code with the original one named in
+/// the message.
+pub(crate) fn for_client(language: &str, status: &mut Status) {
+    normalize(status);
+    if language != "RUST" {
+        return;
+    }
+    let code = Code::try_from(status.code).unwrap_or(Code::InternalServerError);
+    if !is_known_to_rust_5_0_0(code) {
+        status.message = format!(
+            "{} ({}): {}",
+            code.as_str_name(),
+            status.code,
+            status.message
+        );
+        status.code = nearest_known_to_rust(code) as i32;
+    }
+}
+
+/// A response (or stream frame) whose statuses are fitted to the client by [`for_client`]
+/// before it leaves the proxy.
+pub(crate) trait Statuses {
+    /// Calls `f` on every status the value carries (top level and per entry).
+    fn each_status(&mut self, f: &mut dyn FnMut(&mut Status));
+
+    /// Applies [`for_client`] to every status.
+    fn fit_for(&mut self, language: &str) {
+        self.each_status(&mut |s| for_client(language, s));
     }
 }
 
@@ -247,51 +279,60 @@ mod tests {
     }
 
     #[test]
-    fn unknown_codes_from_brokers_are_rewritten() {
-        for raw in [41302, 40019, 40020, 40021, 40404, 42901, 42902, 12345, 0] {
-            let mut s = Status {
-                code: raw,
-                message: "m".into(),
-            };
-            sanitize(&mut s);
-            let code = Code::try_from(s.code).unwrap();
-            assert!(
-                is_known_to_rust_5_0_0(code) && code != Code::Unspecified,
-                "{raw}"
-            );
-            assert!(s.message.contains(&raw.to_string()));
+    fn undefined_numbers_are_rewritten_for_everyone() {
+        for raw in [12345, 0, -1] {
+            for lang in ["RUST", "PYTHON", "HTTP", ""] {
+                let mut s = Status {
+                    code: raw,
+                    message: "m".into(),
+                };
+                for_client(lang, &mut s);
+                assert_eq!(s.code, Code::InternalServerError as i32, "{raw} {lang}");
+                assert!(s.message.contains(&raw.to_string()), "{}", s.message);
+            }
         }
-        let mut s = status(Code::MessageNotFound, "none");
-        sanitize(&mut s);
-        assert_eq!(s.code, Code::MessageNotFound as i32);
     }
 
+    /// Golden table: every code of the current enum as a Rust 5.0.0 client and as any other
+    /// client receives it.
     #[test]
-    fn offset_codes_reach_every_client_but_rust() {
-        for code in [Code::IllegalOffset, Code::OffsetNotFound] {
-            let mut s = Status {
-                code: code as i32,
-                message: "m".into(),
+    fn every_code_reaches_rust_as_a_code_it_knows_and_others_unchanged() {
+        let newer = [
+            (Code::IllegalOffset, Code::BadRequest),
+            (Code::IllegalLiteTopic, Code::BadRequest),
+            (Code::InvalidClientProperties, Code::BadRequest),
+            (Code::OffsetNotFound, Code::NotFound),
+            (Code::MessageBodyEmpty, Code::BadRequest),
+            (Code::LiteTopicQuotaExceeded, Code::TooManyRequests),
+            (Code::LiteSubscriptionQuotaExceeded, Code::TooManyRequests),
+        ];
+        for raw in 1..=70_000 {
+            let Ok(code) = Code::try_from(raw) else {
+                continue;
             };
-            sanitize_for("PYTHON", &mut s);
-            assert_eq!(s.code, code as i32);
-            sanitize_for("", &mut s);
-            assert_eq!(s.code, code as i32);
-            sanitize_for("RUST", &mut s);
-            assert_eq!(s.code, Code::BadRequest as i32);
-            assert!(
-                s.message.contains(&(code as i32).to_string()),
-                "{}",
-                s.message
-            );
-        }
-        for lang in ["RUST", "JAVA", "HTTP"] {
-            let mut s = Status {
-                code: 12345,
-                message: "m".into(),
-            };
-            sanitize_for(lang, &mut s);
-            assert_eq!(s.code, Code::InternalServerError as i32, "{lang}");
+            if code == Code::Unspecified {
+                continue;
+            }
+            let mut other = status(code, "m");
+            for_client("PYTHON", &mut other);
+            assert_eq!(other, status(code, "m"), "{code:?} changed for Python");
+            let mut rust = status(code, "m");
+            for_client("RUST", &mut rust);
+            let expected = newer
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map_or(code, |(_, r)| *r);
+            assert_eq!(rust.code, expected as i32, "{code:?} for Rust");
+            assert!(is_known_to_rust_5_0_0(expected));
+            if expected != code {
+                assert_eq!(
+                    rust.message,
+                    format!("{} ({raw}): m", code.as_str_name()),
+                    "{code:?}"
+                );
+            } else {
+                assert_eq!(rust.message, "m");
+            }
         }
     }
 

@@ -96,7 +96,7 @@ impl Inner {
                         let mut s = entry.status.unwrap_or_else(|| {
                             status::status(Code::InternalServerError, "broker returned no status")
                         });
-                        status::sanitize(&mut s);
+                        status::normalize(&mut s);
                         results[i].status = Some(s);
                     }
                 }
@@ -151,7 +151,7 @@ impl Inner {
         let s = response.status.get_or_insert_with(|| {
             status::status(Code::InternalServerError, "broker returned no status")
         });
-        status::sanitize(s);
+        status::normalize(s);
         if response.receipt_handle.is_empty() {
             response.receipt_handle = old_handle;
         }
@@ -184,7 +184,7 @@ impl Inner {
         let s = response.status.get_or_insert_with(|| {
             status::status(Code::InternalServerError, "broker returned no status")
         });
-        status::sanitize(s);
+        status::normalize(s);
         Ok(response)
     }
 }

@@ -53,7 +53,7 @@ use crate::creator::TopicCreator;
 use crate::names::Name;
 use crate::routes::{MetadataIndex, MetadataView, Target, topic_not_found};
 use crate::session::Sessions;
-use crate::status::{self, Failure, Outcome};
+use crate::status::{self, Failure, Outcome, Statuses};
 
 /// Shared state of one proxy.
 pub(crate) struct Inner {
@@ -216,15 +216,66 @@ impl Inner {
 pub(crate) type BrokerCall<R> =
     std::pin::Pin<Box<dyn Future<Output = Result<Response<R>, Status>> + Send>>;
 
-/// Turns a request outcome into the unary response: failures become the response's status.
-fn respond<T>(
+/// Turns a request outcome into the unary response (failures become the response's status)
+/// and fits every status in it to the requesting client ([`status::for_client`]).
+fn respond<T: Statuses>(
+    ctx: &RequestContext,
     outcome: Outcome<T>,
     on_failure: impl FnOnce(Failure) -> T,
 ) -> Result<Response<T>, Status> {
-    Ok(Response::new(match outcome {
+    let mut answer = match outcome {
         Ok(v) => v,
         Err(f) => on_failure(f),
-    }))
+    };
+    answer.fit_for(&ctx.language);
+    Ok(Response::new(answer))
+}
+
+/// `Statuses` for responses whose only status is the top-level `status` field.
+macro_rules! top_level_status {
+    ($($t:ty),* $(,)?) => {
+        $(impl Statuses for $t {
+            fn each_status(&mut self, f: &mut dyn FnMut(&mut comet_proto::apache::rocketmq::v2::Status)) {
+                if let Some(s) = self.status.as_mut() {
+                    f(s);
+                }
+            }
+        })*
+    };
+}
+
+top_level_status!(
+    QueryRouteResponse,
+    HeartbeatResponse,
+    QueryAssignmentResponse,
+    ForwardMessageToDeadLetterQueueResponse,
+    UpdateOffsetResponse,
+    GetOffsetResponse,
+    QueryOffsetResponse,
+    EndTransactionResponse,
+    NotifyClientTerminationResponse,
+    ChangeInvisibleDurationResponse,
+    TelemetryCommand,
+);
+
+impl Statuses for SendMessageResponse {
+    fn each_status(&mut self, f: &mut dyn FnMut(&mut comet_proto::apache::rocketmq::v2::Status)) {
+        self.status.iter_mut().for_each(&mut *f);
+        self.entries
+            .iter_mut()
+            .filter_map(|e| e.status.as_mut())
+            .for_each(f);
+    }
+}
+
+impl Statuses for AckMessageResponse {
+    fn each_status(&mut self, f: &mut dyn FnMut(&mut comet_proto::apache::rocketmq::v2::Status)) {
+        self.status.iter_mut().for_each(&mut *f);
+        self.entries
+            .iter_mut()
+            .filter_map(|e| e.status.as_mut())
+            .for_each(f);
+    }
 }
 
 /// The gRPC UNIMPLEMENTED answer for RPCs outside this proxy's scope.
@@ -246,7 +297,7 @@ impl MessagingService for Service {
     ) -> Result<Response<QueryRouteResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
         let outcome = self.0.query_route(&ctx, request.into_inner()).await;
-        respond(outcome, |f| QueryRouteResponse {
+        respond(&ctx, outcome, |f| QueryRouteResponse {
             status: Some(f.status()),
             message_queues: vec![],
         })
@@ -258,8 +309,12 @@ impl MessagingService for Service {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
         let outcome = self.0.heartbeat(&ctx, &request.into_inner());
-        respond(outcome.map(|()| status::ok()), |f| f.status())
-            .map(|r| r.map(|s| HeartbeatResponse { status: Some(s) }))
+        let outcome = outcome.map(|()| HeartbeatResponse {
+            status: Some(status::ok()),
+        });
+        respond(&ctx, outcome, |f| HeartbeatResponse {
+            status: Some(f.status()),
+        })
     }
 
     async fn send_message(
@@ -280,7 +335,7 @@ impl MessagingService for Service {
             })
             .collect();
         let outcome = self.0.send_message(&ctx, request).await;
-        respond(outcome, |f| {
+        respond(&ctx, outcome, |f| {
             let status = f.status();
             SendMessageResponse {
                 entries: ids
@@ -302,7 +357,7 @@ impl MessagingService for Service {
     ) -> Result<Response<QueryAssignmentResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
         let outcome = self.0.query_assignment(&ctx, &request.into_inner());
-        respond(outcome, |f| QueryAssignmentResponse {
+        respond(&ctx, outcome, |f| QueryAssignmentResponse {
             status: Some(f.status()),
             assignments: vec![],
         })
@@ -315,9 +370,9 @@ impl MessagingService for Service {
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
-        let frames = self.0.receive_message(&ctx, request.into_inner()).await;
+        let answer = self.0.receive_message(&ctx, request.into_inner()).await;
         let stream: Self::ReceiveMessageStream =
-            Box::pin(futures::stream::iter(frames.into_iter().map(Ok)));
+            Box::pin(receive::ReceiveStream::new(Arc::clone(&self.0), answer));
         Ok(Response::new(stream))
     }
 
@@ -334,7 +389,7 @@ impl MessagingService for Service {
             .map(|e| (e.message_id.clone(), e.receipt_handle.clone()))
             .collect();
         let outcome = self.0.ack_message(&ctx, request).await;
-        respond(outcome, |f| {
+        respond(&ctx, outcome, |f| {
             let status = f.status();
             AckMessageResponse {
                 entries: handles
@@ -356,7 +411,7 @@ impl MessagingService for Service {
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
         let outcome = self.0.forward_to_dlq(&ctx, request.into_inner()).await;
-        respond(outcome, |f| ForwardMessageToDeadLetterQueueResponse {
+        respond(&ctx, outcome, |f| ForwardMessageToDeadLetterQueueResponse {
             status: Some(f.status()),
         })
     }
@@ -380,7 +435,7 @@ impl MessagingService for Service {
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
         let outcome = self.0.update_offset(&ctx, request.into_inner()).await;
-        respond(outcome, |f| UpdateOffsetResponse {
+        respond(&ctx, outcome, |f| UpdateOffsetResponse {
             status: Some(f.status()),
         })
     }
@@ -391,7 +446,7 @@ impl MessagingService for Service {
     ) -> Result<Response<GetOffsetResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
         let outcome = self.0.get_offset(&ctx, request.into_inner()).await;
-        respond(outcome, |f| GetOffsetResponse {
+        respond(&ctx, outcome, |f| GetOffsetResponse {
             status: Some(f.status()),
             offset: 0,
         })
@@ -403,7 +458,7 @@ impl MessagingService for Service {
     ) -> Result<Response<QueryOffsetResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
         let outcome = self.0.query_offset(&ctx, request.into_inner()).await;
-        respond(outcome, |f| QueryOffsetResponse {
+        respond(&ctx, outcome, |f| QueryOffsetResponse {
             status: Some(f.status()),
             offset: 0,
         })
@@ -415,7 +470,7 @@ impl MessagingService for Service {
     ) -> Result<Response<EndTransactionResponse>, Status> {
         let ctx = RequestContext::from_metadata(request.metadata());
         let outcome = self.0.end_transaction(&ctx, request.into_inner()).await;
-        respond(outcome, |f| EndTransactionResponse {
+        respond(&ctx, outcome, |f| EndTransactionResponse {
             status: Some(f.status()),
         })
     }
@@ -438,8 +493,12 @@ impl MessagingService for Service {
         let outcome = self
             .0
             .notify_client_termination(&ctx, &request.into_inner());
-        respond(outcome.map(|()| status::ok()), |f| f.status())
-            .map(|r| r.map(|s| NotifyClientTerminationResponse { status: Some(s) }))
+        let outcome = outcome.map(|()| NotifyClientTerminationResponse {
+            status: Some(status::ok()),
+        });
+        respond(&ctx, outcome, |f| NotifyClientTerminationResponse {
+            status: Some(f.status()),
+        })
     }
 
     async fn change_invisible_duration(
@@ -451,7 +510,7 @@ impl MessagingService for Service {
         let handle = request.receipt_handle.clone();
         let outcome = self.0.change_invisible_duration(&ctx, request).await;
         // The handle is always returned: Python and Node overwrite theirs with it.
-        respond(outcome, |f| ChangeInvisibleDurationResponse {
+        respond(&ctx, outcome, |f| ChangeInvisibleDurationResponse {
             status: Some(f.status()),
             receipt_handle: handle,
         })

@@ -4,14 +4,17 @@
 //! - The queue is `message_queue.broker.name` + `message_queue.id` exactly as QueryRoute
 //!   returned it (offsets are per broker set, so there is no fallback to another set). When the
 //!   broker name is omitted and the topic lives on one broker set only, that set is used.
-//! - PullMessage answers as a stream `[status, message..., next_offset]` (Apache RocketMQ's
-//!   proxy shape): OK with messages; MESSAGE_NOT_FOUND when nothing matched within the long
-//!   poll; ILLEGAL_OFFSET when the offset lies outside the queue (`next_offset` is then the
-//!   nearest valid one); any other failure is a lone status frame. Long polling is clamped as
-//!   for ReceiveMessage.
+//! - PullMessage answers as a stream `[status, message..., next_offset]` on every path: OK with
+//!   messages; MESSAGE_NOT_FOUND when nothing matched within the long poll; ILLEGAL_OFFSET when
+//!   the offset lies outside the queue (`next_offset` is then the nearest valid one); any other
+//!   failure (validation, broker call) is the status followed by `next_offset` = the requested
+//!   offset, so a client that always reads the offset frame stays where it was. Long polling
+//!   is clamped as for ReceiveMessage. (The Apache proxy does not serve PullMessage; the shape
+//!   is the one its remoting pull and the protocol's oneof describe.)
 //! - ILLEGAL_OFFSET and OFFSET_NOT_FOUND are newer than the Rust 5.0.0 client, which panics on
-//!   them: a Rust client (`x-mq-language: RUST`) gets BAD_REQUEST with the code named in the
-//!   message instead (see [`status::sanitize_for`]); every other language gets the codes.
+//!   them: a Rust client (`x-mq-language: RUST`) gets BAD_REQUEST / NOT_FOUND with the code
+//!   named in the message instead (see [`status::for_client`]); every other language gets
+//!   the codes.
 
 use comet_proto::apache::rocketmq::v2::{
     Code, GetOffsetRequest, GetOffsetResponse, MessageQueue, PullMessageRequest,
@@ -28,11 +31,25 @@ use crate::context::{RequestContext, margin_for};
 use crate::names::{self, Name, unqualify};
 use crate::routes::{MetadataIndex, Target, permission, readable};
 use crate::settings::{duration, from_proto};
-use crate::status::{self, Failure, Outcome};
+use crate::status::{self, Failure, Outcome, Statuses};
 
 fn status_frame(status: Status) -> PullMessageResponse {
     PullMessageResponse {
         content: Some(pull_message_response::Content::Status(status)),
+    }
+}
+
+fn next_offset_frame(offset: i64) -> PullMessageResponse {
+    PullMessageResponse {
+        content: Some(pull_message_response::Content::NextOffset(offset)),
+    }
+}
+
+impl Statuses for PullMessageResponse {
+    fn each_status(&mut self, f: &mut dyn FnMut(&mut Status)) {
+        if let Some(pull_message_response::Content::Status(s)) = self.content.as_mut() {
+            f(s);
+        }
     }
 }
 
@@ -135,28 +152,37 @@ impl Inner {
         Ok((name, target))
     }
 
-    /// The broker's status, present, with codes the client can parse.
-    fn broker_status(ctx: &RequestContext, s: Option<Status>) -> Status {
+    /// The broker's status, present and with a defined code.
+    fn broker_status(s: Option<Status>) -> Status {
         let mut s = s.unwrap_or_else(|| {
             status::status(Code::InternalServerError, "broker returned no status")
         });
-        status::sanitize_for(&ctx.language, &mut s);
+        status::normalize(&mut s);
         s
     }
 
-    /// The frames of one PullMessage answer; the first is always the status.
+    /// The frames of one PullMessage answer: the status (fitted to the client), the
+    /// messages, and always the closing `next_offset`.
     pub(super) async fn pull_message(
         &self,
         ctx: &RequestContext,
         request: PullMessageRequest,
     ) -> Vec<PullMessageResponse> {
-        match self.pull(ctx, request).await {
+        let requested_offset = request.offset;
+        let mut frames = match self.pull(ctx, request).await {
             Ok(frames) => frames,
             Err(f) => {
                 tracing::debug!(code = ?f.code, reason = %f.message, "pull failed");
-                vec![status_frame(f.status())]
+                vec![
+                    status_frame(f.status()),
+                    next_offset_frame(requested_offset),
+                ]
             }
+        };
+        if let Some(first) = frames.first_mut() {
+            first.fit_for(&ctx.language);
         }
+        frames
     }
 
     async fn pull(
@@ -209,21 +235,24 @@ impl Inner {
         };
         let response = tokio::select! {
             () = self.shutdown.cancelled() => {
-                return Ok(vec![status_frame(status::status(
-                    Code::MessageNotFound,
-                    "proxy is shutting down; nothing was read",
-                ))]);
+                return Ok(vec![
+                    status_frame(status::status(
+                        Code::MessageNotFound,
+                        "proxy is shutting down; nothing was read",
+                    )),
+                    next_offset_frame(request.offset),
+                ]);
             }
             r = self.call(&target, budget, pull, |b, r| Box::pin(async move { b.pull_message(r).await })) => r?,
         };
         let broker_code = response.status.as_ref().map(|s| s.code);
-        let st = Self::broker_status(ctx, response.status);
-        let with_offset = matches!(
+        let st = Self::broker_status(response.status);
+        let broker_offset = matches!(
             broker_code.map(Code::try_from),
             Some(Ok(Code::Ok | Code::MessageNotFound | Code::IllegalOffset))
         );
-        if !with_offset {
-            return Ok(vec![status_frame(st)]);
+        if !broker_offset {
+            return Ok(vec![status_frame(st), next_offset_frame(request.offset)]);
         }
         let mut frames = Vec::with_capacity(response.messages.len() + 2);
         frames.push(status_frame(st));
@@ -253,11 +282,7 @@ impl Inner {
             }
             frames.push(frame);
         }
-        frames.push(PullMessageResponse {
-            content: Some(pull_message_response::Content::NextOffset(
-                response.next_offset,
-            )),
-        });
+        frames.push(next_offset_frame(response.next_offset));
         tracing::debug!(
             broker_set = %target.broker_set,
             topic = %name.qualified,
@@ -290,7 +315,7 @@ impl Inner {
             })
             .await?;
         Ok(UpdateOffsetResponse {
-            status: Some(Self::broker_status(ctx, r.status)),
+            status: Some(Self::broker_status(r.status)),
         })
     }
 
@@ -313,7 +338,7 @@ impl Inner {
             })
             .await?;
         Ok(GetOffsetResponse {
-            status: Some(Self::broker_status(ctx, r.status)),
+            status: Some(Self::broker_status(r.status)),
             offset: r.offset,
         })
     }
@@ -351,7 +376,7 @@ impl Inner {
             })
             .await?;
         Ok(QueryOffsetResponse {
-            status: Some(Self::broker_status(ctx, r.status)),
+            status: Some(Self::broker_status(r.status)),
             offset: r.offset,
         })
     }

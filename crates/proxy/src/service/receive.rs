@@ -1,5 +1,15 @@
 //! ReceiveMessage: one POP on the broker set of the requested queue, answered as a stream
-//! `[status, message...]`.
+//! `[status, message..., delivery_timestamp]` (the Apache proxy's shape).
+//!
+//! Stream shape: every answer, whatever its path (messages found, nothing found after the long
+//! poll, a broker failure, a validation error before any broker call, a missing client id,
+//! shutdown), is one status frame, the messages (only after an OK status), and a closing
+//! `delivery_timestamp` frame holding the proxy's wall-clock time in milliseconds when the
+//! answer completes. The Python push consumer computes `now - delivery_timestamp` on every
+//! batch and drops the whole batch when the frame is missing. Messages of an answer whose
+//! stream ends before they were handed to the transport (the client cancelled or went away)
+//! are given back as upstream does: their invisible time is changed to [`NACK_INVISIBLE`], so
+//! they are redelivered in about a second instead of after the full invisible time.
 //!
 //! Timing: the long poll is the request's `long_polling_timeout` (absent: the maximum) clamped
 //! to `[long_polling_min, long_polling_max]` and to the client's `grpc-timeout` minus
@@ -11,19 +21,29 @@
 //! under older, larger limits) is not sent: it would break the whole stream for Rust and Node
 //! clients. It is logged and stays invisible until the broker redelivers it.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use comet_proto::apache::rocketmq::v2::{
-    Code, FilterExpression, FilterType, MessageQueue, ReceiveMessageRequest,
-    ReceiveMessageResponse, Status, receive_message_response,
+    ChangeInvisibleDurationRequest, Code, FilterExpression, FilterType, MessageQueue,
+    ReceiveMessageRequest, ReceiveMessageResponse, Resource, Status, receive_message_response,
 };
+use futures::Stream;
 use prost::Message as _;
 
 use super::{Inner, require_client_id};
 use crate::config::MAX_OUTBOUND_FRAME_BYTES;
 use crate::context::{RequestContext, margin_for};
 use crate::names::{self, unqualify};
-use crate::routes::{accepted_types, permission, receive_target};
+use crate::routes::{Target, accepted_types, permission, receive_target};
 use crate::settings::{duration, from_proto};
-use crate::status::{self, Failure, Outcome};
+use crate::status::{self, Failure, Outcome, Statuses};
+
+/// Invisible time given to messages that were popped but never written to the client
+/// (upstream's `NACK_INVISIBLE_TIME`).
+pub(crate) const NACK_INVISIBLE: Duration = Duration::from_secs(1);
 
 /// Longest accepted filter expression.
 const MAX_FILTER_EXPRESSION_BYTES: usize = 4096;
@@ -31,6 +51,111 @@ const MAX_FILTER_EXPRESSION_BYTES: usize = 4096;
 fn status_frame(status: Status) -> ReceiveMessageResponse {
     ReceiveMessageResponse {
         content: Some(receive_message_response::Content::Status(status)),
+    }
+}
+
+/// The closing frame of every answer: the proxy's wall-clock time, in milliseconds.
+fn delivery_timestamp_frame() -> ReceiveMessageResponse {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis();
+    let millis = i64::try_from(millis).unwrap_or(i64::MAX);
+    ReceiveMessageResponse {
+        content: Some(receive_message_response::Content::DeliveryTimestamp(
+            prost_types::Timestamp {
+                seconds: millis.div_euclid(1000),
+                // In 0..1_000_000_000: the remainder is below 1000.
+                nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+            },
+        )),
+    }
+}
+
+impl Statuses for ReceiveMessageResponse {
+    fn each_status(&mut self, f: &mut dyn FnMut(&mut Status)) {
+        if let Some(receive_message_response::Content::Status(s)) = self.content.as_mut() {
+            f(s);
+        }
+    }
+}
+
+/// What one ReceiveMessage answers before its closing `delivery_timestamp` frame.
+pub(super) struct Answer {
+    /// The status frame, then the message frames.
+    frames: Vec<ReceiveMessageResponse>,
+    /// Where the messages came from (None when there are none).
+    origin: Option<Origin>,
+}
+
+impl Answer {
+    fn status(status: Status) -> Answer {
+        Answer {
+            frames: vec![status_frame(status)],
+            origin: None,
+        }
+    }
+}
+
+/// The pop that produced an answer's messages: where unsent ones are given back.
+struct Origin {
+    target: Target,
+    /// Internal (qualified) group and topic.
+    group: Resource,
+    topic: Resource,
+}
+
+/// The ReceiveMessage response stream: the answer's frames, then the `delivery_timestamp`
+/// frame. Dropped before the end (client cancelled, connection gone), it gives back the
+/// messages it still holds (see the module doc).
+pub(super) struct ReceiveStream {
+    frames: std::vec::IntoIter<ReceiveMessageResponse>,
+    closed: bool,
+    origin: Option<(Arc<Inner>, Origin)>,
+}
+
+impl ReceiveStream {
+    pub(super) fn new(inner: Arc<Inner>, answer: Answer) -> Self {
+        ReceiveStream {
+            frames: answer.frames.into_iter(),
+            closed: false,
+            origin: answer.origin.map(|o| (inner, o)),
+        }
+    }
+}
+
+impl Stream for ReceiveStream {
+    type Item = Result<ReceiveMessageResponse, tonic::Status>;
+
+    fn poll_next(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(frame) = this.frames.next() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if this.closed {
+            return Poll::Ready(None);
+        }
+        this.closed = true;
+        Poll::Ready(Some(Ok(delivery_timestamp_frame())))
+    }
+}
+
+impl Drop for ReceiveStream {
+    fn drop(&mut self) {
+        let unsent: Vec<(String, String)> = self
+            .frames
+            .by_ref()
+            .filter_map(|f| match f.content {
+                Some(receive_message_response::Content::Message(m)) => {
+                    let sys = m.system_properties?;
+                    Some((sys.message_id, sys.receipt_handle?))
+                }
+                _ => None,
+            })
+            .collect();
+        if let (false, Some((inner, origin))) = (unsent.is_empty(), self.origin.take()) {
+            inner.give_back(origin, unsent);
+        }
     }
 }
 
@@ -72,26 +197,76 @@ pub(super) fn filter(request: Option<&FilterExpression>) -> Outcome<FilterExpres
 }
 
 impl Inner {
-    /// The frames of one ReceiveMessage answer; the first is always the status.
+    /// The answer of one ReceiveMessage, its status fitted to the client; the first frame is
+    /// always the status.
     pub(super) async fn receive_message(
         &self,
         ctx: &RequestContext,
         request: ReceiveMessageRequest,
-    ) -> Vec<ReceiveMessageResponse> {
-        match self.receive(ctx, request).await {
-            Ok(frames) => frames,
+    ) -> Answer {
+        let mut answer = match self.receive(ctx, request).await {
+            Ok(answer) => answer,
             Err(f) => {
                 tracing::debug!(code = ?f.code, reason = %f.message, "receive failed");
-                vec![status_frame(f.status())]
+                Answer::status(f.status())
             }
+        };
+        if let Some(first) = answer.frames.first_mut() {
+            first.fit_for(&ctx.language);
         }
+        answer
+    }
+
+    /// Changes the invisible time of popped messages that were never written to the client to
+    /// [`NACK_INVISIBLE`], in the background (the stream that held them is gone).
+    fn give_back(self: &Arc<Self>, origin: Origin, unsent: Vec<(String, String)>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                messages = unsent.len(),
+                "receive answer dropped outside a runtime; unsent messages wait for their \
+                 invisible time"
+            );
+            return;
+        };
+        let inner = Arc::clone(self);
+        let task = async move {
+            let budget = inner.cfg.broker_timeout;
+            for (message_id, receipt_handle) in unsent {
+                let change = ChangeInvisibleDurationRequest {
+                    group: Some(origin.group.clone()),
+                    topic: Some(origin.topic.clone()),
+                    receipt_handle,
+                    invisible_duration: Some(duration(NACK_INVISIBLE)),
+                    message_id,
+                    ..ChangeInvisibleDurationRequest::default()
+                };
+                let given_back = inner
+                    .call(&origin.target, budget, change, |b, r| {
+                        Box::pin(async move { b.change_invisible_duration(r).await })
+                    })
+                    .await;
+                match given_back {
+                    Ok(_) => tracing::debug!(
+                        broker_set = %origin.target.broker_set,
+                        "unsent message given back"
+                    ),
+                    Err(f) => tracing::warn!(
+                        broker_set = %origin.target.broker_set,
+                        code = ?f.code,
+                        reason = %f.message,
+                        "could not give back an unsent message; it waits for its invisible time"
+                    ),
+                }
+            }
+        };
+        runtime.spawn(self.tasks.track_future(task));
     }
 
     async fn receive(
         &self,
         ctx: &RequestContext,
         request: ReceiveMessageRequest,
-    ) -> Outcome<Vec<ReceiveMessageResponse>> {
+    ) -> Outcome<Answer> {
         let cfg = &self.cfg;
         require_client_id(ctx)?;
         let group = names::group(ctx, request.group.as_ref())?;
@@ -182,10 +357,10 @@ impl Inner {
 
         let response = tokio::select! {
             () = self.shutdown.cancelled() => {
-                return Ok(vec![status_frame(status::status(
+                return Ok(Answer::status(status::status(
                     Code::MessageNotFound,
                     "proxy is shutting down; no message was taken",
-                ))]);
+                )));
             }
             r = self.call(&target, budget, pop, |b, r| Box::pin(async move { b.pop_message(r).await })) => r?,
         };
@@ -193,9 +368,9 @@ impl Inner {
         let mut pop_status = response.status.unwrap_or_else(|| {
             status::status(Code::InternalServerError, "broker returned no status")
         });
-        status::sanitize(&mut pop_status);
+        status::normalize(&mut pop_status);
         if pop_status.code != Code::Ok as i32 {
-            return Ok(vec![status_frame(pop_status)]);
+            return Ok(Answer::status(pop_status));
         }
         let offered = response.messages.len();
         let mut frames = Vec::with_capacity(offered + 1);
@@ -253,7 +428,12 @@ impl Inner {
             delivered = frames.len() - 1,
             "received"
         );
-        Ok(frames)
+        let origin = (frames.len() > 1).then(|| Origin {
+            group: group.internal(),
+            topic: topic_name.internal(),
+            target,
+        });
+        Ok(Answer { frames, origin })
     }
 }
 

@@ -98,7 +98,7 @@ impl Inner {
                         let s = entry.status.get_or_insert_with(|| {
                             status::status(Code::InternalServerError, "broker returned no status")
                         });
-                        status::sanitize(s);
+                        status::normalize(s);
                         statuses[i] = Some(entry);
                     }
                 }

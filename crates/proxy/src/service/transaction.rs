@@ -95,7 +95,7 @@ impl Inner {
         let mut st = response.status.unwrap_or_else(|| {
             status::status(Code::InternalServerError, "broker returned no status")
         });
-        status::sanitize(&mut st);
+        status::normalize(&mut st);
         Ok(EndTransactionResponse { status: Some(st) })
     }
 

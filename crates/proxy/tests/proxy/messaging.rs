@@ -61,15 +61,41 @@ pub async fn send(
         .into_inner()
 }
 
+/// The frames of one ReceiveMessage answer without its closing `delivery_timestamp` frame,
+/// after checking the upstream shape every answer has: a status frame first, messages only
+/// after an OK status, and the timestamp last (the proxy's time when the answer completed).
 pub async fn receive(
     c: &mut MessagingServiceClient<Channel>,
     request: tonic::Request<ReceiveMessageRequest>,
 ) -> Vec<ReceiveMessageResponse> {
+    let started = std::time::SystemTime::now();
     let mut stream = c.receive_message(request).await.unwrap().into_inner();
     let mut frames = vec![];
     while let Some(f) = stream.message().await.unwrap() {
         frames.push(f);
     }
+    let ended = std::time::SystemTime::now();
+    let Some(ReceiveMessageResponse {
+        content: Some(Content::DeliveryTimestamp(ts)),
+    }) = frames.pop()
+    else {
+        panic!("the answer must end with a delivery_timestamp frame: {frames:?}");
+    };
+    let at = std::time::UNIX_EPOCH + std::time::Duration::new(ts.seconds as u64, ts.nanos as u32);
+    let millis = std::time::Duration::from_millis(1);
+    assert!(
+        at + millis >= started && at <= ended,
+        "timestamp {at:?} outside the call [{started:?}, {ended:?}]"
+    );
+    assert_eq!(ts.nanos % 1_000_000, 0, "millisecond precision");
+    let status = frame_status(frames.first().expect("a status frame first"));
+    for f in &frames[1..] {
+        frame_message(f);
+    }
+    assert!(
+        frames.len() == 1 || status.code == Code::Ok as i32,
+        "messages only after OK: {frames:?}"
+    );
     frames
 }
 
@@ -605,4 +631,61 @@ async fn given_remote_brokers_when_sending_receiving_and_acking_should_work_over
     // The pop carried the deadline to the broker as grpc-timeout: nothing left, NOT_FOUND.
     let frames = receive(&mut c, req(receive_request(res("normal"), "g1", 200))).await;
     assert_eq!(frame_status(&frames[0]).code, Code::MessageNotFound as i32);
+}
+
+#[tokio::test]
+async fn given_a_client_that_cancels_mid_answer_when_messages_were_not_written_should_give_them_back()
+ {
+    let h = Harness::start().await;
+    // A 64 KiB stream window: the answer's later 512 KiB messages cannot be written until
+    // the client reads, and it never does.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut c = MessagingServiceClient::new(channel);
+    for _ in 0..4 {
+        let r = send(&mut c, vec![message(res("normal"), &[7u8; 512 * 1024])]).await;
+        assert_eq!(r.status.unwrap().code, Code::Ok as i32);
+    }
+    let mut stream = c
+        .receive_message(req(receive_request(res("normal"), "g1", 1000)))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(frame_status(&first).code, Code::Ok as i32);
+    drop(stream);
+
+    assert!(
+        wait_until(Duration::from_secs(5), || !h
+            .broker("a")
+            .changes()
+            .is_empty())
+        .await,
+        "unsent messages were given back"
+    );
+    let popped: Vec<String> = (1..=4).map(|n| format!("a~{n}")).collect();
+    let changes = h.broker("a").changes();
+    assert!(
+        changes.len() <= 3,
+        "the first message was written: {changes:?}"
+    );
+    for change in &changes {
+        assert_eq!(
+            change.invisible_duration,
+            Some(ms(1000)),
+            "upstream's 1 s nack"
+        );
+        assert_eq!(change.group, res("g1"));
+        assert_eq!(change.topic, res("normal"));
+        assert!(popped.contains(&change.receipt_handle), "{change:?}");
+        assert!(!change.message_id.is_empty());
+    }
+    assert!(
+        changes.iter().any(|c| c.receipt_handle == "a~4"),
+        "the last message never fit the window: {changes:?}"
+    );
 }

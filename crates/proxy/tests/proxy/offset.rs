@@ -233,10 +233,9 @@ async fn given_bad_pull_requests_when_received_should_answer_codes_without_calli
     ];
     for (request, code, text) in cases {
         let frames = pull(&mut c, request).await;
-        assert_eq!(
-            frames.len(),
-            1,
-            "errors are a lone status frame: {frames:?}"
+        assert!(
+            matches!(frames[..], [_, Content::NextOffset(0)]),
+            "errors are the status and the requested offset: {frames:?}"
         );
         let s = status_of(&frames);
         assert_eq!(s.code, code as i32, "{}", s.message);
@@ -274,7 +273,8 @@ async fn given_offset_calls_when_forwarded_should_reach_the_named_broker_set() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(code_of(&r.status), Code::BadRequest as i32);
+    // OFFSET_NOT_FOUND is newer than Rust 5.0.0: it gets the class head, NOT_FOUND.
+    assert_eq!(code_of(&r.status), Code::NotFound as i32);
 
     let r = c
         .update_offset(req(UpdateOffsetRequest {
