@@ -431,13 +431,16 @@ async fn query_route(cluster: &Cluster, topic: &str) -> BTreeMap<String, u32> {
     let reply = cluster
         .v2()
         .await
-        .query_route(pb::QueryRouteRequest {
-            topic: Some(pb::Resource {
-                resource_namespace: String::new(),
-                name: topic.to_owned(),
-            }),
-            endpoints: None,
-        })
+        .query_route(comet_tests::raw::request(
+            "cluster-test@1#1",
+            pb::QueryRouteRequest {
+                topic: Some(pb::Resource {
+                    resource_namespace: String::new(),
+                    name: topic.to_owned(),
+                }),
+                endpoints: None,
+            },
+        ))
         .await
         .expect("QueryRoute")
         .into_inner();

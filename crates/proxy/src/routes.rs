@@ -476,8 +476,9 @@ fn no_live_broker(topic: &Topic, name: &Name) -> Failure {
 
 /// Picks the broker set of a receive: the requested queue's broker set when it is a live
 /// placement of the topic, otherwise (stale route, no live member) another live placement.
-/// The member is the one serving reads (see [`MetadataIndex::read_address`]).
-/// The queue id must be -1 or lie within the requested placement.
+/// The member is the one serving reads (see [`MetadataIndex::read_address`]). The queue id is
+/// not used (a pop takes from any queue of the set), as in the Apache proxy, which selects by
+/// broker name only.
 pub(crate) fn receive_target(
     index: &MetadataIndex,
     topic: &Topic,
@@ -495,27 +496,14 @@ pub(crate) fn receive_target(
         .and_then(|q| q.broker.as_ref())
         .map(|b| b.name.as_str())
         .unwrap_or("");
-    let id = requested.map_or(-1, |q| q.id);
-    if let Some(p) = topic.placements.iter().find(|p| p.broker_set == wanted) {
-        if id < -1 || i64::from(id) >= i64::from(p.queue_count) {
-            return Err(Failure::bad_request(format!(
-                "queue id {id} is out of range for topic {} on broker set {wanted}: valid are \
-                 -1 (any) and 0..{}",
-                name.name, p.queue_count
-            )));
-        }
-        if let Some(address) = index.read_address(wanted) {
-            return Ok(Target {
-                broker_set: wanted.to_owned(),
-                address: address.to_owned(),
-                queue_id: -1,
-            });
-        }
-    } else if id < -1 {
-        return Err(Failure::bad_request(format!(
-            "queue id {id} is out of range for topic {}",
-            name.name
-        )));
+    if topic.placements.iter().any(|p| p.broker_set == wanted)
+        && let Some(address) = index.read_address(wanted)
+    {
+        return Ok(Target {
+            broker_set: wanted.to_owned(),
+            address: address.to_owned(),
+            queue_id: -1,
+        });
     }
     let live: Vec<(&str, &str)> = topic
         .placements
@@ -886,9 +874,11 @@ mod tests {
         assert_eq!((got.broker_set.as_str(), got.queue_id), ("b", -1));
         let got = receive_target(&idx, t, &name(), Some(&q("dead", 0)), &rr).unwrap();
         assert_ne!(got.broker_set, "dead");
-        let err = receive_target(&idx, t, &name(), Some(&q("b", 3)), &rr).unwrap_err();
-        assert_eq!(err.code, Code::BadRequest);
-        assert!(err.message.contains("out of range"), "{}", err.message);
+        // The queue id is not used, as upstream: any id reads the named set.
+        for id in [3, -7] {
+            let got = receive_target(&idx, t, &name(), Some(&q("b", id)), &rr).unwrap();
+            assert_eq!((got.broker_set.as_str(), got.queue_id), ("b", -1));
+        }
     }
 
     #[test]

@@ -15,6 +15,63 @@ use crate::names::{self, Name};
 use crate::routes::accepted_types;
 use crate::status::{Failure, Outcome};
 
+/// User property keys RocketMQ reserves for its own message properties (the Apache
+/// `MessageConst.STRING_HASH_SET`): the Apache proxy answers ILLEGAL_MESSAGE_PROPERTY_KEY for
+/// them, and a remoting client would read them as system properties (`TAGS`, `KEYS`, ...).
+const RESERVED_PROPERTY_KEYS: [&str; 51] = [
+    "TRACE_ON",
+    "MSG_REGION",
+    "KEYS",
+    "TAGS",
+    "WAIT",
+    "DELAY",
+    "RETRY_TOPIC",
+    "REAL_TOPIC",
+    "REAL_QID",
+    "TRAN_MSG",
+    "PGROUP",
+    "MIN_OFFSET",
+    "MAX_OFFSET",
+    "BUYER_ID",
+    "ORIGIN_MESSAGE_ID",
+    "TRANSFER_FLAG",
+    "CORRECTION_FLAG",
+    "MQ2_FLAG",
+    "RECONSUME_TIME",
+    "UNIQ_KEY",
+    "MAX_RECONSUME_TIMES",
+    "CONSUME_START_TIME",
+    "POP_CK",
+    "POP_CK_OFFSET",
+    "1ST_POP_TIME",
+    "TRAN_PREPARED_QUEUE_OFFSET",
+    "DUP_INFO",
+    "EXTEND_UNIQ_INFO",
+    "INSTANCE_ID",
+    "CORRELATION_ID",
+    "REPLY_TO_CLIENT",
+    "TTL",
+    "ARRIVE_TIME",
+    "PUSH_REPLY_TIME",
+    "CLUSTER",
+    "MSG_TYPE",
+    "INNER_MULTI_QUEUE_OFFSET",
+    "TIMER_DELAY_MS",
+    "TIMER_DELAY_SEC",
+    "TIMER_DELIVER_MS",
+    "TIMER_ENQUEUE_MS",
+    "TIMER_DEQUEUE_MS",
+    "TIMER_ROLL_TIMES",
+    "TIMER_OUT_MS",
+    "TIMER_DEL_UNIQKEY",
+    "TIMER_DELAY_LEVEL",
+    "__BORNHOST",
+    "BORN_TIMESTAMP",
+    "DLQ_ORIGIN_TOPIC",
+    "DLQ_ORIGIN_MESSAGE_ID",
+    "__CRC32#",
+];
+
 /// What the proxy learned about a valid message.
 #[derive(Debug, Clone)]
 pub(crate) struct ValidMessage {
@@ -46,7 +103,7 @@ pub(crate) fn message(
     let default_props = SystemProperties::default();
     let sys = msg.system_properties.as_ref().unwrap_or(&default_props);
 
-    if sys.message_id.is_empty() {
+    if is_blank(&sys.message_id) {
         return Err(Failure::new(Code::IllegalMessageId, "message id is empty"));
     }
     if sys.message_id.len() > cfg.max_message_id_bytes || has_control(&sys.message_id) {
@@ -60,7 +117,10 @@ pub(crate) fn message(
     }
 
     if msg.body.is_empty() {
-        return Err(Failure::bad_request("message body is empty"));
+        return Err(Failure::new(
+            Code::MessageBodyEmpty,
+            "message body is empty",
+        ));
     }
     if msg.body.len() > cfg.max_body_size {
         return Err(Failure::new(
@@ -171,6 +231,18 @@ pub(crate) fn message(
             return Err(Failure::new(
                 Code::IllegalMessagePropertyKey,
                 "user property key must not contain control characters",
+            ));
+        }
+        if has_control(v) {
+            return Err(Failure::new(
+                Code::IllegalMessagePropertyKey,
+                format!("the value of user property {k} must not contain control characters"),
+            ));
+        }
+        if RESERVED_PROPERTY_KEYS.contains(&k.as_str()) {
+            return Err(Failure::new(
+                Code::IllegalMessagePropertyKey,
+                format!("user property key {k} is reserved for a system property"),
             ));
         }
         property_bytes += k.len() + v.len();

@@ -29,7 +29,8 @@ impl Inner {
         let group = names::group(ctx, request.group.as_ref())?;
         let topic = names::topic(ctx, request.topic.as_ref())?;
         if request.entries.is_empty() {
-            return Err(Failure::bad_request("AckMessage carries no entries"));
+            // Upstream's answer to an ack without results.
+            return Err(Failure::internal("AckMessage carries no entries"));
         }
         let index = self.metadata.current();
         let mut results: Vec<AckMessageResultEntry> = request
@@ -114,9 +115,12 @@ impl Inner {
         })
     }
 
-    /// Re-arms a message's invisible time. Durations outside `[invisible_min, invisible_max]`
-    /// are clamped rather than rejected (Node sends 1 ms for a 1 s backoff and would retry a
-    /// rejection forever).
+    /// Re-arms a message's invisible time. As upstream, a negative duration or one above
+    /// `invisible_max` is ILLEGAL_INVISIBLE_TIME and any other is accepted (absent reads as
+    /// zero). Durations below `invisible_min` are raised to it: the Node client asks for ~0 s
+    /// (1 ms) on every retry, whatever the backoff, and upstream's broker makes such a message
+    /// visible again only at its next revive scan, about a second later; Comet's timers are
+    /// exact, so the floor keeps that pace instead of redelivering at once.
     pub(super) async fn change_invisible_duration(
         &self,
         ctx: &RequestContext,
@@ -128,12 +132,22 @@ impl Inner {
         if request.receipt_handle.is_empty() {
             return Err(empty_handle());
         }
-        let requested = request
-            .invisible_duration
-            .as_ref()
-            .and_then(from_proto)
-            .unwrap_or_default();
-        let invisible = requested.clamp(self.cfg.invisible_min, self.cfg.invisible_max);
+        let requested = match request.invisible_duration.as_ref() {
+            None => std::time::Duration::ZERO,
+            Some(d) => match from_proto(d) {
+                Some(d) if d <= self.cfg.invisible_max => d,
+                _ => {
+                    return Err(Failure::new(
+                        Code::IllegalInvisibleTime,
+                        format!(
+                            "invisible duration {}s{}ns is negative or above the maximum of {:?}",
+                            d.seconds, d.nanos, self.cfg.invisible_max
+                        ),
+                    ));
+                }
+            },
+        };
+        let invisible = requested.max(self.cfg.invisible_min);
         let index = self.metadata.current();
         let target = handle_target(&index, &request.receipt_handle)?;
         let old_handle = request.receipt_handle.clone();

@@ -12,13 +12,14 @@ use crate::routes::{assignments, message_queues};
 use crate::status::{self, Failure, Outcome};
 
 impl Inner {
-    /// The topic's queues, all pointing at this proxy. The client id is not required here:
-    /// QueryRoute is a pure read that tools call without a session.
+    /// The topic's queues, all pointing at this proxy (the request's endpoints are not used:
+    /// the advertised endpoint is the one every client must reach).
     pub(super) async fn query_route(
         &self,
         ctx: &RequestContext,
         request: QueryRouteRequest,
     ) -> Outcome<QueryRouteResponse> {
+        require_client_id(ctx)?;
         let name = names::topic(ctx, request.topic.as_ref())?;
         let endpoints = self.endpoints()?;
         let index = self.topic_index(&name, true).await?;

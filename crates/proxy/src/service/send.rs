@@ -25,13 +25,32 @@ impl Inner {
         require_client_id(ctx)?;
         let count = request.messages.len();
         if count == 0 {
-            return Err(Failure::bad_request("SendMessage carries no messages"));
+            return Err(Failure::new(
+                Code::MessageCorrupted,
+                "SendMessage carries no messages",
+            ));
         }
         if count > self.cfg.max_batch_messages {
             return Err(Failure::bad_request(format!(
                 "SendMessage carries {count} messages, more than the limit of {}",
                 self.cfg.max_batch_messages
             )));
+        }
+
+        // Upstream sends one batch to one topic and refuses mixed ones.
+        let first_topic = &request.messages[0].topic;
+        if let Some(other) = request
+            .messages
+            .iter()
+            .position(|m| m.topic != *first_topic)
+        {
+            return Err(Failure::new(
+                Code::MessageCorrupted,
+                format!(
+                    "message {other} names another topic than message 0; a batch goes to one \
+                     topic"
+                ),
+            ));
         }
 
         // Phase 1: validate and place every message; nothing is sent yet.

@@ -69,21 +69,22 @@ impl Inner {
     ) -> Outcome<EndTransactionResponse> {
         require_client_id(ctx)?;
         let topic = names::topic(ctx, request.topic.as_ref())?;
-        if request.transaction_id.is_empty() {
+        if request.transaction_id.trim().is_empty() {
             return Err(Failure::new(
                 Code::InvalidTransactionId,
                 "transaction_id is required: use the one SendMessage returned",
             ));
         }
-        if TransactionResolution::try_from(request.resolution).is_err() {
-            return Err(Failure::bad_request(format!(
-                "unknown transaction resolution {}; use COMMIT or ROLLBACK",
-                request.resolution
-            )));
-        }
+        // As upstream, a resolution that is neither COMMIT nor ROLLBACK means "unknown yet":
+        // the broker keeps the transaction and checks it back later.
+        let resolution = match TransactionResolution::try_from(request.resolution) {
+            Ok(r) => r,
+            Err(_) => TransactionResolution::Unspecified,
+        };
         let target = transaction_target(&self.metadata.current(), &request.transaction_id)?;
         let internal = EndTransactionRequest {
             topic: Some(topic.internal()),
+            resolution: resolution as i32,
             ..request
         };
         let budget = self.unary_budget(ctx);

@@ -17,7 +17,7 @@ async fn given_a_mixed_topic_when_querying_the_route_should_list_every_queue_at_
     let h = Harness::start().await;
     let mut c = h.client().await;
     let r = c
-        .query_route(bare(QueryRouteRequest {
+        .query_route(req(QueryRouteRequest {
             topic: res("mixed"),
             endpoints: None,
         }))
@@ -25,6 +25,20 @@ async fn given_a_mixed_topic_when_querying_the_route_should_list_every_queue_at_
         .unwrap()
         .into_inner();
     assert_eq!(r.status.unwrap().code, Code::Ok as i32);
+    let anonymous = c
+        .query_route(bare(QueryRouteRequest {
+            topic: res("mixed"),
+            endpoints: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        anonymous.status.unwrap().code,
+        Code::ClientIdRequired as i32,
+        "upstream requires the client id on every RPC"
+    );
+    assert!(anonymous.message_queues.is_empty());
     let queues: Vec<(String, i32)> = r
         .message_queues
         .iter()

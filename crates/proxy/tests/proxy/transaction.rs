@@ -111,7 +111,13 @@ async fn given_bad_end_transaction_requests_when_sent_should_answer_clear_codes(
             Code::InvalidTransactionId,
             "zz",
         ),
-        (res("mixed"), "a~x", 9, Code::BadRequest, "resolution 9"),
+        (
+            res("mixed"),
+            "  ",
+            commit,
+            Code::InvalidTransactionId,
+            "required",
+        ),
         (None, "a~x", commit, Code::IllegalTopic, "topic"),
     ];
     for (topic, id, resolution, want, text) in cases {
@@ -120,6 +126,17 @@ async fn given_bad_end_transaction_requests_when_sent_should_answer_clear_codes(
         assert!(msg.contains(text), "{msg:?} should mention {text:?}");
     }
     assert!(h.broker("a").ends().is_empty());
+
+    // As upstream, an unknown resolution means "not decided yet": forwarded as UNSPECIFIED,
+    // so the broker keeps the transaction and checks it back.
+    let (code, msg) = end_code(&h, res("mixed"), "a~x", 9).await;
+    assert_eq!(code, Code::Ok, "{msg}");
+    let ends = h.broker("a").ends();
+    assert_eq!(ends.len(), 1);
+    assert_eq!(
+        ends[0].resolution,
+        TransactionResolution::Unspecified as i32
+    );
 }
 
 fn producer_settings(topics: Vec<Resource>) -> TelemetryCommand {

@@ -61,7 +61,7 @@ async fn given_invalid_messages_when_sent_should_answer_the_right_code_and_messa
         (
             "empty body",
             with(|m| m.body = bytes::Bytes::new()),
-            Code::BadRequest,
+            Code::MessageBodyEmpty,
             "message body is empty".into(),
         ),
         (
@@ -256,12 +256,12 @@ async fn given_a_batch_with_one_bad_message_when_sent_should_send_nothing_and_re
 }
 
 #[tokio::test]
-async fn given_an_empty_send_when_sent_should_answer_bad_request() {
+async fn given_an_empty_send_when_sent_should_answer_message_corrupted() {
     let h = Harness::start().await;
     let mut c = h.client().await;
     let r = send(&mut c, vec![]).await;
     let s = r.status.unwrap();
-    assert_eq!(s.code, Code::BadRequest as i32);
+    assert_eq!(s.code, Code::MessageCorrupted as i32);
     assert_eq!(s.message, "SendMessage carries no messages");
 }
 
@@ -343,15 +343,6 @@ async fn given_invalid_receives_should_answer_the_right_code_and_message() {
             },
             Code::BadRequest,
             "batch size must be at least 1, got 0",
-        ),
-        (
-            "queue id out of range",
-            ReceiveMessageRequest {
-                message_queue: queue(res("normal"), "a", 5),
-                ..base()
-            },
-            Code::BadRequest,
-            "queue id 5 is out of range for topic normal on broker set a: valid are -1 (any) and 0..1",
         ),
         (
             "unknown topic",
