@@ -182,6 +182,13 @@ impl Sessions {
         }
     }
 
+    /// The client type of the client's last settings, if it sent any.
+    pub(crate) fn settings_type(&self, client_id: &str) -> Option<i32> {
+        let table = self.table.lock();
+        let settings = table.sessions.get(client_id)?.settings.as_ref()?;
+        settings.client_type
+    }
+
     #[cfg(test)]
     pub(crate) fn get(&self, client_id: &str) -> Option<Session> {
         self.table.lock().sessions.get(client_id).cloned()

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use comet_proto::apache::rocketmq::v2::{
-    HeartbeatRequest, Language, NotifyClientTerminationRequest, Settings, TelemetryCommand,
-    settings, telemetry_command,
+    ClientType, Code, HeartbeatRequest, Language, NotifyClientTerminationRequest, Settings,
+    TelemetryCommand, settings, telemetry_command,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,20 +20,75 @@ use crate::status::{self, Failure, Outcome};
 /// Frames buffered towards one telemetry client.
 const TELEMETRY_BUFFER: usize = 8;
 
+/// Whether a client of this type uses a consumer group (and subscription settings).
+fn is_consumer(client_type: ClientType) -> bool {
+    matches!(
+        client_type,
+        ClientType::PushConsumer | ClientType::SimpleConsumer | ClientType::PullConsumer
+    )
+}
+
+/// The client type a request may act as: PRODUCER, PUSH_CONSUMER, SIMPLE_CONSUMER (upstream's
+/// three) and PULL_CONSUMER (Comet serves PullMessage); anything else is
+/// UNRECOGNIZED_CLIENT_TYPE naming it.
+fn recognized(raw: i32) -> Outcome<ClientType> {
+    match ClientType::try_from(raw) {
+        Ok(t) if t == ClientType::Producer || is_consumer(t) => Ok(t),
+        Ok(t) => Err(Failure::new(
+            Code::UnrecognizedClientType,
+            format!("client type {} is not served here", t.as_str_name()),
+        )),
+        Err(_) => Err(Failure::new(
+            Code::UnrecognizedClientType,
+            format!("unknown client type {raw}"),
+        )),
+    }
+}
+
+/// What upstream ends a telemetry stream with when a command fails: INVALID_ARGUMENT for a
+/// client error (a 4xxxx code), INTERNAL otherwise.
+fn telemetry_error(f: &Failure) -> Status {
+    let message = format!("process client telemetryCommand failed. {}", f.message);
+    if (Code::BadRequest as i32..Code::InternalError as i32).contains(&(f.code as i32)) {
+        Status::invalid_argument(message)
+    } else {
+        Status::internal(message)
+    }
+}
+
 impl Inner {
-    /// Records the client; accepted before (or without) settings, as Rust races them.
+    /// Records the client. The client type is the one of its settings, as upstream; before
+    /// settings arrive (Rust's first heartbeat races them) the request's own type is used, and
+    /// only a client with neither is UNRECOGNIZED_CLIENT_TYPE. Consumers must name a legal
+    /// group (ILLEGAL_CONSUMER_GROUP).
     pub(super) fn heartbeat(
         &self,
         ctx: &RequestContext,
         request: &HeartbeatRequest,
     ) -> Outcome<()> {
         let client_id = require_client_id(ctx)?;
-        let group = match request.group.as_ref() {
-            Some(g) if !g.name.is_empty() => Some(names::group(ctx, Some(g))?.qualified),
-            _ => None,
+        let known = self
+            .sessions
+            .settings_type(client_id)
+            .filter(|&t| t != ClientType::Unspecified as i32);
+        let client_type = match known {
+            Some(t) => recognized(t)?,
+            None if request.client_type == ClientType::Unspecified as i32 => {
+                return Err(Failure::new(
+                    Code::UnrecognizedClientType,
+                    "cannot find client settings for this client, and the heartbeat names no \
+                     client type",
+                ));
+            }
+            None => recognized(request.client_type)?,
+        };
+        let group = if is_consumer(client_type) {
+            Some(names::group(ctx, request.group.as_ref())?.qualified)
+        } else {
+            None
         };
         self.sessions.touch(client_id, |s| {
-            s.client_type = request.client_type;
+            s.client_type = client_type as i32;
             if group.is_some() {
                 s.group = group;
             }
@@ -92,15 +147,19 @@ impl Inner {
                 };
                 match next {
                     Ok(Some(command)) => {
-                        let Some(reply) = inner.telemetry_command(&ctx, &client_id, command) else {
-                            continue;
+                        let reply = match inner.telemetry_command(&ctx, &client_id, command) {
+                            Ok(Some(reply)) => Ok(reply),
+                            Ok(None) => continue,
+                            // Upstream ends the stream with the error.
+                            Err(status) => Err(status),
                         };
+                        let ends = reply.is_err();
                         // A client that stops reading must not hold up shutdown.
                         let sent = tokio::select! {
                             () = shutdown.cancelled() => break,
-                            sent = tx.send(Ok(reply)) => sent,
+                            sent = tx.send(reply) => sent,
                         };
-                        if sent.is_err() {
+                        if sent.is_err() || ends {
                             break;
                         }
                     }
@@ -118,36 +177,34 @@ impl Inner {
         ReceiverStream::new(rx)
     }
 
-    /// Handles one inbound command; returns the reply, if any.
+    /// Handles one inbound command: the reply, if any, or the gRPC status that ends the
+    /// stream (settings upstream refuses).
     fn telemetry_command(
         &self,
         ctx: &RequestContext,
         client_id: &str,
         command: TelemetryCommand,
-    ) -> Option<TelemetryCommand> {
+    ) -> Result<Option<TelemetryCommand>, Status> {
         match command.command {
             Some(telemetry_command::Command::Settings(settings)) => {
-                Some(match self.settings_echo(ctx, client_id, settings) {
-                    Ok(echoed) => TelemetryCommand {
+                match self.settings_echo(ctx, client_id, settings) {
+                    Ok(echoed) => Ok(Some(TelemetryCommand {
                         status: Some(status::ok()),
                         command: Some(telemetry_command::Command::Settings(echoed)),
-                    },
+                    })),
                     Err(f) => {
-                        tracing::info!(client_id, code = ?f.code, reason = %f.message, "settings rejected");
-                        TelemetryCommand {
-                            status: Some(f.status()),
-                            command: None,
-                        }
+                        tracing::info!(client_id, code = ?f.code, reason = %f.message, "settings rejected; ending the stream");
+                        Err(telemetry_error(&f))
                     }
-                })
+                }
             }
             Some(telemetry_command::Command::ThreadStackTrace(t)) => {
                 tracing::debug!(client_id, nonce = %t.nonce, "thread stack trace received");
-                None
+                Ok(None)
             }
             Some(telemetry_command::Command::VerifyMessageResult(v)) => {
                 tracing::debug!(client_id, nonce = %v.nonce, "verify message result received");
-                None
+                Ok(None)
             }
             other => {
                 tracing::debug!(
@@ -155,7 +212,7 @@ impl Inner {
                     command = ?other.as_ref().map(std::mem::discriminant),
                     "ignoring telemetry command not meant for the server"
                 );
-                None
+                Ok(None)
             }
         }
     }
@@ -166,23 +223,44 @@ impl Inner {
         client_id: &str,
         settings: Settings,
     ) -> Outcome<Settings> {
+        // Upstream validates every published topic and the subscription group; Comet also
+        // refuses a client type that contradicts the settings' kind.
+        let declared = settings
+            .client_type
+            .filter(|&t| t != ClientType::Unspecified as i32)
+            .map(recognized)
+            .transpose()?;
         let group = match settings.pub_sub.as_ref() {
-            Some(settings::PubSub::Subscription(s)) => match s.group.as_ref() {
-                Some(g) if !g.name.is_empty() => Some(names::group(ctx, Some(g))?),
-                _ => None,
-            },
+            Some(settings::PubSub::Subscription(s)) => {
+                if declared.is_some_and(|t| !is_consumer(t)) {
+                    return Err(Failure::bad_request(
+                        "subscription settings come from a client that is not a consumer",
+                    ));
+                }
+                for entry in &s.subscriptions {
+                    super::receive::filter(entry.expression.as_ref())?;
+                }
+                Some(names::group(ctx, s.group.as_ref())?)
+            }
             _ => None,
         };
         let publishing = match settings.pub_sub.as_ref() {
-            Some(settings::PubSub::Publishing(p)) => p
-                .topics
-                .iter()
-                .filter_map(|t| names::topic(ctx, Some(t)).ok())
-                .map(|n| PublishedTopic {
-                    qualified: n.qualified,
-                    namespace: n.namespace,
-                })
-                .collect(),
+            Some(settings::PubSub::Publishing(p)) => {
+                if declared.is_some_and(|t| t != ClientType::Producer) {
+                    return Err(Failure::bad_request(
+                        "publishing settings come from a client that is not a producer",
+                    ));
+                }
+                p.topics
+                    .iter()
+                    .map(|t| {
+                        names::writable_topic(ctx, Some(t)).map(|n| PublishedTopic {
+                            qualified: n.qualified,
+                            namespace: n.namespace,
+                        })
+                    })
+                    .collect::<Outcome<Vec<_>>>()?
+            }
             _ => Vec::new(),
         };
         let index = self.metadata.current();

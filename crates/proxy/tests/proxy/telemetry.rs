@@ -197,25 +197,87 @@ async fn given_consumer_settings_when_sent_should_echo_polling_batch_fifo_and_ba
     assert_eq!(sub.fifo, Some(false));
 }
 
+/// Sends `settings` on a fresh stream; returns the gRPC status the proxy ended it with.
+async fn refused(h: &Harness, settings: Settings) -> tonic::Status {
+    let (tx, mut rx) = open(h).await;
+    tx.send(settings_cmd(settings)).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), rx.message())
+        .await
+        .expect("telemetry answered in time");
+    ended.expect_err("upstream ends the stream with an error")
+}
+
 #[tokio::test]
-async fn given_settings_without_pub_sub_when_sent_should_answer_bad_request_on_the_stream() {
+async fn given_settings_upstream_refuses_when_sent_should_end_the_stream_with_invalid_argument() {
     let h = Harness::start().await;
-    let (tx, mut rx) = open(&h).await;
-    tx.send(settings_cmd(Settings::default())).await.unwrap();
-    let reply = next(&mut rx).await.unwrap();
-    let s = reply.status.unwrap();
-    assert_eq!(s.code, Code::BadRequest as i32);
-    assert_eq!(
-        s.message,
-        "settings carry neither publishing (producer) nor subscription (consumer)"
-    );
-    assert!(reply.command.is_none());
-    // The stream survives the rejection.
-    tx.send(settings_cmd(producer_settings())).await.unwrap();
-    assert_eq!(
-        next(&mut rx).await.unwrap().status.unwrap().code,
-        Code::Ok as i32
-    );
+    let publishing = |topics: Vec<&str>, client_type: ClientType| {
+        let mut s = producer_settings();
+        s.client_type = Some(client_type as i32);
+        s.pub_sub = Some(settings::PubSub::Publishing(Publishing {
+            topics: topics.into_iter().map(|t| res(t).unwrap()).collect(),
+            ..Publishing::default()
+        }));
+        s
+    };
+    let mut no_group = consumer_settings("g", Language::Python);
+    if let Some(settings::PubSub::Subscription(sub)) = no_group.pub_sub.as_mut() {
+        sub.group = None;
+    }
+    let mut from_producer = consumer_settings("g", Language::Python);
+    from_producer.client_type = Some(ClientType::Producer as i32);
+    let mut lite = producer_settings();
+    lite.client_type = Some(ClientType::LitePushConsumer as i32);
+    let cases = [
+        (
+            "neither publishing nor subscription",
+            Settings::default(),
+            "settings carry neither publishing (producer) nor subscription (consumer)",
+        ),
+        (
+            "illegal topic name",
+            publishing(vec!["normal", "bad topic"], ClientType::Producer),
+            "contains illegal characters",
+        ),
+        (
+            "system topic",
+            publishing(vec!["%DLQ%g"], ClientType::Producer),
+            "system topic",
+        ),
+        (
+            "publishing from a simple consumer",
+            publishing(vec!["normal"], ClientType::SimpleConsumer),
+            "not a producer",
+        ),
+        (
+            "subscription without group",
+            no_group,
+            "consumer group is required",
+        ),
+        (
+            "subscription from a producer",
+            from_producer,
+            "not a consumer",
+        ),
+        ("lite client type", lite, "LITE_PUSH_CONSUMER"),
+    ];
+    for (what, settings, text) in cases {
+        let status = refused(&h, settings).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
+        assert!(
+            status
+                .message()
+                .starts_with("process client telemetryCommand failed. ")
+                && status.message().contains(text),
+            "{what}: {}",
+            status.message()
+        );
+    }
+    // Nothing refused was remembered: the client has no settings.
+    assert!(h.proxy.clients().iter().all(|c| !c.has_settings));
 }
 
 #[tokio::test]
