@@ -8,6 +8,7 @@ mod messaging;
 mod offset;
 mod ops;
 mod route;
+mod status_table;
 mod telemetry;
 mod transaction;
 mod validation;
