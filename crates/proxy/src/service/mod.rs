@@ -8,9 +8,11 @@
 //! - `offset`: PullMessage, UpdateOffset, GetOffset, QueryOffset
 //! - `transaction`: EndTransaction and the transaction check-back from brokers
 //!
-//! Every handler answers business failures in-body with gRPC OK; gRPC errors are reserved for
-//! RPCs this proxy does not serve (UNIMPLEMENTED: RecallMessage, SyncLiteSubscription). Broker calls carry a deadline derived from the
-//! client's `grpc-timeout` so that the client always gets an answer before it gives up.
+//! Every handler answers business failures in-body with gRPC OK, and `respond` fits each
+//! status to the client's language on the way out; gRPC errors are reserved for RPCs this
+//! proxy does not serve (UNIMPLEMENTED: RecallMessage, SyncLiteSubscription) and for refused
+//! telemetry settings. Broker calls carry a deadline derived from the client's `grpc-timeout`
+//! so that the client always gets an answer before it gives up.
 
 mod ack;
 mod client;
