@@ -260,25 +260,22 @@ top_level_status!(
     TelemetryCommand,
 );
 
-impl Statuses for SendMessageResponse {
-    fn each_status(&mut self, f: &mut dyn FnMut(&mut comet_proto::apache::rocketmq::v2::Status)) {
-        self.status.iter_mut().for_each(&mut *f);
-        self.entries
-            .iter_mut()
-            .filter_map(|e| e.status.as_mut())
-            .for_each(f);
-    }
+/// `Statuses` for responses with a top-level status and one status per entry.
+macro_rules! status_per_entry {
+    ($($t:ty),* $(,)?) => {
+        $(impl Statuses for $t {
+            fn each_status(&mut self, f: &mut dyn FnMut(&mut comet_proto::apache::rocketmq::v2::Status)) {
+                self.status.iter_mut().for_each(&mut *f);
+                self.entries
+                    .iter_mut()
+                    .filter_map(|e| e.status.as_mut())
+                    .for_each(f);
+            }
+        })*
+    };
 }
 
-impl Statuses for AckMessageResponse {
-    fn each_status(&mut self, f: &mut dyn FnMut(&mut comet_proto::apache::rocketmq::v2::Status)) {
-        self.status.iter_mut().for_each(&mut *f);
-        self.entries
-            .iter_mut()
-            .filter_map(|e| e.status.as_mut())
-            .for_each(f);
-    }
-}
+status_per_entry!(SendMessageResponse, AckMessageResponse);
 
 /// The gRPC UNIMPLEMENTED answer for RPCs outside this proxy's scope.
 fn unimplemented(rpc: &str, why: &str) -> Status {
