@@ -1,5 +1,7 @@
 //! ReceiveMessage: one POP on the broker set of the requested queue, answered as a stream
-//! `[status, message...]`.
+//! `[status, message..., delivery_timestamp]`. Every answer ends with the delivery timestamp
+//! frame, as the upstream proxy's do, whether messages were found or not and on errors: the
+//! Python push consumer computes its delivery latency from it and drops the batch without it.
 //!
 //! Timing: the long poll is the request's `long_polling_timeout` (absent: the maximum) clamped
 //! to `[long_polling_min, long_polling_max]` and to the client's `grpc-timeout` minus
@@ -72,19 +74,26 @@ pub(super) fn filter(request: Option<&FilterExpression>) -> Outcome<FilterExpres
 }
 
 impl Inner {
-    /// The frames of one ReceiveMessage answer; the first is always the status.
+    /// The frames of one ReceiveMessage answer; the first is always the status and the last
+    /// the delivery timestamp (now).
     pub(super) async fn receive_message(
         &self,
         ctx: &RequestContext,
         request: ReceiveMessageRequest,
     ) -> Vec<ReceiveMessageResponse> {
-        match self.receive(ctx, request).await {
+        let mut frames = match self.receive(ctx, request).await {
             Ok(frames) => frames,
             Err(f) => {
                 tracing::debug!(code = ?f.code, reason = %f.message, "receive failed");
                 vec![status_frame(f.status())]
             }
-        }
+        };
+        frames.push(ReceiveMessageResponse {
+            content: Some(receive_message_response::Content::DeliveryTimestamp(
+                prost_types::Timestamp::from(std::time::SystemTime::now()),
+            )),
+        });
+        frames
     }
 
     async fn receive(

@@ -80,6 +80,10 @@ fn frame_status(f: &ReceiveMessageResponse) -> Status {
     }
 }
 
+fn is_delivery_timestamp(f: &ReceiveMessageResponse) -> bool {
+    matches!(&f.content, Some(Content::DeliveryTimestamp(_)))
+}
+
 fn frame_message(f: &ReceiveMessageResponse) -> Message {
     match &f.content {
         Some(Content::Message(m)) => m.clone(),
@@ -112,7 +116,8 @@ async fn given_a_sent_message_when_received_and_acked_should_complete_the_round_
     assert_eq!(fsys.born_timestamp.unwrap().seconds, 1_700_000_000);
 
     let frames = receive(&mut c, req(receive_request(res("normal"), "g1", 1000))).await;
-    assert_eq!(frames.len(), 2, "status then one message");
+    assert_eq!(frames.len(), 3, "status, one message, delivery timestamp");
+    assert!(is_delivery_timestamp(&frames[2]), "{:?}", frames[2]);
     assert_eq!(frame_status(&frames[0]).code, Code::Ok as i32);
     let got = frame_message(&frames[1]);
     assert_eq!(got.body.as_ref(), b"hello");
@@ -181,7 +186,8 @@ async fn given_nothing_to_receive_when_polling_should_answer_message_not_found_a
     let started = Instant::now();
     let frames = receive(&mut c, req(receive_request(res("normal"), "g1", 400))).await;
     let elapsed = started.elapsed();
-    assert_eq!(frames.len(), 1);
+    assert_eq!(frames.len(), 2, "status, delivery timestamp");
+    assert!(is_delivery_timestamp(&frames[1]), "{:?}", frames[1]);
     let s = frame_status(&frames[0]);
     assert_eq!(s.code, Code::MessageNotFound as i32);
     assert!(
@@ -385,10 +391,10 @@ async fn given_a_received_message_when_its_invisible_time_lapses_should_be_redel
     let mut r = receive_request(res("normal"), "g1", 1000);
     r.invisible_duration = Some(ms(500));
     let frames = receive(&mut c, req(r.clone())).await;
-    assert_eq!(frames.len(), 2);
+    assert_eq!(frames.len(), 3);
     r.long_polling_timeout = Some(ms(3000));
     let frames = receive(&mut c, req(r)).await;
-    assert_eq!(frames.len(), 2, "redelivered after 500 ms");
+    assert_eq!(frames.len(), 3, "redelivered after 500 ms");
     let sys = frame_message(&frames[1]).system_properties.unwrap();
     assert_eq!(sys.delivery_attempt, Some(2));
 }
@@ -506,7 +512,7 @@ async fn given_a_maximum_size_message_when_received_should_fit_one_4_mib_frame()
     assert_eq!(r.status.unwrap().code, Code::Ok as i32);
     // The default tonic client rejects inbound messages over 4 MiB, like Rust/Node clients.
     let frames = receive(&mut c, req(receive_request(res("normal"), "g1", 1000))).await;
-    assert_eq!(frames.len(), 2);
+    assert_eq!(frames.len(), 3);
     assert_eq!(frame_message(&frames[1]).body.len(), cfg.max_body_size);
 }
 
@@ -526,7 +532,8 @@ async fn given_a_failing_broker_when_sending_should_answer_internal_server_error
     );
     assert_eq!(r.entries.len(), 1);
     let frames = receive(&mut c, req(receive_request(res("normal"), "g1", 200))).await;
-    assert_eq!(frames.len(), 1);
+    assert_eq!(frames.len(), 2, "status, delivery timestamp");
+    assert!(is_delivery_timestamp(&frames[1]), "{:?}", frames[1]);
     assert_eq!(
         frame_status(&frames[0]).code,
         Code::InternalServerError as i32

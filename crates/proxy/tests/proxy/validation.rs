@@ -290,7 +290,15 @@ async fn given_a_send_without_client_id_should_answer_client_id_required() {
 async fn receive_status(h: &Harness, r: tonic::Request<ReceiveMessageRequest>) -> (i32, String) {
     let mut c = h.client().await;
     let frames = receive(&mut c, r).await;
-    assert_eq!(frames.len(), 1);
+    assert_eq!(frames.len(), 2, "status, delivery timestamp: {frames:?}");
+    assert!(matches!(
+        &frames[1].content,
+        Some(
+            comet_proto::apache::rocketmq::v2::receive_message_response::Content::DeliveryTimestamp(
+                _
+            )
+        )
+    ));
     match &frames[0].content {
         Some(comet_proto::apache::rocketmq::v2::receive_message_response::Content::Status(s)) => {
             (s.code, s.message.clone())
