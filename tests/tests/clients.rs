@@ -102,12 +102,21 @@ async fn wait_drained(cluster: &TestCluster, group: &str, topic: &str) {
     .await;
 }
 
-/// Runs a script to its `consumed` line, lets `checks` look at the broker while its consumers
-/// still run, and returns its report; `None` when the client is not installed.
-async fn run(lang: Lang, scenario: &str, spec: Value, checks: impl AsyncFnOnce()) -> Option<Value> {
+/// Runs a script to its `consumed` line, waits while its consumers still run until the broker
+/// reports each of `groups` drained on the spec's topic, and returns the script's report;
+/// `None` when the client is not installed.
+async fn run(
+    cluster: &TestCluster,
+    lang: Lang,
+    scenario: &str,
+    spec: Value,
+    groups: &[&str],
+) -> Option<Value> {
     let mut script = Script::start(lang, scenario, &spec)?;
     script.consumed().await;
-    checks().await;
+    for group in groups {
+        wait_drained(cluster, group, str_of(&spec, "topic")).await;
+    }
     Some(script.finish().await)
 }
 
@@ -133,19 +142,13 @@ async fn produce_simple(lang: Lang) {
         &cluster,
         json!({"topic": topic, "group": group, "count": count}),
     );
-    let Some(report) = run(lang, "produce_simple", s, async || {
-        wait_drained(&cluster, &group, &topic).await;
-    })
-    .await
-    else {
+    let Some(report) = run(&cluster, lang, "produce_simple", s, &[&group]).await else {
         return;
     };
 
-    let sent: BTreeMap<i64, String> = list(&report, "sent")
-        .iter()
-        .map(|s| (int_of(s, "index"), str_of(s, "id").to_owned()))
-        .collect();
-    assert_eq!(sent.len(), count, "one distinct message id per send");
+    let sent = sent_ids(&report);
+    let distinct: BTreeSet<&String> = sent.values().collect();
+    assert_eq!(distinct.len(), count, "one distinct message id per send");
     let received = list(&report, "received");
     assert_eq!(received.len(), count, "{received:?}");
     let mut seen = BTreeSet::new();
@@ -154,7 +157,7 @@ async fn produce_simple(lang: Lang) {
             .parse()
             .expect("index property");
         assert!(seen.insert(i), "message {i} delivered twice");
-        assert_eq!(str_of(m, "id"), sent[&i]);
+        assert_eq!(str_of(m, "id"), sent[&format!("body-{i}")]);
         assert_eq!(str_of(m, "topic"), topic);
         assert_eq!(str_of(m, "body"), format!("body-{i}"));
         assert_eq!(str_of(m, "tag"), if i % 2 == 0 { "even" } else { "odd" });
@@ -172,7 +175,7 @@ async fn produce_simple(lang: Lang) {
     assert_eq!(actions.len(), count);
     let redelivered = list(&report, "redelivered");
     assert_eq!(redelivered.len(), 1, "{redelivered:?}");
-    assert_eq!(str_of(&redelivered[0], "id"), sent[&0]);
+    assert_eq!(str_of(&redelivered[0], "id"), sent["body-0"]);
     assert_eq!(redelivered[0]["attempt"], 2);
     assert_eq!(str_of(&redelivered[0], "body"), "body-0");
     assert_eq!(
@@ -210,11 +213,7 @@ async fn fifo(lang: Lang) {
         json!({"topic": topic, "group": group, "message_groups": groups,
                "per_group": per_group, "poison": poison, "max_attempts": MAX_ATTEMPTS}),
     );
-    let Some(report) = run(lang, "fifo", s, async || {
-        wait_drained(&cluster, &group, &topic).await;
-    })
-    .await
-    else {
+    let Some(report) = run(&cluster, lang, "fifo", s, &[&group]).await else {
         return;
     };
 
@@ -277,11 +276,7 @@ async fn push_retry(lang: Lang) {
         json!({"topic": topic, "group": group, "count": count, "poison": poison,
                "max_attempts": MAX_ATTEMPTS}),
     );
-    let Some(report) = run(lang, "push_retry", s, async || {
-        wait_drained(&cluster, &group, &topic).await;
-    })
-    .await
-    else {
+    let Some(report) = run(&cluster, lang, "push_retry", s, &[&group]).await else {
         return;
     };
 
@@ -342,11 +337,7 @@ async fn push_filters(lang: Lang) {
                "expected": {tag_group.clone(): tag_expected.len(),
                             sql_group.clone(): sql_expected.len()}}),
     );
-    let Some(report) = run(lang, "push_filters", s, async || {
-        wait_drained(&cluster, &tag_group, &topic).await;
-        wait_drained(&cluster, &sql_group, &topic).await;
-    })
-    .await
+    let Some(report) = run(&cluster, lang, "push_filters", s, &[&tag_group, &sql_group]).await
     else {
         return;
     };
@@ -388,11 +379,7 @@ async fn delay(lang: Lang) {
         &cluster,
         json!({"topic": topic, "group": group, "count": count, "delay_s": 3}),
     );
-    let Some(report) = run(lang, "delay", s, async || {
-        wait_drained(&cluster, &group, &topic).await;
-    })
-    .await
-    else {
+    let Some(report) = run(&cluster, lang, "delay", s, &[&group]).await else {
         return;
     };
 
@@ -429,11 +416,7 @@ async fn transaction(lang: Lang) {
         .create_topic(&topic, 1, TopicType::Transaction)
         .await;
     let s = spec(&cluster, json!({"topic": topic, "group": group}));
-    let Some(report) = run(lang, "transaction", s, async || {
-        wait_drained(&cluster, &group, &topic).await;
-    })
-    .await
-    else {
+    let Some(report) = run(&cluster, lang, "transaction", s, &[&group]).await else {
         return;
     };
 

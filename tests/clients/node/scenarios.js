@@ -108,20 +108,47 @@ function simpleConsumer(spec, group, topic) {
   })));
 }
 
+// Starts a producer of `spec.topic` and sends `messages` in order; returns it with what was
+// sent (message id, body, send time and delivery time).
+async function sendAll(spec, messages) {
+  const producer = await started(new Producer(options(spec, { topics: [ spec.topic ] })));
+  const sent = [];
+  for (const m of messages) {
+    const receipt = await producer.send(m);
+    sent.push({
+      id: receipt.messageId,
+      body: m.body.toString(),
+      sent_ms: Date.now(),
+      delivery_ms: m.deliveryTimestamp ? m.deliveryTimestamp.getTime() : null,
+    });
+  }
+  return [ producer, sent ];
+}
+
+function range(n) {
+  return [ ...Array(n).keys() ];
+}
+
+// Acks `got`, receives once more (what is left), waits for the test's checks and shuts both
+// clients down; returns that last receive.
+async function finishSimple(consumer, producer, got) {
+  for (const [ , m ] of got) await consumer.ack(m);
+  const final = (await consumer.receive(16, 20000)).map(view);
+  await pauseForChecks();
+  await consumer.shutdown();
+  await producer.shutdown();
+  return final;
+}
+
 async function produceSimple(spec, deadline) {
   const { topic, count } = spec;
-  const producer = await started(new Producer(options(spec, { topics: [ topic ] })));
-  const sent = [];
-  for (let i = 0; i < count; i++) {
-    const receipt = await producer.send({
-      topic,
-      body: Buffer.from(`body-${i}`),
-      tag: i % 2 === 0 ? 'even' : 'odd',
-      keys: [ `key-${i}`, `order-${Math.floor(i / 5)}` ],
-      properties: new Map([[ 'index', String(i) ], [ 'origin', 'node' ]]),
-    });
-    sent.push({ id: receipt.messageId, index: i });
-  }
+  const [ producer, sent ] = await sendAll(spec, range(count).map(i => ({
+    topic,
+    body: Buffer.from(`body-${i}`),
+    tag: i % 2 === 0 ? 'even' : 'odd',
+    keys: [ `key-${i}`, `order-${Math.floor(i / 5)}` ],
+    properties: new Map([[ 'index', String(i) ], [ 'origin', 'node' ]]),
+  })));
   const consumer = await simpleConsumer(spec, spec.group, topic);
   const first = await receiveUntil(consumer, deadline, g => g.length >= count, 20000,
     'first deliveries');
@@ -143,11 +170,7 @@ async function produceSimple(spec, deadline) {
     }
   }
   const again = await receiveUntil(consumer, deadline, g => g.length >= 1, 20000, 'redelivery');
-  for (const [ , m ] of again) await consumer.ack(m);
-  const final = (await consumer.receive(16, 20000)).map(view);
-  await pauseForChecks();
-  await consumer.shutdown();
-  await producer.shutdown();
+  const final = await finishSimple(consumer, producer, again);
   return {
     sent, received: first.map(g => g[0]), actions, redelivered: again.map(g => g[0]), final,
   };
@@ -181,20 +204,10 @@ async function pushRun(spec, deadline, consumers, done, produce) {
 
 async function fifo(spec, deadline) {
   const { topic, poison } = spec;
-  const produce = async () => {
-    const producer = await started(new Producer(options(spec, { topics: [ topic ] })));
-    const sent = [];
-    for (let seq = 0; seq < spec.per_group; seq++) {
-      for (let g = 0; g < spec.message_groups; g++) {
-        const body = `mg-${g}:${seq}`;
-        const receipt = await producer.send({
-          topic, body: Buffer.from(body), messageGroup: `mg-${g}`,
-        });
-        sent.push({ id: receipt.messageId, body });
-      }
-    }
-    return [ producer, sent ];
-  };
+  const produce = () => sendAll(spec, range(spec.per_group * spec.message_groups).map(i => {
+    const [ g, seq ] = [ i % spec.message_groups, Math.floor(i / spec.message_groups) ];
+    return { topic, body: Buffer.from(`mg-${g}:${seq}`), messageGroup: `mg-${g}` };
+  }));
   const expected = spec.message_groups * spec.per_group - 1 + spec.max_attempts;
   return pushRun(spec, deadline, [[ spec.group, FilterExpression.SUB_ALL, v => v.body === poison ]],
     r => r.length >= expected, produce);
@@ -202,15 +215,9 @@ async function fifo(spec, deadline) {
 
 async function pushRetry(spec, deadline) {
   const { topic, count, poison } = spec;
-  const produce = async () => {
-    const producer = await started(new Producer(options(spec, { topics: [ topic ] })));
-    const sent = [];
-    for (let i = 0; i < count; i++) {
-      const receipt = await producer.send({ topic, body: Buffer.from(`m-${i}`), tag: 't' });
-      sent.push({ id: receipt.messageId, body: `m-${i}` });
-    }
-    return [ producer, sent ];
-  };
+  const produce = () => sendAll(spec, range(count).map(i => ({
+    topic, body: Buffer.from(`m-${i}`), tag: 't',
+  })));
   const done = records => records.filter(r => r.body === poison).length >= spec.max_attempts
     && new Set(records.map(r => r.body)).size >= count;
   return pushRun(spec, deadline, [[ spec.group, FilterExpression.SUB_ALL, v => v.body === poison ]],
@@ -219,20 +226,12 @@ async function pushRetry(spec, deadline) {
 
 async function pushFilters(spec, deadline) {
   const { topic, count } = spec;
-  const produce = async () => {
-    const producer = await started(new Producer(options(spec, { topics: [ topic ] })));
-    const sent = [];
-    for (let i = 0; i < count; i++) {
-      const receipt = await producer.send({
-        topic,
-        body: Buffer.from(`f-${i}`),
-        tag: 'abc'[i % 3],
-        properties: new Map([[ 'region', [ 'eu', 'us' ][i % 2] ], [ 'price', String(i) ]]),
-      });
-      sent.push({ id: receipt.messageId, body: `f-${i}` });
-    }
-    return [ producer, sent ];
-  };
+  const produce = () => sendAll(spec, range(count).map(i => ({
+    topic,
+    body: Buffer.from(`f-${i}`),
+    tag: 'abc'[i % 3],
+    properties: new Map([[ 'region', [ 'eu', 'us' ][i % 2] ], [ 'price', String(i) ]]),
+  })));
   const done = records => Object.entries(spec.expected).every(([ group, n ]) =>
     new Set(records.filter(r => r.consumer === group).map(r => r.body)).size >= n);
   return pushRun(spec, deadline, [
@@ -243,20 +242,12 @@ async function pushFilters(spec, deadline) {
 
 async function delay(spec, deadline) {
   const { topic, count } = spec;
-  const produce = async () => {
-    const producer = await started(new Producer(options(spec, { topics: [ topic ] })));
-    const sent = [];
-    for (let i = 0; i < count; i++) {
-      const at = new Date(Date.now() + spec.delay_s * 1000);
-      const receipt = await producer.send({
-        topic, body: Buffer.from(`d-${i}`), tag: 'delay', deliveryTimestamp: at,
-      });
-      sent.push({
-        id: receipt.messageId, body: `d-${i}`, sent_ms: Date.now(), delivery_ms: at.getTime(),
-      });
-    }
-    return [ producer, sent ];
-  };
+  const produce = () => sendAll(spec, range(count).map(i => ({
+    topic,
+    body: Buffer.from(`d-${i}`),
+    tag: 'delay',
+    deliveryTimestamp: new Date(Date.now() + spec.delay_s * 1000),
+  })));
   return pushRun(spec, deadline, [[ spec.group, FilterExpression.SUB_ALL, () => false ]],
     r => r.length >= count, produce);
 }
@@ -290,11 +281,7 @@ async function transaction(spec, deadline) {
   const consumer = await simpleConsumer(spec, spec.group, topic);
   const got = await receiveUntil(consumer, deadline, g => g.length >= 2, 20000,
     'committed messages');
-  for (const [ , m ] of got) await consumer.ack(m);
-  const final = (await consumer.receive(16, 20000)).map(view);
-  await pauseForChecks();
-  await consumer.shutdown();
-  await producer.shutdown();
+  const final = await finishSimple(consumer, producer, got);
   return { sent, checks: [ ...checks.records ], received: got.map(g => g[0]), final };
 }
 

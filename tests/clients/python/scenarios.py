@@ -121,16 +121,42 @@ def receive_until(consumer, deadline, pred, invisible_s, what):
     return got
 
 
+def send_all(spec, messages):
+    """Starts a producer of the spec's topic and sends `messages` in order; returns it with
+    what was sent (message id, body, send time and delivery time)."""
+    producer = started(Producer(config(spec), (spec["topic"],)))
+    sent = []
+    for m in messages:
+        message_id = producer.send(m).message_id
+        sent.append({"id": message_id, "body": m.body.decode(), "sent_ms": now_ms(),
+                     "delivery_ms": m.delivery_timestamp * 1000 if m.delivery_timestamp else None})
+    return producer, sent
+
+
+def simple_consumer(spec):
+    return started(SimpleConsumer(config(spec), spec["group"],
+                                  {spec["topic"]: FilterExpression("*")}, await_duration=2))
+
+
+def finish_simple(consumer, producer, got):
+    """Acks `got`, receives once more (what is left), waits for the test's checks and shuts both
+    clients down; returns that last receive."""
+    for _, m in got:
+        consumer.ack(m)
+    final = [view(m) for m in consumer.receive(16, 20)]
+    pause_for_checks()
+    consumer.shutdown()
+    producer.shutdown()
+    return final
+
+
 def produce_simple(spec, deadline):
     topic, count = spec["topic"], spec["count"]
-    producer = started(Producer(config(spec), (topic,)))
-    sent = []
-    for i in range(count):
-        m = message(topic, f"body-{i}", tag="even" if i % 2 == 0 else "odd",
-                    keys=(f"key-{i}", f"order-{i // 5}"), props={"index": str(i), "origin": "py"})
-        sent.append({"id": producer.send(m).message_id, "index": i})
-    consumer = started(SimpleConsumer(config(spec), spec["group"],
-                                      {topic: FilterExpression("*")}, await_duration=2))
+    producer, sent = send_all(spec, [
+        message(topic, f"body-{i}", tag="even" if i % 2 == 0 else "odd",
+                keys=(f"key-{i}", f"order-{i // 5}"), props={"index": str(i), "origin": "py"})
+        for i in range(count)])
+    consumer = simple_consumer(spec)
     first = receive_until(consumer, deadline, lambda g: len(g) >= count, 20, "first deliveries")
     actions = {}
     for v, m in first:
@@ -148,12 +174,7 @@ def produce_simple(spec, deadline):
             consumer.ack(m)
             actions[v["id"]] = "acked"
     again = receive_until(consumer, deadline, lambda g: len(g) >= 1, 20, "redelivery")
-    for _, m in again:
-        consumer.ack(m)
-    final = [view(m) for m in consumer.receive(16, 20)]
-    pause_for_checks()
-    consumer.shutdown()
-    producer.shutdown()
+    final = finish_simple(consumer, producer, again)
     return {"sent": sent, "received": [v for v, _ in first], "actions": actions,
             "redelivered": [v for v, _ in again], "final": final}
 
@@ -165,7 +186,7 @@ def push_run(spec, deadline, consumers, done, producer_for):
     for group, expression, fail in consumers:
         started_consumers.append(started(PushConsumer(
             config(spec), group, Recording(log, group, fail), {spec["topic"]: expression})))
-    producer, sent = producer_for(log)
+    producer, sent = producer_for()
     records = log.wait_for(done, "deliveries")
     pause_for_checks()
     records = list(log.records)
@@ -179,14 +200,9 @@ def fifo(spec, deadline):
     topic, poison = spec["topic"], spec["poison"]
     groups, per_group = spec["message_groups"], spec["per_group"]
 
-    def produce(_log):
-        producer = started(Producer(config(spec), (topic,)))
-        sent = []
-        for seq in range(per_group):
-            for g in range(groups):
-                m = message(topic, f"mg-{g}:{seq}", group=f"mg-{g}")
-                sent.append({"id": producer.send(m).message_id, "body": f"mg-{g}:{seq}"})
-        return producer, sent
+    def produce():
+        return send_all(spec, [message(topic, f"mg-{g}:{seq}", group=f"mg-{g}")
+                               for seq in range(per_group) for g in range(groups)])
 
     expected = groups * per_group - 1 + spec["max_attempts"]
     return push_run(spec, deadline,
@@ -197,11 +213,8 @@ def fifo(spec, deadline):
 def push_retry(spec, deadline):
     topic, count, poison = spec["topic"], spec["count"], spec["poison"]
 
-    def produce(_log):
-        producer = started(Producer(config(spec), (topic,)))
-        sent = [{"id": producer.send(message(topic, f"m-{i}", tag="t")).message_id,
-                 "body": f"m-{i}"} for i in range(count)]
-        return producer, sent
+    def produce():
+        return send_all(spec, [message(topic, f"m-{i}", tag="t") for i in range(count)])
 
     def done(records):
         return (sum(1 for r in records if r["body"] == poison) >= spec["max_attempts"]
@@ -215,14 +228,11 @@ def push_retry(spec, deadline):
 def push_filters(spec, deadline):
     topic, count = spec["topic"], spec["count"]
 
-    def produce(_log):
-        producer = started(Producer(config(spec), (topic,)))
-        sent = []
-        for i in range(count):
-            m = message(topic, f"f-{i}", tag="abc"[i % 3],
-                        props={"region": ("eu", "us")[i % 2], "price": str(i)})
-            sent.append({"id": producer.send(m).message_id, "body": f"f-{i}"})
-        return producer, sent
+    def produce():
+        return send_all(spec, [
+            message(topic, f"f-{i}", tag="abc"[i % 3],
+                    props={"region": ("eu", "us")[i % 2], "price": str(i)})
+            for i in range(count)])
 
     tag_group, sql_group = spec["tag_group"], spec["sql_group"]
     want = spec["expected"]
@@ -242,15 +252,10 @@ def push_filters(spec, deadline):
 def delay(spec, deadline):
     topic, count, delay_s = spec["topic"], spec["count"], spec["delay_s"]
 
-    def produce(_log):
-        producer = started(Producer(config(spec), (topic,)))
-        sent = []
-        for i in range(count):
-            at_s = int(time.time()) + delay_s
-            m = message(topic, f"d-{i}", tag="delay", delivery_s=at_s)
-            sent.append({"id": producer.send(m).message_id, "body": f"d-{i}",
-                         "sent_ms": now_ms(), "delivery_ms": at_s * 1000})
-        return producer, sent
+    def produce():
+        return send_all(spec, [message(topic, f"d-{i}", tag="delay",
+                                       delivery_s=int(time.time()) + delay_s)
+                               for i in range(count)])
 
     return push_run(spec, deadline, [(spec["group"], FilterExpression("*"), lambda v: False)],
                     lambda r: len(r) >= count, produce)
@@ -286,15 +291,9 @@ def transaction(spec, deadline):
             tx.rollback()
     checks.wait_for(lambda r: {"check-commit", "check-rollback"} <= {c["body"] for c in r},
                     "check-back of both open transactions")
-    consumer = started(SimpleConsumer(config(spec), spec["group"],
-                                      {topic: FilterExpression("*")}, await_duration=2))
+    consumer = simple_consumer(spec)
     got = receive_until(consumer, deadline, lambda g: len(g) >= 2, 20, "committed messages")
-    for _, m in got:
-        consumer.ack(m)
-    final = [view(m) for m in consumer.receive(16, 20)]
-    pause_for_checks()
-    consumer.shutdown()
-    producer.shutdown()
+    final = finish_simple(consumer, producer, got)
     return {"sent": sent, "checks": list(checks.records), "received": [v for v, _ in got],
             "final": final}
 
