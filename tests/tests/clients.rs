@@ -36,6 +36,19 @@ async fn node() -> TestCluster {
     .await
 }
 
+/// A started [`node`] with one topic of `queues` queues named after `kind`, and a fresh name
+/// for a consumer group.
+async fn node_with_topic(
+    kind: &str,
+    queues: u32,
+    r#type: TopicType,
+) -> (TestCluster, String, String) {
+    let cluster = node().await;
+    let topic = format!("{kind}-{}", uuid_like());
+    cluster.create_topic(&topic, queues, r#type).await;
+    (cluster, topic, format!("g-{}", uuid_like()))
+}
+
 /// Declares each named `async fn(Lang)` as two tokio tests, `python::NAME` and `node::NAME`.
 macro_rules! both_clients {
     ($($name:ident),* $(,)?) => {
@@ -133,10 +146,7 @@ fn spec(cluster: &TestCluster, fields: Value) -> Value {
 /// once with its fields; one set invisible for 1 s comes back with attempt 2; one set invisible
 /// for 30 s is acked with the receipt handle that change answered; nothing else comes back.
 async fn produce_simple(lang: Lang) {
-    let cluster = node().await;
-    let topic = format!("simple-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Normal).await;
+    let (cluster, topic, group) = node_with_topic("simple", 2, TopicType::Normal).await;
     let count = 10;
     let s = spec(
         &cluster,
@@ -194,10 +204,7 @@ const RETRY_BACKOFF: &str = "customized:1s";
 /// the client retries locally up to the group's max attempts and then forwards to
 /// `%DLQ%<group>`, after which the group goes on with its next message.
 async fn fifo(lang: Lang) {
-    let cluster = node().await;
-    let topic = format!("fifo-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Fifo).await;
+    let (cluster, topic, group) = node_with_topic("fifo", 2, TopicType::Fifo).await;
     cluster
         .create_group_with(
             &group,
@@ -259,10 +266,7 @@ async fn fifo(lang: Lang) {
 /// broker redelivers it with attempts 1, 2, 3 and then dead-letters it; the others are
 /// delivered once.
 async fn push_retry(lang: Lang) {
-    let cluster = node().await;
-    let topic = format!("retry-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Normal).await;
+    let (cluster, topic, group) = node_with_topic("retry", 2, TopicType::Normal).await;
     cluster
         .create_group(
             &group,
@@ -370,10 +374,7 @@ async fn push_filters(lang: Lang) {
 /// Delay messages through a PushConsumer: each arrives once, not before its delivery time
 /// (the timer's precision is 100 ms) and within 5 s after it.
 async fn delay(lang: Lang) {
-    let cluster = node().await;
-    let topic = format!("delay-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Delay).await;
+    let (cluster, topic, group) = node_with_topic("delay", 2, TopicType::Delay).await;
     let count = 3;
     let s = spec(
         &cluster,
@@ -409,12 +410,7 @@ async fn delay(lang: Lang) {
 /// broker's check-back resolves through the client's checker (one COMMIT, one ROLLBACK): the
 /// consumer gets exactly the two committed messages.
 async fn transaction(lang: Lang) {
-    let cluster = node().await;
-    let topic = format!("tx-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster
-        .create_topic(&topic, 1, TopicType::Transaction)
-        .await;
+    let (cluster, topic, group) = node_with_topic("tx", 1, TopicType::Transaction).await;
     let s = spec(&cluster, json!({"topic": topic, "group": group}));
     let Some(report) = run(&cluster, lang, "transaction", s, &[&group]).await else {
         return;
