@@ -16,10 +16,14 @@
 //! - [`cluster`]: [`ClusterBuilder`] / [`Cluster`], a multi-node deployment (3 controllers, 2
 //!   broker sets, a proxy by default) with abrupt kills and restarts of controllers and brokers.
 //! - [`ha`]: [`ha::HaDeployment`], one replicated broker set of real broker processes.
+//! - [`scripted`]: the official Python and Node clients as child processes running the
+//!   scenario scripts of `tests/clients/` (installed by `tests/clients/install.sh`).
 //! - [`procs`]: brokers as real child processes (SIGKILL, SIGSTOP/SIGCONT) behind
 //!   [`relay::Relay`]s, controllable TCP relays for network partitions.
 //! - `tests/ha.rs` (own harness): replicated broker sets under faults, with a chaos checker.
 //! - `tests/official_client.rs`: the official Rust client `rocketmq` 5.0.0, in both modes.
+//! - `tests/clients.rs`: the official Python 5.1.2 and Node 1.0.8 clients (producers, simple
+//!   and push consumers), one test per scenario and client.
 //! - `tests/api.rs`: raw v2 calls for what the official client cannot express (validation
 //!   codes and messages, reflection, health).
 //! - `tests/restart.rs` (own harness): a real `standalone` child process killed with SIGKILL.
@@ -40,6 +44,7 @@ pub mod ha;
 pub mod procs;
 pub mod raw;
 pub mod relay;
+pub mod scripted;
 
 pub use cluster::{Cluster, ClusterBuilder};
 
