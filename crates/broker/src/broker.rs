@@ -70,16 +70,19 @@ fn overall(entries: &[&Status]) -> Status {
     }
 }
 
+/// Why a call found the store closed. HA_NOT_AVAILABLE: retryable, like every answer of a
+/// broker between two instances or two masters.
+const SHUTTING_DOWN: &str = "the broker is shutting down or changing its role; retry";
+
 /// How a store failure reads to a client.
 pub(crate) fn store_outcome(e: &StoreError) -> Outcome {
     match e {
         StoreError::FlushTimeout { .. } => (Code::MasterPersistenceTimeout, e.to_string()),
         StoreError::MessageTooLarge { .. } => (Code::MessageBodyTooLarge, e.to_string()),
         StoreError::InvalidMessage(_) => (Code::BadRequest, e.to_string()),
-        StoreError::Closed => (
-            Code::InternalServerError,
-            "the broker is shutting down".into(),
-        ),
+        // Closed under the call: the instance is being replaced (role change) or stopped; a
+        // retry reaches the next instance or the set's next master.
+        StoreError::Closed => (Code::HaNotAvailable, SHUTTING_DOWN.into()),
         StoreError::NotWritable(reason) => (Code::HaNotAvailable, reason.clone()),
         _ => (Code::InternalServerError, e.to_string()),
     }
@@ -590,10 +593,10 @@ impl Inner {
     }
 
     pub(crate) fn store(&self) -> Result<Arc<MessageStore>, Outcome> {
-        self.store.read().clone().ok_or((
-            Code::InternalServerError,
-            "the broker is shutting down".to_owned(),
-        ))
+        self.store
+            .read()
+            .clone()
+            .ok_or((Code::HaNotAvailable, SHUTTING_DOWN.to_owned()))
     }
 
     fn max_attempts(&self, idx: &MetaIndex, group: &str) -> u32 {
@@ -801,7 +804,7 @@ impl Inner {
 
     fn store_or_unavailable(&self) -> Result<Arc<MessageStore>, tonic::Status> {
         self.store()
-            .map_err(|_| tonic::Status::unavailable("the broker is shutting down"))
+            .map_err(|_| tonic::Status::unavailable(SHUTTING_DOWN))
     }
 
     /// Writes per-message append outcomes into `results` at `slots`; a store that closed
@@ -818,7 +821,7 @@ impl Inner {
                     results[*slot] = match r {
                         Ok(x) => Ok(ok_of(x)),
                         Err(AppendFail::Closed) => {
-                            return Err(tonic::Status::unavailable("the broker is shutting down"));
+                            return Err(tonic::Status::unavailable(SHUTTING_DOWN));
                         }
                         Err(AppendFail::Failed(o)) => Err(o),
                     };
