@@ -34,7 +34,7 @@ use crate::long_poll::ArrivalHub;
 use crate::meta::{Access, DLQ_PREFIX, MetaIndex, MetaView};
 use crate::persist::StateFiles;
 use crate::service::BrokerGrpc;
-use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer, group_hash};
+use crate::state::{Consumers, InFlight, QueueKey, QueueRecord, QueueSlot, Timer, group_hash};
 use crate::transaction::{self, CheckPolicy, EndPlan, TransactionStats, Transactions};
 
 /// An in-body outcome: code and message.
@@ -770,31 +770,47 @@ impl Inner {
             )
     }
 
-    /// Every group's consume offset on every queue (for replicas; see
-    /// `comet.v1.ConsumerOffsets`).
-    pub(crate) fn consumer_offsets(&self) -> Vec<(QueueKey, i64)> {
+    /// Every group's state on every queue (for replicas; see `ha::consumer_sync`).
+    pub(crate) fn consumer_records(&self) -> Vec<QueueRecord> {
         self.consumers
             .all()
             .iter()
-            .filter_map(|slot| {
-                let st = slot.state.lock();
-                st.initialized.then(|| (slot.key.clone(), st.ack_offset()))
-            })
+            .filter_map(|slot| slot.record())
             .collect()
     }
 
-    /// Adopts the master's consume offsets (a replica): each queue restarts at the master's
-    /// offset with nothing in flight. Returns how many queues changed.
-    pub(crate) fn adopt_consumer_offsets(&self, offsets: Vec<(QueueKey, i64)>) -> usize {
+    /// Adopts the master's consumer state (a replica): each queue takes the master's pop
+    /// position and entries in flight as they are. The replica arms no visibility timers for
+    /// them: the master redelivers its own messages, and a promoted replica reopens its
+    /// instance, which arms them from the persisted state. Returns how many queues changed.
+    pub(crate) fn adopt_consumer_state(&self, records: Vec<QueueRecord>) -> usize {
         let mut changed = 0;
-        for (key, offset) in offsets {
-            let slot = self.consumers.get_or_create(&key);
+        for r in records {
+            let slot = self.consumers.get_or_create(&r.key);
             {
                 let mut st = slot.state.lock();
-                if st.initialized && st.pop_offset == offset && st.inflight.is_empty() {
+                let same = st.initialized
+                    && st.pop_offset == r.pop_offset
+                    && st.inflight.len() == r.inflight.len()
+                    && st
+                        .inflight
+                        .iter()
+                        .zip(&r.inflight)
+                        .all(|((o, f), (ro, rf))| {
+                            o == ro
+                                && InFlight {
+                                    dlq_pending: false,
+                                    ..*f
+                                } == *rf
+                        });
+                if same {
                     continue;
                 }
-                *st = crate::state::QueueState::starting_at(offset);
+                let mut fresh = crate::state::QueueState::starting_at(r.pop_offset);
+                for (offset, f) in r.inflight {
+                    fresh.insert(offset, f);
+                }
+                *st = fresh;
             }
             self.consumers.mark_dirty(&slot);
             changed += 1;
