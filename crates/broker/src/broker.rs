@@ -218,7 +218,7 @@ pub(crate) struct Inner {
     /// Highest consumer-state change sequence written to the state log.
     written: watch::Sender<u64>,
     /// The timer wheel of delayed messages.
-    delays: Arc<Delays>,
+    pub(crate) delays: Arc<Delays>,
     /// Half messages and their resolutions.
     pub(crate) transactions: Arc<Transactions>,
 }

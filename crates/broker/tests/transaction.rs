@@ -6,21 +6,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use comet_broker::{BrokerConfig, BrokerGrpc};
-use comet_proto::apache::rocketmq::v2::{
-    Code, EndTransactionRequest, Message, MessageType, TransactionResolution, TransactionSource,
-};
+use comet_proto::apache::rocketmq::v2::{Code, MessageType, TransactionResolution};
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{TransactionCheck, WatchTransactionChecksRequest};
 use common::*;
 use futures::StreamExt as _;
 
 const LIMIT: Duration = Duration::from_secs(15);
-
-fn tx_msg(id: &str) -> Message {
-    let mut m = msg("t", 0, id, Some("tx-tag"), &format!("body-{id}"));
-    m.system_properties.as_mut().unwrap().message_type = MessageType::Transaction as i32;
-    m
-}
 
 /// Sends one transactional message; returns its transaction id.
 async fn send_half(svc: &BrokerGrpc, id: &str) -> String {
@@ -29,29 +21,6 @@ async fn send_half(svc: &BrokerGrpc, id: &str) -> String {
     let tx = r.entries[0].transaction_id.clone();
     assert!(tx.starts_with("broker-a~"), "{tx}");
     tx
-}
-
-async fn end(
-    svc: &BrokerGrpc,
-    topic: &str,
-    message_id: &str,
-    tx: &str,
-    resolution: TransactionResolution,
-) -> (Code, String) {
-    let r = svc
-        .end_transaction(tonic::Request::new(EndTransactionRequest {
-            topic: res(topic),
-            message_id: message_id.into(),
-            transaction_id: tx.into(),
-            resolution: resolution as i32,
-            source: TransactionSource::SourceClient as i32,
-            trace_context: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let s = r.status.unwrap();
-    (Code::try_from(s.code).unwrap(), s.message)
 }
 
 async fn nothing_visible(svc: &BrokerGrpc) {
