@@ -22,6 +22,16 @@
 //! A commit appends the visible copy and its op in one batch, which the store keeps or drops
 //! as a whole: a commit is applied exactly once even if the broker dies in the middle.
 //!
+//! # Replicas and failover
+//! Half messages and ops are ordinary records of the replicated commitlog. A replica applies
+//! them as its log grows ([`Transactions::follow`]: the op queue first, then the half queue,
+//! which then holds every half message those ops name), so its pending set and check counts
+//! follow the master's. Its checkpoint is the oldest half message it holds pending, or the
+//! first one it has not read: it never claims resolved a half message whose final op it has
+//! not read. A promoted replica recovers from that checkpoint like any restart and checks
+//! every unresolved half message on the usual schedule (the next check is due one interval
+//! after the last CHECK op, or `transaction_timeout` after the send), with its count.
+//!
 //! # Transaction ids
 //! `"<broker_set>~" + base64url(25 bytes)`: version (1), half queue offset (i64 LE), commitlog
 //! offset (i64 LE), CRC32C of the message id, CRC32C of the 21 bytes before it.
