@@ -26,11 +26,10 @@ use comet_proto::apache::rocketmq::v2::{
 use comet_proto::comet::v1::broker_service_server::{BrokerService, BrokerServiceServer};
 use comet_proto::comet::v1::replication_service_server::ReplicationServiceServer;
 use comet_proto::comet::v1::{
-    AlterSyncStateSetRequest, BrokerMember, BrokerSet, ClusterMetadata, QueryMessageRequest,
-    WatchTransactionChecksRequest, query_message_request,
+    AlterSyncStateSetRequest, BrokerMember, BrokerSet, ClusterMetadata, PullMessageResponse,
+    QueryMessageRequest, query_message_request,
 };
 use common::*;
-use futures::StreamExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -216,6 +215,27 @@ async fn has_message(m: &Member, id: &str) -> bool {
     code(&r.status) == Code::Ok
 }
 
+/// Up to 32 messages of queue 0 of `t` on `m` from `offset`, long-polling up to `wait` (a
+/// group that only pulls moves no offsets).
+async fn pull_page(m: &Member, offset: i64, wait: Duration) -> PullMessageResponse {
+    m.svc()
+        .pull_message(tonic::Request::new(PullMessageRequest {
+            group: res("ha-probe"),
+            message_queue: Some(MessageQueue {
+                topic: res("t"),
+                id: 0,
+                ..Default::default()
+            }),
+            offset,
+            batch_size: 32,
+            filter_expression: None,
+            long_polling_timeout: Some(wait.try_into().unwrap()),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Waits (bounded) until `m` serves message `id`. Each round long-polls PullMessage on queue 0
 /// of `t` from where the last round ended; the broker answers as soon as its store dispatches
 /// more of the queue (a record enters the index before its consume queue), so this wakes on
@@ -226,23 +246,7 @@ async fn wait_has(m: &Member, id: &str) {
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         assert!(!left.is_zero(), "{id} never arrived within {WAIT:?}");
-        let r = m
-            .svc()
-            .pull_message(tonic::Request::new(PullMessageRequest {
-                group: res("ha-probe"),
-                message_queue: Some(MessageQueue {
-                    topic: res("t"),
-                    id: 0,
-                    ..Default::default()
-                }),
-                offset,
-                batch_size: 32,
-                filter_expression: None,
-                long_polling_timeout: Some(left.try_into().unwrap()),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = pull_page(m, offset, left).await;
         if r.messages.iter().any(|msg| sp(msg).message_id == id) {
             break;
         }
@@ -447,23 +451,7 @@ async fn pull_all(m: &Member) -> Vec<Message> {
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
-        let r = m
-            .svc()
-            .pull_message(tonic::Request::new(PullMessageRequest {
-                group: res("ha-probe"),
-                message_queue: Some(MessageQueue {
-                    topic: res("t"),
-                    id: 0,
-                    ..Default::default()
-                }),
-                offset,
-                batch_size: 32,
-                filter_expression: None,
-                long_polling_timeout: Some(Duration::from_millis(1).try_into().unwrap()),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = pull_page(m, offset, Duration::from_millis(1)).await;
         if r.messages.is_empty() {
             return out;
         }
@@ -606,26 +594,6 @@ async fn given_delay_messages_when_the_master_is_lost_should_deliver_each_once_f
     b.stop(false).await;
 }
 
-async fn watch_checks(m: &Member) -> comet_broker::TransactionCheckStream {
-    m.svc()
-        .watch_transaction_checks(tonic::Request::new(WatchTransactionChecksRequest {
-            proxy_id: "ha-test-proxy".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// The next check's transaction id (bounded by [`WAIT`]).
-async fn next_check(s: &mut comet_broker::TransactionCheckStream) -> String {
-    tokio::time::timeout(WAIT, s.next())
-        .await
-        .expect("a check in time")
-        .expect("stream open")
-        .unwrap()
-        .transaction_id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_unresolved_transactions_when_the_master_is_lost_should_be_checked_by_the_new_master()
 {
@@ -634,7 +602,7 @@ async fn given_unresolved_transactions_when_the_master_is_lost_should_be_checked
     let (_lease_tx, lease) = watch::channel(Some(far));
     let (a, b) = synced_pair(&mut pair, &lease).await;
     let p = pair.unwrap();
-    let mut checks_a = watch_checks(&a).await;
+    let mut checks_a = watch(&a.svc()).await;
 
     let mut tx = std::collections::HashMap::new();
     for id in ["resolved", "commit-me", "rollback-me", "counted"] {
@@ -658,7 +626,9 @@ async fn given_unresolved_transactions_when_the_master_is_lost_should_be_checked
         .iter()
         .any(|id| seen.get(&tx[id]).copied().unwrap_or(0) < 2)
     {
-        *seen.entry(next_check(&mut checks_a).await).or_default() += 1;
+        *seen
+            .entry(next_check(&mut checks_a, WAIT).await.transaction_id)
+            .or_default() += 1;
     }
     // A SYNC send acknowledged after the checks: the replica holds their op records.
     assert_eq!(send_code(&a, "fence").await, Code::Ok);
@@ -680,13 +650,13 @@ async fn given_unresolved_transactions_when_the_master_is_lost_should_be_checked
     a.stop(true).await;
     elect(&p.ctl, 1, 2, 0);
     wait_role(&b, HaRole::Master, 2).await;
-    let mut checks_b = watch_checks(&b).await;
+    let mut checks_b = watch(&b.svc()).await;
     assert_eq!(b_svc.transaction_stats().pending, 3);
 
     // Third (last) checks come from the new master; the checker answers two of them.
     let mut third = std::collections::HashSet::new();
     while third.len() < 3 {
-        let id = next_check(&mut checks_b).await;
+        let id = next_check(&mut checks_b, WAIT).await.transaction_id;
         assert_ne!(id, tx["resolved"], "a resolved transaction was checked");
         assert!(
             third.insert(id.clone()),

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use comet_broker::{BrokerConfig, BrokerGrpc};
 use comet_proto::apache::rocketmq::v2::{Code, MessageType, TransactionResolution};
-use comet_proto::comet::v1::broker_service_server::BrokerService;
-use comet_proto::comet::v1::{TransactionCheck, WatchTransactionChecksRequest};
 use common::*;
 use futures::StreamExt as _;
 
@@ -41,23 +39,6 @@ fn checking(dir: &std::path::Path, timeout_ms: u64, interval_ms: u64, max: u32) 
     cfg.transaction_check_interval = Duration::from_millis(interval_ms);
     cfg.transaction_max_checks = max;
     cfg
-}
-
-async fn watch(svc: &BrokerGrpc) -> comet_broker::TransactionCheckStream {
-    svc.watch_transaction_checks(tonic::Request::new(WatchTransactionChecksRequest {
-        proxy_id: "test-proxy".into(),
-    }))
-    .await
-    .unwrap()
-    .into_inner()
-}
-
-async fn next_check(s: &mut comet_broker::TransactionCheckStream) -> TransactionCheck {
-    tokio::time::timeout(LIMIT, s.next())
-        .await
-        .expect("a check in time")
-        .expect("stream open")
-        .unwrap()
 }
 
 #[tokio::test]
@@ -140,7 +121,7 @@ async fn given_unresolved_half_when_checked_should_ask_watchers_and_commit_on_th
     let mut checks = watch(&n.svc).await;
     let sent = Instant::now();
     let tx = send_half(&n.svc, "k1").await;
-    let c = next_check(&mut checks).await;
+    let c = next_check(&mut checks, LIMIT).await;
     assert!(
         sent.elapsed() >= Duration::from_millis(250),
         "{:?}",
@@ -158,7 +139,7 @@ async fn given_unresolved_half_when_checked_should_ask_watchers_and_commit_on_th
     // "Unknown": asked again one interval later.
     let (code_, _) = end(&n.svc, "t", "k1", &tx, TransactionResolution::Unspecified).await;
     assert_eq!(code_, Code::Ok);
-    let again = next_check(&mut checks).await;
+    let again = next_check(&mut checks, LIMIT).await;
     assert_eq!(again.transaction_id, tx);
     let (code_, _) = end(&n.svc, "t", "k1", &tx, TransactionResolution::Commit).await;
     assert_eq!(code_, Code::Ok);
@@ -178,8 +159,8 @@ async fn given_checks_exhausted_when_unresolved_should_discard_and_record() {
     .await;
     let mut checks = watch(&n.svc).await;
     let tx = send_half(&n.svc, "d1").await;
-    assert_eq!(next_check(&mut checks).await.transaction_id, tx);
-    assert_eq!(next_check(&mut checks).await.transaction_id, tx);
+    assert_eq!(next_check(&mut checks, LIMIT).await.transaction_id, tx);
+    assert_eq!(next_check(&mut checks, LIMIT).await.transaction_id, tx);
     let deadline = Instant::now() + LIMIT;
     while n.broker.transaction_stats().discarded == 0 {
         assert!(Instant::now() < deadline, "discarded in time");
@@ -220,7 +201,7 @@ async fn given_restart_when_halves_are_pending_should_keep_them_and_their_check_
     let rolled = send_half(&n.svc, "p3").await;
     // p2 is checked once before the restart.
     loop {
-        if next_check(&mut checks).await.transaction_id == open_tx {
+        if next_check(&mut checks, LIMIT).await.transaction_id == open_tx {
             break;
         }
     }

@@ -14,7 +14,10 @@ use comet_proto::apache::rocketmq::v2::{
     SendMessageResponse, SystemProperties, TransactionResolution, TransactionSource,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
-use comet_proto::comet::v1::{ClusterMetadata, Group, PopMessageResponse, QueuePlacement, Topic};
+use comet_proto::comet::v1::{
+    ClusterMetadata, Group, PopMessageResponse, QueuePlacement, Topic, TransactionCheck,
+    WatchTransactionChecksRequest,
+};
 use comet_store::{DiskStats, DiskUsage};
 use tokio::sync::watch;
 
@@ -308,4 +311,27 @@ pub async fn end(
         .into_inner();
     let s = r.status.unwrap();
     (Code::try_from(s.code).unwrap(), s.message)
+}
+
+/// Opens a transaction-check stream on `svc`, as a proxy does.
+pub async fn watch(svc: &BrokerGrpc) -> comet_broker::TransactionCheckStream {
+    svc.watch_transaction_checks(tonic::Request::new(WatchTransactionChecksRequest {
+        proxy_id: "test-proxy".into(),
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// The next check on `s`, within `limit`.
+pub async fn next_check(
+    s: &mut comet_broker::TransactionCheckStream,
+    limit: Duration,
+) -> TransactionCheck {
+    use futures::StreamExt as _;
+    tokio::time::timeout(limit, s.next())
+        .await
+        .expect("a check in time")
+        .expect("stream open")
+        .unwrap()
 }
