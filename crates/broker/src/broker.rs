@@ -221,7 +221,7 @@ pub(crate) struct Inner {
     /// Highest consumer-state change sequence written to the state log.
     written: watch::Sender<u64>,
     /// The timer wheel of delayed messages.
-    delays: Arc<Delays>,
+    pub(crate) delays: Arc<Delays>,
     /// Half messages and their resolutions.
     pub(crate) transactions: Arc<Transactions>,
 }
@@ -325,11 +325,14 @@ impl Broker {
                 StorePrep::Keep => MessageStore::open(sc)?,
                 StorePrep::Truncate(end) => {
                     // Half messages may be cut: the next recovery scans them from the start.
+                    // Timers may point into the cut: the wheel is rebuilt from the log.
                     remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                    remove_dir_if_exists(&timer_dir)?;
                     MessageStore::open_truncated(sc, end)?
                 }
                 StorePrep::Wipe(start) => {
                     remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                    remove_dir_if_exists(&timer_dir)?;
                     MessageStore::wipe(&sc, start)?;
                     MessageStore::open(sc)?
                 }
@@ -341,6 +344,10 @@ impl Broker {
             }
             let (files, loaded) = StateFiles::open(&state_dir)?;
             let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
+            // The wheel is derived from the timer queue: schedule what it lacks (nothing else
+            // appends before the open returns), then later offsets are this instance's own.
+            delays.catch_up(&store, now_ms())?;
+            delays.set_own_from(store.max_offset(delay::TIMER_TOPIC, 0));
             let transactions =
                 Transactions::recover(&store, &tx_dir, &broker_set, policy, now_ms())?;
             Ok::<_, BrokerError>((store, files, loaded, delays, transactions))
@@ -372,10 +379,13 @@ impl Broker {
             tokio::spawn(Arc::clone(&inner).persist_loop()),
             tokio::spawn(Arc::clone(&inner).timer_flush_loop()),
         ];
-        // Delayed delivery and transaction checks write; a replica leaves them to its master.
+        // Delayed delivery and transaction checks write; a replica leaves them to its master
+        // and follows their records in the log instead.
         if writes {
             tasks.push(tokio::spawn(Arc::clone(&inner).timer_loop()));
             tasks.push(tokio::spawn(Arc::clone(&inner).transaction_loop()));
+        } else {
+            tasks.push(tokio::spawn(Arc::clone(&inner).replica_state_loop()));
         }
         tracing::info!(
             broker_set = %inner.cfg.broker_set,
@@ -465,14 +475,12 @@ impl Broker {
         let timers = tokio::task::spawn_blocking(move || delays.timer.flush())
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))?;
-        if let Ok(store) = inner.store() {
-            let tx = Arc::clone(&inner.transactions);
-            let written = tokio::task::spawn_blocking(move || tx.write_checkpoint(&store))
-                .await
-                .map_err(|e| BrokerError::Task(e.to_string()))?;
-            if let Err(e) = written {
-                tracing::warn!(error = %e, "transaction checkpoint not written; the next start scans more");
-            }
+        let tx = Arc::clone(&inner.transactions);
+        let written = tokio::task::spawn_blocking(move || tx.write_checkpoint())
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "transaction checkpoint not written; the next start scans more");
         }
         // Final state: a full snapshot.
         let state_inner = Arc::clone(&inner);
@@ -870,7 +878,8 @@ impl Inner {
             let mut out = append_records(&store, &records);
             for (r, at) in out.iter_mut().zip(times) {
                 if let Ok(a) = r
-                    && let Err(e) = delays.schedule(at, a.physical_offset, a.size, now)
+                    && let Err(e) =
+                        delays.schedule(at, a.physical_offset, a.size, a.queue_offset, now)
                 {
                     tracing::error!(error = %e, "scheduling a delayed message failed");
                     *r = Err(AppendFail::Failed(store_outcome(&e)));
@@ -1813,6 +1822,78 @@ impl Inner {
         }
     }
 
+    /// A replica's copy of the master's timer and transaction state: as the log grows, new
+    /// schedule records enter the wheel, due timers whose done record arrived are committed,
+    /// and half messages and their ops update the transaction table and its checkpoint (see
+    /// [`crate::delay`] and [`crate::transaction`]). Wakes on arrivals in the three system
+    /// topics, when a timer comes due, and at least every second.
+    async fn replica_state_loop(self: Arc<Self>) {
+        const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+        const IDLE_MS: i64 = 1000;
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let mut arrivals = [
+            delay::TIMER_TOPIC,
+            transaction::HALF_TOPIC,
+            transaction::OP_TOPIC,
+        ]
+        .map(|t| self.hub.subscribe(t));
+        let mut last_checkpoint = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            for a in &mut arrivals {
+                a.borrow_and_update();
+            }
+            let Ok(store) = self.store() else { break };
+            let (delays, tx) = (Arc::clone(&self.delays), Arc::clone(&self.transactions));
+            let checkpoint = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+            let round = blocking(move || {
+                let now = now_ms();
+                delays.catch_up(&store, now)?;
+                delays.shadow_commit(&store, now)?;
+                tx.follow(&store, now);
+                if checkpoint {
+                    tx.write_checkpoint()?;
+                }
+                Ok::<_, BrokerError>(())
+            })
+            .await;
+            if checkpoint {
+                last_checkpoint = tokio::time::Instant::now();
+            }
+            let pause = match round {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "following the timer and transaction records failed; retrying in 1 s");
+                    Some(IDLE_MS)
+                }
+                Err((_, e)) => {
+                    tracing::error!(error = %e, "replica state task failed");
+                    Some(IDLE_MS)
+                }
+            };
+            let now = now_ms();
+            // Due timers waiting for their done record wait for the next arrival.
+            let wait_ms = pause
+                .or_else(|| self.delays.shadow_waiting().then_some(IDLE_MS))
+                .unwrap_or_else(|| {
+                    self.delays
+                        .timer
+                        .next_due_ms()
+                        .map_or(IDLE_MS, |at| (at - now).clamp(1, IDLE_MS))
+                });
+            let [a, b, c] = &mut arrivals;
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = a.changed() => {}
+                _ = b.changed() => {}
+                _ = c.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            }
+        }
+    }
+
     /// Flushes the timer wheel at the commitlog's flush interval (ASYNC; SYNC sends flush it
     /// themselves), apart from delivery so that a slow fdatasync never delays a due timer.
     async fn timer_flush_loop(self: Arc<Self>) {
@@ -1882,7 +1963,7 @@ impl Inner {
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 last_checkpoint = tokio::time::Instant::now();
                 let tx = Arc::clone(&self.transactions);
-                match blocking(move || tx.write_checkpoint(&store)).await {
+                match blocking(move || tx.write_checkpoint()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "writing the transaction checkpoint failed")
@@ -2027,6 +2108,14 @@ impl Inner {
         files.compact(|| self.all_records())?;
         self.written.send_replace(seq);
         Ok(())
+    }
+}
+
+fn remove_dir_if_exists(path: &std::path::Path) -> Result<(), BrokerError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BrokerError::state_io("remove", path)(e)),
     }
 }
 
