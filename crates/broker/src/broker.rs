@@ -34,7 +34,7 @@ use crate::long_poll::ArrivalHub;
 use crate::meta::{Access, DLQ_PREFIX, MetaIndex, MetaView};
 use crate::persist::StateFiles;
 use crate::service::BrokerGrpc;
-use crate::state::{Consumers, InFlight, QueueKey, QueueSlot, Timer, group_hash};
+use crate::state::{Consumers, InFlight, QueueKey, QueueRecord, QueueSlot, Timer, group_hash};
 use crate::transaction::{self, CheckPolicy, EndPlan, TransactionStats, Transactions};
 
 /// An in-body outcome: code and message.
@@ -70,16 +70,19 @@ fn overall(entries: &[&Status]) -> Status {
     }
 }
 
+/// Why a call found the store closed. HA_NOT_AVAILABLE: retryable, like every answer of a
+/// broker between two instances or two masters.
+const SHUTTING_DOWN: &str = "the broker is shutting down or changing its role; retry";
+
 /// How a store failure reads to a client.
 pub(crate) fn store_outcome(e: &StoreError) -> Outcome {
     match e {
         StoreError::FlushTimeout { .. } => (Code::MasterPersistenceTimeout, e.to_string()),
         StoreError::MessageTooLarge { .. } => (Code::MessageBodyTooLarge, e.to_string()),
         StoreError::InvalidMessage(_) => (Code::BadRequest, e.to_string()),
-        StoreError::Closed => (
-            Code::InternalServerError,
-            "the broker is shutting down".into(),
-        ),
+        // Closed under the call: the instance is being replaced (role change) or stopped; a
+        // retry reaches the next instance or the set's next master.
+        StoreError::Closed => (Code::HaNotAvailable, SHUTTING_DOWN.into()),
         StoreError::NotWritable(reason) => (Code::HaNotAvailable, reason.clone()),
         _ => (Code::InternalServerError, e.to_string()),
     }
@@ -218,7 +221,7 @@ pub(crate) struct Inner {
     /// Highest consumer-state change sequence written to the state log.
     written: watch::Sender<u64>,
     /// The timer wheel of delayed messages.
-    delays: Arc<Delays>,
+    pub(crate) delays: Arc<Delays>,
     /// Half messages and their resolutions.
     pub(crate) transactions: Arc<Transactions>,
 }
@@ -322,11 +325,14 @@ impl Broker {
                 StorePrep::Keep => MessageStore::open(sc)?,
                 StorePrep::Truncate(end) => {
                     // Half messages may be cut: the next recovery scans them from the start.
+                    // Timers may point into the cut: the wheel is rebuilt from the log.
                     remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                    remove_dir_if_exists(&timer_dir)?;
                     MessageStore::open_truncated(sc, end)?
                 }
                 StorePrep::Wipe(start) => {
                     remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                    remove_dir_if_exists(&timer_dir)?;
                     MessageStore::wipe(&sc, start)?;
                     MessageStore::open(sc)?
                 }
@@ -338,6 +344,10 @@ impl Broker {
             }
             let (files, loaded) = StateFiles::open(&state_dir)?;
             let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
+            // The wheel is derived from the timer queue: schedule what it lacks (nothing else
+            // appends before the open returns), then later offsets are this instance's own.
+            delays.catch_up(&store, now_ms())?;
+            delays.set_own_from(store.max_offset(delay::TIMER_TOPIC, 0));
             let transactions =
                 Transactions::recover(&store, &tx_dir, &broker_set, policy, now_ms())?;
             Ok::<_, BrokerError>((store, files, loaded, delays, transactions))
@@ -369,10 +379,13 @@ impl Broker {
             tokio::spawn(Arc::clone(&inner).persist_loop()),
             tokio::spawn(Arc::clone(&inner).timer_flush_loop()),
         ];
-        // Delayed delivery and transaction checks write; a replica leaves them to its master.
+        // Delayed delivery and transaction checks write; a replica leaves them to its master
+        // and follows their records in the log instead.
         if writes {
             tasks.push(tokio::spawn(Arc::clone(&inner).timer_loop()));
             tasks.push(tokio::spawn(Arc::clone(&inner).transaction_loop()));
+        } else {
+            tasks.push(tokio::spawn(Arc::clone(&inner).replica_state_loop()));
         }
         tracing::info!(
             broker_set = %inner.cfg.broker_set,
@@ -462,14 +475,12 @@ impl Broker {
         let timers = tokio::task::spawn_blocking(move || delays.timer.flush())
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))?;
-        if let Ok(store) = inner.store() {
-            let tx = Arc::clone(&inner.transactions);
-            let written = tokio::task::spawn_blocking(move || tx.write_checkpoint(&store))
-                .await
-                .map_err(|e| BrokerError::Task(e.to_string()))?;
-            if let Err(e) = written {
-                tracing::warn!(error = %e, "transaction checkpoint not written; the next start scans more");
-            }
+        let tx = Arc::clone(&inner.transactions);
+        let written = tokio::task::spawn_blocking(move || tx.write_checkpoint())
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "transaction checkpoint not written; the next start scans more");
         }
         // Final state: a full snapshot.
         let state_inner = Arc::clone(&inner);
@@ -590,10 +601,10 @@ impl Inner {
     }
 
     pub(crate) fn store(&self) -> Result<Arc<MessageStore>, Outcome> {
-        self.store.read().clone().ok_or((
-            Code::InternalServerError,
-            "the broker is shutting down".to_owned(),
-        ))
+        self.store
+            .read()
+            .clone()
+            .ok_or((Code::HaNotAvailable, SHUTTING_DOWN.to_owned()))
     }
 
     fn max_attempts(&self, idx: &MetaIndex, group: &str) -> u32 {
@@ -767,31 +778,47 @@ impl Inner {
             )
     }
 
-    /// Every group's consume offset on every queue (for replicas; see
-    /// `comet.v1.ConsumerOffsets`).
-    pub(crate) fn consumer_offsets(&self) -> Vec<(QueueKey, i64)> {
+    /// Every group's state on every queue (for replicas; see `ha::consumer_sync`).
+    pub(crate) fn consumer_records(&self) -> Vec<QueueRecord> {
         self.consumers
             .all()
             .iter()
-            .filter_map(|slot| {
-                let st = slot.state.lock();
-                st.initialized.then(|| (slot.key.clone(), st.ack_offset()))
-            })
+            .filter_map(|slot| slot.record())
             .collect()
     }
 
-    /// Adopts the master's consume offsets (a replica): each queue restarts at the master's
-    /// offset with nothing in flight. Returns how many queues changed.
-    pub(crate) fn adopt_consumer_offsets(&self, offsets: Vec<(QueueKey, i64)>) -> usize {
+    /// Adopts the master's consumer state (a replica): each queue takes the master's pop
+    /// position and entries in flight as they are. The replica arms no visibility timers for
+    /// them: the master redelivers its own messages, and a promoted replica reopens its
+    /// instance, which arms them from the persisted state. Returns how many queues changed.
+    pub(crate) fn adopt_consumer_state(&self, records: Vec<QueueRecord>) -> usize {
         let mut changed = 0;
-        for (key, offset) in offsets {
-            let slot = self.consumers.get_or_create(&key);
+        for r in records {
+            let slot = self.consumers.get_or_create(&r.key);
             {
                 let mut st = slot.state.lock();
-                if st.initialized && st.pop_offset == offset && st.inflight.is_empty() {
+                let same = st.initialized
+                    && st.pop_offset == r.pop_offset
+                    && st.inflight.len() == r.inflight.len()
+                    && st
+                        .inflight
+                        .iter()
+                        .zip(&r.inflight)
+                        .all(|((o, f), (ro, rf))| {
+                            o == ro
+                                && InFlight {
+                                    dlq_pending: false,
+                                    ..*f
+                                } == *rf
+                        });
+                if same {
                     continue;
                 }
-                *st = crate::state::QueueState::starting_at(offset);
+                let mut fresh = crate::state::QueueState::starting_at(r.pop_offset);
+                for (offset, f) in r.inflight {
+                    fresh.insert(offset, f);
+                }
+                *st = fresh;
             }
             self.consumers.mark_dirty(&slot);
             changed += 1;
@@ -801,7 +828,7 @@ impl Inner {
 
     fn store_or_unavailable(&self) -> Result<Arc<MessageStore>, tonic::Status> {
         self.store()
-            .map_err(|_| tonic::Status::unavailable("the broker is shutting down"))
+            .map_err(|_| tonic::Status::unavailable(SHUTTING_DOWN))
     }
 
     /// Writes per-message append outcomes into `results` at `slots`; a store that closed
@@ -818,7 +845,7 @@ impl Inner {
                     results[*slot] = match r {
                         Ok(x) => Ok(ok_of(x)),
                         Err(AppendFail::Closed) => {
-                            return Err(tonic::Status::unavailable("the broker is shutting down"));
+                            return Err(tonic::Status::unavailable(SHUTTING_DOWN));
                         }
                         Err(AppendFail::Failed(o)) => Err(o),
                     };
@@ -851,7 +878,8 @@ impl Inner {
             let mut out = append_records(&store, &records);
             for (r, at) in out.iter_mut().zip(times) {
                 if let Ok(a) = r
-                    && let Err(e) = delays.schedule(at, a.physical_offset, a.size, now)
+                    && let Err(e) =
+                        delays.schedule(at, a.physical_offset, a.size, a.queue_offset, now)
                 {
                     tracing::error!(error = %e, "scheduling a delayed message failed");
                     *r = Err(AppendFail::Failed(store_outcome(&e)));
@@ -1794,6 +1822,78 @@ impl Inner {
         }
     }
 
+    /// A replica's copy of the master's timer and transaction state: as the log grows, new
+    /// schedule records enter the wheel, due timers whose done record arrived are committed,
+    /// and half messages and their ops update the transaction table and its checkpoint (see
+    /// [`crate::delay`] and [`crate::transaction`]). Wakes on arrivals in the three system
+    /// topics, when a timer comes due, and at least every second.
+    async fn replica_state_loop(self: Arc<Self>) {
+        const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+        const IDLE_MS: i64 = 1000;
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let mut arrivals = [
+            delay::TIMER_TOPIC,
+            transaction::HALF_TOPIC,
+            transaction::OP_TOPIC,
+        ]
+        .map(|t| self.hub.subscribe(t));
+        let mut last_checkpoint = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            for a in &mut arrivals {
+                a.borrow_and_update();
+            }
+            let Ok(store) = self.store() else { break };
+            let (delays, tx) = (Arc::clone(&self.delays), Arc::clone(&self.transactions));
+            let checkpoint = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+            let round = blocking(move || {
+                let now = now_ms();
+                delays.catch_up(&store, now)?;
+                delays.shadow_commit(&store, now)?;
+                tx.follow(&store, now);
+                if checkpoint {
+                    tx.write_checkpoint()?;
+                }
+                Ok::<_, BrokerError>(())
+            })
+            .await;
+            if checkpoint {
+                last_checkpoint = tokio::time::Instant::now();
+            }
+            let pause = match round {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "following the timer and transaction records failed; retrying in 1 s");
+                    Some(IDLE_MS)
+                }
+                Err((_, e)) => {
+                    tracing::error!(error = %e, "replica state task failed");
+                    Some(IDLE_MS)
+                }
+            };
+            let now = now_ms();
+            // Due timers waiting for their done record wait for the next arrival.
+            let wait_ms = pause
+                .or_else(|| self.delays.shadow_waiting().then_some(IDLE_MS))
+                .unwrap_or_else(|| {
+                    self.delays
+                        .timer
+                        .next_due_ms()
+                        .map_or(IDLE_MS, |at| (at - now).clamp(1, IDLE_MS))
+                });
+            let [a, b, c] = &mut arrivals;
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = a.changed() => {}
+                _ = b.changed() => {}
+                _ = c.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            }
+        }
+    }
+
     /// Flushes the timer wheel at the commitlog's flush interval (ASYNC; SYNC sends flush it
     /// themselves), apart from delivery so that a slow fdatasync never delays a due timer.
     async fn timer_flush_loop(self: Arc<Self>) {
@@ -1863,7 +1963,7 @@ impl Inner {
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 last_checkpoint = tokio::time::Instant::now();
                 let tx = Arc::clone(&self.transactions);
-                match blocking(move || tx.write_checkpoint(&store)).await {
+                match blocking(move || tx.write_checkpoint()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "writing the transaction checkpoint failed")
@@ -2008,6 +2108,14 @@ impl Inner {
         files.compact(|| self.all_records())?;
         self.written.send_replace(seq);
         Ok(())
+    }
+}
+
+fn remove_dir_if_exists(path: &std::path::Path) -> Result<(), BrokerError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BrokerError::state_io("remove", path)(e)),
     }
 }
 

@@ -2,20 +2,55 @@
 //! persisted timer wheel of `comet-store` and are appended to their real topic when due.
 //!
 //! ```text
-//!  send(DELAY, t) ─► commitlog: rmq_sys_wheel_timer/0  (record keeps the real topic + queue)
-//!                └─► TimerStore::schedule(t, {physical offset, size})
-//!  timer task:  poll_due(now) ─► read timer record ─► append copy to <topic>/<queue>
-//!                               (system property TIMER_ORIGIN = timer record's offset)
+//!  send(DELAY, t) ─► commitlog: rmq_sys_wheel_timer/0 @q  (the *schedule record*: keeps the
+//!                │                                          real topic + queue)
+//!                └─► TimerStore::schedule(t, {physical offset, size, cookie = q})
+//!  timer task:  poll_due(now) ─► read schedule record ─► append_batch[ copies to their
+//!               <topic>/<queue> (TIMER_ORIGIN = schedule record's offset), done record ]
 //!                            ─► TimerStore::commit(last delivered entry)
 //! ```
+//!
+//! # The log is the truth; the wheel is derived
+//! Everything about a timer is in the commitlog, which replicas copy byte for byte: its
+//! schedule record, and a *done record* in the same queue (`rmq_sys_wheel_timer/0`, system
+//! property `TIMER_DONE`, one index key `timer-done:<origin>` per timer) once it is finished:
+//! delivered, found delivered, or lost to retention. The done record is the one place where
+//! "this timer is done" is written; it is appended in the same atomic batch as the copies it
+//! covers, after them, so a log holding it holds the copies. A recall (cancel) of a pending
+//! timer is meant to write the same record: delivery already skips a timer whose done record
+//! exists.
+//!
+//! The wheel in `<data>/timer` is local derived state, rebuilt from that queue:
+//! - **Where to resume.** Each timer's cookie is its schedule record's queue offset, and the
+//!   timer store keeps the end of the cookies it scheduled durably with the schedules
+//!   ([`TimerStore::cookie_end`]). At every open, [`Delays::catch_up`] schedules the schedule
+//!   records from there to the end of the queue (after a crash between a master's append and
+//!   its schedule, or what a replica copied since it last caught up). A store that predates the
+//!   mark starts at the queue's end, as before; a wheel whose log was cut (a replica cutting a
+//!   divergent tail, or starting over) is deleted and rebuilt from the start of the queue.
+//! - **Replicas** catch up continuously as they copy the log (the broker's replica task), and
+//!   commit the due timers whose done record they have read ([`Delays::shadow_commit`]), in
+//!   wheel order, so their wheel holds what the master's holds. Nothing is delivered by a
+//!   replica.
+//! - **A promoted replica** opens as master with that wheel: the timers still pending are
+//!   delivered on time; lateness is bounded by the failover time plus the timer precision.
 //!
 //! # Exactly once
 //! Due entries are delivered strictly in the order `poll_due` returns them, and an entry is
 //! committed only after its copy (and every copy before it) is appended; commits are cumulative.
-//! A crash between the append and the commit brings the entry back after the restart; every
-//! entry that was due before the restart is therefore looked up first (message-id index of the
-//! real topic, matching `TIMER_ORIGIN`), and delivered only if no copy exists. Entries that come
-//! due later cannot have been delivered before and skip the lookup.
+//! A timer this broker instance did not schedule from its own send (it was scheduled before the
+//! open, by a catch-up, or on another member) may have been delivered already, here before a
+//! crash or by a master since lost: it is delivered only if no done record exists for it (an
+//! index lookup). Timers scheduled before done records existed are also looked up in their
+//! real topic (message-id index, matching `TIMER_ORIGIN`) when they were due before the open.
+//! Timers this master scheduled itself skip the lookups.
+//!
+//! What a new master's log lacks it cannot know: in ASYNC replication a delivery the replica
+//! had not copied yet is delivered again (it is not in the new master's log), and a schedule
+//! it had not copied is lost with the messages of that window. In SYNC replication every
+//! acknowledged schedule is on the new master; a delivery is appended without waiting for the
+//! replicas, so its copy may reach consumers of the old master and, if the replica had not
+//! copied it when the master died, be delivered once more by the new one.
 //!
 //! # Durability
 //! A schedule survives a process crash once `send` answered (the wheel is memory-mapped); for
@@ -26,7 +61,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use comet_store::timer::{TimerConfig, TimerEntry, TimerPayload, TimerStore};
-use comet_store::{Message, MessageStore, StoreError};
+use comet_store::{Message, MessageStore, Properties, StoreError};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -41,6 +76,12 @@ pub(crate) const SYS_TIMER_REAL_TOPIC: &str = "TIMER_REAL_TOPIC";
 pub(crate) const SYS_TIMER_REAL_QUEUE_ID: &str = "TIMER_REAL_QUEUE_ID";
 /// On a delivered copy: commitlog offset of the timer record it came from.
 pub const SYS_TIMER_ORIGIN: &str = "TIMER_ORIGIN";
+/// On a done record: the number of timers it finishes (one index key per timer).
+pub const SYS_TIMER_DONE: &str = "TIMER_DONE";
+/// Index key prefix of a done record, followed by the schedule record's commitlog offset.
+const DONE_KEY: &str = "timer-done:";
+/// Most due timers a replica holds while it waits for their done records.
+const SHADOW_MAX: usize = 4096;
 
 /// Largest number of due messages appended as one batch.
 const DELIVER_BATCH: usize = 64;
@@ -61,8 +102,14 @@ pub struct TimerStats {
 /// The timer wheel and the bookkeeping of its delivery task.
 pub(crate) struct Delays {
     pub timer: Arc<TimerStore>,
-    /// Wall clock at open: entries due at or before it may have been delivered before a crash.
+    /// Wall clock at open: timers of before done records existed that were due at or before
+    /// it may have been delivered before a crash.
     opened_ms: i64,
+    /// Timer queue offsets from here on were scheduled by this instance's own sends (set by
+    /// the catch-up at open); older timers may have been delivered elsewhere.
+    own_from: AtomicI64,
+    /// The next timer queue offset [`Delays::catch_up`] reads; `None` until the first one.
+    follow_next: Mutex<Option<i64>>,
     /// Polled entries not yet delivered (a failed append is retried with these first).
     backlog: Mutex<Vec<TimerEntry>>,
     /// When the delivery task plans to wake up next (ms since the epoch).
@@ -96,6 +143,8 @@ impl Delays {
         Ok(Delays {
             timer: Arc::new(timer),
             opened_ms: now_ms,
+            own_from: AtomicI64::new(i64::MAX),
+            follow_next: Mutex::new(None),
             backlog: Mutex::new(Vec::new()),
             next_wake: AtomicI64::new(i64::MIN),
             wake: Notify::new(),
@@ -116,17 +165,19 @@ impl Delays {
 
     /// Schedules the stored timer record (blocking: may create a timer log segment). Wakes
     /// the delivery task if the new timer is due before its planned wake-up.
+    /// `queue_offset` is the schedule record's offset in the timer queue (kept as the cookie).
     pub fn schedule(
         &self,
         deliver_at_ms: i64,
         physical_offset: i64,
         size: u32,
+        queue_offset: i64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let payload = TimerPayload {
             commit_log_offset: physical_offset,
             size: i32::try_from(size).unwrap_or(i32::MAX),
-            cookie: 0,
+            cookie: u64::try_from(queue_offset).unwrap_or(0),
         };
         self.timer.schedule(deliver_at_ms, payload, now_ms)?;
         if deliver_at_ms < self.next_wake.load(Ordering::Acquire) {
@@ -138,6 +189,132 @@ impl Delays {
     /// Records when the delivery task will look again.
     pub fn set_next_wake(&self, at_ms: i64) {
         self.next_wake.store(at_ms, Ordering::Release);
+    }
+
+    /// Schedules the schedule records of the timer queue that the wheel does not hold yet, up
+    /// to the queue's end (blocking). Nothing else may append to the timer queue meanwhile: it
+    /// runs at open, and on replicas, which append nothing themselves. Returns how many timers
+    /// it scheduled.
+    ///
+    /// # Errors
+    /// Store errors of the wheel; what was scheduled stays, and the next call resumes after it.
+    pub fn catch_up(&self, store: &MessageStore, now_ms: i64) -> Result<usize, StoreError> {
+        let mut next_guard = self.follow_next.lock();
+        let low = store.min_offset(TIMER_TOPIC, 0);
+        let mut next = next_guard
+            .unwrap_or_else(|| {
+                self.timer.cookie_end().map_or_else(
+                    || store.max_offset(TIMER_TOPIC, 0),
+                    |c| i64::try_from(c).unwrap_or(i64::MAX),
+                )
+            })
+            .max(low);
+        let mut scheduled = 0usize;
+        let result = loop {
+            let entries = store.read_queue(TIMER_TOPIC, 0, next, 1024);
+            if entries.is_empty() {
+                break Ok(());
+            }
+            let mut failed = None;
+            for e in entries {
+                let stored = match store.read(e.physical_offset) {
+                    Ok(m) => m,
+                    Err(StoreError::OffsetOutOfRange { .. }) => {
+                        // Retention took it: nothing left to deliver.
+                        next = e.queue_offset + 1;
+                        continue;
+                    }
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
+                };
+                let sys = &stored.message.properties.system;
+                if !sys.contains_key(SYS_TIMER_DONE) {
+                    let at = delivery_ms(&stored.message).unwrap_or(stored.store_timestamp);
+                    let size = u32::try_from(e.size).unwrap_or(0);
+                    match self.schedule(at, e.physical_offset, size, e.queue_offset, now_ms) {
+                        Ok(()) => scheduled += 1,
+                        Err(StoreError::InvalidMessage(reason)) => {
+                            self.lost.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(physical_offset = e.physical_offset, %reason,
+                                "delayed message in the log cannot be scheduled; dropped");
+                        }
+                        Err(err) => {
+                            failed = Some(err);
+                            break;
+                        }
+                    }
+                }
+                next = e.queue_offset + 1;
+            }
+            if let Some(err) = failed {
+                break Err(err);
+            }
+        };
+        *next_guard = Some(next);
+        if scheduled > 0 {
+            tracing::info!(
+                scheduled,
+                next_queue_offset = next,
+                "timers caught up from the log"
+            );
+        }
+        result.map(|()| scheduled)
+    }
+
+    /// Marks the end of the catch-up at open: later timer queue offsets come from this
+    /// instance's own sends.
+    pub fn set_own_from(&self, queue_offset: i64) {
+        self.own_from.store(queue_offset, Ordering::Release);
+    }
+
+    /// A replica's step (blocking): takes the due timers (at most [`SHADOW_MAX`] held) and
+    /// commits, in wheel order, those whose delivery the master has recorded; the rest waits
+    /// for the next step. Returns how many it committed.
+    ///
+    /// # Errors
+    /// Store errors of the wheel or the index; nothing is committed past an unknown timer.
+    pub fn shadow_commit(&self, store: &MessageStore, now_ms: i64) -> Result<usize, StoreError> {
+        let mut held = self.backlog.lock();
+        if held.len() < SHADOW_MAX {
+            let more = self.timer.poll_due(now_ms, SHADOW_MAX - held.len())?;
+            held.extend(more);
+        }
+        let mut done = 0usize;
+        for e in held.iter() {
+            if !self.finished_elsewhere(store, e)? {
+                break;
+            }
+            done += 1;
+        }
+        if let Some(last) = done.checked_sub(1).map(|i| held[i]) {
+            self.timer.commit(&last)?;
+            held.drain(..done);
+        }
+        Ok(done)
+    }
+
+    /// Whether a replica holds due timers whose done record it has not read yet.
+    pub fn shadow_waiting(&self) -> bool {
+        !self.backlog.lock().is_empty()
+    }
+
+    /// Whether a timer is finished according to the log: its done record exists, or (a timer
+    /// from before done records existed) its copy exists or its message is gone.
+    fn finished_elsewhere(&self, store: &MessageStore, e: &TimerEntry) -> Result<bool, StoreError> {
+        let origin = e.payload.commit_log_offset;
+        if is_done(store, origin)? {
+            return Ok(true);
+        }
+        match store.read(origin) {
+            Ok(stored) => match from_timer_record(&stored.message, origin, &MetaIndex::default()) {
+                Some(rec) => already_delivered(store, &rec, origin),
+                None => Ok(true),
+            },
+            Err(StoreError::OffsetOutOfRange { .. }) => Ok(true),
+            Err(err) => Err(err),
+        }
     }
 
     /// Takes the entries to deliver now: the backlog of a failed round first (then `true`:
@@ -165,7 +342,7 @@ impl Delays {
         let mut done = 0usize;
         let mut result = Ok(());
         'outer: for chunk in entries.chunks(DELIVER_BATCH) {
-            let mut records = Vec::with_capacity(chunk.len());
+            let mut records = Vec::with_capacity(chunk.len() + 1);
             for e in chunk {
                 match self.prepare(store, idx, e, retry) {
                     Ok(Some(rec)) => records.push(rec),
@@ -176,12 +353,14 @@ impl Delays {
                     }
                 }
             }
+            let copies = records.len() as u64;
+            // Last in the batch: a log that holds it holds the copies before it.
+            records.push(done_record(chunk));
             if let Err(err) = append_all(store, &records) {
                 result = Err(err);
                 break;
             }
-            self.delivered
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            self.delivered.fetch_add(copies, Ordering::Relaxed);
             done += chunk.len();
             // Cumulative: covers every entry before it. Should it fail, the chunk is delivered
             // all the same; after a restart its entries are found in their topic.
@@ -237,7 +416,12 @@ impl Delays {
             );
             return Ok(None);
         };
-        if (retry || e.deliver_at_ms <= self.opened_ms) && already_delivered(store, &rec, offset)? {
+        let inherited = i64::try_from(e.payload.cookie)
+            .map_or(true, |q| q < self.own_from.load(Ordering::Acquire));
+        if ((retry || inherited) && is_done(store, offset)?)
+            || ((retry || e.deliver_at_ms <= self.opened_ms)
+                && already_delivered(store, &rec, offset)?)
+        {
             self.deduplicated.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 topic = %rec.topic,
@@ -272,6 +456,42 @@ fn append_all(store: &MessageStore, records: &[Message]) -> Result<(), StoreErro
         }
         Err(e) => Err(e),
     }
+}
+
+/// The done record of a delivered chunk: one index key per timer.
+fn done_record(chunk: &[TimerEntry]) -> Message {
+    let keys: Vec<String> = chunk
+        .iter()
+        .map(|e| format!("{DONE_KEY}{}", e.payload.commit_log_offset))
+        .collect();
+    let mut system = std::collections::BTreeMap::new();
+    system.insert(SYS_TIMER_DONE.to_owned(), keys.len().to_string());
+    Message {
+        topic: TIMER_TOPIC.to_owned(),
+        queue_id: 0,
+        flags: 0,
+        born_timestamp: crate::convert::now_ms(),
+        born_host: comet_store::record::UNKNOWN_HOST,
+        reconsume_times: 0,
+        properties: Properties {
+            message_id: format!(
+                "{DONE_KEY}{}",
+                chunk.first().map_or(0, |e| e.payload.commit_log_offset)
+            ),
+            keys,
+            system,
+            ..Default::default()
+        },
+        body: bytes::Bytes::new(),
+    }
+}
+
+/// Whether the log holds a done record for the timer whose schedule record is at `origin`.
+fn is_done(store: &MessageStore, origin: i64) -> Result<bool, StoreError> {
+    Ok(store
+        .query_by_key(TIMER_TOPIC, &format!("{DONE_KEY}{origin}"), 4, 0, i64::MAX)?
+        .iter()
+        .any(|m| m.message.properties.system.contains_key(SYS_TIMER_DONE)))
 }
 
 /// Whether the real topic already holds the copy of the timer record at `origin`.
@@ -409,9 +629,10 @@ mod tests {
             .unwrap();
             let a = store.append(&to_timer_record(rec("t", 0, "m1"))).unwrap();
             let b = store.append(&to_timer_record(rec("t", 0, "m2"))).unwrap();
-            d.schedule(now - 10, a.physical_offset, a.size, now)
+            d.schedule(now - 10, a.physical_offset, a.size, a.queue_offset, now)
                 .unwrap();
-            d.schedule(now - 5, b.physical_offset, b.size, now).unwrap();
+            d.schedule(now - 5, b.physical_offset, b.size, b.queue_offset, now)
+                .unwrap();
             let (due, _) = d.take_due(now, 10).unwrap();
             assert_eq!(due.len(), 2);
             // The copy of the first entry is appended, then the process dies before commit.

@@ -73,6 +73,19 @@ impl BrokerGrpc {
         Arc::clone(&self.cell.read())
     }
 
+    /// Counters of delayed delivery of the broker instance calls go to now (a replica's count
+    /// the timers it follows; see [`crate::Broker::timer_stats`]).
+    pub fn timer_stats(&self) -> crate::TimerStats {
+        self.current().delays.stats()
+    }
+
+    /// Counters of transactional messages of the broker instance calls go to now (a
+    /// replica's `pending` counts the half messages it follows; see
+    /// [`crate::Broker::transaction_stats`]).
+    pub fn transaction_stats(&self) -> crate::TransactionStats {
+        self.current().transactions.stats()
+    }
+
     /// The broker a new call goes to: after waiting (bounded) for a role change in progress,
     /// so that a change is a pause for callers rather than a failure.
     pub(crate) async fn ready(&self) -> Arc<Inner> {

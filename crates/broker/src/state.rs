@@ -308,8 +308,17 @@ const MIN_PURGE_AT: usize = 65_536;
 
 impl Consumers {
     /// State restored from `records`; generations issued from now on carry `incarnation` in
-    /// their high 32 bits, so they never equal one issued before a crash.
+    /// their high 32 bits, so they never equal one issued before a crash. Records adopted from
+    /// another member (a promoted replica's) may carry that member's higher incarnation: the
+    /// one used is above every incarnation in `records` too.
     pub fn new(incarnation: u32, records: Vec<QueueRecord>) -> Self {
+        let adopted = records
+            .iter()
+            .flat_map(|r| r.inflight.iter())
+            .map(|(_, f)| (f.generation >> 32) as u32)
+            .max()
+            .map_or(0, |i| i.saturating_add(1));
+        let incarnation = incarnation.max(adopted);
         let c = Consumers {
             slots: RwLock::new(HashMap::new()),
             dirty: Mutex::new(Vec::new()),
@@ -556,6 +565,31 @@ mod tests {
         assert_eq!(c.purge_stale_timers(), MIN_PURGE_AT + 9);
         assert_eq!(c.timers.lock().len(), 1);
         assert_eq!(c.purge_stale_timers(), 0, "below the threshold now");
+    }
+
+    #[test]
+    fn given_records_adopted_from_a_later_incarnation_when_restored_should_issue_above_it() {
+        let adopted = InFlight {
+            generation: (9u64 << 32) | 5,
+            deadline_ms: 1,
+            visible_at_ms: 1,
+            attempts: 1,
+            dlq_pending: false,
+            group: 0,
+        };
+        let records = vec![QueueRecord {
+            key: QueueKey {
+                group: "g".into(),
+                topic: "t".into(),
+                queue_id: 0,
+            },
+            pop_offset: 3,
+            inflight: vec![(1, adopted)],
+        }];
+        let c = Consumers::new(2, records);
+        assert_eq!(c.incarnation(), 10);
+        assert!(c.next_generation() > adopted.generation);
+        assert_eq!(Consumers::new(12, Vec::new()).incarnation(), 12);
     }
 
     #[test]

@@ -22,6 +22,16 @@
 //! A commit appends the visible copy and its op in one batch, which the store keeps or drops
 //! as a whole: a commit is applied exactly once even if the broker dies in the middle.
 //!
+//! # Replicas and failover
+//! Half messages and ops are ordinary records of the replicated commitlog. A replica applies
+//! them as its log grows ([`Transactions::follow`]: the op queue first, then the half queue,
+//! which then holds every half message those ops name), so its pending set and check counts
+//! follow the master's. Its checkpoint is the oldest half message it holds pending, or the
+//! first one it has not read: it never claims resolved a half message whose final op it has
+//! not read. A promoted replica recovers from that checkpoint like any restart and checks
+//! every unresolved half message on the usual schedule (the next check is due one interval
+//! after the last CHECK op, or `transaction_timeout` after the send), with its count.
+//!
 //! # Transaction ids
 //! `"<broker_set>~" + base64url(25 bytes)`: version (1), half queue offset (i64 LE), commitlog
 //! offset (i64 LE), CRC32C of the message id, CRC32C of the 21 bytes before it.
@@ -244,6 +254,11 @@ struct Table {
     resolved: Resolved,
     /// Half-message appends running (the checkpoint waits for none).
     appending: usize,
+    /// Every half message below this queue offset is known: pending, or resolved by an op
+    /// this table has applied (or below the checkpoint). The checkpoint never passes it.
+    half_next: i64,
+    /// Where a replica's next read of the op queue starts.
+    op_next: i64,
 }
 
 /// Timing of checks.
@@ -315,12 +330,19 @@ impl Drop for AppendTicket<'_> {
     }
 }
 
-fn read_all(store: &MessageStore, topic: &str, from: i64, mut f: impl FnMut(i64, StoredMessage)) {
+/// Reads `topic`'s queue 0 from `from` to its end; returns the offset after the last entry
+/// read (where the next read resumes).
+fn read_all(
+    store: &MessageStore,
+    topic: &str,
+    from: i64,
+    mut f: impl FnMut(i64, StoredMessage),
+) -> i64 {
     let mut next = from.max(store.min_offset(topic, 0));
     loop {
         let entries = store.read_queue(topic, 0, next, 4096);
         let Some(last) = entries.last() else {
-            return;
+            return next;
         };
         next = last.queue_offset + 1;
         for e in entries {
@@ -330,6 +352,98 @@ fn read_all(store: &MessageStore, topic: &str, from: i64, mut f: impl FnMut(i64,
                     "transaction record unreadable; skipped"),
             }
         }
+    }
+}
+
+/// What the op records read in one pass say about the half messages they name.
+#[derive(Default)]
+struct OpsRead {
+    finals: HashMap<i64, Resolution>,
+    /// Highest check number and the store time of the latest check.
+    checks: HashMap<i64, (u32, i64)>,
+}
+
+impl OpsRead {
+    /// Reads the op queue from `from` to its end, keeping ops of half messages at or above
+    /// `half_low`; returns them and where the next read resumes.
+    fn read(store: &MessageStore, from: i64, half_low: i64) -> (OpsRead, i64) {
+        let mut ops = OpsRead::default();
+        let next = read_all(store, OP_TOPIC, from, |_, m| match Op::decode(&m.message) {
+            Some((half, _)) if half < half_low => {}
+            Some((half, Op::Final(r))) => {
+                ops.finals.insert(half, r);
+            }
+            Some((half, Op::Check(n))) => {
+                let c = ops.checks.entry(half).or_insert((0, 0));
+                *c = (c.0.max(n), c.1.max(m.store_timestamp));
+            }
+            None => tracing::warn!(
+                physical_offset = m.physical_offset,
+                "unknown transaction op record; skipped"
+            ),
+        });
+        (ops, next)
+    }
+}
+
+impl Table {
+    /// Applies the half messages of the half queue from `half_from` to its end and the ops
+    /// read before them (every op names a half message stored before it, so the half queue,
+    /// read after the ops, holds every half message they name). Half messages at or above
+    /// `half_from` without a final op become pending; finals of older ones resolve them.
+    /// Returns where the next read of the half queue resumes.
+    fn apply(
+        &mut self,
+        store: &MessageStore,
+        half_from: i64,
+        ops: &OpsRead,
+        policy: &CheckPolicy,
+        now_ms: i64,
+    ) -> i64 {
+        for (half, r) in &ops.finals {
+            if *half < half_from {
+                self.pending.remove(half);
+                self.resolved.insert(*half, *r);
+            }
+        }
+        for (half, (n, at)) in &ops.checks {
+            if let Some(p) = self.pending.get_mut(half)
+                && *n >= p.checks
+            {
+                p.checks = *n;
+                p.next_check_ms = (at + policy.interval_ms).max(now_ms);
+            }
+        }
+        read_all(store, HALF_TOPIC, half_from, |offset, m| {
+            if let Some(r) = ops.finals.get(&offset) {
+                self.resolved.insert(offset, *r);
+                return;
+            }
+            let Some(topic) = m.message.properties.system.get(SYS_REAL_TOPIC) else {
+                tracing::warn!(
+                    queue_offset = offset,
+                    "half message without a real topic; skipped"
+                );
+                return;
+            };
+            let (n, last_check) = ops.checks.get(&offset).copied().unwrap_or((0, 0));
+            let next_check_ms = if n == 0 {
+                m.store_timestamp + first_delay(&m.message, policy)
+            } else {
+                last_check + policy.interval_ms
+            };
+            self.pending.insert(
+                offset,
+                Pending {
+                    physical_offset: m.physical_offset,
+                    topic: topic.clone(),
+                    message_id: m.message.properties.message_id.clone(),
+                    checks: n,
+                    next_check_ms: next_check_ms.max(now_ms),
+                    busy: false,
+                },
+            );
+        })
     }
 }
 
@@ -353,57 +467,18 @@ impl Transactions {
             .first()
             .and_then(|e| store.read(e.physical_offset).ok())
             .map(|m| m.store_timestamp);
-        if let Some(ts) = first_ts {
-            let op_low = store.offset_by_time(OP_TOPIC, 0, ts.saturating_sub(OP_SCAN_SLACK_MS));
-            let mut finals: HashMap<i64, Resolution> = HashMap::new();
-            let mut checks: HashMap<i64, (u32, i64)> = HashMap::new();
-            read_all(store, OP_TOPIC, op_low, |_, m| {
-                match Op::decode(&m.message) {
-                    Some((half, _)) if half < half_low => {}
-                    Some((half, Op::Final(r))) => {
-                        finals.insert(half, r);
-                    }
-                    Some((half, Op::Check(n))) => {
-                        let c = checks.entry(half).or_insert((0, 0));
-                        *c = (c.0.max(n), c.1.max(m.store_timestamp));
-                    }
-                    None => tracing::warn!(
-                        physical_offset = m.physical_offset,
-                        "unknown transaction op record; skipped"
-                    ),
-                }
-            });
-            read_all(store, HALF_TOPIC, half_low, |offset, m| {
-                if let Some(r) = finals.get(&offset) {
-                    table.resolved.insert(offset, *r);
-                    return;
-                }
-                let Some(topic) = m.message.properties.system.get(SYS_REAL_TOPIC) else {
-                    tracing::warn!(
-                        queue_offset = offset,
-                        "half message without a real topic; skipped"
-                    );
-                    return;
-                };
-                let (n, last_check) = checks.get(&offset).copied().unwrap_or((0, 0));
-                let next_check_ms = if n == 0 {
-                    m.store_timestamp + first_delay(&m.message, &policy)
-                } else {
-                    last_check + policy.interval_ms
-                };
-                table.pending.insert(
-                    offset,
-                    Pending {
-                        physical_offset: m.physical_offset,
-                        topic: topic.clone(),
-                        message_id: m.message.properties.message_id.clone(),
-                        checks: n,
-                        next_check_ms: next_check_ms.max(now_ms),
-                        busy: false,
-                    },
-                );
-            });
-        }
+        let (ops, op_next) = match first_ts {
+            Some(ts) => OpsRead::read(
+                store,
+                store.offset_by_time(OP_TOPIC, 0, ts.saturating_sub(OP_SCAN_SLACK_MS)),
+                half_low,
+            ),
+            // No half message to resolve: every op stored so far is about older ones.
+            None => (OpsRead::default(), store.max_offset(OP_TOPIC, 0)),
+        };
+        let half_next = table.apply(store, half_low, &ops, &policy, now_ms);
+        table.half_next = half_next;
+        table.op_next = op_next;
         tracing::info!(
             broker_set,
             pending = table.pending.len(),
@@ -423,6 +498,24 @@ impl Transactions {
             discarded: AtomicU64::new(0),
             checks: AtomicU64::new(0),
         })
+    }
+
+    /// A replica's step (blocking): applies the half messages and op records its log gained
+    /// since the last step, so its pending set and checkpoint follow the master's. Only the
+    /// replica's own thread calls it (a replica appends nothing itself). Returns how many half
+    /// messages are pending.
+    pub fn follow(&self, store: &MessageStore, now_ms: i64) -> usize {
+        let (half_from, op_from) = {
+            let t = self.table.lock();
+            (t.half_next, t.op_next)
+        };
+        // Ops first: the half queue read after them holds every half message they name.
+        let (ops, op_next) = OpsRead::read(store, op_from, 0);
+        let mut t = self.table.lock();
+        let half_next = t.apply(store, half_from, &ops, &self.policy, now_ms);
+        t.half_next = half_next;
+        t.op_next = op_next;
+        t.pending.len()
     }
 
     pub fn stats(&self) -> TransactionStats {
@@ -458,7 +551,9 @@ impl Transactions {
             .cloned()
             .unwrap_or_default();
         let next_check_ms = now_ms + first_delay(rec, &self.policy);
-        self.table.lock().pending.insert(
+        let mut t = self.table.lock();
+        t.half_next = t.half_next.max(half_offset + 1);
+        t.pending.insert(
             half_offset,
             Pending {
                 physical_offset,
@@ -469,6 +564,7 @@ impl Transactions {
                 busy: false,
             },
         );
+        drop(t);
         if next_check_ms < self.next_wake.load(Ordering::Acquire) {
             self.wake.notify_one();
         }
@@ -777,18 +873,17 @@ impl Transactions {
     }
 
     /// Writes the low-water mark: every half message below it is resolved (blocking). Skipped
-    /// while a half-message append is running.
-    pub fn write_checkpoint(&self, store: &MessageStore) -> Result<(), BrokerError> {
+    /// while a half-message append is running. The mark is the oldest pending half message,
+    /// or the first half message this table has not seen (`half_next`): a replica's table
+    /// knows only what it has applied of the master's records, so the mark never claims a
+    /// half message resolved whose resolution it has not read.
+    pub fn write_checkpoint(&self) -> Result<(), BrokerError> {
         let low = {
             let t = self.table.lock();
             if t.appending > 0 {
                 return Ok(());
             }
-            match t.pending.keys().next() {
-                Some(k) => *k,
-                // Read under the lock: any later append gets an offset at or above it.
-                None => store.max_offset(HALF_TOPIC, 0),
-            }
+            t.pending.keys().next().copied().unwrap_or(t.half_next)
         };
         let tmp = self.checkpoint.with_extension("tmp");
         std::fs::write(&tmp, format!("half_low={low}\n"))

@@ -3,30 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::{Code, Message, MessageType};
 use common::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn delayed(id: &str, at_ms: i64) -> Message {
-    let mut m = msg("t", 0, id, None, &format!("body-{id}"));
-    let sp = m.system_properties.as_mut().unwrap();
-    sp.message_type = MessageType::Delay as i32;
-    sp.delivery_timestamp = Some(prost_types::Timestamp {
-        seconds: at_ms.div_euclid(1000),
-        nanos: (at_ms.rem_euclid(1000) * 1_000_000) as i32,
-    });
-    m
-}
 
 /// Pops until one message arrives; returns it with the wall clock (ms) of its arrival.
 async fn pop_one_timed(svc: &comet_broker::BrokerGrpc) -> (Message, i64) {

@@ -6,6 +6,10 @@
 //! stops leaves the sync-state set and sends fail with HA_NOT_AVAILABLE (min 2 in sync); it
 //! comes back, catches up and rejoins. Failover: the replica becomes master at the next epoch;
 //! the old master returns as a replica and cuts the tail it wrote alone.
+//!
+//! Timers and transactions: a replica follows the master's timer and transaction records, so
+//! a promoted replica delivers every pending delay message once and checks back every
+//! unresolved transaction with its check count carried over.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -16,12 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comet_broker::{ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationMode};
-use comet_proto::apache::rocketmq::v2::{Code, MessageQueue, PullMessageRequest};
+use comet_proto::apache::rocketmq::v2::{
+    Code, Message, MessageQueue, PullMessageRequest, TransactionResolution,
+};
 use comet_proto::comet::v1::broker_service_server::{BrokerService, BrokerServiceServer};
 use comet_proto::comet::v1::replication_service_server::ReplicationServiceServer;
 use comet_proto::comet::v1::{
-    AlterSyncStateSetRequest, BrokerMember, BrokerSet, ClusterMetadata, QueryMessageRequest,
-    query_message_request,
+    AlterSyncStateSetRequest, BrokerMember, BrokerSet, ClusterMetadata, PullMessageResponse,
+    QueryMessageRequest, query_message_request,
 };
 use common::*;
 use tokio::net::TcpListener;
@@ -134,6 +140,10 @@ async fn start_member(
 ) -> Member {
     let mut cfg = config(dir);
     cfg.broker_id = id;
+    // Transactions: first check 500 ms after the send, then every 2 s, at most 3 checks.
+    cfg.transaction_timeout = Duration::from_millis(500);
+    cfg.transaction_check_interval = Duration::from_secs(2);
+    cfg.transaction_max_checks = 3;
     cfg.advertised_addr = listener.local_addr().unwrap().to_string();
     let ha = HaBroker::start(
         cfg,
@@ -205,6 +215,27 @@ async fn has_message(m: &Member, id: &str) -> bool {
     code(&r.status) == Code::Ok
 }
 
+/// Up to 32 messages of queue 0 of `t` on `m` from `offset`, long-polling up to `wait` (a
+/// group that only pulls moves no offsets).
+async fn pull_page(m: &Member, offset: i64, wait: Duration) -> PullMessageResponse {
+    m.svc()
+        .pull_message(tonic::Request::new(PullMessageRequest {
+            group: res("ha-probe"),
+            message_queue: Some(MessageQueue {
+                topic: res("t"),
+                id: 0,
+                ..Default::default()
+            }),
+            offset,
+            batch_size: 32,
+            filter_expression: None,
+            long_polling_timeout: Some(wait.try_into().unwrap()),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Waits (bounded) until `m` serves message `id`. Each round long-polls PullMessage on queue 0
 /// of `t` from where the last round ended; the broker answers as soon as its store dispatches
 /// more of the queue (a record enters the index before its consume queue), so this wakes on
@@ -215,23 +246,7 @@ async fn wait_has(m: &Member, id: &str) {
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         assert!(!left.is_zero(), "{id} never arrived within {WAIT:?}");
-        let r = m
-            .svc()
-            .pull_message(tonic::Request::new(PullMessageRequest {
-                group: res("ha-probe"),
-                message_queue: Some(MessageQueue {
-                    topic: res("t"),
-                    id: 0,
-                    ..Default::default()
-                }),
-                offset,
-                batch_size: 32,
-                filter_expression: None,
-                long_polling_timeout: Some(left.try_into().unwrap()),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = pull_page(m, offset, left).await;
         if r.messages.iter().any(|msg| sp(msg).message_id == id) {
             break;
         }
@@ -427,5 +442,261 @@ async fn given_a_replicated_master_without_a_lease_when_sending_should_refuse_an
     assert_eq!(send_code(&a, "w").await, Code::HaNotAvailable);
     wait_has(&b, "z").await;
     a.stop(false).await;
+    b.stop(false).await;
+}
+
+/// Every message of queue 0 of `t` on `m`, in queue order (PullMessage from offset 0; moves
+/// no offsets).
+async fn pull_all(m: &Member) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let r = pull_page(m, offset, Duration::from_millis(1)).await;
+        if r.messages.is_empty() {
+            return out;
+        }
+        offset = r.next_offset;
+        out.extend(r.messages);
+    }
+}
+
+/// How many copies of message `id` `msgs` hold.
+fn copies(msgs: &[Message], id: &str) -> usize {
+    msgs.iter().filter(|m| sp(m).message_id == id).count()
+}
+
+fn ts_ms(t: &Option<prost_types::Timestamp>) -> i64 {
+    let t = t.as_ref().unwrap();
+    t.seconds * 1000 + i64::from(t.nanos / 1_000_000)
+}
+
+/// Waits (bounded by [`WAIT`]) until `probe` holds; stats live inside the broker and nothing
+/// signals their change, so this looks every few milliseconds.
+async fn wait_for<T: std::fmt::Debug>(
+    what: &str,
+    probe: impl Fn() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = probe();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: still {v:?} after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Starts a SYNC pair with `a` (0) master and `b` (1) in the sync-state set.
+async fn synced_pair(
+    p: &mut Option<Pair>,
+    lease: &watch::Receiver<Option<std::time::Instant>>,
+) -> (Member, Member) {
+    let Pair { la, lb, .. } = p.as_mut().unwrap();
+    let la = std::mem::replace(la, TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let lb = std::mem::replace(lb, TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let p = p.as_ref().unwrap();
+    let a = start_member(p.da.path(), 0, la, &p.ctl, lease).await;
+    let b = start_member(p.db.path(), 1, lb, &p.ctl, lease).await;
+    wait_role(&a, HaRole::Master, 1).await;
+    wait_role(&b, HaRole::Replica, 1).await;
+    wait_sss(&p.ctl, &[0, 1]).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_delay_messages_when_the_master_is_lost_should_deliver_each_once_from_the_replica() {
+    let mut pair = Some(Pair::bind().await);
+    let far = std::time::Instant::now() + Duration::from_secs(3600);
+    let (_lease_tx, lease) = watch::channel(Some(far));
+    let (a, b) = synced_pair(&mut pair, &lease).await;
+    let p = pair.unwrap();
+
+    // Due before the failover (delivered by the old master), during it (while the set has no
+    // master) and after it.
+    let t0 = now_ms();
+    let kinds = [
+        ("before", t0 + 300),
+        ("during", t0 + 3000),
+        ("after", t0 + 6000),
+    ];
+    for (kind, at) in kinds {
+        let msgs = (0..5)
+            .map(|i| delayed(&format!("{kind}-{i}"), at))
+            .collect();
+        let r = send(&a.svc(), msgs).await;
+        assert!(
+            r.entries.iter().all(|e| code(&e.status) == Code::Ok),
+            "{r:?}"
+        );
+    }
+    // The replica holds the 15 timers, then sees the first 5 delivered and lets them go.
+    wait_has(&b, "before-4").await;
+    let b_svc = b.svc();
+    wait_for(
+        "replica's pending timers",
+        || b_svc.timer_stats().pending,
+        |n| *n == 10,
+    )
+    .await;
+
+    // A restart of the replica loses and duplicates nothing.
+    b.stop(false).await;
+    let lb = TcpListener::bind(p.ab).await.unwrap();
+    let b = start_member(p.db.path(), 1, lb, &p.ctl, &lease).await;
+    wait_role(&b, HaRole::Replica, 1).await;
+    let b_svc = b.svc();
+    wait_for(
+        "restarted replica's pending timers",
+        || b_svc.timer_stats().pending,
+        |n| *n == 10,
+    )
+    .await;
+
+    // The master dies for good; the "during" timers come due while the set has no master.
+    a.stop(true).await;
+    let during_due = t0 + 3000;
+    let wall = std::time::Duration::from_millis((during_due + 50 - now_ms()).max(0) as u64);
+    // The wall clock passing the due time is the state waited for.
+    tokio::time::sleep(wall).await;
+    elect(&p.ctl, 1, 2, 0);
+    wait_role(&b, HaRole::Master, 2).await;
+    let promoted = now_ms();
+
+    let stats = wait_for(
+        "new master's timers",
+        || b_svc.timer_stats(),
+        |s| s.pending == 0 && s.delivered == 10,
+    )
+    .await;
+    assert_eq!((stats.delivered, stats.lost), (10, 0), "{stats:?}");
+    let got = pull_all(&b).await;
+    for (kind, due) in kinds {
+        for i in 0..5 {
+            let id = format!("{kind}-{i}");
+            assert_eq!(copies(&got, &id), 1, "{id}: delivered exactly once");
+            let m = got.iter().find(|m| sp(m).message_id == id).unwrap();
+            let stored = ts_ms(&sp(m).store_timestamp);
+            assert!(stored >= due, "{id} delivered {} ms early", due - stored);
+            // Late by at most the failover plus the timer's precision (and a test's slack).
+            let bound = due.max(promoted) + 1000;
+            assert!(
+                stored <= bound,
+                "{id} delivered {} ms late",
+                stored - due.max(promoted)
+            );
+        }
+    }
+    b.stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_unresolved_transactions_when_the_master_is_lost_should_be_checked_by_the_new_master()
+{
+    let mut pair = Some(Pair::bind().await);
+    let far = std::time::Instant::now() + Duration::from_secs(3600);
+    let (_lease_tx, lease) = watch::channel(Some(far));
+    let (a, b) = synced_pair(&mut pair, &lease).await;
+    let p = pair.unwrap();
+    let mut checks_a = watch(&a.svc()).await;
+
+    let mut tx = std::collections::HashMap::new();
+    for id in ["resolved", "commit-me", "rollback-me", "counted"] {
+        let r = send(&a.svc(), vec![tx_msg(id)]).await;
+        assert_eq!(code(&r.entries[0].status), Code::Ok, "{r:?}");
+        tx.insert(id, r.entries[0].transaction_id.clone());
+    }
+    let (c, m) = end(
+        &a.svc(),
+        "t",
+        "resolved",
+        &tx["resolved"],
+        TransactionResolution::Commit,
+    )
+    .await;
+    assert_eq!(c, Code::Ok, "{m}");
+    // The old master checks the other three twice (answered "unknown": nothing).
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    let unresolved = ["commit-me", "rollback-me", "counted"];
+    while unresolved
+        .iter()
+        .any(|id| seen.get(&tx[id]).copied().unwrap_or(0) < 2)
+    {
+        *seen
+            .entry(next_check(&mut checks_a, WAIT).await.transaction_id)
+            .or_default() += 1;
+    }
+    // A SYNC send acknowledged after the checks: the replica holds their op records.
+    assert_eq!(send_code(&a, "fence").await, Code::Ok);
+    assert!(
+        !seen.contains_key(&tx["resolved"]),
+        "a resolved transaction was checked"
+    );
+    // The replica follows: three pending, and the commit's copy.
+    let b_svc = b.svc();
+    wait_for(
+        "replica's pending transactions",
+        || b_svc.transaction_stats().pending,
+        |n| *n == 3,
+    )
+    .await;
+    wait_has(&b, "resolved").await;
+
+    // The master dies for good right after the second checks; the replica is elected.
+    a.stop(true).await;
+    elect(&p.ctl, 1, 2, 0);
+    wait_role(&b, HaRole::Master, 2).await;
+    let mut checks_b = watch(&b.svc()).await;
+    assert_eq!(b_svc.transaction_stats().pending, 3);
+
+    // Third (last) checks come from the new master; the checker answers two of them.
+    let mut third = std::collections::HashSet::new();
+    while third.len() < 3 {
+        let id = next_check(&mut checks_b, WAIT).await.transaction_id;
+        assert_ne!(id, tx["resolved"], "a resolved transaction was checked");
+        assert!(
+            third.insert(id.clone()),
+            "checked again before the others: {id}"
+        );
+        if id == tx["commit-me"] {
+            let (c, m) = end(&b_svc, "t", "commit-me", &id, TransactionResolution::Commit).await;
+            // Alone in its sync-state set (min 2) the new master stores the resolution but
+            // cannot confirm its replication.
+            assert!(matches!(c, Code::Ok | Code::HaNotAvailable), "{c:?}: {m}");
+        } else if id == tx["rollback-me"] {
+            let (c, m) = end(
+                &b_svc,
+                "t",
+                "rollback-me",
+                &id,
+                TransactionResolution::Rollback,
+            )
+            .await;
+            assert!(matches!(c, Code::Ok | Code::HaNotAvailable), "{c:?}: {m}");
+        }
+    }
+    // "counted" had its 3 checks (2 + 1): it is discarded, not checked a fourth time.
+    let stats = wait_for(
+        "new master's transactions",
+        || b_svc.transaction_stats(),
+        |s| s.pending == 0,
+    )
+    .await;
+    assert_eq!(
+        (stats.committed, stats.rolled_back, stats.discarded),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.checks, 3, "{stats:?}");
+    let got = pull_all(&b).await;
+    assert_eq!(copies(&got, "resolved"), 1);
+    assert_eq!(copies(&got, "commit-me"), 1);
+    assert_eq!(copies(&got, "rollback-me"), 0);
+    assert_eq!(copies(&got, "counted"), 0);
+    drop(checks_a);
     b.stop(false).await;
 }

@@ -6,21 +6,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use comet_broker::{BrokerConfig, BrokerGrpc};
-use comet_proto::apache::rocketmq::v2::{
-    Code, EndTransactionRequest, Message, MessageType, TransactionResolution, TransactionSource,
-};
-use comet_proto::comet::v1::broker_service_server::BrokerService;
-use comet_proto::comet::v1::{TransactionCheck, WatchTransactionChecksRequest};
+use comet_proto::apache::rocketmq::v2::{Code, MessageType, TransactionResolution};
 use common::*;
 use futures::StreamExt as _;
 
 const LIMIT: Duration = Duration::from_secs(15);
-
-fn tx_msg(id: &str) -> Message {
-    let mut m = msg("t", 0, id, Some("tx-tag"), &format!("body-{id}"));
-    m.system_properties.as_mut().unwrap().message_type = MessageType::Transaction as i32;
-    m
-}
 
 /// Sends one transactional message; returns its transaction id.
 async fn send_half(svc: &BrokerGrpc, id: &str) -> String {
@@ -29,29 +19,6 @@ async fn send_half(svc: &BrokerGrpc, id: &str) -> String {
     let tx = r.entries[0].transaction_id.clone();
     assert!(tx.starts_with("broker-a~"), "{tx}");
     tx
-}
-
-async fn end(
-    svc: &BrokerGrpc,
-    topic: &str,
-    message_id: &str,
-    tx: &str,
-    resolution: TransactionResolution,
-) -> (Code, String) {
-    let r = svc
-        .end_transaction(tonic::Request::new(EndTransactionRequest {
-            topic: res(topic),
-            message_id: message_id.into(),
-            transaction_id: tx.into(),
-            resolution: resolution as i32,
-            source: TransactionSource::SourceClient as i32,
-            trace_context: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let s = r.status.unwrap();
-    (Code::try_from(s.code).unwrap(), s.message)
 }
 
 async fn nothing_visible(svc: &BrokerGrpc) {
@@ -72,23 +39,6 @@ fn checking(dir: &std::path::Path, timeout_ms: u64, interval_ms: u64, max: u32) 
     cfg.transaction_check_interval = Duration::from_millis(interval_ms);
     cfg.transaction_max_checks = max;
     cfg
-}
-
-async fn watch(svc: &BrokerGrpc) -> comet_broker::TransactionCheckStream {
-    svc.watch_transaction_checks(tonic::Request::new(WatchTransactionChecksRequest {
-        proxy_id: "test-proxy".into(),
-    }))
-    .await
-    .unwrap()
-    .into_inner()
-}
-
-async fn next_check(s: &mut comet_broker::TransactionCheckStream) -> TransactionCheck {
-    tokio::time::timeout(LIMIT, s.next())
-        .await
-        .expect("a check in time")
-        .expect("stream open")
-        .unwrap()
 }
 
 #[tokio::test]
@@ -171,7 +121,7 @@ async fn given_unresolved_half_when_checked_should_ask_watchers_and_commit_on_th
     let mut checks = watch(&n.svc).await;
     let sent = Instant::now();
     let tx = send_half(&n.svc, "k1").await;
-    let c = next_check(&mut checks).await;
+    let c = next_check(&mut checks, LIMIT).await;
     assert!(
         sent.elapsed() >= Duration::from_millis(250),
         "{:?}",
@@ -189,7 +139,7 @@ async fn given_unresolved_half_when_checked_should_ask_watchers_and_commit_on_th
     // "Unknown": asked again one interval later.
     let (code_, _) = end(&n.svc, "t", "k1", &tx, TransactionResolution::Unspecified).await;
     assert_eq!(code_, Code::Ok);
-    let again = next_check(&mut checks).await;
+    let again = next_check(&mut checks, LIMIT).await;
     assert_eq!(again.transaction_id, tx);
     let (code_, _) = end(&n.svc, "t", "k1", &tx, TransactionResolution::Commit).await;
     assert_eq!(code_, Code::Ok);
@@ -209,8 +159,8 @@ async fn given_checks_exhausted_when_unresolved_should_discard_and_record() {
     .await;
     let mut checks = watch(&n.svc).await;
     let tx = send_half(&n.svc, "d1").await;
-    assert_eq!(next_check(&mut checks).await.transaction_id, tx);
-    assert_eq!(next_check(&mut checks).await.transaction_id, tx);
+    assert_eq!(next_check(&mut checks, LIMIT).await.transaction_id, tx);
+    assert_eq!(next_check(&mut checks, LIMIT).await.transaction_id, tx);
     let deadline = Instant::now() + LIMIT;
     while n.broker.transaction_stats().discarded == 0 {
         assert!(Instant::now() < deadline, "discarded in time");
@@ -251,7 +201,7 @@ async fn given_restart_when_halves_are_pending_should_keep_them_and_their_check_
     let rolled = send_half(&n.svc, "p3").await;
     // p2 is checked once before the restart.
     loop {
-        if next_check(&mut checks).await.transaction_id == open_tx {
+        if next_check(&mut checks, LIMIT).await.transaction_id == open_tx {
             break;
         }
     }

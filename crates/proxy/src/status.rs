@@ -88,6 +88,12 @@ pub(crate) fn from_broker_call(err: &tonic::Status, broker_set: &str) -> Failure
         // The connection broke mid-call (the broker died): tonic reports UNKNOWN with the
         // transport error as its source. A status the broker itself sent has no source.
         tonic::Code::Unknown if std::error::Error::source(err).is_some() => Code::HaNotAvailable,
+        // tonic reports its own deadline (the caller's `grpc-timeout`) as CANCELLED caused by
+        // `TimeoutExpired`, and a call whose connection closed under it (the broker was killed,
+        // a partition was cut) as CANCELLED caused by hyper: neither is the broker's fault,
+        // and both succeed on retry once the routes name the set's next master.
+        tonic::Code::Cancelled if deadline_passed(err) => Code::ProxyTimeout,
+        tonic::Code::Cancelled => Code::HaNotAvailable,
         _ => Code::InternalServerError,
     };
     Failure::new(
@@ -98,6 +104,18 @@ pub(crate) fn from_broker_call(err: &tonic::Status, broker_set: &str) -> Failure
             err.code()
         ),
     )
+}
+
+/// Whether tonic gave up on the call because its deadline passed.
+fn deadline_passed(err: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(err);
+    while let Some(e) = cause {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// A broker call that did not answer before the proxy's deadline.
@@ -244,7 +262,7 @@ mod tests {
             (tonic::Code::Unavailable, Code::HaNotAvailable),
             (tonic::Code::Internal, Code::InternalServerError),
             (tonic::Code::Unknown, Code::InternalServerError),
-            (tonic::Code::Cancelled, Code::InternalServerError),
+            (tonic::Code::Cancelled, Code::HaNotAvailable),
         ];
         for (grpc, expected) in table {
             let f = from_broker_call(&tonic::Status::new(grpc, "boom"), "bs-a");
@@ -275,6 +293,22 @@ mod tests {
         assert_eq!(
             from_broker_call(&sent, "bs-a").code,
             Code::InternalServerError
+        );
+    }
+
+    #[test]
+    fn given_a_call_tonic_cancelled_when_mapped_should_be_a_timeout_or_a_retryable_failover() {
+        let timed_out = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(timed_out.code(), tonic::Code::Cancelled);
+        assert_eq!(
+            from_broker_call(&timed_out, "bs-a").code,
+            Code::ProxyTimeout
+        );
+        // hyper's "operation was canceled": the connection closed under the call.
+        let dropped = tonic::Status::cancelled("operation was canceled");
+        assert_eq!(
+            from_broker_call(&dropped, "bs-a").code,
+            Code::HaNotAvailable
         );
     }
 

@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::broker::{StorePrep, blocking};
+use crate::ha::consumer_sync;
 use crate::ha::role::{LogShape, StartAction, start_action};
 use crate::service::BrokerGrpc;
-use crate::state::QueueKey;
 
 /// Largest replication message (a chunk holds at least one whole batch, up to the record limit).
 const MAX_FRAME: usize = 256 << 20;
@@ -207,23 +207,14 @@ async fn follow_once(f: &Follow, channel: Channel) -> Ended {
                 }
             }
             Some(pb::replication_frame::Frame::ConsumerOffsets(o)) => {
-                let offsets = o
-                    .offsets
-                    .into_iter()
-                    .map(|x| {
-                        (
-                            QueueKey {
-                                group: x.group,
-                                topic: x.topic,
-                                queue_id: x.queue_id,
-                            },
-                            x.offset,
-                        )
-                    })
-                    .collect();
-                let changed = inner.adopt_consumer_offsets(offsets);
+                let decoded = consumer_sync::decode(o);
+                for (key, why) in &decoded.rejected {
+                    tracing::warn!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
+                        reason = why, "ignoring the master's state of a queue");
+                }
+                let changed = inner.adopt_consumer_state(decoded.records);
                 if changed > 0 {
-                    tracing::debug!(queues = changed, "adopted the master's consume offsets");
+                    tracing::debug!(queues = changed, "adopted the master's consumer state");
                 }
             }
             None => {}

@@ -26,7 +26,8 @@
 //!   their store verifies record by record and dispatches. They confirm every chunk; the
 //!   master's `tracker::Tracker` turns confirmations into the SYNC watermark and into
 //!   sync-state-set changes, which it asks the controller for (`AlterSyncStateSet`, fenced
-//!   by epoch). Replicas also adopt the master's consume offsets periodically.
+//!   by epoch). Replicas also adopt the master's consumer state (pop positions and entries in
+//!   flight) every `consumer_offsets_interval` (`consumer_sync`).
 //! - **Ack contract.** ASYNC: a send is acknowledged once the master wrote it (per its flush
 //!   policy); a failover may lose what the replicas had not copied yet. SYNC: a send is
 //!   acknowledged only once every member of the sync-state set holds it, and elections pick
@@ -35,6 +36,7 @@
 //!   not confirm within `sync_timeout`, with SLAVE_PERSISTENCE_TIMEOUT (the message is stored
 //!   on the master and may still replicate: outcome unknown, a retry may duplicate it).
 
+mod consumer_sync;
 mod follower;
 pub(crate) mod role;
 mod service;

@@ -22,8 +22,8 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::broker::{EngineRole, Inner, blocking};
-use crate::ha::HaConfig;
 use crate::ha::tracker::Tracker;
+use crate::ha::{HaConfig, consumer_sync};
 use crate::service::BrokerGrpc;
 
 /// The stream of frames a master sends one replica.
@@ -204,18 +204,8 @@ async fn stream_log(
         let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
         if Instant::now() >= offsets_due {
             offsets_due = Instant::now() + cfg.consumer_offsets_interval;
-            let offsets = inner
-                .consumer_offsets()
-                .into_iter()
-                .map(|(k, offset)| pb::ConsumerOffset {
-                    group: k.group,
-                    topic: k.topic,
-                    queue_id: k.queue_id,
-                    offset,
-                })
-                .collect();
             let f = frame(pb::replication_frame::Frame::ConsumerOffsets(
-                pb::ConsumerOffsets { offsets },
+                consumer_sync::encode(inner.consumer_records()),
             ));
             if tx.send(f).await.is_err() {
                 return Ok(());

@@ -9,11 +9,15 @@ use std::time::{Duration, Instant};
 use comet_broker::{Broker, BrokerConfig, BrokerGrpc};
 use comet_proto::apache::rocketmq::v2::{
     AckMessageEntry, AckMessageRequest, ChangeInvisibleDurationRequest,
-    ChangeInvisibleDurationResponse, Code, FilterExpression, FilterType, Message, MessageQueue,
-    ReceiveMessageRequest, Resource, SendMessageRequest, SendMessageResponse, SystemProperties,
+    ChangeInvisibleDurationResponse, Code, EndTransactionRequest, FilterExpression, FilterType,
+    Message, MessageQueue, MessageType, ReceiveMessageRequest, Resource, SendMessageRequest,
+    SendMessageResponse, SystemProperties, TransactionResolution, TransactionSource,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
-use comet_proto::comet::v1::{ClusterMetadata, Group, PopMessageResponse, QueuePlacement, Topic};
+use comet_proto::comet::v1::{
+    ClusterMetadata, Group, PopMessageResponse, QueuePlacement, Topic, TransactionCheck,
+    WatchTransactionChecksRequest,
+};
 use comet_store::{DiskStats, DiskUsage};
 use tokio::sync::watch;
 
@@ -256,4 +260,78 @@ pub async fn change(
     .await
     .unwrap()
     .into_inner()
+}
+
+/// The wall clock in ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A DELAY message for queue 0 of `t`, due at `at_ms`.
+pub fn delayed(id: &str, at_ms: i64) -> Message {
+    let mut m = msg("t", 0, id, None, &format!("body-{id}"));
+    let sp = m.system_properties.as_mut().unwrap();
+    sp.message_type = MessageType::Delay as i32;
+    sp.delivery_timestamp = Some(prost_types::Timestamp {
+        seconds: at_ms.div_euclid(1000),
+        nanos: (at_ms.rem_euclid(1000) * 1_000_000) as i32,
+    });
+    m
+}
+
+/// A TRANSACTION message for queue 0 of `t`.
+pub fn tx_msg(id: &str) -> Message {
+    let mut m = msg("t", 0, id, Some("tx-tag"), &format!("body-{id}"));
+    m.system_properties.as_mut().unwrap().message_type = MessageType::Transaction as i32;
+    m
+}
+
+/// EndTransaction from a client; returns the answer's code and message.
+pub async fn end(
+    svc: &BrokerGrpc,
+    topic: &str,
+    message_id: &str,
+    tx: &str,
+    resolution: TransactionResolution,
+) -> (Code, String) {
+    let r = svc
+        .end_transaction(tonic::Request::new(EndTransactionRequest {
+            topic: res(topic),
+            message_id: message_id.into(),
+            transaction_id: tx.into(),
+            resolution: resolution as i32,
+            source: TransactionSource::SourceClient as i32,
+            trace_context: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let s = r.status.unwrap();
+    (Code::try_from(s.code).unwrap(), s.message)
+}
+
+/// Opens a transaction-check stream on `svc`, as a proxy does.
+pub async fn watch(svc: &BrokerGrpc) -> comet_broker::TransactionCheckStream {
+    svc.watch_transaction_checks(tonic::Request::new(WatchTransactionChecksRequest {
+        proxy_id: "test-proxy".into(),
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// The next check on `s`, within `limit`.
+pub async fn next_check(
+    s: &mut comet_broker::TransactionCheckStream,
+    limit: Duration,
+) -> TransactionCheck {
+    use futures::StreamExt as _;
+    tokio::time::timeout(limit, s.next())
+        .await
+        .expect("a check in time")
+        .expect("stream open")
+        .unwrap()
 }

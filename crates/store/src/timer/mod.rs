@@ -67,7 +67,11 @@
 //! id (`origin`, in copies only), the payload and a CRC32C (layout in `record.rs`). The
 //! checkpoint (two alternating copies, each with a CRC; layout in `wheel.rs`) holds the commit
 //! key `K`, the clock, the flushed log position `F`, the *roll claim* `R` ("every edge record
-//! filed under a period `<= R` has been rolled, and its copy synced") and the retention boundary.
+//! filed under a period `<= R` has been rolled, and its copy synced"), the retention boundary
+//! and the *cookie end* (one past the largest payload cookie scheduled below `F`; recovery raises
+//! it over the tail). A caller that keeps a sequence number in the cookie and schedules in its
+//! order reads from [`TimerStore::cookie_end`] where to resume after any stop: the broker keeps
+//! the timer queue offset of the delayed message there and rebuilds the wheel from its log.
 //!
 //! # Durability and recovery
 //!

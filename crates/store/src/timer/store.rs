@@ -123,6 +123,9 @@ struct Durable {
     flushed_pos: i64,
     loaded_period: i64,
     scan_low: i64,
+    /// One past the largest cookie scheduled below `flushed_pos`; `None`: unknown (an older
+    /// store).
+    cookie_end: Option<u64>,
 }
 
 /// Everything a flush captures under the lock and then writes without it.
@@ -167,6 +170,8 @@ struct State {
     max_filed_period: i64,
     ck_seq: u64,
     warned_blocked_at: i64,
+    /// One past the largest cookie scheduled so far (see [`TimerStore::cookie_end`]).
+    cookie_end: Option<u64>,
 }
 
 impl TimerStore {
@@ -201,6 +206,7 @@ impl TimerStore {
                 flushed_pos: 0,
                 durable_loaded_period: geo.period(now_ms) - 1,
                 scan_low: 0,
+                cookie_end: Some(0),
             };
             WheelFile::create(&wheel_path, &cfg, &initial)?;
             info!(dir = %dir.display(), slot_ms = cfg.slot_ms, wheel_slots = cfg.wheel_slots,
@@ -244,8 +250,23 @@ impl TimerStore {
         st.clock = st.clock.max(now_ms);
         let due = deliver_at_ms.max(st.clock);
         let filed = st.file(due, payload, 0, NONE);
+        if filed.is_ok() {
+            let end = payload.cookie.saturating_add(1);
+            st.cookie_end = Some(st.cookie_end.map_or(end, |c| c.max(end)));
+        }
         st.write_checkpoint_if_due(&self.wheel_file);
         filed.map(|_| ())
+    }
+
+    /// One past the largest [`TimerPayload::cookie`] of any timer scheduled so far (0 when
+    /// none was), as durable as the schedules themselves: after a restart it covers every
+    /// timer the store recovered. A caller that schedules in the order of a sequence number
+    /// it keeps in the cookie learns from it where to resume.
+    ///
+    /// `None` for a store written by a version that did not keep this mark, until the first
+    /// schedule after the upgrade.
+    pub fn cookie_end(&self) -> Option<u64> {
+        self.state.lock().cookie_end
     }
 
     /// Returns up to `max` due entries (`deliver_at_ms <= now_ms`), in `(deliver_at_ms,
@@ -432,6 +453,7 @@ impl State {
                 flushed_pos: ck.flushed_pos,
                 loaded_period: ck.durable_loaded_period,
                 scan_low: ck.scan_low,
+                cookie_end: ck.cookie_end,
             },
             ck_dirty: false,
             ck_write_due: false,
@@ -439,6 +461,7 @@ impl State {
             max_filed_period: i64::MIN,
             ck_seq: ck.seq,
             warned_blocked_at: i64::MIN,
+            cookie_end: ck.cookie_end,
         };
 
         // 1. Stable slots: trust those whose newest record is intact and of the slot's period.
@@ -501,6 +524,11 @@ impl State {
         }
         for (_, rec) in &tail {
             max_period = max_period.max(Some(rec.period));
+            // A store that predates the mark holds only cookies of 0, which say nothing.
+            let end = rec.payload.cookie.saturating_add(1);
+            if st.cookie_end.is_some() || rec.payload.cookie > 0 {
+                st.cookie_end = Some(st.cookie_end.map_or(end, |c| c.max(end)));
+            }
         }
 
         // 3. Where processing resumes: early enough to reload every uncommitted period and
@@ -847,6 +875,7 @@ impl State {
             flushed_pos: self.durable.flushed_pos,
             durable_loaded_period: self.durable.loaded_period,
             scan_low: self.durable.scan_low,
+            cookie_end: self.durable.cookie_end,
         });
     }
 
@@ -859,6 +888,7 @@ impl State {
             // rolls of every period up to it are on disk) stays true.
             loaded_period: self.durable.loaded_period.max(self.loaded),
             scan_low: self.live_low(end),
+            cookie_end: self.cookie_end,
         };
         let ranges = self.log.sync_ranges(self.durable.flushed_pos, end);
         let dirty = self.wheel.take_dirty();

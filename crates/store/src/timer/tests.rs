@@ -232,6 +232,54 @@ fn given_pending_timers_when_reopened_should_deliver_them() {
 }
 
 #[test]
+fn given_cookies_scheduled_when_reopened_after_a_crash_or_power_loss_should_report_their_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wheel = dir.path().join("wheel");
+    let seg0 = segment(dir.path(), 0);
+    let read = |p: &Path| std::fs::read(p).expect("read");
+    let at_flush = {
+        let store = open(dir.path(), &small(), T0);
+        assert_eq!(
+            store.cookie_end(),
+            Some(0),
+            "a new store has scheduled nothing"
+        );
+        for id in [3u64, 9, 4] {
+            store
+                .schedule(T0 + 5 * SEC, payload(id), T0)
+                .expect("schedule");
+        }
+        assert_eq!(store.cookie_end(), Some(10));
+        store.flush().expect("flush");
+        let snapshot = (read(&wheel), read(&seg0));
+        // Unflushed: survives a process crash (the page cache), not a power loss.
+        store
+            .schedule(T0 + 5 * SEC, payload(20), T0)
+            .expect("schedule");
+        // A delivered, committed timer still counts.
+        let due = poll(&store, T0 + 5 * SEC);
+        commit_all(&store, &due);
+        snapshot
+    };
+    let store = open(dir.path(), &small(), T0 + SEC);
+    assert_eq!(
+        store.cookie_end(),
+        Some(21),
+        "the unflushed tail is recovered"
+    );
+    drop(store);
+    std::fs::write(&wheel, &at_flush.0).expect("write");
+    std::fs::write(&seg0, &at_flush.1).expect("write");
+    let store = open(dir.path(), &small(), T0 + SEC);
+    assert_eq!(
+        store.cookie_end(),
+        Some(10),
+        "only what the flush made durable"
+    );
+    assert_eq!(ids(&poll(&store, T0 + 5 * SEC)), vec![3, 9, 4]);
+}
+
+#[test]
 fn given_delivered_entries_when_reopened_should_redeliver_only_uncommitted_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     {

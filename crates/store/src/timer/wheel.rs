@@ -5,10 +5,13 @@
 //!  byte 0        128            256            384      512
 //!  ├─────────────┼──────────────┼──────────────┼────────┼──────────────────────────────────┤
 //!  │ header      │ checkpoint A │ checkpoint B │ unused │ slot 0 │ slot 1 │ ... │ slot N-1 │
-//!  │ magic, geo- │ 7 words +    │ 7 words +    │        │ 4 words each:                    │
+//!  │ magic, geo- │ 8 words +    │ 8 words +    │        │ 4 words each:                    │
 //!  │ metry       │ crc word     │ crc word     │        │ last+1, first+1, count, period   │
 //!  └─────────────┴──────────────┴──────────────┴────────┴──────────────────────────────────┘
 //! ```
+//!
+//! A checkpoint copy written before the cookie mark existed has 7 data words and its crc in the
+//! eighth word; it still reads, with the mark unknown (see [`Checkpoint::cookie_end`]).
 //!
 //! The stable slots are written only by `flush`, after the log records they point at have been
 //! synced, so a stable slot never points at a record that can be lost. The live slots change
@@ -27,7 +30,11 @@ const MAGIC: u64 = u64::from_le_bytes(*b"CMTWHEL1");
 const HEADER_WORDS: usize = 4;
 const CHECKPOINT_AT: [usize; 2] = [128, 256];
 /// Data words of a checkpoint copy; the crc word follows them.
-const CK_WORDS: usize = 7;
+const CK_WORDS: usize = 8;
+/// Data words of a checkpoint copy written before `cookie_end` existed.
+const OLD_CK_WORDS: usize = 7;
+/// `cookie_end` of a checkpoint that does not know it.
+const COOKIE_UNKNOWN: u64 = u64::MAX;
 const SLOTS_AT: usize = 512;
 const SLOT_BYTES: usize = 32;
 const PAGE: usize = 4096;
@@ -52,6 +59,9 @@ pub(crate) struct Checkpoint {
     pub(crate) durable_loaded_period: i64,
     /// No record a restart may need lies below this position (retention boundary).
     pub(crate) scan_low: i64,
+    /// One past the largest payload cookie of any timer scheduled below `flushed_pos` (0 when
+    /// none); `None` in a store whose checkpoint predates this mark.
+    pub(crate) cookie_end: Option<u64>,
 }
 
 impl Checkpoint {
@@ -64,10 +74,11 @@ impl Checkpoint {
             self.flushed_pos as u64,
             self.durable_loaded_period as u64,
             self.scan_low as u64,
+            self.cookie_end.unwrap_or(COOKIE_UNKNOWN),
         ]
     }
 
-    fn from_words(w: &[u64; CK_WORDS]) -> Self {
+    fn from_words(w: &[u64]) -> Self {
         Checkpoint {
             seq: w[0],
             committed_due: w[1] as i64,
@@ -76,16 +87,16 @@ impl Checkpoint {
             flushed_pos: w[4] as i64,
             durable_loaded_period: w[5] as i64,
             scan_low: w[6] as i64,
+            cookie_end: w.get(7).copied().filter(|c| *c != COOKIE_UNKNOWN),
         }
     }
 }
 
-fn checkpoint_crc(words: &[u64; CK_WORDS]) -> u64 {
-    let mut bytes = [0u8; CK_WORDS * 8];
-    for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
-        chunk.copy_from_slice(&w.to_le_bytes());
-    }
-    u64::from(crc32c::crc32c(&bytes))
+fn checkpoint_crc(words: &[u64]) -> u64 {
+    let crc = words
+        .iter()
+        .fold(0, |crc, w| crc32c::crc32c_append(crc, &w.to_le_bytes()));
+    u64::from(crc)
 }
 
 /// One slot of the wheel: the chain of records filed under one period.
@@ -317,15 +328,18 @@ impl WheelFile {
     pub(crate) fn read_checkpoint(&self) -> Result<Checkpoint> {
         let mut best: Option<Checkpoint> = None;
         for at in CHECKPOINT_AT {
-            let mut words = [0u64; CK_WORDS];
+            let mut words = [0u64; CK_WORDS + 1];
             for (i, w) in words.iter_mut().enumerate() {
                 *w = self.word(at + i * 8).load(Ordering::Acquire);
             }
-            let crc = self.word(at + CK_WORDS * 8).load(Ordering::Acquire);
-            if words[0] == 0 || crc != checkpoint_crc(&words) {
+            // The current layout, else the one without `cookie_end`.
+            let Some(n) = [CK_WORDS, OLD_CK_WORDS]
+                .into_iter()
+                .find(|&n| words[0] != 0 && words[n] == checkpoint_crc(&words[..n]))
+            else {
                 continue;
-            }
-            let ck = Checkpoint::from_words(&words);
+            };
+            let ck = Checkpoint::from_words(&words[..n]);
             if best.is_none_or(|b| ck.seq > b.seq) {
                 best = Some(ck);
             }
@@ -346,6 +360,10 @@ impl WheelFile {
         // The crc word is invalidated first and written last, so a torn write never passes.
         let crc_word = self.word(at + CK_WORDS * 8);
         crc_word.store(u64::MAX, Ordering::Release);
+        // Where the old layout keeps its crc: invalid too until the copy is whole (a crc is
+        // 32 bits, so no data word of the old layout can match this value).
+        self.word(at + OLD_CK_WORDS * 8)
+            .store(u64::MAX, Ordering::Release);
         for (i, w) in words.iter().enumerate() {
             self.word(at + i * 8).store(*w, Ordering::Release);
         }
@@ -403,6 +421,7 @@ mod tests {
             flushed_pos: 640,
             durable_loaded_period: -1,
             scan_low: 64,
+            cookie_end: Some(7),
         }
     }
 
@@ -428,6 +447,37 @@ mod tests {
             .word(CHECKPOINT_AT[1] + 8)
             .store(99, Ordering::Release);
         assert_eq!(wheel.read_checkpoint().expect("ck"), ck(2));
+    }
+
+    #[test]
+    fn given_a_checkpoint_of_the_old_layout_when_read_should_load_with_the_cookie_mark_unknown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wheel");
+        WheelFile::create(&path, &cfg(), &ck(1)).expect("create");
+        let wheel = WheelFile::open(&path, &cfg()).expect("open");
+        // What an older version wrote: 7 data words, the crc in the eighth, over copy A.
+        let old = ck(4);
+        let words = old.words();
+        let at = CHECKPOINT_AT[0];
+        for (i, w) in words[..OLD_CK_WORDS].iter().enumerate() {
+            wheel.word(at + i * 8).store(*w, Ordering::Release);
+        }
+        let crc = checkpoint_crc(&words[..OLD_CK_WORDS]);
+        wheel
+            .word(at + OLD_CK_WORDS * 8)
+            .store(crc, Ordering::Release);
+        wheel.word(at + CK_WORDS * 8).store(0, Ordering::Release);
+        let read = wheel.read_checkpoint().expect("ck");
+        assert_eq!(
+            read,
+            Checkpoint {
+                cookie_end: None,
+                ..old
+            }
+        );
+        // The next write uses the current layout and knows the mark again.
+        wheel.write_checkpoint(&ck(5));
+        assert_eq!(wheel.read_checkpoint().expect("ck"), ck(5));
     }
 
     #[test]
