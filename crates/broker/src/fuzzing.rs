@@ -302,6 +302,8 @@ pub fn replication_stream_seeds() -> Vec<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     /// Runs every target on its seeds and on every file under
@@ -353,6 +355,54 @@ mod tests {
                 segment_size,
                 &c.data
             ));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn given_any_handle_or_transaction_id_when_encoded_should_decode_to_it(
+            queue_id in any::<i32>(),
+            offset in any::<i64>(),
+            generation in any::<u64>(),
+            half in any::<i64>(),
+            phys in any::<i64>(),
+            message_id in "\\PC{0,32}",
+            set in "[a-zA-Z0-9_-]{1,32}",
+        ) {
+            let h = ReceiptHandle { queue_id, offset, generation, scope: scope(GROUP, TOPIC) };
+            prop_assert_eq!(ReceiptHandle::decode(&h.encode(&set), &set, GROUP, TOPIC), Ok(h));
+            let id = TxId::new(half, phys, &message_id);
+            let back = TxId::decode(&id.encode(&set), &set).expect("an encoded id decodes");
+            prop_assert_eq!((back.half_offset, back.physical_offset), (half, phys));
+            prop_assert_eq!(back.encode(&set), id.encode(&set));
+        }
+
+        #[test]
+        fn given_any_queue_record_when_encoded_should_decode_to_it(
+            group in "\\PC{0,40}",
+            topic in "\\PC{0,40}",
+            queue_id in any::<i32>(),
+            pop_offset in any::<i64>(),
+            inflight in proptest::collection::vec(
+                (any::<i64>(), any::<u64>(), any::<i64>(), any::<i64>(), any::<u32>(), any::<u64>()),
+                0..8,
+            ),
+        ) {
+            let r = QueueRecord {
+                key: QueueKey { group, topic, queue_id },
+                pop_offset,
+                inflight: inflight
+                    .into_iter()
+                    .map(|(off, generation, deadline_ms, visible_at_ms, attempts, group)| {
+                        (off, InFlight { generation, deadline_ms, visible_at_ms, attempts, dlq_pending: false, group })
+                    })
+                    .collect(),
+            };
+            let mut b = Vec::new();
+            persist::encode_queue(&r, &mut b);
+            prop_assert_eq!(persist::fuzzing::decode_frames(&b), (vec![Some(r)], true));
         }
     }
 }

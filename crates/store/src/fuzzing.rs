@@ -383,6 +383,8 @@ pub fn index_entry_seeds() -> Vec<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     /// Runs every target on its seeds and on every file under
@@ -431,6 +433,100 @@ mod tests {
         );
         for s in index_entry_seeds() {
             assert!(Entry::decode(&s[4..], 5).is_some());
+        }
+    }
+
+    fn arb_map() -> impl Strategy<Value = BTreeMap<String, String>> {
+        proptest::collection::btree_map("[a-zA-Z_]{1,12}", "\\PC{0,24}", 0..4)
+    }
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        (
+            "[a-zA-Z0-9_%|-]{1,127}",
+            0..=crate::record::MAX_QUEUE_ID,
+            any::<u32>(),
+            any::<i64>(),
+            any::<u32>(),
+            (
+                proptest::option::of("\\PC{1,16}"),
+                proptest::collection::vec("\\PC{0,16}", 0..4),
+                "\\PC{0,32}",
+            ),
+            (arb_map(), arb_map()),
+            proptest::collection::vec(any::<u8>(), 0..512),
+        )
+            .prop_map(
+                |(
+                    topic,
+                    queue_id,
+                    flags,
+                    born_timestamp,
+                    reconsume_times,
+                    (tag, keys, message_id),
+                    (system, user),
+                    body,
+                )| Message {
+                    topic,
+                    queue_id,
+                    flags,
+                    born_timestamp,
+                    born_host: SocketAddr::from(([10, 0, 0, 1], 9)),
+                    reconsume_times,
+                    properties: Properties {
+                        tag,
+                        keys,
+                        message_id,
+                        system,
+                        user,
+                    },
+                    body: Bytes::from(body),
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn given_any_message_when_encoded_should_parse_back_to_the_same_message(
+            msg in arb_message(),
+            phys in 0i64..(1 << 50),
+            queue_offset in 0i64..(1 << 40),
+        ) {
+            let b = encode_record(&msg, phys, queue_offset, 0);
+            let stored = RecordView::parse(&b, phys).expect("an encoded record parses").to_stored();
+            prop_assert_eq!(stored.message, msg);
+            prop_assert_eq!(stored.queue_offset, queue_offset);
+            prop_assert_eq!(stored.size as usize, b.len());
+        }
+
+        #[test]
+        fn given_any_epoch_history_checkpoint_or_timer_record_when_encoded_should_decode_to_it(
+            steps in proptest::collection::vec((1u64..1000, 0i64..(1 << 30)), 0..16),
+            c in (any::<i64>(), any::<i64>(), any::<i64>()),
+            t in (any::<i64>(), any::<i64>(), -1i64..i64::MAX, -1i64..i64::MAX, any::<i64>(), any::<u64>(), any::<i32>()),
+        ) {
+            let (mut epoch_no, mut start) = (0u64, 0i64);
+            let entries: Vec<EpochEntry> = steps
+                .iter()
+                .map(|&(de, ds)| {
+                    epoch_no += de;
+                    start += ds;
+                    EpochEntry { epoch: epoch_no, start_offset: start }
+                })
+                .collect();
+            prop_assert_eq!(epoch::decode(&epoch::encode(&entries)), Some(entries));
+            let cp = Checkpoint { commitlog_flushed: c.0, dispatched: c.1, written_at_ms: c.2 };
+            prop_assert_eq!(Checkpoint::decode(&cp.encode()), Some(cp));
+            let r = Record {
+                flags: FLAG_ROLLED,
+                deliver_at_ms: t.0,
+                period: t.1,
+                prev: t.2,
+                origin: t.3,
+                payload: TimerPayload { commit_log_offset: t.4, cookie: t.5, size: t.6 },
+            };
+            prop_assert_eq!(Record::decode(&r.encode()), Some(r));
         }
     }
 }
