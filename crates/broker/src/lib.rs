@@ -65,6 +65,7 @@
 //! - `delay`: the timer wheel's delivery; `transaction`: half messages, resolutions, checks.
 //! - `convert`: protobuf ↔ store records; `meta`: the metadata index; `long_poll`: wake-ups.
 //! - [`config`], [`error`].
+//! - `fuzzing` (tests and the `fuzzing` feature only): fuzz entry points for every decoder.
 //!
 //! # Invariants
 //! - Offsets below a queue's pop offset that are not in flight are completed; the ack offset is
@@ -101,6 +102,9 @@ mod convert;
 mod delay;
 pub mod error;
 pub mod filter;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ha;
 pub mod handle;
 mod long_poll;

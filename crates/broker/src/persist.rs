@@ -474,6 +474,63 @@ impl StateFiles {
     }
 }
 
+/// Access for the fuzz targets (`crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzzing {
+    use super::{Frame, KIND_END, KIND_HEADER, QueueRecord, encode_queue, encode_simple};
+
+    fn record(f: Frame) -> Option<QueueRecord> {
+        match f {
+            Frame::Queue(r) => Some(r),
+            Frame::Header { .. } | Frame::End { .. } => None,
+        }
+    }
+
+    /// The frames of a state file up to the first invalid one (queue records as `Some`, the
+    /// other kinds as `None`), and whether the data ended cleanly.
+    pub(crate) fn decode_frames(data: &[u8]) -> (Vec<Option<QueueRecord>>, bool) {
+        let (frames, clean) = super::decode_frames(data);
+        (frames.into_iter().map(record).collect(), clean)
+    }
+
+    /// One frame payload: `None` if invalid, else as [`decode_frames`] gives it.
+    pub(crate) fn decode_payload(p: &[u8]) -> Option<Option<QueueRecord>> {
+        super::decode_payload(p).map(record)
+    }
+
+    /// `data` with the checksum of every complete frame (as its length fields cut them)
+    /// recomputed.
+    pub(crate) fn with_valid_checksums(data: &[u8]) -> Vec<u8> {
+        let mut b = data.to_vec();
+        let mut pos = 0usize;
+        while let Some(h) = b.get(pos..pos + 8) {
+            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let Some(end) = (pos + 8).checked_add(len).filter(|e| *e <= b.len()) else {
+                break;
+            };
+            let crc = crc32c::crc32c(&b[pos + 8..end]);
+            b[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+            pos = end;
+        }
+        b
+    }
+
+    /// A snapshot file holding `records`, as the state writer makes it.
+    pub(crate) fn snapshot(records: &[QueueRecord]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_simple(
+            KIND_HEADER,
+            &[&3u32.to_le_bytes(), &9u64.to_le_bytes()],
+            &mut buf,
+        );
+        for r in records {
+            encode_queue(r, &mut buf);
+        }
+        encode_simple(KIND_END, &[&(records.len() as u64).to_le_bytes()], &mut buf);
+        buf
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

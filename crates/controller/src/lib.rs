@@ -23,6 +23,7 @@
 //! - [`remoting`]: the NameServer-compatible remoting endpoint (RocketMQ's TCP
 //!   protocol): route tables for 4.x clients and tools, 4.x broker
 //!   registration.
+//! - `fuzzing` (tests and the `fuzzing` feature only): fuzz entry points for every decoder.
 //!
 //! # Data directory
 //!
@@ -64,6 +65,9 @@
 pub mod admin;
 pub mod election;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod lease;
 pub mod metadata;

@@ -33,7 +33,7 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn encode(&self) -> [u8; LEN] {
+    pub(crate) fn encode(&self) -> [u8; LEN] {
         let mut b = [0u8; LEN];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         b[4..8].copy_from_slice(&1u32.to_le_bytes());
@@ -45,7 +45,7 @@ impl Checkpoint {
         b
     }
 
-    fn decode(b: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Self> {
         if b.len() != LEN {
             return None;
         }

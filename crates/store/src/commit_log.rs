@@ -54,6 +54,103 @@ pub struct RawAppended {
     pub records: u64,
 }
 
+/// What [`verify_raw_chunk`] found in a replica chunk.
+#[derive(Debug)]
+pub(crate) struct VerifiedChunk {
+    /// Records in the chunk.
+    pub(crate) records: u64,
+    /// The chunk ends with its segment's blank marker (or zero tail).
+    pub(crate) blank: bool,
+    /// Store timestamp of the last record.
+    pub(crate) last_ts: Option<i64>,
+    /// `(topic, queue id, next queue offset)` after each record, in order.
+    pub(crate) next_offsets: Vec<(String, i32, i64)>,
+}
+
+/// Verifies replica bytes `data` to be written at physical offset `at` of a log with segments
+/// of `seg` bytes, record by record (see [`crate::record`]), without touching the log: whole
+/// records and batches only, inside one segment, ending at most with the segment's blank
+/// marker. Bytes from the network: every length is checked before use.
+pub(crate) fn verify_raw_chunk(at: i64, seg: usize, data: &[u8]) -> Result<VerifiedChunk> {
+    if at < 0 {
+        return Err(StoreError::corrupt(at, "negative replica offset"));
+    }
+    let in_seg = (at % seg as i64) as usize;
+    if in_seg + data.len() > seg {
+        return Err(StoreError::corrupt(
+            at,
+            format!(
+                "replica chunk of {} bytes crosses the end of its segment",
+                data.len()
+            ),
+        ));
+    }
+    let mut off = 0usize;
+    let mut blank = false;
+    let mut batch_left = 0u32;
+    let mut records = 0u64;
+    let mut last_ts = None;
+    let mut next_offsets: Vec<(String, i32, i64)> = Vec::new();
+    while off < data.len() {
+        let phys = at + off as i64;
+        let rest = seg - (in_seg + off);
+        if rest < record::MIN_MARKER {
+            if data.len() - off != rest || !crate::mapped_file::all_zero(&data[off..]) {
+                return Err(StoreError::corrupt(
+                    phys,
+                    "bad bytes at the end of a segment",
+                ));
+            }
+            blank = true;
+            break;
+        }
+        if data.len() - off < record::MIN_MARKER {
+            return Err(StoreError::corrupt(
+                phys,
+                "chunk ends inside a record header",
+            ));
+        }
+        match record::peek_head(&data[off..off + record::MIN_MARKER], rest) {
+            Marker::Record(n) => {
+                let buf = data
+                    .get(off..off + n)
+                    .ok_or_else(|| StoreError::corrupt(phys, "chunk ends inside a record"))?;
+                let v = RecordView::parse(buf, phys)?;
+                next_offsets.push((v.topic().to_owned(), v.queue_id(), v.queue_offset() + 1));
+                batch_left = v.batch_left();
+                last_ts = Some(v.store_timestamp());
+                records += 1;
+                off += n;
+            }
+            Marker::Blank => {
+                if off + record::MIN_MARKER != data.len() || batch_left != 0 {
+                    return Err(StoreError::corrupt(
+                        phys,
+                        "a blank marker must end a chunk, after a complete batch",
+                    ));
+                }
+                blank = true;
+                break;
+            }
+            Marker::Invalid => {
+                return Err(StoreError::corrupt(phys, "not a record or blank marker"));
+            }
+        }
+    }
+    if batch_left != 0 {
+        return Err(StoreError::corrupt(
+            at + off as i64,
+            "chunk ends inside a batch",
+        ));
+    }
+    Ok(VerifiedChunk {
+        records,
+        blank,
+        last_ts,
+        next_offsets,
+    })
+}
+
 /// Raw log bytes for a replica (see [`crate::MessageStore::read_raw`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawChunk {
@@ -467,77 +564,12 @@ impl CommitLog {
     /// for bytes that fail verification.
     pub(crate) fn append_raw(&self, at: i64, data: &[u8]) -> Result<RawAppended> {
         let seg = self.segment_size;
-        if at < 0 {
-            return Err(StoreError::corrupt(at, "negative replica offset"));
-        }
-        let in_seg = (at % seg as i64) as usize;
-        if in_seg + data.len() > seg {
-            return Err(StoreError::corrupt(
-                at,
-                format!(
-                    "replica chunk of {} bytes crosses the end of its segment",
-                    data.len()
-                ),
-            ));
-        }
-        let mut off = 0usize;
-        let mut blank = false;
-        let mut batch_left = 0u32;
-        let mut records = 0u64;
-        let mut last_ts = None;
-        let mut next_offsets: Vec<(String, i32, i64)> = Vec::new();
-        while off < data.len() {
-            let phys = at + off as i64;
-            let rest = seg - (in_seg + off);
-            if rest < record::MIN_MARKER {
-                if data.len() - off != rest || !crate::mapped_file::all_zero(&data[off..]) {
-                    return Err(StoreError::corrupt(
-                        phys,
-                        "bad bytes at the end of a segment",
-                    ));
-                }
-                blank = true;
-                break;
-            }
-            if data.len() - off < record::MIN_MARKER {
-                return Err(StoreError::corrupt(
-                    phys,
-                    "chunk ends inside a record header",
-                ));
-            }
-            match record::peek_head(&data[off..off + record::MIN_MARKER], rest) {
-                Marker::Record(n) => {
-                    let buf = data
-                        .get(off..off + n)
-                        .ok_or_else(|| StoreError::corrupt(phys, "chunk ends inside a record"))?;
-                    let v = RecordView::parse(buf, phys)?;
-                    next_offsets.push((v.topic().to_owned(), v.queue_id(), v.queue_offset() + 1));
-                    batch_left = v.batch_left();
-                    last_ts = Some(v.store_timestamp());
-                    records += 1;
-                    off += n;
-                }
-                Marker::Blank => {
-                    if off + record::MIN_MARKER != data.len() || batch_left != 0 {
-                        return Err(StoreError::corrupt(
-                            phys,
-                            "a blank marker must end a chunk, after a complete batch",
-                        ));
-                    }
-                    blank = true;
-                    break;
-                }
-                Marker::Invalid => {
-                    return Err(StoreError::corrupt(phys, "not a record or blank marker"));
-                }
-            }
-        }
-        if batch_left != 0 {
-            return Err(StoreError::corrupt(
-                at + off as i64,
-                "chunk ends inside a batch",
-            ));
-        }
+        let VerifiedChunk {
+            records,
+            blank,
+            last_ts,
+            next_offsets,
+        } = verify_raw_chunk(at, seg, data)?;
         let mut st = self.append.lock();
         let mut pos = st.writer.position();
         let end = st.active_start + pos as i64;

@@ -167,7 +167,7 @@ impl EpochFile {
     }
 }
 
-fn encode(entries: &[EpochEntry]) -> Vec<u8> {
+pub(crate) fn encode(entries: &[EpochEntry]) -> Vec<u8> {
     let mut b = Vec::with_capacity(12 + entries.len() * 16);
     b.extend_from_slice(&EPOCH_MAGIC.to_le_bytes());
     b.extend_from_slice(&(entries.len() as u32).to_le_bytes());
@@ -180,7 +180,7 @@ fn encode(entries: &[EpochEntry]) -> Vec<u8> {
     b
 }
 
-fn decode(b: &[u8]) -> Option<Vec<EpochEntry>> {
+pub(crate) fn decode(b: &[u8]) -> Option<Vec<EpochEntry>> {
     let u32_at = |at: usize| -> Option<u32> {
         Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
     };

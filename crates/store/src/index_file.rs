@@ -245,7 +245,7 @@ fn seal_word(count: u32) -> u64 {
 }
 
 /// The sealed entry count, if `word` is a valid seal for a file of `capacity` entries.
-fn decode_seal(word: u64, capacity: u32) -> Option<u32> {
+pub(crate) fn decode_seal(word: u64, capacity: u32) -> Option<u32> {
     if word >> 32 != SEAL_TAG {
         return None;
     }
@@ -256,16 +256,16 @@ fn decode_seal(word: u64, capacity: u32) -> Option<u32> {
 
 /// One decoded entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Entry {
-    hash: u64,
-    phys: i64,
-    ts: i64,
+pub(crate) struct Entry {
+    pub(crate) hash: u64,
+    pub(crate) phys: i64,
+    pub(crate) ts: i64,
     /// (index + 1) of the previous entry of the same slot, 0 = none.
-    prev: u32,
-    last_of_record: bool,
+    pub(crate) prev: u32,
+    pub(crate) last_of_record: bool,
 }
 
-fn entry_crc(idx: u32, body: &[u8]) -> u32 {
+pub(crate) fn entry_crc(idx: u32, body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&idx.to_le_bytes()), body)
 }
 
@@ -283,7 +283,7 @@ fn le_u32(b: &[u8; ENTRY_SIZE], at: usize) -> u32 {
 
 impl Entry {
     /// Encodes the entry to be stored at index `idx` (the index is covered by the CRC).
-    fn encode(&self, idx: u32) -> [u8; ENTRY_SIZE] {
+    pub(crate) fn encode(&self, idx: u32) -> [u8; ENTRY_SIZE] {
         let mut b = [0u8; ENTRY_SIZE];
         b[0..8].copy_from_slice(&self.hash.to_le_bytes());
         b[8..16].copy_from_slice(&self.phys.to_le_bytes());
@@ -302,7 +302,7 @@ impl Entry {
 
     /// Decodes the entry stored at index `idx`; `None` if it is all zeros (never written or
     /// lost), has the wrong length, or fails its CRC.
-    fn decode(bytes: &[u8], idx: u32) -> Option<Self> {
+    pub(crate) fn decode(bytes: &[u8], idx: u32) -> Option<Self> {
         let b: &[u8; ENTRY_SIZE] = bytes.try_into().ok()?;
         if b.iter().all(|x| *x == 0) || le_u32(b, 28) != entry_crc(idx, &b[..28]) {
             return None;

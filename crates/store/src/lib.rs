@@ -28,6 +28,7 @@
 //! - [`timer`]: the timer log and wheel.
 //! - `mapped_file`: fixed-size memory-mapped files; the only `unsafe` code in Comet.
 //! - [`config`], [`error`].
+//! - `fuzzing` (tests and the `fuzzing` feature only): fuzz entry points for every decoder.
 //!
 //! # Invariants
 //! - A record is served only after its CRC32C verifies; recovery never keeps a record after
@@ -50,6 +51,9 @@ pub mod config;
 mod consume_queue;
 pub mod epoch;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod index_file;
 mod mapped_file;
 pub mod record;

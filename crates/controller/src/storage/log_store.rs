@@ -160,7 +160,7 @@ fn segment_path(log_dir: &Path, first: u64) -> PathBuf {
 }
 
 /// Frames one payload: `len | crc32c | payload`.
-fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|l| *l <= MAX_RECORD_LEN)
@@ -174,7 +174,7 @@ fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Parses the record at the start of `buf`: `Ok((payload, record_len))`, or
 /// `Err(reason)` when the record is incomplete or fails its checksum.
-fn parse_record(buf: &[u8]) -> Result<(&[u8], usize), String> {
+pub(crate) fn parse_record(buf: &[u8]) -> Result<(&[u8], usize), String> {
     if buf.len() < HEADER_LEN {
         return Err(format!("incomplete record header ({} bytes)", buf.len()));
     }

@@ -125,7 +125,7 @@
 //! [`StoreError::InvalidMessage`].
 
 mod log;
-mod record;
+pub(crate) mod record;
 mod store;
 mod wheel;
 
