@@ -640,3 +640,107 @@ async fn given_a_push_consumer_when_shut_down_mid_stream_should_lose_nothing() {
     p.shutdown().await;
     cluster.stop().await;
 }
+
+// The example files themselves (their `main`s are unused here).
+#[allow(dead_code)]
+#[path = "../../crates/sdk/examples/batch.rs"]
+mod example_batch;
+#[allow(dead_code)]
+#[path = "../../crates/sdk/examples/delay.rs"]
+mod example_delay;
+#[allow(dead_code)]
+#[path = "../../crates/sdk/examples/fifo.rs"]
+mod example_fifo;
+#[allow(dead_code)]
+#[path = "../../crates/sdk/examples/producer.rs"]
+mod example_producer;
+#[allow(dead_code)]
+#[path = "../../crates/sdk/examples/push_consumer.rs"]
+mod example_push_consumer;
+#[allow(dead_code)]
+#[path = "../../crates/sdk/examples/simple_consumer.rs"]
+mod example_simple_consumer;
+#[allow(dead_code)]
+#[path = "../../crates/sdk/examples/transaction.rs"]
+mod example_transaction;
+
+/// The SDK's examples, run against a fresh node after exactly the `comet` commands their doc
+/// comments list (`//! $ comet ...`).
+mod examples {
+    use clap::Parser;
+    use comet::admin::{GroupCommand, TopicCommand};
+    use comet::args::{Cli, Command};
+    use comet_tests::{Mode, TestCluster};
+
+    macro_rules! example {
+        ($($name:ident => $module:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let source = include_str!(concat!(
+                        "../../crates/sdk/examples/", stringify!($name), ".rs"
+                    ));
+                    run_example(source, |endpoint| async move {
+                        crate::$module::run(&endpoint)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
+                }
+            )*
+        };
+    }
+
+    example!(
+        producer => example_producer,
+        batch => example_batch,
+        fifo => example_fifo,
+        delay => example_delay,
+        transaction => example_transaction,
+        simple_consumer => example_simple_consumer,
+        push_consumer => example_push_consumer,
+    );
+
+    /// Starts a node, applies the example's `//! $ comet` commands and runs it.
+    async fn run_example<F, Fut>(source: &str, run: F)
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let cluster = TestCluster::start(Mode::Local).await;
+        let commands: Vec<&str> = source
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .filter_map(|l| l.strip_prefix("//! $ "))
+            .collect();
+        assert!(!commands.is_empty(), "the example lists no comet commands");
+        for line in commands {
+            let cli = Cli::try_parse_from(line.split_whitespace())
+                .unwrap_or_else(|e| panic!("{line:?} is not a comet command: {e}"));
+            match cli.command {
+                Command::Topic {
+                    cmd: TopicCommand::Create(t),
+                    ..
+                } => {
+                    cluster
+                        .create_topic(&t.name, t.queues, t.message_type)
+                        .await;
+                }
+                Command::Group {
+                    cmd: GroupCommand::Create(g),
+                    ..
+                } => {
+                    cluster
+                        .create_group_with(&g.name, g.max_retries, g.fifo, g.backoff.as_deref())
+                        .await;
+                }
+                _ => panic!("{line:?}: only topic and group creation are expected"),
+            }
+        }
+        let outcome = run(cluster.access_url()).await;
+        cluster.stop().await;
+        if let Err(e) = outcome {
+            panic!("the example failed: {e}");
+        }
+    }
+}
