@@ -744,3 +744,97 @@ mod examples {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_running_clients_when_the_node_restarts_on_its_data_should_resume_without_new_clients()
+ {
+    let cluster = TestCluster::start(Mode::Local).await;
+    let topic = format!("sdk-restart-{}", uuid_like());
+    let group = format!("g-{}", uuid_like());
+    cluster.create_topic(&topic, 2, TopicType::Normal).await;
+    cluster
+        .create_group(&group, 16, Some("customized:100ms"))
+        .await;
+    let address = cluster.proxy;
+    let p = producer(&cluster, &topic).await;
+    let c = simple(&cluster, &group, &topic, FilterExpression::all()).await;
+    let before = p.send(msg(&topic, "before")).await.expect("send before");
+    let got = receive_acked(&c, 1, DELIVERY_LIMIT).await;
+    assert_eq!(
+        got.first().map(MessageView::message_id),
+        Some(before.message_id())
+    );
+
+    let dir = cluster.stop().await;
+    // The same data directory and the same client address (clients keep their endpoints).
+    let cluster = TestCluster::start_in(Mode::Local, dir, |cfg| {
+        cfg.proxy.listen = address.to_string();
+    })
+    .await;
+    // The first send may land while channels reconnect; the producer's retries cover it.
+    let mut after = None;
+    for _ in 0..10 {
+        match p.send(msg(&topic, "after")).await {
+            Ok(r) => {
+                after = Some(r);
+                break;
+            }
+            Err(e) => assert!(e.is_retryable(), "a permanent error after restart: {e}"),
+        }
+    }
+    let after = after.expect("the producer sends again after the restart");
+    let got = receive_acked(&c, 1, DELIVERY_LIMIT).await;
+    assert_eq!(
+        got.first().map(MessageView::message_id),
+        Some(after.message_id())
+    );
+    p.shutdown().await;
+    c.shutdown().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_two_proxies_when_one_stops_should_keep_sending_through_the_other() {
+    let mut cluster = TestCluster::start(Mode::Cluster).await;
+    let topic = format!("sdk-failover-{}", uuid_like());
+    let group = format!("g-{}", uuid_like());
+    cluster.create_topic(&topic, 2, TopicType::Normal).await;
+    cluster.create_group(&group, 16, None).await;
+    let first = cluster.proxy;
+    let second = cluster.add_proxy().await;
+    let p = Producer::builder()
+        .endpoints(format!("{first};{second}"))
+        .topics([topic.as_str()])
+        .build()
+        .await
+        .expect("producer on two proxies");
+    let mut sent = HashSet::new();
+    sent.insert(
+        p.send(msg(&topic, "via first"))
+            .await
+            .expect("send")
+            .message_id()
+            .to_owned(),
+    );
+    cluster.stop_proxy(first).await;
+    for i in 0..5 {
+        let r = p
+            .send(msg(&topic, &format!("after stop {i}")))
+            .await
+            .expect("send after one proxy stopped");
+        sent.insert(r.message_id().to_owned());
+    }
+    let c = SimpleConsumer::builder(&group)
+        .endpoints(second.to_string())
+        .subscribe(&topic, FilterExpression::all())
+        .await_duration(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("consumer on the second proxy");
+    let got = receive_acked(&c, sent.len(), DELIVERY_LIMIT).await;
+    let ids: HashSet<String> = got.iter().map(|m| m.message_id().to_owned()).collect();
+    assert_eq!(ids, sent);
+    p.shutdown().await;
+    c.shutdown().await;
+    cluster.stop().await;
+}
