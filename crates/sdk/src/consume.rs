@@ -184,3 +184,62 @@ pub(crate) fn subscription_entries(
         })
         .collect()
 }
+
+/// A consumer's identity as its settings, heartbeats and termination notice carry it.
+pub(crate) struct ConsumerIdentity<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) group: &'a str,
+    pub(crate) client_type: pb::ClientType,
+}
+
+impl ConsumerIdentity<'_> {
+    fn group(&self) -> pb::Resource {
+        pb::Resource {
+            resource_namespace: self.namespace.to_owned(),
+            name: self.group.to_owned(),
+        }
+    }
+
+    /// The consumer's settings.
+    pub(crate) fn settings(
+        &self,
+        access_point: &pb::Endpoints,
+        request_timeout: Duration,
+        subscriptions: &std::collections::HashMap<String, crate::FilterExpression>,
+        long_polling: Option<Duration>,
+    ) -> pb::Settings {
+        pb::Settings {
+            client_type: Some(self.client_type as i32),
+            access_point: Some(access_point.clone()),
+            backoff_policy: None,
+            request_timeout: Some(proto_duration(request_timeout)),
+            pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                group: Some(self.group()),
+                subscriptions: subscription_entries(self.namespace, subscriptions),
+                fifo: None,
+                receive_batch_size: None,
+                long_polling_timeout: long_polling.map(proto_duration),
+                lite_subscription_quota: None,
+                max_lite_topic_size: None,
+            })),
+            user_agent: Some(crate::user_agent()),
+            metric: None,
+            client_properties: Default::default(),
+        }
+    }
+
+    /// The consumer's heartbeat.
+    pub(crate) fn heartbeat(&self) -> pb::HeartbeatRequest {
+        pb::HeartbeatRequest {
+            group: Some(self.group()),
+            client_type: self.client_type as i32,
+        }
+    }
+
+    /// The consumer's termination notice.
+    pub(crate) fn termination(&self) -> pb::NotifyClientTerminationRequest {
+        pb::NotifyClientTerminationRequest {
+            group: Some(self.group()),
+        }
+    }
+}

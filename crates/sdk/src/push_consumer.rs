@@ -41,12 +41,12 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ClientConfig, connection_setters};
-use crate::consume::{self, ReceiveCall};
+use crate::consume::{self, ConsumerIdentity, ReceiveCall};
 use crate::error::{Error, Result};
 use crate::message::{FilterExpression, MessageView, validate_topic};
 use crate::retry::RetryPolicy;
 use crate::route::Queue;
-use crate::session::{Endpoints, Role, Session, check, proto_duration, std_duration};
+use crate::session::{Endpoints, Role, Session, check, std_duration};
 use crate::simple_consumer::validate_group;
 
 const DEFAULT_CONCURRENCY: usize = 20;
@@ -701,29 +701,24 @@ where
     }
 }
 
+impl PushRole {
+    fn identity(&self) -> ConsumerIdentity<'_> {
+        ConsumerIdentity {
+            namespace: &self.namespace,
+            group: &self.group,
+            client_type: pb::ClientType::PushConsumer,
+        }
+    }
+}
+
 impl Role for PushRole {
     fn settings(&self, access_point: &pb::Endpoints) -> pb::Settings {
-        pb::Settings {
-            client_type: Some(pb::ClientType::PushConsumer as i32),
-            access_point: Some(access_point.clone()),
-            backoff_policy: None,
-            request_timeout: Some(proto_duration(self.request_timeout)),
-            pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
-                group: Some(pb::Resource {
-                    resource_namespace: self.namespace.clone(),
-                    name: self.group.clone(),
-                }),
-                subscriptions: consume::subscription_entries(&self.namespace, &self.subscriptions),
-                fifo: None,
-                receive_batch_size: None,
-                long_polling_timeout: None,
-                lite_subscription_quota: None,
-                max_lite_topic_size: None,
-            })),
-            user_agent: Some(crate::user_agent()),
-            metric: None,
-            client_properties: Default::default(),
-        }
+        self.identity().settings(
+            access_point,
+            self.request_timeout,
+            &self.subscriptions,
+            None,
+        )
     }
 
     fn apply(&self, echo: &pb::Settings) {
@@ -753,22 +748,11 @@ impl Role for PushRole {
     }
 
     fn heartbeat(&self) -> pb::HeartbeatRequest {
-        pb::HeartbeatRequest {
-            group: Some(pb::Resource {
-                resource_namespace: self.namespace.clone(),
-                name: self.group.clone(),
-            }),
-            client_type: pb::ClientType::PushConsumer as i32,
-        }
+        self.identity().heartbeat()
     }
 
     fn termination(&self) -> pb::NotifyClientTerminationRequest {
-        pb::NotifyClientTerminationRequest {
-            group: Some(pb::Resource {
-                resource_namespace: self.namespace.clone(),
-                name: self.group.clone(),
-            }),
-        }
+        self.identity().termination()
     }
 
     fn on_command(

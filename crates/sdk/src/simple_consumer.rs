@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::DropGuard;
 
 use crate::config::{ClientConfig, connection_setters};
-use crate::consume::{self, ReceiveCall};
+use crate::consume::{self, ConsumerIdentity, ReceiveCall};
 use crate::error::{Error, Invalid, Result};
 use crate::message::{FilterExpression, MessageView, validate_topic};
 use crate::route::{self, Queue};
-use crate::session::{Endpoints, Role, Session, proto_duration};
+use crate::session::{Endpoints, Role, Session};
 
 /// Default long-polling time of a receive.
 const DEFAULT_AWAIT: Duration = Duration::from_secs(20);
@@ -292,32 +292,24 @@ impl SimpleConsumer {
     }
 }
 
+impl SimpleRole {
+    fn identity(&self) -> ConsumerIdentity<'_> {
+        ConsumerIdentity {
+            namespace: &self.namespace,
+            group: &self.group,
+            client_type: pb::ClientType::SimpleConsumer,
+        }
+    }
+}
+
 impl Role for SimpleRole {
     fn settings(&self, access_point: &pb::Endpoints) -> pb::Settings {
-        pb::Settings {
-            client_type: Some(pb::ClientType::SimpleConsumer as i32),
-            access_point: Some(access_point.clone()),
-            backoff_policy: None,
-            request_timeout: Some(proto_duration(self.request_timeout)),
-            pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
-                group: Some(pb::Resource {
-                    resource_namespace: self.namespace.clone(),
-                    name: self.group.clone(),
-                }),
-                subscriptions: consume::subscription_entries(
-                    &self.namespace,
-                    &self.subscriptions.read(),
-                ),
-                fifo: None,
-                receive_batch_size: None,
-                long_polling_timeout: Some(proto_duration(self.await_duration)),
-                lite_subscription_quota: None,
-                max_lite_topic_size: None,
-            })),
-            user_agent: Some(crate::user_agent()),
-            metric: None,
-            client_properties: Default::default(),
-        }
+        self.identity().settings(
+            access_point,
+            self.request_timeout,
+            &self.subscriptions.read(),
+            Some(self.await_duration),
+        )
     }
 
     fn apply(&self, _echo: &pb::Settings) {
@@ -325,22 +317,11 @@ impl Role for SimpleRole {
     }
 
     fn heartbeat(&self) -> pb::HeartbeatRequest {
-        pb::HeartbeatRequest {
-            group: Some(pb::Resource {
-                resource_namespace: self.namespace.clone(),
-                name: self.group.clone(),
-            }),
-            client_type: pb::ClientType::SimpleConsumer as i32,
-        }
+        self.identity().heartbeat()
     }
 
     fn termination(&self) -> pb::NotifyClientTerminationRequest {
-        pb::NotifyClientTerminationRequest {
-            group: Some(pb::Resource {
-                resource_namespace: self.namespace.clone(),
-                name: self.group.clone(),
-            }),
-        }
+        self.identity().termination()
     }
 
     fn on_command(
