@@ -265,6 +265,18 @@ impl TestCluster {
         addr
     }
 
+    /// Stops the proxy listening at `addr` (one added with [`TestCluster::add_proxy`], or the
+    /// first one in cluster mode) while the rest of the deployment keeps running.
+    pub async fn stop_proxy(&mut self, addr: SocketAddr) {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.addrs().proxy == Some(addr) && n.addrs().broker.is_none())
+            .unwrap_or_else(|| panic!("no proxy-only node listens at {addr}"));
+        let node = self.nodes.remove(i);
+        node.shutdown().await.expect("proxy stops cleanly");
+    }
+
     /// `host:port` for client options.
     pub fn access_url(&self) -> String {
         self.proxy.to_string()

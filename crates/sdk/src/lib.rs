@@ -1,8 +1,97 @@
-//! The Comet Rust SDK: Producer and consumers speaking only `apache.rocketmq.v2`, so it works
-//! against Comet and Apache RocketMQ proxies alike.
+//! The Comet Rust SDK: a producer (single, batch and async sends, FIFO, delay, priority,
+//! transactions, recall), a simple consumer and a push consumer, speaking only the public
+//! `apache.rocketmq.v2` gRPC API, so it works against Comet and against Apache RocketMQ 5
+//! proxies alike.
 //!
-//! It will own the producer (sync, async, batch, FIFO, delay, transactions), SimpleConsumer and
-//! PushConsumer. It arrives after the standalone issue; today this crate has no code.
+//! # Quick start
 //!
-//! Dependency rule: sdk → proto only; never a server crate.
+//! ```no_run
+//! use std::time::Duration;
+//! use comet_sdk::{ConsumeResult, FilterExpression, Message, Producer, PushConsumer};
+//!
+//! # async fn run() -> comet_sdk::Result<()> {
+//! let producer = Producer::builder()
+//!     .endpoints("127.0.0.1:8081")
+//!     .topics(["orders"])
+//!     .build()
+//!     .await?;
+//! let receipt = producer
+//!     .send(Message::builder("orders").tag("created").body("order 42").build()?)
+//!     .await?;
+//! println!("sent {}", receipt.message_id());
+//!
+//! let consumer = PushConsumer::builder("billing")
+//!     .endpoints("127.0.0.1:8081")
+//!     .subscribe("orders", FilterExpression::tag("created"))
+//!     .listener(|message: comet_sdk::MessageView| async move {
+//!         println!("got {}", message.message_id());
+//!         ConsumeResult::Success
+//!     })
+//!     .build()
+//!     .await?;
+//! # tokio::time::sleep(Duration::from_secs(1)).await;
+//! consumer.shutdown().await;
+//! producer.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`producer`]: [`Producer`], [`Transaction`], [`TransactionChecker`], [`SendReceipt`].
+//! - [`simple_consumer`]: [`SimpleConsumer`] (receive, ack, change invisibility).
+//! - [`push_consumer`]: [`PushConsumer`] (listener, concurrency and cache bounds, FIFO,
+//!   retries, dead letters, graceful shutdown).
+//! - [`message`]: [`Message`] and its builder (client-side validation), [`MessageView`],
+//!   [`FilterExpression`].
+//! - [`Error`]: the one error type; [`Error::is_retryable`] tells transient from permanent.
+//! - internal: `session` (channels, `x-mq-*` headers, HMAC-SHA1 signing, access point
+//!   failover, heartbeats), `telemetry` (one stream per endpoint: settings sync, server
+//!   commands, reconnect with backoff), `route` (route cache with periodic and on-error
+//!   refresh), `retry` (the server's retry policies).
+//!
+//! # Invariants
+//!
+//! - Depends on the proto crate's generated client only; never on a server crate.
+//! - Every handle is `Send + Sync` and cheap to clone; dropping the last clone stops the
+//!   client's background tasks; `shutdown()` also tells the server and waits for them.
+//! - Nothing blocks a runtime thread; no call panics on what the server sends.
+//! - Message bodies, keys and secrets never appear in logs.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod consume;
+mod error;
+pub mod message;
+pub mod producer;
+pub mod push_consumer;
+mod retry;
+mod route;
+mod session;
+pub mod simple_consumer;
+mod telemetry;
+
+use comet_proto::apache::rocketmq::v2 as pb;
+
+pub use config::{ClientConfig, Credentials, DEFAULT_REQUEST_TIMEOUT, Tls};
+pub use error::{Error, Invalid, Result, code_name};
+pub use message::{FilterExpression, Message, MessageBuilder, MessageView};
+pub use producer::{
+    Producer, ProducerBuilder, SendHandle, SendReceipt, Transaction, TransactionChecker,
+    TransactionResolution,
+};
+pub use push_consumer::{ConsumeResult, MessageListener, PushConsumer, PushConsumerBuilder};
+pub use simple_consumer::{SimpleConsumer, SimpleConsumerBuilder};
+
+/// The user agent every client reports in its settings.
+fn user_agent() -> pb::Ua {
+    pb::Ua {
+        language: pb::Language::Rust as i32,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        platform: std::env::consts::OS.to_owned(),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
+    }
+}

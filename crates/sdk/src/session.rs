@@ -1,0 +1,768 @@
+//! The connection machinery every client shares.
+//!
+//! A [`Session`] owns: one lazily connected gRPC channel per endpoint; the `x-mq-*` headers and
+//! the HMAC-SHA1 signature put on every request; one telemetry stream per endpoint in use
+//! ([`crate::telemetry`]), which syncs the client's settings and carries server commands; the
+//! heartbeat loop; the route cache ([`crate::route`]); and failover between the configured
+//! access points. What differs between producers and consumers (settings, heartbeat, commands)
+//! comes from the client's [`Role`].
+//!
+//! Lifetime: background tasks run under the session's cancellation token and task tracker;
+//! [`Session::shutdown`] notifies the server, cancels them and waits for them. The user-facing
+//! handles cancel the token when their last clone drops, so nothing outlives the client.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use comet_proto::apache::rocketmq::v2 as pb;
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use pb::messaging_service_client::MessagingServiceClient;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use crate::config::{ClientConfig, Tls};
+use crate::error::{Error, Result};
+use crate::route::RouteCache;
+
+/// Heartbeats go to every endpoint in use this often.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A set of addresses the server presents as one endpoint (normally one `host:port`).
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    /// `host:port[,host:port]`: the channel cache key and what logs show.
+    pub(crate) key: String,
+    pub(crate) proto: pb::Endpoints,
+}
+
+impl Endpoints {
+    /// Endpoints for one `host:port` access point.
+    pub(crate) fn from_access_point(address: &str) -> Endpoints {
+        let (host, port) = address.rsplit_once(':').unwrap_or((address, "80"));
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let scheme = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V4(_)) => pb::AddressScheme::IPv4,
+            Ok(IpAddr::V6(_)) => pb::AddressScheme::IPv6,
+            Err(_) => pb::AddressScheme::DomainName,
+        };
+        Endpoints::from_proto(pb::Endpoints {
+            scheme: scheme as i32,
+            addresses: vec![pb::Address {
+                host: host.to_owned(),
+                port: port.parse().unwrap_or(80),
+            }],
+        })
+    }
+
+    /// Endpoints as a route or an assignment names them.
+    pub(crate) fn from_proto(proto: pb::Endpoints) -> Endpoints {
+        let key = proto
+            .addresses
+            .iter()
+            .map(|a| host_port(&a.host, a.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        Endpoints { key, proto }
+    }
+}
+
+fn host_port(host: &str, port: i32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// What a kind of client contributes to the shared machinery.
+pub(crate) trait Role: Send + Sync + 'static {
+    /// The settings to sync on a telemetry stream to `endpoint` (the access point field set to
+    /// the configured access point).
+    fn settings(&self, access_point: &pb::Endpoints) -> pb::Settings;
+    /// Applies the server's settings echo.
+    fn apply(&self, echo: &pb::Settings);
+    /// The heartbeat this client sends.
+    fn heartbeat(&self) -> pb::HeartbeatRequest;
+    /// The `NotifyClientTermination` this client sends on shutdown.
+    fn termination(&self) -> pb::NotifyClientTerminationRequest;
+    /// A server command other than settings arrived on `endpoint`'s telemetry stream.
+    /// `reply` writes on that stream.
+    fn on_command(
+        &self,
+        session: &Session,
+        endpoint: &Endpoints,
+        command: pb::telemetry_command::Command,
+        reply: &mpsc::Sender<pb::TelemetryCommand>,
+    );
+}
+
+/// Headers that are the same on every request, encoded once.
+struct StaticHeaders {
+    client_id: AsciiMetadataValue,
+    language: AsciiMetadataValue,
+    protocol: AsciiMetadataValue,
+    version: AsciiMetadataValue,
+    namespace: Option<AsciiMetadataValue>,
+    session_token: Option<AsciiMetadataValue>,
+}
+
+/// The shared connection machinery of one client (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    client_id: String,
+    headers: StaticHeaders,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Index into `config.access_points` of the one currently preferred.
+    access_index: AtomicUsize,
+    role: Arc<dyn Role>,
+    /// Per endpoint in use: the writer of its telemetry stream (replaced on reconnect).
+    telemetry: Mutex<HashMap<String, TelemetryLink>>,
+    /// Bumped on every settings echo.
+    synced: watch::Sender<u64>,
+    token: CancellationToken,
+    tasks: TaskTracker,
+    routes: RouteCache,
+}
+
+/// One endpoint's telemetry stream as the session sees it.
+#[derive(Clone)]
+pub(crate) struct TelemetryLink {
+    pub(crate) endpoints: Endpoints,
+    /// Writes on the current stream; `None` while reconnecting.
+    pub(crate) writer: Option<mpsc::Sender<pb::TelemetryCommand>>,
+}
+
+impl Session {
+    /// Builds a session (no I/O yet).
+    pub(crate) fn new(config: ClientConfig, role: Arc<dyn Role>) -> Result<Session> {
+        config.validate()?;
+        let client_id = new_client_id();
+        let ascii = |setting: &'static str, v: &str| {
+            AsciiMetadataValue::try_from(v).map_err(|_| Error::Config {
+                setting,
+                reason: "must be printable ASCII".into(),
+            })
+        };
+        let headers = StaticHeaders {
+            client_id: ascii("client id", &client_id)?,
+            language: AsciiMetadataValue::from_static("RUST"),
+            protocol: AsciiMetadataValue::from_static("v2"),
+            version: AsciiMetadataValue::from_static(env!("CARGO_PKG_VERSION")),
+            namespace: (!config.namespace.is_empty())
+                .then(|| ascii("namespace", &config.namespace))
+                .transpose()?,
+            session_token: config
+                .credentials
+                .as_ref()
+                .and_then(|c| c.security_token.as_deref())
+                .map(|t| ascii("credentials", t))
+                .transpose()?,
+        };
+        if let Some(c) = &config.credentials {
+            ascii("credentials", &c.access_key)?;
+        }
+        Ok(Session {
+            inner: Arc::new(Inner {
+                config,
+                client_id,
+                headers,
+                channels: Mutex::new(HashMap::new()),
+                access_index: AtomicUsize::new(0),
+                role,
+                telemetry: Mutex::new(HashMap::new()),
+                synced: watch::Sender::new(0),
+                token: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                routes: RouteCache::default(),
+            }),
+        })
+    }
+
+    /// Connects: opens telemetry to the first access point that answers and waits for the
+    /// server's settings echo, then starts the heartbeat and route refresh loops.
+    pub(crate) async fn start(&self) -> Result<()> {
+        let n = self.inner.config.access_points.len();
+        let mut last = None;
+        for i in 0..n {
+            let index = (self.inner.access_index.load(Ordering::Relaxed) + i) % n;
+            let access = self.access_point_at(index);
+            let seen = *self.inner.synced.borrow();
+            self.ensure_telemetry(&access);
+            match self.wait_synced(seen, &access).await {
+                Ok(()) => {
+                    self.inner.access_index.store(index, Ordering::Relaxed);
+                    last = None;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = %access.key, error = %e, "access point unusable");
+                    self.drop_telemetry(&access.key);
+                    last = Some(e);
+                }
+            }
+        }
+        if let Some(e) = last {
+            self.inner.token.cancel();
+            return Err(e);
+        }
+        let me = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { me.heartbeat_loop().await });
+        let me = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { crate::route::refresh_loop(me).await });
+        Ok(())
+    }
+
+    async fn wait_synced(&self, seen: u64, endpoint: &Endpoints) -> Result<()> {
+        let mut rx = self.inner.synced.subscribe();
+        let wait = rx.wait_for(|n| *n > seen);
+        match tokio::time::timeout(self.inner.config.request_timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Shutdown),
+            Err(_) => Err(Error::Timeout {
+                rpc: "Telemetry (settings sync)",
+                endpoint: endpoint.key.clone(),
+                after: self.inner.config.request_timeout,
+            }),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    pub(crate) fn routes(&self) -> &RouteCache {
+        &self.inner.routes
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.inner.token
+    }
+
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    pub(crate) fn role(&self) -> &Arc<dyn Role> {
+        &self.inner.role
+    }
+
+    /// A resource in the client's namespace.
+    pub(crate) fn resource(&self, name: &str) -> pb::Resource {
+        pb::Resource {
+            resource_namespace: self.inner.config.namespace.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn access_point_at(&self, index: usize) -> Endpoints {
+        Endpoints::from_access_point(&self.inner.config.access_points[index])
+    }
+
+    /// The access point currently preferred.
+    pub(crate) fn access_point(&self) -> Endpoints {
+        let n = self.inner.config.access_points.len();
+        self.access_point_at(self.inner.access_index.load(Ordering::Relaxed) % n)
+    }
+
+    /// Calls `f` on the access points in order, starting with the preferred one and moving on
+    /// when one is unreachable; the first that answers becomes the preferred one.
+    pub(crate) async fn on_access_point<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut(Endpoints) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let n = self.inner.config.access_points.len();
+        let start = self.inner.access_index.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let index = (start + i) % n;
+            match f(self.access_point_at(index)).await {
+                Err(e) if e.is_transport() => {
+                    tracing::debug!(endpoint = %self.inner.config.access_points[index], error = %e, "access point failed, trying the next");
+                    last = Some(e);
+                }
+                other => {
+                    if i > 0 {
+                        self.inner.access_index.store(index, Ordering::Relaxed);
+                    }
+                    return other;
+                }
+            }
+        }
+        Err(last.unwrap_or(Error::Shutdown))
+    }
+
+    /// The channel to `endpoints` (connected lazily, cached).
+    pub(crate) fn channel(&self, endpoints: &Endpoints) -> Result<Channel> {
+        if let Some(c) = self.inner.channels.lock().get(&endpoints.key) {
+            return Ok(c.clone());
+        }
+        let mut built = Vec::new();
+        for a in &endpoints.proto.addresses {
+            built.push(self.endpoint(&host_port(&a.host, a.port))?);
+        }
+        let channel = match built.len() {
+            0 => {
+                return Err(Error::Protocol {
+                    rpc: "QueryRoute",
+                    what: "an endpoint without addresses".into(),
+                });
+            }
+            1 => built.remove(0).connect_lazy(),
+            _ => Channel::balance_list(built.into_iter()),
+        };
+        Ok(self
+            .inner
+            .channels
+            .lock()
+            .entry(endpoints.key.clone())
+            .or_insert(channel)
+            .clone())
+    }
+
+    fn endpoint(&self, address: &str) -> Result<tonic::transport::Endpoint> {
+        let cfg = &self.inner.config;
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        let bad = |e: tonic::transport::Error| Error::Config {
+            setting: "endpoints",
+            reason: format!("{address}: {e}"),
+        };
+        let mut ep = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(bad)?
+            .connect_timeout(cfg.request_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &cfg.tls {
+            let tls = match tls {
+                Tls::SystemRoots => ClientTlsConfig::new().with_native_roots(),
+                Tls::Ca { pem, domain } => {
+                    let mut t = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+                    if let Some(d) = domain {
+                        t = t.domain_name(d.clone());
+                    }
+                    t
+                }
+            };
+            ep = ep.tls_config(tls).map_err(bad)?;
+        }
+        Ok(ep)
+    }
+
+    /// A request carrying the `x-mq-*` headers, the signature and `timeout`.
+    pub(crate) fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(timeout);
+        self.sign(r.metadata_mut());
+        r
+    }
+
+    fn sign(&self, md: &mut MetadataMap) {
+        let h = &self.inner.headers;
+        md.insert("x-mq-client-id", h.client_id.clone());
+        md.insert("x-mq-language", h.language.clone());
+        md.insert("x-mq-protocol", h.protocol.clone());
+        md.insert("x-mq-client-version", h.version.clone());
+        if let Some(ns) = &h.namespace {
+            md.insert("x-mq-namespace", ns.clone());
+        }
+        if let Some(t) = &h.session_token {
+            md.insert("x-mq-session-token", t.clone());
+        }
+        let date = date_time(SystemTime::now());
+        if let Ok(v) = AsciiMetadataValue::try_from(uuid::Uuid::new_v4().to_string()) {
+            md.insert("x-mq-request-id", v);
+        }
+        if let Some(c) = &self.inner.config.credentials {
+            let value = authorization(&c.access_key, &c.access_secret, &date);
+            if let Ok(v) = AsciiMetadataValue::try_from(value) {
+                md.insert("authorization", v);
+            }
+        }
+        if let Ok(v) = AsciiMetadataValue::try_from(date) {
+            md.insert("x-mq-date-time", v);
+        }
+    }
+
+    /// A client for `endpoints`.
+    pub(crate) fn client(&self, endpoints: &Endpoints) -> Result<MessagingServiceClient<Channel>> {
+        Ok(MessagingServiceClient::new(self.channel(endpoints)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    /// Runs one unary RPC to `endpoints` with the request timeout, mapping transport failures.
+    pub(crate) async fn unary<Req, Resp, F, Fut>(
+        &self,
+        rpc: &'static str,
+        endpoints: &Endpoints,
+        message: Req,
+        call: F,
+    ) -> Result<Resp>
+    where
+        F: FnOnce(MessagingServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let timeout = self.inner.config.request_timeout;
+        self.unary_within(rpc, endpoints, message, timeout, call)
+            .await
+    }
+
+    /// [`Session::unary`] with an explicit deadline (long polls).
+    pub(crate) async fn unary_within<Req, Resp, F, Fut>(
+        &self,
+        rpc: &'static str,
+        endpoints: &Endpoints,
+        message: Req,
+        timeout: Duration,
+        call: F,
+    ) -> Result<Resp>
+    where
+        F: FnOnce(MessagingServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let client = self.client(endpoints)?;
+        let request = self.request(message, timeout);
+        // A margin over the gRPC deadline so the server's own deadline error wins the race.
+        match tokio::time::timeout(timeout + Duration::from_millis(500), call(client, request))
+            .await
+        {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => Err(grpc_error(rpc, &endpoints.key, status)),
+            Err(_) => Err(Error::Timeout {
+                rpc,
+                endpoint: endpoints.key.clone(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Makes sure `endpoints` has a telemetry stream (starting one if not).
+    pub(crate) fn ensure_telemetry(&self, endpoints: &Endpoints) {
+        {
+            let mut map = self.inner.telemetry.lock();
+            if map.contains_key(&endpoints.key) {
+                return;
+            }
+            map.insert(
+                endpoints.key.clone(),
+                TelemetryLink {
+                    endpoints: endpoints.clone(),
+                    writer: None,
+                },
+            );
+        }
+        let me = self.clone();
+        let ep = endpoints.clone();
+        self.inner
+            .tasks
+            .spawn(async move { crate::telemetry::run(me, ep).await });
+    }
+
+    fn drop_telemetry(&self, key: &str) {
+        self.inner.telemetry.lock().remove(key);
+    }
+
+    /// Whether `key` still wants a telemetry stream.
+    pub(crate) fn wants_telemetry(&self, key: &str) -> bool {
+        self.inner.telemetry.lock().contains_key(key)
+    }
+
+    pub(crate) fn set_telemetry_writer(
+        &self,
+        key: &str,
+        writer: Option<mpsc::Sender<pb::TelemetryCommand>>,
+    ) {
+        if let Some(link) = self.inner.telemetry.lock().get_mut(key) {
+            link.writer = writer;
+        }
+    }
+
+    /// Records a settings echo from the server.
+    pub(crate) fn settings_synced(&self, echo: &pb::Settings) {
+        self.inner.role.apply(echo);
+        self.inner.synced.send_modify(|n| *n += 1);
+    }
+
+    /// Sends the current settings on every telemetry stream (after a local change such as a
+    /// new subscription) and waits for an echo.
+    pub(crate) async fn resync(&self) -> Result<()> {
+        let access = self.access_point();
+        let settings = self.inner.role.settings(&access.proto);
+        let seen = *self.inner.synced.borrow();
+        let links: Vec<TelemetryLink> = self.inner.telemetry.lock().values().cloned().collect();
+        let mut sent = false;
+        for link in links {
+            if let Some(w) = link.writer {
+                let cmd = pb::TelemetryCommand {
+                    status: None,
+                    command: Some(pb::telemetry_command::Command::Settings(settings.clone())),
+                };
+                sent |= w.send(cmd).await.is_ok();
+            }
+        }
+        if !sent {
+            return Ok(());
+        }
+        self.wait_synced(seen, &access).await
+    }
+
+    /// All endpoints with a telemetry stream (the endpoints in use).
+    pub(crate) fn endpoints_in_use(&self) -> Vec<Endpoints> {
+        self.inner
+            .telemetry
+            .lock()
+            .values()
+            .map(|l| l.endpoints.clone())
+            .collect()
+    }
+
+    async fn heartbeat_loop(self) {
+        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.inner.token.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for ep in self.endpoints_in_use() {
+                let hb = self.inner.role.heartbeat();
+                let r = self
+                    .unary("Heartbeat", &ep, hb, |mut c, r| async move {
+                        c.heartbeat(r).await
+                    })
+                    .await
+                    .and_then(|r| check("Heartbeat", r.status.as_ref()));
+                if let Err(e) = r {
+                    tracing::debug!(endpoint = %ep.key, error = %e, "heartbeat failed");
+                }
+            }
+        }
+    }
+
+    /// Notifies the server of the client's termination, stops every background task and waits
+    /// for them.
+    pub(crate) async fn shutdown(&self) {
+        if self.inner.token.is_cancelled() {
+            self.inner.tasks.close();
+            self.inner.tasks.wait().await;
+            return;
+        }
+        for ep in self.endpoints_in_use() {
+            let req = self.inner.role.termination();
+            let r = self
+                .unary("NotifyClientTermination", &ep, req, |mut c, r| async move {
+                    c.notify_client_termination(r).await
+                })
+                .await
+                .and_then(|r| check("NotifyClientTermination", r.status.as_ref()));
+            if let Err(e) = r {
+                tracing::debug!(endpoint = %ep.key, error = %e, "termination notice failed");
+            }
+        }
+        self.inner.token.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// Maps a gRPC-level failure.
+pub(crate) fn grpc_error(rpc: &'static str, endpoint: &str, status: tonic::Status) -> Error {
+    if status.code() == tonic::Code::Unimplemented {
+        return Error::Unsupported {
+            rpc,
+            message: status.message().to_owned(),
+        };
+    }
+    Error::Transport {
+        rpc,
+        endpoint: endpoint.to_owned(),
+        status: Box::new(status),
+    }
+}
+
+/// Checks an in-body status: OK and MULTIPLE_RESULTS pass; a missing status is a protocol
+/// error; NOT_IMPLEMENTED and UNSUPPORTED are [`Error::Unsupported`].
+pub(crate) fn check(rpc: &'static str, status: Option<&pb::Status>) -> Result<()> {
+    let Some(s) = status else {
+        return Err(Error::Protocol {
+            rpc,
+            what: "no status".into(),
+        });
+    };
+    let code = s.code;
+    if code == pb::Code::Ok as i32 || code == pb::Code::MultipleResults as i32 {
+        return Ok(());
+    }
+    if code == pb::Code::NotImplemented as i32 || code == pb::Code::Unsupported as i32 {
+        return Err(Error::Unsupported {
+            rpc,
+            message: s.message.clone(),
+        });
+    }
+    Err(Error::Server {
+        rpc,
+        code,
+        message: s.message.clone(),
+    })
+}
+
+/// `x-mq-date-time`: `yyyyMMdd'T'HHmmss'Z'` in UTC.
+fn date_time(now: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect()
+}
+
+/// The `authorization` header: HMAC-SHA1 of the date with the secret, hex.
+fn authorization(access_key: &str, secret: &str, date: &str) -> String {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(date.as_bytes());
+    let signature = hex::encode_upper(mac.finalize().into_bytes());
+    format!(
+        "MQv2-HMAC-SHA1 Credential={access_key}, SignedHeaders=x-mq-date-time, Signature={signature}"
+    )
+}
+
+/// `<hostname>@<pid>@<index>@<time base36>`, as the official clients build it.
+fn new_client_id() -> String {
+    static INDEX: AtomicUsize = AtomicUsize::new(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty() && h.is_ascii())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{host}@{}@{}@{}",
+        std::process::id(),
+        INDEX.fetch_add(1, Ordering::Relaxed),
+        base36(nanos)
+    )
+}
+
+fn base36(mut n: u128) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("base36 digits are ASCII")
+}
+
+/// A protobuf duration from a std one.
+pub(crate) fn proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A std duration from a protobuf one (negative or malformed reads as zero).
+pub(crate) fn std_duration(d: &prost_types::Duration) -> Duration {
+    if d.seconds < 0 || d.nanos < 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs()) // nanos < 1e9 by contract
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_known_time_when_formatted_should_follow_the_x_mq_date_time_format() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(date_time(t), "20231114T221320Z");
+    }
+
+    #[test]
+    fn given_a_secret_when_signing_should_produce_the_rfc2202_hmac_sha1() {
+        // RFC 2202 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let v = authorization("ak", "Jefe", "what do ya want for nothing?");
+        assert_eq!(
+            v,
+            "MQv2-HMAC-SHA1 Credential=ak, SignedHeaders=x-mq-date-time, \
+             Signature=EFFCDF6AE5EB2FA2D27416D5F184DF9C259A7C79"
+        );
+    }
+
+    #[test]
+    fn given_access_points_when_parsed_should_pick_the_address_scheme() {
+        let v4 = Endpoints::from_access_point("127.0.0.1:8081");
+        assert_eq!(v4.proto.scheme, pb::AddressScheme::IPv4 as i32);
+        assert_eq!(v4.key, "127.0.0.1:8081");
+        let v6 = Endpoints::from_access_point("[::1]:8081");
+        assert_eq!(v6.proto.scheme, pb::AddressScheme::IPv6 as i32);
+        assert_eq!(v6.key, "[::1]:8081");
+        let dns = Endpoints::from_access_point("comet.local:9");
+        assert_eq!(dns.proto.scheme, pb::AddressScheme::DomainName as i32);
+        assert_eq!(dns.proto.addresses[0].port, 9);
+    }
+
+    #[test]
+    fn given_statuses_when_checked_should_classify_them() {
+        let ok = pb::Status {
+            code: pb::Code::Ok as i32,
+            message: String::new(),
+        };
+        assert!(check("X", Some(&ok)).is_ok());
+        assert!(matches!(check("X", None), Err(Error::Protocol { .. })));
+        let ni = pb::Status {
+            code: pb::Code::NotImplemented as i32,
+            message: "no".into(),
+        };
+        assert!(matches!(
+            check("RecallMessage", Some(&ni)),
+            Err(Error::Unsupported { .. })
+        ));
+        let nf = pb::Status {
+            code: pb::Code::TopicNotFound as i32,
+            message: "gone".into(),
+        };
+        assert!(matches!(
+            check("SendMessage", Some(&nf)),
+            Err(Error::Server { code: 40402, .. })
+        ));
+    }
+
+    #[test]
+    fn given_client_ids_when_generated_should_be_unique_and_ascii() {
+        let a = new_client_id();
+        let b = new_client_id();
+        assert_ne!(a, b);
+        assert!(a.is_ascii());
+        assert_eq!(a.split('@').count(), 4);
+    }
+}
