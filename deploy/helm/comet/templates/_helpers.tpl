@@ -115,7 +115,7 @@ the value that controls it.
 {{- $present = and (kindIs "map" $section) (hasKey $section (index $parts 1)) }}
 {{- end }}
 {{- if $present }}
-{{- fail (printf "%s: `%s` is rendered by the chart; set %s instead" $.what $path $hint) }}
+{{- fail (printf "%s: `%s` is rendered by the chart, remove it: %s" $.what $path $hint) }}
 {{- end }}
 {{- end }}
 {{- range $path, $value := .owned }}
