@@ -56,7 +56,8 @@ fn chart() -> PathBuf {
 
 /// The helm binary, or `None` (the test is skipped) when there is none and none is required.
 fn helm() -> Option<PathBuf> {
-    let candidate = std::env::var_os("COMET_HELM").map_or_else(|| PathBuf::from("helm"), PathBuf::from);
+    let candidate =
+        std::env::var_os("COMET_HELM").map_or_else(|| PathBuf::from("helm"), PathBuf::from);
     let runs = Command::new(&candidate)
         .args(["version", "--short"])
         .output()
@@ -85,9 +86,12 @@ fn render(helm: &Path, values: Option<&str>, sets: &[&str]) -> Result<Rendered, 
 
 fn render_with(helm: &Path, values: Option<&Path>, sets: &[&str]) -> Result<Rendered, String> {
     let mut cmd = Command::new(helm);
-    cmd.args(["template", RELEASE])
-        .arg(chart())
-        .args(["--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]);
+    cmd.args(["template", RELEASE]).arg(chart()).args([
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+    ]);
     if let Some(v) = values {
         cmd.arg("-f").arg(v);
     }
@@ -243,14 +247,24 @@ fn given_any_values_file_when_rendered_should_give_every_workload_probes_a_harde
                     );
                 }
                 let res = &c["resources"];
-                for (kind, key) in [("requests", "cpu"), ("requests", "memory"), ("limits", "memory")]
-                {
-                    assert!(!res[kind][key].is_null(), "{what}: no resources.{kind}.{key}");
+                for (kind, key) in [
+                    ("requests", "cpu"),
+                    ("requests", "memory"),
+                    ("limits", "memory"),
+                ] {
+                    assert!(
+                        !res[kind][key].is_null(),
+                        "{what}: no resources.{kind}.{key}"
+                    );
                 }
                 let sc = &c["securityContext"];
                 assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
                 assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
-                assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{what}");
+                assert_eq!(
+                    sc["capabilities"]["drop"],
+                    serde_json::json!(["ALL"]),
+                    "{what}"
+                );
             }
         }
         let expected = if values == Some("values-single-node.yaml") {
@@ -310,7 +324,10 @@ fn given_a_controller_count_when_rendered_should_list_every_peer_by_its_stable_d
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect();
         let cfg = r.config("comet-controller");
-        assert_eq!(toml_strings(section(&cfg, "controller").get("peers")), peers);
+        assert_eq!(
+            toml_strings(section(&cfg, "controller").get("peers")),
+            peers
+        );
         for (name, cfg) in r.configs() {
             assert_eq!(toml_strings(cfg.get("controllers")), addrs, "{name}");
         }
@@ -348,7 +365,11 @@ fn given_config_values_when_rendered_should_reach_only_their_roles_configmap_and
     .expect("renders");
     let configs = r.configs();
     for (name, cfg) in &configs {
-        assert_eq!(section(cfg, "log")["level"].as_str(), Some("debug"), "{name}");
+        assert_eq!(
+            section(cfg, "log")["level"].as_str(),
+            Some("debug"),
+            "{name}"
+        );
         let lease = cfg.get("controller").and_then(|c| c.get("broker_lease"));
         let retries = cfg.get("broker").and_then(|c| c.get("max_retries"));
         let auto = cfg.get("proxy").and_then(|c| c.get("auto_create_topics"));
@@ -372,10 +393,16 @@ fn given_config_values_when_rendered_should_reach_only_their_roles_configmap_and
     let r2 = render(
         &helm,
         Some("values-ha.yaml"),
-        &["brokers.config.broker.max_retries=3", "brokers.sets[0].name=broker-a",
-          "brokers.sets[0].replicas=3", "brokers.sets[0].storage.size=1Gi",
-          "brokers.sets[0].resources.requests.cpu=1", "brokers.sets[0].resources.requests.memory=1Gi",
-          "brokers.sets[0].resources.limits.memory=2Gi", "brokers.sets[0].config.broker.max_retries=7"],
+        &[
+            "brokers.config.broker.max_retries=3",
+            "brokers.sets[0].name=broker-a",
+            "brokers.sets[0].replicas=3",
+            "brokers.sets[0].storage.size=1Gi",
+            "brokers.sets[0].resources.requests.cpu=1",
+            "brokers.sets[0].resources.requests.memory=1Gi",
+            "brokers.sets[0].resources.limits.memory=2Gi",
+            "brokers.sets[0].config.broker.max_retries=7",
+        ],
     )
     .expect("renders");
     assert_eq!(
@@ -390,7 +417,11 @@ fn given_config_values_when_rendered_should_reach_only_their_roles_configmap_and
                 .clone()
         };
         let kind = str_of(&w["kind"]);
-        assert_ne!(sum(&r, &kind), sum(&base, &kind), "{name}: config changed, pods must roll");
+        assert_ne!(
+            sum(&r, &kind),
+            sum(&base, &kind),
+            "{name}: config changed, pods must roll"
+        );
     }
     let only_proxy = render(
         &helm,
@@ -430,7 +461,12 @@ fn chart_owned(role: &str) -> &'static [&'static str] {
             "broker.replication_mode",
             "broker.min_in_sync_replicas",
         ],
-        "proxy" => &["data_dir", "controllers", "proxy.listen", "proxy.advertised_endpoint"],
+        "proxy" => &[
+            "data_dir",
+            "controllers",
+            "proxy.listen",
+            "proxy.advertised_endpoint",
+        ],
         other => panic!("unknown role {other}"),
     }
 }
@@ -481,7 +517,9 @@ fn given_every_example_setting_in_config_when_rendered_should_reach_the_configma
         };
         let mut given = 0;
         for (sname, sv) in &example {
-            let Some(stable) = sv.as_table() else { continue };
+            let Some(stable) = sv.as_table() else {
+                continue;
+            };
             for (k, v) in stable {
                 if chart_owned(role).contains(&format!("{sname}.{k}").as_str()) {
                     continue;
@@ -514,7 +552,10 @@ fn given_a_chart_rendered_key_in_config_when_rendered_should_refuse_it_naming_th
             "controller.config.controller.peers[0]=1=x:1",
             ["controller.peers", "controller.replicas"],
         ),
-        ("controller.config.controller.node_id=2", ["controller.node_id", "pod ordinal"]),
+        (
+            "controller.config.controller.node_id=2",
+            ["controller.node_id", "pod ordinal"],
+        ),
         (
             "brokers.config.broker.replication_mode=sync",
             ["broker.replication_mode", "replicationMode"],
@@ -524,8 +565,14 @@ fn given_a_chart_rendered_key_in_config_when_rendered_should_refuse_it_naming_th
             ["proxy.advertised_endpoint", "proxy.advertisedEndpoint"],
         ),
         ("config.data_dir=/x", ["data_dir", "/var/lib/comet"]),
-        ("proxy.service.type=LoadBalancer", ["advertisedEndpoint", "LoadBalancer"]),
-        ("brokers.antiAffinity=sometimes", ["brokers.antiAffinity", "sometimes"]),
+        (
+            "proxy.service.type=LoadBalancer",
+            ["advertisedEndpoint", "LoadBalancer"],
+        ),
+        (
+            "brokers.antiAffinity=sometimes",
+            ["brokers.antiAffinity", "sometimes"],
+        ),
     ] {
         let err = render(&helm, None, &[set])
             .err()
@@ -547,7 +594,10 @@ fn given_any_values_file_when_rendered_should_give_clients_no_pod_ip() {
                 format!("comet-proxy.{NAMESPACE}.svc.{DOMAIN}:8081"),
             ),
             Some("values-external.yaml") => ("comet-proxy", "mq.example.com:8081".to_owned()),
-            _ => ("comet-proxy", format!("comet-proxy.{NAMESPACE}.svc.{DOMAIN}:8081")),
+            _ => (
+                "comet-proxy",
+                format!("comet-proxy.{NAMESPACE}.svc.{DOMAIN}:8081"),
+            ),
         };
         let advertised = section(&r.config(cm), "proxy")["advertised_endpoint"]
             .as_str()
@@ -555,10 +605,16 @@ fn given_any_values_file_when_rendered_should_give_clients_no_pod_ip() {
             .to_owned();
         assert_eq!(advertised, expected, "{values:?}");
         let host = advertised.rsplit_once(':').expect("host:port").0;
-        assert!(host.parse::<std::net::IpAddr>().is_err(), "{values:?}: {advertised}");
+        assert!(
+            host.parse::<std::net::IpAddr>().is_err(),
+            "{values:?}: {advertised}"
+        );
         // The pod IP is used to listen on, nowhere else (advertised addresses are DNS names).
         for w in r.workloads() {
-            for c in w["spec"]["template"]["spec"]["containers"].as_array().expect("containers") {
+            for c in w["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .expect("containers")
+            {
                 for e in c["env"].as_array().expect("env") {
                     let name = str_of(&e["name"]);
                     let uses_ip = e["value"].as_str().is_some_and(|v| v.contains("$(POD_IP)"))
@@ -746,9 +802,16 @@ fn plan(r: &Rendered) -> (Vec<Pod>, Vec<(String, Ipv4Addr)>) {
         let selector = svc["spec"]["selector"].as_object().expect("selector");
         let first = pods
             .iter()
-            .find(|p| selector.iter().all(|(k, v)| p.labels.get(k).map(String::as_str) == v.as_str()))
+            .find(|p| {
+                selector
+                    .iter()
+                    .all(|(k, v)| p.labels.get(k).map(String::as_str) == v.as_str())
+            })
             .unwrap_or_else(|| panic!("Service {} selects no pod", name_of(svc)));
-        hosts.push((format!("{}.{NAMESPACE}.svc.{DOMAIN}", name_of(svc)), first.ip));
+        hosts.push((
+            format!("{}.{NAMESPACE}.svc.{DOMAIN}", name_of(svc)),
+            first.ip,
+        ));
     }
     (pods, hosts)
 }
@@ -757,7 +820,14 @@ fn plan(r: &Rendered) -> (Vec<Pod>, Vec<(String, Ipv4Addr)>) {
 fn given_the_ha_values_when_started_as_rendered_should_serve_fail_over_and_survive_a_controller_loss()
  {
     let Some(helm) = helm() else { return };
-    let r = render(&helm, Some("values-ha.yaml"), &[]).expect("renders");
+    // The one value this test adds: 4 MiB commitlog segments (instead of 1 GiB), so that nine
+    // stores fit the test machine's disk; it travels the same `config:` path as any setting.
+    let r = render(
+        &helm,
+        Some("values-ha.yaml"),
+        &["brokers.config.broker.segment_size=4MiB"],
+    )
+    .expect("renders");
     let (pods, hosts) = plan(&r);
     match std::env::var_os(INNER_ENV) {
         None => reexec_with_hosts(&hosts),
@@ -799,10 +869,29 @@ fn reexec_with_hosts(hosts: &[(String, Ipv4Addr)]) {
         .arg(std::env::current_exe().expect("test binary"))
         .args([CLUSTER_TEST, "--exact", "--nocapture", "--test-threads=1"])
         .env(INNER_ENV, &file);
-    let status = cmd.status().expect(
+    // The inner run's output is shown only when it fails (its own "test result" line must not
+    // count as a second test).
+    let out = cmd.output().expect(
         "unshare runs (util-linux); the rendered-cluster test needs a private mount namespace",
     );
-    assert!(status.success(), "the rendered cluster test failed: {status}");
+    let tail = |b: &[u8]| {
+        let text = String::from_utf8_lossy(b);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(120)..].join("\n")
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let panic: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.contains("panicked at"))
+        .take(12)
+        .collect();
+    assert!(
+        out.status.success(),
+        "the rendered-cluster test failed ({}):\n{}\n---- stderr (end) ----\n{}",
+        out.status,
+        panic.join("\n"),
+        tail(&out.stderr)
+    );
 }
 
 /// The built `comet` binary (target/<profile>/comet, built by `cargo test --workspace` for the
@@ -845,17 +934,45 @@ impl Drop for Running {
             let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-            eprintln!("---- log of pod {} (last lines) ----\n{tail}", self.pod.name);
+            eprintln!(
+                "---- log of pod {} (last lines) ----\n{tail}",
+                self.pod.name
+            );
         }
     }
 }
 
 impl Running {
-    /// Maps container paths under a mount to the test's directories.
+    /// Maps container paths under a mount to the test's directories, in one pass: a path
+    /// starts at the beginning of `s`, or after a quote, `=` or whitespace.
     fn host_path(&self, s: &str) -> String {
-        let mut out = s.to_owned();
-        for (path, dir) in &self.mounts {
-            out = out.replace(path.as_str(), &dir.to_string_lossy());
+        let mut out = String::new();
+        let mut i = 0;
+        while i < s.len() {
+            let at_start = i == 0
+                || s[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c == '"' || c == '=' || c.is_whitespace());
+            let hit = at_start
+                .then(|| {
+                    self.mounts
+                        .iter()
+                        .filter(|(path, _)| s[i..].starts_with(path.as_str()))
+                        .max_by_key(|(path, _)| path.len())
+                })
+                .flatten();
+            match hit {
+                Some((path, dir)) => {
+                    out.push_str(&dir.to_string_lossy());
+                    i += path.len();
+                }
+                None => {
+                    let c = s[i..].chars().next().expect("in bounds");
+                    out.push(c);
+                    i += c.len_utf8();
+                }
+            }
         }
         out
     }
@@ -906,17 +1023,17 @@ impl Running {
         let probe = &self.pod.container["readinessProbe"];
         if probe["tcpSocket"].is_object() {
             let port = self.pod.port(&probe["tcpSocket"]["port"]);
-            tokio::net::TcpStream::connect((self.pod.ip, port)).await.is_ok()
+            tokio::net::TcpStream::connect((self.pod.ip, port))
+                .await
+                .is_ok()
         } else {
             let port = self.pod.port(&probe["grpc"]["port"]);
             let service = probe["grpc"]["service"].as_str().unwrap_or("").to_owned();
-            let Ok(channel) = tonic::transport::Endpoint::from_shared(format!(
-                "http://{}:{port}",
-                self.pod.ip
-            ))
-            .expect("a valid URI")
-            .connect()
-            .await
+            let Ok(channel) =
+                tonic::transport::Endpoint::from_shared(format!("http://{}:{port}", self.pod.ip))
+                    .expect("a valid URI")
+                    .connect()
+                    .await
             else {
                 return false;
             };
@@ -937,7 +1054,10 @@ fn start(r: &Rendered, pod: Pod, root: &Path) -> Running {
     std::fs::create_dir_all(&dir).expect("pod dir");
     let mut mounts = Vec::new();
     let mut configmaps = Vec::new();
-    for m in pod.container["volumeMounts"].as_array().expect("volumeMounts") {
+    for m in pod.container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+    {
         let vol_name = str_of(&m["name"]);
         let host = dir.join(format!("vol-{vol_name}"));
         std::fs::create_dir_all(&host).expect("volume dir");
@@ -1001,9 +1121,20 @@ async fn run_cluster(r: &Rendered, pods: Vec<Pod>, hosts: Vec<(String, Ipv4Addr)
             .to_socket_addrs()
             .unwrap_or_else(|e| panic!("{name} does not resolve: {e}"))
             .collect();
-        assert!(got.iter().any(|a| a.ip() == *ip), "{name} -> {got:?}, not {ip}");
+        assert!(
+            got.iter().any(|a| a.ip() == *ip),
+            "{name} -> {got:?}, not {ip}"
+        );
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    // The pods' volumes: a fresh tmpfs when there is one (like a PVC, a filesystem of their
+    // own, not the shared disk's fill level that the brokers' disk watermarks watch).
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("tempdir");
     let mut running: Vec<Running> = pods.into_iter().map(|p| start(r, p, dir.path())).collect();
     let count = |w: &str| running.iter().filter(|p| p.pod.workload == w).count();
     assert_eq!(count("comet-controller"), 3);
@@ -1011,9 +1142,11 @@ async fn run_cluster(r: &Rendered, pods: Vec<Pod>, hosts: Vec<(String, Ipv4Addr)
     assert_eq!(count("comet-broker-b"), 3);
     assert_eq!(count("comet-proxy"), 2);
     for p in &running {
-        wait_until(&format!("{} ready", p.pod.name), Duration::from_secs(90), async || {
-            p.ready().await
-        })
+        wait_until(
+            &format!("{} ready", p.pod.name),
+            Duration::from_secs(90),
+            async || p.ready().await,
+        )
         .await;
     }
     let ctl = |running: &[Running]| -> usize {
@@ -1024,14 +1157,20 @@ async fn run_cluster(r: &Rendered, pods: Vec<Pod>, hosts: Vec<(String, Ipv4Addr)
     };
     // Every member of both sets registered, a master elected, all in sync.
     let c = ctl(&running);
-    wait_until("both broker sets elected a master, all members in sync", Duration::from_secs(60), async || {
-        brokers(&running[c]).is_some_and(|rows| {
-            rows.len() == 6
-                && rows.iter().all(|b| b["alive"] == true && b["in_sync"] == true)
-                && master_of(&rows, "broker-a").is_some()
-                && master_of(&rows, "broker-b").is_some()
-        })
-    })
+    wait_until(
+        "both broker sets elected a master, all members in sync",
+        Duration::from_secs(60),
+        async || {
+            brokers(&running[c]).is_some_and(|rows| {
+                rows.len() == 6
+                    && rows
+                        .iter()
+                        .all(|b| b["alive"] == true && b["in_sync"] == true)
+                    && master_of(&rows, "broker-a").is_some()
+                    && master_of(&rows, "broker-b").is_some()
+            })
+        },
+    )
     .await;
     // NOTES.txt step 2, as `kubectl exec comet-controller-1 -- comet topic create ...`.
     let created = running[c]
@@ -1045,31 +1184,49 @@ async fn run_cluster(r: &Rendered, pods: Vec<Pod>, hosts: Vec<(String, Ipv4Addr)
     // Every proxy routes the topic to its Service name, on both sets.
     for p in running.iter().filter(|p| p.pod.workload == "comet-proxy") {
         let url = format!("http://{}:{}", p.pod.ip, p.pod.port(&Value::from("grpc")));
-        wait_until(&format!("{} routes orders", p.pod.name), Duration::from_secs(20), async || {
-            let Ok(mut v2) = pb::messaging_service_client::MessagingServiceClient::connect(url.clone()).await else {
-                return false;
-            };
-            let Ok(route) = v2
-                .query_route(raw::request("helm-test@1", pb::QueryRouteRequest {
-                    topic: raw::resource("orders"),
-                    endpoints: None,
-                }))
-                .await
-            else {
-                return false;
-            };
-            let queues = route.into_inner().message_queues;
-            let sets: BTreeSet<String> = queues
-                .iter()
-                .filter_map(|q| q.broker.as_ref().map(|b| b.name.clone()))
-                .collect();
-            for q in &queues {
-                let endpoints = q.broker.as_ref().and_then(|b| b.endpoints.as_ref()).expect("endpoints");
-                let a = &endpoints.addresses[0];
-                assert_eq!(format!("{}:{}", a.host, a.port), access, "routes give the Service name");
-            }
-            sets.len() == 2
-        })
+        wait_until(
+            &format!("{} routes orders", p.pod.name),
+            Duration::from_secs(20),
+            async || {
+                let Ok(mut v2) =
+                    pb::messaging_service_client::MessagingServiceClient::connect(url.clone())
+                        .await
+                else {
+                    return false;
+                };
+                let Ok(route) = v2
+                    .query_route(raw::request(
+                        "helm-test@1",
+                        pb::QueryRouteRequest {
+                            topic: raw::resource("orders"),
+                            endpoints: None,
+                        },
+                    ))
+                    .await
+                else {
+                    return false;
+                };
+                let queues = route.into_inner().message_queues;
+                let sets: BTreeSet<String> = queues
+                    .iter()
+                    .filter_map(|q| q.broker.as_ref().map(|b| b.name.clone()))
+                    .collect();
+                for q in &queues {
+                    let endpoints = q
+                        .broker
+                        .as_ref()
+                        .and_then(|b| b.endpoints.as_ref())
+                        .expect("endpoints");
+                    let a = &endpoints.addresses[0];
+                    assert_eq!(
+                        format!("{}:{}", a.host, a.port),
+                        access,
+                        "routes give the Service name"
+                    );
+                }
+                sets.len() == 2
+            },
+        )
         .await;
     }
 
@@ -1079,17 +1236,31 @@ async fn run_cluster(r: &Rendered, pods: Vec<Pod>, hosts: Vec<(String, Ipv4Addr)
     let round = async |what: &str, first: usize| {
         let keys: BTreeSet<String> = (first..first + 10).map(|i| format!("k{i}")).collect();
         for key in &keys {
-            // Right after a failover a send may meet the old route once; retry, bounded.
-            let mut attempts = 0;
+            // Right after a failover a send may meet the old master, or a master whose lease
+            // lapsed while the controllers elected a leader (HA_NOT_AVAILABLE, retryable): the
+            // client retries after a backoff, as applications do, for at most 30 s.
+            let started = tokio::time::Instant::now();
+            let deadline = started + Duration::from_secs(30);
+            let mut failures = 0;
             loop {
                 match producer.send(message(key)).await {
                     Ok(receipt) => {
                         assert!(!receipt.message_id().is_empty());
+                        if failures > 0 {
+                            eprintln!(
+                                "{what}: send {key} failed {failures} time(s) over {:?} first",
+                                started.elapsed()
+                            );
+                        }
                         break;
                     }
                     Err(e) => {
-                        attempts += 1;
-                        assert!(attempts < 20, "{what}: send {key} keeps failing: {e:?}");
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "{what}: send {key} keeps failing: {e:?}"
+                        );
+                        failures += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
             }
@@ -1097,7 +1268,11 @@ async fn run_cluster(r: &Rendered, pods: Vec<Pod>, hosts: Vec<(String, Ipv4Addr)
         let mut seen = BTreeSet::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while !keys.is_subset(&seen) {
-            assert!(tokio::time::Instant::now() < deadline, "{what}: received {} of 10", seen.len());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: received {} of 10",
+                seen.len()
+            );
             let Ok(got) = consumer
                 .receive_with("orders", &filter, 32, Duration::from_secs(30))
                 .await
@@ -1117,21 +1292,29 @@ async fn run_cluster(r: &Rendered, pods: Vec<Pod>, hosts: Vec<(String, Ipv4Addr)
     let (old_id, old_epoch, old_addr) = master_of(&rows, "broker-a").expect("master of broker-a");
     let victim = running
         .iter()
-        .position(|p| p.pod.workload == "comet-broker-a" && old_addr.starts_with(&format!("{}.", p.pod.name)))
+        .position(|p| {
+            p.pod.workload == "comet-broker-a" && old_addr.starts_with(&format!("{}.", p.pod.name))
+        })
         .unwrap_or_else(|| panic!("no pod advertises {old_addr}"));
     running[victim].kill();
     let c = ctl(&running);
-    let failover = wait_until("broker-a elected a new master", Duration::from_secs(30), async || {
-        brokers(&running[c])
-            .and_then(|rows| master_of(&rows, "broker-a"))
-            .is_some_and(|(id, epoch, _)| id != old_id && epoch > old_epoch)
-    })
+    let failover = wait_until(
+        "broker-a elected a new master",
+        Duration::from_secs(30),
+        async || {
+            brokers(&running[c])
+                .and_then(|rows| master_of(&rows, "broker-a"))
+                .is_some_and(|(id, epoch, _)| id != old_id && epoch > old_epoch)
+        },
+    )
     .await;
     eprintln!("broker-a failed over in {failover:?}");
     round("after the master of broker-a was killed", 10).await;
 
     // The Raft leader dies: another controller leads; metadata writes and traffic go on.
-    let members = running[c].exec(&["cluster", "members"]).expect("cluster members");
+    let members = running[c]
+        .exec(&["cluster", "members"])
+        .expect("cluster members");
     let leader = members["leader_id"].as_u64().expect("a leader");
     let leader_pod = running
         .iter()
@@ -1139,13 +1322,17 @@ async fn run_cluster(r: &Rendered, pods: Vec<Pod>, hosts: Vec<(String, Ipv4Addr)
         .expect("the leader's pod (pod ordinal = node id)");
     running[leader_pod].kill();
     let c = ctl(&running);
-    wait_until("a new controller leader", Duration::from_secs(30), async || {
-        running[c]
-            .exec(&["cluster", "members"])
-            .ok()
-            .and_then(|m| m["leader_id"].as_u64())
-            .is_some_and(|l| l != leader)
-    })
+    wait_until(
+        "a new controller leader",
+        Duration::from_secs(30),
+        async || {
+            running[c]
+                .exec(&["cluster", "members"])
+                .ok()
+                .and_then(|m| m["leader_id"].as_u64())
+                .is_some_and(|l| l != leader)
+        },
+    )
     .await;
     let created = running[c]
         .exec(&["topic", "create", "after-leader-loss", "--queues", "2"])
