@@ -1777,6 +1777,11 @@ impl Inner {
         let mut shutdown = self.shutdown_tx.subscribe();
         // Longest sleep without news: no timer is due sooner, or the wheel's next slot starts.
         const IDLE_MS: i64 = 1000;
+        // Pause after a failed round: short at first, since the usual cause passes quickly (a
+        // new master's write gate opening just after its store did), doubling up to IDLE_MS so
+        // a lasting failure (disk full) is not retried in a busy loop.
+        const RETRY_FIRST_MS: i64 = 10;
+        let mut retry_ms = RETRY_FIRST_MS;
         loop {
             if *shutdown.borrow_and_update() {
                 break;
@@ -1795,15 +1800,20 @@ impl Inner {
             .await;
             let mut pause = None;
             match round {
-                Ok(Ok(0)) => {}
-                Ok(Ok(_)) => continue,
+                Ok(Ok(0)) => retry_ms = RETRY_FIRST_MS,
+                Ok(Ok(_)) => {
+                    retry_ms = RETRY_FIRST_MS;
+                    continue;
+                }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "delayed delivery round failed; retrying in 1 s");
-                    pause = Some(1000);
+                    tracing::warn!(error = %e, retry_ms, "delayed delivery round failed; retrying");
+                    pause = Some(retry_ms);
+                    retry_ms = (retry_ms * 2).min(IDLE_MS);
                 }
                 Err((_, e)) => {
-                    tracing::error!(error = %e, "delayed delivery task failed");
-                    pause = Some(1000);
+                    tracing::error!(error = %e, retry_ms, "delayed delivery task failed");
+                    pause = Some(retry_ms);
+                    retry_ms = (retry_ms * 2).min(IDLE_MS);
                 }
             }
             let now = now_ms();
