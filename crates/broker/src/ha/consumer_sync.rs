@@ -80,11 +80,10 @@ pub(crate) fn decode(frame: pb::ConsumerOffsets) -> Decoded {
     out
 }
 
-fn record(
-    ack: i64,
-    pop: i64,
-    entries: Vec<pb::InFlightEntry>,
-) -> Result<(i64, Vec<(i64, InFlight)>), &'static str> {
+/// A queue's pop position and its in-flight entries by queue offset, ascending.
+type Position = (i64, Vec<(i64, InFlight)>);
+
+fn record(ack: i64, pop: i64, entries: Vec<pb::InFlightEntry>) -> Result<Position, &'static str> {
     if ack < 0 || pop < 0 {
         return Err("negative offset");
     }
