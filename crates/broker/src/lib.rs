@@ -109,6 +109,7 @@ pub mod ha;
 pub mod handle;
 mod long_poll;
 mod meta;
+pub mod node;
 mod offsets;
 mod persist;
 mod pull;
@@ -130,5 +131,6 @@ pub use ha::{
     ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
 };
 pub use meta::DLQ_PREFIX;
+pub use node::{BrokerNode, ControllerClient, NodeConfig};
 pub use service::{BrokerGrpc, TransactionCheckStream};
 pub use transaction::{DISCARD_TOPIC, HALF_TOPIC, OP_TOPIC, SYS_TRANSACTION_ID, TransactionStats};

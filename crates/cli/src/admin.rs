@@ -609,7 +609,7 @@ fn client(target: &AdminTarget) -> anyhow::Result<ControllerClient> {
     } else {
         target.controllers.clone()
     };
-    ControllerClient::new(addrs)
+    Ok(ControllerClient::new(addrs)?)
 }
 
 async fn metadata(client: &ControllerClient) -> anyhow::Result<ClusterMetadata> {

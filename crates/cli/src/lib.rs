@@ -40,10 +40,13 @@ pub mod admin;
 pub mod args;
 pub mod bench;
 pub mod config;
-pub mod controller_client;
 pub mod duration;
 pub mod kill;
 pub mod logging;
 pub mod server;
 pub mod size;
 pub mod store_cmd;
+
+/// The controller client lives in the broker crate (its controller link needs it); admin
+/// commands and the tests reach it here too.
+pub use comet_broker::node::controller_client;

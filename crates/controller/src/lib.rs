@@ -74,6 +74,7 @@ pub mod metadata;
 pub mod network;
 pub mod raft_types;
 pub mod remoting;
+pub mod server;
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -88,9 +89,12 @@ use comet_proto::comet::v1::raft_service_server::RaftServiceServer;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 
 pub use error::{ControllerError, Result};
 pub use grpc::{ControllerGrpc, LEADER_METADATA_KEY};
+pub use server::{ControllerListeners, ControllerServer, serve};
 
 use lease::LeaseTable;
 use network::{GrpcNetworkFactory, MAX_RAFT_MESSAGE_BYTES, RaftGrpc};
@@ -243,7 +247,11 @@ pub struct Controller {
     raft: ControllerRaft,
     grpc: ControllerGrpc,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
-    stop_leases: watch::Sender<bool>,
+    /// Cancelled at shutdown, or when the controller is dropped: ends the lease checker and
+    /// open `WatchMetadata` streams.
+    stop: DropGuard,
+    /// Every task the controller spawned (the lease checker).
+    tasks: TaskTracker,
     lease_task: tokio::task::JoinHandle<()>,
     log_io: LogIoHandle,
     lock: DirLock,
@@ -315,21 +323,23 @@ impl Controller {
         }
 
         let leases = Arc::new(LeaseTable::new(cfg.broker_lease));
-        let (stop_leases, stop_rx) = watch::channel(false);
-        let lease_task = tokio::spawn(lease::run_lease_checker(
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let lease_task = tasks.spawn(lease::run_lease_checker(
             raft.clone(),
             cfg.node_id,
             leases.clone(),
             metadata.clone(),
-            stop_rx,
+            stop.clone(),
             cfg.enable_unclean_election,
         ));
+        tasks.close();
         let grpc = ControllerGrpc::new(
             raft.clone(),
             cfg.node_id,
             metadata.clone(),
             leases,
-            stop_leases.subscribe(),
+            stop.clone(),
             cfg.enable_unclean_election,
         );
         tracing::info!(
@@ -342,7 +352,8 @@ impl Controller {
             raft,
             grpc,
             metadata,
-            stop_leases,
+            stop: stop.drop_guard(),
+            tasks,
             lease_task,
             log_io,
             lock,
@@ -402,16 +413,18 @@ impl Controller {
             raft,
             grpc,
             metadata,
-            stop_leases,
+            stop,
+            tasks,
             lease_task,
             log_io,
             lock,
             node_id,
         } = self;
-        let _ = stop_leases.send(true);
+        drop(stop);
         lease_task
             .await
             .map_err(|e| ControllerError::Task(format!("lease checker: {e}")))?;
+        tasks.wait().await;
         raft.shutdown()
             .await
             .map_err(|e| ControllerError::Task(format!("raft: {e}")))?;

@@ -70,5 +70,5 @@ pub use coalesce::CoalescedIo;
 pub use config::ProxyConfig;
 pub use creator::TopicCreator;
 pub use error::{ProxyError, Result};
-pub use server::{MESSAGING_SERVICE_NAME, Proxy};
+pub use server::{MESSAGING_SERVICE_NAME, Proxy, serve};
 pub use session::ClientInfo;
