@@ -23,6 +23,8 @@
 //! - [`remoting`]: the NameServer-compatible remoting endpoint (RocketMQ's TCP
 //!   protocol): route tables for 4.x clients and tools, 4.x broker
 //!   registration.
+//! - [`server`]: [`ControllerServer`] (a node serving its gRPC services and the
+//!   remoting endpoint from start to an ordered stop) and [`serve`].
 //! - `fuzzing` (tests and the `fuzzing` feature only): fuzz entry points for every decoder.
 //!
 //! # Data directory
@@ -46,18 +48,21 @@
 //!   only liveness transitions are logged (see [`lease`]).
 //! - Applying an entry is deterministic and never re-runs input validation.
 //!
-//! # Wiring
+//! # Lifecycle and wiring
+//!
+//! One idiom, shared by every Comet server crate: a `CancellationToken` says
+//! "stop" and a `TaskTracker` holds every spawned task (here: the lease
+//! checker, the gRPC and remoting servers, remoting connections); draining is
+//! cancel, close the tracker, wait.
 //!
 //! ```text
-//! let ctrl = Controller::start(cfg).await?;
-//! Server::builder().add_routes(ctrl.routes())
-//!     .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
-//! // in-process users (standalone proxy/broker): ctrl.metadata(), ctrl.service()
-//! ctrl.shutdown().await?;   // first: ends WatchMetadata streams, then stop the server
+//! serve(cfg, ControllerListeners { grpc, remoting }, shutdown).await?;
+//! // or, to reach the node while it runs (in-process users: metadata(), service()):
+//! let node = ControllerServer::start(cfg, listeners, shutdown).await?;
+//! node.controller().metadata();
+//! node.wait().await?;   // after cancel: Controller::shutdown ends WatchMetadata
+//!                       // streams and stops Raft, then the servers finish draining
 //! ```
-//!
-//! Serve with TCP_NODELAY: without it, Nagle plus delayed ACKs add ~40 ms to
-//! every reply larger than one segment (metadata snapshots, Raft appends).
 //!
 //! Dependency rule: controller → proto only; never broker, proxy or store.
 #![forbid(unsafe_code)]
