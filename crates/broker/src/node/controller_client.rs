@@ -28,8 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::error::BrokerError;
-use crate::ha::ControllerLink;
+use crate::{BrokerError, ControllerLink};
 
 /// Metadata key carrying the leader's address on a not-leader reply.
 const LEADER_HINT: &str = "comet-leader";

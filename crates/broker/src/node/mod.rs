@@ -41,11 +41,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpIncoming};
 
-use crate::config::BrokerConfig;
-use crate::error::BrokerError;
-use crate::ha::{HaBroker, HaConfig, HaStatus};
-use crate::service::BrokerGrpc;
-use crate::{Broker, ReplicationGrpc};
+// Only the crate's public API (its root re-exports): the node is wiring over it.
+use crate::{
+    Broker, BrokerConfig, BrokerError, BrokerGrpc, HaBroker, HaConfig, HaStatus, ReplicationGrpc,
+};
 
 pub use controller_client::{ControllerClient, watch_metadata};
 use controller_link::{HeartbeatHooks, Registration, heartbeat_loop};
