@@ -460,6 +460,18 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// A node dropped without [`Node::shutdown`] stops like a killed process: whatever still
+    /// runs is cancelled and its connections are severed (after a shutdown, nothing is left).
+    fn drop(&mut self) {
+        if let Some(proxy) = &self.proxy {
+            proxy.shutdown.cancel();
+        }
+        self.links.cancel();
+        self.kill.cancel();
+    }
+}
+
 async fn bind(role: &str, addr: &str) -> anyhow::Result<TcpListener> {
     let key = match role {
         "remoting" => "controller.remoting_listen".to_owned(),
