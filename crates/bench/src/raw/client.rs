@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 
-use super::stats::code_key;
+use crate::stats::code_key;
 use super::transport::{self, Conn};
 
 /// Deadline of every unary call (the official clients use 3 s), and of the telemetry open.
