@@ -9,7 +9,8 @@
 //!   polling 5 s) and acknowledges every message with its own AckMessage, concurrently
 //!   (the crate has no batch ack).
 //!
-//! The crate logs through its own `slog` terminal logger on stderr. Its calls can panic on
+//! The crate logs through its own `slog` terminal logger on stderr, down to debug level and
+//! with no filter to set (its lines come between the progress bar's). Its calls can panic on
 //! some server answers; a panic ends that task and fails the run naming the task.
 
 use std::collections::HashMap;
