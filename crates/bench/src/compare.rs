@@ -95,7 +95,12 @@ impl Comparison {
                     format!("{:.2}", if p99 { l.p99 } else { l.p50 })
                 })
             };
-            let errors: u64 = r.sent.errors.values().chain(r.received.errors.values()).sum();
+            let errors: u64 = r
+                .sent
+                .errors
+                .values()
+                .chain(r.received.errors.values())
+                .sum();
             t.push_str(&format!(
                 "{:<9} {:>12.0} {:>9} {:>9} {:>12.0} {:>9} {:>8}\n",
                 r.config.client.name(),

@@ -143,7 +143,10 @@ impl Fleet {
 
     /// Shuts down every client still held (NotifyClientTermination).
     pub(crate) async fn close(self) {
-        let producers = self.producers.into_iter().filter_map(|p| Arc::try_unwrap(p).ok());
+        let producers = self
+            .producers
+            .into_iter()
+            .filter_map(|p| Arc::try_unwrap(p).ok());
         let shutdowns = producers.map(|p| async move { log_shutdown(p.shutdown().await) });
         futures::future::join_all(shutdowns).await;
         let shutdowns = self
@@ -257,7 +260,11 @@ fn error_key(e: &ClientError) -> String {
 
 /// A one-line description of a failed call of the crate.
 fn describe(e: &ClientError) -> String {
-    let context: Vec<String> = e.context().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let context: Vec<String> = e
+        .context()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     format!(
         "{}: {:?}: {} [{}]",
         e.operation(),

@@ -14,7 +14,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use comet_sdk::{ConsumeResult, Error, FilterExpression, Message, MessageView, Producer, PushConsumer};
+use comet_sdk::{
+    ConsumeResult, Error, FilterExpression, Message, MessageView, Producer, PushConsumer,
+};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -115,7 +117,9 @@ impl Fleet {
         });
         let consumers = futures::future::try_join_all(builds)
             .await
-            .with_context(|| format!("starting the SDK push consumers against {}", self.endpoint))?;
+            .with_context(|| {
+                format!("starting the SDK push consumers against {}", self.endpoint)
+            })?;
         Ok(consumers
             .into_iter()
             .map(|(consumer, stats)| {

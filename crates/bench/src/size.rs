@@ -9,7 +9,12 @@ use std::str::FromStr;
 pub struct ByteSize(pub u64);
 
 /// Units from the largest, with their multipliers.
-const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
+const UNITS: [(&str, u64); 4] = [
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("B", 1),
+];
 
 impl FromStr for ByteSize {
     type Err = String;

@@ -107,7 +107,12 @@ pub(crate) async fn run(
 }
 
 /// Records one delivered message and queues its acknowledgement.
-fn on_message(plan: &Plan, stats: &mut TaskStats, message: Message, acks: &mut Vec<AckMessageEntry>) {
+fn on_message(
+    plan: &Plan,
+    stats: &mut TaskStats,
+    message: Message,
+    acks: &mut Vec<AckMessageEntry>,
+) {
     let props = message.system_properties.unwrap_or_default();
     consumer::record(
         plan,

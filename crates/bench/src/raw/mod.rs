@@ -81,7 +81,11 @@ pub(crate) async fn setup(
 ) -> anyhow::Result<Setup> {
     let connections = clients.div_ceil(CLIENTS_PER_CONNECTION).max(1);
     let channels = client::connect(target, connections).await?;
-    let mut c = client::client(target, channels[0].clone(), &client::client_id(host, run, "route"))?;
+    let mut c = client::client(
+        target,
+        channels[0].clone(),
+        &client::client_id(host, run, "route"),
+    )?;
     let route = client::query_route(&mut c, target, &args.topic, args.consumers > 0).await?;
     Ok(Setup { channels, route })
 }

@@ -94,10 +94,7 @@ impl Sender for RawSender {
 }
 
 /// Interprets a SendMessage response for a request of `n` messages.
-pub(crate) fn outcome(
-    result: Result<SendMessageResponse, tonic::Status>,
-    n: u64,
-) -> SendOutcome {
+pub(crate) fn outcome(result: Result<SendMessageResponse, tonic::Status>, n: u64) -> SendOutcome {
     let response = match result {
         Ok(r) => r,
         Err(s) => return SendOutcome::failed(grpc_key(&s), n),
