@@ -12,7 +12,7 @@
 //!
 //! `--compare` runs the three back to back against the same endpoint and prints one table
 //! with their ratios. The binary (`src/main.rs`) parses [`BenchArgs`], sets up logging and
-//! the runtime (`--threads`) and calls [`run`]; this library exists for that binary and for
+//! the runtime (`--threads`) and calls [`run()`]; this library exists for that binary and for
 //! its tests, so it reports errors with `anyhow` like a binary does.
 //!
 //! # Layout

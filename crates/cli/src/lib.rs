@@ -31,8 +31,8 @@
 //!   stderr, filtered by `RUST_LOG` or the configured level.
 //! - Exit status: 0 success; 1 the command ran and found a problem (e.g. corrupt records);
 //!   2 the command could not run (bad arguments, unreachable controller, I/O error).
-//! - Only the cluster tests (`tests/`) depend on this crate; logic worth testing in isolation
-//!   belongs in the library crates.
+//! - Only the cluster tests (`tests/`, and `comet-bench`'s) depend on this crate; logic worth
+//!   testing in isolation belongs in the library crates.
 
 pub mod admin;
 pub mod args;
