@@ -23,7 +23,7 @@
 //! - `service`: the MessagingService handlers, one file per RPC group.
 //! - `server`: [`Proxy`] (routes, serve, shutdown) and [`serve`] (config, listener, metadata,
 //!   brokers, creator, shutdown token: the entry point the `comet` binary uses).
-//! - `coalesce`: [`CoalescedIo`], one write per round of a connection's task.
+//! - `coalesce`: `CoalescedIo`, one write per round of a connection's task.
 //!
 //! # Invariants
 //!
@@ -75,7 +75,6 @@ pub use brokers::{
     BrokerDirectory, BrokerService, DynBroker, LocalBrokers, RemoteBroker, RemoteBrokers,
     TransactionCheckStream,
 };
-pub use coalesce::CoalescedIo;
 pub use config::ProxyConfig;
 pub use creator::TopicCreator;
 pub use error::{ProxyError, Result};
