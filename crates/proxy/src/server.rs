@@ -231,7 +231,6 @@ pub async fn serve(
     creator: Option<Arc<dyn TopicCreator>>,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
-    cfg.validate()?;
     Proxy::new(cfg, metadata, brokers, creator)
         .serve(listener, shutdown)
         .await
