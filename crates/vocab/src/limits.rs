@@ -19,6 +19,8 @@ pub const INVISIBLE_MAX: Duration = Duration::from_secs(12 * 3600);
 pub const INVISIBLE_DEFAULT: Duration = Duration::from_secs(60);
 /// Furthest a delay message's delivery time may lie in the future (default): 40 days.
 pub const MAX_DELIVERY_DELAY: Duration = Duration::from_secs(40 * 24 * 3600);
+/// Longest `max_delivery_delay` a proxy or broker configuration accepts: one year.
+pub const MAX_DELIVERY_DELAY_CEILING: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Redeliveries of a group without its own setting (metadata.proto: a group's 0 means
 /// this); a message is delivered at most `DEFAULT_MAX_RETRIES + 1` times before it goes to
 /// `%DLQ%<group>`.
