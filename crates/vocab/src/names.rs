@@ -74,6 +74,16 @@ fn check(kind: NameKind, name: &str, required: bool) -> Result<()> {
     Ok(())
 }
 
+/// Validates a name of `kind` as a client gives it: [`validate_topic`], [`validate_group`],
+/// [`validate_namespace`] or [`validate_broker_set`].
+///
+/// # Errors
+/// [`Error::Empty`] (except for namespaces), [`Error::TooLong`] or
+/// [`Error::IllegalCharacters`].
+pub fn validate(kind: NameKind, name: &str) -> Result<()> {
+    check(kind, name, kind != NameKind::Namespace)
+}
+
 /// Validates a topic name as a client gives it.
 ///
 /// # Errors
@@ -205,6 +215,15 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn validate_dispatches_on_the_kind() {
+        assert_eq!(validate(NameKind::Namespace, ""), Ok(()));
+        assert!(validate(NameKind::Topic, "").is_err());
+        assert_eq!(validate(NameKind::Group, &"g".repeat(255)), Ok(()));
+        assert!(validate(NameKind::Topic, &"t".repeat(128)).is_err());
+        assert_eq!(validate(NameKind::BrokerSet, "a.b"), Ok(()));
     }
 
     #[test]

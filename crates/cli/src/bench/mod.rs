@@ -69,6 +69,8 @@ use comet_proto::apache::rocketmq::v2::{
     ClientType, FilterExpression, FilterType, Language, Publishing, Resource, Settings,
     Subscription, SubscriptionEntry, Ua, settings::PubSub,
 };
+use comet_vocab::NameKind;
+use comet_vocab::names;
 use hdrhistogram::Histogram;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -166,15 +168,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Topic and group names the RocketMQ proxies accept: `[%|a-zA-Z0-9_-]`, bounded length.
-fn check_name(flag: &str, name: &str, max: usize) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= max
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '%' | '|' | '_' | '-'));
-    if !ok {
+fn check_name(flag: &str, name: &str, kind: NameKind) -> anyhow::Result<()> {
+    if names::validate(kind, name).is_err() {
         bail!(
-            "{flag} {name:?} is not a valid name: use 1 to {max} characters from a-z A-Z 0-9 _ - % |"
+            "{flag} {name:?} is not a valid name: use 1 to {} characters from a-z A-Z 0-9 _ - % |",
+            kind.max_len()
         );
     }
     Ok(())
@@ -183,8 +181,8 @@ fn check_name(flag: &str, name: &str, max: usize) -> anyhow::Result<()> {
 impl BenchArgs {
     /// Refuses arguments the run could not honour, with the flag to change.
     pub fn validate(&self) -> anyhow::Result<()> {
-        check_name("--topic", &self.topic, 127)?;
-        check_name("--group", &self.group, 255)?;
+        check_name("--topic", &self.topic, NameKind::Topic)?;
+        check_name("--group", &self.group, NameKind::Group)?;
         if self.producers == 0 {
             bail!("--producers must be at least 1");
         }

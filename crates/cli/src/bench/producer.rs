@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use comet_proto::apache::rocketmq::v2::{
-    Code, Encoding, Message, MessageQueue, MessageType, SendMessageRequest, SystemProperties,
+    Encoding, Message, MessageQueue, MessageType, SendMessageRequest, SystemProperties,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -99,7 +99,7 @@ pub(crate) fn outcome(
     };
     // OK and MULTIPLE_RESULTS carry one status per message; any other code fails them all.
     let code = response.status.as_ref().map(|s| s.code);
-    if code != Some(Code::Ok as i32) && code != Some(Code::MultipleResults as i32) {
+    if !code.is_some_and(comet_vocab::status::has_entry_statuses) {
         let key = check_status(response.status.as_ref())
             .err()
             .map_or_else(|| "MISSING_STATUS".to_owned(), |(key, _)| key);
@@ -277,7 +277,7 @@ fn record(plan: &Plan, stats: &mut TaskStats, due: Instant, n: u64, outcome: Sen
 #[cfg(test)]
 mod tests {
     use super::*;
-    use comet_proto::apache::rocketmq::v2::{SendMessageResponse, SendResultEntry, Status};
+    use comet_proto::apache::rocketmq::v2::{Code, SendMessageResponse, SendResultEntry, Status};
 
     fn status(code: Code) -> Option<Status> {
         Some(Status {
