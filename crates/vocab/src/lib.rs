@@ -25,9 +25,11 @@
 //!
 //! # Invariants
 //!
-//! - Defined once here: no other crate spells `%DLQ%`, `%RETRY%`, `rmq_sys_`, the system
-//!   topic names, the name limits (127, 255, 64), the `~` handle separator or the `%`
-//!   namespace separator; they use these items.
+//! - Defined once here: no server crate or the CLI spells `%DLQ%`, `%RETRY%`, `rmq_sys_`, the
+//!   system topic names, the name limits (127, 255, 64), the `~` handle separator or the `%`
+//!   namespace separator; they use these items (tests pin the literal values). The SDK is the
+//!   exception by design: it depends on the proto crate alone and keeps its own client-side
+//!   checks, which must agree with these.
 //! - Semantics are those of RocketMQ 5 (apache/rocketmq `TopicValidator`, `MixAll`,
 //!   `NamespaceUtil`, the proxy's `GrpcValidator`) where Comet follows it; the docs say where
 //!   Comet differs.
