@@ -9,10 +9,10 @@
 use comet_proto::apache::rocketmq::v2::{Code, Status};
 
 /// A status with the given code and message.
-pub fn status(code: Code, message: &str) -> Status {
+pub fn status(code: Code, message: impl Into<String>) -> Status {
     Status {
         code: code as i32,
-        message: message.to_owned(),
+        message: message.into(),
     }
 }
 
@@ -45,7 +45,7 @@ pub fn aggregate<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
         Some(f) if uniform => f.clone(),
         Some(_) => status(
             Code::MultipleResults,
-            &format!("{failed} of {total} entries failed; see each entry's status"),
+            format!("{failed} of {total} entries failed; see each entry's status"),
         ),
     }
 }

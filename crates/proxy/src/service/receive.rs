@@ -405,7 +405,7 @@ impl Inner {
             } else {
                 status::status(
                     Code::InternalServerError,
-                    &format!(
+                    format!(
                         "{offered} message(s) exceed the 4 MiB frame limit and cannot be delivered"
                     ),
                 )
