@@ -555,7 +555,7 @@ async fn given_a_fifo_group_when_a_message_keeps_failing_should_keep_order_and_d
         .collect();
     assert_eq!(attempts, [1, 2, 3]);
     consumer.shutdown().await;
-    let dlq = format!("%DLQ%{group}");
+    let dlq = comet_vocab::system::dlq_topic(&group);
     cluster.wait_routable(&dlq).await;
     let reader = simple(
         &cluster,
