@@ -39,16 +39,19 @@
 //! # Layout
 //!
 //! - [`producer`]: [`Producer`], [`Transaction`], [`TransactionChecker`], [`SendReceipt`].
-//! - [`simple_consumer`]: [`SimpleConsumer`] (receive, ack, change invisibility).
-//! - [`push_consumer`]: [`PushConsumer`] (listener, concurrency and cache bounds, FIFO,
-//!   retries, dead letters, graceful shutdown).
+//! - [`simple_consumer`]: [`SimpleConsumer`] (receive, ack, batch ack, change invisibility).
+//! - [`push_consumer`]: [`PushConsumer`] (listener, concurrency and cache bounds, batched
+//!   acks, FIFO, retries, dead letters, graceful shutdown).
 //! - [`message`]: [`Message`] and its builder (client-side validation), [`MessageView`],
 //!   [`FilterExpression`].
 //! - [`Error`]: the one error type; [`Error::is_retryable`] tells transient from permanent.
 //! - internal: `session` (channels, `x-mq-*` headers, HMAC-SHA1 signing, access point
 //!   failover, heartbeats), `telemetry` (one stream per endpoint: settings sync, server
 //!   commands, reconnect with backoff), `route` (route cache with periodic and on-error
-//!   refresh), `retry` (the server's retry policies).
+//!   refresh), `retry` (the server's retry policies), `consume` (receive, invisibility
+//!   changes and dead-lettering for both consumers), `ack` (acknowledgements in batches: one
+//!   AckMessage per endpoint and topic for many messages, per-entry results and retries, the
+//!   push consumer's linger batcher).
 //!
 //! # Invariants
 //!
@@ -60,6 +63,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod ack;
 mod config;
 mod consume;
 mod error;
