@@ -95,7 +95,9 @@ pub(crate) async fn ack_many(
     receipts: &[Receipt],
 ) -> Vec<Result<()>> {
     let chunks = chunks(receipts);
-    let calls = chunks.iter().map(|chunk| ack_chunk(session, group, receipts, chunk));
+    let calls = chunks
+        .iter()
+        .map(|chunk| ack_chunk(session, group, receipts, chunk));
     let answers = futures::future::join_all(calls).await;
     let mut results: Vec<Option<Result<()>>> = receipts.iter().map(|_| None).collect();
     for (chunk, answer) in chunks.iter().zip(answers) {
@@ -231,7 +233,11 @@ pub(crate) async fn settle(session: &Session, group: &str, receipts: Vec<Receipt
         if again.is_empty() {
             return;
         }
-        tracing::debug!(entries = again.len(), attempt, "acks failed transiently, retrying");
+        tracing::debug!(
+            entries = again.len(),
+            attempt,
+            "acks failed transiently, retrying"
+        );
         tokio::time::sleep(pause).await;
         pause *= 2;
         pending = again;
@@ -362,8 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn given_receipts_of_two_topics_and_endpoints_when_chunked_should_split_by_request_and_size()
-    {
+    fn given_receipts_of_two_topics_and_endpoints_when_chunked_should_split_by_request_and_size() {
         let a = Arc::new(Endpoints::from_access_point("127.0.0.1:1"));
         // Equal key, another allocation: still one request.
         let a2 = Arc::new(Endpoints::from_access_point("127.0.0.1:1"));
