@@ -36,6 +36,16 @@
 //! # }
 //! ```
 //!
+//! # Acknowledgements
+//!
+//! One `AckMessage` carries many entries, and the consumers use that: the push consumer
+//! batches the acks of its concurrent mode per endpoint and topic (a batch goes out at 32
+//! acks or 2 ms after it opened; shutdown flushes it at once), and
+//! [`SimpleConsumer::ack_many`] acknowledges a whole receive in one call. Each message gets
+//! its own result from the reply's entries; the push consumer retries the entries that failed
+//! transiently and drops, with a log line, those whose receipt handle expired (the message is
+//! delivered again). FIFO acks are sent one by one, each before its group's next message runs.
+//!
 //! # Layout
 //!
 //! - [`producer`]: [`Producer`], [`Transaction`], [`TransactionChecker`], [`SendReceipt`].

@@ -13,8 +13,9 @@
 //!                   group's max attempts; then ForwardMessageToDeadLetterQueue
 //! ```
 //!
-//! Per message, the hot path holds a [`Receipt`] (id, topic, handle) rather than a second copy
-//! of the message, takes no lock, and wakes the receive loops only when the cache was full.
+//! Per message, the hot path keeps a receipt (id, topic, receipt handle) rather than a second
+//! copy of the message, takes no lock, and wakes the receive loops only when the cache was
+//! full; the acks of up to 32 messages share one call.
 //!
 //! Invariants:
 //! - At most `max_concurrency` listener calls run at once.
@@ -31,8 +32,8 @@
 //!   is renewed every half `invisible_duration`.
 //! - [`PushConsumer::shutdown`] stops receiving, lets running listeners finish, flushes every
 //!   pending ack batch without waiting out its linger, makes the messages it did not start
-//!   visible again at once, then sends NotifyClientTermination. Nothing it received is lost: each message is acknowledged,
-//!   dead-lettered, or delivered again to the next consumer.
+//!   visible again at once, then sends NotifyClientTermination. Nothing it received is lost:
+//!   each message is acknowledged, dead-lettered, or delivered again to the next consumer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
