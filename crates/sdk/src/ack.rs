@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2 as pb;
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -213,10 +214,25 @@ fn entry_results(ids: &[&str], response: &pb::AckMessageResponse) -> Vec<Result<
 /// fail for good are logged and dropped: their messages come back when their invisibility
 /// ends.
 pub(crate) async fn settle(session: &Session, group: &str, receipts: Vec<Receipt>) {
+    settle_with(receipts, FIRST_RETRY_PAUSE, |batch| {
+        // Owned for the boxed future, which may borrow only the batch (one clone per send).
+        let (session, group) = (session.clone(), group.to_owned());
+        Box::pin(async move { ack_many(&session, &group, batch).await })
+    })
+    .await;
+}
+
+/// [`settle`] over any `send` (one result per receipt, in order), pausing `first_pause`
+/// before the first retry.
+async fn settle_with(
+    receipts: Vec<Receipt>,
+    first_pause: Duration,
+    mut send: impl for<'b> FnMut(&'b [Receipt]) -> BoxFuture<'b, Vec<Result<()>>>,
+) {
     let mut pending = receipts;
-    let mut pause = FIRST_RETRY_PAUSE;
+    let mut pause = first_pause;
     for attempt in 1..=ATTEMPTS {
-        let results = ack_many(session, group, &pending).await;
+        let results = send(&pending).await;
         let mut again = Vec::new();
         for (receipt, result) in pending.into_iter().zip(results) {
             match result {
@@ -409,6 +425,61 @@ mod tests {
         );
         assert!(matches!(results[2], Err(Error::Protocol { .. })));
         assert!(results[3].as_ref().is_err_and(Error::is_retryable));
+    }
+
+    fn server(code: pb::Code) -> Error {
+        Error::Server {
+            rpc: RPC,
+            code: code as i32,
+            message: String::new(),
+        }
+    }
+
+    /// Settles receipts `a`, `b`, `c` against `answer` (what one send returns for an id on
+    /// its n-th send), and returns the ids of each send.
+    async fn sends(answer: impl Fn(&str, usize) -> Result<()>) -> Vec<Vec<String>> {
+        let a = Arc::new(Endpoints::from_access_point("127.0.0.1:1"));
+        let receipts = vec![
+            receipt("a", "t", &a),
+            receipt("b", "t", &a),
+            receipt("c", "t", &a),
+        ];
+        let mut sent: Vec<Vec<String>> = Vec::new();
+        settle_with(receipts, Duration::ZERO, |batch| {
+            let n = sent.len();
+            sent.push(batch.iter().map(|r| r.message_id.clone()).collect());
+            let results = batch.iter().map(|r| answer(&r.message_id, n)).collect();
+            Box::pin(std::future::ready(results))
+        })
+        .await;
+        sent
+    }
+
+    #[tokio::test]
+    async fn given_entry_failures_when_settling_should_resend_only_the_transient_ones() {
+        let sent = sends(|id, n| match (id, n) {
+            ("b", 0) => Err(server(pb::Code::TooManyRequests)),
+            ("c", _) => Err(server(pb::Code::InvalidReceiptHandle)),
+            _ => Ok(()),
+        })
+        .await;
+        assert_eq!(sent, vec![vec!["a", "b", "c"], vec!["b"]]);
+    }
+
+    #[tokio::test]
+    async fn given_an_entry_that_keeps_failing_transiently_when_settling_should_give_up_after_the_attempts()
+     {
+        let sent = sends(|id, _| match id {
+            "a" => Err(Error::Timeout {
+                rpc: RPC,
+                endpoint: "127.0.0.1:1".into(),
+                after: Duration::from_secs(3),
+            }),
+            _ => Ok(()),
+        })
+        .await;
+        assert_eq!(sent.len(), ATTEMPTS as usize);
+        assert!(sent[1..].iter().all(|s| s == &["a"]));
     }
 
     #[test]
