@@ -7,6 +7,11 @@
 //! access points. What differs between producers and consumers (settings, heartbeat, commands)
 //! comes from the client's [`Role`].
 //!
+//! Starting waits for the settings echo of the first access point that answers; when its
+//! telemetry stream cannot even be opened (refused connection, untrusted certificate: see
+//! [`grpc_error`] for how a TLS failure becomes [`Error::Tls`]) the next access point is tried
+//! at once, and the last failure, not a timeout, is what `build()` reports.
+//!
 //! Lifetime: background tasks run under the session's cancellation token and task tracker;
 //! [`Session::shutdown`] notifies the server, cancels them and waits for them. The user-facing
 //! handles cancel the token when their last clone drops, so nothing outlives the client.
