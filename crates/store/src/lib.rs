@@ -26,7 +26,8 @@
 //!   `allocate` (next segment ahead of need), `signal` (thread wake-ups).
 //! - `commit_log`: segments, append, read, recovery scan.
 //! - [`record`]: the record format (see there for the byte layout).
-//! - `consume_queue`, `index_file`: the derived structures.
+//! - `consume_queue`, `index_file`: the derived structures (`index_file`: `format`, `file`,
+//!   `recovery`, and the `IndexStore` directory in its `mod.rs`).
 //! - `checkpoint`: durable progress markers.
 //! - [`epoch`]: the epoch history (which master epoch wrote which offsets) and the
 //!   consistent-point rule replicas use to cut a divergent tail.
