@@ -8,10 +8,8 @@ use anyhow::{Context, bail};
 use comet_proto::apache::rocketmq::v2 as pb;
 use comet_proto::comet::v1::ClusterMetadata;
 use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
+use comet_vocab::system;
 use tonic::transport::{Channel, Endpoint};
-
-/// Prefix of the dead-letter topics brokers create (`%DLQ%<group>`, on every broker set).
-const DLQ_PREFIX: &str = "%DLQ%";
 
 /// Largest internal reply accepted (query results carry whole messages).
 const BROKER_MAX_MESSAGE: usize = 256 << 20;
@@ -29,7 +27,7 @@ pub(super) fn broker_targets(
     topic: &str,
     only: Option<&str>,
 ) -> anyhow::Result<Vec<BrokerTarget>> {
-    let sets: Vec<String> = if topic.starts_with(DLQ_PREFIX) {
+    let sets: Vec<String> = if topic.starts_with(system::DLQ_PREFIX) {
         // Every broker set may hold dead letters; those without a live master cannot answer.
         meta.broker_sets
             .iter()

@@ -6,18 +6,19 @@ use comet_proto::apache::rocketmq::v2 as pb;
 
 use crate::duration::HumanDuration;
 
-/// `<namespace>%<name>`, or the plain name without a namespace.
+/// `<namespace>%<name>`, or the plain name without a namespace (`comet_vocab::namespace`:
+/// `%DLQ%<name>` becomes `%DLQ%<namespace>%<name>`).
 pub fn qualify(namespace: &str, name: &str) -> anyhow::Result<String> {
     if name.is_empty() {
         bail!("the name is empty");
     }
-    if namespace.is_empty() {
-        Ok(name.to_owned())
-    } else if namespace.contains('%') {
-        bail!("namespace {namespace:?} must not contain '%'")
-    } else {
-        Ok(format!("{namespace}%{name}"))
+    if namespace.contains(comet_vocab::namespace::SEPARATOR) {
+        bail!(
+            "namespace {namespace:?} must not contain '{}'",
+            comet_vocab::namespace::SEPARATOR
+        )
     }
+    Ok(comet_vocab::namespace::qualify(namespace, name))
 }
 
 /// Parses `exponential:1s:60s:2` or `customized:1s,5s,30s`.
