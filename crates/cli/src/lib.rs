@@ -20,8 +20,10 @@
 //! - `server`: the server roles and their start/stop order (and `Node::abort`, an in-process
 //!   "kill -9" built on `kill`); `controller_client`: the
 //!   leader-following controller client, metadata watch and broker heartbeats of cluster mode.
-//! - `admin`: `comet topic|group|cluster ...` over the controller API; `comet offset|message
-//!   ...` over the brokers' internal API, found through the controller's metadata.
+//! - `admin`: `comet topic|group|cluster ...` over the controller API (`admin::controller_api`);
+//!   `comet offset|message ...` over the brokers' internal API (`admin::broker_api`), found
+//!   through the controller's metadata (`admin::fanout`); with `args`, `parse` and `render`
+//!   (the JSON output) beside them.
 //! - `store_cmd`: `comet store ...` over `comet_store`'s public API.
 //! - `logging`, `size`, `duration`: stderr logging, `64KiB`-style sizes, `500ms`-style durations.
 //!
