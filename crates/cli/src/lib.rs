@@ -25,8 +25,10 @@
 //!   `server::creators` auto-creates topics through the local or remote controller.
 //! - `controller_client`: a re-export of `comet_broker::node::controller_client`, the one
 //!   leader-following controller client (admin commands and cluster-mode proxies use it).
-//! - `admin`: `comet topic|group|cluster ...` over the controller API; `comet offset|message
-//!   ...` over the brokers' internal API, found through the controller's metadata.
+//! - `admin`: `comet topic|group|cluster ...` over the controller API (`admin::controller_api`);
+//!   `comet offset|message ...` over the brokers' internal API (`admin::broker_api`), found
+//!   through the controller's metadata (`admin::fanout`); with `args`, `parse` and `render`
+//!   (the JSON output) beside them.
 //! - `store_cmd`: `comet store ...` over `comet_store`'s public API.
 //! - `logging`, `size`, `duration`: stderr logging, `64KiB`-style sizes, `500ms`-style durations.
 //!

@@ -18,10 +18,16 @@
 //! ```
 //!
 //! # Layout
-//! - [`store`]: [`MessageStore`], recovery orchestration and the background threads.
+//! - [`store`]: [`MessageStore`], the facade, one job per submodule: `open` (recovery
+//!   orchestration), `lifecycle` (background threads, close), `lock` (the directory lock),
+//!   `append` (local appends, [`WriteGate`]), `replication` (raw log copy, epochs), `flush`
+//!   (ASYNC flusher, SYNC group commit), `dispatch` (queues and index, visibility), `read`,
+//!   `housekeeping` (checkpoints), `retention` (segment deletion, disk watermarks),
+//!   `allocate` (next segment ahead of need), `signal` (thread wake-ups).
 //! - `commit_log`: segments, append, read, recovery scan.
 //! - [`record`]: the record format (see there for the byte layout).
-//! - `consume_queue`, `index_file`: the derived structures.
+//! - `consume_queue`, `index_file`: the derived structures (`index_file`: `format`, `file`,
+//!   `recovery`, and the `IndexStore` directory in its `mod.rs`).
 //! - `checkpoint`: durable progress markers.
 //! - [`epoch`]: the epoch history (which master epoch wrote which offsets) and the
 //!   consistent-point rule replicas use to cut a divergent tail.

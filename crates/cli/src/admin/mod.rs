@@ -1,0 +1,40 @@
+//! Admin commands over the controller's gRPC API: `comet topic ...`, `comet group ...`,
+//! `comet cluster ...` (including the controllers' Raft membership: `members`, `add-member`,
+//! `remove-member`); and over the brokers' internal API (addresses from the controller's
+//! metadata): `comet offset reset|progress`, `comet message id|key|offset`. Each prints one
+//! JSON object (the resulting resource) on stdout.
+//!
+//! Names given here are plain names plus an optional `--namespace`; the controller stores the
+//! qualified name `<namespace>%<name>` (see `proto/comet/v1/metadata.proto`).
+//!
+//! # Layout
+//! - `args`: the clap definitions of every admin subcommand.
+//! - `parse`: names with their namespace, retry backoffs and times, as typed by an operator.
+//! - `controller_api`: `comet topic|group|cluster ...` over the controller API, and the
+//!   controller connection (cluster metadata) the broker-side commands share.
+//! - `fanout`: the broker sets holding a topic, their masters' internal addresses, the
+//!   connection to each and their in-body statuses.
+//! - `broker_api`: `comet offset|message ...` over the brokers' internal API, fanned out.
+//! - `render`: every printed resource as JSON (the output format).
+//!
+//! Imports run one way: `args`, `parse`, `render` and `fanout` name no other admin module;
+//! `controller_api` names those, and `broker_api` names all of them.
+
+mod args;
+mod broker_api;
+mod controller_api;
+mod fanout;
+mod parse;
+mod render;
+
+pub use args::{
+    AddMemberArgs, AdminTarget, ClusterCommand, GroupCommand, GroupSpec, IdQuery, KeyQuerySpec,
+    MessageCommand, NameArg, OffsetCommand, OffsetQuerySpec, Perm, ProgressSpec, RemoveMemberArgs,
+    ResetSpec, RouteArgs, TopicCommand, TopicSpec, TopicType, TopicUpdate,
+};
+pub use broker_api::{message, offset};
+pub use controller_api::{cluster, group, topic};
+pub use parse::{parse_backoff, parse_time, qualify};
+pub use render::{
+    brokers_json, controllers_json, group_json, message_json, metadata_json, topic_json,
+};
