@@ -1,10 +1,10 @@
 //! Conversions between the public `apache.rocketmq.v2.Message` and the store's records.
 //!
 //! Fields the store has no column for travel in the record's system-property map under the
-//! `SYS_*` keys below.
+//! `SYS_*` keys of the `sys` module.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use comet_proto::apache::rocketmq::v2::{
@@ -14,36 +14,11 @@ use comet_proto::apache::rocketmq::v2::{
 use comet_store::{Message, Properties, StoredMessage};
 use md5::{Digest as _, Md5};
 
-/// Message type name (`NORMAL`, `FIFO`, `DELAY`, `TRANSACTION`).
-pub const SYS_MESSAGE_TYPE: &str = "MESSAGE_TYPE";
-/// FIFO message group.
-pub const SYS_MESSAGE_GROUP: &str = "MESSAGE_GROUP";
-/// Delivery time, ms since the epoch.
-pub const SYS_DELIVERY_TIMESTAMP: &str = "DELIVERY_TIMESTAMP";
-/// Trace context.
-pub const SYS_TRACE_CONTEXT: &str = "TRACE_CONTEXT";
-/// The producer's host exactly as it sent it (may be a host name).
-pub const SYS_BORN_HOST: &str = "BORN_HOST";
-/// `GZIP` when the body is compressed.
-pub const SYS_BODY_ENCODING: &str = "BODY_ENCODING";
-/// Present (`true`) on dead-lettered messages.
-pub const SYS_DLQ: &str = "DLQ";
-/// Topic a dead-lettered message came from.
-pub const SYS_DLQ_ORIGIN_TOPIC: &str = "DLQ_ORIGIN_TOPIC";
-/// Queue id a dead-lettered message came from.
-pub const SYS_DLQ_ORIGIN_QUEUE_ID: &str = "DLQ_ORIGIN_QUEUE_ID";
-/// Queue offset a dead-lettered message came from.
-pub const SYS_DLQ_ORIGIN_QUEUE_OFFSET: &str = "DLQ_ORIGIN_QUEUE_OFFSET";
-/// Consumer group whose retries were exhausted.
-pub const SYS_DLQ_GROUP: &str = "DLQ_GROUP";
-/// Deliveries made before the message was dead-lettered.
-pub const SYS_DLQ_DELIVERIES: &str = "DLQ_DELIVERIES";
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::sys::{
+    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
+    SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_RECOVERY_MS, SYS_TRACE_CONTEXT,
+};
 
 pub(crate) fn ts_to_ms(t: &prost_types::Timestamp) -> i64 {
     t.seconds
@@ -132,7 +107,7 @@ pub(crate) fn to_record(
         .filter(|_| mtype == MessageType::Transaction)
     {
         system.insert(
-            crate::transaction::SYS_RECOVERY_MS.to_owned(),
+            SYS_RECOVERY_MS.to_owned(),
             d.as_millis().min(i64::MAX as u128).to_string(),
         );
     }

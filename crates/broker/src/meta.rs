@@ -10,9 +10,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
-
-/// Prefix of the dead-letter topics the broker creates (`%DLQ%<group>`).
-pub const DLQ_PREFIX: &str = "%DLQ%";
+use crate::sys;
 
 /// A topic as this broker sees it.
 #[derive(Debug, Clone)]
@@ -91,9 +89,7 @@ impl MetaIndex {
     /// Dead-letter topics and the transaction discard topic are the broker's own: one queue,
     /// readable, not in metadata.
     pub fn queues(&self, topic: &str, access: Access) -> Result<u32, (Code, String)> {
-        if (topic.starts_with(DLQ_PREFIX) || topic == crate::transaction::DISCARD_TOPIC)
-            && access == Access::Read
-        {
+        if sys::is_broker_readable(topic) && access == Access::Read {
             return Ok(1);
         }
         let Some(t) = self.topics.get(topic) else {

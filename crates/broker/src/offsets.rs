@@ -25,9 +25,10 @@ use comet_proto::comet::v1::{
     ResetOffsetRequest, ResetOffsetResponse, reset_offset_request,
 };
 
-use crate::broker::{Inner, Outcome, blocking, ok, status};
 use crate::convert::ts_to_ms;
+use crate::engine::Inner;
 use crate::meta::Access;
+use crate::outcome::{Outcome, blocking, ok, status};
 use crate::pull::{concrete_queue, require_group};
 use crate::state::{QueueKey, QueueSlot};
 

@@ -1,7 +1,7 @@
 //! PullMessage: offset-based reads of one queue, filtered, batched and long-polled.
 //!
 //! A pull names the exact position to read from; the broker keeps no state for it (the group
-//! commits its progress with UpdateOffset, see [`crate::offsets`]). Each round reads a bounded
+//! commits its progress with UpdateOffset, see the `offsets` module). Each round reads a bounded
 //! window of the consume queue on the blocking pool; a selective filter that skips a whole
 //! window makes the next round continue from where it stopped, and at the queue end the pull
 //! waits on the topic's arrival channel, until the long-polling deadline.
@@ -14,10 +14,11 @@ use comet_proto::apache::rocketmq::v2::{self as v2, Code, PullMessageRequest};
 use comet_proto::comet::v1::PullMessageResponse;
 use comet_store::{MessageStore, StoreError, StoredMessage};
 
-use crate::broker::{Inner, Outcome, blocking, ok, status, store_outcome};
 use crate::convert::{self, Delivery};
+use crate::engine::Inner;
 use crate::filter::Filter;
 use crate::meta::Access;
+use crate::outcome::{Outcome, blocking, ok, status, store_outcome};
 
 /// Consume-queue entries examined per round, at least (a batch examines 4× its size).
 const MIN_SCAN_WINDOW: usize = 256;

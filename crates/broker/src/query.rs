@@ -8,8 +8,9 @@ use comet_proto::apache::rocketmq::v2::Code;
 use comet_proto::comet::v1::{QueryMessageRequest, QueryMessageResponse, query_message_request};
 use comet_store::StoreError;
 
-use crate::broker::{Inner, Outcome, blocking, ok, status, store_outcome};
 use crate::convert::ts_to_ms;
+use crate::engine::Inner;
+use crate::outcome::{Outcome, blocking, ok, status, store_outcome};
 use crate::pull::plain_message;
 
 /// Messages a key query returns when it names no maximum.

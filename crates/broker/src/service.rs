@@ -1,4 +1,4 @@
-//! `comet.v1.BrokerService` over a [`crate::Broker`].
+//! `comet.v1.BrokerService` over a `Broker`.
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::broker::{CallGuard, Inner};
+use crate::engine::{CallGuard, Inner};
 
 /// The stream of transaction checks a broker sends to one proxy; every [`BrokerService`]
 /// implementation uses this type, so the trait can be used as `dyn BrokerService<
@@ -32,9 +32,9 @@ pub type TransactionCheckStream = std::pin::Pin<
 
 /// The gRPC service of a broker: wrap it in `BrokerServiceServer::new` to serve it, or call
 /// the trait methods directly in process. Cheap to clone; calls after
-/// [`crate::Broker::shutdown`] began fail with gRPC UNAVAILABLE.
+/// `Broker::shutdown` began fail with gRPC UNAVAILABLE.
 ///
-/// With replication ([`crate::ha::HaBroker`]) the broker behind it is replaced when the
+/// With replication (`HaBroker`) the broker behind it is replaced when the
 /// broker's role changes; every call goes to the broker current when it starts.
 #[derive(Clone)]
 pub struct BrokerGrpc {
@@ -74,14 +74,14 @@ impl BrokerGrpc {
     }
 
     /// Counters of delayed delivery of the broker instance calls go to now (a replica's count
-    /// the timers it follows; see [`crate::Broker::timer_stats`]).
+    /// the timers it follows; see `Broker::timer_stats`).
     pub fn timer_stats(&self) -> crate::TimerStats {
         self.current().delays.stats()
     }
 
     /// Counters of transactional messages of the broker instance calls go to now (a
     /// replica's `pending` counts the half messages it follows; see
-    /// [`crate::Broker::transaction_stats`]).
+    /// `Broker::transaction_stats`).
     pub fn transaction_stats(&self) -> crate::TransactionStats {
         self.current().transactions.stats()
     }

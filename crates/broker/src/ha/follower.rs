@@ -18,9 +18,10 @@ use comet_store::EpochEntry;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::broker::{StorePrep, blocking};
+use crate::engine::StorePrep;
 use crate::ha::consumer_sync;
 use crate::ha::role::{LogShape, StartAction, start_action};
+use crate::outcome::blocking;
 use crate::service::BrokerGrpc;
 
 /// Largest replication message (a chunk holds at least one whole batch, up to the record limit).

@@ -36,8 +36,10 @@
 //!   not confirm within `sync_timeout`, with SLAVE_PERSISTENCE_TIMEOUT (the message is stored
 //!   on the master and may still replicate: outcome unknown, a retry may duplicate it).
 
+mod config;
 mod consumer_sync;
 mod follower;
+mod lease;
 pub(crate) mod role;
 mod service;
 pub(crate) mod tracker;
@@ -45,129 +47,21 @@ pub(crate) mod tracker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comet_proto::comet::v1::{AlterSyncStateSetRequest, BrokerSet, ClusterMetadata};
-use comet_store::WriteGate;
+use comet_proto::comet::v1::ClusterMetadata;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, EngineRole, StorePrep};
+use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::engine::{EngineRole, StorePrep};
 use crate::error::BrokerError;
 use crate::service::BrokerGrpc;
+pub use config::{HaConfig, ReplicationMode};
+pub use lease::ControllerLink;
+use lease::master_gate;
 use role::Role;
 pub use service::ReplicationGrpc;
 use tracker::{LagLimits, Tracker};
-
-/// When a send is acknowledged (see the module docs for the contract of each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReplicationMode {
-    /// After the master's own write (and flush, per the flush policy).
-    #[default]
-    Async,
-    /// After every member of the sync-state set holds it.
-    Sync,
-}
-
-/// Replication settings of a broker (they apply while it is master).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HaConfig {
-    /// ASYNC or SYNC acknowledgement (default ASYNC).
-    pub mode: ReplicationMode,
-    /// SYNC: fewest members the sync-state set must have, the master included (default 1:
-    /// with every replica gone the master acknowledges alone; 2 refuses instead).
-    pub min_in_sync_replicas: u32,
-    /// SYNC: longest wait for the in-sync replicas (default 2 s; keep it below the proxy's
-    /// broker call timeout, 3 s, so clients see SLAVE_PERSISTENCE_TIMEOUT, not PROXY_TIMEOUT).
-    pub sync_timeout: Duration,
-    /// A replica that has not caught up with the master for this long leaves the sync-state
-    /// set (default 3 s).
-    pub max_lag_time: Duration,
-    /// A replica this many bytes behind leaves the sync-state set (default 256 MiB; 0 = no
-    /// limit).
-    pub max_lag_bytes: u64,
-    /// Target size of one replication chunk (default 1 MiB; a larger batch comes whole).
-    pub chunk_bytes: usize,
-    /// Silence after which the master sends a heartbeat chunk (default 500 ms).
-    pub heartbeat_interval: Duration,
-    /// How often replicas adopt the master's consume offsets (default 1 s).
-    pub consumer_offsets_interval: Duration,
-}
-
-impl Default for HaConfig {
-    fn default() -> Self {
-        HaConfig {
-            mode: ReplicationMode::Async,
-            min_in_sync_replicas: 1,
-            sync_timeout: Duration::from_secs(2),
-            max_lag_time: Duration::from_secs(3),
-            max_lag_bytes: 256 << 20,
-            chunk_bytes: 1 << 20,
-            heartbeat_interval: Duration::from_millis(500),
-            consumer_offsets_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-impl HaConfig {
-    /// Checks every value; errors name the key.
-    ///
-    /// # Errors
-    /// [`BrokerError::Config`].
-    pub fn validate(&self) -> Result<(), BrokerError> {
-        let bad = |key: &'static str, reason: String| Err(BrokerError::Config { key, reason });
-        if !(1..=16).contains(&self.min_in_sync_replicas) {
-            return bad(
-                "min_in_sync_replicas",
-                format!("{} is outside 1..=16", self.min_in_sync_replicas),
-            );
-        }
-        for (key, d) in [
-            ("sync_replication_timeout", self.sync_timeout),
-            ("replica_max_lag_time", self.max_lag_time),
-            ("replication_heartbeat_interval", self.heartbeat_interval),
-            (
-                "consumer_offsets_sync_interval",
-                self.consumer_offsets_interval,
-            ),
-        ] {
-            if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
-                return bad(key, format!("{d:?} is outside [10ms, 1h]"));
-            }
-        }
-        if self.heartbeat_interval >= self.max_lag_time {
-            return bad(
-                "replication_heartbeat_interval",
-                format!(
-                    "{:?} must be shorter than replica_max_lag_time ({:?}), or idle replicas \
-                     would leave the sync-state set",
-                    self.heartbeat_interval, self.max_lag_time
-                ),
-            );
-        }
-        if !(4096..=(64 << 20)).contains(&self.chunk_bytes) {
-            return bad(
-                "replication_chunk_size",
-                format!("{} is outside 4KiB..=64MiB", self.chunk_bytes),
-            );
-        }
-        Ok(())
-    }
-}
-
-/// The controller, as a master needs it.
-#[tonic::async_trait]
-pub trait ControllerLink: Send + Sync + 'static {
-    /// Asks the controller to replace the sync-state set (see `AlterSyncStateSet`); returns
-    /// the broker set as committed.
-    ///
-    /// # Errors
-    /// The controller's status (FAILED_PRECONDITION when this broker is no longer the master
-    /// of that epoch), or UNAVAILABLE when no controller answered.
-    async fn alter_sync_state_set(
-        &self,
-        req: AlterSyncStateSetRequest,
-    ) -> Result<BrokerSet, tonic::Status>;
-}
 
 /// A replicated broker's role, as [`HaStatus`] shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,23 +260,6 @@ struct Supervisor {
     status: watch::Sender<HaStatus>,
 }
 
-/// The write gate of a master: open until its lease deadline (closed without one) while
-/// another member is or is becoming part of its sync-state set, since only then could the
-/// controller elect someone else. A master alone in its set cannot be replaced (elections pick
-/// from the set; unclean elections aside), so it keeps writing without the controller.
-pub(crate) fn master_gate(lease: Option<std::time::Instant>, tracker: &Tracker) -> WriteGate {
-    if !tracker.replicated() {
-        return WriteGate::Open;
-    }
-    match lease {
-        Some(deadline) => WriteGate::Until {
-            deadline,
-            reason: LAPSED.into(),
-        },
-        None => WriteGate::Closed(LAPSED.into()),
-    }
-}
-
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -391,9 +268,6 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Longest wait, on a role change, for the previous instance's store to let go of the data
 /// directory before the new instance opens it.
 const STORE_RELEASE_LIMIT: Duration = Duration::from_secs(10);
-
-const LAPSED: &str = "this broker cannot confirm that it is still the master (its lease with \
-                      the controller lapsed); retry: the cluster elects a new master";
 
 impl Supervisor {
     async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), BrokerError> {

@@ -21,9 +21,12 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::broker::{EngineRole, Inner, blocking};
+use crate::engine::{EngineRole, Inner};
+use crate::ha::config::HaConfig;
+use crate::ha::consumer_sync;
+use crate::ha::lease::{ControllerLink, master_gate};
 use crate::ha::tracker::Tracker;
-use crate::ha::{HaConfig, consumer_sync};
+use crate::outcome::blocking;
 use crate::service::BrokerGrpc;
 
 /// The stream of frames a master sends one replica.
@@ -268,11 +271,11 @@ async fn stream_log(
 pub(crate) async fn manage_sync_state_set(
     inner: Arc<Inner>,
     tracker: Arc<Tracker>,
-    link: Arc<dyn crate::ha::ControllerLink>,
+    link: Arc<dyn ControllerLink>,
     lease: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
 ) {
     let refresh_gate = |store: &comet_store::MessageStore| {
-        store.set_write_gate(crate::ha::master_gate(*lease.borrow(), &tracker));
+        store.set_write_gate(master_gate(*lease.borrow(), &tracker));
     };
     let tick = (tracker.limits().max_time / 10)
         .clamp(Duration::from_millis(20), Duration::from_millis(500));

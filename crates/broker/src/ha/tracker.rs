@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::broker::Outcome;
+use crate::outcome::Outcome;
 
 /// What SYNC sends wait on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
