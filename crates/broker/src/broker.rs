@@ -7,11 +7,9 @@
 //! checkpoint and close the store.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use comet_proto::comet::v1::ClusterMetadata;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::config::BrokerConfig;
 use crate::delay::TimerStats;
@@ -36,7 +34,6 @@ pub struct ConsumerProgress {
 /// One storage node: the store, consumer state and background tasks. See the crate docs.
 pub struct Broker {
     inner: Arc<Inner>,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -70,14 +67,14 @@ impl Broker {
         prep: StorePrep,
     ) -> Result<Broker, BrokerError> {
         let inner = Inner::open(cfg, metadata, role, prep).await?;
-        let tasks = tasks::spawn(&inner);
+        tasks::spawn(&inner);
         tracing::info!(
             broker_set = %inner.cfg.broker_set,
             broker_id = inner.cfg.broker_id,
             incarnation = inner.consumers.incarnation(),
             "broker opened"
         );
-        Ok(Broker { inner, tasks })
+        Ok(Broker { inner })
     }
 
     /// The `comet.v1.BrokerService` implementation over this broker (cheap to clone).
@@ -143,17 +140,12 @@ impl Broker {
     /// # Errors
     /// [`BrokerError::DrainTimeout`] if calls outlived the grace period (everything is still
     /// persisted and closed); I/O errors of the final persistence or store close.
-    pub async fn shutdown(mut self) -> Result<(), BrokerError> {
+    pub async fn shutdown(self) -> Result<(), BrokerError> {
         let inner = Arc::clone(&self.inner);
-        inner.closing.store(true, Ordering::Release);
-        inner.shutdown_tx.send_replace(true);
-        inner.transactions.close_watchers();
+        inner.stop();
         let drain = inner.drain().await;
-        for t in std::mem::take(&mut self.tasks) {
-            if let Err(e) = t.await {
-                tracing::error!(error = %e, "broker background task failed");
-            }
-        }
+        // The background tasks finish their round and return.
+        inner.tasks.wait().await;
         // Timers scheduled and committed so far become durable.
         let delays = Arc::clone(&inner.delays);
         let timers = tokio::task::spawn_blocking(move || delays.timer.flush())
@@ -207,14 +199,10 @@ impl Broker {
     /// released (locks included), but nothing is persisted, flushed or checkpointed beyond
     /// what already was, exactly as if the process had been killed after the last write.
     /// Returns once the data directory can be opened again.
-    pub async fn abandon(mut self) {
+    pub async fn abandon(self) {
         let inner = Arc::clone(&self.inner);
-        inner.closing.store(true, Ordering::Release);
-        inner.shutdown_tx.send_replace(true);
-        inner.transactions.close_watchers();
-        for t in std::mem::take(&mut self.tasks) {
-            let _ = t.await;
-        }
+        inner.stop();
+        inner.tasks.wait().await;
         drop(inner.files.lock().take());
         let store = inner.store.write().take();
         if let Some(store) = store {
@@ -231,6 +219,6 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         // Background tasks end with the broker even without an explicit shutdown.
-        self.inner.shutdown_tx.send_replace(true);
+        self.inner.stop();
     }
 }

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::Code;
@@ -16,6 +16,9 @@ use comet_proto::comet::v1::ClusterMetadata;
 use comet_store::{Arrival, ArrivalListener, MessageStore, StoreConfig};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::backoff::Backoff;
 use crate::clock::{duration_ms, now_ms};
@@ -112,10 +115,13 @@ pub(crate) struct Inner {
     pub(crate) meta: MetaView,
     pub(crate) consumers: Consumers,
     pub(crate) hub: Arc<ArrivalHub>,
-    pub(crate) closing: AtomicBool,
-    pub(crate) shutdown_tx: watch::Sender<bool>,
-    pub(crate) active: AtomicUsize,
-    pub(crate) drained: Notify,
+    /// Cancelled when the instance stops: new calls are refused, long polls and streams end,
+    /// background tasks finish their round and return.
+    pub(crate) shutdown: CancellationToken,
+    /// The calls running on this instance (a stop waits for them, within its grace period).
+    pub(crate) calls: TaskTracker,
+    /// The background tasks and replication streams of this instance.
+    pub(crate) tasks: TaskTracker,
     pub(crate) round_robin: AtomicUsize,
     pub(crate) files: Mutex<Option<StateFiles>>,
     /// Highest consumer-state change sequence written to the state log.
@@ -126,13 +132,10 @@ pub(crate) struct Inner {
     pub(crate) transactions: Arc<Transactions>,
 }
 
-/// Counts a running call; dropping it may finish a drain (see [`Inner::enter`]).
-pub(crate) struct CallGuard(Arc<Inner>);
-
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
+/// A running call, counted by the instance's call tracker until it drops (so a stop drains
+/// it; see [`Inner::enter`]).
+pub(crate) struct CallGuard {
+    _call: TaskTrackerToken,
 }
 
 impl Inner {
@@ -214,7 +217,6 @@ impl Inner {
         })
         .await
         .map_err(|e| BrokerError::Task(e.to_string()))??;
-        let (shutdown_tx, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             role,
             append_wake,
@@ -222,10 +224,9 @@ impl Inner {
             consumers: Consumers::new(loaded.incarnation, loaded.queues),
             store: RwLock::new(Some(Arc::new(store))),
             hub,
-            closing: AtomicBool::new(false),
-            shutdown_tx,
-            active: AtomicUsize::new(0),
-            drained: Notify::new(),
+            shutdown: CancellationToken::new(),
+            calls: TaskTracker::new(),
+            tasks: TaskTracker::new(),
             round_robin: AtomicUsize::new(0),
             files: Mutex::new(Some(files)),
             written: watch::channel(0).0,
@@ -239,46 +240,45 @@ impl Inner {
 
 impl Inner {
     /// Registers a call (counted until the guard drops, so shutdown drains it); refused once
-    /// shutdown began.
-    pub(crate) fn enter(self: &Arc<Self>) -> Result<CallGuard, tonic::Status> {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        let guard = CallGuard(Arc::clone(self));
-        if self.closing.load(Ordering::Acquire) {
+    /// shutdown began. The call is counted before the check, so a stop that began after the
+    /// check waits for it.
+    pub(crate) fn enter(&self) -> Result<CallGuard, tonic::Status> {
+        let call = self.calls.token();
+        if self.shutdown.is_cancelled() {
             return Err(tonic::Status::unavailable(format!(
                 "broker {} is shutting down",
                 self.cfg.broker_set
             )));
         }
-        Ok(guard)
+        Ok(CallGuard { _call: call })
     }
 
-    /// Ends a call registered by `enter`.
-    pub(crate) fn leave(&self) {
-        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.drained.notify_waiters();
-        }
+    /// Whether the instance is stopping (or stopped).
+    pub(crate) fn closing(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
+    /// Stops the instance: refuses new calls, ends long polls and streams, and tells the
+    /// background tasks to return. Idempotent.
+    pub(crate) fn stop(&self) {
+        self.shutdown.cancel();
+        self.calls.close();
+        self.tasks.close();
+        self.transactions.close_watchers();
+    }
+
+    /// Waits up to `shutdown_grace` for the running calls (after [`Inner::stop`]).
     pub(crate) async fn drain(&self) -> Result<(), BrokerError> {
         let grace = self.cfg.shutdown_grace;
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let notified = self.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let n = self.active.load(Ordering::Acquire);
-            if n == 0 {
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let calls = self.active.load(Ordering::Acquire);
-                if calls == 0 {
-                    return Ok(());
-                }
-                tracing::warn!(calls, ?grace, "calls still running at shutdown");
-                return Err(BrokerError::DrainTimeout { calls, grace });
-            }
+        if tokio::time::timeout(grace, self.calls.wait()).await.is_ok() {
+            return Ok(());
         }
+        let calls = self.calls.len();
+        if calls == 0 {
+            return Ok(());
+        }
+        tracing::warn!(calls, ?grace, "calls still running at shutdown");
+        Err(BrokerError::DrainTimeout { calls, grace })
     }
 
     /// Takes the store out (an abandoned instance releases its directory).

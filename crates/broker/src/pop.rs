@@ -139,7 +139,6 @@ impl Inner {
         let filter = Arc::new(filter);
         let deadline = tokio::time::Instant::now() + long_poll;
         let mut arrivals = self.hub.subscribe(&topic);
-        let mut shutdown = self.shutdown_tx.subscribe();
         loop {
             arrivals.borrow_and_update();
             let (msgs, more) = self
@@ -148,7 +147,7 @@ impl Inner {
             if !msgs.is_empty() {
                 return Ok(msgs);
             }
-            if self.closing.load(Ordering::Acquire) {
+            if self.closing() {
                 return Ok(Vec::new());
             }
             if more {
@@ -167,7 +166,7 @@ impl Inner {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
-                _ = shutdown.wait_for(|v| *v) => return Ok(Vec::new()),
+                () = self.shutdown.cancelled() => return Ok(Vec::new()),
             }
         }
     }

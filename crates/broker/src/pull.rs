@@ -7,7 +7,6 @@
 //! waits on the topic's arrival channel, until the long-polling deadline.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::{self as v2, Code, PullMessageRequest};
@@ -213,7 +212,6 @@ impl Inner {
         }
         let deadline = tokio::time::Instant::now() + long_poll;
         let mut arrivals = self.hub.subscribe(&topic);
-        let mut shutdown = self.shutdown_tx.subscribe();
         let mut from = req.offset;
         loop {
             arrivals.borrow_and_update();
@@ -251,7 +249,7 @@ impl Inner {
                 min_offset: s.min,
                 max_offset: s.max,
             };
-            if self.closing.load(Ordering::Acquire) || tokio::time::Instant::now() >= deadline {
+            if self.closing() || tokio::time::Instant::now() >= deadline {
                 return Ok(not_found());
             }
             if s.next < s.max {
@@ -266,7 +264,7 @@ impl Inner {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => return Ok(not_found()),
-                _ = shutdown.wait_for(|v| *v) => return Ok(not_found()),
+                () = self.shutdown.cancelled() => return Ok(not_found()),
             }
         }
     }

@@ -92,7 +92,7 @@ impl BrokerGrpc {
         // Fast path: no change in progress.
         if !*self.switching.borrow() {
             let inner = self.current();
-            if !inner.closing.load(std::sync::atomic::Ordering::Acquire) {
+            if !inner.closing() {
                 return inner;
             }
         }
@@ -101,7 +101,7 @@ impl BrokerGrpc {
             let _ = tokio::time::timeout(SWITCH_WAIT, rx.wait_for(|s| !*s)).await;
             let inner = self.current();
             // A closing broker with no change in progress is a real shutdown: enter() says so.
-            if !inner.closing.load(std::sync::atomic::Ordering::Acquire) || !*rx.borrow() {
+            if !inner.closing() || !*rx.borrow() {
                 return inner;
             }
         }

@@ -50,6 +50,8 @@ use std::time::Duration;
 use comet_proto::comet::v1::ClusterMetadata;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
@@ -91,7 +93,10 @@ pub struct HaBroker {
     service: BrokerGrpc,
     replication: ReplicationGrpc,
     status: watch::Receiver<HaStatus>,
-    stop: watch::Sender<bool>,
+    /// Cancelled to stop following and close the current instance.
+    stop: CancellationToken,
+    /// The supervisor and the replication tasks it starts.
+    tasks: TaskTracker,
     task: Option<JoinHandle<Result<(), BrokerError>>>,
 }
 
@@ -135,7 +140,8 @@ impl HaBroker {
             epoch: 0,
             master_id: 0,
         });
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let (prepare_tx, prepare_rx) = mpsc::channel(4);
         let sup = Supervisor {
             cfg,
@@ -146,18 +152,21 @@ impl HaBroker {
             service: service.clone(),
             engine: Some(engine),
             role: Role::Waiting,
+            tasks: tasks.clone(),
             follower: None,
             manager: None,
             prepare_tx,
             prepare_rx,
             status: status_tx,
         };
-        let task = tokio::spawn(sup.run(stop_rx));
+        let task = tasks.spawn(sup.run(stop.clone()));
+        tasks.close();
         Ok(HaBroker {
             service,
             replication,
             status,
             stop,
+            tasks,
             task: Some(task),
         })
     }
@@ -194,13 +203,16 @@ impl HaBroker {
     /// # Errors
     /// As for [`Broker::shutdown`].
     pub async fn shutdown(mut self) -> Result<(), BrokerError> {
-        self.stop.send_replace(true);
-        match self.task.take() {
+        self.stop.cancel();
+        let closed = match self.task.take() {
             Some(t) => t
                 .await
                 .map_err(|e| BrokerError::Task(format!("replication supervisor: {e}")))?,
             None => Ok(()),
-        }
+        };
+        // The supervisor aborted its follower and manager on the way out.
+        self.tasks.wait().await;
+        closed
     }
 
     /// Stops at once like [`Broker::abandon`] (a crash, for tests).
@@ -239,7 +251,7 @@ fn log_report(service: &BrokerGrpc) -> (u64, i64) {
 
 impl Drop for HaBroker {
     fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.stop.cancel();
     }
 }
 
@@ -253,6 +265,8 @@ struct Supervisor {
     engine: Option<Broker>,
     /// The role of the current instance.
     role: Role,
+    /// Where the follower and the sync-state-set manager run (aborted on a role change).
+    tasks: TaskTracker,
     follower: Option<JoinHandle<()>>,
     manager: Option<JoinHandle<()>>,
     prepare_tx: mpsc::Sender<StorePrep>,
@@ -260,17 +274,12 @@ struct Supervisor {
     status: watch::Sender<HaStatus>,
 }
 
-/// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 /// Longest wait, on a role change, for the previous instance's store to let go of the data
 /// directory before the new instance opens it.
 const STORE_RELEASE_LIMIT: Duration = Duration::from_secs(10);
 
 impl Supervisor {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), BrokerError> {
+    async fn run(mut self, stop: CancellationToken) -> Result<(), BrokerError> {
         let mut failures = 0u32;
         loop {
             let desired = role::decide_role(
@@ -286,13 +295,13 @@ impl Supervisor {
                     tracing::error!(error = %e, failures, "role change failed; retrying");
                     let pause = Duration::from_millis(200 * u64::from(failures.min(10)));
                     tokio::select! {
-                        () = stopped(&mut stop) => break,
+                        () = stop.cancelled() => break,
                         () = tokio::time::sleep(pause) => continue,
                     }
                 }
             }
             tokio::select! {
-                () = stopped(&mut stop) => break,
+                () = stop.cancelled() => break,
                 changed = self.metadata.changed() => if changed.is_err() { break },
                 changed = self.lease.changed() => {
                     if changed.is_err() { break }
@@ -418,7 +427,7 @@ impl Supervisor {
                 self.role = desired.clone();
                 self.refresh_gate();
                 self.service.end_switch();
-                self.manager = Some(tokio::spawn(service::manage_sync_state_set(
+                self.manager = Some(self.tasks.spawn(service::manage_sync_state_set(
                     inner,
                     tracker,
                     Arc::clone(&self.link),
@@ -452,7 +461,7 @@ impl Supervisor {
                 master_address: address.clone(),
                 master_epoch: *epoch,
             };
-            self.follower = Some(tokio::spawn(follower::run(f, self.prepare_tx.clone())));
+            self.follower = Some(self.tasks.spawn(follower::run(f, self.prepare_tx.clone())));
         }
     }
 

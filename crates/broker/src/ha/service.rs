@@ -6,7 +6,7 @@
 //! sends an empty chunk as a heartbeat every `heartbeat_interval` of silence (so an idle replica
 //! still proves it is caught up) and the groups' consume offsets every
 //! `consumer_offsets_interval`. Streams end when the broker instance closes (a role change or
-//! shutdown) and do not count as running calls.
+//! shutdown): they run on the instance's task tracker, not as running calls.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::{EngineRole, Inner};
@@ -145,15 +146,15 @@ impl ReplicationService for ReplicationGrpc {
         tracing::info!(broker_set = %first.broker_set, replica = id, from = first.offset,
             epoch = tracker.epoch, "replica connected");
         tracker.connected(id, first.offset, Instant::now());
-        let mut shutdown = inner.shutdown_tx.subscribe();
+        let shutdown = inner.shutdown.clone();
         // Confirmations.
         {
             let tracker = Arc::clone(&tracker);
-            let mut shutdown = inner.shutdown_tx.subscribe();
-            tokio::spawn(async move {
+            let shutdown = inner.shutdown.clone();
+            inner.tasks.spawn(async move {
                 loop {
                     tokio::select! {
-                        _ = shutdown.wait_for(|s| *s) => break,
+                        () = shutdown.cancelled() => break,
                         msg = progress.next() => match msg {
                             Some(Ok(p)) => tracker.progress(id, p.offset),
                             Some(Err(e)) => {
@@ -171,11 +172,11 @@ impl ReplicationService for ReplicationGrpc {
         // The log.
         let (tx, rx) = mpsc::channel::<Result<pb::ReplicationFrame, Status>>(4);
         let cfg = Arc::clone(&self.cfg);
-        tokio::spawn(async move {
-            let sent =
-                stream_log(&inner, &tracker, id, first.offset, &cfg, &tx, &mut shutdown).await;
+        let streams = inner.tasks.clone();
+        streams.spawn(async move {
+            let sent = stream_log(&inner, &tracker, id, first.offset, &cfg, &tx, &shutdown).await;
             if let Err(status) = sent {
-                let _ = tx.send(Err(status)).await;
+                send(&tx, Err(status), &shutdown).await;
             }
         });
         Ok(Response::new(Box::pin(
@@ -188,6 +189,19 @@ fn frame(f: pb::replication_frame::Frame) -> Result<pb::ReplicationFrame, Status
     Ok(pb::ReplicationFrame { frame: Some(f) })
 }
 
+/// Sends one frame to the replica's stream; false when the replica went away or the broker
+/// is stopping (a replica that stopped reading must not hold the stop back).
+async fn send(
+    tx: &mpsc::Sender<Result<pb::ReplicationFrame, Status>>,
+    f: Result<pb::ReplicationFrame, Status>,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(f) => sent.is_ok(),
+        () = shutdown.cancelled() => false,
+    }
+}
+
 /// Sends the log to replica `id` from `from` until the replica goes away or the broker closes.
 async fn stream_log(
     inner: &Arc<Inner>,
@@ -196,12 +210,12 @@ async fn stream_log(
     from: i64,
     cfg: &HaConfig,
     tx: &mpsc::Sender<Result<pb::ReplicationFrame, Status>>,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> Result<(), Status> {
     let mut next = from;
     let mut offsets_due = Instant::now();
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return Ok(());
         }
         let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
@@ -210,7 +224,7 @@ async fn stream_log(
             let f = frame(pb::replication_frame::Frame::ConsumerOffsets(
                 consumer_sync::encode(inner.consumer_records()),
             ));
-            if tx.send(f).await.is_err() {
+            if !send(tx, f, shutdown).await {
                 return Ok(());
             }
         }
@@ -231,7 +245,7 @@ async fn stream_log(
                     end,
                     master_end,
                 }));
-                if tx.send(f).await.is_err() {
+                if !send(tx, f, shutdown).await {
                     return Ok(());
                 }
                 if end >= master_end {
@@ -245,7 +259,7 @@ async fn stream_log(
         let s = Arc::clone(&store);
         let woken = tokio::select! {
             w = inner.append_wake.wait(cfg.heartbeat_interval, move || s.write_offset() > next) => w,
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
         };
         if !woken {
             let master_end = store.write_offset();
@@ -256,7 +270,7 @@ async fn stream_log(
                 end: next,
                 master_end,
             }));
-            if tx.send(f).await.is_err() {
+            if !send(tx, f, shutdown).await {
                 return Ok(());
             }
             if next >= master_end {
@@ -279,10 +293,9 @@ pub(crate) async fn manage_sync_state_set(
     };
     let tick = (tracker.limits().max_time / 10)
         .clamp(Duration::from_millis(20), Duration::from_millis(500));
-    let mut shutdown = inner.shutdown_tx.subscribe();
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
+            () = inner.shutdown.cancelled() => return,
             () = tokio::time::sleep(tick) => {}
         }
         let Ok(store) = inner.store() else { return };

@@ -13,10 +13,9 @@ impl Inner {
     /// those out of checks, and writes the transaction checkpoint every few seconds.
     pub(crate) async fn transaction_loop(self: Arc<Self>) {
         const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
-        let mut shutdown = self.shutdown_tx.subscribe();
         let mut last_checkpoint = tokio::time::Instant::now();
         loop {
-            if *shutdown.borrow_and_update() {
+            if self.shutdown.is_cancelled() {
                 break;
             }
             let Ok(store) = self.store() else { break };
@@ -68,7 +67,7 @@ impl Inner {
             let wait = next.map_or(1000, |at| (at - now).clamp(1, 1000));
             self.transactions.set_next_wake(now.saturating_add(wait));
             tokio::select! {
-                _ = shutdown.changed() => {}
+                () = self.shutdown.cancelled() => {}
                 () = self.transactions.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
             }

@@ -20,22 +20,19 @@ mod timer;
 
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
-
 use crate::engine::{EngineRole, Inner};
 
-/// Starts the background tasks of `inner`'s role.
-pub(crate) fn spawn(inner: &Arc<Inner>) -> Vec<JoinHandle<()>> {
-    let mut tasks = vec![
-        tokio::spawn(Arc::clone(inner).revive_loop()),
-        tokio::spawn(Arc::clone(inner).persist_loop()),
-        tokio::spawn(Arc::clone(inner).timer_flush_loop()),
-    ];
+/// Starts the background tasks of `inner`'s role on its task tracker; they return once its
+/// shutdown token is cancelled.
+pub(crate) fn spawn(inner: &Arc<Inner>) {
+    let t = &inner.tasks;
+    t.spawn(Arc::clone(inner).revive_loop());
+    t.spawn(Arc::clone(inner).persist_loop());
+    t.spawn(Arc::clone(inner).timer_flush_loop());
     if matches!(inner.role, EngineRole::Replica) {
-        tasks.push(tokio::spawn(Arc::clone(inner).replica_state_loop()));
+        t.spawn(Arc::clone(inner).replica_state_loop());
     } else {
-        tasks.push(tokio::spawn(Arc::clone(inner).timer_loop()));
-        tasks.push(tokio::spawn(Arc::clone(inner).transaction_loop()));
+        t.spawn(Arc::clone(inner).timer_loop());
+        t.spawn(Arc::clone(inner).transaction_loop());
     }
-    tasks
 }

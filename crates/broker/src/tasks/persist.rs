@@ -11,14 +11,13 @@ impl Inner {
     /// not wait for it), compacts the log when it is big, and fdatasyncs it every
     /// `state_persist_interval` (so a power loss loses at most that interval of changes).
     pub(crate) async fn persist_loop(self: Arc<Self>) {
-        let mut shutdown = self.shutdown_tx.subscribe();
         let mut tick = tokio::time::interval(self.cfg.state_persist_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let sync = tokio::select! {
                 _ = tick.tick() => true,
                 () = self.consumers.changed.notified() => false,
-                _ = shutdown.wait_for(|v| *v) => break,
+                () = self.shutdown.cancelled() => break,
             };
             let me = Arc::clone(&self);
             match tokio::task::spawn_blocking(move || me.persist_once(sync)).await {

@@ -19,12 +19,11 @@ impl Inner {
     pub(crate) async fn replica_state_loop(self: Arc<Self>) {
         const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
         const IDLE_MS: i64 = 1000;
-        let mut shutdown = self.shutdown_tx.subscribe();
         let mut arrivals =
             [sys::TIMER_TOPIC, sys::HALF_TOPIC, sys::OP_TOPIC].map(|t| self.hub.subscribe(t));
         let mut last_checkpoint = tokio::time::Instant::now();
         loop {
-            if *shutdown.borrow_and_update() {
+            if self.shutdown.is_cancelled() {
                 break;
             }
             for a in &mut arrivals {
@@ -70,7 +69,7 @@ impl Inner {
                 });
             let [a, b, c] = &mut arrivals;
             tokio::select! {
-                _ = shutdown.changed() => {}
+                () = self.shutdown.cancelled() => {}
                 _ = a.changed() => {}
                 _ = b.changed() => {}
                 _ = c.changed() => {}

@@ -15,9 +15,8 @@ impl Inner {
     /// Fires visibility timers: an expired message becomes ready for redelivery (waking long
     /// polls of its topic) or, with its deliveries used up, goes to the dead-letter queue.
     pub(crate) async fn revive_loop(self: Arc<Self>) {
-        let mut shutdown = self.shutdown_tx.subscribe();
         loop {
-            if *shutdown.borrow_and_update() {
+            if self.shutdown.is_cancelled() {
                 break;
             }
             let purged = self.consumers.purge_stale_timers();
@@ -35,7 +34,7 @@ impl Inner {
                 .next_due()
                 .map_or(1000, |at| (at - now).clamp(1, 1000));
             tokio::select! {
-                _ = shutdown.changed() => {}
+                () = self.shutdown.cancelled() => {}
                 _ = self.consumers.timer_added.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
             }

@@ -11,7 +11,6 @@ use crate::outcome::blocking;
 impl Inner {
     /// Delivers due delayed messages (see [`crate::delay`]).
     pub(crate) async fn timer_loop(self: Arc<Self>) {
-        let mut shutdown = self.shutdown_tx.subscribe();
         // Longest sleep without news: no timer is due sooner, or the wheel's next slot starts.
         const IDLE_MS: i64 = 1000;
         // Pause after a failed round: short at first, since the usual cause passes quickly (a
@@ -20,7 +19,7 @@ impl Inner {
         const RETRY_FIRST_MS: i64 = 10;
         let mut retry_ms = RETRY_FIRST_MS;
         loop {
-            if *shutdown.borrow_and_update() {
+            if self.shutdown.is_cancelled() {
                 break;
             }
             // While a round runs every new timer wakes the next wait.
@@ -62,7 +61,7 @@ impl Inner {
             });
             self.delays.set_next_wake(now.saturating_add(wait_ms));
             tokio::select! {
-                _ = shutdown.changed() => {}
+                () = self.shutdown.cancelled() => {}
                 () = self.delays.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
             }
@@ -76,13 +75,12 @@ impl Inner {
             comet_store::FlushPolicy::Async { interval } => interval,
             comet_store::FlushPolicy::Sync { .. } => Duration::from_secs(1),
         };
-        let mut shutdown = self.shutdown_tx.subscribe();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = shutdown.wait_for(|v| *v) => break,
+                () = self.shutdown.cancelled() => break,
             }
             let delays = Arc::clone(&self.delays);
             match blocking(move || delays.timer.flush()).await {
