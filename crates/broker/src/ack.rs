@@ -3,61 +3,66 @@
 //!
 //! An ack completes the entry (releasing the next held message of a FIFO message group); a
 //! change re-arms its deadline and issues a new handle (new generation). Both answer only
-//! once the change is in the consumer-state log, so a crash of the process loses no answered
-//! ack or change.
+//! once the change is in the consumer-state log (inside the operation, whoever calls it), so
+//! a crash of the process loses no answered ack or change.
 
 use std::time::Duration;
 
-use comet_proto::apache::rocketmq::v2::{
-    AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
-    ChangeInvisibleDurationResponse, Code, Status,
-};
-
 use crate::clock::{duration_ms, now_ms};
-use crate::convert;
 use crate::engine::Inner;
-use crate::outcome::{Outcome, ok, overall, status};
+use crate::outcome::{Code, Failure};
+
+/// Acknowledges messages of one group on one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRequest {
+    /// The consumer group.
+    pub group: String,
+    /// The topic the messages were received from.
+    pub topic: String,
+    /// The receipt handles of the deliveries to acknowledge (at least one).
+    pub receipt_handles: Vec<String>,
+}
+
+/// Changes the invisible time of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeInvisibleRequest {
+    /// The consumer group.
+    pub group: String,
+    /// The topic the message was received from.
+    pub topic: String,
+    /// The delivery's current receipt handle.
+    pub receipt_handle: String,
+    /// From now until the message is visible again (capped at `max_invisible_duration`;
+    /// zero makes it visible at once).
+    pub invisible: Duration,
+}
 
 impl Inner {
-    // ------------------------------------------------------------------------------ ack
-
-    pub fn ack(&self, req: AckMessageRequest) -> AckMessageResponse {
-        let group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or("");
-        let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
-        if req.entries.is_empty() {
-            return AckMessageResponse {
-                status: Some(status(Code::BadRequest, "the request carries no entries")),
-                entries: Vec::new(),
-            };
+    /// Acknowledges each handle; one result per handle, in order. Answers once the changes
+    /// are in the consumer-state log.
+    ///
+    /// # Errors
+    /// BAD_REQUEST for a request without handles. Each entry fails on its own with
+    /// INVALID_RECEIPT_HANDLE (stale, malformed, another group's or broker set's) or
+    /// ILLEGAL_CONSUMER_GROUP.
+    pub(crate) async fn ack(&self, req: &AckRequest) -> Result<Vec<Result<(), Failure>>, Failure> {
+        if req.receipt_handles.is_empty() {
+            return Err(Failure::new(
+                Code::BadRequest,
+                "the request carries no entries",
+            ));
         }
-        let entries: Vec<AckMessageResultEntry> = req
-            .entries
+        let results = req
+            .receipt_handles
             .iter()
-            .map(|e| {
-                let st = match self.ack_one(group, topic, &e.receipt_handle) {
-                    Ok(()) => ok(),
-                    Err((code, msg)) => status(code, msg),
-                };
-                AckMessageResultEntry {
-                    message_id: e.message_id.clone(),
-                    receipt_handle: e.receipt_handle.clone(),
-                    status: Some(st),
-                }
-            })
+            .map(|h| self.ack_one(&req.group, &req.topic, h))
             .collect();
-        let st = overall(
-            &entries
-                .iter()
-                .filter_map(|e| e.status.as_ref())
-                .collect::<Vec<_>>(),
-        );
-        AckMessageResponse {
-            status: Some(st),
-            entries,
-        }
+        // Answer once the ack is in the state log: it then survives a crash of this process.
+        self.state_written().await;
+        Ok(results)
     }
 
-    fn ack_one(&self, group: &str, topic: &str, receipt_handle: &str) -> Result<(), Outcome> {
+    fn ack_one(&self, group: &str, topic: &str, receipt_handle: &str) -> Result<(), Failure> {
         let (slot, h) = self.resolve(group, topic, receipt_handle)?;
         let mut st = slot.state.lock();
         let was_full = st.inflight.len() >= self.cfg.max_inflight_per_queue;
@@ -66,14 +71,14 @@ impl Inner {
                 st.complete(h.offset, now_ms()).unwrap_or(false)
             }
             _ => {
-                return Err((
+                return Err(Failure::new(
                     Code::InvalidReceiptHandle,
-                    "receipt handle became stale while being acknowledged".into(),
+                    "receipt handle became stale while being acknowledged",
                 ));
             }
         };
         drop(st);
-        // Written by the caller's `state_written` (or the next periodic persist).
+        // Written by `state_written` (or the next periodic persist).
         self.consumers.mark_changed(&slot);
         if was_full || released {
             self.hub.notify(topic);
@@ -81,32 +86,24 @@ impl Inner {
         Ok(())
     }
 
-    // ----------------------------------------------------------------- change invisible
-
-    pub fn change_invisible(
+    /// Re-arms a delivery's invisible time; returns its new receipt handle (the old one is
+    /// stale from now on). Answers once the change is in the consumer-state log.
+    ///
+    /// # Errors
+    /// INVALID_RECEIPT_HANDLE (stale, malformed, another group's or broker set's, being
+    /// dead-lettered), ILLEGAL_CONSUMER_GROUP.
+    pub(crate) async fn change_invisible(
         &self,
-        req: ChangeInvisibleDurationRequest,
-    ) -> ChangeInvisibleDurationResponse {
-        let reply = |st: Status, handle: String| ChangeInvisibleDurationResponse {
-            status: Some(st),
-            receipt_handle: handle,
-        };
-        let group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or("");
-        let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
-        let Some(d) = req.invisible_duration.as_ref() else {
-            return reply(
-                status(Code::IllegalInvisibleTime, "invisible_duration is required"),
-                req.receipt_handle,
-            );
-        };
-        // Negative reads as zero (visible at once); sub-second values are honoured.
-        let d = convert::to_duration(d)
-            .unwrap_or(Duration::ZERO)
-            .min(self.cfg.max_invisible_duration);
-        let (slot, h) = match self.resolve(group, topic, &req.receipt_handle) {
-            Ok(x) => x,
-            Err((code, msg)) => return reply(status(code, msg), req.receipt_handle),
-        };
+        req: &ChangeInvisibleRequest,
+    ) -> Result<String, Failure> {
+        let result = self.change_invisible_now(req);
+        self.state_written().await;
+        result
+    }
+
+    fn change_invisible_now(&self, req: &ChangeInvisibleRequest) -> Result<String, Failure> {
+        let d = req.invisible.min(self.cfg.max_invisible_duration);
+        let (slot, h) = self.resolve(&req.group, &req.topic, &req.receipt_handle)?;
         let now = now_ms();
         let mut st = slot.state.lock();
         let Some(f) = st
@@ -114,13 +111,10 @@ impl Inner {
             .get_mut(&h.offset)
             .filter(|f| f.generation == h.generation && !f.dlq_pending)
         else {
-            return reply(
-                status(
-                    Code::InvalidReceiptHandle,
-                    "receipt handle became stale while being changed",
-                ),
-                req.receipt_handle,
-            );
+            return Err(Failure::new(
+                Code::InvalidReceiptHandle,
+                "receipt handle became stale while being changed",
+            ));
         };
         f.generation = self.consumers.next_generation();
         f.deadline_ms = now.saturating_add(duration_ms(d));
@@ -129,11 +123,10 @@ impl Inner {
         st.ready.remove(&h.offset);
         drop(st);
         self.consumers.schedule(&slot, h.offset, g, v);
-        // Written by the caller's `state_written` (or the next periodic persist).
+        // Written by `state_written` (or the next periodic persist).
         self.consumers.mark_changed(&slot);
-        let new = self
+        Ok(self
             .handle(&slot.key, h.offset, g)
-            .encode(&self.cfg.broker_set);
-        reply(ok(), new)
+            .encode(&self.cfg.broker_set))
     }
 }

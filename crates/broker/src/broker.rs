@@ -11,6 +11,7 @@ use std::sync::Arc;
 use comet_proto::comet::v1::ClusterMetadata;
 use tokio::sync::watch;
 
+use crate::api::BrokerApi;
 use crate::config::BrokerConfig;
 use crate::delay::TimerStats;
 use crate::engine::{EngineRole, Inner, StorePrep};
@@ -79,7 +80,13 @@ impl Broker {
 
     /// The `comet.v1.BrokerService` implementation over this broker (cheap to clone).
     pub fn service(&self) -> BrokerGrpc {
-        BrokerGrpc::new(Arc::clone(&self.inner))
+        BrokerGrpc::new(self.api())
+    }
+
+    /// The operations of this broker as Comet's own types (cheap to clone): what the gRPC
+    /// service calls, for in-process callers and tests.
+    pub fn api(&self) -> BrokerApi {
+        BrokerApi::new(Arc::clone(&self.inner))
     }
 
     /// The shared state (for the replication supervisor).

@@ -6,15 +6,12 @@
 
 use std::sync::Arc;
 
-use comet_proto::apache::rocketmq::v2::{
-    Code, ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
-};
 use comet_store::StoreError;
 
 use crate::clock::now_ms;
-use crate::convert;
 use crate::engine::Inner;
-use crate::outcome::{Outcome, blocking, ok, status, store_outcome};
+use crate::outcome::{Code, Failure, blocking, store_failure};
+use crate::record;
 use crate::state::QueueSlot;
 use crate::sys;
 
@@ -26,51 +23,61 @@ pub(crate) struct DlqItem {
     pub attempts: u32,
 }
 
-impl Inner {
-    // ----------------------------------------------------------------------- dead letter
+/// Moves one delivery to its group's dead-letter queue at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRequest {
+    /// The consumer group.
+    pub group: String,
+    /// The topic the message was received from.
+    pub topic: String,
+    /// The delivery's current receipt handle.
+    pub receipt_handle: String,
+}
 
-    pub async fn forward_to_dlq(
+impl Inner {
+    /// Appends the delivered message to `%DLQ%<group>` and completes it. Answers once the
+    /// completion is in the consumer-state log.
+    ///
+    /// # Errors
+    /// INVALID_RECEIPT_HANDLE (stale, malformed, another group's), ILLEGAL_CONSUMER_GROUP,
+    /// or the store's failure (the message then stays in flight and is retried later).
+    pub(crate) async fn forward_to_dead_letter(
         &self,
-        req: ForwardMessageToDeadLetterQueueRequest,
-    ) -> ForwardMessageToDeadLetterQueueResponse {
-        let group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or("");
-        let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
-        let result = async {
-            let (slot, h) = self.resolve(group, topic, &req.receipt_handle)?;
-            let attempts = {
-                let mut st = slot.state.lock();
-                let f = st
-                    .inflight
-                    .get_mut(&h.offset)
-                    .filter(|f| f.generation == h.generation && !f.dlq_pending)
-                    .ok_or((
-                        Code::InvalidReceiptHandle,
-                        "receipt handle became stale while being forwarded".to_owned(),
-                    ))?;
-                f.dlq_pending = true;
-                f.attempts
-            };
-            let item = DlqItem {
-                slot,
-                offset: h.offset,
-                generation: h.generation,
-                attempts,
-            };
-            let mut results = self.dead_letter(vec![item]).await;
-            results.pop().unwrap_or(Ok(()))
-        }
-        .await;
-        ForwardMessageToDeadLetterQueueResponse {
-            status: Some(match result {
-                Ok(()) => ok(),
-                Err((code, msg)) => status(code, msg),
-            }),
-        }
+        req: &DeadLetterRequest,
+    ) -> Result<(), Failure> {
+        let result = self.forward_now(req).await;
+        self.state_written().await;
+        result
+    }
+
+    async fn forward_now(&self, req: &DeadLetterRequest) -> Result<(), Failure> {
+        let (slot, h) = self.resolve(&req.group, &req.topic, &req.receipt_handle)?;
+        let attempts = {
+            let mut st = slot.state.lock();
+            let f = st
+                .inflight
+                .get_mut(&h.offset)
+                .filter(|f| f.generation == h.generation && !f.dlq_pending)
+                .ok_or(Failure::new(
+                    Code::InvalidReceiptHandle,
+                    "receipt handle became stale while being forwarded",
+                ))?;
+            f.dlq_pending = true;
+            f.attempts
+        };
+        let item = DlqItem {
+            slot,
+            offset: h.offset,
+            generation: h.generation,
+            attempts,
+        };
+        let mut results = self.dead_letter(vec![item]).await;
+        results.pop().unwrap_or(Ok(()))
     }
 
     /// Appends each item's message to `%DLQ%<group>` and completes it. On failure the item
     /// stays in flight and is retried a little later by the revive task.
-    pub(crate) async fn dead_letter(&self, items: Vec<DlqItem>) -> Vec<Result<(), Outcome>> {
+    pub(crate) async fn dead_letter(&self, items: Vec<DlqItem>) -> Vec<Result<(), Failure>> {
         let store = match self.store() {
             Ok(s) => s,
             Err(o) => {
@@ -109,7 +116,7 @@ impl Inner {
                         Err(e) => return Err(e),
                     };
                     let dlq_topic = sys::dlq_topic(group);
-                    let rec = convert::to_dlq_record(&m, &dlq_topic, group, *attempts);
+                    let rec = record::to_dlq_record(&m, &dlq_topic, group, *attempts);
                     store.append(&rec).map(|_| true)
                 })
                 .collect::<Vec<_>>()
@@ -154,7 +161,7 @@ impl Inner {
                     tracing::error!(group = %it.slot.key.group, topic = %it.slot.key.topic,
                         offset = it.offset, error = %e, "dead-lettering failed; will retry");
                     self.dlq_failed(it);
-                    Err(store_outcome(&e))
+                    Err(store_failure(&e))
                 }
             })
             .collect()

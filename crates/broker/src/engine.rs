@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use comet_proto::apache::rocketmq::v2::Code;
 use comet_proto::comet::v1::ClusterMetadata;
 use comet_store::{Arrival, ArrivalListener, MessageStore, StoreConfig};
 use parking_lot::{Mutex, RwLock};
@@ -29,7 +28,7 @@ use crate::ha::tracker::Tracker;
 use crate::handle::{self, ReceiptHandle};
 use crate::long_poll::ArrivalHub;
 use crate::meta::{MetaIndex, MetaView};
-use crate::outcome::{Outcome, SHUTTING_DOWN};
+use crate::outcome::{Code, Failure, Unavailable};
 use crate::persist::StateFiles;
 use crate::state::{Consumers, InFlight, QueueKey, QueueRecord, QueueSlot};
 use crate::sys;
@@ -242,10 +241,10 @@ impl Inner {
     /// Registers a call (counted until the guard drops, so shutdown drains it); refused once
     /// shutdown began. The call is counted before the check, so a stop that began after the
     /// check waits for it.
-    pub(crate) fn enter(&self) -> Result<CallGuard, tonic::Status> {
+    pub(crate) fn enter(&self) -> Result<CallGuard, Unavailable> {
         let call = self.calls.token();
         if self.shutdown.is_cancelled() {
-            return Err(tonic::Status::unavailable(format!(
+            return Err(Unavailable(format!(
                 "broker {} is shutting down",
                 self.cfg.broker_set
             )));
@@ -286,11 +285,8 @@ impl Inner {
         self.store.write().take()
     }
 
-    pub(crate) fn store(&self) -> Result<Arc<MessageStore>, Outcome> {
-        self.store
-            .read()
-            .clone()
-            .ok_or((Code::HaNotAvailable, SHUTTING_DOWN.to_owned()))
+    pub(crate) fn store(&self) -> Result<Arc<MessageStore>, Failure> {
+        self.store.read().clone().ok_or_else(Failure::shutting_down)
     }
 
     pub(crate) fn max_attempts(&self, idx: &MetaIndex, group: &str) -> u32 {
@@ -313,7 +309,7 @@ impl Inner {
     }
 
     /// Waits until the in-sync replicas hold the log below `end` (SYNC replication only).
-    pub(crate) async fn replicated(&self, end: i64) -> Result<(), Outcome> {
+    pub(crate) async fn replicated(&self, end: i64) -> Result<(), Failure> {
         match &self.role {
             EngineRole::Master {
                 tracker,
@@ -402,19 +398,22 @@ impl Inner {
         group: &str,
         topic: &str,
         receipt_handle: &str,
-    ) -> Result<(Arc<QueueSlot>, ReceiptHandle), Outcome> {
+    ) -> Result<(Arc<QueueSlot>, ReceiptHandle), Failure> {
         if group.is_empty() {
-            return Err((Code::IllegalConsumerGroup, "consumer group is empty".into()));
+            return Err(Failure::new(
+                Code::IllegalConsumerGroup,
+                "consumer group is empty",
+            ));
         }
         let h = ReceiptHandle::decode(receipt_handle, &self.cfg.broker_set, group, topic)
-            .map_err(|e| (Code::InvalidReceiptHandle, e.to_string()))?;
+            .map_err(|e| Failure::new(Code::InvalidReceiptHandle, e.to_string()))?;
         let key = QueueKey {
             group: group.to_owned(),
             topic: topic.to_owned(),
             queue_id: h.queue_id,
         };
         let stale = || {
-            (
+            Failure::new(
                 Code::InvalidReceiptHandle,
                 format!(
                     "receipt handle of {topic:?} queue {} offset {} is stale: the message was \

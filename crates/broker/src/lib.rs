@@ -3,8 +3,8 @@
 //!
 //! # What it does
 //! - **Send**: validates each message against the watched cluster metadata (the topic must be
-//!   placed on this broker set with `queue_count > queue_id`), appends the batch on the
-//!   blocking pool and answers one `SendResultEntry` per message (`offset` = queue offset).
+//!   placed on this broker set with `queue_count > queue_id`), appends the batch and answers
+//!   one result per message (`offset` = queue offset).
 //! - **Pop** (`PopMessage`): per (group, topic, queue) the broker keeps a pop offset and the
 //!   set of messages in flight. A pop first redelivers in-flight messages whose invisible
 //!   deadline passed (`delivery_attempt + 1`), then hands out new messages in queue order,
@@ -57,7 +57,8 @@
 //! ```text
 //!  ha (HaBroker: supervisor) ─► ha::{service, follower}      replication: master and replica
 //!  broker (Broker: open, shutdown, abandon)
-//!  service (BrokerGrpc: the comet.v1 adapter, role switching) + convert (protobuf ↔ records)
+//!  service (BrokerGrpc: the comet.v1 adapter) + convert (protobuf ↔ the broker's types)
+//!  api (BrokerApi: every operation as Comet's types; admission, role switching)
 //!  tasks::{revive, timer, checks, persist, replica}           background loops
 //!  send · pop · ack · dead_letter · transaction · pull · offsets · query   the operations
 //!  state_log (consumer-state writes and waits)
@@ -65,7 +66,9 @@
 //!  delay (timer wheel) · transaction::{table, pending, record, id} · ha::{tracker, role,
 //!    consumer_sync, config, lease}
 //!  meta (metadata index) · state (consumer state) · persist (its files) · long_poll
-//!  outcome (failures, blocking) · sys (system names) · clock · handle · filter · backoff
+//!    · record (NewMessage and the records the broker builds)
+//!  outcome (Failure, Unavailable, blocking) · sys (system names) · clock · handle · filter
+//!    · backoff
 //!    · config · error
 //! ```
 //!
@@ -84,8 +87,16 @@
 //! - `tasks`: the background loops (see its table of who runs what).
 //! - `state`: in-memory consumer state and visibility timers; `persist`: its snapshot + log
 //!   files; `state_log`: how calls and the persist task write them.
-//! - `service`: [`BrokerGrpc`], the tonic trait implementation (it follows role changes);
-//!   `convert`: protobuf ↔ store records.
+//! - `api`: [`BrokerApi`], the domain API: each operation takes a typed request (e.g.
+//!   [`SendRequest`], [`PopRequest`], [`AckRequest`]) and answers [`Answer`] — the operation's
+//!   result or its [`Failure`] (a status code and a message), or [`Unavailable`] when no
+//!   instance took the call. Each rule is checked once, inside its operation; each operation
+//!   keeps its own durability promise. `Broker::api`, `HaBroker::api` and `BrokerGrpc::api`
+//!   hand it out.
+//! - `service`: [`BrokerGrpc`], the tonic trait implementation over [`BrokerApi`];
+//!   `convert`: protobuf requests → the broker's types → protobuf replies. Protobuf appears
+//!   only there, in the replication wire code (`ha::service`, `ha::follower`,
+//!   `ha::consumer_sync`) and in the cluster metadata the controller publishes.
 //! - [`ha`]: [`HaBroker`] (roles, supervisor), `ha::service` ([`ReplicationGrpc`], the
 //!   master side), `ha::follower` (the replica side), `ha::tracker` (confirmed offsets, SYNC
 //!   watermark, sync-state set), `ha::role` (pure role and start decisions), `ha::config`,
@@ -126,6 +137,7 @@
 #![forbid(unsafe_code)]
 
 mod ack;
+mod api;
 pub mod backoff;
 mod broker;
 mod clock;
@@ -149,6 +161,7 @@ mod persist;
 mod pop;
 mod pull;
 mod query;
+mod record;
 mod send;
 mod service;
 mod state;
@@ -157,13 +170,23 @@ mod sys;
 mod tasks;
 mod transaction;
 
+pub use ack::{AckRequest, ChangeInvisibleRequest};
+pub use api::{Answer, BrokerApi};
 pub use broker::{Broker, ConsumerProgress};
 pub use config::{BrokerConfig, ConsumeFrom, FlushPolicy, RedeliveryDelay};
+pub use dead_letter::DeadLetterRequest;
 pub use delay::TimerStats;
 pub use error::BrokerError;
 pub use ha::{
     ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
 };
+pub use offsets::{OffsetChange, OffsetPolicy, QueueOffset, QueueProgress, ResetTarget};
+pub use outcome::{Code, Failure, Unavailable};
+pub use pop::{Delivery, PopRequest};
+pub use pull::{PullRequest, PullResult, PullStatus};
+pub use query::{DEFAULT_KEY_RESULTS, MAX_KEY_RESULTS, MessageQuery};
+pub use record::{MessageKind, NewMessage};
+pub use send::{SendRequest, Sent};
 pub use service::{BrokerGrpc, TransactionCheckStream};
 pub use sys::{
     DISCARD_TOPIC, DLQ_PREFIX, HALF_TOPIC, OP_TOPIC, SYS_BODY_ENCODING, SYS_BORN_HOST,
@@ -172,3 +195,4 @@ pub use sys::{
     SYS_TIMER_ORIGIN, SYS_TRACE_CONTEXT, SYS_TRANSACTION_ID, TIMER_TOPIC,
 };
 pub use transaction::table::TransactionStats;
+pub use transaction::{Decision, OrphanCheck, TransactionEnd};

@@ -1,42 +1,56 @@
-//! Results of the broker's operations: the in-body failure (a status code and a message), how
-//! store errors read to a client, and running blocking store work off the async runtime.
+//! Results of the broker's operations: the one failure type ([`Failure`]: a status code and a
+//! message), the refusal of a call that reached no instance ([`Unavailable`]), how store
+//! errors read to a caller, and running blocking store work off the async runtime.
 //!
 //! A failure of one request is not an error of the broker: it travels to the caller as a code
-//! and a message. [`crate::error::BrokerError`] is for opening, running and closing a broker.
+//! and a message (in the gRPC adapter, an in-body `Status`). `BrokerError` is for opening,
+//! running and closing a broker.
 
-use comet_proto::apache::rocketmq::v2::{Code, Status};
+use std::fmt;
+
+pub use comet_proto::apache::rocketmq::v2::Code;
 use comet_store::StoreError;
 
-/// An in-body outcome: code and message.
-pub(crate) type Outcome = (Code, String);
+/// Why an operation (or one entry of a batch) did not succeed: RocketMQ's status code and a
+/// message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The status code (never OK).
+    pub code: Code,
+    /// What went wrong, and what to do about it where that is known.
+    pub message: String,
+}
 
-pub(crate) fn status(code: Code, message: impl Into<String>) -> Status {
-    Status {
-        code: code as i32,
-        message: message.into(),
+impl Failure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: Code, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The store closed under the call: the instance is being replaced (role change) or
+    /// stopped. HA_NOT_AVAILABLE: a retry reaches the next instance or the set's next master.
+    pub(crate) fn shutting_down() -> Failure {
+        Failure::new(Code::HaNotAvailable, SHUTTING_DOWN)
     }
 }
 
-pub(crate) fn ok() -> Status {
-    status(Code::Ok, "OK")
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str_name(), self.message)
+    }
 }
 
-/// The overall status of per-entry results: the common code if all agree, else
-/// MULTIPLE_RESULTS.
-pub(crate) fn overall(entries: &[&Status]) -> Status {
-    match entries.first() {
-        None => ok(),
-        Some(first) if entries.iter().all(|s| s.code == first.code) => {
-            if first.code == Code::Ok as i32 {
-                ok()
-            } else {
-                (*first).clone()
-            }
-        }
-        Some(_) => status(
-            Code::MultipleResults,
-            "entries have different results; see each entry's status",
-        ),
+/// A call the broker did not take: it is shutting down or changing its role, or the store
+/// closed under the call. Retryable elsewhere (the gRPC adapter answers UNAVAILABLE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -45,26 +59,28 @@ pub(crate) fn overall(entries: &[&Status]) -> Status {
 pub(crate) const SHUTTING_DOWN: &str = "the broker is shutting down or changing its role; retry";
 
 /// How a store failure reads to a client.
-pub(crate) fn store_outcome(e: &StoreError) -> Outcome {
+pub(crate) fn store_failure(e: &StoreError) -> Failure {
     match e {
-        StoreError::FlushTimeout { .. } => (Code::MasterPersistenceTimeout, e.to_string()),
-        StoreError::MessageTooLarge { .. } => (Code::MessageBodyTooLarge, e.to_string()),
-        StoreError::InvalidMessage(_) => (Code::BadRequest, e.to_string()),
-        // Closed under the call: the instance is being replaced (role change) or stopped; a
-        // retry reaches the next instance or the set's next master.
-        StoreError::Closed => (Code::HaNotAvailable, SHUTTING_DOWN.into()),
-        StoreError::NotWritable(reason) => (Code::HaNotAvailable, reason.clone()),
-        _ => (Code::InternalServerError, e.to_string()),
+        StoreError::FlushTimeout { .. } => {
+            Failure::new(Code::MasterPersistenceTimeout, e.to_string())
+        }
+        StoreError::MessageTooLarge { .. } => {
+            Failure::new(Code::MessageBodyTooLarge, e.to_string())
+        }
+        StoreError::InvalidMessage(_) => Failure::new(Code::BadRequest, e.to_string()),
+        StoreError::Closed => Failure::shutting_down(),
+        StoreError::NotWritable(reason) => Failure::new(Code::HaNotAvailable, reason.clone()),
+        _ => Failure::new(Code::InternalServerError, e.to_string()),
     }
 }
 
 /// Runs blocking store work on tokio's blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Outcome> {
+) -> Result<T, Failure> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         tracing::error!(error = %e, "blocking broker task failed");
-        (
+        Failure::new(
             Code::InternalServerError,
             format!("internal task failed: {e}"),
         )

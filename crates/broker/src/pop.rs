@@ -15,18 +15,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use comet_proto::apache::rocketmq::v2::{self as v2, Code, ReceiveMessageRequest};
-use comet_proto::comet::v1::PopMessageResponse;
 use comet_store::{MessageStore, StoreError, StoredMessage};
 
 use crate::clock::{duration_ms, now_ms};
 use crate::config::ConsumeFrom;
-use crate::convert::{self, Delivery};
 use crate::engine::Inner;
 use crate::filter::Filter;
 use crate::handle::ReceiptHandle;
 use crate::meta::Access;
-use crate::outcome::{Outcome, blocking, ok, status, store_outcome};
+use crate::outcome::{Code, Failure, blocking, store_failure};
 use crate::state::{InFlight, QueueKey, QueueSlot, group_hash};
 use crate::sys;
 
@@ -50,39 +47,60 @@ struct QueueRead {
     next_offset: i64,
 }
 
+/// Receives messages of one group from one topic (POP).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PopRequest {
+    /// The consumer group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The queue, or -1 for every queue of the topic on this broker set (round-robin).
+    pub queue_id: i32,
+    /// Which messages the group wants.
+    pub filter: Filter,
+    /// Most messages to hand out (positive; capped at `max_batch_size`).
+    pub batch_size: i32,
+    /// How long the messages stay invisible (positive, capped at `max_invisible_duration`);
+    /// `None`: `default_invisible_duration`.
+    pub invisible: Option<Duration>,
+    /// How long to wait for a message when there is none (capped at `max_long_polling`).
+    pub long_poll: Duration,
+}
+
+/// One message handed out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The stored message.
+    pub message: StoredMessage,
+    /// The handle that acknowledges it (`"<broker_set>~..."`), valid until the next delivery
+    /// or invisible-time change.
+    pub receipt_handle: String,
+    /// This delivery's number (1 the first time).
+    pub attempt: u32,
+    /// How long it stays invisible.
+    pub invisible: Duration,
+}
+
 impl Inner {
-    // ------------------------------------------------------------------------------ pop
-
-    pub async fn pop(&self, req: ReceiveMessageRequest) -> PopMessageResponse {
-        match self.pop_inner(req).await {
-            Ok(messages) if !messages.is_empty() => PopMessageResponse {
-                status: Some(ok()),
-                messages,
-            },
-            Ok(_) => PopMessageResponse {
-                status: Some(status(Code::MessageNotFound, "no new message")),
-                messages: Vec::new(),
-            },
-            Err((code, msg)) => PopMessageResponse {
-                status: Some(status(code, msg)),
-                messages: Vec::new(),
-            },
-        }
-    }
-
-    async fn pop_inner(&self, req: ReceiveMessageRequest) -> Result<Vec<v2::Message>, Outcome> {
-        let group = req
-            .group
-            .as_ref()
-            .map(|g| g.name.clone())
-            .unwrap_or_default();
+    /// Hands out up to `batch_size` messages (redeliveries first), long-polling when there is
+    /// none; an empty answer means nothing arrived before the poll ended. Answered without
+    /// waiting for the state write (a crash redelivers: at least once).
+    ///
+    /// # Errors
+    /// ILLEGAL_CONSUMER_GROUP, ILLEGAL_TOPIC, TOPIC_NOT_FOUND, FORBIDDEN, BAD_REQUEST (batch
+    /// size, queue id), ILLEGAL_INVISIBLE_TIME, the store's failures.
+    pub(crate) async fn pop(&self, req: &PopRequest) -> Result<Vec<Delivery>, Failure> {
+        let group = req.group.clone();
         if group.is_empty() {
-            return Err((Code::IllegalConsumerGroup, "consumer group is empty".into()));
+            return Err(Failure::new(
+                Code::IllegalConsumerGroup,
+                "consumer group is empty",
+            ));
         }
         // The group's dead-letter topic must be storable, or exhausted messages could never
         // leave the group.
         if let Err(e) = comet_store::record::validate_topic(&sys::dlq_topic(&group)) {
-            return Err((
+            return Err(Failure::new(
                 Code::IllegalConsumerGroup,
                 format!(
                     "consumer group {group:?} cannot have a dead-letter topic ({e}); use at most \
@@ -90,44 +108,38 @@ impl Inner {
                 ),
             ));
         }
-        let (mq, topic) = crate::pull::queue_topic(req.message_queue.as_ref())?;
-        let filter = Filter::from_request(req.filter_expression.as_ref())
-            .map_err(|e| (Code::IllegalFilterExpression, e.to_string()))?;
+        let topic = req.topic.clone();
+        if topic.is_empty() {
+            return Err(Failure::new(
+                Code::IllegalTopic,
+                "message_queue has no topic",
+            ));
+        }
         if req.batch_size <= 0 {
-            return Err((
+            return Err(Failure::new(
                 Code::BadRequest,
                 format!("batch_size must be positive, got {}", req.batch_size),
             ));
         }
         let batch = (req.batch_size as u32).min(self.cfg.max_batch_size) as usize;
-        let invisible = match req.invisible_duration.as_ref() {
+        let invisible = match req.invisible {
             None => self.cfg.default_invisible_duration,
-            Some(d) => match convert::to_duration(d) {
-                Some(d) if !d.is_zero() => d.min(self.cfg.max_invisible_duration),
-                _ => {
-                    return Err((
-                        Code::IllegalInvisibleTime,
-                        format!(
-                            "invisible_duration must be positive, got {}s {}ns",
-                            d.seconds, d.nanos
-                        ),
-                    ));
-                }
-            },
+            Some(d) if !d.is_zero() => d.min(self.cfg.max_invisible_duration),
+            Some(_) => {
+                return Err(Failure::new(
+                    Code::IllegalInvisibleTime,
+                    "invisible_duration must be positive",
+                ));
+            }
         };
-        let long_poll = req
-            .long_polling_timeout
-            .as_ref()
-            .and_then(convert::to_duration)
-            .unwrap_or(Duration::ZERO)
-            .min(self.cfg.max_long_polling);
+        let long_poll = req.long_poll.min(self.cfg.max_long_polling);
         let idx = self.meta.index();
         let queue_count = idx.queues(&topic, Access::Read)?;
-        let queues: Vec<i32> = match mq.id {
+        let queues: Vec<i32> = match req.queue_id {
             -1 => (0..queue_count as i32).collect(),
             id if id >= 0 && (id as u32) < queue_count => vec![id],
             id => {
-                return Err((
+                return Err(Failure::new(
                     Code::BadRequest,
                     format!(
                         "queue id {id} of topic {topic:?} is outside 0..{queue_count} on broker set {}",
@@ -136,7 +148,7 @@ impl Inner {
                 ));
             }
         };
-        let filter = Arc::new(filter);
+        let filter = Arc::new(req.filter.clone());
         let deadline = tokio::time::Instant::now() + long_poll;
         let mut arrivals = self.hub.subscribe(&topic);
         loop {
@@ -179,7 +191,7 @@ impl Inner {
         filter: &Arc<Filter>,
         batch: usize,
         invisible: Duration,
-    ) -> Result<(Vec<v2::Message>, bool), Outcome> {
+    ) -> Result<(Vec<Delivery>, bool), Failure> {
         let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         let mut more = false;
@@ -209,7 +221,7 @@ impl Inner {
         filter: &Arc<Filter>,
         want: usize,
         invisible: Duration,
-    ) -> Result<(Vec<v2::Message>, bool), Outcome> {
+    ) -> Result<(Vec<Delivery>, bool), Failure> {
         let _pop = slot.pop_lock.lock().await;
         let store = self.store()?;
         let key = &slot.key;
@@ -286,7 +298,7 @@ impl Inner {
         }
         .map_err(|e| {
             tracing::error!(topic = %key.topic, queue_id = key.queue_id, error = %e, "pop read failed");
-            store_outcome(&e)
+            store_failure(&e)
         })?;
         // Phase 3: commit under the state lock; build protobufs after it.
         let now = now_ms();
@@ -379,16 +391,11 @@ impl Inner {
         let broker_set = &self.cfg.broker_set;
         let messages = deliveries
             .into_iter()
-            .map(|(m, h, attempt)| {
-                convert::to_proto(
-                    &m,
-                    Delivery {
-                        receipt_handle: h.encode(broker_set),
-                        attempt,
-                        invisible,
-                        advertised_addr: &self.cfg.advertised_addr,
-                    },
-                )
+            .map(|(m, h, attempt)| Delivery {
+                message: m,
+                receipt_handle: h.encode(broker_set),
+                attempt,
+                invisible,
             })
             .collect();
         Ok((messages, more))

@@ -8,42 +8,65 @@
 
 use std::sync::Arc;
 
-use comet_proto::apache::rocketmq::v2::{
-    self as v2, Code, SendMessageRequest, SendMessageResponse, SendResultEntry,
-};
 use comet_store::{AppendResult, MessageStore, StoreError};
 
 use crate::clock::{duration_ms, now_ms};
-use crate::convert;
 use crate::delay;
 use crate::engine::Inner;
 use crate::meta::{Access, MetaIndex};
-use crate::outcome::{Outcome, SHUTTING_DOWN, blocking, ok, overall, status, store_outcome};
+use crate::outcome::{Code, Failure, SHUTTING_DOWN, Unavailable, blocking, store_failure};
+use crate::record::{self, NewMessage};
 use crate::transaction::record as txrec;
 
-impl Inner {
-    // ----------------------------------------------------------------------------- send
+/// Messages to store, each addressed to one queue of this broker set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendRequest {
+    /// The messages, in order.
+    pub messages: Vec<NewMessage>,
+}
 
-    pub async fn send(
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Its queue offset (a delayed message: its offset in the timer topic; a half message:
+    /// in the half topic).
+    pub offset: i64,
+    /// A TRANSACTION message's transaction id (`"<broker_set>~..."`).
+    pub transaction_id: Option<String>,
+}
+
+impl Inner {
+    /// Stores each message where its type says (its queue now, the timer wheel, or the half
+    /// topic) and, with SYNC replication, waits for the in-sync replicas. One result per
+    /// message, in order; a message answered OK is stored per the flush policy (and
+    /// replicated per the replication mode).
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store closed under the call (the instance is being replaced
+    /// or stopped: retry elsewhere); BAD_REQUEST without messages. Per message: ILLEGAL_TOPIC, TOPIC_NOT_FOUND, FORBIDDEN,
+    /// BAD_REQUEST (queue id), ILLEGAL_MESSAGE_ID, UNSUPPORTED, ILLEGAL_DELIVERY_TIME,
+    /// MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, the store's failures, and SYNC replication's
+    /// HA_NOT_AVAILABLE / SLAVE_PERSISTENCE_TIMEOUT.
+    pub(crate) async fn send(
         &self,
-        req: SendMessageRequest,
-    ) -> Result<SendMessageResponse, tonic::Status> {
+        req: &SendRequest,
+    ) -> Result<Result<Vec<Result<Sent, Failure>>, Failure>, Unavailable> {
         if req.messages.is_empty() {
-            return Ok(SendMessageResponse {
-                status: Some(status(Code::BadRequest, "the request carries no messages")),
-                entries: Vec::new(),
-            });
+            return Ok(Err(Failure::new(
+                Code::BadRequest,
+                "the request carries no messages",
+            )));
         }
         let idx = self.meta.index();
         let now = now_ms();
-        let mut results: Vec<Result<SendOk, Outcome>> = Vec::with_capacity(req.messages.len());
+        let mut results: Vec<Result<SendOk, Failure>> = Vec::with_capacity(req.messages.len());
         let mut now_records = (Vec::new(), Vec::new());
         let mut delayed = (Vec::new(), Vec::new());
         let mut halves = (Vec::new(), Vec::new());
         for (i, m) in req.messages.iter().enumerate() {
-            results.push(Err((
+            results.push(Err(Failure::new(
                 Code::InternalServerError,
-                "message was not stored".into(),
+                "message was not stored",
             )));
             match self.check_send(&idx, m, now) {
                 Ok(Checked::Now(rec)) => {
@@ -62,7 +85,9 @@ impl Inner {
             }
         }
         if !now_records.0.is_empty() {
-            let store = self.store_or_unavailable()?;
+            let store = self
+                .store()
+                .map_err(|_| Unavailable(SHUTTING_DOWN.to_owned()))?;
             let records = now_records.0;
             let append = move || append_records(&store, &records);
             // ASYNC flush: an append is a copy into the mapped segment under the store's lock
@@ -76,7 +101,7 @@ impl Inner {
             };
             Self::fill(&mut results, &now_records.1, appended, |a| SendOk {
                 offset: a.queue_offset,
-                transaction_id: String::new(),
+                transaction_id: None,
                 end: a.physical_offset + i64::from(a.size),
             })?;
         }
@@ -84,7 +109,7 @@ impl Inner {
             let appended = self.append_delayed(delayed.0, now).await;
             Self::fill(&mut results, &delayed.1, appended, |a| SendOk {
                 offset: a.queue_offset,
-                transaction_id: String::new(),
+                transaction_id: None,
                 end: a.physical_offset + i64::from(a.size),
             })?;
         }
@@ -93,48 +118,21 @@ impl Inner {
             Self::fill(&mut results, &halves.1, appended, |x| x)?;
         }
         self.await_replicas(&mut results).await;
-        let entries: Vec<SendResultEntry> = req
-            .messages
-            .iter()
-            .zip(results)
-            .map(|(m, r)| {
-                let message_id = m
-                    .system_properties
-                    .as_ref()
-                    .map(|s| s.message_id.clone())
-                    .unwrap_or_default();
-                match r {
-                    Ok(ok_) => SendResultEntry {
-                        status: Some(ok()),
-                        message_id,
-                        transaction_id: ok_.transaction_id,
-                        offset: ok_.offset,
-                        recall_handle: String::new(),
-                    },
-                    Err((code, msg)) => SendResultEntry {
-                        status: Some(status(code, msg)),
-                        message_id,
-                        ..Default::default()
-                    },
-                }
+        Ok(Ok(results
+            .into_iter()
+            .map(|r| {
+                r.map(|ok| Sent {
+                    offset: ok.offset,
+                    transaction_id: ok.transaction_id,
+                })
             })
-            .collect();
-        let st = overall(
-            &entries
-                .iter()
-                .filter_map(|e| e.status.as_ref())
-                .collect::<Vec<_>>(),
-        );
-        Ok(SendMessageResponse {
-            status: Some(st),
-            entries,
-        })
+            .collect()))
     }
 
     /// SYNC replication: waits until the in-sync replicas hold every stored message of the
     /// call; if they do not in time (or there are too few of them) the stored messages are
     /// answered with that failure instead of OK (see [`Tracker::wait`]).
-    async fn await_replicas(&self, results: &mut [Result<SendOk, Outcome>]) {
+    async fn await_replicas(&self, results: &mut [Result<SendOk, Failure>]) {
         let end = results
             .iter()
             .filter_map(|r| r.as_ref().ok().map(|ok| ok.end))
@@ -148,26 +146,21 @@ impl Inner {
         }
     }
 
-    fn store_or_unavailable(&self) -> Result<Arc<MessageStore>, tonic::Status> {
-        self.store()
-            .map_err(|_| tonic::Status::unavailable(SHUTTING_DOWN))
-    }
-
     /// Writes per-message append outcomes into `results` at `slots`; a store that closed
     /// under the call fails the whole call with UNAVAILABLE (the client retries elsewhere).
     fn fill<T>(
-        results: &mut [Result<SendOk, Outcome>],
+        results: &mut [Result<SendOk, Failure>],
         slots: &[usize],
-        appended: Result<Vec<Result<T, AppendFail>>, Outcome>,
+        appended: Result<Vec<Result<T, AppendFail>>, Failure>,
         ok_of: impl Fn(T) -> SendOk,
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<(), Unavailable> {
         match appended {
             Ok(v) => {
                 for (slot, r) in slots.iter().zip(v) {
                     results[*slot] = match r {
                         Ok(x) => Ok(ok_of(x)),
                         Err(AppendFail::Closed) => {
-                            return Err(tonic::Status::unavailable(SHUTTING_DOWN));
+                            return Err(Unavailable(SHUTTING_DOWN.to_owned()));
                         }
                         Err(AppendFail::Failed(o)) => Err(o),
                     };
@@ -188,7 +181,7 @@ impl Inner {
         &self,
         delayed: Vec<(comet_store::Message, i64)>,
         now: i64,
-    ) -> Result<Vec<Result<AppendResult, AppendFail>>, Outcome> {
+    ) -> Result<Vec<Result<AppendResult, AppendFail>>, Failure> {
         let store = self.store()?;
         let delays = Arc::clone(&self.delays);
         let sync = matches!(self.cfg.flush, comet_store::FlushPolicy::Sync { .. });
@@ -204,7 +197,7 @@ impl Inner {
                         delays.schedule(at, a.physical_offset, a.size, a.queue_offset, now)
                 {
                     tracing::error!(error = %e, "scheduling a delayed message failed");
-                    *r = Err(AppendFail::Failed(store_outcome(&e)));
+                    *r = Err(AppendFail::Failed(store_failure(&e)));
                 }
             }
             if sync
@@ -213,7 +206,7 @@ impl Inner {
             {
                 tracing::error!(error = %e, "flushing the timer wheel failed");
                 for r in out.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(AppendFail::Failed((
+                    *r = Err(AppendFail::Failed(Failure::new(
                         Code::MasterPersistenceTimeout,
                         format!("the delayed message is stored but its timer is not durable: {e}"),
                     )));
@@ -229,7 +222,7 @@ impl Inner {
     async fn append_halves(
         &self,
         halves: Vec<comet_store::Message>,
-    ) -> Result<Vec<Result<SendOk, AppendFail>>, Outcome> {
+    ) -> Result<Vec<Result<SendOk, AppendFail>>, Failure> {
         let store = self.store()?;
         let tx = Arc::clone(&self.transactions);
         let append = move || {
@@ -242,7 +235,7 @@ impl Inner {
                 .map(|(r, rec)| {
                     r.map(|a| SendOk {
                         offset: a.queue_offset,
-                        transaction_id: tx.add(a.queue_offset, a.physical_offset, rec, now),
+                        transaction_id: Some(tx.add(a.queue_offset, a.physical_offset, rec, now)),
                         end: a.physical_offset + i64::from(a.size),
                     })
                 })
@@ -254,17 +247,17 @@ impl Inner {
         }
     }
 
-    fn check_send(&self, idx: &MetaIndex, m: &v2::Message, now: i64) -> Result<Checked, Outcome> {
-        let topic = m.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+    fn check_send(&self, idx: &MetaIndex, m: &NewMessage, now: i64) -> Result<Checked, Failure> {
+        let topic = m.topic.as_str();
         if topic.is_empty() {
-            return Err((Code::IllegalTopic, "message has no topic".into()));
+            return Err(Failure::new(Code::IllegalTopic, "message has no topic"));
         }
         comet_store::record::validate_topic(topic)
-            .map_err(|e| (Code::IllegalTopic, format!("topic {topic:?}: {e}")))?;
+            .map_err(|e| Failure::new(Code::IllegalTopic, format!("topic {topic:?}: {e}")))?;
         let queue_count = idx.queues(topic, Access::Write)?;
-        let queue_id = m.system_properties.as_ref().map_or(0, |s| s.queue_id);
+        let queue_id = m.queue_id;
         if queue_id < 0 || queue_id as u32 >= queue_count {
-            return Err((
+            return Err(Failure::new(
                 Code::BadRequest,
                 format!(
                     "queue id {queue_id} of topic {topic:?} is outside 0..{queue_count} on broker set {}",
@@ -272,13 +265,13 @@ impl Inner {
                 ),
             ));
         }
-        let rec = convert::to_record(m, topic, now)?;
+        let rec = record::to_record(m, now)?;
         let at = delay::delivery_ms(&rec);
         if delay::is_transaction(&rec) {
             if at.is_some() {
-                return Err((
+                return Err(Failure::new(
                     Code::MessagePropertyConflictWithType,
-                    "a TRANSACTION message must not carry a delivery timestamp".into(),
+                    "a TRANSACTION message must not carry a delivery timestamp",
                 ));
             }
             return Ok(Checked::Half(rec));
@@ -287,7 +280,7 @@ impl Inner {
             Some(at) if at > now => {
                 let max = duration_ms(self.cfg.max_delivery_delay);
                 if at - now > max {
-                    return Err((
+                    return Err(Failure::new(
                         Code::IllegalDeliveryTime,
                         format!(
                             "delivery time is {} s in the future, more than the limit of {} s \
@@ -310,14 +303,14 @@ impl Inner {
 #[derive(Debug, Clone)]
 pub(crate) enum AppendFail {
     Closed,
-    Failed(Outcome),
+    Failed(Failure),
 }
 
 /// A stored message's answer: its queue offset and, for a half message, its transaction id.
 #[derive(Debug, Clone)]
 pub(crate) struct SendOk {
     pub offset: i64,
-    pub transaction_id: String,
+    pub transaction_id: Option<String>,
     /// End of the record in the commitlog (what replicas must hold).
     pub end: i64,
 }
@@ -343,7 +336,7 @@ pub(crate) fn append_records(
         if matches!(e, StoreError::Closed) {
             AppendFail::Closed
         } else {
-            AppendFail::Failed(store_outcome(e))
+            AppendFail::Failed(store_failure(e))
         }
     };
     match store.append_batch(records) {

@@ -53,6 +53,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::BrokerApi;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::engine::{EngineRole, StorePrep};
@@ -90,7 +91,7 @@ pub struct HaStatus {
 /// A broker that is a member of a replicated broker set (see the module docs). Serve
 /// [`HaBroker::service`] and [`HaBroker::replication_service`] on its internal port.
 pub struct HaBroker {
-    service: BrokerGrpc,
+    service: BrokerApi,
     replication: ReplicationGrpc,
     status: watch::Receiver<HaStatus>,
     /// Cancelled to stop following and close the current instance.
@@ -132,7 +133,7 @@ impl HaBroker {
             StorePrep::Keep,
         )
         .await?;
-        let service = engine.service();
+        let service = engine.api();
         let ha = Arc::new(ha);
         let replication = ReplicationGrpc::new(service.clone(), Arc::clone(&ha));
         let (status_tx, status) = watch::channel(HaStatus {
@@ -173,6 +174,11 @@ impl HaBroker {
 
     /// The `comet.v1.BrokerService` of the current instance (follows role changes).
     pub fn service(&self) -> BrokerGrpc {
+        BrokerGrpc::new(self.service.clone())
+    }
+
+    /// The operations of the current instance as Comet's own types (follows role changes).
+    pub fn api(&self) -> BrokerApi {
         self.service.clone()
     }
 
@@ -239,7 +245,7 @@ impl HaBroker {
     }
 }
 
-fn log_report(service: &BrokerGrpc) -> (u64, i64) {
+fn log_report(service: &BrokerApi) -> (u64, i64) {
     match service.current().store() {
         Ok(store) => (
             store.epochs().last().map_or(0, |e| e.epoch),
@@ -261,7 +267,7 @@ struct Supervisor {
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     lease: watch::Receiver<Option<std::time::Instant>>,
     link: Arc<dyn ControllerLink>,
-    service: BrokerGrpc,
+    service: BrokerApi,
     engine: Option<Broker>,
     /// The role of the current instance.
     role: Role,
@@ -418,7 +424,7 @@ impl Supervisor {
                     "no broker instance after a role change".into(),
                 ))?;
                 let inner = Arc::clone(engine.inner());
-                let store = inner.store().map_err(|(_, m)| BrokerError::Task(m))?;
+                let store = inner.store().map_err(|f| BrokerError::Task(f.message))?;
                 let epoch = *epoch;
                 let start = tokio::task::spawn_blocking(move || store.begin_epoch(epoch))
                     .await

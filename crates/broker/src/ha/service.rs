@@ -22,13 +22,13 @@ use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::api::BrokerApi;
 use crate::engine::{EngineRole, Inner};
 use crate::ha::config::HaConfig;
 use crate::ha::consumer_sync;
 use crate::ha::lease::{ControllerLink, master_gate};
 use crate::ha::tracker::Tracker;
 use crate::outcome::blocking;
-use crate::service::BrokerGrpc;
 
 /// The stream of frames a master sends one replica.
 pub type ReplicationStream =
@@ -39,7 +39,7 @@ pub type ReplicationStream =
 /// FAILED_PRECONDITION.
 #[derive(Clone)]
 pub struct ReplicationGrpc {
-    brokers: BrokerGrpc,
+    brokers: BrokerApi,
     cfg: Arc<HaConfig>,
 }
 
@@ -50,7 +50,7 @@ impl std::fmt::Debug for ReplicationGrpc {
 }
 
 impl ReplicationGrpc {
-    pub(crate) fn new(brokers: BrokerGrpc, cfg: Arc<HaConfig>) -> Self {
+    pub(crate) fn new(brokers: BrokerApi, cfg: Arc<HaConfig>) -> Self {
         ReplicationGrpc { brokers, cfg }
     }
 }
@@ -102,9 +102,13 @@ impl ReplicationService for ReplicationGrpc {
         request: Request<pb::HandshakeRequest>,
     ) -> Result<Response<pb::HandshakeResponse>, Status> {
         let req = request.into_inner();
-        let (inner, _call) = self.brokers.enter().await?;
+        let (inner, _call) = self
+            .brokers
+            .enter()
+            .await
+            .map_err(|u| Status::unavailable(u.0))?;
         master_of(&inner, &req.broker_set, req.master_epoch)?;
-        let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
+        let store = inner.store().map_err(|f| Status::unavailable(f.message))?;
         tracing::info!(broker_set = %req.broker_set, replica = req.broker_id,
             replica_end = req.end_offset, epoch = req.master_epoch, "replica handshake");
         Ok(Response::new(pb::HandshakeResponse {
@@ -125,11 +129,15 @@ impl ReplicationService for ReplicationGrpc {
         let first = progress.message().await?.ok_or_else(|| {
             Status::invalid_argument("the stream must start with ReplicaProgress")
         })?;
-        let (inner, call) = self.brokers.enter().await?;
+        let (inner, call) = self
+            .brokers
+            .enter()
+            .await
+            .map_err(|u| Status::unavailable(u.0))?;
         let tracker = master_of(&inner, &first.broker_set, first.master_epoch)?;
         // The stream itself does not hold the broker's shutdown back.
         drop(call);
-        let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
+        let store = inner.store().map_err(|f| Status::unavailable(f.message))?;
         let (min, end) = (store.min_physical_offset(), store.write_offset());
         if first.offset < min || first.offset > end {
             return Err(Status::invalid_argument(format!(
@@ -218,7 +226,7 @@ async fn stream_log(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
+        let store = inner.store().map_err(|f| Status::unavailable(f.message))?;
         if Instant::now() >= offsets_due {
             offsets_due = Instant::now() + cfg.consumer_offsets_interval;
             let f = frame(pb::replication_frame::Frame::ConsumerOffsets(
@@ -234,7 +242,7 @@ async fn stream_log(
             let (s, max) = (Arc::clone(&store), cfg.chunk_bytes);
             let chunk = blocking(move || s.read_raw(next, max, limit))
                 .await
-                .map_err(|(_, m)| Status::internal(m))?
+                .map_err(|f| Status::internal(f.message))?
                 .map_err(|e| Status::invalid_argument(format!("reading the log at {next}: {e}")))?;
             if chunk.end > next {
                 let end = chunk.end;

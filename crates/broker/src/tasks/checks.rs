@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::engine::Inner;
-use crate::outcome::blocking;
+use crate::outcome::{Failure, blocking};
 
 impl Inner {
     /// Checks unresolved transactions when due (broadcast to the watching proxies), discards
@@ -46,7 +46,9 @@ impl Inner {
                             tracing::debug!(transaction_id = %c.transaction_id, proxies, "transaction check sent");
                         }
                     }
-                    Err((_, e)) => tracing::error!(error = %e, "transaction check task failed"),
+                    Err(Failure { message: e, .. }) => {
+                        tracing::error!(error = %e, "transaction check task failed")
+                    }
                 }
                 continue;
             }
@@ -58,7 +60,7 @@ impl Inner {
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "writing the transaction checkpoint failed")
                     }
-                    Err((_, e)) => {
+                    Err(Failure { message: e, .. }) => {
                         tracing::error!(error = %e, "transaction checkpoint task failed")
                     }
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::engine::Inner;
 use crate::error::BrokerError;
-use crate::outcome::blocking;
+use crate::outcome::{Failure, blocking};
 use crate::sys;
 
 impl Inner {
@@ -52,7 +52,7 @@ impl Inner {
                     tracing::warn!(error = %e, "following the timer and transaction records failed; retrying in 1 s");
                     Some(IDLE_MS)
                 }
-                Err((_, e)) => {
+                Err(Failure { message: e, .. }) => {
                     tracing::error!(error = %e, "replica state task failed");
                     Some(IDLE_MS)
                 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::engine::Inner;
-use crate::outcome::blocking;
+use crate::outcome::{Failure, blocking};
 
 impl Inner {
     /// Delivers due delayed messages (see [`crate::delay`]).
@@ -46,7 +46,7 @@ impl Inner {
                     pause = Some(retry_ms);
                     retry_ms = (retry_ms * 2).min(IDLE_MS);
                 }
-                Err((_, e)) => {
+                Err(Failure { message: e, .. }) => {
                     tracing::error!(error = %e, retry_ms, "delayed delivery task failed");
                     pause = Some(retry_ms);
                     retry_ms = (retry_ms * 2).min(IDLE_MS);
@@ -86,7 +86,9 @@ impl Inner {
             match blocking(move || delays.timer.flush()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "flushing the timer wheel failed"),
-                Err((_, e)) => tracing::error!(error = %e, "timer flush task failed"),
+                Err(Failure { message: e, .. }) => {
+                    tracing::error!(error = %e, "timer flush task failed")
+                }
             }
         }
     }

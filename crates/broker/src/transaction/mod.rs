@@ -9,38 +9,50 @@ pub(crate) mod table;
 
 use std::sync::Arc;
 
-use comet_proto::apache::rocketmq::v2::{
-    Code, EndTransactionRequest, EndTransactionResponse, TransactionResolution,
-};
-
 use crate::engine::Inner;
-use crate::outcome::{blocking, status};
+use crate::outcome::{Code, Failure, blocking};
 use table::EndPlan;
+pub use table::{Decision, OrphanCheck};
+
+/// Ends (or leaves pending) one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionEnd {
+    /// The topic the message was sent to.
+    pub topic: String,
+    /// The message id (empty: not checked).
+    pub message_id: String,
+    /// The transaction id the send answered.
+    pub transaction_id: String,
+    /// The producer's decision.
+    pub decision: Decision,
+    /// The decision answers a check (for logs).
+    pub from_check: bool,
+}
 
 impl Inner {
-    // ---------------------------------------------------------------------- transactions
-
-    pub async fn end_transaction(&self, req: EndTransactionRequest) -> EndTransactionResponse {
-        let reply = |code: Code, msg: String| EndTransactionResponse {
-            status: Some(status(code, msg)),
-        };
-        let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+    /// Applies a producer's decision (a commit appends the visible copy and its op in one
+    /// batch) and, with SYNC replication, waits for the in-sync replicas; returns what was
+    /// done ("OK", or why nothing had to be).
+    ///
+    /// # Errors
+    /// ILLEGAL_TOPIC, INVALID_TRANSACTION_ID (unknown, resolved otherwise, another message's
+    /// or topic's), TOO_MANY_REQUESTS (being resolved by another call), the store's failures.
+    pub(crate) async fn end_transaction(&self, req: &TransactionEnd) -> Result<String, Failure> {
+        let topic = req.topic.as_str();
         if topic.is_empty() {
-            return reply(Code::IllegalTopic, "EndTransaction names no topic".into());
+            return Err(Failure::new(
+                Code::IllegalTopic,
+                "EndTransaction names no topic",
+            ));
         }
-        let resolution = TransactionResolution::try_from(req.resolution)
-            .unwrap_or(TransactionResolution::Unspecified);
-        let plan = match self.transactions.plan_end(
+        let plan = self.transactions.plan_end(
             topic,
             &req.message_id,
             &req.transaction_id,
-            resolution,
-        ) {
-            Ok(p) => p,
-            Err((code, msg)) => return reply(code, msg),
-        };
+            req.decision,
+        )?;
         let (half_offset, physical_offset, transaction_id, resolution) = match plan {
-            EndPlan::Done(msg) => return reply(Code::Ok, msg),
+            EndPlan::Done(msg) => return Ok(msg),
             EndPlan::Write {
                 half_offset,
                 physical_offset,
@@ -48,32 +60,19 @@ impl Inner {
                 resolution,
             } => (half_offset, physical_offset, transaction_id, resolution),
         };
-        let store = match self.store() {
-            Ok(s) => s,
-            Err((code, msg)) => return reply(code, msg),
-        };
+        let store = self.store()?;
         let (tx, idx) = (Arc::clone(&self.transactions), self.meta.index());
         let id = transaction_id.clone();
         let write =
             move || tx.write_end(&store, &idx, half_offset, physical_offset, &id, resolution);
-        let written = match self.cfg.flush {
+        match self.cfg.flush {
             comet_store::FlushPolicy::Async { .. } => write(),
             comet_store::FlushPolicy::Sync { .. } => blocking(write).await.and_then(|r| r),
-        };
-        let written = match written {
-            Ok(()) => match self.store() {
-                Ok(store) => self.replicated(store.write_offset()).await,
-                Err(o) => Err(o),
-            },
-            Err(o) => Err(o),
-        };
-        match written {
-            Ok(()) => {
-                tracing::debug!(transaction_id = %transaction_id, ?resolution, source = req.source,
-                    "transaction resolved");
-                reply(Code::Ok, "OK".into())
-            }
-            Err((code, msg)) => reply(code, msg),
-        }
+        }?;
+        let store = self.store()?;
+        self.replicated(store.write_offset()).await?;
+        tracing::debug!(transaction_id = %transaction_id, ?resolution, from_check = req.from_check,
+            "transaction resolved");
+        Ok("OK".to_owned())
     }
 }

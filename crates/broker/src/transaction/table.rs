@@ -37,16 +37,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use comet_proto::apache::rocketmq::v2::{Code, TransactionResolution};
-use comet_proto::comet::v1::TransactionCheck;
 use comet_store::{Message, MessageStore, StoreError, StoredMessage};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-use crate::convert;
 use crate::error::BrokerError;
 use crate::meta::MetaIndex;
-use crate::outcome::{Outcome, store_outcome};
+use crate::outcome::{Code, Failure, store_failure};
 use crate::sys;
 use crate::transaction::id::TxId;
 use crate::transaction::pending::{CheckPolicy, OpsRead, Pending, Table, first_delay};
@@ -60,6 +57,28 @@ pub const OP_SCAN_SLACK_MS: i64 = 10 * 60 * 1000;
 /// Checks queued towards one proxy before new ones are dropped (they are re-issued later).
 const WATCH_BUFFER: usize = 1024;
 pub(crate) const CHECKPOINT: &str = "checkpoint";
+
+/// What a producer decided for a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Make the message visible.
+    Commit,
+    /// Drop the message.
+    Rollback,
+    /// Not decided yet: the transaction stays pending and is checked again.
+    Unknown,
+}
+
+/// A check of an unresolved transaction, for a proxy to ask the producer about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrphanCheck {
+    /// The topic the message was sent to.
+    pub topic: String,
+    /// The half message as the producer sent it (real topic and queue).
+    pub message: StoredMessage,
+    /// The transaction id.
+    pub transaction_id: String,
+}
 
 /// Counters of transactional messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,7 +120,7 @@ pub(crate) struct DueCheck {
 
 /// What executing a [`DueCheck`] produced.
 pub(crate) enum CheckOutcome {
-    Sent(Box<TransactionCheck>),
+    Sent(Box<OrphanCheck>),
     Discarded,
     /// The half message is no longer stored.
     Gone,
@@ -109,7 +128,7 @@ pub(crate) enum CheckOutcome {
 }
 
 /// The sending side of one proxy's check stream.
-type CheckSender = mpsc::Sender<Result<TransactionCheck, tonic::Status>>;
+type CheckSender = mpsc::Sender<OrphanCheck>;
 
 /// Half messages, resolutions, checks and the proxies watching for checks.
 pub(crate) struct Transactions {
@@ -268,17 +287,17 @@ impl Transactions {
         topic: &str,
         message_id: &str,
         transaction_id: &str,
-        resolution: TransactionResolution,
-    ) -> Result<EndPlan, Outcome> {
-        let invalid = |m: String| (Code::InvalidTransactionId, m);
+        decision: Decision,
+    ) -> Result<EndPlan, Failure> {
+        let invalid = |m: String| Failure::new(Code::InvalidTransactionId, m);
         if transaction_id.is_empty() {
             return Err(invalid("transaction_id is empty".into()));
         }
         let id = TxId::decode(transaction_id, &self.broker_set).map_err(invalid)?;
-        let wanted = match resolution {
-            TransactionResolution::Commit => Some(Resolution::Commit),
-            TransactionResolution::Rollback => Some(Resolution::Rollback),
-            TransactionResolution::Unspecified => None,
+        let wanted = match decision {
+            Decision::Commit => Some(Resolution::Commit),
+            Decision::Rollback => Some(Resolution::Rollback),
+            Decision::Unknown => None,
         };
         let mut t = self.table.lock();
         let Some(p) = t.pending.get_mut(&id.half_offset) else {
@@ -320,9 +339,9 @@ impl Transactions {
             ));
         };
         if p.busy {
-            return Err((
+            return Err(Failure::new(
                 Code::TooManyRequests,
-                "the transaction is being resolved by another request; retry".into(),
+                "the transaction is being resolved by another request; retry",
             ));
         }
         p.busy = true;
@@ -343,7 +362,7 @@ impl Transactions {
         physical_offset: i64,
         transaction_id: &str,
         resolution: Resolution,
-    ) -> Result<(), Outcome> {
+    ) -> Result<(), Failure> {
         let result = (|| {
             let op = op_record(half_offset, Op::Final(resolution), transaction_id);
             match resolution {
@@ -366,7 +385,7 @@ impl Transactions {
         // A SYNC flush that timed out still wrote the records: the resolution happened (a
         // retried EndTransaction then answers "already ..."), only its durability is unknown.
         let timed_out = match &result {
-            Err(e @ StoreError::FlushTimeout { .. }) => Some(store_outcome(e)),
+            Err(e @ StoreError::FlushTimeout { .. }) => Some(store_failure(e)),
             _ => None,
         };
         let result = if timed_out.is_some() { Ok(()) } else { result };
@@ -389,10 +408,9 @@ impl Transactions {
                     half_offset,
                     "half message deleted by retention before its resolution"
                 );
-                Err((
+                Err(Failure::new(
                     Code::InvalidTransactionId,
-                    "the half message is no longer stored (retention); the transaction is lost"
-                        .into(),
+                    "the half message is no longer stored (retention); the transaction is lost",
                 ))
             }
             Err(e) => {
@@ -400,7 +418,7 @@ impl Transactions {
                     p.busy = false;
                 }
                 tracing::error!(half_offset, error = %e, "writing a transaction resolution failed");
-                Err(store_outcome(&e))
+                Err(store_failure(&e))
             }
         }
     }
@@ -459,8 +477,8 @@ impl Transactions {
                     );
                     CheckOutcome::Discarded
                 }
-                Err((Code::InvalidTransactionId, _)) => CheckOutcome::Gone,
-                Err((_, m)) => CheckOutcome::Failed(StoreError::InvalidMessage(m)),
+                Err(f) if f.code == Code::InvalidTransactionId => CheckOutcome::Gone,
+                Err(f) => CheckOutcome::Failed(StoreError::InvalidMessage(f.message)),
             };
         };
         let half = match store.read(d.physical_offset) {
@@ -479,9 +497,9 @@ impl Transactions {
             message: real,
             ..half
         };
-        CheckOutcome::Sent(Box::new(TransactionCheck {
+        CheckOutcome::Sent(Box::new(OrphanCheck {
             topic,
-            message: Some(convert::to_check_proto(&stored)),
+            message: stored,
             transaction_id: d.transaction_id.clone(),
         }))
     }
@@ -492,7 +510,7 @@ impl Transactions {
         d: &DueCheck,
         outcome: CheckOutcome,
         now_ms: i64,
-    ) -> Option<TransactionCheck> {
+    ) -> Option<OrphanCheck> {
         let mut t = self.table.lock();
         match outcome {
             CheckOutcome::Discarded => None,
@@ -524,7 +542,7 @@ impl Transactions {
     }
 
     /// A new watcher (proxy): checks are sent to every watcher.
-    pub fn watch(&self, proxy_id: &str) -> mpsc::Receiver<Result<TransactionCheck, tonic::Status>> {
+    pub fn watch(&self, proxy_id: &str) -> mpsc::Receiver<OrphanCheck> {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let mut w = self.watchers.lock();
         w.retain(|(_, tx)| !tx.is_closed());
@@ -538,10 +556,10 @@ impl Transactions {
     }
 
     /// Sends a check to every watcher; returns how many took it.
-    pub fn broadcast(&self, check: &TransactionCheck) -> usize {
+    pub fn broadcast(&self, check: &OrphanCheck) -> usize {
         let mut w = self.watchers.lock();
         let mut sent = 0;
-        w.retain(|(proxy, tx)| match tx.try_send(Ok(check.clone())) {
+        w.retain(|(proxy, tx)| match tx.try_send(check.clone()) {
             Ok(()) => {
                 sent += 1;
                 true
