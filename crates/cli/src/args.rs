@@ -43,8 +43,6 @@ pub enum Command {
     Broker(ServerArgs),
     /// Run one stateless proxy (the public RocketMQ 5 gRPC endpoint).
     Proxy(ServerArgs),
-    /// Load-test a RocketMQ 5 gRPC proxy; prints a JSON report of throughput and latency.
-    Bench(crate::bench::BenchArgs),
     /// Topic admin commands (through the controller).
     Topic {
         #[command(flatten)]

@@ -9,7 +9,6 @@
 //!  comet cluster describe|brokers|members|add-member|remove-member
 //!  comet offset reset|progress                          consumer offsets (through the brokers)
 //!  comet message id|key|offset                          stored message queries (brokers)
-//!  comet bench                           load generator against any RocketMQ 5 gRPC proxy
 //!  comet store  inspect|verify --data-dir DIR          offline storage checks
 //! ```
 //!
@@ -23,7 +22,6 @@
 //!   leader-following controller client, metadata watch and broker heartbeats of cluster mode.
 //! - `admin`: `comet topic|group|cluster ...` over the controller API; `comet offset|message
 //!   ...` over the brokers' internal API, found through the controller's metadata.
-//! - `bench`: `comet bench`.
 //! - `store_cmd`: `comet store ...` over `comet_store`'s public API.
 //! - `logging`, `size`, `duration`: stderr logging, `64KiB`-style sizes, `500ms`-style durations.
 //!
@@ -33,12 +31,11 @@
 //!   stderr, filtered by `RUST_LOG` or the configured level.
 //! - Exit status: 0 success; 1 the command ran and found a problem (e.g. corrupt records);
 //!   2 the command could not run (bad arguments, unreachable controller, I/O error).
-//! - Only the cluster tests (`tests/`) depend on this crate; logic worth testing in isolation
-//!   belongs in the library crates.
+//! - Only the cluster tests (`tests/`, and `comet-bench`'s) depend on this crate; logic worth
+//!   testing in isolation belongs in the library crates.
 
 pub mod admin;
 pub mod args;
-pub mod bench;
 pub mod config;
 pub mod controller_client;
 pub mod duration;

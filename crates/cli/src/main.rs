@@ -9,7 +9,7 @@ use comet::config::LogFormat;
 use comet::server::{self, Role};
 use comet::{admin, logging, store_cmd};
 
-/// mimalloc: the servers and the bench allocate many small buffers per request; glibc's malloc
+/// mimalloc: the servers allocate many small buffers per request; glibc's malloc
 /// spent about a tenth of the CPU of a send in its free lists.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,13 +25,6 @@ fn main() -> ExitCode {
         Command::Controller(args) => server::run(Role::Controller, &args),
         Command::Broker(args) => server::run(Role::Broker, &args),
         Command::Proxy(args) => server::run(Role::Proxy, &args),
-        Command::Bench(args) => {
-            logging::init("warn", LogFormat::Text);
-            bench_runtime(args.threads)
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(comet::bench::run(args)))
-                .map(|()| ExitCode::SUCCESS)
-        }
         Command::Topic { target, cmd } => {
             admin_command(async move { admin::topic(&target, &cmd).await })
         }
@@ -55,24 +48,6 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-/// The bench's runtime. One thread is a current-thread runtime, not a one-worker pool: the
-/// pool's worker runs a task woken by the running task next (its LIFO slot), so each
-/// producer's new request woke the connection task straight away and the connection handled
-/// requests one at a time. On a current-thread runtime the producers woken by one read all
-/// queue their requests first, and the connection task encodes and writes them together.
-fn bench_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
     }
 }
 

@@ -84,6 +84,7 @@ impl<S> CoalescedIo<S> {
     }
 
     /// The wrapped I/O object.
+    #[cfg(test)]
     pub fn get_ref(&self) -> &S {
         &self.inner
     }

@@ -22,7 +22,7 @@
 //! - `creator`: [`TopicCreator`] (auto-create seam).
 //! - `service`: the MessagingService handlers, one file per RPC group.
 //! - `server`: [`Proxy`] (routes, serve, shutdown).
-//! - `coalesce`: [`CoalescedIo`], one write per round of a connection's task.
+//! - `coalesce`: `CoalescedIo`, one write per round of a connection's task.
 //!
 //! # Invariants
 //!
@@ -66,7 +66,6 @@ pub use brokers::{
     BrokerDirectory, BrokerService, DynBroker, LocalBrokers, RemoteBroker, RemoteBrokers,
     TransactionCheckStream,
 };
-pub use coalesce::CoalescedIo;
 pub use config::ProxyConfig;
 pub use creator::TopicCreator;
 pub use error::{ProxyError, Result};

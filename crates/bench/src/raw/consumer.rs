@@ -1,16 +1,14 @@
-//! A consumer task: the simple-consumer loop of the official clients.
+//! The raw consumer task: the simple-consumer loop of the official clients.
 //!
 //! ReceiveMessage (batch [`RECEIVE_BATCH`], invisible [`INVISIBLE`], long polling
 //! [`LONG_POLLING`]) on the readable queues in turn, then one AckMessage with an entry per
-//! received message. End-to-end latency is the arrival time minus the due time the producer
-//! embedded in the body.
+//! received message. Each message is accounted by [`consumer::record`].
 //!
 //! Stopping: a consumer that is still waiting for the first frame of a long poll when told to
 //! stop abandons the call; once frames flow it reads the stream to its end and acknowledges
 //! what it got, so nothing the server handed over goes unaccounted.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::{
     AckMessageEntry, AckMessageRequest, AckMessageResponse, Code, FilterExpression, FilterType,
@@ -18,21 +16,13 @@ use comet_proto::apache::rocketmq::v2::{
     receive_message_response::Content,
 };
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use super::Plan;
 use super::client::{Client, REQUEST_TIMEOUT, check_status, pb_duration};
-use super::producer::{RUN_PROPERTY, due_ns};
-use super::stats::{Live, TaskStats, code_key, grpc_key};
-
-/// Messages asked for per ReceiveMessage.
-pub(crate) const RECEIVE_BATCH: i32 = 32;
-/// How long received messages stay invisible to other consumers before redelivery.
-pub(crate) const INVISIBLE: Duration = Duration::from_secs(30);
-/// How long the server may hold a ReceiveMessage open waiting for messages.
-pub(crate) const LONG_POLLING: Duration = Duration::from_secs(5);
-/// Pause after a failed receive or ack before trying again.
-const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+use crate::consumer::{
+    self, INVISIBLE, LONG_POLLING, RECEIVE_BATCH, backoff, failed, run_property,
+};
+use crate::run::Plan;
+use crate::stats::{TaskStats, code_key, grpc_key};
 
 /// Runs consumer `index` until `stop`. Returns what it measured.
 pub(crate) async fn run(
@@ -43,7 +33,6 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> TaskStats {
     let mut stats = TaskStats::new(&plan.histogram);
-    let run_hex = plan.run_hex();
     let mut next_queue = index;
     loop {
         if *stop.borrow() {
@@ -94,7 +83,7 @@ pub(crate) async fn run(
                         receive_error = Some(code_key(s.code));
                     }
                 }
-                Some(Content::Message(m)) => on_message(&plan, &run_hex, &mut stats, m, &mut acks),
+                Some(Content::Message(m)) => on_message(&plan, &mut stats, m, &mut acks),
                 Some(Content::DeliveryTimestamp(_)) | None => {}
             }
             frame = match stream.message().await {
@@ -120,13 +109,18 @@ pub(crate) async fn run(
 /// Records one delivered message and queues its acknowledgement.
 fn on_message(
     plan: &Plan,
-    run_hex: &str,
     stats: &mut TaskStats,
     message: Message,
     acks: &mut Vec<AckMessageEntry>,
 ) {
-    let arrived = Instant::now();
     let props = message.system_properties.unwrap_or_default();
+    consumer::record(
+        plan,
+        stats,
+        run_property(&message.user_properties),
+        &message.body,
+        u32::try_from(props.delivery_attempt.unwrap_or(1)).unwrap_or(1),
+    );
     match props.receipt_handle {
         Some(receipt_handle) if !receipt_handle.is_empty() => acks.push(AckMessageEntry {
             message_id: props.message_id,
@@ -134,28 +128,6 @@ fn on_message(
             lite_topic: None,
         }),
         _ => failed(plan, stats, "receive/MISSING_RECEIPT_HANDLE".to_owned(), 1),
-    }
-    let ours = message
-        .user_properties
-        .get(RUN_PROPERTY)
-        .map(String::as_str)
-        == Some(run_hex);
-    let due = ours.then(|| due_ns(&message.body)).flatten();
-    let Some(due) = due else {
-        stats.foreign += 1;
-        return;
-    };
-    stats.total += 1;
-    Live::add(&plan.live.received, 1);
-    if props.delivery_attempt.unwrap_or(1) > 1 {
-        stats.redelivered += 1;
-    }
-    if plan.clock.measured_ns(due) {
-        stats.measured += 1;
-        stats.measured_bytes += message.body.len() as u64;
-        Live::add(&plan.live.received_measured, 1);
-        let latency = plan.clock.ns(arrived).saturating_sub(due);
-        stats.latency.saturating_record(latency);
     }
 }
 
@@ -202,20 +174,6 @@ pub(crate) fn ack_failures(response: &AckMessageResponse, n: u64) -> Vec<(String
         }
     }
     out
-}
-
-/// Counts a failure (in the report only once the window has started).
-fn failed(plan: &Plan, stats: &mut TaskStats, key: String, n: u64) {
-    Live::add(&plan.live.receive_errors, n);
-    if Instant::now() >= plan.clock.warm_end {
-        stats.error(key, n);
-    } else {
-        *stats.warmup_errors.entry(key).or_insert(0) += n;
-    }
-}
-
-async fn backoff(stop: &mut watch::Receiver<bool>) {
-    let _ = tokio::time::timeout(ERROR_BACKOFF, stop.wait_for(|stopped| *stopped)).await;
 }
 
 #[cfg(test)]

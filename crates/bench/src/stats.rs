@@ -12,6 +12,8 @@ use comet_proto::apache::rocketmq::v2::Code;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::args::ClientKind;
+
 /// Highest latency the histograms track exactly: one hour, in nanoseconds. Larger samples are
 /// clamped to it (and would show up as a `max` of 3600000 ms).
 const MAX_TRACKED_NS: u64 = 3_600_000_000_000;
@@ -201,9 +203,9 @@ pub struct SentReport {
 pub struct ReceivedReport {
     /// Messages received (redeliveries included) that were sent inside the window.
     pub count: u64,
-    /// `count` per second of window.
+    /// `count` per second of window (with `--backlog`: per second of `drain_s`).
     pub msgs_per_s: f64,
-    /// Body megabytes (10^6 bytes) per second of window.
+    /// Body megabytes (10^6 bytes) per second, over the same time.
     pub mb_per_s: f64,
     /// Failed calls or entries by `receive/<code>` and `ack/<code>`.
     pub errors: BTreeMap<String, u64>,
@@ -229,11 +231,15 @@ pub struct HostInfo {
 /// The resolved configuration of a run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BenchConfig {
+    /// The client library the producers and consumers went through.
+    pub client: ClientKind,
     pub endpoint: String,
     pub topic: String,
     pub group: String,
     pub producers: usize,
     pub consumers: usize,
+    /// The consumers started when the producers' window ended (`--backlog`).
+    pub backlog: bool,
     pub message_size: u64,
     /// Target messages per second over all producers; 0 = unlimited.
     pub rate: u64,
@@ -244,7 +250,8 @@ pub struct BenchConfig {
     /// Queues of the topic the producers write to and the consumers read from.
     pub write_queues: usize,
     pub read_queues: usize,
-    /// HTTP/2 connections opened to the endpoint.
+    /// HTTP/2 connections the bench opened itself: every connection of the raw client; with
+    /// the sdk and official clients only the route check's (those clients open their own).
     pub connections: usize,
 }
 
@@ -255,7 +262,8 @@ pub struct BenchReport {
     pub host: HostInfo,
     /// Length of the measurement window (warmup excluded), seconds.
     pub duration_s: f64,
-    /// Time the consumers spent draining after the producers stopped, seconds.
+    /// Time the consumers spent draining after the producers stopped, seconds (with
+    /// `--backlog`: the whole time the consumers ran).
     pub drain_s: f64,
     pub sent: SentReport,
     pub received: ReceivedReport,

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::Plan;
-use super::stats::Live;
+use crate::run::Plan;
+use crate::stats::Live;
 
 /// Redraws per second.
 const HZ: u8 = 4;

@@ -18,11 +18,12 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
-use comet_proxy::CoalescedIo;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+use super::coalesce::CoalescedIo;
 
 /// One HTTP/2 connection to the proxy, usable as a tonic transport.
 #[derive(Debug, Clone)]

@@ -25,8 +25,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 
-use super::stats::code_key;
 use super::transport::{self, Conn};
+use crate::stats::code_key;
 
 /// Deadline of every unary call (the official clients use 3 s), and of the telemetry open.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);

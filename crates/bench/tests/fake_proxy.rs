@@ -1,4 +1,4 @@
-//! `comet bench` against an in-process fake MessagingService.
+//! `comet-bench` (raw client) against an in-process fake MessagingService.
 //!
 //! The fake implements the generated `apache.rocketmq.v2` server trait with one in-memory
 //! queue: it routes one topic (4 queues), echoes telemetry settings, stores sent messages
@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use comet::bench::{self, BenchArgs, BenchReport};
-use comet::size::ByteSize;
+use comet_bench::{self as bench, BenchArgs, BenchReport, ByteSize, ClientKind};
 use comet_proto::apache::rocketmq::v2::messaging_service_server::{
     MessagingService, MessagingServiceServer,
 };
@@ -465,8 +464,11 @@ fn args(endpoint: &str) -> BenchArgs {
         endpoint: endpoint.to_owned(),
         topic: TOPIC.to_owned(),
         group: "bench-group".to_owned(),
+        client: ClientKind::Raw,
+        compare: false,
         producers: 2,
         consumers: 2,
+        backlog: false,
         message_size: ByteSize(256),
         rate: 0,
         duration: Duration::from_secs(1),

@@ -1,0 +1,292 @@
+//! [`BenchArgs`]: the command line of `comet-bench`, and the checks that refuse a run it
+//! could not honour (each error names the flag to change).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::payload::TIMESTAMP_BYTES;
+use crate::size::ByteSize;
+
+/// Largest body the benchmark sends: the default maximum of the proxies, and the largest
+/// frame the official clients accept.
+const MAX_MESSAGE_SIZE: u64 = 4 << 20;
+/// Largest SendMessage request (`--batch` x `--message-size`).
+const MAX_REQUEST_BYTES: u64 = 64 << 20;
+/// Upper bounds on the task counts: every bench client holds a telemetry stream.
+const MAX_CLIENTS: usize = 4096;
+const MAX_BATCH: u32 = 1024;
+const MAX_INFLIGHT: usize = 4096;
+/// Most runtime threads `--threads` accepts.
+const MAX_THREADS: usize = 256;
+
+/// The client library the producers and consumers of a run go through.
+#[derive(clap::ValueEnum, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// The bench's own `apache.rocketmq.v2` calls: SendMessage on `h2` directly, the simple
+    /// consumer's ReceiveMessage and batched AckMessage.
+    Raw,
+    /// The Comet SDK (`comet-sdk`): `Producer::send`, and a `PushConsumer` with a no-op
+    /// listener.
+    Sdk,
+    /// The official `rocketmq` 5.0.0 crate: its `Producer` and `SimpleConsumer` (it has no
+    /// push consumer), acknowledging one message per AckMessage as that crate does.
+    Official,
+}
+
+impl ClientKind {
+    /// Every client, in the order `--compare` runs them.
+    pub const ALL: [ClientKind; 3] = [ClientKind::Raw, ClientKind::Sdk, ClientKind::Official];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Raw => "raw",
+            ClientKind::Sdk => "sdk",
+            ClientKind::Official => "official",
+        }
+    }
+}
+
+/// Load-test a RocketMQ 5 gRPC proxy and report throughput and latency.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// gRPC address of the proxy (host:port; plain HTTP/2, no TLS).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8081")]
+    pub endpoint: String,
+
+    /// Topic to produce to and consume from; it must exist (NORMAL or MIXED).
+    #[arg(long, default_value = "bench")]
+    pub topic: String,
+
+    /// Consumer group of the consumers.
+    #[arg(long, default_value = "bench-group")]
+    pub group: String,
+
+    /// Client library of the producers and consumers: the bench's raw calls, the Comet SDK
+    /// (push consumer), or the official rocketmq 5.0.0 crate (simple consumer).
+    #[arg(long, value_enum, default_value_t = ClientKind::Raw)]
+    pub client: ClientKind,
+
+    /// Run raw, sdk and official back to back with the same flags against the same endpoint
+    /// and print one table with their ratios (the reports go to --json).
+    #[arg(long, conflicts_with = "client")]
+    pub compare: bool,
+
+    /// Producer tasks (each one bench client with its own client id).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub producers: usize,
+
+    /// Consumer tasks; 0 = produce only.
+    #[arg(long, value_name = "M", default_value_t = 2)]
+    pub consumers: usize,
+
+    /// Consume a backlog: the consumers start when the producers' window ends and the
+    /// received rate is taken over the time they need to receive it.
+    #[arg(long)]
+    pub backlog: bool,
+
+    /// Body size of each message, e.g. 1024, 1KiB, 64KiB (at least 8 bytes, at most 4MiB).
+    #[arg(long, value_name = "SIZE", default_value = "1KiB")]
+    pub message_size: ByteSize,
+
+    /// Target messages per second over all producers; 0 = as fast as possible.
+    #[arg(long, value_name = "MSGS_PER_S", default_value_t = 0)]
+    pub rate: u64,
+
+    /// Length of the measured window, e.g. 30s, 2m.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Unmeasured load before the window, e.g. 2s; 0s to measure from the start.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Messages per SendMessage request.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub batch: u32,
+
+    /// Concurrent SendMessage requests per producer.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub inflight: usize,
+
+    /// Threads of the bench's own async runtime. One leaves the most CPU to a server on the
+    /// same machine (and costs the least per message: no hand-offs between threads); raise it
+    /// when the bench has a machine to itself.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads: usize,
+
+    /// Do not draw the progress bar (it is also off when stderr is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Parses a humantime duration such as `30s`, `1m 30s` or `500ms`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 30s, 2m, 500ms"))
+}
+
+/// Topic and group names the RocketMQ proxies accept: `[%|a-zA-Z0-9_-]`, bounded length.
+fn check_name(flag: &str, name: &str, max: usize) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '%' | '|' | '_' | '-'));
+    if !ok {
+        bail!(
+            "{flag} {name:?} is not a valid name: use 1 to {max} characters from a-z A-Z 0-9 _ - % |"
+        );
+    }
+    Ok(())
+}
+
+impl BenchArgs {
+    /// Refuses arguments the run could not honour, with the flag to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        check_name("--topic", &self.topic, 127)?;
+        check_name("--group", &self.group, 255)?;
+        if self.producers == 0 {
+            bail!("--producers must be at least 1");
+        }
+        if self.producers > MAX_CLIENTS || self.consumers > MAX_CLIENTS {
+            bail!("--producers and --consumers are limited to {MAX_CLIENTS} each");
+        }
+        if self.backlog && self.consumers == 0 {
+            bail!("--backlog measures consumers: give --consumers 1 or more");
+        }
+        let size = self.message_size.0;
+        if size < TIMESTAMP_BYTES as u64 || size > MAX_MESSAGE_SIZE {
+            bail!(
+                "--message-size {} is out of range: bodies carry an 8-byte timestamp and proxies \
+                 accept at most 4MiB, so use 8B..4MiB",
+                self.message_size
+            );
+        }
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            bail!("--batch must be between 1 and {MAX_BATCH}");
+        }
+        if u64::from(self.batch) * size > MAX_REQUEST_BYTES {
+            bail!(
+                "--batch {} x --message-size {} exceeds {} per request; lower one of them",
+                self.batch,
+                self.message_size,
+                ByteSize(MAX_REQUEST_BYTES)
+            );
+        }
+        if self.inflight == 0 || self.inflight > MAX_INFLIGHT {
+            bail!("--inflight must be between 1 and {MAX_INFLIGHT}");
+        }
+        if self.duration.is_zero() {
+            bail!("--duration must be longer than 0s");
+        }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            bail!("--threads must be between 1 and {MAX_THREADS}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+    }
+
+    #[test]
+    fn given_no_flags_when_parsed_should_use_the_documented_defaults() {
+        let a = parse(&[]).expect("defaults parse");
+        assert_eq!(a.endpoint, "127.0.0.1:8081");
+        assert_eq!(
+            (a.topic.as_str(), a.group.as_str()),
+            ("bench", "bench-group")
+        );
+        assert_eq!(
+            (a.producers, a.consumers, a.batch, a.inflight),
+            (4, 2, 1, 16)
+        );
+        assert_eq!(a.message_size, ByteSize(1024));
+        assert_eq!(a.rate, 0);
+        assert_eq!(a.duration, Duration::from_secs(30));
+        assert_eq!(a.warmup, Duration::from_secs(2));
+        assert!(!a.no_progress && a.json.is_none());
+        assert_eq!(a.client, ClientKind::Raw);
+        assert!(!a.compare && !a.backlog);
+        a.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn given_flags_when_parsed_should_take_units() {
+        let a = parse(&[
+            "--message-size",
+            "4KiB",
+            "--duration",
+            "1m 30s",
+            "--warmup",
+            "500ms",
+            "--rate",
+            "1000",
+        ])
+        .expect("flags parse");
+        assert_eq!(a.message_size, ByteSize(4096));
+        assert_eq!(a.duration, Duration::from_secs(90));
+        assert_eq!(a.warmup, Duration::from_millis(500));
+        assert!(parse(&["--duration", "soon"]).is_err());
+    }
+
+    #[test]
+    fn given_a_client_flag_when_parsed_should_pick_it_and_refuse_it_with_compare() {
+        assert_eq!(
+            parse(&["--client", "sdk"]).expect("parses").client,
+            ClientKind::Sdk
+        );
+        assert_eq!(
+            parse(&["--client", "official"]).expect("parses").client,
+            ClientKind::Official
+        );
+        assert!(parse(&["--client", "java"]).is_err());
+        assert!(parse(&["--compare"]).expect("parses").compare);
+        assert!(parse(&["--compare", "--client", "sdk"]).is_err());
+    }
+
+    #[test]
+    fn given_bad_values_when_validated_should_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--producers", "0"], "--producers"),
+            (&["--message-size", "4"], "--message-size"),
+            (&["--message-size", "8MiB"], "--message-size"),
+            (&["--batch", "0"], "--batch"),
+            (&["--batch", "1024", "--message-size", "1MiB"], "--batch"),
+            (&["--inflight", "0"], "--inflight"),
+            (&["--threads", "0"], "--threads"),
+            (&["--duration", "0s"], "--duration"),
+            (&["--topic", "a b"], "--topic"),
+            (&["--group", ""], "--group"),
+            (&["--backlog", "--consumers", "0"], "--backlog"),
+        ];
+        for (args, flag) in cases {
+            let e = parse(args)
+                .expect("parses")
+                .validate()
+                .expect_err("invalid")
+                .to_string();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! One benchmark run through one client kind (`--client`).
+//!
+//! # What a run does
+//! 1. Checks the flags, opens the raw connections (`ceil(clients / 4)` for the raw client,
+//!    one otherwise) and asks QueryRoute for `--topic`: a missing topic fails at once with
+//!    the command that creates it, whichever client runs.
+//! 2. Starts the bench clients: the raw client's sessions (see `raw`), one SDK `Producer` per
+//!    producer (see `sdk`), or one official `Producer` per producer and one `SimpleConsumer`
+//!    per consumer (see `official`). If any fails to start, the others are ended first.
+//! 3. Starts the clock, then the consumers (unless `--backlog`) and the producers. Producers
+//!    send `--batch` messages per request, up to `--inflight` requests in flight each, on the
+//!    schedule of `--rate` (see `schedule`).
+//! 4. After `--warmup` (not measured) comes the `--duration` window. When it ends the
+//!    producers stop and the consumers drain: up to 5 s, or until they have received every
+//!    message sent in the window. With `--backlog` the consumers start only now, and may
+//!    take up to ten times the window (plus 5 s) to receive the backlog; their rate is then
+//!    taken over that time.
+//! 5. Every client ends the way its library ends a client (NotifyClientTermination, telemetry
+//!    half-close), and the report ([`BenchReport`]) is printed as JSON (and written to
+//!    `--json`).
+//!
+//! # How latency is measured (and coordinated omission avoided)
+//! With `--rate`, requests follow a fixed timeline (see `schedule`): request `j` is *due* at
+//! `j * batch / rate` seconds, computed from `j`, so the schedule never drifts. Send latency
+//! is measured from the due time, not from when the request actually left, and every body
+//! carries its due time (see `payload`) so end-to-end latency is measured from it too. A
+//! stalled server therefore shows up as the stall's full cost on every request that should
+//! have gone out during it, instead of as one slow sample (the "coordinated omission" of
+//! closed-loop load generators). Without `--rate` (0) each producer sends as fast as its
+//! in-flight limit allows and a request is due when issued.
+//!
+//! # What is counted
+//! A message belongs to the window when its due time does: `sent` counts those sent
+//! successfully, `received` those delivered (whenever they arrive, the drain included).
+//! Failures are counted by code (`TOO_MANY_REQUESTS`, `grpc:UNAVAILABLE`, ...), not fatal;
+//! but if no send at all succeeds during the warmup (or the whole run), the run fails with
+//! the codes seen. Consumers recognise this run's messages by the `comet-bench-run` user
+//! property; anything else (leftovers of earlier runs) is acknowledged and counted as
+//! `foreign`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use comet_proto::apache::rocketmq::v2::Resource;
+use hdrhistogram::Histogram;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::args::{BenchArgs, ClientKind};
+use crate::payload::body_template;
+use crate::raw::{self, Target};
+use crate::stats::{
+    self, BenchConfig, BenchReport, HostInfo, LatencyReport, Live, ReceivedReport, SentReport,
+    TaskStats,
+};
+use crate::{official, progress, sdk};
+
+/// Longest the consumers may drain after the producers stop.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+/// With `--backlog`: how many windows the consumers may take to receive the backlog (on top
+/// of [`DRAIN_MAX`]).
+const BACKLOG_WINDOWS: u32 = 10;
+
+/// The run's time line. Every `Instant` of the run is compared against these.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    /// Origin of the due times embedded in bodies.
+    pub epoch: Instant,
+    /// End of the warmup, start of the window.
+    pub warm_end: Instant,
+    /// End of the window: no request is due at or after it.
+    pub end: Instant,
+}
+
+impl Clock {
+    fn new(epoch: Instant, warmup: Duration, duration: Duration) -> Self {
+        let warm_end = epoch + warmup;
+        Clock {
+            epoch,
+            warm_end,
+            end: warm_end + duration,
+        }
+    }
+
+    /// Nanoseconds from the epoch to `t` (0 before it).
+    pub(crate) fn ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a request due at `due` belongs to the window.
+    pub(crate) fn measured(&self, due: Instant) -> bool {
+        due >= self.warm_end && due < self.end
+    }
+
+    /// Whether a message due `due_ns` after the epoch belongs to the window.
+    pub(crate) fn measured_ns(&self, due_ns: u64) -> bool {
+        due_ns >= self.ns(self.warm_end) && due_ns < self.ns(self.end)
+    }
+}
+
+/// What every task of a run shares.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub topic: Resource,
+    pub group: Resource,
+    pub message_size: usize,
+    pub batch: u32,
+    pub inflight: usize,
+    pub rate: u64,
+    pub producers: usize,
+    /// Random id of this run as 16 upper-case hex digits: in message ids, client ids and the
+    /// run property.
+    pub run_hex: String,
+    pub born_host: String,
+    /// The filler every body is made from (see `payload`).
+    pub template: Bytes,
+    pub clock: Clock,
+    pub live: Live,
+    /// Signalled by consumers after receiving, for the drain.
+    pub consumed: Notify,
+    /// Empty histogram every task clones.
+    pub histogram: Histogram<u64>,
+}
+
+/// The started clients of a run, of one kind.
+enum Fleet {
+    Raw(raw::Fleet),
+    Sdk(sdk::Fleet),
+    Official(official::Fleet),
+}
+
+impl Fleet {
+    fn spawn_producers(
+        &mut self,
+        plan: &Arc<Plan>,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<TaskStats>> {
+        match self {
+            Fleet::Raw(f) => f.spawn_producers(plan, stop),
+            Fleet::Sdk(f) => f.spawn_producers(plan, stop),
+            Fleet::Official(f) => f.spawn_producers(plan, stop),
+        }
+    }
+
+    async fn spawn_consumers(
+        &mut self,
+        plan: &Arc<Plan>,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<JoinHandle<TaskStats>>> {
+        match self {
+            Fleet::Raw(f) => Ok(f.spawn_consumers(plan, stop)),
+            Fleet::Sdk(f) => f.spawn_consumers(plan, stop).await,
+            Fleet::Official(f) => Ok(f.spawn_consumers(plan, stop)),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Fleet::Raw(f) => f.close().await,
+            Fleet::Sdk(f) => f.close().await,
+            Fleet::Official(f) => f.close().await,
+        }
+    }
+}
+
+/// Runs the benchmark (or, with `--compare`, the comparison) and prints the result on stdout
+/// (and to `--json`).
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.compare {
+        crate::compare::compare_with(args, std::io::stdout())
+            .await
+            .map(|_| ())
+    } else {
+        run_with(args, std::io::stdout()).await.map(|_| ())
+    }
+}
+
+/// Runs the benchmark through `--client`, writes the JSON report to `out` (and to `--json`)
+/// and returns it.
+pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<BenchReport> {
+    args.validate()?;
+    let target = Target::parse(&args.endpoint)?;
+    let host = raw::hostname();
+    let run = uuid::Uuid::new_v4().as_u64_pair().0;
+    let histogram = stats::new_histogram()?;
+
+    let raw_clients = if args.client == ClientKind::Raw {
+        args.producers + args.consumers
+    } else {
+        0
+    };
+    let setup = raw::setup(&target, &args, &host, run, raw_clients).await?;
+    let route = setup.route.clone();
+    tracing::info!(
+        endpoint = %target.authority,
+        topic = %args.topic,
+        client = args.client.name(),
+        write_queues = route.write.len(),
+        read_queues = route.read.len(),
+        "route resolved; starting bench clients"
+    );
+    let mut connections = setup.connections();
+    let mut fleet = match args.client {
+        ClientKind::Raw => {
+            let f = raw::Fleet::start(setup, &target, &args, &host, run).await?;
+            connections = f.connections;
+            Fleet::Raw(f)
+        }
+        // These clients open their own connections; the route check's is no longer needed.
+        ClientKind::Sdk => {
+            drop(setup);
+            Fleet::Sdk(sdk::Fleet::start(&target, &args).await?)
+        }
+        ClientKind::Official => {
+            drop(setup);
+            Fleet::Official(official::Fleet::start(&target, &args).await?)
+        }
+    };
+
+    let plan = Arc::new(Plan {
+        topic: raw::resource(&args.topic),
+        group: raw::resource(&args.group),
+        message_size: usize::try_from(args.message_size.0).unwrap_or(usize::MAX),
+        batch: args.batch,
+        inflight: args.inflight,
+        rate: args.rate,
+        producers: args.producers,
+        run_hex: format!("{run:016X}"),
+        born_host: host.clone(),
+        template: body_template(usize::try_from(args.message_size.0).unwrap_or(usize::MAX)),
+        clock: Clock::new(Instant::now(), args.warmup, args.duration),
+        live: Live::default(),
+        consumed: Notify::new(),
+        histogram,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut consumer_tasks = Vec::new();
+    if !args.backlog {
+        match fleet.spawn_consumers(&plan, &stop_rx).await {
+            Ok(tasks) => consumer_tasks = tasks,
+            Err(e) => {
+                fleet.close().await;
+                return Err(e);
+            }
+        }
+    }
+    let producer_tasks = fleet.spawn_producers(&plan, &stop_rx);
+    let show_progress = !args.no_progress && std::io::stderr().is_terminal();
+    let progress =
+        show_progress.then(|| progress::spawn(plan.clone(), args.consumers > 0, stop_rx.clone()));
+
+    // Nothing sent during the warmup means a misconfiguration, not a slow server.
+    if !args.warmup.is_zero() {
+        tokio::time::sleep_until(plan.clock.warm_end).await;
+        if Live::get(&plan.live.sent_ok) == 0 {
+            let _ = stop_tx.send(true);
+            let (p, c) = join_tasks(producer_tasks, consumer_tasks).await?;
+            finish_progress(progress).await;
+            fleet.close().await;
+            return Err(nothing_sent(
+                &target,
+                &format!("the {} warmup", humantime::format_duration(args.warmup)),
+                &p,
+                &c,
+            ));
+        }
+    }
+
+    let mut produced = TaskStats::new(&plan.histogram);
+    for task in producer_tasks {
+        produced.merge(task.await.context("a producer task failed")?);
+    }
+    let drain_start = Instant::now();
+    let mut drain_max = DRAIN_MAX;
+    if args.backlog {
+        drain_max += args.duration.saturating_mul(BACKLOG_WINDOWS);
+        match fleet.spawn_consumers(&plan, &stop_rx).await {
+            Ok(tasks) => consumer_tasks = tasks,
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                finish_progress(progress).await;
+                fleet.close().await;
+                return Err(e);
+            }
+        }
+    }
+    if produced.total > 0 && !consumer_tasks.is_empty() {
+        let deadline = drain_start + drain_max;
+        loop {
+            let notified = plan.consumed.notified();
+            if Live::get(&plan.live.received_measured) >= Live::get(&plan.live.sent_ok_measured) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(
+                    sent = Live::get(&plan.live.sent_ok_measured),
+                    received = Live::get(&plan.live.received_measured),
+                    "consumers did not receive every message within the {drain_max:?} drain"
+                );
+                break;
+            }
+        }
+    }
+    let drain = drain_start.elapsed();
+    let _ = stop_tx.send(true);
+    let mut consumed = TaskStats::new(&plan.histogram);
+    for task in consumer_tasks {
+        consumed.merge(task.await.context("a consumer task failed")?);
+    }
+    finish_progress(progress).await;
+    fleet.close().await;
+    if produced.total == 0 {
+        return Err(nothing_sent(&target, "the run", [&produced], [&consumed]));
+    }
+
+    let window = args.duration.as_secs_f64();
+    let receive_time = if args.backlog {
+        drain.as_secs_f64()
+    } else {
+        window
+    };
+    let (sent_rate, sent_mb) = stats::rates(produced.measured, produced.measured_bytes, window);
+    let (recv_rate, recv_mb) =
+        stats::rates(consumed.measured, consumed.measured_bytes, receive_time);
+    let report = BenchReport {
+        config: BenchConfig {
+            client: args.client,
+            endpoint: target.authority.clone(),
+            topic: args.topic.clone(),
+            group: args.group.clone(),
+            producers: args.producers,
+            consumers: args.consumers,
+            backlog: args.backlog,
+            message_size: args.message_size.0,
+            rate: args.rate,
+            duration_s: window,
+            warmup_s: args.warmup.as_secs_f64(),
+            batch: args.batch,
+            inflight: args.inflight,
+            write_queues: route.write.len(),
+            read_queues: route.read.len(),
+            connections,
+        },
+        host: HostInfo {
+            hostname: host,
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+        duration_s: window,
+        drain_s: drain.as_secs_f64(),
+        sent: SentReport {
+            count: produced.measured,
+            msgs_per_s: sent_rate,
+            mb_per_s: sent_mb,
+            errors: produced.errors.clone(),
+            total: produced.total,
+        },
+        received: ReceivedReport {
+            count: consumed.measured,
+            msgs_per_s: recv_rate,
+            mb_per_s: recv_mb,
+            errors: consumed.errors.clone(),
+            total: consumed.total,
+            foreign: consumed.foreign,
+            redelivered: consumed.redelivered,
+        },
+        send_latency_ms: LatencyReport::from_histogram(&produced.latency),
+        e2e_latency_ms: LatencyReport::from_histogram(&consumed.latency),
+    };
+
+    let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+    writeln!(out, "{json}")
+        .and_then(|()| out.flush())
+        .context("cannot write the report")?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// Waits for every task (they must have been told to stop, or end by themselves).
+async fn join_tasks(
+    producers: Vec<JoinHandle<TaskStats>>,
+    consumers: Vec<JoinHandle<TaskStats>>,
+) -> anyhow::Result<(Vec<TaskStats>, Vec<TaskStats>)> {
+    let mut p = Vec::with_capacity(producers.len());
+    for task in producers {
+        p.push(task.await.context("a producer task failed")?);
+    }
+    let mut c = Vec::with_capacity(consumers.len());
+    for task in consumers {
+        c.push(task.await.context("a consumer task failed")?);
+    }
+    Ok((p, c))
+}
+
+async fn finish_progress(progress: Option<JoinHandle<()>>) {
+    if let Some(task) = progress {
+        let _ = task.await;
+    }
+}
+
+/// The error of a run in which no send succeeded, with the failures seen.
+fn nothing_sent<'a>(
+    target: &Target,
+    when: &str,
+    producers: impl IntoIterator<Item = &'a TaskStats>,
+    consumers: impl IntoIterator<Item = &'a TaskStats>,
+) -> anyhow::Error {
+    let mut errors = std::collections::BTreeMap::<String, u64>::new();
+    for s in producers.into_iter().chain(consumers) {
+        for (k, n) in s.errors.iter().chain(&s.warmup_errors) {
+            *errors.entry(k.clone()).or_insert(0) += n;
+        }
+    }
+    let seen = if errors.is_empty() {
+        "no response at all".to_owned()
+    } else {
+        errors
+            .iter()
+            .map(|(k, n)| format!("{k} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    anyhow!(
+        "no message could be sent to {} during {when} ({seen}); check the proxy's logs and that \
+         the topic accepts NORMAL messages",
+        target.authority
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_clock_when_classifying_should_measure_only_the_window() {
+        let epoch = Instant::now();
+        let c = Clock::new(epoch, Duration::from_secs(1), Duration::from_secs(2));
+        assert!(!c.measured(epoch));
+        assert!(c.measured(epoch + Duration::from_secs(1)));
+        assert!(c.measured(epoch + Duration::from_millis(2999)));
+        assert!(!c.measured(epoch + Duration::from_secs(3)));
+        assert!(!c.measured_ns(999_999_999));
+        assert!(c.measured_ns(1_000_000_000));
+        assert!(!c.measured_ns(3_000_000_000));
+        assert_eq!(c.ns(epoch + Duration::from_millis(5)), 5_000_000);
+    }
+}
