@@ -94,7 +94,7 @@ pub async fn receive_rounds(
 /// The first message dead-lettered for `group`: waits (bounded) until `%DLQ%<group>` is
 /// routable, then reads and acknowledges it with a consumer of a fresh group.
 pub async fn dead_letter(cluster: &crate::TestCluster, group: &str) -> MessageView {
-    let dlq = format!("%DLQ%{group}");
+    let dlq = comet_vocab::system::dlq_topic(group);
     cluster.wait_routable(&dlq).await;
     let reader = consumer(
         &cluster.access_url(),

@@ -344,7 +344,7 @@ impl TestCluster {
     pub async fn wait_routable(&self, topic: &str) {
         self.wait_metadata(&format!("topic {topic}"), |m| {
             m.topics.iter().any(|t| t.name == topic)
-                || (topic.starts_with("%DLQ%") && !m.broker_sets.is_empty())
+                || (topic.starts_with(comet_vocab::system::DLQ_PREFIX) && !m.broker_sets.is_empty())
         })
         .await;
     }

@@ -564,10 +564,9 @@ async fn drain_set(cluster: &Cluster, topic: &str, set: &str) -> Vec<(String, St
         for m in raw::messages(&frames) {
             let sp = m.system_properties.as_ref().expect("system properties");
             let handle = sp.receipt_handle.as_deref().unwrap_or_default();
-            let from = handle
-                .split_once('~')
-                .map(|(s, _)| s.to_owned())
-                .unwrap_or_default();
+            let from = comet_vocab::handle::broker_set(handle)
+                .unwrap_or_default()
+                .to_owned();
             got.push((sp.message_id.clone(), from));
             batch += 1;
         }

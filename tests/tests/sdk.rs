@@ -1,27 +1,140 @@
 //! The Comet Rust SDK (`comet-sdk`) against a real standalone node started by each test:
 //! producer (single, batch, async, FIFO, delay, transactions with check-back, recall),
-//! simple consumer (tag and SQL filters, ack, invisibility), push consumer (retries with a
-//! higher delivery attempt, the concurrency bound, FIFO order under failures, dead letters,
-//! graceful shutdown), and proxy restarts.
+//! simple consumer (tag and SQL filters, ack, batch ack, invisibility), push consumer (retries
+//! with a higher delivery attempt, the concurrency bound, FIFO order under failures, dead
+//! letters, batched acks, graceful shutdown), TLS and request signing through a relay
+//! ([`tap`]), and proxy restarts.
 //!
 //! The SDK crate itself has no server dependency; these tests live here because this crate
 //! may depend on everything.
 
-use std::collections::HashSet;
+#[path = "sdk/tap.rs"]
+mod tap;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use comet::admin::TopicType;
+use comet::admin::{self, OffsetCommand, ProgressSpec, TopicType};
 use comet_sdk::{
-    ConsumeResult, Error, FilterExpression, Invalid, Message, MessageView, Producer, PushConsumer,
-    SimpleConsumer, TransactionResolution,
+    ConsumeResult, Credentials, Error, FilterExpression, Invalid, Message, MessageListener,
+    MessageView, Producer, PushConsumer, PushConsumerBuilder, SimpleConsumer, Tls,
+    TransactionResolution,
 };
-use comet_tests::{Mode, TestCluster, uuid_like};
+use comet_tests::{Mode, TestCluster, uuid_like, wait_until};
 use tokio::sync::mpsc;
+
+use tap::{Expected, Pki, Tap};
 
 /// Longest a test waits for one expected delivery.
 const DELIVERY_LIMIT: Duration = Duration::from_secs(30);
+
+/// A consumer group as a test creates it.
+#[derive(Clone, Copy)]
+struct GroupSpec {
+    max_retries: u32,
+    fifo: bool,
+    backoff: Option<&'static str>,
+}
+
+/// 16 retries on the server's default schedule.
+const GROUP: GroupSpec = GroupSpec {
+    max_retries: 16,
+    fifo: false,
+    backoff: None,
+};
+
+/// 16 retries, 100 ms apart: a failed message comes back quickly.
+const QUICK_RETRY_GROUP: GroupSpec = GroupSpec {
+    max_retries: 16,
+    fifo: false,
+    backoff: Some("customized:100ms"),
+};
+
+/// One test's node, with a topic `<prefix>-<id>` and a consumer group `g-<id>` on it.
+struct Fixture {
+    cluster: TestCluster,
+    topic: String,
+    group: String,
+}
+
+impl Fixture {
+    /// A fresh standalone node with the topic and the group.
+    async fn start(prefix: &str, queues: u32, kind: TopicType, group: GroupSpec) -> Fixture {
+        Fixture::on(
+            TestCluster::start(Mode::Local).await,
+            prefix,
+            queues,
+            kind,
+            group,
+        )
+        .await
+    }
+
+    /// The topic and the group on `cluster`.
+    async fn on(
+        cluster: TestCluster,
+        prefix: &str,
+        queues: u32,
+        kind: TopicType,
+        group: GroupSpec,
+    ) -> Fixture {
+        let topic = format!("{prefix}-{}", uuid_like());
+        let name = format!("g-{}", uuid_like());
+        cluster.create_topic(&topic, queues, kind).await;
+        cluster
+            .create_group_with(&name, group.max_retries, group.fifo, group.backoff)
+            .await;
+        Fixture {
+            cluster,
+            topic,
+            group: name,
+        }
+    }
+
+    async fn producer(&self) -> Producer {
+        producer(&self.cluster, &self.topic).await
+    }
+
+    /// A simple consumer of the group on the topic.
+    async fn simple(&self, filter: FilterExpression) -> SimpleConsumer {
+        simple(&self.cluster, &self.group, &self.topic, filter).await
+    }
+
+    /// A push consumer of the group on every message of the topic, to finish building.
+    fn push(&self) -> PushConsumerBuilder {
+        PushConsumer::builder(&self.group)
+            .endpoints(self.cluster.access_url())
+            .subscribe(&self.topic, FilterExpression::all())
+    }
+
+    fn msg(&self, body: &str) -> Message {
+        msg(&self.topic, body)
+    }
+
+    /// Sends `n` messages with bodies `<prefix><i>`.
+    async fn send_numbered(&self, p: &Producer, prefix: &str, n: usize) {
+        for i in 0..n {
+            p.send(self.msg(&format!("{prefix}{i}")))
+                .await
+                .expect("send");
+        }
+    }
+
+    /// The broker's view of the group on the topic: `(backlog, in flight)`.
+    async fn progress(&self) -> (i64, i64) {
+        let cmd = OffsetCommand::Progress(ProgressSpec {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+        });
+        let v = admin::offset(&self.cluster.admin(), &cmd)
+            .await
+            .expect("consumer progress");
+        let n = |key: &str| v[key].as_i64().unwrap_or(-1);
+        (n("backlog"), n("inflight"))
+    }
+}
 
 async fn producer(cluster: &TestCluster, topic: &str) -> Producer {
     Producer::builder()
@@ -79,21 +192,34 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
         .expect("listener channel open")
 }
 
+/// A listener that reports what `f` makes of each message on `tx` and returns its verdict.
+fn reporting<T: Send + 'static>(
+    tx: mpsc::UnboundedSender<T>,
+    f: impl Fn(&MessageView) -> (T, ConsumeResult) + Send + Sync + 'static,
+) -> impl MessageListener {
+    let f = Arc::new(f);
+    move |m: MessageView| {
+        let (tx, f) = (tx.clone(), f.clone());
+        async move {
+            let (report, verdict) = f(&m);
+            let _ = tx.send(report);
+            verdict
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_producer_when_sending_single_batch_and_async_should_reach_a_tag_filtered_simple_consumer()
  {
-    let cluster = TestCluster::start(Mode::Local).await;
-    let topic = format!("sdk-normal-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Normal).await;
-    cluster.create_group(&group, 16, None).await;
-    let p = producer(&cluster, &topic).await;
-    let c = simple(&cluster, &group, &topic, FilterExpression::tag("a||b")).await;
+    let fx = Fixture::start("sdk-normal", 2, TopicType::Normal, GROUP).await;
+    let topic = &fx.topic;
+    let p = fx.producer().await;
+    let c = fx.simple(FilterExpression::tag("a||b")).await;
 
     let mut want = HashSet::new();
     let r = p
         .send(
-            Message::builder(&topic)
+            Message::builder(topic)
                 .tag("a")
                 .keys(["k1"])
                 .property("p", "1")
@@ -108,7 +234,7 @@ async fn given_a_producer_when_sending_single_batch_and_async_should_reach_a_tag
     want.insert(r.message_id().to_owned());
     let batch: Vec<Message> = (0..3)
         .map(|i| {
-            Message::builder(&topic)
+            Message::builder(topic)
                 .tag("b")
                 .body(format!("batch {i}"))
                 .build()
@@ -119,7 +245,7 @@ async fn given_a_producer_when_sending_single_batch_and_async_should_reach_a_tag
         want.insert(r.message_id().to_owned());
     }
     let handle = p.send_async(
-        Message::builder(&topic)
+        Message::builder(topic)
             .tag("a")
             .body("async")
             .build()
@@ -128,7 +254,7 @@ async fn given_a_producer_when_sending_single_batch_and_async_should_reach_a_tag
     want.insert(handle.await.expect("async send").message_id().to_owned());
     // Filtered out by the tag expression.
     p.send(
-        Message::builder(&topic)
+        Message::builder(topic)
             .tag("c")
             .body("other")
             .build()
@@ -158,23 +284,18 @@ async fn given_a_producer_when_sending_single_batch_and_async_should_reach_a_tag
     );
     p.shutdown().await;
     c.shutdown().await;
-    cluster.stop().await;
+    fx.cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_simple_consumer_when_it_delays_a_message_should_get_it_again_with_a_higher_attempt()
  {
-    let cluster = TestCluster::start(Mode::Local).await;
-    let topic = format!("sdk-inv-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 1, TopicType::Normal).await;
-    cluster
-        .create_group(&group, 16, Some("customized:100ms"))
-        .await;
-    let p = producer(&cluster, &topic).await;
-    let c = simple(&cluster, &group, &topic, FilterExpression::sql("n > 1")).await;
+    let fx = Fixture::start("sdk-inv", 1, TopicType::Normal, QUICK_RETRY_GROUP).await;
+    let topic = &fx.topic;
+    let p = fx.producer().await;
+    let c = fx.simple(FilterExpression::sql("n > 1")).await;
     p.send(
-        Message::builder(&topic)
+        Message::builder(topic)
             .property("n", "1")
             .body("low")
             .build()
@@ -184,7 +305,7 @@ async fn given_a_simple_consumer_when_it_delays_a_message_should_get_it_again_wi
     .expect("send low");
     let id = p
         .send(
-            Message::builder(&topic)
+            Message::builder(topic)
                 .property("n", "5")
                 .body("high")
                 .build()
@@ -216,29 +337,28 @@ async fn given_a_simple_consumer_when_it_delays_a_message_should_get_it_again_wi
     assert_eq!(again[0].delivery_attempt(), 2);
     p.shutdown().await;
     c.shutdown().await;
-    cluster.stop().await;
+    fx.cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_invalid_input_when_building_or_sending_should_fail_with_typed_errors_before_any_rpc()
 {
-    let cluster = TestCluster::start(Mode::Local).await;
-    let topic = format!("sdk-val-{}", uuid_like());
-    cluster.create_topic(&topic, 1, TopicType::Normal).await;
-    let p = producer(&cluster, &topic).await;
+    let fx = Fixture::start("sdk-val", 1, TopicType::Normal, GROUP).await;
+    let (cluster, topic) = (&fx.cluster, &fx.topic);
+    let p = fx.producer().await;
     let cases = [
         (Message::builder("").body("b").build(), Invalid::EmptyTopic),
-        (Message::builder(&topic).build(), Invalid::EmptyBody),
+        (Message::builder(topic).build(), Invalid::EmptyBody),
         (
-            Message::builder(&topic).tag("x|y").body("b").build(),
+            Message::builder(topic).tag("x|y").body("b").build(),
             Invalid::IllegalTag("x|y".into()),
         ),
         (
-            Message::builder(&topic).keys([" "]).body("b").build(),
+            Message::builder(topic).keys([" "]).body("b").build(),
             Invalid::IllegalKey,
         ),
         (
-            Message::builder(&topic).message_group("").body("b").build(),
+            Message::builder(topic).message_group("").body("b").build(),
             Invalid::IllegalMessageGroup,
         ),
     ];
@@ -248,7 +368,7 @@ async fn given_invalid_input_when_building_or_sending_should_fail_with_typed_err
             other => panic!("expected {want:?}, got {other:?}"),
         }
     }
-    let conflict = Message::builder(&topic)
+    let conflict = Message::builder(topic)
         .message_group("g")
         .delay(Duration::from_secs(5))
         .body("b")
@@ -258,7 +378,7 @@ async fn given_invalid_input_when_building_or_sending_should_fail_with_typed_err
         Err(Error::InvalidMessage(Invalid::Conflict(_)))
     ));
     // Over the server's max body size (the settings echo's; Comet's is just under 4 MiB).
-    let big = Message::builder(&topic)
+    let big = Message::builder(topic)
         .body(vec![b'x'; (4 << 20) + 1])
         .build()
         .expect("valid shape");
@@ -270,8 +390,8 @@ async fn given_invalid_input_when_building_or_sending_should_fail_with_typed_err
         other => panic!("expected BodyTooLarge, got {other:?}"),
     }
     let mixed = vec![
-        msg(&topic, "a"),
-        Message::builder(&topic)
+        fx.msg("a"),
+        Message::builder(topic)
             .message_group("g")
             .body("b")
             .build()
@@ -286,7 +406,7 @@ async fn given_invalid_input_when_building_or_sending_should_fail_with_typed_err
         Err(Error::InvalidMessage(Invalid::Batch(_)))
     ));
     // A FIFO message to a NORMAL topic: no queue accepts it.
-    let fifo = Message::builder(&topic)
+    let fifo = Message::builder(topic)
         .message_group("g")
         .body("b")
         .build()
@@ -311,7 +431,7 @@ async fn given_invalid_input_when_building_or_sending_should_fail_with_typed_err
     assert!(matches!(
         PushConsumer::builder("g")
             .endpoints(cluster.access_url())
-            .subscribe(&topic, FilterExpression::all())
+            .subscribe(topic, FilterExpression::all())
             .build()
             .await,
         Err(Error::Config {
@@ -320,9 +440,9 @@ async fn given_invalid_input_when_building_or_sending_should_fail_with_typed_err
         })
     ));
     let c = simple(
-        &cluster,
+        cluster,
         &format!("g-{}", uuid_like()),
-        &topic,
+        topic,
         FilterExpression::all(),
     )
     .await;
@@ -339,18 +459,17 @@ async fn given_invalid_input_when_building_or_sending_should_fail_with_typed_err
     assert_eq!(unknown.code(), Some(40402), "{unknown}");
     p.shutdown().await;
     c.shutdown().await;
-    cluster.stop().await;
+    fx.cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_comet_without_recall_when_recalling_should_fail_as_unsupported() {
-    let cluster = TestCluster::start(Mode::Local).await;
-    let topic = format!("sdk-recall-{}", uuid_like());
-    cluster.create_topic(&topic, 1, TopicType::Delay).await;
-    let p = producer(&cluster, &topic).await;
+    let fx = Fixture::start("sdk-recall", 1, TopicType::Delay, GROUP).await;
+    let topic = &fx.topic;
+    let p = fx.producer().await;
     let r = p
         .send(
-            Message::builder(&topic)
+            Message::builder(topic)
                 .delay(Duration::from_secs(60))
                 .body("later")
                 .build()
@@ -363,7 +482,7 @@ async fn given_comet_without_recall_when_recalling_should_fail_as_unsupported() 
         .unwrap_or("no-handle-from-server")
         .to_owned();
     let e = p
-        .recall(&topic, &handle)
+        .recall(topic, &handle)
         .await
         .expect_err("recall is not served");
     assert!(
@@ -377,7 +496,7 @@ async fn given_comet_without_recall_when_recalling_should_fail_as_unsupported() 
         "{e}"
     );
     p.shutdown().await;
-    cluster.stop().await;
+    fx.cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,15 +508,11 @@ async fn given_transactions_when_committed_rolled_back_or_left_open_should_follo
         cfg.broker.transaction_max_checks = 10;
     })
     .await;
-    let topic = format!("sdk-tx-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster
-        .create_topic(&topic, 1, TopicType::Transaction)
-        .await;
-    cluster.create_group(&group, 16, None).await;
+    let fx = Fixture::on(cluster, "sdk-tx", 1, TopicType::Transaction, GROUP).await;
+    let topic = &fx.topic;
     let (checked_tx, mut checked) = mpsc::unbounded_channel();
     let p = Producer::builder()
-        .endpoints(cluster.access_url())
+        .endpoints(fx.cluster.access_url())
         .topics([topic.as_str()])
         .transaction_checker(move |m: MessageView| {
             let checked_tx = checked_tx.clone();
@@ -410,37 +525,31 @@ async fn given_transactions_when_committed_rolled_back_or_left_open_should_follo
         .await
         .expect("transactional producer");
     let tx = p.begin_transaction().expect("transaction");
-    let committed = tx.send(msg(&topic, "commit")).await.expect("half send");
+    let committed = tx.send(fx.msg("commit")).await.expect("half send");
     assert!(committed.transaction_id().is_some());
     tx.commit().await.expect("commit");
     let tx = p.begin_transaction().expect("transaction");
-    tx.send(msg(&topic, "rollback")).await.expect("half send");
+    tx.send(fx.msg("rollback")).await.expect("half send");
     tx.rollback().await.expect("rollback");
     let tx = p.begin_transaction().expect("transaction");
-    let open = tx.send(msg(&topic, "checked")).await.expect("half send");
+    let open = tx.send(fx.msg("checked")).await.expect("half send");
     drop(tx); // neither committed nor rolled back: the server asks the checker
     assert_eq!(next(&mut checked, "check-back").await, open.message_id());
 
-    let c = simple(&cluster, &group, &topic, FilterExpression::all()).await;
+    let c = fx.simple(FilterExpression::all()).await;
     let got = receive_acked(&c, 2, DELIVERY_LIMIT).await;
     let bodies: HashSet<&[u8]> = got.iter().map(|m| m.body().as_ref()).collect();
     assert_eq!(bodies, HashSet::from([&b"commit"[..], &b"checked"[..]]));
     p.shutdown().await;
     c.shutdown().await;
-    cluster.stop().await;
+    fx.cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_push_consumer_when_its_listener_fails_should_redeliver_with_a_higher_attempt_within_the_concurrency_bound()
  {
-    let cluster = TestCluster::start(Mode::Local).await;
-    let topic = format!("sdk-push-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Normal).await;
-    cluster
-        .create_group(&group, 16, Some("customized:100ms"))
-        .await;
-    let p = producer(&cluster, &topic).await;
+    let fx = Fixture::start("sdk-push", 2, TopicType::Normal, QUICK_RETRY_GROUP).await;
+    let p = fx.producer().await;
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
@@ -464,18 +573,15 @@ async fn given_a_push_consumer_when_its_listener_fails_should_redeliver_with_a_h
             }
         }
     };
-    let consumer = PushConsumer::builder(&group)
-        .endpoints(cluster.access_url())
-        .subscribe(&topic, FilterExpression::all())
+    let consumer = fx
+        .push()
         .max_concurrency(3)
         .listener(listener)
         .build()
         .await
         .expect("push consumer starts");
-    p.send(msg(&topic, "fail once")).await.expect("send");
-    for i in 0..20 {
-        p.send(msg(&topic, &format!("ok {i}"))).await.expect("send");
-    }
+    p.send(fx.msg("fail once")).await.expect("send");
+    fx.send_numbered(&p, "ok ", 20).await;
     let mut ok = HashSet::new();
     let mut retried = None;
     while ok.len() < 20 || retried.is_none() {
@@ -496,21 +602,20 @@ async fn given_a_push_consumer_when_its_listener_fails_should_redeliver_with_a_h
     );
     consumer.shutdown().await;
     p.shutdown().await;
-    cluster.stop().await;
+    fx.cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_fifo_group_when_a_message_keeps_failing_should_keep_order_and_dead_letter_it() {
-    let cluster = TestCluster::start(Mode::Local).await;
-    let topic = format!("sdk-fifo-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Fifo).await;
-    cluster
-        .create_group_with(&group, 2, true, Some("customized:100ms"))
-        .await;
-    let p = producer(&cluster, &topic).await;
+    let fifo_group = GroupSpec {
+        max_retries: 2,
+        fifo: true,
+        backoff: Some("customized:100ms"),
+    };
+    let fx = Fixture::start("sdk-fifo", 2, TopicType::Fifo, fifo_group).await;
+    let p = fx.producer().await;
     for i in 0..6 {
-        let m = Message::builder(&topic)
+        let m = Message::builder(&fx.topic)
             .message_group("order-1")
             .body(format!("{i}"))
             .build()
@@ -518,22 +623,17 @@ async fn given_a_fifo_group_when_a_message_keeps_failing_should_keep_order_and_d
         p.send(m).await.expect("fifo send");
     }
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    let consumer = PushConsumer::builder(&group)
-        .endpoints(cluster.access_url())
-        .subscribe(&topic, FilterExpression::all())
-        .listener(move |m: MessageView| {
-            let seen_tx = seen_tx.clone();
-            async move {
-                let body = String::from_utf8_lossy(m.body()).into_owned();
-                // "1" always fails; "3" fails on its first attempt only.
-                let result = match (body.as_str(), m.delivery_attempt()) {
-                    ("1", _) | ("3", 1) => ConsumeResult::Failure,
-                    _ => ConsumeResult::Success,
-                };
-                let _ = seen_tx.send((body, m.delivery_attempt()));
-                result
-            }
-        })
+    let consumer = fx
+        .push()
+        .listener(reporting(seen_tx, |m| {
+            let body = String::from_utf8_lossy(m.body()).into_owned();
+            // "1" always fails; "3" fails on its first attempt only.
+            let result = match (body.as_str(), m.delivery_attempt()) {
+                ("1", _) | ("3", 1) => ConsumeResult::Failure,
+                _ => ConsumeResult::Success,
+            };
+            ((body, m.delivery_attempt()), result)
+        }))
         .build()
         .await
         .expect("push consumer starts");
@@ -555,10 +655,10 @@ async fn given_a_fifo_group_when_a_message_keeps_failing_should_keep_order_and_d
         .collect();
     assert_eq!(attempts, [1, 2, 3]);
     consumer.shutdown().await;
-    let dlq = format!("%DLQ%{group}");
-    cluster.wait_routable(&dlq).await;
+    let dlq = comet_vocab::system::dlq_topic(&fx.group);
+    fx.cluster.wait_routable(&dlq).await;
     let reader = simple(
-        &cluster,
+        &fx.cluster,
         &format!("dlq-{}", uuid_like()),
         &dlq,
         FilterExpression::all(),
@@ -569,29 +669,19 @@ async fn given_a_fifo_group_when_a_message_keeps_failing_should_keep_order_and_d
     assert_eq!(dead[0].body().as_ref(), b"1");
     reader.shutdown().await;
     p.shutdown().await;
-    cluster.stop().await;
+    fx.cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_push_consumer_when_shut_down_mid_stream_should_lose_nothing() {
-    let cluster = TestCluster::start(Mode::Local).await;
-    let topic = format!("sdk-stop-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Normal).await;
-    cluster
-        .create_group(&group, 16, Some("customized:100ms"))
-        .await;
-    let p = producer(&cluster, &topic).await;
+    let fx = Fixture::start("sdk-stop", 2, TopicType::Normal, QUICK_RETRY_GROUP).await;
+    let p = fx.producer().await;
     let total = 40;
-    for i in 0..total {
-        p.send(msg(&topic, &format!("m{i}"))).await.expect("send");
-    }
+    fx.send_numbered(&p, "m", total).await;
     let (done_tx, mut done) = mpsc::unbounded_channel();
     let first = {
         let done_tx = done_tx.clone();
-        PushConsumer::builder(&group)
-            .endpoints(cluster.access_url())
-            .subscribe(&topic, FilterExpression::all())
+        fx.push()
             .max_concurrency(2)
             .listener(move |m: MessageView| {
                 let done_tx = done_tx.clone();
@@ -619,16 +709,11 @@ async fn given_a_push_consumer_when_shut_down_mid_stream_should_lose_nothing() {
         0,
         "the shutdown left messages cached"
     );
-    let second = PushConsumer::builder(&group)
-        .endpoints(cluster.access_url())
-        .subscribe(&topic, FilterExpression::all())
-        .listener(move |m: MessageView| {
-            let done_tx = done_tx.clone();
-            async move {
-                let _ = done_tx.send(m.body().clone());
-                ConsumeResult::Success
-            }
-        })
+    let second = fx
+        .push()
+        .listener(reporting(done_tx, |m| {
+            (m.body().clone(), ConsumeResult::Success)
+        }))
         .build()
         .await
         .expect("second consumer");
@@ -638,7 +723,174 @@ async fn given_a_push_consumer_when_shut_down_mid_stream_should_lose_nothing() {
     assert_eq!(handled.len(), total);
     second.shutdown().await;
     p.shutdown().await;
-    cluster.stop().await;
+    fx.cluster.stop().await;
+}
+
+/// A node that advertises a [`Tap`] relay in front of it (which the caller then starts on the
+/// returned listener), with the fixture's topic and group.
+async fn behind_tap(
+    prefix: &str,
+    queues: u32,
+    group: GroupSpec,
+) -> (Fixture, tokio::net::TcpListener) {
+    let (listener, tap_addr) = Tap::bind().await;
+    let cluster = TestCluster::start_with(Mode::Local, |cfg| {
+        cfg.proxy.advertised_endpoint = tap_addr.to_string();
+    })
+    .await;
+    let fx = Fixture::on(cluster, prefix, queues, TopicType::Normal, group).await;
+    (fx, listener)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_push_consumer_when_acking_many_messages_should_batch_acks_and_lose_none_at_shutdown()
+ {
+    let (fx, listener) = behind_tap("sdk-acks", 2, GROUP).await;
+    let tap = Tap::start(listener, fx.cluster.proxy, None, None);
+    let access = tap.addr.to_string();
+    let p = Producer::builder()
+        .endpoints(&access)
+        .topics([fx.topic.as_str()])
+        .build()
+        .await
+        .expect("producer through the tap");
+    let total = 300;
+    for chunk in 0..total / 50 {
+        let batch = (0..50)
+            .map(|i| fx.msg(&format!("m{}", chunk * 50 + i)))
+            .collect();
+        p.send_batch(batch).await.expect("batch send");
+    }
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let consumer = PushConsumer::builder(&fx.group)
+        .endpoints(&access)
+        .subscribe(&fx.topic, FilterExpression::all())
+        .listener(reporting(seen_tx, |m| {
+            (
+                (m.body().to_vec(), m.delivery_attempt()),
+                ConsumeResult::Success,
+            )
+        }))
+        .build()
+        .await
+        .expect("push consumer through the tap");
+    let mut deliveries: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
+    while deliveries.len() < total {
+        let (body, attempt) = next(&mut seen, "push delivery").await;
+        deliveries.entry(body).or_default().push(attempt);
+    }
+    // The last listener has just returned: its ack may still wait in a batch.
+    consumer.shutdown().await;
+    assert_eq!(
+        consumer.cached_messages(),
+        0,
+        "shutdown left messages cached"
+    );
+    while let Ok((body, attempt)) = seen.try_recv() {
+        deliveries.entry(body).or_default().push(attempt);
+    }
+    let again: Vec<_> = deliveries.iter().filter(|(_, a)| **a != [1]).collect();
+    assert!(again.is_empty(), "delivered more than once: {again:?}");
+    let acks = tap.calls("AckMessage");
+    assert!(
+        acks > 0 && acks <= total / 2,
+        "{acks} AckMessage calls for {total} messages"
+    );
+    // Every ack landed before the shutdown returned: nothing is in flight to come back.
+    let mut last = (-1, -1);
+    wait_until("the group drained", Duration::from_secs(10), async || {
+        last = fx.progress().await;
+        last == (0, 0)
+    })
+    .await;
+    p.shutdown().await;
+    fx.cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_tls_and_credentials_when_connecting_should_trust_only_the_given_ca_and_sign_every_request()
+ {
+    let (fx, listener) = behind_tap("sdk-tls", 1, GROUP).await;
+    let pki = Pki::generate();
+    let credentials = Credentials::new("sdk-ak", "sdk-secret");
+    let tap = Tap::start(
+        listener,
+        fx.cluster.proxy,
+        Some(pki.server.clone()),
+        Some(Expected {
+            access_key: "sdk-ak".into(),
+            secret: "sdk-secret".into(),
+        }),
+    );
+    let access = tap.addr.to_string();
+    let trusted = Tls::Ca {
+        pem: pki.ca_pem.clone().into_bytes(),
+        domain: None,
+    };
+    let p = Producer::builder()
+        .endpoints(&access)
+        .topics([fx.topic.as_str()])
+        .tls(trusted.clone())
+        .credentials(credentials.clone())
+        .build()
+        .await
+        .expect("producer over TLS");
+    let total = 10;
+    fx.send_numbered(&p, "secure ", total).await;
+    let c = SimpleConsumer::builder(&fx.group)
+        .endpoints(&access)
+        .subscribe(&fx.topic, FilterExpression::all())
+        .await_duration(Duration::from_secs(2))
+        .tls(trusted)
+        .credentials(credentials.clone())
+        .build()
+        .await
+        .expect("simple consumer over TLS");
+    let mut got = HashSet::new();
+    let mut receives_with_messages = 0;
+    let started = tokio::time::Instant::now();
+    while got.len() < total && started.elapsed() < DELIVERY_LIMIT {
+        let batch = c
+            .receive(32, Duration::from_secs(10))
+            .await
+            .expect("receive");
+        if batch.is_empty() {
+            continue;
+        }
+        receives_with_messages += 1;
+        for r in c.ack_many(&batch).await {
+            r.expect("batch ack");
+        }
+        got.extend(batch.iter().map(|m| m.body().clone()));
+    }
+    assert_eq!(got.len(), total);
+    assert_eq!(
+        tap.calls("AckMessage"),
+        receives_with_messages,
+        "one AckMessage per received batch"
+    );
+    assert!(tap.calls("Telemetry") > 0 && tap.calls("SendMessage") >= total);
+    assert_eq!(tap.refused(), Vec::<String>::new());
+    assert!(tap.signed() >= total + receives_with_messages);
+
+    // A CA that did not issue the relay's certificate: refused with a typed error.
+    let stranger = Pki::generate();
+    let refused = Producer::builder()
+        .endpoints(&access)
+        .topics([fx.topic.as_str()])
+        .tls(Tls::Ca {
+            pem: stranger.ca_pem.into_bytes(),
+            domain: None,
+        })
+        .credentials(credentials)
+        .build()
+        .await
+        .expect_err("an untrusted server certificate");
+    assert!(matches!(refused, Error::Tls { .. }), "{refused}");
+    assert!(!refused.is_retryable());
+    p.shutdown().await;
+    c.shutdown().await;
+    fx.cluster.stop().await;
 }
 
 // The example files themselves (their `main`s are unused here).
@@ -748,23 +1000,18 @@ mod examples {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_running_clients_when_the_node_restarts_on_its_data_should_resume_without_new_clients()
  {
-    let cluster = TestCluster::start(Mode::Local).await;
-    let topic = format!("sdk-restart-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Normal).await;
-    cluster
-        .create_group(&group, 16, Some("customized:100ms"))
-        .await;
-    let address = cluster.proxy;
-    let p = producer(&cluster, &topic).await;
-    let c = simple(&cluster, &group, &topic, FilterExpression::all()).await;
-    let before = p.send(msg(&topic, "before")).await.expect("send before");
+    let fx = Fixture::start("sdk-restart", 2, TopicType::Normal, QUICK_RETRY_GROUP).await;
+    let address = fx.cluster.proxy;
+    let p = fx.producer().await;
+    let c = fx.simple(FilterExpression::all()).await;
+    let before = p.send(fx.msg("before")).await.expect("send before");
     let got = receive_acked(&c, 1, DELIVERY_LIMIT).await;
     assert_eq!(
         got.first().map(MessageView::message_id),
         Some(before.message_id())
     );
 
+    let Fixture { cluster, topic, .. } = fx;
     let dir = cluster.stop().await;
     // The same data directory and the same client address (clients keep their endpoints).
     let cluster = TestCluster::start_in(Mode::Local, dir, |cfg| {
@@ -795,38 +1042,35 @@ async fn given_running_clients_when_the_node_restarts_on_its_data_should_resume_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_two_proxies_when_one_stops_should_keep_sending_through_the_other() {
-    let mut cluster = TestCluster::start(Mode::Cluster).await;
-    let topic = format!("sdk-failover-{}", uuid_like());
-    let group = format!("g-{}", uuid_like());
-    cluster.create_topic(&topic, 2, TopicType::Normal).await;
-    cluster.create_group(&group, 16, None).await;
-    let first = cluster.proxy;
-    let second = cluster.add_proxy().await;
+    let cluster = TestCluster::start(Mode::Cluster).await;
+    let mut fx = Fixture::on(cluster, "sdk-failover", 2, TopicType::Normal, GROUP).await;
+    let first = fx.cluster.proxy;
+    let second = fx.cluster.add_proxy().await;
     let p = Producer::builder()
         .endpoints(format!("{first};{second}"))
-        .topics([topic.as_str()])
+        .topics([fx.topic.as_str()])
         .build()
         .await
         .expect("producer on two proxies");
     let mut sent = HashSet::new();
     sent.insert(
-        p.send(msg(&topic, "via first"))
+        p.send(fx.msg("via first"))
             .await
             .expect("send")
             .message_id()
             .to_owned(),
     );
-    cluster.stop_proxy(first).await;
+    fx.cluster.stop_proxy(first).await;
     for i in 0..5 {
         let r = p
-            .send(msg(&topic, &format!("after stop {i}")))
+            .send(fx.msg(&format!("after stop {i}")))
             .await
             .expect("send after one proxy stopped");
         sent.insert(r.message_id().to_owned());
     }
-    let c = SimpleConsumer::builder(&group)
+    let c = SimpleConsumer::builder(&fx.group)
         .endpoints(second.to_string())
-        .subscribe(&topic, FilterExpression::all())
+        .subscribe(&fx.topic, FilterExpression::all())
         .await_duration(Duration::from_secs(2))
         .build()
         .await
@@ -836,5 +1080,5 @@ async fn given_two_proxies_when_one_stops_should_keep_sending_through_the_other(
     assert_eq!(ids, sent);
     p.shutdown().await;
     c.shutdown().await;
-    cluster.stop().await;
+    fx.cluster.stop().await;
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
+use comet_vocab::{NameKind, names};
 
 use crate::payload::TIMESTAMP_BYTES;
 use crate::size::ByteSize;
@@ -133,16 +134,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 30s, 2m, 500ms"))
 }
 
-/// Topic and group names the RocketMQ proxies accept: `[%|a-zA-Z0-9_-]`, bounded length.
-fn check_name(flag: &str, name: &str, max: usize) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= max
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '%' | '|' | '_' | '-'));
-    if !ok {
+/// Topic and group names the RocketMQ proxies accept (`comet_vocab::names`).
+fn check_name(flag: &str, name: &str, kind: NameKind) -> anyhow::Result<()> {
+    if names::validate(kind, name).is_err() {
         bail!(
-            "{flag} {name:?} is not a valid name: use 1 to {max} characters from a-z A-Z 0-9 _ - % |"
+            "{flag} {name:?} is not a valid name: use 1 to {} characters from a-z A-Z 0-9 _ - % |",
+            kind.max_len()
         );
     }
     Ok(())
@@ -151,8 +148,8 @@ fn check_name(flag: &str, name: &str, max: usize) -> anyhow::Result<()> {
 impl BenchArgs {
     /// Refuses arguments the run could not honour, with the flag to change.
     pub fn validate(&self) -> anyhow::Result<()> {
-        check_name("--topic", &self.topic, 127)?;
-        check_name("--group", &self.group, 255)?;
+        check_name("--topic", &self.topic, NameKind::Topic)?;
+        check_name("--group", &self.group, NameKind::Group)?;
         if self.producers == 0 {
             bail!("--producers must be at least 1");
         }

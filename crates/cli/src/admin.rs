@@ -22,6 +22,7 @@ use comet_proto::comet::v1::{
     QueryMessageRequest, QueueOffsetQuery, QueuePlacement, RemoveControllerRequest,
     ResetOffsetRequest, Topic, TopicMessageType, UpdateGroupRequest, UpdateTopicRequest,
 };
+use comet_vocab::system;
 use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
 
@@ -630,18 +631,19 @@ fn status_error(what: &str, name: &str, s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{what} {name:?}: {} ({:?})", s.message(), s.code())
 }
 
-/// `<namespace>%<name>`, or the plain name without a namespace.
+/// `<namespace>%<name>`, or the plain name without a namespace (`comet_vocab::namespace`:
+/// `%DLQ%<name>` becomes `%DLQ%<namespace>%<name>`).
 pub fn qualify(namespace: &str, name: &str) -> anyhow::Result<String> {
     if name.is_empty() {
         bail!("the name is empty");
     }
-    if namespace.is_empty() {
-        Ok(name.to_owned())
-    } else if namespace.contains('%') {
-        bail!("namespace {namespace:?} must not contain '%'")
-    } else {
-        Ok(format!("{namespace}%{name}"))
+    if namespace.contains(comet_vocab::namespace::SEPARATOR) {
+        bail!(
+            "namespace {namespace:?} must not contain '{}'",
+            comet_vocab::namespace::SEPARATOR
+        )
     }
+    Ok(comet_vocab::namespace::qualify(namespace, name))
 }
 
 /// Parses `exponential:1s:60s:2` or `customized:1s,5s,30s`.
@@ -878,9 +880,6 @@ pub struct OffsetQuerySpec {
     pub broker_set: Option<String>,
 }
 
-/// Prefix of the dead-letter topics brokers create (`%DLQ%<group>`, on every broker set).
-const DLQ_PREFIX: &str = "%DLQ%";
-
 /// Largest internal reply accepted (query results carry whole messages).
 const BROKER_MAX_MESSAGE: usize = 256 << 20;
 
@@ -934,7 +933,7 @@ fn broker_targets(
     topic: &str,
     only: Option<&str>,
 ) -> anyhow::Result<Vec<BrokerTarget>> {
-    let sets: Vec<String> = if topic.starts_with(DLQ_PREFIX) {
+    let sets: Vec<String> = if topic.starts_with(system::DLQ_PREFIX) {
         // Every broker set may hold dead letters; those without a live master cannot answer.
         meta.broker_sets
             .iter()

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use comet_vocab::{limits, names};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
@@ -246,12 +247,12 @@ impl Default for ProxySection {
             max_user_property_size: ByteSize(16 << 10),
             long_polling_min: Duration::from_secs(1).into(),
             long_polling_max: Duration::from_secs(20).into(),
-            invisible_min: Duration::from_secs(1).into(),
-            invisible_max: Duration::from_secs(12 * 3600).into(),
-            invisible_default: Duration::from_secs(60).into(),
+            invisible_min: limits::INVISIBLE_MIN.into(),
+            invisible_max: limits::INVISIBLE_MAX.into(),
+            invisible_default: limits::INVISIBLE_DEFAULT.into(),
             auto_create_topics: false,
             default_queue_count: 8,
-            max_delivery_delay: Duration::from_secs(40 * 24 * 3600).into(),
+            max_delivery_delay: limits::MAX_DELIVERY_DELAY.into(),
             io_threads: 0,
         }
     }
@@ -271,9 +272,9 @@ impl Default for BrokerSection {
             file_reserved_time: Duration::from_secs(72 * 3600).into(),
             disk_high_watermark: 0.85,
             disk_refuse_watermark: 0.90,
-            max_retries: 16,
+            max_retries: limits::DEFAULT_MAX_RETRIES,
             redelivery: Redelivery::GroupBackoff,
-            max_delivery_delay: Duration::from_secs(40 * 24 * 3600).into(),
+            max_delivery_delay: limits::MAX_DELIVERY_DELAY.into(),
             timer_slot: Duration::from_secs(1).into(),
             transaction_timeout: Duration::from_secs(6).into(),
             transaction_check_interval: Duration::from_secs(60).into(),
@@ -402,14 +403,9 @@ impl Config {
             );
         }
         let b = &self.broker;
-        if b.broker_set.is_empty()
-            || !b
-                .broker_set
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if let Err(e) = names::validate_broker_set(&b.broker_set) {
             bail!(
-                "broker.broker_set = {:?} is not a valid name: use letters, digits, '-' and '_'",
+                "broker.broker_set = {:?} is not a valid name: {e}",
                 b.broker_set
             );
         }

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::{Address, AddressScheme, Endpoints};
+use comet_vocab::limits::{self, InvisibleRange};
 
 use crate::error::ProxyError;
 
@@ -105,13 +106,13 @@ impl Default for ProxyConfig {
             max_born_host_bytes: 256,
             max_batch_messages: 1024,
             max_inbound_message_bytes: 17 * 1024 * 1024,
-            max_delivery_delay: Duration::from_secs(40 * 24 * 3600),
+            max_delivery_delay: limits::MAX_DELIVERY_DELAY,
             long_polling_min: Duration::from_secs(1),
             long_polling_max: Duration::from_secs(20),
             deadline_margin: Duration::from_millis(500),
-            invisible_min: Duration::from_secs(1),
-            invisible_max: Duration::from_secs(12 * 3600),
-            invisible_default: Duration::from_secs(60),
+            invisible_min: limits::INVISIBLE_MIN,
+            invisible_max: limits::INVISIBLE_MAX,
+            invisible_default: limits::INVISIBLE_DEFAULT,
             max_receive_batch_size: 32,
             broker_timeout: Duration::from_secs(3),
             auto_create_topics: false,
@@ -235,14 +236,28 @@ impl ProxyConfig {
             return Err(invalid("broker_timeout", "must be positive".to_owned()));
         }
         if self.max_delivery_delay.is_zero()
-            || self.max_delivery_delay > Duration::from_secs(365 * 24 * 3600)
+            || self.max_delivery_delay > limits::MAX_DELIVERY_DELAY_CEILING
         {
             return Err(invalid(
                 "max_delivery_delay",
-                "must be in (0, 365 days]".to_owned(),
+                format!(
+                    "must be in (0, {} days]",
+                    limits::MAX_DELIVERY_DELAY_CEILING.as_secs() / 86_400
+                ),
             ));
         }
         Ok(())
+    }
+}
+
+impl ProxyConfig {
+    /// The accepted invisible times (`invisible_min`, `invisible_max`, `invisible_default`).
+    pub(crate) fn invisible_range(&self) -> InvisibleRange {
+        InvisibleRange {
+            min: self.invisible_min,
+            max: self.invisible_max,
+            default: self.invisible_default,
+        }
     }
 }
 

@@ -1,23 +1,13 @@
-//! Resource names: validation (RocketMQ's character rules) and namespace qualification.
-//!
-//! A resource in namespace `ns` is stored under `"<ns>%<name>"` (metadata.proto); without a
-//! namespace the qualified name is the plain name. Namespaces themselves may not contain `%`, so
-//! the prefix `"<ns>%"` is unambiguous and responses strip it back off.
+//! Resource names of requests: validated by `comet_vocab::names` (RocketMQ's rules) with the
+//! proxy's codes (ILLEGAL_TOPIC, ILLEGAL_CONSUMER_GROUP), qualified by
+//! `comet_vocab::namespace` (`"<ns>%<name>"`; responses strip the namespace back off).
 
 use comet_proto::apache::rocketmq::v2::{Code, Resource};
+use comet_vocab::names as rules;
+use comet_vocab::namespace::{qualify, unqualify};
 
 use crate::context::RequestContext;
 use crate::status::{Failure, Outcome};
-
-/// Longest topic name (RocketMQ `TopicValidator.TOPIC_MAX_LENGTH`).
-pub(crate) const TOPIC_MAX_LEN: usize = 127;
-/// Longest consumer group name (RocketMQ `Validators.CHARACTER_MAX_LENGTH`).
-pub(crate) const GROUP_MAX_LEN: usize = 255;
-/// Longest namespace.
-pub(crate) const NAMESPACE_MAX_LEN: usize = 64;
-
-/// Name prefixes of RocketMQ's internal topics, which clients may not publish to.
-const SYSTEM_TOPIC_PREFIXES: [&str; 4] = ["%RETRY%", "%DLQ%", "rmq_sys_", "RMQ_SYS_"];
 
 /// A validated resource name together with its namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,46 +44,6 @@ impl Name {
     }
 }
 
-/// Prefixes of per-group system topics, which keep their prefix in front of the namespace
-/// (RocketMQ's rule): the dead-letter topic of group `ns%g` is `%DLQ%ns%g`.
-const GROUP_TOPIC_PREFIXES: [&str; 2] = ["%DLQ%", "%RETRY%"];
-
-/// `"<ns>%<name>"`, or `name` when `namespace` is empty; `%DLQ%<name>` in a namespace becomes
-/// `%DLQ%<ns>%<name>` (the dead-letter topic of the qualified group).
-pub(crate) fn qualify(namespace: &str, name: &str) -> String {
-    if namespace.is_empty() {
-        return name.to_owned();
-    }
-    for prefix in GROUP_TOPIC_PREFIXES {
-        if let Some(rest) = name.strip_prefix(prefix) {
-            return format!("{prefix}{namespace}%{rest}");
-        }
-    }
-    format!("{namespace}%{name}")
-}
-
-/// Strips the namespace off a qualified name (the inverse of [`qualify`]); names of other
-/// namespaces are returned whole.
-pub(crate) fn unqualify(namespace: &str, qualified: &str) -> String {
-    if namespace.is_empty() {
-        return qualified.to_owned();
-    }
-    for prefix in GROUP_TOPIC_PREFIXES {
-        if let Some(rest) = qualified
-            .strip_prefix(prefix)
-            .and_then(|r| r.strip_prefix(namespace))
-            .and_then(|r| r.strip_prefix('%'))
-        {
-            return format!("{prefix}{rest}");
-        }
-    }
-    qualified
-        .strip_prefix(namespace)
-        .and_then(|rest| rest.strip_prefix('%'))
-        .unwrap_or(qualified)
-        .to_owned()
-}
-
 /// Turns a qualified resource from a broker into the public form for a client in `namespace`.
 pub(crate) fn public_resource(namespace: &str, internal: &Resource) -> Resource {
     let name = unqualify(namespace, &internal.name);
@@ -107,31 +57,14 @@ pub(crate) fn public_resource(namespace: &str, internal: &Resource) -> Resource 
     }
 }
 
-fn valid_chars(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'))
+/// The failure of a name refused by `comet_vocab`, with the caller's code.
+fn refused(code: Code, err: comet_vocab::Error) -> Failure {
+    Failure::new(code, err.to_string())
 }
 
 fn namespace(ctx: &RequestContext, resource: &Resource, code: Code) -> Outcome<String> {
     let ns = ctx.namespace_of(&resource.resource_namespace);
-    if ns.len() > NAMESPACE_MAX_LEN {
-        return Err(Failure::new(
-            code,
-            format!(
-                "namespace is too long: {} bytes, at most {NAMESPACE_MAX_LEN}",
-                ns.len()
-            ),
-        ));
-    }
-    if !ns
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-    {
-        return Err(Failure::new(
-            code,
-            format!("namespace {ns:?} contains illegal characters; allowed are [a-zA-Z0-9_-]"),
-        ));
-    }
+    rules::validate_namespace(ns).map_err(|e| refused(code, e))?;
     Ok(ns.to_owned())
 }
 
@@ -139,43 +72,15 @@ fn namespace(ctx: &RequestContext, resource: &Resource, code: Code) -> Outcome<S
 pub(crate) fn topic(ctx: &RequestContext, resource: Option<&Resource>) -> Outcome<Name> {
     let code = Code::IllegalTopic;
     let resource = resource.ok_or_else(|| Failure::new(code, "topic is required"))?;
-    let name = resource.name.as_str();
-    if name.trim().is_empty() {
-        return Err(Failure::new(code, "topic name must not be empty"));
-    }
-    if name.len() > TOPIC_MAX_LEN {
-        return Err(Failure::new(
-            code,
-            format!(
-                "topic name is too long: {} bytes, at most {TOPIC_MAX_LEN}",
-                name.len()
-            ),
-        ));
-    }
-    if !valid_chars(name) {
-        return Err(Failure::new(
-            code,
-            format!("topic name {name:?} contains illegal characters; allowed are [%|a-zA-Z0-9_-]"),
-        ));
-    }
-    Ok(Name::new(&namespace(ctx, resource, code)?, name))
+    rules::validate_topic(&resource.name).map_err(|e| refused(code, e))?;
+    Ok(Name::new(&namespace(ctx, resource, code)?, &resource.name))
 }
 
-/// Validates a topic that is about to receive messages: a legal name and not a system topic.
+/// Validates a topic that is about to receive messages: a legal name and not a system,
+/// retry or dead-letter topic.
 pub(crate) fn writable_topic(ctx: &RequestContext, resource: Option<&Resource>) -> Outcome<Name> {
     let name = topic(ctx, resource)?;
-    if SYSTEM_TOPIC_PREFIXES
-        .iter()
-        .any(|p| name.name.starts_with(p))
-    {
-        return Err(Failure::new(
-            Code::IllegalTopic,
-            format!(
-                "topic {} is a system topic; clients cannot publish to it",
-                name.name
-            ),
-        ));
-    }
+    rules::validate_writable_topic(&name.name).map_err(|e| refused(Code::IllegalTopic, e))?;
     Ok(name)
 }
 
@@ -183,29 +88,8 @@ pub(crate) fn writable_topic(ctx: &RequestContext, resource: Option<&Resource>) 
 pub(crate) fn group(ctx: &RequestContext, resource: Option<&Resource>) -> Outcome<Name> {
     let code = Code::IllegalConsumerGroup;
     let resource = resource.ok_or_else(|| Failure::new(code, "consumer group is required"))?;
-    let name = resource.name.as_str();
-    if name.trim().is_empty() {
-        return Err(Failure::new(code, "consumer group name must not be empty"));
-    }
-    if name.len() > GROUP_MAX_LEN {
-        return Err(Failure::new(
-            code,
-            format!(
-                "consumer group name is too long: {} bytes, at most {GROUP_MAX_LEN}",
-                name.len()
-            ),
-        ));
-    }
-    if !valid_chars(name) {
-        return Err(Failure::new(
-            code,
-            format!(
-                "consumer group name {name:?} contains illegal characters; allowed are \
-                 [%|a-zA-Z0-9_-]"
-            ),
-        ));
-    }
-    Ok(Name::new(&namespace(ctx, resource, code)?, name))
+    rules::validate_group(&resource.name).map_err(|e| refused(code, e))?;
+    Ok(Name::new(&namespace(ctx, resource, code)?, &resource.name))
 }
 
 #[cfg(test)]

@@ -18,13 +18,11 @@ use comet_proto::apache::rocketmq::v2::{
 use comet_proto::comet::v1::{
     BrokerSet, ClusterMetadata, Group, QueuePlacement, Topic, TopicMessageType,
 };
+use comet_vocab::{handle, system};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::names::Name;
-
-/// Prefix of a group's dead-letter topic (`%DLQ%<qualified group>`).
-const DLQ_PREFIX: &str = "%DLQ%";
 use crate::status::{Failure, Outcome};
 
 /// One metadata snapshot with lookup tables.
@@ -60,14 +58,12 @@ impl MetadataIndex {
 
     /// `%DLQ%<group>` topics exist without being created: a broker appends a group's dead
     /// letters to queue 0 of that topic on its own broker set. So does
-    /// [`TRANSACTION_DISCARD_TOPIC`] with the half messages of transactions discarded after
-    /// their maximum number of checks. Clients may read them (any group), never write them.
+    /// [`system::TRANS_CHECK_MAX_TIME_TOPIC`] with the half messages of transactions discarded
+    /// after their maximum number of checks ([`system::is_implicit_topic`]). Clients may read
+    /// them (any group), never write them.
     fn dead_letter_topic(&self, qualified: &str) -> Option<Topic> {
-        if qualified != TRANSACTION_DISCARD_TOPIC {
-            let group = qualified.strip_prefix(DLQ_PREFIX)?;
-            if group.is_empty() {
-                return None;
-            }
+        if !system::is_implicit_topic(qualified) {
+            return None;
         }
         let placements: Vec<QueuePlacement> = self
             .metadata
@@ -150,10 +146,6 @@ pub(crate) fn topic_not_found(name: &Name) -> Failure {
         format!("topic {}{ns} does not exist", name.name),
     )
 }
-
-/// Where brokers keep the half messages of transactions discarded after their maximum number
-/// of checks (RocketMQ's name); readable like a dead-letter topic.
-pub(crate) const TRANSACTION_DISCARD_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
 
 /// Caches the index of the latest snapshot of the metadata watch.
 #[derive(Debug)]
@@ -531,16 +523,12 @@ pub(crate) fn receive_target(
 /// The member of the broker set named by a receipt handle prefix that serves its
 /// acknowledgements: the master, or while the set has none, the replica serving reads.
 pub(crate) fn handle_target(index: &MetadataIndex, receipt_handle: &str) -> Outcome<Target> {
-    let set = receipt_handle
-        .split_once('~')
-        .map(|(set, _)| set)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            Failure::new(
-                Code::InvalidReceiptHandle,
-                "receipt handle is malformed: it does not name a broker set",
-            )
-        })?;
+    let set = handle::broker_set(receipt_handle).ok_or_else(|| {
+        Failure::new(
+            Code::InvalidReceiptHandle,
+            "receipt handle is malformed: it does not name a broker set",
+        )
+    })?;
     named_set_target(
         index,
         set,
@@ -737,7 +725,7 @@ mod tests {
     #[test]
     fn the_transaction_discard_topic_is_implicit_and_read_only() {
         let idx = md();
-        let t = idx.topic(TRANSACTION_DISCARD_TOPIC).unwrap();
+        let t = idx.topic(system::TRANS_CHECK_MAX_TIME_TOPIC).unwrap();
         assert_eq!(t.permission, Permission::Read as i32);
         assert!(!t.placements.is_empty());
         assert!(t.placements.iter().all(|p| p.queue_count == 1));

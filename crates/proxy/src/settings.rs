@@ -16,38 +16,16 @@ use comet_proto::apache::rocketmq::v2::{
     CustomizedBackoff, ExponentialBackoff, Metric, RetryPolicy, Settings, retry_policy, settings,
 };
 use comet_proto::comet::v1::Group;
+use comet_vocab::limits::{DEFAULT_BACKOFF_SECS, DEFAULT_MAX_RETRIES};
 
 use crate::config::ProxyConfig;
 use crate::status::{Failure, Outcome};
 
-/// Redeliveries of a group without configuration (metadata.proto: default 16).
-pub(crate) const DEFAULT_MAX_RETRIES: u32 = 16;
-
-/// RocketMQ's default consumer redelivery schedule.
-pub(crate) const DEFAULT_BACKOFF_SECS: [u64; 18] = [
-    1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
-];
+/// Durations are converted the one way both proxy and broker do.
+pub(crate) use comet_vocab::duration::{from_proto, to_proto as duration};
 
 /// Producer send attempts (first try + retries) echoed to producers.
 const PRODUCER_MAX_ATTEMPTS: i32 = 3;
-
-pub(crate) fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
-}
-
-/// A protobuf duration as a std one; `None` when negative or malformed.
-pub(crate) fn from_proto(d: &prost_types::Duration) -> Option<Duration> {
-    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
-        return None;
-    }
-    Some(Duration::new(
-        u64::try_from(d.seconds).ok()?,
-        d.nanos.unsigned_abs(),
-    ))
-}
 
 fn producer_backoff() -> RetryPolicy {
     RetryPolicy {

@@ -57,18 +57,9 @@ impl Failure {
 /// Result of a request step that fails with an in-body status.
 pub(crate) type Outcome<T> = Result<T, Failure>;
 
-/// A status with the given code and message.
-pub(crate) fn status(code: Code, message: &str) -> Status {
-    Status {
-        code: code as i32,
-        message: message.to_owned(),
-    }
-}
-
-/// The OK status every successful response carries.
-pub(crate) fn ok() -> Status {
-    status(Code::Ok, "OK")
-}
+/// Status construction and the batch aggregation rule are RocketMQ vocabulary, shared with
+/// the broker.
+pub(crate) use comet_vocab::status::{aggregate, ok, status};
 
 /// Maps a failed broker call (the call itself: transport, deadline, shutdown) to the in-body
 /// failure the client sees. `broker_set` names the target in the message.
@@ -197,34 +188,6 @@ pub(crate) trait Statuses {
     /// Applies [`for_client`] to every status.
     fn fit_for(&mut self, language: &str) {
         self.each_status(&mut |s| for_client(language, s));
-    }
-}
-
-/// Overall status of a response with one status per entry: OK when all are OK, the shared
-/// code when all failed alike, MULTIPLE_RESULTS otherwise.
-pub(crate) fn aggregate<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
-    let mut first: Option<&Status> = None;
-    let mut failed = 0usize;
-    let mut total = 0usize;
-    let mut uniform = true;
-    for s in entries {
-        total += 1;
-        if s.code != Code::Ok as i32 {
-            failed += 1;
-        }
-        match first {
-            None => first = Some(s),
-            Some(f) if f.code != s.code => uniform = false,
-            Some(_) => {}
-        }
-    }
-    match first {
-        None => ok(),
-        Some(f) if uniform => f.clone(),
-        Some(_) => status(
-            Code::MultipleResults,
-            &format!("{failed} of {total} entries failed; see each entry's status"),
-        ),
     }
 }
 
@@ -368,18 +331,5 @@ mod tests {
                 assert_eq!(rust.message, "m");
             }
         }
-    }
-
-    #[test]
-    fn aggregate_reports_uniform_or_mixed_outcomes() {
-        assert_eq!(aggregate([&ok(), &ok()]).code, Code::Ok as i32);
-        let bad = status(Code::IllegalMessageTag, "tag");
-        assert_eq!(aggregate([&bad, &bad]), bad);
-        let mixed = aggregate([&ok(), &bad]);
-        assert_eq!(mixed.code, Code::MultipleResults as i32);
-        assert_eq!(
-            mixed.message,
-            "1 of 2 entries failed; see each entry's status"
-        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comet_proto::apache::rocketmq::v2::{Code, Encoding, Message, MessageType, SystemProperties};
 use comet_proto::comet::v1::Topic;
+use comet_vocab::limits;
 
 use crate::config::ProxyConfig;
 use crate::context::RequestContext;
@@ -277,30 +278,11 @@ pub(crate) fn message(
 
     let delivery = sys.delivery_timestamp.as_ref();
     if let Some(ts) = delivery {
-        if !(0..1_000_000_000).contains(&ts.nanos) || ts.seconds < 0 {
-            return Err(Failure::new(
-                Code::IllegalDeliveryTime,
-                "delivery timestamp is not a valid point in time",
-            ));
-        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
-        let at = Duration::new(
-            u64::try_from(ts.seconds).unwrap_or(0),
-            ts.nanos.unsigned_abs(),
-        );
-        if at > now + cfg.max_delivery_delay {
-            return Err(Failure::new(
-                Code::IllegalDeliveryTime,
-                format!(
-                    "delivery time is {}s in the future, more than the limit of {}s ({} days)",
-                    (at - now).as_secs(),
-                    cfg.max_delivery_delay.as_secs(),
-                    cfg.max_delivery_delay.as_secs() / 86_400
-                ),
-            ));
-        }
+        limits::check_delivery_time(ts, now, cfg.max_delivery_delay)
+            .map_err(|e| Failure::new(Code::IllegalDeliveryTime, e.to_string()))?;
     }
 
     let declared = MessageType::try_from(sys.message_type).map_err(|_| {

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 /// Default request timeout (the official clients use 3 s).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// An access key and secret; requests are signed with HMAC-SHA1 of `x-mq-date-time`.
+/// An access key and secret; requests are signed with HMAC-SHA1 of `x-mq-date-time` (as the
+/// official clients sign; a blank key or secret signs nothing).
 #[derive(Clone)]
 pub struct Credentials {
     pub(crate) access_key: String,
@@ -42,7 +43,8 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// TLS for the client's connections (rustls).
+/// TLS for the client's connections (rustls). A server whose certificate these roots do not
+/// vouch for is refused with [`crate::Error::Tls`].
 #[derive(Debug, Clone)]
 pub enum Tls {
     /// Trust the operating system's root certificates.

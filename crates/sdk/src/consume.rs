@@ -1,6 +1,6 @@
 //! The consumer calls both consumers share: ReceiveMessage (a server stream read to its end
-//! within the long-polling deadline), AckMessage, ChangeInvisibleDuration and
-//! ForwardMessageToDeadLetterQueue.
+//! within the long-polling deadline), ChangeInvisibleDuration and
+//! ForwardMessageToDeadLetterQueue. Acknowledgements, sent in batches, are in [`crate::ack`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use comet_proto::apache::rocketmq::v2 as pb;
 use pb::receive_message_response::Content;
 
+use crate::ack::Receipt;
 use crate::error::{Error, Result};
 use crate::message::MessageView;
 use crate::route::Queue;
@@ -83,84 +84,60 @@ pub(crate) async fn receive(session: &Session, call: ReceiveCall<'_>) -> Result<
     }
 }
 
-/// Acknowledges `message` for `group`.
-pub(crate) async fn ack(session: &Session, group: &str, message: &MessageView) -> Result<()> {
-    let req = pb::AckMessageRequest {
-        group: Some(session.resource(group)),
-        topic: Some(session.resource(&message.topic)),
-        entries: vec![pb::AckMessageEntry {
-            message_id: message.message_id.clone(),
-            receipt_handle: message.receipt_handle.clone(),
-            lite_topic: message.lite_topic.clone(),
-        }],
-    };
-    let response = session
-        .unary(
-            "AckMessage",
-            &message.endpoints,
-            req,
-            |mut c, r| async move { c.ack_message(r).await },
-        )
-        .await?;
-    check("AckMessage", response.status.as_ref())?;
-    for e in &response.entries {
-        check("AckMessage", e.status.as_ref())?;
-    }
-    Ok(())
-}
-
-/// Makes `message` invisible for `invisible` from now; its receipt handle is replaced by the
-/// server's new one.
+/// Makes the message of `receipt` invisible for `invisible` from now; the receipt's handle is
+/// replaced by the server's new one.
 pub(crate) async fn change_invisible(
     session: &Session,
     group: &str,
-    message: &mut MessageView,
+    receipt: &mut Receipt,
     invisible: Duration,
 ) -> Result<()> {
     let req = pb::ChangeInvisibleDurationRequest {
         group: Some(session.resource(group)),
-        topic: Some(session.resource(&message.topic)),
-        receipt_handle: message.receipt_handle.clone(),
+        topic: Some(session.resource(&receipt.topic)),
+        receipt_handle: receipt.handle.clone(),
         invisible_duration: Some(proto_duration(invisible)),
-        message_id: message.message_id.clone(),
-        lite_topic: message.lite_topic.clone(),
+        message_id: receipt.message_id.clone(),
+        lite_topic: receipt.lite_topic.clone(),
         suspend: None,
     };
     let response = session
         .unary(
             "ChangeInvisibleDuration",
-            &message.endpoints,
+            &receipt.endpoints,
             req,
             |mut c, r| async move { c.change_invisible_duration(r).await },
         )
         .await?;
     check("ChangeInvisibleDuration", response.status.as_ref())?;
     if !response.receipt_handle.is_empty() {
-        message.receipt_handle = response.receipt_handle;
+        receipt.handle = response.receipt_handle;
     }
     Ok(())
 }
 
-/// Sends `message` to `group`'s dead-letter queue.
+/// Sends the message of `receipt`, delivered `delivery_attempt` times, to `group`'s
+/// dead-letter queue.
 pub(crate) async fn forward_to_dlq(
     session: &Session,
     group: &str,
-    message: &MessageView,
+    receipt: &Receipt,
+    delivery_attempt: u32,
     max_attempts: u32,
 ) -> Result<()> {
     let req = pb::ForwardMessageToDeadLetterQueueRequest {
         group: Some(session.resource(group)),
-        topic: Some(session.resource(&message.topic)),
-        receipt_handle: message.receipt_handle.clone(),
-        message_id: message.message_id.clone(),
-        delivery_attempt: i32::try_from(message.delivery_attempt).unwrap_or(i32::MAX),
+        topic: Some(session.resource(&receipt.topic)),
+        receipt_handle: receipt.handle.clone(),
+        message_id: receipt.message_id.clone(),
+        delivery_attempt: i32::try_from(delivery_attempt).unwrap_or(i32::MAX),
         max_delivery_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
-        lite_topic: message.lite_topic.clone(),
+        lite_topic: receipt.lite_topic.clone(),
     };
     let response = session
         .unary(
             "ForwardMessageToDeadLetterQueue",
-            &message.endpoints,
+            &receipt.endpoints,
             req,
             |mut c, r| async move { c.forward_message_to_dead_letter_queue(r).await },
         )

@@ -12,8 +12,9 @@ use comet_proto::apache::rocketmq::v2::Code;
 /// `Result` with the SDK's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything an SDK call can fail with.
-#[derive(Debug, thiserror::Error)]
+/// Everything an SDK call can fail with. Cloning is cheap enough for fanning one failure out
+/// to every message of a batch.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A builder was given a setting that cannot work (names the setting and why).
@@ -56,6 +57,18 @@ pub enum Error {
         /// The gRPC status the transport produced.
         #[source]
         status: Box<tonic::Status>,
+    },
+    /// The TLS handshake with the server failed: its certificate is not trusted by the
+    /// configured roots or CA, does not name the host, or the handshake broke off. Not
+    /// retryable: the client's [`crate::Tls`] setting or the server's certificate must change.
+    #[error("{rpc} to {endpoint}: TLS handshake failed: {reason}")]
+    Tls {
+        /// The RPC that could not connect.
+        rpc: &'static str,
+        /// The endpoint it went to.
+        endpoint: String,
+        /// What the TLS layer reported (e.g. an unknown issuer).
+        reason: String,
     },
     /// No answer within the request timeout.
     #[error("{rpc} to {endpoint}: no answer within {after:?}")]

@@ -36,19 +36,32 @@
 //! # }
 //! ```
 //!
+//! # Acknowledgements
+//!
+//! One `AckMessage` carries many entries, and the consumers use that: the push consumer
+//! batches the acks of its concurrent mode per endpoint and topic (a batch goes out at 32
+//! acks or 2 ms after it opened; shutdown flushes it at once), and
+//! [`SimpleConsumer::ack_many`] acknowledges a whole receive in one call. Each message gets
+//! its own result from the reply's entries; the push consumer retries the entries that failed
+//! transiently and drops, with a log line, those whose receipt handle expired (the message is
+//! delivered again). FIFO acks are sent one by one, each before its group's next message runs.
+//!
 //! # Layout
 //!
 //! - [`producer`]: [`Producer`], [`Transaction`], [`TransactionChecker`], [`SendReceipt`].
-//! - [`simple_consumer`]: [`SimpleConsumer`] (receive, ack, change invisibility).
-//! - [`push_consumer`]: [`PushConsumer`] (listener, concurrency and cache bounds, FIFO,
-//!   retries, dead letters, graceful shutdown).
+//! - [`simple_consumer`]: [`SimpleConsumer`] (receive, ack, batch ack, change invisibility).
+//! - [`push_consumer`]: [`PushConsumer`] (listener, concurrency and cache bounds, batched
+//!   acks, FIFO, retries, dead letters, graceful shutdown).
 //! - [`message`]: [`Message`] and its builder (client-side validation), [`MessageView`],
 //!   [`FilterExpression`].
 //! - [`Error`]: the one error type; [`Error::is_retryable`] tells transient from permanent.
 //! - internal: `session` (channels, `x-mq-*` headers, HMAC-SHA1 signing, access point
 //!   failover, heartbeats), `telemetry` (one stream per endpoint: settings sync, server
 //!   commands, reconnect with backoff), `route` (route cache with periodic and on-error
-//!   refresh), `retry` (the server's retry policies).
+//!   refresh), `retry` (the server's retry policies), `consume` (receive, invisibility
+//!   changes and dead-lettering for both consumers), `ack` (acknowledgements in batches: one
+//!   AckMessage per endpoint and topic for many messages, per-entry results and retries, the
+//!   push consumer's linger batcher).
 //!
 //! # Invariants
 //!
@@ -60,6 +73,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod ack;
 mod config;
 mod consume;
 mod error;

@@ -3,28 +3,37 @@
 //! ```text
 //!  assignment loop (QueryAssignment, every 5 s) ──► one receive loop per assigned queue
 //!        receive loop: wait for cache room ─► ReceiveMessage (long poll) ─► cache
-//!        cache ─► handler tasks (at most max_concurrency at once) ─► listener
-//!        Success ─► AckMessage
+//!        cache ─► one handler task per message (at most max_concurrency listener calls at once)
+//!        Success ─► concurrent mode: the ack batcher (crate::ack): one AckMessage per
+//!                   (endpoint, topic) for up to 32 acks or after 2 ms
+//!                 ─► FIFO mode: AckMessage before the group's next message runs
 //!        Failure ─► concurrent mode: ChangeInvisibleDuration(backoff of the attempt);
 //!                   the server redelivers with attempt + 1 and dead-letters after max attempts
 //!                 ─► FIFO mode: retried in place after the backoff, in order, until the
 //!                   group's max attempts; then ForwardMessageToDeadLetterQueue
 //! ```
 //!
+//! Per message, the hot path keeps a receipt (id, topic, receipt handle) rather than a second
+//! copy of the message, takes no lock, and wakes the receive loops only when the cache was
+//! full; the acks of up to 32 messages share one call.
+//!
 //! Invariants:
 //! - At most `max_concurrency` listener calls run at once.
 //! - Received, unfinished messages stay under `max_cached_messages` and `max_cached_bytes`
 //!   (a receive asks for no more than the room left; one receive may exceed the byte bound by
-//!   its last message).
+//!   its last message). A message is finished once its ack, nack, dead-letter forward or
+//!   release is settled, so acks waiting in a batch still count.
+//! - FIFO acks are not batched: as in the official clients, a message's ack is settled before
+//!   the next message of its group runs, so a lost ack cannot let a later message overtake it.
 //! - FIFO mode (the server's settings say the group is FIFO): messages of one message group run
 //!   one at a time in delivery order; the next batch of a queue is received only after the
 //!   previous one is finished.
 //! - A message stays invisible to others while it waits or its listener runs: the invisibility
 //!   is renewed every half `invisible_duration`.
-//! - [`PushConsumer::shutdown`] stops receiving, lets running listeners finish (and their acks
-//!   go out), makes the messages it did not start visible again at once, then sends
-//!   NotifyClientTermination. Nothing it received is lost: each message is acknowledged,
-//!   dead-lettered, or delivered again to the next consumer.
+//! - [`PushConsumer::shutdown`] stops receiving, lets running listeners finish, flushes every
+//!   pending ack batch without waiting out its linger, makes the messages it did not start
+//!   visible again at once, then sends NotifyClientTermination. Nothing it received is lost:
+//!   each message is acknowledged, dead-lettered, or delivered again to the next consumer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -40,6 +49,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+use crate::ack::{AckBatcher, Receipt, Settled};
 use crate::config::{ClientConfig, connection_setters};
 use crate::consume::{self, ConsumerIdentity, ReceiveCall};
 use crate::error::{Error, Result};
@@ -54,10 +64,10 @@ const DEFAULT_CACHED_MESSAGES: usize = 1024;
 const DEFAULT_CACHED_BYTES: usize = 64 << 20;
 const DEFAULT_INVISIBLE: Duration = Duration::from_secs(30);
 const ASSIGNMENT_INTERVAL: Duration = Duration::from_secs(5);
-/// Pause after a failed receive or a failed ack/nack attempt.
+/// Pause after a failed receive or a failed nack/dead-letter attempt.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-/// Attempts for an ack, a nack or a dead-letter forward before giving up (the message then
-/// comes back after its invisibility ends).
+/// Attempts for a nack or a dead-letter forward before giving up (the message then comes back
+/// after its invisibility ends). Acks retry on their own terms ([`crate::ack::settle`]).
 const SETTLE_ATTEMPTS: u32 = 5;
 /// How long a message the consumer did not start stays invisible when released on shutdown.
 const RELEASE_INVISIBLE: Duration = Duration::from_secs(1);
@@ -202,12 +212,13 @@ impl PushConsumerBuilder {
             session,
             role,
             listener,
-            concurrency: Arc::new(Semaphore::new(self.max_concurrency)),
+            concurrency: Semaphore::new(self.max_concurrency),
             max_cached_messages: self.max_cached_messages,
             max_cached_bytes: self.max_cached_bytes,
             cached_messages: AtomicUsize::new(0),
             cached_bytes: AtomicUsize::new(0),
             cache_freed: Notify::new(),
+            acks: AckBatcher::default(),
             invisible: self.invisible_duration,
             handlers: TaskTracker::new(),
             queues: Mutex::new(HashMap::new()),
@@ -262,12 +273,15 @@ struct Shared {
     session: Session,
     role: Arc<PushRole>,
     listener: Arc<dyn MessageListener>,
-    concurrency: Arc<Semaphore>,
+    concurrency: Semaphore,
     max_cached_messages: usize,
     max_cached_bytes: usize,
     cached_messages: AtomicUsize,
     cached_bytes: AtomicUsize,
+    /// Woken when a release takes the cache below a bound it was at.
     cache_freed: Notify,
+    /// Concurrent mode's acks waiting to go out in batches.
+    acks: AckBatcher,
     invisible: Duration,
     /// Stops receiving (graceful shutdown's first step); a child of the session's token.
     stopping: CancellationToken,
@@ -303,8 +317,8 @@ impl PushConsumer {
     }
 
     /// Stops gracefully: no more receives; running listeners finish and their results are
-    /// sent; messages not started are made visible again; then the server is told the client
-    /// left and every background task ends.
+    /// sent (pending ack batches go out at once); messages not started are made visible
+    /// again; then the server is told the client left and every background task ends.
     pub async fn shutdown(&self) {
         let s = &self.inner.shared;
         s.stopping.cancel();
@@ -461,10 +475,12 @@ async fn receive_loop(shared: Arc<Shared>, queue: Queue, token: CancellationToke
             continue;
         }
         let received_at = Instant::now();
-        for m in &messages {
-            shared.cached_messages.fetch_add(1, Ordering::Relaxed);
-            shared.cached_bytes.fetch_add(m.size, Ordering::Relaxed);
-        }
+        shared
+            .cached_messages
+            .fetch_add(messages.len(), Ordering::Relaxed);
+        shared
+            .cached_bytes
+            .fetch_add(messages.iter().map(|m| m.size).sum(), Ordering::Relaxed);
         if shared.role.fifo.load(Ordering::Relaxed) {
             consume_fifo_batch(&shared, messages, received_at).await;
         } else {
@@ -494,18 +510,38 @@ async fn wait_for_room(shared: &Shared, token: &CancellationToken) -> Option<usi
     }
 }
 
-fn uncache(shared: &Shared, m: &MessageView) {
-    shared.cached_messages.fetch_sub(1, Ordering::Relaxed);
-    shared.cached_bytes.fetch_sub(m.size, Ordering::Relaxed);
-    shared.cache_freed.notify_waiters();
+/// Takes finished messages out of the cache, waking the receive loops if it was full.
+fn uncache(shared: &Shared, settled: Settled) {
+    if settled.messages == 0 {
+        return;
+    }
+    let count = shared
+        .cached_messages
+        .fetch_sub(settled.messages, Ordering::Relaxed);
+    let bytes = shared
+        .cached_bytes
+        .fetch_sub(settled.bytes, Ordering::Relaxed);
+    // A receive loop waits only while a bound is reached; a release that leaves both bounds
+    // as unreached as they were wakes nobody.
+    if count >= shared.max_cached_messages || bytes >= shared.max_cached_bytes {
+        shared.cache_freed.notify_waiters();
+    }
 }
 
-/// Runs `work` while keeping `message` invisible: renews the invisibility every half
-/// `invisible` counted from `since`. A failed renewal is logged and tried again at the next
-/// half: the message may then be delivered elsewhere too (at-least-once).
+fn one(receipt: &Receipt) -> Settled {
+    Settled {
+        messages: 1,
+        bytes: receipt.size,
+    }
+}
+
+/// Runs `work` while keeping the receipt's message invisible: renews the invisibility every
+/// half `invisible` counted from `since`, updating the receipt's handle. A failed renewal is
+/// logged and tried again at the next half: the message may then be delivered elsewhere too
+/// (at-least-once).
 async fn with_renewal<T>(
     shared: &Shared,
-    message: &Mutex<MessageView>,
+    receipt: &mut Receipt,
     since: Instant,
     work: impl Future<Output = T>,
 ) -> T {
@@ -516,14 +552,15 @@ async fn with_renewal<T>(
         tokio::select! {
             r = &mut work => return r,
             () = tokio::time::sleep_until(next) => {
-                let mut m = message.lock().clone();
-                match consume::change_invisible(&shared.session, &shared.role.group, &mut m, shared.invisible).await {
-                    Ok(()) => {
-                        message.lock().receipt_handle = m.receipt_handle;
-                    }
-                    Err(e) => {
-                        tracing::debug!(message_id = %m.message_id, error = %e, "invisibility renewal failed");
-                    }
+                let renewed = consume::change_invisible(
+                    &shared.session,
+                    &shared.role.group,
+                    receipt,
+                    shared.invisible,
+                )
+                .await;
+                if let Err(e) = renewed {
+                    tracing::debug!(message_id = %receipt.message_id, error = %e, "invisibility renewal failed");
                 }
                 next = Instant::now() + half;
             }
@@ -531,35 +568,49 @@ async fn with_renewal<T>(
     }
 }
 
-/// Concurrent mode: one message, one listener call; failure → delayed redelivery.
+/// Concurrent mode: one message, one listener call; success → batched ack, failure → delayed
+/// redelivery.
 async fn consume_concurrently(shared: Arc<Shared>, message: MessageView, received_at: Instant) {
-    let cell = Mutex::new(message);
-    let outcome = with_renewal(&shared, &cell, received_at, async {
+    let mut receipt = Receipt::of(&message);
+    let attempt = message.delivery_attempt;
+    let outcome = with_renewal(&shared, &mut receipt, received_at, async {
         let permit = tokio::select! {
             () = shared.stopping.cancelled() => return None,
-            p = shared.concurrency.clone().acquire_owned() => p.ok()?,
+            p = shared.concurrency.acquire() => p.ok()?,
         };
-        let view = cell.lock().clone();
-        let result = if view.corrupted {
-            tracing::warn!(message_id = %view.message_id, "corrupted body: not handed to the listener");
+        let result = if message.corrupted {
+            tracing::warn!(message_id = %message.message_id, "corrupted body: not handed to the listener");
             ConsumeResult::Failure
         } else {
-            shared.listener.consume(view).await
+            shared.listener.consume(message).await
         };
         drop(permit);
         Some(result)
     })
     .await;
-    let mut message = cell.into_inner();
-    match outcome {
-        None => release(&shared, &mut message).await,
-        Some(ConsumeResult::Success) => settle_ack(&shared, &message).await,
-        Some(ConsumeResult::Failure) => {
-            let delay = shared.role.retry.read().delay(message.delivery_attempt);
-            nack(&shared, &mut message, delay).await;
+    let settled = match outcome {
+        None => {
+            release(&shared, &mut receipt).await;
+            one(&receipt)
         }
-    }
-    uncache(&shared, &message);
+        Some(ConsumeResult::Success) => {
+            shared
+                .acks
+                .ack(
+                    &shared.session,
+                    &shared.role.group,
+                    receipt,
+                    &shared.stopping,
+                )
+                .await
+        }
+        Some(ConsumeResult::Failure) => {
+            let delay = shared.role.retry.read().delay(attempt);
+            nack(&shared, &mut receipt, delay).await;
+            one(&receipt)
+        }
+    };
+    uncache(&shared, settled);
 }
 
 /// FIFO mode: the batch's message groups run side by side; each group's messages run one at a
@@ -581,9 +632,9 @@ async fn consume_fifo_batch(shared: &Arc<Shared>, messages: Vec<MessageView>, si
             let mut chain = chain;
             while let Some(m) = chain.pop_front() {
                 if s.stopping.is_cancelled() {
-                    let mut m = m;
-                    release(&s, &mut m).await;
-                    uncache(&s, &m);
+                    let mut receipt = Receipt::of(&m);
+                    release(&s, &mut receipt).await;
+                    uncache(&s, one(&receipt));
                     continue;
                 }
                 consume_fifo_one(&s, m, since).await;
@@ -594,26 +645,25 @@ async fn consume_fifo_batch(shared: &Arc<Shared>, messages: Vec<MessageView>, si
 }
 
 async fn consume_fifo_one(shared: &Arc<Shared>, message: MessageView, since: Instant) {
-    let cell = Mutex::new(message);
+    let mut receipt = Receipt::of(&message);
     let max_attempts = shared.role.retry.read().max_attempts;
-    let outcome = with_renewal(shared, &cell, since, async {
-        let mut attempt = cell.lock().delivery_attempt;
+    let mut attempt = message.delivery_attempt;
+    let outcome = with_renewal(shared, &mut receipt, since, async {
         loop {
             let permit = tokio::select! {
                 () = shared.stopping.cancelled() => return None,
-                p = shared.concurrency.clone().acquire_owned() => p.ok()?,
+                p = shared.concurrency.acquire() => p.ok()?,
             };
-            let mut view = cell.lock().clone();
-            view.delivery_attempt = attempt;
-            let result = if view.corrupted {
-                tracing::warn!(message_id = %view.message_id, "corrupted body: dead-lettered without the listener");
+            if message.corrupted {
+                tracing::warn!(message_id = %message.message_id, "corrupted body: dead-lettered without the listener");
                 return Some(ConsumeResult::Failure);
-            } else {
-                shared.listener.consume(view).await
-            };
+            }
+            // The listener owns what it is given; a retry in place needs the message again.
+            let mut view = message.clone();
+            view.delivery_attempt = attempt;
+            let result = shared.listener.consume(view).await;
             drop(permit);
             if result == ConsumeResult::Success || attempt >= max_attempts {
-                cell.lock().delivery_attempt = attempt;
                 return Some(result);
             }
             let delay = shared.role.retry.read().delay(attempt);
@@ -625,31 +675,32 @@ async fn consume_fifo_one(shared: &Arc<Shared>, message: MessageView, since: Ins
         }
     })
     .await;
-    let mut message = cell.into_inner();
+    let settled = one(&receipt);
     match outcome {
-        None => release(shared, &mut message).await,
-        Some(ConsumeResult::Success) => settle_ack(shared, &message).await,
+        None => release(shared, &mut receipt).await,
+        Some(ConsumeResult::Success) => {
+            crate::ack::settle(&shared.session, &shared.role.group, vec![receipt]).await;
+        }
         Some(ConsumeResult::Failure) => {
-            settle("ForwardMessageToDeadLetterQueue", &message, || {
-                consume::forward_to_dlq(&shared.session, &shared.role.group, &message, max_attempts)
+            settle("ForwardMessageToDeadLetterQueue", &receipt, || {
+                consume::forward_to_dlq(
+                    &shared.session,
+                    &shared.role.group,
+                    &receipt,
+                    attempt,
+                    max_attempts,
+                )
             })
             .await;
         }
     }
-    uncache(shared, &message);
+    uncache(shared, settled);
 }
 
-async fn settle_ack(shared: &Shared, message: &MessageView) {
-    settle("AckMessage", message, || {
-        consume::ack(&shared.session, &shared.role.group, message)
-    })
-    .await;
-}
-
-async fn nack(shared: &Shared, message: &mut MessageView, delay: Duration) {
+async fn nack(shared: &Shared, receipt: &mut Receipt, delay: Duration) {
     let mut last = None;
     for _ in 0..SETTLE_ATTEMPTS {
-        match consume::change_invisible(&shared.session, &shared.role.group, message, delay).await {
+        match consume::change_invisible(&shared.session, &shared.role.group, receipt, delay).await {
             Ok(()) => return,
             Err(e) if e.is_retryable() => {
                 last = Some(e);
@@ -662,26 +713,26 @@ async fn nack(shared: &Shared, message: &mut MessageView, delay: Duration) {
         }
     }
     if let Some(e) = last {
-        tracing::warn!(message_id = %message.message_id, error = %e, "retry scheduling failed; the message returns when its invisibility ends");
+        tracing::warn!(message_id = %receipt.message_id, error = %e, "retry scheduling failed; the message returns when its invisibility ends");
     }
 }
 
 /// Makes a message the consumer will not handle visible again soon.
-async fn release(shared: &Shared, message: &mut MessageView) {
+async fn release(shared: &Shared, receipt: &mut Receipt) {
     if let Err(e) = consume::change_invisible(
         &shared.session,
         &shared.role.group,
-        message,
+        receipt,
         RELEASE_INVISIBLE,
     )
     .await
     {
-        tracing::debug!(message_id = %message.message_id, error = %e, "release failed; the message returns when its invisibility ends");
+        tracing::debug!(message_id = %receipt.message_id, error = %e, "release failed; the message returns when its invisibility ends");
     }
 }
 
-/// Runs an ack-like call until it succeeds, fails for good, or the attempts are spent.
-async fn settle<F, Fut>(rpc: &'static str, message: &MessageView, mut call: F)
+/// Runs a settling call until it succeeds, fails for good, or the attempts are spent.
+async fn settle<F, Fut>(rpc: &'static str, receipt: &Receipt, mut call: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<()>>,
@@ -690,11 +741,11 @@ where
         match call().await {
             Ok(()) => return,
             Err(e) if e.is_retryable() && attempt < SETTLE_ATTEMPTS => {
-                tracing::debug!(rpc, message_id = %message.message_id, error = %e, "retrying");
+                tracing::debug!(rpc, message_id = %receipt.message_id, error = %e, "retrying");
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(e) => {
-                tracing::warn!(rpc, message_id = %message.message_id, error = %e, "gave up; the message returns when its invisibility ends");
+                tracing::warn!(rpc, message_id = %receipt.message_id, error = %e, "gave up; the message returns when its invisibility ends");
                 return;
             }
         }

@@ -7,6 +7,11 @@
 //! access points. What differs between producers and consumers (settings, heartbeat, commands)
 //! comes from the client's [`Role`].
 //!
+//! Starting waits for the settings echo of the first access point that answers; when its
+//! telemetry stream cannot even be opened (refused connection, untrusted certificate: see
+//! [`grpc_error`] for how a TLS failure becomes [`Error::Tls`]) the next access point is tried
+//! at once, and the last failure, not a timeout, is what `build()` reports.
+//!
 //! Lifetime: background tasks run under the session's cancellation token and task tracker;
 //! [`Session::shutdown`] notifies the server, cancels them and waits for them. The user-facing
 //! handles cancel the token when their last clone drops, so nothing outlives the client.
@@ -131,9 +136,18 @@ struct Inner {
     telemetry: Mutex<HashMap<String, TelemetryLink>>,
     /// Bumped on every settings echo.
     synced: watch::Sender<u64>,
+    /// Counts telemetry streams that failed to open, with the latest failure.
+    open_failures: watch::Sender<(u64, Option<OpenFailure>)>,
     token: CancellationToken,
     tasks: TaskTracker,
     routes: RouteCache,
+}
+
+/// Why a telemetry stream to an endpoint could not be opened.
+#[derive(Debug, Clone)]
+struct OpenFailure {
+    endpoint: String,
+    error: Error,
 }
 
 /// One endpoint's telemetry stream as the session sees it.
@@ -183,6 +197,7 @@ impl Session {
                 role,
                 telemetry: Mutex::new(HashMap::new()),
                 synced: watch::Sender::new(0),
+                open_failures: watch::Sender::new((0, None)),
                 token: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 routes: RouteCache::default(),
@@ -199,8 +214,9 @@ impl Session {
             let index = (self.inner.access_index.load(Ordering::Relaxed) + i) % n;
             let access = self.access_point_at(index);
             let seen = *self.inner.synced.borrow();
+            let failures_seen = self.inner.open_failures.borrow().0;
             self.ensure_telemetry(&access);
-            match self.wait_synced(seen, &access).await {
+            match self.wait_synced(seen, Some(failures_seen), &access).await {
                 Ok(()) => {
                     self.inner.access_index.store(index, Ordering::Relaxed);
                     last = None;
@@ -228,12 +244,50 @@ impl Session {
         Ok(())
     }
 
-    async fn wait_synced(&self, seen: u64, endpoint: &Endpoints) -> Result<()> {
-        let mut rx = self.inner.synced.subscribe();
-        let wait = rx.wait_for(|n| *n > seen);
+    /// Waits for a settings echo newer than `seen`. With `failures_seen`, a failure to open
+    /// `endpoint`'s telemetry stream after that count ends the wait at once with its error
+    /// (an unreachable server or an untrusted certificate is reported as itself, not as a
+    /// timeout).
+    async fn wait_synced(
+        &self,
+        seen: u64,
+        failures_seen: Option<u64>,
+        endpoint: &Endpoints,
+    ) -> Result<()> {
+        let mut synced = self.inner.synced.subscribe();
+        let mut failures = self.inner.open_failures.subscribe();
+        let echoed = async {
+            synced
+                .wait_for(|n| *n > seen)
+                .await
+                .map(|_| ())
+                .map_err(|_| Error::Shutdown)
+        };
+        let failed = async {
+            let Some(after) = failures_seen else {
+                return std::future::pending().await;
+            };
+            let failure = failures
+                .wait_for(|(n, f)| {
+                    *n > after && f.as_ref().is_some_and(|f| f.endpoint == endpoint.key)
+                })
+                .await
+                .ok()
+                .and_then(|v| v.1.clone());
+            match failure {
+                Some(f) => Err(f.error),
+                // The session is gone (cannot happen while `self` lives): wait for the echo.
+                None => std::future::pending().await,
+            }
+        };
+        let wait = async {
+            tokio::select! {
+                r = echoed => r,
+                r = failed => r,
+            }
+        };
         match tokio::time::timeout(self.inner.config.request_timeout, wait).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Error::Shutdown),
+            Ok(r) => r,
             Err(_) => Err(Error::Timeout {
                 rpc: "Telemetry (settings sync)",
                 endpoint: endpoint.key.clone(),
@@ -393,7 +447,11 @@ impl Session {
         if let Ok(v) = AsciiMetadataValue::try_from(uuid::Uuid::new_v4().to_string()) {
             md.insert("x-mq-request-id", v);
         }
-        if let Some(c) = &self.inner.config.credentials {
+        // As the official clients: blank credentials sign nothing.
+        if let Some(c) = &self.inner.config.credentials
+            && !c.access_key.trim().is_empty()
+            && !c.access_secret.trim().is_empty()
+        {
             let value = authorization(&c.access_key, &c.access_secret, &date);
             if let Ok(v) = AsciiMetadataValue::try_from(value) {
                 md.insert("authorization", v);
@@ -498,6 +556,17 @@ impl Session {
         }
     }
 
+    /// Records that `endpoint`'s telemetry stream could not be opened.
+    pub(crate) fn telemetry_open_failed(&self, endpoint: &str, error: Error) {
+        self.inner.open_failures.send_modify(|(n, last)| {
+            *n += 1;
+            *last = Some(OpenFailure {
+                endpoint: endpoint.to_owned(),
+                error,
+            });
+        });
+    }
+
     /// Records a settings echo from the server.
     pub(crate) fn settings_synced(&self, echo: &pb::Settings) {
         self.inner.role.apply(echo);
@@ -524,7 +593,7 @@ impl Session {
         if !sent {
             return Ok(());
         }
-        self.wait_synced(seen, &access).await
+        self.wait_synced(seen, None, &access).await
     }
 
     /// All endpoints with a telemetry stream (the endpoints in use).
@@ -586,7 +655,8 @@ impl Session {
     }
 }
 
-/// Maps a gRPC-level failure.
+/// Maps a gRPC-level failure: `UNIMPLEMENTED` is [`Error::Unsupported`], a failed TLS
+/// handshake [`Error::Tls`], anything else [`Error::Transport`].
 pub(crate) fn grpc_error(rpc: &'static str, endpoint: &str, status: tonic::Status) -> Error {
     if status.code() == tonic::Code::Unimplemented {
         return Error::Unsupported {
@@ -594,11 +664,42 @@ pub(crate) fn grpc_error(rpc: &'static str, endpoint: &str, status: tonic::Statu
             message: status.message().to_owned(),
         };
     }
+    if let Some(reason) = tls_failure(&status) {
+        return Error::Tls {
+            rpc,
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+    }
     Error::Transport {
         rpc,
         endpoint: endpoint.to_owned(),
         status: Box::new(status),
     }
+}
+
+/// The rustls error behind a failed call, if a TLS handshake is what failed. tokio-rustls
+/// reports it as an `io::Error` wrapping the rustls error, somewhere down the status's source
+/// chain (`io::Error::source` skips the wrapped error, hence `get_ref`).
+fn tls_failure(status: &tonic::Status) -> Option<String> {
+    use std::error::Error as _;
+    let mut next = status.source();
+    // The chain is a few links long; the bound only guards against a cyclic one.
+    for _ in 0..16 {
+        let e = next?;
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        if let Some(t) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(t.to_string());
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// Checks an in-body status: OK and MULTIPLE_RESULTS pass; a missing status is a protocol

@@ -14,7 +14,7 @@ use pb::telemetry_command::Command;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::session::{Endpoints, Session};
+use crate::session::{Endpoints, Session, grpc_error};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -73,6 +73,7 @@ async fn one_stream(session: &Session, endpoints: &Endpoints) -> Ended {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(endpoint = %endpoints.key, error = %e, "no channel for telemetry");
+            session.telemetry_open_failed(&endpoints.key, e);
             return Ended::Lost { answered: false };
         }
     };
@@ -89,7 +90,9 @@ async fn one_stream(session: &Session, endpoints: &Endpoints) -> Ended {
     let mut inbound = match opened {
         Ok(r) => r.into_inner(),
         Err(status) => {
-            tracing::debug!(endpoint = %endpoints.key, %status, "telemetry open failed");
+            let error = grpc_error("Telemetry", &endpoints.key, status);
+            tracing::debug!(endpoint = %endpoints.key, %error, "telemetry open failed");
+            session.telemetry_open_failed(&endpoints.key, error);
             return Ended::Lost { answered: false };
         }
     };

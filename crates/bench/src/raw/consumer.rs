@@ -157,8 +157,9 @@ async fn ack(
 
 /// Failed entries of an AckMessage response for `n` entries, by error key.
 pub(crate) fn ack_failures(response: &AckMessageResponse, n: u64) -> Vec<(String, u64)> {
+    // OK and MULTIPLE_RESULTS carry one status per message; any other code fails them all.
     let code = response.status.as_ref().map(|s| s.code);
-    if code != Some(Code::Ok as i32) && code != Some(Code::MultipleResults as i32) {
+    if !code.is_some_and(comet_vocab::status::has_entry_statuses) {
         let key = check_status(response.status.as_ref())
             .err()
             .map_or_else(|| "MISSING_STATUS".to_owned(), |(k, _)| k);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use comet_proto::apache::rocketmq::v2::{
-    Code, Encoding, Message, MessageQueue, MessageType, SendMessageRequest, SendMessageResponse,
+    Encoding, Message, MessageQueue, MessageType, SendMessageRequest, SendMessageResponse,
     SystemProperties,
 };
 
@@ -101,7 +101,7 @@ pub(crate) fn outcome(result: Result<SendMessageResponse, tonic::Status>, n: u64
     };
     // OK and MULTIPLE_RESULTS carry one status per message; any other code fails them all.
     let code = response.status.as_ref().map(|s| s.code);
-    if code != Some(Code::Ok as i32) && code != Some(Code::MultipleResults as i32) {
+    if !code.is_some_and(comet_vocab::status::has_entry_statuses) {
         let key = check_status(response.status.as_ref())
             .err()
             .map_or_else(|| "MISSING_STATUS".to_owned(), |(key, _)| key);
@@ -126,6 +126,7 @@ pub(crate) fn outcome(result: Result<SendMessageResponse, tonic::Status>, n: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use comet_proto::apache::rocketmq::v2::Code;
     use comet_proto::apache::rocketmq::v2::{SendResultEntry, Status};
 
     fn status(code: Code) -> Option<Status> {

@@ -8,22 +8,15 @@
 //!
 //! # Names
 //!
-//! Topic and group names follow RocketMQ's `TopicValidator`: characters
-//! `[%|a-zA-Z0-9_-]`, at most 127 characters for topics and 255 for groups
-//! (the whole qualified name). On top of that:
-//!
-//! - A qualified name holds at most one `%`, separating a non-empty namespace
-//!   from a non-empty name (`<ns>%<name>`). This reserves every name RocketMQ
-//!   derives internally, such as `%RETRY%<group>`, `%DLQ%<group>` and
-//!   `%SYS%...`: retry and dead-letter topics are implied by their group and
-//!   managed by brokers, so they are never created through this API.
-//! - The bare name (without namespace) must not be a RocketMQ system name:
-//!   topics starting with `rmq_sys_` (any case) or equal to one of
-//!   [`SYSTEM_TOPICS`]; groups starting with `CID_RMQ_SYS_` or equal to one of
-//!   [`SYSTEM_GROUPS`].
-//!
-//! Broker-set names use `[a-zA-Z0-9_.-]`, 1..=127 characters; broker addresses
-//! are `host:port` with a non-zero port.
+//! Topic, group and broker-set names follow `comet_vocab::names` (RocketMQ's
+//! `TopicValidator` characters `[%|a-zA-Z0-9_-]`; at most 127 bytes for topics
+//! and 255 for groups, the whole qualified name): a qualified name holds at most
+//! one `%`, between a non-empty namespace and a non-empty name, which reserves
+//! every name RocketMQ derives internally (`%RETRY%<group>`, `%DLQ%<group>`:
+//! brokers manage them, so they are never created through this API); the bare
+//! name is not a RocketMQ system topic or group (`comet_vocab::system`).
+//! Broker-set names use `[a-zA-Z0-9_.-]`, 1..=127 bytes; broker addresses are
+//! `host:port` with a non-zero port.
 //!
 //! # Numbers
 //!
@@ -42,26 +35,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use comet_proto::apache::rocketmq::v2 as api;
 use comet_proto::comet::v1 as pb;
+use comet_vocab::limits::DEFAULT_MAX_RETRIES;
+use comet_vocab::names;
 
 use super::MetadataError;
 use super::records::{
     DurationRecord, GroupRecord, PlacementRecord, RetryPolicyRecord, TopicRecord,
 };
 
-/// Longest qualified topic name.
-pub const TOPIC_NAME_MAX: usize = 127;
-/// Longest qualified group name.
-pub const GROUP_NAME_MAX: usize = 255;
-/// Longest broker-set name.
-pub const BROKER_SET_NAME_MAX: usize = 127;
 /// Longest broker address.
 pub const BROKER_ADDRESS_MAX: usize = 255;
 /// Queues per placement.
 pub const QUEUE_COUNT_MAX: u32 = 1024;
 /// Placements per topic.
 pub const PLACEMENTS_MAX: usize = 64;
-/// `max_retries` used when a group gives 0.
-pub const DEFAULT_MAX_RETRIES: u32 = 16;
 /// Largest explicit `max_retries`.
 pub const MAX_RETRIES_MAX: u32 = 64;
 /// Longest retry delay, in seconds.
@@ -75,115 +62,27 @@ pub const ATTRIBUTE_KEY_MAX: usize = 128;
 /// Longest attribute value.
 pub const ATTRIBUTE_VALUE_MAX: usize = 1024;
 
-/// RocketMQ's built-in system topics (`TopicValidator.SYSTEM_TOPIC_SET`).
-pub const SYSTEM_TOPICS: &[&str] = &[
-    "TBW102",
-    "SCHEDULE_TOPIC_XXXX",
-    "BenchmarkTest",
-    "RMQ_SYS_TRANS_HALF_TOPIC",
-    "RMQ_SYS_TRACE_TOPIC",
-    "RMQ_SYS_TRANS_OP_HALF_TOPIC",
-    "TRANS_CHECK_MAX_TIME_TOPIC",
-    "SELF_TEST_TOPIC",
-    "OFFSET_MOVED_EVENT",
-];
-/// RocketMQ's built-in consumer groups (`MixAll`).
-pub const SYSTEM_GROUPS: &[&str] = &[
-    "TOOLS_CONSUMER",
-    "FILTERSRV_CONSUMER",
-    "__MONITOR_CONSUMER",
-    "CLIENT_INNER_PRODUCER",
-    "SELF_TEST_P_GROUP",
-    "SELF_TEST_C_GROUP",
-];
-
 fn invalid(msg: String) -> MetadataError {
     MetadataError::InvalidArgument(msg)
 }
 
-/// Checks a qualified name against the shared rules; `kind` is "topic" or "group".
-fn validate_qualified(kind: &str, name: &str, max: usize) -> Result<(), MetadataError> {
-    if name.is_empty() {
-        return Err(invalid(format!("{kind} name must not be empty")));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '%' | '|' | '_' | '-')))
-    {
-        return Err(invalid(format!(
-            "{kind} name {name:?} contains {bad:?}; allowed characters are [%|a-zA-Z0-9_-]"
-        )));
-    }
-    if name.len() > max {
-        return Err(invalid(format!(
-            "{kind} name {name:?} is {} characters long; the limit is {max}",
-            name.len()
-        )));
-    }
-    let parts: Vec<&str> = name.split('%').collect();
-    match parts.as_slice() {
-        [_] => {}
-        [ns, bare] if !ns.is_empty() && !bare.is_empty() => {}
-        _ => {
-            return Err(invalid(format!(
-                "{kind} name {name:?} is not <namespace>%<name>: '%' may appear once, between a \
-                 non-empty namespace and name (names such as %RETRY%... and %DLQ%... are reserved \
-                 for internal use)"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The name without its namespace.
-fn bare_name(qualified: &str) -> &str {
-    qualified.rsplit('%').next().unwrap_or(qualified)
+fn refused(e: comet_vocab::Error) -> MetadataError {
+    invalid(e.to_string())
 }
 
 /// Validates a qualified topic name.
 pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
-    validate_qualified("topic", name, TOPIC_NAME_MAX)?;
-    let bare = bare_name(name);
-    if bare.to_ascii_lowercase().starts_with("rmq_sys_") || SYSTEM_TOPICS.contains(&bare) {
-        return Err(invalid(format!(
-            "topic name {name:?} is reserved for RocketMQ system topics"
-        )));
-    }
-    Ok(())
+    names::validate_qualified_topic(name).map_err(refused)
 }
 
 /// Validates a qualified group name.
 pub fn validate_group_name(name: &str) -> Result<(), MetadataError> {
-    validate_qualified("group", name, GROUP_NAME_MAX)?;
-    let bare = bare_name(name);
-    if bare.starts_with("CID_RMQ_SYS_") || SYSTEM_GROUPS.contains(&bare) {
-        return Err(invalid(format!(
-            "group name {name:?} is reserved for RocketMQ system groups"
-        )));
-    }
-    Ok(())
+    names::validate_qualified_group(name).map_err(refused)
 }
 
 /// Validates a broker-set name.
 pub fn validate_broker_set_name(name: &str) -> Result<(), MetadataError> {
-    if name.is_empty() {
-        return Err(invalid("broker set name must not be empty".to_owned()));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(invalid(format!(
-            "broker set name {name:?} contains {bad:?}; allowed characters are [a-zA-Z0-9_.-]"
-        )));
-    }
-    if name.len() > BROKER_SET_NAME_MAX {
-        return Err(invalid(format!(
-            "broker set name {name:?} is {} characters long; the limit is {BROKER_SET_NAME_MAX}",
-            name.len()
-        )));
-    }
-    Ok(())
+    names::validate_broker_set(name).map_err(refused)
 }
 
 /// Validates a `host:port` address (IPv6 hosts in brackets).
@@ -419,6 +318,7 @@ pub fn group_record(group: Option<pb::Group>) -> Result<GroupRecord, MetadataErr
 #[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
+    use comet_vocab::names::{GROUP_MAX_LEN as GROUP_NAME_MAX, TOPIC_MAX_LEN as TOPIC_NAME_MAX};
 
     fn topic(name: &str) -> pb::Topic {
         pb::Topic {

@@ -11,7 +11,7 @@ use super::{Inner, require_client_id};
 use crate::context::RequestContext;
 use crate::names;
 use crate::routes::{Target, handle_target};
-use crate::settings::{duration, from_proto};
+use crate::settings::duration;
 use crate::status::{self, Failure, Outcome};
 
 fn empty_handle() -> Failure {
@@ -132,22 +132,11 @@ impl Inner {
         if request.receipt_handle.is_empty() {
             return Err(empty_handle());
         }
-        let requested = match request.invisible_duration.as_ref() {
-            None => std::time::Duration::ZERO,
-            Some(d) => match from_proto(d) {
-                Some(d) if d <= self.cfg.invisible_max => d,
-                _ => {
-                    return Err(Failure::new(
-                        Code::IllegalInvisibleTime,
-                        format!(
-                            "invisible duration {}s{}ns is negative or above the maximum of {:?}",
-                            d.seconds, d.nanos, self.cfg.invisible_max
-                        ),
-                    ));
-                }
-            },
-        };
-        let invisible = requested.max(self.cfg.invisible_min);
+        let invisible = self
+            .cfg
+            .invisible_range()
+            .for_change(request.invisible_duration.as_ref())
+            .map_err(|e| Failure::new(Code::IllegalInvisibleTime, e.to_string()))?;
         let index = self.metadata.current();
         let target = handle_target(&index, &request.receipt_handle)?;
         let old_handle = request.receipt_handle.clone();

@@ -22,13 +22,14 @@ use comet_proto::apache::rocketmq::v2::{
     UpdateOffsetRequest, UpdateOffsetResponse, pull_message_response,
 };
 use comet_proto::comet::v1::Topic;
+use comet_vocab::namespace::unqualify;
 use prost::Message as _;
 
 use super::receive::filter;
 use super::{Inner, require_client_id};
 use crate::config::MAX_OUTBOUND_FRAME_BYTES;
 use crate::context::{RequestContext, margin_for};
-use crate::names::{self, Name, unqualify};
+use crate::names::{self, Name};
 use crate::routes::{MetadataIndex, Target, permission, readable};
 use crate::settings::{duration, from_proto};
 use crate::status::{self, Failure, Outcome, Statuses};

@@ -30,13 +30,14 @@ use comet_proto::apache::rocketmq::v2::{
     ChangeInvisibleDurationRequest, Code, FilterExpression, FilterType, MessageQueue,
     ReceiveMessageRequest, ReceiveMessageResponse, Resource, Status, receive_message_response,
 };
+use comet_vocab::namespace::unqualify;
 use futures::Stream;
 use prost::Message as _;
 
 use super::{Inner, require_client_id};
 use crate::config::MAX_OUTBOUND_FRAME_BYTES;
 use crate::context::{RequestContext, margin_for};
-use crate::names::{self, unqualify};
+use crate::names;
 use crate::routes::{Target, accepted_types, permission, receive_target};
 use crate::settings::{duration, from_proto};
 use crate::status::{self, Failure, Outcome, Statuses};
@@ -284,21 +285,10 @@ impl Inner {
             .batch_size
             .min(i32::try_from(cfg.max_receive_batch_size).unwrap_or(i32::MAX));
 
-        let invisible = match request.invisible_duration.as_ref() {
-            None => cfg.invisible_default,
-            Some(d) => match from_proto(d) {
-                Some(d) if d >= cfg.invisible_min && d <= cfg.invisible_max => d,
-                _ => {
-                    return Err(Failure::new(
-                        Code::IllegalInvisibleTime,
-                        format!(
-                            "invisible duration {}s{}ns is outside the allowed range [{:?}, {:?}]",
-                            d.seconds, d.nanos, cfg.invisible_min, cfg.invisible_max
-                        ),
-                    ));
-                }
-            },
-        };
+        let invisible = cfg
+            .invisible_range()
+            .for_receive(request.invisible_duration.as_ref())
+            .map_err(|e| Failure::new(Code::IllegalInvisibleTime, e.to_string()))?;
 
         let requested_polling = match request.long_polling_timeout.as_ref() {
             None => cfg.long_polling_max,
@@ -415,7 +405,7 @@ impl Inner {
             } else {
                 status::status(
                     Code::InternalServerError,
-                    &format!(
+                    format!(
                         "{offered} message(s) exceed the 4 MiB frame limit and cannot be delivered"
                     ),
                 )

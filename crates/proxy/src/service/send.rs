@@ -209,9 +209,7 @@ fn rejected_batch(
                 Err(f) => f.status(),
                 Ok(_) => status::status(
                     Code::PreconditionFailed,
-                    &format!(
-                        "not sent: message {first} of this batch is invalid, so none was sent"
-                    ),
+                    format!("not sent: message {first} of this batch is invalid, so none was sent"),
                 ),
             };
             SendResultEntry {

@@ -41,16 +41,12 @@ const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The broker set that issued a transaction id (its `"<broker_set>~"` prefix) and its master.
 fn transaction_target(index: &MetadataIndex, transaction_id: &str) -> Outcome<Target> {
-    let set = transaction_id
-        .split_once('~')
-        .map(|(set, _)| set)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            Failure::new(
-                Code::InvalidTransactionId,
-                "transaction id is malformed: it does not name a broker set",
-            )
-        })?;
+    let set = comet_vocab::handle::broker_set(transaction_id).ok_or_else(|| {
+        Failure::new(
+            Code::InvalidTransactionId,
+            "transaction id is malformed: it does not name a broker set",
+        )
+    })?;
     named_set_target(
         index,
         set,

@@ -16,7 +16,7 @@ use comet_proto::apache::rocketmq::v2::{
     EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
     ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, Message,
     PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryOffsetResponse,
-    ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
+    ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry,
     UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
@@ -26,6 +26,7 @@ use comet_proto::comet::v1::{
     ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
 };
 use comet_proxy::TransactionCheckStream;
+use comet_vocab::status::{ok, status};
 use futures::StreamExt as _;
 use md5::{Digest as _, Md5};
 use parking_lot::Mutex;
@@ -78,20 +79,6 @@ pub struct FakeBroker {
     arrived: Notify,
     /// When set, every call fails with this gRPC status.
     pub fail_with: Mutex<Option<tonic::Code>>,
-}
-
-fn ok() -> Status {
-    Status {
-        code: Code::Ok as i32,
-        message: "OK".into(),
-    }
-}
-
-fn status(code: Code, message: &str) -> Status {
-    Status {
-        code: code as i32,
-        message: message.into(),
-    }
 }
 
 fn to_duration(d: Option<&prost_types::Duration>) -> Duration {
@@ -193,7 +180,7 @@ impl FakeBroker {
             gs.attempts += 1;
             gs.invisible_until = Some(now + invisible);
             st.next_handle += 1;
-            let handle = format!("{}~{}", self.set, st.next_handle);
+            let handle = comet_vocab::handle::join(&self.set, &st.next_handle.to_string());
             if let Some(old) = gs.handle.replace(handle.clone()) {
                 st.handles.remove(&old);
             }
@@ -382,7 +369,7 @@ broker_service! {
             };
         };
         st.next_handle += 1;
-        let handle = format!("{}~{}", self.set, st.next_handle);
+        let handle = comet_vocab::handle::join(&self.set, &st.next_handle.to_string());
         st.handles.insert(handle.clone(), key.clone());
         if let Some(gs) = st.groups.get_mut(&key) {
             gs.invisible_until =

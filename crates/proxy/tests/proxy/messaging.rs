@@ -667,7 +667,9 @@ async fn given_a_client_that_cancels_mid_answer_when_messages_were_not_written_s
         .await,
         "unsent messages were given back"
     );
-    let popped: Vec<String> = (1..=4).map(|n| format!("a~{n}")).collect();
+    let popped: Vec<String> = (1..=4)
+        .map(|n| comet_vocab::handle::join("a", &n.to_string()))
+        .collect();
     let changes = h.broker("a").changes();
     assert!(
         changes.len() <= 3,
