@@ -24,18 +24,7 @@ use crate::sys::{
 
 // ---------------------------------------------------------------------------- statuses
 
-/// An in-body status.
-pub(crate) fn status(code: Code, message: impl Into<String>) -> Status {
-    Status {
-        code: code as i32,
-        message: message.into(),
-    }
-}
-
-/// The in-body OK.
-pub(crate) fn ok() -> Status {
-    status(Code::Ok, "OK")
-}
+pub(crate) use comet_vocab::status::{ok, status};
 
 /// A failure as an in-body status.
 pub(crate) fn failed(f: Failure) -> Status {
@@ -50,25 +39,8 @@ pub(crate) fn status_of<T>(r: &Result<T, Failure>) -> Status {
     }
 }
 
-/// The overall status of per-entry results: the common code if all agree, else
-/// MULTIPLE_RESULTS.
-pub(crate) fn overall<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
-    let entries: Vec<&Status> = entries.into_iter().collect();
-    match entries.first() {
-        None => ok(),
-        Some(first) if entries.iter().all(|s| s.code == first.code) => {
-            if first.code == Code::Ok as i32 {
-                ok()
-            } else {
-                (*first).clone()
-            }
-        }
-        Some(_) => status(
-            Code::MultipleResults,
-            "entries have different results; see each entry's status",
-        ),
-    }
-}
+/// The overall status of per-entry results (RocketMQ's rule, defined once in vocab).
+pub(crate) use comet_vocab::status::aggregate as overall;
 
 // ---------------------------------------------------------------------------- requests
 

@@ -8,27 +8,21 @@
 
 // ------------------------------------------------------------------------- system topics
 
-/// Prefix of the dead-letter topics the broker creates (`%DLQ%<group>`).
-pub const DLQ_PREFIX: &str = "%DLQ%";
-/// The system topic holding delayed messages until they are due (RocketMQ's name).
-pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
-/// System topic of half messages (RocketMQ's name).
-pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
-/// System topic of resolution records (RocketMQ's name).
-pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
-/// Where half messages go when their checks are exhausted (RocketMQ's name).
-pub const DISCARD_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+// RocketMQ's names, defined once in `comet_vocab::system`.
 
-/// The dead-letter topic of `group`.
-pub(crate) fn dlq_topic(group: &str) -> String {
-    format!("{DLQ_PREFIX}{group}")
-}
-
-/// Whether `topic` is one the broker keeps for itself and serves for reading without metadata
-/// (one queue): a dead-letter topic or the transaction discard topic.
-pub(crate) fn is_broker_readable(topic: &str) -> bool {
-    topic.starts_with(DLQ_PREFIX) || topic == DISCARD_TOPIC
-}
+/// The system topic holding delayed messages until they are due.
+pub(crate) use comet_vocab::system::TIMER_TOPIC;
+/// Where half messages go when their checks are exhausted.
+pub(crate) use comet_vocab::system::TRANS_CHECK_MAX_TIME_TOPIC as DISCARD_TOPIC;
+/// System topic of half messages.
+pub(crate) use comet_vocab::system::TRANS_HALF_TOPIC as HALF_TOPIC;
+/// System topic of resolution records.
+pub(crate) use comet_vocab::system::TRANS_OP_HALF_TOPIC as OP_TOPIC;
+/// The dead-letter topic of a group (`%DLQ%<group>`).
+pub(crate) use comet_vocab::system::dlq_topic;
+/// Whether a topic is one the broker keeps for itself and serves for reading without
+/// metadata (one queue): a dead-letter topic or the transaction discard topic.
+pub(crate) use comet_vocab::system::is_implicit_topic as is_broker_readable;
 
 // --------------------------------------------------------------------- message properties
 

@@ -34,17 +34,14 @@ impl TxId {
         b[17..21].copy_from_slice(&self.id_crc.to_le_bytes());
         let crc = crc32c::crc32c(&b[..21]);
         b[21..25].copy_from_slice(&crc.to_le_bytes());
-        let mut s = String::with_capacity(broker_set.len() + 35);
-        s.push_str(broker_set);
-        s.push('~');
+        let mut s = comet_vocab::handle::prefix(broker_set, 34);
         URL_SAFE_NO_PAD.encode_string(b, &mut s);
         s
     }
 
     /// Parses an id issued by `broker_set`; the error says why it cannot be one.
     pub fn decode(id: &str, broker_set: &str) -> Result<TxId, String> {
-        let (prefix, opaque) = id
-            .split_once('~')
+        let (prefix, opaque) = comet_vocab::handle::split(id)
             .ok_or("transaction id is malformed: it lacks the '<broker_set>~' prefix")?;
         if prefix != broker_set {
             return Err(format!(
