@@ -297,25 +297,6 @@ struct KnownCycle {
 }
 
 const KNOWN_CYCLES: &[KnownCycle] = &[
-    // Issue 16 item 1. `broker.rs` holds the shared plumbing (`Outcome`, `status`, `ok`,
-    // `store_outcome`, `blocking`) and calls into the files that import it. The broker split
-    // (branch house-broker) removes this cycle; delete the entry when it lands. (The issue
-    // counts ten modules; by named paths `ha` and `offsets` are not on the cycle: `ha` reaches
-    // it only through `ha::role`, a leaf, and no module names `offsets`, whose `impl Inner`
-    // methods are reached by method calls.)
-    KnownCycle {
-        krate: "comet-broker",
-        modules: &[
-            "broker",
-            "convert",
-            "delay",
-            "ha::tracker",
-            "meta",
-            "pull",
-            "service",
-            "transaction",
-        ],
-    },
     // The SDK's session state, route cache and telemetry stream name each other:
     // `route -> session (route.rs:17) -> route (session.rs:32)`, and `telemetry` joins them.
     // Found by this test on main; not in issue 16's scope and left for the SDK's owner. Delete

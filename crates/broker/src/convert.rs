@@ -1,48 +1,101 @@
-//! Conversions between the public `apache.rocketmq.v2.Message` and the store's records.
+//! The gRPC adapter's conversions: protobuf requests to the broker's own request types, and
+//! its results (stored messages, deliveries, failures) to protobuf replies. The only place,
+//! with `service` and the replication wire code, where the broker's operations meet protobuf.
 //!
 //! Fields the store has no column for travel in the record's system-property map under the
-//! `SYS_*` keys below.
+//! `SYS_*` keys of the `sys` module; a delivered message shows them as the public fields.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use comet_proto::apache::rocketmq::v2::{
-    self as v2, Code, DeadLetterQueue, Digest, DigestType, Encoding, MessageType, Resource,
+    self as v2, Code, DeadLetterQueue, Digest, DigestType, Encoding, MessageType, Resource, Status,
     SystemProperties,
 };
-use comet_store::{Message, Properties, StoredMessage};
+use comet_store::StoredMessage;
 use md5::{Digest as _, Md5};
 
-/// Message type name (`NORMAL`, `FIFO`, `DELAY`, `TRANSACTION`).
-pub const SYS_MESSAGE_TYPE: &str = "MESSAGE_TYPE";
-/// FIFO message group.
-pub const SYS_MESSAGE_GROUP: &str = "MESSAGE_GROUP";
-/// Delivery time, ms since the epoch.
-pub const SYS_DELIVERY_TIMESTAMP: &str = "DELIVERY_TIMESTAMP";
-/// Trace context.
-pub const SYS_TRACE_CONTEXT: &str = "TRACE_CONTEXT";
-/// The producer's host exactly as it sent it (may be a host name).
-pub const SYS_BORN_HOST: &str = "BORN_HOST";
-/// `GZIP` when the body is compressed.
-pub const SYS_BODY_ENCODING: &str = "BODY_ENCODING";
-/// Present (`true`) on dead-lettered messages.
-pub const SYS_DLQ: &str = "DLQ";
-/// Topic a dead-lettered message came from.
-pub const SYS_DLQ_ORIGIN_TOPIC: &str = "DLQ_ORIGIN_TOPIC";
-/// Queue id a dead-lettered message came from.
-pub const SYS_DLQ_ORIGIN_QUEUE_ID: &str = "DLQ_ORIGIN_QUEUE_ID";
-/// Queue offset a dead-lettered message came from.
-pub const SYS_DLQ_ORIGIN_QUEUE_OFFSET: &str = "DLQ_ORIGIN_QUEUE_OFFSET";
-/// Consumer group whose retries were exhausted.
-pub const SYS_DLQ_GROUP: &str = "DLQ_GROUP";
-/// Deliveries made before the message was dead-lettered.
-pub const SYS_DLQ_DELIVERIES: &str = "DLQ_DELIVERIES";
+use crate::outcome::Failure;
+use crate::record::{MessageKind, NewMessage};
+use crate::sys::{
+    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ_ORIGIN_TOPIC,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_TRACE_CONTEXT,
+};
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+// ---------------------------------------------------------------------------- statuses
+
+pub(crate) use comet_vocab::status::{ok, status};
+
+/// A failure as an in-body status.
+pub(crate) fn failed(f: Failure) -> Status {
+    status(f.code, f.message)
+}
+
+/// The status of a single-outcome answer.
+pub(crate) fn status_of<T>(r: &Result<T, Failure>) -> Status {
+    match r {
+        Ok(_) => ok(),
+        Err(f) => failed(f.clone()),
+    }
+}
+
+/// The overall status of per-entry results (RocketMQ's rule, defined once in vocab).
+pub(crate) use comet_vocab::status::aggregate as overall;
+
+// ---------------------------------------------------------------------------- requests
+
+/// The name of a resource (empty when absent).
+pub(crate) fn name(r: Option<&Resource>) -> String {
+    r.map(|r| r.name.clone()).unwrap_or_default()
+}
+
+/// The topic and queue id a request's `message_queue` names.
+///
+/// # Errors
+/// BAD_REQUEST when it is absent.
+pub(crate) fn queue(mq: Option<&v2::MessageQueue>) -> Result<(String, i32), Failure> {
+    let mq = mq.ok_or_else(|| Failure::new(Code::BadRequest, "message_queue is required"))?;
+    Ok((name(mq.topic.as_ref()), mq.id))
+}
+
+/// A message of a SendMessage request as the broker's own type (a message without system
+/// properties reads as one without a message id).
+pub(crate) fn new_message(m: &v2::Message) -> NewMessage {
+    let default = SystemProperties::default();
+    let sp = m.system_properties.as_ref().unwrap_or(&default);
+    let kind = match MessageType::try_from(sp.message_type).unwrap_or(MessageType::Unspecified) {
+        MessageType::Unspecified => None,
+        MessageType::Normal => Some(MessageKind::Normal),
+        MessageType::Fifo => Some(MessageKind::Fifo),
+        MessageType::Delay => Some(MessageKind::Delay),
+        MessageType::Transaction => Some(MessageKind::Transaction),
+        MessageType::Lite => Some(MessageKind::Lite),
+        MessageType::Priority => Some(MessageKind::Priority),
+    };
+    NewMessage {
+        topic: name(m.topic.as_ref()),
+        queue_id: sp.queue_id,
+        message_id: sp.message_id.clone(),
+        kind,
+        tag: sp.tag.clone(),
+        keys: sp.keys.clone(),
+        message_group: sp.message_group.clone(),
+        delivery_ms: sp.delivery_timestamp.as_ref().map(ts_to_ms),
+        recovery: sp
+            .orphaned_transaction_recovery_duration
+            .as_ref()
+            .and_then(to_duration),
+        trace_context: sp.trace_context.clone(),
+        born_host: sp.born_host.clone(),
+        born_ms: sp.born_timestamp.as_ref().map(ts_to_ms),
+        gzip: sp.body_encoding == Encoding::Gzip as i32,
+        user_properties: m
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        body: m.body.clone(),
+    }
 }
 
 pub(crate) fn ts_to_ms(t: &prost_types::Timestamp) -> i64 {
@@ -70,128 +123,6 @@ pub(crate) fn from_duration(d: Duration) -> prost_types::Duration {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         nanos: d.subsec_nanos() as i32,
     }
-}
-
-fn parse_host(s: &str) -> SocketAddr {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return a;
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return SocketAddr::new(ip, 0);
-    }
-    comet_store::record::UNKNOWN_HOST
-}
-
-/// Builds the store record of one message of a SendMessage request. `queue_id` is already
-/// validated.
-///
-/// # Errors
-/// The in-body code and message for a message the broker cannot store as asked.
-pub(crate) fn to_record(
-    msg: &v2::Message,
-    topic: &str,
-    now: i64,
-) -> Result<Message, (Code, String)> {
-    let Some(sp) = msg.system_properties.as_ref() else {
-        return Err((Code::BadRequest, "message has no system_properties".into()));
-    };
-    if sp.message_id.is_empty() {
-        return Err((Code::IllegalMessageId, "message_id is empty".into()));
-    }
-    let mtype = MessageType::try_from(sp.message_type).unwrap_or(MessageType::Unspecified);
-    let mtype = match mtype {
-        MessageType::Unspecified => {
-            if sp.message_group.is_some() {
-                MessageType::Fifo
-            } else if sp.delivery_timestamp.is_some() {
-                MessageType::Delay
-            } else {
-                MessageType::Normal
-            }
-        }
-        MessageType::Lite | MessageType::Priority => {
-            return Err((
-                Code::Unsupported,
-                format!("message type {} is not supported", mtype.as_str_name()),
-            ));
-        }
-        t => t,
-    };
-    let mut system = std::collections::BTreeMap::new();
-    system.insert(SYS_MESSAGE_TYPE.to_owned(), mtype.as_str_name().to_owned());
-    if let Some(g) = sp.message_group.as_ref().filter(|g| !g.is_empty()) {
-        system.insert(SYS_MESSAGE_GROUP.to_owned(), g.clone());
-    }
-    if let Some(t) = &sp.delivery_timestamp {
-        system.insert(SYS_DELIVERY_TIMESTAMP.to_owned(), ts_to_ms(t).to_string());
-    }
-    if let Some(d) = sp
-        .orphaned_transaction_recovery_duration
-        .as_ref()
-        .and_then(to_duration)
-        .filter(|_| mtype == MessageType::Transaction)
-    {
-        system.insert(
-            crate::transaction::SYS_RECOVERY_MS.to_owned(),
-            d.as_millis().min(i64::MAX as u128).to_string(),
-        );
-    }
-    if let Some(t) = sp.trace_context.as_ref().filter(|t| !t.is_empty()) {
-        system.insert(SYS_TRACE_CONTEXT.to_owned(), t.clone());
-    }
-    if !sp.born_host.is_empty() {
-        system.insert(SYS_BORN_HOST.to_owned(), sp.born_host.clone());
-    }
-    if sp.body_encoding == Encoding::Gzip as i32 {
-        system.insert(SYS_BODY_ENCODING.to_owned(), "GZIP".to_owned());
-    }
-    Ok(Message {
-        topic: topic.to_owned(),
-        queue_id: sp.queue_id,
-        flags: 0,
-        born_timestamp: sp.born_timestamp.as_ref().map_or(now, ts_to_ms),
-        born_host: parse_host(&sp.born_host),
-        reconsume_times: 0,
-        properties: Properties {
-            tag: sp.tag.clone().filter(|t| !t.is_empty()),
-            keys: sp.keys.clone(),
-            message_id: sp.message_id.clone(),
-            system,
-            user: msg
-                .user_properties
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        },
-        body: msg.body.clone(),
-    })
-}
-
-/// The dead-letter copy of `m` for `group`, after `deliveries` deliveries.
-pub(crate) fn to_dlq_record(
-    m: &StoredMessage,
-    dlq_topic: &str,
-    group: &str,
-    deliveries: u32,
-) -> Message {
-    let mut msg = m.message.clone();
-    let sys = &mut msg.properties.system;
-    sys.insert(SYS_DLQ.to_owned(), "true".to_owned());
-    sys.insert(SYS_DLQ_ORIGIN_TOPIC.to_owned(), m.message.topic.clone());
-    sys.insert(
-        SYS_DLQ_ORIGIN_QUEUE_ID.to_owned(),
-        m.message.queue_id.to_string(),
-    );
-    sys.insert(
-        SYS_DLQ_ORIGIN_QUEUE_OFFSET.to_owned(),
-        m.queue_offset.to_string(),
-    );
-    sys.insert(SYS_DLQ_GROUP.to_owned(), group.to_owned());
-    sys.insert(SYS_DLQ_DELIVERIES.to_owned(), deliveries.to_string());
-    msg.topic = dlq_topic.to_owned();
-    msg.queue_id = 0;
-    msg.reconsume_times = deliveries;
-    msg
 }
 
 /// How a message is being handed out.
@@ -267,6 +198,26 @@ pub(crate) fn to_proto(m: &StoredMessage, d: Delivery<'_>) -> v2::Message {
         }),
         body: m.message.body.clone(),
     }
+}
+
+/// The public message of a stored one for reads that hand out nothing (pull, query): no
+/// receipt handle, invisible duration or delivery attempt.
+pub(crate) fn plain_message(m: &StoredMessage, advertised_addr: &str) -> v2::Message {
+    let mut msg = to_proto(
+        m,
+        Delivery {
+            receipt_handle: String::new(),
+            attempt: 1,
+            invisible: Duration::ZERO,
+            advertised_addr,
+        },
+    );
+    if let Some(sp) = msg.system_properties.as_mut() {
+        sp.receipt_handle = None;
+        sp.invisible_duration = None;
+        sp.delivery_attempt = None;
+    }
+    msg
 }
 
 /// A half message as a transaction check shows it to its producer: like a delivery, without

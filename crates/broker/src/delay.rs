@@ -65,21 +65,13 @@ use comet_store::{Message, MessageStore, Properties, StoreError};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::convert::{SYS_DELIVERY_TIMESTAMP, SYS_MESSAGE_TYPE};
+use crate::clock::now_ms;
 use crate::meta::{Access, MetaIndex};
+use crate::sys::{
+    SYS_DELIVERY_TIMESTAMP, SYS_MESSAGE_TYPE, SYS_TIMER_DONE, SYS_TIMER_ORIGIN,
+    SYS_TIMER_REAL_QUEUE_ID, SYS_TIMER_REAL_TOPIC, TIMER_DONE_KEY as DONE_KEY, TIMER_TOPIC,
+};
 
-/// The system topic holding delayed messages until they are due (RocketMQ's name).
-pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
-/// On a timer record: the topic the message is delivered to.
-pub(crate) const SYS_TIMER_REAL_TOPIC: &str = "TIMER_REAL_TOPIC";
-/// On a timer record: the queue id the message is delivered to.
-pub(crate) const SYS_TIMER_REAL_QUEUE_ID: &str = "TIMER_REAL_QUEUE_ID";
-/// On a delivered copy: commitlog offset of the timer record it came from.
-pub const SYS_TIMER_ORIGIN: &str = "TIMER_ORIGIN";
-/// On a done record: the number of timers it finishes (one index key per timer).
-pub const SYS_TIMER_DONE: &str = "TIMER_DONE";
-/// Index key prefix of a done record, followed by the schedule record's commitlog offset.
-const DONE_KEY: &str = "timer-done:";
 /// Most due timers a replica holds while it waits for their done records.
 const SHADOW_MAX: usize = 4096;
 
@@ -470,7 +462,7 @@ fn done_record(chunk: &[TimerEntry]) -> Message {
         topic: TIMER_TOPIC.to_owned(),
         queue_id: 0,
         flags: 0,
-        born_timestamp: crate::convert::now_ms(),
+        born_timestamp: now_ms(),
         born_host: comet_store::record::UNKNOWN_HOST,
         reconsume_times: 0,
         properties: Properties {
@@ -616,7 +608,7 @@ mod tests {
             c
         };
         let timer_dir = dir.path().join("timer");
-        let now = crate::convert::now_ms();
+        let now = now_ms();
         let idx = MetaIndex::default();
         {
             let store = MessageStore::open(store_cfg()).unwrap();
@@ -641,7 +633,7 @@ mod tests {
             store.abandon();
         }
         let store = MessageStore::open(store_cfg()).unwrap();
-        let later = crate::convert::now_ms().max(now + 1);
+        let later = now_ms().max(now + 1);
         let d = Delays::open(
             &timer_dir,
             std::time::Duration::from_secs(1),

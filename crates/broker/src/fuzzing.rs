@@ -26,7 +26,7 @@ use crate::ha::role::{LogShape, StartAction, start_action};
 use crate::handle::{ReceiptHandle, scope};
 use crate::persist;
 use crate::state::{InFlight, QueueKey, QueueRecord};
-use crate::transaction::TxId;
+use crate::transaction::id::TxId;
 
 /// One fuzz target: a name (the `fuzz/` binary and corpus directory), the function under
 /// test and seed inputs made by the encoders.

@@ -73,9 +73,7 @@ impl ReceiptHandle {
         b[21..25].copy_from_slice(&self.scope.to_le_bytes());
         let crc = crc32c::crc32c(&b[..25]);
         b[25..29].copy_from_slice(&crc.to_le_bytes());
-        let mut s = String::with_capacity(broker_set.len() + 1 + 39);
-        s.push_str(broker_set);
-        s.push('~');
+        let mut s = comet_vocab::handle::prefix(broker_set, 39);
         URL_SAFE_NO_PAD.encode_string(b, &mut s);
         s
     }
@@ -90,8 +88,7 @@ impl ReceiptHandle {
         group: &str,
         topic: &str,
     ) -> Result<Self, HandleError> {
-        let (prefix, opaque) = handle
-            .split_once('~')
+        let (prefix, opaque) = comet_vocab::handle::split(handle)
             .ok_or(HandleError::Malformed("missing the '<broker_set>~' prefix"))?;
         if prefix != broker_set {
             return Err(HandleError::ForeignBrokerSet {

@@ -3,8 +3,8 @@
 //!
 //! # What it does
 //! - **Send**: validates each message against the watched cluster metadata (the topic must be
-//!   placed on this broker set with `queue_count > queue_id`), appends the batch on the
-//!   blocking pool and answers one `SendResultEntry` per message (`offset` = queue offset).
+//!   placed on this broker set with `queue_count > queue_id`), appends the batch and answers
+//!   one result per message (`offset` = queue offset).
 //! - **Pop** (`PopMessage`): per (group, topic, queue) the broker keeps a pop offset and the
 //!   set of messages in flight. A pop first redelivers in-flight messages whose invisible
 //!   deadline passed (`delivery_attempt + 1`), then hands out new messages in queue order,
@@ -52,18 +52,65 @@
 //! - **Not supported**: LITE and PRIORITY messages (UNSUPPORTED).
 //!
 //! # Layout
-//! - `broker`: [`Broker`] (open, shutdown), the operations, the revive and persistence tasks.
-//! - `service`: [`BrokerGrpc`], the tonic trait implementation (it follows role changes).
+//! One module per operation over one engine; imports run one way, top to bottom:
+//!
+//! ```text
+//!  node (BrokerNode: serve, controller link, ControllerClient) the broker as a server
+//!  ha (HaBroker: supervisor) ─► ha::{service, follower}      replication: master and replica
+//!  broker (Broker: open, shutdown, abandon)
+//!  service (BrokerGrpc: the comet.v1 adapter) + convert (protobuf ↔ the broker's types)
+//!  api (BrokerApi: every operation as Comet's types; admission, role switching)
+//!  tasks::{revive, timer, checks, persist, replica}           background loops
+//!  send · pop · ack · dead_letter · transaction · pull · offsets · query   the operations
+//!  state_log (consumer-state writes and waits)
+//!  engine (Inner: open, store, call admission, receipt handles)
+//!  delay (timer wheel) · transaction::{table, pending, record, id} · ha::{tracker, role,
+//!    consumer_sync, config, lease}
+//!  meta (metadata index) · state (consumer state) · persist (its files) · long_poll
+//!    · record (NewMessage and the records the broker builds)
+//!  outcome (Failure, Unavailable, blocking) · sys (system names) · clock · handle · filter
+//!    · backoff
+//!    · config · error
+//! ```
+//!
+//! - [`node`]: [`BrokerNode`] and [`node::serve`]: a broker (plain or replicated) served on a
+//!   listener under one `CancellationToken`, its tasks on a `TaskTracker`, linked to the
+//!   controller cluster (`node::controller_link`: registration, heartbeats, the master's write
+//!   lease) through [`ControllerClient`] ([`node::controller_client`], the workspace's one
+//!   controller client, with [`node::watch_metadata`]). It uses only the crate's public API.
+//! - `engine`: `Inner`, the state of one broker instance, and what every operation
+//!   needs from it. Each operation module adds its own `impl Inner` and never calls another
+//!   operation's module, except `pop` → `pull` (queue and group checks) and `offsets`/`query`
+//!   → `pull` (the same checks and the plain message of a read); the revive task calls
+//!   `dead_letter`.
+//! - `send`: Send (now, delayed, half message); `pop`: PopMessage; `ack`: AckMessage and
+//!   ChangeInvisibleDuration; `dead_letter`: ForwardMessageToDeadLetterQueue and the revive
+//!   task's moves; `transaction`: EndTransaction over its table (`transaction::table`), the
+//!   in-memory `pending` set, its commitlog `record`s and transaction `id`s; `pull`:
+//!   PullMessage; `offsets`: UpdateOffset, GetOffset, QueryOffset and the admin ResetOffset /
+//!   GetConsumerProgress (a group's offset is its POP consumer state, so it is persisted with
+//!   it); `query`: the admin QueryMessage (by id, key, queue offset).
+//! - `tasks`: the background loops (see its table of who runs what).
+//! - `state`: in-memory consumer state and visibility timers; `persist`: its snapshot + log
+//!   files; `state_log`: how calls and the persist task write them.
+//! - `api`: [`BrokerApi`], the domain API: each operation takes a typed request (e.g.
+//!   [`SendRequest`], [`PopRequest`], [`AckRequest`]) and answers [`Answer`] — the operation's
+//!   result or its [`Failure`] (a status code and a message), or [`Unavailable`] when no
+//!   instance took the call. Each rule is checked once, inside its operation; each operation
+//!   keeps its own durability promise. `Broker::api`, `HaBroker::api` and `BrokerGrpc::api`
+//!   hand it out.
+//! - `service`: [`BrokerGrpc`], the tonic trait implementation over [`BrokerApi`];
+//!   `convert`: protobuf requests → the broker's types → protobuf replies. Protobuf appears
+//!   only there, in the replication wire code (`ha::service`, `ha::follower`,
+//!   `ha::consumer_sync`) and in the cluster metadata the controller publishes.
 //! - [`ha`]: [`HaBroker`] (roles, supervisor), `ha::service` ([`ReplicationGrpc`], the
 //!   master side), `ha::follower` (the replica side), `ha::tracker` (confirmed offsets, SYNC
-//!   watermark, sync-state set), `ha::role` (pure role and start decisions).
-//! - `pull`: PullMessage; `offsets`: UpdateOffset, GetOffset, QueryOffset and the admin
-//!   ResetOffset / GetConsumerProgress (a group's offset is its POP consumer state, so it is
-//!   persisted with it); `query`: the admin QueryMessage (by id, key, queue offset).
-//! - `state`: in-memory consumer state and visibility timers; `persist`: its snapshot + log.
+//!   watermark, sync-state set), `ha::role` (pure role and start decisions), `ha::config`,
+//!   `ha::lease` (the controller link and the master's write gate).
+//! - `delay`: the timer wheel and its delivery; `meta`: the metadata index; `long_poll`:
+//!   wake-ups; `sys`: every system topic and system-property key the broker writes;
+//!   `outcome`: in-body failures, store-error mapping, the blocking pool.
 //! - [`handle`], [`filter`], [`backoff`]: receipt handles, tag and SQL92 filters, retry backoff.
-//! - `delay`: the timer wheel's delivery; `transaction`: half messages, resolutions, checks.
-//! - `convert`: protobuf ↔ store records; `meta`: the metadata index; `long_poll`: wake-ups.
 //! - [`config`], [`error`].
 //! - `fuzzing` (tests and the `fuzzing` feature only): fuzz entry points for every decoder.
 //!
@@ -95,11 +142,16 @@
 //! Dependency rule: broker → store + proto; never proxy or sdk.
 #![forbid(unsafe_code)]
 
+mod ack;
+mod api;
 pub mod backoff;
 mod broker;
+mod clock;
 pub mod config;
 mod convert;
+mod dead_letter;
 mod delay;
+mod engine;
 pub mod error;
 pub mod filter;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -111,26 +163,43 @@ mod long_poll;
 mod meta;
 pub mod node;
 mod offsets;
+mod outcome;
 mod persist;
+mod pop;
 mod pull;
 mod query;
+mod record;
+mod send;
 mod service;
 mod state;
+mod state_log;
+mod sys;
+mod tasks;
 mod transaction;
 
+pub use ack::{AckRequest, ChangeInvisibleRequest};
+pub use api::{Answer, BrokerApi};
 pub use broker::{Broker, ConsumerProgress};
 pub use config::{BrokerConfig, ConsumeFrom, FlushPolicy, RedeliveryDelay};
-pub use convert::{
-    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
-    SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
-    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_TRACE_CONTEXT,
-};
-pub use delay::{SYS_TIMER_ORIGIN, TIMER_TOPIC, TimerStats};
+pub use dead_letter::DeadLetterRequest;
+pub use delay::TimerStats;
 pub use error::BrokerError;
 pub use ha::{
     ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
 };
-pub use meta::DLQ_PREFIX;
 pub use node::{BrokerNode, ControllerClient, NodeConfig};
+pub use offsets::{OffsetChange, OffsetPolicy, QueueOffset, QueueProgress, ResetTarget};
+pub use outcome::{Code, Failure, Unavailable};
+pub use pop::{Delivery, PopRequest};
+pub use pull::{PullRequest, PullResult, PullStatus};
+pub use query::{DEFAULT_KEY_RESULTS, MAX_KEY_RESULTS, MessageQuery};
+pub use record::{MessageKind, NewMessage};
+pub use send::{SendRequest, Sent};
 pub use service::{BrokerGrpc, TransactionCheckStream};
-pub use transaction::{DISCARD_TOPIC, HALF_TOPIC, OP_TOPIC, SYS_TRANSACTION_ID, TransactionStats};
+pub use sys::{
+    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
+    SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_TIMER_ORIGIN, SYS_TRACE_CONTEXT, SYS_TRANSACTION_ID,
+};
+pub use transaction::table::TransactionStats;
+pub use transaction::{Decision, OrphanCheck, TransactionEnd};

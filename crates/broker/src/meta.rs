@@ -4,15 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use comet_proto::apache::rocketmq::v2::{Code, Permission};
+use comet_proto::apache::rocketmq::v2::Permission;
 use comet_proto::comet::v1::ClusterMetadata;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
-
-/// Prefix of the dead-letter topics the broker creates (`%DLQ%<group>`).
-pub const DLQ_PREFIX: &str = "%DLQ%";
+use crate::outcome::{Code, Failure};
+use crate::sys;
 
 /// A topic as this broker sees it.
 #[derive(Debug, Clone)]
@@ -90,20 +89,18 @@ impl MetaIndex {
     /// Queue ids of `topic` this broker serves for the given access, or the in-body error.
     /// Dead-letter topics and the transaction discard topic are the broker's own: one queue,
     /// readable, not in metadata.
-    pub fn queues(&self, topic: &str, access: Access) -> Result<u32, (Code, String)> {
-        if (topic.starts_with(DLQ_PREFIX) || topic == crate::transaction::DISCARD_TOPIC)
-            && access == Access::Read
-        {
+    pub fn queues(&self, topic: &str, access: Access) -> Result<u32, Failure> {
+        if sys::is_broker_readable(topic) && access == Access::Read {
             return Ok(1);
         }
         let Some(t) = self.topics.get(topic) else {
-            return Err((
+            return Err(Failure::new(
                 Code::TopicNotFound,
                 format!("topic {topic:?} does not exist"),
             ));
         };
         if t.queue_count == 0 {
-            return Err((
+            return Err(Failure::new(
                 Code::TopicNotFound,
                 format!("topic {topic:?} has no queues on this broker set"),
             ));
@@ -113,7 +110,7 @@ impl MetaIndex {
             Access::Write => t.writable,
         };
         if !allowed {
-            return Err((
+            return Err(Failure::new(
                 Code::Forbidden,
                 format!(
                     "topic {topic:?} is not {}",
@@ -218,21 +215,21 @@ mod tests {
         let idx = MetaIndex::build(&md, "a");
         assert_eq!(idx.queues("t", Access::Write), Ok(4));
         assert_eq!(
-            idx.queues("missing", Access::Read).unwrap_err().0,
+            idx.queues("missing", Access::Read).unwrap_err().code,
             Code::TopicNotFound
         );
         assert_eq!(
-            idx.queues("elsewhere", Access::Read).unwrap_err().0,
+            idx.queues("elsewhere", Access::Read).unwrap_err().code,
             Code::TopicNotFound
         );
         assert_eq!(
-            idx.queues("ro", Access::Write).unwrap_err().0,
+            idx.queues("ro", Access::Write).unwrap_err().code,
             Code::Forbidden
         );
         assert_eq!(idx.queues("ro", Access::Read), Ok(1));
         assert_eq!(idx.queues("%DLQ%g", Access::Read), Ok(1));
         assert_eq!(
-            idx.queues("%DLQ%g", Access::Write).unwrap_err().0,
+            idx.queues("%DLQ%g", Access::Write).unwrap_err().code,
             Code::TopicNotFound
         );
     }

@@ -11,25 +11,79 @@
 //! ```
 //!
 //! Setting an offset (UpdateOffset, ResetOffset) sets `pop_offset` and forgets the entries in
-//! flight, under the queue's pop lock so that no pop of the group interleaves; the caller
+//! flight, under the queue's pop lock so that no pop of the group interleaves; the operation
 //! answers once the change is in the state log.
 
 use std::sync::Arc;
 
-use comet_proto::apache::rocketmq::v2::{
-    Code, GetOffsetRequest, GetOffsetResponse, QueryOffsetPolicy, QueryOffsetRequest,
-    QueryOffsetResponse, UpdateOffsetRequest, UpdateOffsetResponse,
-};
-use comet_proto::comet::v1::{
-    GetConsumerProgressRequest, GetConsumerProgressResponse, QueueOffsetChange, QueueProgress,
-    ResetOffsetRequest, ResetOffsetResponse, reset_offset_request,
-};
-
-use crate::broker::{Inner, Outcome, blocking, ok, status};
-use crate::convert::ts_to_ms;
+use crate::engine::Inner;
 use crate::meta::Access;
+use crate::outcome::{Code, Failure, blocking};
 use crate::pull::{concrete_queue, require_group};
 use crate::state::{QueueKey, QueueSlot};
+
+/// A group's consume offset on one queue, to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueOffset {
+    /// The consumer group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The queue.
+    pub queue_id: i32,
+    /// The next offset the group consumes.
+    pub offset: i64,
+}
+
+/// Where QueryOffset looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetPolicy {
+    /// The first stored offset.
+    Beginning,
+    /// The next offset to be written.
+    End,
+    /// The first offset stored at or after this time (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// Where ResetOffset moves a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTarget {
+    /// The first offset stored at or after this time (ms since the epoch).
+    Timestamp(i64),
+    /// This offset, clamped to the stored range.
+    Offset(i64),
+}
+
+/// One queue's offset change by a reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetChange {
+    /// The queue.
+    pub queue_id: i32,
+    /// The offset before (`None`: the group had none).
+    pub previous_offset: Option<i64>,
+    /// The offset now.
+    pub offset: i64,
+    /// Messages that were in flight and are forgotten.
+    pub dropped_inflight: usize,
+}
+
+/// A group's progress on one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueProgress {
+    /// The queue.
+    pub queue_id: i32,
+    /// The first stored offset.
+    pub min_offset: i64,
+    /// The next offset to be written.
+    pub max_offset: i64,
+    /// The group's consume offset (`None`: it has none).
+    pub consume_offset: Option<i64>,
+    /// Stored messages the group has not consumed.
+    pub backlog: i64,
+    /// Messages in flight.
+    pub inflight: usize,
+}
 
 /// A group's offset before and after it was set.
 struct Moved {
@@ -72,7 +126,7 @@ impl Inner {
     }
 
     /// `(min, max)` offsets of a queue.
-    fn bounds(&self, topic: &str, queue_id: i32) -> Result<(i64, i64), Outcome> {
+    fn bounds(&self, topic: &str, queue_id: i32) -> Result<(i64, i64), Failure> {
         let store = self.store()?;
         Ok((
             store.min_offset(topic, queue_id),
@@ -80,119 +134,102 @@ impl Inner {
         ))
     }
 
-    /// UpdateOffset (see broker.proto).
-    pub async fn update_offset(&self, req: UpdateOffsetRequest) -> UpdateOffsetResponse {
-        let result = async {
-            let group = require_group(req.group.as_ref())?;
-            let (topic, queue_id) = concrete_queue(self, req.message_queue.as_ref(), Access::Read)?;
-            let (_, max) = self.bounds(&topic, queue_id)?;
-            if req.offset < 0 || req.offset > max {
-                return Err((
-                    Code::IllegalOffset,
-                    format!(
-                        "offset {} of {topic:?} queue {queue_id} is outside [0, {max}] (the next \
-                         offset to be written is {max})",
-                        req.offset
-                    ),
-                ));
-            }
-            let key = QueueKey {
-                group,
-                topic,
-                queue_id,
-            };
-            self.set_offset(&key, req.offset).await;
-            Ok(())
-        }
-        .await;
-        UpdateOffsetResponse {
-            status: Some(match result {
-                Ok(()) => ok(),
-                Err((code, msg)) => status(code, msg),
-            }),
-        }
+    /// Commits `group`'s consume offset on a queue (forgetting its messages in flight).
+    /// Answers once the offset is in the consumer-state log.
+    ///
+    /// # Errors
+    /// ILLEGAL_CONSUMER_GROUP, ILLEGAL_TOPIC, TOPIC_NOT_FOUND, BAD_REQUEST (queue id),
+    /// ILLEGAL_OFFSET (outside `[0, max]`).
+    pub(crate) async fn update_offset(&self, at: &QueueOffset) -> Result<(), Failure> {
+        let result = self.update_offset_now(at).await;
+        // Answer once the offset is in the state log: it then survives a crash of this process.
+        self.state_written().await;
+        result
     }
 
-    /// GetOffset (see broker.proto).
-    pub fn get_offset(&self, req: GetOffsetRequest) -> GetOffsetResponse {
-        let result = (|| {
-            let group = require_group(req.group.as_ref())?;
-            let (topic, queue_id) = concrete_queue(self, req.message_queue.as_ref(), Access::Read)?;
-            let key = QueueKey {
-                group,
-                topic,
-                queue_id,
-            };
-            self.consume_offset(&key).map(|(o, _)| o).ok_or_else(|| {
-                (
-                    Code::OffsetNotFound,
-                    format!(
-                        "group {:?} has no offset on {:?} queue {queue_id}: it never committed \
-                         or received there (QueryOffset tells where to start)",
-                        key.group, key.topic
-                    ),
-                )
-            })
-        })();
-        match result {
-            Ok(offset) => GetOffsetResponse {
-                status: Some(ok()),
-                offset,
-            },
-            Err((code, msg)) => GetOffsetResponse {
-                status: Some(status(code, msg)),
-                offset: 0,
-            },
+    async fn update_offset_now(&self, at: &QueueOffset) -> Result<(), Failure> {
+        require_group(&at.group)?;
+        concrete_queue(self, &at.topic, at.queue_id, Access::Read)?;
+        let (topic, queue_id) = (&at.topic, at.queue_id);
+        let (_, max) = self.bounds(topic, queue_id)?;
+        if at.offset < 0 || at.offset > max {
+            return Err(Failure::new(
+                Code::IllegalOffset,
+                format!(
+                    "offset {} of {topic:?} queue {queue_id} is outside [0, {max}] (the next \
+                     offset to be written is {max})",
+                    at.offset
+                ),
+            ));
         }
+        let key = QueueKey {
+            group: at.group.clone(),
+            topic: topic.clone(),
+            queue_id,
+        };
+        self.set_offset(&key, at.offset).await;
+        Ok(())
     }
 
-    /// QueryOffset (see broker.proto).
-    pub async fn query_offset(&self, req: QueryOffsetRequest) -> QueryOffsetResponse {
-        let result = async {
-            let (topic, queue_id) = concrete_queue(self, req.message_queue.as_ref(), Access::Read)?;
-            let store = self.store()?;
-            match QueryOffsetPolicy::try_from(req.query_offset_policy) {
-                Ok(QueryOffsetPolicy::Beginning) => Ok(store.min_offset(&topic, queue_id)),
-                Ok(QueryOffsetPolicy::End) => Ok(store.max_offset(&topic, queue_id)),
-                Ok(QueryOffsetPolicy::Timestamp) => {
-                    let Some(ts) = req.timestamp.as_ref() else {
-                        return Err((
-                            Code::BadRequest,
-                            "timestamp is required with the TIMESTAMP policy".to_owned(),
-                        ));
-                    };
-                    let ms = ts_to_ms(ts);
-                    blocking(move || store.offset_by_time(&topic, queue_id, ms)).await
-                }
-                Err(_) => Err((
-                    Code::BadRequest,
-                    format!(
-                        "unknown query_offset_policy {}; use BEGINNING, END or TIMESTAMP",
-                        req.query_offset_policy
-                    ),
-                )),
+    /// `group`'s consume offset on a queue.
+    ///
+    /// # Errors
+    /// ILLEGAL_CONSUMER_GROUP, ILLEGAL_TOPIC, TOPIC_NOT_FOUND, BAD_REQUEST (queue id),
+    /// OFFSET_NOT_FOUND (the group never committed or received there).
+    pub(crate) fn get_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+    ) -> Result<i64, Failure> {
+        require_group(group)?;
+        concrete_queue(self, topic, queue_id, Access::Read)?;
+        let key = QueueKey {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            queue_id,
+        };
+        self.consume_offset(&key).map(|(o, _)| o).ok_or_else(|| {
+            Failure::new(
+                Code::OffsetNotFound,
+                format!(
+                    "group {:?} has no offset on {:?} queue {queue_id}: it never committed \
+                     or received there (QueryOffset tells where to start)",
+                    key.group, key.topic
+                ),
+            )
+        })
+    }
+
+    /// The offset of a queue a policy names.
+    ///
+    /// # Errors
+    /// ILLEGAL_TOPIC, TOPIC_NOT_FOUND, BAD_REQUEST (queue id), the store's failures.
+    pub(crate) async fn query_offset(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        policy: OffsetPolicy,
+    ) -> Result<i64, Failure> {
+        concrete_queue(self, topic, queue_id, Access::Read)?;
+        let store = self.store()?;
+        match policy {
+            OffsetPolicy::Beginning => Ok(store.min_offset(topic, queue_id)),
+            OffsetPolicy::End => Ok(store.max_offset(topic, queue_id)),
+            OffsetPolicy::Timestamp(ms) => {
+                let topic = topic.to_owned();
+                blocking(move || store.offset_by_time(&topic, queue_id, ms)).await
             }
-        }
-        .await;
-        match result {
-            Ok(offset) => QueryOffsetResponse {
-                status: Some(ok()),
-                offset,
-            },
-            Err((code, msg)) => QueryOffsetResponse {
-                status: Some(status(code, msg)),
-                offset: 0,
-            },
         }
     }
 
     /// The queue ids of `topic` a request names (-1 = all here).
-    fn queue_ids(&self, topic: &str, queue_id: i32) -> Result<Vec<i32>, Outcome> {
+    fn queue_ids(&self, topic: &str, queue_id: i32) -> Result<Vec<i32>, Failure> {
         let count = self.meta.index().queues(topic, Access::Read)?;
         match queue_id {
             -1 => Ok((0..count as i32).collect()),
             q if q >= 0 && (q as u32) < count => Ok(vec![q]),
-            q => Err((
+            q => Err(Failure::new(
                 Code::BadRequest,
                 format!(
                     "queue id {q} of topic {topic:?} is outside 0..{count} on broker set {} \
@@ -203,51 +240,45 @@ impl Inner {
         }
     }
 
-    /// ResetOffset (admin, see broker.proto).
-    pub async fn reset_offset(&self, req: ResetOffsetRequest) -> ResetOffsetResponse {
-        match self.reset_offset_inner(req).await {
-            Ok(queues) => ResetOffsetResponse {
-                status: Some(ok()),
-                queues,
-            },
-            Err((code, msg)) => ResetOffsetResponse {
-                status: Some(status(code, msg)),
-                queues: Vec::new(),
-            },
-        }
+    /// Resets `group`'s offset on one queue or every queue (`queue_id` -1) of `topic` here, by
+    /// store time or to an offset (clamped to the stored range). Answers once the offsets are
+    /// in the consumer-state log.
+    ///
+    /// # Errors
+    /// ILLEGAL_CONSUMER_GROUP, ILLEGAL_TOPIC, TOPIC_NOT_FOUND, BAD_REQUEST (queue id).
+    pub(crate) async fn reset_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        target: ResetTarget,
+    ) -> Result<Vec<OffsetChange>, Failure> {
+        let result = self.reset_offset_now(group, topic, queue_id, target).await;
+        self.state_written().await;
+        result
     }
 
-    async fn reset_offset_inner(
+    async fn reset_offset_now(
         &self,
-        req: ResetOffsetRequest,
-    ) -> Result<Vec<QueueOffsetChange>, Outcome> {
-        let group = require_group(req.group.as_ref())?;
-        let topic = req
-            .topic
-            .as_ref()
-            .map(|t| t.name.clone())
-            .unwrap_or_default();
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        target: ResetTarget,
+    ) -> Result<Vec<OffsetChange>, Failure> {
+        require_group(group)?;
         if topic.is_empty() {
-            return Err((Code::IllegalTopic, "topic is required".into()));
+            return Err(Failure::new(Code::IllegalTopic, "topic is required"));
         }
-        let Some(target) = req.target else {
-            return Err((
-                Code::BadRequest,
-                "a reset needs a target: timestamp or offset".into(),
-            ));
-        };
-        let queues = self.queue_ids(&topic, req.queue_id)?;
+        let queues = self.queue_ids(topic, queue_id)?;
         let store = self.store()?;
-        let (t, qs) = (topic.clone(), queues.clone());
+        let (t, qs) = (topic.to_owned(), queues.clone());
         let offsets: Vec<i64> = blocking(move || {
             qs.iter()
                 .map(|&q| {
                     let (min, max) = (store.min_offset(&t, q), store.max_offset(&t, q));
                     match target {
-                        reset_offset_request::Target::Timestamp(ts) => {
-                            store.offset_by_time(&t, q, ts_to_ms(&ts))
-                        }
-                        reset_offset_request::Target::Offset(o) => o.clamp(min, max),
+                        ResetTarget::Timestamp(ms) => store.offset_by_time(&t, q, ms),
+                        ResetTarget::Offset(o) => o.clamp(min, max),
                     }
                 })
                 .collect()
@@ -256,72 +287,56 @@ impl Inner {
         let mut changes = Vec::with_capacity(queues.len());
         for (queue_id, offset) in queues.into_iter().zip(offsets) {
             let key = QueueKey {
-                group: group.clone(),
-                topic: topic.clone(),
+                group: group.to_owned(),
+                topic: topic.to_owned(),
                 queue_id,
             };
             let moved = self.set_offset(&key, offset).await;
-            changes.push(QueueOffsetChange {
+            changes.push(OffsetChange {
                 queue_id,
-                previous_offset: moved.previous.unwrap_or(-1),
+                previous_offset: moved.previous,
                 offset,
-                dropped_inflight: moved.dropped_inflight as i64,
+                dropped_inflight: moved.dropped_inflight,
             });
         }
         Ok(changes)
     }
 
-    /// GetConsumerProgress (admin, see broker.proto).
-    pub fn consumer_progress(
+    /// `group`'s progress on every queue of `topic` here.
+    ///
+    /// # Errors
+    /// ILLEGAL_CONSUMER_GROUP, ILLEGAL_TOPIC, TOPIC_NOT_FOUND.
+    pub(crate) fn group_progress(
         &self,
-        req: GetConsumerProgressRequest,
-    ) -> GetConsumerProgressResponse {
-        let result = (|| {
-            let group = require_group(req.group.as_ref())?;
-            let topic = req
-                .topic
-                .as_ref()
-                .map(|t| t.name.clone())
-                .unwrap_or_default();
-            if topic.is_empty() {
-                return Err((Code::IllegalTopic, "topic is required".to_owned()));
-            }
-            let mut out = Vec::new();
-            for queue_id in self.queue_ids(&topic, -1)? {
-                let (min, max) = self.bounds(&topic, queue_id)?;
-                let key = QueueKey {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    queue_id,
-                };
-                let (consume_offset, inflight) = self
-                    .consume_offset(&key)
-                    .map_or((-1, 0), |(o, n)| (o, n as i64));
-                let from = if consume_offset < 0 {
-                    min
-                } else {
-                    consume_offset.max(min)
-                };
-                out.push(QueueProgress {
-                    queue_id,
-                    min_offset: min,
-                    max_offset: max,
-                    consume_offset,
-                    backlog: (max - from).max(0),
-                    inflight,
-                });
-            }
-            Ok(out)
-        })();
-        match result {
-            Ok(queues) => GetConsumerProgressResponse {
-                status: Some(ok()),
-                queues,
-            },
-            Err((code, msg)) => GetConsumerProgressResponse {
-                status: Some(status(code, msg)),
-                queues: Vec::new(),
-            },
+        group: &str,
+        topic: &str,
+    ) -> Result<Vec<QueueProgress>, Failure> {
+        require_group(group)?;
+        if topic.is_empty() {
+            return Err(Failure::new(Code::IllegalTopic, "topic is required"));
         }
+        let mut out = Vec::new();
+        for queue_id in self.queue_ids(topic, -1)? {
+            let (min, max) = self.bounds(topic, queue_id)?;
+            let key = QueueKey {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                queue_id,
+            };
+            let (consume_offset, inflight) = match self.consume_offset(&key) {
+                Some((o, n)) => (Some(o), n),
+                None => (None, 0),
+            };
+            let from = consume_offset.map_or(min, |o| o.max(min));
+            out.push(QueueProgress {
+                queue_id,
+                min_offset: min,
+                max_offset: max,
+                consume_offset,
+                backlog: (max - from).max(0),
+                inflight,
+            });
+        }
+        Ok(out)
     }
 }

@@ -474,7 +474,7 @@ impl StateFiles {
     }
 }
 
-/// Access for the fuzz targets (`crate::fuzzing`).
+/// Access for the fuzz targets (the `fuzzing` module).
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzzing {
     use super::{Frame, KIND_END, KIND_HEADER, QueueRecord, encode_queue, encode_simple};

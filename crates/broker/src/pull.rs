@@ -1,99 +1,110 @@
 //! PullMessage: offset-based reads of one queue, filtered, batched and long-polled.
 //!
 //! A pull names the exact position to read from; the broker keeps no state for it (the group
-//! commits its progress with UpdateOffset, see [`crate::offsets`]). Each round reads a bounded
+//! commits its progress with UpdateOffset, see the `offsets` module). Each round reads a bounded
 //! window of the consume queue on the blocking pool; a selective filter that skips a whole
 //! window makes the next round continue from where it stopped, and at the queue end the pull
 //! waits on the topic's arrival channel, until the long-polling deadline.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use comet_proto::apache::rocketmq::v2::{self as v2, Code, PullMessageRequest};
-use comet_proto::comet::v1::PullMessageResponse;
 use comet_store::{MessageStore, StoreError, StoredMessage};
 
-use crate::broker::{Inner, Outcome, blocking, ok, status, store_outcome};
-use crate::convert::{self, Delivery};
+use crate::engine::Inner;
 use crate::filter::Filter;
 use crate::meta::Access;
+use crate::outcome::{Code, Failure, blocking, store_failure};
 
 /// Consume-queue entries examined per round, at least (a batch examines 4× its size).
 const MIN_SCAN_WINDOW: usize = 256;
 
-/// The public message of a stored one for reads that hand out nothing: no receipt handle,
-/// invisible duration or delivery attempt.
-pub(crate) fn plain_message(m: &StoredMessage, advertised_addr: &str) -> v2::Message {
-    let mut msg = convert::to_proto(
-        m,
-        Delivery {
-            receipt_handle: String::new(),
-            attempt: 1,
-            invisible: Duration::ZERO,
-            advertised_addr,
-        },
-    );
-    if let Some(sp) = msg.system_properties.as_mut() {
-        sp.receipt_handle = None;
-        sp.invisible_duration = None;
-        sp.delivery_attempt = None;
-    }
-    msg
-}
-
-/// The topic and queue a pull or offset request names, checked against the metadata: the
-/// topic must be placed on this broker set and the queue id must be one of its queues here.
+/// Checks that `topic` is named and `queue_id` is one of its queues on this broker set.
 pub(crate) fn concrete_queue(
     inner: &Inner,
-    mq: Option<&v2::MessageQueue>,
+    topic: &str,
+    queue_id: i32,
     access: Access,
-) -> Result<(String, i32), Outcome> {
-    let (mq, topic) = queue_topic(mq)?;
-    let queue_count = inner.meta.index().queues(&topic, access)?;
-    if mq.id < 0 || mq.id as u32 >= queue_count {
-        return Err((
+) -> Result<(), Failure> {
+    if topic.is_empty() {
+        return Err(Failure::new(
+            Code::IllegalTopic,
+            "message_queue has no topic",
+        ));
+    }
+    let queue_count = inner.meta.index().queues(topic, access)?;
+    if queue_id < 0 || queue_id as u32 >= queue_count {
+        return Err(Failure::new(
             Code::BadRequest,
             format!(
-                "queue id {} of topic {topic:?} is outside 0..{queue_count} on broker set {}",
-                mq.id, inner.cfg.broker_set
+                "queue id {queue_id} of topic {topic:?} is outside 0..{queue_count} on broker set {}",
+                inner.cfg.broker_set
             ),
         ));
     }
-    Ok((topic, mq.id))
+    Ok(())
 }
 
-/// The queue a request names and its topic, which must be given.
-pub(crate) fn queue_topic(
-    mq: Option<&v2::MessageQueue>,
-) -> Result<(&v2::MessageQueue, String), Outcome> {
-    let Some(mq) = mq else {
-        return Err((Code::BadRequest, "message_queue is required".into()));
-    };
-    let topic = mq
-        .topic
-        .as_ref()
-        .map(|t| t.name.clone())
-        .unwrap_or_default();
-    if topic.is_empty() {
-        return Err((Code::IllegalTopic, "message_queue has no topic".into()));
-    }
-    Ok((mq, topic))
-}
-
-/// The group of a request, which must be a valid name.
-pub(crate) fn require_group(group: Option<&v2::Resource>) -> Result<String, Outcome> {
-    let group = group.map(|g| g.name.clone()).unwrap_or_default();
+/// Checks a request's group name.
+pub(crate) fn require_group(group: &str) -> Result<(), Failure> {
     if group.is_empty() {
-        return Err((Code::IllegalConsumerGroup, "consumer group is empty".into()));
+        return Err(Failure::new(
+            Code::IllegalConsumerGroup,
+            "consumer group is empty",
+        ));
     }
     if group.len() > 255 {
-        return Err((
+        return Err(Failure::new(
             Code::IllegalConsumerGroup,
             format!("consumer group name is {} bytes; at most 255", group.len()),
         ));
     }
-    Ok(group)
+    Ok(())
+}
+
+/// Reads one queue from an offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullRequest {
+    /// The consumer group (for logs; a pull keeps no state).
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The queue.
+    pub queue_id: i32,
+    /// Where to read from.
+    pub offset: i64,
+    /// Which messages to return.
+    pub filter: Filter,
+    /// Most messages to return (positive; capped at `max_batch_size`).
+    pub batch_size: i32,
+    /// How long to wait at the queue's end (capped at `max_long_polling`).
+    pub long_poll: Duration,
+}
+
+/// What a pull found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullStatus {
+    /// Messages (at least one).
+    Found,
+    /// No matching message before the poll ended; continue from `next_offset`.
+    NotFound,
+    /// The offset is outside the stored range; continue from `next_offset`.
+    OffsetOutOfRange,
+}
+
+/// The answer to a pull.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullResult {
+    /// What the pull found.
+    pub status: PullStatus,
+    /// The messages, in queue order.
+    pub messages: Vec<StoredMessage>,
+    /// Where the next pull continues.
+    pub next_offset: i64,
+    /// The queue's first stored offset.
+    pub min_offset: i64,
+    /// The queue's next offset to be written.
+    pub max_offset: i64,
 }
 
 /// One round's read.
@@ -157,62 +168,41 @@ fn scan(
 }
 
 impl Inner {
-    /// PullMessage (see broker.proto).
-    pub async fn pull(&self, req: PullMessageRequest) -> PullMessageResponse {
-        match self.pull_inner(req).await {
-            Ok(r) => r,
-            Err((code, msg)) => PullMessageResponse {
-                status: Some(status(code, msg)),
-                ..Default::default()
-            },
-        }
-    }
-
-    async fn pull_inner(&self, req: PullMessageRequest) -> Result<PullMessageResponse, Outcome> {
-        let group = require_group(req.group.as_ref())?;
-        let (topic, queue_id) = concrete_queue(self, req.message_queue.as_ref(), Access::Read)?;
-        let filter = Arc::new(
-            Filter::from_request(req.filter_expression.as_ref())
-                .map_err(|e| (Code::IllegalFilterExpression, e.to_string()))?,
-        );
+    /// Reads up to `batch_size` matching messages from `offset`, long-polling at the end.
+    ///
+    /// # Errors
+    /// ILLEGAL_CONSUMER_GROUP, ILLEGAL_TOPIC, TOPIC_NOT_FOUND, FORBIDDEN, BAD_REQUEST (batch
+    /// size, queue id), the store's failures.
+    pub(crate) async fn pull(&self, req: &PullRequest) -> Result<PullResult, Failure> {
+        let group = &req.group;
+        require_group(group)?;
+        let (topic, queue_id) = (req.topic.clone(), req.queue_id);
+        concrete_queue(self, &topic, queue_id, Access::Read)?;
+        let filter = Arc::new(req.filter.clone());
         if req.batch_size <= 0 {
-            return Err((
+            return Err(Failure::new(
                 Code::BadRequest,
                 format!("batch_size must be positive, got {}", req.batch_size),
             ));
         }
         let batch = (req.batch_size as u32).min(self.cfg.max_batch_size) as usize;
-        let long_poll = req
-            .long_polling_timeout
-            .as_ref()
-            .and_then(convert::to_duration)
-            .unwrap_or(Duration::ZERO)
-            .min(self.cfg.max_long_polling);
+        let long_poll = req.long_poll.min(self.cfg.max_long_polling);
         let store = self.store()?;
         let (min, max) = (
             store.min_offset(&topic, queue_id),
             store.max_offset(&topic, queue_id),
         );
         if req.offset < min || req.offset > max {
-            let next = req.offset.clamp(min, max);
-            return Ok(PullMessageResponse {
-                status: Some(status(
-                    Code::IllegalOffset,
-                    format!(
-                        "offset {} of {topic:?} queue {queue_id} is outside the stored range \
-                         [{min}, {max}]; continue from {next}",
-                        req.offset
-                    ),
-                )),
+            return Ok(PullResult {
+                status: PullStatus::OffsetOutOfRange,
                 messages: Vec::new(),
-                next_offset: next,
+                next_offset: req.offset.clamp(min, max),
                 min_offset: min,
                 max_offset: max,
             });
         }
         let deadline = tokio::time::Instant::now() + long_poll;
         let mut arrivals = self.hub.subscribe(&topic);
-        let mut shutdown = self.shutdown_tx.subscribe();
         let mut from = req.offset;
         loop {
             arrivals.borrow_and_update();
@@ -221,36 +211,28 @@ impl Inner {
                 .await?
                 .map_err(|e| {
                     tracing::error!(topic = %topic, queue_id, error = %e, "pull read failed");
-                    store_outcome(&e)
+                    store_failure(&e)
                 })?;
             from = s.next;
             if !s.messages.is_empty() {
                 tracing::debug!(group = %group, topic = %topic, queue_id,
                     count = s.messages.len(), next_offset = s.next, "pulled");
-                let advertised = &self.cfg.advertised_addr;
-                return Ok(PullMessageResponse {
-                    status: Some(ok()),
-                    messages: s
-                        .messages
-                        .iter()
-                        .map(|m| plain_message(m, advertised))
-                        .collect(),
+                return Ok(PullResult {
+                    status: PullStatus::Found,
+                    messages: s.messages,
                     next_offset: s.next,
                     min_offset: s.min,
                     max_offset: s.max,
                 });
             }
-            let not_found = || PullMessageResponse {
-                status: Some(status(
-                    Code::MessageNotFound,
-                    format!("no new matching message; continue from offset {}", s.next),
-                )),
+            let not_found = || PullResult {
+                status: PullStatus::NotFound,
                 messages: Vec::new(),
                 next_offset: s.next,
                 min_offset: s.min,
                 max_offset: s.max,
             };
-            if self.closing.load(Ordering::Acquire) || tokio::time::Instant::now() >= deadline {
+            if self.closing() || tokio::time::Instant::now() >= deadline {
                 return Ok(not_found());
             }
             if s.next < s.max {
@@ -265,7 +247,7 @@ impl Inner {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => return Ok(not_found()),
-                _ = shutdown.wait_for(|v| *v) => return Ok(not_found()),
+                () = self.shutdown.cancelled() => return Ok(not_found()),
             }
         }
     }

@@ -1,27 +1,46 @@
-//! `comet.v1.BrokerService` over a [`crate::Broker`].
+//! `comet.v1.BrokerService` over a [`BrokerApi`]: the gRPC adapter. Each method decodes its
+//! protobuf request into the broker's own request type (`convert`), calls the operation, and
+//! encodes the answer: an operation's failure is an in-body `Status`; a call no instance took
+//! ([`Unavailable`]) is gRPC UNAVAILABLE.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::{
-    AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
-    ChangeInvisibleDurationResponse, EndTransactionRequest, EndTransactionResponse,
+    AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
+    ChangeInvisibleDurationResponse, Code, EndTransactionRequest, EndTransactionResponse,
     ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
-    GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetRequest,
+    GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest,
     QueryOffsetResponse, ReceiveMessageRequest, SendMessageRequest, SendMessageResponse,
-    UpdateOffsetRequest, UpdateOffsetResponse,
+    SendResultEntry, TransactionResolution, TransactionSource, UpdateOffsetRequest,
+    UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
-    PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
+    PullMessageResponse, QueryMessageRequest, QueryMessageResponse, QueueOffsetChange,
+    QueueProgress, ResetOffsetRequest, ResetOffsetResponse, TransactionCheck,
+    WatchTransactionChecksRequest, query_message_request, reset_offset_request,
 };
 use futures::StreamExt as _;
-use parking_lot::RwLock;
-use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::broker::{CallGuard, Inner};
+use crate::ack::{AckRequest, ChangeInvisibleRequest};
+use crate::api::BrokerApi;
+use crate::convert::{
+    self, Delivery, failed, name, new_message, ok, overall, plain_message, queue, status,
+    status_of, to_duration, ts_to_ms,
+};
+use crate::dead_letter::DeadLetterRequest;
+use crate::delay::TimerStats;
+use crate::filter::Filter;
+use crate::offsets::{OffsetPolicy, QueueOffset, ResetTarget};
+use crate::outcome::{Failure, Unavailable};
+use crate::pop::PopRequest;
+use crate::pull::{PullRequest, PullStatus};
+use crate::query::MessageQuery;
+use crate::send::SendRequest;
+use crate::transaction::table::TransactionStats;
+use crate::transaction::{Decision, TransactionEnd};
 
 /// The stream of transaction checks a broker sends to one proxy; every [`BrokerService`]
 /// implementation uses this type, so the trait can be used as `dyn BrokerService<
@@ -31,143 +50,51 @@ pub type TransactionCheckStream = std::pin::Pin<
 >;
 
 /// The gRPC service of a broker: wrap it in `BrokerServiceServer::new` to serve it, or call
-/// the trait methods directly in process. Cheap to clone; calls after
-/// [`crate::Broker::shutdown`] began fail with gRPC UNAVAILABLE.
-///
-/// With replication ([`crate::ha::HaBroker`]) the broker behind it is replaced when the
-/// broker's role changes; every call goes to the broker current when it starts.
-#[derive(Clone)]
+/// the trait methods directly in process (in-process callers that want Comet's own types use
+/// [`BrokerGrpc::api`]). Cheap to clone; calls after `Broker::shutdown` began fail with gRPC
+/// UNAVAILABLE. With replication (`HaBroker`) it follows role changes.
+#[derive(Clone, Debug)]
 pub struct BrokerGrpc {
-    cell: Arc<RwLock<Arc<Inner>>>,
-    /// Counts the brokers installed by [`BrokerGrpc::replace`].
-    installed: Arc<watch::Sender<u64>>,
-    /// True while the broker behind is being replaced: new calls wait for the new one.
-    switching: Arc<watch::Sender<bool>>,
-}
-
-/// Longest a call waits for a role change to finish before it is tried anyway.
-const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Longest a write waits for the master instance its metadata announced.
-const PROMOTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl std::fmt::Debug for BrokerGrpc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerGrpc")
-            .field("broker_set", &self.current().cfg.broker_set)
-            .finish()
-    }
+    api: BrokerApi,
 }
 
 impl BrokerGrpc {
-    pub(crate) fn new(inner: Arc<Inner>) -> Self {
-        Self {
-            cell: Arc::new(RwLock::new(inner)),
-            installed: Arc::new(watch::channel(0).0),
-            switching: Arc::new(watch::channel(false).0),
-        }
+    pub(crate) fn new(api: BrokerApi) -> Self {
+        Self { api }
     }
 
-    /// The broker calls go to now.
-    pub(crate) fn current(&self) -> Arc<Inner> {
-        Arc::clone(&self.cell.read())
+    /// The operations behind this service, as Comet's own types.
+    pub fn api(&self) -> &BrokerApi {
+        &self.api
     }
 
     /// Counters of delayed delivery of the broker instance calls go to now (a replica's count
-    /// the timers it follows; see [`crate::Broker::timer_stats`]).
-    pub fn timer_stats(&self) -> crate::TimerStats {
-        self.current().delays.stats()
+    /// the timers it follows; see `Broker::timer_stats`).
+    pub fn timer_stats(&self) -> TimerStats {
+        self.api.timer_stats()
     }
 
     /// Counters of transactional messages of the broker instance calls go to now (a
     /// replica's `pending` counts the half messages it follows; see
-    /// [`crate::Broker::transaction_stats`]).
-    pub fn transaction_stats(&self) -> crate::TransactionStats {
-        self.current().transactions.stats()
+    /// `Broker::transaction_stats`).
+    pub fn transaction_stats(&self) -> TransactionStats {
+        self.api.transaction_stats()
     }
+}
 
-    /// The broker a new call goes to: after waiting (bounded) for a role change in progress,
-    /// so that a change is a pause for callers rather than a failure.
-    pub(crate) async fn ready(&self) -> Arc<Inner> {
-        // Fast path: no change in progress.
-        if !*self.switching.borrow() {
-            let inner = self.current();
-            if !inner.closing.load(std::sync::atomic::Ordering::Acquire) {
-                return inner;
-            }
-        }
-        let mut rx = self.switching.subscribe();
-        for _ in 0..3 {
-            let _ = tokio::time::timeout(SWITCH_WAIT, rx.wait_for(|s| !*s)).await;
-            let inner = self.current();
-            // A closing broker with no change in progress is a real shutdown: enter() says so.
-            if !inner.closing.load(std::sync::atomic::Ordering::Acquire) || !*rx.borrow() {
-                return inner;
-            }
-        }
-        self.current()
-    }
+fn unavailable(u: Unavailable) -> Status {
+    Status::unavailable(u.0)
+}
 
-    /// Registers a call on the broker current now: waits out a role change in progress, and
-    /// retries on the new broker when the one it got closed for a role change meanwhile.
-    ///
-    /// # Errors
-    /// UNAVAILABLE when the broker is shutting down for good.
-    pub(crate) async fn enter(&self) -> Result<(Arc<Inner>, CallGuard), Status> {
-        let mut last = None;
-        for _ in 0..3 {
-            let inner = self.ready().await;
-            match inner.enter() {
-                Ok(call) => return Ok((inner, call)),
-                Err(status) => {
-                    let switched =
-                        *self.switching.borrow() || !Arc::ptr_eq(&inner, &self.current());
-                    if !switched {
-                        return Err(status);
-                    }
-                    last = Some(status);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Status::unavailable("the broker is changing its role")))
-    }
+fn filter(
+    f: Option<&comet_proto::apache::rocketmq::v2::FilterExpression>,
+) -> Result<Filter, Failure> {
+    Filter::from_request(f).map_err(|e| Failure::new(Code::IllegalFilterExpression, e.to_string()))
+}
 
-    /// Marks the start of a role change: calls from now on wait for [`BrokerGrpc::replace`].
-    pub(crate) fn begin_switch(&self) {
-        self.switching.send_replace(true);
-    }
-
-    /// Points this service (and every clone of it) at another broker; waiting calls stay
-    /// waiting until [`BrokerGrpc::end_switch`].
-    pub(crate) fn replace(&self, inner: Arc<Inner>) {
-        *self.cell.write() = inner;
-        self.installed.send_modify(|n| *n += 1);
-    }
-
-    /// Like [`BrokerGrpc::enter`], for calls that write: when the broker got the metadata that
-    /// makes it master before its supervisor installed the master (a proxy may route on the
-    /// same news first), waits (bounded) for the master instead of refusing the write.
-    ///
-    /// # Errors
-    /// As for [`BrokerGrpc::enter`].
-    pub(crate) async fn enter_writer(&self) -> Result<(Arc<Inner>, CallGuard), Status> {
-        for _ in 0..3 {
-            let seen = *self.installed.borrow();
-            let (inner, call) = self.enter().await?;
-            if !inner.awaits_promotion() {
-                return Ok((inner, call));
-            }
-            drop(call);
-            let mut installed = self.installed.subscribe();
-            let _ = tokio::time::timeout(PROMOTION_WAIT, installed.wait_for(|n| *n > seen)).await;
-        }
-        self.enter().await
-    }
-
-    /// Ends a role change: calls go to the current broker again.
-    pub(crate) fn end_switch(&self) {
-        self.switching.send_replace(false);
-    }
+/// A protobuf duration as a std one; negative reads as zero.
+fn duration(d: &prost_types::Duration) -> Duration {
+    to_duration(d).unwrap_or(Duration::ZERO)
 }
 
 #[tonic::async_trait]
@@ -176,47 +103,173 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let (inner, _call) = self.enter_writer().await?;
-        inner.send(request.into_inner()).await.map(Response::new)
+        let req = request.into_inner();
+        let send = SendRequest {
+            messages: req.messages.iter().map(new_message).collect(),
+        };
+        let sent = self.api.send(send).await.map_err(unavailable)?;
+        Ok(Response::new(match sent {
+            Ok(results) => {
+                let entries: Vec<SendResultEntry> = send_entries(&req, results);
+                SendMessageResponse {
+                    status: Some(overall(entries.iter().filter_map(|e| e.status.as_ref()))),
+                    entries,
+                }
+            }
+            Err(f) => SendMessageResponse {
+                status: Some(failed(f)),
+                entries: Vec::new(),
+            },
+        }))
     }
 
     async fn pop_message(
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<PopMessageResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        Ok(Response::new(inner.pop(request.into_inner()).await))
+        let req = request.into_inner();
+        let decoded = (|| {
+            let (topic, queue_id) = queue(req.message_queue.as_ref())?;
+            Ok(PopRequest {
+                group: name(req.group.as_ref()),
+                topic,
+                queue_id,
+                filter: filter(req.filter_expression.as_ref())?,
+                batch_size: req.batch_size,
+                invisible: req.invisible_duration.as_ref().map(duration),
+                long_poll: req
+                    .long_polling_timeout
+                    .as_ref()
+                    .map_or(Duration::ZERO, duration),
+            })
+        })();
+        let popped = match decoded {
+            Ok(pop) => self.api.pop(pop).await.map_err(unavailable)?,
+            Err(f) => Err(f),
+        };
+        let advertised = self.api.advertised_addr();
+        Ok(Response::new(match popped {
+            Ok(d) if d.is_empty() => PopMessageResponse {
+                status: Some(status(Code::MessageNotFound, "no new message")),
+                messages: Vec::new(),
+            },
+            Ok(d) => PopMessageResponse {
+                status: Some(ok()),
+                messages: d
+                    .into_iter()
+                    .map(|d| {
+                        convert::to_proto(
+                            &d.message,
+                            Delivery {
+                                receipt_handle: d.receipt_handle,
+                                attempt: d.attempt,
+                                invisible: d.invisible,
+                                advertised_addr: &advertised,
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+            Err(f) => PopMessageResponse {
+                status: Some(failed(f)),
+                messages: Vec::new(),
+            },
+        }))
     }
 
+    /// The entries answer only their status (readers match them to the request by position).
     async fn ack_message(
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        let reply = inner.ack(request.into_inner());
-        // Answer once the ack is in the state log: it then survives a crash of this process.
-        inner.state_written().await;
-        Ok(Response::new(reply))
+        let req = request.into_inner();
+        let ack = AckRequest {
+            group: name(req.group.as_ref()),
+            topic: name(req.topic.as_ref()),
+            receipt_handles: req.entries.into_iter().map(|e| e.receipt_handle).collect(),
+        };
+        let acked = self.api.ack(ack).await.map_err(unavailable)?;
+        Ok(Response::new(match acked {
+            Ok(results) => {
+                let entries: Vec<AckMessageResultEntry> = results
+                    .iter()
+                    .map(|r| AckMessageResultEntry {
+                        status: Some(status_of(r)),
+                        ..Default::default()
+                    })
+                    .collect();
+                AckMessageResponse {
+                    status: Some(overall(entries.iter().filter_map(|e| e.status.as_ref()))),
+                    entries,
+                }
+            }
+            Err(f) => AckMessageResponse {
+                status: Some(failed(f)),
+                entries: Vec::new(),
+            },
+        }))
     }
 
+    /// A failed change answers the handle it got (the delivery keeps it).
     async fn change_invisible_duration(
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        let reply = inner.change_invisible(request.into_inner());
-        inner.state_written().await;
-        Ok(Response::new(reply))
+        let req = request.into_inner();
+        let changed = match req.invisible_duration.as_ref() {
+            None => Err(Failure::new(
+                Code::IllegalInvisibleTime,
+                "invisible_duration is required",
+            )),
+            Some(d) => {
+                let change = ChangeInvisibleRequest {
+                    group: name(req.group.as_ref()),
+                    topic: name(req.topic.as_ref()),
+                    receipt_handle: req.receipt_handle.clone(),
+                    invisible: duration(d),
+                };
+                self.api
+                    .change_invisible(change)
+                    .await
+                    .map_err(unavailable)?
+            }
+        };
+        Ok(Response::new(match changed {
+            Ok(handle) => ChangeInvisibleDurationResponse {
+                status: Some(ok()),
+                receipt_handle: handle,
+            },
+            Err(f) => ChangeInvisibleDurationResponse {
+                status: Some(failed(f)),
+                receipt_handle: req.receipt_handle,
+            },
+        }))
     }
 
     async fn end_transaction(
         &self,
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        let (inner, _call) = self.enter_writer().await?;
-        Ok(Response::new(
-            inner.end_transaction(request.into_inner()).await,
-        ))
+        let req = request.into_inner();
+        let decision = match TransactionResolution::try_from(req.resolution) {
+            Ok(TransactionResolution::Commit) => Decision::Commit,
+            Ok(TransactionResolution::Rollback) => Decision::Rollback,
+            _ => Decision::Unknown,
+        };
+        let end = TransactionEnd {
+            topic: name(req.topic.as_ref()),
+            message_id: req.message_id,
+            transaction_id: req.transaction_id,
+            decision,
+            from_check: req.source == TransactionSource::SourceServerCheck as i32,
+        };
+        let ended = self.api.end_transaction(end).await.map_err(unavailable)?;
+        Ok(Response::new(EndTransactionResponse {
+            status: Some(match ended {
+                Ok(msg) => status(Code::Ok, msg),
+                Err(f) => failed(f),
+            }),
+        }))
     }
 
     type WatchTransactionChecksStream = TransactionCheckStream;
@@ -227,10 +280,19 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<WatchTransactionChecksRequest>,
     ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
-        let (inner, _call) = self.enter().await?;
         let proxy_id = request.into_inner().proxy_id;
-        let rx = inner.transactions.watch(&proxy_id);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let rx = self
+            .api
+            .watch_transaction_checks(&proxy_id)
+            .await
+            .map_err(unavailable)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|c| {
+            Ok(TransactionCheck {
+                topic: c.topic,
+                message: Some(convert::to_check_proto(&c.message)),
+                transaction_id: c.transaction_id,
+            })
+        });
         Ok(Response::new(stream.boxed()))
     }
 
@@ -238,74 +300,338 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        let reply = inner.forward_to_dlq(request.into_inner()).await;
-        inner.state_written().await;
-        Ok(Response::new(reply))
+        let req = request.into_inner();
+        let forward = DeadLetterRequest {
+            group: name(req.group.as_ref()),
+            topic: name(req.topic.as_ref()),
+            receipt_handle: req.receipt_handle,
+        };
+        let forwarded = self
+            .api
+            .forward_to_dead_letter(forward)
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
+            status: Some(status_of(&forwarded)),
+        }))
     }
 
     async fn pull_message(
         &self,
         request: Request<PullMessageRequest>,
     ) -> Result<Response<PullMessageResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        Ok(Response::new(inner.pull(request.into_inner()).await))
+        let req = request.into_inner();
+        let decoded = (|| {
+            let (topic, queue_id) = queue(req.message_queue.as_ref())?;
+            Ok(PullRequest {
+                group: name(req.group.as_ref()),
+                topic,
+                queue_id,
+                offset: req.offset,
+                filter: filter(req.filter_expression.as_ref())?,
+                batch_size: req.batch_size,
+                long_poll: req
+                    .long_polling_timeout
+                    .as_ref()
+                    .map_or(Duration::ZERO, duration),
+            })
+        })();
+        let (pull, pulled) = match decoded {
+            Ok(pull) => {
+                let pulled = self.api.pull(pull.clone()).await.map_err(unavailable)?;
+                (Some(pull), pulled)
+            }
+            Err(f) => (None, Err(f)),
+        };
+        let advertised = self.api.advertised_addr();
+        Ok(Response::new(match (pull, pulled) {
+            (Some(pull), Ok(r)) => {
+                let st = match r.status {
+                    PullStatus::Found => ok(),
+                    PullStatus::NotFound => status(
+                        Code::MessageNotFound,
+                        format!(
+                            "no new matching message; continue from offset {}",
+                            r.next_offset
+                        ),
+                    ),
+                    PullStatus::OffsetOutOfRange => status(
+                        Code::IllegalOffset,
+                        format!(
+                            "offset {} of {:?} queue {} is outside the stored range [{}, {}]; \
+                             continue from {}",
+                            pull.offset,
+                            pull.topic,
+                            pull.queue_id,
+                            r.min_offset,
+                            r.max_offset,
+                            r.next_offset
+                        ),
+                    ),
+                };
+                PullMessageResponse {
+                    status: Some(st),
+                    messages: r
+                        .messages
+                        .iter()
+                        .map(|m| plain_message(m, &advertised))
+                        .collect(),
+                    next_offset: r.next_offset,
+                    min_offset: r.min_offset,
+                    max_offset: r.max_offset,
+                }
+            }
+            (_, Err(f)) => PullMessageResponse {
+                status: Some(failed(f)),
+                ..Default::default()
+            },
+            (None, Ok(_)) => PullMessageResponse::default(),
+        }))
     }
 
     async fn update_offset(
         &self,
         request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        let reply = inner.update_offset(request.into_inner()).await;
-        // Answer once the offset is in the state log: it then survives a crash of this process.
-        inner.state_written().await;
-        Ok(Response::new(reply))
+        let req = request.into_inner();
+        let updated = match queue(req.message_queue.as_ref()) {
+            Ok((topic, queue_id)) => {
+                let at = QueueOffset {
+                    group: name(req.group.as_ref()),
+                    topic,
+                    queue_id,
+                    offset: req.offset,
+                };
+                self.api.update_offset(at).await.map_err(unavailable)?
+            }
+            Err(f) => Err(f),
+        };
+        Ok(Response::new(UpdateOffsetResponse {
+            status: Some(status_of(&updated)),
+        }))
     }
 
     async fn get_offset(
         &self,
         request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        Ok(Response::new(inner.get_offset(request.into_inner())))
+        let req = request.into_inner();
+        let got = match queue(req.message_queue.as_ref()) {
+            Ok((topic, queue_id)) => self
+                .api
+                .get_offset(&name(req.group.as_ref()), &topic, queue_id)
+                .await
+                .map_err(unavailable)?,
+            Err(f) => Err(f),
+        };
+        Ok(Response::new(GetOffsetResponse {
+            status: Some(status_of(&got)),
+            offset: got.unwrap_or(0),
+        }))
     }
 
     async fn query_offset(
         &self,
         request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        Ok(Response::new(
-            inner.query_offset(request.into_inner()).await,
-        ))
+        let req = request.into_inner();
+        let decoded = (|| {
+            let (topic, queue_id) = queue(req.message_queue.as_ref())?;
+            let policy = match QueryOffsetPolicy::try_from(req.query_offset_policy) {
+                Ok(QueryOffsetPolicy::Beginning) => OffsetPolicy::Beginning,
+                Ok(QueryOffsetPolicy::End) => OffsetPolicy::End,
+                Ok(QueryOffsetPolicy::Timestamp) => match req.timestamp.as_ref() {
+                    Some(ts) => OffsetPolicy::Timestamp(ts_to_ms(ts)),
+                    None => {
+                        return Err(Failure::new(
+                            Code::BadRequest,
+                            "timestamp is required with the TIMESTAMP policy",
+                        ));
+                    }
+                },
+                Err(_) => {
+                    return Err(Failure::new(
+                        Code::BadRequest,
+                        format!(
+                            "unknown query_offset_policy {}; use BEGINNING, END or TIMESTAMP",
+                            req.query_offset_policy
+                        ),
+                    ));
+                }
+            };
+            Ok((topic, queue_id, policy))
+        })();
+        let found = match decoded {
+            Ok((topic, queue_id, policy)) => self
+                .api
+                .query_offset(&topic, queue_id, policy)
+                .await
+                .map_err(unavailable)?,
+            Err(f) => Err(f),
+        };
+        Ok(Response::new(QueryOffsetResponse {
+            status: Some(status_of(&found)),
+            offset: found.unwrap_or(0),
+        }))
     }
 
     async fn reset_offset(
         &self,
         request: Request<ResetOffsetRequest>,
     ) -> Result<Response<ResetOffsetResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        let reply = inner.reset_offset(request.into_inner()).await;
-        inner.state_written().await;
-        Ok(Response::new(reply))
+        let req = request.into_inner();
+        let reset = match req.target {
+            None => Err(Failure::new(
+                Code::BadRequest,
+                "a reset needs a target: timestamp or offset",
+            )),
+            Some(target) => {
+                let target = match target {
+                    reset_offset_request::Target::Timestamp(ts) => {
+                        ResetTarget::Timestamp(ts_to_ms(&ts))
+                    }
+                    reset_offset_request::Target::Offset(o) => ResetTarget::Offset(o),
+                };
+                self.api
+                    .reset_offset(
+                        &name(req.group.as_ref()),
+                        &name(req.topic.as_ref()),
+                        req.queue_id,
+                        target,
+                    )
+                    .await
+                    .map_err(unavailable)?
+            }
+        };
+        Ok(Response::new(match reset {
+            Ok(changes) => ResetOffsetResponse {
+                status: Some(ok()),
+                queues: changes
+                    .into_iter()
+                    .map(|c| QueueOffsetChange {
+                        queue_id: c.queue_id,
+                        previous_offset: c.previous_offset.unwrap_or(-1),
+                        offset: c.offset,
+                        dropped_inflight: c.dropped_inflight as i64,
+                    })
+                    .collect(),
+            },
+            Err(f) => ResetOffsetResponse {
+                status: Some(failed(f)),
+                queues: Vec::new(),
+            },
+        }))
     }
 
     async fn query_message(
         &self,
         request: Request<QueryMessageRequest>,
     ) -> Result<Response<QueryMessageResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        Ok(Response::new(
-            inner.query_message(request.into_inner()).await,
-        ))
+        let req = request.into_inner();
+        let found = match req.query {
+            None => Err(Failure::new(
+                Code::BadRequest,
+                "a query needs one of message_id, key or queue_offset",
+            )),
+            Some(q) => {
+                let query = match q {
+                    query_message_request::Query::MessageId(id) => MessageQuery::Id(id),
+                    query_message_request::Query::Key(k) => MessageQuery::Key {
+                        key: k.key,
+                        max: k.max,
+                        begin_ms: k.begin.as_ref().map_or(0, ts_to_ms),
+                        end_ms: k.end.as_ref().map_or(i64::MAX, ts_to_ms),
+                    },
+                    query_message_request::Query::QueueOffset(q) => MessageQuery::QueueOffset {
+                        queue_id: q.queue_id,
+                        offset: q.offset,
+                    },
+                };
+                self.api
+                    .query_message(&name(req.topic.as_ref()), query)
+                    .await
+                    .map_err(unavailable)?
+            }
+        };
+        let advertised = self.api.advertised_addr();
+        Ok(Response::new(match found {
+            Ok(m) if m.is_empty() => QueryMessageResponse {
+                status: Some(status(Code::MessageNotFound, "no stored message matches")),
+                messages: Vec::new(),
+            },
+            Ok(m) => QueryMessageResponse {
+                status: Some(ok()),
+                messages: m.iter().map(|m| plain_message(m, &advertised)).collect(),
+            },
+            Err(f) => QueryMessageResponse {
+                status: Some(failed(f)),
+                messages: Vec::new(),
+            },
+        }))
     }
 
     async fn get_consumer_progress(
         &self,
         request: Request<GetConsumerProgressRequest>,
     ) -> Result<Response<GetConsumerProgressResponse>, Status> {
-        let (inner, _call) = self.enter().await?;
-        Ok(Response::new(inner.consumer_progress(request.into_inner())))
+        let req = request.into_inner();
+        let progress = self
+            .api
+            .group_progress(&name(req.group.as_ref()), &name(req.topic.as_ref()))
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(match progress {
+            Ok(queues) => GetConsumerProgressResponse {
+                status: Some(ok()),
+                queues: queues
+                    .into_iter()
+                    .map(|q| QueueProgress {
+                        queue_id: q.queue_id,
+                        min_offset: q.min_offset,
+                        max_offset: q.max_offset,
+                        consume_offset: q.consume_offset.unwrap_or(-1),
+                        backlog: q.backlog,
+                        inflight: q.inflight as i64,
+                    })
+                    .collect(),
+            },
+            Err(f) => GetConsumerProgressResponse {
+                status: Some(failed(f)),
+                queues: Vec::new(),
+            },
+        }))
     }
+}
+
+/// One entry per message of the request: the status, the message id as sent, and for a
+/// stored message its offset (and transaction id).
+fn send_entries(
+    req: &SendMessageRequest,
+    results: Vec<Result<crate::send::Sent, Failure>>,
+) -> Vec<SendResultEntry> {
+    req.messages
+        .iter()
+        .zip(results)
+        .map(|(m, r)| {
+            let message_id = m
+                .system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone())
+                .unwrap_or_default();
+            match r {
+                Ok(sent) => SendResultEntry {
+                    status: Some(ok()),
+                    message_id,
+                    transaction_id: sent.transaction_id.unwrap_or_default(),
+                    offset: sent.offset,
+                    recall_handle: String::new(),
+                },
+                Err(f) => SendResultEntry {
+                    status: Some(failed(f)),
+                    message_id,
+                    ..Default::default()
+                },
+            }
+        })
+        .collect()
 }

@@ -177,7 +177,7 @@ async fn given_checks_exhausted_when_unresolved_should_discard_and_record() {
         &n.svc,
         &Pop {
             group: "admin",
-            topic: comet_broker::DISCARD_TOPIC,
+            topic: comet_vocab::system::TRANS_CHECK_MAX_TIME_TOPIC,
             ..Default::default()
         },
         1,

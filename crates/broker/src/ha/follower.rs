@@ -18,17 +18,18 @@ use comet_store::EpochEntry;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::broker::{StorePrep, blocking};
+use crate::api::BrokerApi;
+use crate::engine::StorePrep;
 use crate::ha::consumer_sync;
 use crate::ha::role::{LogShape, StartAction, start_action};
-use crate::service::BrokerGrpc;
+use crate::outcome::blocking;
 
 /// Largest replication message (a chunk holds at least one whole batch, up to the record limit).
 const MAX_FRAME: usize = 256 << 20;
 
 /// What the follower needs.
 pub(crate) struct Follow {
-    pub brokers: BrokerGrpc,
+    pub brokers: BrokerApi,
     pub broker_set: String,
     pub broker_id: u64,
     pub master_address: String,
@@ -199,7 +200,7 @@ async fn follow_once(f: &Follow, channel: Channel) -> Ended {
                     match blocking(move || s.append_raw(epoch, offset, &c.data)).await {
                         Ok(Ok(done)) => done.end,
                         Ok(Err(e)) => return Ended::Failed(format!("append at {offset}: {e}")),
-                        Err((_, m)) => return Ended::Failed(m),
+                        Err(f) => return Ended::Failed(f.message),
                     }
                 };
                 if tx.send(progress(confirmed)).await.is_err() {

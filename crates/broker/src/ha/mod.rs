@@ -36,8 +36,10 @@
 //!   not confirm within `sync_timeout`, with SLAVE_PERSISTENCE_TIMEOUT (the message is stored
 //!   on the master and may still replicate: outcome unknown, a retry may duplicate it).
 
+mod config;
 mod consumer_sync;
 mod follower;
+mod lease;
 pub(crate) mod role;
 mod service;
 pub(crate) mod tracker;
@@ -45,129 +47,24 @@ pub(crate) mod tracker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comet_proto::comet::v1::{AlterSyncStateSetRequest, BrokerSet, ClusterMetadata};
-use comet_store::WriteGate;
+use comet_proto::comet::v1::ClusterMetadata;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, EngineRole, StorePrep};
+use crate::api::BrokerApi;
+use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::engine::{EngineRole, StorePrep};
 use crate::error::BrokerError;
 use crate::service::BrokerGrpc;
+pub use config::{HaConfig, ReplicationMode};
+pub use lease::ControllerLink;
+use lease::master_gate;
 use role::Role;
 pub use service::ReplicationGrpc;
 use tracker::{LagLimits, Tracker};
-
-/// When a send is acknowledged (see the module docs for the contract of each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReplicationMode {
-    /// After the master's own write (and flush, per the flush policy).
-    #[default]
-    Async,
-    /// After every member of the sync-state set holds it.
-    Sync,
-}
-
-/// Replication settings of a broker (they apply while it is master).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HaConfig {
-    /// ASYNC or SYNC acknowledgement (default ASYNC).
-    pub mode: ReplicationMode,
-    /// SYNC: fewest members the sync-state set must have, the master included (default 1:
-    /// with every replica gone the master acknowledges alone; 2 refuses instead).
-    pub min_in_sync_replicas: u32,
-    /// SYNC: longest wait for the in-sync replicas (default 2 s; keep it below the proxy's
-    /// broker call timeout, 3 s, so clients see SLAVE_PERSISTENCE_TIMEOUT, not PROXY_TIMEOUT).
-    pub sync_timeout: Duration,
-    /// A replica that has not caught up with the master for this long leaves the sync-state
-    /// set (default 3 s).
-    pub max_lag_time: Duration,
-    /// A replica this many bytes behind leaves the sync-state set (default 256 MiB; 0 = no
-    /// limit).
-    pub max_lag_bytes: u64,
-    /// Target size of one replication chunk (default 1 MiB; a larger batch comes whole).
-    pub chunk_bytes: usize,
-    /// Silence after which the master sends a heartbeat chunk (default 500 ms).
-    pub heartbeat_interval: Duration,
-    /// How often replicas adopt the master's consume offsets (default 1 s).
-    pub consumer_offsets_interval: Duration,
-}
-
-impl Default for HaConfig {
-    fn default() -> Self {
-        HaConfig {
-            mode: ReplicationMode::Async,
-            min_in_sync_replicas: 1,
-            sync_timeout: Duration::from_secs(2),
-            max_lag_time: Duration::from_secs(3),
-            max_lag_bytes: 256 << 20,
-            chunk_bytes: 1 << 20,
-            heartbeat_interval: Duration::from_millis(500),
-            consumer_offsets_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-impl HaConfig {
-    /// Checks every value; errors name the key.
-    ///
-    /// # Errors
-    /// [`BrokerError::Config`].
-    pub fn validate(&self) -> Result<(), BrokerError> {
-        let bad = |key: &'static str, reason: String| Err(BrokerError::Config { key, reason });
-        if !(1..=16).contains(&self.min_in_sync_replicas) {
-            return bad(
-                "min_in_sync_replicas",
-                format!("{} is outside 1..=16", self.min_in_sync_replicas),
-            );
-        }
-        for (key, d) in [
-            ("sync_replication_timeout", self.sync_timeout),
-            ("replica_max_lag_time", self.max_lag_time),
-            ("replication_heartbeat_interval", self.heartbeat_interval),
-            (
-                "consumer_offsets_sync_interval",
-                self.consumer_offsets_interval,
-            ),
-        ] {
-            if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
-                return bad(key, format!("{d:?} is outside [10ms, 1h]"));
-            }
-        }
-        if self.heartbeat_interval >= self.max_lag_time {
-            return bad(
-                "replication_heartbeat_interval",
-                format!(
-                    "{:?} must be shorter than replica_max_lag_time ({:?}), or idle replicas \
-                     would leave the sync-state set",
-                    self.heartbeat_interval, self.max_lag_time
-                ),
-            );
-        }
-        if !(4096..=(64 << 20)).contains(&self.chunk_bytes) {
-            return bad(
-                "replication_chunk_size",
-                format!("{} is outside 4KiB..=64MiB", self.chunk_bytes),
-            );
-        }
-        Ok(())
-    }
-}
-
-/// The controller, as a master needs it.
-#[tonic::async_trait]
-pub trait ControllerLink: Send + Sync + 'static {
-    /// Asks the controller to replace the sync-state set (see `AlterSyncStateSet`); returns
-    /// the broker set as committed.
-    ///
-    /// # Errors
-    /// The controller's status (FAILED_PRECONDITION when this broker is no longer the master
-    /// of that epoch), or UNAVAILABLE when no controller answered.
-    async fn alter_sync_state_set(
-        &self,
-        req: AlterSyncStateSetRequest,
-    ) -> Result<BrokerSet, tonic::Status>;
-}
 
 /// A replicated broker's role, as [`HaStatus`] shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,10 +91,13 @@ pub struct HaStatus {
 /// A broker that is a member of a replicated broker set (see the module docs). Serve
 /// [`HaBroker::service`] and [`HaBroker::replication_service`] on its internal port.
 pub struct HaBroker {
-    service: BrokerGrpc,
+    service: BrokerApi,
     replication: ReplicationGrpc,
     status: watch::Receiver<HaStatus>,
-    stop: watch::Sender<bool>,
+    /// Cancelled to stop following and close the current instance.
+    stop: CancellationToken,
+    /// The supervisor and the replication tasks it starts.
+    tasks: TaskTracker,
     task: Option<JoinHandle<Result<(), BrokerError>>>,
 }
 
@@ -233,7 +133,7 @@ impl HaBroker {
             StorePrep::Keep,
         )
         .await?;
-        let service = engine.service();
+        let service = engine.api();
         let ha = Arc::new(ha);
         let replication = ReplicationGrpc::new(service.clone(), Arc::clone(&ha));
         let (status_tx, status) = watch::channel(HaStatus {
@@ -241,7 +141,8 @@ impl HaBroker {
             epoch: 0,
             master_id: 0,
         });
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let (prepare_tx, prepare_rx) = mpsc::channel(4);
         let sup = Supervisor {
             cfg,
@@ -252,24 +153,32 @@ impl HaBroker {
             service: service.clone(),
             engine: Some(engine),
             role: Role::Waiting,
+            tasks: tasks.clone(),
             follower: None,
             manager: None,
             prepare_tx,
             prepare_rx,
             status: status_tx,
         };
-        let task = tokio::spawn(sup.run(stop_rx));
+        let task = tasks.spawn(sup.run(stop.clone()));
+        tasks.close();
         Ok(HaBroker {
             service,
             replication,
             status,
             stop,
+            tasks,
             task: Some(task),
         })
     }
 
     /// The `comet.v1.BrokerService` of the current instance (follows role changes).
     pub fn service(&self) -> BrokerGrpc {
+        BrokerGrpc::new(self.service.clone())
+    }
+
+    /// The operations of the current instance as Comet's own types (follows role changes).
+    pub fn api(&self) -> BrokerApi {
         self.service.clone()
     }
 
@@ -300,13 +209,16 @@ impl HaBroker {
     /// # Errors
     /// As for [`Broker::shutdown`].
     pub async fn shutdown(mut self) -> Result<(), BrokerError> {
-        self.stop.send_replace(true);
-        match self.task.take() {
+        self.stop.cancel();
+        let closed = match self.task.take() {
             Some(t) => t
                 .await
                 .map_err(|e| BrokerError::Task(format!("replication supervisor: {e}")))?,
             None => Ok(()),
-        }
+        };
+        // The supervisor aborted its follower and manager on the way out.
+        self.tasks.wait().await;
+        closed
     }
 
     /// Stops at once like [`Broker::abandon`] (a crash, for tests).
@@ -333,7 +245,7 @@ impl HaBroker {
     }
 }
 
-fn log_report(service: &BrokerGrpc) -> (u64, i64) {
+fn log_report(service: &BrokerApi) -> (u64, i64) {
     match service.current().store() {
         Ok(store) => (
             store.epochs().last().map_or(0, |e| e.epoch),
@@ -345,7 +257,7 @@ fn log_report(service: &BrokerGrpc) -> (u64, i64) {
 
 impl Drop for HaBroker {
     fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.stop.cancel();
     }
 }
 
@@ -355,10 +267,12 @@ struct Supervisor {
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     lease: watch::Receiver<Option<std::time::Instant>>,
     link: Arc<dyn ControllerLink>,
-    service: BrokerGrpc,
+    service: BrokerApi,
     engine: Option<Broker>,
     /// The role of the current instance.
     role: Role,
+    /// Where the follower and the sync-state-set manager run (aborted on a role change).
+    tasks: TaskTracker,
     follower: Option<JoinHandle<()>>,
     manager: Option<JoinHandle<()>>,
     prepare_tx: mpsc::Sender<StorePrep>,
@@ -366,37 +280,12 @@ struct Supervisor {
     status: watch::Sender<HaStatus>,
 }
 
-/// The write gate of a master: open until its lease deadline (closed without one) while
-/// another member is or is becoming part of its sync-state set, since only then could the
-/// controller elect someone else. A master alone in its set cannot be replaced (elections pick
-/// from the set; unclean elections aside), so it keeps writing without the controller.
-pub(crate) fn master_gate(lease: Option<std::time::Instant>, tracker: &Tracker) -> WriteGate {
-    if !tracker.replicated() {
-        return WriteGate::Open;
-    }
-    match lease {
-        Some(deadline) => WriteGate::Until {
-            deadline,
-            reason: LAPSED.into(),
-        },
-        None => WriteGate::Closed(LAPSED.into()),
-    }
-}
-
-/// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 /// Longest wait, on a role change, for the previous instance's store to let go of the data
 /// directory before the new instance opens it.
 const STORE_RELEASE_LIMIT: Duration = Duration::from_secs(10);
 
-const LAPSED: &str = "this broker cannot confirm that it is still the master (its lease with \
-                      the controller lapsed); retry: the cluster elects a new master";
-
 impl Supervisor {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), BrokerError> {
+    async fn run(mut self, stop: CancellationToken) -> Result<(), BrokerError> {
         let mut failures = 0u32;
         loop {
             let desired = role::decide_role(
@@ -412,13 +301,13 @@ impl Supervisor {
                     tracing::error!(error = %e, failures, "role change failed; retrying");
                     let pause = Duration::from_millis(200 * u64::from(failures.min(10)));
                     tokio::select! {
-                        () = stopped(&mut stop) => break,
+                        () = stop.cancelled() => break,
                         () = tokio::time::sleep(pause) => continue,
                     }
                 }
             }
             tokio::select! {
-                () = stopped(&mut stop) => break,
+                () = stop.cancelled() => break,
                 changed = self.metadata.changed() => if changed.is_err() { break },
                 changed = self.lease.changed() => {
                     if changed.is_err() { break }
@@ -535,7 +424,7 @@ impl Supervisor {
                     "no broker instance after a role change".into(),
                 ))?;
                 let inner = Arc::clone(engine.inner());
-                let store = inner.store().map_err(|(_, m)| BrokerError::Task(m))?;
+                let store = inner.store().map_err(|f| BrokerError::Task(f.message))?;
                 let epoch = *epoch;
                 let start = tokio::task::spawn_blocking(move || store.begin_epoch(epoch))
                     .await
@@ -544,7 +433,7 @@ impl Supervisor {
                 self.role = desired.clone();
                 self.refresh_gate();
                 self.service.end_switch();
-                self.manager = Some(tokio::spawn(service::manage_sync_state_set(
+                self.manager = Some(self.tasks.spawn(service::manage_sync_state_set(
                     inner,
                     tracker,
                     Arc::clone(&self.link),
@@ -578,7 +467,7 @@ impl Supervisor {
                 master_address: address.clone(),
                 master_epoch: *epoch,
             };
-            self.follower = Some(tokio::spawn(follower::run(f, self.prepare_tx.clone())));
+            self.follower = Some(self.tasks.spawn(follower::run(f, self.prepare_tx.clone())));
         }
     }
 

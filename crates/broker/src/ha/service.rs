@@ -6,7 +6,7 @@
 //! sends an empty chunk as a heartbeat every `heartbeat_interval` of silence (so an idle replica
 //! still proves it is caught up) and the groups' consume offsets every
 //! `consumer_offsets_interval`. Streams end when the broker instance closes (a role change or
-//! shutdown) and do not count as running calls.
+//! shutdown): they run on the instance's task tracker, not as running calls.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,12 +19,16 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::broker::{EngineRole, Inner, blocking};
+use crate::api::BrokerApi;
+use crate::engine::{EngineRole, Inner};
+use crate::ha::config::HaConfig;
+use crate::ha::consumer_sync;
+use crate::ha::lease::{ControllerLink, master_gate};
 use crate::ha::tracker::Tracker;
-use crate::ha::{HaConfig, consumer_sync};
-use crate::service::BrokerGrpc;
+use crate::outcome::blocking;
 
 /// The stream of frames a master sends one replica.
 pub type ReplicationStream =
@@ -35,7 +39,7 @@ pub type ReplicationStream =
 /// FAILED_PRECONDITION.
 #[derive(Clone)]
 pub struct ReplicationGrpc {
-    brokers: BrokerGrpc,
+    brokers: BrokerApi,
     cfg: Arc<HaConfig>,
 }
 
@@ -46,7 +50,7 @@ impl std::fmt::Debug for ReplicationGrpc {
 }
 
 impl ReplicationGrpc {
-    pub(crate) fn new(brokers: BrokerGrpc, cfg: Arc<HaConfig>) -> Self {
+    pub(crate) fn new(brokers: BrokerApi, cfg: Arc<HaConfig>) -> Self {
         ReplicationGrpc { brokers, cfg }
     }
 }
@@ -98,9 +102,13 @@ impl ReplicationService for ReplicationGrpc {
         request: Request<pb::HandshakeRequest>,
     ) -> Result<Response<pb::HandshakeResponse>, Status> {
         let req = request.into_inner();
-        let (inner, _call) = self.brokers.enter().await?;
+        let (inner, _call) = self
+            .brokers
+            .enter()
+            .await
+            .map_err(|u| Status::unavailable(u.0))?;
         master_of(&inner, &req.broker_set, req.master_epoch)?;
-        let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
+        let store = inner.store().map_err(|f| Status::unavailable(f.message))?;
         tracing::info!(broker_set = %req.broker_set, replica = req.broker_id,
             replica_end = req.end_offset, epoch = req.master_epoch, "replica handshake");
         Ok(Response::new(pb::HandshakeResponse {
@@ -121,11 +129,15 @@ impl ReplicationService for ReplicationGrpc {
         let first = progress.message().await?.ok_or_else(|| {
             Status::invalid_argument("the stream must start with ReplicaProgress")
         })?;
-        let (inner, call) = self.brokers.enter().await?;
+        let (inner, call) = self
+            .brokers
+            .enter()
+            .await
+            .map_err(|u| Status::unavailable(u.0))?;
         let tracker = master_of(&inner, &first.broker_set, first.master_epoch)?;
         // The stream itself does not hold the broker's shutdown back.
         drop(call);
-        let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
+        let store = inner.store().map_err(|f| Status::unavailable(f.message))?;
         let (min, end) = (store.min_physical_offset(), store.write_offset());
         if first.offset < min || first.offset > end {
             return Err(Status::invalid_argument(format!(
@@ -142,15 +154,15 @@ impl ReplicationService for ReplicationGrpc {
         tracing::info!(broker_set = %first.broker_set, replica = id, from = first.offset,
             epoch = tracker.epoch, "replica connected");
         tracker.connected(id, first.offset, Instant::now());
-        let mut shutdown = inner.shutdown_tx.subscribe();
+        let shutdown = inner.shutdown.clone();
         // Confirmations.
         {
             let tracker = Arc::clone(&tracker);
-            let mut shutdown = inner.shutdown_tx.subscribe();
-            tokio::spawn(async move {
+            let shutdown = inner.shutdown.clone();
+            inner.tasks.spawn(async move {
                 loop {
                     tokio::select! {
-                        _ = shutdown.wait_for(|s| *s) => break,
+                        () = shutdown.cancelled() => break,
                         msg = progress.next() => match msg {
                             Some(Ok(p)) => tracker.progress(id, p.offset),
                             Some(Err(e)) => {
@@ -168,11 +180,11 @@ impl ReplicationService for ReplicationGrpc {
         // The log.
         let (tx, rx) = mpsc::channel::<Result<pb::ReplicationFrame, Status>>(4);
         let cfg = Arc::clone(&self.cfg);
-        tokio::spawn(async move {
-            let sent =
-                stream_log(&inner, &tracker, id, first.offset, &cfg, &tx, &mut shutdown).await;
+        let streams = inner.tasks.clone();
+        streams.spawn(async move {
+            let sent = stream_log(&inner, &tracker, id, first.offset, &cfg, &tx, &shutdown).await;
             if let Err(status) = sent {
-                let _ = tx.send(Err(status)).await;
+                send(&tx, Err(status), &shutdown).await;
             }
         });
         Ok(Response::new(Box::pin(
@@ -185,6 +197,19 @@ fn frame(f: pb::replication_frame::Frame) -> Result<pb::ReplicationFrame, Status
     Ok(pb::ReplicationFrame { frame: Some(f) })
 }
 
+/// Sends one frame to the replica's stream; false when the replica went away or the broker
+/// is stopping (a replica that stopped reading must not hold the stop back).
+async fn send(
+    tx: &mpsc::Sender<Result<pb::ReplicationFrame, Status>>,
+    f: Result<pb::ReplicationFrame, Status>,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(f) => sent.is_ok(),
+        () = shutdown.cancelled() => false,
+    }
+}
+
 /// Sends the log to replica `id` from `from` until the replica goes away or the broker closes.
 async fn stream_log(
     inner: &Arc<Inner>,
@@ -193,21 +218,21 @@ async fn stream_log(
     from: i64,
     cfg: &HaConfig,
     tx: &mpsc::Sender<Result<pb::ReplicationFrame, Status>>,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> Result<(), Status> {
     let mut next = from;
     let mut offsets_due = Instant::now();
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return Ok(());
         }
-        let store = inner.store().map_err(|(_, m)| Status::unavailable(m))?;
+        let store = inner.store().map_err(|f| Status::unavailable(f.message))?;
         if Instant::now() >= offsets_due {
             offsets_due = Instant::now() + cfg.consumer_offsets_interval;
             let f = frame(pb::replication_frame::Frame::ConsumerOffsets(
                 consumer_sync::encode(inner.consumer_records()),
             ));
-            if tx.send(f).await.is_err() {
+            if !send(tx, f, shutdown).await {
                 return Ok(());
             }
         }
@@ -217,7 +242,7 @@ async fn stream_log(
             let (s, max) = (Arc::clone(&store), cfg.chunk_bytes);
             let chunk = blocking(move || s.read_raw(next, max, limit))
                 .await
-                .map_err(|(_, m)| Status::internal(m))?
+                .map_err(|f| Status::internal(f.message))?
                 .map_err(|e| Status::invalid_argument(format!("reading the log at {next}: {e}")))?;
             if chunk.end > next {
                 let end = chunk.end;
@@ -228,7 +253,7 @@ async fn stream_log(
                     end,
                     master_end,
                 }));
-                if tx.send(f).await.is_err() {
+                if !send(tx, f, shutdown).await {
                     return Ok(());
                 }
                 if end >= master_end {
@@ -242,7 +267,7 @@ async fn stream_log(
         let s = Arc::clone(&store);
         let woken = tokio::select! {
             w = inner.append_wake.wait(cfg.heartbeat_interval, move || s.write_offset() > next) => w,
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
         };
         if !woken {
             let master_end = store.write_offset();
@@ -253,7 +278,7 @@ async fn stream_log(
                 end: next,
                 master_end,
             }));
-            if tx.send(f).await.is_err() {
+            if !send(tx, f, shutdown).await {
                 return Ok(());
             }
             if next >= master_end {
@@ -268,18 +293,17 @@ async fn stream_log(
 pub(crate) async fn manage_sync_state_set(
     inner: Arc<Inner>,
     tracker: Arc<Tracker>,
-    link: Arc<dyn crate::ha::ControllerLink>,
+    link: Arc<dyn ControllerLink>,
     lease: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
 ) {
     let refresh_gate = |store: &comet_store::MessageStore| {
-        store.set_write_gate(crate::ha::master_gate(*lease.borrow(), &tracker));
+        store.set_write_gate(master_gate(*lease.borrow(), &tracker));
     };
     let tick = (tracker.limits().max_time / 10)
         .clamp(Duration::from_millis(20), Duration::from_millis(500));
-    let mut shutdown = inner.shutdown_tx.subscribe();
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
+            () = inner.shutdown.cancelled() => return,
             () = tokio::time::sleep(tick) => {}
         }
         let Ok(store) = inner.store() else { return };

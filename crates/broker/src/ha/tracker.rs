@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::broker::Outcome;
+use crate::outcome::Failure;
 
 /// What SYNC sends wait on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,11 +312,11 @@ impl Tracker {
     /// message is stored on the master only); SLAVE_PERSISTENCE_TIMEOUT when the members did
     /// not confirm within `timeout` (the message is stored on the master and may still
     /// replicate).
-    pub async fn wait(&self, end: i64, timeout: Duration) -> Result<(), Outcome> {
+    pub async fn wait(&self, end: i64, timeout: Duration) -> Result<(), Failure> {
         let mut rx = self.watermark.subscribe();
         let min = self.min_in_sync;
         let short = |w: &Watermark| {
-            (
+            Failure::new(
                 Code::HaNotAvailable,
                 format!(
                     "the message is stored on the master, but only {} of the {min} in-sync \
@@ -339,11 +339,11 @@ impl Tracker {
             // Fewer members first: with the master alone the watermark is unbounded.
             Ok(Ok(w)) if w.members < min => Err(short(&w)),
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err((
+            Ok(Err(_)) => Err(Failure::new(
                 Code::HaNotAvailable,
-                "the master stepped down before the replicas confirmed the message".into(),
+                "the master stepped down before the replicas confirmed the message",
             )),
-            Err(_) => Err((
+            Err(_) => Err(Failure::new(
                 Code::SlavePersistenceTimeout,
                 format!(
                     "the message is stored on the master, but the in-sync replicas did not \
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(w.await.unwrap(), Ok(()));
         // Never acked: times out with SLAVE_PERSISTENCE_TIMEOUT.
         let e = t.wait(200, Duration::from_millis(30)).await.unwrap_err();
-        assert_eq!(e.0, Code::SlavePersistenceTimeout);
+        assert_eq!(e.code, Code::SlavePersistenceTimeout);
         // The replica leaves the set: a waiting send fails with HA_NOT_AVAILABLE (2 required).
         let w = {
             let t = std::sync::Arc::clone(&t);
@@ -472,7 +472,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         t.committed(&[0]);
-        assert_eq!(w.await.unwrap().unwrap_err().0, Code::HaNotAvailable);
+        assert_eq!(w.await.unwrap().unwrap_err().code, Code::HaNotAvailable);
         // With min 1 the master alone acknowledges.
         let solo = Tracker::new(0, 1, &[0], 1, LIMITS);
         assert_eq!(

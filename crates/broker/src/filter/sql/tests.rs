@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use std::cmp::Ordering;
+
+use super::parse::literal_order;
 use super::*;
 
 fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -1,5 +1,5 @@
-//! Transactional messages: half messages, EndTransaction and the check-back of unresolved
-//! transactions.
+//! The transaction table: unresolved half messages, their resolutions and the check-back of
+//! unresolved transactions.
 //!
 //! ```text
 //!  send(TRANSACTION) ─► RMQ_SYS_TRANS_HALF_TOPIC/0  (record keeps the real topic + queue)
@@ -32,101 +32,52 @@
 //! every unresolved half message on the usual schedule (the next check is due one interval
 //! after the last CHECK op, or `transaction_timeout` after the send), with its count.
 //!
-//! # Transaction ids
-//! `"<broker_set>~" + base64url(25 bytes)`: version (1), half queue offset (i64 LE), commitlog
-//! offset (i64 LE), CRC32C of the message id, CRC32C of the 21 bytes before it.
+//! Transaction ids are in the `id` module; the records in `record`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use comet_proto::apache::rocketmq::v2::{Code, TransactionResolution};
-use comet_proto::comet::v1::TransactionCheck;
 use comet_store::{Message, MessageStore, StoreError, StoredMessage};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-use crate::broker::Outcome;
-use crate::convert;
 use crate::error::BrokerError;
-use crate::meta::{Access, MetaIndex};
-
-/// System topic of half messages (RocketMQ's name).
-pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
-/// System topic of resolution records (RocketMQ's name).
-pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
-/// Where half messages go when their checks are exhausted (RocketMQ's name).
-pub const DISCARD_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
-/// On committed and discarded copies: the transaction id.
-pub const SYS_TRANSACTION_ID: &str = "TRANSACTION_ID";
-/// On a message: the producer's `orphaned_transaction_recovery_duration`, in ms.
-pub(crate) const SYS_RECOVERY_MS: &str = "TRAN_RECOVERY_MS";
-const SYS_REAL_TOPIC: &str = "TRAN_REAL_TOPIC";
-const SYS_REAL_QUEUE_ID: &str = "TRAN_REAL_QUEUE_ID";
-const SYS_OP: &str = "TRAN_OP";
-const SYS_HALF_OFFSET: &str = "TRAN_HALF_OFFSET";
-const SYS_CHECKS: &str = "TRAN_CHECKS";
+use crate::meta::MetaIndex;
+use crate::outcome::{Code, Failure, store_failure};
+use crate::sys;
+use crate::transaction::id::TxId;
+use crate::transaction::pending::{CheckPolicy, OpsRead, Pending, Table, first_delay};
+use crate::transaction::record::{
+    Op, Resolution, committed_copy, discarded_copy, op_record, real_message,
+};
 
 /// Recovery reads ops stored up to this long before the first unresolved half message, in case
 /// the wall clock stepped back between the two appends.
 pub const OP_SCAN_SLACK_MS: i64 = 10 * 60 * 1000;
-/// Resolutions remembered for answering a repeated EndTransaction.
-const RESOLVED_MEMORY: usize = 65_536;
 /// Checks queued towards one proxy before new ones are dropped (they are re-issued later).
 const WATCH_BUFFER: usize = 1024;
 pub(crate) const CHECKPOINT: &str = "checkpoint";
-const ID_VERSION: u8 = 1;
-const ID_LEN: usize = 25;
 
-/// A transaction's final outcome.
+/// What a producer decided for a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Resolution {
+pub enum Decision {
+    /// Make the message visible.
     Commit,
+    /// Drop the message.
     Rollback,
-    Discard,
+    /// Not decided yet: the transaction stays pending and is checked again.
+    Unknown,
 }
 
-impl Resolution {
-    fn name(self) -> &'static str {
-        match self {
-            Resolution::Commit => "committed",
-            Resolution::Rollback => "rolled back",
-            Resolution::Discard => "discarded after its maximum number of checks",
-        }
-    }
-}
-
-/// One resolution record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Final(Resolution),
-    Check(u32),
-}
-
-impl Op {
-    fn encode(self) -> (&'static str, Option<u32>) {
-        match self {
-            Op::Final(Resolution::Commit) => ("COMMIT", None),
-            Op::Final(Resolution::Rollback) => ("ROLLBACK", None),
-            Op::Final(Resolution::Discard) => ("DISCARD", None),
-            Op::Check(n) => ("CHECK", Some(n)),
-        }
-    }
-
-    fn decode(m: &Message) -> Option<(i64, Op)> {
-        let sys = &m.properties.system;
-        let half: i64 = sys.get(SYS_HALF_OFFSET)?.parse().ok()?;
-        let op = match sys.get(SYS_OP)?.as_str() {
-            "COMMIT" => Op::Final(Resolution::Commit),
-            "ROLLBACK" => Op::Final(Resolution::Rollback),
-            "DISCARD" => Op::Final(Resolution::Discard),
-            "CHECK" => Op::Check(sys.get(SYS_CHECKS)?.parse().ok()?),
-            _ => return None,
-        };
-        Some((half, op))
-    }
+/// A check of an unresolved transaction, for a proxy to ask the producer about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrphanCheck {
+    /// The topic the message was sent to.
+    pub topic: String,
+    /// The half message as the producer sent it (real topic and queue).
+    pub message: StoredMessage,
+    /// The transaction id.
+    pub transaction_id: String,
 }
 
 /// Counters of transactional messages.
@@ -143,130 +94,6 @@ pub struct TransactionStats {
     pub discarded: u64,
     /// Checks sent to proxies since the broker opened.
     pub checks: u64,
-}
-
-/// The decoded opaque part of a transaction id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TxId {
-    pub half_offset: i64,
-    pub physical_offset: i64,
-    id_crc: u32,
-}
-
-impl TxId {
-    pub fn new(half_offset: i64, physical_offset: i64, message_id: &str) -> TxId {
-        TxId {
-            half_offset,
-            physical_offset,
-            id_crc: crc32c::crc32c(message_id.as_bytes()),
-        }
-    }
-
-    pub fn encode(&self, broker_set: &str) -> String {
-        let mut b = [0u8; ID_LEN];
-        b[0] = ID_VERSION;
-        b[1..9].copy_from_slice(&self.half_offset.to_le_bytes());
-        b[9..17].copy_from_slice(&self.physical_offset.to_le_bytes());
-        b[17..21].copy_from_slice(&self.id_crc.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..21]);
-        b[21..25].copy_from_slice(&crc.to_le_bytes());
-        let mut s = String::with_capacity(broker_set.len() + 35);
-        s.push_str(broker_set);
-        s.push('~');
-        URL_SAFE_NO_PAD.encode_string(b, &mut s);
-        s
-    }
-
-    /// Parses an id issued by `broker_set`; the error says why it cannot be one.
-    pub fn decode(id: &str, broker_set: &str) -> Result<TxId, String> {
-        let (prefix, opaque) = id
-            .split_once('~')
-            .ok_or("transaction id is malformed: it lacks the '<broker_set>~' prefix")?;
-        if prefix != broker_set {
-            return Err(format!(
-                "transaction id belongs to broker set {prefix:?}, not {broker_set:?}"
-            ));
-        }
-        if opaque.len() > 64 {
-            return Err("transaction id is malformed: too long".into());
-        }
-        let b = URL_SAFE_NO_PAD
-            .decode(opaque)
-            .map_err(|_| "transaction id is malformed: not base64url".to_owned())?;
-        if b.len() != ID_LEN || b[0] != ID_VERSION {
-            return Err("transaction id is malformed: wrong length or version".into());
-        }
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let i64_at = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[i..i + 8]);
-            i64::from_le_bytes(a)
-        };
-        if crc32c::crc32c(&b[..21]) != u32_at(21) {
-            return Err("transaction id is malformed: checksum mismatch".into());
-        }
-        Ok(TxId {
-            half_offset: i64_at(1),
-            physical_offset: i64_at(9),
-            id_crc: u32_at(17),
-        })
-    }
-
-    fn matches_message(&self, message_id: &str) -> bool {
-        self.id_crc == crc32c::crc32c(message_id.as_bytes())
-    }
-}
-
-/// An unresolved half message.
-#[derive(Debug, Clone)]
-struct Pending {
-    physical_offset: i64,
-    topic: String,
-    message_id: String,
-    checks: u32,
-    next_check_ms: i64,
-    /// A resolution or check is being written.
-    busy: bool,
-}
-
-#[derive(Debug, Default)]
-struct Resolved {
-    map: HashMap<i64, Resolution>,
-    order: VecDeque<i64>,
-}
-
-impl Resolved {
-    fn insert(&mut self, half: i64, r: Resolution) {
-        if self.map.insert(half, r).is_none() {
-            self.order.push_back(half);
-            while self.order.len() > RESOLVED_MEMORY {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Table {
-    pending: BTreeMap<i64, Pending>,
-    resolved: Resolved,
-    /// Half-message appends running (the checkpoint waits for none).
-    appending: usize,
-    /// Every half message below this queue offset is known: pending, or resolved by an op
-    /// this table has applied (or below the checkpoint). The checkpoint never passes it.
-    half_next: i64,
-    /// Where a replica's next read of the op queue starts.
-    op_next: i64,
-}
-
-/// Timing of checks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CheckPolicy {
-    pub timeout_ms: i64,
-    pub interval_ms: i64,
-    pub max_checks: u32,
 }
 
 /// What an EndTransaction does after validation.
@@ -293,7 +120,7 @@ pub(crate) struct DueCheck {
 
 /// What executing a [`DueCheck`] produced.
 pub(crate) enum CheckOutcome {
-    Sent(Box<TransactionCheck>),
+    Sent(Box<OrphanCheck>),
     Discarded,
     /// The half message is no longer stored.
     Gone,
@@ -301,7 +128,7 @@ pub(crate) enum CheckOutcome {
 }
 
 /// The sending side of one proxy's check stream.
-type CheckSender = mpsc::Sender<Result<TransactionCheck, tonic::Status>>;
+type CheckSender = mpsc::Sender<OrphanCheck>;
 
 /// Half messages, resolutions, checks and the proxies watching for checks.
 pub(crate) struct Transactions {
@@ -330,123 +157,6 @@ impl Drop for AppendTicket<'_> {
     }
 }
 
-/// Reads `topic`'s queue 0 from `from` to its end; returns the offset after the last entry
-/// read (where the next read resumes).
-fn read_all(
-    store: &MessageStore,
-    topic: &str,
-    from: i64,
-    mut f: impl FnMut(i64, StoredMessage),
-) -> i64 {
-    let mut next = from.max(store.min_offset(topic, 0));
-    loop {
-        let entries = store.read_queue(topic, 0, next, 4096);
-        let Some(last) = entries.last() else {
-            return next;
-        };
-        next = last.queue_offset + 1;
-        for e in entries {
-            match store.read(e.physical_offset) {
-                Ok(m) => f(e.queue_offset, m),
-                Err(err) => tracing::warn!(topic, queue_offset = e.queue_offset, error = %err,
-                    "transaction record unreadable; skipped"),
-            }
-        }
-    }
-}
-
-/// What the op records read in one pass say about the half messages they name.
-#[derive(Default)]
-struct OpsRead {
-    finals: HashMap<i64, Resolution>,
-    /// Highest check number and the store time of the latest check.
-    checks: HashMap<i64, (u32, i64)>,
-}
-
-impl OpsRead {
-    /// Reads the op queue from `from` to its end, keeping ops of half messages at or above
-    /// `half_low`; returns them and where the next read resumes.
-    fn read(store: &MessageStore, from: i64, half_low: i64) -> (OpsRead, i64) {
-        let mut ops = OpsRead::default();
-        let next = read_all(store, OP_TOPIC, from, |_, m| match Op::decode(&m.message) {
-            Some((half, _)) if half < half_low => {}
-            Some((half, Op::Final(r))) => {
-                ops.finals.insert(half, r);
-            }
-            Some((half, Op::Check(n))) => {
-                let c = ops.checks.entry(half).or_insert((0, 0));
-                *c = (c.0.max(n), c.1.max(m.store_timestamp));
-            }
-            None => tracing::warn!(
-                physical_offset = m.physical_offset,
-                "unknown transaction op record; skipped"
-            ),
-        });
-        (ops, next)
-    }
-}
-
-impl Table {
-    /// Applies the half messages of the half queue from `half_from` to its end and the ops
-    /// read before them (every op names a half message stored before it, so the half queue,
-    /// read after the ops, holds every half message they name). Half messages at or above
-    /// `half_from` without a final op become pending; finals of older ones resolve them.
-    /// Returns where the next read of the half queue resumes.
-    fn apply(
-        &mut self,
-        store: &MessageStore,
-        half_from: i64,
-        ops: &OpsRead,
-        policy: &CheckPolicy,
-        now_ms: i64,
-    ) -> i64 {
-        for (half, r) in &ops.finals {
-            if *half < half_from {
-                self.pending.remove(half);
-                self.resolved.insert(*half, *r);
-            }
-        }
-        for (half, (n, at)) in &ops.checks {
-            if let Some(p) = self.pending.get_mut(half)
-                && *n >= p.checks
-            {
-                p.checks = *n;
-                p.next_check_ms = (at + policy.interval_ms).max(now_ms);
-            }
-        }
-        read_all(store, HALF_TOPIC, half_from, |offset, m| {
-            if let Some(r) = ops.finals.get(&offset) {
-                self.resolved.insert(offset, *r);
-                return;
-            }
-            let Some(topic) = m.message.properties.system.get(SYS_REAL_TOPIC) else {
-                tracing::warn!(
-                    queue_offset = offset,
-                    "half message without a real topic; skipped"
-                );
-                return;
-            };
-            let (n, last_check) = ops.checks.get(&offset).copied().unwrap_or((0, 0));
-            let next_check_ms = if n == 0 {
-                m.store_timestamp + first_delay(&m.message, policy)
-            } else {
-                last_check + policy.interval_ms
-            };
-            self.pending.insert(
-                offset,
-                Pending {
-                    physical_offset: m.physical_offset,
-                    topic: topic.clone(),
-                    message_id: m.message.properties.message_id.clone(),
-                    checks: n,
-                    next_check_ms: next_check_ms.max(now_ms),
-                    busy: false,
-                },
-            );
-        })
-    }
-}
-
 impl Transactions {
     /// Rebuilds the unresolved half messages from the store (blocking; see the module docs).
     pub fn recover(
@@ -458,23 +168,23 @@ impl Transactions {
     ) -> Result<Transactions, BrokerError> {
         std::fs::create_dir_all(dir).map_err(BrokerError::state_io("create", dir))?;
         let checkpoint = dir.join(CHECKPOINT);
-        let half_low = read_checkpoint(&checkpoint).max(store.min_offset(HALF_TOPIC, 0));
+        let half_low = read_checkpoint(&checkpoint).max(store.min_offset(sys::HALF_TOPIC, 0));
         let mut table = Table::default();
         // The store time of the first half message at or after the low-water mark bounds the
         // ops that can matter.
         let first_ts = store
-            .read_queue(HALF_TOPIC, 0, half_low, 1)
+            .read_queue(sys::HALF_TOPIC, 0, half_low, 1)
             .first()
             .and_then(|e| store.read(e.physical_offset).ok())
             .map(|m| m.store_timestamp);
         let (ops, op_next) = match first_ts {
             Some(ts) => OpsRead::read(
                 store,
-                store.offset_by_time(OP_TOPIC, 0, ts.saturating_sub(OP_SCAN_SLACK_MS)),
+                store.offset_by_time(sys::OP_TOPIC, 0, ts.saturating_sub(OP_SCAN_SLACK_MS)),
                 half_low,
             ),
             // No half message to resolve: every op stored so far is about older ones.
-            None => (OpsRead::default(), store.max_offset(OP_TOPIC, 0)),
+            None => (OpsRead::default(), store.max_offset(sys::OP_TOPIC, 0)),
         };
         let half_next = table.apply(store, half_low, &ops, &policy, now_ms);
         table.half_next = half_next;
@@ -547,7 +257,7 @@ impl Transactions {
         let topic = rec
             .properties
             .system
-            .get(SYS_REAL_TOPIC)
+            .get(sys::SYS_TRAN_REAL_TOPIC)
             .cloned()
             .unwrap_or_default();
         let next_check_ms = now_ms + first_delay(rec, &self.policy);
@@ -577,17 +287,17 @@ impl Transactions {
         topic: &str,
         message_id: &str,
         transaction_id: &str,
-        resolution: TransactionResolution,
-    ) -> Result<EndPlan, Outcome> {
-        let invalid = |m: String| (Code::InvalidTransactionId, m);
+        decision: Decision,
+    ) -> Result<EndPlan, Failure> {
+        let invalid = |m: String| Failure::new(Code::InvalidTransactionId, m);
         if transaction_id.is_empty() {
             return Err(invalid("transaction_id is empty".into()));
         }
         let id = TxId::decode(transaction_id, &self.broker_set).map_err(invalid)?;
-        let wanted = match resolution {
-            TransactionResolution::Commit => Some(Resolution::Commit),
-            TransactionResolution::Rollback => Some(Resolution::Rollback),
-            TransactionResolution::Unspecified => None,
+        let wanted = match decision {
+            Decision::Commit => Some(Resolution::Commit),
+            Decision::Rollback => Some(Resolution::Rollback),
+            Decision::Unknown => None,
         };
         let mut t = self.table.lock();
         let Some(p) = t.pending.get_mut(&id.half_offset) else {
@@ -629,9 +339,9 @@ impl Transactions {
             ));
         };
         if p.busy {
-            return Err((
+            return Err(Failure::new(
                 Code::TooManyRequests,
-                "the transaction is being resolved by another request; retry".into(),
+                "the transaction is being resolved by another request; retry",
             ));
         }
         p.busy = true;
@@ -652,7 +362,7 @@ impl Transactions {
         physical_offset: i64,
         transaction_id: &str,
         resolution: Resolution,
-    ) -> Result<(), Outcome> {
+    ) -> Result<(), Failure> {
         let result = (|| {
             let op = op_record(half_offset, Op::Final(resolution), transaction_id);
             match resolution {
@@ -675,7 +385,7 @@ impl Transactions {
         // A SYNC flush that timed out still wrote the records: the resolution happened (a
         // retried EndTransaction then answers "already ..."), only its durability is unknown.
         let timed_out = match &result {
-            Err(e @ StoreError::FlushTimeout { .. }) => Some(crate::broker::store_outcome(e)),
+            Err(e @ StoreError::FlushTimeout { .. }) => Some(store_failure(e)),
             _ => None,
         };
         let result = if timed_out.is_some() { Ok(()) } else { result };
@@ -698,10 +408,9 @@ impl Transactions {
                     half_offset,
                     "half message deleted by retention before its resolution"
                 );
-                Err((
+                Err(Failure::new(
                     Code::InvalidTransactionId,
-                    "the half message is no longer stored (retention); the transaction is lost"
-                        .into(),
+                    "the half message is no longer stored (retention); the transaction is lost",
                 ))
             }
             Err(e) => {
@@ -709,7 +418,7 @@ impl Transactions {
                     p.busy = false;
                 }
                 tracing::error!(half_offset, error = %e, "writing a transaction resolution failed");
-                Err(crate::broker::store_outcome(&e))
+                Err(store_failure(&e))
             }
         }
     }
@@ -762,14 +471,14 @@ impl Transactions {
                         transaction_id = %d.transaction_id,
                         half_offset = d.half_offset,
                         checks = self.policy.max_checks,
-                        topic = DISCARD_TOPIC,
+                        topic = sys::DISCARD_TOPIC,
                         "transaction unresolved after the maximum number of checks; half message \
                          discarded and kept in the discard topic"
                     );
                     CheckOutcome::Discarded
                 }
-                Err((Code::InvalidTransactionId, _)) => CheckOutcome::Gone,
-                Err((_, m)) => CheckOutcome::Failed(StoreError::InvalidMessage(m)),
+                Err(f) if f.code == Code::InvalidTransactionId => CheckOutcome::Gone,
+                Err(f) => CheckOutcome::Failed(StoreError::InvalidMessage(f.message)),
             };
         };
         let half = match store.read(d.physical_offset) {
@@ -788,9 +497,9 @@ impl Transactions {
             message: real,
             ..half
         };
-        CheckOutcome::Sent(Box::new(TransactionCheck {
+        CheckOutcome::Sent(Box::new(OrphanCheck {
             topic,
-            message: Some(convert::to_check_proto(&stored)),
+            message: stored,
             transaction_id: d.transaction_id.clone(),
         }))
     }
@@ -801,7 +510,7 @@ impl Transactions {
         d: &DueCheck,
         outcome: CheckOutcome,
         now_ms: i64,
-    ) -> Option<TransactionCheck> {
+    ) -> Option<OrphanCheck> {
         let mut t = self.table.lock();
         match outcome {
             CheckOutcome::Discarded => None,
@@ -833,7 +542,7 @@ impl Transactions {
     }
 
     /// A new watcher (proxy): checks are sent to every watcher.
-    pub fn watch(&self, proxy_id: &str) -> mpsc::Receiver<Result<TransactionCheck, tonic::Status>> {
+    pub fn watch(&self, proxy_id: &str) -> mpsc::Receiver<OrphanCheck> {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let mut w = self.watchers.lock();
         w.retain(|(_, tx)| !tx.is_closed());
@@ -847,10 +556,10 @@ impl Transactions {
     }
 
     /// Sends a check to every watcher; returns how many took it.
-    pub fn broadcast(&self, check: &TransactionCheck) -> usize {
+    pub fn broadcast(&self, check: &OrphanCheck) -> usize {
         let mut w = self.watchers.lock();
         let mut sent = 0;
-        w.retain(|(proxy, tx)| match tx.try_send(Ok(check.clone())) {
+        w.retain(|(proxy, tx)| match tx.try_send(check.clone()) {
             Ok(()) => {
                 sent += 1;
                 true
@@ -904,162 +613,4 @@ fn read_checkpoint(path: &Path) -> i64 {
         })
         .unwrap_or(0)
         .max(0)
-}
-
-/// Delay before the first check of a half message.
-fn first_delay(rec: &Message, policy: &CheckPolicy) -> i64 {
-    let own = rec
-        .properties
-        .system
-        .get(SYS_RECOVERY_MS)
-        .and_then(|s| s.parse::<i64>().ok())
-        .unwrap_or(0);
-    policy.timeout_ms.max(own)
-}
-
-/// The half-topic record of a transactional message (real topic and queue kept as properties).
-pub(crate) fn to_half_record(mut rec: Message) -> Message {
-    let sys = &mut rec.properties.system;
-    sys.insert(SYS_REAL_TOPIC.to_owned(), rec.topic.clone());
-    sys.insert(SYS_REAL_QUEUE_ID.to_owned(), rec.queue_id.to_string());
-    rec.topic = HALF_TOPIC.to_owned();
-    rec.queue_id = 0;
-    rec
-}
-
-/// The message as the producer sent it (real topic and queue).
-fn real_message(half: &Message) -> Option<Message> {
-    let mut m = half.clone();
-    let sys = &mut m.properties.system;
-    m.topic = sys.remove(SYS_REAL_TOPIC)?;
-    m.queue_id = sys.remove(SYS_REAL_QUEUE_ID)?.parse().ok()?;
-    sys.remove(SYS_RECOVERY_MS);
-    Some(m)
-}
-
-/// The visible copy of a committed half message (the queue id wraps if the topic now has fewer
-/// queues here).
-fn committed_copy(half: &Message, idx: &MetaIndex, transaction_id: &str) -> Option<Message> {
-    let mut m = real_message(half)?;
-    if let Ok(n) = idx.queues(&m.topic, Access::Write)
-        && n > 0
-        && m.queue_id as u32 >= n
-    {
-        m.queue_id = (m.queue_id as u32 % n) as i32;
-    }
-    m.properties
-        .system
-        .insert(SYS_TRANSACTION_ID.to_owned(), transaction_id.to_owned());
-    Some(m)
-}
-
-/// The record kept of a discarded half message.
-fn discarded_copy(half: &Message, transaction_id: &str) -> Option<Message> {
-    let mut m = half.clone();
-    let sys = &mut m.properties.system;
-    sys.get(SYS_REAL_TOPIC)?;
-    sys.insert(SYS_TRANSACTION_ID.to_owned(), transaction_id.to_owned());
-    m.topic = DISCARD_TOPIC.to_owned();
-    m.queue_id = 0;
-    Some(m)
-}
-
-fn op_record(half_offset: i64, op: Op, transaction_id: &str) -> Message {
-    let (name, checks) = op.encode();
-    let mut system = std::collections::BTreeMap::new();
-    system.insert(SYS_OP.to_owned(), name.to_owned());
-    system.insert(SYS_HALF_OFFSET.to_owned(), half_offset.to_string());
-    if let Some(n) = checks {
-        system.insert(SYS_CHECKS.to_owned(), n.to_string());
-    }
-    Message {
-        topic: OP_TOPIC.to_owned(),
-        queue_id: 0,
-        flags: 0,
-        born_timestamp: convert::now_ms(),
-        born_host: comet_store::record::UNKNOWN_HOST,
-        reconsume_times: 0,
-        properties: comet_store::Properties {
-            message_id: transaction_id.to_owned(),
-            system,
-            ..Default::default()
-        },
-        body: bytes::Bytes::new(),
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn given_a_transaction_id_when_encoded_and_decoded_should_round_trip() {
-        let id = TxId::new(42, 123_456, "msg-1");
-        let s = id.encode("broker-a");
-        assert!(s.starts_with("broker-a~"), "{s}");
-        assert_eq!(TxId::decode(&s, "broker-a").unwrap(), id);
-        assert!(id.matches_message("msg-1"));
-        assert!(!id.matches_message("msg-2"));
-        assert!(
-            TxId::decode(&s, "broker-b")
-                .unwrap_err()
-                .contains("broker-b")
-        );
-        for bad in ["", "broker-a", "broker-a~", "broker-a~!!", "broker-a~AAAA"] {
-            assert!(TxId::decode(bad, "broker-a").is_err(), "{bad}");
-        }
-        let mut tampered: Vec<char> = s.chars().collect();
-        let i = tampered.len() - 8;
-        tampered[i] = if tampered[i] == 'A' { 'B' } else { 'A' };
-        let tampered: String = tampered.into_iter().collect();
-        assert!(TxId::decode(&tampered, "broker-a").is_err());
-    }
-
-    #[test]
-    fn given_ops_when_encoded_should_decode_back() {
-        for op in [
-            Op::Final(Resolution::Commit),
-            Op::Final(Resolution::Rollback),
-            Op::Final(Resolution::Discard),
-            Op::Check(7),
-        ] {
-            assert_eq!(Op::decode(&op_record(9, op, "tx")), Some((9, op)));
-        }
-    }
-
-    #[test]
-    fn given_half_record_when_restored_should_get_the_real_topic_and_queue() {
-        let rec = Message {
-            topic: "t".into(),
-            queue_id: 5,
-            flags: 0,
-            born_timestamp: 1,
-            born_host: comet_store::record::UNKNOWN_HOST,
-            reconsume_times: 0,
-            properties: comet_store::Properties {
-                message_id: "m".into(),
-                ..Default::default()
-            },
-            body: bytes::Bytes::from_static(b"x"),
-        };
-        let half = to_half_record(rec.clone());
-        assert_eq!((half.topic.as_str(), half.queue_id), (HALF_TOPIC, 0));
-        assert_eq!(real_message(&half).unwrap(), rec);
-        let c = committed_copy(&half, &MetaIndex::default(), "tx").unwrap();
-        assert_eq!((c.topic.as_str(), c.queue_id), ("t", 5));
-        assert_eq!(c.properties.system.get(SYS_TRANSACTION_ID).unwrap(), "tx");
-        let d = discarded_copy(&half, "tx").unwrap();
-        assert_eq!(d.topic, DISCARD_TOPIC);
-    }
-
-    #[test]
-    fn given_resolved_memory_when_full_should_forget_the_oldest() {
-        let mut r = Resolved::default();
-        for i in 0..(RESOLVED_MEMORY as i64 + 3) {
-            r.insert(i, Resolution::Commit);
-        }
-        assert_eq!(r.map.len(), RESOLVED_MEMORY);
-        assert!(!r.map.contains_key(&0) && r.map.contains_key(&3));
-    }
 }

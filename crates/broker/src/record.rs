@@ -1,0 +1,198 @@
+//! The broker's own message types and the store records built from them: a message as a
+//! producer sends it ([`NewMessage`]), and the copy a dead letter makes. Fields the store has
+//! no column for travel in the record's system-property map under the keys of `sys`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use comet_store::{Message, Properties, StoredMessage};
+
+use crate::outcome::{Code, Failure};
+use crate::sys::{
+    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
+    SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_RECOVERY_MS, SYS_TRACE_CONTEXT,
+};
+
+/// RocketMQ's message types. The broker stores NORMAL, FIFO, DELAY and TRANSACTION messages;
+/// LITE and PRIORITY are refused (UNSUPPORTED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// An ordinary message.
+    Normal,
+    /// A message of a message group, delivered in order within it.
+    Fifo,
+    /// A message delivered at its delivery time.
+    Delay,
+    /// A half message until its transaction is resolved.
+    Transaction,
+    /// A lite-topic message (not supported).
+    Lite,
+    /// A priority message (not supported).
+    Priority,
+}
+
+impl MessageKind {
+    /// The name stored with the message (RocketMQ's enum name).
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageKind::Normal => "NORMAL",
+            MessageKind::Fifo => "FIFO",
+            MessageKind::Delay => "DELAY",
+            MessageKind::Transaction => "TRANSACTION",
+            MessageKind::Lite => "LITE",
+            MessageKind::Priority => "PRIORITY",
+        }
+    }
+
+    /// The kind a stored name reads as, if any.
+    pub fn from_name(name: &str) -> Option<MessageKind> {
+        [
+            MessageKind::Normal,
+            MessageKind::Fifo,
+            MessageKind::Delay,
+            MessageKind::Transaction,
+            MessageKind::Lite,
+            MessageKind::Priority,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+}
+
+/// A message as a producer sends it, addressed to one queue of this broker set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The topic (qualified by namespace already).
+    pub topic: String,
+    /// The queue of the topic on this broker set.
+    pub queue_id: i32,
+    /// The producer's message id (required).
+    pub message_id: String,
+    /// The type; `None` infers it: FIFO with a message group, DELAY with a delivery time,
+    /// NORMAL otherwise.
+    pub kind: Option<MessageKind>,
+    /// The tag (empty = none).
+    pub tag: Option<String>,
+    /// The keys (indexed for queries).
+    pub keys: Vec<String>,
+    /// The FIFO message group.
+    pub message_group: Option<String>,
+    /// When to deliver, ms since the epoch (DELAY).
+    pub delivery_ms: Option<i64>,
+    /// How long a TRANSACTION stays unchecked at least (the producer's
+    /// `orphaned_transaction_recovery_duration`).
+    pub recovery: Option<Duration>,
+    /// Trace context (empty = none).
+    pub trace_context: Option<String>,
+    /// The producer's host as it sent it (may be a host name; empty = unknown).
+    pub born_host: String,
+    /// When the producer made it, ms since the epoch (`None`: now).
+    pub born_ms: Option<i64>,
+    /// The body is GZIP-compressed.
+    pub gzip: bool,
+    /// User properties.
+    pub user_properties: BTreeMap<String, String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+fn parse_host(s: &str) -> SocketAddr {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return a;
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return SocketAddr::new(ip, 0);
+    }
+    comet_store::record::UNKNOWN_HOST
+}
+
+/// Builds the store record of a message to send. `queue_id` is already validated.
+///
+/// # Errors
+/// ILLEGAL_MESSAGE_ID without a message id; UNSUPPORTED for LITE and PRIORITY messages.
+pub(crate) fn to_record(msg: &NewMessage, now: i64) -> Result<Message, Failure> {
+    if msg.message_id.is_empty() {
+        return Err(Failure::new(Code::IllegalMessageId, "message_id is empty"));
+    }
+    let kind = match msg.kind {
+        None if msg.message_group.is_some() => MessageKind::Fifo,
+        None if msg.delivery_ms.is_some() => MessageKind::Delay,
+        None => MessageKind::Normal,
+        Some(k @ (MessageKind::Lite | MessageKind::Priority)) => {
+            return Err(Failure::new(
+                Code::Unsupported,
+                format!("message type {} is not supported", k.name()),
+            ));
+        }
+        Some(k) => k,
+    };
+    let mut system = BTreeMap::new();
+    system.insert(SYS_MESSAGE_TYPE.to_owned(), kind.name().to_owned());
+    if let Some(g) = msg.message_group.as_ref().filter(|g| !g.is_empty()) {
+        system.insert(SYS_MESSAGE_GROUP.to_owned(), g.clone());
+    }
+    if let Some(at) = msg.delivery_ms {
+        system.insert(SYS_DELIVERY_TIMESTAMP.to_owned(), at.to_string());
+    }
+    if let Some(d) = msg.recovery.filter(|_| kind == MessageKind::Transaction) {
+        system.insert(
+            SYS_RECOVERY_MS.to_owned(),
+            d.as_millis().min(i64::MAX as u128).to_string(),
+        );
+    }
+    if let Some(t) = msg.trace_context.as_ref().filter(|t| !t.is_empty()) {
+        system.insert(SYS_TRACE_CONTEXT.to_owned(), t.clone());
+    }
+    if !msg.born_host.is_empty() {
+        system.insert(SYS_BORN_HOST.to_owned(), msg.born_host.clone());
+    }
+    if msg.gzip {
+        system.insert(SYS_BODY_ENCODING.to_owned(), "GZIP".to_owned());
+    }
+    Ok(Message {
+        topic: msg.topic.clone(),
+        queue_id: msg.queue_id,
+        flags: 0,
+        born_timestamp: msg.born_ms.unwrap_or(now),
+        born_host: parse_host(&msg.born_host),
+        reconsume_times: 0,
+        properties: Properties {
+            tag: msg.tag.clone().filter(|t| !t.is_empty()),
+            keys: msg.keys.clone(),
+            message_id: msg.message_id.clone(),
+            system,
+            user: msg.user_properties.clone(),
+        },
+        body: msg.body.clone(),
+    })
+}
+
+/// The dead-letter copy of `m` for `group`, after `deliveries` deliveries.
+pub(crate) fn to_dlq_record(
+    m: &StoredMessage,
+    dlq_topic: &str,
+    group: &str,
+    deliveries: u32,
+) -> Message {
+    let mut msg = m.message.clone();
+    let sys = &mut msg.properties.system;
+    sys.insert(SYS_DLQ.to_owned(), "true".to_owned());
+    sys.insert(SYS_DLQ_ORIGIN_TOPIC.to_owned(), m.message.topic.clone());
+    sys.insert(
+        SYS_DLQ_ORIGIN_QUEUE_ID.to_owned(),
+        m.message.queue_id.to_string(),
+    );
+    sys.insert(
+        SYS_DLQ_ORIGIN_QUEUE_OFFSET.to_owned(),
+        m.queue_offset.to_string(),
+    );
+    sys.insert(SYS_DLQ_GROUP.to_owned(), group.to_owned());
+    sys.insert(SYS_DLQ_DELIVERIES.to_owned(), deliveries.to_string());
+    msg.topic = dlq_topic.to_owned();
+    msg.queue_id = 0;
+    msg.reconsume_times = deliveries;
+    msg
+}

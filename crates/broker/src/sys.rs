@@ -1,0 +1,85 @@
+//! System names the broker writes into the store: system topics and the system-property keys
+//! of its records. Nothing else in the broker spells them.
+//!
+//! Fields of a message that the store has no column for travel in the record's system-property
+//! map under these keys; records the broker writes for itself (timer schedules, transaction
+//! half messages and their resolutions, dead letters) carry their bookkeeping the same way.
+//! The keys are part of the on-disk format: renaming one orphans what existing logs hold.
+
+// ------------------------------------------------------------------------- system topics
+
+// RocketMQ's names, defined once in `comet_vocab::system`.
+
+/// The system topic holding delayed messages until they are due.
+pub(crate) use comet_vocab::system::TIMER_TOPIC;
+/// Where half messages go when their checks are exhausted.
+pub(crate) use comet_vocab::system::TRANS_CHECK_MAX_TIME_TOPIC as DISCARD_TOPIC;
+/// System topic of half messages.
+pub(crate) use comet_vocab::system::TRANS_HALF_TOPIC as HALF_TOPIC;
+/// System topic of resolution records.
+pub(crate) use comet_vocab::system::TRANS_OP_HALF_TOPIC as OP_TOPIC;
+/// The dead-letter topic of a group (`%DLQ%<group>`).
+pub(crate) use comet_vocab::system::dlq_topic;
+/// Whether a topic is one the broker keeps for itself and serves for reading without
+/// metadata (one queue): a dead-letter topic or the transaction discard topic.
+pub(crate) use comet_vocab::system::is_implicit_topic as is_broker_readable;
+
+// --------------------------------------------------------------------- message properties
+
+/// Message type name (`NORMAL`, `FIFO`, `DELAY`, `TRANSACTION`).
+pub const SYS_MESSAGE_TYPE: &str = "MESSAGE_TYPE";
+/// FIFO message group.
+pub const SYS_MESSAGE_GROUP: &str = "MESSAGE_GROUP";
+/// Delivery time, ms since the epoch.
+pub const SYS_DELIVERY_TIMESTAMP: &str = "DELIVERY_TIMESTAMP";
+/// Trace context.
+pub const SYS_TRACE_CONTEXT: &str = "TRACE_CONTEXT";
+/// The producer's host exactly as it sent it (may be a host name).
+pub const SYS_BORN_HOST: &str = "BORN_HOST";
+/// `GZIP` when the body is compressed.
+pub const SYS_BODY_ENCODING: &str = "BODY_ENCODING";
+
+// ------------------------------------------------------------------------- dead letters
+
+/// Present (`true`) on dead-lettered messages.
+pub const SYS_DLQ: &str = "DLQ";
+/// Topic a dead-lettered message came from.
+pub const SYS_DLQ_ORIGIN_TOPIC: &str = "DLQ_ORIGIN_TOPIC";
+/// Queue id a dead-lettered message came from.
+pub const SYS_DLQ_ORIGIN_QUEUE_ID: &str = "DLQ_ORIGIN_QUEUE_ID";
+/// Queue offset a dead-lettered message came from.
+pub const SYS_DLQ_ORIGIN_QUEUE_OFFSET: &str = "DLQ_ORIGIN_QUEUE_OFFSET";
+/// Consumer group whose retries were exhausted.
+pub const SYS_DLQ_GROUP: &str = "DLQ_GROUP";
+/// Deliveries made before the message was dead-lettered.
+pub const SYS_DLQ_DELIVERIES: &str = "DLQ_DELIVERIES";
+
+// ------------------------------------------------------------------------------- timers
+
+/// On a timer record: the topic the message is delivered to.
+pub(crate) const SYS_TIMER_REAL_TOPIC: &str = "TIMER_REAL_TOPIC";
+/// On a timer record: the queue id the message is delivered to.
+pub(crate) const SYS_TIMER_REAL_QUEUE_ID: &str = "TIMER_REAL_QUEUE_ID";
+/// On a delivered copy: commitlog offset of the timer record it came from.
+pub const SYS_TIMER_ORIGIN: &str = "TIMER_ORIGIN";
+/// On a done record: the number of timers it finishes (one index key per timer).
+pub const SYS_TIMER_DONE: &str = "TIMER_DONE";
+/// Index key prefix of a done record, followed by the schedule record's commitlog offset.
+pub(crate) const TIMER_DONE_KEY: &str = "timer-done:";
+
+// ------------------------------------------------------------------------- transactions
+
+/// On committed and discarded copies: the transaction id.
+pub const SYS_TRANSACTION_ID: &str = "TRANSACTION_ID";
+/// On a message: the producer's `orphaned_transaction_recovery_duration`, in ms.
+pub(crate) const SYS_RECOVERY_MS: &str = "TRAN_RECOVERY_MS";
+/// On a half message: the topic it is committed to.
+pub(crate) const SYS_TRAN_REAL_TOPIC: &str = "TRAN_REAL_TOPIC";
+/// On a half message: the queue id it is committed to.
+pub(crate) const SYS_TRAN_REAL_QUEUE_ID: &str = "TRAN_REAL_QUEUE_ID";
+/// On an op record: `COMMIT`, `ROLLBACK`, `DISCARD` or `CHECK`.
+pub(crate) const SYS_TRAN_OP: &str = "TRAN_OP";
+/// On an op record: the queue offset of the half message it resolves or checks.
+pub(crate) const SYS_TRAN_HALF_OFFSET: &str = "TRAN_HALF_OFFSET";
+/// On a CHECK op record: the check number.
+pub(crate) const SYS_TRAN_CHECKS: &str = "TRAN_CHECKS";
