@@ -54,6 +54,10 @@ pub enum BrokerError {
         /// The grace period.
         grace: std::time::Duration,
     },
+
+    /// The node's gRPC server failed (accepting connections, HTTP/2).
+    #[error("broker gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 impl BrokerError {

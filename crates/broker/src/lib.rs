@@ -55,6 +55,7 @@
 //! One module per operation over one engine; imports run one way, top to bottom:
 //!
 //! ```text
+//!  node (BrokerNode: serve, controller link, ControllerClient) the broker as a server
 //!  ha (HaBroker: supervisor) ─► ha::{service, follower}      replication: master and replica
 //!  broker (Broker: open, shutdown, abandon)
 //!  service (BrokerGrpc: the comet.v1 adapter) + convert (protobuf ↔ the broker's types)
@@ -72,6 +73,11 @@
 //!    · config · error
 //! ```
 //!
+//! - [`node`]: [`BrokerNode`] and [`node::serve`]: a broker (plain or replicated) served on a
+//!   listener under one `CancellationToken`, its tasks on a `TaskTracker`, linked to the
+//!   controller cluster (`node::controller_link`: registration, heartbeats, the master's write
+//!   lease) through [`ControllerClient`] ([`node::controller_client`], the workspace's one
+//!   controller client, with [`node::watch_metadata`]). It uses only the crate's public API.
 //! - `engine`: `Inner`, the state of one broker instance, and what every operation
 //!   needs from it. Each operation module adds its own `impl Inner` and never calls another
 //!   operation's module, except `pop` → `pull` (queue and group checks) and `offsets`/`query`
@@ -155,6 +161,7 @@ pub mod ha;
 pub mod handle;
 mod long_poll;
 mod meta;
+pub mod node;
 mod offsets;
 mod outcome;
 mod persist;
@@ -180,6 +187,7 @@ pub use error::BrokerError;
 pub use ha::{
     ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
 };
+pub use node::{BrokerNode, ControllerClient, NodeConfig};
 pub use offsets::{OffsetChange, OffsetPolicy, QueueOffset, QueueProgress, ResetTarget};
 pub use outcome::{Code, Failure, Unavailable};
 pub use pop::{Delivery, PopRequest};

@@ -2,7 +2,7 @@
 //!
 //! A tonic server that stops gracefully drains its connections; a killed process instead drops
 //! every connection at once, and its peers see resets. [`Killable`] wraps each accepted
-//! connection: once the node's kill switch flips, every read and write fails with
+//! connection: once the node's kill token is cancelled, every read and write fails with
 //! `ConnectionAborted`, so the connection tasks end and drop their sockets wherever they run.
 
 use std::future::Future;
@@ -12,25 +12,22 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// A connection that fails every I/O call once its node is killed.
 pub struct Killable {
     inner: TcpStream,
-    killed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    killed: Pin<Box<WaitForCancellationFutureOwned>>,
     dead: bool,
 }
 
 impl Killable {
-    /// Wraps `inner`; `kill` flipping to true kills it.
-    pub fn new(inner: TcpStream, mut kill: watch::Receiver<bool>) -> Self {
+    /// Wraps `inner`; cancelling `kill` kills it.
+    pub fn new(inner: TcpStream, kill: CancellationToken) -> Self {
         Killable {
             inner,
-            killed: Box::pin(async move {
-                // A dropped sender (the node is gone) kills too.
-                let _ = kill.wait_for(|k| *k).await;
-            }),
+            killed: Box::pin(kill.cancelled_owned()),
             dead: false,
         }
     }
@@ -125,8 +122,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (kill, rx) = watch::channel(false);
-        let mut k = Killable::new(server, rx);
+        let kill = CancellationToken::new();
+        let mut k = Killable::new(server, kill.clone());
         client.write_all(b"hi").await.unwrap();
         let mut buf = [0u8; 2];
         k.read_exact(&mut buf).await.unwrap();
@@ -137,7 +134,7 @@ mod tests {
             drop(k);
             r
         });
-        kill.send_replace(true);
+        kill.cancel();
         let err = blocked.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
         let mut b = [0u8; 1];

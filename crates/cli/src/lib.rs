@@ -17,9 +17,14 @@
 //! - `args`: the clap definitions of every subcommand.
 //! - `config`: the layered server configuration (defaults < TOML < `COMET_*` env < flags);
 //!   `deploy/comet.example.toml` documents every key.
-//! - `server`: the server roles and their start/stop order (and `Node::abort`, an in-process
-//!   "kill -9" built on `kill`); `controller_client`: the
-//!   leader-following controller client, metadata watch and broker heartbeats of cluster mode.
+//! - `server`: wiring only: config → bound listeners → each crate's server
+//!   (`comet_controller::ControllerServer`, `comet_broker::BrokerNode`, `comet_proxy::serve`),
+//!   signals → an ordered stop; `Node` is what the binary and the tests start (and
+//!   `Node::abort`, an in-process "kill -9" built on `kill`). `server::args` holds the
+//!   shared server flags, `server::configs` maps the config onto each crate's config type,
+//!   `server::creators` auto-creates topics through the local or remote controller.
+//! - `controller_client`: a re-export of `comet_broker::node::controller_client`, the one
+//!   leader-following controller client (admin commands and cluster-mode proxies use it).
 //! - `admin`: `comet topic|group|cluster ...` over the controller API (`admin::controller_api`);
 //!   `comet offset|message ...` over the brokers' internal API (`admin::broker_api`), found
 //!   through the controller's metadata (`admin::fanout`); with `args`, `parse` and `render`
@@ -39,10 +44,13 @@
 pub mod admin;
 pub mod args;
 pub mod config;
-pub mod controller_client;
 pub mod duration;
 pub mod kill;
 pub mod logging;
 pub mod server;
 pub mod size;
 pub mod store_cmd;
+
+/// The controller client lives in the broker crate (its controller link needs it); admin
+/// commands and the tests reach it here too.
+pub use comet_broker::node::controller_client;

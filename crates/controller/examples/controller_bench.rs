@@ -96,7 +96,7 @@ async fn node() -> Result<(), BoxError> {
     .await?;
     println!("ready {addr} {}", remoting.local_addr()?);
     let server = ctrl.remoting();
-    tokio::spawn(server.serve(remoting, std::future::pending()));
+    tokio::spawn(server.serve(remoting, tokio_util::sync::CancellationToken::new()));
     tonic::transport::Server::builder()
         .add_routes(ctrl.routes())
         .serve_with_incoming(

@@ -66,6 +66,9 @@ pub enum ControllerError {
     /// A background task panicked or could not be joined.
     #[error("controller task failed: {0}")]
     Task(String),
+    /// The node's gRPC server failed (accepting connections, HTTP/2).
+    #[error("controller gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 /// Shorthand for results of this crate.

@@ -21,6 +21,7 @@ use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::wrappers::WatchStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::election::LogReport;
@@ -47,8 +48,8 @@ struct Inner {
     node_id: NodeId,
     metadata: watch::Receiver<Arc<pb::ClusterMetadata>>,
     leases: Arc<LeaseTable>,
-    /// Flips to true when the controller shuts down; ends watch streams.
-    stopping: watch::Receiver<bool>,
+    /// Cancelled when the controller shuts down (or is dropped); ends watch streams.
+    stopping: CancellationToken,
     /// Elections may pick a master outside the sync-state set.
     allow_unclean: bool,
 }
@@ -86,7 +87,7 @@ impl ControllerGrpc {
         node_id: NodeId,
         metadata: watch::Receiver<Arc<pb::ClusterMetadata>>,
         leases: Arc<LeaseTable>,
-        stopping: watch::Receiver<bool>,
+        stopping: CancellationToken,
         allow_unclean: bool,
     ) -> Self {
         ControllerGrpc {
@@ -524,11 +525,8 @@ impl ControllerService for ControllerGrpc {
         &self,
         _request: Request<pb::WatchMetadataRequest>,
     ) -> Result<Response<Self::WatchMetadataStream>, Status> {
-        let mut stopping = self.inner.stopping.clone();
-        let stopped = async move {
-            // Ends when shutdown starts or the controller is gone.
-            let _ = stopping.wait_for(|s| *s).await;
-        };
+        // Ends when shutdown starts or the controller is gone.
+        let stopped = self.inner.stopping.clone().cancelled_owned();
         let stream = WatchStream::new(self.inner.metadata.clone())
             .map(|m| Ok(pb::ClusterMetadata::clone(&m)))
             .take_until(stopped);

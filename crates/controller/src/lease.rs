@@ -22,6 +22,7 @@ use openraft::ServerState;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::election::{self, LogReport};
 use crate::metadata::{AliveChange, Command, CommandResponse};
@@ -240,14 +241,14 @@ pub async fn run_elections(
     }
 }
 
-/// The leader-side lease loop: runs until `stop` flips to true or Raft stops. After the
+/// The leader-side lease loop: runs until `stop` is cancelled or Raft stops. After the
 /// liveness changes of each round it runs the elections they call for.
 pub async fn run_lease_checker(
     raft: ControllerRaft,
     node_id: NodeId,
     leases: Arc<LeaseTable>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     allow_unclean: bool,
 ) {
     let mut metrics = raft.metrics();
@@ -257,11 +258,7 @@ pub async fn run_lease_checker(
         tokio::select! {
             _ = ticker.tick() => {}
             changed = metrics.changed() => if changed.is_err() { break },
-            // The sender is gone when the Controller was dropped without shutdown.
-            changed = stop.changed() => if changed.is_err() { break },
-        }
-        if *stop.borrow() {
-            break;
+            () = stop.cancelled() => break,
         }
         let (is_leader, term) = {
             let m = metrics.borrow();

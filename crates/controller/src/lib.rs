@@ -23,6 +23,8 @@
 //! - [`remoting`]: the NameServer-compatible remoting endpoint (RocketMQ's TCP
 //!   protocol): route tables for 4.x clients and tools, 4.x broker
 //!   registration.
+//! - [`server`]: [`ControllerServer`] (a node serving its gRPC services and the
+//!   remoting endpoint from start to an ordered stop) and [`serve`].
 //! - `fuzzing` (tests and the `fuzzing` feature only): fuzz entry points for every decoder.
 //!
 //! # Data directory
@@ -46,18 +48,21 @@
 //!   only liveness transitions are logged (see [`lease`]).
 //! - Applying an entry is deterministic and never re-runs input validation.
 //!
-//! # Wiring
+//! # Lifecycle and wiring
+//!
+//! One idiom, shared by every Comet server crate: a `CancellationToken` says
+//! "stop" and a `TaskTracker` holds every spawned task (here: the lease
+//! checker, the gRPC and remoting servers, remoting connections); draining is
+//! cancel, close the tracker, wait.
 //!
 //! ```text
-//! let ctrl = Controller::start(cfg).await?;
-//! Server::builder().add_routes(ctrl.routes())
-//!     .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
-//! // in-process users (standalone proxy/broker): ctrl.metadata(), ctrl.service()
-//! ctrl.shutdown().await?;   // first: ends WatchMetadata streams, then stop the server
+//! serve(cfg, ControllerListeners { grpc, remoting }, shutdown).await?;
+//! // or, to reach the node while it runs (in-process users: metadata(), service()):
+//! let node = ControllerServer::start(cfg, listeners, shutdown).await?;
+//! node.controller().metadata();
+//! node.wait().await?;   // after cancel: Controller::shutdown ends WatchMetadata
+//!                       // streams and stops Raft, then the servers finish draining
 //! ```
-//!
-//! Serve with TCP_NODELAY: without it, Nagle plus delayed ACKs add ~40 ms to
-//! every reply larger than one segment (metadata snapshots, Raft appends).
 //!
 //! Dependency rule: controller → proto only; never broker, proxy or store.
 #![forbid(unsafe_code)]
@@ -74,6 +79,7 @@ pub mod metadata;
 pub mod network;
 pub mod raft_types;
 pub mod remoting;
+pub mod server;
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -88,9 +94,12 @@ use comet_proto::comet::v1::raft_service_server::RaftServiceServer;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 
 pub use error::{ControllerError, Result};
 pub use grpc::{ControllerGrpc, LEADER_METADATA_KEY};
+pub use server::{ControllerListeners, ControllerServer, serve};
 
 use lease::LeaseTable;
 use network::{GrpcNetworkFactory, MAX_RAFT_MESSAGE_BYTES, RaftGrpc};
@@ -243,7 +252,11 @@ pub struct Controller {
     raft: ControllerRaft,
     grpc: ControllerGrpc,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
-    stop_leases: watch::Sender<bool>,
+    /// Cancelled at shutdown, or when the controller is dropped: ends the lease checker and
+    /// open `WatchMetadata` streams.
+    stop: DropGuard,
+    /// Every task the controller spawned (the lease checker).
+    tasks: TaskTracker,
     lease_task: tokio::task::JoinHandle<()>,
     log_io: LogIoHandle,
     lock: DirLock,
@@ -315,21 +328,23 @@ impl Controller {
         }
 
         let leases = Arc::new(LeaseTable::new(cfg.broker_lease));
-        let (stop_leases, stop_rx) = watch::channel(false);
-        let lease_task = tokio::spawn(lease::run_lease_checker(
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let lease_task = tasks.spawn(lease::run_lease_checker(
             raft.clone(),
             cfg.node_id,
             leases.clone(),
             metadata.clone(),
-            stop_rx,
+            stop.clone(),
             cfg.enable_unclean_election,
         ));
+        tasks.close();
         let grpc = ControllerGrpc::new(
             raft.clone(),
             cfg.node_id,
             metadata.clone(),
             leases,
-            stop_leases.subscribe(),
+            stop.clone(),
             cfg.enable_unclean_election,
         );
         tracing::info!(
@@ -342,7 +357,8 @@ impl Controller {
             raft,
             grpc,
             metadata,
-            stop_leases,
+            stop: stop.drop_guard(),
+            tasks,
             lease_task,
             log_io,
             lock,
@@ -402,16 +418,18 @@ impl Controller {
             raft,
             grpc,
             metadata,
-            stop_leases,
+            stop,
+            tasks,
             lease_task,
             log_io,
             lock,
             node_id,
         } = self;
-        let _ = stop_leases.send(true);
+        drop(stop);
         lease_task
             .await
             .map_err(|e| ControllerError::Task(format!("lease checker: {e}")))?;
+        tasks.wait().await;
         raft.shutdown()
             .await
             .map_err(|e| ControllerError::Task(format!("raft: {e}")))?;

@@ -19,23 +19,21 @@ use comet_proto::comet::v1 as pb;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Remoting {
     addr: SocketAddr,
-    stop: oneshot::Sender<()>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 async fn serve_remoting(node: &Node) -> Remoting {
     let (listener, addr) = bind().await;
     let server = node.ctrl.remoting();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server.serve(listener, stop.clone()));
     Remoting { addr, stop, task }
 }
 
@@ -47,7 +45,7 @@ impl Remoting {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
+        self.stop.cancel();
         tokio::time::timeout(WAIT, self.task)
             .await
             .unwrap()

@@ -21,7 +21,8 @@
 //! - [`brokers`]: [`BrokerDirectory`], [`LocalBrokers`], [`RemoteBrokers`].
 //! - `creator`: [`TopicCreator`] (auto-create seam).
 //! - `service`: the MessagingService handlers, one file per RPC group.
-//! - `server`: [`Proxy`] (routes, serve, shutdown).
+//! - `server`: [`Proxy`] (routes, serve, shutdown) and [`serve`] (config, listener, metadata,
+//!   brokers, creator, shutdown token: the entry point the `comet` binary uses).
 //! - `coalesce`: `CoalescedIo`, one write per round of a connection's task.
 //!
 //! # Invariants
@@ -43,6 +44,14 @@
 //! - Internal requests carry qualified names with an empty namespace; responses are split
 //!   back for the requesting namespace.
 //! - Message bodies never appear in logs.
+//!
+//! # Lifecycle
+//!
+//! One idiom, shared by every Comet server crate: a `CancellationToken` says "stop" and a
+//! `TaskTracker` holds every spawned task; draining is cancel, close the tracker, wait. The
+//! caller's token stops accepting; health turns NOT_SERVING; the proxy's own token ends long
+//! polls and telemetry streams; the connection threads drain their calls and the tracker's
+//! tasks within `shutdown_grace` (else [`ProxyError::DrainTimedOut`]).
 //!
 //! Dependency rule: proxy → proto only; never store or broker internals.
 #![forbid(unsafe_code)]
@@ -69,5 +78,5 @@ pub use brokers::{
 pub use config::ProxyConfig;
 pub use creator::TopicCreator;
 pub use error::{ProxyError, Result};
-pub use server::{MESSAGING_SERVICE_NAME, Proxy};
+pub use server::{MESSAGING_SERVICE_NAME, Proxy, serve};
 pub use session::ClientInfo;

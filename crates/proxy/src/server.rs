@@ -1,5 +1,10 @@
 //! [`Proxy`]: the gRPC routes (MessagingService, reflection, health) and the serve loop with
-//! graceful shutdown.
+//! graceful shutdown; [`serve`] builds a proxy and runs it on a bound listener.
+//!
+//! Lifecycle: the caller's `CancellationToken` stops the accept loop; the proxy's own token
+//! (`Inner::shutdown`) then ends long polls and telemetry streams, and its `TaskTracker`
+//! (`Inner::tasks`) holds every task the proxy spawned (telemetry, transaction checks, the
+//! lanes' timer keepers), which the drain waits for within `shutdown_grace`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -108,7 +113,7 @@ impl Proxy {
         routes
     }
 
-    /// Serves on a bound listener until `shutdown` resolves. Then health turns NOT_SERVING,
+    /// Serves on a bound listener until `shutdown` is cancelled. Then health turns NOT_SERVING,
     /// the server stops accepting, pending long polls end with MESSAGE_NOT_FOUND, telemetry
     /// streams close, and in-flight unary calls finish.
     ///
@@ -129,7 +134,7 @@ impl Proxy {
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send,
+        shutdown: CancellationToken,
     ) -> Result<(), ProxyError> {
         self.inner.cfg.validate()?;
         let local = listener.local_addr().ok();
@@ -174,7 +179,7 @@ impl Proxy {
         // Accept until told to stop, or until a connection thread or the listener fails.
         let mut failure = None;
         tokio::select! {
-            () = shutdown => {}
+            () = shutdown.cancelled() => {}
             e = accept(&listener, &lanes) => failure = Some(e),
             end = ends.next() => failure = end.and_then(|r| r.err()),
         }
@@ -211,6 +216,24 @@ impl Proxy {
         tracing::info!("proxy shutdown complete");
         Ok(())
     }
+}
+
+/// Builds a [`Proxy`] over `metadata` and `brokers` (auto-creating topics through `creator`)
+/// and serves it on `listener` until `shutdown` is cancelled; see [`Proxy::serve`].
+///
+/// # Errors
+/// As for [`Proxy::serve`].
+pub async fn serve(
+    cfg: ProxyConfig,
+    listener: tokio::net::TcpListener,
+    metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    brokers: Arc<dyn BrokerDirectory>,
+    creator: Option<Arc<dyn TopicCreator>>,
+    shutdown: CancellationToken,
+) -> Result<(), ProxyError> {
+    Proxy::new(cfg, metadata, brokers, creator)
+        .serve(listener, shutdown)
+        .await
 }
 
 /// Most accepted connections waiting for their thread to pick them up.
@@ -282,7 +305,7 @@ async fn serve_lane(
     // syscall per call. A short periodic timer keeps the next wake-up near, so call deadlines
     // (seconds away) never come first.
     let keeper_stop = stop.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(TIMER_KEEPER_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

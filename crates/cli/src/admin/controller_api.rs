@@ -349,7 +349,7 @@ pub(super) fn client(target: &AdminTarget) -> anyhow::Result<ControllerClient> {
     } else {
         target.controllers.clone()
     };
-    ControllerClient::new(addrs)
+    Ok(ControllerClient::new(addrs)?)
 }
 
 pub(super) async fn metadata(client: &ControllerClient) -> anyhow::Result<ClusterMetadata> {

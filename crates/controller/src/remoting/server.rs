@@ -8,9 +8,9 @@
 //! `opaque` pairs replies with requests). A connection ends on EOF, on a bad
 //! frame, after [`IDLE_TIMEOUT`] without a complete frame, or when the server
 //! stops. At most [`MAX_CONNECTIONS`] connections are open; more are refused
-//! by closing them at once.
+//! by closing them at once. Connection tasks are held by a `TaskTracker`, and
+//! one `CancellationToken` stops the accept loop and every connection.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +20,10 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::codec::{self, RemotingCommand};
 use super::request_code as req;
@@ -63,18 +64,16 @@ impl RemotingServer {
         RemotingServer { grpc }
     }
 
-    /// Accepts connections on `listener` until `shutdown` resolves, then
+    /// Accepts connections on `listener` until `shutdown` is cancelled, then
     /// closes every connection (in-flight requests are dropped; their
-    /// clients retry) and returns.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// clients retry) and returns once every connection task ended.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let local = listener.local_addr().ok();
-        let (stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
+        let connections = TaskTracker::new();
         loop {
             tokio::select! {
-                () = &mut shutdown => break,
+                () = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -83,7 +82,7 @@ impl RemotingServer {
                         };
                         let _ = stream.set_nodelay(true);
                         let server = self.clone();
-                        let stop = stop_rx.clone();
+                        let stop = shutdown.clone();
                         connections.spawn(async move {
                             server.connection(stream, peer, stop).await;
                             drop(permit);
@@ -96,20 +95,15 @@ impl RemotingServer {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
-        let _ = stop_tx.send(true);
-        while connections.join_next().await.is_some() {}
+        drop(listener);
+        connections.close();
+        connections.wait().await;
         tracing::info!(addr = ?local, "remoting server stopped");
     }
 
-    async fn connection(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    async fn connection(&self, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
         tracing::debug!(%peer, "remoting connection opened");
         let (mut rd, mut wr) = stream.into_split();
         let mut buf = BytesMut::with_capacity(4096);
@@ -151,7 +145,7 @@ impl RemotingServer {
                 };
             }
             tokio::select! {
-                () = async { let _ = stop.wait_for(|s| *s).await; } => break "server stopping",
+                () = stop.cancelled() => break "server stopping",
                 read = rd.read_buf(&mut buf), if !eof && in_flight.len() < MAX_IN_FLIGHT => match read {
                     Ok(0) => eof = true,
                     Ok(_) => {}

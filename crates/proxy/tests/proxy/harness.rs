@@ -12,8 +12,9 @@ use comet_proto::comet::v1::{
     BrokerMember, BrokerSet, ClusterMetadata, Group, QueuePlacement, Topic, TopicMessageType,
 };
 use comet_proxy::{BrokerDirectory, LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::Channel;
 
 use super::fake_broker::FakeBroker;
@@ -96,7 +97,8 @@ pub struct Harness {
     pub proxy: Arc<Proxy>,
     pub brokers: HashMap<String, Arc<FakeBroker>>,
     pub metadata: watch::Sender<Arc<ClusterMetadata>>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Cancels the proxy's shutdown token when dropped (also when the harness is).
+    shutdown: Option<DropGuard>,
     pub served: Option<JoinHandle<Result<(), comet_proxy::ProxyError>>>,
 }
 
@@ -160,20 +162,16 @@ impl Builder {
         let mut cfg = self.cfg;
         cfg.advertised_endpoint = addr.to_string();
         let proxy = Arc::new(Proxy::new(cfg, rx, directory, self.creator));
-        let (stop, stopped) = oneshot::channel::<()>();
+        let stop = CancellationToken::new();
         let p = proxy.clone();
-        let served = tokio::spawn(async move {
-            p.serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let token = stop.clone();
+        let served = tokio::spawn(async move { p.serve(listener, token).await });
         Harness {
             addr,
             proxy,
             brokers,
             metadata: tx,
-            shutdown: Some(stop),
+            shutdown: Some(stop.drop_guard()),
             served: Some(served),
         }
     }
@@ -211,9 +209,7 @@ impl Harness {
 
     /// Triggers shutdown and waits for `serve` to return.
     pub async fn stop(&mut self) -> Result<(), comet_proxy::ProxyError> {
-        if let Some(s) = self.shutdown.take() {
-            let _ = s.send(());
-        }
+        drop(self.shutdown.take());
         match self.served.take() {
             Some(h) => tokio::time::timeout(Duration::from_secs(10), h)
                 .await

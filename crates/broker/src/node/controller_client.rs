@@ -1,15 +1,16 @@
-//! The client side of the controller for separate processes: admin commands, `comet broker`
-//! and `comet proxy` reach the controller cluster over gRPC through [`ControllerClient`].
+//! [`ControllerClient`]: the one gRPC client of the controller cluster, used by the broker's
+//! controller link (registration, heartbeats, sync-state-set changes, the metadata watch) and,
+//! through the `comet` binary, by the cluster-mode proxy (metadata, topic auto-creation) and
+//! the admin commands.
 //!
 //! - Calls go to the last node that answered; a node that is not the Raft leader answers
 //!   UNAVAILABLE with the leader's address in the `comet-leader` metadata, which is followed at
 //!   once when it is a configured address (or the only configured address is a seed); see
-//!   `ControllerClient::follows`. Other failures move on to the next configured address, with a short backoff between
-//!   rounds, until the call's overall deadline.
+//!   `ControllerClient::follows`. Other failures move on to the next configured address, with
+//!   a short backoff between rounds, until the call's overall deadline.
 //! - [`watch_metadata`] keeps a `watch` channel fed from `WatchMetadata` streams, reconnecting
 //!   after any failure and keeping the last known snapshot meanwhile, so a proxy or broker keeps
-//!   serving while the controller is unavailable.
-//! - [`heartbeat_loop`] registers a broker and renews its lease.
+//!   serving while the controller is unavailable. Its task is tracked and ends on shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,13 +19,16 @@ use std::time::Duration;
 use comet_proto::comet::v1::controller_admin_service_client::ControllerAdminServiceClient;
 use comet_proto::comet::v1::controller_service_client::ControllerServiceClient;
 use comet_proto::comet::v1::{
-    AlterSyncStateSetRequest, BrokerHeartbeatRequest, BrokerSet, ClusterMetadata,
-    RegisterBrokerRequest, WatchMetadataRequest,
+    AlterSyncStateSetRequest, BrokerSet, ClusterMetadata, WatchMetadataRequest,
 };
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::{BrokerError, ControllerLink};
 
 /// Metadata key carrying the leader's address on a not-leader reply.
 const LEADER_HINT: &str = "comet-leader";
@@ -47,9 +51,15 @@ pub struct ControllerClient {
 
 impl ControllerClient {
     /// A client for the given `host:port` addresses (none are contacted yet).
-    pub fn new(addrs: Vec<String>) -> anyhow::Result<Self> {
+    ///
+    /// # Errors
+    /// [`BrokerError::Config`] (key `controllers`) when `addrs` is empty.
+    pub fn new(addrs: Vec<String>) -> Result<Self, BrokerError> {
         if addrs.is_empty() {
-            anyhow::bail!("no controller address given");
+            return Err(BrokerError::Config {
+                key: "controllers",
+                reason: "no controller address given".to_owned(),
+            });
         }
         Ok(ControllerClient {
             addrs: Arc::new(addrs),
@@ -202,24 +212,33 @@ impl ControllerClient {
     }
 }
 
-/// Starts a task that mirrors the controller's metadata into a watch channel and returns the
-/// receiver once the first snapshot arrived (or after `first_wait`, with an empty snapshot, so
-/// that a process can start while the controller is down; it fills in when it comes back).
+/// Starts a task on `tasks` that mirrors the controller's metadata into a watch channel and
+/// returns the receiver once the first snapshot arrived (or after `first_wait`, with an empty
+/// snapshot, so that a process can start while the controller is down; it fills in when it
+/// comes back). The task ends when `shutdown` is cancelled or every receiver is gone; the
+/// last snapshot stays readable.
 pub async fn watch_metadata(
     client: ControllerClient,
     first_wait: Duration,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
 ) -> watch::Receiver<Arc<ClusterMetadata>> {
     let (tx, mut rx) = watch::channel(Arc::new(ClusterMetadata::default()));
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut next = 0usize;
         let mut backoff = Duration::from_millis(100);
         loop {
-            match client.open_watch(next).await {
+            let opened = tokio::select! {
+                () = shutdown.cancelled() => return,
+                opened = client.open_watch(next) => opened,
+            };
+            match opened {
                 Ok(mut stream) => {
                     backoff = Duration::from_millis(100);
                     loop {
-                        // Every receiver gone (the node stopped): stop watching.
+                        // Shutdown, or every receiver gone: stop watching.
                         let item = tokio::select! {
+                            () = shutdown.cancelled() => return,
                             () = tx.closed() => return,
                             item = stream.next() => item,
                         };
@@ -248,6 +267,7 @@ pub async fn watch_metadata(
                 }
             }
             tokio::select! {
+                () = shutdown.cancelled() => return,
                 () = tx.closed() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
@@ -261,7 +281,7 @@ pub async fn watch_metadata(
 }
 
 #[tonic::async_trait]
-impl comet_broker::ControllerLink for ControllerClient {
+impl ControllerLink for ControllerClient {
     async fn alter_sync_state_set(
         &self,
         req: AlterSyncStateSetRequest,
@@ -275,136 +295,5 @@ impl comet_broker::ControllerLink for ControllerClient {
         reply.broker_set.ok_or_else(|| {
             tonic::Status::internal("AlterSyncStateSet answered without a broker set")
         })
-    }
-}
-
-/// What a replicated broker adds to its heartbeats.
-#[derive(Clone)]
-pub struct HeartbeatHooks {
-    /// The newest master epoch in the broker's log and the log's end (for elections).
-    pub log_report: Arc<dyn Fn() -> (u64, i64) + Send + Sync>,
-    /// Set after every answered heartbeat to the time until which the broker may act as
-    /// master: its send time plus [`MASTER_LEASE_SHARE`] of the controller's lease, so it ends
-    /// before the controller's lease (renewed when the heartbeat arrived) can lapse.
-    pub lease: watch::Sender<Option<std::time::Instant>>,
-}
-
-/// Share of the controller's broker lease a master may write for after a heartbeat was sent.
-pub const MASTER_LEASE_SHARE: f64 = 0.75;
-
-/// Registers the broker and renews its lease every third of the lease until `shutdown`
-/// resolves. Registration is retried until it succeeds; a failed heartbeat re-registers.
-pub async fn heartbeat_loop(
-    client: ControllerClient,
-    broker_set: String,
-    broker_id: u64,
-    address: String,
-    hooks: Option<HeartbeatHooks>,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    let mut registered = false;
-    let mut interval = Duration::from_secs(1);
-    loop {
-        // A call retries an unreachable controller for up to its whole deadline: on shutdown
-        // (the local controller stops before this loop) it must not hold the stop that long.
-        let call = async {
-            if registered {
-                let sent = std::time::Instant::now();
-                let (log_epoch, log_end_offset) =
-                    hooks.as_ref().map_or((0, 0), |h| (h.log_report)());
-                client
-                    .call(|mut c| {
-                        let req = BrokerHeartbeatRequest {
-                            broker_set: broker_set.clone(),
-                            broker_id,
-                            log_epoch,
-                            log_end_offset,
-                        };
-                        async move { c.broker_heartbeat(req).await }
-                    })
-                    .await
-                    .map(|r| {
-                        if r.lease_ms > 0 {
-                            interval = Duration::from_millis((r.lease_ms / 3).max(100));
-                            if let Some(h) = &hooks {
-                                let share =
-                                    Duration::from_millis(r.lease_ms).mul_f64(MASTER_LEASE_SHARE);
-                                h.lease.send_replace(Some(sent + share));
-                            }
-                        }
-                    })
-            } else {
-                client
-                    .call(|mut c| {
-                        let req = RegisterBrokerRequest {
-                            broker_set: broker_set.clone(),
-                            broker_id,
-                            address: address.clone(),
-                        };
-                        async move { c.register_broker(req).await }
-                    })
-                    .await
-                    .map(|_| {
-                        tracing::info!(broker_set = %broker_set, broker_id, address = %address, "registered with the controller");
-                    })
-            }
-        };
-        let result = tokio::select! {
-            () = &mut shutdown => return,
-            r = call => r,
-        };
-        match result {
-            Ok(()) if !registered => {
-                // Heartbeat at once: its reply carries the lease, which sets the interval (a
-                // first sleep of the default could outlast a short lease).
-                registered = true;
-                continue;
-            }
-            Ok(()) => {}
-            Err(status) => {
-                tracing::warn!(code = ?status.code(), msg = status.message(), registered, "controller heartbeat failed");
-                registered = false;
-            }
-        }
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn given_an_unreachable_controller_when_shutdown_fires_mid_call_should_stop_at_once() {
-        // A port nothing listens on: every connection attempt is refused, so the call keeps
-        // retrying until its 15 s deadline.
-        let addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").to_string()
-        };
-        let client = ControllerClient::new(vec![addr.clone()]).expect("client");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(heartbeat_loop(
-            client,
-            "broker-a".into(),
-            0,
-            "127.0.0.1:1".into(),
-            None,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        // The loop is inside its first call (registration) from its first poll on.
-        tokio::task::yield_now().await;
-        let _ = stop.send(());
-        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
-        assert!(
-            ended.is_ok(),
-            "the heartbeat loop kept calling the unreachable controller after shutdown"
-        );
     }
 }

@@ -1,0 +1,51 @@
+//! Topic auto-creation for the proxy ([`TopicCreator`]): through the in-process controller
+//! (standalone) or through the controller cluster (cluster mode). A topic that already exists
+//! counts as created.
+
+use comet_broker::ControllerClient;
+use comet_proto::comet::v1::controller_service_server::ControllerService;
+use comet_proto::comet::v1::{CreateTopicRequest, Topic};
+use comet_proxy::TopicCreator;
+
+/// Auto-creates topics through the in-process controller.
+pub struct LocalCreator(pub comet_controller::ControllerGrpc);
+
+#[tonic::async_trait]
+impl TopicCreator for LocalCreator {
+    async fn create_topic(&self, topic: Topic) -> Result<(), tonic::Status> {
+        match self
+            .0
+            .create_topic(tonic::Request::new(CreateTopicRequest {
+                topic: Some(topic),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+            Err(s) => Err(s),
+        }
+    }
+}
+
+/// Auto-creates topics through the controller cluster.
+pub struct RemoteCreator(pub ControllerClient);
+
+#[tonic::async_trait]
+impl TopicCreator for RemoteCreator {
+    async fn create_topic(&self, topic: Topic) -> Result<(), tonic::Status> {
+        let result = self
+            .0
+            .call(|mut c| {
+                let req = CreateTopicRequest {
+                    topic: Some(topic.clone()),
+                };
+                async move { c.create_topic(req).await }
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+            Err(s) => Err(s),
+        }
+    }
+}
