@@ -301,4 +301,49 @@ mod tests {
                 .contains("max_batch_size")
         );
     }
+
+    #[test]
+    fn given_broker_sets_and_delays_when_validated_should_follow_comet_vocab() {
+        for bad in ["", "a~b", "a/b", "a b", &"x".repeat(128)] {
+            let c = BrokerConfig {
+                broker_set: bad.to_owned(),
+                ..Default::default()
+            };
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("broker_set"), "{bad:?}: {err}");
+        }
+        for good in ["broker-a", "set_1.eu", &"x".repeat(127)] {
+            let c = BrokerConfig {
+                broker_set: good.to_owned(),
+                ..Default::default()
+            };
+            c.validate().unwrap();
+        }
+        let c = BrokerConfig {
+            max_delivery_delay: limits::MAX_DELIVERY_DELAY_CEILING,
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        let c = BrokerConfig {
+            max_delivery_delay: limits::MAX_DELIVERY_DELAY_CEILING + Duration::from_secs(1),
+            ..Default::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_delivery_delay")
+        );
+    }
+
+    #[test]
+    fn given_the_default_config_its_invisible_range_should_be_positive_up_to_the_maximum() {
+        let r = BrokerConfig::default().invisible_range();
+        assert_eq!(r.default, limits::INVISIBLE_DEFAULT);
+        assert_eq!(r.max, limits::INVISIBLE_MAX);
+        assert_eq!(r.for_receive(None), Ok(limits::INVISIBLE_DEFAULT));
+        let zero = prost_types::Duration::default();
+        assert!(r.for_receive(Some(&zero)).is_err());
+        assert_eq!(r.for_change(Some(&zero)), Ok(INVISIBLE_FLOOR));
+    }
 }
