@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use comet_vocab::duration;
+
 use crate::clock::{duration_ms, now_ms};
 use crate::engine::Inner;
 use crate::outcome::{Code, Failure};
@@ -32,9 +34,9 @@ pub struct ChangeInvisibleRequest {
     pub topic: String,
     /// The delivery's current receipt handle.
     pub receipt_handle: String,
-    /// From now until the message is visible again (capped at `max_invisible_duration`;
-    /// zero makes it visible at once).
-    pub invisible: Duration,
+    /// From now until the message is visible again: at most `max_invisible_duration` (else
+    /// ILLEGAL_INVISIBLE_TIME); zero or `None` makes it visible at once.
+    pub invisible: Option<Duration>,
 }
 
 impl Inner {
@@ -90,8 +92,9 @@ impl Inner {
     /// stale from now on). Answers once the change is in the consumer-state log.
     ///
     /// # Errors
-    /// INVALID_RECEIPT_HANDLE (stale, malformed, another group's or broker set's, being
-    /// dead-lettered), ILLEGAL_CONSUMER_GROUP.
+    /// ILLEGAL_INVISIBLE_TIME above `max_invisible_duration`; INVALID_RECEIPT_HANDLE (stale,
+    /// malformed, another group's or broker set's, being dead-lettered),
+    /// ILLEGAL_CONSUMER_GROUP.
     pub(crate) async fn change_invisible(
         &self,
         req: &ChangeInvisibleRequest,
@@ -102,7 +105,12 @@ impl Inner {
     }
 
     fn change_invisible_now(&self, req: &ChangeInvisibleRequest) -> Result<String, Failure> {
-        let d = req.invisible.min(self.cfg.max_invisible_duration);
+        // The proxy's rule (comet_vocab), over the broker's range: refused above it.
+        let d = self
+            .cfg
+            .invisible_range()
+            .for_change(req.invisible.map(duration::to_proto).as_ref())
+            .map_err(|e| Failure::new(Code::IllegalInvisibleTime, e.to_string()))?;
         let (slot, h) = self.resolve(&req.group, &req.topic, &req.receipt_handle)?;
         let now = now_ms();
         let mut st = slot.state.lock();

@@ -3,12 +3,8 @@
 use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::{RetryPolicy, retry_policy::Strategy};
-
-/// RocketMQ's default customized backoff (the delay levels from 1s on):
-/// 1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h.
-pub const DEFAULT_BACKOFF_SECS: [u64; 18] = [
-    1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
-];
+use comet_vocab::duration;
+use comet_vocab::limits::DEFAULT_BACKOFF_SECS;
 
 /// A backoff table or formula.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +23,8 @@ pub enum Backoff {
 }
 
 impl Default for Backoff {
+    /// RocketMQ's default customized backoff (`comet_vocab::limits::DEFAULT_BACKOFF_SECS`,
+    /// the delay levels from 1 s on): 1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h.
     fn default() -> Self {
         Backoff::Customized(
             DEFAULT_BACKOFF_SECS
@@ -37,13 +35,10 @@ impl Default for Backoff {
     }
 }
 
+/// A step of a group's policy; absent, negative or malformed reads as zero (the policy comes
+/// from metadata the controller accepted, not from a request).
 fn to_duration(d: Option<&prost_types::Duration>) -> Duration {
-    d.and_then(|d| {
-        let secs = u64::try_from(d.seconds).ok()?;
-        let nanos = u32::try_from(d.nanos).ok()?;
-        Some(Duration::from_secs(secs) + Duration::from_nanos(u64::from(nanos)))
-    })
-    .unwrap_or(Duration::ZERO)
+    d.and_then(duration::from_proto).unwrap_or(Duration::ZERO)
 }
 
 impl Backoff {

@@ -5,11 +5,16 @@ use std::time::Duration;
 
 pub use comet_store::FlushPolicy;
 use comet_store::RetentionConfig;
+use comet_vocab::limits::{self, InvisibleRange};
+use comet_vocab::names;
 
 use crate::error::BrokerError;
 
-/// Longest accepted `max_delivery_delay`: one year.
-pub const MAX_DELIVERY_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Shortest invisible time the broker accepts on a receive, and the floor a change is raised
+/// to: any positive time. The proxy refuses receives below its own configured minimum (and
+/// raises changes to it) before they get here; the broker serves proxies whatever their
+/// minimum, so it only refuses what no proxy can send.
+pub(crate) const INVISIBLE_FLOOR: Duration = Duration::from_nanos(1);
 
 /// When a message that was not acknowledged becomes visible again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,7 +47,9 @@ pub enum ConsumeFrom {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// Name of the broker set this broker belongs to; the prefix of every receipt handle
-    /// (`"<broker_set>~..."`). Must be non-empty and must not contain `~`. Default `broker-a`.
+    /// (`"<broker_set>~..."`). A broker-set name as the controller accepts it
+    /// (`comet_vocab::names::validate_broker_set`: 1..=127 bytes of `[a-zA-Z0-9_.-]`, so
+    /// never `~`). Default `broker-a`.
     pub broker_set: String,
     /// Id of this broker within its set (0 = master). Default 0.
     pub broker_id: u64,
@@ -55,14 +62,17 @@ pub struct BrokerConfig {
     pub flush: FlushPolicy,
     /// Commitlog segment size in bytes (default 1 GiB; at least 4 KiB).
     pub segment_size: u64,
-    /// Redeliveries allowed for a group that is not in metadata (default 16): a message is
+    /// Redeliveries allowed for a group that is not in metadata (default 16,
+    /// `comet_vocab::limits::DEFAULT_MAX_RETRIES`): a message is
     /// delivered at most `default_max_retries + 1` times before it goes to `%DLQ%<group>`.
     pub default_max_retries: u32,
     /// Invisible duration used when a receive request carries none (auto-renewing push
     /// consumers whose proxy did not choose one). Default 60 s, RocketMQ's
-    /// `defaultInvisibleTimeMills`.
+    /// `defaultInvisibleTimeMills` (`comet_vocab::limits::INVISIBLE_DEFAULT`).
     pub default_invisible_duration: Duration,
-    /// Longest invisible duration accepted; longer requests are clamped (default 12 h).
+    /// Longest invisible duration accepted: longer receives and changes are refused with
+    /// ILLEGAL_INVISIBLE_TIME, as the proxy refuses them (default 12 h,
+    /// `comet_vocab::limits::INVISIBLE_MAX`).
     pub max_invisible_duration: Duration,
     /// Longest long poll honoured; longer requests are clamped (default 60 s; the proxy
     /// already clamps to its own limit).
@@ -89,8 +99,11 @@ pub struct BrokerConfig {
     pub shutdown_grace: Duration,
     /// Retention and disk watermarks of the store.
     pub retention: RetentionConfig,
-    /// Furthest in the future a delay message's `delivery_timestamp` may lie (default 40 days).
-    /// Later times are refused with ILLEGAL_DELIVERY_TIME; a time in the past delivers at once.
+    /// Furthest in the future a delay message's `delivery_timestamp` may lie (default 40 days,
+    /// `comet_vocab::limits::MAX_DELIVERY_DELAY`; at most
+    /// `comet_vocab::limits::MAX_DELIVERY_DELAY_CEILING`, one year). Later times are refused
+    /// with ILLEGAL_DELIVERY_TIME (`comet_vocab::limits::check_delivery_time`, the proxy's
+    /// rule); a time in the past delivers at once.
     pub max_delivery_delay: Duration,
     /// Granularity of the on-disk timer wheel index (default 1 s; fixed once the timer store
     /// exists). Delivery is at millisecond precision regardless.
@@ -116,9 +129,9 @@ impl Default for BrokerConfig {
             advertised_addr: "127.0.0.1:10911".to_owned(),
             flush: FlushPolicy::default(),
             segment_size: 1 << 30,
-            default_max_retries: 16,
-            default_invisible_duration: Duration::from_secs(60),
-            max_invisible_duration: Duration::from_secs(12 * 3600),
+            default_max_retries: limits::DEFAULT_MAX_RETRIES,
+            default_invisible_duration: limits::INVISIBLE_DEFAULT,
+            max_invisible_duration: limits::INVISIBLE_MAX,
             max_long_polling: Duration::from_secs(60),
             max_batch_size: 32,
             max_inflight_per_queue: 2000,
@@ -128,7 +141,7 @@ impl Default for BrokerConfig {
             state_compact_bytes: 64 << 20,
             shutdown_grace: Duration::from_secs(10),
             retention: RetentionConfig::default(),
-            max_delivery_delay: Duration::from_secs(40 * 24 * 3600),
+            max_delivery_delay: limits::MAX_DELIVERY_DELAY,
             timer_slot: Duration::from_secs(1),
             transaction_timeout: Duration::from_secs(6),
             transaction_check_interval: Duration::from_secs(60),
@@ -144,14 +157,8 @@ impl BrokerConfig {
     /// [`BrokerError::Config`] naming the key and what is allowed.
     pub fn validate(&self) -> Result<(), BrokerError> {
         let bad = |key: &'static str, reason: String| Err(BrokerError::Config { key, reason });
-        if self.broker_set.is_empty() || self.broker_set.contains('~') {
-            return bad(
-                "broker_set",
-                format!(
-                    "{:?} must be non-empty and must not contain '~' (the receipt-handle separator)",
-                    self.broker_set
-                ),
-            );
+        if let Err(e) = names::validate_broker_set(&self.broker_set) {
+            return bad("broker_set", e.to_string());
         }
         if self.advertised_addr.is_empty() {
             return bad("advertised_addr", "must be a non-empty host:port".into());
@@ -195,13 +202,15 @@ impl BrokerConfig {
                 format!("{:?} is outside (0, 10s]", self.state_persist_interval),
             );
         }
-        if self.max_delivery_delay.is_zero() || self.max_delivery_delay > MAX_DELIVERY_DELAY {
+        if self.max_delivery_delay.is_zero()
+            || self.max_delivery_delay > limits::MAX_DELIVERY_DELAY_CEILING
+        {
             return bad(
                 "max_delivery_delay",
                 format!(
                     "{:?} is outside (0, {} days]",
                     self.max_delivery_delay,
-                    MAX_DELIVERY_DELAY.as_secs() / 86_400
+                    limits::MAX_DELIVERY_DELAY_CEILING.as_secs() / 86_400
                 ),
             );
         }
@@ -245,6 +254,17 @@ impl BrokerConfig {
         }
         Ok(())
     }
+
+    /// The invisible times this broker accepts: any positive one up to
+    /// `max_invisible_duration`, `default_invisible_duration` for a receive that carries none.
+    /// Applied with the proxy's rules (`InvisibleRange::for_receive` / `for_change`).
+    pub(crate) fn invisible_range(&self) -> InvisibleRange {
+        InvisibleRange {
+            min: INVISIBLE_FLOOR,
+            max: self.max_invisible_duration,
+            default: self.default_invisible_duration,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -280,5 +300,50 @@ mod tests {
                 .to_string()
                 .contains("max_batch_size")
         );
+    }
+
+    #[test]
+    fn given_broker_sets_and_delays_when_validated_should_follow_comet_vocab() {
+        for bad in ["", "a~b", "a/b", "a b", &"x".repeat(128)] {
+            let c = BrokerConfig {
+                broker_set: bad.to_owned(),
+                ..Default::default()
+            };
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("broker_set"), "{bad:?}: {err}");
+        }
+        for good in ["broker-a", "set_1.eu", &"x".repeat(127)] {
+            let c = BrokerConfig {
+                broker_set: good.to_owned(),
+                ..Default::default()
+            };
+            c.validate().unwrap();
+        }
+        let c = BrokerConfig {
+            max_delivery_delay: limits::MAX_DELIVERY_DELAY_CEILING,
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        let c = BrokerConfig {
+            max_delivery_delay: limits::MAX_DELIVERY_DELAY_CEILING + Duration::from_secs(1),
+            ..Default::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_delivery_delay")
+        );
+    }
+
+    #[test]
+    fn given_the_default_config_its_invisible_range_should_be_positive_up_to_the_maximum() {
+        let r = BrokerConfig::default().invisible_range();
+        assert_eq!(r.default, limits::INVISIBLE_DEFAULT);
+        assert_eq!(r.max, limits::INVISIBLE_MAX);
+        assert_eq!(r.for_receive(None), Ok(limits::INVISIBLE_DEFAULT));
+        let zero = prost_types::Duration::default();
+        assert!(r.for_receive(Some(&zero)).is_err());
+        assert_eq!(r.for_change(Some(&zero)), Ok(INVISIBLE_FLOOR));
     }
 }

@@ -13,8 +13,10 @@ use comet_proto::apache::rocketmq::v2::{
     SystemProperties,
 };
 use comet_store::StoredMessage;
+use comet_vocab::duration;
 use md5::{Digest as _, Md5};
 
+use crate::clock::ms_to_ts;
 use crate::outcome::Failure;
 use crate::record::{MessageKind, NewMessage};
 use crate::sys::{
@@ -81,10 +83,12 @@ pub(crate) fn new_message(m: &v2::Message) -> NewMessage {
         keys: sp.keys.clone(),
         message_group: sp.message_group.clone(),
         delivery_ms: sp.delivery_timestamp.as_ref().map(ts_to_ms),
+        // A negative or malformed one is ignored (the broker's `transaction_timeout` applies),
+        // as the proxy passes it through unchecked.
         recovery: sp
             .orphaned_transaction_recovery_duration
             .as_ref()
-            .and_then(to_duration),
+            .and_then(duration::from_proto),
         trace_context: sp.trace_context.clone(),
         born_host: sp.born_host.clone(),
         born_ms: sp.born_timestamp.as_ref().map(ts_to_ms),
@@ -98,31 +102,47 @@ pub(crate) fn new_message(m: &v2::Message) -> NewMessage {
     }
 }
 
+/// The invisible duration of a request. Refused when negative or malformed (nanos outside
+/// `0..1e9`) with the proxy's code for it; its range is the operation's rule.
+///
+/// # Errors
+/// ILLEGAL_INVISIBLE_TIME.
+pub(crate) fn invisible(d: &prost_types::Duration) -> Result<Duration, Failure> {
+    duration::from_proto(d).ok_or_else(|| {
+        Failure::new(
+            Code::IllegalInvisibleTime,
+            format!(
+                "invisible duration {}s{}ns is negative or malformed",
+                d.seconds, d.nanos
+            ),
+        )
+    })
+}
+
+/// The long-polling timeout of a request (absent: none). Refused when negative or malformed
+/// (nanos outside `0..1e9`) with the proxy's code and message.
+///
+/// # Errors
+/// ILLEGAL_POLLING_TIME.
+pub(crate) fn long_poll(d: Option<&prost_types::Duration>) -> Result<Duration, Failure> {
+    let Some(d) = d else {
+        return Ok(Duration::ZERO);
+    };
+    duration::from_proto(d).ok_or_else(|| {
+        Failure::new(
+            Code::IllegalPollingTime,
+            format!(
+                "long polling timeout {}s{}ns is negative or malformed",
+                d.seconds, d.nanos
+            ),
+        )
+    })
+}
+
 pub(crate) fn ts_to_ms(t: &prost_types::Timestamp) -> i64 {
     t.seconds
         .saturating_mul(1000)
         .saturating_add(i64::from(t.nanos) / 1_000_000)
-}
-
-pub(crate) fn ms_to_ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
-/// A protobuf duration as a std one; `None` if negative.
-pub(crate) fn to_duration(d: &prost_types::Duration) -> Option<Duration> {
-    let secs = u64::try_from(d.seconds).ok()?;
-    let nanos = u32::try_from(d.nanos).ok()?;
-    Some(Duration::from_secs(secs) + Duration::from_nanos(u64::from(nanos)))
-}
-
-pub(crate) fn from_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
-    }
 }
 
 /// How a message is being handed out.
@@ -189,7 +209,7 @@ pub(crate) fn to_proto(m: &StoredMessage, d: Delivery<'_>) -> v2::Message {
             receipt_handle: Some(d.receipt_handle),
             queue_id: m.message.queue_id,
             queue_offset: Some(m.queue_offset),
-            invisible_duration: Some(from_duration(d.invisible)),
+            invisible_duration: Some(duration::to_proto(d.invisible)),
             delivery_attempt: Some(i32::try_from(d.attempt).unwrap_or(i32::MAX)),
             message_group: sys(SYS_MESSAGE_GROUP).cloned(),
             trace_context: sys(SYS_TRACE_CONTEXT).cloned(),

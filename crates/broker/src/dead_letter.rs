@@ -7,13 +7,13 @@
 use std::sync::Arc;
 
 use comet_store::StoreError;
+use comet_vocab::system;
 
 use crate::clock::now_ms;
 use crate::engine::Inner;
 use crate::outcome::{Code, Failure, blocking, store_failure};
 use crate::record;
 use crate::state::QueueSlot;
-use crate::sys;
 
 /// One in-flight message chosen for the dead-letter queue.
 pub(crate) struct DlqItem {
@@ -115,7 +115,7 @@ impl Inner {
                         }
                         Err(e) => return Err(e),
                     };
-                    let dlq_topic = sys::dlq_topic(group);
+                    let dlq_topic = system::dlq_topic(group);
                     let rec = record::to_dlq_record(&m, &dlq_topic, group, *attempts);
                     store.append(&rec).map(|_| true)
                 })

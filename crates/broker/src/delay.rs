@@ -62,14 +62,16 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use comet_store::timer::{TimerConfig, TimerEntry, TimerPayload, TimerStore};
 use comet_store::{Message, MessageStore, Properties, StoreError};
+use comet_vocab::system::TIMER_TOPIC;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::clock::now_ms;
 use crate::meta::{Access, MetaIndex};
+use crate::record::MessageKind;
 use crate::sys::{
     SYS_DELIVERY_TIMESTAMP, SYS_MESSAGE_TYPE, SYS_TIMER_DONE, SYS_TIMER_ORIGIN,
-    SYS_TIMER_REAL_QUEUE_ID, SYS_TIMER_REAL_TOPIC, TIMER_DONE_KEY as DONE_KEY, TIMER_TOPIC,
+    SYS_TIMER_REAL_QUEUE_ID, SYS_TIMER_REAL_TOPIC, TIMER_DONE_KEY as DONE_KEY,
 };
 
 /// Most due timers a replica holds while it waits for their done records.
@@ -540,7 +542,7 @@ pub(crate) fn is_transaction(rec: &Message) -> bool {
     rec.properties
         .system
         .get(SYS_MESSAGE_TYPE)
-        .is_some_and(|t| t == "TRANSACTION")
+        .is_some_and(|t| t == MessageKind::Transaction.name())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use comet_proto::comet::v1::ClusterMetadata;
 use comet_store::{Arrival, ArrivalListener, MessageStore, StoreConfig};
+use comet_vocab::system;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -31,7 +32,6 @@ use crate::meta::{MetaIndex, MetaView};
 use crate::outcome::{Code, Failure, Unavailable};
 use crate::persist::StateFiles;
 use crate::state::{Consumers, InFlight, QueueKey, QueueRecord, QueueSlot};
-use crate::sys;
 use crate::transaction::pending::CheckPolicy;
 use crate::transaction::table::{self as transaction, Transactions};
 
@@ -209,7 +209,7 @@ impl Inner {
             // The wheel is derived from the timer queue: schedule what it lacks (nothing else
             // appends before the open returns), then later offsets are this instance's own.
             delays.catch_up(&store, now_ms())?;
-            delays.set_own_from(store.max_offset(sys::TIMER_TOPIC, 0));
+            delays.set_own_from(store.max_offset(system::TIMER_TOPIC, 0));
             let transactions =
                 Transactions::recover(&store, &tx_dir, &broker_set, policy, now_ms())?;
             Ok::<_, BrokerError>((store, files, loaded, delays, transactions))

@@ -27,10 +27,15 @@
 //!   `default_max_retries`) is appended to `%DLQ%<group>` queue 0 when its last deadline passes
 //!   (or on `ForwardMessageToDeadLetterQueue`) with the origin recorded in system properties
 //!   (`DLQ_ORIGIN_TOPIC`, ...), and completed. Dead-letter topics need no metadata to be read.
-//! - **Missing invisible duration** (auto-renewing push consumers): `default_invisible_duration`
-//!   (60 s, RocketMQ's default).
+//! - **Invisible time**: the proxy's rules (`comet_vocab::limits::InvisibleRange`) over the
+//!   broker's range: a receive's must be positive and at most `max_invisible_duration` (12 h);
+//!   a missing one is `default_invisible_duration` (60 s, RocketMQ's default, for
+//!   auto-renewing push consumers); a change above the maximum is refused, a missing or zero
+//!   one makes the message visible at once. Out of range is ILLEGAL_INVISIBLE_TIME, as at the
+//!   proxy (which refuses below its own minimum first).
 //! - **Delay messages** (see [`TimerStats`]): a `delivery_timestamp` in the future
-//!   (at most `max_delivery_delay`, 40 days by default; later is ILLEGAL_DELIVERY_TIME) stores
+//!   (at most `max_delivery_delay`, 40 days by default; later, or before the epoch, is
+//!   ILLEGAL_DELIVERY_TIME: `comet_vocab::limits::check_delivery_time`, the proxy's rule) stores
 //!   the message under `rmq_sys_wheel_timer` and schedules it in the store's persisted timer
 //!   wheel; when due it is appended to its topic (ms precision). Exactly once across restarts.
 //!   A time in the past delivers at once.
@@ -68,7 +73,7 @@
 //!    consumer_sync, config, lease}
 //!  meta (metadata index) · state (consumer state) · persist (its files) · long_poll
 //!    · record (NewMessage and the records the broker builds)
-//!  outcome (Failure, Unavailable, blocking) · sys (system names) · clock · handle · filter
+//!  outcome (Failure, Unavailable, blocking) · sys (system-property keys) · clock · handle · filter
 //!    · backoff
 //!    · config · error
 //! ```
@@ -108,7 +113,8 @@
 //!   watermark, sync-state set), `ha::role` (pure role and start decisions), `ha::config`,
 //!   `ha::lease` (the controller link and the master's write gate).
 //! - `delay`: the timer wheel and its delivery; `meta`: the metadata index; `long_poll`:
-//!   wake-ups; `sys`: every system topic and system-property key the broker writes;
+//!   wake-ups; `sys`: every system-property key the broker writes (RocketMQ's system topics
+//!   and `%DLQ%` names are `comet_vocab::system`'s);
 //!   `outcome`: in-body failures, store-error mapping, the blocking pool.
 //! - [`handle`], [`filter`], [`backoff`]: receipt handles, tag and SQL92 filters, retry backoff.
 //! - [`config`], [`error`].
@@ -139,7 +145,11 @@
 //! - A replicated broker instance has one role for its life: a replica's store refuses local
 //!   appends; a master's accepts them only while its lease holds (when it has in-sync peers).
 //!
-//! Dependency rule: broker → store + proto; never proxy or sdk.
+//! RocketMQ's vocabulary (names and their limits, system topics, the receipt-handle prefix,
+//! status aggregation, invisible-time and delivery-time rules, defaults) comes from
+//! `comet_vocab`; the broker applies it and spells none of it itself.
+//!
+//! Dependency rule: broker → store + proto + vocab; never proxy or sdk.
 #![forbid(unsafe_code)]
 
 mod ack;

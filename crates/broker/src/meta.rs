@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use comet_proto::apache::rocketmq::v2::Permission;
 use comet_proto::comet::v1::ClusterMetadata;
+use comet_vocab::system;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::outcome::{Code, Failure};
-use crate::sys;
 
 /// A topic as this broker sees it.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ impl MetaIndex {
     /// Dead-letter topics and the transaction discard topic are the broker's own: one queue,
     /// readable, not in metadata.
     pub fn queues(&self, topic: &str, access: Access) -> Result<u32, Failure> {
-        if sys::is_broker_readable(topic) && access == Access::Read {
+        if system::is_implicit_topic(topic) && access == Access::Read {
             return Ok(1);
         }
         let Some(t) = self.topics.get(topic) else {

@@ -54,8 +54,8 @@ pub(crate) struct StateFiles {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Names are at most a few hundred bytes (topics 127); longer ones are cut at u16::MAX,
-    // which no valid name reaches.
+    // Names are at most a few hundred bytes (topics `comet_vocab::names::TOPIC_MAX_LEN`);
+    // longer ones are cut at u16::MAX, which no valid name reaches.
     let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(b.len() as u16).to_le_bytes());
     out.extend_from_slice(b);

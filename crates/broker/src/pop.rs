@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use comet_store::{MessageStore, StoreError, StoredMessage};
+use comet_vocab::{NameKind, duration, names, system};
 
 use crate::clock::{duration_ms, now_ms};
 use crate::config::ConsumeFrom;
@@ -60,8 +61,8 @@ pub struct PopRequest {
     pub filter: Filter,
     /// Most messages to hand out (positive; capped at `max_batch_size`).
     pub batch_size: i32,
-    /// How long the messages stay invisible (positive, capped at `max_invisible_duration`);
-    /// `None`: `default_invisible_duration`.
+    /// How long the messages stay invisible (positive and at most `max_invisible_duration`,
+    /// else ILLEGAL_INVISIBLE_TIME); `None`: `default_invisible_duration`.
     pub invisible: Option<Duration>,
     /// How long to wait for a message when there is none (capped at `max_long_polling`).
     pub long_poll: Duration,
@@ -99,12 +100,14 @@ impl Inner {
         }
         // The group's dead-letter topic must be storable, or exhausted messages could never
         // leave the group.
-        if let Err(e) = comet_store::record::validate_topic(&sys::dlq_topic(&group)) {
+        if let Err(e) = comet_store::record::validate_topic(&system::dlq_topic(&group)) {
             return Err(Failure::new(
                 Code::IllegalConsumerGroup,
                 format!(
                     "consumer group {group:?} cannot have a dead-letter topic ({e}); use at most \
-                     122 characters of letters, digits and % | _ -"
+                     {} characters of {}",
+                    names::TOPIC_MAX_LEN - system::DLQ_PREFIX.len(),
+                    NameKind::Group.allowed()
                 ),
             ));
         }
@@ -122,16 +125,12 @@ impl Inner {
             ));
         }
         let batch = (req.batch_size as u32).min(self.cfg.max_batch_size) as usize;
-        let invisible = match req.invisible {
-            None => self.cfg.default_invisible_duration,
-            Some(d) if !d.is_zero() => d.min(self.cfg.max_invisible_duration),
-            Some(_) => {
-                return Err(Failure::new(
-                    Code::IllegalInvisibleTime,
-                    "invisible_duration must be positive",
-                ));
-            }
-        };
+        // The proxy's rule (comet_vocab), over the broker's range: refused outside it.
+        let invisible = self
+            .cfg
+            .invisible_range()
+            .for_receive(req.invisible.map(duration::to_proto).as_ref())
+            .map_err(|e| Failure::new(Code::IllegalInvisibleTime, e.to_string()))?;
         let long_poll = req.long_poll.min(self.cfg.max_long_polling);
         let idx = self.meta.index();
         let queue_count = idx.queues(&topic, Access::Read)?;

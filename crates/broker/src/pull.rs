@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comet_store::{MessageStore, StoreError, StoredMessage};
+use comet_vocab::names;
 
 use crate::engine::Inner;
 use crate::filter::Filter;
@@ -53,10 +54,14 @@ pub(crate) fn require_group(group: &str) -> Result<(), Failure> {
             "consumer group is empty",
         ));
     }
-    if group.len() > 255 {
+    if group.len() > names::GROUP_MAX_LEN {
         return Err(Failure::new(
             Code::IllegalConsumerGroup,
-            format!("consumer group name is {} bytes; at most 255", group.len()),
+            format!(
+                "consumer group name is {} bytes; at most {}",
+                group.len(),
+                names::GROUP_MAX_LEN
+            ),
         ));
     }
     Ok(())

@@ -7,10 +7,12 @@
 //! SYNC appends wait for an fdatasync and run on the blocking pool.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use comet_store::{AppendResult, MessageStore, StoreError};
+use comet_vocab::limits;
 
-use crate::clock::{duration_ms, now_ms};
+use crate::clock::{ms_to_ts, now_ms};
 use crate::delay;
 use crate::engine::Inner;
 use crate::meta::{Access, MetaIndex};
@@ -276,25 +278,18 @@ impl Inner {
             }
             return Ok(Checked::Half(rec));
         }
-        match at {
-            Some(at) if at > now => {
-                let max = duration_ms(self.cfg.max_delivery_delay);
-                if at - now > max {
-                    return Err(Failure::new(
-                        Code::IllegalDeliveryTime,
-                        format!(
-                            "delivery time is {} s in the future, more than the limit of {} s \
-                             ({} days)",
-                            (at - now) / 1000,
-                            max / 1000,
-                            max / 86_400_000
-                        ),
-                    ));
-                }
-                Ok(Checked::Delayed(rec, at))
-            }
+        let Some(at) = at else {
+            return Ok(Checked::Now(rec));
+        };
+        // The proxy's rule (comet_vocab), in the broker's units (ms since the epoch).
+        let now_since_epoch = Duration::from_millis(u64::try_from(now).unwrap_or(0));
+        limits::check_delivery_time(&ms_to_ts(at), now_since_epoch, self.cfg.max_delivery_delay)
+            .map_err(|e| Failure::new(Code::IllegalDeliveryTime, e.to_string()))?;
+        if at > now {
+            Ok(Checked::Delayed(rec, at))
+        } else {
             // A delivery time in the past (or now) delivers at once.
-            _ => Ok(Checked::Now(rec)),
+            Ok(Checked::Now(rec))
         }
     }
 }

@@ -3,8 +3,6 @@
 //! encodes the answer: an operation's failure is an in-body `Status`; a call no instance took
 //! ([`Unavailable`]) is gRPC UNAVAILABLE.
 
-use std::time::Duration;
-
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
     ChangeInvisibleDurationResponse, Code, EndTransactionRequest, EndTransactionResponse,
@@ -27,8 +25,8 @@ use tonic::{Request, Response, Status};
 use crate::ack::{AckRequest, ChangeInvisibleRequest};
 use crate::api::BrokerApi;
 use crate::convert::{
-    self, Delivery, failed, name, new_message, ok, overall, plain_message, queue, status,
-    status_of, to_duration, ts_to_ms,
+    self, Delivery, failed, invisible, long_poll, name, new_message, ok, overall, plain_message,
+    queue, status, status_of, ts_to_ms,
 };
 use crate::dead_letter::DeadLetterRequest;
 use crate::delay::TimerStats;
@@ -92,11 +90,6 @@ fn filter(
     Filter::from_request(f).map_err(|e| Failure::new(Code::IllegalFilterExpression, e.to_string()))
 }
 
-/// A protobuf duration as a std one; negative reads as zero.
-fn duration(d: &prost_types::Duration) -> Duration {
-    to_duration(d).unwrap_or(Duration::ZERO)
-}
-
 #[tonic::async_trait]
 impl BrokerService for BrokerGrpc {
     async fn send_message(
@@ -136,11 +129,8 @@ impl BrokerService for BrokerGrpc {
                 queue_id,
                 filter: filter(req.filter_expression.as_ref())?,
                 batch_size: req.batch_size,
-                invisible: req.invisible_duration.as_ref().map(duration),
-                long_poll: req
-                    .long_polling_timeout
-                    .as_ref()
-                    .map_or(Duration::ZERO, duration),
+                invisible: req.invisible_duration.as_ref().map(invisible).transpose()?,
+                long_poll: long_poll(req.long_polling_timeout.as_ref())?,
             })
         })();
         let popped = match decoded {
@@ -216,17 +206,14 @@ impl BrokerService for BrokerGrpc {
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
         let req = request.into_inner();
-        let changed = match req.invisible_duration.as_ref() {
-            None => Err(Failure::new(
-                Code::IllegalInvisibleTime,
-                "invisible_duration is required",
-            )),
-            Some(d) => {
+        let changed = match req.invisible_duration.as_ref().map(invisible).transpose() {
+            Err(f) => Err(f),
+            Ok(d) => {
                 let change = ChangeInvisibleRequest {
                     group: name(req.group.as_ref()),
                     topic: name(req.topic.as_ref()),
                     receipt_handle: req.receipt_handle.clone(),
-                    invisible: duration(d),
+                    invisible: d,
                 };
                 self.api
                     .change_invisible(change)
@@ -330,10 +317,7 @@ impl BrokerService for BrokerGrpc {
                 offset: req.offset,
                 filter: filter(req.filter_expression.as_ref())?,
                 batch_size: req.batch_size,
-                long_poll: req
-                    .long_polling_timeout
-                    .as_ref()
-                    .map_or(Duration::ZERO, duration),
+                long_poll: long_poll(req.long_polling_timeout.as_ref())?,
             })
         })();
         let (pull, pulled) = match decoded {

@@ -1,28 +1,12 @@
-//! System names the broker writes into the store: system topics and the system-property keys
-//! of its records. Nothing else in the broker spells them.
+//! The broker's own system names: the system-property keys of the records it writes. Nothing
+//! else in the broker spells them. RocketMQ's names (system topics such as the timer and
+//! transaction topics, `%DLQ%<group>`, the topics served without metadata) are
+//! `comet_vocab::system`'s, used from there.
 //!
 //! Fields of a message that the store has no column for travel in the record's system-property
 //! map under these keys; records the broker writes for itself (timer schedules, transaction
 //! half messages and their resolutions, dead letters) carry their bookkeeping the same way.
 //! The keys are part of the on-disk format: renaming one orphans what existing logs hold.
-
-// ------------------------------------------------------------------------- system topics
-
-// RocketMQ's names, defined once in `comet_vocab::system`.
-
-/// The system topic holding delayed messages until they are due.
-pub(crate) use comet_vocab::system::TIMER_TOPIC;
-/// Where half messages go when their checks are exhausted.
-pub(crate) use comet_vocab::system::TRANS_CHECK_MAX_TIME_TOPIC as DISCARD_TOPIC;
-/// System topic of half messages.
-pub(crate) use comet_vocab::system::TRANS_HALF_TOPIC as HALF_TOPIC;
-/// System topic of resolution records.
-pub(crate) use comet_vocab::system::TRANS_OP_HALF_TOPIC as OP_TOPIC;
-/// The dead-letter topic of a group (`%DLQ%<group>`).
-pub(crate) use comet_vocab::system::dlq_topic;
-/// Whether a topic is one the broker keeps for itself and serves for reading without
-/// metadata (one queue): a dead-letter topic or the transaction discard topic.
-pub(crate) use comet_vocab::system::is_implicit_topic as is_broker_readable;
 
 // --------------------------------------------------------------------- message properties
 

@@ -83,6 +83,21 @@ async fn given_delivery_time_in_the_past_when_sent_should_deliver_at_once() {
 }
 
 #[tokio::test]
+async fn given_delivery_time_before_the_epoch_when_sent_should_be_illegal_delivery_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = open(dir.path(), metadata(&[("t", 1)], &[])).await;
+    let r = send(&n.svc, vec![delayed("before", -1000)]).await;
+    assert_eq!(code(&r.entries[0].status), Code::IllegalDeliveryTime);
+    assert_eq!(
+        r.entries[0].status.as_ref().unwrap().message,
+        "delivery timestamp is not a valid point in time",
+        "the proxy's rule and message (comet_vocab)"
+    );
+    assert_eq!(n.broker.timer_stats().pending, 0);
+    n.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn given_delivery_time_beyond_the_maximum_when_sent_should_be_illegal_delivery_time() {
     let dir = tempfile::tempdir().unwrap();
     let n = open(dir.path(), metadata(&[("t", 1)], &[])).await;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use comet_proto::apache::rocketmq::v2::{
-    Code, DigestType, Encoding, FilterExpression, FilterType,
+    ChangeInvisibleDurationRequest, Code, DigestType, Encoding, FilterExpression, FilterType,
     ForwardMessageToDeadLetterQueueRequest, MessageQueue, MessageType, ReceiveMessageRequest,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
@@ -193,6 +193,101 @@ async fn given_change_invisible_when_called_should_issue_new_handle_and_stale_th
         "redelivery makes the changed handle stale too"
     );
     assert_eq!(ack(&n.svc, "g", "t", &handle(&again[0])).await, Code::Ok);
+    n.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn given_invisible_times_outside_the_range_when_popped_or_changed_should_be_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = open(dir.path(), metadata(&[("t", 1)], &[])).await;
+    send_one(&n.svc, "t", 0, "x", None).await;
+    let receive = |invisible: Option<prost_types::Duration>| ReceiveMessageRequest {
+        group: res("g"),
+        message_queue: Some(MessageQueue {
+            topic: res("t"),
+            id: -1,
+            ..Default::default()
+        }),
+        filter_expression: None,
+        batch_size: 1,
+        invisible_duration: invisible,
+        auto_renew: false,
+        long_polling_timeout: None,
+        attempt_id: None,
+    };
+    let d = |seconds: i64, nanos: i32| Some(prost_types::Duration { seconds, nanos });
+    // Zero, negative, malformed and above max_invisible_duration (12 h): refused, not clamped.
+    for bad in [d(0, 0), d(-1, 0), d(1, 1_000_000_000), d(12 * 3600, 1)] {
+        let r = n
+            .svc
+            .pop_message(tonic::Request::new(receive(bad)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), Code::IllegalInvisibleTime, "{bad:?}");
+        assert!(r.messages.is_empty());
+    }
+    let r = n
+        .svc
+        .pop_message(tonic::Request::new(receive(d(12 * 3600 + 1, 0))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.status.unwrap().message,
+        "invisible duration 43201s0ns is outside the allowed range [1ns, 43200s]",
+        "the proxy's rule and message (comet_vocab) over the broker's range"
+    );
+    // The maximum itself is accepted.
+    let got = pop_n(
+        &n.svc,
+        &Pop {
+            invisible_ms: 12 * 3600 * 1000,
+            ..Pop::default()
+        },
+        1,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(sp(&got[0]).invisible_duration.unwrap().seconds, 12 * 3600);
+    let h = handle(&got[0]);
+
+    // A change above the maximum is refused and keeps the handle; the maximum is accepted.
+    let r = change(&n.svc, "g", "t", &h, 12 * 3600 * 1000 + 1000).await;
+    assert_eq!(code(&r.status), Code::IllegalInvisibleTime);
+    assert_eq!(r.receipt_handle, h);
+    let r = change(&n.svc, "g", "t", &h, 12 * 3600 * 1000).await;
+    assert_eq!(code(&r.status), Code::Ok);
+    let h = r.receipt_handle;
+    // A change without a duration makes the message visible at once.
+    let r = n
+        .svc
+        .change_invisible_duration(tonic::Request::new(ChangeInvisibleDurationRequest {
+            group: res("g"),
+            topic: res("t"),
+            receipt_handle: h,
+            invisible_duration: None,
+            message_id: String::new(),
+            lite_topic: None,
+            suspend: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), Code::Ok);
+    let again = pop_n(&n.svc, &Pop::default(), 1, LIMIT).await;
+    assert_eq!(sp(&again[0]).delivery_attempt, Some(2));
+
+    // A malformed long-polling timeout: the proxy's code.
+    let mut bad_poll = receive(None);
+    bad_poll.long_polling_timeout = d(-1, 0);
+    let r = n
+        .svc
+        .pop_message(tonic::Request::new(bad_poll))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), Code::IllegalPollingTime);
     n.broker.shutdown().await.unwrap();
 }
 

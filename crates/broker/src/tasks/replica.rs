@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use comet_vocab::system;
+
 use crate::clock::now_ms;
 use crate::engine::Inner;
 use crate::error::BrokerError;
 use crate::outcome::{Failure, blocking};
-use crate::sys;
 
 impl Inner {
     /// A replica's copy of the master's timer and transaction state: as the log grows, new
@@ -19,8 +20,12 @@ impl Inner {
     pub(crate) async fn replica_state_loop(self: Arc<Self>) {
         const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
         const IDLE_MS: i64 = 1000;
-        let mut arrivals =
-            [sys::TIMER_TOPIC, sys::HALF_TOPIC, sys::OP_TOPIC].map(|t| self.hub.subscribe(t));
+        let mut arrivals = [
+            system::TIMER_TOPIC,
+            system::TRANS_HALF_TOPIC,
+            system::TRANS_OP_HALF_TOPIC,
+        ]
+        .map(|t| self.hub.subscribe(t));
         let mut last_checkpoint = tokio::time::Instant::now();
         loop {
             if self.shutdown.is_cancelled() {

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use comet_store::{Message, MessageStore, StoredMessage};
+use comet_vocab::system;
 
 use crate::sys;
 use crate::transaction::record::{Op, Resolution};
@@ -103,8 +104,11 @@ impl OpsRead {
     /// `half_low`; returns them and where the next read resumes.
     pub(crate) fn read(store: &MessageStore, from: i64, half_low: i64) -> (OpsRead, i64) {
         let mut ops = OpsRead::default();
-        let next = read_all(store, sys::OP_TOPIC, from, |_, m| {
-            match Op::decode(&m.message) {
+        let next = read_all(
+            store,
+            system::TRANS_OP_HALF_TOPIC,
+            from,
+            |_, m| match Op::decode(&m.message) {
                 Some((half, _)) if half < half_low => {}
                 Some((half, Op::Final(r))) => {
                     ops.finals.insert(half, r);
@@ -117,8 +121,8 @@ impl OpsRead {
                     physical_offset = m.physical_offset,
                     "unknown transaction op record; skipped"
                 ),
-            }
-        });
+            },
+        );
         (ops, next)
     }
 }
@@ -151,7 +155,7 @@ impl Table {
                 p.next_check_ms = (at + policy.interval_ms).max(now_ms);
             }
         }
-        read_all(store, sys::HALF_TOPIC, half_from, |offset, m| {
+        read_all(store, system::TRANS_HALF_TOPIC, half_from, |offset, m| {
             if let Some(r) = ops.finals.get(&offset) {
                 self.resolved.insert(offset, *r);
                 return;

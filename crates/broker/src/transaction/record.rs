@@ -4,6 +4,7 @@
 //! commit appends the visible copy, a discard keeps a copy in the discard topic.
 
 use comet_store::Message;
+use comet_vocab::system;
 
 use crate::clock::now_ms;
 use crate::meta::{Access, MetaIndex};
@@ -66,7 +67,7 @@ pub(crate) fn to_half_record(mut rec: Message) -> Message {
         sys::SYS_TRAN_REAL_QUEUE_ID.to_owned(),
         rec.queue_id.to_string(),
     );
-    rec.topic = sys::HALF_TOPIC.to_owned();
+    rec.topic = system::TRANS_HALF_TOPIC.to_owned();
     rec.queue_id = 0;
     rec
 }
@@ -111,7 +112,7 @@ pub(crate) fn discarded_copy(half: &Message, transaction_id: &str) -> Option<Mes
         sys::SYS_TRANSACTION_ID.to_owned(),
         transaction_id.to_owned(),
     );
-    m.topic = sys::DISCARD_TOPIC.to_owned();
+    m.topic = system::TRANS_CHECK_MAX_TIME_TOPIC.to_owned();
     m.queue_id = 0;
     Some(m)
 }
@@ -128,7 +129,7 @@ pub(crate) fn op_record(half_offset: i64, op: Op, transaction_id: &str) -> Messa
         system.insert(sys::SYS_TRAN_CHECKS.to_owned(), n.to_string());
     }
     Message {
-        topic: sys::OP_TOPIC.to_owned(),
+        topic: system::TRANS_OP_HALF_TOPIC.to_owned(),
         queue_id: 0,
         flags: 0,
         born_timestamp: now_ms(),
@@ -176,7 +177,10 @@ mod tests {
             body: bytes::Bytes::from_static(b"x"),
         };
         let half = to_half_record(rec.clone());
-        assert_eq!((half.topic.as_str(), half.queue_id), (sys::HALF_TOPIC, 0));
+        assert_eq!(
+            (half.topic.as_str(), half.queue_id),
+            (system::TRANS_HALF_TOPIC, 0)
+        );
         assert_eq!(real_message(&half).unwrap(), rec);
         let c = committed_copy(&half, &MetaIndex::default(), "tx").unwrap();
         assert_eq!((c.topic.as_str(), c.queue_id), ("t", 5));
@@ -185,6 +189,6 @@ mod tests {
             "tx"
         );
         let d = discarded_copy(&half, "tx").unwrap();
-        assert_eq!(d.topic, sys::DISCARD_TOPIC);
+        assert_eq!(d.topic, system::TRANS_CHECK_MAX_TIME_TOPIC);
     }
 }

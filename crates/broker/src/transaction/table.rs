@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use comet_store::{Message, MessageStore, StoreError, StoredMessage};
+use comet_vocab::system;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
@@ -168,23 +169,31 @@ impl Transactions {
     ) -> Result<Transactions, BrokerError> {
         std::fs::create_dir_all(dir).map_err(BrokerError::state_io("create", dir))?;
         let checkpoint = dir.join(CHECKPOINT);
-        let half_low = read_checkpoint(&checkpoint).max(store.min_offset(sys::HALF_TOPIC, 0));
+        let half_low =
+            read_checkpoint(&checkpoint).max(store.min_offset(system::TRANS_HALF_TOPIC, 0));
         let mut table = Table::default();
         // The store time of the first half message at or after the low-water mark bounds the
         // ops that can matter.
         let first_ts = store
-            .read_queue(sys::HALF_TOPIC, 0, half_low, 1)
+            .read_queue(system::TRANS_HALF_TOPIC, 0, half_low, 1)
             .first()
             .and_then(|e| store.read(e.physical_offset).ok())
             .map(|m| m.store_timestamp);
         let (ops, op_next) = match first_ts {
             Some(ts) => OpsRead::read(
                 store,
-                store.offset_by_time(sys::OP_TOPIC, 0, ts.saturating_sub(OP_SCAN_SLACK_MS)),
+                store.offset_by_time(
+                    system::TRANS_OP_HALF_TOPIC,
+                    0,
+                    ts.saturating_sub(OP_SCAN_SLACK_MS),
+                ),
                 half_low,
             ),
             // No half message to resolve: every op stored so far is about older ones.
-            None => (OpsRead::default(), store.max_offset(sys::OP_TOPIC, 0)),
+            None => (
+                OpsRead::default(),
+                store.max_offset(system::TRANS_OP_HALF_TOPIC, 0),
+            ),
         };
         let half_next = table.apply(store, half_low, &ops, &policy, now_ms);
         table.half_next = half_next;
@@ -471,7 +480,7 @@ impl Transactions {
                         transaction_id = %d.transaction_id,
                         half_offset = d.half_offset,
                         checks = self.policy.max_checks,
-                        topic = sys::DISCARD_TOPIC,
+                        topic = system::TRANS_CHECK_MAX_TIME_TOPIC,
                         "transaction unresolved after the maximum number of checks; half message \
                          discarded and kept in the discard topic"
                     );
