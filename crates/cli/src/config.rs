@@ -81,6 +81,8 @@ pub struct ProxySection {
     pub long_polling_min: HumanDuration,
     pub long_polling_max: HumanDuration,
     /// Accepted invisible durations on receive, and the one used when a client sends none.
+    /// The broker applies the same bounds (`invisible_max`, `invisible_default`): a broker
+    /// process reads them from its own config, so give proxies and brokers the same values.
     pub invisible_min: HumanDuration,
     pub invisible_max: HumanDuration,
     pub invisible_default: HumanDuration,
