@@ -316,25 +316,6 @@ const KNOWN_CYCLES: &[KnownCycle] = &[
             "transaction",
         ],
     },
-    // The load generator as it arrived from the cli (house-bench): the runner and the clients
-    // it drives name each other, e.g. `compare -> run (compare.rs:17) -> compare (run.rs:174)`.
-    // Found by this test after the merge; left for the bench's owner. Delete the entry when
-    // the cycle is broken.
-    KnownCycle {
-        krate: "comet-bench",
-        modules: &[
-            "compare",
-            "consumer",
-            "official",
-            "producer",
-            "progress",
-            "raw",
-            "raw::consumer",
-            "raw::send",
-            "run",
-            "sdk",
-        ],
-    },
 ];
 
 /// A module path inside one crate: `[]` is the crate root, `["ha", "tracker"]` is `ha::tracker`.
