@@ -149,7 +149,8 @@ pub(super) struct State {
     pub(super) max_filed_period: i64,
     ck_seq: u64,
     warned_blocked_at: i64,
-    /// One past the largest cookie scheduled so far (see [`TimerStore::cookie_end`]).
+    /// One past the largest cookie scheduled so far (see
+    /// [`TimerStore::cookie_end`](super::TimerStore::cookie_end)).
     pub(super) cookie_end: Option<u64>,
 }
 
