@@ -296,35 +296,8 @@ struct KnownCycle {
     modules: &'static [&'static str],
 }
 
-const KNOWN_CYCLES: &[KnownCycle] = &[
-    // The SDK's session state, route cache and telemetry stream name each other:
-    // `route -> session (route.rs:17) -> route (session.rs:32)`, and `telemetry` joins them.
-    // Found by this test on main; not in issue 16's scope and left for the SDK's owner. Delete
-    // the entry when the cycle is broken.
-    KnownCycle {
-        krate: "comet-sdk",
-        modules: &["route", "session", "telemetry"],
-    },
-    // The load generator as it arrived from the cli (house-bench): the runner and the clients
-    // it drives name each other, e.g. `compare -> run (compare.rs:17) -> compare (run.rs:174)`.
-    // Found by this test after the merge; left for the bench's owner. Delete the entry when
-    // the cycle is broken.
-    KnownCycle {
-        krate: "comet-bench",
-        modules: &[
-            "compare",
-            "consumer",
-            "official",
-            "producer",
-            "progress",
-            "raw",
-            "raw::consumer",
-            "raw::send",
-            "run",
-            "sdk",
-        ],
-    },
-];
+/// Empty since issue 16: every library crate's modules import one way.
+const KNOWN_CYCLES: &[KnownCycle] = &[];
 
 /// A module path inside one crate: `[]` is the crate root, `["ha", "tracker"]` is `ha::tracker`.
 type ModPath = Vec<String>;

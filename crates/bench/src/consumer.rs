@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::payload::{RUN_PROPERTY, due_ns};
-use crate::run::Plan;
+use crate::plan::Plan;
 use crate::stats::{Live, TaskStats};
 
 /// Messages asked for per ReceiveMessage.

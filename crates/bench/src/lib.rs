@@ -16,20 +16,24 @@
 //! its tests, so it reports errors with `anyhow` like a binary does.
 //!
 //! # Layout
-//! - `args`: [`BenchArgs`] and [`ClientKind`], with the checks that refuse a run it could
-//!   not honour; `size`: [`ByteSize`] for `--message-size`.
-//! - `run`: one run ([`run_with`]): start the clients, the clock, the producers and
-//!   consumers, the drain, the report. Its module doc says what is counted and how latency
-//!   avoids coordinated omission.
-//! - `compare`: `--compare` ([`compare_with`], [`Comparison`]).
-//! - `producer`: the producer loop every client shares, over a client's `Sender`;
-//!   `schedule`: the rate-limited send timeline; `payload`: what every body and message
-//!   carries (due time, run property).
-//! - `consumer`: the accounting every client's consumers share.
-//! - `raw`: the raw client (connections, sessions, the `h2` send path, the simple-consumer
-//!   loop, and its own write-coalescing socket wrapper); `sdk`: the Comet SDK; `official`:
-//!   the official `rocketmq` crate.
-//! - `stats`: counters, histograms and the serializable report; `progress`: the progress bar.
+//! Modules name each other one way, in three layers (a module names only modules of its own
+//! layer listed before it, or of a layer below):
+//! - **Bottom**, what every client and the runner share: `size` ([`ByteSize`] for
+//!   `--message-size`); `payload` (what every body and message carries: due time, run
+//!   property); `args` ([`BenchArgs`] and [`ClientKind`], with the checks that refuse a run
+//!   it could not honour); `stats` (counters, histograms and the serializable report);
+//!   `schedule` (the rate-limited send timeline); `target` (the `--endpoint` every client
+//!   connects to); `plan` (what every task of a run shares: settings, run id, live counters
+//!   and the clock); `producer` (the producer loop every client shares, over a client's
+//!   `Sender`); `consumer` (the accounting every client's consumers share); `progress` (the
+//!   progress bar).
+//! - **Middle**, the clients: `raw` (connections, sessions, the `h2` send path, the
+//!   simple-consumer loop, and its own write-coalescing socket wrapper); `sdk` (the Comet
+//!   SDK); `official` (the official `rocketmq` crate). No client names another.
+//! - **Top**: `run` (one run, [`run_with`]: start the clients, the clock, the producers and
+//!   consumers, the drain, the report; its module doc says what is counted and how latency
+//!   avoids coordinated omission); `compare` (`--compare`: [`compare_with`],
+//!   [`Comparison`]); and this crate root's [`run()`], which picks between the two.
 //!
 //! # Invariants
 //! - Every client is measured by the same loop, clock and accounting: a request is timed from
@@ -45,6 +49,7 @@ mod compare;
 mod consumer;
 mod official;
 mod payload;
+mod plan;
 mod producer;
 mod progress;
 mod raw;
@@ -53,9 +58,20 @@ mod schedule;
 mod sdk;
 mod size;
 mod stats;
+mod target;
 
 pub use args::{BenchArgs, ClientKind};
 pub use compare::{Comparison, Ratios, compare_with};
-pub use run::{run, run_with};
+pub use run::run_with;
 pub use size::ByteSize;
 pub use stats::{BenchConfig, BenchReport, HostInfo, LatencyReport, ReceivedReport, SentReport};
+
+/// Runs the benchmark (or, with `--compare`, the comparison) and prints the result on stdout
+/// (and to `--json`).
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.compare {
+        compare_with(args, std::io::stdout()).await.map(|_| ())
+    } else {
+        run_with(args, std::io::stdout()).await.map(|_| ())
+    }
+}

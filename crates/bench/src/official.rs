@@ -30,10 +30,10 @@ use crate::consumer::{
     self, INVISIBLE, LONG_POLLING, RECEIVE_BATCH, backoff, failed, run_property,
 };
 use crate::payload::{RUN_PROPERTY, body};
+use crate::plan::Plan;
 use crate::producer::{Request, SendOutcome, Sender};
-use crate::raw::Target;
-use crate::run::Plan;
 use crate::stats::TaskStats;
+use crate::target::Target;
 
 /// Deadline of the crate's calls (the official clients' default).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);

@@ -14,7 +14,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::run::Plan;
+use crate::plan::Plan;
 use crate::schedule::Schedule;
 use crate::stats::{Live, TaskStats};
 

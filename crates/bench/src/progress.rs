@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::run::Plan;
+use crate::plan::Plan;
 use crate::stats::Live;
 
 /// Redraws per second.

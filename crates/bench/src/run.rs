@@ -43,20 +43,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use bytes::Bytes;
-use comet_proto::apache::rocketmq::v2::Resource;
-use hdrhistogram::Histogram;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::args::{BenchArgs, ClientKind};
 use crate::payload::body_template;
-use crate::raw::{self, Target};
+use crate::plan::{Clock, Plan};
+use crate::raw;
 use crate::stats::{
     self, BenchConfig, BenchReport, HostInfo, LatencyReport, Live, ReceivedReport, SentReport,
     TaskStats,
 };
+use crate::target::Target;
 use crate::{official, progress, sdk};
 
 /// Longest the consumers may drain after the producers stop.
@@ -64,67 +63,6 @@ const DRAIN_MAX: Duration = Duration::from_secs(5);
 /// With `--backlog`: how many windows the consumers may take to receive the backlog (on top
 /// of [`DRAIN_MAX`]).
 const BACKLOG_WINDOWS: u32 = 10;
-
-/// The run's time line. Every `Instant` of the run is compared against these.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    /// Origin of the due times embedded in bodies.
-    pub epoch: Instant,
-    /// End of the warmup, start of the window.
-    pub warm_end: Instant,
-    /// End of the window: no request is due at or after it.
-    pub end: Instant,
-}
-
-impl Clock {
-    fn new(epoch: Instant, warmup: Duration, duration: Duration) -> Self {
-        let warm_end = epoch + warmup;
-        Clock {
-            epoch,
-            warm_end,
-            end: warm_end + duration,
-        }
-    }
-
-    /// Nanoseconds from the epoch to `t` (0 before it).
-    pub(crate) fn ns(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Whether a request due at `due` belongs to the window.
-    pub(crate) fn measured(&self, due: Instant) -> bool {
-        due >= self.warm_end && due < self.end
-    }
-
-    /// Whether a message due `due_ns` after the epoch belongs to the window.
-    pub(crate) fn measured_ns(&self, due_ns: u64) -> bool {
-        due_ns >= self.ns(self.warm_end) && due_ns < self.ns(self.end)
-    }
-}
-
-/// What every task of a run shares.
-#[derive(Debug)]
-pub(crate) struct Plan {
-    pub topic: Resource,
-    pub group: Resource,
-    pub message_size: usize,
-    pub batch: u32,
-    pub inflight: usize,
-    pub rate: u64,
-    pub producers: usize,
-    /// Random id of this run as 16 upper-case hex digits: in message ids, client ids and the
-    /// run property.
-    pub run_hex: String,
-    pub born_host: String,
-    /// The filler every body is made from (see `payload`).
-    pub template: Bytes,
-    pub clock: Clock,
-    pub live: Live,
-    /// Signalled by consumers after receiving, for the drain.
-    pub consumed: Notify,
-    /// Empty histogram every task clones.
-    pub histogram: Histogram<u64>,
-}
 
 /// The started clients of a run, of one kind.
 enum Fleet {
@@ -164,18 +102,6 @@ impl Fleet {
             Fleet::Sdk(f) => f.close().await,
             Fleet::Official(f) => f.close().await,
         }
-    }
-}
-
-/// Runs the benchmark (or, with `--compare`, the comparison) and prints the result on stdout
-/// (and to `--json`).
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.compare {
-        crate::compare::compare_with(args, std::io::stdout())
-            .await
-            .map(|_| ())
-    } else {
-        run_with(args, std::io::stdout()).await.map(|_| ())
     }
 }
 
@@ -434,23 +360,4 @@ fn nothing_sent<'a>(
          the topic accepts NORMAL messages",
         target.authority
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn given_a_clock_when_classifying_should_measure_only_the_window() {
-        let epoch = Instant::now();
-        let c = Clock::new(epoch, Duration::from_secs(1), Duration::from_secs(2));
-        assert!(!c.measured(epoch));
-        assert!(c.measured(epoch + Duration::from_secs(1)));
-        assert!(c.measured(epoch + Duration::from_millis(2999)));
-        assert!(!c.measured(epoch + Duration::from_secs(3)));
-        assert!(!c.measured_ns(999_999_999));
-        assert!(c.measured_ns(1_000_000_000));
-        assert!(!c.measured_ns(3_000_000_000));
-        assert_eq!(c.ns(epoch + Duration::from_millis(5)), 5_000_000);
-    }
 }

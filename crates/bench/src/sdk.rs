@@ -24,10 +24,10 @@ use tokio::task::JoinHandle;
 use crate::args::BenchArgs;
 use crate::consumer::{self, run_property};
 use crate::payload::{RUN_PROPERTY, body};
+use crate::plan::Plan;
 use crate::producer::{Request, SendOutcome, Sender};
-use crate::raw::Target;
-use crate::run::Plan;
 use crate::stats::{TaskStats, code_key, grpc_key};
+use crate::target::Target;
 
 /// Most listener calls a push consumer runs at once.
 const MAX_CONCURRENCY: usize = 64;

@@ -39,9 +39,10 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::endpoints::Endpoints;
 use crate::error::{Error, Result};
 use crate::message::MessageView;
-use crate::session::{Endpoints, Session, check};
+use crate::session::{Session, check};
 
 /// Most entries one `AckMessage` carries (as many as one receive returns).
 pub(crate) const MAX_ENTRIES: usize = 32;

@@ -11,7 +11,7 @@ use pb::receive_message_response::Content;
 use crate::ack::Receipt;
 use crate::error::{Error, Result};
 use crate::message::MessageView;
-use crate::route::Queue;
+use crate::route_table::Queue;
 use crate::session::{Session, check, grpc_error, proto_duration};
 
 /// One ReceiveMessage call.

@@ -55,13 +55,21 @@
 //! - [`message`]: [`Message`] and its builder (client-side validation), [`MessageView`],
 //!   [`FilterExpression`].
 //! - [`Error`]: the one error type; [`Error::is_retryable`] tells transient from permanent.
-//! - internal: `session` (channels, `x-mq-*` headers, HMAC-SHA1 signing, access point
-//!   failover, heartbeats), `telemetry` (one stream per endpoint: settings sync, server
-//!   commands, reconnect with backoff), `route` (route cache with periodic and on-error
-//!   refresh), `retry` (the server's retry policies), `consume` (receive, invisibility
-//!   changes and dead-lettering for both consumers), `ack` (acknowledgements in batches: one
-//!   AckMessage per endpoint and topic for many messages, per-entry results and retries, the
-//!   push consumer's linger batcher).
+//! - internal: `endpoints` (an endpoint's addresses and key), `route_table` (each topic's
+//!   queues and round-robin position, cached by topic), `session` (channels, `x-mq-*`
+//!   headers, HMAC-SHA1 signing, access point failover, heartbeats, the telemetry registry),
+//!   `telemetry` (one stream per endpoint: settings sync, server commands, reconnect with
+//!   backoff), `route` (fetching routes, with periodic and on-error refresh), `connect`
+//!   (starting a session: first access point that answers, then the loops), `retry` (the
+//!   server's retry policies), `consume` (receive, invisibility changes and dead-lettering
+//!   for both consumers), `ack` (acknowledgements in batches: one AckMessage per endpoint and
+//!   topic for many messages, per-entry results and retries, the push consumer's linger
+//!   batcher).
+//!
+//! Modules name each other one way, bottom to top: `error`, `config`, `endpoints`,
+//! `route_table` → `session` → `telemetry` → `route` → `connect`, `retry`, `message` →
+//! `ack` → `consume` → `simple_consumer` → `producer`, `push_consumer`. The session holds the
+//! route table and the telemetry registry but never names the modules that fill them.
 //!
 //! # Invariants
 //!
@@ -75,13 +83,16 @@
 
 mod ack;
 mod config;
+mod connect;
 mod consume;
+mod endpoints;
 mod error;
 pub mod message;
 pub mod producer;
 pub mod push_consumer;
 mod retry;
 mod route;
+mod route_table;
 mod session;
 pub mod simple_consumer;
 mod telemetry;

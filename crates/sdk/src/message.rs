@@ -15,8 +15,9 @@ use bytes::Bytes;
 use comet_proto::apache::rocketmq::v2 as pb;
 use md5::Digest as _;
 
+use crate::endpoints::Endpoints;
 use crate::error::{Invalid, Result};
-use crate::session::{Endpoints, std_duration};
+use crate::session::std_duration;
 
 /// Longest topic name (RocketMQ's limit).
 const MAX_TOPIC_LEN: usize = 127;

@@ -28,11 +28,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::DropGuard;
 
 use crate::config::{ClientConfig, connection_setters};
+use crate::connect;
+use crate::endpoints::Endpoints;
 use crate::error::{Error, Invalid, Result};
 use crate::message::{Message, MessageView, group_hash, new_message_id, validate_topic};
 use crate::retry::RetryPolicy;
-use crate::route::{self, Queue};
-use crate::session::{Endpoints, Role, Session, check, proto_duration};
+use crate::route;
+use crate::route_table::Queue;
+use crate::session::{Role, Session, check, proto_duration};
 
 /// The body limit assumed until the server's settings say otherwise (4 MiB, RocketMQ's).
 const DEFAULT_MAX_BODY: usize = 4 << 20;
@@ -171,7 +174,7 @@ impl ProducerBuilder {
         });
         let session = Session::new(self.config, role.clone())?;
         let guard = session.token().clone().drop_guard();
-        session.start().await?;
+        connect::start(&session).await?;
         for t in &self.topics {
             if let Err(e) = route::refresh(&session, t).await {
                 session.shutdown().await;

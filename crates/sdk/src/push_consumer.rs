@@ -51,13 +51,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::ack::{AckBatcher, Receipt, Settled};
 use crate::config::{ClientConfig, connection_setters};
+use crate::connect;
 use crate::consume::{self, ConsumerIdentity, ReceiveCall};
+use crate::endpoints::Endpoints;
 use crate::error::{Error, Result};
 use crate::message::{FilterExpression, MessageView, validate_topic};
 use crate::retry::RetryPolicy;
-use crate::route::Queue;
-use crate::session::{Endpoints, Role, Session, check, std_duration};
+use crate::route_table::Queue;
+use crate::session::{Role, Session, check, std_duration};
 use crate::simple_consumer::validate_group;
+use crate::telemetry;
 
 const DEFAULT_CONCURRENCY: usize = 20;
 const DEFAULT_CACHED_MESSAGES: usize = 1024;
@@ -206,7 +209,7 @@ impl PushConsumerBuilder {
         });
         let session = Session::new(self.config, role.clone())?;
         let guard = session.token().clone().drop_guard();
-        session.start().await?;
+        connect::start(&session).await?;
         let shared = Arc::new(Shared {
             stopping: session.token().child_token(),
             session,
@@ -413,7 +416,7 @@ fn apply_assignment(shared: &Arc<Shared>, topic: &str, queues: Vec<Queue>) {
             continue;
         }
         tracing::debug!(queue = %key, "queue assigned");
-        shared.session.ensure_telemetry(&queue.endpoints);
+        telemetry::ensure(&shared.session, &queue.endpoints);
         let token = shared.stopping.child_token();
         running.insert(key, token.clone());
         let s = shared.clone();
@@ -814,7 +817,7 @@ impl Role for PushRole {
         reply: &mpsc::Sender<pb::TelemetryCommand>,
     ) {
         let Command::VerifyMessageCommand(cmd) = command else {
-            crate::telemetry::answer_common(command, reply);
+            telemetry::answer_common(command, reply);
             return;
         };
         // As the official clients do: run the listener on the message and report the result.

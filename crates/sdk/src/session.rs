@@ -1,23 +1,22 @@
 //! The connection machinery every client shares.
 //!
 //! A [`Session`] owns: one lazily connected gRPC channel per endpoint; the `x-mq-*` headers and
-//! the HMAC-SHA1 signature put on every request; one telemetry stream per endpoint in use
-//! ([`crate::telemetry`]), which syncs the client's settings and carries server commands; the
-//! heartbeat loop; the route cache ([`crate::route`]); and failover between the configured
+//! the HMAC-SHA1 signature put on every request; the registry of telemetry streams, one per
+//! endpoint in use (the streams themselves run in [`crate::telemetry`]), with the settings-echo
+//! and open-failure counters that starting waits on; the heartbeat loop; the route table
+//! ([`crate::route_table`], filled by [`crate::route`]); and failover between the configured
 //! access points. What differs between producers and consumers (settings, heartbeat, commands)
-//! comes from the client's [`Role`].
+//! comes from the client's [`Role`]. Starting a session is [`crate::connect`]'s job; see
+//! [`grpc_error`] for how a TLS failure becomes [`Error::Tls`].
 //!
-//! Starting waits for the settings echo of the first access point that answers; when its
-//! telemetry stream cannot even be opened (refused connection, untrusted certificate: see
-//! [`grpc_error`] for how a TLS failure becomes [`Error::Tls`]) the next access point is tried
-//! at once, and the last failure, not a timeout, is what `build()` reports.
+//! Layering: the session names only the modules below it (config, error, endpoints,
+//! route_table); telemetry, route and connect are built on it and start its streams and loops.
 //!
 //! Lifetime: background tasks run under the session's cancellation token and task tracker;
 //! [`Session::shutdown`] notifies the server, cancels them and waits for them. The user-facing
 //! handles cancel the token when their last clone drops, so nothing outlives the client.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -33,58 +32,12 @@ use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::config::{ClientConfig, Tls};
+use crate::endpoints::{Endpoints, host_port};
 use crate::error::{Error, Result};
-use crate::route::RouteCache;
+use crate::route_table::RouteCache;
 
 /// Heartbeats go to every endpoint in use this often.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A set of addresses the server presents as one endpoint (normally one `host:port`).
-#[derive(Debug, Clone)]
-pub(crate) struct Endpoints {
-    /// `host:port[,host:port]`: the channel cache key and what logs show.
-    pub(crate) key: String,
-    pub(crate) proto: pb::Endpoints,
-}
-
-impl Endpoints {
-    /// Endpoints for one `host:port` access point.
-    pub(crate) fn from_access_point(address: &str) -> Endpoints {
-        let (host, port) = address.rsplit_once(':').unwrap_or((address, "80"));
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let scheme = match host.parse::<IpAddr>() {
-            Ok(IpAddr::V4(_)) => pb::AddressScheme::IPv4,
-            Ok(IpAddr::V6(_)) => pb::AddressScheme::IPv6,
-            Err(_) => pb::AddressScheme::DomainName,
-        };
-        Endpoints::from_proto(pb::Endpoints {
-            scheme: scheme as i32,
-            addresses: vec![pb::Address {
-                host: host.to_owned(),
-                port: port.parse().unwrap_or(80),
-            }],
-        })
-    }
-
-    /// Endpoints as a route or an assignment names them.
-    pub(crate) fn from_proto(proto: pb::Endpoints) -> Endpoints {
-        let key = proto
-            .addresses
-            .iter()
-            .map(|a| host_port(&a.host, a.port))
-            .collect::<Vec<_>>()
-            .join(",");
-        Endpoints { key, proto }
-    }
-}
-
-fn host_port(host: &str, port: i32) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
 
 /// What a kind of client contributes to the shared machinery.
 pub(crate) trait Role: Send + Sync + 'static {
@@ -205,50 +158,11 @@ impl Session {
         })
     }
 
-    /// Connects: opens telemetry to the first access point that answers and waits for the
-    /// server's settings echo, then starts the heartbeat and route refresh loops.
-    pub(crate) async fn start(&self) -> Result<()> {
-        let n = self.inner.config.access_points.len();
-        let mut last = None;
-        for i in 0..n {
-            let index = (self.inner.access_index.load(Ordering::Relaxed) + i) % n;
-            let access = self.access_point_at(index);
-            let seen = *self.inner.synced.borrow();
-            let failures_seen = self.inner.open_failures.borrow().0;
-            self.ensure_telemetry(&access);
-            match self.wait_synced(seen, Some(failures_seen), &access).await {
-                Ok(()) => {
-                    self.inner.access_index.store(index, Ordering::Relaxed);
-                    last = None;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(endpoint = %access.key, error = %e, "access point unusable");
-                    self.drop_telemetry(&access.key);
-                    last = Some(e);
-                }
-            }
-        }
-        if let Some(e) = last {
-            self.inner.token.cancel();
-            return Err(e);
-        }
-        let me = self.clone();
-        self.inner
-            .tasks
-            .spawn(async move { me.heartbeat_loop().await });
-        let me = self.clone();
-        self.inner
-            .tasks
-            .spawn(async move { crate::route::refresh_loop(me).await });
-        Ok(())
-    }
-
     /// Waits for a settings echo newer than `seen`. With `failures_seen`, a failure to open
     /// `endpoint`'s telemetry stream after that count ends the wait at once with its error
     /// (an unreachable server or an untrusted certificate is reported as itself, not as a
     /// timeout).
-    async fn wait_synced(
+    pub(crate) async fn wait_synced(
         &self,
         seen: u64,
         failures_seen: Option<u64>,
@@ -328,7 +242,8 @@ impl Session {
         }
     }
 
-    fn access_point_at(&self, index: usize) -> Endpoints {
+    /// The configured access point at `index`.
+    pub(crate) fn access_point_at(&self, index: usize) -> Endpoints {
         Endpoints::from_access_point(&self.inner.config.access_points[index])
     }
 
@@ -336,6 +251,26 @@ impl Session {
     pub(crate) fn access_point(&self) -> Endpoints {
         let n = self.inner.config.access_points.len();
         self.access_point_at(self.inner.access_index.load(Ordering::Relaxed) % n)
+    }
+
+    /// The index into the configured access points of the preferred one (take it modulo
+    /// their count).
+    pub(crate) fn preferred_index(&self) -> usize {
+        self.inner.access_index.load(Ordering::Relaxed)
+    }
+
+    /// Makes the access point at `index` the preferred one.
+    pub(crate) fn prefer(&self, index: usize) {
+        self.inner.access_index.store(index, Ordering::Relaxed);
+    }
+
+    /// What [`Session::wait_synced`] waits beyond: the settings echoes so far and the
+    /// telemetry streams that failed to open so far.
+    pub(crate) fn sync_marks(&self) -> (u64, u64) {
+        (
+            *self.inner.synced.borrow(),
+            self.inner.open_failures.borrow().0,
+        )
     }
 
     /// Calls `f` on the access points in order, starting with the preferred one and moving on
@@ -515,29 +450,25 @@ impl Session {
         }
     }
 
-    /// Makes sure `endpoints` has a telemetry stream (starting one if not).
-    pub(crate) fn ensure_telemetry(&self, endpoints: &Endpoints) {
-        {
-            let mut map = self.inner.telemetry.lock();
-            if map.contains_key(&endpoints.key) {
-                return;
-            }
-            map.insert(
-                endpoints.key.clone(),
-                TelemetryLink {
-                    endpoints: endpoints.clone(),
-                    writer: None,
-                },
-            );
+    /// Registers `endpoints` as wanting a telemetry stream; true when it had none, so the
+    /// caller starts one ([`crate::telemetry::ensure`]).
+    pub(crate) fn claim_telemetry(&self, endpoints: &Endpoints) -> bool {
+        let mut map = self.inner.telemetry.lock();
+        if map.contains_key(&endpoints.key) {
+            return false;
         }
-        let me = self.clone();
-        let ep = endpoints.clone();
-        self.inner
-            .tasks
-            .spawn(async move { crate::telemetry::run(me, ep).await });
+        map.insert(
+            endpoints.key.clone(),
+            TelemetryLink {
+                endpoints: endpoints.clone(),
+                writer: None,
+            },
+        );
+        true
     }
 
-    fn drop_telemetry(&self, key: &str) {
+    /// Forgets `key`'s telemetry stream (its task ends when it next looks).
+    pub(crate) fn drop_telemetry(&self, key: &str) {
         self.inner.telemetry.lock().remove(key);
     }
 
@@ -606,7 +537,8 @@ impl Session {
             .collect()
     }
 
-    async fn heartbeat_loop(self) {
+    /// Heartbeats every endpoint in use every 10 s until the session stops.
+    pub(crate) async fn heartbeat_loop(self) {
         let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -817,19 +749,6 @@ mod tests {
             "MQv2-HMAC-SHA1 Credential=ak, SignedHeaders=x-mq-date-time, \
              Signature=EFFCDF6AE5EB2FA2D27416D5F184DF9C259A7C79"
         );
-    }
-
-    #[test]
-    fn given_access_points_when_parsed_should_pick_the_address_scheme() {
-        let v4 = Endpoints::from_access_point("127.0.0.1:8081");
-        assert_eq!(v4.proto.scheme, pb::AddressScheme::IPv4 as i32);
-        assert_eq!(v4.key, "127.0.0.1:8081");
-        let v6 = Endpoints::from_access_point("[::1]:8081");
-        assert_eq!(v6.proto.scheme, pb::AddressScheme::IPv6 as i32);
-        assert_eq!(v6.key, "[::1]:8081");
-        let dns = Endpoints::from_access_point("comet.local:9");
-        assert_eq!(dns.proto.scheme, pb::AddressScheme::DomainName as i32);
-        assert_eq!(dns.proto.addresses[0].port, 9);
     }
 
     #[test]

@@ -17,11 +17,14 @@ use tokio_util::sync::DropGuard;
 
 use crate::ack::{self, Receipt};
 use crate::config::{ClientConfig, connection_setters};
+use crate::connect;
 use crate::consume::{self, ConsumerIdentity, ReceiveCall};
+use crate::endpoints::Endpoints;
 use crate::error::{Error, Invalid, Result};
 use crate::message::{FilterExpression, MessageView, validate_topic};
-use crate::route::{self, Queue};
-use crate::session::{Endpoints, Role, Session};
+use crate::route;
+use crate::route_table::Queue;
+use crate::session::{Role, Session};
 
 /// Default long-polling time of a receive.
 const DEFAULT_AWAIT: Duration = Duration::from_secs(20);
@@ -78,7 +81,7 @@ impl SimpleConsumerBuilder {
         });
         let session = Session::new(self.config, role.clone())?;
         let guard = session.token().clone().drop_guard();
-        session.start().await?;
+        connect::start(&session).await?;
         for t in self.subscriptions.keys() {
             if let Err(e) = route::refresh(&session, t).await {
                 session.shutdown().await;

@@ -14,7 +14,8 @@ use pb::telemetry_command::Command;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::session::{Endpoints, Session, grpc_error};
+use crate::endpoints::Endpoints;
+use crate::session::{Session, grpc_error};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -30,8 +31,19 @@ enum Ended {
     Lost { answered: bool },
 }
 
+/// Makes sure `endpoints` has a telemetry stream, starting one under the session's task
+/// tracker if not.
+pub(crate) fn ensure(session: &Session, endpoints: &Endpoints) {
+    if !session.claim_telemetry(endpoints) {
+        return;
+    }
+    let me = session.clone();
+    let ep = endpoints.clone();
+    session.tasks().spawn(async move { run(me, ep).await });
+}
+
 /// Keeps `endpoints`' telemetry stream open until the session stops.
-pub(crate) async fn run(session: Session, endpoints: Endpoints) {
+async fn run(session: Session, endpoints: Endpoints) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         if session.token().is_cancelled() || !session.wants_telemetry(&endpoints.key) {

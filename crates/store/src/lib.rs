@@ -24,14 +24,19 @@
 //!   (ASYNC flusher, SYNC group commit), `dispatch` (queues and index, visibility), `read`,
 //!   `housekeeping` (checkpoints), `retention` (segment deletion, disk watermarks),
 //!   `allocate` (next segment ahead of need), `signal` (thread wake-ups).
-//! - `commit_log`: segments, append, read, recovery scan.
+//! - `commit_log`: the log, one job per submodule: `recovery` (open, recovery scan), `append`
+//!   (local appends), `read` (records, the dispatcher's walk), `segments` (roll, segments
+//!   prepared and populated ahead, flush, deletion from the front), `replica` (raw-chunk
+//!   verification, the replica append and the master's raw read).
 //! - [`record`]: the record format (see there for the byte layout).
 //! - `consume_queue`, `index_file`: the derived structures (`index_file`: `format`, `file`,
 //!   `recovery`, and the `IndexStore` directory in its `mod.rs`).
 //! - `checkpoint`: durable progress markers.
 //! - [`epoch`]: the epoch history (which master epoch wrote which offsets) and the
 //!   consistent-point rule replicas use to cut a divergent tail.
-//! - [`timer`]: the timer log and wheel.
+//! - [`timer`]: the timer log and wheel: `store` ([`TimerStore`](timer::TimerStore)'s public
+//!   API), `state` (the internal state machine it drives; `state::recovery` rebuilds it at
+//!   open), `log` (the record log), `wheel` (slots and checkpoint), `record` (the format).
 //! - `mapped_file`: fixed-size memory-mapped files; the only `unsafe` code in Comet.
 //! - [`config`], [`error`].
 //! - `fuzzing` (tests and the `fuzzing` feature only): fuzz entry points for every decoder.

@@ -1,7 +1,5 @@
 //! Talking to the proxy the way an official RocketMQ 5 client does.
 //!
-//! - [`Target`]: the `--endpoint` parsed into a URI and the `Endpoints` message the protocol
-//!   wants in QueryRoute and Settings.
 //! - [`connect`]: the shared HTTP/2 connections (see `transport`).
 //! - [`Headers`]: the metadata every call carries (`x-mq-client-id`, `x-mq-language`,
 //!   `x-mq-protocol-version`, `x-mq-client-version`, `x-mq-date-time`).
@@ -9,15 +7,13 @@
 //! - [`Session`]: one bench client's telemetry stream (settings sent first, echo awaited),
 //!   its heartbeats, and its orderly end (NotifyClientTermination, then half-close).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use comet_proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use comet_proto::apache::rocketmq::v2::{
-    Address, AddressScheme, ClientType, Code, Endpoints, HeartbeatRequest, MessageQueue,
-    MessageType, NotifyClientTerminationRequest, Permission, QueryRouteRequest, Resource, Settings,
-    Status, TelemetryCommand, telemetry_command,
+    ClientType, Code, HeartbeatRequest, MessageQueue, MessageType, NotifyClientTerminationRequest,
+    Permission, QueryRouteRequest, Resource, Settings, Status, TelemetryCommand, telemetry_command,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -27,6 +23,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use super::transport::{self, Conn};
 use crate::stats::code_key;
+use crate::target::Target;
 
 /// Deadline of every unary call (the official clients use 3 s), and of the telemetry open.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -45,73 +42,6 @@ pub(crate) const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A client of the generated API with the bench headers on every call.
 pub(crate) type Client = MessagingServiceClient<InterceptedService<Conn, Headers>>;
-
-/// The proxy to benchmark.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    /// `host:port` as the user wrote it (without a scheme).
-    pub authority: String,
-    /// `http://host:port`.
-    pub uri: String,
-    /// The same address as a protocol `Endpoints` (scheme from the host's form).
-    pub endpoints: Endpoints,
-}
-
-impl Target {
-    /// Parses `host:port`, `[v6]:port` or `http://host:port`.
-    pub(crate) fn parse(endpoint: &str) -> anyhow::Result<Self> {
-        let trimmed = endpoint.trim();
-        if trimmed.starts_with("https://") {
-            bail!(
-                "--endpoint {endpoint:?}: TLS is not supported by the benchmark; use the plain \
-                 gRPC address (host:port)"
-            );
-        }
-        let authority = trimmed
-            .strip_prefix("http://")
-            .unwrap_or(trimmed)
-            .trim_end_matches('/');
-        let bad = || {
-            anyhow!(
-                "--endpoint {endpoint:?} is not an address: expected host:port, e.g. \
-                 127.0.0.1:8081 or proxy.example.com:8081"
-            )
-        };
-        let (scheme, host, port) = if let Ok(addr) = authority.parse::<SocketAddr>() {
-            let scheme = if addr.is_ipv4() {
-                AddressScheme::IPv4
-            } else {
-                AddressScheme::IPv6
-            };
-            (scheme, addr.ip().to_string(), addr.port())
-        } else {
-            let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-            let port: u16 = port.parse().map_err(|_| bad())?;
-            let valid_host = !host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-            if !valid_host {
-                return Err(bad());
-            }
-            (AddressScheme::DomainName, host.to_owned(), port)
-        };
-        if port == 0 {
-            return Err(bad());
-        }
-        Ok(Target {
-            authority: authority.to_owned(),
-            uri: format!("http://{authority}"),
-            endpoints: Endpoints {
-                scheme: scheme as i32,
-                addresses: vec![Address {
-                    host,
-                    port: i32::from(port),
-                }],
-            },
-        })
-    }
-}
 
 /// Opens `count` HTTP/2 connections to the target, all at once.
 pub(crate) async fn connect(target: &Target, count: usize) -> anyhow::Result<Vec<Conn>> {
@@ -553,45 +483,6 @@ pub(crate) fn client_type_name(settings: &Settings) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn given_addresses_when_parsed_should_give_uri_and_endpoints() {
-        let t = Target::parse("127.0.0.1:8081").expect("valid endpoint");
-        assert_eq!(t.uri, "http://127.0.0.1:8081");
-        assert_eq!(t.endpoints.scheme, AddressScheme::IPv4 as i32);
-        assert_eq!(t.endpoints.addresses[0].host, "127.0.0.1");
-        assert_eq!(t.endpoints.addresses[0].port, 8081);
-
-        let t = Target::parse("http://proxy.example.com:9876/").expect("valid endpoint");
-        assert_eq!(t.authority, "proxy.example.com:9876");
-        assert_eq!(t.endpoints.scheme, AddressScheme::DomainName as i32);
-
-        let t = Target::parse("[::1]:8081").expect("valid endpoint");
-        assert_eq!(t.endpoints.scheme, AddressScheme::IPv6 as i32);
-        assert_eq!(t.endpoints.addresses[0].host, "::1");
-    }
-
-    #[test]
-    fn given_bad_addresses_when_parsed_should_explain() {
-        for bad in [
-            "",
-            "localhost",
-            "host:",
-            "host:99999",
-            ":8081",
-            "a b:1",
-            "h:0",
-        ] {
-            let e = Target::parse(bad)
-                .expect_err("invalid endpoint")
-                .to_string();
-            assert!(e.contains("host:port"), "{bad:?}: {e}");
-        }
-        let e = Target::parse("https://h:443")
-            .expect_err("invalid endpoint")
-            .to_string();
-        assert!(e.contains("TLS"), "{e}");
-    }
 
     #[test]
     fn given_a_client_id_when_built_should_be_a_valid_unique_header() {

@@ -21,7 +21,7 @@ use super::client::{Client, REQUEST_TIMEOUT, check_status, pb_duration};
 use crate::consumer::{
     self, INVISIBLE, LONG_POLLING, RECEIVE_BATCH, backoff, failed, run_property,
 };
-use crate::run::Plan;
+use crate::plan::Plan;
 use crate::stats::{TaskStats, code_key, grpc_key};
 
 /// Runs consumer `index` until `stop`. Returns what it measured.

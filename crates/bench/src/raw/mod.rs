@@ -19,7 +19,8 @@
 //!    telemetry stream.
 //!
 //! # Modules
-//! - `client`: endpoint parsing, connections, headers, QueryRoute, sessions (telemetry).
+//! - `client`: connections, headers, QueryRoute, sessions (telemetry), for the
+//!   [`Target`] (the endpoint, parsed in `crate::target`).
 //! - `transport`: the HTTP/2 connections (hyper, called without a buffer task), over
 //!   `coalesce`: the write-gathering socket wrapper.
 //! - `unary`: the producers' SendMessage calls, on `h2` directly; `send`: the raw producer.
@@ -44,13 +45,14 @@ use tokio::task::JoinHandle;
 
 use crate::args::BenchArgs;
 use crate::consumer::{LONG_POLLING, RECEIVE_BATCH};
-use crate::run::Plan;
+use crate::plan::Plan;
 use crate::stats::TaskStats;
+use crate::target::Target;
 use client::Session;
 use send::RawSender;
 use transport::Conn;
 
-pub(crate) use client::{Route, Target, hostname};
+pub(crate) use client::{Route, hostname};
 
 /// Bench clients (producers + consumers) sharing one HTTP/2 connection.
 const CLIENTS_PER_CONNECTION: usize = 4;

@@ -12,8 +12,8 @@ use comet_proto::apache::rocketmq::v2::{
 use super::client::{Headers, REQUEST_TIMEOUT, check_status, pb_timestamp};
 use super::unary::{self, Method, Unary};
 use crate::payload::{RUN_PROPERTY, body};
+use crate::plan::Plan;
 use crate::producer::{Request, SendOutcome, Sender};
-use crate::run::Plan;
 use crate::stats::grpc_key;
 
 /// The gRPC path of SendMessage.

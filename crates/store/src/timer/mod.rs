@@ -123,9 +123,17 @@
 //!
 //! Delays up to `max_delay_ms` (365 days by default) are accepted; longer ones are rejected with
 //! [`StoreError::InvalidMessage`].
+//!
+//! # Modules
+//!
+//! `store` is [`TimerStore`], the public API (locking, flush orchestration, segment deletion);
+//! `state` is the internal state machine it drives (heap, in-flight entries, filing, polling,
+//! loading and rolling slots, checkpoints), with `state::recovery` rebuilding it at open;
+//! `log`, `wheel` and `record` are the on-disk structures.
 
 mod log;
 pub(crate) mod record;
+mod state;
 mod store;
 mod wheel;
 
