@@ -23,7 +23,6 @@
 //! - `service`: the MessagingService handlers, one file per RPC group.
 //! - `server`: [`Proxy`] (routes, serve, shutdown) and [`serve`] (config, listener, metadata,
 //!   brokers, creator, shutdown token: the entry point the `comet` binary uses).
-//! - `coalesce`: `CoalescedIo`, one write per round of a connection's task.
 //!
 //! # Invariants
 //!
@@ -57,7 +56,6 @@
 #![forbid(unsafe_code)]
 
 pub mod brokers;
-mod coalesce;
 pub mod config;
 mod context;
 mod creator;

@@ -25,12 +25,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::brokers::BrokerDirectory;
-use crate::coalesce::CoalescedIo;
 use crate::config::{MAX_OUTBOUND_FRAME_BYTES, ProxyConfig};
 use crate::creator::TopicCreator;
 use crate::error::ProxyError;
 use crate::service::{Inner, Service};
 use crate::session::ClientInfo;
+use comet_coalesce::CoalescedIo;
 
 /// gRPC name of the public service, as reported by health checks.
 pub const MESSAGING_SERVICE_NAME: &str = <MessagingServiceServer<Service> as NamedService>::NAME;

@@ -22,12 +22,11 @@
 //! - `client`: connections, headers, QueryRoute, sessions (telemetry), for the
 //!   [`Target`] (the endpoint, parsed in `crate::target`).
 //! - `transport`: the HTTP/2 connections (hyper, called without a buffer task), over
-//!   `coalesce`: the write-gathering socket wrapper.
+//!   `comet_coalesce::CoalescedIo`, the write-gathering socket wrapper the proxy uses too.
 //! - `unary`: the producers' SendMessage calls, on `h2` directly; `send`: the raw producer.
 //! - `consumer`: the raw simple-consumer loop.
 
 mod client;
-mod coalesce;
 mod consumer;
 mod send;
 mod transport;

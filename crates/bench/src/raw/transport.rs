@@ -23,7 +23,7 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::coalesce::CoalescedIo;
+use comet_coalesce::CoalescedIo;
 
 /// One HTTP/2 connection to the proxy, usable as a tonic transport.
 #[derive(Debug, Clone)]

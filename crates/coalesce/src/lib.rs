@@ -27,6 +27,14 @@
 //! - Held bytes are never forgotten: a flush that is put off wakes the task, and the next
 //!   round writes them (in its flush, or in its first read if no flush comes); shutdown
 //!   writes them before closing.
+//!
+//! # Users
+//!
+//! The proxy wraps its accepted connections in it (with the `tonic` feature, which implements
+//! tonic's `Connected` so connection info still reaches the handlers); the load generator
+//! (`comet-bench`) wraps its client connections. It depends on no workspace crate, so neither
+//! user reaches into the other.
+#![forbid(unsafe_code)]
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -84,7 +92,6 @@ impl<S> CoalescedIo<S> {
     }
 
     /// The wrapped I/O object.
-    #[cfg(test)]
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
@@ -95,6 +102,7 @@ impl<S> CoalescedIo<S> {
     }
 }
 
+#[cfg(feature = "tonic")]
 impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
     for CoalescedIo<S>
 {
