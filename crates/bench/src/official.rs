@@ -117,16 +117,10 @@ impl Fleet {
         plan: &Arc<Plan>,
         stop: &watch::Receiver<bool>,
     ) -> Vec<JoinHandle<TaskStats>> {
-        self.producers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let sender = OfficialSender {
-                    producer: p.clone(),
-                };
-                tokio::spawn(crate::producer::run(plan.clone(), sender, i, stop.clone()))
-            })
-            .collect()
+        let senders = self.producers.iter().map(|p| OfficialSender {
+            producer: p.clone(),
+        });
+        crate::producer::spawn_all(senders, plan, stop)
     }
 
     /// Starts the consumer tasks; each shuts its consumer down when it ends.

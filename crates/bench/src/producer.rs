@@ -81,6 +81,20 @@ pub(crate) trait Sender: Send + Sync + 'static {
     ) -> impl Future<Output = SendOutcome> + Send + 'a;
 }
 
+/// Starts one producer task per sender (producer `i` is the `i`-th sender); each client's
+/// fleet calls this with its own senders.
+pub(crate) fn spawn_all<S: Sender>(
+    senders: impl IntoIterator<Item = S>,
+    plan: &Arc<Plan>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<TaskStats>> {
+    senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, sender)| tokio::spawn(run(plan.clone(), sender, i, stop.clone())))
+        .collect()
+}
+
 /// Runs producer `index` until the end of the window (or `stop`), then waits for its
 /// in-flight requests. Returns what it measured.
 pub(crate) async fn run<S: Sender>(

@@ -70,16 +70,10 @@ impl Fleet {
         plan: &Arc<Plan>,
         stop: &watch::Receiver<bool>,
     ) -> Vec<JoinHandle<TaskStats>> {
-        self.producers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let sender = SdkSender {
-                    producer: p.clone(),
-                };
-                tokio::spawn(crate::producer::run(plan.clone(), sender, i, stop.clone()))
-            })
-            .collect()
+        let senders = self.producers.iter().map(|p| SdkSender {
+            producer: p.clone(),
+        });
+        crate::producer::spawn_all(senders, plan, stop)
     }
 
     /// Builds the push consumers (they start receiving at once) and starts one task per

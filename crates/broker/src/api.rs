@@ -174,7 +174,7 @@ impl BrokerApi {
     /// when the store closed under the call.
     pub async fn send(&self, req: SendRequest) -> Answer<Vec<Result<Sent, Failure>>> {
         let (inner, _call) = self.enter_writer().await?;
-        inner.send(&req).await
+        inner.send(req).await
     }
 
     /// Receives messages (POP); empty when none arrived before the poll ended.

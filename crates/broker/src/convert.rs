@@ -60,11 +60,16 @@ pub(crate) fn queue(mq: Option<&v2::MessageQueue>) -> Result<(String, i32), Fail
     Ok((name(mq.topic.as_ref()), mq.id))
 }
 
-/// A message of a SendMessage request as the broker's own type (a message without system
-/// properties reads as one without a message id).
-pub(crate) fn new_message(m: &v2::Message) -> NewMessage {
-    let default = SystemProperties::default();
-    let sp = m.system_properties.as_ref().unwrap_or(&default);
+/// A message of a SendMessage request as the broker's own type, its fields moved (a message
+/// without system properties reads as one without a message id).
+pub(crate) fn new_message(m: v2::Message) -> NewMessage {
+    let v2::Message {
+        topic,
+        user_properties,
+        system_properties,
+        body,
+    } = m;
+    let sp = system_properties.unwrap_or_default();
     let kind = match MessageType::try_from(sp.message_type).unwrap_or(MessageType::Unspecified) {
         MessageType::Unspecified => None,
         MessageType::Normal => Some(MessageKind::Normal),
@@ -75,13 +80,13 @@ pub(crate) fn new_message(m: &v2::Message) -> NewMessage {
         MessageType::Priority => Some(MessageKind::Priority),
     };
     NewMessage {
-        topic: name(m.topic.as_ref()),
+        topic: topic.map(|r| r.name).unwrap_or_default(),
         queue_id: sp.queue_id,
-        message_id: sp.message_id.clone(),
+        message_id: sp.message_id,
         kind,
-        tag: sp.tag.clone(),
-        keys: sp.keys.clone(),
-        message_group: sp.message_group.clone(),
+        tag: sp.tag,
+        keys: sp.keys,
+        message_group: sp.message_group,
         delivery_ms: sp.delivery_timestamp.as_ref().map(ts_to_ms),
         // A negative or malformed one is ignored (the broker's `transaction_timeout` applies),
         // as the proxy passes it through unchecked.
@@ -89,16 +94,12 @@ pub(crate) fn new_message(m: &v2::Message) -> NewMessage {
             .orphaned_transaction_recovery_duration
             .as_ref()
             .and_then(duration::from_proto),
-        trace_context: sp.trace_context.clone(),
-        born_host: sp.born_host.clone(),
+        trace_context: sp.trace_context,
+        born_host: sp.born_host,
         born_ms: sp.born_timestamp.as_ref().map(ts_to_ms),
         gzip: sp.body_encoding == Encoding::Gzip as i32,
-        user_properties: m
-            .user_properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        body: m.body.clone(),
+        user_properties: user_properties.into_iter().collect(),
+        body,
     }
 }
 

@@ -113,7 +113,7 @@ fn parse_host(s: &str) -> SocketAddr {
 ///
 /// # Errors
 /// ILLEGAL_MESSAGE_ID without a message id; UNSUPPORTED for LITE and PRIORITY messages.
-pub(crate) fn to_record(msg: &NewMessage, now: i64) -> Result<Message, Failure> {
+pub(crate) fn to_record(msg: NewMessage, now: i64) -> Result<Message, Failure> {
     if msg.message_id.is_empty() {
         return Err(Failure::new(Code::IllegalMessageId, "message_id is empty"));
     }
@@ -153,20 +153,20 @@ pub(crate) fn to_record(msg: &NewMessage, now: i64) -> Result<Message, Failure> 
         system.insert(SYS_BODY_ENCODING.to_owned(), "GZIP".to_owned());
     }
     Ok(Message {
-        topic: msg.topic.clone(),
+        topic: msg.topic,
         queue_id: msg.queue_id,
         flags: 0,
         born_timestamp: msg.born_ms.unwrap_or(now),
         born_host: parse_host(&msg.born_host),
         reconsume_times: 0,
         properties: Properties {
-            tag: msg.tag.clone().filter(|t| !t.is_empty()),
-            keys: msg.keys.clone(),
-            message_id: msg.message_id.clone(),
+            tag: msg.tag.filter(|t| !t.is_empty()),
+            keys: msg.keys,
+            message_id: msg.message_id,
             system,
-            user: msg.user_properties.clone(),
+            user: msg.user_properties,
         },
-        body: msg.body.clone(),
+        body: msg.body,
     })
 }
 

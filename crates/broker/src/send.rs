@@ -51,7 +51,7 @@ impl Inner {
     /// HA_NOT_AVAILABLE / SLAVE_PERSISTENCE_TIMEOUT.
     pub(crate) async fn send(
         &self,
-        req: &SendRequest,
+        req: SendRequest,
     ) -> Result<Result<Vec<Result<Sent, Failure>>, Failure>, Unavailable> {
         if req.messages.is_empty() {
             return Ok(Err(Failure::new(
@@ -65,7 +65,7 @@ impl Inner {
         let mut now_records = (Vec::new(), Vec::new());
         let mut delayed = (Vec::new(), Vec::new());
         let mut halves = (Vec::new(), Vec::new());
-        for (i, m) in req.messages.iter().enumerate() {
+        for (i, m) in req.messages.into_iter().enumerate() {
             results.push(Err(Failure::new(
                 Code::InternalServerError,
                 "message was not stored",
@@ -249,7 +249,7 @@ impl Inner {
         }
     }
 
-    fn check_send(&self, idx: &MetaIndex, m: &NewMessage, now: i64) -> Result<Checked, Failure> {
+    fn check_send(&self, idx: &MetaIndex, m: NewMessage, now: i64) -> Result<Checked, Failure> {
         let topic = m.topic.as_str();
         if topic.is_empty() {
             return Err(Failure::new(Code::IllegalTopic, "message has no topic"));

@@ -97,13 +97,24 @@ impl BrokerService for BrokerGrpc {
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
         let req = request.into_inner();
+        // The ids answer each entry; everything else moves into the broker's type.
+        let ids: Vec<String> = req
+            .messages
+            .iter()
+            .map(|m| {
+                m.system_properties
+                    .as_ref()
+                    .map(|s| s.message_id.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
         let send = SendRequest {
-            messages: req.messages.iter().map(new_message).collect(),
+            messages: req.messages.into_iter().map(new_message).collect(),
         };
         let sent = self.api.send(send).await.map_err(unavailable)?;
         Ok(Response::new(match sent {
             Ok(results) => {
-                let entries: Vec<SendResultEntry> = send_entries(&req, results);
+                let entries: Vec<SendResultEntry> = send_entries(ids, results);
                 SendMessageResponse {
                     status: Some(overall(entries.iter().filter_map(|e| e.status.as_ref()))),
                     entries,
@@ -590,32 +601,24 @@ impl BrokerService for BrokerGrpc {
 /// One entry per message of the request: the status, the message id as sent, and for a
 /// stored message its offset (and transaction id).
 fn send_entries(
-    req: &SendMessageRequest,
+    ids: Vec<String>,
     results: Vec<Result<crate::send::Sent, Failure>>,
 ) -> Vec<SendResultEntry> {
-    req.messages
-        .iter()
+    ids.into_iter()
         .zip(results)
-        .map(|(m, r)| {
-            let message_id = m
-                .system_properties
-                .as_ref()
-                .map(|s| s.message_id.clone())
-                .unwrap_or_default();
-            match r {
-                Ok(sent) => SendResultEntry {
-                    status: Some(ok()),
-                    message_id,
-                    transaction_id: sent.transaction_id.unwrap_or_default(),
-                    offset: sent.offset,
-                    recall_handle: String::new(),
-                },
-                Err(f) => SendResultEntry {
-                    status: Some(failed(f)),
-                    message_id,
-                    ..Default::default()
-                },
-            }
+        .map(|(message_id, r)| match r {
+            Ok(sent) => SendResultEntry {
+                status: Some(ok()),
+                message_id,
+                transaction_id: sent.transaction_id.unwrap_or_default(),
+                offset: sent.offset,
+                recall_handle: String::new(),
+            },
+            Err(f) => SendResultEntry {
+                status: Some(failed(f)),
+                message_id,
+                ..Default::default()
+            },
         })
         .collect()
 }

@@ -231,13 +231,7 @@ impl Fleet {
         plan: &Arc<Plan>,
         stop: &watch::Receiver<bool>,
     ) -> Vec<JoinHandle<TaskStats>> {
-        std::mem::take(&mut self.senders)
-            .into_iter()
-            .enumerate()
-            .map(|(i, sender)| {
-                tokio::spawn(crate::producer::run(plan.clone(), sender, i, stop.clone()))
-            })
-            .collect()
+        crate::producer::spawn_all(std::mem::take(&mut self.senders), plan, stop)
     }
 
     /// Starts the consumer tasks.
