@@ -9,6 +9,11 @@
 //!   ([`MID_FLIGHT_INVISIBLE`]) has passed, not earlier.
 //! - **delay**: due 1 to 3.5 s after the send, so some are due before, some during and some
 //!   after each failover; none may arrive before it is due.
+//! - **transactions**: of the half messages, the producer commits a quarter and rolls back a
+//!   quarter right away and leaves half open; a checker on a producer telemetry stream answers
+//!   the broker's check-backs (commit or rollback, by the message: [`TxFate`]). Committed ones
+//!   must be delivered like the other kinds, rolled back ones never, and every open one must be
+//!   checked back, some first by a newly elected master.
 //!
 //! Phases, in order, on one deployment:
 //! 1. **Pause a replica** (SIGSTOP): it leaves the sync-state set and sends continue (two in
@@ -21,7 +26,7 @@
 //!    replicas, then its lease lapses and it refuses them); a new master is elected; after
 //!    healing, the old master rejoins as a replica and its divergent tail is cut (the messages
 //!    written to it alone are nowhere to be found).
-//! 4. **Chaos**: kill and partition cycles of the master in a row.
+//! 4. **Chaos**: kill, partition and SIGSTOP cycles of the master in a row.
 //! 5. **Other members**: kill -9 of a replica, a partition of a replica, kill of the controller
 //!    leader (the others elect a new one), and last a kill -9 of the master that never returns.
 //!
@@ -33,9 +38,18 @@
 //! ([`SYNC_INTERVAL`]) ago, so only messages acknowledged (or handed out) within that interval
 //! before a fault may be delivered again (or early); a message whose send was retried after an
 //! unknown outcome, or whose ack failed, may come twice at any time. It fails on any loss, any
-//! disorder, anything beyond the bound and any delay message delivered before it was due.
+//! disorder, anything beyond the bound, any delay message delivered before it was due, any
+//! rolled back message delivered and any open transaction never checked back.
 //!
-//! Own harness (`harness = false`): `main` is the test, or a broker child process when run with
+//! Not covered: a partition of the controller leader. The controllers reach each other at the
+//! addresses in their Raft membership, which no relay stands in front of, so the relays cannot
+//! cut one controller off from the others (a kill of the leader is covered).
+//!
+//! A second, smaller run shows the ASYNC window (README, High availability): in `async` mode a
+//! kill -9 of the master may lose only messages acknowledged within `replica_max_lag_time`
+//! before it, at most `replica_max_lag_bytes` of them (see [`async_window`]).
+//!
+//! Own harness (`harness = false`): `main` runs both, or a broker child process when run with
 //! [`CHILD_FLAG`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -60,11 +74,15 @@ use tonic::transport::Channel;
 const TOPIC: &str = "ha-orders";
 const NORMAL_TOPIC: &str = "ha-normal";
 const DELAY_TOPIC: &str = "ha-delay";
+const TX_TOPIC: &str = "ha-tx";
 /// `x-mq-client-id` of every raw call.
 const CLIENT: &str = "ha-test@1#1";
 const GROUP: &str = "ha-consumers";
 const NORMAL_GROUP: &str = "ha-normal-consumers";
 const DELAY_GROUP: &str = "ha-delay-consumers";
+const TX_GROUP: &str = "ha-tx-consumers";
+/// `x-mq-client-id` of the transaction checker (its telemetry stream and its resolutions).
+const CHECKER: &str = "ha-tx-checker@1#1";
 const PRODUCERS: usize = 4;
 const QUEUES: u32 = 4;
 const CHAOS_CYCLES: usize = 4;
@@ -78,6 +96,8 @@ const BOUND_SLACK: Duration = Duration::from_millis(300);
 const MID_FLIGHT_INVISIBLE: Duration = Duration::from_secs(2);
 /// Every this many normal messages, one is left in flight on its first delivery.
 const MID_FLIGHT_EVERY: u64 = 8;
+/// `broker.transaction_timeout` and `broker.transaction_check_interval` of the deployment.
+const TX_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -93,17 +113,29 @@ fn main() {
     let started = Instant::now();
     rt.block_on(ha_under_faults());
     println!("test ha_under_faults ... ok ({:.1?})", started.elapsed());
+    let started = Instant::now();
+    rt.block_on(async_window());
+    println!("test async_window ... ok ({:.1?})", started.elapsed());
 }
 
 // ------------------------------------------------------------------------------ deployment
 
 /// The deployment: three brokers, SYNC, two in sync required, plus the topics and groups.
 async fn deploy() -> HaDeployment {
-    let d = HaDeployment::start(HaOptions::default()).await;
+    let d = HaDeployment::start(HaOptions {
+        // Unresolved transactions are checked 1 s after their send, then every second.
+        tweak: |cfg| {
+            cfg.broker.transaction_timeout = TX_CHECK_AFTER.into();
+            cfg.broker.transaction_check_interval = TX_CHECK_AFTER.into();
+        },
+        ..HaOptions::default()
+    })
+    .await;
     for (name, message_type) in [
         (TOPIC, TopicType::Fifo),
         (NORMAL_TOPIC, TopicType::Normal),
         (DELAY_TOPIC, TopicType::Delay),
+        (TX_TOPIC, TopicType::Transaction),
     ] {
         admin::topic(
             &d.cluster.admin(),
@@ -118,7 +150,12 @@ async fn deploy() -> HaDeployment {
         .await
         .expect("topic created");
     }
-    for (name, fifo) in [(GROUP, true), (NORMAL_GROUP, false), (DELAY_GROUP, false)] {
+    for (name, fifo) in [
+        (GROUP, true),
+        (NORMAL_GROUP, false),
+        (DELAY_GROUP, false),
+        (TX_GROUP, false),
+    ] {
         admin::group(
             &d.cluster.admin(),
             &GroupCommand::Create(GroupSpec {
@@ -133,10 +170,10 @@ async fn deploy() -> HaDeployment {
     }
     d.cluster
         .wait_metadata("topics and groups routable", |m| {
-            [TOPIC, NORMAL_TOPIC, DELAY_TOPIC]
+            [TOPIC, NORMAL_TOPIC, DELAY_TOPIC, TX_TOPIC]
                 .iter()
                 .all(|t| m.topics.iter().any(|x| x.name == *t))
-                && [GROUP, NORMAL_GROUP, DELAY_GROUP]
+                && [GROUP, NORMAL_GROUP, DELAY_GROUP, TX_GROUP]
                     .iter()
                     .all(|g| m.groups.iter().any(|x| x.name == *g))
         })
@@ -152,16 +189,19 @@ enum Kind {
     Fifo,
     Normal,
     Delay,
+    /// Transactional: see [`TxFate`].
+    Tx,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Fifo, Kind::Normal, Kind::Delay];
+    const ALL: [Kind; 4] = [Kind::Fifo, Kind::Normal, Kind::Delay, Kind::Tx];
 
     fn topic(self) -> &'static str {
         match self {
             Kind::Fifo => TOPIC,
             Kind::Normal => NORMAL_TOPIC,
             Kind::Delay => DELAY_TOPIC,
+            Kind::Tx => TX_TOPIC,
         }
     }
 
@@ -170,13 +210,49 @@ impl Kind {
             Kind::Fifo => GROUP,
             Kind::Normal => NORMAL_GROUP,
             Kind::Delay => DELAY_GROUP,
+            Kind::Tx => TX_GROUP,
         }
     }
 
     fn invisible(self) -> Duration {
         match self {
             Kind::Normal => MID_FLIGHT_INVISIBLE,
-            Kind::Fifo | Kind::Delay => Duration::from_secs(5),
+            Kind::Fifo | Kind::Delay | Kind::Tx => Duration::from_secs(5),
+        }
+    }
+}
+
+/// What becomes of transactional message `seq`: the producer commits or rolls back a quarter
+/// each right after the send; the other half it leaves open, and the checker answers the
+/// broker's check-back for them (commit, rollback) from the same rule. The checker also
+/// answers for a client resolution that failed, so every half message ends as decided here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxFate {
+    ClientCommit,
+    ClientRollback,
+    CheckedCommit,
+    CheckedRollback,
+}
+
+impl TxFate {
+    fn of(seq: u64) -> TxFate {
+        match seq % 4 {
+            0 => TxFate::ClientCommit,
+            1 => TxFate::ClientRollback,
+            2 => TxFate::CheckedCommit,
+            _ => TxFate::CheckedRollback,
+        }
+    }
+
+    fn commits(self) -> bool {
+        matches!(self, TxFate::ClientCommit | TxFate::CheckedCommit)
+    }
+
+    fn resolution(self) -> pb::TransactionResolution {
+        if self.commits() {
+            pb::TransactionResolution::Commit
+        } else {
+            pb::TransactionResolution::Rollback
         }
     }
 }
@@ -188,6 +264,7 @@ fn message(kind: Kind, id: &str, group: &str, seq: u64, due_ms: Option<i64>) -> 
         Kind::Fifo => (pb::MessageType::Fifo, Some(group.to_owned())),
         Kind::Normal => (pb::MessageType::Normal, None),
         Kind::Delay => (pb::MessageType::Delay, None),
+        Kind::Tx => (pb::MessageType::Transaction, None),
     };
     pb::Message {
         topic: resource(kind.topic()),
@@ -213,12 +290,12 @@ fn message(kind: Kind, id: &str, group: &str, seq: u64, due_ms: Option<i64>) -> 
 }
 
 /// One send through the proxy with a 1 s deadline (`grpc-timeout`, which also bounds the
-/// proxy's call to the broker); `Ok` only when acknowledged, else the code's name and the
-/// status message.
+/// proxy's call to the broker); `Ok` (with the transaction id of a half message) only when
+/// acknowledged, else the code's name and the status message.
 async fn send_once(
     client: &mut MessagingServiceClient<Channel>,
     m: pb::Message,
-) -> Result<(), (String, String)> {
+) -> Result<String, (String, String)> {
     let mut req = raw::request(CLIENT, pb::SendMessageRequest { messages: vec![m] });
     req.set_timeout(Duration::from_secs(1));
     let reply = tokio::time::timeout(Duration::from_secs(5), client.send_message(req)).await;
@@ -234,11 +311,56 @@ async fn send_once(
                 .or(r.status)
                 .unwrap_or_default();
             if status.code == pb::Code::Ok as i32 {
+                Ok(r.entries
+                    .into_iter()
+                    .next()
+                    .map(|e| e.transaction_id)
+                    .unwrap_or_default())
+            } else {
+                Err(refusal(status))
+            }
+        }
+    }
+}
+
+/// A status other than OK as (the code's name, its message).
+fn refusal(status: pb::Status) -> (String, String) {
+    let code = pb::Code::try_from(status.code)
+        .map_or(format!("code {}", status.code), |c| format!("{c:?}"));
+    (code, status.message)
+}
+
+/// Resolves half message `id` of [`TX_TOPIC`] as `fate` says, through the proxy with a 1 s
+/// deadline, as client `client_id` from `source`.
+async fn end_transaction(
+    client: &mut MessagingServiceClient<Channel>,
+    client_id: &str,
+    id: &str,
+    transaction_id: String,
+    fate: TxFate,
+    source: pb::TransactionSource,
+) -> Result<(), (String, String)> {
+    let mut req = raw::request(
+        client_id,
+        pb::EndTransactionRequest {
+            topic: resource(TX_TOPIC),
+            message_id: id.to_owned(),
+            transaction_id,
+            resolution: fate.resolution() as i32,
+            source: source as i32,
+            trace_context: String::new(),
+        },
+    );
+    req.set_timeout(Duration::from_secs(1));
+    match tokio::time::timeout(Duration::from_secs(5), client.end_transaction(req)).await {
+        Err(_) => Err(("client timeout".into(), String::new())),
+        Ok(Err(s)) => Err((format!("gRPC {:?}", s.code()), s.message().to_owned())),
+        Ok(Ok(r)) => {
+            let status = r.into_inner().status.unwrap_or_default();
+            if status.code == pb::Code::Ok as i32 {
                 Ok(())
             } else {
-                let code = pb::Code::try_from(status.code)
-                    .map_or(format!("code {}", status.code), |c| format!("{c:?}"));
-                Err((code, status.message))
+                Err(refusal(status))
             }
         }
     }
@@ -273,6 +395,8 @@ struct Delivery {
 struct Fault {
     began: Instant,
     recovered: Option<Instant>,
+    /// It struck the master (a new master took over).
+    master: bool,
 }
 
 /// Everything the workload saw.
@@ -289,6 +413,12 @@ struct Ledger {
     ack_failed: HashSet<String>,
     /// Each fault the test injected.
     faults: Vec<Fault>,
+    /// Acknowledged half messages whose transaction is rolled back (never to be delivered).
+    rolled_back: HashSet<String>,
+    /// Acknowledged half messages the producer left open, with when they were acknowledged.
+    unresolved: HashMap<String, Instant>,
+    /// When the checker was asked about each half message.
+    checks: HashMap<String, Vec<Instant>>,
 }
 
 struct Workload {
@@ -310,6 +440,7 @@ fn producer_specs() -> Vec<(Kind, String)> {
         .collect();
     v.push((Kind::Normal, "n".to_owned()));
     v.push((Kind::Delay, "d".to_owned()));
+    v.push((Kind::Tx, "x".to_owned()));
     v
 }
 
@@ -340,10 +471,10 @@ impl Workload {
                         .then(|| comet_tests::now_ms() + 1000 + 500 * (seq % 6) as i64);
                     let mut retried = false;
                     // Retry the same message until acknowledged: at-least-once.
-                    loop {
+                    let transaction_id = loop {
                         let m = message(kind, &id, &group, seq, due_ms);
                         match send_once(&mut client, m).await {
-                            Ok(()) => break,
+                            Ok(transaction_id) => break transaction_id,
                             Err((code, why)) => {
                                 // Even a refusal may have stored a copy (a SYNC send's
                                 // HA_NOT_AVAILABLE is answered after the master's write).
@@ -356,15 +487,42 @@ impl Workload {
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                             }
                         }
+                    };
+                    let fate = (kind == Kind::Tx).then(|| TxFate::of(seq));
+                    if let Some(f @ (TxFate::ClientCommit | TxFate::ClientRollback)) = fate {
+                        // One attempt: when it fails the checker settles the transaction.
+                        let source = pb::TransactionSource::SourceClient;
+                        let ended =
+                            end_transaction(&mut client, CLIENT, &id, transaction_id, f, source)
+                                .await;
+                        if let Err((code, why)) = ended {
+                            let code = format!("EndTransaction {code}");
+                            let mut l = ledger.lock();
+                            *l.failures.entry(code.clone()).or_default() += 1;
+                            l.samples.entry(code).or_insert(why);
+                        }
                     }
-                    ledger.lock().sent.insert(
-                        id,
-                        Sent {
-                            kind,
-                            retried,
-                            due_ms,
-                        },
-                    );
+                    {
+                        let mut l = ledger.lock();
+                        if matches!(
+                            fate,
+                            Some(TxFate::CheckedCommit | TxFate::CheckedRollback)
+                        ) {
+                            l.unresolved.insert(id.clone(), Instant::now());
+                        }
+                        if fate.is_none_or(TxFate::commits) {
+                            l.sent.insert(
+                                id,
+                                Sent {
+                                    kind,
+                                    retried,
+                                    due_ms,
+                                },
+                            );
+                        } else {
+                            l.rolled_back.insert(id);
+                        }
+                    }
                     sent.send_modify(|n| *n += 1);
                     seq += 1;
                     if kind != Kind::Fifo {
@@ -395,6 +553,12 @@ impl Workload {
                 }
             }));
         }
+        consumers.push(tokio::spawn(answer_checks(
+            proxy,
+            Arc::clone(&ledger),
+            Arc::clone(&delivered),
+            Arc::clone(&stop_consuming),
+        )));
         Workload {
             ledger,
             delivered,
@@ -406,12 +570,22 @@ impl Workload {
         }
     }
 
-    /// Records that a fault begins now.
+    /// Records that a fault of a replica or a controller begins now.
     fn fault(&self, what: &str) {
+        self.push_fault(what, false);
+    }
+
+    /// Records that a fault of the master begins now.
+    fn master_fault(&self, what: &str) {
+        self.push_fault(what, true);
+    }
+
+    fn push_fault(&self, what: &str, master: bool) {
         println!("--- {what}");
         self.ledger.lock().faults.push(Fault {
             began: Instant::now(),
             recovered: None,
+            master,
         });
     }
 
@@ -454,6 +628,7 @@ impl Workload {
         let mut delivered = self.delivered.subscribe();
         let ledger = Arc::clone(&self.ledger);
         // `is_ok` drops the borrow of the watch at once: the consumers' bumps wait for it.
+        // ... and until every transaction left open was checked back.
         let all_arrived = tokio::time::timeout(
             WAIT,
             delivered.wait_for(|_| {
@@ -462,7 +637,7 @@ impl Workload {
                     missing.remove(&d.id);
                 }
                 checked = l.deliveries.len();
-                missing.is_empty()
+                missing.is_empty() && l.unresolved.keys().all(|id| l.checks.contains_key(id))
             }),
         )
         .await
@@ -580,6 +755,108 @@ async fn receive_batch(
     Ok(())
 }
 
+/// The transaction checker: a producer's telemetry stream through the proxy (its settings
+/// publish [`TX_TOPIC`]) on which the broker's check-backs arrive; each is answered by the
+/// message's [`TxFate`] with EndTransaction (source SERVER_CHECK) and recorded. The proxy lives
+/// through every fault, so one stream serves the run; it is reopened should it end anyway.
+async fn answer_checks(
+    proxy: String,
+    ledger: Arc<Mutex<Ledger>>,
+    progress: Arc<watch::Sender<usize>>,
+    stop: Arc<AtomicBool>,
+) {
+    use pb::telemetry_command::Command;
+    let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
+        .await
+        .expect("connect to proxy");
+    while !stop.load(Ordering::Relaxed) {
+        let (commands, rx) = tokio::sync::mpsc::channel(1);
+        let settings = pb::TelemetryCommand {
+            status: None,
+            command: Some(Command::Settings(pb::Settings {
+                client_type: Some(pb::ClientType::Producer as i32),
+                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                    topics: resource(TX_TOPIC).into_iter().collect(),
+                    max_body_size: 0,
+                    validate_message_type: true,
+                })),
+                ..Default::default()
+            })),
+        };
+        commands
+            .send(settings)
+            .await
+            .expect("the request stream is open");
+        let opened = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.telemetry(raw::request(
+                CHECKER,
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )),
+        )
+        .await;
+        let Ok(Ok(stream)) = opened else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut stream = stream.into_inner();
+        while !stop.load(Ordering::Relaxed) {
+            // Bounded so that the stop flag is seen.
+            let cmd = match tokio::time::timeout(Duration::from_millis(200), stream.message()).await
+            {
+                Err(_) => continue,
+                Ok(Ok(Some(cmd))) => cmd,
+                Ok(_) => break,
+            };
+            let Some(Command::RecoverOrphanedTransactionCommand(check)) = cmd.command else {
+                continue;
+            };
+            let m = check.message.unwrap_or_default();
+            let id = m.system_properties.unwrap_or_default().message_id;
+            let seq = String::from_utf8_lossy(&m.body)
+                .split_once(':')
+                .and_then(|(_, s)| s.parse().ok())
+                .expect("a half message of this test");
+            ledger
+                .lock()
+                .checks
+                .entry(id.clone())
+                .or_default()
+                .push(Instant::now());
+            progress.send_modify(|_| {});
+            let source = pb::TransactionSource::SourceServerCheck;
+            let fate = TxFate::of(seq);
+            let answered =
+                end_transaction(&mut client, CHECKER, &id, check.transaction_id, fate, source)
+                    .await;
+            // A failed answer is asked again at the next check interval.
+            if let Err((code, why)) = answered {
+                let code = format!("EndTransaction (check) {code}");
+                let mut l = ledger.lock();
+                *l.failures.entry(code.clone()).or_default() += 1;
+                l.samples.entry(code).or_insert(why);
+            }
+        }
+        drop(commands);
+    }
+}
+
+/// What became of the transactions.
+#[derive(Debug, Default)]
+struct TxReport {
+    /// Acknowledged half messages rolled back (by the producer or on a check).
+    rolled_back: usize,
+    /// Deliveries of those.
+    rolled_back_delivered: usize,
+    /// Acknowledged half messages the producer left open.
+    left_open: usize,
+    /// Of those, checked back at least once.
+    checked: usize,
+    /// Of those, first checked after a master fault that struck after their send (the new
+    /// master checked them).
+    checked_after_failover: usize,
+}
+
 /// The checker's findings for one kind.
 #[derive(Debug, Default)]
 struct KindReport {
@@ -606,6 +883,7 @@ struct KindReport {
 #[derive(Debug)]
 struct Verdict {
     kinds: BTreeMap<Kind, KindReport>,
+    tx: TxReport,
     unexpected: usize,
     failures: BTreeMap<String, u64>,
     samples: BTreeMap<String, String>,
@@ -690,8 +968,32 @@ impl Verdict {
                 kinds.entry(s.kind).or_default().lost += 1;
             }
         }
+        let mut tx = TxReport {
+            rolled_back: l.rolled_back.len(),
+            rolled_back_delivered: l
+                .deliveries
+                .iter()
+                .filter(|d| l.rolled_back.contains(&d.id))
+                .count(),
+            left_open: l.unresolved.len(),
+            ..TxReport::default()
+        };
+        for (id, sent_at) in &l.unresolved {
+            let Some(first) = l.checks.get(id).and_then(|v| v.iter().min()) else {
+                continue;
+            };
+            tx.checked += 1;
+            if l
+                .faults
+                .iter()
+                .any(|f| f.master && *sent_at < f.began && f.began <= *first)
+            {
+                tx.checked_after_failover += 1;
+            }
+        }
         Verdict {
             kinds,
+            tx,
             unexpected,
             failures: l.failures.clone(),
             samples: l.samples.clone(),
@@ -721,6 +1023,12 @@ impl Verdict {
                 r.max_lateness_ms
             );
         }
+        let t = &self.tx;
+        println!(
+            "transactions: {} rolled back ({} delivered), {} left open ({} checked back, {} first \
+             checked after a failover of the master)",
+            t.rolled_back, t.rolled_back_delivered, t.left_open, t.checked, t.checked_after_failover
+        );
         println!(
             "unexpected {}; send failures retried: {:?}; first message of each: {:?}",
             self.unexpected, self.failures, self.samples
@@ -847,7 +1155,7 @@ async fn ha_under_faults() {
     // 2. kill -9 the master.
     let m = d.master();
     let epoch = d.set().master_epoch;
-    work.fault(&format!("kill -9 master {m}"));
+    work.master_fault(&format!("kill -9 master {m}"));
     let killed = Instant::now();
     d.brokers[m].kill();
     let took = first_ack(&proxy, "kill").await;
@@ -867,7 +1175,7 @@ async fn ha_under_faults() {
     let m = d.master();
     let epoch = d.set().master_epoch;
     let real = d.brokers[m].real_addr();
-    work.fault(&format!("partition master {m}"));
+    work.master_fault(&format!("partition master {m}"));
     let cut = Instant::now();
     d.brokers[m].partition();
     let mut direct = broker_client(real).await;
@@ -918,25 +1226,38 @@ async fn ha_under_faults() {
     }
     work.wait_progress(30, "after the partition healed").await;
 
-    // 4. Chaos: kill and partition cycles.
+    // 4. Chaos: kill, partition and pause cycles.
     for cycle in 0..CHAOS_CYCLES {
         let m = d.master();
         let epoch = d.set().master_epoch;
         let started = Instant::now();
-        if cycle % 2 == 0 {
-            work.fault(&format!("chaos {cycle}: kill -9 master {m}"));
-            d.brokers[m].kill();
-            failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
-            d.wait_new_master(m, epoch).await;
-            work.recovered();
-            d.brokers[m].start().await;
-        } else {
-            work.fault(&format!("chaos {cycle}: partition master {m}"));
-            d.brokers[m].partition();
-            failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
-            d.wait_new_master(m, epoch).await;
-            work.recovered();
-            d.brokers[m].heal();
+        match cycle % 3 {
+            0 => {
+                work.master_fault(&format!("chaos {cycle}: kill -9 master {m}"));
+                d.brokers[m].kill();
+                failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
+                d.wait_new_master(m, epoch).await;
+                work.recovered();
+                d.brokers[m].start().await;
+            }
+            1 => {
+                work.master_fault(&format!("chaos {cycle}: partition master {m}"));
+                d.brokers[m].partition();
+                failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
+                d.wait_new_master(m, epoch).await;
+                work.recovered();
+                d.brokers[m].heal();
+            }
+            _ => {
+                // Frozen, its lease runs out; woken, it finds itself replaced, refuses writes
+                // (its lease is over) and rejoins as a replica, cutting what it wrote alone.
+                work.master_fault(&format!("chaos {cycle}: SIGSTOP master {m}"));
+                d.brokers[m].pause();
+                failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
+                d.wait_new_master(m, epoch).await;
+                work.recovered();
+                d.brokers[m].resume();
+            }
         }
         d.wait_all_in_sync("after a chaos cycle").await;
         work.wait_progress(20, "after a chaos cycle").await;
@@ -985,7 +1306,7 @@ async fn ha_under_faults() {
     d.cluster.wait_leader().await;
     let m = d.master();
     let epoch = d.set().master_epoch;
-    work.fault(&format!("kill -9 master {m}, for good"));
+    work.master_fault(&format!("kill -9 master {m}, for good"));
     d.brokers[m].kill();
     failovers.push(first_ack(&proxy, "gone").await);
     d.wait_new_master(m, epoch).await;
@@ -1026,10 +1347,186 @@ async fn ha_under_faults() {
         "no message was left in flight"
     );
     assert_eq!(verdict.unexpected, 0, "messages nobody sent were received");
+    let t = &verdict.tx;
+    assert!(t.rolled_back > 0 && t.left_open > 0, "{t:?}");
+    assert_eq!(t.rolled_back_delivered, 0, "rolled back messages were delivered");
+    assert_eq!(t.checked, t.left_open, "open transactions were never checked back");
     assert!(
-        !verdict.failures.contains_key("InternalServerError"),
-        "sends failed with INTERNAL_SERVER_ERROR: {:?}",
-        verdict.samples.get("InternalServerError")
+        t.checked_after_failover > 0,
+        "no open transaction was checked by a new master: {t:?}"
     );
+    let internal: Vec<_> = verdict
+        .failures
+        .keys()
+        .filter(|k| k.ends_with("InternalServerError"))
+        .collect();
+    assert!(
+        internal.is_empty(),
+        "calls failed with INTERNAL_SERVER_ERROR: {internal:?} {:?}",
+        verdict.samples
+    );
+    d.stop().await;
+}
+
+// ------------------------------------------------------------------------------ ASYNC window
+
+const ASYNC_TOPIC: &str = "ha-async";
+const ASYNC_GROUP: &str = "ha-async-consumers";
+/// `broker.replica_max_lag_time` of the deployment ([`HaOptions`] `fast`).
+const ASYNC_LAG_TIME: Duration = Duration::from_millis(1000);
+/// `broker.replica_max_lag_bytes` of the deployment (the default).
+const ASYNC_LAG_BYTES: usize = 256 << 20;
+/// Producers sending at once, so that the kill meets sends in every stage.
+const ASYNC_PRODUCERS: usize = 4;
+
+/// The ASYNC window, measured: two brokers in `async` replication, producers sending through
+/// the proxy as fast as they are acknowledged, a kill -9 of the master that never returns.
+/// Every acknowledged message the new master does not serve is lost; each must have been
+/// acknowledged within `replica_max_lag_time` of the kill, and together they may not exceed
+/// `replica_max_lag_bytes`.
+async fn async_window() {
+    let d = HaDeployment::start(HaOptions {
+        brokers: 2,
+        mode: comet::config::ReplicationModeKey::Async,
+        min_in_sync: 1,
+        ..HaOptions::default()
+    })
+    .await;
+    admin::topic(
+        &d.cluster.admin(),
+        &TopicCommand::Create(TopicSpec {
+            name: ASYNC_TOPIC.to_owned(),
+            // One queue: an empty receive means the new master served everything it holds.
+            queues: 1,
+            message_type: TopicType::Normal,
+            broker_sets: vec![SET.to_owned()],
+            perm: admin::Perm::Rw,
+        }),
+    )
+    .await
+    .expect("topic created");
+    admin::group(
+        &d.cluster.admin(),
+        &GroupCommand::Create(GroupSpec {
+            name: ASYNC_GROUP.to_owned(),
+            max_retries: 16,
+            fifo: false,
+            backoff: None,
+        }),
+    )
+    .await
+    .expect("group created");
+    d.cluster
+        .wait_metadata("the ASYNC topic routable", |m| {
+            m.topics.iter().any(|t| t.name == ASYNC_TOPIC)
+                && m.groups.iter().any(|g| g.name == ASYNC_GROUP)
+        })
+        .await;
+    let proxy = d.cluster.access_url();
+    // Acknowledged sends: id, when, body size.
+    let acked = Arc::new(Mutex::new(Vec::<(String, Instant, usize)>::new()));
+    let count = Arc::new(watch::Sender::new(0usize));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut producers = Vec::new();
+    for p in 0..ASYNC_PRODUCERS {
+        let (acked, count, stop, proxy) = (
+            Arc::clone(&acked),
+            Arc::clone(&count),
+            Arc::clone(&stop),
+            proxy.clone(),
+        );
+        producers.push(tokio::spawn(async move {
+            let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
+                .await
+                .expect("connect to proxy");
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("async-{p}-{seq:08}");
+                seq += 1;
+                let mut m = message(Kind::Normal, &id, "async", seq, None);
+                m.topic = resource(ASYNC_TOPIC);
+                let size = m.body.len();
+                // A failed send is not acknowledged: the next message goes on.
+                if send_once(&mut client, m).await.is_ok() {
+                    acked.lock().push((id, Instant::now(), size));
+                    count.send_modify(|n| *n += 1);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
+    }
+    let wait_acked = async |n: usize, what: &str| {
+        let mut rx = count.subscribe();
+        let target = *rx.borrow_and_update() + n;
+        let reached = tokio::time::timeout(WAIT, rx.wait_for(|c| *c >= target))
+            .await
+            .is_ok();
+        assert!(reached, "{what}: {target} sends not acknowledged within {WAIT:?}");
+    };
+    wait_acked(300, "before the kill").await;
+    let m = d.master();
+    let epoch = d.set().master_epoch;
+    println!("--- ASYNC: kill -9 master {m}, for good");
+    let killed = Instant::now();
+    d.brokers[m].kill();
+    d.wait_new_master(m, epoch).await;
+    wait_acked(50, "after the failover").await;
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await.expect("producer task");
+    }
+
+    // Everything the new master serves, until a receive finds the queue empty.
+    let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
+        .await
+        .expect("connect to proxy");
+    let mut received = HashSet::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the ASYNC topic did not drain within {WAIT:?}");
+        let req = raw::receive_request(
+            ASYNC_GROUP,
+            raw::queue(ASYNC_TOPIC, -1, Some(SET)),
+            32,
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+        );
+        let frames = raw::receive_frames(&mut client, raw::request(CLIENT, req)).await;
+        let before = received.len();
+        for msg in raw::messages(&frames) {
+            if let Some(sp) = &msg.system_properties {
+                received.insert(sp.message_id.clone());
+            }
+        }
+        if received.len() == before {
+            break;
+        }
+    }
+    let acked = acked.lock();
+    let lost: Vec<&(String, Instant, usize)> = acked
+        .iter()
+        .filter(|(id, _, _)| !received.contains(id))
+        .collect();
+    let lost_bytes: usize = lost.iter().map(|(_, _, size)| size).sum();
+    let oldest = lost
+        .iter()
+        .map(|(_, at, _)| killed.saturating_duration_since(*at))
+        .max();
+    println!(
+        "ASYNC window: {} acknowledged, {} lost ({lost_bytes} bytes of body), the oldest \
+         acknowledged {oldest:?} before the kill; window {ASYNC_LAG_TIME:?}, {ASYNC_LAG_BYTES} bytes",
+        acked.len(),
+        lost.len(),
+    );
+    for (id, at, _) in &lost {
+        assert!(
+            *at + ASYNC_LAG_TIME >= killed,
+            "{id} was acknowledged {:?} before the kill and lost",
+            killed - *at
+        );
+    }
+    assert!(lost_bytes <= ASYNC_LAG_BYTES);
+    drop(acked);
     d.stop().await;
 }

@@ -213,15 +213,31 @@ impl Broker {
         drop(inner.files.lock().take());
         let store = inner.store.write().take();
         if let Some(store) = store {
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Ok(store) = Arc::try_unwrap(store) {
+            let released = store.released();
+            let freed = tokio::task::spawn_blocking(move || match Arc::try_unwrap(store) {
+                Ok(store) => {
                     store.abandon();
+                    true
+                }
+                // A blocking call that was cancelled (a read, a replica's append) still holds
+                // the store: the directory is free once it lets go.
+                Err(shared) => {
+                    drop(shared);
+                    released.wait(STORE_RELEASE_LIMIT)
                 }
             })
-            .await;
+            .await
+            .unwrap_or(false);
+            if !freed {
+                tracing::warn!(limit = ?STORE_RELEASE_LIMIT, "an abandoned broker still holds its store");
+            }
         }
     }
 }
+
+/// Longest wait, when a broker instance is abandoned, for the last user of its store to let go
+/// of the data directory.
+pub(crate) const STORE_RELEASE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for Broker {
     fn drop(&mut self) {

@@ -508,6 +508,43 @@ async fn synced_pair(
     (a, b)
 }
 
+/// Regression (issue 15, the role-change store-lock race): abandoning a replica aborted its
+/// supervisor, which detached the follower task instead of stopping it; while the master kept
+/// streaming, the follower held the store, so a restart in the same directory met
+/// `Store(Locked)`. The supervisor now joins the old role's tasks before abandoning the
+/// instance, and the abandon returns only once the directory is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_replica_following_a_live_master_when_abandoned_should_free_its_directory_for_a_restart()
+ {
+    let mut pair = Some(Pair::bind().await);
+    let far = std::time::Instant::now() + Duration::from_secs(3600);
+    let (_lease_tx, lease) = watch::channel(Some(far));
+    let (a, b) = synced_pair(&mut pair, &lease).await;
+    let p = pair.unwrap();
+    for i in 0..10 {
+        assert_eq!(send_code(&a, &format!("before{i}")).await, Code::Ok);
+    }
+    wait_has(&b, "before9").await;
+
+    // A crash of the replica while the master still streams to it, then a restart at once.
+    let crashed = tokio::time::Instant::now();
+    b.stop(true).await;
+    assert!(
+        crashed.elapsed() < Duration::from_secs(5),
+        "the abandon waited {:?} for the store",
+        crashed.elapsed()
+    );
+    let lb = TcpListener::bind(p.ab).await.unwrap();
+    let b = start_member(p.db.path(), 1, lb, &p.ctl, &lease).await;
+    wait_role(&b, HaRole::Replica, 1).await;
+    assert!(has_message(&b, "before0").await);
+    wait_sss(&p.ctl, &[0, 1]).await;
+    assert_eq!(send_code(&a, "after").await, Code::Ok);
+    wait_has(&b, "after").await;
+    a.stop(false).await;
+    b.stop(false).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_delay_messages_when_the_master_is_lost_should_deliver_each_once_from_the_replica() {
     let mut pair = Some(Pair::bind().await);

@@ -12,6 +12,8 @@
 //! - `epoch`: `local_end u64 | remote_end u64 | split u16 | history bytes`; the history bytes
 //!   are decoded as a whole epoch file and, split at `split`, as two histories for
 //!   [`crate::consistent_point`].
+//! - `timer_log`: `mode u8 | at u32 | bytes`, applied to the files of a real timer store (see
+//!   [`timer_log`]) before it is opened and recovered.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,7 +25,7 @@ use crate::commit_log::verify_raw_chunk;
 use crate::epoch::{self, EpochEntry};
 use crate::index_file::{self, Entry};
 use crate::record::{self, Assigned, Message, Properties, RecordView};
-use crate::timer::TimerPayload;
+use crate::timer::{TimerConfig, TimerPayload, TimerStore};
 use crate::timer::record::{FLAG_ROLLED, NONE, RECORD_SIZE, Record};
 
 /// One fuzz target: a name (the `fuzz/` binary and corpus directory), the function under
@@ -69,6 +71,11 @@ pub const TARGETS: &[Target] = &[
         name: "index_entry",
         run: index_entry,
         seeds: index_entry_seeds,
+    },
+    Target {
+        name: "timer_log",
+        run: timer_log,
+        seeds: timer_log_seeds,
     },
 ];
 
@@ -379,6 +386,137 @@ pub fn index_entry_seeds() -> Vec<Vec<u8>> {
     };
     s.extend_from_slice(&e.encode(5));
     vec![s]
+}
+
+/// The wall clock of the `timer_log` target's stores (a slot boundary).
+const TIMER_T0: i64 = 1_700_000_000_000;
+
+/// A small timer store: 8 one-second slots (a 4 s filing horizon), one 4 KiB log segment.
+fn timer_config() -> TimerConfig {
+    TimerConfig {
+        slot_ms: 1000,
+        wheel_slots: 8,
+        log_segment_size: 4096,
+        max_delay_ms: 365 * 24 * 3600 * 1000,
+    }
+}
+
+/// The files of the timer store the `timer_log` target starts from: timers due soon, later
+/// and beyond the horizon, one delivered and committed, the last three scheduled after the
+/// last flush (an unflushed tail). `(wheel file, first log segment)`.
+fn timer_files() -> &'static (Vec<u8>, Vec<u8>) {
+    static FILES: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = scratch_dir("timer-template");
+        let store =
+            TimerStore::open(&dir, timer_config(), TIMER_T0).expect("a new timer store opens");
+        let payload = |cookie: u64| TimerPayload {
+            commit_log_offset: cookie as i64 * 512,
+            size: 200,
+            cookie,
+        };
+        for (cookie, delay) in [(1u64, 500i64), (2, 2_500), (3, 9_000), (4, 60_000)] {
+            store
+                .schedule(TIMER_T0 + delay, payload(cookie), TIMER_T0)
+                .expect("schedule");
+        }
+        for e in store.poll_due(TIMER_T0 + 600, 16).expect("poll") {
+            store.commit(&e).expect("commit");
+        }
+        store.flush().expect("flush");
+        for (cookie, delay) in [(5u64, 1_200i64), (6, 3_000), (7, 30_000)] {
+            store
+                .schedule(TIMER_T0 + 700 + delay, payload(cookie), TIMER_T0 + 700)
+                .expect("schedule");
+        }
+        drop(store);
+        let files = (
+            std::fs::read(dir.join("wheel")).expect("read the wheel file"),
+            std::fs::read(timer_segment(&dir)).expect("read the log segment"),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        files
+    })
+}
+
+fn timer_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("log").join(format!("{:020}", 0))
+}
+
+/// A directory of this process and thread for one target's files (in memory where the
+/// system offers it: the store syncs its files on every open).
+fn scratch_dir(what: &str) -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let thread = format!("{:?}", std::thread::current().id());
+    let thread: String = thread.chars().filter(char::is_ascii_digit).collect();
+    let dir = base.join(format!("comet-fuzz-{what}-{}-{thread}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("log")).expect("create the scratch directory");
+    dir
+}
+
+/// Timer store open and recovery over damaged files: the files of a real store
+/// ([`timer_files`]) with the input applied — `mode` bit 0 picks the file (log segment or
+/// wheel), bit 1 whether `bytes` overwrite it at `at` (its length kept) or replace it whole —
+/// then the store opens. An open may fail; one that succeeds must serve (poll, commit, flush)
+/// and, being flushed, open again.
+pub fn timer_log(data: &[u8]) {
+    let (wheel, segment) = timer_files();
+    let mode = data.first().copied().unwrap_or(0);
+    let at = u32_at(data, 1) as usize;
+    let bytes = data.get(5..).unwrap_or_default();
+    let mut files = [wheel.clone(), segment.clone()];
+    let target = &mut files[usize::from(mode & 1 == 0)];
+    if mode & 2 == 0 {
+        let len = target.len();
+        let start = at % len.max(1);
+        let n = bytes.len().min(len - start);
+        target[start..start + n].copy_from_slice(&bytes[..n]);
+    } else {
+        *target = bytes.to_vec();
+    }
+    let dir = scratch_dir("timer-log");
+    std::fs::write(dir.join("wheel"), &files[0]).expect("write the wheel file");
+    std::fs::write(timer_segment(&dir), &files[1]).expect("write the log segment");
+    let now = TIMER_T0 + 1_000;
+    if let Ok(store) = TimerStore::open(&dir, timer_config(), now) {
+        let _ = store.pending();
+        let _ = store.next_due_ms();
+        if let Ok(due) = store.poll_due(now + 120_000, 64) {
+            for e in &due {
+                store.commit(e).expect("committing a polled timer");
+            }
+        }
+        store.flush().expect("flushing a recovered store");
+        drop(store);
+        TimerStore::open(&dir, timer_config(), now + 120_000)
+            .expect("a recovered and flushed timer store opens again");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Seeds of [`timer_log`]: the files untouched, a torn record in the unflushed tail, a
+/// damaged checkpoint area of the wheel, and a log cut short.
+pub fn timer_log_seeds() -> Vec<Vec<u8>> {
+    let seed = |mode: u8, at: u32, bytes: &[u8]| {
+        let mut s = vec![mode];
+        s.extend_from_slice(&at.to_le_bytes());
+        s.extend_from_slice(bytes);
+        s
+    };
+    let (_, segment) = timer_files();
+    let rec = RECORD_SIZE as u32;
+    vec![
+        seed(0, 0, &[]),
+        seed(0, rec * 6 + 9, &[0xFF, 0x00, 0x7F]),
+        seed(1, 40, &[0xA5; 24]),
+        seed(2, 0, &segment[..RECORD_SIZE * 5 + 17]),
+    ]
 }
 
 #[cfg(test)]

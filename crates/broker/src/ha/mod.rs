@@ -45,6 +45,7 @@ mod service;
 pub(crate) mod tracker;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use comet_proto::comet::v1::ClusterMetadata;
@@ -54,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::BrokerApi;
-use crate::broker::Broker;
+use crate::broker::{Broker, STORE_RELEASE_LIMIT};
 use crate::config::BrokerConfig;
 use crate::engine::{EngineRole, StorePrep};
 use crate::error::BrokerError;
@@ -96,6 +97,8 @@ pub struct HaBroker {
     status: watch::Receiver<HaStatus>,
     /// Cancelled to stop following and close the current instance.
     stop: CancellationToken,
+    /// Set before `stop` is cancelled when the stop is a crash ([`HaBroker::abandon`]).
+    crash: Arc<AtomicBool>,
     /// The supervisor and the replication tasks it starts.
     tasks: TaskTracker,
     task: Option<JoinHandle<Result<(), BrokerError>>>,
@@ -142,10 +145,12 @@ impl HaBroker {
             master_id: 0,
         });
         let stop = CancellationToken::new();
+        let crash = Arc::new(AtomicBool::new(false));
         let tasks = TaskTracker::new();
         let (prepare_tx, prepare_rx) = mpsc::channel(4);
         let sup = Supervisor {
             cfg,
+            crash: Arc::clone(&crash),
             ha,
             metadata,
             lease,
@@ -167,6 +172,7 @@ impl HaBroker {
             replication,
             status,
             stop,
+            crash,
             tasks,
             task: Some(task),
         })
@@ -221,27 +227,17 @@ impl HaBroker {
         closed
     }
 
-    /// Stops at once like [`Broker::abandon`] (a crash, for tests).
+    /// Stops at once like [`Broker::abandon`] (a crash, for tests): the supervisor finishes
+    /// the role change it may be in, stops and joins its follower and sync-state-set manager,
+    /// then abandons the current instance. Returns once the data directory can be opened
+    /// again.
     pub async fn abandon(mut self) {
+        self.crash.store(true, Ordering::Release);
+        self.stop.cancel();
         if let Some(t) = self.task.take() {
-            t.abort();
             let _ = t.await;
         }
-        // The aborted supervisor dropped the instance without closing it; its tasks end with
-        // it. Wait until nothing holds the store any more so the directory can be reopened.
-        let inner = self.service.current();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&inner) > 2 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if let Some(store) = inner.take_store() {
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Ok(store) = Arc::try_unwrap(store) {
-                    store.abandon();
-                }
-            })
-            .await;
-        }
+        self.tasks.wait().await;
     }
 }
 
@@ -263,6 +259,8 @@ impl Drop for HaBroker {
 
 struct Supervisor {
     cfg: BrokerConfig,
+    /// The stop is a crash: abandon the instance instead of closing it.
+    crash: Arc<AtomicBool>,
     ha: Arc<HaConfig>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     lease: watch::Receiver<Option<std::time::Instant>>,
@@ -279,10 +277,6 @@ struct Supervisor {
     prepare_rx: mpsc::Receiver<StorePrep>,
     status: watch::Sender<HaStatus>,
 }
-
-/// Longest wait, on a role change, for the previous instance's store to let go of the data
-/// directory before the new instance opens it.
-const STORE_RELEASE_LIMIT: Duration = Duration::from_secs(10);
 
 impl Supervisor {
     async fn run(mut self, stop: CancellationToken) -> Result<(), BrokerError> {
@@ -326,8 +320,14 @@ impl Supervisor {
                 }
             }
         }
+        // Nothing of this role may outlive it: the follower and the manager hold the
+        // instance (and a follower its store) until they are joined.
         self.stop_tasks().await;
         match self.engine.take() {
+            Some(e) if self.crash.load(Ordering::Acquire) => {
+                e.abandon().await;
+                Ok(())
+            }
             Some(e) => e.shutdown().await,
             None => Ok(()),
         }
