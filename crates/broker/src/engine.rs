@@ -280,11 +280,6 @@ impl Inner {
         Err(BrokerError::DrainTimeout { calls, grace })
     }
 
-    /// Takes the store out (an abandoned instance releases its directory).
-    pub(crate) fn take_store(&self) -> Option<Arc<MessageStore>> {
-        self.store.write().take()
-    }
-
     pub(crate) fn store(&self) -> Result<Arc<MessageStore>, Failure> {
         self.store.read().clone().ok_or_else(Failure::shutting_down)
     }
