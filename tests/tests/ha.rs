@@ -1385,7 +1385,7 @@ const ASYNC_PRODUCERS: usize = 4;
 /// acknowledged within `replica_max_lag_time` of the kill, and together they may not exceed
 /// `replica_max_lag_bytes`.
 async fn async_window() {
-    let d = HaDeployment::start(HaOptions {
+    let mut d = HaDeployment::start(HaOptions {
         brokers: 2,
         mode: comet::config::ReplicationModeKey::Async,
         min_in_sync: 1,

@@ -15,7 +15,11 @@
 //! - **One instance per role.** A role change closes the broker instance (drains calls,
 //!   persists state, closes the store) and opens a new one in the new role, so promotion is
 //!   plain recovery: transactions, consumer state and queue offsets are rebuilt from disk as
-//!   after a restart. [`HaBroker::service`] always points at the current instance.
+//!   after a restart. [`HaBroker::service`] always points at the current instance. Every
+//!   stop — a role change, [`HaBroker::shutdown`], [`HaBroker::abandon`] — goes through the
+//!   supervisor, which aborts *and joins* the old role's follower and manager before it closes
+//!   (or abandons) the instance and waits for the store to let go of the data directory, so
+//!   nothing of the old role still holds the store when the next open takes its lock.
 //! - **Fencing.** A replica's store refuses local appends. A master's store accepts them only
 //!   until its lease deadline (from the last heartbeat the controller answered, shorter than
 //!   the controller's lease), so a master cut off from the controller stops accepting writes
