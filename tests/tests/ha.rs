@@ -504,10 +504,7 @@ impl Workload {
                     }
                     {
                         let mut l = ledger.lock();
-                        if matches!(
-                            fate,
-                            Some(TxFate::CheckedCommit | TxFate::CheckedRollback)
-                        ) {
+                        if matches!(fate, Some(TxFate::CheckedCommit | TxFate::CheckedRollback)) {
                             l.unresolved.insert(id.clone(), Instant::now());
                         }
                         if fate.is_none_or(TxFate::commits) {
@@ -826,9 +823,15 @@ async fn answer_checks(
             progress.send_modify(|_| {});
             let source = pb::TransactionSource::SourceServerCheck;
             let fate = TxFate::of(seq);
-            let answered =
-                end_transaction(&mut client, CHECKER, &id, check.transaction_id, fate, source)
-                    .await;
+            let answered = end_transaction(
+                &mut client,
+                CHECKER,
+                &id,
+                check.transaction_id,
+                fate,
+                source,
+            )
+            .await;
             // A failed answer is asked again at the next check interval.
             if let Err((code, why)) = answered {
                 let code = format!("EndTransaction (check) {code}");
@@ -983,8 +986,7 @@ impl Verdict {
                 continue;
             };
             tx.checked += 1;
-            if l
-                .faults
+            if l.faults
                 .iter()
                 .any(|f| f.master && *sent_at < f.began && f.began <= *first)
             {
@@ -1027,7 +1029,11 @@ impl Verdict {
         println!(
             "transactions: {} rolled back ({} delivered), {} left open ({} checked back, {} first \
              checked after a failover of the master)",
-            t.rolled_back, t.rolled_back_delivered, t.left_open, t.checked, t.checked_after_failover
+            t.rolled_back,
+            t.rolled_back_delivered,
+            t.left_open,
+            t.checked,
+            t.checked_after_failover
         );
         println!(
             "unexpected {}; send failures retried: {:?}; first message of each: {:?}",
@@ -1349,8 +1355,14 @@ async fn ha_under_faults() {
     assert_eq!(verdict.unexpected, 0, "messages nobody sent were received");
     let t = &verdict.tx;
     assert!(t.rolled_back > 0 && t.left_open > 0, "{t:?}");
-    assert_eq!(t.rolled_back_delivered, 0, "rolled back messages were delivered");
-    assert_eq!(t.checked, t.left_open, "open transactions were never checked back");
+    assert_eq!(
+        t.rolled_back_delivered, 0,
+        "rolled back messages were delivered"
+    );
+    assert_eq!(
+        t.checked, t.left_open,
+        "open transactions were never checked back"
+    );
     assert!(
         t.checked_after_failover > 0,
         "no open transaction was checked by a new master: {t:?}"
@@ -1462,7 +1474,10 @@ async fn async_window() {
         let reached = tokio::time::timeout(WAIT, rx.wait_for(|c| *c >= target))
             .await
             .is_ok();
-        assert!(reached, "{what}: {target} sends not acknowledged within {WAIT:?}");
+        assert!(
+            reached,
+            "{what}: {target} sends not acknowledged within {WAIT:?}"
+        );
     };
     wait_acked(300, "before the kill").await;
     let m = d.master();
@@ -1484,7 +1499,10 @@ async fn async_window() {
     let mut received = HashSet::new();
     let deadline = Instant::now() + WAIT;
     loop {
-        assert!(Instant::now() < deadline, "the ASYNC topic did not drain within {WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the ASYNC topic did not drain within {WAIT:?}"
+        );
         let req = raw::receive_request(
             ASYNC_GROUP,
             raw::queue(ASYNC_TOPIC, -1, Some(SET)),

@@ -25,8 +25,8 @@ use crate::commit_log::verify_raw_chunk;
 use crate::epoch::{self, EpochEntry};
 use crate::index_file::{self, Entry};
 use crate::record::{self, Assigned, Message, Properties, RecordView};
-use crate::timer::{TimerConfig, TimerPayload, TimerStore};
 use crate::timer::record::{FLAG_ROLLED, NONE, RECORD_SIZE, Record};
+use crate::timer::{TimerConfig, TimerPayload, TimerStore};
 
 /// One fuzz target: a name (the `fuzz/` binary and corpus directory), the function under
 /// test and seed inputs made by the encoders.
@@ -494,9 +494,9 @@ fn recover_timer_log(data: &[u8]) -> Option<Vec<u64>> {
     if let Ok(store) = TimerStore::open(&dir, timer_config(), now) {
         let _ = store.pending();
         let _ = store.next_due_ms();
-        // The clock moves on in steps of half the filing horizon, as a broker's would.
+        // The clock moves on a filing horizon at a time, past the last timer's due time.
         let mut cookies = Vec::new();
-        for t in (now..=now + 120_000).step_by(2_000) {
+        for t in (now..=now + 64_000).step_by(4_000) {
             let Ok(due) = store.poll_due(t, 64) else {
                 break;
             };
@@ -509,7 +509,7 @@ fn recover_timer_log(data: &[u8]) -> Option<Vec<u64>> {
         delivered = Some(cookies);
         store.flush().expect("flushing a recovered store");
         drop(store);
-        TimerStore::open(&dir, timer_config(), now + 120_000)
+        TimerStore::open(&dir, timer_config(), now + 64_000)
             .expect("a recovered and flushed timer store opens again");
     }
     let _ = std::fs::remove_dir_all(&dir);

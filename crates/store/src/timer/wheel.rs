@@ -224,6 +224,17 @@ pub(crate) struct WheelFile {
     slots: usize,
 }
 
+/// A slot's position word as `write_slot` stores it: 0 for [`NONE`], else the position plus
+/// one. The words carry no checksum, so a damaged one may hold what no position encodes (above
+/// `i64::MAX + 1`): that decodes to `i64::MAX`, where no log reaches, so recovery finds no
+/// record there and rebuilds the slot from the log.
+fn decode_pos(word: u64) -> i64 {
+    match word {
+        0 => NONE,
+        w => i64::try_from(w - 1).unwrap_or(i64::MAX),
+    }
+}
+
 fn file_len(slots: usize) -> usize {
     (SLOTS_AT + slots * SLOT_BYTES).div_ceil(PAGE) * PAGE
 }
@@ -378,8 +389,8 @@ impl WheelFile {
             return None;
         }
         Some(Slot {
-            last: last as i64 - 1,
-            first: self.word(at + 8).load(Ordering::Acquire) as i64 - 1,
+            last: decode_pos(last),
+            first: decode_pos(self.word(at + 8).load(Ordering::Acquire)),
             count: self.word(at + 16).load(Ordering::Acquire),
             period: self.word(at + 24).load(Ordering::Acquire) as i64,
         })
