@@ -1521,7 +1521,7 @@ async fn async_window() {
             break;
         }
     }
-    let acked = acked.lock();
+    let acked = std::mem::take(&mut *acked.lock());
     let lost: Vec<&(String, Instant, usize)> = acked
         .iter()
         .filter(|(id, _, _)| !received.contains(id))
@@ -1545,6 +1545,5 @@ async fn async_window() {
         );
     }
     assert!(lost_bytes <= ASYNC_LAG_BYTES);
-    drop(acked);
     d.stop().await;
 }
