@@ -48,6 +48,8 @@ pub(crate) const SYS_TIMER_REAL_QUEUE_ID: &str = "TIMER_REAL_QUEUE_ID";
 pub const SYS_TIMER_ORIGIN: &str = "TIMER_ORIGIN";
 /// On a done record: the number of timers it finishes (one index key per timer).
 pub const SYS_TIMER_DONE: &str = "TIMER_DONE";
+/// On a done record: present (`true`) when it is a recall, not a delivery.
+pub(crate) const SYS_TIMER_RECALLED: &str = "TIMER_RECALLED";
 /// Index key prefix of a done record, followed by the schedule record's commitlog offset.
 pub(crate) const TIMER_DONE_KEY: &str = "timer-done:";
 

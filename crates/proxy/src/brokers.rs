@@ -15,8 +15,8 @@ use comet_proto::apache::rocketmq::v2::{
     ChangeInvisibleDurationResponse, EndTransactionRequest, EndTransactionResponse,
     ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
     GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetRequest,
-    QueryOffsetResponse, ReceiveMessageRequest, SendMessageRequest, SendMessageResponse,
-    UpdateOffsetRequest, UpdateOffsetResponse,
+    QueryOffsetResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest,
+    SendMessageRequest, SendMessageResponse, UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 pub use comet_proto::comet::v1::broker_service_server::BrokerService;
@@ -314,5 +314,12 @@ mod tests {
         assert_eq!(dir.clients.lock().len(), 1);
         assert!(dir.get("a", "").is_err());
         assert!(dir.get("a", "bad address with spaces").is_err());
+    }
+
+    async fn recall_message(
+        &self,
+        request: Request<RecallMessageRequest>,
+    ) -> Result<Response<RecallMessageResponse>, Status> {
+        self.client.clone().recall_message(request).await
     }
 }
