@@ -284,6 +284,13 @@ impl BrokerService for RemoteBroker {
             .await?;
         Ok(response.map(|s| s.boxed()))
     }
+
+    async fn recall_message(
+        &self,
+        request: Request<RecallMessageRequest>,
+    ) -> Result<Response<RecallMessageResponse>, Status> {
+        self.client.clone().recall_message(request).await
+    }
 }
 
 #[cfg(test)]
@@ -314,12 +321,5 @@ mod tests {
         assert_eq!(dir.clients.lock().len(), 1);
         assert!(dir.get("a", "").is_err());
         assert!(dir.get("a", "bad address with spaces").is_err());
-    }
-
-    async fn recall_message(
-        &self,
-        request: Request<RecallMessageRequest>,
-    ) -> Result<Response<RecallMessageResponse>, Status> {
-        self.client.clone().recall_message(request).await
     }
 }

@@ -260,6 +260,7 @@ top_level_status!(
     NotifyClientTerminationResponse,
     ChangeInvisibleDurationResponse,
     TelemetryCommand,
+    RecallMessageResponse,
 );
 
 /// `Statuses` for responses with a top-level status and one status per entry.
