@@ -39,6 +39,12 @@
 //!   the message under `rmq_sys_wheel_timer` and schedules it in the store's persisted timer
 //!   wheel; when due it is appended to its topic (ms precision). Exactly once across restarts.
 //!   A time in the past delivers at once.
+//! - **Recall** ([`RecallRequest`]): a delay message's send answers a recall handle
+//!   (`"<broker_set>~..."`, `recall::handle`); RecallMessage cancels the timer before its
+//!   delivery by appending a recall record to the timer queue (a done record marked recalled,
+//!   under the same lock as delivery), so replicas, restarts and a promoted replica honour it.
+//!   A repeated recall is OK; a delivered, unknown, other-topic or malformed handle is refused
+//!   with MESSAGE_NOT_FOUND or BAD_REQUEST and a message that says which.
 //! - **FIFO groups** (`Group.fifo`): per queue, at most one message of a message group is out
 //!   at a time, in queue order; later ones are *held* and released when it is acked or
 //!   dead-lettered (an un-acked one is redelivered first). Other message groups proceed.
@@ -66,7 +72,7 @@
 //!  service (BrokerGrpc: the comet.v1 adapter) + convert (protobuf ↔ the broker's types)
 //!  api (BrokerApi: every operation as Comet's types; admission, role switching)
 //!  tasks::{revive, timer, checks, persist, replica}           background loops
-//!  send · pop · ack · dead_letter · transaction · pull · offsets · query   the operations
+//!  send · pop · ack · dead_letter · transaction · recall · pull · offsets · query   the operations
 //!  state_log (consumer-state writes and waits)
 //!  engine (Inner: open, store, call admission, receipt handles)
 //!  delay (timer wheel) · transaction::{table, pending, record, id} · ha::{tracker, role,
@@ -86,12 +92,13 @@
 //! - `engine`: `Inner`, the state of one broker instance, and what every operation
 //!   needs from it. Each operation module adds its own `impl Inner` and never calls another
 //!   operation's module, except `pop` → `pull` (queue and group checks) and `offsets`/`query`
-//!   → `pull` (the same checks and the plain message of a read); the revive task calls
-//!   `dead_letter`.
+//!   → `pull` (the same checks and the plain message of a read) and `send` → `recall` (the
+//!   recall handle of a delay message); the revive task calls `dead_letter`.
 //! - `send`: Send (now, delayed, half message); `pop`: PopMessage; `ack`: AckMessage and
 //!   ChangeInvisibleDuration; `dead_letter`: ForwardMessageToDeadLetterQueue and the revive
 //!   task's moves; `transaction`: EndTransaction over its table (`transaction::table`), the
-//!   in-memory `pending` set, its commitlog `record`s and transaction `id`s; `pull`:
+//!   in-memory `pending` set, its commitlog `record`s and transaction `id`s; `recall`:
+//!   RecallMessage and its handles (`recall::handle`), over `delay`'s recall record; `pull`:
 //!   PullMessage; `offsets`: UpdateOffset, GetOffset, QueryOffset and the admin ResetOffset /
 //!   GetConsumerProgress (a group's offset is its POP consumer state, so it is persisted with
 //!   it); `query`: the admin QueryMessage (by id, key, queue offset).
