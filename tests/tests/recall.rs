@@ -101,7 +101,7 @@ async fn recall_before_and_after_delivery(mode: Mode) {
         .recall(&n.topic, marker.recall_handle().expect("recall handle"))
         .await
         .expect_err("already delivered");
-    assert_eq!(e.code(), Some(40401), "{e}");
+    assert_eq!(e.code(), Some(40400), "{e}");
     assert!(e.to_string().contains("already delivered"), "{e}");
     p.shutdown().await;
     c.shutdown().await;

@@ -44,7 +44,7 @@
 //!   delivery by appending a recall record to the timer queue (a done record marked recalled,
 //!   under the same lock as delivery), so replicas, restarts and a promoted replica honour it.
 //!   A repeated recall is OK; a delivered, unknown, other-topic or malformed handle is refused
-//!   with MESSAGE_NOT_FOUND or BAD_REQUEST and a message that says which.
+//!   with NOT_FOUND or BAD_REQUEST and a message that says which.
 //! - **FIFO groups** (`Group.fifo`): per queue, at most one message of a message group is out
 //!   at a time, in queue order; later ones are *held* and released when it is acked or
 //!   dead-lettered (an un-acked one is redelivered first). Other message groups proceed.

@@ -747,6 +747,6 @@ async fn given_recalled_delay_messages_when_the_master_is_lost_should_stay_recal
     assert_eq!(copies(&got, "recalled-on-b"), 0);
     assert_eq!(copies(&got, "kept"), 1);
     let (c, m, _) = recall(&b_svc, "t", &handles[2]).await;
-    assert_eq!(c, Code::MessageNotFound, "{m}");
+    assert_eq!(c, Code::NotFound, "{m}");
     b.stop(false).await;
 }

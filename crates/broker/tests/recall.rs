@@ -71,7 +71,7 @@ async fn given_a_delay_message_when_recalled_before_its_time_should_never_be_del
     assert_eq!(ids, ["now", "kept"]);
     // After its delivery a message can no longer be recalled, and the answer says why.
     let (c, m, _) = recall(&n.svc, "t", &h[1]).await;
-    assert_eq!(c, Code::MessageNotFound, "{m}");
+    assert_eq!(c, Code::NotFound, "{m}");
     assert!(m.contains("already delivered"), "{m}");
     // The recalled one stays recalled once its time has passed.
     let (c, m, _) = recall(&n.svc, "t", &h[0]).await;
@@ -120,7 +120,7 @@ async fn given_bad_recall_handles_when_recalled_should_say_what_is_wrong() {
     let unknown = send_delayed(&other.svc, vec![delayed("elsewhere", far)]).await;
     other.broker.shutdown().await.unwrap();
     let (c, m, _) = recall(&n.svc, "t", &unknown[0]).await;
-    assert_eq!(c, Code::MessageNotFound, "{m}");
+    assert_eq!(c, Code::NotFound, "{m}");
     assert!(m.contains("no delay message"), "{m}");
     // Nothing above recalled anything.
     assert_eq!(n.broker.timer_stats().recalled, 0);

@@ -300,7 +300,7 @@ impl Producer {
     /// # Errors
     /// [`Error::Unsupported`] when the server has no recall; the server's error for a
     /// malformed handle or one of another topic (BAD_REQUEST), or an unknown or already
-    /// delivered message (MESSAGE_NOT_FOUND).
+    /// delivered message (NOT_FOUND).
     pub async fn recall(&self, topic: &str, recall_handle: &str) -> Result<String> {
         validate_topic(topic)?;
         if recall_handle.trim().is_empty() {

@@ -13,9 +13,11 @@
 //! finished when it comes due, a promoted replica and a restarted broker find it before they
 //! deliver an inherited timer (see [`crate::delay`]). Answers, in order of the checks:
 //! BAD_REQUEST for a malformed handle, one of another broker set or of another topic;
-//! MESSAGE_NOT_FOUND for a handle that names no delay message here (never issued, or its
-//! record is gone) and for a message delivered already (the message says which); OK with the
-//! message id for a recall, and again for a repeated recall of the same message.
+//! NOT_FOUND for a handle that names no delay message here (never issued, or its record is
+//! gone) and for a message delivered already (the message says which); OK with the message id
+//! for a recall, and again for a repeated recall of the same message. Not MESSAGE_NOT_FOUND:
+//! the official clients read that code as an empty result, so a failed recall would look like
+//! a success to them.
 
 pub(crate) mod handle;
 
@@ -98,7 +100,7 @@ impl Inner {
         .map_err(|e| store_failure(&e))?;
         let (outcome, message_id) = outcome.map_err(|gone| {
             Failure::new(
-                Code::MessageNotFound,
+                Code::NotFound,
                 match gone {
                     Gone::Unknown => format!(
                         "no delay message of topic {topic:?} matches this recall handle on broker set {:?}",
@@ -118,7 +120,7 @@ impl Inner {
             }
             RecallOutcome::AlreadyRecalled => Ok(message_id),
             RecallOutcome::Delivered => Err(Failure::new(
-                Code::MessageNotFound,
+                Code::NotFound,
                 format!(
                     "delay message {message_id} was already delivered{}; it can no longer be recalled",
                     if h.deliver_at_ms <= now_ms() {

@@ -3,7 +3,7 @@
 //! a transaction id does); the proxy checks the request, routes it to that set's master and
 //! passes the broker's answer on. The broker decides everything else (see the broker's
 //! `recall` module): BAD_REQUEST for a malformed handle or one of another topic,
-//! MESSAGE_NOT_FOUND for an unknown or already delivered message.
+//! NOT_FOUND for an unknown or already delivered message.
 
 use comet_proto::apache::rocketmq::v2::{Code, RecallMessageRequest, RecallMessageResponse};
 
