@@ -60,7 +60,13 @@
 //!   sends are acknowledged once every member of the sync-state set holds them
 //!   (HA_NOT_AVAILABLE / SLAVE_PERSISTENCE_TIMEOUT otherwise); the master's writes are fenced
 //!   by its controller lease; a returning broker cuts its divergent tail before following.
-//! - **Not supported**: LITE and PRIORITY messages (UNSUPPORTED).
+//! - **Priority** (RIP-80): on a PRIORITY topic a message of priority p goes to queue
+//!   `min(p, queue_count - 1)` of this broker set (`comet_vocab::limits::priority_queue`), and
+//!   a pop of every queue visits the highest queue first, so with a backlog a group gets the
+//!   higher priorities first (strict within the set); the group's `priority_percent` (absent:
+//!   100) is the share of pops that do, the others go round-robin (0 disables priority).
+//!   Priorities are checked by `comet_vocab::limits::check_priority`.
+//! - **Not supported**: LITE messages (UNSUPPORTED).
 //!
 //! # Layout
 //! One module per operation over one engine; imports run one way, top to bottom:
@@ -218,7 +224,8 @@ pub use service::{BrokerGrpc, TransactionCheckStream};
 pub use sys::{
     SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
     SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
-    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_TIMER_ORIGIN, SYS_TRACE_CONTEXT, SYS_TRANSACTION_ID,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_TIMER_ORIGIN, SYS_TRACE_CONTEXT,
+    SYS_TRANSACTION_ID,
 };
 pub use transaction::table::TransactionStats;
 pub use transaction::{Decision, OrphanCheck, TransactionEnd};

@@ -289,7 +289,13 @@ impl Inner {
                 ),
             ));
         }
-        let rec = record::to_record(m, now)?;
+        let mut rec = record::to_record(m, now)?;
+        if idx.is_priority_topic(&rec.topic)
+            && let Some(p) = record::priority(&rec)
+        {
+            // RIP-80: on a PRIORITY topic a message's queue here is its priority.
+            rec.queue_id = limits::priority_queue(p, queue_count);
+        }
         let at = delay::delivery_ms(&rec);
         if delay::is_transaction(&rec) {
             if at.is_some() {

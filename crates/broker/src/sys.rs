@@ -16,6 +16,8 @@ pub const SYS_MESSAGE_TYPE: &str = "MESSAGE_TYPE";
 pub const SYS_MESSAGE_GROUP: &str = "MESSAGE_GROUP";
 /// Delivery time, ms since the epoch.
 pub const SYS_DELIVERY_TIMESTAMP: &str = "DELIVERY_TIMESTAMP";
+/// A PRIORITY message's priority (0 or more; higher first).
+pub const SYS_PRIORITY: &str = "PRIORITY";
 /// Trace context.
 pub const SYS_TRACE_CONTEXT: &str = "TRACE_CONTEXT";
 /// The producer's host exactly as it sent it (may be a host name).
