@@ -10,6 +10,9 @@ use comet_sdk::{FilterExpression, Message, Producer, SimpleConsumer};
 use comet_tests::raw::{request, resource};
 use comet_tests::{Mode, TestCluster, uuid_like};
 
+/// A change to a message's system properties.
+type Edit = dyn Fn(&mut pb::SystemProperties);
+
 /// Longest a test waits for its messages.
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -54,7 +57,11 @@ async fn given_a_backlog_on_a_priority_topic_when_received_should_come_highest_p
     let mut got = Vec::new();
     while got.len() < 8 {
         assert!(started.elapsed() < LIMIT, "only {got:?}");
-        for m in c.receive(1, Duration::from_secs(30)).await.expect("receive") {
+        for m in c
+            .receive(1, Duration::from_secs(30))
+            .await
+            .expect("receive")
+        {
             c.ack(&m).await.expect("ack");
             got.push((m.priority(), String::from_utf8_lossy(m.body()).into_owned()));
         }
@@ -81,7 +88,7 @@ async fn given_bad_priority_messages_when_sent_should_be_refused_with_the_rule()
     cluster.create_topic(&topic, 2, TopicType::Priority).await;
     cluster.create_topic(&normal, 2, TopicType::Normal).await;
     let mut v2 = cluster.v2().await;
-    let send = |topic: &str, id: &str, edit: &dyn Fn(&mut pb::SystemProperties)| {
+    let send = |topic: &str, id: &str, edit: &Edit| {
         let mut sp = pb::SystemProperties {
             message_id: id.to_owned(),
             message_type: pb::MessageType::Priority as i32,
@@ -99,8 +106,13 @@ async fn given_bad_priority_messages_when_sent_should_be_refused_with_the_rule()
             }],
         }
     };
-    let cases: [(&str, &dyn Fn(&mut pb::SystemProperties), pb::Code, &str); 4] = [
-        ("neg", &|sp| sp.priority = Some(-1), pb::Code::BadRequest, "negative"),
+    let cases: [(&str, &Edit, pb::Code, &str); 4] = [
+        (
+            "neg",
+            &|sp| sp.priority = Some(-1),
+            pb::Code::BadRequest,
+            "negative",
+        ),
         (
             "grouped",
             &|sp| sp.message_group = Some("mg".into()),
@@ -132,7 +144,10 @@ async fn given_bad_priority_messages_when_sent_should_be_refused_with_the_rule()
     }
     // A PRIORITY message on a NORMAL topic, and a good one on the PRIORITY topic.
     let r = v2
-        .send_message(request("prio-client", send(&normal, "wrong-topic", &|_| {})))
+        .send_message(request(
+            "prio-client",
+            send(&normal, "wrong-topic", &|_| {}),
+        ))
         .await
         .expect("send answered")
         .into_inner();

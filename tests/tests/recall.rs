@@ -70,7 +70,11 @@ async fn receive_until(c: &SimpleConsumer, marker: &str) -> Vec<String> {
             started.elapsed() < LIMIT,
             "{marker} never arrived; got {bodies:?}"
         );
-        for m in c.receive(16, Duration::from_secs(10)).await.expect("receive") {
+        for m in c
+            .receive(16, Duration::from_secs(10))
+            .await
+            .expect("receive")
+        {
             c.ack(&m).await.expect("ack");
             bodies.push(String::from_utf8_lossy(m.body()).into_owned());
         }

@@ -477,7 +477,9 @@ async fn given_a_delay_message_when_recalled_should_answer_its_id_and_refuse_bad
         )
         .await
         .expect("delay send");
-    let handle = r.recall_handle().expect("a delay message has a recall handle");
+    let handle = r
+        .recall_handle()
+        .expect("a delay message has a recall handle");
     let id = p.recall(topic, handle).await.expect("recalled");
     assert_eq!(id, r.message_id());
     // A malformed handle is the server's permanent BAD_REQUEST.

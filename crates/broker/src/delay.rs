@@ -74,8 +74,7 @@ use crate::meta::{Access, MetaIndex};
 use crate::record::MessageKind;
 use crate::sys::{
     SYS_DELIVERY_TIMESTAMP, SYS_MESSAGE_TYPE, SYS_TIMER_DONE, SYS_TIMER_ORIGIN,
-    SYS_TIMER_REAL_QUEUE_ID, SYS_TIMER_REAL_TOPIC, SYS_TIMER_RECALLED,
-    TIMER_DONE_KEY as DONE_KEY,
+    SYS_TIMER_REAL_QUEUE_ID, SYS_TIMER_REAL_TOPIC, SYS_TIMER_RECALLED, TIMER_DONE_KEY as DONE_KEY,
 };
 
 /// Most due timers a replica holds while it waits for their done records.
@@ -465,7 +464,10 @@ impl Delays {
     ) -> Result<Option<Message>, StoreError> {
         let offset = e.payload.commit_log_offset;
         if self.recalled_pending.lock().contains(&offset) {
-            tracing::debug!(physical_offset = offset, "recalled delay message not delivered");
+            tracing::debug!(
+                physical_offset = offset,
+                "recalled delay message not delivered"
+            );
             return Ok(None);
         }
         let stored = match store.read(offset) {
@@ -502,7 +504,10 @@ impl Delays {
             None
         };
         if done == Some(Finished::Recalled) {
-            tracing::debug!(physical_offset = offset, "recalled delay message not delivered");
+            tracing::debug!(
+                physical_offset = offset,
+                "recalled delay message not delivered"
+            );
             return Ok(None);
         }
         if done.is_some()

@@ -9,9 +9,8 @@ use comet_proto::apache::rocketmq::v2::{
     ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
     GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest,
     QueryOffsetResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest,
-    SendMessageRequest, SendMessageResponse,
-    SendResultEntry, TransactionResolution, TransactionSource, UpdateOffsetRequest,
-    UpdateOffsetResponse,
+    SendMessageRequest, SendMessageResponse, SendResultEntry, TransactionResolution,
+    TransactionSource, UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{

@@ -43,7 +43,16 @@ async fn send_backlog(n: &Node) {
 async fn pop_one_by_one(node: &Node, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..n {
-        let got = pop_n(&node.svc, &Pop { batch: 1, ..Default::default() }, 1, LIMIT).await;
+        let got = pop_n(
+            &node.svc,
+            &Pop {
+                batch: 1,
+                ..Default::default()
+            },
+            1,
+            LIMIT,
+        )
+        .await;
         assert_eq!(got.len(), 1, "after {ids:?}");
         ids.push(sp(&got[0]).message_id.clone());
     }
@@ -94,11 +103,14 @@ async fn given_bad_priorities_when_sent_should_be_refused_with_the_rule() {
     let mut grouped = prioritized("grouped", 1);
     grouped.system_properties.as_mut().unwrap().message_group = Some("mg".into());
     let mut delayed = prioritized("delayed", 1);
-    delayed.system_properties.as_mut().unwrap().delivery_timestamp =
-        Some(prost_types::Timestamp {
-            seconds: now_ms() / 1000 + 60,
-            nanos: 0,
-        });
+    delayed
+        .system_properties
+        .as_mut()
+        .unwrap()
+        .delivery_timestamp = Some(prost_types::Timestamp {
+        seconds: now_ms() / 1000 + 60,
+        nanos: 0,
+    });
     let mut missing = prioritized("missing", 1);
     missing.system_properties.as_mut().unwrap().priority = None;
     let r = send(&n.svc, vec![negative, grouped, delayed, missing]).await;

@@ -32,7 +32,10 @@ async fn pop_until(svc: &comet_broker::BrokerGrpc, id: &str) -> Vec<String> {
     let deadline = std::time::Instant::now() + LIMIT;
     let mut ids = Vec::new();
     while !ids.iter().any(|i| i == id) {
-        assert!(std::time::Instant::now() < deadline, "{id} never arrived; got {ids:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never arrived; got {ids:?}"
+        );
         let r = pop(
             svc,
             &Pop {

@@ -210,7 +210,9 @@ mod tests {
             assert_eq!(e, Error::PriorityConflict { what });
             assert_eq!(
                 e.to_string(),
-                format!("a PRIORITY message must not carry {what}; priority does not combine with it")
+                format!(
+                    "a PRIORITY message must not carry {what}; priority does not combine with it"
+                )
             );
         }
         // A negative priority is reported before a conflict.

@@ -61,8 +61,9 @@ impl RecallHandle {
 
     /// Parses a handle issued by `broker_set`.
     pub fn decode(handle: &str, broker_set: &str) -> Result<RecallHandle, HandleError> {
-        let (prefix, opaque) = comet_vocab::handle::split(handle)
-            .ok_or(HandleError::Malformed("it lacks the '<broker_set>~' prefix"))?;
+        let (prefix, opaque) = comet_vocab::handle::split(handle).ok_or(HandleError::Malformed(
+            "it lacks the '<broker_set>~' prefix",
+        ))?;
         if opaque.len() > MAX_OPAQUE {
             return Err(HandleError::Malformed("it is too long"));
         }

@@ -39,7 +39,13 @@ impl Inner {
                 "recall handle is malformed: it does not name a broker set",
             )
         })?;
-        let target = named_set_target(&index, set, Code::BadRequest, "recall handle", Access::Write)?;
+        let target = named_set_target(
+            &index,
+            set,
+            Code::BadRequest,
+            "recall handle",
+            Access::Write,
+        )?;
         let internal = RecallMessageRequest {
             topic: Some(topic.internal()),
             recall_handle: handle.to_owned(),

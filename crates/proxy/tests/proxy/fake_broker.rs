@@ -17,8 +17,7 @@ use comet_proto::apache::rocketmq::v2::{
     ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, Message,
     PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryOffsetResponse,
     RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, SendMessageRequest,
-    SendMessageResponse, SendResultEntry,
-    UpdateOffsetRequest, UpdateOffsetResponse,
+    SendMessageResponse, SendResultEntry, UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
