@@ -329,6 +329,7 @@ impl TestCluster {
                 max_retries,
                 fifo,
                 backoff: backoff.map(str::to_owned),
+                priority_percent: None,
             }),
         )
         .await

@@ -9,7 +9,7 @@
 //! listener fails one message until the client dead-letters it; a failing listener on a
 //! concurrent PushConsumer, redelivered with growing attempts until `%DLQ%<group>`; tag and
 //! SQL filters on two PushConsumers; delay messages; transactions committed, rolled back and
-//! resolved by the client's checker. While the consumers still run, each push scenario waits
+//! resolved by the client's checker; recall of delay messages. While the consumers still run, each push scenario waits
 //! until the broker reports the group drained (no backlog, nothing in flight), so a message
 //! delivered more often than expected shows in the report.
 
@@ -451,11 +451,47 @@ async fn transaction(lang: Lang) {
     cluster.stop().await;
 }
 
+/// Recall: the client's recall of a pending delay message answers its id (again when
+/// repeated) and the message never arrives (a later marker does); a recall after delivery and
+/// a malformed handle fail with the server's reason.
+async fn recall(lang: Lang) {
+    let (cluster, topic, group) = node_with_topic("recall", 2, TopicType::Delay).await;
+    let s = spec(
+        &cluster,
+        json!({"topic": topic, "group": group, "delay_s": 3}),
+    );
+    let Some(report) = run(&cluster, lang, "recall", s, &[&group]).await else {
+        return;
+    };
+    let recalled_id = str_of(&report["sent"], "recalled");
+    for h in ["recalled", "marker"] {
+        assert!(
+            str_of(&report["handles"], h).contains('~'),
+            "{h}: a recall handle from the send: {report}"
+        );
+    }
+    for id in list(&report, "recalled") {
+        assert_eq!(id.as_str(), Some(recalled_id), "{report}");
+    }
+    let bodies: Vec<&str> = list(&report, "received")
+        .iter()
+        .map(|r| str_of(r, "body"))
+        .collect();
+    assert_eq!(bodies, ["marker"], "the recalled message never arrives");
+    assert_eq!(list(&report, "final"), &[] as &[Value]);
+    let late = str_of(&report["late"], "error");
+    assert!(late.contains("already delivered"), "{late}");
+    let bad = str_of(&report["bad"], "error");
+    assert!(bad.contains("malformed"), "{bad}");
+    cluster.stop().await;
+}
+
 both_clients!(
     produce_simple,
     fifo,
     push_retry,
     push_filters,
     delay,
-    transaction
+    transaction,
+    recall
 );

@@ -279,6 +279,7 @@ async fn create_group(cluster: &Cluster, group: &str) {
             max_retries: 16,
             fifo: false,
             backoff: Some("customized:100ms".to_owned()),
+            priority_percent: None,
         }),
     )
     .await

@@ -163,6 +163,7 @@ async fn deploy() -> HaDeployment {
                 max_retries: 16,
                 fifo,
                 backoff: None,
+                priority_percent: None,
             }),
         )
         .await

@@ -463,7 +463,7 @@ async fn given_invalid_input_when_building_or_sending_should_fail_with_typed_err
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_comet_without_recall_when_recalling_should_fail_as_unsupported() {
+async fn given_a_delay_message_when_recalled_should_answer_its_id_and_refuse_bad_handles() {
     let fx = Fixture::start("sdk-recall", 1, TopicType::Delay, GROUP).await;
     let topic = &fx.topic;
     let p = fx.producer().await;
@@ -479,22 +479,16 @@ async fn given_comet_without_recall_when_recalling_should_fail_as_unsupported() 
         .expect("delay send");
     let handle = r
         .recall_handle()
-        .unwrap_or("no-handle-from-server")
-        .to_owned();
+        .expect("a delay message has a recall handle");
+    let id = p.recall(topic, handle).await.expect("recalled");
+    assert_eq!(id, r.message_id());
+    // A malformed handle is the server's permanent BAD_REQUEST.
     let e = p
-        .recall(topic, &handle)
+        .recall(topic, "not-a-handle")
         .await
-        .expect_err("recall is not served");
-    assert!(
-        matches!(
-            e,
-            Error::Unsupported {
-                rpc: "RecallMessage",
-                ..
-            }
-        ),
-        "{e}"
-    );
+        .expect_err("malformed handle");
+    assert!(!e.is_retryable(), "{e}");
+    assert_eq!(e.code(), Some(40000), "{e}");
     p.shutdown().await;
     fx.cluster.stop().await;
 }

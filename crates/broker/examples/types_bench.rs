@@ -67,6 +67,7 @@ fn metadata() -> ClusterMetadata {
             max_retries: 16,
             retry_policy: None,
             fifo: true,
+            priority_percent: None,
         }],
         broker_sets: Vec::new(),
     }

@@ -24,6 +24,7 @@ use crate::outcome::{Failure, Unavailable};
 use crate::pop::{Delivery, PopRequest};
 use crate::pull::{PullRequest, PullResult};
 use crate::query::MessageQuery;
+use crate::recall::RecallRequest;
 use crate::send::{SendRequest, Sent};
 use crate::transaction::table::TransactionStats;
 use crate::transaction::{OrphanCheck, TransactionEnd};
@@ -273,6 +274,13 @@ impl BrokerApi {
     pub async fn group_progress(&self, group: &str, topic: &str) -> Answer<Vec<QueueProgress>> {
         let (inner, _call) = self.enter().await?;
         Ok(inner.group_progress(group, topic))
+    }
+
+    /// Recalls a delay message before its delivery time; returns its message id. Answers once
+    /// the recall is stored (and replicated per the replication mode).
+    pub async fn recall(&self, req: RecallRequest) -> Answer<String> {
+        let (inner, _call) = self.enter_writer().await?;
+        Ok(inner.recall(&req).await)
     }
 
     /// Where this broker set's instance shows as store host when a record carries none.

@@ -21,7 +21,7 @@ use crate::outcome::Failure;
 use crate::record::{MessageKind, NewMessage};
 use crate::sys::{
     SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ_ORIGIN_TOPIC,
-    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_TRACE_CONTEXT,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_TRACE_CONTEXT,
 };
 
 // ---------------------------------------------------------------------------- statuses
@@ -88,6 +88,7 @@ pub(crate) fn new_message(m: v2::Message) -> NewMessage {
         keys: sp.keys,
         message_group: sp.message_group,
         delivery_ms: sp.delivery_timestamp.as_ref().map(ts_to_ms),
+        priority: sp.priority,
         // A negative or malformed one is ignored (the broker's `transaction_timeout` applies),
         // as the proxy passes it through unchecked.
         recovery: sp
@@ -214,6 +215,7 @@ pub(crate) fn to_proto(m: &StoredMessage, d: Delivery<'_>) -> v2::Message {
             delivery_attempt: Some(i32::try_from(d.attempt).unwrap_or(i32::MAX)),
             message_group: sys(SYS_MESSAGE_GROUP).cloned(),
             trace_context: sys(SYS_TRACE_CONTEXT).cloned(),
+            priority: sys(SYS_PRIORITY).and_then(|s| s.parse::<i32>().ok()),
             dead_letter_queue,
             ..Default::default()
         }),

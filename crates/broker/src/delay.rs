@@ -17,8 +17,10 @@
 //! delivered, found delivered, or lost to retention. The done record is the one place where
 //! "this timer is done" is written; it is appended in the same atomic batch as the copies it
 //! covers, after them, so a log holding it holds the copies. A recall (cancel) of a pending
-//! timer is meant to write the same record: delivery already skips a timer whose done record
-//! exists.
+//! timer writes the same record, marked `TIMER_RECALLED` ([`Delays::recall`], under the same
+//! lock as a delivery round, so a timer is either delivered or recalled, never both): the
+//! timer stays in the wheel until it is due and is then committed without a copy. Replicas
+//! and a promoted replica read the recall as any done record.
 //!
 //! The wheel in `<data>/timer` is local derived state, rebuilt from that queue:
 //! - **Where to resume.** Each timer's cookie is its schedule record's queue offset, and the
@@ -57,11 +59,12 @@
 //! power loss the wheel is flushed at the commitlog's flush interval (ASYNC) or before the send
 //! is answered (SYNC), matching the commitlog's own contract.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use comet_store::timer::{TimerConfig, TimerEntry, TimerPayload, TimerStore};
-use comet_store::{Message, MessageStore, Properties, StoreError};
+use comet_store::{AppendResult, Message, MessageStore, Properties, StoreError};
 use comet_vocab::system::TIMER_TOPIC;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -71,7 +74,7 @@ use crate::meta::{Access, MetaIndex};
 use crate::record::MessageKind;
 use crate::sys::{
     SYS_DELIVERY_TIMESTAMP, SYS_MESSAGE_TYPE, SYS_TIMER_DONE, SYS_TIMER_ORIGIN,
-    SYS_TIMER_REAL_QUEUE_ID, SYS_TIMER_REAL_TOPIC, TIMER_DONE_KEY as DONE_KEY,
+    SYS_TIMER_REAL_QUEUE_ID, SYS_TIMER_REAL_TOPIC, SYS_TIMER_RECALLED, TIMER_DONE_KEY as DONE_KEY,
 };
 
 /// Most due timers a replica holds while it waits for their done records.
@@ -91,7 +94,32 @@ pub struct TimerStats {
     pub deduplicated: u64,
     /// Due timers whose stored message was gone (retention) or unreadable.
     pub lost: u64,
+    /// Timers recalled since the broker opened (they count as pending until their time).
+    pub recalled: u64,
 }
+
+/// What became of a recall of one timer ([`Delays::recall`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecallOutcome {
+    /// Recalled by this call: its record ends the log below `end`.
+    Recalled { end: i64 },
+    /// Recalled before (a repeated recall).
+    AlreadyRecalled,
+    /// Delivered to its topic before the recall.
+    Delivered,
+    /// The index did not catch up with the log in time: nothing was written; retry.
+    IndexLagging,
+}
+
+/// How a timer was finished, according to its done records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finished {
+    Delivered,
+    Recalled,
+}
+
+/// Longest a recall waits for the index to hold what the log holds.
+const RECALL_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The timer wheel and the bookkeeping of its delivery task.
 pub(crate) struct Delays {
@@ -110,6 +138,13 @@ pub(crate) struct Delays {
     next_wake: AtomicI64,
     /// Woken when a timer due before `next_wake` is scheduled.
     pub wake: Notify,
+    /// Held by a delivery round (per batch) and by a recall: one timer is delivered or
+    /// recalled, never both.
+    settle: Mutex<()>,
+    /// Timers recalled since the open whose wheel entry is not yet due: delivery skips them
+    /// without an index lookup (own timers skip it; inherited ones find the recall record).
+    recalled_pending: Mutex<HashSet<i64>>,
+    recalled: AtomicU64,
     delivered: AtomicU64,
     deduplicated: AtomicU64,
     lost: AtomicU64,
@@ -142,6 +177,9 @@ impl Delays {
             backlog: Mutex::new(Vec::new()),
             next_wake: AtomicI64::new(i64::MIN),
             wake: Notify::new(),
+            settle: Mutex::new(()),
+            recalled_pending: Mutex::new(HashSet::new()),
+            recalled: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             deduplicated: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -154,6 +192,36 @@ impl Delays {
             delivered: self.delivered.load(Ordering::Relaxed),
             deduplicated: self.deduplicated.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
+            recalled: self.recalled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Recalls the pending timer whose schedule record is at `origin` (blocking): appends its
+    /// recall record unless it was delivered or recalled already. The caller has checked that
+    /// `origin` holds a schedule record.
+    ///
+    /// # Errors
+    /// Store errors of the index lookup or the append; nothing was recalled.
+    pub fn recall(&self, store: &MessageStore, origin: i64) -> Result<RecallOutcome, StoreError> {
+        let _settle = self.settle.lock();
+        if self.recalled_pending.lock().contains(&origin) {
+            return Ok(RecallOutcome::AlreadyRecalled);
+        }
+        // Every delivery round before this lock is in the log; the lookup needs it indexed.
+        if !store.wait_dispatched(store.write_offset(), RECALL_INDEX_WAIT) {
+            return Ok(RecallOutcome::IndexLagging);
+        }
+        match finished(store, origin)? {
+            Some(Finished::Recalled) => Ok(RecallOutcome::AlreadyRecalled),
+            Some(Finished::Delivered) => Ok(RecallOutcome::Delivered),
+            None => {
+                let a: AppendResult = store.append(&recall_record(origin))?;
+                self.recalled_pending.lock().insert(origin);
+                self.recalled.fetch_add(1, Ordering::Relaxed);
+                Ok(RecallOutcome::Recalled {
+                    end: a.physical_offset + i64::from(a.size),
+                })
+            }
         }
     }
 
@@ -336,6 +404,7 @@ impl Delays {
         let mut done = 0usize;
         let mut result = Ok(());
         'outer: for chunk in entries.chunks(DELIVER_BATCH) {
+            let settle = self.settle.lock();
             let mut records = Vec::with_capacity(chunk.len() + 1);
             for e in chunk {
                 match self.prepare(store, idx, e, retry) {
@@ -354,6 +423,16 @@ impl Delays {
                 result = Err(err);
                 break;
             }
+            {
+                // Their done record is written: the wheel entries are finished.
+                let mut recalled = self.recalled_pending.lock();
+                if !recalled.is_empty() {
+                    for e in chunk {
+                        recalled.remove(&e.payload.commit_log_offset);
+                    }
+                }
+            }
+            drop(settle);
             self.delivered.fetch_add(copies, Ordering::Relaxed);
             done += chunk.len();
             // Cumulative: covers every entry before it. Should it fail, the chunk is delivered
@@ -384,6 +463,13 @@ impl Delays {
         retry: bool,
     ) -> Result<Option<Message>, StoreError> {
         let offset = e.payload.commit_log_offset;
+        if self.recalled_pending.lock().contains(&offset) {
+            tracing::debug!(
+                physical_offset = offset,
+                "recalled delay message not delivered"
+            );
+            return Ok(None);
+        }
         let stored = match store.read(offset) {
             Ok(m) => m,
             Err(StoreError::OffsetOutOfRange { .. }) => {
@@ -412,7 +498,19 @@ impl Delays {
         };
         let inherited = i64::try_from(e.payload.cookie)
             .map_or(true, |q| q < self.own_from.load(Ordering::Acquire));
-        if ((retry || inherited) && is_done(store, offset)?)
+        let done = if retry || inherited {
+            finished(store, offset)?
+        } else {
+            None
+        };
+        if done == Some(Finished::Recalled) {
+            tracing::debug!(
+                physical_offset = offset,
+                "recalled delay message not delivered"
+            );
+            return Ok(None);
+        }
+        if done.is_some()
             || ((retry || e.deliver_at_ms <= self.opened_ms)
                 && already_delivered(store, &rec, offset)?)
         {
@@ -480,12 +578,48 @@ fn done_record(chunk: &[TimerEntry]) -> Message {
     }
 }
 
+/// The recall record of the timer whose schedule record is at `origin`: a done record of that
+/// one timer, marked recalled.
+fn recall_record(origin: i64) -> Message {
+    let mut system = std::collections::BTreeMap::new();
+    system.insert(SYS_TIMER_DONE.to_owned(), "1".to_owned());
+    system.insert(SYS_TIMER_RECALLED.to_owned(), "true".to_owned());
+    Message {
+        topic: TIMER_TOPIC.to_owned(),
+        queue_id: 0,
+        flags: 0,
+        born_timestamp: now_ms(),
+        born_host: comet_store::record::UNKNOWN_HOST,
+        reconsume_times: 0,
+        properties: Properties {
+            message_id: format!("{DONE_KEY}{origin}"),
+            keys: vec![format!("{DONE_KEY}{origin}")],
+            system,
+            ..Default::default()
+        },
+        body: bytes::Bytes::new(),
+    }
+}
+
 /// Whether the log holds a done record for the timer whose schedule record is at `origin`.
 fn is_done(store: &MessageStore, origin: i64) -> Result<bool, StoreError> {
-    Ok(store
-        .query_by_key(TIMER_TOPIC, &format!("{DONE_KEY}{origin}"), 4, 0, i64::MAX)?
-        .iter()
-        .any(|m| m.message.properties.system.contains_key(SYS_TIMER_DONE)))
+    Ok(finished(store, origin)?.is_some())
+}
+
+/// How the timer whose schedule record is at `origin` was finished according to its done
+/// records (a recall record wins: a later delivery round skipped it), if it was.
+fn finished(store: &MessageStore, origin: i64) -> Result<Option<Finished>, StoreError> {
+    let mut found = None;
+    for m in store.query_by_key(TIMER_TOPIC, &format!("{DONE_KEY}{origin}"), 4, 0, i64::MAX)? {
+        let sys = &m.message.properties.system;
+        if sys.contains_key(SYS_TIMER_RECALLED) {
+            return Ok(Some(Finished::Recalled));
+        }
+        if sys.contains_key(SYS_TIMER_DONE) {
+            found = Some(Finished::Delivered);
+        }
+    }
+    Ok(found)
 }
 
 /// Whether the real topic already holds the copy of the timer record at `origin`.
@@ -527,6 +661,17 @@ pub(crate) fn from_timer_record(m: &Message, origin: i64, idx: &MetaIndex) -> Op
     rec.topic = topic;
     rec.queue_id = queue_id;
     Some(rec)
+}
+
+/// The topic a schedule record delivers to; `None` when `m` is no schedule record.
+pub(crate) fn scheduled_topic(m: &Message) -> Option<&str> {
+    if m.topic != TIMER_TOPIC || m.properties.system.contains_key(SYS_TIMER_DONE) {
+        return None;
+    }
+    m.properties
+        .system
+        .get(SYS_TIMER_REAL_TOPIC)
+        .map(String::as_str)
 }
 
 /// The delivery time of a converted record, if it carries one.

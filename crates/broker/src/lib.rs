@@ -39,6 +39,12 @@
 //!   the message under `rmq_sys_wheel_timer` and schedules it in the store's persisted timer
 //!   wheel; when due it is appended to its topic (ms precision). Exactly once across restarts.
 //!   A time in the past delivers at once.
+//! - **Recall** ([`RecallRequest`]): a delay message's send answers a recall handle
+//!   (`"<broker_set>~..."`, `recall::handle`); RecallMessage cancels the timer before its
+//!   delivery by appending a recall record to the timer queue (a done record marked recalled,
+//!   under the same lock as delivery), so replicas, restarts and a promoted replica honour it.
+//!   A repeated recall is OK; a delivered, unknown, other-topic or malformed handle is refused
+//!   with NOT_FOUND or BAD_REQUEST and a message that says which.
 //! - **FIFO groups** (`Group.fifo`): per queue, at most one message of a message group is out
 //!   at a time, in queue order; later ones are *held* and released when it is acked or
 //!   dead-lettered (an un-acked one is redelivered first). Other message groups proceed.
@@ -54,7 +60,13 @@
 //!   sends are acknowledged once every member of the sync-state set holds them
 //!   (HA_NOT_AVAILABLE / SLAVE_PERSISTENCE_TIMEOUT otherwise); the master's writes are fenced
 //!   by its controller lease; a returning broker cuts its divergent tail before following.
-//! - **Not supported**: LITE and PRIORITY messages (UNSUPPORTED).
+//! - **Priority** (RIP-80): on a PRIORITY topic a message of priority p goes to queue
+//!   `min(p, queue_count - 1)` of this broker set (`comet_vocab::limits::priority_queue`), and
+//!   a pop of every queue visits the highest queue first, so with a backlog a group gets the
+//!   higher priorities first (strict within the set); the group's `priority_percent` (absent:
+//!   100) is the share of pops that do, the others go round-robin (0 disables priority).
+//!   Priorities are checked by `comet_vocab::limits::check_priority`.
+//! - **Not supported**: LITE messages (UNSUPPORTED).
 //!
 //! # Layout
 //! One module per operation over one engine; imports run one way, top to bottom:
@@ -66,7 +78,7 @@
 //!  service (BrokerGrpc: the comet.v1 adapter) + convert (protobuf ↔ the broker's types)
 //!  api (BrokerApi: every operation as Comet's types; admission, role switching)
 //!  tasks::{revive, timer, checks, persist, replica}           background loops
-//!  send · pop · ack · dead_letter · transaction · pull · offsets · query   the operations
+//!  send · pop · ack · dead_letter · transaction · recall · pull · offsets · query   the operations
 //!  state_log (consumer-state writes and waits)
 //!  engine (Inner: open, store, call admission, receipt handles)
 //!  delay (timer wheel) · transaction::{table, pending, record, id} · ha::{tracker, role,
@@ -86,12 +98,13 @@
 //! - `engine`: `Inner`, the state of one broker instance, and what every operation
 //!   needs from it. Each operation module adds its own `impl Inner` and never calls another
 //!   operation's module, except `pop` → `pull` (queue and group checks) and `offsets`/`query`
-//!   → `pull` (the same checks and the plain message of a read); the revive task calls
-//!   `dead_letter`.
+//!   → `pull` (the same checks and the plain message of a read) and `send` → `recall` (the
+//!   recall handle of a delay message); the revive task calls `dead_letter`.
 //! - `send`: Send (now, delayed, half message); `pop`: PopMessage; `ack`: AckMessage and
 //!   ChangeInvisibleDuration; `dead_letter`: ForwardMessageToDeadLetterQueue and the revive
 //!   task's moves; `transaction`: EndTransaction over its table (`transaction::table`), the
-//!   in-memory `pending` set, its commitlog `record`s and transaction `id`s; `pull`:
+//!   in-memory `pending` set, its commitlog `record`s and transaction `id`s; `recall`:
+//!   RecallMessage and its handles (`recall::handle`), over `delay`'s recall record; `pull`:
 //!   PullMessage; `offsets`: UpdateOffset, GetOffset, QueryOffset and the admin ResetOffset /
 //!   GetConsumerProgress (a group's offset is its POP consumer state, so it is persisted with
 //!   it); `query`: the admin QueryMessage (by id, key, queue offset).
@@ -178,6 +191,7 @@ mod persist;
 mod pop;
 mod pull;
 mod query;
+mod recall;
 mod record;
 mod send;
 mod service;
@@ -203,13 +217,15 @@ pub use outcome::{Code, Failure, Unavailable};
 pub use pop::{Delivery, PopRequest};
 pub use pull::{PullRequest, PullResult, PullStatus};
 pub use query::{DEFAULT_KEY_RESULTS, MAX_KEY_RESULTS, MessageQuery};
+pub use recall::RecallRequest;
 pub use record::{MessageKind, NewMessage};
 pub use send::{SendRequest, Sent};
 pub use service::{BrokerGrpc, TransactionCheckStream};
 pub use sys::{
     SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
     SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
-    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_TIMER_ORIGIN, SYS_TRACE_CONTEXT, SYS_TRANSACTION_ID,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_TIMER_ORIGIN, SYS_TRACE_CONTEXT,
+    SYS_TRANSACTION_ID,
 };
 pub use transaction::table::TransactionStats;
 pub use transaction::{Decision, OrphanCheck, TransactionEnd};

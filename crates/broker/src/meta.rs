@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use comet_proto::apache::rocketmq::v2::Permission;
-use comet_proto::comet::v1::ClusterMetadata;
+use comet_proto::comet::v1::{ClusterMetadata, TopicMessageType};
 use comet_vocab::system;
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -20,6 +20,8 @@ pub(crate) struct TopicView {
     pub queue_count: u32,
     pub readable: bool,
     pub writable: bool,
+    /// A PRIORITY topic: a message's queue is its priority, pops take the highest first.
+    pub priority: bool,
 }
 
 /// A consumer group's policies.
@@ -29,6 +31,8 @@ pub(crate) struct GroupView {
     pub backoff: Backoff,
     /// Messages of one message group are handed out one at a time, in order.
     pub fifo: bool,
+    /// PRIORITY topics: the percentage of pops that take the highest priority first.
+    pub priority_percent: u32,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +65,7 @@ impl MetaIndex {
                         queue_count,
                         readable,
                         writable,
+                        priority: t.message_type == TopicMessageType::Priority as i32,
                     },
                 )
             })
@@ -75,6 +80,7 @@ impl MetaIndex {
                         max_retries: g.max_retries,
                         backoff: Backoff::from_policy(g.retry_policy.as_ref()),
                         fifo: g.fifo,
+                        priority_percent: g.priority_percent.unwrap_or(100).min(100),
                     },
                 )
             })
@@ -84,6 +90,11 @@ impl MetaIndex {
 
     pub fn group(&self, name: &str) -> Option<&GroupView> {
         self.groups.get(name)
+    }
+
+    /// Whether `topic` is a PRIORITY topic.
+    pub fn is_priority_topic(&self, topic: &str) -> bool {
+        self.topics.get(topic).is_some_and(|t| t.priority)
     }
 
     /// Queue ids of `topic` this broker serves for the given access, or the in-body error.

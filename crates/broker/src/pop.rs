@@ -1,7 +1,9 @@
 //! Pop (POP-style receive): per (group, topic, queue) the broker keeps a pop offset and the
 //! set of messages in flight. A pop first redelivers in-flight messages whose invisible
 //! deadline passed (`delivery_attempt + 1`), then hands out new messages in queue order,
-//! filtered by tag or SQL92; queue id -1 visits every queue of the topic here round-robin.
+//! filtered by tag or SQL92; queue id -1 visits every queue of the topic here round-robin
+//! (a PRIORITY topic: highest queue, that is highest priority, first, for the group's
+//! `priority_percent` of pops).
 //! With nothing to hand out it long-polls on the topic's arrival channel until the request's
 //! long-polling timeout.
 //!
@@ -192,13 +194,24 @@ impl Inner {
         invisible: Duration,
     ) -> Result<(Vec<Delivery>, bool), Failure> {
         let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        let by_priority = queues.len() > 1 && {
+            let idx = self.meta.index();
+            idx.is_priority_topic(topic)
+                && start % 100 < idx.group(group).map_or(100, |g| g.priority_percent) as usize
+        };
         let mut out = Vec::new();
         let mut more = false;
         for i in 0..queues.len() {
             if out.len() >= batch {
                 break;
             }
-            let queue_id = queues[(start + i) % queues.len()];
+            // A PRIORITY topic's queue id is its priority: highest first (for the group's
+            // `priority_percent` of pops), else round-robin.
+            let queue_id = if by_priority {
+                queues[queues.len() - 1 - i]
+            } else {
+                queues[(start + i) % queues.len()]
+            };
             let key = QueueKey {
                 group: group.to_owned(),
                 topic: topic.to_owned(),

@@ -13,11 +13,12 @@ use crate::outcome::{Code, Failure};
 use crate::sys::{
     SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
     SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
-    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_RECOVERY_MS, SYS_TRACE_CONTEXT,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_RECOVERY_MS, SYS_TRACE_CONTEXT,
 };
+use comet_vocab::limits;
 
-/// RocketMQ's message types. The broker stores NORMAL, FIFO, DELAY and TRANSACTION messages;
-/// LITE and PRIORITY are refused (UNSUPPORTED).
+/// RocketMQ's message types. The broker stores NORMAL, FIFO, DELAY, TRANSACTION and PRIORITY
+/// messages; LITE is refused (UNSUPPORTED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
     /// An ordinary message.
@@ -30,7 +31,7 @@ pub enum MessageKind {
     Transaction,
     /// A lite-topic message (not supported).
     Lite,
-    /// A priority message (not supported).
+    /// A message with a priority (PRIORITY topics: higher priorities are handed out first).
     Priority,
 }
 
@@ -82,6 +83,8 @@ pub struct NewMessage {
     pub message_group: Option<String>,
     /// When to deliver, ms since the epoch (DELAY).
     pub delivery_ms: Option<i64>,
+    /// The priority (PRIORITY; 0 or more, higher first).
+    pub priority: Option<i32>,
     /// How long a TRANSACTION stays unchecked at least (the producer's
     /// `orphaned_transaction_recovery_duration`).
     pub recovery: Option<Duration>,
@@ -109,10 +112,21 @@ fn parse_host(s: &str) -> SocketAddr {
     comet_store::record::UNKNOWN_HOST
 }
 
+/// The priority a record was stored with (PRIORITY messages).
+pub(crate) fn priority(rec: &Message) -> Option<i32> {
+    rec.properties
+        .system
+        .get(SYS_PRIORITY)
+        .and_then(|s| s.parse().ok())
+}
+
 /// Builds the store record of a message to send. `queue_id` is already validated.
 ///
 /// # Errors
-/// ILLEGAL_MESSAGE_ID without a message id; UNSUPPORTED for LITE and PRIORITY messages.
+/// ILLEGAL_MESSAGE_ID without a message id; UNSUPPORTED for LITE messages; for PRIORITY ones
+/// (or any with a priority) `comet_vocab::limits::check_priority`'s rule: BAD_REQUEST below
+/// zero, MESSAGE_PROPERTY_CONFLICT_WITH_TYPE with a message group or delivery time, or
+/// without a priority.
 pub(crate) fn to_record(msg: NewMessage, now: i64) -> Result<Message, Failure> {
     if msg.message_id.is_empty() {
         return Err(Failure::new(Code::IllegalMessageId, "message_id is empty"));
@@ -120,14 +134,40 @@ pub(crate) fn to_record(msg: NewMessage, now: i64) -> Result<Message, Failure> {
     let kind = match msg.kind {
         None if msg.message_group.is_some() => MessageKind::Fifo,
         None if msg.delivery_ms.is_some() => MessageKind::Delay,
+        None if msg.priority.is_some() => MessageKind::Priority,
         None => MessageKind::Normal,
-        Some(k @ (MessageKind::Lite | MessageKind::Priority)) => {
+        Some(k @ MessageKind::Lite) => {
             return Err(Failure::new(
                 Code::Unsupported,
                 format!("message type {} is not supported", k.name()),
             ));
         }
         Some(k) => k,
+    };
+    let priority = match (kind, msg.priority) {
+        (MessageKind::Priority, None) => {
+            return Err(Failure::new(
+                Code::MessagePropertyConflictWithType,
+                "a PRIORITY message needs a priority",
+            ));
+        }
+        (MessageKind::Priority, Some(p)) => {
+            let peers = limits::PriorityPeers {
+                message_group: msg.message_group.as_ref().is_some_and(|g| !g.is_empty()),
+                delivery_time: msg.delivery_ms.is_some(),
+                lite_topic: false,
+            };
+            limits::check_priority(p, peers).map_err(|e| {
+                let code = match e {
+                    comet_vocab::Error::NegativePriority { .. } => Code::BadRequest,
+                    _ => Code::MessagePropertyConflictWithType,
+                };
+                Failure::new(code, e.to_string())
+            })?;
+            Some(p)
+        }
+        // A priority on a message of another type means nothing (as upstream's broker).
+        (_, _) => None,
     };
     let mut system = BTreeMap::new();
     system.insert(SYS_MESSAGE_TYPE.to_owned(), kind.name().to_owned());
@@ -136,6 +176,9 @@ pub(crate) fn to_record(msg: NewMessage, now: i64) -> Result<Message, Failure> {
     }
     if let Some(at) = msg.delivery_ms {
         system.insert(SYS_DELIVERY_TIMESTAMP.to_owned(), at.to_string());
+    }
+    if let Some(p) = priority {
+        system.insert(SYS_PRIORITY.to_owned(), p.to_string());
     }
     if let Some(d) = msg.recovery.filter(|_| kind == MessageKind::Transaction) {
         system.insert(

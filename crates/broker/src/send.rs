@@ -35,6 +35,8 @@ pub struct Sent {
     pub offset: i64,
     /// A TRANSACTION message's transaction id (`"<broker_set>~..."`).
     pub transaction_id: Option<String>,
+    /// A delay message's recall handle (`"<broker_set>~..."`, see `BrokerApi::recall`).
+    pub recall_handle: Option<String>,
 }
 
 impl Inner {
@@ -104,14 +106,32 @@ impl Inner {
             Self::fill(&mut results, &now_records.1, appended, |a| SendOk {
                 offset: a.queue_offset,
                 transaction_id: None,
+                recall_handle: None,
                 end: a.physical_offset + i64::from(a.size),
             })?;
         }
         if !delayed.0.is_empty() {
+            let handles: Vec<_> = delayed
+                .0
+                .iter()
+                .map(|(rec, at)| (rec.topic.clone(), rec.properties.message_id.clone(), *at))
+                .collect();
             let appended = self.append_delayed(delayed.0, now).await;
-            Self::fill(&mut results, &delayed.1, appended, |a| SendOk {
+            let appended = appended.map(|v| {
+                v.into_iter()
+                    .zip(handles)
+                    .map(|(r, (topic, id, at))| {
+                        r.map(|a| {
+                            let handle = self.recall_handle(a.physical_offset, at, &topic, &id);
+                            (a, handle)
+                        })
+                    })
+                    .collect()
+            });
+            Self::fill(&mut results, &delayed.1, appended, |(a, handle)| SendOk {
                 offset: a.queue_offset,
                 transaction_id: None,
+                recall_handle: Some(handle),
                 end: a.physical_offset + i64::from(a.size),
             })?;
         }
@@ -126,6 +146,7 @@ impl Inner {
                 r.map(|ok| Sent {
                     offset: ok.offset,
                     transaction_id: ok.transaction_id,
+                    recall_handle: ok.recall_handle,
                 })
             })
             .collect()))
@@ -238,6 +259,7 @@ impl Inner {
                     r.map(|a| SendOk {
                         offset: a.queue_offset,
                         transaction_id: Some(tx.add(a.queue_offset, a.physical_offset, rec, now)),
+                        recall_handle: None,
                         end: a.physical_offset + i64::from(a.size),
                     })
                 })
@@ -267,7 +289,13 @@ impl Inner {
                 ),
             ));
         }
-        let rec = record::to_record(m, now)?;
+        let mut rec = record::to_record(m, now)?;
+        if idx.is_priority_topic(&rec.topic)
+            && let Some(p) = record::priority(&rec)
+        {
+            // RIP-80: on a PRIORITY topic a message's queue here is its priority.
+            rec.queue_id = limits::priority_queue(p, queue_count);
+        }
         let at = delay::delivery_ms(&rec);
         if delay::is_transaction(&rec) {
             if at.is_some() {
@@ -306,6 +334,7 @@ pub(crate) enum AppendFail {
 pub(crate) struct SendOk {
     pub offset: i64,
     pub transaction_id: Option<String>,
+    pub recall_handle: Option<String>,
     /// End of the record in the commitlog (what replicas must hold).
     pub end: i64,
 }

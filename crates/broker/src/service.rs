@@ -8,9 +8,9 @@ use comet_proto::apache::rocketmq::v2::{
     ChangeInvisibleDurationResponse, Code, EndTransactionRequest, EndTransactionResponse,
     ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
     GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest,
-    QueryOffsetResponse, ReceiveMessageRequest, SendMessageRequest, SendMessageResponse,
-    SendResultEntry, TransactionResolution, TransactionSource, UpdateOffsetRequest,
-    UpdateOffsetResponse,
+    QueryOffsetResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest,
+    SendMessageRequest, SendMessageResponse, SendResultEntry, TransactionResolution,
+    TransactionSource, UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
@@ -36,6 +36,7 @@ use crate::outcome::{Failure, Unavailable};
 use crate::pop::PopRequest;
 use crate::pull::{PullRequest, PullStatus};
 use crate::query::MessageQuery;
+use crate::recall::RecallRequest;
 use crate::send::SendRequest;
 use crate::transaction::table::TransactionStats;
 use crate::transaction::{Decision, TransactionEnd};
@@ -596,6 +597,28 @@ impl BrokerService for BrokerGrpc {
             },
         }))
     }
+
+    async fn recall_message(
+        &self,
+        request: Request<RecallMessageRequest>,
+    ) -> Result<Response<RecallMessageResponse>, Status> {
+        let req = request.into_inner();
+        let recall = RecallRequest {
+            topic: name(req.topic.as_ref()),
+            handle: req.recall_handle,
+        };
+        let recalled = self.api.recall(recall).await.map_err(unavailable)?;
+        Ok(Response::new(match recalled {
+            Ok(message_id) => RecallMessageResponse {
+                status: Some(ok()),
+                message_id,
+            },
+            Err(f) => RecallMessageResponse {
+                status: Some(failed(f)),
+                message_id: String::new(),
+            },
+        }))
+    }
 }
 
 /// One entry per message of the request: the status, the message id as sent, and for a
@@ -612,7 +635,7 @@ fn send_entries(
                 message_id,
                 transaction_id: sent.transaction_id.unwrap_or_default(),
                 offset: sent.offset,
-                recall_handle: String::new(),
+                recall_handle: sent.recall_handle.unwrap_or_default(),
             },
             Err(f) => SendResultEntry {
                 status: Some(failed(f)),

@@ -16,6 +16,8 @@ pub const SYS_MESSAGE_TYPE: &str = "MESSAGE_TYPE";
 pub const SYS_MESSAGE_GROUP: &str = "MESSAGE_GROUP";
 /// Delivery time, ms since the epoch.
 pub const SYS_DELIVERY_TIMESTAMP: &str = "DELIVERY_TIMESTAMP";
+/// A PRIORITY message's priority (0 or more; higher first).
+pub const SYS_PRIORITY: &str = "PRIORITY";
 /// Trace context.
 pub const SYS_TRACE_CONTEXT: &str = "TRACE_CONTEXT";
 /// The producer's host exactly as it sent it (may be a host name).
@@ -48,6 +50,8 @@ pub(crate) const SYS_TIMER_REAL_QUEUE_ID: &str = "TIMER_REAL_QUEUE_ID";
 pub const SYS_TIMER_ORIGIN: &str = "TIMER_ORIGIN";
 /// On a done record: the number of timers it finishes (one index key per timer).
 pub const SYS_TIMER_DONE: &str = "TIMER_DONE";
+/// On a done record: present (`true`) when it is a recall, not a delivery.
+pub(crate) const SYS_TIMER_RECALLED: &str = "TIMER_RECALLED";
 /// Index key prefix of a done record, followed by the schedule record's commitlog offset.
 pub(crate) const TIMER_DONE_KEY: &str = "timer-done:";
 

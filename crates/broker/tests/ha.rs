@@ -755,3 +755,53 @@ async fn given_unresolved_transactions_when_the_master_is_lost_should_be_checked
     drop(checks_a);
     b.stop(false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_recalled_delay_messages_when_the_master_is_lost_should_stay_recalled_on_the_new_master()
+ {
+    let mut pair = Some(Pair::bind().await);
+    let far = std::time::Instant::now() + Duration::from_secs(3600);
+    let (_lease_tx, lease) = watch::channel(Some(far));
+    let (a, b) = synced_pair(&mut pair, &lease).await;
+    let p = pair.unwrap();
+
+    let t0 = now_ms();
+    let r = send(
+        &a.svc(),
+        vec![
+            delayed("recalled-on-a", t0 + 2000),
+            delayed("recalled-on-b", t0 + 6000),
+            delayed("kept", t0 + 7000),
+        ],
+    )
+    .await;
+    assert!(
+        r.entries.iter().all(|e| code(&e.status) == Code::Ok),
+        "{r:?}"
+    );
+    let handles: Vec<String> = r.entries.iter().map(|e| e.recall_handle.clone()).collect();
+    // SYNC replication: the recall answers once the replica holds its record.
+    let (c, m, _) = recall(&a.svc(), "t", &handles[0]).await;
+    assert_eq!(c, Code::Ok, "{m}");
+    a.stop(true).await;
+    elect(&p.ctl, 1, 2, 0);
+    wait_role(&b, HaRole::Master, 2).await;
+    let b_svc = b.svc();
+    // The new master holds the same log: the old master's handles recall here.
+    let (c, m, id) = recall(&b_svc, "t", &handles[1]).await;
+    // Alone in its sync-state set (min 2) it stores the recall but cannot confirm it.
+    assert!(matches!(c, Code::Ok | Code::HaNotAvailable), "{c:?}: {m}");
+    if c == Code::Ok {
+        assert_eq!(id, "recalled-on-b");
+    }
+    let (c, m, _) = recall(&b_svc, "t", &handles[0]).await;
+    assert_eq!(c, Code::Ok, "the recall on the old master holds: {m}");
+    wait_has(&b, "kept").await;
+    let got = pull_all(&b).await;
+    assert_eq!(copies(&got, "recalled-on-a"), 0);
+    assert_eq!(copies(&got, "recalled-on-b"), 0);
+    assert_eq!(copies(&got, "kept"), 1);
+    let (c, m, _) = recall(&b_svc, "t", &handles[2]).await;
+    assert_eq!(c, Code::NotFound, "{m}");
+    b.stop(false).await;
+}

@@ -576,7 +576,7 @@ async fn given_bad_requests_when_called_should_answer_clear_codes() {
     )
     .await;
     assert_eq!(code(&r.status), Code::IllegalConsumerGroup);
-    // LITE and PRIORITY messages are refused.
+    // LITE messages are refused.
     let mut lite = msg("t", 0, "lite", None, "b");
     lite.system_properties.as_mut().unwrap().message_type =
         comet_proto::apache::rocketmq::v2::MessageType::Lite as i32;

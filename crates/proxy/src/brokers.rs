@@ -15,8 +15,8 @@ use comet_proto::apache::rocketmq::v2::{
     ChangeInvisibleDurationResponse, EndTransactionRequest, EndTransactionResponse,
     ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
     GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetRequest,
-    QueryOffsetResponse, ReceiveMessageRequest, SendMessageRequest, SendMessageResponse,
-    UpdateOffsetRequest, UpdateOffsetResponse,
+    QueryOffsetResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest,
+    SendMessageRequest, SendMessageResponse, UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 pub use comet_proto::comet::v1::broker_service_server::BrokerService;
@@ -283,6 +283,13 @@ impl BrokerService for RemoteBroker {
             .watch_transaction_checks(request)
             .await?;
         Ok(response.map(|s| s.boxed()))
+    }
+
+    async fn recall_message(
+        &self,
+        request: Request<RecallMessageRequest>,
+    ) -> Result<Response<RecallMessageResponse>, Status> {
+        self.client.clone().recall_message(request).await
     }
 }
 

@@ -29,12 +29,13 @@
 //! - Business errors are in-body statuses with gRPC OK, with upstream's code for each cause;
 //!   every outgoing status passes `status::for_client` once, so only codes the Rust 5.0.0
 //!   client knows are ever sent to Rust clients. gRPC errors only for RPCs not served
-//!   (UNIMPLEMENTED: RecallMessage, SyncLiteSubscription) and for telemetry settings upstream
+//!   (UNIMPLEMENTED: SyncLiteSubscription) and for telemetry settings upstream
 //!   refuses (INVALID_ARGUMENT, which ends the stream).
 //! - Transaction checks: every served proxy watches every broker set with a live master
 //!   (`WatchTransactionChecks`) and hands each check to one live telemetry stream of a producer
 //!   that publishes the topic; EndTransaction goes to the broker set named by the transaction
-//!   id's `"<broker_set>~"` prefix, so any proxy can resolve any transaction.
+//!   id's `"<broker_set>~"` prefix, so any proxy can resolve any transaction; RecallMessage
+//!   goes to the set named by the recall handle's prefix the same way.
 //! - Every unary response has a status; ack and send answers have one entry per request
 //!   entry; a ReceiveMessage stream is `[status, message..., delivery_timestamp]` and a
 //!   PullMessage stream `[status, message..., next_offset]` on every path; every frame sets

@@ -213,6 +213,7 @@ pub(crate) fn accepted_types(topic: &Topic) -> Vec<MessageType> {
         Ok(TopicMessageType::Fifo) => vec![MessageType::Fifo],
         Ok(TopicMessageType::Delay) => vec![MessageType::Delay],
         Ok(TopicMessageType::Transaction) => vec![MessageType::Transaction],
+        Ok(TopicMessageType::Priority) => vec![MessageType::Priority],
         // UNSPECIFIED is treated like MIXED: the topic states no restriction.
         Ok(TopicMessageType::Mixed | TopicMessageType::Unspecified) | Err(_) => vec![
             MessageType::Normal,

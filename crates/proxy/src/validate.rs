@@ -294,9 +294,25 @@ pub(crate) fn message(
     let message_type = match declared {
         MessageType::Unspecified if message_group.is_some() => MessageType::Fifo,
         MessageType::Unspecified if delivery.is_some() => MessageType::Delay,
+        MessageType::Unspecified if sys.priority.is_some() => MessageType::Priority,
         MessageType::Unspecified => MessageType::Normal,
         t => t,
     };
+    if let Some(priority) = sys.priority {
+        // RIP-80's rule, as the clients check it (comet_vocab).
+        let peers = limits::PriorityPeers {
+            message_group: message_group.is_some(),
+            delivery_time: delivery.is_some(),
+            lite_topic: sys.lite_topic.as_deref().is_some_and(|l| !l.is_empty()),
+        };
+        limits::check_priority(priority, peers).map_err(|e| {
+            let code = match e {
+                comet_vocab::Error::NegativePriority { .. } => Code::BadRequest,
+                _ => Code::MessagePropertyConflictWithType,
+            };
+            Failure::new(code, e.to_string())
+        })?;
+    }
     let conflict = match message_type {
         MessageType::Normal if message_group.is_some() => {
             Some("a NORMAL message must not carry a message group; send it as FIFO")
@@ -319,9 +335,13 @@ pub(crate) fn message(
         MessageType::Transaction if delivery.is_some() => {
             Some("a TRANSACTION message must not carry a delivery timestamp")
         }
-        MessageType::Lite | MessageType::Priority => {
-            Some("LITE and PRIORITY messages are not supported")
+        MessageType::Priority if sys.priority.is_none() => {
+            Some("a PRIORITY message needs a priority")
         }
+        MessageType::Normal | MessageType::Transaction if sys.priority.is_some() => Some(
+            "only a PRIORITY message carries a priority; send it as PRIORITY to a PRIORITY topic",
+        ),
+        MessageType::Lite => Some("LITE messages are not supported"),
         _ => None,
     };
     if let Some(reason) = conflict {
@@ -396,6 +416,44 @@ mod tests {
         sys(&mut m).tag = Some(String::new());
         sys(&mut m).message_group = Some(String::new());
         assert_eq!(check(&m).unwrap().message_type, MessageType::Normal);
+    }
+
+    #[test]
+    fn priority_messages_follow_the_clients_rule() {
+        let prio = |p: i32| {
+            let mut m = msg();
+            sys(&mut m).message_type = MessageType::Priority as i32;
+            sys(&mut m).priority = Some(p);
+            m
+        };
+        assert_eq!(check(&prio(3)).unwrap().message_type, MessageType::Priority);
+        // A priority alone makes an undeclared message PRIORITY.
+        let mut m = msg();
+        sys(&mut m).priority = Some(0);
+        assert_eq!(check(&m).unwrap().message_type, MessageType::Priority);
+        let e = check(&prio(-1)).unwrap_err();
+        assert_eq!(e.code, Code::BadRequest);
+        assert!(e.message.contains("negative"), "{}", e.message);
+        let mut m = prio(1);
+        sys(&mut m).message_group = Some("g".into());
+        let e = check(&m).unwrap_err();
+        assert_eq!(e.code, Code::MessagePropertyConflictWithType);
+        assert!(e.message.contains("message group"), "{}", e.message);
+        let mut m = prio(1);
+        sys(&mut m).lite_topic = Some("l".into());
+        assert!(check(&m).unwrap_err().message.contains("lite topic"));
+        let mut m = prio(1);
+        sys(&mut m).priority = None;
+        assert_eq!(
+            check(&m).unwrap_err().message,
+            "a PRIORITY message needs a priority"
+        );
+        let mut m = prio(1);
+        sys(&mut m).message_type = MessageType::Normal as i32;
+        assert_eq!(
+            check(&m).unwrap_err().code,
+            Code::MessagePropertyConflictWithType
+        );
     }
 
     #[test]

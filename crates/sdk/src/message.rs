@@ -234,6 +234,13 @@ fn validate(m: &Message) -> Result<(), Invalid> {
     {
         return Err(Invalid::IllegalLiteTopic);
     }
+    if let Some(p) = m.priority.filter(|p| *p < 0) {
+        // RIP-80, as the server's rule (comet_vocab::limits::check_priority).
+        return Err(Invalid::Argument {
+            what: "priority (0 or more)",
+            value: p.to_string(),
+        });
+    }
     let kinds = [
         m.message_group.is_some(),
         m.delivery_time.is_some(),
@@ -590,6 +597,13 @@ mod tests {
             Some(pb::MessageType::Delay)
         );
         assert_eq!(t(ok().priority(3)), Some(pb::MessageType::Priority));
+        assert!(matches!(
+            ok().priority(-1).build(),
+            Err(crate::Error::InvalidMessage(Invalid::Argument {
+                what: "priority (0 or more)",
+                ..
+            }))
+        ));
         assert_eq!(t(ok().lite_topic("l")), Some(pb::MessageType::Lite));
     }
 

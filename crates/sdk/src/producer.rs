@@ -76,7 +76,7 @@ impl SendReceipt {
         self.transaction_id.as_deref()
     }
     /// The handle [`Producer::recall`] takes, for a delay message on a server that offers
-    /// recall.
+    /// recall (Comet does).
     pub fn recall_handle(&self) -> Option<&str> {
         self.recall_handle.as_deref()
     }
@@ -298,8 +298,9 @@ impl Producer {
     /// Returns the recalled message's id.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] when the server has no recall (Comet today); the server's error
-    /// for an unknown or already delivered message.
+    /// [`Error::Unsupported`] when the server has no recall; the server's error for a
+    /// malformed handle or one of another topic (BAD_REQUEST), or an unknown or already
+    /// delivered message (NOT_FOUND).
     pub async fn recall(&self, topic: &str, recall_handle: &str) -> Result<String> {
         validate_topic(topic)?;
         if recall_handle.trim().is_empty() {

@@ -141,6 +141,19 @@ pub enum Error {
         /// The accepted delay, in whole seconds.
         max_secs: u64,
     },
+    /// A message priority below zero.
+    #[error("priority {priority} is negative; priorities are 0 or more (higher is first)")]
+    NegativePriority {
+        /// The refused priority.
+        priority: i32,
+    },
+    /// A priority on a message that also carries what another message type needs.
+    #[error("a PRIORITY message must not carry {what}; priority does not combine with it")]
+    PriorityConflict {
+        /// What the message also carries: "a message group", "a delivery timestamp" or "a
+        /// lite topic".
+        what: &'static str,
+    },
 }
 
 /// Result with this crate's [`Error`].

@@ -17,7 +17,7 @@
 //! - [`status`]: building in-body statuses and the batch aggregation rule
 //!   (OK / the shared code / MULTIPLE_RESULTS).
 //! - [`limits`]: defaults and ranges both proxy and broker apply: invisible time, delivery
-//!   delay, redeliveries and their default backoff.
+//!   delay, redeliveries and their default backoff, the PRIORITY message rule and its queue.
 //! - [`duration`]: `google.protobuf.Duration` to and from [`std::time::Duration`].
 //! - [`Error`]: why a name or a duration was refused; each caller maps a variant to its own
 //!   status code (the proxy to `ILLEGAL_TOPIC`, `ILLEGAL_CONSUMER_GROUP`, ...; the controller

@@ -2,7 +2,8 @@
 //!
 //! The proxy is the gatekeeper: it refuses what is out of range with the right code
 //! ([`InvisibleRange::for_receive`], [`InvisibleRange::for_change`],
-//! [`check_delivery_time`]). The defaults here are the compiled defaults of every
+//! [`check_delivery_time`], [`check_priority`]); the broker places PRIORITY messages with
+//! [`priority_queue`]. The defaults here are the compiled defaults of every
 //! configuration that sets these values (proxy, broker, CLI config file).
 
 use std::time::Duration;
@@ -125,10 +126,115 @@ pub fn check_delivery_time(
     Ok(at)
 }
 
+/// What a message carries besides a priority, for [`check_priority`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PriorityPeers {
+    /// A FIFO message group.
+    pub message_group: bool,
+    /// A delivery timestamp (DELAY).
+    pub delivery_time: bool,
+    /// A lite topic (LITE).
+    pub lite_topic: bool,
+}
+
+/// RIP-80's rule for a PRIORITY message, as the official clients check it (Java 5.2's
+/// `MessageBuilder.setPriority`, Node 1.0.8's `Message`): the priority is 0 or more, and the
+/// message carries no message group, delivery time or lite topic.
+///
+/// # Errors
+/// [`Error::NegativePriority`] below zero (checked first); [`Error::PriorityConflict`] naming
+/// the first conflicting field (message group, delivery timestamp, lite topic).
+pub fn check_priority(priority: i32, peers: PriorityPeers) -> Result<()> {
+    if priority < 0 {
+        return Err(Error::NegativePriority { priority });
+    }
+    let what = if peers.message_group {
+        "a message group"
+    } else if peers.delivery_time {
+        "a delivery timestamp"
+    } else if peers.lite_topic {
+        "a lite topic"
+    } else {
+        return Ok(());
+    };
+    Err(Error::PriorityConflict { what })
+}
+
+/// The queue (of `queue_count` on one broker set) a message of `priority` goes to: the
+/// priority itself, capped at the highest queue, so queue order is priority order and
+/// priorities at or above `queue_count - 1` share the highest queue.
+pub fn priority_queue(priority: i32, queue_count: u32) -> i32 {
+    let top = i32::try_from(queue_count.max(1) - 1).unwrap_or(i32::MAX);
+    priority.clamp(0, top)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_priority_is_zero_or_more_and_excludes_group_delay_and_lite() {
+        let none = PriorityPeers::default();
+        assert_eq!(check_priority(0, none), Ok(()));
+        assert_eq!(check_priority(i32::MAX, none), Ok(()));
+        let e = check_priority(-1, none).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "priority -1 is negative; priorities are 0 or more (higher is first)"
+        );
+        for (peers, what) in [
+            (
+                PriorityPeers {
+                    message_group: true,
+                    ..none
+                },
+                "a message group",
+            ),
+            (
+                PriorityPeers {
+                    delivery_time: true,
+                    ..none
+                },
+                "a delivery timestamp",
+            ),
+            (
+                PriorityPeers {
+                    lite_topic: true,
+                    ..none
+                },
+                "a lite topic",
+            ),
+        ] {
+            let e = check_priority(1, peers).unwrap_err();
+            assert_eq!(e, Error::PriorityConflict { what });
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "a PRIORITY message must not carry {what}; priority does not combine with it"
+                )
+            );
+        }
+        // A negative priority is reported before a conflict.
+        let both = PriorityPeers {
+            message_group: true,
+            ..none
+        };
+        assert!(matches!(
+            check_priority(-2, both),
+            Err(Error::NegativePriority { priority: -2 })
+        ));
+    }
+
+    #[test]
+    fn a_priority_maps_to_its_queue_capped_at_the_highest() {
+        assert_eq!(priority_queue(0, 4), 0);
+        assert_eq!(priority_queue(3, 4), 3);
+        assert_eq!(priority_queue(9, 4), 3);
+        assert_eq!(priority_queue(5, 1), 0);
+        assert_eq!(priority_queue(5, 0), 0);
+        assert_eq!(priority_queue(-1, 4), 0);
+    }
 
     fn pd(seconds: i64, nanos: i32) -> prost_types::Duration {
         prost_types::Duration { seconds, nanos }

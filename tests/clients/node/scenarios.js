@@ -285,6 +285,41 @@ async function transaction(spec, deadline) {
   return { sent, checks: [ ...checks.records ], received: got.map(g => g[0]), final };
 }
 
+// Two delay messages; the earlier one is recalled (twice); once the later one (the marker)
+// arrived, a recall of it is refused, and so is a malformed handle.
+async function recall(spec, deadline) {
+  const { topic } = spec;
+  const producer = await started(new Producer(options(spec, { topics: [ topic ] })));
+  const at = Date.now() + spec.delay_s * 1000;
+  const sent = {};
+  const handles = {};
+  for (const [ body, extra ] of [[ 'recalled', 0 ], [ 'marker', 1000 ]]) {
+    const receipt = await producer.send({
+      topic, body: Buffer.from(body), tag: 'recall', deliveryTimestamp: new Date(at + extra),
+    });
+    sent[body] = receipt.messageId;
+    handles[body] = receipt.recallHandle;
+  }
+  const recalled = [];
+  for (let i = 0; i < 2; i++) {
+    recalled.push((await producer.recallMessage(topic, handles.recalled)).messageId);
+  }
+  const consumer = await simpleConsumer(spec, spec.group, topic);
+  const got = await receiveUntil(consumer, deadline, g => g.some(v => v.body === 'marker'),
+    20000, 'the marker');
+  const refused = async handle => {
+    try {
+      return { ok: (await producer.recallMessage(topic, handle)).messageId };
+    } catch (e) {
+      return { error: String(e && e.message ? e.message : e) };
+    }
+  };
+  const late = await refused(handles.marker);
+  const bad = await refused('not-a-recall-handle');
+  const final = await finishSimple(consumer, producer, got);
+  return { sent, handles, recalled, received: got.map(g => g[0]), late, bad, final };
+}
+
 const SCENARIOS = {
   produce_simple: produceSimple,
   fifo,
@@ -292,6 +327,7 @@ const SCENARIOS = {
   push_filters: pushFilters,
   delay,
   transaction,
+  recall,
 };
 
 async function main() {

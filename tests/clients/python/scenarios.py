@@ -298,6 +298,33 @@ def transaction(spec, deadline):
             "final": final}
 
 
+def recall(spec, deadline):
+    """Two delay messages; the earlier one is recalled (twice); once the later one (the marker)
+    arrived, a recall of it is refused, and so is a malformed handle."""
+    topic, delay_s = spec["topic"], spec["delay_s"]
+    producer = started(Producer(config(spec), (topic,)))
+    at = int(time.time()) + delay_s
+    receipts = {body: producer.send(message(topic, body, tag="recall", delivery_s=at + extra))
+                for body, extra in (("recalled", 0), ("marker", 1))}
+    sent = {b: r.message_id for b, r in receipts.items()}
+    handles = {b: r.recall_handle for b, r in receipts.items()}
+    recalled = [producer.recall_message(topic, handles["recalled"]) for _ in range(2)]
+    consumer = simple_consumer(spec)
+    got = receive_until(consumer, deadline, lambda g: any(v["body"] == "marker" for v, _ in g),
+                        20, "the marker")
+
+    def refused(handle):
+        try:
+            return {"ok": producer.recall_message(topic, handle)}
+        except Exception as e:  # the client raises its own exception types
+            return {"error": str(e)}
+
+    late, bad = refused(handles["marker"]), refused("not-a-recall-handle")
+    final = finish_simple(consumer, producer, got)
+    return {"sent": sent, "handles": handles, "recalled": recalled,
+            "received": [v for v, _ in got], "late": late, "bad": bad, "final": final}
+
+
 SCENARIOS = {
     "produce_simple": produce_simple,
     "fifo": fifo,
@@ -305,6 +332,7 @@ SCENARIOS = {
     "push_filters": push_filters,
     "delay": delay,
     "transaction": transaction,
+    "recall": recall,
 }
 
 

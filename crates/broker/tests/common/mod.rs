@@ -335,3 +335,19 @@ pub async fn next_check(
         .expect("stream open")
         .unwrap()
 }
+
+/// RecallMessage of `handle` on `topic`: the status code, its message and the message id.
+pub async fn recall(svc: &BrokerGrpc, topic: &str, handle: &str) -> (Code, String, String) {
+    let r = svc
+        .recall_message(tonic::Request::new(
+            comet_proto::apache::rocketmq::v2::RecallMessageRequest {
+                topic: res(topic),
+                recall_handle: handle.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = r.status.as_ref().unwrap().message.clone();
+    (code(&r.status), msg, r.message_id)
+}

@@ -125,6 +125,9 @@ pub enum TopicType {
     Transaction,
     /// Accepts NORMAL, FIFO, DELAY and TRANSACTION messages.
     Mixed,
+    /// PRIORITY messages: priority p goes to queue min(p, queues - 1) of its broker set, and
+    /// a group takes the highest queue first.
+    Priority,
 }
 
 impl From<TopicType> for TopicMessageType {
@@ -135,6 +138,7 @@ impl From<TopicType> for TopicMessageType {
             TopicType::Delay => TopicMessageType::Delay,
             TopicType::Transaction => TopicMessageType::Transaction,
             TopicType::Mixed => TopicMessageType::Mixed,
+            TopicType::Priority => TopicMessageType::Priority,
         }
     }
 }
@@ -209,6 +213,11 @@ pub struct GroupSpec {
     /// Default: RocketMQ's customized table (1s 5s 10s 30s 1m 2m ... 2h).
     #[arg(long)]
     pub backoff: Option<String>,
+    /// PRIORITY topics: the percentage (0-100) of this group's receives that take the highest
+    /// priority first; the rest visit the queues round-robin. Default: 100 (strict); 0
+    /// disables priority for the group.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub priority_percent: Option<u32>,
 }
 
 /// `comet offset ...`

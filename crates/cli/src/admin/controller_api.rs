@@ -220,6 +220,7 @@ pub async fn group(target: &AdminTarget, cmd: &GroupCommand) -> anyhow::Result<V
                 max_retries: spec.max_retries,
                 retry_policy: spec.backoff.as_deref().map(parse_backoff).transpose()?,
                 fifo: spec.fifo,
+                priority_percent: spec.priority_percent,
             };
             let create = matches!(cmd, GroupCommand::Create(_));
             let reply = client

@@ -76,6 +76,7 @@ fn type_name(t: i32) -> &'static str {
         Ok(TopicMessageType::Delay) => "DELAY",
         Ok(TopicMessageType::Transaction) => "TRANSACTION",
         Ok(TopicMessageType::Mixed) => "MIXED",
+        Ok(TopicMessageType::Priority) => "PRIORITY",
         _ => "UNSPECIFIED",
     }
 }
@@ -117,7 +118,8 @@ pub fn group_json(g: Option<&Group>) -> Value {
         }),
         None => Value::String("default".into()),
     };
-    json!({"name": g.name, "max_retries": g.max_retries, "fifo": g.fifo, "backoff": backoff})
+    json!({"name": g.name, "max_retries": g.max_retries, "fifo": g.fifo, "backoff": backoff,
+        "priority_percent": g.priority_percent.unwrap_or(100)})
 }
 
 /// Cluster metadata summary as JSON.

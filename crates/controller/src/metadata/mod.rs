@@ -452,6 +452,7 @@ mod tests {
             max_retries: 16,
             retry_policy: None,
             fifo: false,
+            priority_percent: None,
         }
     }
 

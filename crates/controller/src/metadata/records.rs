@@ -75,6 +75,10 @@ pub struct GroupRecord {
     pub retry_policy: Option<RetryPolicyRecord>,
     /// FIFO consumption.
     pub fifo: bool,
+    /// PRIORITY topics: the percentage of pops that take the highest priority first
+    /// (`None`: 100).
+    #[serde(default)]
+    pub priority_percent: Option<u32>,
 }
 
 /// One broker process of a broker set.
@@ -172,6 +176,7 @@ impl From<&GroupRecord> for pb::Group {
             max_retries: g.max_retries,
             retry_policy: g.retry_policy.as_ref().map(Into::into),
             fifo: g.fifo,
+            priority_percent: g.priority_percent,
         }
     }
 }

@@ -126,7 +126,7 @@ pub fn topic_record(topic: Option<pb::Topic>) -> Result<TopicRecord, MetadataErr
     match pb::TopicMessageType::try_from(topic.message_type) {
         Ok(pb::TopicMessageType::Unspecified) => {
             return Err(invalid(format!(
-                "topic {name:?}: message_type must be NORMAL, FIFO, DELAY, TRANSACTION or MIXED"
+                "topic {name:?}: message_type must be NORMAL, FIFO, DELAY, TRANSACTION, MIXED or PRIORITY"
             )));
         }
         Ok(_) => {}
@@ -306,11 +306,18 @@ pub fn group_record(group: Option<pb::Group>) -> Result<GroupRecord, MetadataErr
         .retry_policy
         .map(|p| retry_policy_record(&group.name, p))
         .transpose()?;
+    if let Some(p) = group.priority_percent.filter(|p| *p > 100) {
+        return Err(invalid(format!(
+            "group {:?}: priority_percent {p} is out of range 0..=100 (0 disables priority, 100 is strict)",
+            group.name
+        )));
+    }
     Ok(GroupRecord {
         name: group.name,
         max_retries,
         retry_policy,
         fifo: group.fifo,
+        priority_percent: group.priority_percent,
     })
 }
 
@@ -506,6 +513,7 @@ mod tests {
             max_retries,
             retry_policy: policy,
             fifo: false,
+            priority_percent: None,
         })
     }
 
@@ -538,6 +546,22 @@ mod tests {
         assert_eq!(group_record(group(64, None)).unwrap().max_retries, 64);
         assert!(group_record(group(65, None)).is_err());
         assert!(group_record(None).is_err());
+    }
+
+    #[test]
+    fn group_priority_percent_is_kept_and_bounded() {
+        let with = |p: Option<u32>| {
+            let mut g = group(0, None);
+            if let Some(g) = g.as_mut() {
+                g.priority_percent = p;
+            }
+            group_record(g)
+        };
+        assert_eq!(with(None).unwrap().priority_percent, None);
+        assert_eq!(with(Some(0)).unwrap().priority_percent, Some(0));
+        assert_eq!(with(Some(100)).unwrap().priority_percent, Some(100));
+        let e = with(Some(101)).unwrap_err().to_string();
+        assert!(e.contains("priority_percent 101"), "{e}");
     }
 
     #[test]

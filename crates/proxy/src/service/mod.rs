@@ -7,16 +7,18 @@
 //! - `ack`: AckMessage, ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue
 //! - `offset`: PullMessage, UpdateOffset, GetOffset, QueryOffset
 //! - `transaction`: EndTransaction and the transaction check-back from brokers
+//! - `recall`: RecallMessage (routed by the recall handle's broker set)
 //!
 //! Every handler answers business failures in-body with gRPC OK, and `respond` fits each
 //! status to the client's language on the way out; gRPC errors are reserved for RPCs this
-//! proxy does not serve (UNIMPLEMENTED: RecallMessage, SyncLiteSubscription) and for refused
+//! proxy does not serve (UNIMPLEMENTED: SyncLiteSubscription) and for refused
 //! telemetry settings. Broker calls carry a deadline derived from the client's `grpc-timeout`
 //! so that the client always gets an answer before it gives up.
 
 mod ack;
 mod client;
 mod offset;
+mod recall;
 mod receive;
 mod route;
 mod send;
@@ -258,6 +260,7 @@ top_level_status!(
     NotifyClientTerminationResponse,
     ChangeInvisibleDurationResponse,
     TelemetryCommand,
+    RecallMessageResponse,
 );
 
 /// `Statuses` for responses with a top-level status and one status per entry.
@@ -517,12 +520,14 @@ impl MessagingService for Service {
 
     async fn recall_message(
         &self,
-        _request: Request<RecallMessageRequest>,
+        request: Request<RecallMessageRequest>,
     ) -> Result<Response<RecallMessageResponse>, Status> {
-        Err(unimplemented(
-            "RecallMessage",
-            "recalling delay messages is not offered yet",
-        ))
+        let ctx = RequestContext::from_metadata(request.metadata());
+        let outcome = self.0.recall_message(&ctx, request.into_inner()).await;
+        respond(&ctx, outcome, |f| RecallMessageResponse {
+            status: Some(f.status()),
+            message_id: String::new(),
+        })
     }
 
     async fn sync_lite_subscription(

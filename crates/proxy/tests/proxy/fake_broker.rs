@@ -16,8 +16,8 @@ use comet_proto::apache::rocketmq::v2::{
     EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
     ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, Message,
     PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryOffsetResponse,
-    ReceiveMessageRequest, SendMessageRequest, SendMessageResponse, SendResultEntry,
-    UpdateOffsetRequest, UpdateOffsetResponse,
+    RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, SendMessageRequest,
+    SendMessageResponse, SendResultEntry, UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
@@ -67,6 +67,8 @@ struct State {
     /// (group, topic, queue id) -> committed offset
     offsets: HashMap<(String, String, i32), i64>,
     pub ends: Vec<EndTransactionRequest>,
+    /// RecallMessage requests, as forwarded; answered OK with message id `recalled`.
+    pub recalls: Vec<RecallMessageRequest>,
     /// Open WatchTransactionChecks streams.
     watchers: Vec<mpsc::Sender<Result<TransactionCheck, tonic::Status>>>,
 }
@@ -120,6 +122,9 @@ impl FakeBroker {
     }
     pub fn ends(&self) -> Vec<EndTransactionRequest> {
         self.state.lock().ends.clone()
+    }
+    pub fn recalls(&self) -> Vec<RecallMessageRequest> {
+        self.state.lock().recalls.clone()
     }
     /// Open check streams (proxies watching).
     pub fn watchers(&self) -> usize {
@@ -501,6 +506,14 @@ broker_service! {
     }
 
     // The proxy never forwards the admin RPCs (the CLI calls brokers directly).
+    fn recall_message(&self, req: RecallMessageRequest) -> RecallMessageResponse {
+        self.state.lock().recalls.push(req);
+        RecallMessageResponse {
+            status: Some(ok()),
+            message_id: "recalled".into(),
+        }
+    }
+
     unused:
     reset_offset(ResetOffsetRequest) -> ResetOffsetResponse;
     query_message(QueryMessageRequest) -> QueryMessageResponse;

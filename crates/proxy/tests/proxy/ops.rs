@@ -149,15 +149,49 @@ async fn given_rpcs_of_later_releases_when_called_should_answer_clearly() {
     assert_eq!(s.code, Code::InvalidTransactionId as i32);
     assert!(s.message.contains("broker set"), "{}", s.message);
 
-    let err = c
-        .recall_message(req(RecallMessageRequest {
-            topic: res("mixed"),
-            recall_handle: "h".into(),
-        }))
+    // Recall is served: a handle without a broker set is refused clearly, one with a set is
+    // routed to that set's broker, an unknown topic is TOPIC_NOT_FOUND.
+    let recall = |topic: &str, handle: &str| RecallMessageRequest {
+        topic: res(topic),
+        recall_handle: handle.into(),
+    };
+    let s = c
+        .recall_message(req(recall("mixed", "h")))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("RecallMessage"));
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(s.code, Code::BadRequest as i32);
+    assert!(s.message.contains("broker set"), "{}", s.message);
+    let s = c
+        .recall_message(req(recall("mixed", "zz~AAAA")))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(s.code, Code::BadRequest as i32);
+    assert!(s.message.contains("zz"), "{}", s.message);
+    let s = c
+        .recall_message(req(recall("nope", "b~AAAA")))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(s.code, Code::TopicNotFound as i32);
+    let r = c
+        .recall_message(req(recall("mixed", "b~AAAA")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status.unwrap().code, Code::Ok as i32);
+    assert_eq!(r.message_id, "recalled");
+    let seen = h.broker("b").recalls();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].recall_handle, "b~AAAA");
+    assert!(h.broker("a").recalls().is_empty());
 }
 
 #[tokio::test]
