@@ -67,6 +67,7 @@ fn metadata() -> ClusterMetadata {
             max_retries: 16,
             retry_policy: None,
             fifo: true,
+            ..Default::default()
         }],
         broker_sets: Vec::new(),
     }

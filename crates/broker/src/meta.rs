@@ -29,6 +29,10 @@ pub(crate) struct GroupView {
     pub backoff: Backoff,
     /// Messages of one message group are handed out one at a time, in order.
     pub fifo: bool,
+    /// Every client of the group has its own position (see `broadcast`).
+    pub broadcast: bool,
+    /// Broadcast: a new client starts at the earliest stored message, not the end.
+    pub broadcast_from_start: bool,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +79,8 @@ impl MetaIndex {
                         max_retries: g.max_retries,
                         backoff: Backoff::from_policy(g.retry_policy.as_ref()),
                         fifo: g.fifo,
+                        broadcast: g.broadcast,
+                        broadcast_from_start: g.broadcast_from_start,
                     },
                 )
             })

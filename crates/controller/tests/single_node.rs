@@ -48,6 +48,7 @@ async fn given_a_created_topic_when_restarted_from_the_same_dir_should_still_ser
                 max_retries: 0,
                 retry_policy: None,
                 fifo: true,
+                ..Default::default()
             }),
         })
         .await

@@ -189,6 +189,7 @@ mod tests {
             max_retries: 2,
             retry_policy: None,
             fifo: true,
+            ..Default::default()
         };
         assert_eq!(consumer_backoff(Some(&g), false).max_attempts, 3);
     }
@@ -207,6 +208,7 @@ mod tests {
             max_retries: 16,
             retry_policy: None,
             fifo: true,
+            ..Default::default()
         };
         let e = echo(&ProxyConfig::default(), &client, Some(&g), false).unwrap();
         let Some(settings::PubSub::Subscription(s)) = e.pub_sub else {

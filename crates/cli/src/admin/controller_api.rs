@@ -220,6 +220,8 @@ pub async fn group(target: &AdminTarget, cmd: &GroupCommand) -> anyhow::Result<V
                 max_retries: spec.max_retries,
                 retry_policy: spec.backoff.as_deref().map(parse_backoff).transpose()?,
                 fifo: spec.fifo,
+                broadcast: spec.broadcast,
+                broadcast_from_start: spec.from_start,
             };
             let create = matches!(cmd, GroupCommand::Create(_));
             let reply = client

@@ -452,6 +452,8 @@ mod tests {
             max_retries: 16,
             retry_policy: None,
             fifo: false,
+            broadcast: false,
+            broadcast_from_start: false,
         }
     }
 

@@ -75,6 +75,12 @@ pub struct GroupRecord {
     pub retry_policy: Option<RetryPolicyRecord>,
     /// FIFO consumption.
     pub fifo: bool,
+    /// Broadcast consumption: a position per client of the group.
+    #[serde(default)]
+    pub broadcast: bool,
+    /// Broadcast only: a new client starts at the earliest stored message, not the end.
+    #[serde(default)]
+    pub broadcast_from_start: bool,
 }
 
 /// One broker process of a broker set.
@@ -172,6 +178,8 @@ impl From<&GroupRecord> for pb::Group {
             max_retries: g.max_retries,
             retry_policy: g.retry_policy.as_ref().map(Into::into),
             fifo: g.fifo,
+            broadcast: g.broadcast,
+            broadcast_from_start: g.broadcast_from_start,
         }
     }
 }

@@ -311,6 +311,8 @@ pub fn group_record(group: Option<pb::Group>) -> Result<GroupRecord, MetadataErr
         max_retries,
         retry_policy,
         fifo: group.fifo,
+        broadcast: group.broadcast,
+        broadcast_from_start: group.broadcast && group.broadcast_from_start,
     })
 }
 
@@ -506,6 +508,7 @@ mod tests {
             max_retries,
             retry_policy: policy,
             fifo: false,
+            ..Default::default()
         })
     }
 

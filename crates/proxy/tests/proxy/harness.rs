@@ -71,12 +71,14 @@ pub fn default_metadata() -> ClusterMetadata {
                 max_retries: 3,
                 retry_policy: None,
                 fifo: true,
+                ..Default::default()
             },
             Group {
                 name: "ns1%g".into(),
                 max_retries: 16,
                 retry_policy: None,
                 fifo: false,
+                ..Default::default()
             },
         ],
         broker_sets: vec![broker_set("a", true), broker_set("b", true)],
