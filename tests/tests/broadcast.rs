@@ -51,7 +51,7 @@ async fn receive(
     messages(&frames)
         .map(|m| {
             let sys = m.system_properties.as_ref().expect("system properties");
-            (body(m), sys.receipt_handle.clone(), sys.delivery_attempt)
+            (body(m), sys.receipt_handle.clone().unwrap_or_default(), sys.delivery_attempt.unwrap_or(0))
         })
         .collect()
 }
@@ -165,7 +165,8 @@ async fn a_restarted_client_resumes_its_position(mode: Mode) {
     assert!(receive(&mut v2, b, &group, &topic, TTL).await.is_empty());
     send(&cluster, &topic, (0..10).map(|i| format!("m-{i}"))).await;
 
-    let got = receive_count(&mut v2, a, &group, &topic, Duration::from_secs(1), 10).await;
+    // Invisible for 4 s: long enough that nothing comes back while the ten arrive.
+    let got = receive_count(&mut v2, a, &group, &topic, Duration::from_secs(4), 10).await;
     let (acked, kept) = got.split_at(5);
     let handles: Vec<&str> = acked.iter().map(|(_, h, _)| h.as_str()).collect();
     let invalid = pb::Code::InvalidReceiptHandle as i32;
@@ -183,7 +184,7 @@ async fn a_restarted_client_resumes_its_position(mode: Mode) {
     drop(v2);
     send(&cluster, &topic, (10..13).map(|i| format!("m-{i}"))).await;
     let mut v2 = cluster.v2().await;
-    let again = receive_count(&mut v2, a, &group, &topic, TTL, 8).await;
+    let again = receive_count(&mut v2, a, &group, &topic, Duration::from_secs(60), 8).await;
     let bodies: HashMap<String, i32> = again.iter().map(|(b, _, n)| (b.clone(), *n)).collect();
     let mut want: Vec<String> = kept.iter().map(|(b, _, _)| b.clone()).collect();
     want.extend((10..13).map(|i| format!("m-{i}")));
@@ -194,7 +195,7 @@ async fn a_restarted_client_resumes_its_position(mode: Mode) {
     for (b, _, _) in kept {
         assert_eq!(bodies[b], 2, "{b} is a redelivery");
     }
-    let b_got = receive_count(&mut v2, b, &group, &topic, TTL, 13).await;
+    let b_got = receive_count(&mut v2, b, &group, &topic, Duration::from_secs(60), 13).await;
     let b_bodies: BTreeSet<String> = b_got.iter().map(|(b, _, _)| b.clone()).collect();
     assert_eq!(b_bodies.len(), 13, "the other client receives all, unaffected");
     assert!(!b_bodies.contains("before"), "a new client starts at the end");

@@ -586,6 +586,22 @@ mod tests {
     }
 
     #[test]
+    fn given_a_tombstone_when_reopened_should_drop_the_key_and_keep_it_out_of_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, _) = StateFiles::open(dir.path()).unwrap();
+        f.append(&[rec("g@c1", 0, 5, &[3]), rec("g@c2", 0, 4, &[])], true)
+            .unwrap();
+        f.append(&[rec("g@c1", 0, REMOVED, &[])], true).unwrap();
+        drop(f);
+        let (_f, l) = StateFiles::open(dir.path()).unwrap();
+        assert_eq!(l.queues, vec![rec("g@c2", 0, 4, &[])]);
+        // The reopen wrote a snapshot of what was loaded: still without the removed key.
+        drop(_f);
+        let (_f, l) = StateFiles::open(dir.path()).unwrap();
+        assert_eq!(l.queues, vec![rec("g@c2", 0, 4, &[])]);
+    }
+
+    #[test]
     fn given_torn_log_tail_when_reopened_should_replay_up_to_it() {
         let dir = tempfile::tempdir().unwrap();
         let (mut f, _) = StateFiles::open(dir.path()).unwrap();
