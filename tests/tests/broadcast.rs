@@ -35,7 +35,7 @@ async fn send(cluster: &TestCluster, topic: &str, bodies: impl IntoIterator<Item
 }
 
 fn body(m: &pb::Message) -> String {
-    String::from_utf8(m.body.clone()).expect("utf-8 body")
+    String::from_utf8(m.body.to_vec()).expect("utf-8 body")
 }
 
 /// One raw receive of up to 32 messages by `client_id`: (body, receipt handle, attempt).
