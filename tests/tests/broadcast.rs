@@ -1,18 +1,21 @@
 //! Broadcast consumer groups (`comet group create NAME --broadcast`) through the unmodified
-//! SimpleConsumer API: the official Rust client (`rocketmq` 5.0.0) for "every client receives
-//! every message", and raw `apache.rocketmq.v2` calls where a test needs to choose the
-//! client id (`x-mq-client-id`) itself: a client restarting under its id, a client leaving.
+//! consumer APIs: the official Rust client's (`rocketmq` 5.0.0) SimpleConsumer and the Comet
+//! SDK's PushConsumer for "every client receives every message", and raw
+//! `apache.rocketmq.v2` calls where a test needs to choose the client id (`x-mq-client-id`)
+//! itself: a client restarting under its id, a client leaving.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use comet::admin::TopicType;
 use comet_proto::apache::rocketmq::v2 as pb;
+use comet_sdk::{ConsumeResult, FilterExpression, MessageView, PushConsumer};
 use comet_tests::client::{self, receive_n, receive_rounds, tag};
 use comet_tests::raw::{self, messages, receive_frames, receive_request};
 use comet_tests::{Mode, TestCluster, both_modes, uuid_like, wait_until};
 use pb::messaging_service_client::MessagingServiceClient;
 use rocketmq::model::message::MessageBuilder;
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 /// Broadcast-client TTL of the deployments that test expiry.
@@ -144,6 +147,51 @@ async fn three_clients_each_receive_every_message(mode: Mode) {
     for c in &consumers {
         let more = receive_rounds(c, &topic, &tag("*"), 1).await;
         assert!(more.is_empty(), "acknowledged messages stay acknowledged");
+    }
+    cluster.stop().await;
+}
+
+/// Two push consumers (the Comet SDK's, over QueryAssignment and ReceiveMessage) of one
+/// broadcast group each consume every message once.
+async fn two_push_consumers_each_consume_every_message(mode: Mode) {
+    let cluster = TestCluster::start(mode).await;
+    let topic = format!("bc-{}", uuid_like());
+    let group = format!("bc-g-{}", uuid_like());
+    cluster.create_topic(&topic, 2, TopicType::Normal).await;
+    cluster.create_broadcast_group(&group, 16, true).await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Vec<u8>, u32)>();
+    let mut consumers = Vec::new();
+    for i in 0..2 {
+        let tx = tx.clone();
+        let c = PushConsumer::builder(&group)
+            .endpoints(cluster.access_url())
+            .subscribe(&topic, FilterExpression::all())
+            .listener(move |m: MessageView| {
+                let _ = tx.send((i, m.body().to_vec(), m.delivery_attempt()));
+                async { ConsumeResult::Success }
+            })
+            .build()
+            .await
+            .expect("push consumer");
+        consumers.push(c);
+    }
+    send(&cluster, &topic, (0..10).map(|i| format!("m-{i}"))).await;
+    let mut seen: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+    while seen.iter().any(|s| s.len() < 10) {
+        let (i, body, attempt) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("every push consumer consumes every message in time")
+            .expect("listeners alive");
+        assert_eq!(attempt, 1, "consumed once, no redelivery");
+        seen[i].push(body);
+    }
+    for c in &consumers {
+        c.shutdown().await;
+    }
+    for s in &mut seen {
+        s.sort();
+        s.dedup();
+        assert_eq!(s.len(), 10, "each consumer got all ten");
     }
     cluster.stop().await;
 }
@@ -308,6 +356,7 @@ async fn dead_letters_are_per_client(mode: Mode) {
 
 both_modes!(
     three_clients_each_receive_every_message,
+    two_push_consumers_each_consume_every_message,
     a_restarted_client_resumes_its_position,
     a_departed_client_position_expires,
     dead_letters_are_per_client,
