@@ -54,7 +54,11 @@ async fn receive(
     messages(&frames)
         .map(|m| {
             let sys = m.system_properties.as_ref().expect("system properties");
-            (body(m), sys.receipt_handle.clone().unwrap_or_default(), sys.delivery_attempt.unwrap_or(0))
+            (
+                body(m),
+                sys.receipt_handle.clone().unwrap_or_default(),
+                sys.delivery_attempt.unwrap_or(0),
+            )
         })
         .collect()
 }
@@ -226,7 +230,12 @@ async fn a_restarted_client_resumes_its_position(mode: Mode) {
         "another client's receipt handle is not valid for this one"
     );
     let ok = pb::Code::Ok as i32;
-    assert!(ack(&mut v2, a, &group, &topic, &handles).await.iter().all(|c| *c == ok));
+    assert!(
+        ack(&mut v2, a, &group, &topic, &handles)
+            .await
+            .iter()
+            .all(|c| *c == ok)
+    );
 
     // A "restarts": a new connection, the same client id.
     drop(v2);
@@ -239,14 +248,24 @@ async fn a_restarted_client_resumes_its_position(mode: Mode) {
     let mut have: Vec<String> = bodies.keys().cloned().collect();
     want.sort();
     have.sort();
-    assert_eq!(have, want, "unacknowledged and new messages, nothing acknowledged");
+    assert_eq!(
+        have, want,
+        "unacknowledged and new messages, nothing acknowledged"
+    );
     for (b, _, _) in kept {
         assert_eq!(bodies[b], 2, "{b} is a redelivery");
     }
     let b_got = receive_count(&mut v2, b, &group, &topic, Duration::from_secs(60), 13).await;
     let b_bodies: BTreeSet<String> = b_got.iter().map(|(b, _, _)| b.clone()).collect();
-    assert_eq!(b_bodies.len(), 13, "the other client receives all, unaffected");
-    assert!(!b_bodies.contains("before"), "a new client starts at the end");
+    assert_eq!(
+        b_bodies.len(),
+        13,
+        "the other client receives all, unaffected"
+    );
+    assert!(
+        !b_bodies.contains("before"),
+        "a new client starts at the end"
+    );
     assert_eq!(
         cluster.broadcast_clients(&group),
         vec![a.to_owned(), b.to_owned()]
@@ -268,8 +287,16 @@ async fn a_departed_client_position_expires(mode: Mode) {
     cluster.create_broadcast_group(&group, 16, false).await;
     let (stays, leaves) = ("stays@test", "leaves@test");
     let mut v2 = cluster.v2().await;
-    assert!(receive(&mut v2, stays, &group, &topic, TTL).await.is_empty());
-    assert!(receive(&mut v2, leaves, &group, &topic, TTL).await.is_empty());
+    assert!(
+        receive(&mut v2, stays, &group, &topic, TTL)
+            .await
+            .is_empty()
+    );
+    assert!(
+        receive(&mut v2, leaves, &group, &topic, TTL)
+            .await
+            .is_empty()
+    );
     send(&cluster, &topic, (0..4).map(|i| format!("m-{i}"))).await;
     let held = receive_count(&mut v2, leaves, &group, &topic, Duration::from_secs(60), 4).await;
     assert_eq!(held.len(), 4);
@@ -281,19 +308,28 @@ async fn a_departed_client_position_expires(mode: Mode) {
     // Only `stays` receives from now on (each receive is one long poll, so the loop waits on
     // the server, and keeps `stays` alive).
     let mut stays_got = Vec::new();
-    wait_until("the silent client's position expires", TTL * 10, async || {
-        stays_got.extend(receive(&mut v2, stays, &group, &topic, Duration::from_secs(60)).await);
-        !cluster
-            .broadcast_clients(&group)
-            .contains(&leaves.to_owned())
-    })
+    wait_until(
+        "the silent client's position expires",
+        TTL * 10,
+        async || {
+            stays_got
+                .extend(receive(&mut v2, stays, &group, &topic, Duration::from_secs(60)).await);
+            !cluster
+                .broadcast_clients(&group)
+                .contains(&leaves.to_owned())
+        },
+    )
     .await;
     assert_eq!(cluster.broadcast_clients(&group), vec![stays.to_owned()]);
     assert_eq!(stays_got.len(), 4, "the staying client got every message");
 
     // Coming back, `leaves` is a new client: nothing of its old position (its four messages
     // in flight) remains, and it starts at the end.
-    assert!(receive(&mut v2, leaves, &group, &topic, TTL).await.is_empty());
+    assert!(
+        receive(&mut v2, leaves, &group, &topic, TTL)
+            .await
+            .is_empty()
+    );
     send(&cluster, &topic, ["after".to_owned()]).await;
     let back = receive_count(&mut v2, leaves, &group, &topic, TTL, 1).await;
     assert_eq!(back.len(), 1);

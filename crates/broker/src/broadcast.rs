@@ -99,9 +99,7 @@ impl Inner {
             .filter(|o| client_of(o).is_some())
             .collect();
         let ttl_ms = duration_ms(self.cfg.broadcast_client_ttl);
-        let expired = self
-            .broadcast_clients
-            .expired(&owners, now_ms(), ttl_ms);
+        let expired = self.broadcast_clients.expired(&owners, now_ms(), ttl_ms);
         for owner in &expired {
             let queues = self.consumers.remove_owner(owner);
             tracing::info!(group = %group_of(owner), client = client_of(owner).unwrap_or(""),
@@ -132,4 +130,3 @@ impl BrokerApi {
         self.current().broadcast_client_ids(group)
     }
 }
-

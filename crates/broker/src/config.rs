@@ -239,7 +239,10 @@ impl BrokerConfig {
         {
             return bad(
                 "broadcast_client_ttl",
-                format!("{:?} is outside [100ms, 30 days]", self.broadcast_client_ttl),
+                format!(
+                    "{:?} is outside [100ms, 30 days]",
+                    self.broadcast_client_ttl
+                ),
             );
         }
         if self.transaction_check_interval < Duration::from_millis(10)

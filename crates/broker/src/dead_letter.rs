@@ -9,10 +9,10 @@ use std::sync::Arc;
 use comet_store::StoreError;
 use comet_vocab::system;
 
-use crate::owner;
 use crate::clock::now_ms;
 use crate::engine::Inner;
 use crate::outcome::{Code, Failure, blocking, store_failure};
+use crate::owner;
 use crate::record;
 use crate::state::QueueSlot;
 use crate::sys;

@@ -71,7 +71,10 @@ mod tests {
     fn given_clients_when_ttl_passes_without_receives_should_expire_only_the_silent() {
         let c = Clients::default();
         let owners = vec!["g@a".to_owned(), "g@b".to_owned()];
-        assert!(c.expired(&owners, 1_000, 500).is_empty(), "first sight counts");
+        assert!(
+            c.expired(&owners, 1_000, 500).is_empty(),
+            "first sight counts"
+        );
         c.touch("g@a", 1_400);
         assert_eq!(c.expired(&owners, 1_600, 500), vec!["g@b".to_owned()]);
         assert_eq!(c.expired(&owners, 1_900, 500), vec!["g@a", "g@b"]);

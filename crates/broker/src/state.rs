@@ -396,11 +396,7 @@ impl Consumers {
     pub fn remove_owner(&self, owner: &str) -> usize {
         let removed: Vec<Arc<QueueSlot>> = {
             let mut slots = self.slots.write();
-            let keys: Vec<QueueKey> = slots
-                .keys()
-                .filter(|k| k.group == owner)
-                .cloned()
-                .collect();
+            let keys: Vec<QueueKey> = slots.keys().filter(|k| k.group == owner).cloned().collect();
             keys.iter().filter_map(|k| slots.remove(k)).collect()
         };
         for slot in &removed {

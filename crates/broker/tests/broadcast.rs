@@ -123,8 +123,7 @@ fn bodies(ms: &[Message]) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn given_broadcast_group_when_clients_pop_should_each_get_every_message_across_a_restart()
-{
+async fn given_broadcast_group_when_clients_pop_should_each_get_every_message_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let md = broadcast_metadata(true);
     let n = open(dir.path(), md.clone()).await;
@@ -156,14 +155,24 @@ async fn given_broadcast_group_when_clients_pop_should_each_get_every_message_ac
     );
     // Still invisible (30 s): nothing for either client until one shows its messages again,
     // with the handles issued before the restart.
-    assert_eq!(pop_as(&n.svc, "client-a", 30_000).await.0, Code::MessageNotFound);
+    assert_eq!(
+        pop_as(&n.svc, "client-a", 30_000).await.0,
+        Code::MessageNotFound
+    );
     for m in &a[2..] {
         assert_eq!(show_again_as(&n.svc, "client-a", m).await, Code::Ok);
     }
     let again = pop_n_as(&n.svc, "client-a", 2).await;
-    assert_eq!(bodies(&again), bodies(&a[2..]), "only the unacknowledged come back");
+    assert_eq!(
+        bodies(&again),
+        bodies(&a[2..]),
+        "only the unacknowledged come back"
+    );
     assert!(again.iter().all(|m| sp(m).delivery_attempt == Some(2)));
-    assert_eq!(pop_as(&n.svc, "client-b", 30_000).await.0, Code::MessageNotFound);
+    assert_eq!(
+        pop_as(&n.svc, "client-b", 30_000).await.0,
+        Code::MessageNotFound
+    );
     // A new client starts at the earliest message (from_start).
     assert_eq!(pop_n_as(&n.svc, "client-c", 4).await.len(), 4);
     n.broker.shutdown().await.unwrap();
@@ -174,7 +183,10 @@ async fn given_new_client_when_group_starts_at_the_end_should_skip_older_message
     let dir = tempfile::tempdir().unwrap();
     let n = open(dir.path(), broadcast_metadata(false)).await;
     send_one(&n.svc, "t", 0, "old", None).await;
-    assert_eq!(pop_as(&n.svc, "late", 30_000).await.0, Code::MessageNotFound);
+    assert_eq!(
+        pop_as(&n.svc, "late", 30_000).await.0,
+        Code::MessageNotFound
+    );
     send_one(&n.svc, "t", 1, "new", None).await;
     let got = pop_n_as(&n.svc, "late", 1).await;
     assert_eq!(bodies(&got), vec!["body-new".to_owned()]);

@@ -14,7 +14,8 @@ impl Inner {
     /// Runs [`Inner::expire_broadcast_clients`] every tenth of the TTL (at most every
     /// [`MAX_ROUND`]) until shutdown. A round scans the consumer-state owners once.
     pub(crate) async fn broadcast_expiry_loop(self: Arc<Self>) {
-        let period = (self.cfg.broadcast_client_ttl / 10).clamp(Duration::from_millis(10), MAX_ROUND);
+        let period =
+            (self.cfg.broadcast_client_ttl / 10).clamp(Duration::from_millis(10), MAX_ROUND);
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
