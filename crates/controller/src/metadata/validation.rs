@@ -544,6 +544,33 @@ mod tests {
     }
 
     #[test]
+    fn given_broadcast_attributes_when_stored_should_keep_start_only_for_broadcast_groups() {
+        let with = |broadcast, broadcast_from_start| {
+            let mut g = group(0, None);
+            if let Some(g) = g.as_mut() {
+                g.broadcast = broadcast;
+                g.broadcast_from_start = broadcast_from_start;
+            }
+            let r = group_record(g).unwrap();
+            (r.broadcast, r.broadcast_from_start)
+        };
+        assert_eq!(with(true, true), (true, true));
+        assert_eq!(with(true, false), (true, false));
+        assert_eq!(
+            with(false, true),
+            (false, false),
+            "start means nothing without broadcast"
+        );
+        // Records written before broadcast existed read as clustering groups.
+        let old: GroupRecord = serde_json::from_str(
+            r#"{"name":"g","max_retries":16,"retry_policy":null,"fifo":true}"#,
+        )
+        .unwrap();
+        assert!(old.fifo && !old.broadcast && !old.broadcast_from_start);
+        assert!(pb::Group::from(&old).fifo && !pb::Group::from(&old).broadcast);
+    }
+
+    #[test]
     fn retry_policy_validation_table() {
         let cases: Vec<(&str, Option<api::RetryPolicy>, bool)> = vec![
             ("absent", None, true),
