@@ -16,8 +16,9 @@
 //!   copy per client that exhausted it, with the client in the user property
 //!   `DLQ_CLIENT_ID` (`sys`) (dead-letter topics are the group's, not the client's: they outlive
 //!   clients).
-//! - **Expiry**: a client's position is kept while it receives. After
-//!   `broadcast_client_ttl` without a receive (from this broker instance's point of view:
+//! - **Expiry**: a client's position is kept while it receives (a long poll waiting counts).
+//!   After `broadcast_client_ttl` since its last receive ended (from this broker instance's
+//!   point of view:
 //!   positions restored at start or adopted from a master count from when it first sees them)
 //!   the writer removes every queue of the client, with its messages in flight; the removal
 //!   is a tombstone in the state log. A client coming back afterwards starts afresh.
@@ -33,7 +34,7 @@ use crate::config::ConsumeFrom;
 use crate::engine::Inner;
 use crate::meta::MetaIndex;
 use crate::outcome::{Code, Failure};
-use crate::owner::{SEPARATOR, client_of, group_of};
+use crate::owner::{Receiving, SEPARATOR, client_of, group_of};
 
 /// Longest client id accepted for a broadcast group (the official clients' are ~60 bytes).
 const CLIENT_ID_MAX_LEN: usize = 255;
@@ -70,11 +71,10 @@ impl Inner {
         Ok(Cow::Owned(format!("{group}{SEPARATOR}{client_id}")))
     }
 
-    /// Records a receive by `owner` (keeps a broadcast client's position alive).
-    pub(crate) fn broadcast_received(&self, owner: &str) {
-        if client_of(owner).is_some() {
-            self.broadcast_clients.touch(owner, now_ms());
-        }
+    /// Records a receive by `owner` until the guard drops: a broadcast client's position stays
+    /// alive while it receives (long polls included) and for the TTL after.
+    pub(crate) fn broadcast_receiving(&self, owner: &str) -> Receiving<'_> {
+        self.broadcast_clients.receiving(owner, now_ms())
     }
 
     /// Where a queue of `owner` starts when it has no position yet.

@@ -151,7 +151,7 @@ impl Inner {
         };
         // A broadcast group's client pops from its own position (`broadcast`).
         let group = self.consumer_owner(&req.group, &req.client_id)?;
-        self.broadcast_received(&group);
+        let _receiving = self.broadcast_receiving(&group);
         let filter = Arc::new(req.filter.clone());
         let deadline = tokio::time::Instant::now() + long_poll;
         let mut arrivals = self.hub.subscribe(&topic);
