@@ -328,6 +328,8 @@ impl TestCluster {
                 name: name.to_owned(),
                 max_retries,
                 fifo,
+                broadcast: false,
+                from_start: false,
                 backoff: backoff.map(str::to_owned),
                 priority_percent: None,
             }),
@@ -369,6 +371,39 @@ impl TestCluster {
         MessagingServiceClient::connect(format!("http://{}", self.proxy))
             .await
             .expect("connect to proxy")
+    }
+
+    /// Creates a broadcast consumer group (`comet group create NAME --broadcast
+    /// [--from-start]`) and waits until every node sees it.
+    pub async fn create_broadcast_group(&self, name: &str, max_retries: u32, from_start: bool) {
+        admin::group(
+            &self.admin(),
+            &GroupCommand::Create(GroupSpec {
+                name: name.to_owned(),
+                max_retries,
+                fifo: false,
+                broadcast: true,
+                from_start,
+                backoff: None,
+            }),
+        )
+        .await
+        .expect("broadcast group created");
+        self.wait_metadata(&format!("group {name}"), |m| {
+            m.groups.iter().any(|g| g.name == name && g.broadcast)
+        })
+        .await;
+    }
+
+    /// The clients of broadcast group `group` with a position on the deployment's (first)
+    /// broker, sorted.
+    pub fn broadcast_clients(&self, group: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .find_map(Node::broker)
+            .expect("the deployment runs a broker")
+            .api()
+            .broadcast_clients(group)
     }
 
     /// Stops every node in order (proxy, broker, controller) and returns the data directory.

@@ -278,6 +278,8 @@ async fn create_group(cluster: &Cluster, group: &str) {
             name: group.to_owned(),
             max_retries: 16,
             fifo: false,
+            broadcast: false,
+            from_start: false,
             backoff: Some("customized:100ms".to_owned()),
             priority_percent: None,
         }),

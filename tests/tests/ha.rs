@@ -162,6 +162,8 @@ async fn deploy() -> HaDeployment {
                 name: name.to_owned(),
                 max_retries: 16,
                 fifo,
+                broadcast: false,
+                from_start: false,
                 backoff: None,
                 priority_percent: None,
             }),

@@ -68,6 +68,7 @@ fn metadata() -> ClusterMetadata {
             retry_policy: None,
             fifo: true,
             priority_percent: None,
+            ..Default::default()
         }],
         broker_sets: Vec::new(),
     }

@@ -23,6 +23,8 @@ pub struct AckRequest {
     pub topic: String,
     /// The receipt handles of the deliveries to acknowledge (at least one).
     pub receipt_handles: Vec<String>,
+    /// The acknowledging client (`x-mq-client-id`); a broadcast group needs it.
+    pub client_id: String,
 }
 
 /// Changes the invisible time of one delivery.
@@ -37,6 +39,8 @@ pub struct ChangeInvisibleRequest {
     /// From now until the message is visible again: at most `max_invisible_duration` (else
     /// ILLEGAL_INVISIBLE_TIME); zero or `None` makes it visible at once.
     pub invisible: Option<Duration>,
+    /// The client (`x-mq-client-id`); a broadcast group needs it.
+    pub client_id: String,
 }
 
 impl Inner {
@@ -54,10 +58,12 @@ impl Inner {
                 "the request carries no entries",
             ));
         }
+        // A broadcast group's client acknowledges in its own position (`broadcast`).
+        let owner = self.consumer_owner(&req.group, &req.client_id)?;
         let results = req
             .receipt_handles
             .iter()
-            .map(|h| self.ack_one(&req.group, &req.topic, h))
+            .map(|h| self.ack_one(&owner, &req.topic, h))
             .collect();
         // Answer once the ack is in the state log: it then survives a crash of this process.
         self.state_written().await;
@@ -111,7 +117,8 @@ impl Inner {
             .invisible_range()
             .for_change(req.invisible.map(duration::to_proto).as_ref())
             .map_err(|e| Failure::new(Code::IllegalInvisibleTime, e.to_string()))?;
-        let (slot, h) = self.resolve(&req.group, &req.topic, &req.receipt_handle)?;
+        let owner = self.consumer_owner(&req.group, &req.client_id)?;
+        let (slot, h) = self.resolve(&owner, &req.topic, &req.receipt_handle)?;
         let now = now_ms();
         let mut st = slot.state.lock();
         let Some(f) = st

@@ -118,6 +118,10 @@ pub struct BrokerConfig {
     /// Checks of an unresolved transaction before its half message is discarded and recorded
     /// (default 15, RocketMQ's `transactionCheckMax`).
     pub transaction_max_checks: u32,
+    /// Broadcast consumer groups: how long the position of a client that stopped receiving is
+    /// kept (default 1 h). After it, the client's positions and its messages in flight are
+    /// forgotten; a client coming back with the same id starts afresh, like a new one.
+    pub broadcast_client_ttl: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -146,6 +150,7 @@ impl Default for BrokerConfig {
             transaction_timeout: Duration::from_secs(6),
             transaction_check_interval: Duration::from_secs(60),
             transaction_max_checks: 15,
+            broadcast_client_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -227,6 +232,17 @@ impl BrokerConfig {
             return bad(
                 "transaction_timeout",
                 format!("{:?} is outside (0, 1 day]", self.transaction_timeout),
+            );
+        }
+        if self.broadcast_client_ttl < Duration::from_millis(100)
+            || self.broadcast_client_ttl > Duration::from_secs(30 * 86_400)
+        {
+            return bad(
+                "broadcast_client_ttl",
+                format!(
+                    "{:?} is outside [100ms, 30 days]",
+                    self.broadcast_client_ttl
+                ),
             );
         }
         if self.transaction_check_interval < Duration::from_millis(10)

@@ -12,8 +12,10 @@ use comet_vocab::system;
 use crate::clock::now_ms;
 use crate::engine::Inner;
 use crate::outcome::{Code, Failure, blocking, store_failure};
+use crate::owner;
 use crate::record;
 use crate::state::QueueSlot;
+use crate::sys;
 
 /// One in-flight message chosen for the dead-letter queue.
 pub(crate) struct DlqItem {
@@ -32,6 +34,8 @@ pub struct DeadLetterRequest {
     pub topic: String,
     /// The delivery's current receipt handle.
     pub receipt_handle: String,
+    /// The client (`x-mq-client-id`); a broadcast group needs it.
+    pub client_id: String,
 }
 
 impl Inner {
@@ -51,7 +55,8 @@ impl Inner {
     }
 
     async fn forward_now(&self, req: &DeadLetterRequest) -> Result<(), Failure> {
-        let (slot, h) = self.resolve(&req.group, &req.topic, &req.receipt_handle)?;
+        let owner = self.consumer_owner(&req.group, &req.client_id)?;
+        let (slot, h) = self.resolve(&owner, &req.topic, &req.receipt_handle)?;
         let attempts = {
             let mut st = slot.state.lock();
             let f = st
@@ -115,8 +120,16 @@ impl Inner {
                         }
                         Err(e) => return Err(e),
                     };
-                    let dlq_topic = system::dlq_topic(group);
-                    let rec = record::to_dlq_record(&m, &dlq_topic, group, *attempts);
+                    // A broadcast client's dead letters go to its group's queue, marked with
+                    // the client.
+                    let base = owner::group_of(group);
+                    let dlq_topic = system::dlq_topic(base);
+                    let mut rec = record::to_dlq_record(&m, &dlq_topic, base, *attempts);
+                    if let Some(client) = owner::client_of(group) {
+                        rec.properties
+                            .user
+                            .insert(sys::DLQ_CLIENT_ID.to_owned(), client.to_owned());
+                    }
                     store.append(&rec).map(|_| true)
                 })
                 .collect::<Vec<_>>()

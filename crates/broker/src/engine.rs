@@ -129,6 +129,8 @@ pub(crate) struct Inner {
     pub(crate) delays: Arc<Delays>,
     /// Half messages and their resolutions.
     pub(crate) transactions: Arc<Transactions>,
+    /// When each broadcast client last received (see `broadcast`).
+    pub(crate) broadcast_clients: crate::owner::Clients,
 }
 
 /// A running call, counted by the instance's call tracker until it drops (so a stop drains
@@ -231,6 +233,7 @@ impl Inner {
             written: watch::channel(0).0,
             delays: Arc::new(delays),
             transactions: Arc::new(transactions),
+            broadcast_clients: crate::owner::Clients::default(),
             cfg,
         });
         Ok(inner)
@@ -284,17 +287,19 @@ impl Inner {
         self.store.read().clone().ok_or_else(Failure::shutting_down)
     }
 
-    pub(crate) fn max_attempts(&self, idx: &MetaIndex, group: &str) -> u32 {
-        idx.group(group)
+    /// Deliveries before a message of `owner` (a group, or a broadcast client of one) is
+    /// dead-lettered.
+    pub(crate) fn max_attempts(&self, idx: &MetaIndex, owner: &str) -> u32 {
+        idx.group(crate::owner::group_of(owner))
             .map_or(self.cfg.default_max_retries, |g| g.max_retries)
             .saturating_add(1)
     }
 
-    pub(crate) fn extra_delay(&self, idx: &MetaIndex, group: &str, attempts: u32) -> i64 {
+    pub(crate) fn extra_delay(&self, idx: &MetaIndex, owner: &str, attempts: u32) -> i64 {
         match self.cfg.redelivery {
             RedeliveryDelay::InvisibleTime => 0,
             RedeliveryDelay::DeadlinePlusGroupBackoff => {
-                let d = idx.group(group).map_or_else(
+                let d = idx.group(crate::owner::group_of(owner)).map_or_else(
                     || Backoff::default().delay(attempts),
                     |g| g.backoff.delay(attempts),
                 );

@@ -54,6 +54,11 @@
 //!   Unresolved ones are checked through every proxy watching `WatchTransactionChecks`; after
 //!   `transaction_max_checks` they are discarded into `TRANS_CHECK_MAX_TIME_TOPIC` (readable)
 //!   and counted ([`TransactionStats`]).
+//! - **Broadcast groups** (`Group.broadcast`): the consumer state is kept per (group, client id)
+//!   (the `x-mq-client-id` the proxy forwards, [`CLIENT_ID_HEADER`]), so every client receives
+//!   every message; a new client starts at the end (or the earliest message with
+//!   `broadcast_from_start`); retries and dead letters are per client ([`DLQ_CLIENT_ID`]); a
+//!   client silent for `broadcast_client_ttl` loses its position (see `broadcast`).
 //! - **Replication** ([`ha`]): in a broker set of several brokers, [`HaBroker`] takes the
 //!   broker's role from the controller's metadata. The master streams its commitlog to the
 //!   replicas (`comet.v1.ReplicationService`), which append it verbatim and dispatch it; SYNC
@@ -77,12 +82,14 @@
 //!  broker (Broker: open, shutdown, abandon)
 //!  service (BrokerGrpc: the comet.v1 adapter) + convert (protobuf ↔ the broker's types)
 //!  api (BrokerApi: every operation as Comet's types; admission, role switching)
-//!  tasks::{revive, timer, checks, persist, replica}           background loops
+//!  tasks::{revive, timer, checks, persist, replica, broadcast} background loops
 //!  send · pop · ack · dead_letter · transaction · recall · pull · offsets · query   the operations
+//!  broadcast (per-client consumer-state owners, their expiry)
 //!  state_log (consumer-state writes and waits)
 //!  engine (Inner: open, store, call admission, receipt handles)
 //!  delay (timer wheel) · transaction::{table, pending, record, id} · ha::{tracker, role,
 //!    consumer_sync, config, lease}
+//!  owner (consumer-state owners: group or broadcast client)
 //!  meta (metadata index) · state (consumer state) · persist (its files) · long_poll
 //!    · record (NewMessage and the records the broker builds)
 //!  outcome (Failure, Unavailable, blocking) · sys (system-property keys) · clock · handle · filter
@@ -109,6 +116,9 @@
 //!   GetConsumerProgress (a group's offset is its POP consumer state, so it is persisted with
 //!   it); `query`: the admin QueryMessage (by id, key, queue offset).
 //! - `tasks`: the background loops (see its table of who runs what).
+//! - `broadcast`: who owns a call's consumer state (the group, or `"<group>@<client>"` in a
+//!   broadcast group), where a new client starts, and the expiry of silent clients; `pop`,
+//!   `ack` and `dead_letter` ask it before they touch the state.
 //! - `state`: in-memory consumer state and visibility timers; `persist`: its snapshot + log
 //!   files; `state_log`: how calls and the persist task write them.
 //! - `api`: [`BrokerApi`], the domain API: each operation takes a typed request (e.g.
@@ -168,6 +178,7 @@
 mod ack;
 mod api;
 pub mod backoff;
+mod broadcast;
 mod broker;
 mod clock;
 pub mod config;
@@ -187,6 +198,7 @@ mod meta;
 pub mod node;
 mod offsets;
 mod outcome;
+mod owner;
 mod persist;
 mod pop;
 mod pull;
@@ -220,11 +232,12 @@ pub use query::{DEFAULT_KEY_RESULTS, MAX_KEY_RESULTS, MessageQuery};
 pub use recall::RecallRequest;
 pub use record::{MessageKind, NewMessage};
 pub use send::{SendRequest, Sent};
-pub use service::{BrokerGrpc, TransactionCheckStream};
+pub use service::{BrokerGrpc, CLIENT_ID_HEADER, TransactionCheckStream};
 pub use sys::{
-    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
-    SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
-    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_TIMER_ORIGIN, SYS_TRACE_CONTEXT,
+    DLQ_CLIENT_ID, SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ,
+    SYS_DLQ_DELIVERIES, SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET,
+    SYS_DLQ_ORIGIN_TOPIC, SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_TIMER_ORIGIN,
+    SYS_TRACE_CONTEXT,
     SYS_TRANSACTION_ID,
 };
 pub use transaction::table::TransactionStats;

@@ -33,6 +33,10 @@ pub(crate) struct GroupView {
     pub fifo: bool,
     /// PRIORITY topics: the percentage of pops that take the highest priority first.
     pub priority_percent: u32,
+    /// Every client of the group has its own position (see `broadcast`).
+    pub broadcast: bool,
+    /// Broadcast: a new client starts at the earliest stored message, not the end.
+    pub broadcast_from_start: bool,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +85,8 @@ impl MetaIndex {
                         backoff: Backoff::from_policy(g.retry_policy.as_ref()),
                         fifo: g.fifo,
                         priority_percent: g.priority_percent.unwrap_or(100).min(100),
+                        broadcast: g.broadcast,
+                        broadcast_from_start: g.broadcast_from_start,
                     },
                 )
             })

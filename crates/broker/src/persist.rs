@@ -9,7 +9,9 @@
 //! are written as kind 4 (each entry: offset, generation, deadline, visible-at, attempts,
 //! message-group hash); kind 2 (the same without the hash) is still read. A `Queue` record
 //! holds the *whole* state of one (group, topic, queue): pop offset and in-flight entries; the
-//! last record of a key wins, so replay needs no ordering between keys. Recovery loads the
+//! last record of a key wins, so replay needs no ordering between keys. A record whose pop
+//! offset is `i64::MIN` is a tombstone (an expired broadcast client's queue): replay drops
+//! the key, and snapshots never hold one. Recovery loads the
 //! snapshot, replays `log.<seq>` for every seq >= `next_log_seq` in order (stopping at a torn or
 //! corrupt tail), then writes a fresh snapshot with the next incarnation and starts a new log.
 //! Compaction opens log `seq+1` first, then writes a snapshot naming `seq+1`, then deletes the
@@ -21,7 +23,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::BrokerError;
-use crate::state::{InFlight, QueueKey, QueueRecord};
+use crate::state::{InFlight, QueueKey, QueueRecord, REMOVED};
 
 const KIND_HEADER: u8 = 1;
 const KIND_QUEUE: u8 = 2;
@@ -324,7 +326,12 @@ impl StateFiles {
             }
             for f in frames {
                 if let Frame::Queue(r) = f {
-                    queues.insert(r.key.clone(), r);
+                    if r.pop_offset == REMOVED {
+                        // A tombstone: the (group, topic, queue) was removed.
+                        queues.remove(&r.key);
+                    } else {
+                        queues.insert(r.key.clone(), r);
+                    }
                 }
             }
         }
@@ -576,6 +583,22 @@ mod tests {
         let (_f, l) = StateFiles::open(dir.path()).unwrap();
         assert_eq!(l.incarnation, 2);
         assert_eq!(l.queues, vec![rec("a", 0, 7, &[4]), rec("b", 1, 1, &[])]);
+    }
+
+    #[test]
+    fn given_a_tombstone_when_reopened_should_drop_the_key_and_keep_it_out_of_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, _) = StateFiles::open(dir.path()).unwrap();
+        f.append(&[rec("g@c1", 0, 5, &[3]), rec("g@c2", 0, 4, &[])], true)
+            .unwrap();
+        f.append(&[rec("g@c1", 0, REMOVED, &[])], true).unwrap();
+        drop(f);
+        let (_f, l) = StateFiles::open(dir.path()).unwrap();
+        assert_eq!(l.queues, vec![rec("g@c2", 0, 4, &[])]);
+        // The reopen wrote a snapshot of what was loaded: still without the removed key.
+        drop(_f);
+        let (_f, l) = StateFiles::open(dir.path()).unwrap();
+        assert_eq!(l.queues, vec![rec("g@c2", 0, 4, &[])]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::filter::Filter;
 use crate::handle::ReceiptHandle;
 use crate::meta::Access;
 use crate::outcome::{Code, Failure, blocking, store_failure};
-use crate::state::{InFlight, QueueKey, QueueSlot, group_hash};
+use crate::state::{InFlight, QueueKey, QueueSlot, REMOVED, group_hash};
 use crate::sys;
 
 /// How far behind the end of the commitlog a pop may read on the calling thread: data
@@ -68,6 +68,8 @@ pub struct PopRequest {
     pub invisible: Option<Duration>,
     /// How long to wait for a message when there is none (capped at `max_long_polling`).
     pub long_poll: Duration,
+    /// The receiving client (`x-mq-client-id`); a broadcast group keys its position by it.
+    pub client_id: String,
 }
 
 /// One message handed out.
@@ -149,6 +151,9 @@ impl Inner {
                 ));
             }
         };
+        // A broadcast group's client pops from its own position (`broadcast`).
+        let group = self.consumer_owner(&req.group, &req.client_id)?;
+        let _receiving = self.broadcast_receiving(&group);
         let filter = Arc::new(req.filter.clone());
         let deadline = tokio::time::Instant::now() + long_poll;
         let mut arrivals = self.hub.subscribe(&topic);
@@ -239,7 +244,9 @@ impl Inner {
         let key = &slot.key;
         let idx = self.meta.index();
         let max_attempts = self.max_attempts(&idx, &key.group);
-        let fifo = idx.group(&key.group).is_some_and(|g| g.fifo);
+        let fifo = idx
+            .group(crate::owner::group_of(&key.group))
+            .is_some_and(|g| g.fifo);
         let now = now_ms();
         // Phase 1: choose redeliveries and the range of new messages.
         let mut exhausted = Vec::new();
@@ -251,8 +258,12 @@ impl Inner {
                 tracing::info!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
                     released, "group is no longer FIFO; held messages released");
             }
+            if st.pop_offset == REMOVED {
+                // A broadcast client's expired position, removed while this pop waited.
+                return Ok((Vec::new(), false));
+            }
             if !st.initialized {
-                st.pop_offset = match self.cfg.consume_from {
+                st.pop_offset = match self.start_of(&idx, &key.group) {
                     ConsumeFrom::First => store.min_offset(&key.topic, key.queue_id),
                     ConsumeFrom::Last => store.max_offset(&key.topic, key.queue_id),
                 };

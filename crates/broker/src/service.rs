@@ -81,6 +81,20 @@ impl BrokerGrpc {
     }
 }
 
+/// The header that names the calling client: the proxy forwards the client's own
+/// `x-mq-client-id` with each consumer call (broadcast groups key their positions by it).
+pub const CLIENT_ID_HEADER: &str = "x-mq-client-id";
+
+/// The calling client's id ([`CLIENT_ID_HEADER`]); empty when absent.
+fn client_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(CLIENT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn unavailable(u: Unavailable) -> Status {
     Status::unavailable(u.0)
 }
@@ -132,6 +146,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<PopMessageResponse>, Status> {
+        let client_id = client_id(&request);
         let req = request.into_inner();
         let decoded = (|| {
             let (topic, queue_id) = queue(req.message_queue.as_ref())?;
@@ -143,6 +158,7 @@ impl BrokerService for BrokerGrpc {
                 batch_size: req.batch_size,
                 invisible: req.invisible_duration.as_ref().map(invisible).transpose()?,
                 long_poll: long_poll(req.long_polling_timeout.as_ref())?,
+                client_id,
             })
         })();
         let popped = match decoded {
@@ -184,11 +200,13 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
+        let client_id = client_id(&request);
         let req = request.into_inner();
         let ack = AckRequest {
             group: name(req.group.as_ref()),
             topic: name(req.topic.as_ref()),
             receipt_handles: req.entries.into_iter().map(|e| e.receipt_handle).collect(),
+            client_id,
         };
         let acked = self.api.ack(ack).await.map_err(unavailable)?;
         Ok(Response::new(match acked {
@@ -217,6 +235,7 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
+        let client_id = client_id(&request);
         let req = request.into_inner();
         let changed = match req.invisible_duration.as_ref().map(invisible).transpose() {
             Err(f) => Err(f),
@@ -226,6 +245,7 @@ impl BrokerService for BrokerGrpc {
                     topic: name(req.topic.as_ref()),
                     receipt_handle: req.receipt_handle.clone(),
                     invisible: d,
+                    client_id,
                 };
                 self.api
                     .change_invisible(change)
@@ -299,11 +319,13 @@ impl BrokerService for BrokerGrpc {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
+        let client_id = client_id(&request);
         let req = request.into_inner();
         let forward = DeadLetterRequest {
             group: name(req.group.as_ref()),
             topic: name(req.topic.as_ref()),
             receipt_handle: req.receipt_handle,
+            client_id,
         };
         let forwarded = self
             .api

@@ -56,6 +56,11 @@ pub(crate) struct InFlight {
     pub group: u64,
 }
 
+/// `pop_offset` of a removed (group, topic, queue) (a broadcast client whose position
+/// expired): its record in the state log is a tombstone, and a pop that still holds the slot
+/// takes nothing from it.
+pub(crate) const REMOVED: i64 = i64::MIN;
+
 /// `visible_at_ms` of a held FIFO entry: never visible until released.
 pub(crate) const HELD: i64 = i64::MAX;
 
@@ -331,7 +336,7 @@ impl Consumers {
             generation: AtomicU32::new(0),
             purge_at: AtomicUsize::new(MIN_PURGE_AT),
         };
-        for r in records {
+        for r in records.into_iter().filter(|r| r.pop_offset != REMOVED) {
             let mut st = QueueState {
                 initialized: true,
                 pop_offset: r.pop_offset,
@@ -383,6 +388,36 @@ impl Consumers {
 
     pub fn all(&self) -> Vec<Arc<QueueSlot>> {
         self.slots.read().values().cloned().collect()
+    }
+
+    /// Removes every slot whose group is `owner` (a broadcast client's whole position): each
+    /// becomes a tombstone (see [`REMOVED`]) written to the state log like any change, and
+    /// its messages in flight are forgotten (their timers find nothing). Returns how many.
+    pub fn remove_owner(&self, owner: &str) -> usize {
+        let removed: Vec<Arc<QueueSlot>> = {
+            let mut slots = self.slots.write();
+            let keys: Vec<QueueKey> = slots.keys().filter(|k| k.group == owner).cloned().collect();
+            keys.iter().filter_map(|k| slots.remove(k)).collect()
+        };
+        for slot in &removed {
+            *slot.state.lock() = QueueState {
+                initialized: true,
+                pop_offset: REMOVED,
+                ..Default::default()
+            };
+            self.mark_dirty(slot);
+        }
+        removed.len()
+    }
+
+    /// The distinct groups (consumer-state owners) that have state, in no order.
+    pub fn owners(&self) -> Vec<String> {
+        let slots = self.slots.read();
+        let mut v: Vec<String> = slots.keys().map(|k| k.group.clone()).collect();
+        drop(slots);
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Records that `slot` changed and wakes the persist task; returns the change's sequence

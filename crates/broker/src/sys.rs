@@ -39,6 +39,9 @@ pub const SYS_DLQ_ORIGIN_QUEUE_OFFSET: &str = "DLQ_ORIGIN_QUEUE_OFFSET";
 pub const SYS_DLQ_GROUP: &str = "DLQ_GROUP";
 /// Deliveries made before the message was dead-lettered.
 pub const SYS_DLQ_DELIVERIES: &str = "DLQ_DELIVERIES";
+/// A *user* property of a broadcast client's dead letter: the client whose deliveries
+/// exhausted the message (see `broadcast`); user, so that every client can read it.
+pub const DLQ_CLIENT_ID: &str = "DLQ_CLIENT_ID";
 
 // ------------------------------------------------------------------------------- timers
 

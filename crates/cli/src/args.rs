@@ -137,4 +137,37 @@ mod tests {
     fn given_the_cli_definition_when_checked_should_be_consistent() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn given_group_create_when_broadcast_should_parse_and_from_start_should_need_it() {
+        use clap::Parser as _;
+
+        let cli = Cli::try_parse_from(["comet", "group", "create", "g", "--broadcast"])
+            .expect("--broadcast parses");
+        let Command::Group {
+            cmd: GroupCommand::Create(spec),
+            ..
+        } = cli.command
+        else {
+            panic!("a group create command");
+        };
+        assert!(spec.broadcast && !spec.from_start && !spec.fifo);
+        let cli = Cli::try_parse_from([
+            "comet",
+            "group",
+            "create",
+            "g",
+            "--broadcast",
+            "--from-start",
+        ])
+        .expect("--from-start with --broadcast parses");
+        assert!(matches!(
+            cli.command,
+            Command::Group { cmd: GroupCommand::Create(s), .. } if s.broadcast && s.from_start
+        ));
+        assert!(
+            Cli::try_parse_from(["comet", "group", "create", "g", "--from-start"]).is_err(),
+            "--from-start alone is refused"
+        );
+    }
 }

@@ -163,6 +163,8 @@ pub struct BrokerSection {
     pub replication_heartbeat_interval: HumanDuration,
     /// How often replicas adopt the master's consume offsets.
     pub consumer_offsets_sync_interval: HumanDuration,
+    /// Broadcast consumer groups: how long a client that stopped receiving keeps its position.
+    pub broadcast_client_ttl: HumanDuration,
 }
 
 /// `broker.replication_mode`.
@@ -289,6 +291,7 @@ impl Default for BrokerSection {
             replication_chunk_size: ByteSize(1 << 20),
             replication_heartbeat_interval: Duration::from_millis(500).into(),
             consumer_offsets_sync_interval: Duration::from_secs(1).into(),
+            broadcast_client_ttl: Duration::from_secs(3600).into(),
         }
     }
 }

@@ -49,6 +49,7 @@ async fn given_a_created_topic_when_restarted_from_the_same_dir_should_still_ser
                 retry_policy: None,
                 fifo: true,
                 priority_percent: None,
+                ..Default::default()
             }),
         })
         .await

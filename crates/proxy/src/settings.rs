@@ -190,6 +190,7 @@ mod tests {
             retry_policy: None,
             fifo: true,
             priority_percent: None,
+            ..Default::default()
         };
         assert_eq!(consumer_backoff(Some(&g), false).max_attempts, 3);
     }
@@ -209,6 +210,7 @@ mod tests {
             retry_policy: None,
             fifo: true,
             priority_percent: None,
+            ..Default::default()
         };
         let e = echo(&ProxyConfig::default(), &client, Some(&g), false).unwrap();
         let Some(settings::PubSub::Subscription(s)) = e.pub_sub else {

@@ -8,10 +8,12 @@
 //! | `timer` (delivery) | writers | due delayed messages appended to their topics |
 //! | `checks` | writers | transaction checks, discards, checkpoint |
 //! | `replica` | replicas | following the master's timer and transaction records |
+//! | `broadcast` | writers | expiry of silent broadcast clients' positions |
 //!
 //! Writers are the standalone broker and a master; a replica leaves delivery and checks to
 //! its master and follows their records in the log instead.
 
+mod broadcast;
 mod checks;
 mod persist;
 mod replica;
@@ -34,5 +36,6 @@ pub(crate) fn spawn(inner: &Arc<Inner>) {
     } else {
         t.spawn(Arc::clone(inner).timer_loop());
         t.spawn(Arc::clone(inner).transaction_loop());
+        t.spawn(Arc::clone(inner).broadcast_expiry_loop());
     }
 }

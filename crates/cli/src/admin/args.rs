@@ -208,6 +208,15 @@ pub struct GroupSpec {
     /// Deliver each message group's messages in order.
     #[arg(long)]
     pub fifo: bool,
+    /// Broadcast consumption: every client of the group receives every message, each from its
+    /// own position (acks, retries and dead letters per client). A client the broker has not
+    /// seen starts at the end of each queue; its position is forgotten after the broker's
+    /// `broadcast_client_ttl` without receives.
+    #[arg(long)]
+    pub broadcast: bool,
+    /// With --broadcast: a new client starts at the earliest stored message instead of the end.
+    #[arg(long, requires = "broadcast")]
+    pub from_start: bool,
     /// Backoff between deliveries: `exponential:INITIAL:MAX:MULTIPLIER` (e.g.
     /// `exponential:1s:60s:2`) or `customized:D1,D2,...` (e.g. `customized:1s,5s,30s`).
     /// Default: RocketMQ's customized table (1s 5s 10s 30s 1m 2m ... 2h).

@@ -221,6 +221,8 @@ pub async fn group(target: &AdminTarget, cmd: &GroupCommand) -> anyhow::Result<V
                 retry_policy: spec.backoff.as_deref().map(parse_backoff).transpose()?,
                 fifo: spec.fifo,
                 priority_percent: spec.priority_percent,
+                broadcast: spec.broadcast,
+                broadcast_from_start: spec.from_start,
             };
             let create = matches!(cmd, GroupCommand::Create(_));
             let reply = client

@@ -118,7 +118,8 @@ pub fn group_json(g: Option<&Group>) -> Value {
         }),
         None => Value::String("default".into()),
     };
-    json!({"name": g.name, "max_retries": g.max_retries, "fifo": g.fifo, "backoff": backoff,
+    json!({"name": g.name, "max_retries": g.max_retries, "fifo": g.fifo, "broadcast": g.broadcast,
+        "broadcast_from_start": g.broadcast_from_start, "backoff": backoff,
         "priority_percent": g.priority_percent.unwrap_or(100)})
 }
 

@@ -58,6 +58,7 @@ pub fn broker(cfg: &Config, advertised: String) -> BrokerConfig {
         transaction_timeout: b.transaction_timeout.0,
         transaction_check_interval: b.transaction_check_interval.0,
         transaction_max_checks: b.transaction_max_checks,
+        broadcast_client_ttl: b.broadcast_client_ttl.0,
         // One invisible-time rule: the broker refuses what the proxy would (comet_vocab's
         // InvisibleRange), so both take the bounds from the proxy's settings.
         max_invisible_duration: cfg.proxy.invisible_max.0,

@@ -226,6 +226,12 @@ impl Node {
         self.metadata.clone()
     }
 
+    /// The broker this node runs (`standalone`, `broker`), as its service; tests read its
+    /// state through `BrokerGrpc::api`.
+    pub fn broker(&self) -> Option<comet_broker::BrokerGrpc> {
+        self.broker.as_ref().map(BrokerNode::service)
+    }
+
     /// The status of this node's replicated broker (`comet broker`), if it runs one.
     pub fn ha_status(&self) -> Option<watch::Receiver<comet_broker::HaStatus>> {
         self.broker.as_ref().and_then(BrokerNode::ha_status)

@@ -453,6 +453,8 @@ mod tests {
             retry_policy: None,
             fifo: false,
             priority_percent: None,
+            broadcast: false,
+            broadcast_from_start: false,
         }
     }
 

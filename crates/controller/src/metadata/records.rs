@@ -79,6 +79,12 @@ pub struct GroupRecord {
     /// (`None`: 100).
     #[serde(default)]
     pub priority_percent: Option<u32>,
+    /// Broadcast consumption: a position per client of the group.
+    #[serde(default)]
+    pub broadcast: bool,
+    /// Broadcast only: a new client starts at the earliest stored message, not the end.
+    #[serde(default)]
+    pub broadcast_from_start: bool,
 }
 
 /// One broker process of a broker set.
@@ -177,6 +183,8 @@ impl From<&GroupRecord> for pb::Group {
             retry_policy: g.retry_policy.as_ref().map(Into::into),
             fifo: g.fifo,
             priority_percent: g.priority_percent,
+            broadcast: g.broadcast,
+            broadcast_from_start: g.broadcast_from_start,
         }
     }
 }

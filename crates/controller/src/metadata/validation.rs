@@ -318,6 +318,8 @@ pub fn group_record(group: Option<pb::Group>) -> Result<GroupRecord, MetadataErr
         retry_policy,
         fifo: group.fifo,
         priority_percent: group.priority_percent,
+        broadcast: group.broadcast,
+        broadcast_from_start: group.broadcast && group.broadcast_from_start,
     })
 }
 
@@ -514,6 +516,7 @@ mod tests {
             retry_policy: policy,
             fifo: false,
             priority_percent: None,
+            ..Default::default()
         })
     }
 
@@ -562,6 +565,30 @@ mod tests {
         assert_eq!(with(Some(100)).unwrap().priority_percent, Some(100));
         let e = with(Some(101)).unwrap_err().to_string();
         assert!(e.contains("priority_percent 101"), "{e}");
+    fn given_broadcast_attributes_when_stored_should_keep_start_only_for_broadcast_groups() {
+        let with = |broadcast, broadcast_from_start| {
+            let mut g = group(0, None);
+            if let Some(g) = g.as_mut() {
+                g.broadcast = broadcast;
+                g.broadcast_from_start = broadcast_from_start;
+            }
+            let r = group_record(g).unwrap();
+            (r.broadcast, r.broadcast_from_start)
+        };
+        assert_eq!(with(true, true), (true, true));
+        assert_eq!(with(true, false), (true, false));
+        assert_eq!(
+            with(false, true),
+            (false, false),
+            "start means nothing without broadcast"
+        );
+        // Records written before broadcast existed read as clustering groups.
+        let old: GroupRecord = serde_json::from_str(
+            r#"{"name":"g","max_retries":16,"retry_policy":null,"fifo":true}"#,
+        )
+        .unwrap();
+        assert!(old.fifo && !old.broadcast && !old.broadcast_from_start);
+        assert!(pb::Group::from(&old).fifo && !pb::Group::from(&old).broadcast);
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Inner {
             };
             async move {
                 let outcome = self
-                    .call(&target, budget, ack, |b, r| {
+                    .call_for_client(ctx, &target, budget, ack, |b, r| {
                         Box::pin(async move { b.ack_message(r).await })
                     })
                     .await;
@@ -147,7 +147,7 @@ impl Inner {
             ..request
         };
         let mut response = self
-            .call(&target, self.unary_budget(ctx), change, |b, r| {
+            .call_for_client(ctx, &target, self.unary_budget(ctx), change, |b, r| {
                 Box::pin(async move { b.change_invisible_duration(r).await })
             })
             .await?;
@@ -180,7 +180,7 @@ impl Inner {
             ..request
         };
         let mut response = self
-            .call(&target, self.unary_budget(ctx), forward, |b, r| {
+            .call_for_client(ctx, &target, self.unary_budget(ctx), forward, |b, r| {
                 Box::pin(async move { b.forward_message_to_dead_letter_queue(r).await })
             })
             .await?;

@@ -194,8 +194,41 @@ impl Inner {
         message: T,
         f: impl FnOnce(Arc<DynBroker>, Request<T>) -> BrokerCall<R>,
     ) -> Outcome<R> {
-        let broker = self.broker(target)?;
+        self.call_request(target, budget, Request::new(message), f)
+            .await
+    }
+
+    /// [`Inner::call`] for a consumer call: forwards the client's id (`x-mq-client-id`), by
+    /// which the broker keys a broadcast group's positions.
+    async fn call_for_client<T, R>(
+        &self,
+        ctx: &RequestContext,
+        target: &Target,
+        budget: Duration,
+        message: T,
+        f: impl FnOnce(Arc<DynBroker>, Request<T>) -> BrokerCall<R>,
+    ) -> Outcome<R> {
         let mut request = Request::new(message);
+        if let Some(id) = ctx
+            .client_id
+            .as_deref()
+            .and_then(|id| tonic::metadata::AsciiMetadataValue::try_from(id).ok())
+        {
+            request
+                .metadata_mut()
+                .insert(crate::context::CLIENT_ID_HEADER, id);
+        }
+        self.call_request(target, budget, request, f).await
+    }
+
+    async fn call_request<T, R>(
+        &self,
+        target: &Target,
+        budget: Duration,
+        mut request: Request<T>,
+        f: impl FnOnce(Arc<DynBroker>, Request<T>) -> BrokerCall<R>,
+    ) -> Outcome<R> {
+        let broker = self.broker(target)?;
         request.set_timeout(budget);
         match tokio::time::timeout(budget, f(broker, request)).await {
             Err(_) => {

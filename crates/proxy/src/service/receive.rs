@@ -352,7 +352,7 @@ impl Inner {
                     "proxy is shutting down; no message was taken",
                 )));
             }
-            r = self.call(&target, budget, pop, |b, r| Box::pin(async move { b.pop_message(r).await })) => r?,
+            r = self.call_for_client(ctx, &target, budget, pop, |b, r| Box::pin(async move { b.pop_message(r).await })) => r?,
         };
 
         let mut pop_status = response.status.unwrap_or_else(|| {

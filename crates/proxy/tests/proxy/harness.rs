@@ -72,6 +72,7 @@ pub fn default_metadata() -> ClusterMetadata {
                 retry_policy: None,
                 fifo: true,
                 priority_percent: None,
+                ..Default::default()
             },
             Group {
                 name: "ns1%g".into(),
@@ -79,6 +80,7 @@ pub fn default_metadata() -> ClusterMetadata {
                 retry_policy: None,
                 fifo: false,
                 priority_percent: None,
+                ..Default::default()
             },
         ],
         broker_sets: vec![broker_set("a", true), broker_set("b", true)],
