@@ -53,7 +53,12 @@ const ALLOWED: &[(&str, Allowed)] = &[
     ("comet-vocab", Allowed::Only(&["comet-proto"])),
     (
         "comet-broker",
-        Allowed::Only(&["comet-store", "comet-proto", "comet-vocab", "comet-coalesce"]),
+        Allowed::Only(&[
+            "comet-store",
+            "comet-proto",
+            "comet-vocab",
+            "comet-coalesce",
+        ]),
     ),
     (
         "comet-proxy",

@@ -285,7 +285,8 @@ mod tests {
 
     #[test]
     fn given_spawn_flags_when_parsed_should_pick_the_mode_and_refuse_compare() {
-        let a = parse(&["--spawn", "cluster", "--server-set", "broker.flush=sync"]).expect("parses");
+        let a =
+            parse(&["--spawn", "cluster", "--server-set", "broker.flush=sync"]).expect("parses");
         assert_eq!(a.spawn, Some(SpawnMode::Cluster));
         assert_eq!(a.server_set, vec!["broker.flush=sync".to_owned()]);
         assert_eq!(
@@ -311,7 +312,10 @@ mod tests {
             (&["--topic", "a b"], "--topic"),
             (&["--group", ""], "--group"),
             (&["--backlog", "--consumers", "0"], "--backlog"),
-            (&["--spawn", "cluster", "--server-set", "nokey"], "--server-set"),
+            (
+                &["--spawn", "cluster", "--server-set", "nokey"],
+                "--server-set",
+            ),
         ];
         for (args, flag) in cases {
             let e = parse(args)

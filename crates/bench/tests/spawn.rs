@@ -33,9 +33,7 @@ fn main() -> ExitCode {
         .expect("runtime");
     for mode in [SpawnMode::Cluster, SpawnMode::Standalone] {
         println!("--- bench --spawn {}", mode.name());
-        rt.block_on(given_spawn_when_a_short_run_ends_should_report_every_figure(
-            mode,
-        ));
+        rt.block_on(given_spawn_when_a_short_run_ends_should_report_every_figure(mode));
     }
     println!("spawn: 2 runs passed");
     ExitCode::SUCCESS
@@ -87,14 +85,22 @@ fn args(mode: SpawnMode) -> BenchArgs {
 
 async fn given_spawn_when_a_short_run_ends_should_report_every_figure(mode: SpawnMode) {
     let mut out = Vec::new();
-    let report: BenchReport = run_with(args(mode), &mut out).await.expect("the run completes");
+    let report: BenchReport = run_with(args(mode), &mut out)
+        .await
+        .expect("the run completes");
     assert_eq!(report.sent.count, RATE, "{report:#?}");
     assert!(report.sent.errors.is_empty(), "{report:#?}");
     assert_eq!(report.received.count, RATE, "{report:#?}");
     assert!(report.send_latency_ms.is_some() && report.e2e_latency_ms.is_some());
-    assert_ne!(report.config.endpoint, "127.0.0.1:1", "the run targets the started proxy");
+    assert_ne!(
+        report.config.endpoint, "127.0.0.1:1",
+        "the run targets the started proxy"
+    );
 
-    let servers = report.servers.as_ref().expect("a --spawn run reports its servers");
+    let servers = report
+        .servers
+        .as_ref()
+        .expect("a --spawn run reports its servers");
     assert_eq!(servers.mode, mode);
     let roles: Vec<&str> = servers.roles.iter().map(|r| r.role.as_str()).collect();
     let expected: &[&str] = match mode {
@@ -103,9 +109,14 @@ async fn given_spawn_when_a_short_run_ends_should_report_every_figure(mode: Spaw
     };
     assert_eq!(roles, expected, "{servers:#?}");
     for r in &servers.roles {
-        assert!(r.pid > 0 && r.cpu_s >= 0.0 && r.cpu_us_per_msg >= 0.0, "{r:#?}");
+        assert!(
+            r.pid > 0 && r.cpu_s >= 0.0 && r.cpu_us_per_msg >= 0.0,
+            "{r:#?}"
+        );
     }
-    let total = servers.servers_cpu_us_per_msg.expect("servers' CPU per message");
+    let total = servers
+        .servers_cpu_us_per_msg
+        .expect("servers' CPU per message");
     let sum: f64 = servers.roles.iter().map(|r| r.cpu_us_per_msg).sum();
     assert!((total - sum).abs() < 1e-6, "{servers:#?}");
     assert!(servers.bench_cpu_us_per_msg.is_some(), "{servers:#?}");

@@ -28,8 +28,8 @@ use comet_proto::comet::v1::{
 use futures::{Stream, StreamExt as _};
 use parking_lot::{Mutex, RwLock};
 
-use crate::link::{Link, LinkOptions, broker_path};
 pub use crate::link::INTERNAL_MAX_MESSAGE_BYTES;
+use crate::link::{Link, LinkOptions, broker_path};
 use tonic::{Request, Response, Status};
 
 /// The `WatchTransactionChecks` stream type of every [`BrokerService`] implementation used with
@@ -288,7 +288,9 @@ impl BrokerService for RemoteBroker {
         &self,
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        self.link.unary(broker_path!("EndTransaction"), request).await
+        self.link
+            .unary(broker_path!("EndTransaction"), request)
+            .await
     }
 
     type WatchTransactionChecksStream = TransactionCheckStream;

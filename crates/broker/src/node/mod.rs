@@ -29,10 +29,10 @@ mod controller_link;
 
 use std::sync::Arc;
 
+use comet_coalesce::CoalescedIo;
 use comet_proto::comet::v1::ClusterMetadata;
 use comet_proto::comet::v1::broker_service_server::BrokerServiceServer;
 use comet_proto::comet::v1::replication_service_server::ReplicationServiceServer;
-use comet_coalesce::CoalescedIo;
 use futures::{Stream, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;

@@ -340,7 +340,8 @@ fn split(
         .iter()
         .map(|&n| {
             let own: Vec<_> = entries.by_ref().take(n).collect();
-            let status = comet_vocab::status::aggregate(own.iter().filter_map(|e| e.status.as_ref()));
+            let status =
+                comet_vocab::status::aggregate(own.iter().filter_map(|e| e.status.as_ref()));
             Ok(SendMessageResponse {
                 status: Some(status),
                 entries: own,
@@ -439,7 +440,11 @@ mod tests {
             calls: tx,
             fail,
         };
-        (SendCombiner::new("broker test", limits, Arc::new(fake)), gate, rx)
+        (
+            SendCombiner::new("broker test", limits, Arc::new(fake)),
+            gate,
+            rx,
+        )
     }
 
     fn one_call() -> CombineLimits {
@@ -477,7 +482,11 @@ mod tests {
         let (c, gate, mut calls) = combiner(one_call(), false);
         let batches: &[&[&str]] = &[&["a"], &["b1", "b2"], &["c"], &["d1", "d2", "d3"]];
         let tasks = spawn_sends(&c, batches).await;
-        assert_eq!(calls.recv().await.unwrap(), vec!["a"], "the first send goes alone");
+        assert_eq!(
+            calls.recv().await.unwrap(),
+            vec!["a"],
+            "the first send goes alone"
+        );
         assert_eq!(c.state.lock().queue.len(), 3, "the others wait");
         gate.add_permits(2);
         let mut answers = Vec::new();
@@ -490,7 +499,11 @@ mod tests {
             "everything queued leaves in one call, in arrival order"
         );
         for (answer, ids) in answers.iter().zip(batches) {
-            let got: Vec<&str> = answer.entries.iter().map(|e| e.message_id.as_str()).collect();
+            let got: Vec<&str> = answer
+                .entries
+                .iter()
+                .map(|e| e.message_id.as_str())
+                .collect();
             assert_eq!(got, *ids, "each caller gets its own entries");
             assert_eq!(answer.status.as_ref().unwrap().code, Code::Ok as i32);
         }
@@ -538,12 +551,20 @@ mod tests {
             let answer = t.await.unwrap().unwrap();
             sent.extend(answer.entries.into_iter().map(|e| e.message_id));
         }
-        assert_eq!(sent, vec!["a", "b1", "b2", "c"], "every accepted send is answered");
+        assert_eq!(
+            sent,
+            vec!["a", "b1", "b2", "c"],
+            "every accepted send is answered"
+        );
         let mut reached = Vec::new();
         while let Ok(ids) = calls.try_recv() {
             reached.extend(ids);
         }
-        assert_eq!(reached, vec!["a", "b1", "b2", "c"], "the refused send never left");
+        assert_eq!(
+            reached,
+            vec!["a", "b1", "b2", "c"],
+            "the refused send never left"
+        );
         assert_eq!(c.stats().refused, 1);
     }
 

@@ -52,9 +52,9 @@ where
     trailer_status(body.trailers().await.map_err(transport)?)?;
     let mut frames = Frames::default();
     frames.buf = data;
-    let message = frames.next_message()?.ok_or_else(|| {
-        Status::internal("the broker answered without a message")
-    })?;
+    let message = frames
+        .next_message()?
+        .ok_or_else(|| Status::internal("the broker answered without a message"))?;
     if !frames.buf.is_empty() {
         return Err(Status::internal(
             "the broker answered a unary call with more than one message",

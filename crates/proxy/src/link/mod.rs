@@ -170,9 +170,9 @@ impl Link {
     /// # Errors
     /// INVALID_ARGUMENT when `address` is not a `host:port`.
     pub fn new(address: &str, options: LinkOptions) -> Result<Link, Status> {
-        let authority: Authority = address
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("bad broker address {address:?}: {e}")))?;
+        let authority: Authority = address.parse().map_err(|e| {
+            Status::invalid_argument(format!("bad broker address {address:?}: {e}"))
+        })?;
         if authority.port_u16().is_none() || address.contains(char::is_whitespace) {
             return Err(Status::invalid_argument(format!(
                 "bad broker address {address:?}: expected host:port"
@@ -196,13 +196,15 @@ impl Link {
     /// Send counters of every connection together.
     pub fn send_stats(&self) -> CombineStats {
         let slots = self.shared.slots.read();
-        slots.iter().fold(CombineStats::default(), |mut acc, (_, s)| {
-            let st = s.sends.stats();
-            acc.calls += st.calls;
-            acc.requests += st.requests;
-            acc.refused += st.refused;
-            acc
-        })
+        slots
+            .iter()
+            .fold(CombineStats::default(), |mut acc, (_, s)| {
+                let st = s.sends.stats();
+                acc.calls += st.calls;
+                acc.requests += st.requests;
+                acc.refused += st.refused;
+                acc
+            })
     }
 
     /// A unary call of `path` (see [`broker_path`]).
@@ -339,8 +341,7 @@ impl SendCall for LinkSend {
     fn call(&self, request: SendMessageRequest, timeout: Option<Duration>) -> SendFuture {
         let shared = self.0.upgrade();
         Box::pin(async move {
-            let shared =
-                shared.ok_or_else(|| Status::unavailable("the broker link was closed"))?;
+            let shared = shared.ok_or_else(|| Status::unavailable("the broker link was closed"))?;
             let mut request = Request::new(request);
             if let Some(t) = timeout {
                 request.set_timeout(t);
