@@ -50,8 +50,7 @@ where
         data.extend_from_slice(&chunk);
     }
     trailer_status(body.trailers().await.map_err(transport)?)?;
-    let mut frames = Frames::default();
-    frames.buf = data;
+    let mut frames = Frames { buf: data };
     let message = frames
         .next_message()?
         .ok_or_else(|| Status::internal("the broker answered without a message"))?;
@@ -154,10 +153,10 @@ async fn open<Q: prost::Message>(
         )));
     }
     // A trailers-only answer (an error before any message) has the status in its headers.
-    if let Some(status) = Status::from_header_map(&parts.headers) {
-        if status.code() != tonic::Code::Ok {
-            return Err(status);
-        }
+    if let Some(status) = Status::from_header_map(&parts.headers)
+        && status.code() != tonic::Code::Ok
+    {
+        return Err(status);
     }
     Ok(body)
 }
