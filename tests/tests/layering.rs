@@ -44,7 +44,8 @@ enum Allowed {
 /// The crate rules of `docs/architecture.md`: "sdk → proto; proxy → proto; broker → store +
 /// proto; controller → proto. Nothing depends on a binary." `comet-vocab` (RocketMQ's names,
 /// limits and formats) sits just above proto and below the servers and the CLI;
-/// `comet-coalesce` (a socket wrapper) is a leaf the proxy and the load generator share.
+/// `comet-coalesce` (a socket wrapper) is a leaf the proxy, the broker (its internal link)
+/// and the load generator share.
 const ALLOWED: &[(&str, Allowed)] = &[
     ("comet-proto", Allowed::Only(&[])),
     ("comet-store", Allowed::Only(&[])),
@@ -52,7 +53,12 @@ const ALLOWED: &[(&str, Allowed)] = &[
     ("comet-vocab", Allowed::Only(&["comet-proto"])),
     (
         "comet-broker",
-        Allowed::Only(&["comet-store", "comet-proto", "comet-vocab"]),
+        Allowed::Only(&[
+            "comet-store",
+            "comet-proto",
+            "comet-vocab",
+            "comet-coalesce",
+        ]),
     ),
     (
         "comet-proxy",

@@ -8,6 +8,7 @@ use anyhow::bail;
 use comet_vocab::{NameKind, names};
 
 use crate::payload::TIMESTAMP_BYTES;
+use crate::servers::SpawnMode;
 use crate::size::ByteSize;
 
 /// Largest body the benchmark sends: the default maximum of the proxies, and the largest
@@ -126,6 +127,22 @@ pub struct BenchArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// Start the servers for this run (on 127.0.0.1, random ports; topics auto-created with 8
+    /// queues) instead of using --endpoint: one `comet standalone` process, or a `comet
+    /// controller`, `comet broker` and `comet proxy` process each (Cluster mode). The report
+    /// then carries each server's CPU time per message ("servers").
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with = "compare")]
+    pub spawn: Option<SpawnMode>,
+
+    /// The comet binary --spawn runs (default: `comet` beside this executable).
+    #[arg(long, value_name = "FILE", requires = "spawn")]
+    pub comet_bin: Option<PathBuf>,
+
+    /// A server setting for --spawn, passed on as `--set KEY=VALUE` (repeatable), e.g.
+    /// `--server-set broker.flush=sync`.
+    #[arg(long = "server-set", value_name = "KEY=VALUE", requires = "spawn")]
+    pub server_set: Vec<String>,
 }
 
 /// Parses a humantime duration such as `30s`, `1m 30s` or `500ms`.
@@ -187,6 +204,9 @@ impl BenchArgs {
         if self.threads == 0 || self.threads > MAX_THREADS {
             bail!("--threads must be between 1 and {MAX_THREADS}");
         }
+        if let Some(bad) = self.server_set.iter().find(|kv| !kv.contains('=')) {
+            bail!("--server-set {bad:?}: expected section.key=value, e.g. broker.flush=sync");
+        }
         Ok(())
     }
 }
@@ -225,6 +245,7 @@ mod tests {
         assert!(!a.no_progress && a.json.is_none());
         assert_eq!(a.client, ClientKind::Raw);
         assert!(!a.compare && !a.backlog);
+        assert!(a.spawn.is_none() && a.comet_bin.is_none() && a.server_set.is_empty());
         a.validate().expect("defaults are valid");
     }
 
@@ -263,6 +284,21 @@ mod tests {
     }
 
     #[test]
+    fn given_spawn_flags_when_parsed_should_pick_the_mode_and_refuse_compare() {
+        let a =
+            parse(&["--spawn", "cluster", "--server-set", "broker.flush=sync"]).expect("parses");
+        assert_eq!(a.spawn, Some(SpawnMode::Cluster));
+        assert_eq!(a.server_set, vec!["broker.flush=sync".to_owned()]);
+        assert_eq!(
+            parse(&["--spawn", "standalone"]).expect("parses").spawn,
+            Some(SpawnMode::Standalone)
+        );
+        assert!(parse(&["--spawn", "cluster", "--compare"]).is_err());
+        assert!(parse(&["--comet-bin", "/x/comet"]).is_err());
+        assert!(parse(&["--spawn", "mesh"]).is_err());
+    }
+
+    #[test]
     fn given_bad_values_when_validated_should_name_the_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&["--producers", "0"], "--producers"),
@@ -276,6 +312,10 @@ mod tests {
             (&["--topic", "a b"], "--topic"),
             (&["--group", ""], "--group"),
             (&["--backlog", "--consumers", "0"], "--backlog"),
+            (
+                &["--spawn", "cluster", "--server-set", "nokey"],
+                "--server-set",
+            ),
         ];
         for (args, flag) in cases {
             let e = parse(args)

@@ -18,7 +18,10 @@
 //! # Layout
 //! Modules name each other one way, in three layers (a module names only modules of its own
 //! layer listed before it, or of a layer below):
-//! - **Bottom**, what every client and the runner share: `size` ([`ByteSize`] for
+//! - **Bottom**, what every client and the runner share: `servers` (`--spawn`: the
+//!   `comet standalone` process, or the Cluster-mode trio of controller, broker and proxy
+//!   processes, that a run starts for itself, and the CPU time each spends: [`SpawnMode`],
+//!   [`ServersReport`]); `size` ([`ByteSize`] for
 //!   `--message-size`); `payload` (what every body and message carries: due time, run
 //!   property); `args` ([`BenchArgs`] and [`ClientKind`], with the checks that refuse a run
 //!   it could not honour); `stats` (counters, histograms and the serializable report);
@@ -30,7 +33,7 @@
 //! - **Middle**, the clients: `raw` (connections, sessions, the `h2` send path, the
 //!   simple-consumer loop, and its own write-coalescing socket wrapper); `sdk` (the Comet
 //!   SDK); `official` (the official `rocketmq` crate). No client names another.
-//! - **Top**: `run` (one run, [`run_with`]: start the clients, the clock, the producers and
+//! - **Top**: `run` (one run, [`run_with`]: start the servers with `--spawn`, the clients, the clock, the producers and
 //!   consumers, the drain, the report; its module doc says what is counted and how latency
 //!   avoids coordinated omission); `compare` (`--compare`: [`compare_with`],
 //!   [`Comparison`]); and this crate root's [`run()`], which picks between the two.
@@ -40,7 +43,8 @@
 //!   its due time, a message belongs to the window when its due time does, and a consumer
 //!   counts only messages carrying this run's id.
 //! - The bench is a client only: it depends on the proto crate's generated client, the SDK and
-//!   the official crate, never on a server crate.
+//!   the official crate, never on a server crate (`--spawn` runs the `comet` binary as child
+//!   processes).
 //! - Message bodies never appear in logs.
 #![forbid(unsafe_code)]
 
@@ -56,6 +60,7 @@ mod raw;
 mod run;
 mod schedule;
 mod sdk;
+mod servers;
 mod size;
 mod stats;
 mod target;
@@ -63,6 +68,7 @@ mod target;
 pub use args::{BenchArgs, ClientKind};
 pub use compare::{Comparison, Ratios, compare_with};
 pub use run::run_with;
+pub use servers::{RoleCpu, ServersReport, SpawnMode};
 pub use size::ByteSize;
 pub use stats::{BenchConfig, BenchReport, HostInfo, LatencyReport, ReceivedReport, SentReport};
 

@@ -51,6 +51,7 @@ use crate::args::{BenchArgs, ClientKind};
 use crate::payload::body_template;
 use crate::plan::{Clock, Plan};
 use crate::raw;
+use crate::servers::{CpuProbe, Servers, default_comet_bin};
 use crate::stats::{
     self, BenchConfig, BenchReport, HostInfo, LatencyReport, Live, ReceivedReport, SentReport,
     TaskStats,
@@ -106,9 +107,29 @@ impl Fleet {
 }
 
 /// Runs the benchmark through `--client`, writes the JSON report to `out` (and to `--json`)
-/// and returns it.
-pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<BenchReport> {
+/// and returns it. With `--spawn`, starts the servers first (see `servers`), runs against
+/// them and stops them.
+pub async fn run_with(mut args: BenchArgs, out: impl Write) -> anyhow::Result<BenchReport> {
     args.validate()?;
+    let Some(mode) = args.spawn else {
+        return run_against(args, out, None).await;
+    };
+    let bin = args.comet_bin.clone().unwrap_or_else(default_comet_bin);
+    let servers = Servers::start(mode, &bin, &args.server_set).await?;
+    args.endpoint.clone_from(&servers.endpoint);
+    tracing::info!(mode = mode.name(), endpoint = %servers.endpoint, "servers started");
+    let probe = servers.probe();
+    let report = run_against(args, out, Some(probe)).await;
+    servers.stop().await;
+    report
+}
+
+/// One run against `args.endpoint`; `probe` reads the CPU time of servers this run started.
+async fn run_against(
+    args: BenchArgs,
+    mut out: impl Write,
+    probe: Option<CpuProbe>,
+) -> anyhow::Result<BenchReport> {
     let target = Target::parse(&args.endpoint)?;
     let host = raw::hostname();
     let run = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -119,7 +140,13 @@ pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<Be
     } else {
         0
     };
-    let setup = raw::setup(&target, &args, &host, run, raw_clients).await?;
+    let setup = if probe.is_some() {
+        // Servers just started: the broker may not have registered yet, and the proxy
+        // creates the topic on the first QueryRoute that finds a live broker.
+        setup_when_routable(&target, &args, &host, run, raw_clients).await?
+    } else {
+        raw::setup(&target, &args, &host, run, raw_clients).await?
+    };
     let route = setup.route.clone();
     tracing::info!(
         endpoint = %target.authority,
@@ -164,6 +191,17 @@ pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<Be
         histogram,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The servers' CPU time at the start and at the end of the window.
+    let cpu_probe = probe.map(|probe| {
+        let clock = plan.clock;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(clock.warm_end).await;
+            let start = probe.snapshot();
+            tokio::time::sleep_until(clock.end).await;
+            let end = probe.snapshot();
+            (probe, start, end)
+        })
+    });
 
     let mut consumer_tasks = Vec::new();
     if !args.backlog {
@@ -298,6 +336,13 @@ pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<Be
         },
         send_latency_ms: LatencyReport::from_histogram(&produced.latency),
         e2e_latency_ms: LatencyReport::from_histogram(&consumed.latency),
+        servers: match cpu_probe {
+            Some(task) => {
+                let (probe, start, end) = task.await.context("the CPU probe failed")?;
+                Some(probe.report(&start, &end, window, produced.measured))
+            }
+            None => None,
+        },
     };
 
     let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
@@ -309,6 +354,38 @@ pub async fn run_with(args: BenchArgs, mut out: impl Write) -> anyhow::Result<Be
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// How long freshly started servers may take to route the topic.
+const ROUTABLE_WAIT: Duration = Duration::from_secs(30);
+
+/// Pause between route checks while servers start.
+const ROUTE_RETRY: Duration = Duration::from_millis(200);
+
+/// [`raw::setup`], retried until the topic has a route or [`ROUTABLE_WAIT`] has passed.
+async fn setup_when_routable(
+    target: &Target,
+    args: &BenchArgs,
+    host: &str,
+    run: u64,
+    clients: usize,
+) -> anyhow::Result<raw::Setup> {
+    let deadline = Instant::now() + ROUTABLE_WAIT;
+    loop {
+        match raw::setup(target, args, host, run, clients).await {
+            Ok(setup) => return Ok(setup),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!(
+                    "the started servers did not route topic {:?} within {ROUTABLE_WAIT:?}",
+                    args.topic
+                )));
+            }
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "topic not routable yet");
+                tokio::time::sleep(ROUTE_RETRY).await;
+            }
+        }
+    }
 }
 
 /// Waits for every task (they must have been told to stop, or end by themselves).

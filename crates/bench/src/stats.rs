@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::args::ClientKind;
+use crate::servers::ServersReport;
 
 /// Highest latency the histograms track exactly: one hour, in nanoseconds. Larger samples are
 /// clamped to it (and would show up as a `max` of 3600000 ms).
@@ -273,6 +274,10 @@ pub struct BenchReport {
     /// End-to-end latency (one sample per received message), from the message's due time to
     /// its arrival at a consumer. `null` without consumers or received messages.
     pub e2e_latency_ms: Option<LatencyReport>,
+    /// With `--spawn`: the servers the run started and their CPU time per message in the
+    /// window (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub servers: Option<ServersReport>,
 }
 
 /// Messages and megabytes per second for `count` messages of `bytes` over `seconds`.

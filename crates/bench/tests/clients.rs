@@ -42,6 +42,9 @@ fn args(cluster: &TestCluster, client: ClientKind, topic: &str, group: &str) -> 
         threads: 1,
         no_progress: true,
         json: None,
+        spawn: None,
+        comet_bin: None,
+        server_set: Vec::new(),
     }
 }
 

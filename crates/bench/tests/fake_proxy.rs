@@ -478,6 +478,9 @@ fn args(endpoint: &str) -> BenchArgs {
         threads: 1,
         no_progress: true,
         json: None,
+        spawn: None,
+        comet_bin: None,
+        server_set: Vec::new(),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Reaching brokers: the [`BrokerDirectory`] seam and its two implementations.
 //!
 //! - [`LocalBrokers`]: in-process brokers by broker-set name (standalone "Local mode", no TCP).
-//! - [`RemoteBrokers`]: one lazily connected tonic channel per member address, wrapped in
-//!   [`RemoteBroker`], which implements the same [`BrokerService`] trait over gRPC.
+//! - [`RemoteBrokers`]: one [`Link`] per member address (per-thread HTTP/2 connections over
+//!   write-gathering sockets, SendMessage combining and backpressure; see [`crate::link`]),
+//!   wrapped in [`RemoteBroker`], which implements the same [`BrokerService`] trait.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use comet_proto::apache::rocketmq::v2::{
     QueryOffsetResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest,
     SendMessageRequest, SendMessageResponse, UpdateOffsetRequest, UpdateOffsetResponse,
 };
-use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 pub use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
@@ -27,7 +27,9 @@ use comet_proto::comet::v1::{
 };
 use futures::{Stream, StreamExt as _};
 use parking_lot::{Mutex, RwLock};
-use tonic::transport::{Channel, Endpoint};
+
+pub use crate::link::INTERNAL_MAX_MESSAGE_BYTES;
+use crate::link::{Link, LinkOptions, broker_path};
 use tonic::{Request, Response, Status};
 
 /// The `WatchTransactionChecks` stream type of every [`BrokerService`] implementation used with
@@ -38,9 +40,6 @@ pub type TransactionCheckStream =
 /// A broker as the proxy calls it: the internal service with its stream type fixed, so that it
 /// can be shared as `Arc<DynBroker>`.
 pub type DynBroker = dyn BrokerService<WatchTransactionChecksStream = TransactionCheckStream>;
-
-/// Largest internal message in either direction (batches of large messages, pop results).
-pub const INTERNAL_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Resolves a broker set to something that implements the internal [`BrokerService`].
 ///
@@ -98,24 +97,33 @@ impl BrokerDirectory for LocalBrokers {
     }
 }
 
-/// Brokers over gRPC: one lazily connected channel per member address, reused by all calls.
+/// Brokers over gRPC: one [`Link`] per member address, reused by all calls.
 #[derive(Debug)]
 pub struct RemoteBrokers {
-    connect_timeout: Duration,
+    options: LinkOptions,
     clients: Mutex<HashMap<String, Arc<RemoteBroker>>>,
 }
 
 impl Default for RemoteBrokers {
     fn default() -> Self {
-        Self::new(Duration::from_secs(3))
+        Self::with_options(LinkOptions::default())
     }
 }
 
 impl RemoteBrokers {
-    /// A directory whose TCP connects give up after `connect_timeout`.
+    /// A directory whose TCP connects give up after `connect_timeout` (other link options at
+    /// their defaults).
     pub fn new(connect_timeout: Duration) -> Self {
-        RemoteBrokers {
+        Self::with_options(LinkOptions {
             connect_timeout,
+            ..LinkOptions::default()
+        })
+    }
+
+    /// A directory whose links use `options`.
+    pub fn with_options(options: LinkOptions) -> Self {
+        RemoteBrokers {
+            options,
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -139,39 +147,48 @@ impl BrokerDirectory for RemoteBrokers {
         if let Some(c) = clients.get(member_address) {
             return Ok(c.clone());
         }
-        let broker = Arc::new(RemoteBroker::connect_lazy(
-            member_address,
-            self.connect_timeout,
-        )?);
+        let broker = Arc::new(RemoteBroker::with_options(member_address, self.options)?);
         clients.insert(member_address.to_owned(), broker.clone());
         Ok(broker)
     }
 }
 
-/// A broker reached over gRPC, presented as the [`BrokerService`] trait.
+/// A broker reached over the internal link (see [`crate::link`]), presented as the
+/// [`BrokerService`] trait. SendMessage calls that arrive together are combined.
 #[derive(Debug, Clone)]
 pub struct RemoteBroker {
-    client: BrokerServiceClient<Channel>,
+    link: Link,
 }
 
 impl RemoteBroker {
     /// A client for `address` (`host:port`) that connects on first use and reconnects after
-    /// failures; message sizes are raised to [`INTERNAL_MAX_MESSAGE_BYTES`] both ways.
+    /// failures; messages up to [`INTERNAL_MAX_MESSAGE_BYTES`] both ways.
     ///
     /// # Errors
-    /// INVALID_ARGUMENT when `address` is not a valid URI authority.
+    /// INVALID_ARGUMENT when `address` is not a `host:port`.
     pub fn connect_lazy(address: &str, connect_timeout: Duration) -> Result<RemoteBroker, Status> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Status::invalid_argument(format!("bad broker address {address:?}: {e}")))?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        let client = BrokerServiceClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(INTERNAL_MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(INTERNAL_MAX_MESSAGE_BYTES);
-        Ok(RemoteBroker { client })
+        Self::with_options(
+            address,
+            LinkOptions {
+                connect_timeout,
+                ..LinkOptions::default()
+            },
+        )
+    }
+
+    /// As [`RemoteBroker::connect_lazy`], with every link option.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT when `address` is not a `host:port`.
+    pub fn with_options(address: &str, options: LinkOptions) -> Result<RemoteBroker, Status> {
+        Ok(RemoteBroker {
+            link: Link::new(address, options)?,
+        })
+    }
+
+    /// The link this broker is called over.
+    pub fn link(&self) -> &Link {
+        &self.link
     }
 }
 
@@ -181,37 +198,38 @@ impl BrokerService for RemoteBroker {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        self.client.clone().send_message(request).await
+        self.link.send_message(request).await
     }
 
     async fn pop_message(
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<PopMessageResponse>, Status> {
-        self.client.clone().pop_message(request).await
+        self.link.unary(broker_path!("PopMessage"), request).await
     }
 
     async fn ack_message(
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
-        self.client.clone().ack_message(request).await
+        self.link.unary(broker_path!("AckMessage"), request).await
     }
 
     async fn change_invisible_duration(
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
-        self.client.clone().change_invisible_duration(request).await
+        self.link
+            .unary(broker_path!("ChangeInvisibleDuration"), request)
+            .await
     }
 
     async fn forward_message_to_dead_letter_queue(
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
-        self.client
-            .clone()
-            .forward_message_to_dead_letter_queue(request)
+        self.link
+            .unary(broker_path!("ForwardMessageToDeadLetterQueue"), request)
             .await
     }
 
@@ -219,56 +237,60 @@ impl BrokerService for RemoteBroker {
         &self,
         request: Request<PullMessageRequest>,
     ) -> Result<Response<PullMessageResponse>, Status> {
-        self.client.clone().pull_message(request).await
+        self.link.unary(broker_path!("PullMessage"), request).await
     }
 
     async fn update_offset(
         &self,
         request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        self.client.clone().update_offset(request).await
+        self.link.unary(broker_path!("UpdateOffset"), request).await
     }
 
     async fn get_offset(
         &self,
         request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        self.client.clone().get_offset(request).await
+        self.link.unary(broker_path!("GetOffset"), request).await
     }
 
     async fn query_offset(
         &self,
         request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        self.client.clone().query_offset(request).await
+        self.link.unary(broker_path!("QueryOffset"), request).await
     }
 
     async fn reset_offset(
         &self,
         request: Request<ResetOffsetRequest>,
     ) -> Result<Response<ResetOffsetResponse>, Status> {
-        self.client.clone().reset_offset(request).await
+        self.link.unary(broker_path!("ResetOffset"), request).await
     }
 
     async fn query_message(
         &self,
         request: Request<QueryMessageRequest>,
     ) -> Result<Response<QueryMessageResponse>, Status> {
-        self.client.clone().query_message(request).await
+        self.link.unary(broker_path!("QueryMessage"), request).await
     }
 
     async fn get_consumer_progress(
         &self,
         request: Request<GetConsumerProgressRequest>,
     ) -> Result<Response<GetConsumerProgressResponse>, Status> {
-        self.client.clone().get_consumer_progress(request).await
+        self.link
+            .unary(broker_path!("GetConsumerProgress"), request)
+            .await
     }
 
     async fn end_transaction(
         &self,
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        self.client.clone().end_transaction(request).await
+        self.link
+            .unary(broker_path!("EndTransaction"), request)
+            .await
     }
 
     type WatchTransactionChecksStream = TransactionCheckStream;
@@ -278,9 +300,11 @@ impl BrokerService for RemoteBroker {
         request: Request<WatchTransactionChecksRequest>,
     ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
         let response = self
-            .client
-            .clone()
-            .watch_transaction_checks(request)
+            .link
+            .server_streaming::<_, TransactionCheck>(
+                broker_path!("WatchTransactionChecks"),
+                request,
+            )
             .await?;
         Ok(response.map(|s| s.boxed()))
     }

@@ -19,6 +19,10 @@
 //! - `session`: client sessions keyed by `x-mq-client-id`.
 //! - `status`: the single mapping of failures to in-body `Code`s.
 //! - [`brokers`]: [`BrokerDirectory`], [`LocalBrokers`], [`RemoteBrokers`].
+//! - [`link`]: the internal link to a broker that [`RemoteBroker`] calls over: [`link::connect`]
+//!   (the one place a broker connection's transport is built), per-thread HTTP/2 connections
+//!   over write-gathering sockets, gRPC calls on `h2` directly, and SendMessage combining with
+//!   bounded in-flight calls (a full queue answers TOO_MANY_REQUESTS).
 //! - `creator`: [`TopicCreator`] (auto-create seam).
 //! - `service`: the MessagingService handlers, one file per RPC group.
 //! - `server`: [`Proxy`] (routes, serve, shutdown) and [`serve`] (config, listener, metadata,
@@ -61,6 +65,7 @@ pub mod config;
 mod context;
 mod creator;
 mod error;
+pub mod link;
 mod names;
 mod routes;
 mod server;

@@ -29,10 +29,11 @@ mod controller_link;
 
 use std::sync::Arc;
 
+use comet_coalesce::CoalescedIo;
 use comet_proto::comet::v1::ClusterMetadata;
 use comet_proto::comet::v1::broker_service_server::BrokerServiceServer;
 use comet_proto::comet::v1::replication_service_server::ReplicationServiceServer;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -265,6 +266,9 @@ impl BrokerNode {
 
 /// Serves `service` (and `replication`) on `incoming` until `shutdown` is cancelled, then
 /// drains the calls in progress.
+///
+/// Every accepted connection passes [`accept`], the one place where the broker's side of the
+/// internal link is built.
 async fn serve_grpc<I, IO, IE>(
     service: BrokerGrpc,
     replication: Option<ReplicationGrpc>,
@@ -284,11 +288,20 @@ where
             .max_decoding_message_size(INTERNAL_MAX_MESSAGE)
             .max_encoding_message_size(INTERNAL_MAX_MESSAGE)
     });
+    let incoming = incoming.map(|conn| conn.map(accept));
     tonic::transport::Server::builder()
         .add_service(server)
         .add_optional_service(replication)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
+}
+
+/// An accepted connection as the broker serves it: writes gathered into one system call per
+/// round of the connection's task, reads in large chunks (`comet_coalesce`). A proxy's
+/// SendMessage answers, and the PopMessage answers of many long polls, that are ready
+/// together leave in one write instead of one each.
+fn accept<IO>(io: IO) -> CoalescedIo<IO> {
+    CoalescedIo::new(io)
 }
 
 /// Runs a broker node on `listener` (TCP_NODELAY) until `shutdown` is cancelled, then stops it
