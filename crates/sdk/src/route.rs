@@ -37,11 +37,7 @@ pub(crate) async fn refresh(session: &Session, topic: &str) -> Result<Arc<Route>
                 endpoints: Some(access.proto.clone()),
             };
             async move {
-                session
-                    .unary("QueryRoute", &access, req, |mut c, r| async move {
-                        c.query_route(r).await
-                    })
-                    .await
+                session.unary(crate::rpc::QUERY_ROUTE, &access, &req).await
             }
         })
         .await?;
@@ -62,7 +58,7 @@ pub(crate) async fn refresh(session: &Session, topic: &str) -> Result<Arc<Route>
         }
         queues.push(Queue {
             proto: mq,
-            endpoints: Endpoints::from_proto(endpoints),
+            endpoints: Arc::new(Endpoints::from_proto(endpoints)),
         });
     }
     if queues.is_empty() {
