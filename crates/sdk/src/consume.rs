@@ -101,7 +101,11 @@ pub(crate) async fn change_invisible(
         suspend: None,
     };
     let response = session
-        .unary(crate::rpc::CHANGE_INVISIBLE_DURATION, &receipt.endpoints, &req)
+        .unary(
+            crate::rpc::CHANGE_INVISIBLE_DURATION,
+            &receipt.endpoints,
+            &req,
+        )
         .await?;
     check("ChangeInvisibleDuration", response.status.as_ref())?;
     if !response.receipt_handle.is_empty() {

@@ -31,9 +31,7 @@ use crate::config::{ClientConfig, connection_setters};
 use crate::connect;
 use crate::endpoints::Endpoints;
 use crate::error::{Error, Invalid, Result};
-use crate::message::{
-    Message, MessageView, group_hash, new_message_id, timestamp, validate_topic,
-};
+use crate::message::{Message, MessageView, group_hash, new_message_id, timestamp, validate_topic};
 use crate::retry::RetryPolicy;
 use crate::route;
 use crate::route_table::Queue;

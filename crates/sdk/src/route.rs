@@ -36,9 +36,7 @@ pub(crate) async fn refresh(session: &Session, topic: &str) -> Result<Arc<Route>
                 topic: Some(resource.clone()),
                 endpoints: Some(access.proto.clone()),
             };
-            async move {
-                session.unary(crate::rpc::QUERY_ROUTE, &access, &req).await
-            }
+            async move { session.unary(crate::rpc::QUERY_ROUTE, &access, &req).await }
         })
         .await?;
     check("QueryRoute", response.status.as_ref())?;

@@ -379,12 +379,11 @@ impl Session {
             .iter()
             .map(|a| (a.host.as_str(), a.port))
             .collect();
-        let link = Link::new(&addresses, self.inner.dialer.clone()).map_err(|reason| {
-            Error::Config {
+        let link =
+            Link::new(&addresses, self.inner.dialer.clone()).map_err(|reason| Error::Config {
                 setting: "endpoints",
                 reason,
-            }
-        })?;
+            })?;
         Ok(self
             .inner
             .links

@@ -346,8 +346,8 @@ impl Link {
             .map(|&(host, port)| {
                 let spelled = crate::endpoints::host_port(host, port);
                 let port = u16::try_from(port).map_err(|_| format!("{spelled}: bad port"))?;
-                let authority = Authority::try_from(spelled.as_str())
-                    .map_err(|e| format!("{spelled}: {e}"))?;
+                let authority =
+                    Authority::try_from(spelled.as_str()).map_err(|e| format!("{spelled}: {e}"))?;
                 Ok((host.to_owned(), port, authority))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -463,7 +463,12 @@ impl Failed {
     }
 }
 
-async fn exchange<R>(conn: &Conn, path: &'static str, headers: HeaderMap, body: Bytes) -> Result<R, Failed>
+async fn exchange<R>(
+    conn: &Conn,
+    path: &'static str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<R, Failed>
 where
     R: prost::Message + Default,
 {
@@ -478,7 +483,12 @@ where
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
 
-    let mut send = conn.send.clone().ready().await.map_err(|e| Failed::open(&e))?;
+    let mut send = conn
+        .send
+        .clone()
+        .ready()
+        .await
+        .map_err(|e| Failed::open(&e))?;
     let (response, mut stream) = send
         .send_request(request, false)
         .map_err(|e| Failed::open(&e))?;
@@ -798,7 +808,10 @@ mod tests {
             assert!(answered, "round {round} got no answer");
         }
         token.cancel();
-        assert!(server.load(Ordering::SeqCst) >= 3, "one connection per round");
+        assert!(
+            server.load(Ordering::SeqCst) >= 3,
+            "one connection per round"
+        );
     }
 
     #[tokio::test]
@@ -819,7 +832,10 @@ mod tests {
     #[test]
     fn given_bad_bodies_when_unframed_should_say_what_is_wrong() {
         let m = answer(pb::Code::Ok);
-        assert_eq!(unframe::<pb::HeartbeatResponse>(frame(&m).unwrap()).unwrap(), m);
+        assert_eq!(
+            unframe::<pb::HeartbeatResponse>(frame(&m).unwrap()).unwrap(),
+            m
+        );
         let short = unframe::<pb::HeartbeatResponse>(Bytes::from_static(&[0, 0])).unwrap_err();
         assert!(short.message().contains("fewer than a gRPC frame header"));
         let zipped =
