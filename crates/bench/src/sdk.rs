@@ -1,9 +1,11 @@
 //! The Comet SDK (`comet-sdk`) as the bench's client: what a Rust service using the SDK
 //! would write.
 //!
-//! - Producers: one [`Producer`] per bench producer (each its own client id, session and
-//!   connection), `send` for one message per request and `send_batch` for `--batch` > 1. The
-//!   SDK picks the queues and retries transient failures as its settings say.
+//! - Producers: one [`Producer`] per [`PRODUCERS_PER_CLIENT`] bench producers, shared by
+//!   them as a service shares one producer among its tasks (a clone is a handle on the same
+//!   session and connection); the raw client groups its producers on connections the same
+//!   way. `send` for one message per request and `send_batch` for `--batch` > 1. The SDK
+//!   picks the queues and retries transient failures as its settings say.
 //! - Consumers: one [`PushConsumer`] per bench consumer, subscribed to the topic with `*`,
 //!   with a listener that only records the message and answers success ("no-op listener"),
 //!   at most [`MAX_CONCURRENCY`] listener calls and [`MAX_CACHED`] cached messages. Building a
@@ -29,6 +31,9 @@ use crate::producer::{Request, SendOutcome, Sender};
 use crate::stats::{TaskStats, code_key, grpc_key};
 use crate::target::Target;
 
+/// Bench producers sharing one SDK [`Producer`] (the raw client's producers per connection).
+const PRODUCERS_PER_CLIENT: usize = 4;
+
 /// Most listener calls a push consumer runs at once.
 const MAX_CONCURRENCY: usize = 64;
 /// Most received, unfinished messages a push consumer holds.
@@ -36,7 +41,10 @@ const MAX_CACHED: usize = 4096;
 
 /// The SDK clients of a run.
 pub(crate) struct Fleet {
+    /// One SDK producer per [`PRODUCERS_PER_CLIENT`] bench producers.
     producers: Vec<Producer>,
+    /// Bench producer tasks.
+    tasks: usize,
     endpoint: String,
     topic: String,
     group: String,
@@ -44,9 +52,10 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    /// Builds (connects) one producer per bench producer.
+    /// Builds (connects) one SDK producer per [`PRODUCERS_PER_CLIENT`] bench producers.
     pub(crate) async fn start(target: &Target, args: &BenchArgs) -> anyhow::Result<Fleet> {
-        let builds = (0..args.producers).map(|_| {
+        let clients = args.producers.div_ceil(PRODUCERS_PER_CLIENT);
+        let builds = (0..clients).map(|_| {
             Producer::builder()
                 .endpoints(&target.authority)
                 .topics([args.topic.as_str()])
@@ -57,6 +66,7 @@ impl Fleet {
             .with_context(|| format!("starting the SDK producers against {}", target.authority))?;
         Ok(Fleet {
             producers,
+            tasks: args.producers,
             endpoint: target.authority.clone(),
             topic: args.topic.clone(),
             group: args.group.clone(),
@@ -70,8 +80,8 @@ impl Fleet {
         plan: &Arc<Plan>,
         stop: &watch::Receiver<bool>,
     ) -> Vec<JoinHandle<TaskStats>> {
-        let senders = self.producers.iter().map(|p| SdkSender {
-            producer: p.clone(),
+        let senders = (0..self.tasks).map(|i| SdkSender {
+            producer: self.producers[i / PRODUCERS_PER_CLIENT].clone(),
         });
         crate::producer::spawn_all(senders, plan, stop)
     }

@@ -164,9 +164,7 @@ async fn ack_chunk(
         .map(|&i| receipts[i].message_id.as_str())
         .collect();
     match session
-        .unary(RPC, &first.endpoints, request, |mut c, r| async move {
-            c.ack_message(r).await
-        })
+        .unary(crate::rpc::ACK_MESSAGE, &first.endpoints, &request)
         .await
     {
         Ok(response) => entry_results(&ids, &response),

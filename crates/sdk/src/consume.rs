@@ -2,7 +2,6 @@
 //! within the long-polling deadline), ChangeInvisibleDuration and
 //! ForwardMessageToDeadLetterQueue. Acknowledgements, sent in batches, are in [`crate::ack`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2 as pb;
@@ -27,7 +26,7 @@ pub(crate) struct ReceiveCall<'a> {
 /// Receives up to `call.batch` messages; an empty list when the long poll found nothing.
 pub(crate) async fn receive(session: &Session, call: ReceiveCall<'_>) -> Result<Vec<MessageView>> {
     const RPC: &str = "ReceiveMessage";
-    let endpoints = Arc::new(call.queue.endpoints.clone());
+    let endpoints = call.queue.endpoints.clone();
     let req = pb::ReceiveMessageRequest {
         group: Some(session.resource(call.group)),
         message_queue: Some(call.queue.proto.clone()),
@@ -103,10 +102,9 @@ pub(crate) async fn change_invisible(
     };
     let response = session
         .unary(
-            "ChangeInvisibleDuration",
+            crate::rpc::CHANGE_INVISIBLE_DURATION,
             &receipt.endpoints,
-            req,
-            |mut c, r| async move { c.change_invisible_duration(r).await },
+            &req,
         )
         .await?;
     check("ChangeInvisibleDuration", response.status.as_ref())?;
@@ -135,12 +133,7 @@ pub(crate) async fn forward_to_dlq(
         lite_topic: receipt.lite_topic.clone(),
     };
     let response = session
-        .unary(
-            "ForwardMessageToDeadLetterQueue",
-            &receipt.endpoints,
-            req,
-            |mut c, r| async move { c.forward_message_to_dead_letter_queue(r).await },
-        )
+        .unary(crate::rpc::FORWARD_TO_DLQ, &receipt.endpoints, &req)
         .await?;
     check("ForwardMessageToDeadLetterQueue", response.status.as_ref())
 }

@@ -56,8 +56,13 @@
 //!   [`FilterExpression`].
 //! - [`Error`]: the one error type; [`Error::is_retryable`] tells transient from permanent.
 //! - internal: `endpoints` (an endpoint's addresses and key), `route_table` (each topic's
-//!   queues and round-robin position, cached by topic), `session` (channels, `x-mq-*`
-//!   headers, HMAC-SHA1 signing, access point failover, heartbeats, the telemetry registry),
+//!   queues and round-robin position, cached by topic), `rpc` (the unary RPCs: name, path,
+//!   request and response types), `headers` (the `x-mq-*` headers built once per client,
+//!   the date and HMAC-SHA1 signature once per second), `gather` (the write-gathering socket
+//!   wrapper), `transport` (unary calls on HTTP/2 connections the SDK drives itself, from the
+//!   calling task; TLS through rustls), `session` (per endpoint a transport link for unary
+//!   calls and a tonic channel for streaming ones, access point failover, heartbeats, the
+//!   telemetry registry),
 //!   `telemetry` (one stream per endpoint: settings sync, server commands, reconnect with
 //!   backoff), `route` (fetching routes, with periodic and on-error refresh), `connect`
 //!   (starting a session: first access point that answers, then the loops), `retry` (the
@@ -67,7 +72,7 @@
 //!   batcher).
 //!
 //! Modules name each other one way, bottom to top: `error`, `config`, `endpoints`,
-//! `route_table` → `session` → `telemetry` → `route` → `connect`, `retry`, `message` →
+//! `route_table`, `rpc`, `gather` → `headers`, `transport` → `session` → `telemetry` → `route` → `connect`, `retry`, `message` →
 //! `ack` → `consume` → `simple_consumer` → `producer`, `push_consumer`. The session holds the
 //! route table and the telemetry registry but never names the modules that fill them.
 //!
@@ -87,15 +92,19 @@ mod connect;
 mod consume;
 mod endpoints;
 mod error;
+mod gather;
+mod headers;
 pub mod message;
 pub mod producer;
 pub mod push_consumer;
 mod retry;
 mod route;
 mod route_table;
+mod rpc;
 mod session;
 pub mod simple_consumer;
 mod telemetry;
+mod transport;
 
 use comet_proto::apache::rocketmq::v2 as pb;
 

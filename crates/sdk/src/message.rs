@@ -81,35 +81,35 @@ impl Message {
         }
     }
 
-    /// The wire form, with a fresh message id, for queue `queue_id`.
-    pub(crate) fn to_proto(
-        &self,
+    /// The wire form, with its message id, born now; the message's fields move into it.
+    /// The queue id is the sender's to set (it may change between attempts).
+    pub(crate) fn into_proto(
+        self,
         resource: pb::Resource,
         message_id: String,
         message_type: pb::MessageType,
-        queue_id: i32,
+        born: prost_types::Timestamp,
     ) -> pb::Message {
-        let now = timestamp(SystemTime::now());
         pb::Message {
             topic: Some(resource),
-            user_properties: self.properties.clone(),
+            user_properties: self.properties,
             system_properties: Some(pb::SystemProperties {
-                tag: self.tag.clone(),
-                keys: self.keys.clone(),
+                tag: self.tag,
+                keys: self.keys,
                 message_id,
                 body_digest: None,
                 body_encoding: pb::Encoding::Identity as i32,
                 message_type: message_type as i32,
-                born_timestamp: Some(now),
+                born_timestamp: Some(born),
                 born_host: host_name().to_owned(),
                 delivery_timestamp: self.delivery_time.map(timestamp),
-                queue_id,
-                message_group: self.message_group.clone(),
-                lite_topic: self.lite_topic.clone(),
+                queue_id: 0,
+                message_group: self.message_group,
+                lite_topic: self.lite_topic,
                 priority: self.priority,
                 ..Default::default()
             }),
-            body: self.body.clone(),
+            body: self.body,
         }
     }
 }

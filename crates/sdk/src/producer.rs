@@ -31,7 +31,7 @@ use crate::config::{ClientConfig, connection_setters};
 use crate::connect;
 use crate::endpoints::Endpoints;
 use crate::error::{Error, Invalid, Result};
-use crate::message::{Message, MessageView, group_hash, new_message_id, validate_topic};
+use crate::message::{Message, MessageView, group_hash, new_message_id, timestamp, validate_topic};
 use crate::retry::RetryPolicy;
 use crate::route;
 use crate::route_table::Queue;
@@ -51,7 +51,7 @@ pub struct SendReceipt {
     offset: i64,
     transaction_id: Option<String>,
     recall_handle: Option<String>,
-    endpoints: Endpoints,
+    endpoints: Arc<Endpoints>,
 }
 
 impl SendReceipt {
@@ -320,9 +320,7 @@ impl Producer {
                 let req = req.clone();
                 async move {
                     session
-                        .unary("RecallMessage", &access, req, |mut c, r| async move {
-                            c.recall_message(r).await
-                        })
+                        .unary(crate::rpc::RECALL_MESSAGE, &access, &req)
                         .await
                 }
             })
@@ -384,8 +382,17 @@ impl Producer {
         }
         let kind = self.validate_batch(&messages, transactional)?;
         let topic = messages[0].topic.clone();
-        let group = messages[0].message_group.clone();
-        let ids: Vec<String> = messages.iter().map(|_| new_message_id()).collect();
+        let group = messages[0].message_group.as_deref().map(group_hash);
+        // Built once: the messages move into the request, which every attempt reuses with
+        // its own queue id (so the ids and born times stay those of the first attempt).
+        let resource = session.resource(&topic);
+        let born = timestamp(std::time::SystemTime::now());
+        let mut request = pb::SendMessageRequest {
+            messages: messages
+                .into_iter()
+                .map(|m| m.into_proto(resource.clone(), new_message_id(), kind, born))
+                .collect(),
+        };
         let attempts = if transactional {
             1
         } else {
@@ -401,24 +408,20 @@ impl Producer {
         let mut attempt = 1;
         loop {
             let route = route::route(session, &topic).await?;
-            let queue = match &group {
-                Some(g) => route.pick_by_hash(fits, group_hash(g)),
+            let queue = match group {
+                Some(hash) => route.pick_by_hash(fits, hash),
                 None => route.pick(fits, avoid.as_deref()),
             }
-            .cloned()
             .ok_or_else(|| Error::NoQueue {
                 topic: topic.clone(),
                 reason: format!("no writable queue accepts {} messages", kind.as_str_name()),
             })?;
-            let resource = session.resource(&topic);
-            let request = pb::SendMessageRequest {
-                messages: messages
-                    .iter()
-                    .zip(&ids)
-                    .map(|(m, id)| m.to_proto(resource.clone(), id.clone(), kind, queue.proto.id))
-                    .collect(),
-            };
-            let outcome = self.send_once(&queue, request, &topic).await;
+            for m in &mut request.messages {
+                if let Some(p) = m.system_properties.as_mut() {
+                    p.queue_id = queue.proto.id;
+                }
+            }
+            let outcome = self.send_once(queue, &request, &topic).await;
             match outcome {
                 Ok(receipts) => return Ok(receipts),
                 Err(e) if attempt < attempts && e.is_retryable() => {
@@ -452,19 +455,14 @@ impl Producer {
     async fn send_once(
         &self,
         queue: &Queue,
-        request: pb::SendMessageRequest,
+        request: &pb::SendMessageRequest,
         topic: &str,
     ) -> Result<Vec<SendReceipt>> {
         let expected = request.messages.len();
         let response = self
             .inner
             .session
-            .unary(
-                "SendMessage",
-                &queue.endpoints,
-                request,
-                |mut c, r| async move { c.send_message(r).await },
-            )
+            .unary(crate::rpc::SEND_MESSAGE, &queue.endpoints, request)
             .await?;
         check("SendMessage", response.status.as_ref())?;
         if response.entries.len() != expected {
@@ -513,9 +511,7 @@ async fn end_transaction(
         trace_context: String::new(),
     };
     let response = session
-        .unary("EndTransaction", endpoints, req, |mut c, r| async move {
-            c.end_transaction(r).await
-        })
+        .unary(crate::rpc::END_TRANSACTION, endpoints, &req)
         .await?;
     check("EndTransaction", response.status.as_ref())
 }

@@ -369,9 +369,7 @@ async fn query_assignment(shared: &Shared, topic: &str) -> Result<Vec<Queue>> {
             };
             async move {
                 let r = session
-                    .unary("QueryAssignment", &access, req, |mut c, r| async move {
-                        c.query_assignment(r).await
-                    })
+                    .unary(crate::rpc::QUERY_ASSIGNMENT, &access, &req)
                     .await?;
                 Ok((r, access))
             }
@@ -392,7 +390,7 @@ async fn query_assignment(shared: &Shared, topic: &str) -> Result<Vec<Queue>> {
                 .map_or_else(|| access.clone(), Endpoints::from_proto);
             Queue {
                 proto: mq,
-                endpoints,
+                endpoints: Arc::new(endpoints),
             }
         })
         .filter(Queue::readable)

@@ -36,13 +36,7 @@ pub(crate) async fn refresh(session: &Session, topic: &str) -> Result<Arc<Route>
                 topic: Some(resource.clone()),
                 endpoints: Some(access.proto.clone()),
             };
-            async move {
-                session
-                    .unary("QueryRoute", &access, req, |mut c, r| async move {
-                        c.query_route(r).await
-                    })
-                    .await
-            }
+            async move { session.unary(crate::rpc::QUERY_ROUTE, &access, &req).await }
         })
         .await?;
     check("QueryRoute", response.status.as_ref())?;
@@ -62,7 +56,7 @@ pub(crate) async fn refresh(session: &Session, topic: &str) -> Result<Arc<Route>
         }
         queues.push(Queue {
             proto: mq,
-            endpoints: Endpoints::from_proto(endpoints),
+            endpoints: Arc::new(Endpoints::from_proto(endpoints)),
         });
     }
     if queues.is_empty() {

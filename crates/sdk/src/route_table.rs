@@ -18,7 +18,8 @@ use crate::endpoints::Endpoints;
 #[derive(Debug, Clone)]
 pub(crate) struct Queue {
     pub(crate) proto: pb::MessageQueue,
-    pub(crate) endpoints: Endpoints,
+    /// Shared with what a send or a receive hands out (receipts, messages), without a copy.
+    pub(crate) endpoints: Arc<Endpoints>,
 }
 
 impl Queue {
@@ -134,7 +135,7 @@ mod tests {
                 broker: None,
                 accept_message_types: vec![pb::MessageType::Normal as i32],
             },
-            endpoints: Endpoints::from_access_point(host),
+            endpoints: Arc::new(Endpoints::from_access_point(host)),
         }
     }
 

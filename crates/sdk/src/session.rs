@@ -1,7 +1,9 @@
 //! The connection machinery every client shares.
 //!
-//! A [`Session`] owns: one lazily connected gRPC channel per endpoint; the `x-mq-*` headers and
-//! the HMAC-SHA1 signature put on every request; the registry of telemetry streams, one per
+//! A [`Session`] owns, per endpoint: a [`Link`] for unary calls (made in the calling task, see
+//! [`crate::transport`]) and a lazily connected tonic channel for the streaming calls; the
+//! `x-mq-*` headers and HMAC-SHA1 signature put on every request ([`crate::headers`]); the
+//! registry of telemetry streams, one per
 //! endpoint in use (the streams themselves run in [`crate::telemetry`]), with the settings-echo
 //! and open-failure counters that starting waits on; the heartbeat loop; the route table
 //! ([`crate::route_table`], filled by [`crate::route`]); and failover between the configured
@@ -10,7 +12,7 @@
 //! [`grpc_error`] for how a TLS failure becomes [`Error::Tls`].
 //!
 //! Layering: the session names only the modules below it (config, error, endpoints,
-//! route_table); telemetry, route and connect are built on it and start its streams and loops.
+//! route_table, headers, rpc, transport); telemetry, route and connect are built on it and start its streams and loops.
 //!
 //! Lifetime: background tasks run under the session's cancellation token and task tracker;
 //! [`Session::shutdown`] notifies the server, cancels them and waits for them. The user-facing
@@ -22,19 +24,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use comet_proto::apache::rocketmq::v2 as pb;
-use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use pb::messaging_service_client::MessagingServiceClient;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::config::{ClientConfig, Tls};
 use crate::endpoints::{Endpoints, host_port};
 use crate::error::{Error, Result};
+use crate::headers::RequestHeaders;
 use crate::route_table::RouteCache;
+use crate::rpc::Rpc;
+use crate::transport::{self, Dialer, Failure, Link};
 
 /// Heartbeats go to every endpoint in use this often.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -61,16 +65,6 @@ pub(crate) trait Role: Send + Sync + 'static {
     );
 }
 
-/// Headers that are the same on every request, encoded once.
-struct StaticHeaders {
-    client_id: AsciiMetadataValue,
-    language: AsciiMetadataValue,
-    protocol: AsciiMetadataValue,
-    version: AsciiMetadataValue,
-    namespace: Option<AsciiMetadataValue>,
-    session_token: Option<AsciiMetadataValue>,
-}
-
 /// The shared connection machinery of one client (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct Session {
@@ -80,7 +74,13 @@ pub(crate) struct Session {
 struct Inner {
     config: ClientConfig,
     client_id: String,
-    headers: StaticHeaders,
+    headers: RequestHeaders,
+    /// `headers`' base with the gRPC headers of a unary call.
+    unary_headers: http::HeaderMap,
+    dialer: Dialer,
+    /// Per endpoint: the connection for unary calls.
+    links: Mutex<HashMap<String, Arc<Link>>>,
+    /// Per endpoint: the channel for streaming calls.
     channels: Mutex<HashMap<String, Channel>>,
     /// Index into `config.access_points` of the one currently preferred.
     access_index: AtomicUsize,
@@ -116,43 +116,36 @@ impl Session {
     pub(crate) fn new(config: ClientConfig, role: Arc<dyn Role>) -> Result<Session> {
         config.validate()?;
         let client_id = new_client_id();
-        let ascii = |setting: &'static str, v: &str| {
-            AsciiMetadataValue::try_from(v).map_err(|_| Error::Config {
-                setting,
-                reason: "must be printable ASCII".into(),
-            })
-        };
-        let headers = StaticHeaders {
-            client_id: ascii("client id", &client_id)?,
-            language: AsciiMetadataValue::from_static("RUST"),
-            protocol: AsciiMetadataValue::from_static("v2"),
-            version: AsciiMetadataValue::from_static(env!("CARGO_PKG_VERSION")),
-            namespace: (!config.namespace.is_empty())
-                .then(|| ascii("namespace", &config.namespace))
-                .transpose()?,
-            session_token: config
-                .credentials
-                .as_ref()
-                .and_then(|c| c.security_token.as_deref())
-                .map(|t| ascii("credentials", t))
-                .transpose()?,
-        };
-        if let Some(c) = &config.credentials {
-            ascii("credentials", &c.access_key)?;
-        }
+        let headers = RequestHeaders::new(&client_id, &config)?;
+        let unary_headers = transport::unary_headers(headers.base(), config.request_timeout);
+        let token = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let dialer = Dialer::new(
+            config.tls.as_ref(),
+            config.request_timeout,
+            token.clone(),
+            tasks.clone(),
+        )
+        .map_err(|reason| Error::Config {
+            setting: "tls",
+            reason,
+        })?;
         Ok(Session {
             inner: Arc::new(Inner {
                 config,
                 client_id,
                 headers,
+                unary_headers,
+                dialer,
+                links: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
                 access_index: AtomicUsize::new(0),
                 role,
                 telemetry: Mutex::new(HashMap::new()),
                 synced: watch::Sender::new(0),
                 open_failures: watch::Sender::new((0, None)),
-                token: CancellationToken::new(),
-                tasks: TaskTracker::new(),
+                token,
+                tasks,
                 routes: RouteCache::default(),
             }),
         })
@@ -358,92 +351,76 @@ impl Session {
         Ok(ep)
     }
 
-    /// A request carrying the `x-mq-*` headers, the signature and `timeout`.
+    /// A streaming request carrying the `x-mq-*` headers, the signature and `timeout`.
     pub(crate) fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut headers = self.inner.headers.base().clone();
+        self.inner.headers.stamp(&mut headers, SystemTime::now());
         let mut r = tonic::Request::new(message);
+        *r.metadata_mut() = MetadataMap::from_headers(headers);
         r.set_timeout(timeout);
-        self.sign(r.metadata_mut());
         r
     }
 
-    fn sign(&self, md: &mut MetadataMap) {
-        let h = &self.inner.headers;
-        md.insert("x-mq-client-id", h.client_id.clone());
-        md.insert("x-mq-language", h.language.clone());
-        md.insert("x-mq-protocol", h.protocol.clone());
-        md.insert("x-mq-client-version", h.version.clone());
-        if let Some(ns) = &h.namespace {
-            md.insert("x-mq-namespace", ns.clone());
-        }
-        if let Some(t) = &h.session_token {
-            md.insert("x-mq-session-token", t.clone());
-        }
-        let date = date_time(SystemTime::now());
-        if let Ok(v) = AsciiMetadataValue::try_from(uuid::Uuid::new_v4().to_string()) {
-            md.insert("x-mq-request-id", v);
-        }
-        // As the official clients: blank credentials sign nothing.
-        if let Some(c) = &self.inner.config.credentials
-            && !c.access_key.trim().is_empty()
-            && !c.access_secret.trim().is_empty()
-        {
-            let value = authorization(&c.access_key, &c.access_secret, &date);
-            if let Ok(v) = AsciiMetadataValue::try_from(value) {
-                md.insert("authorization", v);
-            }
-        }
-        if let Ok(v) = AsciiMetadataValue::try_from(date) {
-            md.insert("x-mq-date-time", v);
-        }
-    }
-
-    /// A client for `endpoints`.
+    /// A client for `endpoints`' streaming calls.
     pub(crate) fn client(&self, endpoints: &Endpoints) -> Result<MessagingServiceClient<Channel>> {
         Ok(MessagingServiceClient::new(self.channel(endpoints)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
     }
 
-    /// Runs one unary RPC to `endpoints` with the request timeout, mapping transport failures.
-    pub(crate) async fn unary<Req, Resp, F, Fut>(
-        &self,
-        rpc: &'static str,
-        endpoints: &Endpoints,
-        message: Req,
-        call: F,
-    ) -> Result<Resp>
-    where
-        F: FnOnce(MessagingServiceClient<Channel>, tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
-    {
-        let timeout = self.inner.config.request_timeout;
-        self.unary_within(rpc, endpoints, message, timeout, call)
-            .await
+    /// The link for `endpoints`' unary calls (created on first use, cached).
+    fn link(&self, endpoints: &Endpoints) -> Result<Arc<Link>> {
+        if let Some(l) = self.inner.links.lock().get(&endpoints.key) {
+            return Ok(l.clone());
+        }
+        let addresses: Vec<(&str, i32)> = endpoints
+            .proto
+            .addresses
+            .iter()
+            .map(|a| (a.host.as_str(), a.port))
+            .collect();
+        let link =
+            Link::new(&addresses, self.inner.dialer.clone()).map_err(|reason| Error::Config {
+                setting: "endpoints",
+                reason,
+            })?;
+        Ok(self
+            .inner
+            .links
+            .lock()
+            .entry(endpoints.key.clone())
+            .or_insert_with(|| Arc::new(link))
+            .clone())
     }
 
-    /// [`Session::unary`] with an explicit deadline (long polls).
-    pub(crate) async fn unary_within<Req, Resp, F, Fut>(
+    /// Runs one unary RPC to `endpoints` within the request timeout, mapping transport
+    /// failures.
+    pub(crate) async fn unary<Req, Resp>(
         &self,
-        rpc: &'static str,
+        rpc: Rpc<Req, Resp>,
         endpoints: &Endpoints,
-        message: Req,
-        timeout: Duration,
-        call: F,
+        message: &Req,
     ) -> Result<Resp>
     where
-        F: FnOnce(MessagingServiceClient<Channel>, tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+        Req: prost::Message,
+        Resp: prost::Message + Default,
     {
-        let client = self.client(endpoints)?;
-        let request = self.request(message, timeout);
+        let timeout = self.inner.config.request_timeout;
+        let link = self.link(endpoints)?;
+        let mut headers = self.inner.unary_headers.clone();
+        self.inner.headers.stamp(&mut headers, SystemTime::now());
         // A margin over the gRPC deadline so the server's own deadline error wins the race.
-        match tokio::time::timeout(timeout + Duration::from_millis(500), call(client, request))
-            .await
-        {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(status)) => Err(grpc_error(rpc, &endpoints.key, status)),
+        let call = link.call(rpc.path, headers, message);
+        match tokio::time::timeout(timeout + Duration::from_millis(500), call).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(Failure::Status(status))) => Err(grpc_error(rpc.name, &endpoints.key, status)),
+            Ok(Err(Failure::Tls(reason))) => Err(Error::Tls {
+                rpc: rpc.name,
+                endpoint: endpoints.key.clone(),
+                reason,
+            }),
             Err(_) => Err(Error::Timeout {
-                rpc,
+                rpc: rpc.name,
                 endpoint: endpoints.key.clone(),
                 after: timeout,
             }),
@@ -549,9 +526,7 @@ impl Session {
             for ep in self.endpoints_in_use() {
                 let hb = self.inner.role.heartbeat();
                 let r = self
-                    .unary("Heartbeat", &ep, hb, |mut c, r| async move {
-                        c.heartbeat(r).await
-                    })
+                    .unary(crate::rpc::HEARTBEAT, &ep, &hb)
                     .await
                     .and_then(|r| check("Heartbeat", r.status.as_ref()));
                 if let Err(e) = r {
@@ -572,9 +547,7 @@ impl Session {
         for ep in self.endpoints_in_use() {
             let req = self.inner.role.termination();
             let r = self
-                .unary("NotifyClientTermination", &ep, req, |mut c, r| async move {
-                    c.notify_client_termination(r).await
-                })
+                .unary(crate::rpc::NOTIFY_CLIENT_TERMINATION, &ep, &req)
                 .await
                 .and_then(|r| check("NotifyClientTermination", r.status.as_ref()));
             if let Err(e) = r {
@@ -660,27 +633,6 @@ pub(crate) fn check(rpc: &'static str, status: Option<&pb::Status>) -> Result<()
     })
 }
 
-/// `x-mq-date-time`: `yyyyMMdd'T'HHmmss'Z'` in UTC.
-fn date_time(now: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .chars()
-        .filter(|c| *c != '-' && *c != ':')
-        .collect()
-}
-
-/// The `authorization` header: HMAC-SHA1 of the date with the secret, hex.
-fn authorization(access_key: &str, secret: &str, date: &str) -> String {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(date.as_bytes());
-    let signature = hex::encode_upper(mac.finalize().into_bytes());
-    format!(
-        "MQv2-HMAC-SHA1 Credential={access_key}, SignedHeaders=x-mq-date-time, Signature={signature}"
-    )
-}
-
 /// `<hostname>@<pid>@<index>@<time base36>`, as the official clients build it.
 fn new_client_id() -> String {
     static INDEX: AtomicUsize = AtomicUsize::new(0);
@@ -733,23 +685,6 @@ pub(crate) fn std_duration(d: &prost_types::Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn given_a_known_time_when_formatted_should_follow_the_x_mq_date_time_format() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(date_time(t), "20231114T221320Z");
-    }
-
-    #[test]
-    fn given_a_secret_when_signing_should_produce_the_rfc2202_hmac_sha1() {
-        // RFC 2202 test case 2: key "Jefe", data "what do ya want for nothing?".
-        let v = authorization("ak", "Jefe", "what do ya want for nothing?");
-        assert_eq!(
-            v,
-            "MQv2-HMAC-SHA1 Credential=ak, SignedHeaders=x-mq-date-time, \
-             Signature=EFFCDF6AE5EB2FA2D27416D5F184DF9C259A7C79"
-        );
-    }
 
     #[test]
     fn given_statuses_when_checked_should_classify_them() {
