@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::ack::{AckRequest, ChangeInvisibleRequest};
 use crate::dead_letter::DeadLetterRequest;
 use crate::delay::TimerStats;
+use crate::stats::BrokerStats;
 use crate::engine::{CallGuard, Inner};
 use crate::offsets::{OffsetChange, OffsetPolicy, QueueOffset, QueueProgress, ResetTarget};
 use crate::outcome::{Failure, Unavailable};
@@ -83,6 +84,12 @@ impl BrokerApi {
     /// `Broker::transaction_stats`).
     pub fn transaction_stats(&self) -> TransactionStats {
         self.current().transactions.stats()
+    }
+
+    /// A snapshot of the broker instance calls go to now, as plain numbers (see
+    /// [`BrokerStats`]).
+    pub fn stats(&self) -> BrokerStats {
+        self.current().stats()
     }
 
     /// The broker a new call goes to: after waiting (bounded) for a role change in progress,

@@ -118,6 +118,8 @@ pub struct BrokerConfig {
     /// Checks of an unresolved transaction before its half message is discarded and recorded
     /// (default 15, RocketMQ's `transactionCheckMax`).
     pub transaction_max_checks: u32,
+    /// Where the broker node records its metrics and reports readiness (default: nowhere).
+    pub observer: comet_observe::Observer,
 }
 
 impl Default for BrokerConfig {
@@ -146,6 +148,7 @@ impl Default for BrokerConfig {
             transaction_timeout: Duration::from_secs(6),
             transaction_check_interval: Duration::from_secs(60),
             transaction_max_checks: 15,
+            observer: comet_observe::Observer::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use crate::counters::Counters;
 use crate::backoff::Backoff;
 use crate::clock::{duration_ms, now_ms};
 use crate::config::{BrokerConfig, RedeliveryDelay};
@@ -129,6 +130,8 @@ pub(crate) struct Inner {
     pub(crate) delays: Arc<Delays>,
     /// Half messages and their resolutions.
     pub(crate) transactions: Arc<Transactions>,
+    /// Dead-letter and revive counts for the metrics.
+    pub(crate) counters: Counters,
 }
 
 /// A running call, counted by the instance's call tracker until it drops (so a stop drains
@@ -231,6 +234,7 @@ impl Inner {
             written: watch::channel(0).0,
             delays: Arc::new(delays),
             transactions: Arc::new(transactions),
+            counters: Counters::default(),
             cfg,
         });
         Ok(inner)

@@ -117,6 +117,9 @@
 //!   and `%DLQ%` names are `comet_vocab::system`'s);
 //!   `outcome`: in-body failures, store-error mapping, the blocking pool.
 //! - [`handle`], [`filter`], [`backoff`]: receipt handles, tag and SQL92 filters, retry backoff.
+//! - `stats` ([`BrokerStats`]: the instance as plain numbers), `counters` (dead letters and
+//!   revives as they happen) and `metrics` ([`BrokerMetrics`]: RocketMQ's storage and
+//!   consumer series and Comet's own, observed from one snapshot per collection).
 //! - [`config`], [`error`].
 //! - `fuzzing` (tests and the `fuzzing` feature only): fuzz entry points for every decoder.
 //!
@@ -157,6 +160,7 @@ mod api;
 pub mod backoff;
 mod broker;
 mod clock;
+mod counters;
 pub mod config;
 mod convert;
 mod dead_letter;
@@ -171,6 +175,7 @@ pub mod ha;
 pub mod handle;
 mod long_poll;
 mod meta;
+mod metrics;
 pub mod node;
 mod offsets;
 mod outcome;
@@ -183,6 +188,7 @@ mod send;
 mod service;
 mod state;
 mod state_log;
+mod stats;
 mod sys;
 mod tasks;
 mod transaction;
@@ -194,6 +200,8 @@ pub use config::{BrokerConfig, ConsumeFrom, FlushPolicy, RedeliveryDelay};
 pub use dead_letter::DeadLetterRequest;
 pub use delay::TimerStats;
 pub use error::BrokerError;
+pub use metrics::BrokerMetrics;
+pub use stats::{BrokerStats, GroupStats};
 pub use ha::{
     ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
 };

@@ -17,6 +17,8 @@
 //! - `routes`: metadata index, queue layout, send/receive/receipt-handle targets.
 //! - `validate`: message checks; `settings`: the telemetry settings echo.
 //! - `session`: client sessions keyed by `x-mq-client-id`.
+//! - `metrics`: RocketMQ's proxy metrics (messages/bytes in and out, message size,
+//!   connections), counted on sharded cells and summed at collection.
 //! - `status`: the single mapping of failures to in-body `Code`s.
 //! - [`brokers`]: [`BrokerDirectory`], [`LocalBrokers`], [`RemoteBrokers`].
 //! - `creator`: [`TopicCreator`] (auto-create seam).
@@ -58,6 +60,7 @@
 pub mod brokers;
 pub mod config;
 mod context;
+mod metrics;
 mod creator;
 mod error;
 mod names;
