@@ -13,6 +13,7 @@ use comet_proto::apache::rocketmq::v2::{
     UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
+use comet_proto::comet::v1::{SetLogLevelRequest, SetLogLevelResponse};
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, QueueOffsetChange,
@@ -595,6 +596,14 @@ impl BrokerService for BrokerGrpc {
                 queues: Vec::new(),
             },
         }))
+    }
+
+    async fn set_log_level(
+        &self,
+        request: Request<SetLogLevelRequest>,
+    ) -> Result<Response<SetLogLevelResponse>, Status> {
+        let directives = comet_observe::logging::set_level_rpc(&request.into_inner().directives)?;
+        Ok(Response::new(SetLogLevelResponse { directives }))
     }
 }
 

@@ -171,6 +171,20 @@ pub fn init(setup: &LogSetup) -> Result<&'static LogHandle> {
     }))
 }
 
+/// The `SetLogLevel` admin RPC of every role: replaces the filter, answering the directives in
+/// force, INVALID_ARGUMENT for directives that do not parse, FAILED_PRECONDITION when the
+/// process's subscriber is not Comet's (embedded in another program).
+///
+/// # Errors
+/// As above, as a gRPC status.
+pub fn set_level_rpc(directives: &str) -> std::result::Result<String, tonic::Status> {
+    let handle = handle().ok_or_else(|| tonic::Status::failed_precondition(Error::NoLogHandle.to_string()))?;
+    handle.set_level(directives).map_err(|e| match e {
+        Error::LogLevel { .. } => tonic::Status::invalid_argument(e.to_string()),
+        other => tonic::Status::internal(other.to_string()),
+    })
+}
+
 /// The installed handle, if Comet's subscriber is the process's.
 pub fn handle() -> Option<&'static LogHandle> {
     HANDLE.get()

@@ -82,6 +82,7 @@ impl Metrics {
             let exporter = opentelemetry_prometheus::exporter()
                 .with_registry(registry.clone())
                 .without_units()
+                .without_counter_suffixes()
                 .without_target_info()
                 .scope_info_enabled(false)
                 .build()

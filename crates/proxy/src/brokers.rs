@@ -23,7 +23,8 @@ pub use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
+    ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, TransactionCheck,
+    WatchTransactionChecksRequest,
 };
 use futures::{Stream, StreamExt as _};
 use parking_lot::{Mutex, RwLock};
@@ -283,6 +284,13 @@ impl BrokerService for RemoteBroker {
             .watch_transaction_checks(request)
             .await?;
         Ok(response.map(|s| s.boxed()))
+    }
+
+    async fn set_log_level(
+        &self,
+        request: Request<SetLogLevelRequest>,
+    ) -> Result<Response<SetLogLevelResponse>, Status> {
+        self.client.clone().set_log_level(request).await
     }
 }
 
