@@ -58,7 +58,12 @@ const ALLOWED: &[(&str, Allowed)] = &[
     ),
     (
         "comet-proxy",
-        Allowed::Only(&["comet-proto", "comet-vocab", "comet-coalesce", "comet-observe"]),
+        Allowed::Only(&[
+            "comet-proto",
+            "comet-vocab",
+            "comet-coalesce",
+            "comet-observe",
+        ]),
     ),
     (
         "comet-controller",

@@ -18,7 +18,6 @@ use tokio::sync::{mpsc, watch};
 use crate::ack::{AckRequest, ChangeInvisibleRequest};
 use crate::dead_letter::DeadLetterRequest;
 use crate::delay::TimerStats;
-use crate::stats::BrokerStats;
 use crate::engine::{CallGuard, Inner};
 use crate::offsets::{OffsetChange, OffsetPolicy, QueueOffset, QueueProgress, ResetTarget};
 use crate::outcome::{Failure, Unavailable};
@@ -26,6 +25,7 @@ use crate::pop::{Delivery, PopRequest};
 use crate::pull::{PullRequest, PullResult};
 use crate::query::MessageQuery;
 use crate::send::{SendRequest, Sent};
+use crate::stats::BrokerStats;
 use crate::transaction::table::TransactionStats;
 use crate::transaction::{OrphanCheck, TransactionEnd};
 

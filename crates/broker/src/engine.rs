@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::counters::Counters;
 use crate::backoff::Backoff;
 use crate::clock::{duration_ms, now_ms};
 use crate::config::{BrokerConfig, RedeliveryDelay};
+use crate::counters::Counters;
 use crate::delay::Delays;
 use crate::error::BrokerError;
 use crate::ha::tracker::Tracker;

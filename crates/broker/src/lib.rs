@@ -160,9 +160,9 @@ mod api;
 pub mod backoff;
 mod broker;
 mod clock;
-mod counters;
 pub mod config;
 mod convert;
+mod counters;
 mod dead_letter;
 mod delay;
 mod engine;
@@ -200,11 +200,10 @@ pub use config::{BrokerConfig, ConsumeFrom, FlushPolicy, RedeliveryDelay};
 pub use dead_letter::DeadLetterRequest;
 pub use delay::TimerStats;
 pub use error::BrokerError;
-pub use metrics::BrokerMetrics;
-pub use stats::{BrokerStats, GroupStats};
 pub use ha::{
     ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
 };
+pub use metrics::BrokerMetrics;
 pub use node::{BrokerNode, ControllerClient, NodeConfig};
 pub use offsets::{OffsetChange, OffsetPolicy, QueueOffset, QueueProgress, ResetTarget};
 pub use outcome::{Code, Failure, Unavailable};
@@ -214,6 +213,7 @@ pub use query::{DEFAULT_KEY_RESULTS, MAX_KEY_RESULTS, MessageQuery};
 pub use record::{MessageKind, NewMessage};
 pub use send::{SendRequest, Sent};
 pub use service::{BrokerGrpc, TransactionCheckStream};
+pub use stats::{BrokerStats, GroupStats};
 pub use sys::{
     SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
     SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,

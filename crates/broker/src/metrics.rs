@@ -51,10 +51,18 @@ type Scalar = fn(&BrokerStats) -> f64;
 
 /// Broker-wide gauges: name, description, unit, value.
 const SCALAR_GAUGES: &[(&str, &str, &str, Scalar)] = &[
-    ("rocketmq_storage_size", "Bytes of commitlog stored", "bytes", |s| s.storage_bytes as f64),
-    ("rocketmq_storage_flush_behind_bytes", "Bytes written but not yet flushed", "bytes", |s| {
-        s.flush_behind_bytes as f64
-    }),
+    (
+        "rocketmq_storage_size",
+        "Bytes of commitlog stored",
+        "bytes",
+        |s| s.storage_bytes as f64,
+    ),
+    (
+        "rocketmq_storage_flush_behind_bytes",
+        "Bytes written but not yet flushed",
+        "bytes",
+        |s| s.flush_behind_bytes as f64,
+    ),
     (
         "rocketmq_storage_dispatch_behind_bytes",
         "Bytes written but not yet dispatched to consume queues",
@@ -67,54 +75,93 @@ const SCALAR_GAUGES: &[(&str, &str, &str, Scalar)] = &[
         "milliseconds",
         |s| s.reserve_time_ms as f64,
     ),
-    ("comet_disk_used_ratio", "Fraction of the data disk in use", "1", |s| s.disk_used_ratio),
+    (
+        "comet_disk_used_ratio",
+        "Fraction of the data disk in use",
+        "1",
+        |s| s.disk_used_ratio,
+    ),
     (
         "comet_disk_watermark_state",
         "0 below the high (clean) watermark, 1 above it, 2 above the refuse watermark",
         "1",
         |s| f64::from(s.watermark_state()),
     ),
-    ("comet_disk_high_watermark_ratio", "The high (clean) watermark", "1", |s| {
-        s.disk_high_watermark
-    }),
-    ("comet_timer_pending_messages", "Delay messages scheduled and not yet delivered", "1", |s| {
-        s.timer.pending as f64
-    }),
-    ("comet_transaction_half_messages", "Half messages waiting for a resolution", "1", |s| {
-        s.transactions.pending as f64
-    }),
-    ("comet_pop_long_polls_waiting", "Long polls waiting for messages", "1", |s| {
-        s.long_polls_waiting as f64
-    }),
+    (
+        "comet_disk_high_watermark_ratio",
+        "The high (clean) watermark",
+        "1",
+        |s| s.disk_high_watermark,
+    ),
+    (
+        "comet_timer_pending_messages",
+        "Delay messages scheduled and not yet delivered",
+        "1",
+        |s| s.timer.pending as f64,
+    ),
+    (
+        "comet_transaction_half_messages",
+        "Half messages waiting for a resolution",
+        "1",
+        |s| s.transactions.pending as f64,
+    ),
+    (
+        "comet_pop_long_polls_waiting",
+        "Long polls waiting for messages",
+        "1",
+        |s| s.long_polls_waiting as f64,
+    ),
 ];
 
 /// Broker-wide counters since the broker opened: name, description, value.
 const SCALAR_COUNTERS: &[(&str, &str, fn(&BrokerStats) -> u64)] = &[
-    ("comet_timer_delivered_messages_total", "Delay messages delivered", |s| s.timer.delivered),
-    ("comet_transaction_checks_total", "Transaction checks sent to producers", |s| {
-        s.transactions.checks
-    }),
+    (
+        "comet_timer_delivered_messages_total",
+        "Delay messages delivered",
+        |s| s.timer.delivered,
+    ),
+    (
+        "comet_transaction_checks_total",
+        "Transaction checks sent to producers",
+        |s| s.transactions.checks,
+    ),
     (
         "comet_transaction_discarded_total",
         "Half messages discarded after the most checks",
         |s| s.transactions.discarded,
     ),
-    ("comet_transaction_committed_total", "Transactions committed", |s| s.transactions.committed),
-    ("comet_transaction_rolled_back_total", "Transactions rolled back", |s| {
-        s.transactions.rolled_back
-    }),
-    ("comet_pop_revived_messages_total", "In-flight messages visible again after their invisible time", |s| {
-        s.revived
-    }),
+    (
+        "comet_transaction_committed_total",
+        "Transactions committed",
+        |s| s.transactions.committed,
+    ),
+    (
+        "comet_transaction_rolled_back_total",
+        "Transactions rolled back",
+        |s| s.transactions.rolled_back,
+    ),
+    (
+        "comet_pop_revived_messages_total",
+        "In-flight messages visible again after their invisible time",
+        |s| s.revived,
+    ),
 ];
 
 /// Per (group, topic) gauges: name, description, unit, value.
 type PerGroup = fn(&crate::stats::GroupStats) -> f64;
 const GROUP_GAUGES: &[(&str, &str, &str, PerGroup)] = &[
-    ("rocketmq_consumer_ready_messages", "Messages ready to be consumed", "1", |g| g.ready as f64),
-    ("rocketmq_consumer_inflight_messages", "Messages delivered and not yet acknowledged", "1", |g| {
-        g.inflight as f64
-    }),
+    (
+        "rocketmq_consumer_ready_messages",
+        "Messages ready to be consumed",
+        "1",
+        |g| g.ready as f64,
+    ),
+    (
+        "rocketmq_consumer_inflight_messages",
+        "Messages delivered and not yet acknowledged",
+        "1",
+        |g| g.inflight as f64,
+    ),
     (
         "rocketmq_consumer_queueing_latency",
         "Age of the oldest message not yet delivered",
@@ -195,8 +242,6 @@ impl BrokerMetrics {
                 })
                 .build(),
         ));
-        BrokerMetrics {
-            _instruments: kept,
-        }
+        BrokerMetrics { _instruments: kept }
     }
 }

@@ -529,7 +529,9 @@ impl Config {
         }
         let ratio = self.tracing.sample_ratio;
         if !(0.0..=1.0).contains(&ratio) {
-            bail!("tracing.sample_ratio = {ratio} is not in 0.0..=1.0: e.g. 0.1 for one trace in ten");
+            bail!(
+                "tracing.sample_ratio = {ratio} is not in 0.0..=1.0: e.g. 0.1 for one trace in ten"
+            );
         }
         for (key, endpoint) in [
             ("metrics.otlp_endpoint", &self.metrics.otlp_endpoint),

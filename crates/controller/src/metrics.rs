@@ -30,20 +30,32 @@ const RAFT_GAUGES: &[(&str, &str, RaftValue)] = &[
     ("comet_raft_term", "Current Raft term", |m| {
         i64::try_from(m.current_term).unwrap_or(i64::MAX)
     }),
-    ("comet_raft_leader_id", "Node id of the Raft leader this node knows (0: none)", |m| {
-        m.current_leader
-            .map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX))
-    }),
-    ("comet_raft_is_leader", "1 when this node is the Raft leader", |m| {
-        i64::from(m.current_leader == Some(m.id))
-    }),
-    ("comet_raft_has_leader", "1 when this node knows a Raft leader", |m| {
-        i64::from(m.current_leader.is_some())
-    }),
-    ("comet_raft_last_log_index", "Index of the last entry in this node's Raft log", |m| {
-        m.last_log_index
-            .map_or(0, |i| i64::try_from(i).unwrap_or(i64::MAX))
-    }),
+    (
+        "comet_raft_leader_id",
+        "Node id of the Raft leader this node knows (0: none)",
+        |m| {
+            m.current_leader
+                .map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX))
+        },
+    ),
+    (
+        "comet_raft_is_leader",
+        "1 when this node is the Raft leader",
+        |m| i64::from(m.current_leader == Some(m.id)),
+    ),
+    (
+        "comet_raft_has_leader",
+        "1 when this node knows a Raft leader",
+        |m| i64::from(m.current_leader.is_some()),
+    ),
+    (
+        "comet_raft_last_log_index",
+        "Index of the last entry in this node's Raft log",
+        |m| {
+            m.last_log_index
+                .map_or(0, |i| i64::try_from(i).unwrap_or(i64::MAX))
+        },
+    ),
     (
         "comet_raft_applied_index",
         "Index of the last entry applied (committed and applied) on this node",
@@ -78,7 +90,11 @@ impl ControllerMetrics {
         }
         for (name, description, groups) in [
             ("rocketmq_topic_number", "Topics in the cluster", false),
-            ("rocketmq_consumer_group_number", "Consumer groups in the cluster", true),
+            (
+                "rocketmq_consumer_group_number",
+                "Consumer groups in the cluster",
+                true,
+            ),
         ] {
             let (source, attrs) = (Arc::clone(&source), base.clone());
             kept.push(Box::new(
@@ -87,7 +103,11 @@ impl ControllerMetrics {
                     .with_description(description)
                     .with_callback(move |o| {
                         let m = source.metadata.borrow();
-                        let n = if groups { m.groups.len() } else { m.topics.len() };
+                        let n = if groups {
+                            m.groups.len()
+                        } else {
+                            m.topics.len()
+                        };
                         o.observe(i64::try_from(n).unwrap_or(i64::MAX), &attrs);
                     })
                     .build(),
@@ -100,12 +120,16 @@ impl ControllerMetrics {
                 "Members in the sync-state set of a broker set (the master included)",
                 |b| i64::try_from(b.sync_state_set.len()).unwrap_or(i64::MAX),
             ),
-            ("comet_broker_set_members_alive", "Members of a broker set with a live lease", |b| {
-                i64::try_from(b.members.iter().filter(|m| m.alive).count()).unwrap_or(i64::MAX)
-            }),
-            ("comet_broker_set_master_epoch", "Master epoch of a broker set (0: never elected)", |b| {
-                i64::try_from(b.master_epoch).unwrap_or(i64::MAX)
-            }),
+            (
+                "comet_broker_set_members_alive",
+                "Members of a broker set with a live lease",
+                |b| i64::try_from(b.members.iter().filter(|m| m.alive).count()).unwrap_or(i64::MAX),
+            ),
+            (
+                "comet_broker_set_master_epoch",
+                "Master epoch of a broker set (0: never elected)",
+                |b| i64::try_from(b.master_epoch).unwrap_or(i64::MAX),
+            ),
         ];
         for (name, description, value) in per_set {
             let (source, observer) = (Arc::clone(&source), observer.clone());
@@ -124,8 +148,6 @@ impl ControllerMetrics {
                     .build(),
             ));
         }
-        ControllerMetrics {
-            _instruments: kept,
-        }
+        ControllerMetrics { _instruments: kept }
     }
 }

@@ -33,7 +33,10 @@ use crate::metrics::ControllerMetrics;
 use crate::{Controller, ControllerConfig};
 
 /// gRPC names of the controller's services, as reported by health checks.
-const SERVICE_NAMES: [&str; 2] = ["comet.v1.ControllerService", "comet.v1.ControllerAdminService"];
+const SERVICE_NAMES: [&str; 2] = [
+    "comet.v1.ControllerService",
+    "comet.v1.ControllerAdminService",
+];
 
 /// Where a controller node serves: `grpc` is a bound listener for [`serve`], or a stream of
 /// accepted connections for [`ControllerServer::start`]; `remoting` is the NameServer-compatible
@@ -89,19 +92,25 @@ impl ControllerServer {
         let observer = cfg.observer.clone();
         let readiness = observer.readiness().register("controller");
         let controller = Controller::start(cfg).await?;
-        let metrics =
-            ControllerMetrics::register(&observer, controller.raft().clone(), controller.metadata());
+        let metrics = ControllerMetrics::register(
+            &observer,
+            controller.raft().clone(),
+            controller.metadata(),
+        );
         let health = HealthReporter::new();
         for name in SERVICE_NAMES {
-            health.set_service_status(name, ServingStatus::Serving).await;
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
         }
         let shutdown = shutdown.child_token();
         let tasks = TaskTracker::new();
-        let routes = controller.routes().add_service(
-            tonic_health::pb::health_server::HealthServer::new(
-                tonic_health::server::HealthService::from_health_reporter(health.clone()),
-            ),
-        );
+        let routes =
+            controller
+                .routes()
+                .add_service(tonic_health::pb::health_server::HealthServer::new(
+                    tonic_health::server::HealthService::from_health_reporter(health.clone()),
+                ));
         let stop = shutdown.clone();
         let layer = RpcLayer::new(&observer, "controller");
         let grpc = tasks.spawn(async move {
@@ -179,9 +188,13 @@ impl ControllerServer {
             ..
         } = self;
         readiness.set_not_ready("draining");
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         for name in SERVICE_NAMES {
-            health.set_service_status(name, ServingStatus::NotServing).await;
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
         }
         let stopped = controller.shutdown().await;
         let served = match grpc.await {

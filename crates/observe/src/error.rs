@@ -11,7 +11,9 @@ pub enum Error {
     #[error("OTLP exporter for {endpoint}: {reason}")]
     Otlp { endpoint: String, reason: String },
     /// A log filter did not parse; `directives` is what was given.
-    #[error("invalid log level {directives:?}: {reason} (e.g. `info`, `debug`, `comet_broker=debug,info`)")]
+    #[error(
+        "invalid log level {directives:?}: {reason} (e.g. `info`, `debug`, `comet_broker=debug,info`)"
+    )]
     LogLevel { directives: String, reason: String },
     /// The tracing subscriber was installed by someone else, so the level cannot be changed here.
     #[error("the log subscriber of this process is not Comet's; its level cannot be changed")]

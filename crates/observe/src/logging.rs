@@ -178,7 +178,8 @@ pub fn init(setup: &LogSetup) -> Result<&'static LogHandle> {
 /// # Errors
 /// As above, as a gRPC status.
 pub fn set_level_rpc(directives: &str) -> std::result::Result<String, tonic::Status> {
-    let handle = handle().ok_or_else(|| tonic::Status::failed_precondition(Error::NoLogHandle.to_string()))?;
+    let handle = handle()
+        .ok_or_else(|| tonic::Status::failed_precondition(Error::NoLogHandle.to_string()))?;
     handle.set_level(directives).map_err(|e| match e {
         Error::LogLevel { .. } => tonic::Status::invalid_argument(e.to_string()),
         other => tonic::Status::internal(other.to_string()),
@@ -199,12 +200,10 @@ impl LogHandle {
     pub fn set_level(&self, directives: &str) -> Result<String> {
         let full = default_directives(directives);
         let filter = parse_filter(&full)?;
-        self.filter
-            .reload(filter)
-            .map_err(|e| Error::LogLevel {
-                directives: directives.to_owned(),
-                reason: e.to_string(),
-            })?;
+        self.filter.reload(filter).map_err(|e| Error::LogLevel {
+            directives: directives.to_owned(),
+            reason: e.to_string(),
+        })?;
         tracing::info!(directives = %full, "log level changed");
         full.clone_into(&mut self.directives.lock());
         Ok(full)
@@ -238,7 +237,10 @@ mod tests {
     fn given_a_plain_level_should_hold_openraft_at_warn() {
         assert_eq!(default_directives("info"), "info,openraft=warn");
         assert_eq!(default_directives(""), "info,openraft=warn");
-        assert_eq!(default_directives("openraft=info,debug"), "openraft=info,debug");
+        assert_eq!(
+            default_directives("openraft=info,debug"),
+            "openraft=info,debug"
+        );
     }
 
     #[test]

@@ -228,8 +228,12 @@ mod tests {
     #[test]
     fn given_a_counter_when_rendered_should_show_its_name_labels_and_value() {
         let metrics = Metrics::start(&MetricsSetup::default()).expect("pipeline");
-        let obs = Observer::new(metrics.clone(), Readiness::default()).for_role("c1", "proxy", "p1");
-        let counter = obs.meter().u64_counter("rocketmq_messages_in_total").build();
+        let obs =
+            Observer::new(metrics.clone(), Readiness::default()).for_role("c1", "proxy", "p1");
+        let counter = obs
+            .meter()
+            .u64_counter("rocketmq_messages_in_total")
+            .build();
         counter.add(3, &obs.labels(&[KeyValue::new("topic", "t")]));
         let text = metrics.prometheus_text().expect("text");
         assert!(

@@ -77,16 +77,14 @@ impl RpcLayer {
 
 impl Shared {
     fn record(&self, rpc: &str, code: &'static str, millis: f64) {
-        let bound = self
-            .bound
-            .get_or_insert_with(&(rpc.to_owned(), code), || {
-                let attrs = self.observer.labels(&[
-                    KeyValue::new("protocol_type", "grpc"),
-                    KeyValue::new("request_code", rpc_label(rpc)),
-                    KeyValue::new("response_code", code.to_ascii_lowercase()),
-                ]);
-                ((rpc.to_owned(), code), self.latency.bind(&attrs))
-            });
+        let bound = self.bound.get_or_insert_with(&(rpc.to_owned(), code), || {
+            let attrs = self.observer.labels(&[
+                KeyValue::new("protocol_type", "grpc"),
+                KeyValue::new("request_code", rpc_label(rpc)),
+                KeyValue::new("response_code", code.to_ascii_lowercase()),
+            ]);
+            ((rpc.to_owned(), code), self.latency.bind(&attrs))
+        });
         bound.record(millis);
     }
 

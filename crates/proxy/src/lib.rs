@@ -60,9 +60,9 @@
 pub mod brokers;
 pub mod config;
 mod context;
-mod metrics;
 mod creator;
 mod error;
+mod metrics;
 mod names;
 mod routes;
 mod server;

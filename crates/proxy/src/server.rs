@@ -10,8 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use comet_proto::apache::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use comet_proto::apache::rocketmq::v2::ClientType;
+use comet_proto::apache::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use comet_proto::comet::v1::ClusterMetadata;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
@@ -316,7 +316,8 @@ impl Lane {
         std::thread::Builder::new()
             .name(format!("comet-proxy-{index}"))
             .spawn(move || {
-                let result = runtime.block_on(serve_lane(routes, rpc_layer, incoming, stop, tasks, grace));
+                let result =
+                    runtime.block_on(serve_lane(routes, rpc_layer, incoming, stop, tasks, grace));
                 let _ = done.send(result);
             })
             .map_err(|source| ProxyError::Io {

@@ -260,7 +260,9 @@ impl BrokerNode {
         health
             .set_service_status(BROKER_SERVICE_NAME, ServingStatus::NotServing)
             .await;
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         if let Err(e) = heartbeat.await {
             tracing::warn!(error = %e, "broker heartbeat task failed");
         }

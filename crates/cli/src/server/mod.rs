@@ -42,10 +42,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use comet_observe::{Metrics, MetricsSetup, Observer, Readiness};
 use comet_broker::node::watch_metadata;
 use comet_broker::{BrokerNode, ControllerClient, NodeConfig};
 use comet_controller::{Controller, ControllerListeners, ControllerServer};
+use comet_observe::{Metrics, MetricsSetup, Observer, Readiness};
 use comet_proto::comet::v1::ClusterMetadata;
 use comet_proxy::TopicCreator;
 use comet_proxy::{BrokerDirectory, DynBroker, LocalBrokers, ProxyError, RemoteBrokers};
@@ -423,8 +423,7 @@ impl Node {
             None => bind("proxy", &cfg.proxy.listen).await?,
         };
         let local = listener.local_addr()?;
-        let mut proxy_cfg =
-            configs::proxy(cfg, advertised(&cfg.proxy.advertised_endpoint, local));
+        let mut proxy_cfg = configs::proxy(cfg, advertised(&cfg.proxy.advertised_endpoint, local));
         proxy_cfg.observer = self.observer.for_role(
             &cfg.controller.cluster_name,
             "proxy",
