@@ -240,6 +240,11 @@ impl TestCluster {
         }
     }
 
+    /// The running nodes, in start order (controller, broker, proxy in cluster mode).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
     /// Starts one more proxy (a `comet proxy` node on a new 127.0.0.1 port, talking to this
     /// deployment's controller and broker over gRPC) and returns its client address. It stops
     /// with the deployment, before the others.

@@ -113,8 +113,10 @@ const SCALAR_GAUGES: &[(&str, &str, &str, Scalar)] = &[
     ),
 ];
 
+type Count = fn(&BrokerStats) -> u64;
+
 /// Broker-wide counters since the broker opened: name, description, value.
-const SCALAR_COUNTERS: &[(&str, &str, fn(&BrokerStats) -> u64)] = &[
+const SCALAR_COUNTERS: &[(&str, &str, Count)] = &[
     (
         "comet_timer_delivered_messages_total",
         "Delay messages delivered",

@@ -537,9 +537,8 @@ impl Config {
             ("metrics.otlp_endpoint", &self.metrics.otlp_endpoint),
             ("tracing.otlp_endpoint", &self.tracing.otlp_endpoint),
         ] {
-            if !endpoint.is_empty()
-                && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-            {
+            let url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+            if !endpoint.is_empty() && !url {
                 bail!("{key} = {endpoint:?} must be a URL such as http://127.0.0.1:4317");
             }
         }

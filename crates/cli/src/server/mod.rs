@@ -474,6 +474,8 @@ impl Node {
         cfg: &Config,
     ) -> anyhow::Result<(ControllerClient, watch::Receiver<Arc<ClusterMetadata>>)> {
         let controllers = ControllerClient::new(cfg.controllers.clone())?;
+        // Not ready until the controllers answered with a first snapshot (the role is known).
+        let link = self.observer.readiness().register("controllers");
         let metadata = watch_metadata(
             controllers.clone(),
             FIRST_METADATA_WAIT,
@@ -483,7 +485,19 @@ impl Node {
         .await;
         if metadata.borrow().revision == 0 {
             tracing::warn!(controllers = ?cfg.controllers, "no controller answered yet; serving and retrying");
+            link.set_not_ready("no controller answered yet");
         }
+        let (mut first, stop) = (metadata.clone(), self.links.clone());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                got = first.wait_for(|m| m.revision > 0) => {
+                    if got.is_ok() {
+                        link.set_ready();
+                    }
+                }
+            }
+        });
         self.metadata = Some(metadata.clone());
         Ok((controllers, metadata))
     }
