@@ -103,6 +103,7 @@ impl ControllerServer {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
+        health.set_service_status("", ServingStatus::Serving).await;
         let shutdown = shutdown.child_token();
         let tasks = TaskTracker::new();
         let routes =

@@ -183,6 +183,7 @@ impl BrokerNode {
         health
             .set_service_status(BROKER_SERVICE_NAME, ServingStatus::Serving)
             .await;
+        health.set_service_status("", ServingStatus::Serving).await;
         let server = tasks.spawn(serve_grpc(
             service.clone(),
             replication,
