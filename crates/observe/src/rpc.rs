@@ -5,7 +5,8 @@
 //! The response code is the one the handler put in the response's extensions as a
 //! [`ResponseCode`] (the proxy's in-body RocketMQ code), else the gRPC status of a
 //! trailers-only answer, else `ok`. Each (RPC, code) pair's histogram handle is bound once
-//! and cached, so a call costs one read-locked lookup and one record.
+//! and cached, so a call costs two read-locked lookups (the RPC, then its few codes) and one
+//! record, with no allocation.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundHistogram, Histogram};
+use parking_lot::RwLock;
 use tonic::codegen::http;
 use tracing::Instrument as _;
 
@@ -30,11 +32,17 @@ pub const RPC_LATENCY_BUCKETS_MS: [f64; 9] =
 #[derive(Debug, Clone, Copy)]
 pub struct ResponseCode(pub &'static str);
 
+/// The bound histograms of one RPC, one per response code seen.
+#[derive(Default)]
+struct RpcSeries {
+    codes: RwLock<Vec<(&'static str, BoundHistogram<f64>)>>,
+}
+
 struct Shared {
     observer: Observer,
     role: &'static str,
     latency: Histogram<f64>,
-    bound: Family<(String, &'static str), BoundHistogram<f64>>,
+    bound: Family<String, RpcSeries>,
     /// Spans at INFO when they are exported, else at DEBUG (free under the default filter).
     info_spans: bool,
 }
@@ -77,15 +85,25 @@ impl RpcLayer {
 
 impl Shared {
     fn record(&self, rpc: &str, code: &'static str, millis: f64) {
-        let bound = self.bound.get_or_insert_with(&(rpc.to_owned(), code), || {
+        let series = self
+            .bound
+            .get_or_insert_with(rpc, || (rpc.to_owned(), RpcSeries::default()));
+        if let Some((_, h)) = series.codes.read().iter().find(|(c, _)| *c == code) {
+            h.record(millis);
+            return;
+        }
+        let mut codes = series.codes.write();
+        if !codes.iter().any(|(c, _)| *c == code) {
             let attrs = self.observer.labels(&[
                 KeyValue::new("protocol_type", "grpc"),
                 KeyValue::new("request_code", rpc_label(rpc)),
                 KeyValue::new("response_code", code.to_ascii_lowercase()),
             ]);
-            ((rpc.to_owned(), code), self.latency.bind(&attrs))
-        });
-        bound.record(millis);
+            codes.push((code, self.latency.bind(&attrs)));
+        }
+        if let Some((_, h)) = codes.iter().find(|(c, _)| *c == code) {
+            h.record(millis);
+        }
     }
 
     fn span(&self, path: &str, headers: &http::HeaderMap) -> tracing::Span {
@@ -172,8 +190,9 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
-        let path = request.uri().path().to_owned();
-        let span = self.shared.span(&path, request.headers());
+        // A clone of the URI shares its bytes (no copy of the path per call).
+        let uri = request.uri().clone();
+        let span = self.shared.span(uri.path(), request.headers());
         let shared = Arc::clone(&self.shared);
         let call = {
             let _entered = span.enter();
@@ -196,7 +215,8 @@ where
                         .unwrap_or("OK"),
                     Err(_) => "INTERNAL",
                 };
-                let rpc = path.rsplit('/').next().unwrap_or(&path);
+                let path = uri.path();
+                let rpc = path.rsplit('/').next().unwrap_or(path);
                 tracing::Span::current().record("code", code);
                 shared.record(rpc, code, started.elapsed().as_secs_f64() * 1000.0);
                 result
