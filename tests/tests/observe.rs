@@ -14,9 +14,9 @@ use comet_tests::raw::{self, resource as res};
 use comet_tests::{Mode, TestCluster, test_config, uuid_like, wait_until};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// Bound of every wait in this file.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -131,7 +131,10 @@ fn deploy_expressions() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_known_traffic_when_scraped_should_count_it_exactly_with_rocketmq_labels() {
     let cluster = TestCluster::start(Mode::Local).await;
-    let metrics = cluster.nodes()[0].addrs().metrics.expect("metrics listener");
+    let metrics = cluster.nodes()[0]
+        .addrs()
+        .metrics
+        .expect("metrics listener");
     let topic = format!("observed-{}", uuid_like());
     let group = format!("observers-{}", uuid_like());
     cluster.create_topic(&topic, 1, TopicType::Normal).await;
@@ -200,6 +203,7 @@ async fn given_known_traffic_when_scraped_should_count_it_exactly_with_rocketmq_
                 message_id,
                 delivery_attempt: 1,
                 max_delivery_attempts: 17,
+                ..Default::default()
             },
         ))
         .await
@@ -215,39 +219,84 @@ async fn given_known_traffic_when_scraped_should_count_it_exactly_with_rocketmq_
         ("topic", topic.as_str()),
         ("message_type", "normal"),
     ];
-    assert_eq!(value(&scrape, "rocketmq_messages_in_total", &proxy_in), Some(5.0));
-    assert_eq!(value(&scrape, "rocketmq_throughput_in_total", &proxy_in), Some(500.0));
-    assert_eq!(value(&scrape, "rocketmq_message_size_count", &proxy_in), Some(5.0));
+    assert_eq!(
+        value(&scrape, "rocketmq_messages_in_total", &proxy_in),
+        Some(5.0)
+    );
+    assert_eq!(
+        value(&scrape, "rocketmq_throughput_in_total", &proxy_in),
+        Some(500.0)
+    );
+    assert_eq!(
+        value(&scrape, "rocketmq_message_size_count", &proxy_in),
+        Some(5.0)
+    );
     let bucket_1k: Vec<(&str, &str)> = proxy_in.iter().copied().chain([("le", "1024")]).collect();
-    assert_eq!(value(&scrape, "rocketmq_message_size_bucket", &bucket_1k), Some(5.0));
+    assert_eq!(
+        value(&scrape, "rocketmq_message_size_bucket", &bucket_1k),
+        Some(5.0)
+    );
     let out = [
         ("node_type", "proxy"),
         ("topic", topic.as_str()),
         ("consumer_group", group.as_str()),
     ];
-    assert_eq!(value(&scrape, "rocketmq_messages_out_total", &out), Some(4.0));
-    assert_eq!(value(&scrape, "rocketmq_throughput_out_total", &out), Some(400.0));
+    assert_eq!(
+        value(&scrape, "rocketmq_messages_out_total", &out),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(&scrape, "rocketmq_throughput_out_total", &out),
+        Some(400.0)
+    );
     let broker = [
         ("node_type", "broker"),
         ("topic", topic.as_str()),
         ("consumer_group", group.as_str()),
     ];
-    assert_eq!(value(&scrape, "rocketmq_send_to_dlq_messages_total", &broker), Some(1.0));
-    assert_eq!(value(&scrape, "rocketmq_consumer_inflight_messages", &broker), Some(1.0));
-    assert_eq!(value(&scrape, "rocketmq_consumer_ready_messages", &broker), Some(1.0));
+    assert_eq!(
+        value(&scrape, "rocketmq_send_to_dlq_messages_total", &broker),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&scrape, "rocketmq_consumer_inflight_messages", &broker),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&scrape, "rocketmq_consumer_ready_messages", &broker),
+        Some(1.0)
+    );
     let sends = [
         ("node_type", "proxy"),
         ("protocol_type", "grpc"),
         ("request_code", "send_message"),
         ("response_code", "ok"),
     ];
-    assert_eq!(value(&scrape, "rocketmq_rpc_latency_count", &sends), Some(5.0));
-    let acks = [("node_type", "proxy"), ("request_code", "ack_message"), ("response_code", "ok")];
-    assert_eq!(value(&scrape, "rocketmq_rpc_latency_count", &acks), Some(1.0));
-    let topics = value(&scrape, "rocketmq_topic_number", &[("node_type", "controller")]);
+    assert_eq!(
+        value(&scrape, "rocketmq_rpc_latency_count", &sends),
+        Some(5.0)
+    );
+    let acks = [
+        ("node_type", "proxy"),
+        ("request_code", "ack_message"),
+        ("response_code", "ok"),
+    ];
+    assert_eq!(
+        value(&scrape, "rocketmq_rpc_latency_count", &acks),
+        Some(1.0)
+    );
+    let topics = value(
+        &scrape,
+        "rocketmq_topic_number",
+        &[("node_type", "controller")],
+    );
     assert!(topics.is_some_and(|n| n >= 1.0), "topic number: {topics:?}");
     assert_eq!(
-        value(&scrape, "comet_raft_has_leader", &[("node_type", "controller")]),
+        value(
+            &scrape,
+            "comet_raft_has_leader",
+            &[("node_type", "controller")]
+        ),
         Some(1.0)
     );
 
@@ -261,7 +310,10 @@ async fn given_known_traffic_when_scraped_should_count_it_exactly_with_rocketmq_
             }
         }
     }
-    assert!(missing.is_empty(), "queried but never exported: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "queried but never exported: {missing:?}"
+    );
 
     assert_eq!(get(metrics, "/healthz").await.0, 200);
     let (code, body) = get(metrics, "/readyz").await;

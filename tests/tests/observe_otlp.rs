@@ -229,17 +229,12 @@ async fn given_otlp_endpoints_should_export_metrics_and_one_trace_from_client_to
         },
     )
     .await;
-    wait_for(
-        "the proxy's RocketMQ metrics",
-        &received,
-        &mut ticks,
-        |r| {
-            let names = r.metric_names.lock();
-            ["rocketmq_messages_in_total", "rocketmq_rpc_latency"]
-                .iter()
-                .all(|n| names.iter().any(|m| m == n))
-        },
-    )
+    wait_for("the proxy's RocketMQ metrics", &received, &mut ticks, |r| {
+        let names = r.metric_names.lock();
+        ["rocketmq_messages_in_total", "rocketmq_rpc_latency"]
+            .iter()
+            .all(|n| names.iter().any(|m| m == n))
+    })
     .await;
     cluster.stop().await;
 }

@@ -73,7 +73,11 @@ pub async fn run(cmd: &LogLevelCommand) -> anyhow::Result<serde_json::Value> {
                     .set_log_level(request)
                     .await
             }
-            TargetKind::Broker => BrokerServiceClient::new(channel).set_log_level(request).await,
+            TargetKind::Broker => {
+                BrokerServiceClient::new(channel)
+                    .set_log_level(request)
+                    .await
+            }
         }
         .map_err(|s| anyhow::anyhow!("{target}: {}: {}", s.code(), s.message()))?;
         out.push(json!({ "target": target, "directives": answer.into_inner().directives }));
