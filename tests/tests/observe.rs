@@ -395,3 +395,62 @@ async fn given_a_broker_whose_controller_is_not_up_yet_readyz_should_flip_on_sta
     );
     controller.shutdown().await.expect("controller stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_running_node_when_setting_the_log_level_should_apply_it_or_name_the_bad_directive()
+{
+    use comet::log_level::{LogLevelCommand, SetArgs, TargetKind, run};
+    let log = comet_observe::logging::init(&comet_observe::logging::LogSetup {
+        level: "warn".to_owned(),
+        ..Default::default()
+    })
+    .expect("subscriber installed");
+    let cluster = TestCluster::start(Mode::Local).await;
+    let broker = cluster.nodes()[0].addrs().broker.expect("broker address");
+    let set = |level: &str, target: String, kind| {
+        LogLevelCommand::Set(SetArgs {
+            level: level.to_owned(),
+            targets: vec![target],
+            kind,
+            config: None,
+        })
+    };
+
+    let answer = run(&set(
+        "warn,comet_observe=info",
+        cluster.controller.to_string(),
+        TargetKind::Controller,
+    ))
+    .await
+    .expect("the controller applies it");
+    assert_eq!(
+        answer[0]["directives"],
+        "warn,comet_observe=info,openraft=warn"
+    );
+    assert_eq!(log.level(), "warn,comet_observe=info,openraft=warn");
+
+    let answer = run(&set("warn", broker.to_string(), TargetKind::Broker))
+        .await
+        .expect("the broker applies it");
+    assert_eq!(answer[0]["directives"], "warn,openraft=warn");
+
+    let refused = run(&set(
+        "comet=loudest",
+        cluster.controller.to_string(),
+        TargetKind::Controller,
+    ))
+    .await
+    .expect_err("a bad directive is refused");
+    let text = format!("{refused:#}");
+    assert!(
+        text.contains("InvalidArgument") || text.contains("invalid argument"),
+        "{text}"
+    );
+    assert!(text.contains("comet=loudest"), "{text}");
+    assert_eq!(
+        log.level(),
+        "warn,openraft=warn",
+        "the filter in force stays"
+    );
+    cluster.stop().await;
+}
