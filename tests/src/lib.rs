@@ -164,6 +164,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     cfg.broker.listen = "127.0.0.1:0".to_owned();
     cfg.controller.listen = "127.0.0.1:0".to_owned();
     cfg.controller.remoting_listen = "127.0.0.1:0".to_owned();
+    cfg.metrics.listen = "127.0.0.1:0".to_owned();
     cfg.broker.segment_size = comet::size::ByteSize(4 << 20);
     // Tests write a few MiB; a developer disk that is nearly full must not refuse them.
     cfg.broker.disk_high_watermark = 0.995;
@@ -237,6 +238,11 @@ impl TestCluster {
             dir,
             cfg,
         }
+    }
+
+    /// The running nodes, in start order (controller, broker, proxy in cluster mode).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
     }
 
     /// Starts one more proxy (a `comet proxy` node on a new 127.0.0.1 port, talking to this
@@ -385,6 +391,7 @@ impl TestCluster {
                 broadcast: true,
                 from_start,
                 backoff: None,
+                priority_percent: None,
             }),
         )
         .await

@@ -1426,6 +1426,9 @@ async fn async_window() {
             name: ASYNC_GROUP.to_owned(),
             max_retries: 16,
             fifo: false,
+            broadcast: false,
+            from_start: false,
+            priority_percent: None,
             backoff: None,
         }),
     )

@@ -50,6 +50,8 @@ const ALLOWED: &[(&str, Allowed)] = &[
     ("comet-proto", Allowed::Only(&[])),
     ("comet-store", Allowed::Only(&[])),
     ("comet-coalesce", Allowed::Only(&[])),
+    // Observability (metrics, health, logging, trace context): a leaf every server uses.
+    ("comet-observe", Allowed::Only(&[])),
     ("comet-vocab", Allowed::Only(&["comet-proto"])),
     (
         "comet-broker",
@@ -58,15 +60,21 @@ const ALLOWED: &[(&str, Allowed)] = &[
             "comet-proto",
             "comet-vocab",
             "comet-coalesce",
+            "comet-observe",
         ]),
     ),
     (
         "comet-proxy",
-        Allowed::Only(&["comet-proto", "comet-vocab", "comet-coalesce"]),
+        Allowed::Only(&[
+            "comet-proto",
+            "comet-vocab",
+            "comet-coalesce",
+            "comet-observe",
+        ]),
     ),
     (
         "comet-controller",
-        Allowed::Only(&["comet-proto", "comet-vocab"]),
+        Allowed::Only(&["comet-proto", "comet-vocab", "comet-observe"]),
     ),
     ("comet-sdk", Allowed::Only(&["comet-proto"])),
     // The binary crate `comet` wires the servers together; nothing but a harness uses it.

@@ -170,6 +170,8 @@ async fn given_bad_priority_messages_when_sent_should_be_refused_with_the_rule()
             name: group.clone(),
             max_retries: 16,
             fifo: false,
+            broadcast: false,
+            from_start: false,
             backoff: None,
             priority_percent: Some(0),
         }),

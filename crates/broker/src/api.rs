@@ -26,6 +26,7 @@ use crate::pull::{PullRequest, PullResult};
 use crate::query::MessageQuery;
 use crate::recall::RecallRequest;
 use crate::send::{SendRequest, Sent};
+use crate::stats::BrokerStats;
 use crate::transaction::table::TransactionStats;
 use crate::transaction::{OrphanCheck, TransactionEnd};
 
@@ -84,6 +85,12 @@ impl BrokerApi {
     /// `Broker::transaction_stats`).
     pub fn transaction_stats(&self) -> TransactionStats {
         self.current().transactions.stats()
+    }
+
+    /// A snapshot of the broker instance calls go to now, as plain numbers (see
+    /// [`BrokerStats`]).
+    pub fn stats(&self) -> BrokerStats {
+        self.current().stats()
     }
 
     /// The broker a new call goes to: after waiting (bounded) for a role change in progress,

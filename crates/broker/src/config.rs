@@ -122,6 +122,8 @@ pub struct BrokerConfig {
     /// kept (default 1 h). After it, the client's positions and its messages in flight are
     /// forgotten; a client coming back with the same id starts afresh, like a new one.
     pub broadcast_client_ttl: Duration,
+    /// Where the broker node records its metrics and reports readiness (default: nowhere).
+    pub observer: comet_observe::Observer,
 }
 
 impl Default for BrokerConfig {
@@ -151,6 +153,7 @@ impl Default for BrokerConfig {
             transaction_check_interval: Duration::from_secs(60),
             transaction_max_checks: 15,
             broadcast_client_ttl: Duration::from_secs(3600),
+            observer: comet_observe::Observer::default(),
         }
     }
 }

@@ -151,6 +151,7 @@ impl Inner {
                 Ok(stored) => {
                     let key = &it.slot.key;
                     if stored {
+                        self.counters.dead_lettered(&key.group, &key.topic);
                         tracing::info!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
                             offset = it.offset, deliveries = it.attempts, "message moved to the dead-letter queue");
                     } else {

@@ -23,6 +23,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use crate::backoff::Backoff;
 use crate::clock::{duration_ms, now_ms};
 use crate::config::{BrokerConfig, RedeliveryDelay};
+use crate::counters::Counters;
 use crate::delay::Delays;
 use crate::error::BrokerError;
 use crate::ha::tracker::Tracker;
@@ -131,6 +132,8 @@ pub(crate) struct Inner {
     pub(crate) transactions: Arc<Transactions>,
     /// When each broadcast client last received (see `broadcast`).
     pub(crate) broadcast_clients: crate::owner::Clients,
+    /// Dead-letter and revive counts for the metrics.
+    pub(crate) counters: Counters,
 }
 
 /// A running call, counted by the instance's call tracker until it drops (so a stop drains
@@ -234,6 +237,7 @@ impl Inner {
             delays: Arc::new(delays),
             transactions: Arc::new(transactions),
             broadcast_clients: crate::owner::Clients::default(),
+            counters: Counters::default(),
             cfg,
         });
         Ok(inner)

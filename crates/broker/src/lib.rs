@@ -140,6 +140,9 @@
 //!   and `%DLQ%` names are `comet_vocab::system`'s);
 //!   `outcome`: in-body failures, store-error mapping, the blocking pool.
 //! - [`handle`], [`filter`], [`backoff`]: receipt handles, tag and SQL92 filters, retry backoff.
+//! - `stats` ([`BrokerStats`]: the instance as plain numbers), `counters` (dead letters and
+//!   revives as they happen) and `metrics` ([`BrokerMetrics`]: RocketMQ's storage and
+//!   consumer series and Comet's own, observed from one snapshot per collection).
 //! - [`config`], [`error`].
 //! - `fuzzing` (tests and the `fuzzing` feature only): fuzz entry points for every decoder.
 //!
@@ -183,6 +186,7 @@ mod broker;
 mod clock;
 pub mod config;
 mod convert;
+mod counters;
 mod dead_letter;
 mod delay;
 mod engine;
@@ -195,6 +199,7 @@ pub mod ha;
 pub mod handle;
 mod long_poll;
 mod meta;
+mod metrics;
 pub mod node;
 mod offsets;
 mod outcome;
@@ -209,6 +214,7 @@ mod send;
 mod service;
 mod state;
 mod state_log;
+mod stats;
 mod sys;
 mod tasks;
 mod transaction;
@@ -223,6 +229,7 @@ pub use error::BrokerError;
 pub use ha::{
     ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
 };
+pub use metrics::BrokerMetrics;
 pub use node::{BrokerNode, ControllerClient, NodeConfig};
 pub use offsets::{OffsetChange, OffsetPolicy, QueueOffset, QueueProgress, ResetTarget};
 pub use outcome::{Code, Failure, Unavailable};
@@ -233,6 +240,7 @@ pub use recall::RecallRequest;
 pub use record::{MessageKind, NewMessage};
 pub use send::{SendRequest, Sent};
 pub use service::{BrokerGrpc, CLIENT_ID_HEADER, TransactionCheckStream};
+pub use stats::{BrokerStats, GroupStats};
 pub use sys::{
     DLQ_CLIENT_ID, SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ,
     SYS_DLQ_DELIVERIES, SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET,

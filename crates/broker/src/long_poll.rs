@@ -28,6 +28,16 @@ impl ArrivalHub {
             .subscribe()
     }
 
+    /// Subscriptions alive now: long polls waiting for an arrival (and pollers between their
+    /// check and their wait).
+    pub fn waiting(&self) -> usize {
+        self.topics
+            .read()
+            .values()
+            .map(watch::Sender::receiver_count)
+            .sum()
+    }
+
     /// Wakes every poller of `topic`. Cheap when nobody ever polled it; safe to call from
     /// the store's dispatcher thread.
     pub fn notify(&self, topic: &str) {

@@ -19,6 +19,7 @@ use comet_proto::comet::v1::{
     QueueProgress, ResetOffsetRequest, ResetOffsetResponse, TransactionCheck,
     WatchTransactionChecksRequest, query_message_request, reset_offset_request,
 };
+use comet_proto::comet::v1::{SetLogLevelRequest, SetLogLevelResponse};
 use futures::StreamExt as _;
 use tonic::{Request, Response, Status};
 
@@ -640,6 +641,14 @@ impl BrokerService for BrokerGrpc {
                 message_id: String::new(),
             },
         }))
+    }
+
+    async fn set_log_level(
+        &self,
+        request: Request<SetLogLevelRequest>,
+    ) -> Result<Response<SetLogLevelResponse>, Status> {
+        let directives = comet_observe::logging::set_level_rpc(&request.into_inner().directives)?;
+        Ok(Response::new(SetLogLevelResponse { directives }))
     }
 }
 

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin::{
     AdminTarget, ClusterCommand, GroupCommand, MessageCommand, OffsetCommand, TopicCommand,
 };
+use crate::log_level::LogLevelCommand;
 use crate::server::ServerArgs;
 use crate::size::ByteSize;
 
@@ -82,6 +83,9 @@ pub enum Command {
     /// Storage admin commands for a stopped broker's data directory.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Change the log level of running processes (through their admin API).
+    #[command(subcommand)]
+    LogLevel(LogLevelCommand),
 }
 
 /// `comet store ...`

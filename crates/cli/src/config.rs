@@ -27,7 +27,7 @@ use crate::duration::HumanDuration;
 use crate::size::ByteSize;
 
 /// The sections of the config file; `COMET_<SECTION>_<KEY>` variables are matched against them.
-const SECTIONS: [&str; 4] = ["log", "proxy", "broker", "controller"];
+const SECTIONS: [&str; 6] = ["log", "proxy", "broker", "controller", "metrics", "tracing"];
 
 /// Everything a Comet process can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +43,8 @@ pub struct Config {
     pub proxy: ProxySection,
     pub broker: BrokerSection,
     pub controller: ControllerSection,
+    pub metrics: MetricsSection,
+    pub tracing: TracingSection,
 }
 
 /// Logging to stderr.
@@ -228,6 +230,8 @@ impl Default for Config {
             proxy: ProxySection::default(),
             broker: BrokerSection::default(),
             controller: ControllerSection::default(),
+            metrics: MetricsSection::default(),
+            tracing: TracingSection::default(),
         }
     }
 }
@@ -311,6 +315,55 @@ impl Default for ControllerSection {
             election_timeout_min: Duration::from_millis(500).into(),
             election_timeout_max: Duration::from_secs(1).into(),
             enable_unclean_election: false,
+        }
+    }
+}
+
+/// The default metrics listener (RocketMQ's exporter port).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:5557";
+
+/// Metrics: Prometheus text on an HTTP listener (also `/healthz` and `/readyz`), OTLP push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Record metrics at all (`false`: no instrument records; `/metrics` is empty).
+    pub enabled: bool,
+    /// Address of the metrics listener (`/metrics`, `/healthz`, `/readyz`); empty = none. Each
+    /// process has one, whatever roles it runs. When the default address is taken, the process
+    /// runs without the listener and says so; a configured address that is taken is an error.
+    pub listen: String,
+    /// Push metrics over OTLP/gRPC to this endpoint (`http://host:4317`); empty = off.
+    pub otlp_endpoint: String,
+    /// Interval between two OTLP pushes.
+    pub otlp_interval: HumanDuration,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN.to_owned(),
+            otlp_endpoint: String::new(),
+            otlp_interval: Duration::from_secs(15).into(),
+        }
+    }
+}
+
+/// Traces: a span per RPC on every role, exported over OTLP/gRPC when an endpoint is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSection {
+    /// OTLP/gRPC endpoint of a collector (`http://host:4317`); empty = spans are not exported.
+    pub otlp_endpoint: String,
+    /// Fraction of new traces sampled (0.0 to 1.0); a sampled caller's trace is always followed.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        TracingSection {
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
         }
     }
 }
@@ -476,6 +529,24 @@ impl Config {
         }
         if self.controllers.is_empty() {
             bail!("controllers is empty: give at least one controller address (host:port)");
+        }
+        let ratio = self.tracing.sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            bail!(
+                "tracing.sample_ratio = {ratio} is not in 0.0..=1.0: e.g. 0.1 for one trace in ten"
+            );
+        }
+        for (key, endpoint) in [
+            ("metrics.otlp_endpoint", &self.metrics.otlp_endpoint),
+            ("tracing.otlp_endpoint", &self.tracing.otlp_endpoint),
+        ] {
+            let url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+            if !endpoint.is_empty() && !url {
+                bail!("{key} = {endpoint:?} must be a URL such as http://127.0.0.1:4317");
+            }
+        }
+        if self.metrics.otlp_interval.0.is_zero() {
+            bail!("metrics.otlp_interval must be greater than 0, e.g. \"15s\"");
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //!  comet offset reset|progress                          consumer offsets (through the brokers)
 //!  comet message id|key|offset                          stored message queries (brokers)
 //!  comet store  inspect|verify --data-dir DIR          offline storage checks
+//!  comet log-level set LEVEL [--target ADDR]            run-time log level (admin API)
 //! ```
 //!
 //! # Layout
@@ -30,7 +31,9 @@
 //!   through the controller's metadata (`admin::fanout`); with `args`, `parse` and `render`
 //!   (the JSON output) beside them.
 //! - `store_cmd`: `comet store ...` over `comet_store`'s public API.
-//! - `logging`, `size`, `duration`: stderr logging, `64KiB`-style sizes, `500ms`-style durations.
+//! - `logging`, `size`, `duration`: stderr logging (through `comet_observe::logging`: text or
+//!   JSON, OTLP span export), `64KiB`-style sizes, `500ms`-style durations.
+//! - `log_level`: `comet log-level set`, the run-time log level through the admin API.
 //!
 //! # Conventions
 //! - Results go to stdout (one JSON object per admin command; servers print one
@@ -46,6 +49,7 @@ pub mod args;
 pub mod config;
 pub mod duration;
 pub mod kill;
+pub mod log_level;
 pub mod logging;
 pub mod server;
 pub mod size;

@@ -7,7 +7,7 @@ use clap::Parser;
 use comet::args::{Cli, Command};
 use comet::config::LogFormat;
 use comet::server::{self, Role};
-use comet::{admin, logging, store_cmd};
+use comet::{admin, log_level, logging, store_cmd};
 
 /// mimalloc: the servers allocate many small buffers per request; glibc's malloc
 /// spent about a tenth of the CPU of a send in its free lists.
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Message { target, cmd } => {
             admin_command(async move { admin::message(&target, &cmd).await })
         }
+        Command::LogLevel(cmd) => admin_command(async move { log_level::run(&cmd).await }),
     };
     match outcome {
         Ok(code) => code,

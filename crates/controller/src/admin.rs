@@ -9,6 +9,8 @@
 //!   removed leader keeps leading until the change committed, then steps
 //!   down and the remaining voters elect a new leader.
 //!
+//! - `SetLogLevel` replaces the process's log filter (`comet_observe::logging`).
+//!
 //! The pure checks ([`plan_add`], [`plan_remove`]) decide from the current
 //! membership whether a change is a no-op, an error or which steps to run.
 
@@ -295,6 +297,14 @@ impl ControllerAdminService for ControllerAdminGrpc {
         self.change(changes, "RemoveController", WRITE_TIMEOUT)
             .await?;
         Ok(Response::new(describe(&self.metrics())))
+    }
+
+    async fn set_log_level(
+        &self,
+        request: Request<pb::SetLogLevelRequest>,
+    ) -> Result<Response<pb::SetLogLevelResponse>, Status> {
+        let directives = comet_observe::logging::set_level_rpc(&request.into_inner().directives)?;
+        Ok(Response::new(pb::SetLogLevelResponse { directives }))
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`lease`]: broker leases kept in memory on the leader; its checker also runs elections.
 //! - [`election`]: master election for broker sets, a pure function of the metadata.
 //! - [`raft_types`]: the openraft type configuration.
+//! - `metrics`: Raft, topic/group and broker-set gauges, observed at collection time.
 //! - [`remoting`]: the NameServer-compatible remoting endpoint (RocketMQ's TCP
 //!   protocol): route tables for 4.x clients and tools, 4.x broker
 //!   registration.
@@ -76,6 +77,7 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod lease;
 pub mod metadata;
+mod metrics;
 pub mod network;
 pub mod raft_types;
 pub mod remoting;
@@ -153,6 +155,9 @@ pub struct ControllerConfig {
     /// alive (default false): the set gets a master again, but messages that only the lost
     /// in-sync members held are gone.
     pub enable_unclean_election: bool,
+    /// Where the controller server records its metrics and reports readiness (default:
+    /// nowhere).
+    pub observer: comet_observe::Observer,
 }
 
 impl Default for ControllerConfig {
@@ -169,6 +174,7 @@ impl Default for ControllerConfig {
             peers: Vec::new(),
             join: false,
             enable_unclean_election: false,
+            observer: comet_observe::Observer::default(),
         }
     }
 }

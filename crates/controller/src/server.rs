@@ -24,8 +24,19 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpIncoming};
 
+use comet_observe::rpc::RpcLayer;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
 use crate::error::{ControllerError, Result};
+use crate::metrics::ControllerMetrics;
 use crate::{Controller, ControllerConfig};
+
+/// gRPC names of the controller's services, as reported by health checks.
+const SERVICE_NAMES: [&str; 2] = [
+    "comet.v1.ControllerService",
+    "comet.v1.ControllerAdminService",
+];
 
 /// Where a controller node serves: `grpc` is a bound listener for [`serve`], or a stream of
 /// accepted connections for [`ControllerServer::start`]; `remoting` is the NameServer-compatible
@@ -47,6 +58,10 @@ pub struct ControllerServer {
     tasks: TaskTracker,
     grpc: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     remoting: Option<JoinHandle<()>>,
+    /// `grpc.health.v1`: SERVING from start until the stop begins.
+    health: HealthReporter,
+    readiness: comet_observe::Component,
+    _metrics: ControllerMetrics,
 }
 
 impl std::fmt::Debug for ControllerServer {
@@ -74,13 +89,34 @@ impl ControllerServer {
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
+        let observer = cfg.observer.clone();
+        let readiness = observer.readiness().register("controller");
         let controller = Controller::start(cfg).await?;
+        let metrics = ControllerMetrics::register(
+            &observer,
+            controller.raft().clone(),
+            controller.metadata(),
+        );
+        let health = HealthReporter::new();
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+        health.set_service_status("", ServingStatus::Serving).await;
         let shutdown = shutdown.child_token();
         let tasks = TaskTracker::new();
-        let routes = controller.routes();
+        let routes =
+            controller
+                .routes()
+                .add_service(tonic_health::pb::health_server::HealthServer::new(
+                    tonic_health::server::HealthService::from_health_reporter(health.clone()),
+                ));
         let stop = shutdown.clone();
+        let layer = RpcLayer::new(&observer, "controller");
         let grpc = tasks.spawn(async move {
             tonic::transport::Server::builder()
+                .layer(layer)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(listeners.grpc, stop.cancelled_owned())
                 .await
@@ -89,6 +125,20 @@ impl ControllerServer {
             .remoting
             .map(|l| tasks.spawn(controller.remoting().serve(l, shutdown.clone())));
         tasks.close();
+        // Ready once Raft runs and a leader is known (this node or another).
+        let ready = readiness.clone();
+        let mut raft_metrics = controller.raft().metrics();
+        let stopping = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                led = raft_metrics.wait_for(|m| m.current_leader.is_some()) => {
+                    if led.is_ok() {
+                        ready.set_ready();
+                    }
+                }
+            }
+        });
         Ok(ControllerServer {
             controller,
             _stop_on_drop: shutdown.clone().drop_guard(),
@@ -96,6 +146,9 @@ impl ControllerServer {
             tasks,
             grpc,
             remoting,
+            health,
+            readiness,
+            _metrics: metrics,
         })
     }
 
@@ -131,8 +184,19 @@ impl ControllerServer {
             tasks,
             grpc,
             remoting,
+            health,
+            readiness,
             ..
         } = self;
+        readiness.set_not_ready("draining");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
         let stopped = controller.shutdown().await;
         let served = match grpc.await {
             Ok(result) => result.map_err(ControllerError::from),
@@ -160,8 +224,10 @@ impl ControllerServer {
             tasks,
             grpc,
             remoting,
+            readiness,
             ..
         } = self;
+        readiness.set_not_ready("stopped");
         grpc.abort();
         if let Some(remoting) = remoting {
             remoting.abort();

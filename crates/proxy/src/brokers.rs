@@ -23,7 +23,8 @@ pub use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
+    ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, TransactionCheck,
+    WatchTransactionChecksRequest,
 };
 use futures::{Stream, StreamExt as _};
 use parking_lot::{Mutex, RwLock};
@@ -313,7 +314,14 @@ impl BrokerService for RemoteBroker {
         &self,
         request: Request<RecallMessageRequest>,
     ) -> Result<Response<RecallMessageResponse>, Status> {
-        self.client.clone().recall_message(request).await
+        self.link.unary(broker_path!("RecallMessage"), request).await
+    }
+
+    async fn set_log_level(
+        &self,
+        request: Request<SetLogLevelRequest>,
+    ) -> Result<Response<SetLogLevelResponse>, Status> {
+        self.link.unary(broker_path!("SetLogLevel"), request).await
     }
 }
 

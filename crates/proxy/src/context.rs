@@ -28,6 +28,8 @@ pub(crate) struct RequestContext {
     pub(crate) language: String,
     /// The client's deadline from `grpc-timeout`, when sent.
     pub(crate) timeout: Option<Duration>,
+    /// Whether the call carried a W3C `traceparent` header (its span joined that trace).
+    pub(crate) traceparent: bool,
 }
 
 impl RequestContext {
@@ -44,6 +46,7 @@ impl RequestContext {
                 .unwrap_or_default()
                 .to_ascii_uppercase(),
             timeout: text(GRPC_TIMEOUT_HEADER).and_then(|v| parse_grpc_timeout(&v)),
+            traceparent: md.contains_key("traceparent"),
         }
     }
 

@@ -17,6 +17,8 @@
 //! - `routes`: metadata index, queue layout, send/receive/receipt-handle targets.
 //! - `validate`: message checks; `settings`: the telemetry settings echo.
 //! - `session`: client sessions keyed by `x-mq-client-id`.
+//! - `metrics`: RocketMQ's proxy metrics (messages/bytes in and out, message size,
+//!   connections), counted on sharded cells and summed at collection.
 //! - `status`: the single mapping of failures to in-body `Code`s.
 //! - [`brokers`]: [`BrokerDirectory`], [`LocalBrokers`], [`RemoteBrokers`].
 //! - [`link`]: the internal link to a broker that [`RemoteBroker`] calls over: [`link::connect`]
@@ -66,6 +68,7 @@ mod context;
 mod creator;
 mod error;
 pub mod link;
+mod metrics;
 mod names;
 mod routes;
 mod server;

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use comet_proto::apache::rocketmq::v2::ClientType;
 use comet_proto::apache::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use comet_proto::comet::v1::ClusterMetadata;
 use futures::StreamExt as _;
@@ -31,6 +32,7 @@ use crate::error::ProxyError;
 use crate::service::{Inner, Service};
 use crate::session::ClientInfo;
 use comet_coalesce::CoalescedIo;
+use comet_observe::rpc::RpcLayer;
 
 /// gRPC name of the public service, as reported by health checks.
 pub const MESSAGING_SERVICE_NAME: &str = <MessagingServiceServer<Service> as NamedService>::NAME;
@@ -66,15 +68,39 @@ impl Proxy {
         creator: Option<Arc<dyn TopicCreator>>,
     ) -> Proxy {
         let health = HealthReporter::new();
-        // The reporter's lock is uncontended here (nothing else holds the reporter yet), so
-        // this completes at once on any executor.
-        futures::executor::block_on(
-            health.set_service_status(MESSAGING_SERVICE_NAME, ServingStatus::Serving),
-        );
-        Proxy {
-            inner: Arc::new(Inner::new(cfg, metadata, brokers, creator)),
-            health,
-        }
+        // NOT_SERVING until `serve` runs. The reporter's lock is uncontended here (nothing
+        // else holds the reporter yet), so this completes at once on any executor.
+        futures::executor::block_on(async {
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_service_status(MESSAGING_SERVICE_NAME, ServingStatus::NotServing)
+                .await;
+        });
+        let inner = Arc::new(Inner::new(cfg, metadata, brokers, creator));
+        let weak = Arc::downgrade(&inner);
+        inner.metrics.register(Arc::new(move || {
+            let Some(inner) = weak.upgrade() else {
+                return (0, 0);
+            };
+            let clients = inner.sessions.snapshot();
+            let producers = clients
+                .iter()
+                .filter(|c| c.client_type == ClientType::Producer)
+                .count();
+            let consumers = clients
+                .iter()
+                .filter(|c| {
+                    !matches!(
+                        c.client_type,
+                        ClientType::Producer | ClientType::Unspecified
+                    )
+                })
+                .count();
+            (producers, consumers)
+        }));
+        Proxy { inner, health }
     }
 
     /// The configuration in use.
@@ -149,6 +175,8 @@ impl Proxy {
         self.inner
             .tasks
             .spawn(Arc::clone(&self.inner).watch_transaction_checks());
+        let readiness = self.inner.cfg.observer.readiness().register("proxy");
+        let rpc_layer = RpcLayer::new(&self.inner.cfg.observer, "proxy");
         let stop = CancellationToken::new();
         let grace = self.inner.cfg.shutdown_grace;
         let mut lanes = Vec::with_capacity(threads);
@@ -159,6 +187,7 @@ impl Proxy {
             match Lane::start(
                 index,
                 routes.clone(),
+                rpc_layer.clone(),
                 stop.clone(),
                 self.inner.tasks.clone(),
                 grace,
@@ -176,6 +205,13 @@ impl Proxy {
                 }
             }
         }
+        self.health
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        self.health
+            .set_service_status(MESSAGING_SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        readiness.set_ready();
         // Accept until told to stop, or until a connection thread or the listener fails.
         let mut failure = None;
         tokio::select! {
@@ -185,6 +221,7 @@ impl Proxy {
         }
         drop(listener);
         tracing::info!("proxy shutting down");
+        readiness.set_not_ready("draining");
         self.health
             .set_service_status("", ServingStatus::NotServing)
             .await;
@@ -262,6 +299,7 @@ impl Lane {
     fn start(
         index: usize,
         routes: Routes,
+        rpc_layer: RpcLayer,
         stop: CancellationToken,
         tasks: TaskTracker,
         grace: std::time::Duration,
@@ -278,7 +316,8 @@ impl Lane {
         std::thread::Builder::new()
             .name(format!("comet-proxy-{index}"))
             .spawn(move || {
-                let result = runtime.block_on(serve_lane(routes, incoming, stop, tasks, grace));
+                let result =
+                    runtime.block_on(serve_lane(routes, rpc_layer, incoming, stop, tasks, grace));
                 let _ = done.send(result);
             })
             .map_err(|source| ProxyError::Io {
@@ -294,6 +333,7 @@ impl Lane {
 /// The server of one lane; see [`Lane::start`].
 async fn serve_lane(
     routes: Routes,
+    rpc_layer: RpcLayer,
     incoming: mpsc::Receiver<std::net::TcpStream>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -321,6 +361,7 @@ async fn serve_lane(
     let served = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .layer(rpc_layer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;

@@ -44,8 +44,13 @@ use tonic::transport::server::{Connected, TcpIncoming};
 
 // Only the crate's public API (its root re-exports): the node is wiring over it.
 use crate::{
-    Broker, BrokerConfig, BrokerError, BrokerGrpc, HaBroker, HaConfig, HaStatus, ReplicationGrpc,
+    Broker, BrokerConfig, BrokerError, BrokerGrpc, BrokerMetrics, HaBroker, HaConfig, HaStatus,
+    ReplicationGrpc,
 };
+use comet_observe::Observer;
+use comet_observe::rpc::RpcLayer;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 pub use controller_client::{ControllerClient, watch_metadata};
 use controller_link::{HeartbeatHooks, Registration, heartbeat_loop};
@@ -97,6 +102,10 @@ pub struct BrokerNode {
     tasks: TaskTracker,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     heartbeat: JoinHandle<()>,
+    /// `grpc.health.v1` of the broker's port: SERVING from start until the stop begins.
+    health: HealthReporter,
+    readiness: comet_observe::Component,
+    _metrics: BrokerMetrics,
 }
 
 impl std::fmt::Debug for BrokerNode {
@@ -133,6 +142,8 @@ impl BrokerNode {
             broker: broker_cfg,
             replication,
         } = cfg;
+        let observer = broker_cfg.observer.clone();
+        let readiness = observer.readiness().register("broker");
         let me = Registration {
             broker_set: broker_cfg.broker_set.clone(),
             broker_id: broker_cfg.broker_id,
@@ -168,12 +179,24 @@ impl BrokerNode {
         };
         let shutdown = shutdown.child_token();
         let tasks = TaskTracker::new();
+        let metrics = BrokerMetrics::register(&observer, service.api().clone());
+        let health = HealthReporter::new();
+        health
+            .set_service_status(BROKER_SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        health.set_service_status("", ServingStatus::Serving).await;
         let server = tasks.spawn(serve_grpc(
             service.clone(),
             replication,
             incoming,
+            Served {
+                health: health.clone(),
+                observer,
+            },
             shutdown.clone(),
         ));
+        // The store is recovered and dispatched once `open` returned.
+        readiness.set_ready();
         let heartbeat = tasks.spawn(heartbeat_loop(controllers, me, hooks, shutdown.clone()));
         tasks.close();
         Ok(BrokerNode {
@@ -184,6 +207,9 @@ impl BrokerNode {
             tasks,
             server,
             heartbeat,
+            health,
+            readiness,
+            _metrics: metrics,
         })
     }
 
@@ -228,8 +254,17 @@ impl BrokerNode {
             tasks,
             server,
             heartbeat,
+            health,
+            readiness,
             ..
         } = self;
+        readiness.set_not_ready("draining");
+        health
+            .set_service_status(BROKER_SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         if let Err(e) = heartbeat.await {
             tracing::warn!(error = %e, "broker heartbeat task failed");
         }
@@ -254,14 +289,26 @@ impl BrokerNode {
             tasks,
             server,
             heartbeat,
+            readiness,
             ..
         } = self;
+        readiness.set_not_ready("stopped");
         server.abort();
         heartbeat.abort();
         shutdown.cancel();
         tasks.wait().await;
         engine.abandon().await;
     }
+}
+
+/// gRPC name of the internal broker service, as reported by health checks.
+pub const BROKER_SERVICE_NAME: &str =
+    <BrokerServiceServer<BrokerGrpc> as tonic::server::NamedService>::NAME;
+
+/// What the server carries besides the services: health and the per-RPC layer.
+struct Served {
+    health: HealthReporter,
+    observer: Observer,
 }
 
 /// Serves `service` (and `replication`) on `incoming` until `shutdown` is cancelled, then
@@ -273,6 +320,7 @@ async fn serve_grpc<I, IO, IE>(
     service: BrokerGrpc,
     replication: Option<ReplicationGrpc>,
     incoming: I,
+    served: Served,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error>
 where
@@ -289,8 +337,13 @@ where
             .max_encoding_message_size(INTERNAL_MAX_MESSAGE)
     });
     let incoming = incoming.map(|conn| conn.map(accept));
+    let health = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(served.health),
+    );
     tonic::transport::Server::builder()
+        .layer(RpcLayer::new(&served.observer, "broker"))
         .add_service(server)
+        .add_service(health)
         .add_optional_service(replication)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

@@ -45,6 +45,7 @@ impl Inner {
         let idx = self.meta.index();
         let mut wake: HashSet<String> = HashSet::new();
         let mut dlq = Vec::new();
+        let mut revived = 0u64;
         for t in due {
             let max_attempts = self.max_attempts(&idx, &t.slot.key.group);
             let mut st = t.slot.state.lock();
@@ -67,8 +68,10 @@ impl Inner {
             } else {
                 st.ready.insert(t.offset);
                 wake.insert(t.slot.key.topic.clone());
+                revived += 1;
             }
         }
+        self.counters.revived(revived);
         for topic in &wake {
             self.hub.notify(topic);
         }

@@ -46,6 +46,12 @@ pub struct ServerArgs {
     /// Any setting: `--set section.key=value` (repeatable), e.g. `--set broker.flush=sync`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Log line format (`log.format`): `text` or `json` (one object per line).
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Metrics listener (`metrics.listen`): `/metrics`, `/healthz`, `/readyz`; empty = none.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 impl ServerArgs {
@@ -63,6 +69,8 @@ impl ServerArgs {
             ("controller.listen", &self.controller_listen),
             ("controller.remoting_listen", &self.remoting_listen),
             ("broker.broker_set", &self.broker_set),
+            ("log.format", &self.log_format),
+            ("metrics.listen", &self.metrics_listen),
         ] {
             if let Some(v) = value {
                 push(key, toml_string(v));

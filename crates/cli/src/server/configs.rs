@@ -22,6 +22,7 @@ pub fn controller(cfg: &Config, advertised: String) -> anyhow::Result<Controller
         peers: cfg.peers()?,
         join: c.join,
         enable_unclean_election: c.enable_unclean_election,
+        ..ControllerConfig::default()
     })
 }
 

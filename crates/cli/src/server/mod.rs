@@ -45,6 +45,7 @@ use anyhow::Context;
 use comet_broker::node::watch_metadata;
 use comet_broker::{BrokerNode, ControllerClient, NodeConfig};
 use comet_controller::{Controller, ControllerListeners, ControllerServer};
+use comet_observe::{Metrics, MetricsSetup, Observer, Readiness};
 use comet_proto::comet::v1::ClusterMetadata;
 use comet_proxy::TopicCreator;
 use comet_proxy::{BrokerDirectory, DynBroker, LocalBrokers, ProxyError, RemoteBrokers};
@@ -59,7 +60,7 @@ use tonic::transport::server::TcpIncoming;
 pub use args::ServerArgs;
 use creators::{LocalCreator, RemoteCreator};
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_METRICS_LISTEN};
 use crate::kill::Killable;
 use crate::logging;
 
@@ -92,19 +93,23 @@ impl Role {
 /// Entry point of the server subcommands: load config, log, run until a signal.
 pub fn run(role: Role, args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.load()?;
-    logging::init(&cfg.log.level, cfg.log.format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("comet")
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        logging::init_server(&cfg, &format!("comet-{}", role.name()))?;
         let signal = shutdown_signal()?;
         let node = Node::start(role, &cfg).await?;
         println!("comet {} ready", role.name());
         signal.await;
         tracing::info!("shutting down");
         node.shutdown().await?;
+        if let Some(h) = comet_observe::logging::handle() {
+            // The span exporter's flush blocks until its batch is sent.
+            let _ = tokio::task::spawn_blocking(|| h.flush_traces()).await;
+        }
         println!("comet {} stopped", role.name());
         Ok(ExitCode::SUCCESS)
     })
@@ -132,6 +137,8 @@ pub struct Addrs {
     pub controller: Option<SocketAddr>,
     /// The controller's NameServer-compatible remoting endpoint (when enabled).
     pub remoting: Option<SocketAddr>,
+    /// The metrics listener (`/metrics`, `/healthz`, `/readyz`), when it runs.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Listeners bound by the caller, used instead of binding the configured addresses (e.g. a
@@ -142,6 +149,7 @@ pub struct Listeners {
     pub broker: Option<TcpListener>,
     pub controller: Option<TcpListener>,
     pub remoting: Option<TcpListener>,
+    pub metrics: Option<TcpListener>,
 }
 
 /// The proxy of a node: its stop token and the task serving it.
@@ -166,6 +174,8 @@ pub struct Node {
     controller: Option<ControllerServer>,
     /// The metadata this node serves from (the controller's own, or its watch of one).
     metadata: Option<watch::Receiver<Arc<ClusterMetadata>>>,
+    /// The node's metrics pipeline and readiness, shared by its roles.
+    observer: Observer,
 }
 
 impl Node {
@@ -183,6 +193,18 @@ impl Node {
     ) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+        let metrics = if cfg.metrics.enabled {
+            Metrics::start(&MetricsSetup {
+                prometheus: true,
+                otlp_endpoint: (!cfg.metrics.otlp_endpoint.is_empty())
+                    .then(|| cfg.metrics.otlp_endpoint.clone()),
+                otlp_interval: cfg.metrics.otlp_interval.0,
+                service_name: format!("comet-{}", role.name()),
+            })
+            .context("setting up metrics (metrics.*)")?
+        } else {
+            Metrics::disabled()
+        };
         let mut node = Node {
             preset: listeners,
             addrs: Addrs::default(),
@@ -193,12 +215,11 @@ impl Node {
             broker: None,
             controller: None,
             metadata: None,
+            observer: Observer::new(metrics, Readiness::default()),
         };
-        let started = match role {
-            Role::Standalone => node.start_standalone(cfg).await,
-            Role::Controller => node.start_controller(cfg).await.map(|_| ()),
-            Role::Broker => node.start_broker_process(cfg).await,
-            Role::Proxy => node.start_proxy_process(cfg).await,
+        let started = match node.start_metrics_listener(cfg).await {
+            Ok(()) => node.start_role(role, cfg).await,
+            Err(e) => Err(e),
         };
         if let Err(e) = started {
             // Leave nothing half-running (locks on data dirs, listeners).
@@ -208,6 +229,71 @@ impl Node {
             return Err(e);
         }
         Ok(node)
+    }
+
+    async fn start_role(&mut self, role: Role, cfg: &Config) -> anyhow::Result<()> {
+        let node = self;
+        match role {
+            Role::Standalone => node.start_standalone(cfg).await,
+            Role::Controller => node.start_controller(cfg).await.map(|_| ()),
+            Role::Broker => node.start_broker_process(cfg).await,
+            Role::Proxy => node.start_proxy_process(cfg).await,
+        }
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `metrics.listen` (or the preset
+    /// listener) until the node's own tasks stop, i.e. after every role drained. A default
+    /// address that is taken is a warning; a configured one is an error.
+    async fn start_metrics_listener(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        let listener = match self.preset.metrics.take() {
+            Some(l) => l,
+            None if cfg.metrics.listen.is_empty() => return Ok(()),
+            None => match TcpListener::bind(&cfg.metrics.listen).await {
+                Ok(l) => l,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && cfg.metrics.listen == DEFAULT_METRICS_LISTEN =>
+                {
+                    tracing::warn!(
+                        addr = %cfg.metrics.listen,
+                        "the default metrics address is in use: this process serves no \
+                         /metrics, /healthz or /readyz (set metrics.listen or --metrics-listen)"
+                    );
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "metrics: cannot listen on {} (in use? change it with \
+                         --metrics-listen or --set metrics.listen=ADDR; empty turns it off)",
+                        cfg.metrics.listen
+                    )));
+                }
+            },
+        };
+        let local = listener.local_addr()?;
+        let (metrics, readiness) = (
+            self.observer.metrics().clone(),
+            self.observer.readiness().clone(),
+        );
+        let stop = self.links.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = comet_observe::http::serve(listener, metrics, readiness, stop).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+        announce("metrics", local);
+        self.addrs.metrics = Some(local);
+        Ok(())
+    }
+
+    /// The readiness registry of this node (what `/readyz` answers from).
+    pub fn readiness(&self) -> &Readiness {
+        self.observer.readiness()
+    }
+
+    /// The node's metrics pipeline (tests read Prometheus text or flush OTLP through it).
+    pub fn metrics(&self) -> &Metrics {
+        self.observer.metrics()
     }
 
     /// The bound addresses.
@@ -264,7 +350,13 @@ impl Node {
             None => Some(bind("remoting", &cfg.controller.remoting_listen).await?),
         };
         let remoting_local = remoting.as_ref().map(TcpListener::local_addr).transpose()?;
-        let ctl_cfg = configs::controller(cfg, advertised(&cfg.controller.advertised_addr, local))?;
+        let mut ctl_cfg =
+            configs::controller(cfg, advertised(&cfg.controller.advertised_addr, local))?;
+        ctl_cfg.observer = self.observer.for_role(
+            &cfg.controller.cluster_name,
+            "controller",
+            &format!("controller-{}", cfg.controller.node_id),
+        );
         let listeners = ControllerListeners {
             grpc: self.incoming(listener),
             remoting,
@@ -298,8 +390,14 @@ impl Node {
             None => bind("broker", &cfg.broker.listen).await?,
         };
         let local = listener.local_addr()?;
+        let mut broker_cfg = configs::broker(cfg, advertised(&cfg.broker.advertised_addr, local));
+        broker_cfg.observer = self.observer.for_role(
+            &cfg.controller.cluster_name,
+            "broker",
+            &format!("{}-{}", cfg.broker.broker_set, cfg.broker.broker_id),
+        );
         let node_cfg = NodeConfig {
-            broker: configs::broker(cfg, advertised(&cfg.broker.advertised_addr, local)),
+            broker: broker_cfg,
             replication: replicated.then(|| configs::replication(cfg)),
         };
         let incoming = self.incoming(listener);
@@ -331,7 +429,12 @@ impl Node {
             None => bind("proxy", &cfg.proxy.listen).await?,
         };
         let local = listener.local_addr()?;
-        let proxy_cfg = configs::proxy(cfg, advertised(&cfg.proxy.advertised_endpoint, local));
+        let mut proxy_cfg = configs::proxy(cfg, advertised(&cfg.proxy.advertised_endpoint, local));
+        proxy_cfg.observer = self.observer.for_role(
+            &cfg.controller.cluster_name,
+            "proxy",
+            &proxy_cfg.advertised_endpoint.clone(),
+        );
         proxy_cfg
             .validate()
             .context("invalid proxy configuration")?;
@@ -377,6 +480,8 @@ impl Node {
         cfg: &Config,
     ) -> anyhow::Result<(ControllerClient, watch::Receiver<Arc<ClusterMetadata>>)> {
         let controllers = ControllerClient::new(cfg.controllers.clone())?;
+        // Not ready until the controllers answered with a first snapshot (the role is known).
+        let link = self.observer.readiness().register("controllers");
         let metadata = watch_metadata(
             controllers.clone(),
             FIRST_METADATA_WAIT,
@@ -386,7 +491,19 @@ impl Node {
         .await;
         if metadata.borrow().revision == 0 {
             tracing::warn!(controllers = ?cfg.controllers, "no controller answered yet; serving and retrying");
+            link.set_not_ready("no controller answered yet");
         }
+        let (mut first, stop) = (metadata.clone(), self.links.clone());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                got = first.wait_for(|m| m.revision > 0) => {
+                    if got.is_ok() {
+                        link.set_ready();
+                    }
+                }
+            }
+        });
         self.metadata = Some(metadata.clone());
         Ok((controllers, metadata))
     }
@@ -456,6 +573,9 @@ impl Node {
         self.links.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        // A last OTLP push blocks until sent.
+        let metrics = self.observer.metrics().clone();
+        let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
         for e in &errors {
             tracing::warn!(error = %format!("{e:#}"), "a server ended with an error");
         }

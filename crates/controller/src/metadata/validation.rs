@@ -565,6 +565,9 @@ mod tests {
         assert_eq!(with(Some(100)).unwrap().priority_percent, Some(100));
         let e = with(Some(101)).unwrap_err().to_string();
         assert!(e.contains("priority_percent 101"), "{e}");
+    }
+
+    #[test]
     fn given_broadcast_attributes_when_stored_should_keep_start_only_for_broadcast_groups() {
         let with = |broadcast, broadcast_from_start| {
             let mut g = group(0, None);

@@ -54,6 +54,7 @@ use crate::brokers::{BrokerDirectory, DynBroker};
 use crate::config::{ProxyConfig, parse_endpoint};
 use crate::context::RequestContext;
 use crate::creator::TopicCreator;
+use crate::metrics::{ProxyMetrics, tag_code};
 use crate::names::Name;
 use crate::routes::{MetadataIndex, MetadataView, Target, topic_not_found};
 use crate::session::Sessions;
@@ -76,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// Telemetry tasks, awaited on shutdown.
     pub(crate) tasks: TaskTracker,
+    /// RocketMQ's proxy metrics.
+    pub(crate) metrics: ProxyMetrics,
 }
 
 impl Inner {
@@ -90,6 +93,7 @@ impl Inner {
             tracing::error!(endpoint = %cfg.advertised_endpoint, %reason, "invalid advertised_endpoint");
         }
         Inner {
+            metrics: ProxyMetrics::new(&cfg.observer),
             sessions: Sessions::new(cfg.session_idle_timeout),
             cfg,
             endpoints,
@@ -230,6 +234,7 @@ impl Inner {
     ) -> Outcome<R> {
         let broker = self.broker(target)?;
         request.set_timeout(budget);
+        comet_observe::trace_context::inject(&tracing::Span::current(), request.metadata_mut());
         match tokio::time::timeout(budget, f(broker, request)).await {
             Err(_) => {
                 tracing::warn!(broker_set = %target.broker_set, ?budget, "broker call timed out");
@@ -264,8 +269,16 @@ fn respond<T: Statuses>(
         Ok(v) => v,
         Err(f) => on_failure(f),
     };
+    let mut code = None;
+    answer.each_status(&mut |s| {
+        code.get_or_insert(s.code);
+    });
     answer.fit_for(&ctx.language);
-    Ok(Response::new(answer))
+    let mut response = Response::new(answer);
+    if let Some(code) = code {
+        tag_code(&mut response, code);
+    }
+    Ok(response)
 }
 
 /// `Statuses` for responses whose only status is the top-level `status` field.

@@ -365,7 +365,9 @@ impl Inner {
         let offered = response.messages.len();
         let mut frames = Vec::with_capacity(offered + 1);
         frames.push(status_frame(pop_status));
+        let mut delivered_bytes = 0u64;
         for mut message in response.messages {
+            let body = u64::try_from(message.body.len()).unwrap_or(u64::MAX);
             if let Some(t) = message.topic.as_mut() {
                 *t = names::public_resource(&topic_name.namespace, t);
             }
@@ -397,8 +399,15 @@ impl Inner {
                 );
                 continue;
             }
+            delivered_bytes = delivered_bytes.saturating_add(body);
             frames.push(frame);
         }
+        self.metrics.delivered(
+            &topic_name.qualified,
+            &group.qualified,
+            (frames.len() - 1) as u64,
+            delivered_bytes,
+        );
         if frames.len() == 1 {
             frames[0] = status_frame(if offered == 0 {
                 status::status(Code::MessageNotFound, "no message available")

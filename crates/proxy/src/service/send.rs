@@ -10,6 +10,8 @@ use comet_proto::apache::rocketmq::v2::{
     Code, Message, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
 };
 
+use tracing::Instrument as _;
+
 use super::{Inner, require_client_id};
 use crate::context::RequestContext;
 use crate::routes::{Target, send_target};
@@ -62,6 +64,31 @@ impl Inner {
             return Ok(rejected_batch(&request.messages, &placed, first));
         }
 
+        // Metrics: the topic's series, looked up once for the whole batch (one topic).
+        let topic_metrics = placed
+            .first()
+            .and_then(|p| p.as_ref().ok())
+            .map(|(v, _)| self.metrics.topic(&v.topic.qualified));
+        let bodies: Vec<usize> = request.messages.iter().map(|m| m.body.len()).collect();
+        // Traces: the broker calls run in a `forward` span. A client that sent no
+        // `traceparent` header may have set the messages' `trace_context` (the official
+        // clients do); the forward span then joins that trace.
+        let forward = if comet_observe::trace_context::exporting() {
+            let span = tracing::info_span!("forward", topic = %first_topic_name(&placed));
+            if !ctx.traceparent
+                && let Some(parent) = request.messages[0]
+                    .system_properties
+                    .as_ref()
+                    .and_then(|s| s.trace_context.as_deref())
+                    .and_then(comet_observe::trace_context::from_traceparent)
+            {
+                comet_observe::trace_context::set_parent(&span, parent);
+            }
+            span
+        } else {
+            tracing::Span::none()
+        };
+
         // Phase 2: one broker call per broker set, concurrently.
         let mut statuses: Vec<Option<SendResultEntry>> = vec![None; count];
         let mut by_set: Vec<(Target, Vec<usize>)> = Vec::new();
@@ -99,7 +126,8 @@ impl Inner {
                 (target, idx, sent, outcome)
             }
         });
-        for (target, idx, sent, outcome) in futures::future::join_all(calls).await {
+        let answers = futures::future::join_all(calls).instrument(forward).await;
+        for (target, idx, sent, outcome) in answers {
             let response = outcome.and_then(|r| {
                 if r.entries.len() == sent {
                     Ok(r)
@@ -118,6 +146,11 @@ impl Inner {
                             status::status(Code::InternalServerError, "broker returned no status")
                         });
                         status::normalize(s);
+                        if s.code == Code::Ok as i32
+                            && let (Some(t), Ok((v, _))) = (&topic_metrics, &placed[i])
+                        {
+                            self.metrics.typed(t, v.message_type).sent(bodies[i]);
+                        }
                         statuses[i] = Some(entry);
                     }
                 }
@@ -232,4 +265,12 @@ fn rejected_batch(
         status: Some(overall),
         entries,
     }
+}
+
+/// The qualified topic of a placed batch (for span fields).
+fn first_topic_name(placed: &[Outcome<(ValidMessage, Target)>]) -> &str {
+    placed
+        .first()
+        .and_then(|p| p.as_ref().ok())
+        .map_or("", |(v, _)| v.topic.qualified.as_str())
 }

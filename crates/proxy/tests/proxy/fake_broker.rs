@@ -23,7 +23,8 @@ use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse, TransactionCheck, WatchTransactionChecksRequest,
+    ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, TransactionCheck,
+    WatchTransactionChecksRequest,
 };
 use comet_proxy::TransactionCheckStream;
 use comet_vocab::status::{ok, status};
@@ -518,4 +519,5 @@ broker_service! {
     reset_offset(ResetOffsetRequest) -> ResetOffsetResponse;
     query_message(QueryMessageRequest) -> QueryMessageResponse;
     get_consumer_progress(GetConsumerProgressRequest) -> GetConsumerProgressResponse;
+    set_log_level(SetLogLevelRequest) -> SetLogLevelResponse;
 }

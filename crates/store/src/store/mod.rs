@@ -117,6 +117,8 @@ struct Inner {
     disk_full: AtomicBool,
     disk_used_bits: AtomicU64,
     last_disk_check_ms: AtomicI64,
+    /// When the last "above the high watermark" warning was logged (ms; 0 = never).
+    last_high_warning_ms: AtomicI64,
     dispatch_error: Mutex<Option<String>>,
     flushes: AtomicU64,
     flush_nanos: AtomicU64,
@@ -156,6 +158,17 @@ impl MessageStore {
     /// End of the durable commitlog.
     pub fn flushed_offset(&self) -> i64 {
         self.inner.flushed.load(Ordering::Acquire)
+    }
+
+    /// End of the dispatched commitlog (consume queues and index are built up to here).
+    pub fn dispatched_offset(&self) -> i64 {
+        self.inner.dispatched.load(Ordering::Acquire)
+    }
+
+    /// Fraction of the store's disk in use at the last check (checked at most once a second
+    /// by appends, and by every retention run).
+    pub fn disk_used_ratio(&self) -> f64 {
+        self.inner.disk_used()
     }
 
     /// The commitlog segment size this store was opened with.

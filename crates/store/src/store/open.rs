@@ -186,6 +186,7 @@ impl MessageStore {
             disk_full: AtomicBool::new(false),
             disk_used_bits: AtomicU64::new(0f64.to_bits()),
             last_disk_check_ms: AtomicI64::new(0),
+            last_high_warning_ms: AtomicI64::new(0),
             dispatch_error: Mutex::new(None),
             flushes: AtomicU64::new(0),
             flush_nanos: AtomicU64::new(0),

@@ -11,6 +11,9 @@ use std::time::SystemTime;
 use super::{Inner, MessageStore};
 use crate::error::Result;
 
+/// Least time between two "above the high watermark" warnings.
+const HIGH_WATERMARK_WARNING_EVERY_MS: i64 = 10 * 60 * 1000;
+
 /// What a retention pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RetentionReport {
@@ -61,6 +64,7 @@ impl Inner {
             Ok(s) => {
                 let used = s.used_ratio();
                 self.disk_used_bits.store(used.to_bits(), Ordering::Release);
+                self.warn_above_high_watermark(used);
                 let full = used > self.cfg.retention.disk_refuse_watermark;
                 if self.disk_full.swap(full, Ordering::AcqRel) != full {
                     if full {
@@ -81,6 +85,31 @@ impl Inner {
                 tracing::warn!(error = %e, "cannot read disk usage; keeping last figures");
                 self.disk_used()
             }
+        }
+    }
+
+    /// Past the high (clean) watermark, well before appends are refused: one warning, repeated
+    /// at most every [`HIGH_WATERMARK_WARNING_EVERY_MS`] while it lasts.
+    fn warn_above_high_watermark(&self, used: f64) {
+        let r = &self.cfg.retention;
+        if used <= r.disk_high_watermark {
+            return;
+        }
+        let now = crate::commit_log::now_ms();
+        let last = self.last_high_warning_ms.load(Ordering::Acquire);
+        if (last == 0 || now - last >= HIGH_WATERMARK_WARNING_EVERY_MS)
+            && self
+                .last_high_warning_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            tracing::warn!(
+                used_percent = used * 100.0,
+                high_watermark_percent = r.disk_high_watermark * 100.0,
+                refuse_watermark_percent = r.disk_refuse_watermark * 100.0,
+                "disk above the high watermark: old segments are deleted early; appends are \
+                 refused above the refuse watermark"
+            );
         }
     }
 
