@@ -89,6 +89,8 @@ pub struct ProxyConfig {
     /// Threads serving client connections, each with its own single-threaded runtime; 0 =
     /// one per available CPU. See [`crate::Proxy::serve`].
     pub io_threads: usize,
+    /// Authentication, authorization and TLS of the client port (default: all off).
+    pub security: crate::access::ProxySecurity,
 }
 
 impl Default for ProxyConfig {
@@ -122,6 +124,7 @@ impl Default for ProxyConfig {
             session_idle_timeout: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(5),
             io_threads: 0,
+            security: crate::access::ProxySecurity::default(),
         }
     }
 }
