@@ -49,18 +49,20 @@ const ALLOWED: &[(&str, Allowed)] = &[
     ("comet-proto", Allowed::Only(&[])),
     ("comet-store", Allowed::Only(&[])),
     ("comet-coalesce", Allowed::Only(&[])),
+    // Security rules (signatures, ACLs, sealed secrets, TLS): a leaf, no protocol types.
+    ("comet-auth", Allowed::Only(&[])),
     ("comet-vocab", Allowed::Only(&["comet-proto"])),
     (
         "comet-broker",
-        Allowed::Only(&["comet-store", "comet-proto", "comet-vocab"]),
+        Allowed::Only(&["comet-store", "comet-proto", "comet-vocab", "comet-auth"]),
     ),
     (
         "comet-proxy",
-        Allowed::Only(&["comet-proto", "comet-vocab", "comet-coalesce"]),
+        Allowed::Only(&["comet-proto", "comet-vocab", "comet-coalesce", "comet-auth"]),
     ),
     (
         "comet-controller",
-        Allowed::Only(&["comet-proto", "comet-vocab"]),
+        Allowed::Only(&["comet-proto", "comet-vocab", "comet-auth"]),
     ),
     ("comet-sdk", Allowed::Only(&["comet-proto"])),
     // The binary crate `comet` wires the servers together; nothing but a harness uses it.

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::admin::{
-    AdminTarget, ClusterCommand, GroupCommand, MessageCommand, OffsetCommand, TopicCommand,
+    AclCommand, AdminTarget, ClusterCommand, GroupCommand, MessageCommand, OffsetCommand,
+    TopicCommand, UserCommand,
 };
 use crate::server::ServerArgs;
 use crate::size::ByteSize;
@@ -82,6 +83,22 @@ pub enum Command {
     /// Storage admin commands for a stopped broker's data directory.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// User admin commands (through the controller): ACL 2.0 users, whose name and password
+    /// are the access key and secret key of request signatures.
+    User {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: UserCommand,
+    },
+    /// ACL admin commands (through the controller): which user may do what on which topics,
+    /// groups or the cluster, from where.
+    Acl {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: AclCommand,
+    },
 }
 
 /// `comet store ...`

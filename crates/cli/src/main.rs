@@ -40,6 +40,12 @@ fn main() -> ExitCode {
         Command::Message { target, cmd } => {
             admin_command(async move { admin::message(&target, &cmd).await })
         }
+        Command::User { target, cmd } => {
+            admin_command(async move { admin::user(&target, &cmd).await })
+        }
+        Command::Acl { target, cmd } => {
+            admin_command(async move { admin::acl(&target, &cmd).await })
+        }
     };
     match outcome {
         Ok(code) => code,

@@ -325,7 +325,7 @@ impl Node {
             None => bind("proxy", &cfg.proxy.listen).await?,
         };
         let local = listener.local_addr()?;
-        let proxy_cfg = configs::proxy(cfg, advertised(&cfg.proxy.advertised_endpoint, local));
+        let proxy_cfg = configs::proxy(cfg, advertised(&cfg.proxy.advertised_endpoint, local))?;
         proxy_cfg
             .validate()
             .context("invalid proxy configuration")?;
