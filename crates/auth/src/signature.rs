@@ -296,7 +296,7 @@ mod tests {
         let sig = hex::encode(sign(b"sk", DATE));
         let cases = [
             ("", "expected"),
-            ("Basic abc", "expected"),
+            ("Basic abc", "algorithm"),
             ("AWS4 Credential=a", "algorithm"),
             ("MQv2-HMAC-SHA1 Credential=, SignedHeaders=x-mq-date-time, Signature=00", "empty"),
             ("MQv2-HMAC-SHA1 SignedHeaders=x-mq-date-time, Signature=00", "Credential is missing"),

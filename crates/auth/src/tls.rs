@@ -124,6 +124,9 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore> {
     Ok(roots)
 }
 
+/// The ring provider: the workspace builds rustls with ring only (no aws-lc-rs), whose
+/// default is deprecated in 0.23.48 for lacking post-quantum key exchange.
+#[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -9,6 +9,7 @@ mod offset;
 mod ops;
 mod route;
 mod status_table;
+mod auth;
 mod telemetry;
 mod transaction;
 mod validation;
