@@ -36,9 +36,6 @@ use comet_coalesce::CoalescedIo;
 /// gRPC name of the public service, as reported by health checks.
 pub const MESSAGING_SERVICE_NAME: &str = <MessagingServiceServer<Service> as NamedService>::NAME;
 
-/// gRPC name of the health service.
-const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
-
 /// The Comet proxy: the public `apache.rocketmq.v2.MessagingService` over the internal
 /// BrokerService, plus gRPC reflection (v1 and v1alpha) and `grpc.health.v1`.
 ///
@@ -106,9 +103,6 @@ impl Proxy {
             tonic_reflection::server::Builder::configure()
                 .register_file_descriptor_set(public.clone())
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                // The public port lists only the public API (and health, reflection).
-                .with_service_name(MESSAGING_SERVICE_NAME)
-                .with_service_name(HEALTH_SERVICE_NAME)
         };
         match reflection().build_v1() {
             Ok(svc) => routes = routes.add_service(svc),
@@ -246,7 +240,8 @@ pub async fn serve(
 }
 
 /// The descriptors of the public API: every file of the generated set except Comet's internal
-/// `comet.*` packages, which the client port neither serves nor describes.
+/// `comet.*` packages, and of the services only the one served here: reflection lists
+/// MessagingService, health and reflection, nothing the client port does not serve.
 fn public_descriptors() -> prost_types::FileDescriptorSet {
     use prost::Message as _;
     let mut set = prost_types::FileDescriptorSet::decode(comet_proto::FILE_DESCRIPTOR_SET)
@@ -256,6 +251,11 @@ fn public_descriptors() -> prost_types::FileDescriptorSet {
         });
     set.file
         .retain(|f| !f.package.as_deref().unwrap_or_default().starts_with("comet."));
+    // Of the public services only MessagingService is served (not apache.rocketmq.v2.Admin).
+    for f in &mut set.file {
+        f.service
+            .retain(|s| MESSAGING_SERVICE_NAME.ends_with(&format!(".{}", s.name())));
+    }
     set
 }
 

@@ -139,7 +139,7 @@ impl Inner {
                 status: Some(f.status()),
                 command: None,
             };
-            reply.fit_for(&ctx.language);
+            crate::status::Statuses::fit_for(&mut reply, &ctx.language);
             let _ = tx.try_send(Ok(reply));
             return ReceiverStream::new(rx);
         }

@@ -57,7 +57,7 @@ fn secured_metadata(version: u64) -> ClusterMetadata {
                 entry("Topic:mix*", "Sub", "Deny", &[]),
                 entry("Group:g", "Sub", "Allow", &[]),
                 entry("Topic:fi*", "Pub", "Allow", &["10.0.0.0/8"]),
-                entry("Topic:delay", "Pub", "Allow", &["127.0.0.1/32"]),
+                entry("Topic:ns1%scoped", "Pub", "Allow", &["127.0.0.1/32"]),
             ],
         }],
         auth_version: version,
@@ -125,9 +125,18 @@ async fn route_status(h: &Harness, r: tonic::Request<QueryRouteRequest>) -> (i32
 }
 
 async fn send_status(h: &Harness, topic: &str, ak: &str, sk: &str) -> (i32, String) {
+    send_to(h, res(topic), ak, sk).await
+}
+
+async fn send_to(
+    h: &Harness,
+    topic: Option<comet_proto::apache::rocketmq::v2::Resource>,
+    ak: &str,
+    sk: &str,
+) -> (i32, String) {
     let r = as_user(
         SendMessageRequest {
-            messages: vec![message(res(topic), b"x")],
+            messages: vec![message(topic, b"x")],
         },
         ak,
         sk,
@@ -260,10 +269,13 @@ async fn given_acl_entries_when_users_act_should_allow_deny_and_default_deny() {
     assert_eq!(code, forbidden, "{message}");
     assert!(message.contains("Pub Topic:fifo"), "{message}");
     // A source CIDR that includes 127.0.0.1.
-    assert_eq!(send_status(&h, "delay", "alice", "alice-secret").await.0, ok);
+    let scoped = super::harness::res_ns("ns1", "scoped");
+    let (code, message) = send_to(&h, scoped, "alice", "alice-secret").await;
+    assert_eq!(code, ok, "{message}");
     // A user without entries is denied; a super user is allowed anything.
     assert_eq!(send_status(&h, "normal", "bob", "bob-secret").await.0, forbidden);
-    assert_eq!(send_status(&h, "fifo", "root", "root-secret").await.0, ok);
+    let (code, message) = send_status(&h, "mixed", "root", "root-secret").await;
+    assert_eq!(code, ok, "{message}");
     let (code, message) = receive_status(&h, "fifo", "fifo-group", "root", "root-secret").await;
     assert_ne!(code, forbidden, "{message}");
     assert_ne!(code, Code::Unauthorized as i32, "{message}");
