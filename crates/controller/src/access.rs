@@ -8,13 +8,14 @@
 //!  admin call ─► Guard::check: authenticate (authorization, x-mq-date-time) ─► authorize
 //! ```
 //!
+//! The guard itself lives in `guard` (the topic and group writes of `grpc` use it too).
+//!
 //! Invariants: a plaintext password exists only in the request being handled and in the
 //! gates' memory; records, the Raft log, snapshots, answers and logs hold the sealed form
 //! or nothing. The bootstrap user is proposed only while the state has never had a user or
 //! ACL change (`auth_version == 0`) and applies at most once in the cluster's life.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use comet_auth::{
     AclEntry, Action, Gate, GateSettings, Resource, SecretCipher, StoredEntry, StoredUser,
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
 use crate::grpc::ControllerGrpc;
+use crate::guard::Guard;
 use crate::metadata::records::{AclEntryRecord, UserRecord, acl_to_proto};
 use crate::metadata::{Command, CommandResponse};
 use crate::raft_types::ControllerRaft;
@@ -173,48 +175,6 @@ fn check_user(name: &str, password: &str) -> Result<(), Status> {
         )));
     }
     Ok(())
-}
-
-/// The guard of admin calls: authentication and authorization against the node's gate.
-#[derive(Clone)]
-pub(crate) struct Guard {
-    gate: Arc<Gate>,
-}
-
-impl Guard {
-    pub(crate) fn new(gate: Arc<Gate>) -> Self {
-        Guard { gate }
-    }
-
-    /// Lets the call through when auth is off, or when its credentials are valid and allow
-    /// `action` on `resource`.
-    ///
-    /// # Errors
-    /// UNAUTHENTICATED saying what was wrong with the credentials; PERMISSION_DENIED naming
-    /// the resource and action.
-    pub(crate) fn check<T>(
-        &self,
-        request: &Request<T>,
-        resource: &Resource,
-        action: Action,
-    ) -> Result<(), Status> {
-        if !self.gate.enabled() {
-            return Ok(());
-        }
-        let md = request.metadata();
-        let principal = self
-            .gate
-            .authenticate(
-                md.get(comet_auth::AUTHORIZATION_HEADER).map(|v| v.as_bytes()),
-                md.get(comet_auth::DATE_TIME_HEADER).and_then(|v| v.to_str().ok()),
-                SystemTime::now(),
-            )
-            .map_err(|r| Status::unauthenticated(r.to_string()))?;
-        let source = request.remote_addr().map(|a| a.ip());
-        self.gate
-            .authorize(&principal, resource, action, source)
-            .map_err(|f| Status::permission_denied(f.to_string()))
-    }
 }
 
 /// The user and ACL calls of `ControllerAdminService`.

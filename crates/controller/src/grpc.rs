@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 
 use comet_auth::{Action, Resource};
 
-use crate::access::Guard;
+use crate::guard::Guard;
 use crate::election::LogReport;
 use crate::lease::{LeaseTable, run_elections, wall_ms};
 use crate::metadata::records::BrokerSetRecord;

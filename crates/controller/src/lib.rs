@@ -18,7 +18,7 @@
 //! - [`admin`]: [`admin::ControllerAdminGrpc`], the `ControllerAdminService`
 //!   (Raft membership: describe, add and remove controller nodes; users and ACLs).
 //! - [`access`]: users and ACLs (sealed secrets, the bootstrap admin user), the gate kept in
-//!   step with the metadata, and the guard of admin calls when `auth` is enabled.
+//!   step with the metadata; [`guard`]: the check of admin calls when `auth` is enabled.
 //! - [`lease`]: broker leases kept in memory on the leader; its checker also runs elections.
 //! - [`election`]: master election for broker sets, a pure function of the metadata.
 //! - [`raft_types`]: the openraft type configuration.
@@ -77,6 +77,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
+pub mod guard;
 pub mod lease;
 pub mod metadata;
 pub mod network;
@@ -388,7 +389,7 @@ impl Controller {
         let access = access::Access {
             grpc: grpc.clone(),
             cipher: cfg.auth.cipher.clone(),
-            guard: access::Guard::new(gate),
+            guard: guard::Guard::new(gate),
         };
         tracing::info!(
             node_id = cfg.node_id,
