@@ -906,4 +906,95 @@ mod tests {
         assert_eq!(p.broker_sets.len(), 2);
         assert_eq!(p.broker_sets[0].members[0].broker_set, "a");
     }
+
+    fn user(name: &str) -> UserRecord {
+        UserRecord {
+            name: name.into(),
+            sealed_secret: format!("v1:00000000:sealed-{name}"),
+            user_type: "normal".into(),
+        }
+    }
+
+    fn entry(resource: &str) -> AclEntryRecord {
+        AclEntryRecord {
+            resource: resource.into(),
+            actions: "Pub".into(),
+            decision: "Allow".into(),
+            source_ips: vec![],
+        }
+    }
+
+    #[test]
+    fn given_users_and_acls_when_changed_should_follow_the_rules_and_bump_the_version() {
+        let mut s = MetadataState::default();
+        assert!(matches!(
+            s.apply(&Command::CreateUser { user: user("alice") }),
+            CommandResponse::User(_)
+        ));
+        assert!(matches!(
+            rejected(s.apply(&Command::CreateUser { user: user("alice") })),
+            MetadataError::AlreadyExists(_)
+        ));
+        let acl = |user: &str, resources: &[&str]| Command::CreateAcl {
+            user: user.into(),
+            entries: resources.iter().map(|r| entry(r)).collect(),
+        };
+        assert!(matches!(
+            rejected(s.apply(&acl("ghost", &["Topic:a"]))),
+            MetadataError::NotFound(_)
+        ));
+        assert!(matches!(s.apply(&acl("alice", &["Topic:a", "Group:g"])), CommandResponse::Acl { .. }));
+        assert!(matches!(
+            rejected(s.apply(&acl("alice", &["Topic:a"]))),
+            MetadataError::AlreadyExists(_)
+        ));
+        assert!(matches!(
+            rejected(s.apply(&Command::UpdateAcl {
+                user: "alice".into(),
+                entries: vec![entry("Topic:b")],
+            })),
+            MetadataError::NotFound(_)
+        ));
+        let before = s.auth_version;
+        assert!(matches!(
+            s.apply(&Command::DeleteAcl {
+                user: "alice".into(),
+                resources: vec!["Topic:a".into()],
+            }),
+            CommandResponse::Deleted
+        ));
+        assert_eq!(s.acls["alice"].len(), 1);
+        assert_eq!(s.auth_version, before + 1);
+        let p = s.to_proto(9, "c");
+        assert_eq!(p.users.len(), 1);
+        assert_eq!(p.acls[0].subject, "User:alice");
+        assert_eq!(p.auth_version, s.auth_version);
+        // Deleting the user drops its ACL.
+        s.apply(&Command::DeleteUser {
+            name: "alice".into(),
+        });
+        assert!(s.users.is_empty() && s.acls.is_empty());
+    }
+
+    #[test]
+    fn given_a_bootstrap_user_when_applied_twice_should_create_it_once_in_the_cluster_life() {
+        let mut s = MetadataState::default();
+        assert!(matches!(
+            s.apply(&Command::BootstrapUser { user: user("admin") }),
+            CommandResponse::User(_)
+        ));
+        s.apply(&Command::DeleteUser {
+            name: "admin".into(),
+        });
+        assert!(matches!(
+            s.apply(&Command::BootstrapUser { user: user("admin") }),
+            CommandResponse::Empty
+        ));
+        assert!(s.users.is_empty(), "a deleted bootstrap user does not come back");
+        // Snapshots of older releases, without the auth fields, still load.
+        let old: MetadataState =
+            serde_json::from_str(r#"{"topics":{},"groups":{},"broker_sets":{}}"#).unwrap();
+        assert_eq!(old.auth_version, 0);
+        assert!(!old.auth_bootstrapped);
+    }
 }
