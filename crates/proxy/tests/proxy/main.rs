@@ -10,6 +10,7 @@ mod ops;
 mod route;
 mod status_table;
 mod auth;
+mod tls;
 mod telemetry;
 mod transaction;
 mod validation;
