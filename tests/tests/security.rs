@@ -56,16 +56,20 @@ async fn secured(mode: Mode) -> (TestCluster, std::path::PathBuf, AdminTarget) {
     .await;
     let admin = as_user(&cluster.admin(), "admin", ADMIN_PASSWORD);
     let target = admin.clone();
-    wait_until("the bootstrap admin user exists", Duration::from_secs(20), async || {
-        admin::user(
-            &target,
-            &UserCommand::Get(UserName {
-                name: "admin".into(),
-            }),
-        )
-        .await
-        .is_ok()
-    })
+    wait_until(
+        "the bootstrap admin user exists",
+        Duration::from_secs(20),
+        async || {
+            admin::user(
+                &target,
+                &UserCommand::Get(UserName {
+                    name: "admin".into(),
+                }),
+            )
+            .await
+            .is_ok()
+        },
+    )
     .await;
     (cluster, path, admin)
 }
@@ -87,13 +91,28 @@ async fn admin_calls_need_credentials_and_rights(mode: Mode) {
     let topic = format!("sec-{}", uuid_like());
     // No credentials, a wrong password, an unknown user: refused, saying why.
     let anonymous = cluster.admin();
-    let err = format!("{:#}", admin::topic(&anonymous, &topic_spec(&topic)).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        admin::topic(&anonymous, &topic_spec(&topic))
+            .await
+            .expect_err("refused")
+    );
     assert!(err.contains("authorization header is missing"), "{err}");
     let wrong = as_user(&anonymous, "admin", "guess");
-    let err = format!("{:#}", admin::topic(&wrong, &topic_spec(&topic)).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        admin::topic(&wrong, &topic_spec(&topic))
+            .await
+            .expect_err("refused")
+    );
     assert!(err.contains("signature mismatch"), "{err}");
     let ghost = as_user(&anonymous, "ghost", "x");
-    let err = format!("{:#}", admin::topic(&ghost, &topic_spec(&topic)).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        admin::topic(&ghost, &topic_spec(&topic))
+            .await
+            .expect_err("refused")
+    );
     assert!(err.contains("unknown access key"), "{err}");
     // A normal user without rights on the cluster is forbidden.
     let created = admin::user(
@@ -109,21 +128,45 @@ async fn admin_calls_need_credentials_and_rights(mode: Mode) {
     assert_eq!(created["name"], "alice");
     assert!(!created.to_string().contains(ALICE_PASSWORD), "{created}");
     let alice = as_user(&anonymous, "alice", ALICE_PASSWORD);
-    let err = format!("{:#}", admin::topic(&alice, &topic_spec(&topic)).await.unwrap_err());
-    assert!(err.contains(&format!("may not Create Topic:{topic}")), "{err}");
     let err = format!(
         "{:#}",
-        admin::user(&alice, &UserCommand::List(admin::UserFilter { filter: String::new() }))
+        admin::topic(&alice, &topic_spec(&topic))
             .await
-            .unwrap_err()
+            .expect_err("refused")
+    );
+    assert!(
+        err.contains(&format!("may not Create Topic:{topic}")),
+        "{err}"
+    );
+    let err = format!(
+        "{:#}",
+        admin::user(
+            &alice,
+            &UserCommand::List(admin::UserFilter {
+                filter: String::new()
+            })
+        )
+        .await
+        .expect_err("refused")
     );
     assert!(err.contains("may not List Cluster"), "{err}");
     // The super user may.
-    admin::topic(&admin, &topic_spec(&topic)).await.expect("admin creates the topic");
-    let listed = admin::user(&admin, &UserCommand::List(admin::UserFilter { filter: String::new() }))
+    admin::topic(&admin, &topic_spec(&topic))
         .await
-        .expect("admin lists users");
-    assert_eq!(listed["users"].as_array().map(Vec::len), Some(2), "{listed}");
+        .expect("admin creates the topic");
+    let listed = admin::user(
+        &admin,
+        &UserCommand::List(admin::UserFilter {
+            filter: String::new(),
+        }),
+    )
+    .await
+    .expect("admin lists users");
+    assert_eq!(
+        listed["users"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
     // No plaintext secret anywhere in the controller's files (Raft log, snapshot).
     let mut bytes = Vec::new();
     all_bytes(&data_dir.join("controller"), &mut bytes);
@@ -165,9 +208,12 @@ async fn official_client_follows_the_acl(mode: Mode) {
             source_ips: vec![],
         })
     };
-    admin::acl(&admin, &acl(vec!["Topic:orders-*".into()], "Pub,Sub", "Allow"))
-        .await
-        .expect("acl on the topics");
+    admin::acl(
+        &admin,
+        &acl(vec!["Topic:orders-*".into()], "Pub,Sub", "Allow"),
+    )
+    .await
+    .expect("acl on the topics");
     admin::acl(&admin, &acl(vec![format!("Group:{group}")], "Sub", "Allow"))
         .await
         .expect("acl on the group");
@@ -185,7 +231,12 @@ async fn official_client_follows_the_acl(mode: Mode) {
             .build()
             .expect("message")
     };
-    let id = p.send(msg()).await.expect("alice may send").message_id().to_owned();
+    let id = p
+        .send(msg())
+        .await
+        .expect("alice may send")
+        .message_id()
+        .to_owned();
     let mut copt = SimpleConsumerOption::default();
     copt.set_consumer_group(&group);
     copt.set_topics(vec![topic.as_str()]);
@@ -201,8 +252,16 @@ async fn official_client_follows_the_acl(mode: Mode) {
         .set_body(b"x".to_vec())
         .build()
         .expect("message");
-    let err = format!("{:?}", p.send(outside).await.expect_err("no Pub on the other topic"));
-    assert!(err.contains("may not") || err.contains("Forbidden") || err.contains("40300"), "{err}");
+    let err = format!(
+        "{:?}",
+        p.send(outside)
+            .await
+            .expect_err("no Pub on the other topic")
+    );
+    assert!(
+        err.contains("may not") || err.contains("Forbidden") || err.contains("40300"),
+        "{err}"
+    );
     p.shutdown().await.expect("producer shutdown");
     c.shutdown().await.expect("consumer shutdown");
     // Refused: a wrong secret (UNAUTHORIZED) stops the client at its first call.
@@ -212,7 +271,11 @@ async fn official_client_follows_the_acl(mode: Mode) {
     let started = bad.start().await;
     let sent = match started {
         Err(e) => Err(format!("{e:?}")),
-        Ok(()) => bad.send(msg()).await.map(|_| ()).map_err(|e| format!("{e:?}")),
+        Ok(()) => bad
+            .send(msg())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}")),
     };
     let err = sent.expect_err("a wrong secret is refused");
     assert!(
@@ -225,7 +288,11 @@ async fn official_client_follows_the_acl(mode: Mode) {
     let mut anon = Producer::new(opt, client::option(&url)).expect("producer");
     let sent = match anon.start().await {
         Err(e) => Err(format!("{e:?}")),
-        Ok(()) => anon.send(msg()).await.map(|_| ()).map_err(|e| format!("{e:?}")),
+        Ok(()) => anon
+            .send(msg())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}")),
     };
     assert!(sent.is_err(), "an unsigned client is refused");
     cluster.stop().await;

@@ -367,7 +367,9 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -459,9 +461,7 @@ impl AclEntry {
 /// A subject: `User:<name>`.
 pub fn subject_user(subject: &str) -> Result<&str, AuthError> {
     match subject.trim().split_once(':') {
-        Some((kind, name)) if kind.eq_ignore_ascii_case("User") && valid_username(name) => {
-            Ok(name)
-        }
+        Some((kind, name)) if kind.eq_ignore_ascii_case("User") && valid_username(name) => Ok(name),
         _ => Err(AuthError::Invalid(format!(
             "subject {subject:?}: expected User:<name> with a valid user name"
         ))),
@@ -574,12 +574,22 @@ mod tests {
 
     #[test]
     fn given_an_allow_entry_when_the_action_matches_should_allow_only_that() {
-        let p = policies("u", UserType::Normal, vec![entry("Topic:orders", "Pub", "Allow", &[])]);
+        let p = policies(
+            "u",
+            UserType::Normal,
+            vec![entry("Topic:orders", "Pub", "Allow", &[])],
+        );
         let t = Resource::topic("orders");
         assert_eq!(p.decide("u", &t, Action::Pub, LOCAL), Decision::Allow);
         assert_eq!(p.decide("u", &t, Action::Sub, LOCAL), Decision::Deny);
-        assert_eq!(p.decide("u", &Resource::topic("orders2"), Action::Pub, LOCAL), Decision::Deny);
-        assert_eq!(p.decide("u", &Resource::group("orders"), Action::Pub, LOCAL), Decision::Deny);
+        assert_eq!(
+            p.decide("u", &Resource::topic("orders2"), Action::Pub, LOCAL),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide("u", &Resource::group("orders"), Action::Pub, LOCAL),
+            Decision::Deny
+        );
     }
 
     #[test]
@@ -592,9 +602,18 @@ mod tests {
                 entry("Topic:secret-*", "Sub", "Deny", &[]),
             ],
         );
-        assert_eq!(p.decide("u", &Resource::topic("secret-x"), Action::Sub, LOCAL), Decision::Deny);
-        assert_eq!(p.decide("u", &Resource::topic("secret-x"), Action::Pub, LOCAL), Decision::Allow);
-        assert_eq!(p.decide("u", &Resource::topic("public"), Action::Sub, LOCAL), Decision::Allow);
+        assert_eq!(
+            p.decide("u", &Resource::topic("secret-x"), Action::Sub, LOCAL),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide("u", &Resource::topic("secret-x"), Action::Pub, LOCAL),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide("u", &Resource::topic("public"), Action::Sub, LOCAL),
+            Decision::Allow
+        );
     }
 
     #[test]
@@ -602,14 +621,32 @@ mod tests {
         let p = policies(
             "u",
             UserType::Normal,
-            vec![entry("Topic:orders-*", "Pub", "Allow", &[]), entry("Group:*", "Sub", "Allow", &[])],
+            vec![
+                entry("Topic:orders-*", "Pub", "Allow", &[]),
+                entry("Group:*", "Sub", "Allow", &[]),
+            ],
         );
-        assert_eq!(p.decide("u", &Resource::topic("orders-eu"), Action::Pub, LOCAL), Decision::Allow);
-        assert_eq!(p.decide("u", &Resource::topic("orders"), Action::Pub, LOCAL), Decision::Deny);
-        assert_eq!(p.decide("u", &Resource::group("any"), Action::Sub, LOCAL), Decision::Allow);
+        assert_eq!(
+            p.decide("u", &Resource::topic("orders-eu"), Action::Pub, LOCAL),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide("u", &Resource::topic("orders"), Action::Pub, LOCAL),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide("u", &Resource::group("any"), Action::Sub, LOCAL),
+            Decision::Allow
+        );
         let any = policies("u", UserType::Normal, vec![entry("*", "Get", "Allow", &[])]);
-        assert_eq!(any.decide("u", &Resource::cluster(), Action::Get, LOCAL), Decision::Allow);
-        assert_eq!(any.decide("u", &Resource::group("g"), Action::Get, LOCAL), Decision::Allow);
+        assert_eq!(
+            any.decide("u", &Resource::cluster(), Action::Get, LOCAL),
+            Decision::Allow
+        );
+        assert_eq!(
+            any.decide("u", &Resource::group("g"), Action::Get, LOCAL),
+            Decision::Allow
+        );
     }
 
     #[test]
@@ -621,25 +658,47 @@ mod tests {
         );
         let t = Resource::topic("t");
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        assert_eq!(p.decide("u", &t, Action::Pub, ip("10.1.2.3")), Decision::Allow);
-        assert_eq!(p.decide("u", &t, Action::Pub, ip("::ffff:10.9.9.9")), Decision::Allow);
+        assert_eq!(
+            p.decide("u", &t, Action::Pub, ip("10.1.2.3")),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide("u", &t, Action::Pub, ip("::ffff:10.9.9.9")),
+            Decision::Allow
+        );
         assert_eq!(p.decide("u", &t, Action::Pub, ip("::1")), Decision::Allow);
-        assert_eq!(p.decide("u", &t, Action::Pub, ip("11.0.0.1")), Decision::Deny);
+        assert_eq!(
+            p.decide("u", &t, Action::Pub, ip("11.0.0.1")),
+            Decision::Deny
+        );
         assert_eq!(p.decide("u", &t, Action::Pub, None), Decision::Deny);
     }
 
     #[test]
     fn given_no_entry_or_no_user_when_deciding_should_deny_by_default() {
         let p = policies("u", UserType::Normal, vec![]);
-        assert_eq!(p.decide("u", &Resource::topic("t"), Action::Pub, LOCAL), Decision::Deny);
-        assert_eq!(p.decide("ghost", &Resource::topic("t"), Action::Pub, LOCAL), Decision::Deny);
+        assert_eq!(
+            p.decide("u", &Resource::topic("t"), Action::Pub, LOCAL),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide("ghost", &Resource::topic("t"), Action::Pub, LOCAL),
+            Decision::Deny
+        );
     }
 
     #[test]
     fn given_a_super_user_when_deciding_should_allow_everything() {
-        let p = policies("root", UserType::Super, vec![entry("*", "All", "Deny", &[])]);
+        let p = policies(
+            "root",
+            UserType::Super,
+            vec![entry("*", "All", "Deny", &[])],
+        );
         for action in Action::ALL {
-            assert_eq!(p.decide("root", &Resource::cluster(), action, None), Decision::Allow);
+            assert_eq!(
+                p.decide("root", &Resource::cluster(), action, None),
+                Decision::Allow
+            );
         }
     }
 
@@ -651,12 +710,18 @@ mod tests {
         for bad in ["Queue:a", "Topic:", "Topic:a*b", "orders"] {
             assert!(bad.parse::<ResourcePattern>().is_err(), "{bad}");
         }
-        assert_eq!("pub, SUB".parse::<Actions>().unwrap().to_string(), "Pub,Sub");
+        assert_eq!(
+            "pub, SUB".parse::<Actions>().unwrap().to_string(),
+            "Pub,Sub"
+        );
         assert_eq!("All".parse::<Actions>().unwrap(), Actions::ALL);
         assert!("Read".parse::<Actions>().is_err());
         assert!("".parse::<Actions>().is_err());
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert_eq!("10.1.0.0/16".parse::<Cidr>().unwrap().to_string(), "10.1.0.0/16");
+        assert_eq!(
+            "10.1.0.0/16".parse::<Cidr>().unwrap().to_string(),
+            "10.1.0.0/16"
+        );
         assert_eq!(subject_user("User:alice").unwrap(), "alice");
         assert!(subject_user("Group:alice").is_err());
         assert!(subject_user("User:a b").is_err());

@@ -128,11 +128,18 @@ impl Directory {
         let mut out = Vec::new();
         for u in users {
             let Ok(kind) = u.user_type.parse::<UserType>() else {
-                tracing::warn!(user = u.name, user_type = u.user_type, "unknown user type; user ignored");
+                tracing::warn!(
+                    user = u.name,
+                    user_type = u.user_type,
+                    "unknown user type; user ignored"
+                );
                 continue;
             };
             let Some(cipher) = cipher else {
-                tracing::warn!(user = u.name, "no cluster key configured: user ignored (set auth.cluster_key)");
+                tracing::warn!(
+                    user = u.name,
+                    "no cluster key configured: user ignored (set auth.cluster_key)"
+                );
                 continue;
             };
             match cipher.open(u.name, u.sealed_secret) {
@@ -141,7 +148,9 @@ impl Directory {
                     secret,
                     kind,
                 }),
-                Err(e) => tracing::warn!(user = u.name, error = %e, "user secret does not open; user ignored"),
+                Err(e) => {
+                    tracing::warn!(user = u.name, error = %e, "user secret does not open; user ignored")
+                }
             }
         }
         let mut policies = Policies::default();
@@ -405,7 +414,9 @@ mod tests {
         let g = gate(None);
         for upper in [false, true] {
             let h = header("alice", b"alice-secret", DATE, upper);
-            let p = g.authenticate(Some(h.as_bytes()), Some(DATE), now()).unwrap();
+            let p = g
+                .authenticate(Some(h.as_bytes()), Some(DATE), now())
+                .unwrap();
             assert_eq!(p.user(), Some("alice"));
         }
         assert_eq!(g.cached().0, 1, "one verified signature cached");
@@ -443,16 +454,24 @@ mod tests {
             Err(Refusal::Malformed(_))
         ));
         // The signature of one date does not authenticate another.
-        assert!(g.authenticate(Some(good.as_bytes()), Some("2026-11-21T00:40:55Z"), now()).is_err());
+        assert!(
+            g.authenticate(Some(good.as_bytes()), Some("2026-11-21T00:40:55Z"), now())
+                .is_err()
+        );
     }
 
     #[test]
     fn given_auth_off_when_python_sends_an_empty_credential_should_pass() {
         let g = Gate::new(GateSettings::default());
         let python = "MQv2-HMAC-SHA1 Credential=, SignedHeaders=x-mq-date-time, Signature=00";
-        let p = g.authenticate(Some(python.as_bytes()), Some(DATE), now()).unwrap();
+        let p = g
+            .authenticate(Some(python.as_bytes()), Some(DATE), now())
+            .unwrap();
         assert_eq!(p, Principal::Anonymous);
-        assert!(g.authorize(&p, &Resource::cluster(), Action::Delete, None).is_ok());
+        assert!(
+            g.authorize(&p, &Resource::cluster(), Action::Delete, None)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -462,9 +481,15 @@ mod tests {
         let t = Resource::topic("orders");
         assert!(g.authorize(&alice, &t, Action::Pub, None).is_ok());
         let err = g.authorize(&alice, &t, Action::Sub, None).unwrap_err();
-        assert_eq!(err.to_string(), "access denied: user alice may not Sub Topic:orders");
+        assert_eq!(
+            err.to_string(),
+            "access denied: user alice may not Sub Topic:orders"
+        );
         assert_eq!(g.cached().1, 2);
-        assert!(g.authorize_any(&alice, &t, &[Action::Sub, Action::Pub], None).is_ok());
+        assert!(
+            g.authorize_any(&alice, &t, &[Action::Sub, Action::Pub], None)
+                .is_ok()
+        );
         g.replace(Directory::new(
             vec![User {
                 name: "alice".into(),
@@ -476,6 +501,9 @@ mod tests {
         assert_eq!(g.cached(), (0, 0));
         assert!(g.authorize(&alice, &t, Action::Pub, None).is_err());
         let root = Principal::User("root".into());
-        assert!(g.authorize(&root, &t, Action::Pub, None).is_err(), "root was removed");
+        assert!(
+            g.authorize(&root, &t, Action::Pub, None).is_err(),
+            "root was removed"
+        );
     }
 }

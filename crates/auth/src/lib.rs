@@ -32,8 +32,8 @@ pub mod signature;
 pub mod tls;
 
 pub use acl::{
-    AclEntry, Action, Actions, Cidr, Decision, Policies, Resource, ResourcePattern,
-    ResourceType, UserType,
+    AclEntry, Action, Actions, Cidr, Decision, Policies, Resource, ResourcePattern, ResourceType,
+    UserType,
 };
 pub use error::{AuthError, Result};
 pub use gate::{

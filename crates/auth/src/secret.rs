@@ -38,7 +38,10 @@ impl std::fmt::Debug for SecretCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretCipher")
             .field("key_id", &self.primary.id)
-            .field("previous", &self.previous.iter().map(|k| &k.id).collect::<Vec<_>>())
+            .field(
+                "previous",
+                &self.previous.iter().map(|k| &k.id).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -69,8 +72,8 @@ pub fn parse_key(text: &str) -> Result<[u8; KEY_LEN]> {
 fn make_key(bytes: &[u8; KEY_LEN]) -> Result<Key> {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     let id = hex::encode(&digest.as_ref()[..4]);
-    let unbound =
-        UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| AuthError::Key("rejected by AES-256-GCM".into()))?;
+    let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+        .map_err(|_| AuthError::Key("rejected by AES-256-GCM".into()))?;
     Ok(Key {
         id,
         key: LessSafeKey::new(unbound),
@@ -128,7 +131,8 @@ impl SecretCipher {
     /// [`AuthError::Secret`] when it is malformed, sealed with an unknown key, or altered.
     pub fn open(&self, name: &str, sealed: &str) -> Result<Vec<u8>> {
         let mut parts = sealed.splitn(3, ':');
-        let (Some(PREFIX), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(PREFIX), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(AuthError::Secret(format!(
                 "user {name}: not a v1:<key id>:<data> secret"
             )));
@@ -155,7 +159,11 @@ impl SecretCipher {
         let plain = key
             .key
             .open_in_place(nonce, Aad::from(name.as_bytes()), &mut buf)
-            .map_err(|_| AuthError::Secret(format!("user {name}: does not open with key {id} (altered, or sealed for another user)")))?;
+            .map_err(|_| {
+                AuthError::Secret(format!(
+                    "user {name}: does not open with key {id} (altered, or sealed for another user)"
+                ))
+            })?;
         Ok(plain.to_vec())
     }
 
@@ -185,7 +193,11 @@ mod tests {
         assert_eq!(SecretCipher::key_id_of(&sealed), Some(c.key_id()));
         assert_eq!(c.open("alice", &sealed).unwrap(), b"alice-secret");
         assert!(c.open("bob", &sealed).is_err(), "bound to the user name");
-        assert_ne!(sealed, c.seal("alice", b"alice-secret").unwrap(), "fresh nonce");
+        assert_ne!(
+            sealed,
+            c.seal("alice", b"alice-secret").unwrap(),
+            "fresh nonce"
+        );
         let mut tampered = sealed.clone();
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
@@ -196,10 +208,16 @@ mod tests {
     fn given_a_rotated_key_when_opening_old_secrets_should_use_the_previous_key() {
         let old = parse_key(K1).unwrap();
         let new = [7u8; KEY_LEN];
-        let sealed = SecretCipher::new(&old, &[]).unwrap().seal("u", b"s").unwrap();
+        let sealed = SecretCipher::new(&old, &[])
+            .unwrap()
+            .seal("u", b"s")
+            .unwrap();
         let rotated = SecretCipher::new(&new, &[old]).unwrap();
         assert_eq!(rotated.open("u", &sealed).unwrap(), b"s");
-        let err = SecretCipher::new(&new, &[]).unwrap().open("u", &sealed).unwrap_err();
+        let err = SecretCipher::new(&new, &[])
+            .unwrap()
+            .open("u", &sealed)
+            .unwrap_err();
         assert!(err.to_string().contains("previous_cluster_keys"), "{err}");
     }
 

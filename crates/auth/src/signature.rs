@@ -41,7 +41,9 @@ pub enum Refusal {
     #[error("authentication failed: unknown access key {0:?}")]
     UnknownAccessKey(String),
     /// The signature is not HMAC-SHA1(secret of the access key, x-mq-date-time).
-    #[error("authentication failed: signature mismatch for access key {0:?} (check the secret key)")]
+    #[error(
+        "authentication failed: signature mismatch for access key {0:?} (check the secret key)"
+    )]
     BadSignature(String),
     /// The date is further from the server's clock than `auth.max_clock_skew` allows, or
     /// cannot be read while that window is on.
@@ -75,9 +77,9 @@ pub fn parse_authorization(value: &[u8]) -> Result<Authorization<'_>, Refusal> {
     }
     let text = std::str::from_utf8(value).map_err(|_| Refusal::Malformed("not UTF-8"))?;
     let text = text.trim();
-    let (algorithm, rest) = text
-        .split_once(' ')
-        .ok_or(Refusal::Malformed("expected \"MQv2-HMAC-SHA1 Credential=...\""))?;
+    let (algorithm, rest) = text.split_once(' ').ok_or(Refusal::Malformed(
+        "expected \"MQv2-HMAC-SHA1 Credential=...\"",
+    ))?;
     if algorithm != ALGORITHM {
         return Err(Refusal::Malformed("the algorithm is not MQv2-HMAC-SHA1"));
     }
@@ -91,7 +93,11 @@ pub fn parse_authorization(value: &[u8]) -> Result<Authorization<'_>, Refusal> {
             "Credential" => &mut credential,
             "SignedHeaders" => &mut signed_headers,
             "Signature" => &mut signature,
-            _ => return Err(Refusal::Malformed("unknown item (expected Credential, SignedHeaders, Signature)")),
+            _ => {
+                return Err(Refusal::Malformed(
+                    "unknown item (expected Credential, SignedHeaders, Signature)",
+                ));
+            }
         };
         if slot.replace(val.trim()).is_some() {
             return Err(Refusal::Malformed("an item appears twice"));
@@ -104,14 +110,18 @@ pub fn parse_authorization(value: &[u8]) -> Result<Authorization<'_>, Refusal> {
         .next()
         .unwrap_or_default();
     if access_key.is_empty() {
-        return Err(Refusal::Malformed("Credential is empty (no access key configured)"));
+        return Err(Refusal::Malformed(
+            "Credential is empty (no access key configured)",
+        ));
     }
     let signed_headers = signed_headers.ok_or(Refusal::Malformed("SignedHeaders is missing"))?;
     if !signed_headers
         .split(';')
         .any(|h| h.trim().eq_ignore_ascii_case(DATE_TIME_HEADER))
     {
-        return Err(Refusal::Malformed("SignedHeaders does not name x-mq-date-time"));
+        return Err(Refusal::Malformed(
+            "SignedHeaders does not name x-mq-date-time",
+        ));
     }
     let hex_signature = signature.ok_or(Refusal::Malformed("Signature is missing"))?;
     let mut signature = [0u8; 20];
@@ -298,12 +308,30 @@ mod tests {
             ("", "expected"),
             ("Basic abc", "algorithm"),
             ("AWS4 Credential=a", "algorithm"),
-            ("MQv2-HMAC-SHA1 Credential=, SignedHeaders=x-mq-date-time, Signature=00", "empty"),
-            ("MQv2-HMAC-SHA1 SignedHeaders=x-mq-date-time, Signature=00", "Credential is missing"),
-            ("MQv2-HMAC-SHA1 Credential=a, Signature=00", "SignedHeaders is missing"),
-            ("MQv2-HMAC-SHA1 Credential=a, SignedHeaders=host, Signature=00", "x-mq-date-time"),
-            ("MQv2-HMAC-SHA1 Credential=a, SignedHeaders=x-mq-date-time", "Signature is missing"),
-            ("MQv2-HMAC-SHA1 Credential=a, SignedHeaders=x-mq-date-time, Signature=zz", "40 hex"),
+            (
+                "MQv2-HMAC-SHA1 Credential=, SignedHeaders=x-mq-date-time, Signature=00",
+                "empty",
+            ),
+            (
+                "MQv2-HMAC-SHA1 SignedHeaders=x-mq-date-time, Signature=00",
+                "Credential is missing",
+            ),
+            (
+                "MQv2-HMAC-SHA1 Credential=a, Signature=00",
+                "SignedHeaders is missing",
+            ),
+            (
+                "MQv2-HMAC-SHA1 Credential=a, SignedHeaders=host, Signature=00",
+                "x-mq-date-time",
+            ),
+            (
+                "MQv2-HMAC-SHA1 Credential=a, SignedHeaders=x-mq-date-time",
+                "Signature is missing",
+            ),
+            (
+                "MQv2-HMAC-SHA1 Credential=a, SignedHeaders=x-mq-date-time, Signature=zz",
+                "40 hex",
+            ),
             ("MQv2-HMAC-SHA1 Credential=a, Credential=b", "twice"),
             ("MQv2-HMAC-SHA1 Credential=a, Foo=b", "unknown item"),
             ("MQv2-HMAC-SHA1 Credential", "key=value"),
@@ -329,16 +357,23 @@ mod tests {
         let offset = parse_date_time("2026-11-21T08:40:54+08:00").unwrap();
         assert_eq!(basic, rfc);
         assert_eq!(offset, rfc);
-        assert_eq!(nanos.duration_since(rfc).unwrap(), Duration::from_nanos(536_817_941));
         assert_eq!(
-            parse_date_time("1970-01-01T00:00:00Z").unwrap(),
-            UNIX_EPOCH
+            nanos.duration_since(rfc).unwrap(),
+            Duration::from_nanos(536_817_941)
         );
+        assert_eq!(parse_date_time("1970-01-01T00:00:00Z").unwrap(), UNIX_EPOCH);
         assert_eq!(
             rfc.duration_since(UNIX_EPOCH).unwrap().as_secs(),
             1_795_221_654
         );
-        for bad in ["", "2026", "2026-13-01T00:00:00Z", "20261121T004054", "x0261121T004054Z", "2026-11-21T00:40:54.Z"] {
+        for bad in [
+            "",
+            "2026",
+            "2026-13-01T00:00:00Z",
+            "20261121T004054",
+            "x0261121T004054Z",
+            "2026-11-21T00:40:54.Z",
+        ] {
             assert_eq!(parse_date_time(bad), None, "{bad}");
         }
     }
@@ -351,6 +386,9 @@ mod tests {
         assert!(check_skew("2026-11-21T00:39:00Z", at, None).is_ok());
         let err = check_skew("2026-11-21T00:39:00Z", at, window).unwrap_err();
         assert!(err.to_string().contains("114s away"), "{err}");
-        assert!(matches!(check_skew("yesterday", at, window), Err(Refusal::StaleDate { .. })));
+        assert!(matches!(
+            check_skew("yesterday", at, window),
+            Err(Refusal::StaleDate { .. })
+        ));
     }
 }

@@ -145,10 +145,14 @@ pub struct ServerFiles {
 
 impl ServerFiles {
     fn paths(&self) -> impl Iterator<Item = &Path> {
-        [Some(&self.cert_chain), Some(&self.private_key), self.client_ca.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(PathBuf::as_path)
+        [
+            Some(&self.cert_chain),
+            Some(&self.private_key),
+            self.client_ca.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
     }
 
     /// A server configuration from the files (ALPN h2).
@@ -162,10 +166,12 @@ impl ServerFiles {
             .with_safe_default_protocol_versions()?;
         let builder = match &self.client_ca {
             Some(ca) => {
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
-                        .build()
-                        .map_err(|e| AuthError::Verifier(e.to_string()))?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(load_roots(ca)?),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| AuthError::Verifier(e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
@@ -297,7 +303,11 @@ impl Acceptor {
     /// # Errors
     /// The handshake's error (for mTLS: a client without a valid certificate).
     pub async fn accept(&self, stream: TcpStream) -> io::Result<MaybeTls> {
-        let Some(config) = self.config.as_ref().filter(|_| self.mode != TlsMode::Disabled) else {
+        let Some(config) = self
+            .config
+            .as_ref()
+            .filter(|_| self.mode != TlsMode::Disabled)
+        else {
             return Ok(MaybeTls::Plain(stream));
         };
         if self.mode == TlsMode::Permissive {
@@ -424,7 +434,9 @@ impl ClientFiles {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(load_roots(&self.ca)?);
         let mut config = match &self.identity {
-            Some((cert, key)) => builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?,
+            Some((cert, key)) => {
+                builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?
+            }
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
@@ -442,8 +454,12 @@ pub async fn connect(
     host: &str,
     stream: TcpStream,
 ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("server name {host:?}: {e}")))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("server name {host:?}: {e}"),
+        )
+    })?;
     tokio_rustls::TlsConnector::from(config)
         .connect(name, stream)
         .await

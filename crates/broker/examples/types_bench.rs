@@ -69,6 +69,7 @@ fn metadata() -> ClusterMetadata {
             fifo: true,
         }],
         broker_sets: Vec::new(),
+        ..Default::default()
     }
 }
 

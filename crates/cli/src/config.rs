@@ -569,7 +569,9 @@ impl Config {
             bail!("auth.cluster_key and auth.cluster_key_file are exclusive: give one of them");
         }
         if a.bootstrap_username.is_empty() != a.bootstrap_password.is_empty() {
-            bail!("auth.bootstrap_username and auth.bootstrap_password go together: give both or neither");
+            bail!(
+                "auth.bootstrap_username and auth.bootstrap_password go together: give both or neither"
+            );
         }
         let mode: comet_auth::TlsMode = self
             .tls
@@ -619,7 +621,10 @@ impl Config {
     /// The acceptor of the proxy's client port per `[tls]` (`None`: plaintext).
     pub fn tls_acceptor(&self) -> anyhow::Result<Option<comet_auth::Acceptor>> {
         let t = &self.tls;
-        let mode: comet_auth::TlsMode = t.mode.parse().map_err(|e| anyhow::anyhow!("tls.mode: {e}"))?;
+        let mode: comet_auth::TlsMode = t
+            .mode
+            .parse()
+            .map_err(|e| anyhow::anyhow!("tls.mode: {e}"))?;
         if mode == comet_auth::TlsMode::Disabled {
             return Ok(None);
         }
@@ -632,7 +637,10 @@ impl Config {
         };
         let config = comet_auth::ReloadingConfig::new(files, t.reload_interval.0)
             .context("tls: loading the certificate")?;
-        Ok(Some(comet_auth::Acceptor::new(mode, std::sync::Arc::new(config))))
+        Ok(Some(comet_auth::Acceptor::new(
+            mode,
+            std::sync::Arc::new(config),
+        )))
     }
 
     /// The configured Raft peers as (node id, address).

@@ -241,7 +241,8 @@ impl Access {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<pb::UserInfo, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::Create)?;
+        self.guard
+            .check(&request, &Resource::cluster(), Action::Create)?;
         let req = request.into_inner();
         check_user(&req.name, &req.password)?;
         let kind = user_type(&req.user_type)?;
@@ -251,7 +252,11 @@ impl Access {
             user_type: kind.to_string(),
         };
         tracing::info!(user = %user.name, user_type = %user.user_type, "create user");
-        match self.grpc.write(Command::CreateUser { user }, "CreateUser").await? {
+        match self
+            .grpc
+            .write(Command::CreateUser { user }, "CreateUser")
+            .await?
+        {
             (CommandResponse::User(u), _) => Ok(user_info(&u)),
             (other, _) => Err(unexpected("CreateUser", &other)),
         }
@@ -261,7 +266,8 @@ impl Access {
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<pb::UserInfo, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::Update)?;
+        self.guard
+            .check(&request, &Resource::cluster(), Action::Update)?;
         let req = request.into_inner();
         let md = self.metadata();
         let Some(old) = md.users.iter().find(|u| u.name == req.name) else {
@@ -287,7 +293,11 @@ impl Access {
             user_type: kind,
         };
         tracing::info!(user = %user.name, user_type = %user.user_type, "update user");
-        match self.grpc.write(Command::UpdateUser { user }, "UpdateUser").await? {
+        match self
+            .grpc
+            .write(Command::UpdateUser { user }, "UpdateUser")
+            .await?
+        {
             (CommandResponse::User(u), _) => Ok(user_info(&u)),
             (other, _) => Err(unexpected("UpdateUser", &other)),
         }
@@ -297,15 +307,22 @@ impl Access {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<pb::DeleteUserResponse, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::Delete)?;
+        self.guard
+            .check(&request, &Resource::cluster(), Action::Delete)?;
         let name = request.into_inner().name;
         tracing::info!(user = %name, "delete user");
-        self.grpc.write(Command::DeleteUser { name }, "DeleteUser").await?;
+        self.grpc
+            .write(Command::DeleteUser { name }, "DeleteUser")
+            .await?;
         Ok(pb::DeleteUserResponse {})
     }
 
-    pub(crate) fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<pb::UserInfo, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::Get)?;
+    pub(crate) fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<pb::UserInfo, Status> {
+        self.guard
+            .check(&request, &Resource::cluster(), Action::Get)?;
         let name = request.into_inner().name;
         self.metadata()
             .users
@@ -319,7 +336,8 @@ impl Access {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<pb::ListUsersResponse, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::List)?;
+        self.guard
+            .check(&request, &Resource::cluster(), Action::List)?;
         let filter = request.into_inner().filter;
         Ok(pb::ListUsersResponse {
             users: self
@@ -361,18 +379,28 @@ impl Access {
         Ok((user, out))
     }
 
-    pub(crate) async fn create_acl(&self, request: Request<pb::AclRequest>) -> Result<pb::Acl, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::Create)?;
+    pub(crate) async fn create_acl(
+        &self,
+        request: Request<pb::AclRequest>,
+    ) -> Result<pb::Acl, Status> {
+        self.guard
+            .check(&request, &Resource::cluster(), Action::Create)?;
         let (user, entries) = Self::entries(request.get_ref())?;
         tracing::info!(%user, entries = entries.len(), "create acl");
-        self.acl_write(Command::CreateAcl { user, entries }, "CreateAcl").await
+        self.acl_write(Command::CreateAcl { user, entries }, "CreateAcl")
+            .await
     }
 
-    pub(crate) async fn update_acl(&self, request: Request<pb::AclRequest>) -> Result<pb::Acl, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::Update)?;
+    pub(crate) async fn update_acl(
+        &self,
+        request: Request<pb::AclRequest>,
+    ) -> Result<pb::Acl, Status> {
+        self.guard
+            .check(&request, &Resource::cluster(), Action::Update)?;
         let (user, entries) = Self::entries(request.get_ref())?;
         tracing::info!(%user, entries = entries.len(), "update acl");
-        self.acl_write(Command::UpdateAcl { user, entries }, "UpdateAcl").await
+        self.acl_write(Command::UpdateAcl { user, entries }, "UpdateAcl")
+            .await
     }
 
     async fn acl_write(&self, cmd: Command, what: &str) -> Result<pb::Acl, Status> {
@@ -386,13 +414,17 @@ impl Access {
         &self,
         request: Request<pb::DeleteAclRequest>,
     ) -> Result<pb::DeleteAclResponse, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::Delete)?;
+        self.guard
+            .check(&request, &Resource::cluster(), Action::Delete)?;
         let req = request.into_inner();
         let user = subject_user(&req.subject).map_err(invalid)?.to_owned();
         let resources = req
             .resources
             .iter()
-            .map(|r| r.parse::<comet_auth::ResourcePattern>().map(|p| p.to_string()))
+            .map(|r| {
+                r.parse::<comet_auth::ResourcePattern>()
+                    .map(|p| p.to_string())
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
         tracing::info!(%user, entries = resources.len(), "delete acl");
@@ -403,7 +435,8 @@ impl Access {
     }
 
     pub(crate) fn get_acl(&self, request: Request<pb::GetAclRequest>) -> Result<pb::Acl, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::Get)?;
+        self.guard
+            .check(&request, &Resource::cluster(), Action::Get)?;
         let subject = request.into_inner().subject;
         let user = subject_user(&subject).map_err(invalid)?;
         let wanted = format!("User:{user}");
@@ -419,7 +452,8 @@ impl Access {
         &self,
         request: Request<pb::ListAclsRequest>,
     ) -> Result<pb::ListAclsResponse, Status> {
-        self.guard.check(&request, &Resource::cluster(), Action::List)?;
+        self.guard
+            .check(&request, &Resource::cluster(), Action::List)?;
         let req = request.into_inner();
         let acls = self
             .metadata()

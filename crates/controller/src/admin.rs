@@ -366,7 +366,10 @@ impl ControllerAdminService for ControllerAdminGrpc {
         self.access.delete_acl(request).await.map(Response::new)
     }
 
-    async fn get_acl(&self, request: Request<pb::GetAclRequest>) -> Result<Response<pb::Acl>, Status> {
+    async fn get_acl(
+        &self,
+        request: Request<pb::GetAclRequest>,
+    ) -> Result<Response<pb::Acl>, Status> {
         self.access.get_acl(request).map(Response::new)
     }
 

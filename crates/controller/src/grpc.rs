@@ -26,8 +26,8 @@ use tonic::{Request, Response, Status};
 
 use comet_auth::{Action, Resource};
 
-use crate::guard::Guard;
 use crate::election::LogReport;
+use crate::guard::Guard;
 use crate::lease::{LeaseTable, run_elections, wall_ms};
 use crate::metadata::records::BrokerSetRecord;
 use crate::metadata::{AliveChange, Command, CommandResponse, validation};
@@ -117,7 +117,12 @@ impl ControllerGrpc {
         }
     }
 
-    fn check<T>(&self, request: &Request<T>, resource: Resource, action: Action) -> Result<(), Status> {
+    fn check<T>(
+        &self,
+        request: &Request<T>,
+        resource: Resource,
+        action: Action,
+    ) -> Result<(), Status> {
         match &self.guard {
             Some(g) => g.check(request, &resource, action),
             None => Ok(()),
@@ -151,7 +156,11 @@ impl ControllerGrpc {
     }
 
     /// Proposes `cmd`; returns the state machine's response and the entry's index.
-    pub(crate) async fn write(&self, cmd: Command, what: &str) -> Result<(CommandResponse, u64), Status> {
+    pub(crate) async fn write(
+        &self,
+        cmd: Command,
+        what: &str,
+    ) -> Result<(CommandResponse, u64), Status> {
         match tokio::time::timeout(WRITE_TIMEOUT, self.inner.raft.client_write(cmd)).await {
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "{what} did not commit within {WRITE_TIMEOUT:?}; a quorum of controllers may be down (the change may still apply)"
@@ -396,7 +405,12 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::TopicResponse>, Status> {
-        let name = request.get_ref().topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let name = request
+            .get_ref()
+            .topic
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
         self.check(&request, Resource::topic(name), Action::Create)?;
         let topic = validation::topic_record(request.into_inner().topic)?;
         tracing::info!(topic = %topic.name, "create topic");
@@ -410,7 +424,12 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::UpdateTopicRequest>,
     ) -> Result<Response<pb::TopicResponse>, Status> {
-        let name = request.get_ref().topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let name = request
+            .get_ref()
+            .topic
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
         self.check(&request, Resource::topic(name), Action::Update)?;
         let topic = validation::topic_record(request.into_inner().topic)?;
         tracing::info!(topic = %topic.name, "update topic");
@@ -424,7 +443,11 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.check(&request, Resource::topic(request.get_ref().name.clone()), Action::Delete)?;
+        self.check(
+            &request,
+            Resource::topic(request.get_ref().name.clone()),
+            Action::Delete,
+        )?;
         let name = request.into_inner().name;
         validation::validate_topic_name(&name)?;
         tracing::info!(topic = %name, "delete topic");
@@ -438,7 +461,12 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
-        let name = request.get_ref().group.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let name = request
+            .get_ref()
+            .group
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
         self.check(&request, Resource::group(name), Action::Create)?;
         let group = validation::group_record(request.into_inner().group)?;
         tracing::info!(group = %group.name, "create group");
@@ -452,7 +480,12 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::UpdateGroupRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
-        let name = request.get_ref().group.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let name = request
+            .get_ref()
+            .group
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
         self.check(&request, Resource::group(name), Action::Update)?;
         let group = validation::group_record(request.into_inner().group)?;
         tracing::info!(group = %group.name, "update group");
@@ -466,7 +499,11 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.check(&request, Resource::group(request.get_ref().name.clone()), Action::Delete)?;
+        self.check(
+            &request,
+            Resource::group(request.get_ref().name.clone()),
+            Action::Delete,
+        )?;
         let name = request.into_inner().name;
         validation::validate_group_name(&name)?;
         tracing::info!(group = %name, "delete group");

@@ -37,8 +37,10 @@ impl Guard {
         let principal = self
             .gate
             .authenticate(
-                md.get(comet_auth::AUTHORIZATION_HEADER).map(|v| v.as_bytes()),
-                md.get(comet_auth::DATE_TIME_HEADER).and_then(|v| v.to_str().ok()),
+                md.get(comet_auth::AUTHORIZATION_HEADER)
+                    .map(|v| v.as_bytes()),
+                md.get(comet_auth::DATE_TIME_HEADER)
+                    .and_then(|v| v.to_str().ok()),
                 SystemTime::now(),
             )
             .map_err(|r| Status::unauthenticated(r.to_string()))?;
@@ -48,4 +50,3 @@ impl Guard {
             .map_err(|f| Status::permission_denied(f.to_string()))
     }
 }
-

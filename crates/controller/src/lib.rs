@@ -434,12 +434,12 @@ impl Controller {
         tonic::service::Routes::new(ControllerServiceServer::new(
             self.grpc.guarded(self.access.guard.clone()),
         ))
-            .add_service(ControllerAdminServiceServer::new(self.admin_service()))
-            .add_service(
-                RaftServiceServer::new(RaftGrpc::new(self.raft.clone()))
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-            )
+        .add_service(ControllerAdminServiceServer::new(self.admin_service()))
+        .add_service(
+            RaftServiceServer::new(RaftGrpc::new(self.raft.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
     }
 
     /// The applied metadata of this node, updated after every applied change.

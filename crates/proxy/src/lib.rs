@@ -72,11 +72,11 @@ mod settings;
 mod status;
 mod validate;
 
+pub use access::ProxySecurity;
 pub use brokers::{
     BrokerDirectory, BrokerService, DynBroker, LocalBrokers, RemoteBroker, RemoteBrokers,
     TransactionCheckStream,
 };
-pub use access::ProxySecurity;
 pub use config::ProxyConfig;
 pub use creator::TopicCreator;
 pub use error::{ProxyError, Result};

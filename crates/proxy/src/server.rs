@@ -249,8 +249,12 @@ fn public_descriptors() -> prost_types::FileDescriptorSet {
             tracing::error!(error = %e, "the built-in descriptor set does not decode");
             prost_types::FileDescriptorSet::default()
         });
-    set.file
-        .retain(|f| !f.package.as_deref().unwrap_or_default().starts_with("comet."));
+    set.file.retain(|f| {
+        !f.package
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("comet.")
+    });
     // Of the public services only MessagingService is served (not apache.rocketmq.v2.Admin).
     for f in &mut set.file {
         f.service
@@ -376,9 +380,8 @@ async fn serve_lane(
 }
 
 /// The connections a lane serves.
-type Incoming = Pin<
-    Box<dyn futures::Stream<Item = std::io::Result<CoalescedIo<MaybeTls>>> + Send + 'static>,
->;
+type Incoming =
+    Pin<Box<dyn futures::Stream<Item = std::io::Result<CoalescedIo<MaybeTls>>> + Send + 'static>>;
 
 /// Longest a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

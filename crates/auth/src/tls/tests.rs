@@ -82,7 +82,10 @@ async fn echo_server(acceptor: Acceptor) -> std::net::SocketAddr {
     addr
 }
 
-async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, msg: &[u8]) -> io::Result<Vec<u8>> {
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    msg: &[u8],
+) -> io::Result<Vec<u8>> {
     s.write_all(msg).await?;
     let mut buf = vec![0u8; msg.len() + 1];
     s.read_exact(&mut buf).await?;
@@ -130,7 +133,11 @@ async fn given_enforcing_mode_when_a_client_trusts_the_ca_should_handshake_and_r
     // The IP address is in the certificate as well.
     assert!(tls_client(addr, &client, "127.0.0.1").await.is_ok());
     // A name the certificate does not carry is refused by the client.
-    assert!(tls_client(addr, &client, "elsewhere.example").await.is_err());
+    assert!(
+        tls_client(addr, &client, "elsewhere.example")
+            .await
+            .is_err()
+    );
     // A client trusting another CA refuses the server.
     let other = TestCa::new();
     let stranger = ClientFiles {
@@ -204,7 +211,11 @@ async fn given_a_renewed_certificate_when_files_change_should_serve_it_and_keep_
     std::fs::copy(&cert, &files.cert_chain).unwrap();
     std::fs::copy(&key, &files.private_key).unwrap();
     let after = tls_client(addr, &client, "localhost").await.unwrap();
-    assert_ne!(leaf_common_name(&after), old_cert, "new connections get the renewed certificate");
+    assert_ne!(
+        leaf_common_name(&after),
+        old_cert,
+        "new connections get the renewed certificate"
+    );
     assert_eq!(round_trip(&mut before, b"still").await.unwrap(), b"Tstill");
     // A broken renewal keeps the working certificate.
     std::fs::write(&files.cert_chain, "not a certificate").unwrap();
@@ -218,10 +229,18 @@ fn given_bad_pem_files_when_loading_should_name_the_file() {
     let p = dir.path().join("empty.pem");
     std::fs::write(&p, "").unwrap();
     let err = load_certs(&p).unwrap_err().to_string();
-    assert!(err.contains("empty.pem") && err.contains("CERTIFICATE"), "{err}");
+    assert!(
+        err.contains("empty.pem") && err.contains("CERTIFICATE"),
+        "{err}"
+    );
     assert!(load_key(&p).is_err());
-    let err = load_certs(&dir.path().join("missing.pem")).unwrap_err().to_string();
+    let err = load_certs(&dir.path().join("missing.pem"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing.pem"), "{err}");
-    assert_eq!("Permissive".parse::<TlsMode>().unwrap(), TlsMode::Permissive);
+    assert_eq!(
+        "Permissive".parse::<TlsMode>().unwrap(),
+        TlsMode::Permissive
+    );
     assert!("on".parse::<TlsMode>().is_err());
 }

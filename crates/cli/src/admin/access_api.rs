@@ -58,7 +58,10 @@ pub async fn user(target: &AdminTarget, cmd: &UserCommand) -> anyhow::Result<Val
             let req = UpdateUserRequest {
                 name: up.name.clone(),
                 password: up.password.clone().unwrap_or_default(),
-                user_type: up.user_type.map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                user_type: up
+                    .user_type
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default(),
             };
             let reply = client
                 .call_admin(|mut c| {
@@ -138,7 +141,11 @@ pub async fn acl(target: &AdminTarget, cmd: &AclCommand) -> anyhow::Result<Value
                 })
                 .await
                 .map_err(|s| {
-                    let what = if create { "creating ACL of" } else { "updating ACL of" };
+                    let what = if create {
+                        "creating ACL of"
+                    } else {
+                        "updating ACL of"
+                    };
                     failed(what, &spec.subject, &s)
                 })?;
             Ok(acl_json(&reply))

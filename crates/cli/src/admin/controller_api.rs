@@ -360,10 +360,9 @@ pub(super) fn client(target: &AdminTarget) -> anyhow::Result<ControllerClient> {
 /// The controller client and the signer of `target`. The config file is read when it is
 /// needed: for the controllers without `--controller`, for credentials without flags.
 pub(super) fn connect(target: &AdminTarget) -> anyhow::Result<(ControllerClient, Signer)> {
-    let config_file = target.config.is_some()
-        || std::env::var_os("COMET_CONFIG").is_some_and(|v| !v.is_empty());
-    let needs_config =
-        target.controllers.is_empty() || (target.username.is_none() && config_file);
+    let config_file =
+        target.config.is_some() || std::env::var_os("COMET_CONFIG").is_some_and(|v| !v.is_empty());
+    let needs_config = target.controllers.is_empty() || (target.username.is_none() && config_file);
     let cfg = if needs_config {
         Some(Config::load(&Sources::from_process(target.config.clone()))?)
     } else {

@@ -37,13 +37,13 @@ pub use args::{
     AclCommand, AclDelete, AclFilter, AclSpec, AclSubject, AddMemberArgs, AdminTarget,
     ClusterCommand, GroupCommand, GroupSpec, IdQuery, KeyQuerySpec, MessageCommand, NameArg,
     OffsetCommand, OffsetQuerySpec, Perm, ProgressSpec, RemoveMemberArgs, ResetSpec, RouteArgs,
-    TopicCommand, TopicSpec, TopicType, TopicUpdate, UserCommand, UserFilter, UserName,
-    UserSpec, UserTypeArg, UserUpdate,
+    TopicCommand, TopicSpec, TopicType, TopicUpdate, UserCommand, UserFilter, UserName, UserSpec,
+    UserTypeArg, UserUpdate,
 };
-pub use signing::Signer;
 pub use broker_api::{message, offset};
 pub use controller_api::{cluster, group, topic};
 pub use parse::{parse_backoff, parse_time, qualify};
 pub use render::{
     brokers_json, controllers_json, group_json, message_json, metadata_json, topic_json,
 };
+pub use signing::Signer;

@@ -34,9 +34,7 @@ impl Signer {
     /// # Errors
     /// A user name without a password, or one that cannot travel in a header.
     pub fn new(target: &AdminTarget, cfg: Option<&Config>) -> anyhow::Result<Signer> {
-        let from_cfg = |f: fn(&Config) -> &String| {
-            cfg.map(f).filter(|s| !s.is_empty()).cloned()
-        };
+        let from_cfg = |f: fn(&Config) -> &String| cfg.map(f).filter(|s| !s.is_empty()).cloned();
         let user = target
             .username
             .clone()
@@ -83,7 +81,9 @@ impl Signer {
                 MetadataValue::try_from(date.as_str()),
                 MetadataValue::try_from(authorization.as_str()),
             ) {
-                request.metadata_mut().insert(comet_auth::DATE_TIME_HEADER, d);
+                request
+                    .metadata_mut()
+                    .insert(comet_auth::DATE_TIME_HEADER, d);
                 request
                     .metadata_mut()
                     .insert(comet_auth::AUTHORIZATION_HEADER, a);

@@ -401,9 +401,7 @@ impl MetadataState {
             }
             Command::DeleteAcl { user, resources } => {
                 if !self.acls.contains_key(user) {
-                    return Err(MetadataError::NotFound(format!(
-                        "user {user:?} has no ACL"
-                    )));
+                    return Err(MetadataError::NotFound(format!("user {user:?} has no ACL")));
                 }
                 self.entries_exist(user, resources.iter().map(String::as_str))
             }
@@ -928,11 +926,15 @@ mod tests {
     fn given_users_and_acls_when_changed_should_follow_the_rules_and_bump_the_version() {
         let mut s = MetadataState::default();
         assert!(matches!(
-            s.apply(&Command::CreateUser { user: user("alice") }),
+            s.apply(&Command::CreateUser {
+                user: user("alice")
+            }),
             CommandResponse::User(_)
         ));
         assert!(matches!(
-            rejected(s.apply(&Command::CreateUser { user: user("alice") })),
+            rejected(s.apply(&Command::CreateUser {
+                user: user("alice")
+            })),
             MetadataError::AlreadyExists(_)
         ));
         let acl = |user: &str, resources: &[&str]| Command::CreateAcl {
@@ -943,7 +945,10 @@ mod tests {
             rejected(s.apply(&acl("ghost", &["Topic:a"]))),
             MetadataError::NotFound(_)
         ));
-        assert!(matches!(s.apply(&acl("alice", &["Topic:a", "Group:g"])), CommandResponse::Acl { .. }));
+        assert!(matches!(
+            s.apply(&acl("alice", &["Topic:a", "Group:g"])),
+            CommandResponse::Acl { .. }
+        ));
         assert!(matches!(
             rejected(s.apply(&acl("alice", &["Topic:a"]))),
             MetadataError::AlreadyExists(_)
@@ -980,17 +985,24 @@ mod tests {
     fn given_a_bootstrap_user_when_applied_twice_should_create_it_once_in_the_cluster_life() {
         let mut s = MetadataState::default();
         assert!(matches!(
-            s.apply(&Command::BootstrapUser { user: user("admin") }),
+            s.apply(&Command::BootstrapUser {
+                user: user("admin")
+            }),
             CommandResponse::User(_)
         ));
         s.apply(&Command::DeleteUser {
             name: "admin".into(),
         });
         assert!(matches!(
-            s.apply(&Command::BootstrapUser { user: user("admin") }),
+            s.apply(&Command::BootstrapUser {
+                user: user("admin")
+            }),
             CommandResponse::Empty
         ));
-        assert!(s.users.is_empty(), "a deleted bootstrap user does not come back");
+        assert!(
+            s.users.is_empty(),
+            "a deleted bootstrap user does not come back"
+        );
         // Snapshots of older releases, without the auth fields, still load.
         let old: MetadataState =
             serde_json::from_str(r#"{"topics":{},"groups":{},"broker_sets":{}}"#).unwrap();

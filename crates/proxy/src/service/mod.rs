@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use comet_auth::Action;
+use comet_proto::apache::rocketmq::v2::Resource as ApiResource;
 use comet_proto::apache::rocketmq::v2::messaging_service_server::MessagingService;
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
@@ -41,8 +43,6 @@ use comet_proto::apache::rocketmq::v2::{
     SendMessageRequest, SendMessageResponse, SendResultEntry, SyncLiteSubscriptionRequest,
     SyncLiteSubscriptionResponse, TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse,
 };
-use comet_auth::Action;
-use comet_proto::apache::rocketmq::v2::Resource as ApiResource;
 use comet_proto::comet::v1::{ClusterMetadata, QueuePlacement, Topic, TopicMessageType};
 use futures::Stream;
 use tokio::sync::watch;
@@ -419,7 +419,10 @@ impl MessagingService for Service {
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let topic = request.message_queue.as_ref().and_then(|q| q.topic.as_ref());
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
         let needs = consume_needs(&ctx, topic, request.group.as_ref());
         let answer = match self.0.permit(&ctx, &needs) {
             Ok(()) => self.0.receive_message(&ctx, request).await,
@@ -487,7 +490,10 @@ impl MessagingService for Service {
     ) -> Result<Response<Self::PullMessageStream>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let topic = request.message_queue.as_ref().and_then(|q| q.topic.as_ref());
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
         let needs = consume_needs(&ctx, topic, request.group.as_ref());
         let frames = match self.0.permit(&ctx, &needs) {
             Ok(()) => self.0.pull_message(&ctx, request).await,
@@ -504,7 +510,10 @@ impl MessagingService for Service {
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let topic = request.message_queue.as_ref().and_then(|q| q.topic.as_ref());
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
         let needs = consume_needs(&ctx, topic, request.group.as_ref());
         let outcome = match self.0.permit(&ctx, &needs) {
             Ok(()) => self.0.update_offset(&ctx, request).await,
@@ -521,7 +530,10 @@ impl MessagingService for Service {
     ) -> Result<Response<GetOffsetResponse>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let topic = request.message_queue.as_ref().and_then(|q| q.topic.as_ref());
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
         let needs = consume_needs(&ctx, topic, request.group.as_ref());
         let outcome = match self.0.permit(&ctx, &needs) {
             Ok(()) => self.0.get_offset(&ctx, request).await,
@@ -539,7 +551,10 @@ impl MessagingService for Service {
     ) -> Result<Response<QueryOffsetResponse>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let topic = request.message_queue.as_ref().and_then(|q| q.topic.as_ref());
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
         let needs = consume_needs(&ctx, topic, None);
         let outcome = match self.0.permit(&ctx, &needs) {
             Ok(()) => self.0.query_offset(&ctx, request).await,
@@ -643,11 +658,18 @@ const PUB_OR_SUB: &[Action] = &[Action::Pub, Action::Sub];
 
 /// The qualified name (`"<ns>%<name>"`) ACLs are written against.
 fn qualified(ctx: &RequestContext, resource: &ApiResource) -> String {
-    comet_vocab::namespace::qualify(ctx.namespace_of(&resource.resource_namespace), &resource.name)
+    comet_vocab::namespace::qualify(
+        ctx.namespace_of(&resource.resource_namespace),
+        &resource.name,
+    )
 }
 
 /// A topic permission; a missing topic needs nothing here (validation refuses it).
-fn topic_need(ctx: &RequestContext, topic: Option<&ApiResource>, actions: &'static [Action]) -> Need {
+fn topic_need(
+    ctx: &RequestContext,
+    topic: Option<&ApiResource>,
+    actions: &'static [Action],
+) -> Need {
     match topic {
         Some(t) => Need::topic(qualified(ctx, t), actions),
         None => Need::topic(String::new(), &[]),
@@ -655,8 +677,15 @@ fn topic_need(ctx: &RequestContext, topic: Option<&ApiResource>, actions: &'stat
 }
 
 /// Sub on the topic and on the group (consumers).
-fn consume_needs(ctx: &RequestContext, topic: Option<&ApiResource>, group: Option<&ApiResource>) -> Vec<Need> {
-    let mut needs: Vec<Need> = topic.map(|t| Need::topic(qualified(ctx, t), SUB)).into_iter().collect();
+fn consume_needs(
+    ctx: &RequestContext,
+    topic: Option<&ApiResource>,
+    group: Option<&ApiResource>,
+) -> Vec<Need> {
+    let mut needs: Vec<Need> = topic
+        .map(|t| Need::topic(qualified(ctx, t), SUB))
+        .into_iter()
+        .collect();
     needs.extend(group.map(|g| Need::group(qualified(ctx, g), SUB)));
     needs
 }

@@ -95,8 +95,10 @@ fn signed<T>(message: T, ak: &str, sk: &str, date: &str, upper: bool) -> tonic::
     let auth =
         format!("MQv2-HMAC-SHA1 Credential={ak}, SignedHeaders=x-mq-date-time, Signature={sig}");
     let mut r = req(message);
-    r.metadata_mut().insert("x-mq-date-time", date.parse().unwrap());
-    r.metadata_mut().insert("authorization", auth.parse().unwrap());
+    r.metadata_mut()
+        .insert("x-mq-date-time", date.parse().unwrap());
+    r.metadata_mut()
+        .insert("authorization", auth.parse().unwrap());
     r
 }
 
@@ -153,7 +155,13 @@ async fn send_to(
     (s.code, s.message)
 }
 
-async fn receive_status(h: &Harness, topic: &str, group: &str, ak: &str, sk: &str) -> (i32, String) {
+async fn receive_status(
+    h: &Harness,
+    topic: &str,
+    group: &str,
+    ak: &str,
+    sk: &str,
+) -> (i32, String) {
     let r = as_user(
         ReceiveMessageRequest {
             group: res(group),
@@ -188,24 +196,39 @@ async fn receive_status(h: &Harness, topic: &str, group: &str, ak: &str, sk: &st
 
 #[tokio::test]
 async fn given_auth_on_when_credentials_are_missing_or_wrong_should_answer_unauthorized_saying_why()
- {
+{
     let h = secured(Some(Duration::from_secs(60))).await;
     let date = now_rfc3339();
     let unauthorized = Code::Unauthorized as i32;
     let cases: Vec<(tonic::Request<QueryRouteRequest>, &str)> = vec![
         (req(route("normal")), "authorization header is missing"),
-        (signed(route("normal"), "alice", "guess", &date, false), "signature mismatch"),
-        (signed(route("normal"), "mallory", "x", &date, false), "unknown access key \"mallory\""),
         (
-            signed(route("normal"), "alice", "alice-secret", "2001-01-01T00:00:00Z", false),
+            signed(route("normal"), "alice", "guess", &date, false),
+            "signature mismatch",
+        ),
+        (
+            signed(route("normal"), "mallory", "x", &date, false),
+            "unknown access key \"mallory\"",
+        ),
+        (
+            signed(
+                route("normal"),
+                "alice",
+                "alice-secret",
+                "2001-01-01T00:00:00Z",
+                false,
+            ),
             "away from the server clock",
         ),
         (
             {
                 let mut r = req(route("normal"));
+                r.metadata_mut().insert(
+                    "authorization",
+                    "MQv2-HMAC-SHA1 Credential=alice".parse().unwrap(),
+                );
                 r.metadata_mut()
-                    .insert("authorization", "MQv2-HMAC-SHA1 Credential=alice".parse().unwrap());
-                r.metadata_mut().insert("x-mq-date-time", date.parse().unwrap());
+                    .insert("x-mq-date-time", date.parse().unwrap());
                 r
             },
             "malformed authorization header",
@@ -227,8 +250,11 @@ async fn given_auth_on_when_credentials_are_missing_or_wrong_should_answer_unaut
     }
     // Both hex cases authenticate (Rust/Python lower, Node upper).
     for upper in [false, true] {
-        let (code, message) =
-            route_status(&h, signed(route("normal"), "alice", "alice-secret", &date, upper)).await;
+        let (code, message) = route_status(
+            &h,
+            signed(route("normal"), "alice", "alice-secret", &date, upper),
+        )
+        .await;
         assert_eq!(code, Code::Ok as i32, "{message}");
     }
 }
@@ -254,7 +280,10 @@ async fn given_acl_entries_when_users_act_should_allow_deny_and_default_deny() {
     let ok = Code::Ok as i32;
     let forbidden = Code::Forbidden as i32;
     // Allow.
-    assert_eq!(send_status(&h, "normal", "alice", "alice-secret").await.0, ok);
+    assert_eq!(
+        send_status(&h, "normal", "alice", "alice-secret").await.0,
+        ok
+    );
     // Default deny: no entry for Sub on normal, nor anything on fifo-group.
     let (code, message) = receive_status(&h, "normal", "g", "alice", "alice-secret").await;
     assert_eq!(code, forbidden, "{message}");
@@ -263,7 +292,10 @@ async fn given_acl_entries_when_users_act_should_allow_deny_and_default_deny() {
     let (code, message) = receive_status(&h, "mixed", "g", "alice", "alice-secret").await;
     assert_eq!(code, forbidden, "{message}");
     assert!(message.contains("Sub Topic:mixed"), "{message}");
-    assert_eq!(send_status(&h, "mixed", "alice", "alice-secret").await.0, ok);
+    assert_eq!(
+        send_status(&h, "mixed", "alice", "alice-secret").await.0,
+        ok
+    );
     // Prefix with a source CIDR that excludes 127.0.0.1: not applicable, so denied.
     let (code, message) = send_status(&h, "fifo", "alice", "alice-secret").await;
     assert_eq!(code, forbidden, "{message}");
@@ -273,7 +305,10 @@ async fn given_acl_entries_when_users_act_should_allow_deny_and_default_deny() {
     let (code, message) = send_to(&h, scoped, "alice", "alice-secret").await;
     assert_eq!(code, ok, "{message}");
     // A user without entries is denied; a super user is allowed anything.
-    assert_eq!(send_status(&h, "normal", "bob", "bob-secret").await.0, forbidden);
+    assert_eq!(
+        send_status(&h, "normal", "bob", "bob-secret").await.0,
+        forbidden
+    );
     let (code, message) = send_status(&h, "mixed", "root", "root-secret").await;
     assert_eq!(code, ok, "{message}");
     let (code, message) = receive_status(&h, "fifo", "fifo-group", "root", "root-secret").await;

@@ -23,7 +23,9 @@ impl Ca {
     fn new() -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "test ca");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test ca");
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         Ca {
             dir: tempfile::tempdir().unwrap(),
@@ -34,10 +36,15 @@ impl Ca {
     /// Writes a leaf for localhost as server.pem / server.key (over any previous one).
     fn issue(&self, common_name: &str) -> (PathBuf, PathBuf) {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (c, k) = (self.dir.path().join("server.pem"), self.dir.path().join("server.key"));
+        let (c, k) = (
+            self.dir.path().join("server.pem"),
+            self.dir.path().join("server.key"),
+        );
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
@@ -83,7 +90,11 @@ async fn route_ok(channel: Channel) -> bool {
             endpoints: None,
         }))
         .await
-        .is_ok_and(|r| r.into_inner().status.is_some_and(|s| s.code == Code::Ok as i32))
+        .is_ok_and(|r| {
+            r.into_inner()
+                .status
+                .is_some_and(|s| s.code == Code::Ok as i32)
+        })
 }
 
 #[tokio::test]
@@ -119,5 +130,8 @@ async fn given_a_renewed_certificate_when_reloaded_should_keep_open_connections(
     ca.issue("renewed");
     assert!(config.reload_if_changed(), "the renewal is picked up");
     assert!(route_ok(tls_channel(&h, &ca).await.unwrap()).await);
-    assert!(route_ok(open).await, "the open connection survives the reload");
+    assert!(
+        route_ok(open).await,
+        "the open connection survives the reload"
+    );
 }
