@@ -62,6 +62,22 @@ impl Signer {
         Ok(Signer { credentials })
     }
 
+    /// Credentials from `auth.username` / `auth.password` of `cfg` only (servers signing their
+    /// own admin calls, e.g. a proxy auto-creating topics).
+    ///
+    /// # Errors
+    /// As [`Signer::new`].
+    pub fn from_config(cfg: &Config) -> anyhow::Result<Signer> {
+        let none = AdminTarget {
+            controllers: Vec::new(),
+            config: None,
+            namespace: String::new(),
+            username: None,
+            password: None,
+        };
+        Signer::new(&none, Some(cfg))
+    }
+
     /// `message` as a request, signed when there are credentials.
     pub fn sign<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);

@@ -395,7 +395,8 @@ impl Node {
     async fn start_proxy_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
         let (controllers, metadata) = self.remote_metadata(cfg).await?;
         let brokers = Arc::new(RemoteBrokers::default());
-        let creator = Arc::new(RemoteCreator(controllers));
+        let signer = crate::admin::Signer::from_config(cfg)?;
+        let creator = Arc::new(RemoteCreator(controllers, signer));
         self.start_proxy(cfg, metadata, brokers, creator).await
     }
 
