@@ -506,4 +506,57 @@ mod tests {
             "root was removed"
         );
     }
+
+    #[test]
+    fn given_stored_records_when_building_should_open_secrets_and_skip_what_does_not_open() {
+        let cipher = SecretCipher::new(&[1; 32], &[]).unwrap();
+        let other = SecretCipher::new(&[2; 32], &[]).unwrap();
+        let good = cipher.seal("alice", b"alice-secret").unwrap();
+        let foreign = other.seal("bob", b"bob-secret").unwrap();
+        let ips = vec!["10.0.0.0/8".to_owned()];
+        let users = [
+            StoredUser {
+                name: "alice",
+                sealed_secret: &good,
+                user_type: "normal",
+            },
+            StoredUser {
+                name: "bob",
+                sealed_secret: &foreign,
+                user_type: "normal",
+            },
+        ];
+        let entries = vec![
+            StoredEntry {
+                resource: "Topic:t",
+                actions: "Pub",
+                decision: "Allow",
+                source_ips: &[],
+            },
+            StoredEntry {
+                resource: "Queue:x",
+                actions: "Pub",
+                decision: "Allow",
+                source_ips: &ips,
+            },
+        ];
+        let dir = Directory::from_stored(users, [("User:alice", entries)], Some(&cipher));
+        assert_eq!(dir.user_names().collect::<Vec<_>>(), vec!["alice"]);
+        let g = Gate::new(GateSettings {
+            enabled: true,
+            max_clock_skew: None,
+        });
+        g.replace(dir);
+        let h = header("alice", b"alice-secret", DATE, false);
+        let p = g
+            .authenticate(Some(h.as_bytes()), Some(DATE), now())
+            .unwrap();
+        assert!(
+            g.authorize(&p, &Resource::topic("t"), Action::Pub, None)
+                .is_ok()
+        );
+        // Without a cipher no user is known.
+        let none = Directory::from_stored(users, [], None);
+        assert_eq!(none.user_names().count(), 0);
+    }
 }

@@ -134,7 +134,7 @@ impl Inner {
             return ReceiverStream::new(rx);
         };
         // The stream's metadata is signed once, at its open.
-        if let Err(f) = self.permit(&ctx, &[]) {
+        if let Err(f) = self.permit(&ctx, Vec::<crate::access::Need>::new) {
             let mut reply = TelemetryCommand {
                 status: Some(f.status()),
                 command: None,

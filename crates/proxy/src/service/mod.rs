@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
-use crate::access::{Access, Need};
+use crate::access::{Access, Identity, Need};
 use crate::brokers::{BrokerDirectory, DynBroker};
 use crate::config::{ProxyConfig, parse_endpoint};
 use crate::context::RequestContext;
@@ -120,9 +120,19 @@ impl Inner {
         ctx
     }
 
-    /// Whether the request's sender holds every one of `needs` (see `access`).
-    fn permit(&self, ctx: &RequestContext, needs: &[Need]) -> Outcome<()> {
-        self.access.permit(&ctx.identity, ctx.source, needs)
+    /// Whether the request's sender holds every one of `needs` (see `access`). The needs are
+    /// computed only for an authenticated user: with auth off this costs nothing.
+    fn permit<N: AsRef<[Need]>>(
+        &self,
+        ctx: &RequestContext,
+        needs: impl FnOnce() -> N,
+    ) -> Outcome<()> {
+        match ctx.identity {
+            Identity::Anonymous => Ok(()),
+            _ => self
+                .access
+                .permit(&ctx.identity, ctx.source, needs().as_ref()),
+        }
     }
 
     fn endpoints(&self) -> Outcome<&Endpoints> {
@@ -319,8 +329,8 @@ impl MessagingService for Service {
     ) -> Result<Response<QueryRouteResponse>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let needs = [topic_need(&ctx, request.topic.as_ref(), PUB_OR_SUB)];
-        let outcome = match self.0.permit(&ctx, &needs) {
+        let needs = || [topic_need(&ctx, request.topic.as_ref(), PUB_OR_SUB)];
+        let outcome = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.query_route(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -336,10 +346,10 @@ impl MessagingService for Service {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let needs = optional_group_need(&ctx, request.group.as_ref());
+        let needs = || optional_group_need(&ctx, request.group.as_ref());
         let outcome = self
             .0
-            .permit(&ctx, &needs)
+            .permit(&ctx, needs)
             .and_then(|()| self.0.heartbeat(&ctx, &request));
         let outcome = outcome.map(|()| HeartbeatResponse {
             status: Some(status::ok()),
@@ -366,15 +376,20 @@ impl MessagingService for Service {
                     .unwrap_or_default()
             })
             .collect();
-        let mut topics: Vec<String> = request
-            .messages
-            .iter()
-            .filter_map(|m| m.topic.as_ref().map(|t| qualified(&ctx, t)))
-            .collect();
-        topics.sort_unstable();
-        topics.dedup();
-        let needs: Vec<Need> = topics.into_iter().map(|t| Need::topic(t, PUB)).collect();
-        let outcome = match self.0.permit(&ctx, &needs) {
+        let needs = || {
+            let mut topics: Vec<String> = request
+                .messages
+                .iter()
+                .filter_map(|m| m.topic.as_ref().map(|t| qualified(&ctx, t)))
+                .collect();
+            topics.sort_unstable();
+            topics.dedup();
+            topics
+                .into_iter()
+                .map(|t| Need::topic(t, PUB))
+                .collect::<Vec<_>>()
+        };
+        let outcome = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.send_message(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -400,10 +415,10 @@ impl MessagingService for Service {
     ) -> Result<Response<QueryAssignmentResponse>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let needs = consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
+        let needs = || consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
         let outcome = self
             .0
-            .permit(&ctx, &needs)
+            .permit(&ctx, needs)
             .and_then(|()| self.0.query_assignment(&ctx, &request));
         respond(&ctx, outcome, |f| QueryAssignmentResponse {
             status: Some(f.status()),
@@ -423,8 +438,8 @@ impl MessagingService for Service {
             .message_queue
             .as_ref()
             .and_then(|q| q.topic.as_ref());
-        let needs = consume_needs(&ctx, topic, request.group.as_ref());
-        let answer = match self.0.permit(&ctx, &needs) {
+        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
+        let answer = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.receive_message(&ctx, request).await,
             Err(f) => receive::Answer::refused(&ctx, f),
         };
@@ -445,8 +460,8 @@ impl MessagingService for Service {
             .iter()
             .map(|e| (e.message_id.clone(), e.receipt_handle.clone()))
             .collect();
-        let needs = consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
-        let outcome = match self.0.permit(&ctx, &needs) {
+        let needs = || consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.ack_message(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -472,8 +487,8 @@ impl MessagingService for Service {
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let needs = consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
-        let outcome = match self.0.permit(&ctx, &needs) {
+        let needs = || consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.forward_to_dlq(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -494,8 +509,8 @@ impl MessagingService for Service {
             .message_queue
             .as_ref()
             .and_then(|q| q.topic.as_ref());
-        let needs = consume_needs(&ctx, topic, request.group.as_ref());
-        let frames = match self.0.permit(&ctx, &needs) {
+        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
+        let frames = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.pull_message(&ctx, request).await,
             Err(f) => offset::refused_pull(&ctx, f, request.offset),
         };
@@ -514,8 +529,8 @@ impl MessagingService for Service {
             .message_queue
             .as_ref()
             .and_then(|q| q.topic.as_ref());
-        let needs = consume_needs(&ctx, topic, request.group.as_ref());
-        let outcome = match self.0.permit(&ctx, &needs) {
+        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.update_offset(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -534,8 +549,8 @@ impl MessagingService for Service {
             .message_queue
             .as_ref()
             .and_then(|q| q.topic.as_ref());
-        let needs = consume_needs(&ctx, topic, request.group.as_ref());
-        let outcome = match self.0.permit(&ctx, &needs) {
+        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.get_offset(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -555,8 +570,8 @@ impl MessagingService for Service {
             .message_queue
             .as_ref()
             .and_then(|q| q.topic.as_ref());
-        let needs = consume_needs(&ctx, topic, None);
-        let outcome = match self.0.permit(&ctx, &needs) {
+        let needs = || consume_needs(&ctx, topic, None);
+        let outcome = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.query_offset(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -572,8 +587,8 @@ impl MessagingService for Service {
     ) -> Result<Response<EndTransactionResponse>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let needs = [topic_need(&ctx, request.topic.as_ref(), PUB)];
-        let outcome = match self.0.permit(&ctx, &needs) {
+        let needs = || [topic_need(&ctx, request.topic.as_ref(), PUB)];
+        let outcome = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.end_transaction(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -598,10 +613,10 @@ impl MessagingService for Service {
     ) -> Result<Response<NotifyClientTerminationResponse>, Status> {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
-        let needs = optional_group_need(&ctx, request.group.as_ref());
+        let needs = || optional_group_need(&ctx, request.group.as_ref());
         let outcome = self
             .0
-            .permit(&ctx, &needs)
+            .permit(&ctx, needs)
             .and_then(|()| self.0.notify_client_termination(&ctx, &request));
         let outcome = outcome.map(|()| NotifyClientTerminationResponse {
             status: Some(status::ok()),
@@ -618,8 +633,8 @@ impl MessagingService for Service {
         let ctx = self.0.context(&request);
         let request = request.into_inner();
         let handle = request.receipt_handle.clone();
-        let needs = consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
-        let outcome = match self.0.permit(&ctx, &needs) {
+        let needs = || consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
             Ok(()) => self.0.change_invisible_duration(&ctx, request).await,
             Err(f) => Err(f),
         };
