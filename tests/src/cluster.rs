@@ -239,6 +239,8 @@ impl Cluster {
             controllers: self.controller_addrs(),
             config: None,
             namespace: String::new(),
+            username: None,
+            password: None,
         }
     }
 

@@ -294,6 +294,8 @@ impl TestCluster {
             controllers: vec![self.controller.to_string()],
             config: None,
             namespace: String::new(),
+            username: None,
+            password: None,
         }
     }
 

@@ -52,6 +52,8 @@ const ALLOWED: &[(&str, Allowed)] = &[
     ("comet-coalesce", Allowed::Only(&[])),
     // Observability (metrics, health, logging, trace context): a leaf every server uses.
     ("comet-observe", Allowed::Only(&[])),
+    // Security rules (signatures, ACLs, sealed secrets, TLS): a leaf, no protocol types.
+    ("comet-auth", Allowed::Only(&[])),
     ("comet-vocab", Allowed::Only(&["comet-proto"])),
     (
         "comet-broker",
@@ -61,6 +63,7 @@ const ALLOWED: &[(&str, Allowed)] = &[
             "comet-vocab",
             "comet-coalesce",
             "comet-observe",
+            "comet-auth",
         ]),
     ),
     (
@@ -70,11 +73,12 @@ const ALLOWED: &[(&str, Allowed)] = &[
             "comet-vocab",
             "comet-coalesce",
             "comet-observe",
+            "comet-auth",
         ]),
     ),
     (
         "comet-controller",
-        Allowed::Only(&["comet-proto", "comet-vocab", "comet-observe"]),
+        Allowed::Only(&["comet-proto", "comet-vocab", "comet-observe", "comet-auth"]),
     ),
     ("comet-sdk", Allowed::Only(&["comet-proto"])),
     // The binary crate `comet` wires the servers together; nothing but a harness uses it.

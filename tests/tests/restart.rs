@@ -113,6 +113,8 @@ async fn kill_and_restart() {
         controllers: vec![node.controller.to_string()],
         config: None,
         namespace: String::new(),
+        username: None,
+        password: None,
     };
     comet::admin::topic(
         &admin,

@@ -71,6 +71,7 @@ fn metadata() -> ClusterMetadata {
             ..Default::default()
         }],
         broker_sets: Vec::new(),
+        ..Default::default()
     }
 }
 

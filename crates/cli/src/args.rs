@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::admin::{
-    AdminTarget, ClusterCommand, GroupCommand, MessageCommand, OffsetCommand, TopicCommand,
+    AclCommand, AdminTarget, ClusterCommand, GroupCommand, MessageCommand, OffsetCommand,
+    TopicCommand, UserCommand,
 };
 use crate::log_level::LogLevelCommand;
 use crate::server::ServerArgs;
@@ -86,6 +87,22 @@ pub enum Command {
     /// Change the log level of running processes (through their admin API).
     #[command(subcommand)]
     LogLevel(LogLevelCommand),
+    /// User admin commands (through the controller): ACL 2.0 users, whose name and password
+    /// are the access key and secret key of request signatures.
+    User {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: UserCommand,
+    },
+    /// ACL admin commands (through the controller): which user may do what on which topics,
+    /// groups or the cluster, from where.
+    Acl {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: AclCommand,
+    },
 }
 
 /// `comet store ...`

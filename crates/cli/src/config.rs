@@ -27,7 +27,16 @@ use crate::duration::HumanDuration;
 use crate::size::ByteSize;
 
 /// The sections of the config file; `COMET_<SECTION>_<KEY>` variables are matched against them.
-const SECTIONS: [&str; 6] = ["log", "proxy", "broker", "controller", "metrics", "tracing"];
+const SECTIONS: [&str; 8] = [
+    "log",
+    "proxy",
+    "broker",
+    "controller",
+    "metrics",
+    "tracing",
+    "auth",
+    "tls",
+];
 
 /// Everything a Comet process can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +54,66 @@ pub struct Config {
     pub controller: ControllerSection,
     pub metrics: MetricsSection,
     pub tracing: TracingSection,
+    pub auth: AuthSection,
+    pub tls: TlsSection,
+}
+
+/// Users, ACLs and request signatures (see the README's Security section).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Verify every proxy RPC and admin call (signature + ACL); off: everything is allowed.
+    pub enabled: bool,
+    /// Refuse requests whose `x-mq-date-time` is further than this from the server clock
+    /// ("0s" = no check, the default: the Python client writes local time labelled `Z`).
+    pub max_clock_skew: HumanDuration,
+    /// The cluster key sealing user secrets at rest: 64 hex digits or base64 of 32 bytes.
+    /// Give every controller and proxy the same key.
+    pub cluster_key: String,
+    /// A file holding the cluster key (instead of `cluster_key`).
+    pub cluster_key_file: String,
+    /// Former cluster keys, still accepted to open secrets sealed before a rotation.
+    pub previous_cluster_keys: Vec<String>,
+    /// The first admin user (a super user), created on the cluster's first start only.
+    pub bootstrap_username: String,
+    pub bootstrap_password: String,
+    /// The credentials this process signs its admin calls with (the `comet` admin commands;
+    /// `COMET_USERNAME` / `COMET_PASSWORD` and `--username` / `--password` win).
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &str| if s.is_empty() { "" } else { "<hidden>" };
+        f.debug_struct("AuthSection")
+            .field("enabled", &self.enabled)
+            .field("max_clock_skew", &self.max_clock_skew)
+            .field("cluster_key", &hidden(&self.cluster_key))
+            .field("cluster_key_file", &self.cluster_key_file)
+            .field("previous_cluster_keys", &self.previous_cluster_keys.len())
+            .field("bootstrap_username", &self.bootstrap_username)
+            .field("bootstrap_password", &hidden(&self.bootstrap_password))
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .finish()
+    }
+}
+
+/// TLS of the proxy's client port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// `disabled` (plaintext), `permissive` (TLS and plaintext on one port) or `enforcing`.
+    pub mode: String,
+    /// PEM certificate chain (leaf first) and its private key.
+    pub cert_chain: String,
+    pub private_key: String,
+    /// PEM CA whose certificates clients must present (mutual TLS); empty: none asked for.
+    pub client_ca: String,
+    /// How often the files are looked at for a renewed certificate (new connections get it;
+    /// open ones keep theirs).
+    pub reload_interval: HumanDuration,
 }
 
 /// Logging to stderr.
@@ -232,6 +301,36 @@ impl Default for Config {
             controller: ControllerSection::default(),
             metrics: MetricsSection::default(),
             tracing: TracingSection::default(),
+            auth: AuthSection::default(),
+            tls: TlsSection::default(),
+        }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            enabled: false,
+            max_clock_skew: Duration::ZERO.into(),
+            cluster_key: String::new(),
+            cluster_key_file: String::new(),
+            previous_cluster_keys: Vec::new(),
+            bootstrap_username: String::new(),
+            bootstrap_password: String::new(),
+            username: String::new(),
+            password: String::new(),
+        }
+    }
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            mode: "disabled".to_owned(),
+            cert_chain: String::new(),
+            private_key: String::new(),
+            client_ca: String::new(),
+            reload_interval: Duration::from_secs(10).into(),
         }
     }
 }
@@ -548,7 +647,83 @@ impl Config {
         if self.metrics.otlp_interval.0.is_zero() {
             bail!("metrics.otlp_interval must be greater than 0, e.g. \"15s\"");
         }
+        let a = &self.auth;
+        if !a.cluster_key.is_empty() && !a.cluster_key_file.is_empty() {
+            bail!("auth.cluster_key and auth.cluster_key_file are exclusive: give one of them");
+        }
+        if a.bootstrap_username.is_empty() != a.bootstrap_password.is_empty() {
+            bail!(
+                "auth.bootstrap_username and auth.bootstrap_password go together: give both or neither"
+            );
+        }
+        let mode: comet_auth::TlsMode = self
+            .tls
+            .mode
+            .parse()
+            .map_err(|e| anyhow::anyhow!("tls.mode: {e}"))?;
+        if mode != comet_auth::TlsMode::Disabled
+            && (self.tls.cert_chain.is_empty() || self.tls.private_key.is_empty())
+        {
+            bail!("tls.mode = {mode} needs tls.cert_chain and tls.private_key (PEM files)");
+        }
         Ok(())
+    }
+
+    /// The cluster key cipher (`auth.cluster_key` or `auth.cluster_key_file`, plus
+    /// `auth.previous_cluster_keys`); `None` when no key is configured.
+    pub fn cipher(&self) -> anyhow::Result<Option<std::sync::Arc<comet_auth::SecretCipher>>> {
+        let a = &self.auth;
+        let text = if !a.cluster_key_file.is_empty() {
+            std::fs::read_to_string(&a.cluster_key_file)
+                .with_context(|| format!("auth.cluster_key_file {}", a.cluster_key_file))?
+        } else if !a.cluster_key.is_empty() {
+            a.cluster_key.clone()
+        } else {
+            return Ok(None);
+        };
+        let key = comet_auth::secret::parse_key(&text).context("auth.cluster_key")?;
+        let previous = a
+            .previous_cluster_keys
+            .iter()
+            .map(|k| comet_auth::secret::parse_key(k))
+            .collect::<Result<Vec<_>, _>>()
+            .context("auth.previous_cluster_keys")?;
+        Ok(Some(std::sync::Arc::new(
+            comet_auth::SecretCipher::new(&key, &previous).context("auth.cluster_key")?,
+        )))
+    }
+
+    /// The gate settings of `[auth]`.
+    pub fn gate_settings(&self) -> comet_auth::GateSettings {
+        comet_auth::GateSettings {
+            enabled: self.auth.enabled,
+            max_clock_skew: Some(self.auth.max_clock_skew.0).filter(|d| !d.is_zero()),
+        }
+    }
+
+    /// The acceptor of the proxy's client port per `[tls]` (`None`: plaintext).
+    pub fn tls_acceptor(&self) -> anyhow::Result<Option<comet_auth::Acceptor>> {
+        let t = &self.tls;
+        let mode: comet_auth::TlsMode = t
+            .mode
+            .parse()
+            .map_err(|e| anyhow::anyhow!("tls.mode: {e}"))?;
+        if mode == comet_auth::TlsMode::Disabled {
+            return Ok(None);
+        }
+        let files = comet_auth::ServerFiles {
+            cert_chain: t.cert_chain.clone().into(),
+            private_key: t.private_key.clone().into(),
+            client_ca: Some(t.client_ca.clone())
+                .filter(|c| !c.is_empty())
+                .map(Into::into),
+        };
+        let config = comet_auth::ReloadingConfig::new(files, t.reload_interval.0)
+            .context("tls: loading the certificate")?;
+        Ok(Some(comet_auth::Acceptor::new(
+            mode,
+            std::sync::Arc::new(config),
+        )))
     }
 
     /// The configured Raft peers as (node id, address).

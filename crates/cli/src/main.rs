@@ -41,6 +41,12 @@ fn main() -> ExitCode {
             admin_command(async move { admin::message(&target, &cmd).await })
         }
         Command::LogLevel(cmd) => admin_command(async move { log_level::run(&cmd).await }),
+        Command::User { target, cmd } => {
+            admin_command(async move { admin::user(&target, &cmd).await })
+        }
+        Command::Acl { target, cmd } => {
+            admin_command(async move { admin::acl(&target, &cmd).await })
+        }
     };
     match outcome {
         Ok(code) => code,

@@ -56,6 +56,8 @@ async fn create_topic(r: &Running, name: &str) {
         controllers: vec![r.controller.clone()],
         config: None,
         namespace: String::new(),
+        username: None,
+        password: None,
     };
     admin::topic(
         &target,

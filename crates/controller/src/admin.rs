@@ -23,6 +23,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics};
 use tonic::{Request, Response, Status};
 
+use comet_auth::{Action, Resource};
+
+use crate::access::Access;
 use crate::grpc::{LEADER_METADATA_KEY, WRITE_TIMEOUT};
 use crate::metadata::validation;
 use crate::raft_types::{ControllerRaft, NodeId};
@@ -123,6 +126,7 @@ pub fn plan_remove(members: &Members, node_id: NodeId) -> Result<RemovePlan, Sta
 #[derive(Clone)]
 pub struct ControllerAdminGrpc {
     raft: ControllerRaft,
+    access: Access,
 }
 
 fn members_of(m: &RaftMetrics<NodeId, BasicNode>) -> Members {
@@ -160,8 +164,8 @@ fn describe(m: &RaftMetrics<NodeId, BasicNode>) -> pb::DescribeControllersRespon
 }
 
 impl ControllerAdminGrpc {
-    pub(crate) fn new(raft: ControllerRaft) -> Self {
-        ControllerAdminGrpc { raft }
+    pub(crate) fn new(raft: ControllerRaft, access: Access) -> Self {
+        ControllerAdminGrpc { raft, access }
     }
 
     fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
@@ -231,8 +235,11 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>, what: 
 impl ControllerAdminService for ControllerAdminGrpc {
     async fn describe_controllers(
         &self,
-        _request: Request<pb::DescribeControllersRequest>,
+        request: Request<pb::DescribeControllersRequest>,
     ) -> Result<Response<pb::DescribeControllersResponse>, Status> {
+        self.access
+            .guard
+            .check(&request, &Resource::cluster(), Action::Get)?;
         Ok(Response::new(describe(&self.metrics())))
     }
 
@@ -240,6 +247,9 @@ impl ControllerAdminService for ControllerAdminGrpc {
         &self,
         request: Request<pb::AddControllerRequest>,
     ) -> Result<Response<pb::DescribeControllersResponse>, Status> {
+        self.access
+            .guard
+            .check(&request, &Resource::cluster(), Action::Update)?;
         let req = request.into_inner();
         let members = self.require_leader("AddController")?;
         let plan = plan_add(&members, req.node_id, &req.address, req.learner_only)?;
@@ -286,6 +296,9 @@ impl ControllerAdminService for ControllerAdminGrpc {
         &self,
         request: Request<pb::RemoveControllerRequest>,
     ) -> Result<Response<pb::DescribeControllersResponse>, Status> {
+        self.access
+            .guard
+            .check(&request, &Resource::cluster(), Action::Update)?;
         let node_id = request.into_inner().node_id;
         let members = self.require_leader("RemoveController")?;
         let plan = plan_remove(&members, node_id)?;
@@ -305,6 +318,76 @@ impl ControllerAdminService for ControllerAdminGrpc {
     ) -> Result<Response<pb::SetLogLevelResponse>, Status> {
         let directives = comet_observe::logging::set_level_rpc(&request.into_inner().directives)?;
         Ok(Response::new(pb::SetLogLevelResponse { directives }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::UserInfo>, Status> {
+        self.access.create_user(request).await.map(Response::new)
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::UserInfo>, Status> {
+        self.access.update_user(request).await.map(Response::new)
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        self.access.delete_user(request).await.map(Response::new)
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::UserInfo>, Status> {
+        self.access.get_user(request).map(Response::new)
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.access.list_users(request).map(Response::new)
+    }
+
+    async fn create_acl(
+        &self,
+        request: Request<pb::AclRequest>,
+    ) -> Result<Response<pb::Acl>, Status> {
+        self.access.create_acl(request).await.map(Response::new)
+    }
+
+    async fn update_acl(
+        &self,
+        request: Request<pb::AclRequest>,
+    ) -> Result<Response<pb::Acl>, Status> {
+        self.access.update_acl(request).await.map(Response::new)
+    }
+
+    async fn delete_acl(
+        &self,
+        request: Request<pb::DeleteAclRequest>,
+    ) -> Result<Response<pb::DeleteAclResponse>, Status> {
+        self.access.delete_acl(request).await.map(Response::new)
+    }
+
+    async fn get_acl(
+        &self,
+        request: Request<pb::GetAclRequest>,
+    ) -> Result<Response<pb::Acl>, Status> {
+        self.access.get_acl(request).map(Response::new)
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<pb::ListAclsRequest>,
+    ) -> Result<Response<pb::ListAclsResponse>, Status> {
+        self.access.list_acls(request).map(Response::new)
     }
 }
 

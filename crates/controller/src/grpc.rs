@@ -24,7 +24,10 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use comet_auth::{Action, Resource};
+
 use crate::election::LogReport;
+use crate::guard::Guard;
 use crate::lease::{LeaseTable, run_elections, wall_ms};
 use crate::metadata::records::BrokerSetRecord;
 use crate::metadata::{AliveChange, Command, CommandResponse, validation};
@@ -41,6 +44,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct ControllerGrpc {
     inner: Arc<Inner>,
+    /// Checks the credentials of topic and group writes (the served copy; the in-process
+    /// copy of [`crate::Controller::service`] has none).
+    guard: Option<Guard>,
 }
 
 struct Inner {
@@ -91,6 +97,7 @@ impl ControllerGrpc {
         allow_unclean: bool,
     ) -> Self {
         ControllerGrpc {
+            guard: None,
             inner: Arc::new(Inner {
                 raft,
                 node_id,
@@ -99,6 +106,26 @@ impl ControllerGrpc {
                 stopping,
                 allow_unclean,
             }),
+        }
+    }
+
+    /// This service with admin writes checked by `guard`.
+    pub(crate) fn guarded(&self, guard: Guard) -> Self {
+        ControllerGrpc {
+            inner: self.inner.clone(),
+            guard: Some(guard),
+        }
+    }
+
+    fn check<T>(
+        &self,
+        request: &Request<T>,
+        resource: Resource,
+        action: Action,
+    ) -> Result<(), Status> {
+        match &self.guard {
+            Some(g) => g.check(request, &resource, action),
+            None => Ok(()),
         }
     }
 
@@ -129,7 +156,11 @@ impl ControllerGrpc {
     }
 
     /// Proposes `cmd`; returns the state machine's response and the entry's index.
-    async fn write(&self, cmd: Command, what: &str) -> Result<(CommandResponse, u64), Status> {
+    pub(crate) async fn write(
+        &self,
+        cmd: Command,
+        what: &str,
+    ) -> Result<(CommandResponse, u64), Status> {
         match tokio::time::timeout(WRITE_TIMEOUT, self.inner.raft.client_write(cmd)).await {
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "{what} did not commit within {WRITE_TIMEOUT:?}; a quorum of controllers may be down (the change may still apply)"
@@ -148,7 +179,7 @@ impl ControllerGrpc {
         }
     }
 
-    fn current(&self) -> Arc<pb::ClusterMetadata> {
+    pub(crate) fn current(&self) -> Arc<pb::ClusterMetadata> {
         self.inner.metadata.borrow().clone()
     }
 
@@ -374,6 +405,13 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::TopicResponse>, Status> {
+        let name = request
+            .get_ref()
+            .topic
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        self.check(&request, Resource::topic(name), Action::Create)?;
         let topic = validation::topic_record(request.into_inner().topic)?;
         tracing::info!(topic = %topic.name, "create topic");
         let reply = self
@@ -386,6 +424,13 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::UpdateTopicRequest>,
     ) -> Result<Response<pb::TopicResponse>, Status> {
+        let name = request
+            .get_ref()
+            .topic
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        self.check(&request, Resource::topic(name), Action::Update)?;
         let topic = validation::topic_record(request.into_inner().topic)?;
         tracing::info!(topic = %topic.name, "update topic");
         let reply = self
@@ -398,6 +443,11 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.check(
+            &request,
+            Resource::topic(request.get_ref().name.clone()),
+            Action::Delete,
+        )?;
         let name = request.into_inner().name;
         validation::validate_topic_name(&name)?;
         tracing::info!(topic = %name, "delete topic");
@@ -411,6 +461,13 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
+        let name = request
+            .get_ref()
+            .group
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        self.check(&request, Resource::group(name), Action::Create)?;
         let group = validation::group_record(request.into_inner().group)?;
         tracing::info!(group = %group.name, "create group");
         let reply = self
@@ -423,6 +480,13 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::UpdateGroupRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
+        let name = request
+            .get_ref()
+            .group
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        self.check(&request, Resource::group(name), Action::Update)?;
         let group = validation::group_record(request.into_inner().group)?;
         tracing::info!(group = %group.name, "update group");
         let reply = self
@@ -435,6 +499,11 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.check(
+            &request,
+            Resource::group(request.get_ref().name.clone()),
+            Action::Delete,
+        )?;
         let name = request.into_inner().name;
         validation::validate_group_name(&name)?;
         tracing::info!(group = %name, "delete group");

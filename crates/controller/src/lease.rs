@@ -332,6 +332,7 @@ mod tests {
                 master_epoch: 0,
                 sync_state_set: vec![],
             }],
+            ..Default::default()
         }
     }
 

@@ -16,7 +16,9 @@
 //! - [`network`]: Raft transport over gRPC (`comet.v1.RaftService`).
 //! - [`grpc`]: [`ControllerGrpc`], the `ControllerService` implementation.
 //! - [`admin`]: [`admin::ControllerAdminGrpc`], the `ControllerAdminService`
-//!   (Raft membership: describe, add and remove controller nodes).
+//!   (Raft membership: describe, add and remove controller nodes; users and ACLs).
+//! - [`access`]: users and ACLs (sealed secrets, the bootstrap admin user), the gate kept in
+//!   step with the metadata; [`guard`]: the check of admin calls when `auth` is enabled.
 //! - [`lease`]: broker leases kept in memory on the leader; its checker also runs elections.
 //! - [`election`]: master election for broker sets, a pure function of the metadata.
 //! - [`raft_types`]: the openraft type configuration.
@@ -68,6 +70,7 @@
 //! Dependency rule: controller → proto only; never broker, proxy or store.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod election;
 pub mod error;
@@ -75,6 +78,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
+pub mod guard;
 pub mod lease;
 pub mod metadata;
 mod metrics;
@@ -158,6 +162,8 @@ pub struct ControllerConfig {
     /// Where the controller server records its metrics and reports readiness (default:
     /// nowhere).
     pub observer: comet_observe::Observer,
+    /// Users, ACLs and the authentication of admin calls (default: off, no cluster key).
+    pub auth: access::ControllerAuth,
 }
 
 impl Default for ControllerConfig {
@@ -175,6 +181,7 @@ impl Default for ControllerConfig {
             join: false,
             enable_unclean_election: false,
             observer: comet_observe::Observer::default(),
+            auth: access::ControllerAuth::default(),
         }
     }
 }
@@ -267,6 +274,8 @@ pub struct Controller {
     log_io: LogIoHandle,
     lock: DirLock,
     node_id: NodeId,
+    /// Authentication and authorization of admin calls, kept in step with the metadata.
+    access: access::Access,
 }
 
 impl Controller {
@@ -274,6 +283,21 @@ impl Controller {
     /// and, on a fresh directory, initializes the cluster membership.
     pub async fn start(cfg: ControllerConfig) -> Result<Controller> {
         cfg.validate()?;
+        let bootstrap_user = match &cfg.auth.bootstrap {
+            None => None,
+            Some((name, password)) => {
+                let cipher = cfg.auth.cipher.as_deref().ok_or_else(|| {
+                    config_err(
+                        "auth.bootstrap_username",
+                        "needs a cluster key (auth.cluster_key or auth.cluster_key_file) to seal the password",
+                    )
+                })?;
+                Some(
+                    access::bootstrap_record(cipher, name, password)
+                        .map_err(|e| config_err("auth.bootstrap_username", e))?,
+                )
+            }
+        };
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ControllerError::Io {
             path: cfg.data_dir.clone(),
             source,
@@ -344,6 +368,21 @@ impl Controller {
             stop.clone(),
             cfg.enable_unclean_election,
         ));
+        let gate = Arc::new(comet_auth::Gate::new(cfg.auth.settings));
+        tasks.spawn(access::keep_gate(
+            gate.clone(),
+            metadata.clone(),
+            cfg.auth.cipher.clone(),
+            stop.clone(),
+        ));
+        if let Some(user) = bootstrap_user {
+            tasks.spawn(access::bootstrap(
+                raft.clone(),
+                metadata.clone(),
+                user,
+                stop.clone(),
+            ));
+        }
         tasks.close();
         let grpc = ControllerGrpc::new(
             raft.clone(),
@@ -353,6 +392,11 @@ impl Controller {
             stop.clone(),
             cfg.enable_unclean_election,
         );
+        let access = access::Access {
+            grpc: grpc.clone(),
+            cipher: cfg.auth.cipher.clone(),
+            guard: guard::Guard::new(gate),
+        };
         tracing::info!(
             node_id = cfg.node_id,
             data_dir = %cfg.data_dir.display(),
@@ -369,6 +413,7 @@ impl Controller {
             log_io,
             lock,
             node_id: cfg.node_id,
+            access,
         })
     }
 
@@ -385,20 +430,22 @@ impl Controller {
 
     /// The `ControllerAdminService` (Raft membership) of this node.
     pub fn admin_service(&self) -> admin::ControllerAdminGrpc {
-        admin::ControllerAdminGrpc::new(self.raft.clone())
+        admin::ControllerAdminGrpc::new(self.raft.clone(), self.access.clone())
     }
 
     /// All gRPC services this node serves: `ControllerService`,
     /// `ControllerAdminService` and the Raft transport `RaftService`. Serve
     /// them on `advertised_addr`.
     pub fn routes(&self) -> tonic::service::Routes {
-        tonic::service::Routes::new(ControllerServiceServer::new(self.grpc.clone()))
-            .add_service(ControllerAdminServiceServer::new(self.admin_service()))
-            .add_service(
-                RaftServiceServer::new(RaftGrpc::new(self.raft.clone()))
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-            )
+        tonic::service::Routes::new(ControllerServiceServer::new(
+            self.grpc.guarded(self.access.guard.clone()),
+        ))
+        .add_service(ControllerAdminServiceServer::new(self.admin_service()))
+        .add_service(
+            RaftServiceServer::new(RaftGrpc::new(self.raft.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
     }
 
     /// The applied metadata of this node, updated after every applied change.
@@ -430,6 +477,7 @@ impl Controller {
             log_io,
             lock,
             node_id,
+            access: _,
         } = self;
         drop(stop);
         lease_task

@@ -91,6 +91,8 @@ pub struct ProxyConfig {
     pub io_threads: usize,
     /// Where the proxy records its metrics and reports readiness (default: nowhere).
     pub observer: comet_observe::Observer,
+    /// Authentication, authorization and TLS of the client port (default: all off).
+    pub security: crate::access::ProxySecurity,
 }
 
 impl Default for ProxyConfig {
@@ -125,6 +127,7 @@ impl Default for ProxyConfig {
             shutdown_grace: Duration::from_secs(5),
             io_threads: 0,
             observer: comet_observe::Observer::default(),
+            security: crate::access::ProxySecurity::default(),
         }
     }
 }

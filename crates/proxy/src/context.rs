@@ -1,12 +1,16 @@
-//! What the proxy reads from request headers: client id, namespace, language and deadline.
+//! What the proxy reads from request headers: client id, namespace, language, deadline, and
+//! (filled in by `Inner::context`) who sent it.
 //!
 //! Headers are read leniently (§8 of grpc-compat.md): any client-id format, any language, either
 //! protocol header, any date format; nothing here rejects a request except a missing client id
 //! where one is required, which the RPC handlers decide.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
+
+use crate::access::Identity;
 
 /// Header carrying the client's identity (sessions are keyed by it).
 pub(crate) const CLIENT_ID_HEADER: &str = "x-mq-client-id";
@@ -30,6 +34,10 @@ pub(crate) struct RequestContext {
     pub(crate) timeout: Option<Duration>,
     /// Whether the call carried a W3C `traceparent` header (its span joined that trace).
     pub(crate) traceparent: bool,
+    /// Who sent the request (set by `Inner::context` when authentication is on).
+    pub(crate) identity: Identity,
+    /// The peer's address, for ACL source CIDRs.
+    pub(crate) source: Option<IpAddr>,
 }
 
 impl RequestContext {
@@ -47,6 +55,8 @@ impl RequestContext {
                 .to_ascii_uppercase(),
             timeout: text(GRPC_TIMEOUT_HEADER).and_then(|v| parse_grpc_timeout(&v)),
             traceparent: md.contains_key("traceparent"),
+            identity: Identity::Anonymous,
+            source: None,
         }
     }
 

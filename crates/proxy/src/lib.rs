@@ -12,7 +12,9 @@
 //! # Layout
 //!
 //! - [`config`]: [`ProxyConfig`], limits and clamps, validation.
-//! - `context`: headers (client id, namespace, language, `grpc-timeout`).
+//! - `context`: headers (client id, namespace, language, `grpc-timeout`, the sender).
+//! - [`access`]: [`ProxySecurity`]; request signatures and ACL decisions (UNAUTHORIZED,
+//!   FORBIDDEN) over the users and ACLs of the metadata watch; TLS of the client port.
 //! - `names`: RocketMQ name rules and namespace qualification (`"<ns>%<name>"`).
 //! - `routes`: metadata index, queue layout, send/receive/receipt-handle targets.
 //! - `validate`: message checks; `settings`: the telemetry settings echo.
@@ -62,6 +64,7 @@
 //! Dependency rule: proxy → proto only; never store or broker internals.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod brokers;
 pub mod config;
 mod context;
@@ -78,6 +81,7 @@ mod settings;
 mod status;
 mod validate;
 
+pub use access::ProxySecurity;
 pub use brokers::{
     BrokerDirectory, BrokerService, DynBroker, LocalBrokers, RemoteBroker, RemoteBrokers,
     TransactionCheckStream,

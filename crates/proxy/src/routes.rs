@@ -632,6 +632,7 @@ mod tests {
             }],
             groups: vec![],
             broker_sets: vec![set("a", true), set("b", true), set("dead", false)],
+            ..Default::default()
         }))
     }
 
@@ -676,6 +677,7 @@ mod tests {
                 master_epoch: epoch,
                 sync_state_set: vec![0, 1, 2],
             }],
+            ..Default::default()
         }))
     }
 

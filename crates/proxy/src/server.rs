@@ -31,6 +31,7 @@ use crate::creator::TopicCreator;
 use crate::error::ProxyError;
 use crate::service::{Inner, Service};
 use crate::session::ClientInfo;
+use comet_auth::{Acceptor, MaybeTls};
 use comet_coalesce::CoalescedIo;
 use comet_observe::rpc::RpcLayer;
 
@@ -123,9 +124,10 @@ impl Proxy {
             tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
         );
         let mut routes = Routes::new(messaging).add_service(health);
+        let public = public_descriptors();
         let reflection = || {
             tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(comet_proto::FILE_DESCRIPTOR_SET)
+                .register_file_descriptor_set(public.clone())
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
         match reflection().build_v1() {
@@ -191,6 +193,7 @@ impl Proxy {
                 stop.clone(),
                 self.inner.tasks.clone(),
                 grace,
+                self.inner.cfg.security.tls.clone(),
             ) {
                 Ok((lane, end)) => {
                     lanes.push(lane);
@@ -273,6 +276,30 @@ pub async fn serve(
         .await
 }
 
+/// The descriptors of the public API: every file of the generated set except Comet's internal
+/// `comet.*` packages, and of the services only the one served here: reflection lists
+/// MessagingService, health and reflection, nothing the client port does not serve.
+fn public_descriptors() -> prost_types::FileDescriptorSet {
+    use prost::Message as _;
+    let mut set = prost_types::FileDescriptorSet::decode(comet_proto::FILE_DESCRIPTOR_SET)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the built-in descriptor set does not decode");
+            prost_types::FileDescriptorSet::default()
+        });
+    set.file.retain(|f| {
+        !f.package
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("comet.")
+    });
+    // Of the public services only MessagingService is served (not apache.rocketmq.v2.Admin).
+    for f in &mut set.file {
+        f.service
+            .retain(|s| MESSAGING_SERVICE_NAME.ends_with(&format!(".{}", s.name())));
+    }
+    set
+}
+
 /// Most accepted connections waiting for their thread to pick them up.
 const LANE_BACKLOG: usize = 64;
 
@@ -303,6 +330,7 @@ impl Lane {
         stop: CancellationToken,
         tasks: TaskTracker,
         grace: std::time::Duration,
+        tls: Option<Acceptor>,
     ) -> Result<(Lane, LaneEnd), ProxyError> {
         let (connections, incoming) = mpsc::channel(LANE_BACKLOG);
         let (done, end) = oneshot::channel();
@@ -317,7 +345,9 @@ impl Lane {
             .name(format!("comet-proxy-{index}"))
             .spawn(move || {
                 let result =
-                    runtime.block_on(serve_lane(routes, rpc_layer, incoming, stop, tasks, grace));
+                    runtime.block_on(serve_lane(
+                        routes, rpc_layer, incoming, stop, tasks, grace, tls,
+                    ));
                 let _ = done.send(result);
             })
             .map_err(|source| ProxyError::Io {
@@ -338,6 +368,7 @@ async fn serve_lane(
     stop: CancellationToken,
     tasks: TaskTracker,
     grace: std::time::Duration,
+    tls: Option<Acceptor>,
 ) -> Result<(), ProxyError> {
     // tonic arms a timer for every call that carries a deadline (`grpc-timeout`; the official
     // clients send one with every call). A timer due before the runtime's next wake-up makes
@@ -356,8 +387,22 @@ async fn serve_lane(
         }
     });
     // Registering with this thread's reactor has to happen on this thread.
-    let incoming = ReceiverStream::new(incoming)
-        .map(|s| tokio::net::TcpStream::from_std(s).map(CoalescedIo::new));
+    let incoming: Incoming = match tls {
+        None => Box::pin(ReceiverStream::new(incoming).map(|s| {
+            tokio::net::TcpStream::from_std(s).map(|s| CoalescedIo::new(MaybeTls::Plain(s)))
+        })),
+        Some(acceptor) => {
+            let (ready, handshaken) = mpsc::channel(LANE_BACKLOG);
+            tasks.spawn(handshakes(
+                acceptor,
+                incoming,
+                ready,
+                stop.clone(),
+                tasks.clone(),
+            ));
+            Box::pin(ReceiverStream::new(handshaken).map(|c| Ok(CoalescedIo::new(c))))
+        }
+    };
     let served = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
@@ -374,6 +419,59 @@ async fn serve_lane(
         });
     }
     Ok(())
+}
+
+/// The connections a lane serves.
+type Incoming =
+    Pin<Box<dyn futures::Stream<Item = std::io::Result<CoalescedIo<MaybeTls>>> + Send + 'static>>;
+
+/// Longest a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Completes the TLS handshake (per the acceptor's mode) of each connection dealt to a lane,
+/// each in its own task so that a slow client holds up no other, and hands the finished
+/// connections to the lane's server. A connection whose handshake fails is dropped (mutual
+/// TLS: a client without a valid certificate).
+async fn handshakes(
+    acceptor: Acceptor,
+    mut incoming: mpsc::Receiver<std::net::TcpStream>,
+    ready: mpsc::Sender<MaybeTls>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => return,
+            s = incoming.recv() => match s {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping a connection that failed on setup");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let ready = ready.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let peer = stream.peer_addr().ok();
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+            };
+            match accepted {
+                Ok(Ok(conn)) => {
+                    let _ = ready.send(conn).await;
+                }
+                Ok(Err(e)) => tracing::debug!(?peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(?peer, "TLS handshake timed out"),
+            }
+        });
+    }
 }
 
 /// Accepts connections and deals them to `lanes` in turn. Returns only on a failure: the

@@ -60,6 +60,7 @@ pub fn metadata(topics: &[(&str, u32)], groups: &[(&str, u32)]) -> ClusterMetada
             })
             .collect(),
         broker_sets: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -23,6 +23,19 @@ pub struct AdminTarget {
     /// Namespace of the topic or group.
     #[arg(long, short = 'n', default_value = "", global = true)]
     pub namespace: String,
+    /// User (access key) signing the admin calls, when the cluster has auth enabled.
+    /// Default: `COMET_USERNAME`, else `auth.username` of the config file.
+    #[arg(long, value_name = "NAME", env = "COMET_USERNAME", global = true)]
+    pub username: Option<String>,
+    /// Its password (secret key). Default: `COMET_PASSWORD`, else `auth.password`.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "COMET_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub password: Option<String>,
 }
 
 /// `comet topic ...`
@@ -324,4 +337,146 @@ pub struct OffsetQuerySpec {
     /// The broker set of the queue (required when the topic spans several).
     #[arg(long = "broker-set")]
     pub broker_set: Option<String>,
+}
+
+/// `comet user ...` (ACL 2.0 users: the user name is the access key, the password the secret
+/// key of request signatures).
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create(UserSpec),
+    /// Change a user's password and/or type.
+    Update(UserUpdate),
+    /// Delete a user (and its ACL).
+    Delete(UserName),
+    /// Show a user (never its password).
+    Get(UserName),
+    /// List users.
+    List(UserFilter),
+}
+
+/// A user's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UserTypeArg {
+    /// Allowed everything.
+    Super,
+    /// Allowed what its ACL allows.
+    Normal,
+}
+
+impl UserTypeArg {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserTypeArg::Super => "super",
+            UserTypeArg::Normal => "normal",
+        }
+    }
+}
+
+/// `comet user create NAME --password SECRET [--type super|normal]`
+#[derive(Debug, Args)]
+pub struct UserSpec {
+    /// User name (access key).
+    pub name: String,
+    /// Password (secret key).
+    #[arg(long)]
+    pub password: String,
+    #[arg(long = "type", value_enum, default_value_t = UserTypeArg::Normal)]
+    pub user_type: UserTypeArg,
+}
+
+/// `comet user update NAME [--password SECRET] [--type super|normal]`
+#[derive(Debug, Args)]
+pub struct UserUpdate {
+    /// User name.
+    pub name: String,
+    /// New password.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// New type.
+    #[arg(long = "type", value_enum)]
+    pub user_type: Option<UserTypeArg>,
+}
+
+/// A user name.
+#[derive(Debug, Args)]
+pub struct UserName {
+    /// User name.
+    pub name: String,
+}
+
+/// `comet user list [--filter TEXT]`
+#[derive(Debug, Args)]
+pub struct UserFilter {
+    /// Only users whose name contains this text.
+    #[arg(long, default_value = "")]
+    pub filter: String,
+}
+
+/// `comet acl ...` (ACL 2.0 entries: a subject, resources, actions, a decision, sources).
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Add one entry per --resource to the subject's ACL.
+    Create(AclSpec),
+    /// Replace the subject's entries of these resources.
+    Update(AclSpec),
+    /// Delete entries of the subject's ACL (all of them without --resource).
+    Delete(AclDelete),
+    /// Show a subject's ACL.
+    Get(AclSubject),
+    /// List ACLs.
+    List(AclFilter),
+}
+
+/// `comet acl create|update --subject User:NAME --resource Topic:NAME [--resource ...]
+/// --actions Pub,Sub --decision Allow [--source-ip CIDR ...]`
+#[derive(Debug, Args)]
+pub struct AclSpec {
+    /// `User:<name>`.
+    #[arg(long)]
+    pub subject: String,
+    /// `Topic:<name>`, `Group:<name>` (a name may end with `*` for a prefix, or be `*`),
+    /// `Cluster`, or `*`. Repeat for several.
+    #[arg(long = "resource", required = true)]
+    pub resources: Vec<String>,
+    /// Comma-separated: Pub, Sub, Create, Update, Delete, Get, List, or All.
+    #[arg(long)]
+    pub actions: String,
+    /// Allow or Deny (a matching Deny wins over any Allow).
+    #[arg(long)]
+    pub decision: String,
+    /// Sources the entry applies to (an address or CIDR); repeat for several. None: any.
+    #[arg(long = "source-ip")]
+    pub source_ips: Vec<String>,
+}
+
+/// `comet acl delete --subject User:NAME [--resource ...]`
+#[derive(Debug, Args)]
+pub struct AclDelete {
+    /// `User:<name>`.
+    #[arg(long)]
+    pub subject: String,
+    /// Entries to delete; none: the whole ACL.
+    #[arg(long = "resource")]
+    pub resources: Vec<String>,
+}
+
+/// `comet acl get --subject User:NAME`
+#[derive(Debug, Args)]
+pub struct AclSubject {
+    /// `User:<name>`.
+    #[arg(long)]
+    pub subject: String,
+}
+
+/// `comet acl list [--subject-filter TEXT] [--resource-filter TEXT]`
+#[derive(Debug, Args)]
+pub struct AclFilter {
+    /// Only subjects containing this text.
+    #[arg(long, default_value = "")]
+    pub subject_filter: String,
+    /// Only entries whose resource contains this text.
+    #[arg(long, default_value = "")]
+    pub resource_filter: String,
 }

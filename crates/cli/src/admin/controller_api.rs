@@ -19,12 +19,14 @@ use super::parse::{parse_backoff, qualify};
 use super::render::{
     brokers_json, controllers_json, group_json, metadata_json, perm_name, topic_json,
 };
+use super::signing::Signer;
 use crate::config::{Config, Sources};
 use crate::controller_client::ControllerClient;
 
 /// Runs a `comet topic` command.
 pub async fn topic(target: &AdminTarget, cmd: &TopicCommand) -> anyhow::Result<Value> {
-    let client = client(target)?;
+    let (client, signer) = connect(target)?;
+    let signer = &signer;
     let ns = &target.namespace;
     match cmd {
         TopicCommand::Create(spec) => {
@@ -61,9 +63,9 @@ pub async fn topic(target: &AdminTarget, cmd: &TopicCommand) -> anyhow::Result<V
             };
             let reply = client
                 .call(|mut c| {
-                    let req = CreateTopicRequest {
+                    let req = signer.sign(CreateTopicRequest {
                         topic: Some(topic.clone()),
-                    };
+                    });
                     async move { c.create_topic(req).await }
                 })
                 .await
@@ -102,9 +104,9 @@ pub async fn topic(target: &AdminTarget, cmd: &TopicCommand) -> anyhow::Result<V
             }
             let reply = client
                 .call(|mut c| {
-                    let req = UpdateTopicRequest {
+                    let req = signer.sign(UpdateTopicRequest {
                         topic: Some(topic.clone()),
-                    };
+                    });
                     async move { c.update_topic(req).await }
                 })
                 .await
@@ -115,7 +117,7 @@ pub async fn topic(target: &AdminTarget, cmd: &TopicCommand) -> anyhow::Result<V
             let name = qualify(ns, &n.name)?;
             let reply = client
                 .call(|mut c| {
-                    let req = DeleteTopicRequest { name: name.clone() };
+                    let req = signer.sign(DeleteTopicRequest { name: name.clone() });
                     async move { c.delete_topic(req).await }
                 })
                 .await
@@ -211,7 +213,8 @@ async fn remoting_route(addr: &str, topic: &str) -> anyhow::Result<Value> {
 
 /// Runs a `comet group` command.
 pub async fn group(target: &AdminTarget, cmd: &GroupCommand) -> anyhow::Result<Value> {
-    let client = client(target)?;
+    let (client, signer) = connect(target)?;
+    let signer = &signer;
     let ns = &target.namespace;
     match cmd {
         GroupCommand::Create(spec) | GroupCommand::Update(spec) => {
@@ -230,9 +233,11 @@ pub async fn group(target: &AdminTarget, cmd: &GroupCommand) -> anyhow::Result<V
                     let group = Some(group.clone());
                     async move {
                         if create {
-                            c.create_group(CreateGroupRequest { group }).await
+                            c.create_group(signer.sign(CreateGroupRequest { group }))
+                                .await
                         } else {
-                            c.update_group(UpdateGroupRequest { group }).await
+                            c.update_group(signer.sign(UpdateGroupRequest { group }))
+                                .await
                         }
                     }
                 })
@@ -251,7 +256,7 @@ pub async fn group(target: &AdminTarget, cmd: &GroupCommand) -> anyhow::Result<V
             let name = qualify(ns, &n.name)?;
             let reply = client
                 .call(|mut c| {
-                    let req = DeleteGroupRequest { name: name.clone() };
+                    let req = signer.sign(DeleteGroupRequest { name: name.clone() });
                     async move { c.delete_group(req).await }
                 })
                 .await
@@ -280,12 +285,13 @@ pub async fn group(target: &AdminTarget, cmd: &GroupCommand) -> anyhow::Result<V
 
 /// Runs a `comet cluster` command.
 pub async fn cluster(target: &AdminTarget, cmd: &ClusterCommand) -> anyhow::Result<Value> {
-    let client = client(target)?;
+    let (client, signer) = connect(target)?;
+    let signer = &signer;
     match cmd {
         ClusterCommand::Describe => {
             let meta = metadata(&client).await?;
             let mut out = metadata_json(&meta);
-            let (_, controllers) = describe_controllers(&client).await?;
+            let (_, controllers) = describe_controllers(&client, signer).await?;
             out["controllers"] = controllers;
             Ok(out)
         }
@@ -294,7 +300,7 @@ pub async fn cluster(target: &AdminTarget, cmd: &ClusterCommand) -> anyhow::Resu
             Ok(brokers_json(&meta))
         }
         ClusterCommand::Members => {
-            let (answered_by, mut out) = describe_controllers(&client).await?;
+            let (answered_by, mut out) = describe_controllers(&client, signer).await?;
             out["answered_by"] = Value::String(answered_by);
             Ok(out)
         }
@@ -306,7 +312,7 @@ pub async fn cluster(target: &AdminTarget, cmd: &ClusterCommand) -> anyhow::Resu
             };
             let reply = client
                 .call_admin(|mut c| {
-                    let req = req.clone();
+                    let req = signer.sign(req.clone());
                     async move { c.add_controller(req).await }
                 })
                 .await
@@ -315,11 +321,11 @@ pub async fn cluster(target: &AdminTarget, cmd: &ClusterCommand) -> anyhow::Resu
         }
         ClusterCommand::RemoveMember(args) => {
             let reply = client
-                .call_admin(|mut c| async move {
-                    c.remove_controller(RemoveControllerRequest {
+                .call_admin(|mut c| {
+                    let req = signer.sign(RemoveControllerRequest {
                         node_id: args.node_id,
-                    })
-                    .await
+                    });
+                    async move { c.remove_controller(req).await }
                 })
                 .await
                 .map_err(|s| status_error("removing controller", &args.node_id.to_string(), s))?;
@@ -329,10 +335,14 @@ pub async fn cluster(target: &AdminTarget, cmd: &ClusterCommand) -> anyhow::Resu
 }
 
 /// The Raft view of the first controller that answers, and its address.
-async fn describe_controllers(client: &ControllerClient) -> anyhow::Result<(String, Value)> {
+async fn describe_controllers(
+    client: &ControllerClient,
+    signer: &Signer,
+) -> anyhow::Result<(String, Value)> {
     let (addr, reply) = client
-        .call_any_admin(|mut c| async move {
-            c.describe_controllers(DescribeControllersRequest {}).await
+        .call_any_admin(|mut c| {
+            let req = signer.sign(DescribeControllersRequest {});
+            async move { c.describe_controllers(req).await }
         })
         .await
         .map_err(|s| {
@@ -347,12 +357,26 @@ async fn describe_controllers(client: &ControllerClient) -> anyhow::Result<(Stri
 }
 
 pub(super) fn client(target: &AdminTarget) -> anyhow::Result<ControllerClient> {
-    let addrs = if target.controllers.is_empty() {
-        Config::load(&Sources::from_process(target.config.clone()))?.controllers
+    Ok(connect(target)?.0)
+}
+
+/// The controller client and the signer of `target`. The config file is read when it is
+/// needed: for the controllers without `--controller`, for credentials without flags.
+pub(super) fn connect(target: &AdminTarget) -> anyhow::Result<(ControllerClient, Signer)> {
+    let config_file =
+        target.config.is_some() || std::env::var_os("COMET_CONFIG").is_some_and(|v| !v.is_empty());
+    let needs_config = target.controllers.is_empty() || (target.username.is_none() && config_file);
+    let cfg = if needs_config {
+        Some(Config::load(&Sources::from_process(target.config.clone()))?)
     } else {
-        target.controllers.clone()
+        None
     };
-    Ok(ControllerClient::new(addrs)?)
+    let addrs = match &cfg {
+        Some(c) if target.controllers.is_empty() => c.controllers.clone(),
+        _ => target.controllers.clone(),
+    };
+    let signer = Signer::new(target, cfg.as_ref())?;
+    Ok((ControllerClient::new(addrs)?, signer))
 }
 
 pub(super) async fn metadata(client: &ControllerClient) -> anyhow::Result<ClusterMetadata> {

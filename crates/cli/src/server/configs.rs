@@ -22,6 +22,16 @@ pub fn controller(cfg: &Config, advertised: String) -> anyhow::Result<Controller
         peers: cfg.peers()?,
         join: c.join,
         enable_unclean_election: c.enable_unclean_election,
+        auth: comet_controller::access::ControllerAuth {
+            settings: cfg.gate_settings(),
+            cipher: cfg.cipher()?,
+            bootstrap: (!cfg.auth.bootstrap_username.is_empty()).then(|| {
+                (
+                    cfg.auth.bootstrap_username.clone(),
+                    cfg.auth.bootstrap_password.clone(),
+                )
+            }),
+        },
         ..ControllerConfig::default()
     })
 }
@@ -87,9 +97,17 @@ pub fn replication(cfg: &Config) -> HaConfig {
 }
 
 /// The proxy of `cfg`, giving clients `advertised` in routes.
-pub fn proxy(cfg: &Config, advertised: String) -> ProxyConfig {
+///
+/// # Errors
+/// An unreadable cluster key or TLS certificate.
+pub fn proxy(cfg: &Config, advertised: String) -> anyhow::Result<ProxyConfig> {
     let p = &cfg.proxy;
-    ProxyConfig {
+    let security = comet_proxy::ProxySecurity {
+        auth: cfg.gate_settings(),
+        cipher: cfg.cipher()?,
+        tls: cfg.tls_acceptor()?,
+    };
+    Ok(ProxyConfig {
         advertised_endpoint: advertised,
         max_body_size: usize::try_from(p.max_body_size.0).unwrap_or(usize::MAX),
         max_user_properties: p.max_user_properties,
@@ -103,6 +121,7 @@ pub fn proxy(cfg: &Config, advertised: String) -> ProxyConfig {
         default_queue_count: p.default_queue_count,
         max_delivery_delay: p.max_delivery_delay.0,
         io_threads: p.io_threads,
+        security,
         ..ProxyConfig::default()
-    }
+    })
 }

@@ -7,6 +7,8 @@ use comet_proto::comet::v1::controller_service_server::ControllerService;
 use comet_proto::comet::v1::{CreateTopicRequest, Topic};
 use comet_proxy::TopicCreator;
 
+use crate::admin::Signer;
+
 /// Auto-creates topics through the in-process controller.
 pub struct LocalCreator(pub comet_controller::ControllerGrpc);
 
@@ -27,8 +29,9 @@ impl TopicCreator for LocalCreator {
     }
 }
 
-/// Auto-creates topics through the controller cluster.
-pub struct RemoteCreator(pub ControllerClient);
+/// Auto-creates topics through the controller cluster, signing its calls with the process's
+/// `auth.username` / `auth.password` (needed when the controllers have auth enabled).
+pub struct RemoteCreator(pub ControllerClient, pub Signer);
 
 #[tonic::async_trait]
 impl TopicCreator for RemoteCreator {
@@ -36,9 +39,9 @@ impl TopicCreator for RemoteCreator {
         let result = self
             .0
             .call(|mut c| {
-                let req = CreateTopicRequest {
+                let req = self.1.sign(CreateTopicRequest {
                     topic: Some(topic.clone()),
-                };
+                });
                 async move { c.create_topic(req).await }
             })
             .await;

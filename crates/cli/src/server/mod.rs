@@ -429,7 +429,7 @@ impl Node {
             None => bind("proxy", &cfg.proxy.listen).await?,
         };
         let local = listener.local_addr()?;
-        let mut proxy_cfg = configs::proxy(cfg, advertised(&cfg.proxy.advertised_endpoint, local));
+        let mut proxy_cfg = configs::proxy(cfg, advertised(&cfg.proxy.advertised_endpoint, local))?;
         proxy_cfg.observer = self.observer.for_role(
             &cfg.controller.cluster_name,
             "proxy",
@@ -518,7 +518,8 @@ impl Node {
     async fn start_proxy_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
         let (controllers, metadata) = self.remote_metadata(cfg).await?;
         let brokers = Arc::new(RemoteBrokers::default());
-        let creator = Arc::new(RemoteCreator(controllers));
+        let signer = crate::admin::Signer::from_config(cfg)?;
+        let creator = Arc::new(RemoteCreator(controllers, signer));
         self.start_proxy(cfg, metadata, brokers, creator).await
     }
 

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use comet_proto::comet::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use records::{BrokerMemberRecord, BrokerSetRecord, GroupRecord, TopicRecord};
+use records::{
+    AclEntryRecord, BrokerMemberRecord, BrokerSetRecord, GroupRecord, TopicRecord, UserRecord,
+};
 
 /// Why a metadata command was refused; each maps to one gRPC status code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -132,6 +134,48 @@ pub enum Command {
         /// The new set: the master and registered members, sorted, no duplicates.
         sync_state_set: Vec<u64>,
     },
+    /// Create a user (secret already sealed).
+    CreateUser {
+        /// The new user.
+        user: UserRecord,
+    },
+    /// Replace an existing user.
+    UpdateUser {
+        /// The replacement.
+        user: UserRecord,
+    },
+    /// Delete a user and its ACL.
+    DeleteUser {
+        /// User name.
+        name: String,
+    },
+    /// Create the configured first admin user, once in the cluster's life: applies only while
+    /// no bootstrap has been applied, and never replaces an existing user.
+    BootstrapUser {
+        /// The admin user.
+        user: UserRecord,
+    },
+    /// Add entries to a user's ACL; refused if the user has an entry for one of their resources.
+    CreateAcl {
+        /// User name of the subject.
+        user: String,
+        /// The new entries (resources unique).
+        entries: Vec<AclEntryRecord>,
+    },
+    /// Replace entries of a user's ACL, matched by resource; each must exist.
+    UpdateAcl {
+        /// User name of the subject.
+        user: String,
+        /// The replacements (resources unique).
+        entries: Vec<AclEntryRecord>,
+    },
+    /// Delete entries of a user's ACL by resource; no resources: the whole ACL.
+    DeleteAcl {
+        /// User name of the subject.
+        user: String,
+        /// Canonical resource patterns.
+        resources: Vec<String>,
+    },
 }
 
 /// The result of applying one log entry.
@@ -152,6 +196,15 @@ pub enum CommandResponse {
         /// Count of members whose `alive` flag flipped.
         changed: u32,
     },
+    /// The user as stored.
+    User(UserRecord),
+    /// A user's ACL after the change.
+    Acl {
+        /// User name.
+        user: String,
+        /// Its entries.
+        entries: Vec<AclEntryRecord>,
+    },
     /// The command was refused; nothing changed.
     Rejected(MetadataError),
 }
@@ -165,6 +218,18 @@ pub struct MetadataState {
     pub groups: BTreeMap<String, GroupRecord>,
     /// Broker sets by name.
     pub broker_sets: BTreeMap<String, BrokerSetRecord>,
+    /// Users by name (absent in snapshots of releases before users existed).
+    #[serde(default)]
+    pub users: BTreeMap<String, UserRecord>,
+    /// ACL entries by user name.
+    #[serde(default)]
+    pub acls: BTreeMap<String, Vec<AclEntryRecord>>,
+    /// Incremented at every change of users or ACLs.
+    #[serde(default)]
+    pub auth_version: u64,
+    /// Whether the bootstrap admin user was applied (it never is again).
+    #[serde(default)]
+    pub auth_bootstrapped: bool,
 }
 
 impl MetadataState {
@@ -304,6 +369,66 @@ impl MetadataState {
                 }
                 Ok(())
             }
+            Command::CreateUser { user } => {
+                if self.users.contains_key(&user.name) {
+                    Err(MetadataError::AlreadyExists(format!(
+                        "user {:?} already exists",
+                        user.name
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+            Command::UpdateUser { user } => self.user_exists(&user.name),
+            Command::DeleteUser { name } => self.user_exists(name),
+            Command::BootstrapUser { .. } => Ok(()),
+            Command::CreateAcl { user, entries } => {
+                self.user_exists(user)?;
+                let existing = self.acls.get(user);
+                if let Some(e) = entries.iter().find(|e| {
+                    existing.is_some_and(|list| list.iter().any(|x| x.resource == e.resource))
+                }) {
+                    return Err(MetadataError::AlreadyExists(format!(
+                        "user {user} already has an ACL entry for {}; use `comet acl update`",
+                        e.resource
+                    )));
+                }
+                Ok(())
+            }
+            Command::UpdateAcl { user, entries } => {
+                self.user_exists(user)?;
+                self.entries_exist(user, entries.iter().map(|e| e.resource.as_str()))
+            }
+            Command::DeleteAcl { user, resources } => {
+                if !self.acls.contains_key(user) {
+                    return Err(MetadataError::NotFound(format!("user {user:?} has no ACL")));
+                }
+                self.entries_exist(user, resources.iter().map(String::as_str))
+            }
+        }
+    }
+
+    fn user_exists(&self, name: &str) -> Result<(), MetadataError> {
+        if self.users.contains_key(name) {
+            Ok(())
+        } else {
+            Err(MetadataError::NotFound(format!(
+                "user {name:?} does not exist"
+            )))
+        }
+    }
+
+    fn entries_exist<'a>(
+        &self,
+        user: &str,
+        mut resources: impl Iterator<Item = &'a str>,
+    ) -> Result<(), MetadataError> {
+        let list = self.acls.get(user).map(Vec::as_slice).unwrap_or_default();
+        match resources.find(|r| !list.iter().any(|e| e.resource == *r)) {
+            Some(r) => Err(MetadataError::NotFound(format!(
+                "user {user} has no ACL entry for {r}"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -402,6 +527,65 @@ impl MetadataState {
                     "broker set {broker_set} is not registered"
                 ))),
             },
+            Command::CreateUser { user } | Command::UpdateUser { user } => {
+                self.users.insert(user.name.clone(), user.clone());
+                self.auth_version += 1;
+                CommandResponse::User(user.clone())
+            }
+            Command::DeleteUser { name } => {
+                self.users.remove(name);
+                self.acls.remove(name);
+                self.auth_version += 1;
+                CommandResponse::Deleted
+            }
+            Command::BootstrapUser { user } => {
+                if self.auth_bootstrapped {
+                    return CommandResponse::Empty;
+                }
+                self.auth_bootstrapped = true;
+                if self.users.contains_key(&user.name) {
+                    return CommandResponse::Empty;
+                }
+                self.users.insert(user.name.clone(), user.clone());
+                self.auth_version += 1;
+                CommandResponse::User(user.clone())
+            }
+            Command::CreateAcl { user, entries } => {
+                let list = self.acls.entry(user.clone()).or_default();
+                list.extend(entries.iter().cloned());
+                let entries = list.clone();
+                self.auth_version += 1;
+                CommandResponse::Acl {
+                    user: user.clone(),
+                    entries,
+                }
+            }
+            Command::UpdateAcl { user, entries } => {
+                let list = self.acls.entry(user.clone()).or_default();
+                for new in entries {
+                    if let Some(old) = list.iter_mut().find(|e| e.resource == new.resource) {
+                        *old = new.clone();
+                    }
+                }
+                let entries = list.clone();
+                self.auth_version += 1;
+                CommandResponse::Acl {
+                    user: user.clone(),
+                    entries,
+                }
+            }
+            Command::DeleteAcl { user, resources } => {
+                if resources.is_empty() {
+                    self.acls.remove(user);
+                } else if let Some(list) = self.acls.get_mut(user) {
+                    list.retain(|e| !resources.contains(&e.resource));
+                    if list.is_empty() {
+                        self.acls.remove(user);
+                    }
+                }
+                self.auth_version += 1;
+                CommandResponse::Deleted
+            }
         }
     }
 
@@ -420,6 +604,13 @@ impl MetadataState {
             topics: self.topics.values().map(Into::into).collect(),
             groups: self.groups.values().map(Into::into).collect(),
             broker_sets: self.broker_sets.values().map(Into::into).collect(),
+            users: self.users.values().map(Into::into).collect(),
+            acls: self
+                .acls
+                .iter()
+                .map(|(user, entries)| records::acl_to_proto(user, entries))
+                .collect(),
+            auth_version: self.auth_version,
         }
     }
 }
@@ -715,5 +906,110 @@ mod tests {
         assert_eq!(names, ["m", "z"]);
         assert_eq!(p.broker_sets.len(), 2);
         assert_eq!(p.broker_sets[0].members[0].broker_set, "a");
+    }
+
+    fn user(name: &str) -> UserRecord {
+        UserRecord {
+            name: name.into(),
+            sealed_secret: format!("v1:00000000:sealed-{name}"),
+            user_type: "normal".into(),
+        }
+    }
+
+    fn entry(resource: &str) -> AclEntryRecord {
+        AclEntryRecord {
+            resource: resource.into(),
+            actions: "Pub".into(),
+            decision: "Allow".into(),
+            source_ips: vec![],
+        }
+    }
+
+    #[test]
+    fn given_users_and_acls_when_changed_should_follow_the_rules_and_bump_the_version() {
+        let mut s = MetadataState::default();
+        assert!(matches!(
+            s.apply(&Command::CreateUser {
+                user: user("alice")
+            }),
+            CommandResponse::User(_)
+        ));
+        assert!(matches!(
+            rejected(s.apply(&Command::CreateUser {
+                user: user("alice")
+            })),
+            MetadataError::AlreadyExists(_)
+        ));
+        let acl = |user: &str, resources: &[&str]| Command::CreateAcl {
+            user: user.into(),
+            entries: resources.iter().map(|r| entry(r)).collect(),
+        };
+        assert!(matches!(
+            rejected(s.apply(&acl("ghost", &["Topic:a"]))),
+            MetadataError::NotFound(_)
+        ));
+        assert!(matches!(
+            s.apply(&acl("alice", &["Topic:a", "Group:g"])),
+            CommandResponse::Acl { .. }
+        ));
+        assert!(matches!(
+            rejected(s.apply(&acl("alice", &["Topic:a"]))),
+            MetadataError::AlreadyExists(_)
+        ));
+        assert!(matches!(
+            rejected(s.apply(&Command::UpdateAcl {
+                user: "alice".into(),
+                entries: vec![entry("Topic:b")],
+            })),
+            MetadataError::NotFound(_)
+        ));
+        let before = s.auth_version;
+        assert!(matches!(
+            s.apply(&Command::DeleteAcl {
+                user: "alice".into(),
+                resources: vec!["Topic:a".into()],
+            }),
+            CommandResponse::Deleted
+        ));
+        assert_eq!(s.acls["alice"].len(), 1);
+        assert_eq!(s.auth_version, before + 1);
+        let p = s.to_proto(9, "c");
+        assert_eq!(p.users.len(), 1);
+        assert_eq!(p.acls[0].subject, "User:alice");
+        assert_eq!(p.auth_version, s.auth_version);
+        // Deleting the user drops its ACL.
+        s.apply(&Command::DeleteUser {
+            name: "alice".into(),
+        });
+        assert!(s.users.is_empty() && s.acls.is_empty());
+    }
+
+    #[test]
+    fn given_a_bootstrap_user_when_applied_twice_should_create_it_once_in_the_cluster_life() {
+        let mut s = MetadataState::default();
+        assert!(matches!(
+            s.apply(&Command::BootstrapUser {
+                user: user("admin")
+            }),
+            CommandResponse::User(_)
+        ));
+        s.apply(&Command::DeleteUser {
+            name: "admin".into(),
+        });
+        assert!(matches!(
+            s.apply(&Command::BootstrapUser {
+                user: user("admin")
+            }),
+            CommandResponse::Empty
+        ));
+        assert!(
+            s.users.is_empty(),
+            "a deleted bootstrap user does not come back"
+        );
+        // Snapshots of older releases, without the auth fields, still load.
+        let old: MetadataState =
+            serde_json::from_str(r#"{"topics":{},"groups":{},"broker_sets":{}}"#).unwrap();
+        assert_eq!(old.auth_version, 0);
+        assert!(!old.auth_bootstrapped);
     }
 }

@@ -223,3 +223,58 @@ impl From<&BrokerSetRecord> for pb::BrokerSet {
         }
     }
 }
+
+/// An ACL 2.0 user. The secret is sealed with the cluster key (`comet_auth::SecretCipher`);
+/// the plaintext never enters a record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// User name (access key).
+    pub name: String,
+    /// `v1:<key id>:<base64>`.
+    pub sealed_secret: String,
+    /// `super` or `normal`.
+    pub user_type: String,
+}
+
+/// One ACL entry of a user, in its canonical text form (validated before proposing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclEntryRecord {
+    /// Canonical resource pattern (`Topic:a`, `Topic:a-*`, `Group:*`, `Cluster`, `*`); an
+    /// entry's identity within its user's ACL.
+    pub resource: String,
+    /// Canonical actions (`Pub,Sub` or `All`).
+    pub actions: String,
+    /// `Allow` or `Deny`.
+    pub decision: String,
+    /// Canonical CIDRs; empty: any source.
+    pub source_ips: Vec<String>,
+}
+
+impl From<&UserRecord> for pb::User {
+    fn from(u: &UserRecord) -> Self {
+        pb::User {
+            name: u.name.clone(),
+            sealed_secret: u.sealed_secret.clone(),
+            user_type: u.user_type.clone(),
+        }
+    }
+}
+
+impl From<&AclEntryRecord> for pb::AclEntry {
+    fn from(e: &AclEntryRecord) -> Self {
+        pb::AclEntry {
+            resource: e.resource.clone(),
+            actions: e.actions.clone(),
+            decision: e.decision.clone(),
+            source_ips: e.source_ips.clone(),
+        }
+    }
+}
+
+/// The protobuf ACL of `user`.
+pub fn acl_to_proto(user: &str, entries: &[AclEntryRecord]) -> pb::Acl {
+    pb::Acl {
+        subject: format!("User:{user}"),
+        entries: entries.iter().map(Into::into).collect(),
+    }
+}

@@ -674,6 +674,7 @@ mod tests {
                     sync_state_set: vec![],
                 },
             ],
+            ..Default::default()
         }
     }
 

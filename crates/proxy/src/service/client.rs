@@ -133,6 +133,16 @@ impl Inner {
             let _ = tx.try_send(Ok(reply));
             return ReceiverStream::new(rx);
         };
+        // The stream's metadata is signed once, at its open.
+        if let Err(f) = self.permit(&ctx, Vec::<crate::access::Need>::new) {
+            let mut reply = TelemetryCommand {
+                status: Some(f.status()),
+                command: None,
+            };
+            crate::status::Statuses::fit_for(&mut reply, &ctx.language);
+            let _ = tx.try_send(Ok(reply));
+            return ReceiverStream::new(rx);
+        }
         self.sessions.stream_opened(&client_id);
         // Transaction checks reach producers through this registration.
         let registration = self.sessions.register_sender(&client_id, tx.clone());

@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use comet_auth::Action;
+use comet_proto::apache::rocketmq::v2::Resource as ApiResource;
 use comet_proto::apache::rocketmq::v2::messaging_service_server::MessagingService;
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
@@ -50,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
+use crate::access::{Access, Identity, Need};
 use crate::brokers::{BrokerDirectory, DynBroker};
 use crate::config::{ProxyConfig, parse_endpoint};
 use crate::context::RequestContext;
@@ -79,6 +82,8 @@ pub(crate) struct Inner {
     pub(crate) tasks: TaskTracker,
     /// RocketMQ's proxy metrics.
     pub(crate) metrics: ProxyMetrics,
+    /// Authentication and authorization.
+    access: Access,
 }
 
 impl Inner {
@@ -94,6 +99,7 @@ impl Inner {
         }
         Inner {
             metrics: ProxyMetrics::new(&cfg.observer),
+            access: Access::new(&cfg.security),
             sessions: Sessions::new(cfg.session_idle_timeout),
             cfg,
             endpoints,
@@ -105,6 +111,33 @@ impl Inner {
             check_round_robin: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The context of a request: its headers, its sender (authenticated when auth is on)
+    /// and the peer address.
+    fn context<T>(&self, request: &Request<T>) -> RequestContext {
+        let mut ctx = RequestContext::from_metadata(request.metadata());
+        if self.access.enabled() {
+            let index = self.metadata.current();
+            ctx.identity = self.access.identify(request.metadata(), &index.metadata);
+            ctx.source = request.remote_addr().map(|a| a.ip());
+        }
+        ctx
+    }
+
+    /// Whether the request's sender holds every one of `needs` (see `access`). The needs are
+    /// computed only for an authenticated user: with auth off this costs nothing.
+    fn permit<N: AsRef<[Need]>>(
+        &self,
+        ctx: &RequestContext,
+        needs: impl FnOnce() -> N,
+    ) -> Outcome<()> {
+        match ctx.identity {
+            Identity::Anonymous => Ok(()),
+            _ => self
+                .access
+                .permit(&ctx.identity, ctx.source, needs().as_ref()),
         }
     }
 
@@ -343,8 +376,13 @@ impl MessagingService for Service {
         &self,
         request: Request<QueryRouteRequest>,
     ) -> Result<Response<QueryRouteResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.query_route(&ctx, request.into_inner()).await;
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let needs = || [topic_need(&ctx, request.topic.as_ref(), PUB_OR_SUB)];
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.query_route(&ctx, request).await,
+            Err(f) => Err(f),
+        };
         respond(&ctx, outcome, |f| QueryRouteResponse {
             status: Some(f.status()),
             message_queues: vec![],
@@ -355,8 +393,13 @@ impl MessagingService for Service {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.heartbeat(&ctx, &request.into_inner());
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let needs = || optional_group_need(&ctx, request.group.as_ref());
+        let outcome = self
+            .0
+            .permit(&ctx, needs)
+            .and_then(|()| self.0.heartbeat(&ctx, &request));
         let outcome = outcome.map(|()| HeartbeatResponse {
             status: Some(status::ok()),
         });
@@ -369,7 +412,7 @@ impl MessagingService for Service {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
+        let ctx = self.0.context(&request);
         let request = request.into_inner();
         // Rust indexes entries[0]: even a rejected request answers one entry per message.
         let ids: Vec<String> = request
@@ -382,7 +425,23 @@ impl MessagingService for Service {
                     .unwrap_or_default()
             })
             .collect();
-        let outcome = self.0.send_message(&ctx, request).await;
+        let needs = || {
+            let mut topics: Vec<String> = request
+                .messages
+                .iter()
+                .filter_map(|m| m.topic.as_ref().map(|t| qualified(&ctx, t)))
+                .collect();
+            topics.sort_unstable();
+            topics.dedup();
+            topics
+                .into_iter()
+                .map(|t| Need::topic(t, PUB))
+                .collect::<Vec<_>>()
+        };
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.send_message(&ctx, request).await,
+            Err(f) => Err(f),
+        };
         respond(&ctx, outcome, |f| {
             let status = f.status();
             SendMessageResponse {
@@ -403,8 +462,13 @@ impl MessagingService for Service {
         &self,
         request: Request<QueryAssignmentRequest>,
     ) -> Result<Response<QueryAssignmentResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.query_assignment(&ctx, &request.into_inner());
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let needs = || consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
+        let outcome = self
+            .0
+            .permit(&ctx, needs)
+            .and_then(|()| self.0.query_assignment(&ctx, &request));
         respond(&ctx, outcome, |f| QueryAssignmentResponse {
             status: Some(f.status()),
             assignments: vec![],
@@ -417,8 +481,17 @@ impl MessagingService for Service {
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let answer = self.0.receive_message(&ctx, request.into_inner()).await;
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
+        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
+        let answer = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.receive_message(&ctx, request).await,
+            Err(f) => receive::Answer::refused(&ctx, f),
+        };
         let stream: Self::ReceiveMessageStream =
             Box::pin(receive::ReceiveStream::new(Arc::clone(&self.0), answer));
         Ok(Response::new(stream))
@@ -428,7 +501,7 @@ impl MessagingService for Service {
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
+        let ctx = self.0.context(&request);
         let request = request.into_inner();
         // Rust indexes entries[0]: even a rejected request answers one entry per entry.
         let handles: Vec<(String, String)> = request
@@ -436,7 +509,11 @@ impl MessagingService for Service {
             .iter()
             .map(|e| (e.message_id.clone(), e.receipt_handle.clone()))
             .collect();
-        let outcome = self.0.ack_message(&ctx, request).await;
+        let needs = || consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.ack_message(&ctx, request).await,
+            Err(f) => Err(f),
+        };
         respond(&ctx, outcome, |f| {
             let status = f.status();
             AckMessageResponse {
@@ -457,8 +534,13 @@ impl MessagingService for Service {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.forward_to_dlq(&ctx, request.into_inner()).await;
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let needs = || consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.forward_to_dlq(&ctx, request).await,
+            Err(f) => Err(f),
+        };
         respond(&ctx, outcome, |f| ForwardMessageToDeadLetterQueueResponse {
             status: Some(f.status()),
         })
@@ -470,8 +552,17 @@ impl MessagingService for Service {
         &self,
         request: Request<PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let frames = self.0.pull_message(&ctx, request.into_inner()).await;
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
+        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
+        let frames = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.pull_message(&ctx, request).await,
+            Err(f) => offset::refused_pull(&ctx, f, request.offset),
+        };
         let stream: Self::PullMessageStream =
             Box::pin(futures::stream::iter(frames.into_iter().map(Ok)));
         Ok(Response::new(stream))
@@ -481,8 +572,17 @@ impl MessagingService for Service {
         &self,
         request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.update_offset(&ctx, request.into_inner()).await;
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
+        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.update_offset(&ctx, request).await,
+            Err(f) => Err(f),
+        };
         respond(&ctx, outcome, |f| UpdateOffsetResponse {
             status: Some(f.status()),
         })
@@ -492,8 +592,17 @@ impl MessagingService for Service {
         &self,
         request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.get_offset(&ctx, request.into_inner()).await;
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
+        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.get_offset(&ctx, request).await,
+            Err(f) => Err(f),
+        };
         respond(&ctx, outcome, |f| GetOffsetResponse {
             status: Some(f.status()),
             offset: 0,
@@ -504,8 +613,17 @@ impl MessagingService for Service {
         &self,
         request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.query_offset(&ctx, request.into_inner()).await;
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref());
+        let needs = || consume_needs(&ctx, topic, None);
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.query_offset(&ctx, request).await,
+            Err(f) => Err(f),
+        };
         respond(&ctx, outcome, |f| QueryOffsetResponse {
             status: Some(f.status()),
             offset: 0,
@@ -516,8 +634,13 @@ impl MessagingService for Service {
         &self,
         request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
-        let outcome = self.0.end_transaction(&ctx, request.into_inner()).await;
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let needs = || [topic_need(&ctx, request.topic.as_ref(), PUB)];
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.end_transaction(&ctx, request).await,
+            Err(f) => Err(f),
+        };
         respond(&ctx, outcome, |f| EndTransactionResponse {
             status: Some(f.status()),
         })
@@ -529,7 +652,7 @@ impl MessagingService for Service {
         &self,
         request: Request<tonic::Streaming<TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
+        let ctx = self.0.context(&request);
         Ok(Response::new(self.0.telemetry(ctx, request.into_inner())))
     }
 
@@ -537,10 +660,13 @@ impl MessagingService for Service {
         &self,
         request: Request<NotifyClientTerminationRequest>,
     ) -> Result<Response<NotifyClientTerminationResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let needs = || optional_group_need(&ctx, request.group.as_ref());
         let outcome = self
             .0
-            .notify_client_termination(&ctx, &request.into_inner());
+            .permit(&ctx, needs)
+            .and_then(|()| self.0.notify_client_termination(&ctx, &request));
         let outcome = outcome.map(|()| NotifyClientTerminationResponse {
             status: Some(status::ok()),
         });
@@ -553,10 +679,14 @@ impl MessagingService for Service {
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
-        let ctx = RequestContext::from_metadata(request.metadata());
+        let ctx = self.0.context(&request);
         let request = request.into_inner();
         let handle = request.receipt_handle.clone();
-        let outcome = self.0.change_invisible_duration(&ctx, request).await;
+        let needs = || consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.change_invisible_duration(&ctx, request).await,
+            Err(f) => Err(f),
+        };
         // The handle is always returned: Python and Node overwrite theirs with it.
         respond(&ctx, outcome, |f| ChangeInvisibleDurationResponse {
             status: Some(f.status()),
@@ -585,6 +715,54 @@ impl MessagingService for Service {
             "lite topics are not offered",
         ))
     }
+}
+
+/// Actions a request needs (any one of a list suffices).
+const PUB: &[Action] = &[Action::Pub];
+const SUB: &[Action] = &[Action::Sub];
+const PUB_OR_SUB: &[Action] = &[Action::Pub, Action::Sub];
+
+/// The qualified name (`"<ns>%<name>"`) ACLs are written against.
+fn qualified(ctx: &RequestContext, resource: &ApiResource) -> String {
+    comet_vocab::namespace::qualify(
+        ctx.namespace_of(&resource.resource_namespace),
+        &resource.name,
+    )
+}
+
+/// A topic permission; a missing topic needs nothing here (validation refuses it).
+fn topic_need(
+    ctx: &RequestContext,
+    topic: Option<&ApiResource>,
+    actions: &'static [Action],
+) -> Need {
+    match topic {
+        Some(t) => Need::topic(qualified(ctx, t), actions),
+        None => Need::topic(String::new(), &[]),
+    }
+}
+
+/// Sub on the topic and on the group (consumers).
+fn consume_needs(
+    ctx: &RequestContext,
+    topic: Option<&ApiResource>,
+    group: Option<&ApiResource>,
+) -> Vec<Need> {
+    let mut needs: Vec<Need> = topic
+        .map(|t| Need::topic(qualified(ctx, t), SUB))
+        .into_iter()
+        .collect();
+    needs.extend(group.map(|g| Need::group(qualified(ctx, g), SUB)));
+    needs
+}
+
+/// Sub on the group when the request names one (consumers' heartbeats).
+fn optional_group_need(ctx: &RequestContext, group: Option<&ApiResource>) -> Vec<Need> {
+    group
+        .filter(|g| !g.name.is_empty())
+        .map(|g| Need::group(qualified(ctx, g), SUB))
+        .into_iter()
+        .collect()
 }
 
 /// The client id, or CLIENT_ID_REQUIRED.

@@ -34,6 +34,19 @@ use crate::routes::{MetadataIndex, Target, permission, readable};
 use crate::settings::{duration, from_proto};
 use crate::status::{self, Failure, Outcome, Statuses};
 
+/// The frames answering a pull refused before it ran (authentication, authorization).
+pub(super) fn refused_pull(
+    ctx: &RequestContext,
+    f: Failure,
+    offset: i64,
+) -> Vec<PullMessageResponse> {
+    let mut frames = vec![status_frame(f.status()), next_offset_frame(offset)];
+    if let Some(first) = frames.first_mut() {
+        first.fit_for(&ctx.language);
+    }
+    frames
+}
+
 fn status_frame(status: Status) -> PullMessageResponse {
     PullMessageResponse {
         content: Some(pull_message_response::Content::Status(status)),

@@ -96,6 +96,15 @@ impl Answer {
             origin: None,
         }
     }
+
+    /// The answer to a request refused before it ran (authentication, authorization).
+    pub(super) fn refused(ctx: &RequestContext, f: Failure) -> Answer {
+        let mut answer = Answer::status(f.status());
+        if let Some(first) = answer.frames.first_mut() {
+            first.fit_for(&ctx.language);
+        }
+        answer
+    }
 }
 
 /// The pop that produced an answer's messages: where unsent ones are given back.

@@ -84,6 +84,7 @@ pub fn default_metadata() -> ClusterMetadata {
             },
         ],
         broker_sets: vec![broker_set("a", true), broker_set("b", true)],
+        ..Default::default()
     }
 }
 

@@ -2,6 +2,7 @@
 //! the generated `apache.rocketmq.v2` tonic client.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod fake_broker;
 mod harness;
 mod messaging;
@@ -10,6 +11,7 @@ mod ops;
 mod route;
 mod status_table;
 mod telemetry;
+mod tls;
 mod transaction;
 mod validation;
 
