@@ -24,6 +24,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::clients::ClientDirectory;
 use crate::election::LogReport;
 use crate::lease::{LeaseTable, run_elections, wall_ms};
 use crate::metadata::records::BrokerSetRecord;
@@ -52,6 +53,8 @@ struct Inner {
     stopping: CancellationToken,
     /// Elections may pick a master outside the sync-state set.
     allow_unclean: bool,
+    /// The proxies' client reports (memory only).
+    clients: Arc<ClientDirectory>,
 }
 
 /// A stream of metadata snapshots.
@@ -98,6 +101,7 @@ impl ControllerGrpc {
                 leases,
                 stopping,
                 allow_unclean,
+                clients: Arc::new(ClientDirectory::new()),
             }),
         }
     }
@@ -320,6 +324,22 @@ impl ControllerGrpc {
         self.current()
     }
 
+    /// The proxies' client reports this node received.
+    pub fn clients(&self) -> &ClientDirectory {
+        &self.inner.clients
+    }
+
+    /// Log positions the broker-set members reported in their heartbeats (the leader's view;
+    /// empty on a follower): broker id to (log epoch, log end offset).
+    pub fn log_reports(&self, broker_set: &str) -> std::collections::HashMap<u64, (u64, i64)> {
+        self.inner
+            .leases
+            .reports(broker_set)
+            .into_iter()
+            .map(|(id, r)| (id, (r.epoch, r.end_offset)))
+            .collect()
+    }
+
     fn find_member(
         &self,
         broker_set: &str,
@@ -531,5 +551,22 @@ impl ControllerService for ControllerGrpc {
             .map(|m| Ok(pb::ClusterMetadata::clone(&m)))
             .take_until(stopped);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_clients(
+        &self,
+        request: Request<pb::ReportClientsRequest>,
+    ) -> Result<Response<pb::ReportClientsResponse>, Status> {
+        let report = request.into_inner();
+        if report.proxy_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "a client report needs the reporting proxy's id (proxy_id)",
+            ));
+        }
+        tracing::debug!(proxy_id = %report.proxy_id, clients = report.clients.len(), "client report");
+        self.inner.clients.report(report);
+        let expire_after_ms =
+            u64::try_from(crate::clients::REPORT_EXPIRY.as_millis()).unwrap_or(u64::MAX);
+        Ok(Response::new(pb::ReportClientsResponse { expire_after_ms }))
     }
 }
