@@ -164,6 +164,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     cfg.broker.listen = "127.0.0.1:0".to_owned();
     cfg.controller.listen = "127.0.0.1:0".to_owned();
     cfg.controller.remoting_listen = "127.0.0.1:0".to_owned();
+    cfg.console.listen = "127.0.0.1:0".to_owned();
     cfg.broker.segment_size = comet::size::ByteSize(4 << 20);
     // Tests write a few MiB; a developer disk that is nearly full must not refuse them.
     cfg.broker.disk_high_watermark = 0.995;

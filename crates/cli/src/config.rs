@@ -27,7 +27,7 @@ use crate::duration::HumanDuration;
 use crate::size::ByteSize;
 
 /// The sections of the config file; `COMET_<SECTION>_<KEY>` variables are matched against them.
-const SECTIONS: [&str; 4] = ["log", "proxy", "broker", "controller"];
+const SECTIONS: [&str; 5] = ["log", "proxy", "broker", "controller", "console"];
 
 /// Everything a Comet process can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +43,7 @@ pub struct Config {
     pub proxy: ProxySection,
     pub broker: BrokerSection,
     pub controller: ControllerSection,
+    pub console: ConsoleSection,
 }
 
 /// Logging to stderr.
@@ -226,6 +227,7 @@ impl Default for Config {
             proxy: ProxySection::default(),
             broker: BrokerSection::default(),
             controller: ControllerSection::default(),
+            console: ConsoleSection::default(),
         }
     }
 }
@@ -308,6 +310,30 @@ impl Default for ControllerSection {
             election_timeout_min: Duration::from_millis(500).into(),
             election_timeout_max: Duration::from_secs(1).into(),
             enable_unclean_election: false,
+        }
+    }
+}
+
+/// The web console a controller serves, and the client reports proxies send for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// HTTP address of the console (controller and standalone); empty = off.
+    pub listen: String,
+    /// A client without an open telemetry stream leaves the console's client list once it was
+    /// not heard from for this long.
+    pub client_timeout: HumanDuration,
+    /// How often a proxy reports its connected clients to the controllers (and soon after a
+    /// change).
+    pub report_interval: HumanDuration,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        ConsoleSection {
+            listen: "127.0.0.1:8082".to_owned(),
+            client_timeout: Duration::from_secs(30).into(),
+            report_interval: Duration::from_secs(5).into(),
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::config::{MAX_OUTBOUND_FRAME_BYTES, ProxyConfig};
 use crate::creator::TopicCreator;
 use crate::error::ProxyError;
 use crate::service::{Inner, Service};
-use crate::session::ClientInfo;
+use crate::session::{ClientInfo, ClientsView};
 use comet_coalesce::CoalescedIo;
 
 /// gRPC name of the public service, as reported by health checks.
@@ -85,6 +85,12 @@ impl Proxy {
     /// Clients currently known by id (heartbeat, settings or open telemetry streams).
     pub fn clients(&self) -> Vec<ClientInfo> {
         self.inner.sessions.snapshot()
+    }
+
+    /// A handle on the proxy's client sessions that stays usable while the proxy serves (for
+    /// a reporter of the connected clients).
+    pub fn clients_view(&self) -> ClientsView {
+        ClientsView(Arc::clone(&self.inner.sessions))
     }
 
     /// MessagingService (inbound messages up to `max_inbound_message_bytes`, outbound frames
