@@ -278,6 +278,14 @@ impl TestCluster {
         node.shutdown().await.expect("proxy stops cleanly");
     }
 
+    /// The web console's address (the controller's, or standalone's).
+    pub fn console(&self) -> SocketAddr {
+        self.nodes
+            .iter()
+            .find_map(|n| n.addrs().console)
+            .expect("a node serves the console")
+    }
+
     /// `host:port` for client options.
     pub fn access_url(&self) -> String {
         self.proxy.to_string()

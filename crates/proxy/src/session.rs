@@ -169,6 +169,28 @@ impl Sessions {
         self.changed();
     }
 
+    /// Records a subscription a consumer shows by receiving from `topic` (qualified), unless
+    /// its session already has one for the topic.
+    pub(crate) fn note_subscription(
+        &self,
+        client_id: &str,
+        topic: &str,
+        kind: &str,
+        expression: &str,
+    ) {
+        let mut table = self.table.lock();
+        let Some(s) = table.sessions.get_mut(client_id) else {
+            return;
+        };
+        if s.subscriptions.iter().any(|(t, _, _)| t == topic) {
+            return;
+        }
+        s.subscriptions
+            .push((topic.to_owned(), kind.to_owned(), expression.to_owned()));
+        drop(table);
+        self.changed();
+    }
+
     pub(crate) fn stream_opened(&self, client_id: &str) {
         self.touch(client_id, |s| s.streams += 1);
     }

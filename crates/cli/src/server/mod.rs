@@ -295,8 +295,7 @@ impl Node {
             let stop = CancellationToken::new();
             let serving = stop.clone();
             self.tasks.spawn(async move {
-                if let Err(e) = comet_controller::console::serve(console, listener, serving).await
-                {
+                if let Err(e) = comet_controller::console::serve(console, listener, serving).await {
                     tracing::error!(error = %e, "the web console stopped");
                 }
             });

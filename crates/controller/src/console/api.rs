@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use comet_proto::apache::rocketmq::v2 as v2;
+use comet_proto::apache::rocketmq::v2;
 use comet_proto::comet::v1 as pb;
 use comet_proto::comet::v1::controller_service_server::ControllerService;
 use comet_proto::comet::v1::query_message_request::Query as MessageQuery;
@@ -21,13 +21,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tonic::Request;
 
+use super::Console;
 use super::brokers::{broker_targets, call_error, check_status, internal};
 use super::http::ApiError;
 use super::series::read_totals;
 use super::view::{
     client_json, group_json, message_json, parse_perm, parse_type, perm_name, topic_json,
 };
-use super::Console;
 use crate::lease::wall_ms;
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -272,7 +272,8 @@ pub(super) async fn create_topic(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
     let name = qualified(b.namespace.as_deref(), b.name.as_deref().unwrap_or(""))?;
-    let message_type = topic_type(b.message_type.as_deref())?.unwrap_or(pb::TopicMessageType::Normal);
+    let message_type =
+        topic_type(b.message_type.as_deref())?.unwrap_or(pb::TopicMessageType::Normal);
     let permission = topic_perm(b.permission.as_deref())?.unwrap_or(v2::Permission::ReadWrite);
     let queues = queue_count(b.queues)?.unwrap_or(8);
     let sets: Vec<String> = match b.broker_sets.filter(|s| !s.is_empty()) {
@@ -321,7 +322,9 @@ pub(super) async fn update_topic(
     let Json(b) = body?;
     let meta = c.inner.grpc.applied();
     let Some(mut topic) = meta.topics.iter().find(|t| t.name == name).cloned() else {
-        return Err(ApiError::not_found(format!("topic {name:?} does not exist")));
+        return Err(ApiError::not_found(format!(
+            "topic {name:?} does not exist"
+        )));
     };
     if let Some(t) = topic_type(b.message_type.as_deref())? {
         topic.message_type = t as i32;
@@ -387,7 +390,9 @@ pub(super) async fn delete_topic(
 pub(super) async fn topic_route(State(c): State<Console>, Path(name): Path<String>) -> ApiResult {
     let meta = c.inner.grpc.applied();
     let Some(topic) = meta.topics.iter().find(|t| t.name == name) else {
-        return Err(ApiError::not_found(format!("topic {name:?} does not exist")));
+        return Err(ApiError::not_found(format!(
+            "topic {name:?} does not exist"
+        )));
     };
     let route: Vec<Value> = topic
         .placements
@@ -416,7 +421,11 @@ pub(super) async fn topic_route(State(c): State<Console>, Path(name): Path<Strin
 pub(super) async fn list_groups(State(c): State<Console>) -> ApiResult {
     let meta = c.inner.grpc.applied();
     let now = wall_ms();
-    let proxies = c.inner.grpc.clients().proxies(now, c.inner.cfg.client_timeout);
+    let proxies = c
+        .inner
+        .grpc
+        .clients()
+        .proxies(now, c.inner.cfg.client_timeout);
     let groups: Vec<Value> = meta
         .groups
         .iter()
@@ -476,7 +485,9 @@ pub(super) async fn update_group(
     let Json(b) = body?;
     let meta = c.inner.grpc.applied();
     let Some(mut group) = meta.groups.iter().find(|g| g.name == name).cloned() else {
-        return Err(ApiError::not_found(format!("group {name:?} does not exist")));
+        return Err(ApiError::not_found(format!(
+            "group {name:?} does not exist"
+        )));
     };
     if let Some(m) = b.max_retries {
         group.max_retries = m;
@@ -694,7 +705,9 @@ pub(super) async fn reset_offset(
         }));
     }
     tracing::info!(group = %name, topic = %topic, at_ms = at, "console: offsets reset");
-    Ok(Json(json!({"group": name, "topic": topic, "broker_sets": sets})))
+    Ok(Json(
+        json!({"group": name, "topic": topic, "broker_sets": sets}),
+    ))
 }
 
 // ---- clients ---------------------------------------------------------------------------
@@ -714,7 +727,11 @@ pub(super) async fn list_clients(
     let topic = q.topic.filter(|t| !t.is_empty());
     let group = q.group.filter(|g| !g.is_empty());
     let now = wall_ms();
-    let proxies = c.inner.grpc.clients().proxies(now, c.inner.cfg.client_timeout);
+    let proxies = c
+        .inner
+        .grpc
+        .clients()
+        .proxies(now, c.inner.cfg.client_timeout);
     let clients: Vec<Value> = proxies
         .iter()
         .flat_map(|p| p.clients.iter().map(move |cl| (p, cl)))
@@ -919,9 +936,9 @@ pub(super) async fn resend_dead_letter(
     let targets = broker_targets(&meta, &origin, None)?;
     // The queue: the message group's hash for FIFO messages (order within the group), else
     // the id's; on the first broker set that holds the topic and has a live master.
-    let t = targets
-        .first()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no broker set to send to"))?;
+    let t = targets.first().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no broker set to send to")
+    })?;
     let queues = topic
         .placements
         .iter()
@@ -982,7 +999,10 @@ pub(super) async fn series(State(c): State<Console>) -> ApiResult {
             .await
             .ok()
             .flatten();
-        c.inner.series.lock().record(Instant::now(), wall_ms(), read);
+        c.inner
+            .series
+            .lock()
+            .record(Instant::now(), wall_ms(), read);
     }
     let mut out = c.inner.series.lock().json();
     out["latency"] = Value::Null;
@@ -1004,10 +1024,7 @@ mod tests {
         assert!(confirmed(Some("u"), "t", "x").is_err());
         assert!(confirmed(None, "t", "x").is_err());
         assert_eq!(parse_time("t", "1000").ok(), Some(1000));
-        assert_eq!(
-            parse_time("t", "1970-01-01T00:00:01Z").ok(),
-            Some(1000)
-        );
+        assert_eq!(parse_time("t", "1970-01-01T00:00:01Z").ok(), Some(1000));
         assert!(parse_time("t", "yesterday").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use comet_proto::apache::rocketmq::v2 as v2;
+use comet_proto::apache::rocketmq::v2;
 use comet_proto::comet::v1::ClusterMetadata;
 use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 use comet_vocab::system;
@@ -106,7 +106,10 @@ pub(crate) struct Channels {
 
 impl Channels {
     /// A BrokerService client for `t` (the channel connects on first use).
-    pub(crate) fn client(&self, t: &BrokerTarget) -> Result<BrokerServiceClient<Channel>, ApiError> {
+    pub(crate) fn client(
+        &self,
+        t: &BrokerTarget,
+    ) -> Result<BrokerServiceClient<Channel>, ApiError> {
         let mut map = self.by_addr.lock();
         let channel = match map.get(&t.address) {
             Some(c) => c.clone(),
@@ -157,7 +160,10 @@ pub(crate) fn check_status(
     let Some(s) = s else {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
-            format!("{what} on broker set {}: the broker returned no status", t.broker_set),
+            format!(
+                "{what} on broker set {}: the broker returned no status",
+                t.broker_set
+            ),
         ));
     };
     if s.code == v2::Code::Ok as i32 {
@@ -172,7 +178,10 @@ pub(crate) fn check_status(
     };
     Err(ApiError::new(
         status,
-        format!("{what} on broker set {}: {name}: {}", t.broker_set, s.message),
+        format!(
+            "{what} on broker set {}: {name}: {}",
+            t.broker_set, s.message
+        ),
     ))
 }
 
@@ -229,9 +238,8 @@ mod tests {
     #[test]
     fn given_topics_when_targeted_should_find_live_masters_of_their_broker_sets() {
         let m = meta();
-        let sets = |v: Vec<BrokerTarget>| -> Vec<String> {
-            v.into_iter().map(|t| t.address).collect()
-        };
+        let sets =
+            |v: Vec<BrokerTarget>| -> Vec<String> { v.into_iter().map(|t| t.address).collect() };
         assert_eq!(
             sets(broker_targets(&m, "t", None).unwrap()),
             vec!["a:10911", "b:10911"]

@@ -76,7 +76,10 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         ApiError::new(
             r.status(),
-            format!("the request body is not the JSON expected: {}", r.body_text()),
+            format!(
+                "the request body is not the JSON expected: {}",
+                r.body_text()
+            ),
         )
     }
 }
@@ -143,7 +146,10 @@ pub(super) fn router(console: Console) -> Router {
         .fallback(not_found)
         .with_state(console);
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/assets/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),

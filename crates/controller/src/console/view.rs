@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use comet_proto::apache::rocketmq::v2 as v2;
+use comet_proto::apache::rocketmq::v2;
 use comet_proto::comet::v1::{ConnectedClient, Group, Topic, TopicMessageType};
 use serde_json::{Value, json};
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use comet_proto::apache::rocketmq::v2::{
-    ClientType, Code, FilterType, HeartbeatRequest, Language, NotifyClientTerminationRequest, Settings,
-    TelemetryCommand, settings, telemetry_command,
+    ClientType, Code, FilterType, HeartbeatRequest, Language, NotifyClientTerminationRequest,
+    Settings, TelemetryCommand, settings, telemetry_command,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -276,11 +276,10 @@ impl Inner {
                     let (kind, expression) = e.expression.as_ref().map_or_else(
                         || ("TAG".to_owned(), "*".to_owned()),
                         |x| {
-                            let kind = FilterType::try_from(x.r#type)
-                                .map_or("TAG", |t| match t {
-                                    FilterType::Sql => "SQL",
-                                    _ => "TAG",
-                                });
+                            let kind = FilterType::try_from(x.r#type).map_or("TAG", |t| match t {
+                                FilterType::Sql => "SQL",
+                                _ => "TAG",
+                            });
                             (kind.to_owned(), x.expression.clone())
                         },
                     );
