@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use comet::admin::TopicType;
+use comet::admin::{ClientCommand, ClientListArgs, TopicType};
 use comet_tests::client::{self, receive_n, tag};
 use comet_tests::{Mode, TestCluster, uuid_like, wait_until};
 use rocketmq::model::message::MessageBuilder;
@@ -274,6 +274,22 @@ async fn given_clients_when_they_run_and_consume_should_be_listed_drain_the_back
         types.iter().any(|t| t == "PRODUCER") && types.iter().any(|t| t == "SIMPLE_CONSUMER")
     })
     .await;
+    // `comet client list --topic T` sees the same clients.
+    let listed = comet::admin::client_cmd(
+        &cluster.admin(),
+        &ClientCommand::List(ClientListArgs {
+            topic: Some(topic.clone()),
+            group: None,
+        }),
+    )
+    .await
+    .expect("client list");
+    assert_eq!(
+        listed["clients"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    assert_eq!(listed["clients"][0]["language"], "RUST");
     let (_, g) = http(c, "GET", &progress, None).await;
     assert_eq!(g["topics"][0]["backlog"], 0, "{g}");
     assert_eq!(g["topics"][0]["inflight"], 0, "{g}");

@@ -14,6 +14,11 @@ use parking_lot::Mutex;
 /// (proxies report every few seconds and at once after a change).
 pub const REPORT_EXPIRY: Duration = Duration::from_secs(30);
 
+/// A client without an open telemetry stream is listed until it was not heard from for this
+/// long, unless the console is configured otherwise (three missed heartbeats of the official
+/// clients).
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Most clients kept per proxy report (a bound on memory; a proxy with more is truncated).
 pub const MAX_CLIENTS_PER_REPORT: usize = 100_000;
 

@@ -569,4 +569,29 @@ impl ControllerService for ControllerGrpc {
             u64::try_from(crate::clients::REPORT_EXPIRY.as_millis()).unwrap_or(u64::MAX);
         Ok(Response::new(pb::ReportClientsResponse { expire_after_ms }))
     }
+
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        let req = request.into_inner();
+        let proxies = self
+            .inner
+            .clients
+            .proxies(wall_ms(), crate::clients::DEFAULT_CLIENT_TIMEOUT);
+        let clients = proxies
+            .iter()
+            .flat_map(|p| p.clients.iter().map(move |c| (p, c)))
+            .filter(|(_, c)| req.group.is_empty() || c.group == req.group)
+            .filter(|(_, c)| req.topic.is_empty() || c.topics.contains(&req.topic))
+            .map(|(p, c)| pb::ListedClient {
+                client: Some(c.clone()),
+                proxy: p.address.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListClientsResponse {
+            clients,
+            proxies: u32::try_from(proxies.len()).unwrap_or(u32::MAX),
+        }))
+    }
 }

@@ -15,26 +15,34 @@
 //! - `fanout`: the broker sets holding a topic, their masters' internal addresses, the
 //!   connection to each and their in-body statuses.
 //! - `broker_api`: `comet offset|message ...` over the brokers' internal API, fanned out.
+//! - `client_api`: `comet client list` over the controller API.
 //! - `render`: every printed resource as JSON (the output format).
+//! - `table`: the output layer: a result as JSON or as aligned tables.
 //!
 //! Imports run one way: `args`, `parse`, `render` and `fanout` name no other admin module;
-//! `controller_api` names those, and `broker_api` names all of them.
+//! `table` names `args`; `controller_api` names those, and `broker_api` and `client_api` name
+//! all of them.
 
 mod args;
 mod broker_api;
+mod client_api;
 mod controller_api;
 mod fanout;
 mod parse;
 mod render;
+mod table;
 
 pub use args::{
-    AddMemberArgs, AdminTarget, ClusterCommand, GroupCommand, GroupSpec, IdQuery, KeyQuerySpec,
-    MessageCommand, NameArg, OffsetCommand, OffsetQuerySpec, Perm, ProgressSpec, RemoveMemberArgs,
-    ResetSpec, RouteArgs, TopicCommand, TopicSpec, TopicType, TopicUpdate,
+    AddMemberArgs, AdminTarget, ClientCommand, ClientListArgs, ClusterCommand, GroupCommand,
+    GroupSpec, IdQuery, KeyQuerySpec, MessageCommand, NameArg, OffsetCommand, OffsetQuerySpec,
+    OutputFormat, Perm, ProgressSpec, RemoveMemberArgs, ResetSpec, RouteArgs, TopicCommand,
+    TopicSpec, TopicType, TopicUpdate,
 };
 pub use broker_api::{message, offset};
+pub use client_api::client_cmd;
 pub use controller_api::{cluster, group, topic};
 pub use parse::{parse_backoff, parse_time, qualify};
 pub use render::{
     brokers_json, controllers_json, group_json, message_json, metadata_json, topic_json,
 };
+pub use table::{format_output, print_output};

@@ -63,7 +63,7 @@ pub struct ConsoleConfig {
 impl Default for ConsoleConfig {
     fn default() -> Self {
         ConsoleConfig {
-            client_timeout: Duration::from_secs(30),
+            client_timeout: crate::clients::DEFAULT_CLIENT_TIMEOUT,
             sample_interval: Duration::from_secs(2),
         }
     }
