@@ -109,6 +109,10 @@ async fn wait_text(b: &Client, what: &str, css: &str, pred: impl Fn(&str) -> boo
     wait_until(what, PAGE_LIMIT, async || pred(&text(b, css).await)).await;
 }
 
+fn text_has_error(t: &str) -> bool {
+    t.contains("broker set") || t.contains("error") || t.contains("no ")
+}
+
 async fn fill(b: &Client, css: &str, value: &str) {
     let e = b
         .wait()
@@ -137,9 +141,11 @@ async fn screenshots(b: &Client, console: SocketAddr) {
     for p in PAGES {
         if b.goto(&format!("http://{console}/#/{p}")).await.is_ok() {
             // Let the page's first fetch land.
-            let _ = wait_until("page rendered", Duration::from_secs(3), async || {
-                !text(b, "main").await.is_empty()
-            })
+            let _ = AssertUnwindSafe(wait_until(
+                "page rendered",
+                Duration::from_secs(3),
+                async || !text(b, "main").await.is_empty(),
+            ))
             .catch_unwind()
             .await;
             if let Ok(png) = b.screenshot().await {
@@ -276,16 +282,27 @@ async fn scenario(b: &Client, cluster: &TestCluster, console: SocketAddr) {
     cluster
         .create_group(&dead_group, 1, Some("customized:100ms"))
         .await;
+    let dead_topic = format!("webdt-{}", uuid_like());
+    cluster
+        .create_topic(&dead_topic, 1, TopicType::Normal)
+        .await;
+    let p2 = client::producer(&cluster.access_url(), &dead_topic).await;
     let poison = MessageBuilder::builder()
-        .set_topic(&topic)
+        .set_topic(&dead_topic)
         .set_body(b"poison".to_vec())
         .build()
         .expect("message");
-    let id = p.send(poison).await.expect("send").message_id().to_owned();
-    let dead_consumer = client::consumer(&cluster.access_url(), &dead_group, &topic).await;
-    // The new group starts at the end of the queues: only the poison message comes.
+    let id = p2.send(poison).await.expect("send").message_id().to_owned();
+    let dead_consumer = client::consumer(&cluster.access_url(), &dead_group, &dead_topic).await;
     for _ in 0..2 {
-        let got = receive_n(&dead_consumer, &topic, &tag("*"), 1, Duration::from_secs(1)).await;
+        let got = receive_n(
+            &dead_consumer,
+            &dead_topic,
+            &tag("*"),
+            1,
+            Duration::from_secs(1),
+        )
+        .await;
         assert_eq!(got[0].message_id(), id);
     }
     let dlq = comet_vocab::system::dlq_topic(&dead_group);
@@ -307,13 +324,19 @@ async fn scenario(b: &Client, cluster: &TestCluster, console: SocketAddr) {
     .await;
     click(b, "#messages-table tbody tr").await;
     click(b, "#message-resend").await;
+    wait_text(b, "the resend answers", "#message-view", |t| {
+        t.contains("Resent to") || !t.is_empty() && text_has_error(t)
+    })
+    .await;
+    let view = text(b, "#message-view").await;
+    assert!(view.contains("Resent to"), "{view}");
     wait_text(b, "the resend is confirmed", "#resend-ok", |t| {
-        t.contains(&topic)
+        t.contains(&dead_topic)
     })
     .await;
     let again = receive_n(
         &dead_consumer,
-        &topic,
+        &dead_topic,
         &tag("*"),
         1,
         Duration::from_secs(30),
@@ -326,6 +349,7 @@ async fn scenario(b: &Client, cluster: &TestCluster, console: SocketAddr) {
     drop(dead_consumer);
     drop(consumer);
     drop(p);
+    drop(p2);
     b.goto(&format!("{base}/#/clients"))
         .await
         .expect("clients page");
