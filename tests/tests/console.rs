@@ -253,7 +253,7 @@ async fn given_clients_when_they_run_and_consume_should_be_listed_drain_the_back
     let progress = format!("/api/groups/{group}?topic={topic}");
     let (status, g) = http(c, "GET", &progress, None).await;
     assert_eq!(status, 200, "{g}");
-    assert_eq!(g["topics"][0]["backlog"], N as i64 + 0, "{g}");
+    assert_eq!(g["topics"][0]["backlog"], N as i64, "{g}");
     assert_eq!(g["consumers"].as_array().map(Vec::len), Some(1));
     let got = receive_n(&consumer, &topic, &tag("*"), N, Duration::from_secs(30)).await;
     for m in &got {

@@ -23,7 +23,7 @@ use tonic::Request;
 
 use super::Console;
 use super::brokers::{broker_targets, call_error, check_status, internal};
-use super::http::ApiError;
+use super::error::ApiError;
 use super::series::read_totals;
 use super::view::{
     client_json, group_json, message_json, parse_perm, parse_type, perm_name, topic_json,

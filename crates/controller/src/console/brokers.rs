@@ -13,7 +13,7 @@ use comet_vocab::system;
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
-use super::http::ApiError;
+use super::error::ApiError;
 
 /// Largest internal reply accepted (query results carry whole messages).
 const BROKER_MAX_MESSAGE: usize = 256 << 20;

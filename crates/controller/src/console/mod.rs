@@ -15,8 +15,8 @@
 //!
 //! # Layout
 //! - this file: [`ConsoleConfig`], [`Console`] (the shared state) and [`serve`].
-//! - `http`: the routes, the embedded assets and [`ApiError`] (every failure as a status and
-//!   a sentence).
+//! - `http`: the routes and the embedded assets.
+//! - `error`: [`ApiError`], every failure as a status and a sentence.
 //! - `api`: the JSON endpoints, one handler per operation.
 //! - `view`: metadata, clients and stored messages as the JSON the pages read.
 //! - `brokers`: which broker sets hold a topic, a channel to each master, their statuses.
@@ -33,6 +33,7 @@
 
 mod api;
 mod brokers;
+mod error;
 mod http;
 mod series;
 mod view;
@@ -48,7 +49,7 @@ use crate::grpc::ControllerGrpc;
 use crate::raft_types::ControllerRaft;
 
 pub use brokers::{BrokerTarget, broker_targets};
-pub use http::ApiError;
+pub use error::ApiError;
 
 /// Settings of the console.
 #[derive(Debug, Clone)]
