@@ -165,6 +165,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     cfg.controller.listen = "127.0.0.1:0".to_owned();
     cfg.controller.remoting_listen = "127.0.0.1:0".to_owned();
     cfg.metrics.listen = "127.0.0.1:0".to_owned();
+    cfg.console.listen = "127.0.0.1:0".to_owned();
     cfg.broker.segment_size = comet::size::ByteSize(4 << 20);
     // Tests write a few MiB; a developer disk that is nearly full must not refuse them.
     cfg.broker.disk_high_watermark = 0.995;
@@ -281,6 +282,14 @@ impl TestCluster {
             .unwrap_or_else(|| panic!("no proxy-only node listens at {addr}"));
         let node = self.nodes.remove(i);
         node.shutdown().await.expect("proxy stops cleanly");
+    }
+
+    /// The web console's address (the controller's, or standalone's).
+    pub fn console(&self) -> SocketAddr {
+        self.nodes
+            .iter()
+            .find_map(|n| n.addrs().console)
+            .expect("a node serves the console")
     }
 
     /// `host:port` for client options.

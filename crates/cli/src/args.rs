@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::admin::{
-    AclCommand, AdminTarget, ClusterCommand, GroupCommand, MessageCommand, OffsetCommand,
-    TopicCommand, UserCommand,
+    AclCommand, AdminTarget, ClientCommand, ClusterCommand, GroupCommand, MessageCommand,
+    OffsetCommand, OutputFormat, TopicCommand, UserCommand,
 };
 use crate::log_level::LogLevelCommand;
 use crate::server::ServerArgs;
@@ -20,7 +20,8 @@ use crate::size::ByteSize;
     version,
     about = "Comet: a RocketMQ 5-style messaging engine",
     long_about = "Comet: a RocketMQ 5-style messaging engine.\n\n\
-        Results are printed on stdout (JSON for the admin commands); logs go to stderr.\n\n\
+        Results are printed on stdout (admin commands: aligned tables on a terminal, JSON \
+        with --output json or when stdout is not a terminal); logs go to stderr.\n\n\
         Environment:\n  \
         RUST_LOG   log filter for stderr, e.g. `info` or `comet_store=debug` (default: warn)\n\n\
         Examples:\n  \
@@ -28,6 +29,10 @@ use crate::size::ByteSize;
         comet store verify --data-dir /var/lib/comet/store --segment-size 64MiB"
 )]
 pub struct Cli {
+    /// How admin commands print their result: `table` (aligned text) or `json`. Default:
+    /// tables on a terminal, JSON when stdout is not a terminal (pipes, scripts).
+    #[arg(long, value_enum, global = true, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,6 +85,14 @@ pub enum Command {
         target: AdminTarget,
         #[command(subcommand)]
         cmd: MessageCommand,
+    },
+    /// Connected clients (through the controller): every producer and consumer of every
+    /// proxy.
+    Client {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        cmd: ClientCommand,
     },
     /// Storage admin commands for a stopped broker's data directory.
     #[command(subcommand)]

@@ -27,7 +27,7 @@ use crate::duration::HumanDuration;
 use crate::size::ByteSize;
 
 /// The sections of the config file; `COMET_<SECTION>_<KEY>` variables are matched against them.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "log",
     "proxy",
     "broker",
@@ -36,6 +36,7 @@ const SECTIONS: [&str; 8] = [
     "tracing",
     "auth",
     "tls",
+    "console",
 ];
 
 /// Everything a Comet process can be configured with.
@@ -56,6 +57,7 @@ pub struct Config {
     pub tracing: TracingSection,
     pub auth: AuthSection,
     pub tls: TlsSection,
+    pub console: ConsoleSection,
 }
 
 /// Users, ACLs and request signatures (see the README's Security section).
@@ -303,6 +305,7 @@ impl Default for Config {
             tracing: TracingSection::default(),
             auth: AuthSection::default(),
             tls: TlsSection::default(),
+            console: ConsoleSection::default(),
         }
     }
 }
@@ -463,6 +466,30 @@ impl Default for TracingSection {
         TracingSection {
             otlp_endpoint: String::new(),
             sample_ratio: 1.0,
+        }
+    }
+}
+
+/// The web console a controller serves, and the client reports proxies send for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// HTTP address of the console (controller and standalone); empty = off.
+    pub listen: String,
+    /// A client without an open telemetry stream leaves the console's client list once it was
+    /// not heard from for this long.
+    pub client_timeout: HumanDuration,
+    /// How often a proxy reports its connected clients to the controllers (and soon after a
+    /// change).
+    pub report_interval: HumanDuration,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        ConsoleSection {
+            listen: "127.0.0.1:8082".to_owned(),
+            client_timeout: Duration::from_secs(30).into(),
+            report_interval: Duration::from_secs(5).into(),
         }
     }
 }

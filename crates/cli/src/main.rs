@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let output = cli.output;
     let outcome = match cli.command {
         Command::Store(cmd) => {
             logging::init("warn", LogFormat::Text);
@@ -26,26 +27,32 @@ fn main() -> ExitCode {
         Command::Broker(args) => server::run(Role::Broker, &args),
         Command::Proxy(args) => server::run(Role::Proxy, &args),
         Command::Topic { target, cmd } => {
-            admin_command(async move { admin::topic(&target, &cmd).await })
+            admin_command(output, async move { admin::topic(&target, &cmd).await })
         }
         Command::Group { target, cmd } => {
-            admin_command(async move { admin::group(&target, &cmd).await })
+            admin_command(output, async move { admin::group(&target, &cmd).await })
         }
         Command::Cluster { target, cmd } => {
-            admin_command(async move { admin::cluster(&target, &cmd).await })
+            admin_command(output, async move { admin::cluster(&target, &cmd).await })
         }
         Command::Offset { target, cmd } => {
-            admin_command(async move { admin::offset(&target, &cmd).await })
+            admin_command(output, async move { admin::offset(&target, &cmd).await })
         }
         Command::Message { target, cmd } => {
-            admin_command(async move { admin::message(&target, &cmd).await })
+            admin_command(output, async move { admin::message(&target, &cmd).await })
         }
-        Command::LogLevel(cmd) => admin_command(async move { log_level::run(&cmd).await }),
+        Command::Client { target, cmd } => {
+            admin_command(
+                output,
+                async move { admin::client_cmd(&target, &cmd).await },
+            )
+        }
+        Command::LogLevel(cmd) => admin_command(output, async move { log_level::run(&cmd).await }),
         Command::User { target, cmd } => {
-            admin_command(async move { admin::user(&target, &cmd).await })
+            admin_command(output, async move { admin::user(&target, &cmd).await })
         }
         Command::Acl { target, cmd } => {
-            admin_command(async move { admin::acl(&target, &cmd).await })
+            admin_command(output, async move { admin::acl(&target, &cmd).await })
         }
     };
     match outcome {
@@ -58,8 +65,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs an admin command on a small runtime and prints its JSON result.
+/// Runs an admin command on a small runtime and prints its result (tables or JSON).
 fn admin_command(
+    output: Option<admin::OutputFormat>,
     fut: impl Future<Output = anyhow::Result<serde_json::Value>>,
 ) -> anyhow::Result<ExitCode> {
     logging::init("warn", LogFormat::Text);
@@ -67,6 +75,6 @@ fn admin_command(
         .enable_all()
         .build()?;
     let value = rt.block_on(fut)?;
-    println!("{}", serde_json::to_string_pretty(&value)?);
+    admin::print_output(&value, output)?;
     Ok(ExitCode::SUCCESS)
 }

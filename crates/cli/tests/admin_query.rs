@@ -36,6 +36,7 @@ async fn start() -> Running {
     cfg.controller.listen = "127.0.0.1:0".to_owned();
     cfg.controller.remoting_listen = "127.0.0.1:0".to_owned();
     cfg.metrics.listen = "127.0.0.1:0".to_owned();
+    cfg.console.listen = "127.0.0.1:0".to_owned();
     cfg.broker.segment_size = comet::size::ByteSize(4 << 20);
     cfg.broker.disk_high_watermark = 0.995;
     cfg.broker.disk_refuse_watermark = 0.999;

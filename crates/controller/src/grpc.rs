@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status};
 
 use comet_auth::{Action, Resource};
 
+use crate::clients::ClientDirectory;
 use crate::election::LogReport;
 use crate::guard::Guard;
 use crate::lease::{LeaseTable, run_elections, wall_ms};
@@ -58,6 +59,8 @@ struct Inner {
     stopping: CancellationToken,
     /// Elections may pick a master outside the sync-state set.
     allow_unclean: bool,
+    /// The proxies' client reports (memory only).
+    clients: Arc<ClientDirectory>,
 }
 
 /// A stream of metadata snapshots.
@@ -105,6 +108,7 @@ impl ControllerGrpc {
                 leases,
                 stopping,
                 allow_unclean,
+                clients: Arc::new(ClientDirectory::new()),
             }),
         }
     }
@@ -349,6 +353,22 @@ impl ControllerGrpc {
     /// The applied metadata of this node (leader or not).
     pub(crate) fn applied(&self) -> Arc<pb::ClusterMetadata> {
         self.current()
+    }
+
+    /// The proxies' client reports this node received.
+    pub fn clients(&self) -> &ClientDirectory {
+        &self.inner.clients
+    }
+
+    /// Log positions the broker-set members reported in their heartbeats (the leader's view;
+    /// empty on a follower): broker id to (log epoch, log end offset).
+    pub fn log_reports(&self, broker_set: &str) -> std::collections::HashMap<u64, (u64, i64)> {
+        self.inner
+            .leases
+            .reports(broker_set)
+            .into_iter()
+            .map(|(id, r)| (id, (r.epoch, r.end_offset)))
+            .collect()
     }
 
     fn find_member(
@@ -600,5 +620,47 @@ impl ControllerService for ControllerGrpc {
             .map(|m| Ok(pb::ClusterMetadata::clone(&m)))
             .take_until(stopped);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_clients(
+        &self,
+        request: Request<pb::ReportClientsRequest>,
+    ) -> Result<Response<pb::ReportClientsResponse>, Status> {
+        let report = request.into_inner();
+        if report.proxy_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "a client report needs the reporting proxy's id (proxy_id)",
+            ));
+        }
+        tracing::debug!(proxy_id = %report.proxy_id, clients = report.clients.len(), "client report");
+        self.inner.clients.report(report);
+        let expire_after_ms =
+            u64::try_from(crate::clients::REPORT_EXPIRY.as_millis()).unwrap_or(u64::MAX);
+        Ok(Response::new(pb::ReportClientsResponse { expire_after_ms }))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        let req = request.into_inner();
+        let proxies = self
+            .inner
+            .clients
+            .proxies(wall_ms(), crate::clients::DEFAULT_CLIENT_TIMEOUT);
+        let clients = proxies
+            .iter()
+            .flat_map(|p| p.clients.iter().map(move |c| (p, c)))
+            .filter(|(_, c)| req.group.is_empty() || c.group == req.group)
+            .filter(|(_, c)| req.topic.is_empty() || c.topics.contains(&req.topic))
+            .map(|(p, c)| pb::ListedClient {
+                client: Some(c.clone()),
+                proxy: p.address.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListClientsResponse {
+            clients,
+            proxies: u32::try_from(proxies.len()).unwrap_or(u32::MAX),
+        }))
     }
 }

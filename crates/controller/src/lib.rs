@@ -19,6 +19,10 @@
 //!   (Raft membership: describe, add and remove controller nodes; users and ACLs).
 //! - [`access`]: users and ACLs (sealed secrets, the bootstrap admin user), the gate kept in
 //!   step with the metadata; [`guard`]: the check of admin calls when `auth` is enabled.
+//! - [`clients`]: [`clients::ClientDirectory`], the clients every proxy reports
+//!   (`ReportClients`), in memory only.
+//! - [`console`]: the web console (HTTP: embedded pages and a JSON API) over this node's
+//!   applied metadata, the client directory and the brokers' internal API.
 //! - [`lease`]: broker leases kept in memory on the leader; its checker also runs elections.
 //! - [`election`]: master election for broker sets, a pure function of the metadata.
 //! - [`raft_types`]: the openraft type configuration.
@@ -72,6 +76,8 @@
 
 pub mod access;
 pub mod admin;
+pub mod clients;
+pub mod console;
 pub mod election;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -426,6 +432,11 @@ impl Controller {
     /// The `ControllerService` implementation of this node.
     pub fn service(&self) -> ControllerGrpc {
         self.grpc.clone()
+    }
+
+    /// The web console of this node (serve it with [`console::serve`]).
+    pub fn console(&self, cfg: console::ConsoleConfig) -> console::Console {
+        console::Console::new(self.grpc.clone(), self.raft.clone(), self.node_id, cfg)
     }
 
     /// The `ControllerAdminService` (Raft membership) of this node.

@@ -314,7 +314,9 @@ impl BrokerService for RemoteBroker {
         &self,
         request: Request<RecallMessageRequest>,
     ) -> Result<Response<RecallMessageResponse>, Status> {
-        self.link.unary(broker_path!("RecallMessage"), request).await
+        self.link
+            .unary(broker_path!("RecallMessage"), request)
+            .await
     }
 
     async fn set_log_level(

@@ -90,4 +90,4 @@ pub use config::ProxyConfig;
 pub use creator::TopicCreator;
 pub use error::{ProxyError, Result};
 pub use server::{MESSAGING_SERVICE_NAME, Proxy, serve};
-pub use session::ClientInfo;
+pub use session::{ClientInfo, ClientsView};

@@ -30,7 +30,7 @@ use crate::config::{MAX_OUTBOUND_FRAME_BYTES, ProxyConfig};
 use crate::creator::TopicCreator;
 use crate::error::ProxyError;
 use crate::service::{Inner, Service};
-use crate::session::ClientInfo;
+use crate::session::{ClientInfo, ClientsView};
 use comet_auth::{Acceptor, MaybeTls};
 use comet_coalesce::CoalescedIo;
 use comet_observe::rpc::RpcLayer;
@@ -112,6 +112,12 @@ impl Proxy {
     /// Clients currently known by id (heartbeat, settings or open telemetry streams).
     pub fn clients(&self) -> Vec<ClientInfo> {
         self.inner.sessions.snapshot()
+    }
+
+    /// A handle on the proxy's client sessions that stays usable while the proxy serves (for
+    /// a reporter of the connected clients).
+    pub fn clients_view(&self) -> ClientsView {
+        ClientsView(Arc::clone(&self.inner.sessions))
     }
 
     /// MessagingService (inbound messages up to `max_inbound_message_bytes`, outbound frames
@@ -344,10 +350,9 @@ impl Lane {
         std::thread::Builder::new()
             .name(format!("comet-proxy-{index}"))
             .spawn(move || {
-                let result =
-                    runtime.block_on(serve_lane(
-                        routes, rpc_layer, incoming, stop, tasks, grace, tls,
-                    ));
+                let result = runtime.block_on(serve_lane(
+                    routes, rpc_layer, incoming, stop, tasks, grace, tls,
+                ));
                 let _ = done.send(result);
             })
             .map_err(|source| ProxyError::Io {

@@ -7,11 +7,11 @@
 //! the table stays bounded by the number of live clients without a background task.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use comet_proto::apache::rocketmq::v2::{ClientType, Settings, TelemetryCommand};
+use comet_proto::apache::rocketmq::v2::{ClientType, Language, Settings, TelemetryCommand};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// The proxy's side of one open telemetry stream (server → client commands).
 pub(crate) type TelemetrySender = mpsc::Sender<Result<TelemetryCommand, tonic::Status>>;
@@ -40,6 +40,36 @@ pub struct ClientInfo {
     pub telemetry_streams: usize,
     /// Time since the client was last heard from.
     pub idle: Duration,
+    /// When the client was last heard from (wall clock).
+    pub last_seen: SystemTime,
+    /// Its language: the settings' user agent, else the `x-mq-language` header (may be empty).
+    pub language: String,
+    /// The settings' user agent: library version, platform and host name (may be empty).
+    pub version: String,
+    /// See `version`.
+    pub platform: String,
+    /// See `version`.
+    pub hostname: String,
+    /// Qualified topics it publishes to (producers) or subscribes to (consumers).
+    pub topics: Vec<String>,
+    /// A consumer's subscriptions: (qualified topic, TAG or SQL, expression).
+    pub subscriptions: Vec<(String, String, String)>,
+}
+
+/// A shared handle on a proxy's sessions: what it reports about its connected clients.
+#[derive(Debug, Clone)]
+pub struct ClientsView(pub(crate) std::sync::Arc<Sessions>);
+
+impl ClientsView {
+    /// Every known client, sorted by id.
+    pub fn snapshot(&self) -> Vec<ClientInfo> {
+        self.0.snapshot()
+    }
+
+    /// A receiver that sees a new value after every change of the sessions.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.0.changes()
+    }
 }
 
 /// What the proxy knows about one client.
@@ -55,6 +85,10 @@ pub(crate) struct Session {
     pub(crate) streams: usize,
     /// Topics from the producer's `publishing` settings (for transaction checks).
     pub(crate) publishing: Vec<PublishedTopic>,
+    /// A consumer's subscriptions from its settings: (qualified topic, filter type, expression).
+    pub(crate) subscriptions: Vec<(String, String, String)>,
+    /// The `x-mq-language` header of its last request (upper-cased; may be empty).
+    pub(crate) language: String,
     last_seen: Instant,
 }
 
@@ -66,6 +100,8 @@ impl Session {
             settings: None,
             streams: 0,
             publishing: Vec::new(),
+            subscriptions: Vec::new(),
+            language: String::new(),
             last_seen: now,
         }
     }
@@ -85,6 +121,8 @@ struct Table {
 pub(crate) struct Sessions {
     idle_timeout: Duration,
     table: Mutex<Table>,
+    /// Bumped after every change of the table (client reporters wake on it).
+    changes: watch::Sender<u64>,
 }
 
 impl Sessions {
@@ -97,7 +135,17 @@ impl Sessions {
                 senders: HashMap::new(),
                 next_stream: 0,
             }),
+            changes: watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees a new value after every change of the sessions.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Creates or refreshes the session of `client_id` and lets `update` change it.
@@ -117,6 +165,30 @@ impl Sessions {
             .or_insert_with(|| Session::new(now));
         session.last_seen = now;
         update(session);
+        drop(table);
+        self.changed();
+    }
+
+    /// Records a subscription a consumer shows by receiving from `topic` (qualified), unless
+    /// its session already has one for the topic.
+    pub(crate) fn note_subscription(
+        &self,
+        client_id: &str,
+        topic: &str,
+        kind: &str,
+        expression: &str,
+    ) {
+        let mut table = self.table.lock();
+        let Some(s) = table.sessions.get_mut(client_id) else {
+            return;
+        };
+        if s.subscriptions.iter().any(|(t, _, _)| t == topic) {
+            return;
+        }
+        s.subscriptions
+            .push((topic.to_owned(), kind.to_owned(), expression.to_owned()));
+        drop(table);
+        self.changed();
     }
 
     pub(crate) fn stream_opened(&self, client_id: &str) {
@@ -129,6 +201,8 @@ impl Sessions {
             s.streams = s.streams.saturating_sub(1);
             s.last_seen = Instant::now();
         }
+        drop(table);
+        self.changed();
     }
 
     /// Registers the sender of an open telemetry stream; returns its id for
@@ -178,8 +252,11 @@ impl Sessions {
                 s.group = None;
                 s.client_type = 0;
                 s.publishing.clear();
+                s.subscriptions.clear();
             }
         }
+        drop(table);
+        self.changed();
     }
 
     /// The client type of the client's last settings, if it sent any.
@@ -200,13 +277,34 @@ impl Sessions {
         let mut out: Vec<ClientInfo> = table
             .sessions
             .iter()
-            .map(|(id, s)| ClientInfo {
-                client_id: id.clone(),
-                client_type: ClientType::try_from(s.client_type).unwrap_or(ClientType::Unspecified),
-                group: s.group.clone(),
-                has_settings: s.settings.is_some(),
-                telemetry_streams: s.streams,
-                idle: s.last_seen.elapsed(),
+            .map(|(id, s)| {
+                let ua = s.settings.as_ref().and_then(|st| st.user_agent.as_ref());
+                let language = ua
+                    .and_then(|ua| Language::try_from(ua.language).ok())
+                    .filter(|l| *l != Language::Unspecified)
+                    .map_or_else(|| s.language.clone(), |l| l.as_str_name().to_owned());
+                let idle = s.last_seen.elapsed();
+                let mut topics: Vec<String> =
+                    s.publishing.iter().map(|t| t.qualified.clone()).collect();
+                topics.extend(s.subscriptions.iter().map(|(t, _, _)| t.clone()));
+                ClientInfo {
+                    client_id: id.clone(),
+                    client_type: ClientType::try_from(s.client_type)
+                        .unwrap_or(ClientType::Unspecified),
+                    group: s.group.clone(),
+                    has_settings: s.settings.is_some(),
+                    telemetry_streams: s.streams,
+                    idle,
+                    last_seen: SystemTime::now()
+                        .checked_sub(idle)
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                    language,
+                    version: ua.map(|ua| ua.version.clone()).unwrap_or_default(),
+                    platform: ua.map(|ua| ua.platform.clone()).unwrap_or_default(),
+                    hostname: ua.map(|ua| ua.hostname.clone()).unwrap_or_default(),
+                    topics,
+                    subscriptions: s.subscriptions.clone(),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.client_id.cmp(&b.client_id));

@@ -480,3 +480,31 @@ pub struct AclFilter {
     #[arg(long, default_value = "")]
     pub resource_filter: String,
 }
+
+/// `comet client ...`
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Every producer and consumer connected to any proxy (as the proxies report them to the
+    /// controllers): client id, type, language, version, group, topics, host, proxy.
+    List(ClientListArgs),
+}
+
+/// `comet client list`.
+#[derive(Debug, Args)]
+pub struct ClientListArgs {
+    /// Only clients that publish or subscribe to this topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only consumers of this group.
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+/// How admin commands print their result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned tables (the default on a terminal).
+    Table,
+    /// One JSON object (the default when stdout is not a terminal).
+    Json,
+}

@@ -32,6 +32,10 @@ pub struct ServerArgs {
     /// 0.0.0.0:9876; an empty value turns it off.
     #[arg(long, value_name = "ADDR")]
     pub remoting_listen: Option<String>,
+    /// Web console listen address (`console.listen`) of a controller or standalone node, e.g.
+    /// 0.0.0.0:8082; an empty value turns it off.
+    #[arg(long, value_name = "ADDR")]
+    pub console_listen: Option<String>,
     /// Controller addresses for `comet proxy` / `comet broker` (`controllers`); repeat or
     /// separate with commas.
     #[arg(long = "controller", value_name = "ADDR", value_delimiter = ',')]
@@ -68,6 +72,7 @@ impl ServerArgs {
             ("broker.listen", &self.broker_listen),
             ("controller.listen", &self.controller_listen),
             ("controller.remoting_listen", &self.remoting_listen),
+            ("console.listen", &self.console_listen),
             ("broker.broker_set", &self.broker_set),
             ("log.format", &self.log_format),
             ("metrics.listen", &self.metrics_listen),

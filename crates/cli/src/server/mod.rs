@@ -33,6 +33,7 @@
 //! - `creators`: topic auto-creation through the local or remote controller.
 
 mod args;
+mod client_report;
 mod configs;
 mod creators;
 
@@ -139,6 +140,8 @@ pub struct Addrs {
     pub remoting: Option<SocketAddr>,
     /// The metrics listener (`/metrics`, `/healthz`, `/readyz`), when it runs.
     pub metrics: Option<SocketAddr>,
+    /// The controller's web console (when enabled).
+    pub console: Option<SocketAddr>,
 }
 
 /// Listeners bound by the caller, used instead of binding the configured addresses (e.g. a
@@ -150,6 +153,7 @@ pub struct Listeners {
     pub controller: Option<TcpListener>,
     pub remoting: Option<TcpListener>,
     pub metrics: Option<TcpListener>,
+    pub console: Option<TcpListener>,
 }
 
 /// The proxy of a node: its stop token and the task serving it.
@@ -172,6 +176,8 @@ pub struct Node {
     proxy: Option<ProxyTask>,
     broker: Option<BrokerNode>,
     controller: Option<ControllerServer>,
+    /// Stops the web console (before the controller stops).
+    console: Option<CancellationToken>,
     /// The metadata this node serves from (the controller's own, or its watch of one).
     metadata: Option<watch::Receiver<Arc<ClusterMetadata>>>,
     /// The node's metrics pipeline and readiness, shared by its roles.
@@ -214,6 +220,7 @@ impl Node {
             proxy: None,
             broker: None,
             controller: None,
+            console: None,
             metadata: None,
             observer: Observer::new(metrics, Readiness::default()),
         };
@@ -370,6 +377,30 @@ impl Node {
             announce("remoting", addr);
             self.addrs.remoting = Some(addr);
         }
+        let console_listener = match self.preset.console.take() {
+            Some(l) => Some(l),
+            None if cfg.console.listen.is_empty() => None,
+            None => Some(bind("console", &cfg.console.listen).await?),
+        };
+        if let Some(listener) = console_listener {
+            let addr = listener.local_addr()?;
+            let console = server
+                .controller()
+                .console(comet_controller::console::ConsoleConfig {
+                    client_timeout: cfg.console.client_timeout.0,
+                    ..Default::default()
+                });
+            let stop = CancellationToken::new();
+            let serving = stop.clone();
+            self.tasks.spawn(async move {
+                if let Err(e) = comet_controller::console::serve(console, listener, serving).await {
+                    tracing::error!(error = %e, "the web console stopped");
+                }
+            });
+            self.console = Some(stop);
+            announce("console", addr);
+            self.addrs.console = Some(addr);
+        }
         let metadata = server.controller().metadata();
         self.controller = Some(server);
         self.metadata = Some(metadata.clone());
@@ -423,6 +454,7 @@ impl Node {
         metadata: watch::Receiver<Arc<ClusterMetadata>>,
         brokers: Arc<dyn BrokerDirectory>,
         creator: Arc<dyn TopicCreator>,
+        controllers: Vec<String>,
     ) -> anyhow::Result<()> {
         let listener = match self.preset.proxy.take() {
             Some(l) => l,
@@ -439,14 +471,24 @@ impl Node {
             .validate()
             .context("invalid proxy configuration")?;
         let shutdown = CancellationToken::new();
-        let served = self.tasks.spawn(comet_proxy::serve(
-            proxy_cfg,
-            listener,
-            metadata,
-            brokers,
-            Some(creator),
-            shutdown.clone(),
-        ));
+        let address = proxy_cfg.advertised_endpoint.clone();
+        let proxy = comet_proxy::Proxy::new(proxy_cfg, metadata, brokers, Some(creator));
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let reporter = client_report::Reporter {
+            view: proxy.clients_view(),
+            controllers,
+            proxy_id: format!("{address}#{started_ms}"),
+            address,
+            started_ms,
+            interval: cfg.console.report_interval.0,
+        };
+        self.tasks.spawn(reporter.run(shutdown.clone()));
+        let stop = shutdown.clone();
+        let served = self
+            .tasks
+            .spawn(async move { proxy.serve(listener, stop).await });
         self.proxy = Some(ProxyTask { shutdown, served });
         announce("proxy", local);
         self.addrs.proxy = Some(local);
@@ -460,7 +502,7 @@ impl Node {
             .controller
             .map(|a| a.to_string())
             .context("controller address")?;
-        let controllers = ControllerClient::new(vec![ctl_addr])?;
+        let controllers = ControllerClient::new(vec![ctl_addr.clone()])?;
         let broker = self
             .start_broker(cfg, metadata.clone(), controllers, false)
             .await?;
@@ -470,7 +512,7 @@ impl Node {
         brokers.insert(cfg.broker.broker_set.clone(), broker);
         let controller = self.controller().context("controller")?;
         let creator = Arc::new(LocalCreator(controller.service()));
-        self.start_proxy(cfg, metadata, Arc::new(brokers), creator)
+        self.start_proxy(cfg, metadata, Arc::new(brokers), creator, vec![ctl_addr])
             .await
     }
 
@@ -520,7 +562,8 @@ impl Node {
         let brokers = Arc::new(RemoteBrokers::default());
         let signer = crate::admin::Signer::from_config(cfg)?;
         let creator = Arc::new(RemoteCreator(controllers, signer));
-        self.start_proxy(cfg, metadata, brokers, creator).await
+        self.start_proxy(cfg, metadata, brokers, creator, cfg.controllers.clone())
+            .await
     }
 
     /// Stops the node as `kill -9` would, as far as a process can stop part of itself: every
@@ -532,6 +575,9 @@ impl Node {
     /// crash").
     pub async fn abort(mut self) {
         self.kill.cancel();
+        if let Some(console) = self.console.take() {
+            console.cancel();
+        }
         if let Some(proxy) = self.proxy.take() {
             proxy.served.abort();
             proxy.shutdown.cancel();
@@ -565,6 +611,9 @@ impl Node {
                 Err(e) => errors.push(anyhow::Error::new(e).context("closing the broker")),
             }
         }
+        if let Some(console) = self.console.take() {
+            console.cancel();
+        }
         if let Some(controller) = self.controller.take() {
             match controller.shutdown().await {
                 Ok(()) => tracing::info!(server = "controller", "stopped"),
@@ -594,6 +643,9 @@ impl Drop for Node {
         if let Some(proxy) = &self.proxy {
             proxy.shutdown.cancel();
         }
+        if let Some(console) = &self.console {
+            console.cancel();
+        }
         self.links.cancel();
         self.kill.cancel();
     }
@@ -602,6 +654,7 @@ impl Drop for Node {
 async fn bind(role: &str, addr: &str) -> anyhow::Result<TcpListener> {
     let key = match role {
         "remoting" => "controller.remoting_listen".to_owned(),
+        "console" => "console.listen".to_owned(),
         other => format!("{other}.listen"),
     };
     TcpListener::bind(addr).await.with_context(|| {

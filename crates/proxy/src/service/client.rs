@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use comet_proto::apache::rocketmq::v2::{
-    ClientType, Code, HeartbeatRequest, Language, NotifyClientTerminationRequest, Settings,
-    TelemetryCommand, settings, telemetry_command,
+    ClientType, Code, FilterType, HeartbeatRequest, Language, NotifyClientTerminationRequest,
+    Settings, TelemetryCommand, settings, telemetry_command,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -91,6 +91,9 @@ impl Inner {
             s.client_type = client_type as i32;
             if group.is_some() {
                 s.group = group;
+            }
+            if !ctx.language.is_empty() {
+                s.language.clone_from(&ctx.language);
             }
         });
         Ok(())
@@ -273,6 +276,32 @@ impl Inner {
             }
             _ => Vec::new(),
         };
+        let subscriptions: Vec<(String, String, String)> = match settings.pub_sub.as_ref() {
+            Some(settings::PubSub::Subscription(s)) => s
+                .subscriptions
+                .iter()
+                .filter_map(|e| {
+                    let topic = e.topic.as_ref()?;
+                    let ns = ctx.namespace_of(&topic.resource_namespace);
+                    let (kind, expression) = e.expression.as_ref().map_or_else(
+                        || ("TAG".to_owned(), "*".to_owned()),
+                        |x| {
+                            let kind = FilterType::try_from(x.r#type).map_or("TAG", |t| match t {
+                                FilterType::Sql => "SQL",
+                                _ => "TAG",
+                            });
+                            (kind.to_owned(), x.expression.clone())
+                        },
+                    );
+                    Some((
+                        comet_vocab::namespace::qualify(ns, &topic.name),
+                        kind,
+                        expression,
+                    ))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let index = self.metadata.current();
         let group_meta = group.as_ref().and_then(|g| index.group(&g.qualified));
         let node = settings
@@ -289,6 +318,10 @@ impl Inner {
                 s.group = Some(g.qualified.clone());
             }
             s.publishing = publishing;
+            s.subscriptions = subscriptions;
+            if !ctx.language.is_empty() {
+                s.language.clone_from(&ctx.language);
+            }
             s.settings = Some(settings);
         });
         Ok(echoed)

@@ -71,7 +71,7 @@ pub(crate) struct Inner {
     pub(crate) metadata: MetadataView,
     pub(crate) brokers: Arc<dyn BrokerDirectory>,
     creator: Option<Arc<dyn TopicCreator>>,
-    pub(crate) sessions: Sessions,
+    pub(crate) sessions: Arc<Sessions>,
     send_round_robin: AtomicU64,
     receive_round_robin: AtomicU64,
     /// Spreads transaction checks over the producers of a topic.
@@ -100,7 +100,7 @@ impl Inner {
         Inner {
             metrics: ProxyMetrics::new(&cfg.observer),
             access: Access::new(&cfg.security),
-            sessions: Sessions::new(cfg.session_idle_timeout),
+            sessions: Arc::new(Sessions::new(cfg.session_idle_timeout)),
             cfg,
             endpoints,
             metadata: MetadataView::new(metadata),

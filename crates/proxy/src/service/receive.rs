@@ -283,6 +283,19 @@ impl Inner {
         let requested_queue = request.message_queue.as_ref();
         let topic_name = names::topic(ctx, requested_queue.and_then(|q| q.topic.as_ref()))?;
         let filter = filter(request.filter_expression.as_ref())?;
+        if let Some(client_id) = ctx.client_id.as_deref() {
+            // Consumers that declare no subscriptions in their settings (the Rust simple
+            // consumer) are known by what they receive.
+            let (kind, expression) = request.filter_expression.as_ref().map_or_else(
+                || ("TAG", "*".to_owned()),
+                |x| {
+                    let sql = x.r#type == comet_proto::apache::rocketmq::v2::FilterType::Sql as i32;
+                    (if sql { "SQL" } else { "TAG" }, x.expression.clone())
+                },
+            );
+            self.sessions
+                .note_subscription(client_id, &topic_name.qualified, kind, &expression);
+        }
 
         if request.batch_size < 1 {
             return Err(Failure::bad_request(format!(
