@@ -45,9 +45,20 @@ pub(crate) type SendFuture =
 
 /// Makes the internal SendMessage call that a [`SendCombiner`] decided on.
 pub(crate) trait SendCall: Send + Sync + 'static {
-    /// Sends `request` with deadline `timeout` (none: the callee's default).
-    fn call(&self, request: SendMessageRequest, timeout: Option<Duration>) -> SendFuture;
+    /// Sends `request` with deadline `timeout` (none: the callee's default), in the trace of
+    /// `traceparent`.
+    fn call(
+        &self,
+        request: SendMessageRequest,
+        timeout: Option<Duration>,
+        traceparent: Traceparent,
+    ) -> SendFuture;
 }
+
+/// A caller's W3C `traceparent` header, passed on so that the broker's span joins the
+/// caller's trace. A combined call carries the first of its requests' (the others' messages
+/// still carry their own `trace_context` property).
+pub(crate) type Traceparent = Option<tonic::metadata::AsciiMetadataValue>;
 
 /// Bounds of a [`SendCombiner`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +92,7 @@ struct Waiting {
     messages: Vec<Message>,
     bytes: usize,
     timeout: Option<Duration>,
+    traceparent: Traceparent,
     reply: oneshot::Sender<Result<SendMessageResponse, Status>>,
 }
 
@@ -95,7 +107,7 @@ struct State {
 /// What [`SendCombiner::admit`] decided.
 enum Admit {
     /// A call slot was free: the caller makes the call.
-    Call(SendMessageRequest),
+    Call(SendMessageRequest, Traceparent),
     /// Queued: the answer comes through this.
     Queued(oneshot::Receiver<Result<SendMessageResponse, Status>>),
     /// The queue is full (this many messages wait).
@@ -173,14 +185,15 @@ impl SendCombiner {
         self: &Arc<Self>,
         request: SendMessageRequest,
         timeout: Option<Duration>,
+        traceparent: Traceparent,
     ) -> Result<SendMessageResponse, Status> {
-        let rx = match self.admit(request, timeout) {
+        let rx = match self.admit(request, timeout, traceparent) {
             Admit::Queued(rx) => rx,
-            Admit::Call(request) => {
+            Admit::Call(request, traceparent) => {
                 // A free slot: this caller makes the call itself, with no hand-off.
                 let slot = InFlight(Arc::clone(self));
                 self.count_call(1);
-                let answer = self.caller.call(request, timeout).await;
+                let answer = self.caller.call(request, timeout, traceparent).await;
                 drop(slot);
                 return answer;
             }
@@ -201,13 +214,18 @@ impl SendCombiner {
     }
 
     /// Takes a free call slot for `request`, or queues it, or refuses it (the queue is full).
-    fn admit(&self, request: SendMessageRequest, timeout: Option<Duration>) -> Admit {
+    fn admit(
+        &self,
+        request: SendMessageRequest,
+        timeout: Option<Duration>,
+        traceparent: Traceparent,
+    ) -> Admit {
         let count = request.messages.len();
         let bytes = body_bytes(&request.messages);
         let mut st = self.state.lock();
         if st.in_flight < self.limits.calls_in_flight && st.queue.is_empty() {
             st.in_flight += 1;
-            return Admit::Call(request);
+            return Admit::Call(request, traceparent);
         }
         let over = st.queued_messages + count > self.limits.max_queued_messages
             || st.queued_bytes + bytes > self.limits.max_queued_bytes;
@@ -221,6 +239,7 @@ impl SendCombiner {
             messages: request.messages,
             bytes,
             timeout,
+            traceparent,
             reply,
         });
         Admit::Queued(rx)
@@ -294,6 +313,7 @@ impl SendCombiner {
     async fn run(&self, batch: Vec<Waiting>) {
         self.count_call(batch.len() as u64);
         let timeout = batch.iter().filter_map(|w| w.timeout).max();
+        let traceparent = batch.iter().find_map(|w| w.traceparent.clone());
         let mut counts = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut messages = Vec::with_capacity(batch.iter().map(|w| w.messages.len()).sum());
@@ -305,7 +325,7 @@ impl SendCombiner {
         let total = messages.len();
         let answer = self
             .caller
-            .call(SendMessageRequest { messages }, timeout)
+            .call(SendMessageRequest { messages }, timeout, traceparent)
             .await;
         for (reply, part) in replies.into_iter().zip(split(answer, &counts, total)) {
             let _ = reply.send(part);
@@ -376,7 +396,12 @@ mod tests {
     }
 
     impl SendCall for Fake {
-        fn call(&self, request: SendMessageRequest, _timeout: Option<Duration>) -> SendFuture {
+        fn call(
+            &self,
+            request: SendMessageRequest,
+            _timeout: Option<Duration>,
+            _traceparent: Traceparent,
+        ) -> SendFuture {
             let ids: Vec<String> = request.messages.iter().map(id).collect();
             let _ = self.calls.send(ids.clone());
             let gate = Arc::clone(&self.gate);
@@ -464,7 +489,7 @@ mod tests {
         for (i, ids) in batches.iter().enumerate() {
             let c2 = Arc::clone(c);
             let req = request(ids);
-            tasks.push(tokio::spawn(async move { c2.send(req, None).await }));
+            tasks.push(tokio::spawn(async move { c2.send(req, None, None).await }));
             // Let the task run until it made its call or queued itself.
             for _ in 0..100 {
                 tokio::task::yield_now().await;
@@ -542,7 +567,7 @@ mod tests {
         };
         let (c, gate, mut calls) = combiner(limits, false);
         let tasks = spawn_sends(&c, &[&["a"], &["b1", "b2"], &["c"]]).await;
-        let refused = c.send(request(&["d"]), None).await.unwrap_err();
+        let refused = c.send(request(&["d"]), None, None).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(refused.message().contains("retry later"), "{refused:?}");
         gate.add_permits(2);

@@ -43,8 +43,11 @@ use tokio::net::TcpStream;
 use tonic::{Request, Response, Status};
 
 pub use combine::{CombineLimits, CombineStats};
-use combine::{SendCall, SendCombiner, SendFuture};
+use combine::{SendCall, SendCombiner, SendFuture, Traceparent};
 use grpc::Sender;
+
+/// The W3C trace context header a send passes on to the broker.
+const TRACEPARENT: &str = "traceparent";
 
 /// Largest internal message in either direction (batches of large messages, pop results).
 pub const INTERNAL_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -247,9 +250,10 @@ impl Link {
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
         let timeout = grpc_timeout(request.metadata());
+        let traceparent = request.metadata().get(TRACEPARENT).cloned();
         let slot = self.shared.slot();
         slot.sends
-            .send(request.into_inner(), timeout)
+            .send(request.into_inner(), timeout, traceparent)
             .await
             .map(Response::new)
     }
@@ -338,13 +342,21 @@ impl Shared {
 struct LinkSend(Weak<Shared>);
 
 impl SendCall for LinkSend {
-    fn call(&self, request: SendMessageRequest, timeout: Option<Duration>) -> SendFuture {
+    fn call(
+        &self,
+        request: SendMessageRequest,
+        timeout: Option<Duration>,
+        traceparent: Traceparent,
+    ) -> SendFuture {
         let shared = self.0.upgrade();
         Box::pin(async move {
             let shared = shared.ok_or_else(|| Status::unavailable("the broker link was closed"))?;
             let mut request = Request::new(request);
             if let Some(t) = timeout {
                 request.set_timeout(t);
+            }
+            if let Some(tp) = traceparent {
+                request.metadata_mut().insert(TRACEPARENT, tp);
             }
             Link { shared }
                 .unary(broker_path!("SendMessage"), request)
