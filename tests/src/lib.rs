@@ -41,6 +41,7 @@
 pub mod client;
 pub mod cluster;
 pub mod ha;
+pub mod http;
 pub mod procs;
 pub mod raw;
 pub mod relay;

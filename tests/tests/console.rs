@@ -12,56 +12,18 @@ use comet_tests::client::{self, receive_n, tag};
 use comet_tests::{Mode, TestCluster, uuid_like, wait_until};
 use rocketmq::model::message::MessageBuilder;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Bound for the waits on the console's view (client reports come every 200 ms here).
 const VIEW_LIMIT: Duration = Duration::from_secs(30);
 
 /// One HTTP/1.1 request to the console; returns the status and the body as JSON (or a string).
 async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).await.expect("console connects");
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
-        payload.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("request written");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw))
+    let payload = body.map(|b| b.to_string());
+    let (status, body) = comet_tests::http::request(addr, method, path, payload.as_deref())
         .await
-        .expect("console answers in time")
-        .expect("response read");
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
+        .unwrap_or_else(|e| panic!("{e}"));
     let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     (status, value)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 fn error_of(v: &Value) -> &str {

@@ -27,7 +27,7 @@
 //! `deploy/ci/chart-tools.sh`), which makes its absence a failure.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -450,6 +450,8 @@ fn chart_owned(role: &str) -> &'static [&'static str] {
             "controller.peers",
             "controller.join",
             "controller.remoting_listen",
+            "console.listen",
+            "metrics.listen",
         ],
         "broker" => &[
             "data_dir",
@@ -460,14 +462,26 @@ fn chart_owned(role: &str) -> &'static [&'static str] {
             "broker.broker_id",
             "broker.replication_mode",
             "broker.min_in_sync_replicas",
+            "metrics.listen",
         ],
         "proxy" => &[
             "data_dir",
             "controllers",
             "proxy.listen",
             "proxy.advertised_endpoint",
+            "metrics.listen",
         ],
         other => panic!("unknown role {other}"),
+    }
+}
+
+/// Equal settings, where a whole float (`1.0`) may come back as an integer (`1`): Helm reads
+/// every number of the values as a float and writes a whole one without its fraction; Comet
+/// reads an integer wherever it expects a float.
+fn same_setting(rendered: &toml::Value, given: &toml::Value) -> bool {
+    match (rendered, given) {
+        (toml::Value::Integer(i), toml::Value::Float(f)) => (*i as f64) == *f,
+        (a, b) => a == b,
     }
 }
 
@@ -525,10 +539,10 @@ fn given_every_example_setting_in_config_when_rendered_should_reach_the_configma
                     continue;
                 }
                 given += 1;
-                assert_eq!(
-                    cfg.get(sname).and_then(|s| s.get(k)),
-                    Some(v),
-                    "{name}: {sname}.{k}"
+                let got = cfg.get(sname).and_then(|s| s.get(k));
+                assert!(
+                    got.is_some_and(|g| same_setting(g, v)),
+                    "{name}: {sname}.{k} = {got:?}, given {v:?}"
                 );
             }
         }
@@ -565,6 +579,14 @@ fn given_a_chart_rendered_key_in_config_when_rendered_should_refuse_it_naming_th
             ["proxy.advertised_endpoint", "proxy.advertisedEndpoint"],
         ),
         ("config.data_dir=/x", ["data_dir", "/var/lib/comet"]),
+        (
+            "controller.config.console.listen=x:1",
+            ["console.listen", "controller.ports.console"],
+        ),
+        (
+            "proxy.config.metrics.listen=x:1",
+            ["metrics.listen", "metrics.port"],
+        ),
         (
             "proxy.service.type=LoadBalancer",
             ["advertisedEndpoint", "LoadBalancer"],
@@ -649,6 +671,7 @@ struct Pod {
     /// Its DNS name through its StatefulSet's headless Service.
     dns: Option<String>,
     labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
     command: Vec<String>,
     args: Vec<String>,
     /// Environment in declaration order, `$(VAR)` references and downward-API fields resolved.
@@ -695,6 +718,10 @@ impl Pod {
             .iter()
             .map(|(k, v)| (k.clone(), str_of(v)))
             .collect();
+        let annotations = template["metadata"]["annotations"]
+            .as_object()
+            .map(|a| a.iter().map(|(k, v)| (k.clone(), str_of(v))).collect())
+            .unwrap_or_default();
         let dns = if w["kind"] == "StatefulSet" {
             labels.insert("apps.kubernetes.io/pod-index".into(), ordinal.to_string());
             labels.insert("statefulset.kubernetes.io/pod-name".into(), name.clone());
@@ -747,6 +774,7 @@ impl Pod {
             ip,
             dns,
             labels,
+            annotations,
             env,
             env_order,
             volumes: template["spec"]["volumes"]
@@ -1148,6 +1176,28 @@ async fn run_cluster(r: &Rendered, pods: Vec<Pod>, hosts: Vec<(String, Ipv4Addr)
             async || p.ready().await,
         )
         .await;
+    }
+    // Prometheus reaches every pod's metrics port (the scrape annotations name it), whose
+    // /readyz agrees with the probes; the controllers serve the console on theirs.
+    for p in &running {
+        let port = p.pod.port(&Value::from("metrics"));
+        assert_eq!(
+            p.pod.annotations["prometheus.io/port"],
+            port.to_string(),
+            "{}",
+            p.pod.name
+        );
+        let at = SocketAddr::from((p.pod.ip, port));
+        let (code, body) = comet_tests::http::get(at, "/readyz").await;
+        assert_eq!(code, 200, "{} /readyz: {body}", p.pod.name);
+        let (code, body) = comet_tests::http::get(at, "/metrics").await;
+        assert_eq!(code, 200, "{} /metrics", p.pod.name);
+        assert!(body.contains("# TYPE"), "{} /metrics: {body}", p.pod.name);
+        if p.pod.workload == "comet-controller" {
+            let at = SocketAddr::from((p.pod.ip, p.pod.port(&Value::from("console"))));
+            let (code, body) = comet_tests::http::get(at, "/api/overview").await;
+            assert_eq!(code, 200, "{} console: {body}", p.pod.name);
+        }
     }
     let ctl = |running: &[Running]| -> usize {
         running

@@ -4,16 +4,15 @@
 //! yet) and while it drains; `grpc.health.v1` on the broker's port.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use comet::admin::TopicType;
 use comet::server::{Listeners, Node, Role};
 use comet_proto::apache::rocketmq::v2 as pb;
+use comet_tests::http::get;
 use comet_tests::raw::{self, resource as res};
 use comet_tests::{Mode, TestCluster, test_config, uuid_like, wait_until};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -23,23 +22,6 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 fn with_client<T>(msg: T) -> tonic::Request<T> {
     raw::request("observe-test@1#1", msg)
-}
-
-/// `GET path` on `addr`: (status code, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("metrics listener");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: comet\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("request written");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("response read");
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (code, body.to_owned())
 }
 
 /// The value of the one series of `name` whose labels include every `labels` pair.

@@ -195,3 +195,48 @@ podAntiAffinity:
 - name: data
   mountPath: /var/lib/comet
 {{- end }}
+
+{{/*
+The HTTP metrics listener of a pod (metrics.port): the COMET_METRICS_LISTEN variable (on the pod
+IP, so Prometheus reaches it; empty turns it off), the container port and the scrape annotations.
+*/}}
+{{- define "comet.metricsEnv" -}}
+- name: COMET_METRICS_LISTEN
+  value: {{ if .Values.metrics.port }}"$(POD_IP):{{ .Values.metrics.port }}"{{ else }}""{{ end }}
+{{- end }}
+
+{{- define "comet.metricsPort" -}}
+{{- if .Values.metrics.port }}
+- name: metrics
+  containerPort: {{ .Values.metrics.port }}
+{{- end }}
+{{- end }}
+
+{{- define "comet.metricsAnnotations" -}}
+{{- if and .Values.metrics.port .Values.metrics.scrapeAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{/*
+The web console of a controller (or standalone) pod (controller.ports.console): the
+COMET_CONSOLE_LISTEN variable and the container port.
+*/}}
+{{- define "comet.consoleEnv" -}}
+- name: COMET_CONSOLE_LISTEN
+  value: {{ if .Values.controller.ports.console }}"$(POD_IP):{{ .Values.controller.ports.console }}"{{ else }}""{{ end }}
+{{- end }}
+
+{{- define "comet.consolePort" -}}
+{{- if .Values.controller.ports.console }}
+- name: console
+  containerPort: {{ .Values.controller.ports.console }}
+{{- end }}
+{{- end }}
+
+{{/* Hints of the keys every role's pods set through these variables. */}}
+{{- define "comet.observeHints" -}}
+{{- toJson (dict "metrics.listen" "set metrics.port (0 turns the listener off)") }}
+{{- end }}
