@@ -14,13 +14,13 @@ use comet_proto::apache::rocketmq::v2::{
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
+    GetBrokerStatusRequest, GetBrokerStatusResponse, SetLogLevelRequest, SetLogLevelResponse,
+};
+use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, QueueOffsetChange,
     QueueProgress, ResetOffsetRequest, ResetOffsetResponse, TransactionCheck,
     WatchTransactionChecksRequest, query_message_request, reset_offset_request,
-};
-use comet_proto::comet::v1::{
-    GetBrokerStatusRequest, GetBrokerStatusResponse, SetLogLevelRequest, SetLogLevelResponse,
 };
 use futures::StreamExt as _;
 use tonic::{Request, Response, Status};

@@ -330,7 +330,9 @@ impl BrokerService for RemoteBroker {
         &self,
         request: Request<comet_proto::comet::v1::GetBrokerStatusRequest>,
     ) -> Result<Response<comet_proto::comet::v1::GetBrokerStatusResponse>, Status> {
-        self.link.unary(broker_path!("GetBrokerStatus"), request).await
+        self.link
+            .unary(broker_path!("GetBrokerStatus"), request)
+            .await
     }
 }
 

@@ -21,7 +21,9 @@ pub(super) fn broker_targets(
     topic: &str,
     only: Option<&str>,
 ) -> anyhow::Result<Vec<BrokerTarget>> {
-    Ok(comet_controller::console::broker_targets(meta, topic, only)?)
+    Ok(comet_controller::console::broker_targets(
+        meta, topic, only,
+    )?)
 }
 
 /// The one broker set of a single-queue command: the named one, or the topic's only one.

@@ -11,12 +11,12 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use comet_auth::{Action, Resource, ResourceType};
 use comet_proto::apache::rocketmq::v2;
 use comet_proto::comet::v1 as pb;
 use comet_proto::comet::v1::controller_service_server::ControllerService;
 use comet_proto::comet::v1::query_message_request::Query as MessageQuery;
 use comet_proto::comet::v1::reset_offset_request::Target as ResetTarget;
-use comet_auth::{Action, Resource, ResourceType};
 use comet_vocab::{namespace, system};
 use openraft::ServerState;
 use serde::Deserialize;
@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 use tonic::Request;
 
 use super::Console;
-use super::brokers::{broker_targets, call_error, check_status, internal, query_messages as query_on};
+use super::brokers::{
+    broker_targets, call_error, check_status, internal, query_messages as query_on,
+};
 use super::error::ApiError;
 use super::series::read_totals;
 use super::session::Caller;
@@ -176,9 +178,7 @@ pub(super) async fn overview(
                         (Some(m), Some(e)) if role == "replica" => Some((m - e).max(0)),
                         _ => None,
                     };
-                    let disk = statuses
-                        .get(&(s.name.clone(), b.broker_id))
-                        .map(disk_json);
+                    let disk = statuses.get(&(s.name.clone(), b.broker_id)).map(disk_json);
                     json!({
                         "broker_id": b.broker_id,
                         "address": b.address,
@@ -832,7 +832,10 @@ pub(super) async fn list_clients(
         .filter(|(_, cl)| topic.as_ref().is_none_or(|t| cl.topics.contains(t)))
         .filter(|(_, cl)| {
             (!cl.group.is_empty() && caller.sees(&c, &Resource::group(&cl.group)))
-                || cl.topics.iter().any(|t| caller.sees(&c, &Resource::topic(t)))
+                || cl
+                    .topics
+                    .iter()
+                    .any(|t| caller.sees(&c, &Resource::topic(t)))
         })
         .map(|(p, cl)| client_json(cl, &p.address, now))
         .collect();

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use comet_proto::apache::rocketmq::v2;
+use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 use comet_proto::comet::v1::query_message_request::Query as MessageQuery;
 use comet_proto::comet::v1::{
     ClusterMetadata, GetBrokerStatusRequest, GetBrokerStatusResponse, QueryMessageRequest,
 };
-use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
 use comet_vocab::system;
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
@@ -205,11 +205,7 @@ pub(crate) fn call_error(t: &BrokerTarget, what: &str, s: &tonic::Status) -> Api
 ///
 /// # Errors
 /// A missing status or a code other than OK: 400 for a 4xxxx code, else 502.
-pub fn check_status(
-    t: &BrokerTarget,
-    what: &str,
-    s: Option<&v2::Status>,
-) -> Result<(), ApiError> {
+pub fn check_status(t: &BrokerTarget, what: &str, s: Option<&v2::Status>) -> Result<(), ApiError> {
     let Some(s) = s else {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,

@@ -3,8 +3,8 @@
 //! `session::require_caller` first.
 
 use axum::Router;
-use axum::middleware::from_fn_with_state;
 use axum::http::header;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 

@@ -73,10 +73,12 @@ pub(super) struct Series {
     rates: HashMap<String, f64>,
     pairs: BTreeSet<(String, String)>,
     sampling: bool,
-    /// The proxies' cumulative histograms at the last sample: (proxy id, RPC) to (bucket
-    /// bounds, cumulative counts).
-    latency_seen: HashMap<(String, String), (Vec<f64>, Vec<u64>)>,
+    /// The proxies' cumulative histograms at the last sample.
+    latency_seen: Readings,
 }
+
+/// (proxy id, RPC) to (bucket bounds, cumulative counts).
+type Readings = HashMap<(String, String), (Vec<f64>, Vec<u64>)>;
 
 /// The `q` quantile of a histogram given as cumulative counts (one more than `bounds`, the
 /// last one the total), interpolated linearly within its bucket; a quantile in the open-ended
@@ -111,7 +113,7 @@ pub(super) fn quantile(bounds: &[f64], cumulative: &[u64], q: f64) -> Option<f64
 /// as percentiles; `seen` becomes the new readings. A proxy seen for the first time (or whose
 /// counts went down: it restarted) only sets its baseline.
 fn latency_growth(
-    seen: &mut HashMap<(String, String), (Vec<f64>, Vec<u64>)>,
+    seen: &mut Readings,
     reports: &[(String, Vec<RpcLatency>)],
 ) -> BTreeMap<String, Percentiles> {
     let mut sums: BTreeMap<String, (Vec<f64>, Vec<u64>)> = BTreeMap::new();

@@ -85,7 +85,11 @@ pub(super) struct Login {
 }
 
 impl Logins {
-    pub(super) fn new(gate: Arc<Gate>, cipher: Option<Arc<SecretCipher>>, timeout: Duration) -> Self {
+    pub(super) fn new(
+        gate: Arc<Gate>,
+        cipher: Option<Arc<SecretCipher>>,
+        timeout: Duration,
+    ) -> Self {
         Logins {
             gate,
             cipher,
@@ -118,12 +122,7 @@ impl Logins {
                  needs no login",
             ));
         }
-        let refused = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unknown user or wrong password",
-            )
-        };
+        let refused = || ApiError::new(StatusCode::UNAUTHORIZED, "unknown user or wrong password");
         if username.is_empty() || password.is_empty() {
             return Err(ApiError::bad_request("give a user name and a password"));
         }
@@ -290,7 +289,12 @@ impl Caller {
     ///
     /// # Errors
     /// 403 naming the user, the action and the resource.
-    pub(super) fn may(&self, c: &Console, resource: &Resource, action: Action) -> Result<(), ApiError> {
+    pub(super) fn may(
+        &self,
+        c: &Console,
+        resource: &Resource,
+        action: Action,
+    ) -> Result<(), ApiError> {
         c.inner
             .logins
             .gate
@@ -377,7 +381,10 @@ mod tests {
         let e = l.login(&meta, "alice", "nope").err().unwrap();
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);
         let e2 = l.login(&meta, "bob", "nope").err().unwrap();
-        assert_eq!(e.message, e2.message, "unknown user and wrong password look alike");
+        assert_eq!(
+            e.message, e2.message,
+            "unknown user and wrong password look alike"
+        );
         let ok = l.login(&meta, "alice", "alice-pw").unwrap();
         assert_eq!(ok.token.len(), 64);
         let caller = l.caller(&meta, &with_cookie(&ok.token), None).unwrap();
@@ -386,7 +393,10 @@ mod tests {
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);
         let cookie = Logins::set_cookie(&ok);
         let cookie = cookie.to_str().unwrap();
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
         l.logout(&with_cookie(&ok.token));
         assert!(l.caller(&meta, &with_cookie(&ok.token), None).is_err());
     }
@@ -396,7 +406,10 @@ mod tests {
         let (l, mut meta) = logins(true);
         let ok = l.login(&meta, "alice", "alice-pw").unwrap();
         meta.users[0].sealed_secret = "v1:other:AAAA".into();
-        let e = l.caller(&meta, &with_cookie(&ok.token), None).err().unwrap();
+        let e = l
+            .caller(&meta, &with_cookie(&ok.token), None)
+            .err()
+            .unwrap();
         assert!(e.message.contains("password changed"), "{}", e.message);
     }
 

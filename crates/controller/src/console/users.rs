@@ -71,10 +71,7 @@ pub(super) async fn login(
         "user_type": login.user_type,
         "expires_in_ms": login.expires_in.as_millis(),
     });
-    Ok((
-        [(axum::http::header::SET_COOKIE, cookie)],
-        Json(body),
-    ))
+    Ok(([(axum::http::header::SET_COOKIE, cookie)], Json(body)))
 }
 
 /// `POST /api/logout`: ends the session (if any) and clears the cookie.
