@@ -739,3 +739,56 @@ async fn given_a_dead_letter_when_resent_should_reach_its_topic_again() {
     consumer.ack(&again[0]).await.expect("ack");
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn given_a_replica_when_the_cluster_page_is_read_should_show_its_lag_and_every_disk() {
+    let cluster = TestCluster::start_with(Mode::Cluster, |cfg| {
+        cfg.console.report_interval = Duration::from_millis(200).into();
+    })
+    .await;
+    let c = cluster.console();
+    let topic = format!("rep-{}", uuid_like());
+    cluster.create_topic(&topic, 1, TopicType::Normal).await;
+    let p = client::producer(&cluster.access_url(), &topic).await;
+    for i in 0..5 {
+        let m = MessageBuilder::builder()
+            .set_topic(&topic)
+            .set_body(format!("m{i}").into_bytes())
+            .build()
+            .expect("message");
+        p.send(m).await.expect("send");
+    }
+    // A second member of the broker set, in process: it follows the master.
+    let dir = tempfile::tempdir().expect("replica dir");
+    let mut cfg = comet_tests::test_config(dir.path());
+    cfg.controllers = cluster.admin().controllers;
+    cfg.broker.broker_id = 1;
+    let replica = comet::server::Node::start(comet::server::Role::Broker, &cfg)
+        .await
+        .expect("the replica starts");
+    let mut seen = Value::Null;
+    wait_until(
+        "the replica's lag and disk are shown",
+        VIEW_LIMIT,
+        async || {
+            let (_, o) = http(c, "GET", "/api/overview", None).await;
+            seen = o["broker_sets"][0].clone();
+            let members = seen["members"].as_array().cloned().unwrap_or_default();
+            members.len() == 2
+                && members.iter().all(|m| m["disk"]["used_ratio"].is_f64())
+                && members.iter().any(|m| {
+                    m["role"] == "replica" && m["replication_lag_bytes"].as_i64() == Some(0)
+                })
+        },
+    )
+    .await;
+    let master = seen["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "master").cloned())
+        .expect("a master");
+    assert!(master["log_end_offset"].as_i64() > Some(0), "{seen}");
+    assert!(master["replication_lag_bytes"].is_null(), "{seen}");
+    drop(p);
+    replica.shutdown().await.expect("the replica stops");
+    cluster.stop().await;
+}
