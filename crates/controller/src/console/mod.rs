@@ -26,7 +26,7 @@
 //! - `view`: metadata, clients and stored messages as the JSON the pages read.
 //! - `brokers`: which broker sets hold a topic, a channel to each master, their statuses.
 //! - `series`: throughput in/out, backlog and the proxies' RPC latency percentiles.
-//! - `session`: logins, sessions and the [`session::Caller`] whose ACL each handler checks.
+//! - `session`: logins, sessions and the `session::Caller` whose ACL each handler checks.
 //! - `users`: the users and ACLs endpoints.
 //!
 //! # Invariants
