@@ -699,13 +699,14 @@ async fn given_a_dead_letter_when_resent_should_reach_its_topic_again() {
     .await;
     let (_, v) = http(c, "GET", &path, None).await;
     assert_eq!(v["messages"][0]["dead_letter_of"], topic.as_str());
-    let (_, g) = http(
-        c,
-        "GET",
-        &format!("/api/groups/{group}?topic={topic}"),
-        None,
-    )
+    // The dead letter is found by id (index) possibly before its consume-queue entry lands,
+    // which is what the count reads.
+    let progress = format!("/api/groups/{group}?topic={topic}");
+    wait_until("the dead letter is counted", VIEW_LIMIT, || async {
+        http(c, "GET", &progress, None).await.1["dead_letters"] == 1
+    })
     .await;
+    let (_, g) = http(c, "GET", &progress, None).await;
     assert_eq!(g["dead_letters"], 1, "{g}");
     // Bad resends.
     let (status, _) = http(
