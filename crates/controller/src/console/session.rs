@@ -8,7 +8,8 @@
 //!
 //! Invariants: the server keeps only a SHA-256 digest of each token (memory only, per node);
 //! a session ends at its expiry, at logout, or as soon as its user is deleted or its password
-//! changed (the sealed secret it logged in against is no longer the stored one). Passwords
+//! changed (the sealed secret it logged in against is no longer the stored one); a name with
+//! five failed logins within a minute is refused (429) for the rest of that minute. Passwords
 //! and tokens never reach a log or an answer body.
 
 use std::collections::HashMap;
@@ -33,6 +34,12 @@ pub(super) const COOKIE: &str = "comet_session";
 /// Sessions kept at most per node; at the limit a new login ends the session closest to its
 /// expiry.
 const MAX_SESSIONS: usize = 10_000;
+/// Failed logins of one user name after which its logins are refused for [`LOCKOUT`].
+const MAX_FAILURES: u32 = 5;
+/// How long a user name stays locked after [`MAX_FAILURES`] failed logins.
+const LOCKOUT: Duration = Duration::from_secs(60);
+/// User names whose failures are tracked at most (the table starts over beyond).
+const MAX_TRACKED: usize = 10_000;
 
 /// One logged-in user.
 #[derive(Debug, Clone)]
@@ -49,6 +56,8 @@ pub(super) struct Logins {
     cipher: Option<Arc<SecretCipher>>,
     timeout: Duration,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// Failed logins per user name: (count, time of the first of them).
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
     random: ring::rand::SystemRandom,
 }
 
@@ -95,6 +104,7 @@ impl Logins {
             cipher,
             timeout,
             sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             random: ring::rand::SystemRandom::new(),
         }
     }
@@ -108,7 +118,8 @@ impl Logins {
     ///
     /// # Errors
     /// 409 when auth is off; 401 (one message for an unknown user and a wrong password);
-    /// 503 without a cluster key.
+    /// 429 after [`MAX_FAILURES`] failures for the name within [`LOCKOUT`]; 503 without a
+    /// cluster key.
     pub(super) fn login(
         &self,
         meta: &ClusterMetadata,
@@ -122,10 +133,52 @@ impl Logins {
                  needs no login",
             ));
         }
-        let refused = || ApiError::new(StatusCode::UNAUTHORIZED, "unknown user or wrong password");
         if username.is_empty() || password.is_empty() {
             return Err(ApiError::bad_request("give a user name and a password"));
         }
+        let now = Instant::now();
+        if let Some((count, first)) = self.failures.lock().get(username).copied()
+            && count >= MAX_FAILURES
+            && now.duration_since(first) < LOCKOUT
+        {
+            let wait = LOCKOUT.saturating_sub(now.duration_since(first)).as_secs() + 1;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed logins for {username:?}; try again in {wait} s"),
+            ));
+        }
+        let result = self.check(meta, username, password);
+        let mut failures = self.failures.lock();
+        match &result {
+            Ok(_) => {
+                failures.remove(username);
+            }
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+                if failures.len() >= MAX_TRACKED {
+                    failures.retain(|_, (_, first)| now.duration_since(*first) < LOCKOUT);
+                    if failures.len() >= MAX_TRACKED {
+                        failures.clear();
+                    }
+                }
+                let entry = failures.entry(username.to_owned()).or_insert((0, now));
+                if now.duration_since(entry.1) >= LOCKOUT {
+                    *entry = (0, now);
+                }
+                entry.0 += 1;
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// The password check and the new session of [`Logins::login`].
+    fn check(
+        &self,
+        meta: &ClusterMetadata,
+        username: &str,
+        password: &str,
+    ) -> Result<Login, ApiError> {
+        let refused = || ApiError::new(StatusCode::UNAUTHORIZED, "unknown user or wrong password");
         let cipher = self.cipher.as_deref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -399,6 +452,18 @@ mod tests {
         );
         l.logout(&with_cookie(&ok.token));
         assert!(l.caller(&meta, &with_cookie(&ok.token), None).is_err());
+    }
+
+    #[test]
+    fn given_repeated_wrong_passwords_when_logging_in_should_lock_the_name_for_a_while() {
+        let (l, meta) = logins(true);
+        for _ in 0..MAX_FAILURES {
+            let e = l.login(&meta, "alice", "nope").err().unwrap();
+            assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        }
+        let e = l.login(&meta, "alice", "alice-pw").err().unwrap();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS, "{}", e.message);
+        assert!(e.message.contains("try again"), "{}", e.message);
     }
 
     #[test]
