@@ -19,13 +19,30 @@ pub async fn request(
     path: &str,
     json: Option<&str>,
 ) -> Result<(u16, String), String> {
+    let (status, _, body) = exchange(addr, method, path, &[], json).await?;
+    Ok((status, body))
+}
+
+/// Like [`request`], with extra request headers (name, value), e.g. a session cookie; returns
+/// the response head (status line and headers) too: (status code, head, body).
+pub async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    json: Option<&str>,
+) -> Result<(u16, String, String), String> {
     let exchange = async {
         let mut s = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
         let payload = json.unwrap_or_default();
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{extra}\
              content-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
             payload.len()
         );
@@ -58,7 +75,7 @@ pub async fn request(
     } else {
         body.to_owned()
     };
-    Ok((status, body))
+    Ok((status, head.to_owned(), body))
 }
 
 /// `GET path` on `addr`: (status code, body); panics when there is no HTTP answer.

@@ -2,7 +2,9 @@
 //! answer, bad input answered 4xx with a sentence (and nothing changed), destructive actions
 //! refused without a matching `confirm`, clients of the proxy listed while they run and gone
 //! after they stop, the group's backlog falling to 0 after consuming, a message found by key,
-//! a dead letter resent and received again.
+//! a dead letter resent and received again; with auth on: no call without a login, sessions
+//! in an HttpOnly cookie, users and ACLs managed, a normal user limited to its ACL (403 naming
+//! the resource and the action), sessions ended by logout and by deleting the user.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,12 +20,26 @@ const VIEW_LIMIT: Duration = Duration::from_secs(30);
 
 /// One HTTP/1.1 request to the console; returns the status and the body as JSON (or a string).
 async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let payload = body.map(|b| b.to_string());
-    let (status, body) = comet_tests::http::request(addr, method, path, payload.as_deref())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let (status, _, value) = http_as(addr, None, method, path, body).await;
     (status, value)
+}
+
+/// A request with the session cookie `cookie` (`comet_session=...`); also returns the head.
+async fn http_as(
+    addr: SocketAddr,
+    cookie: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String, Value) {
+    let payload = body.map(|b| b.to_string());
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    let (status, head, body) =
+        comet_tests::http::exchange(addr, method, path, &headers, payload.as_deref())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, head, value)
 }
 
 fn error_of(v: &Value) -> &str {
@@ -62,9 +78,286 @@ async fn given_a_node_when_pages_and_the_overview_are_asked_should_serve_them() 
         o["proxies"].as_array().is_some_and(|p| p.len() == 1)
     })
     .await;
+    // The broker's disk use against its watermarks (test_config: 0.995 / 0.999), and the
+    // proxy's uptime.
+    let (_, o) = http(c, "GET", "/api/overview", None).await;
+    let disk = &o["broker_sets"][0]["members"][0]["disk"];
+    let used = disk["used_ratio"].as_f64().expect("disk use shown");
+    assert!((0.0..=1.0).contains(&used), "{disk}");
+    assert_eq!(disk["high_watermark"], 0.995);
+    assert_eq!(disk["refuse_watermark"], 0.999);
+    assert!(disk["state"].is_string(), "{disk}");
+    assert!(o["proxies"][0]["uptime_ms"].as_i64().is_some(), "{o}");
     let (status, s) = http(c, "GET", "/api/series", None).await;
     assert_eq!(status, 200);
     assert!(s["samples"].is_array());
+    // Auth is off: no login, anonymous sessions see everything.
+    let (status, me) = http(c, "GET", "/api/session", None).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["auth_enabled"], false);
+    assert_eq!(me["super"], true);
+    let (status, v) = http(
+        c,
+        "POST",
+        "/api/login",
+        Some(json!({"username": "a", "password": "b"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{v}");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn given_sends_through_the_proxy_when_charts_are_sampled_should_draw_rpc_latency() {
+    let cluster = TestCluster::start_with(Mode::Local, |cfg| {
+        cfg.console.report_interval = Duration::from_millis(200).into();
+        cfg.console.client_timeout = Duration::from_secs(2).into();
+    })
+    .await;
+    let c = cluster.console();
+    let topic = format!("lat-{}", uuid_like());
+    cluster.create_topic(&topic, 1, TopicType::Normal).await;
+    let p = client::producer(&cluster.access_url(), &topic).await;
+    // Charts sample at most every 2 s; keep sending until a sample shows send_message timed.
+    wait_until("send latency is charted", VIEW_LIMIT, || async {
+        let m = MessageBuilder::builder()
+            .set_topic(&topic)
+            .set_body(b"x".to_vec())
+            .build()
+            .expect("message");
+        p.send(m).await.expect("send");
+        let (_, s) = http(c, "GET", "/api/series", None).await;
+        s["samples"].as_array().is_some_and(|samples| {
+            samples.iter().any(|x| {
+                let l = &x["latency"]["send_message"];
+                l["calls"].as_u64().is_some_and(|n| n > 0)
+                    && l["p50_ms"].as_f64().is_some_and(|v| v > 0.0)
+                    && l["p99_ms"].as_f64() >= l["p50_ms"].as_f64()
+            })
+        })
+    })
+    .await;
+    drop(p);
+    cluster.stop().await;
+}
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const ADMIN_PASSWORD: &str = "admin-Secret-1";
+
+/// The session cookie (`comet_session=<token>`) a login's head sets.
+fn session_cookie(head: &str) -> String {
+    let line = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a Set-Cookie header");
+    let attrs = line
+        .split_once(':')
+        .map(|(_, v)| v.trim())
+        .unwrap_or_default();
+    assert!(attrs.contains("HttpOnly"), "{attrs}");
+    assert!(attrs.contains("SameSite=Strict"), "{attrs}");
+    attrs.split(';').next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn given_auth_on_when_the_console_is_used_should_require_a_login_and_apply_acls() {
+    let cluster = TestCluster::start_with(Mode::Local, |cfg| {
+        cfg.auth.enabled = true;
+        cfg.auth.cluster_key = KEY.to_owned();
+        cfg.auth.bootstrap_username = "admin".to_owned();
+        cfg.auth.bootstrap_password = ADMIN_PASSWORD.to_owned();
+    })
+    .await;
+    let c = cluster.console();
+    // Every API path but login and logout needs a session: 401 with a sentence.
+    for path in ["/api/overview", "/api/topics", "/api/users", "/api/nope"] {
+        let (status, _, v) = http_as(c, None, "GET", path, None).await;
+        assert_eq!(status, 401, "{path}: {v}");
+        assert!(error_of(&v).contains("log in"), "{path}: {v}");
+    }
+    let (status, _, v) = http_as(c, Some("comet_session=forged"), "GET", "/api/topics", None).await;
+    assert_eq!(status, 401, "{v}");
+    // The pages themselves load (they show the login form).
+    assert_eq!(http(c, "GET", "/", None).await.0, 200);
+    let login = |user: &str, password: &str| json!({"username": user, "password": password});
+    let (status, _, v) =
+        http_as(c, None, "POST", "/api/login", Some(login("admin", "wrong"))).await;
+    assert_eq!(status, 401, "{v}");
+    let (status, _, v2) = http_as(c, None, "POST", "/api/login", Some(login("nobody", "x"))).await;
+    assert_eq!(status, 401);
+    assert_eq!(error_of(&v), error_of(&v2), "no hint which part was wrong");
+    // The bootstrap user may lag the first start by a moment.
+    let mut admin_head = String::new();
+    wait_until("the admin logs in", VIEW_LIMIT, async || {
+        let (status, head, _) = http_as(
+            c,
+            None,
+            "POST",
+            "/api/login",
+            Some(login("admin", ADMIN_PASSWORD)),
+        )
+        .await;
+        admin_head = head;
+        status == 200
+    })
+    .await;
+    let admin = session_cookie(&admin_head);
+    let get = |cookie: String, path: &'static str| async move {
+        let (status, _, v) = http_as(c, Some(&cookie), "GET", path, None).await;
+        (status, v)
+    };
+    let (status, me) = get(admin.clone(), "/api/session").await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["user"], "admin");
+    assert_eq!(me["super"], true);
+    assert_eq!(get(admin.clone(), "/api/overview").await.0, 200);
+
+    // Users and ACLs through the console; no answer holds a secret.
+    let alice_pw = "alice-Secret-1";
+    let (status, _, v) = http_as(
+        c,
+        Some(&admin),
+        "POST",
+        "/api/users",
+        Some(json!({"name": "alice", "password": alice_pw, "user_type": "normal"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, _, v) = http_as(
+        c,
+        Some(&admin),
+        "POST",
+        "/api/users",
+        Some(json!({"name": "bad name", "password": "x"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(error_of(&v).contains("user name"), "{v}");
+    let (status, users) = get(admin.clone(), "/api/users").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"alice") && names.contains(&"admin"),
+        "{users}"
+    );
+    let text = users.to_string();
+    assert!(!text.contains(alice_pw) && !text.contains("v1:"), "{text}");
+    let allowed = format!("cap-{}", uuid_like());
+    let (status, _, v) = http_as(
+        c,
+        Some(&admin),
+        "POST",
+        "/api/acls",
+        Some(
+            json!({"user": "alice", "resources": [format!("Topic:{allowed}")],
+                    "actions": "Create,Get", "decision": "Allow"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, _, v) = http_as(
+        c,
+        Some(&admin),
+        "POST",
+        "/api/acls",
+        Some(json!({"user": "alice", "resources": ["Topic:x"], "actions": "Fly"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let (_, acls) = get(admin.clone(), "/api/acls").await;
+    assert!(
+        acls.to_string().contains(&format!("Topic:{allowed}")),
+        "{acls}"
+    );
+    let hidden = format!("hid-{}", uuid_like());
+    let (status, _, v) = http_as(
+        c,
+        Some(&admin),
+        "POST",
+        "/api/topics",
+        Some(json!({"name": hidden, "queues": 1})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+
+    // Alice sees and does only what her ACL allows.
+    let (status, head, _) = http_as(
+        c,
+        None,
+        "POST",
+        "/api/login",
+        Some(login("alice", alice_pw)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let alice = session_cookie(&head);
+    let (status, v) = get(alice.clone(), "/api/overview").await;
+    assert_eq!(status, 403, "{v}");
+    assert!(error_of(&v).contains("Cluster"), "{v}");
+    let (status, _, v) = http_as(
+        c,
+        Some(&alice),
+        "POST",
+        "/api/topics",
+        Some(json!({"name": allowed, "queues": 1})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let other = format!("den-{}", uuid_like());
+    let (status, _, v) = http_as(
+        c,
+        Some(&alice),
+        "POST",
+        "/api/topics",
+        Some(json!({"name": other, "queues": 1})),
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        error_of(&v).contains(&format!("Topic:{other}")) && error_of(&v).contains("Create"),
+        "{v}"
+    );
+    let (_, topics) = get(alice.clone(), "/api/topics").await;
+    let listed = topics.to_string();
+    assert!(
+        listed.contains(&allowed) && !listed.contains(&hidden),
+        "{listed}"
+    );
+    let (status, v) = get(alice.clone(), "/api/users").await;
+    assert_eq!(status, 403, "{v}");
+
+    // Deleting alice (confirmed) ends her session; logout ends the admin's.
+    let (status, _, _) = http_as(
+        c,
+        Some(&admin),
+        "DELETE",
+        "/api/users/alice",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, v) = http_as(
+        c,
+        Some(&admin),
+        "DELETE",
+        "/api/users/alice",
+        Some(json!({"confirm": "alice"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    wait_until("alice's session ends", VIEW_LIMIT, || async {
+        get(alice.clone(), "/api/topics").await.0 == 401
+    })
+    .await;
+    let (status, head, _) = http_as(c, Some(&admin), "POST", "/api/logout", None).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("Max-Age=0"), "{head}");
+    assert_eq!(get(admin.clone(), "/api/topics").await.0, 401);
     cluster.stop().await;
 }
 
@@ -367,13 +660,14 @@ async fn given_a_dead_letter_when_resent_should_reach_its_topic_again() {
     .await;
     let (_, v) = http(c, "GET", &path, None).await;
     assert_eq!(v["messages"][0]["dead_letter_of"], topic.as_str());
-    let (_, g) = http(
-        c,
-        "GET",
-        &format!("/api/groups/{group}?topic={topic}"),
-        None,
-    )
+    // The dead letter is found by id (index) possibly before its consume-queue entry lands,
+    // which is what the count reads.
+    let progress = format!("/api/groups/{group}?topic={topic}");
+    wait_until("the dead letter is counted", VIEW_LIMIT, || async {
+        http(c, "GET", &progress, None).await.1["dead_letters"] == 1
+    })
     .await;
+    let (_, g) = http(c, "GET", &progress, None).await;
     assert_eq!(g["dead_letters"], 1, "{g}");
     // Bad resends.
     let (status, _) = http(
@@ -405,5 +699,58 @@ async fn given_a_dead_letter_when_resent_should_reach_its_topic_again() {
     assert_eq!(again[0].message_id(), id);
     assert_eq!(again[0].body(), b"cannot be processed");
     consumer.ack(&again[0]).await.expect("ack");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn given_a_replica_when_the_cluster_page_is_read_should_show_its_lag_and_every_disk() {
+    let cluster = TestCluster::start_with(Mode::Cluster, |cfg| {
+        cfg.console.report_interval = Duration::from_millis(200).into();
+    })
+    .await;
+    let c = cluster.console();
+    let topic = format!("rep-{}", uuid_like());
+    cluster.create_topic(&topic, 1, TopicType::Normal).await;
+    let p = client::producer(&cluster.access_url(), &topic).await;
+    for i in 0..5 {
+        let m = MessageBuilder::builder()
+            .set_topic(&topic)
+            .set_body(format!("m{i}").into_bytes())
+            .build()
+            .expect("message");
+        p.send(m).await.expect("send");
+    }
+    // A second member of the broker set, in process: it follows the master.
+    let dir = tempfile::tempdir().expect("replica dir");
+    let mut cfg = comet_tests::test_config(dir.path());
+    cfg.controllers = cluster.admin().controllers;
+    cfg.broker.broker_id = 1;
+    let replica = comet::server::Node::start(comet::server::Role::Broker, &cfg)
+        .await
+        .expect("the replica starts");
+    let mut seen = Value::Null;
+    wait_until(
+        "the replica's lag and disk are shown",
+        VIEW_LIMIT,
+        async || {
+            let (_, o) = http(c, "GET", "/api/overview", None).await;
+            seen = o["broker_sets"][0].clone();
+            let members = seen["members"].as_array().cloned().unwrap_or_default();
+            members.len() == 2
+                && members.iter().all(|m| m["disk"]["used_ratio"].is_f64())
+                && members.iter().any(|m| {
+                    m["role"] == "replica" && m["replication_lag_bytes"].as_i64() == Some(0)
+                })
+        },
+    )
+    .await;
+    let master = seen["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "master").cloned())
+        .expect("a master");
+    assert!(master["log_end_offset"].as_i64() > Some(0), "{seen}");
+    assert!(master["replication_lag_bytes"].is_null(), "{seen}");
+    drop(p);
+    replica.shutdown().await.expect("the replica stops");
     cluster.stop().await;
 }

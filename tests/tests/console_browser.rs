@@ -3,11 +3,14 @@
 //! create a topic in the form and see it listed; send with the official Rust client and see
 //! the group's backlog, then see it fall to 0 after consuming; see the connected clients with
 //! language and version; find a message by key and open it; resend a dead letter and receive
-//! it; see the clients leave after they stop.
+//! it; see the clients leave after they stop. A second scenario runs with auth on: log in,
+//! see the cluster page's disk use and proxy uptime, create a user and an ACL entry in the
+//! forms and see them listed, delete the user through the confirmation dialog, log out.
 //!
 //! Skips (with a note) when `chromedriver` is not installed, unless `COMET_REQUIRE_BROWSER=1`
 //! (as `.ci/run` sets after installing Debian's `chromium` and `chromium-driver`). On failure,
-//! a screenshot of every page is saved under `target/console-screenshots/`.
+//! a screenshot of the page where it failed (`failed.png`) and of every page is saved under
+//! `target/console-screenshots/<scenario>/` (`.ci/run` leaves `target/` in place for them).
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -20,6 +23,7 @@ use comet_tests::client::{self, receive_n, tag};
 use comet_tests::{Mode, TestCluster, uuid_like, wait_until};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
+use futures::future::LocalBoxFuture;
 use rocketmq::model::message::MessageBuilder;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -30,7 +34,9 @@ const REQUIRE_ENV: &str = "COMET_REQUIRE_BROWSER";
 /// Bound for every wait on the page.
 const PAGE_LIMIT: Duration = Duration::from_secs(40);
 /// The console's pages, for the failure screenshots.
-const PAGES: [&str; 5] = ["cluster", "topics", "groups", "clients", "messages"];
+const PAGES: [&str; 7] = [
+    "cluster", "topics", "groups", "clients", "messages", "users", "acls",
+];
 
 fn screenshot_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots")
@@ -135,9 +141,13 @@ async fn click(b: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
-async fn screenshots(b: &Client, console: SocketAddr) {
-    let dir = screenshot_dir();
+async fn screenshots(b: &Client, console: SocketAddr, name: &str) {
+    let dir = screenshot_dir().join(name);
     let _ = std::fs::create_dir_all(&dir);
+    // The page as the failure left it, before any navigation.
+    if let Ok(png) = b.screenshot().await {
+        let _ = std::fs::write(dir.join("failed.png"), png);
+    }
     for p in PAGES {
         if b.goto(&format!("http://{console}/#/{p}")).await.is_ok() {
             // Let the page's first fetch land.
@@ -156,14 +166,19 @@ async fn screenshots(b: &Client, console: SocketAddr) {
     eprintln!("console screenshots saved under {}", dir.display());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_a_browser_when_an_operator_uses_the_console_should_see_and_change_the_cluster() {
+/// A scenario of the browser tests.
+type Scenario = for<'a> fn(&'a Client, &'a TestCluster, SocketAddr) -> LocalBoxFuture<'a, ()>;
+
+/// Runs `scenario` in a fresh browser against a standalone node configured by `tweak`; on
+/// failure saves screenshots under the directory `name`.
+async fn drive(name: &str, tweak: impl Fn(&mut comet::config::Config), scenario: Scenario) {
     let Some((mut driver, port)) = chromedriver().await else {
         return;
     };
     let cluster = TestCluster::start_with(Mode::Local, |cfg| {
         cfg.console.report_interval = Duration::from_millis(200).into();
         cfg.console.client_timeout = Duration::from_secs(2).into();
+        tweak(cfg);
     })
     .await;
     let console = cluster.console();
@@ -173,7 +188,7 @@ async fn given_a_browser_when_an_operator_uses_the_console_should_see_and_change
         .catch_unwind()
         .await;
     if outcome.is_err() {
-        screenshots(&b, console).await;
+        screenshots(&b, console, name).await;
     }
     let _ = b.close().await;
     let _ = driver.kill().await;
@@ -181,6 +196,145 @@ async fn given_a_browser_when_an_operator_uses_the_console_should_see_and_change
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_browser_when_an_operator_uses_the_console_should_see_and_change_the_cluster() {
+    drive("operator", |_| {}, |b, c, a| Box::pin(scenario(b, c, a))).await;
+}
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const ADMIN_PASSWORD: &str = "admin-Secret-1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_auth_on_when_an_operator_logs_in_should_manage_users_and_acls_in_the_forms() {
+    drive(
+        "auth",
+        |cfg| {
+            cfg.auth.enabled = true;
+            cfg.auth.cluster_key = KEY.to_owned();
+            cfg.auth.bootstrap_username = "admin".to_owned();
+            cfg.auth.bootstrap_password = ADMIN_PASSWORD.to_owned();
+        },
+        |b, c, a| Box::pin(auth_scenario(b, c, a)),
+    )
+    .await;
+}
+
+async fn auth_scenario(b: &Client, cluster: &TestCluster, console: SocketAddr) {
+    let base = format!("http://{console}");
+    // The bootstrap admin user exists once the node applied it.
+    let admin = comet::admin::AdminTarget {
+        username: Some("admin".to_owned()),
+        password: Some(ADMIN_PASSWORD.to_owned()),
+        ..cluster.admin()
+    };
+    wait_until("the bootstrap admin exists", PAGE_LIMIT, async || {
+        comet::admin::user(
+            &admin,
+            &comet::admin::UserCommand::Get(comet::admin::UserName {
+                name: "admin".into(),
+            }),
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+
+    // Without a session the console asks for a login; a wrong password is refused in words.
+    b.goto(&format!("{base}/#/cluster"))
+        .await
+        .expect("console page");
+    fill(b, "#login-username", "admin").await;
+    fill(b, "#login-password", "not-the-password").await;
+    click(b, "#login-submit").await;
+    wait_text(b, "the refusal is shown", "#login-error", |t| {
+        t.contains("wrong password")
+    })
+    .await;
+    fill(b, "#login-password", ADMIN_PASSWORD).await;
+    click(b, "#login-submit").await;
+    wait_text(b, "the user is shown", "#user-name-label", |t| {
+        t.contains("admin")
+    })
+    .await;
+
+    // The cluster page: the broker's disk use against its watermarks, the proxy's uptime.
+    wait_text(b, "disk use is shown", "#brokers-table", |t| {
+        t.contains("used (high 99.5%, refuse 99.9%)")
+    })
+    .await;
+    wait_text(
+        b,
+        "the proxy's uptime is shown",
+        "#proxies-table td.uptime",
+        |t| t.ends_with('s') || t.ends_with('m') || t.ends_with('h') || t.ends_with('d'),
+    )
+    .await;
+
+    // A user created in the form is listed; no secret is shown.
+    let user = format!("web-{}", uuid_like());
+    let password = "web-Secret-1";
+    b.goto(&format!("{base}/#/users"))
+        .await
+        .expect("users page");
+    fill(b, "#user-name", &user).await;
+    fill(b, "#user-password", password).await;
+    click(b, "#user-create").await;
+    let row = format!("#users-table tr[data-name=\"{user}\"]");
+    b.wait()
+        .at_most(PAGE_LIMIT)
+        .for_element(Locator::Css(&row))
+        .await
+        .expect("the new user is listed");
+    assert!(text(b, "#user-ok").await.contains(&user));
+    assert!(!text(b, "main").await.contains(password));
+
+    // An ACL entry created in the form is listed; a bad action is refused in words.
+    let topic = format!("webt-{}", uuid_like());
+    b.goto(&format!("{base}/#/acls")).await.expect("acls page");
+    fill(b, "#acl-user", &user).await;
+    fill(b, "#acl-resources", &format!("Topic:{topic}")).await;
+    fill(b, "#acl-actions", "Fly").await;
+    click(b, "#acl-create").await;
+    wait_text(b, "the bad action is refused", "#acl-error", |t| {
+        t.contains("Fly")
+    })
+    .await;
+    fill(b, "#acl-actions", "Pub,Sub").await;
+    click(b, "#acl-create").await;
+    let entry = format!("#acls-table tr[data-user=\"{user}\"][data-resource=\"Topic:{topic}\"]");
+    b.wait()
+        .at_most(PAGE_LIMIT)
+        .for_element(Locator::Css(&entry))
+        .await
+        .expect("the new ACL entry is listed");
+    let listed = text(b, &entry).await;
+    assert!(
+        listed.contains("Pub") && listed.contains("Allow"),
+        "{listed}"
+    );
+
+    // Deleting the user asks for its name first.
+    b.goto(&format!("{base}/#/users"))
+        .await
+        .expect("users page");
+    click(b, &row).await;
+    click(b, "#user-delete").await;
+    fill(b, "#confirm-input", &user).await;
+    click(b, "#confirm-ok").await;
+    wait_until("the user leaves the list", PAGE_LIMIT, async || {
+        b.find(Locator::Css(&row)).await.is_err() && text(b, "#users-list").await.contains("admin")
+    })
+    .await;
+
+    // Logging out brings the login form back.
+    click(b, "#logout").await;
+    b.wait()
+        .at_most(PAGE_LIMIT)
+        .for_element(Locator::Css("#login-form"))
+        .await
+        .expect("the login form is back");
 }
 
 async fn scenario(b: &Client, cluster: &TestCluster, console: SocketAddr) {

@@ -26,7 +26,7 @@ use crate::pull::{PullRequest, PullResult};
 use crate::query::MessageQuery;
 use crate::recall::RecallRequest;
 use crate::send::{SendRequest, Sent};
-use crate::stats::BrokerStats;
+use crate::stats::{BrokerStats, StorageStatus};
 use crate::transaction::table::TransactionStats;
 use crate::transaction::{OrphanCheck, TransactionEnd};
 
@@ -91,6 +91,12 @@ impl BrokerApi {
     /// [`BrokerStats`]).
     pub fn stats(&self) -> BrokerStats {
         self.current().stats()
+    }
+
+    /// Disk use and commitlog extent of the broker instance calls go to now (cheap: no
+    /// record is read).
+    pub fn storage_status(&self) -> StorageStatus {
+        self.current().storage_status()
     }
 
     /// The broker a new call goes to: after waiting (bounded) for a role change in progress,

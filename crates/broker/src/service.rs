@@ -14,12 +14,14 @@ use comet_proto::apache::rocketmq::v2::{
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
+    GetBrokerStatusRequest, GetBrokerStatusResponse, SetLogLevelRequest, SetLogLevelResponse,
+};
+use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, QueueOffsetChange,
     QueueProgress, ResetOffsetRequest, ResetOffsetResponse, TransactionCheck,
     WatchTransactionChecksRequest, query_message_request, reset_offset_request,
 };
-use comet_proto::comet::v1::{SetLogLevelRequest, SetLogLevelResponse};
 use futures::StreamExt as _;
 use tonic::{Request, Response, Status};
 
@@ -649,6 +651,21 @@ impl BrokerService for BrokerGrpc {
     ) -> Result<Response<SetLogLevelResponse>, Status> {
         let directives = comet_observe::logging::set_level_rpc(&request.into_inner().directives)?;
         Ok(Response::new(SetLogLevelResponse { directives }))
+    }
+
+    async fn get_broker_status(
+        &self,
+        _request: Request<GetBrokerStatusRequest>,
+    ) -> Result<Response<GetBrokerStatusResponse>, Status> {
+        let s = self.api.storage_status();
+        Ok(Response::new(GetBrokerStatusResponse {
+            status: Some(ok()),
+            disk_used_ratio: s.disk_used_ratio,
+            disk_high_watermark: s.disk_high_watermark,
+            disk_refuse_watermark: s.disk_refuse_watermark,
+            storage_bytes: s.storage_bytes,
+            log_end_offset: s.log_end_offset,
+        }))
     }
 }
 

@@ -65,7 +65,38 @@ impl BrokerStats {
     }
 }
 
+/// Disk use and commitlog extent of one broker instance, now.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StorageStatus {
+    /// Fraction of the data disk in use.
+    pub disk_used_ratio: f64,
+    /// The high (clean) watermark.
+    pub disk_high_watermark: f64,
+    /// The refuse watermark.
+    pub disk_refuse_watermark: f64,
+    /// Bytes of commitlog stored.
+    pub storage_bytes: u64,
+    /// The end of the commitlog (physical offset; 0 before the store opened).
+    pub log_end_offset: i64,
+}
+
 impl Inner {
+    /// Disk use and commitlog extent (atomics only).
+    pub(crate) fn storage_status(&self) -> StorageStatus {
+        let mut out = StorageStatus {
+            disk_high_watermark: self.cfg.retention.disk_high_watermark,
+            disk_refuse_watermark: self.cfg.retention.disk_refuse_watermark,
+            ..StorageStatus::default()
+        };
+        if let Some(store) = self.store.read().clone() {
+            let write = store.write_offset();
+            out.disk_used_ratio = store.disk_used_ratio();
+            out.storage_bytes = u64::try_from(write - store.min_physical_offset()).unwrap_or(0);
+            out.log_end_offset = write;
+        }
+        out
+    }
+
     /// The snapshot (see the module docs).
     pub(crate) fn stats(&self) -> BrokerStats {
         let now = now_ms();

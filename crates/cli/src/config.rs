@@ -482,6 +482,8 @@ pub struct ConsoleSection {
     /// How often a proxy reports its connected clients to the controllers (and soon after a
     /// change).
     pub report_interval: HumanDuration,
+    /// How long a console login lasts (with `auth.enabled`).
+    pub session_timeout: HumanDuration,
 }
 
 impl Default for ConsoleSection {
@@ -490,6 +492,7 @@ impl Default for ConsoleSection {
             listen: "127.0.0.1:8082".to_owned(),
             client_timeout: Duration::from_secs(30).into(),
             report_interval: Duration::from_secs(5).into(),
+            session_timeout: Duration::from_secs(8 * 3600).into(),
         }
     }
 }
@@ -670,6 +673,9 @@ impl Config {
             if !endpoint.is_empty() && !url {
                 bail!("{key} = {endpoint:?} must be a URL such as http://127.0.0.1:4317");
             }
+        }
+        if self.console.session_timeout.0.is_zero() {
+            bail!("console.session_timeout must be greater than 0, e.g. \"8h\"");
         }
         if self.metrics.otlp_interval.0.is_zero() {
             bail!("metrics.otlp_interval must be greater than 0, e.g. \"15s\"");

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use comet_proto::comet::v1::{ConnectedClient, ReportClientsRequest};
+use comet_proto::comet::v1::{ConnectedClient, ReportClientsRequest, RpcLatency};
 use parking_lot::Mutex;
 
 /// A proxy's report is dropped this long after it arrived unless the proxy reports again
@@ -33,6 +33,8 @@ pub struct ProxyView {
     pub started_ms: i64,
     /// Clients in its last report.
     pub clients: Vec<ConnectedClient>,
+    /// Its RPC latency histograms (cumulative since it started) in its last report.
+    pub rpc_latency: Vec<RpcLatency>,
     /// How long ago the report arrived.
     pub reported_ago: Duration,
 }
@@ -94,6 +96,7 @@ impl ClientDirectory {
                     })
                     .cloned()
                     .collect(),
+                rpc_latency: e.report.rpc_latency.clone(),
                 reported_ago: now.duration_since(e.received),
             })
             .collect();
@@ -124,6 +127,7 @@ mod tests {
             address: "a:1".into(),
             started_ms: 1,
             clients: vec![client("old", 0, 0)],
+            rpc_latency: Vec::new(),
         });
         d.report(ReportClientsRequest {
             proxy_id: "p1".into(),
@@ -134,6 +138,7 @@ mod tests {
                 client("recent", 0, 9_500),
                 client("gone", 0, 1_000),
             ],
+            rpc_latency: Vec::new(),
         });
         let proxies = d.proxies(10_000, Duration::from_secs(2));
         assert_eq!(proxies.len(), 1);

@@ -18,6 +18,11 @@ impl Guard {
         Guard { gate }
     }
 
+    /// The gate it checks against.
+    pub(crate) fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
     /// Lets the call through when auth is off, or when its credentials are valid and allow
     /// `action` on `resource`.
     ///

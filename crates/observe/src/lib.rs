@@ -33,7 +33,7 @@ pub mod trace_context;
 
 pub use error::{Error, Result};
 pub use family::Family;
-pub use metrics::{Metrics, MetricsSetup, Observer};
+pub use metrics::{HistogramSeries, Metrics, MetricsSetup, Observer};
 pub use opentelemetry::KeyValue;
 pub use opentelemetry::metrics::Meter;
 pub use ready::{Component, Readiness};

@@ -140,6 +140,39 @@ impl Metrics {
             .map_err(|e| Error::Prometheus(e.to_string()))
     }
 
+    /// The series of the histogram `name` as the Prometheus registry holds them now (empty
+    /// when Prometheus is off or nothing was recorded), for in-process readers such as the
+    /// proxy's report to the console.
+    pub fn histogram(&self, name: &str) -> Vec<HistogramSeries> {
+        let Some(registry) = self.inner.as_ref().and_then(|i| i.registry.as_ref()) else {
+            return Vec::new();
+        };
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .map(|m| {
+                let h = m.get_histogram();
+                HistogramSeries {
+                    labels: m
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                        .collect(),
+                    buckets: h
+                        .get_bucket()
+                        .iter()
+                        .filter(|b| b.upper_bound().is_finite())
+                        .map(|b| (b.upper_bound(), b.cumulative_count()))
+                        .collect(),
+                    count: h.get_sample_count(),
+                    sum: h.get_sample_sum(),
+                }
+            })
+            .collect()
+    }
+
     /// Pushes what is pending over OTLP now (tests; shutdown).
     pub fn flush(&self) {
         if let Some(inner) = &self.inner
@@ -156,6 +189,29 @@ impl Metrics {
         {
             tracing::debug!(error = %e, "metrics shutdown");
         }
+    }
+}
+
+/// One labelled series of a histogram, cumulative since the process started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSeries {
+    /// Its labels, (name, value).
+    pub labels: Vec<(String, String)>,
+    /// (upper bound, observations at most that), ascending; the +Inf bucket is `count`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Observations.
+    pub count: u64,
+    /// Sum of the observations.
+    pub sum: f64,
+}
+
+impl HistogramSeries {
+    /// The value of label `name`.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -242,6 +298,27 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn given_a_histogram_when_read_back_should_give_cumulative_buckets_per_series() {
+        let metrics = Metrics::start(&MetricsSetup::default()).expect("pipeline");
+        let h = metrics
+            .meter()
+            .f64_histogram("test_latency")
+            .with_boundaries(vec![1.0, 10.0])
+            .build();
+        let labels = [KeyValue::new("rpc", "send")];
+        for v in [0.5, 5.0, 50.0] {
+            h.record(v, &labels);
+        }
+        let series = metrics.histogram("test_latency");
+        assert_eq!(series.len(), 1, "{series:?}");
+        assert_eq!(series[0].label("rpc"), Some("send"));
+        assert_eq!(series[0].buckets, vec![(1.0, 1), (10.0, 2)]);
+        assert_eq!(series[0].count, 3);
+        assert!((series[0].sum - 55.5).abs() < 1e-9);
+        assert!(Metrics::disabled().histogram("test_latency").is_empty());
     }
 
     #[test]

@@ -325,6 +325,15 @@ impl BrokerService for RemoteBroker {
     ) -> Result<Response<SetLogLevelResponse>, Status> {
         self.link.unary(broker_path!("SetLogLevel"), request).await
     }
+
+    async fn get_broker_status(
+        &self,
+        request: Request<comet_proto::comet::v1::GetBrokerStatusRequest>,
+    ) -> Result<Response<comet_proto::comet::v1::GetBrokerStatusResponse>, Status> {
+        self.link
+            .unary(broker_path!("GetBrokerStatus"), request)
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use comet_proto::apache::rocketmq::v2 as pb;
 use comet_proto::comet::v1::query_message_request::Query;
 use comet_proto::comet::v1::reset_offset_request::Target as ResetTarget;
 use comet_proto::comet::v1::{
-    GetConsumerProgressRequest, KeyQuery, QueryMessageRequest, QueueOffsetQuery, ResetOffsetRequest,
+    GetConsumerProgressRequest, KeyQuery, QueueOffsetQuery, ResetOffsetRequest,
 };
 use serde_json::{Value, json};
 
@@ -161,28 +161,8 @@ pub async fn message(target: &AdminTarget, cmd: &MessageCommand) -> anyhow::Resu
     let mut messages = Vec::new();
     for t in &targets {
         let mut c = broker_client(t).await?;
-        let reply = c
-            .query_message(QueryMessageRequest {
-                topic: Some(internal(&topic)),
-                query: Some(query.clone()),
-            })
-            .await
-            .map_err(|s| broker_call_error(t, "querying messages", s))?
-            .into_inner();
-        if reply
-            .status
-            .as_ref()
-            .is_some_and(|s| s.code == pb::Code::MessageNotFound as i32)
-        {
-            continue;
-        }
-        check_status(t, "querying messages", reply.status.as_ref())?;
-        messages.extend(
-            reply
-                .messages
-                .iter()
-                .map(|m| message_json(&t.broker_set, m)),
-        );
+        let found = comet_controller::console::query_messages(&mut c, t, &topic, &query).await?;
+        messages.extend(found.iter().map(|m| message_json(&t.broker_set, m)));
     }
     Ok(json!({"topic": topic, "count": messages.len(), "messages": messages}))
 }

@@ -1,82 +1,29 @@
-//! Fan-out to the brokers: which broker sets hold a topic (and their masters' internal
-//! addresses, from the controller's metadata), a connection to each, and their answers'
-//! statuses as errors that name the broker set.
+//! Fan-out to the brokers: which broker sets hold a topic (the controller console's
+//! [`comet_controller::console::broker_targets`], one implementation for both), a connection
+//! to each, and their answers' statuses as errors that name the broker set.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use comet_proto::apache::rocketmq::v2 as pb;
 use comet_proto::comet::v1::ClusterMetadata;
 use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
-use comet_vocab::system;
 use tonic::transport::{Channel, Endpoint};
+
+pub(super) use comet_controller::console::BrokerTarget;
 
 /// Largest internal reply accepted (query results carry whole messages).
 const BROKER_MAX_MESSAGE: usize = 256 << 20;
 
-/// A broker set holding a topic, with its master's internal address.
-pub(super) struct BrokerTarget {
-    pub(super) broker_set: String,
-    pub(super) address: String,
-}
-
 /// The broker sets holding `topic` (qualified), optionally only `only`; dead-letter topics
-/// live on every broker set.
+/// live on every broker set with a live master.
 pub(super) fn broker_targets(
     meta: &ClusterMetadata,
     topic: &str,
     only: Option<&str>,
 ) -> anyhow::Result<Vec<BrokerTarget>> {
-    let sets: Vec<String> = if topic.starts_with(system::DLQ_PREFIX) {
-        // Every broker set may hold dead letters; those without a live master cannot answer.
-        meta.broker_sets
-            .iter()
-            .filter(|b| {
-                b.members
-                    .iter()
-                    .any(|m| m.broker_id == b.master_broker_id && m.alive)
-            })
-            .map(|b| b.name.clone())
-            .collect()
-    } else {
-        let Some(t) = meta.topics.iter().find(|t| t.name == topic) else {
-            bail!("topic {topic:?} does not exist");
-        };
-        t.placements
-            .iter()
-            .filter(|p| p.queue_count > 0)
-            .map(|p| p.broker_set.clone())
-            .collect()
-    };
-    let sets: Vec<String> = match only {
-        None => sets,
-        Some(want) if sets.iter().any(|s| s == want) => vec![want.to_owned()],
-        Some(want) => bail!(
-            "topic {topic:?} has no queues on broker set {want:?} (it is on: {})",
-            sets.join(", ")
-        ),
-    };
-    if sets.is_empty() {
-        bail!("topic {topic:?} has no queues on any broker set");
-    }
-    sets.into_iter()
-        .map(|name| {
-            let set = meta.broker_sets.iter().find(|b| b.name == name);
-            let address = set.and_then(|b| {
-                b.members
-                    .iter()
-                    .find(|m| m.broker_id == b.master_broker_id && m.alive && !m.address.is_empty())
-                    .map(|m| m.address.clone())
-            });
-            match address {
-                Some(address) => Ok(BrokerTarget {
-                    broker_set: name,
-                    address,
-                }),
-                None => bail!("broker set {name:?} has no live master right now"),
-            }
-        })
-        .collect()
+    Ok(comet_controller::console::broker_targets(
+        meta, topic, only,
+    )?)
 }
 
 /// The one broker set of a single-queue command: the named one, or the topic's only one.
@@ -127,24 +74,9 @@ pub(super) fn broker_call_error(t: &BrokerTarget, what: &str, s: tonic::Status) 
 pub(super) fn check_status(
     t: &BrokerTarget,
     what: &str,
-    s: Option<&pb::Status>,
+    s: Option<&comet_proto::apache::rocketmq::v2::Status>,
 ) -> anyhow::Result<()> {
-    let Some(s) = s else {
-        bail!(
-            "{what} on broker set {}: the broker returned no status",
-            t.broker_set
-        );
-    };
-    if s.code == pb::Code::Ok as i32 {
-        return Ok(());
-    }
-    let name = pb::Code::try_from(s.code).map_or("UNKNOWN", |c| c.as_str_name());
-    bail!(
-        "{what} on broker set {}: {name} ({}): {}",
-        t.broker_set,
-        s.code,
-        s.message
-    )
+    Ok(comet_controller::console::check_status(t, what, s)?)
 }
 
 #[cfg(test)]

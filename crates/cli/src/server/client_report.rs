@@ -2,13 +2,17 @@
 //! its sessions, a proxy sends the clients connected to it (`ReportClients`) to every
 //! configured controller, so that any controller's console lists every client of every proxy.
 //! Reports are small and idempotent (each replaces the last); a controller that does not
-//! answer is skipped until the next round.
+//! answer is skipped until the next round. Each report also carries the proxy's
+//! `rocketmq_rpc_latency` histograms (cumulative, one per RPC), from which the console draws
+//! latency percentiles.
 
 use std::time::Duration;
 
 use comet_proto::apache::rocketmq::v2::ClientType;
 use comet_proto::comet::v1::controller_service_client::ControllerServiceClient;
-use comet_proto::comet::v1::{ClientSubscription, ConnectedClient, ReportClientsRequest};
+use comet_proto::comet::v1::{
+    ClientSubscription, ConnectedClient, ReportClientsRequest, RpcLatency,
+};
 use comet_proxy::{ClientInfo, ClientsView};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -26,6 +30,41 @@ pub(super) struct Reporter {
     pub address: String,
     pub started_ms: i64,
     pub interval: Duration,
+    /// The metrics pipeline the proxy records `rocketmq_rpc_latency` into.
+    pub metrics: comet_observe::Metrics,
+}
+
+/// The proxy's RPC latency histograms (those labelled `node_type="proxy"` and this proxy's
+/// `node_id`: a standalone node's pipeline also holds the broker's and the controller's),
+/// response codes summed, by RPC name.
+fn rpc_latency(metrics: &comet_observe::Metrics, node_id: &str) -> Vec<RpcLatency> {
+    let mut by_rpc: std::collections::BTreeMap<String, RpcLatency> = Default::default();
+    for s in metrics.histogram("rocketmq_rpc_latency") {
+        if s.label("node_type") != Some("proxy") || s.label("node_id") != Some(node_id) {
+            continue;
+        }
+        let Some(rpc) = s.label("request_code") else {
+            continue;
+        };
+        let entry = by_rpc.entry(rpc.to_owned()).or_insert_with(|| RpcLatency {
+            rpc: rpc.to_owned(),
+            bounds_ms: s.buckets.iter().map(|(b, _)| *b).collect(),
+            bucket_counts: vec![0; s.buckets.len() + 1],
+            sum_ms: 0.0,
+        });
+        // Series of one histogram share its boundaries; one that does not is left out.
+        if entry.bounds_ms.len() != s.buckets.len() {
+            continue;
+        }
+        for (i, (_, n)) in s.buckets.iter().enumerate() {
+            entry.bucket_counts[i] += n;
+        }
+        if let Some(total) = entry.bucket_counts.last_mut() {
+            *total += s.count;
+        }
+        entry.sum_ms += s.sum;
+    }
+    by_rpc.into_values().collect()
 }
 
 fn ms_since_epoch(t: std::time::SystemTime) -> i64 {
@@ -96,6 +135,7 @@ impl Reporter {
                 address: self.address.clone(),
                 started_ms: self.started_ms,
                 clients: self.view.snapshot().iter().map(connected).collect(),
+                rpc_latency: rpc_latency(&self.metrics, &self.address),
             };
             for (addr, client) in &clients {
                 let mut client = client.clone();

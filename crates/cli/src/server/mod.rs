@@ -388,6 +388,7 @@ impl Node {
                 .controller()
                 .console(comet_controller::console::ConsoleConfig {
                     client_timeout: cfg.console.client_timeout.0,
+                    session_timeout: cfg.console.session_timeout.0,
                     ..Default::default()
                 });
             let stop = CancellationToken::new();
@@ -483,6 +484,7 @@ impl Node {
             address,
             started_ms,
             interval: cfg.console.report_interval.0,
+            metrics: self.observer.metrics().clone(),
         };
         self.tasks.spawn(reporter.run(shutdown.clone()));
         let stop = shutdown.clone();

@@ -1,15 +1,17 @@
 //! The console's JSON endpoints, one handler per operation. Reads use this node's applied
 //! metadata; writes call this node's `ControllerService` (validation and Raft included), so
 //! a follower refuses them with 503 and the leader's address; broker-side operations fan out
-//! to the masters of the broker sets holding the topic.
+//! to the masters of the broker sets holding the topic. Every handler checks its [`Caller`]'s
+//! rights first (see `session`); lists show only what the caller may see.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use comet_auth::{Action, Resource, ResourceType};
 use comet_proto::apache::rocketmq::v2;
 use comet_proto::comet::v1 as pb;
 use comet_proto::comet::v1::controller_service_server::ControllerService;
@@ -22,15 +24,18 @@ use serde_json::{Value, json};
 use tonic::Request;
 
 use super::Console;
-use super::brokers::{broker_targets, call_error, check_status, internal};
+use super::brokers::{
+    broker_targets, call_error, check_status, internal, query_messages as query_on,
+};
 use super::error::ApiError;
 use super::series::read_totals;
+use super::session::Caller;
 use super::view::{
     client_json, group_json, message_json, parse_perm, parse_type, perm_name, topic_json,
 };
 use crate::lease::wall_ms;
 
-type ApiResult = Result<Json<Value>, ApiError>;
+pub(super) type ApiResult = Result<Json<Value>, ApiError>;
 
 /// Most messages a key query returns per broker set.
 const MAX_KEY_RESULTS: u32 = 1000;
@@ -53,7 +58,7 @@ fn qualified(namespace: Option<&str>, name: &str) -> Result<String, ApiError> {
 }
 
 /// A destructive operation goes ahead only with `confirm` equal to the resource's name.
-fn confirmed(confirm: Option<&str>, name: &str, what: &str) -> Result<(), ApiError> {
+pub(super) fn confirmed(confirm: Option<&str>, name: &str, what: &str) -> Result<(), ApiError> {
     match confirm {
         Some(c) if c == name => Ok(()),
         Some(c) => Err(ApiError::bad_request(format!(
@@ -94,7 +99,11 @@ fn timestamp(ms: i64) -> prost_types::Timestamp {
 // ---- cluster ---------------------------------------------------------------------------
 
 /// `GET /api/overview`: controllers, broker sets, proxies.
-pub(super) async fn overview(State(c): State<Console>) -> ApiResult {
+pub(super) async fn overview(
+    State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
+    caller.may(&c, &Resource::cluster(), Action::Get)?;
     let meta = c.inner.grpc.applied();
     let (node, controllers, leading) = {
         let m = c.inner.raft.metrics();
@@ -131,16 +140,28 @@ pub(super) async fn overview(State(c): State<Console>) -> ApiResult {
         });
         (node, controllers, leading)
     };
+    let statuses = c.inner.brokers.statuses(&meta).await;
     let broker_sets: Vec<Value> = meta
         .broker_sets
         .iter()
         .map(|s| {
-            let logs = if leading {
-                c.inner.grpc.log_reports(&s.name)
+            // Log ends: as the members answer now, else as they last reported to the leader.
+            let mut logs: HashMap<u64, i64> = if leading {
+                c.inner
+                    .grpc
+                    .log_reports(&s.name)
+                    .into_iter()
+                    .map(|(id, (_, end))| (id, end))
+                    .collect()
             } else {
-                Default::default()
+                HashMap::new()
             };
-            let master_end = logs.get(&s.master_broker_id).map(|(_, end)| *end);
+            for ((set, id), st) in &statuses {
+                if *set == s.name && st.log_end_offset > 0 {
+                    logs.insert(*id, st.log_end_offset);
+                }
+            }
+            let master_end = logs.get(&s.master_broker_id).copied();
             let members: Vec<Value> = s
                 .members
                 .iter()
@@ -152,11 +173,12 @@ pub(super) async fn overview(State(c): State<Console>) -> ApiResult {
                     } else {
                         "replica"
                     };
-                    let end = logs.get(&b.broker_id).map(|(_, end)| *end);
+                    let end = logs.get(&b.broker_id).copied();
                     let lag = match (master_end, end) {
                         (Some(m), Some(e)) if role == "replica" => Some((m - e).max(0)),
                         _ => None,
                     };
+                    let disk = statuses.get(&(s.name.clone(), b.broker_id)).map(disk_json);
                     json!({
                         "broker_id": b.broker_id,
                         "address": b.address,
@@ -166,6 +188,7 @@ pub(super) async fn overview(State(c): State<Console>) -> ApiResult {
                         "last_heartbeat_ms": b.last_heartbeat_ms,
                         "log_end_offset": end,
                         "replication_lag_bytes": lag,
+                        "disk": disk,
                     })
                 })
                 .collect();
@@ -208,15 +231,37 @@ pub(super) async fn overview(State(c): State<Console>) -> ApiResult {
     })))
 }
 
+/// A broker's disk use against its watermarks.
+fn disk_json(st: &pb::GetBrokerStatusResponse) -> Value {
+    let state = if st.disk_used_ratio > st.disk_refuse_watermark {
+        "refusing"
+    } else if st.disk_used_ratio > st.disk_high_watermark {
+        "cleaning"
+    } else {
+        "ok"
+    };
+    json!({
+        "used_ratio": st.disk_used_ratio,
+        "high_watermark": st.disk_high_watermark,
+        "refuse_watermark": st.disk_refuse_watermark,
+        "state": state,
+        "storage_bytes": st.storage_bytes,
+    })
+}
+
 // ---- topics ----------------------------------------------------------------------------
 
 /// `GET /api/topics`.
-pub(super) async fn list_topics(State(c): State<Console>) -> ApiResult {
+pub(super) async fn list_topics(
+    State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
     let meta = c.inner.grpc.applied();
     let series = c.inner.series.lock();
     let topics: Vec<Value> = meta
         .topics
         .iter()
+        .filter(|t| caller.sees(&c, &Resource::topic(&t.name)))
         .map(|t| topic_json(t, series.rate(&t.name)))
         .collect();
     Ok(Json(json!({"revision": meta.revision, "topics": topics})))
@@ -268,10 +313,12 @@ fn queue_count(q: Option<u32>) -> Result<Option<u32>, ApiError> {
 /// `POST /api/topics`: creates a topic (queues on every broker set unless `broker_sets`).
 pub(super) async fn create_topic(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<TopicBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
     let name = qualified(b.namespace.as_deref(), b.name.as_deref().unwrap_or(""))?;
+    caller.may(&c, &Resource::topic(&name), Action::Create)?;
     let message_type =
         topic_type(b.message_type.as_deref())?.unwrap_or(pb::TopicMessageType::Normal);
     let permission = topic_perm(b.permission.as_deref())?.unwrap_or(v2::Permission::ReadWrite);
@@ -316,10 +363,12 @@ pub(super) async fn create_topic(
 /// `PUT /api/topics/{name}`: changes the given fields (queues on `broker_sets`, or on all).
 pub(super) async fn update_topic(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Result<Json<TopicBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
+    caller.may(&c, &Resource::topic(&name), Action::Update)?;
     let meta = c.inner.grpc.applied();
     let Some(mut topic) = meta.topics.iter().find(|t| t.name == name).cloned() else {
         return Err(ApiError::not_found(format!(
@@ -369,25 +418,56 @@ pub(super) struct ConfirmBody {
     confirm: Option<String>,
 }
 
-/// `DELETE /api/topics/{name}` with `{"confirm": "<name>"}`.
-pub(super) async fn delete_topic(
-    State(c): State<Console>,
-    Path(name): Path<String>,
+/// Deletes the topic or group `resource` once the caller may and `body` confirms its name.
+async fn delete_confirmed(
+    c: &Console,
+    caller: &Caller,
+    resource: Resource,
     body: Result<Json<ConfirmBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
-    confirmed(b.confirm.as_deref(), &name, "deleting a topic")?;
-    let reply = c
-        .inner
-        .grpc
-        .delete_topic(Request::new(pb::DeleteTopicRequest { name: name.clone() }))
-        .await?
-        .into_inner();
-    Ok(Json(json!({"deleted": name, "revision": reply.revision})))
+    caller.may(c, &resource, Action::Delete)?;
+    let name = resource.name;
+    let reply = match resource.kind {
+        ResourceType::Topic => {
+            confirmed(b.confirm.as_deref(), &name, "deleting a topic")?;
+            c.inner
+                .grpc
+                .delete_topic(Request::new(pb::DeleteTopicRequest { name: name.clone() }))
+                .await?
+        }
+        ResourceType::Group => {
+            confirmed(b.confirm.as_deref(), &name, "deleting a group")?;
+            c.inner
+                .grpc
+                .delete_group(Request::new(pb::DeleteGroupRequest { name: name.clone() }))
+                .await?
+        }
+        ResourceType::Cluster => {
+            return Err(ApiError::bad_request("the cluster cannot be deleted"));
+        }
+    };
+    let revision = reply.into_inner().revision;
+    Ok(Json(json!({"deleted": name, "revision": revision})))
+}
+
+/// `DELETE /api/topics/{name}` with `{"confirm": "<name>"}`.
+pub(super) async fn delete_topic(
+    State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Result<Json<ConfirmBody>, JsonRejection>,
+) -> ApiResult {
+    delete_confirmed(&c, &caller, Resource::topic(name), body).await
 }
 
 /// `GET /api/topics/{name}`: the topic and its route as a client sees it.
-pub(super) async fn topic_route(State(c): State<Console>, Path(name): Path<String>) -> ApiResult {
+pub(super) async fn topic_route(
+    State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    caller.may(&c, &Resource::topic(&name), Action::Get)?;
     let meta = c.inner.grpc.applied();
     let Some(topic) = meta.topics.iter().find(|t| t.name == name) else {
         return Err(ApiError::not_found(format!(
@@ -418,7 +498,10 @@ pub(super) async fn topic_route(State(c): State<Console>, Path(name): Path<Strin
 // ---- groups ----------------------------------------------------------------------------
 
 /// `GET /api/groups`.
-pub(super) async fn list_groups(State(c): State<Console>) -> ApiResult {
+pub(super) async fn list_groups(
+    State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
     let meta = c.inner.grpc.applied();
     let now = wall_ms();
     let proxies = c
@@ -429,6 +512,7 @@ pub(super) async fn list_groups(State(c): State<Console>) -> ApiResult {
     let groups: Vec<Value> = meta
         .groups
         .iter()
+        .filter(|g| caller.sees(&c, &Resource::group(&g.name)))
         .map(|g| {
             let mut v = group_json(g);
             let consumers = proxies
@@ -458,11 +542,14 @@ pub(super) struct GroupBody {
 /// `POST /api/groups`.
 pub(super) async fn create_group(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<GroupBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
+    let name = qualified(b.namespace.as_deref(), b.name.as_deref().unwrap_or(""))?;
+    caller.may(&c, &Resource::group(&name), Action::Create)?;
     let group = pb::Group {
-        name: qualified(b.namespace.as_deref(), b.name.as_deref().unwrap_or(""))?,
+        name,
         max_retries: b.max_retries.unwrap_or(16),
         retry_policy: None,
         fifo: b.fifo.unwrap_or(false),
@@ -485,10 +572,12 @@ pub(super) async fn create_group(
 /// `PUT /api/groups/{name}`: changes max retries and FIFO (the retry backoff is kept).
 pub(super) async fn update_group(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Result<Json<GroupBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
+    caller.may(&c, &Resource::group(&name), Action::Update)?;
     let meta = c.inner.grpc.applied();
     let Some(mut group) = meta.groups.iter().find(|g| g.name == name).cloned() else {
         return Err(ApiError::not_found(format!(
@@ -513,18 +602,11 @@ pub(super) async fn update_group(
 /// `DELETE /api/groups/{name}` with `{"confirm": "<name>"}`.
 pub(super) async fn delete_group(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Result<Json<ConfirmBody>, JsonRejection>,
 ) -> ApiResult {
-    let Json(b) = body?;
-    confirmed(b.confirm.as_deref(), &name, "deleting a group")?;
-    let reply = c
-        .inner
-        .grpc
-        .delete_group(Request::new(pb::DeleteGroupRequest { name: name.clone() }))
-        .await?
-        .into_inner();
-    Ok(Json(json!({"deleted": name, "revision": reply.revision})))
+    delete_confirmed(&c, &caller, Resource::group(name), body).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -536,6 +618,7 @@ pub(super) struct ProgressQuery {
 /// topic (the given one, else those its consumers subscribe to), dead letters, consumers.
 pub(super) async fn group_progress(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     query: Result<Query<ProgressQuery>, QueryRejection>,
 ) -> ApiResult {
@@ -543,6 +626,7 @@ pub(super) async fn group_progress(
     if name.is_empty() {
         return Err(ApiError::bad_request("the group name is empty"));
     }
+    caller.may(&c, &Resource::group(&name), Action::Get)?;
     let meta = c.inner.grpc.applied();
     let now = wall_ms();
     let consumers: Vec<Value> = c
@@ -668,10 +752,12 @@ pub(super) struct ResetBody {
 /// after the time.
 pub(super) async fn reset_offset(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Result<Json<ResetBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
+    caller.may(&c, &Resource::group(&name), Action::Update)?;
     let topic = b
         .topic
         .filter(|t| !t.is_empty())
@@ -727,6 +813,7 @@ pub(super) struct ClientQuery {
 /// `GET /api/clients[?topic=T][&group=G]`: every client connected to any proxy.
 pub(super) async fn list_clients(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ClientQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = query?;
@@ -743,6 +830,13 @@ pub(super) async fn list_clients(
         .flat_map(|p| p.clients.iter().map(move |cl| (p, cl)))
         .filter(|(_, cl)| group.as_ref().is_none_or(|g| &cl.group == g))
         .filter(|(_, cl)| topic.as_ref().is_none_or(|t| cl.topics.contains(t)))
+        .filter(|(_, cl)| {
+            (!cl.group.is_empty() && caller.sees(&c, &Resource::group(&cl.group)))
+                || cl
+                    .topics
+                    .iter()
+                    .any(|t| caller.sees(&c, &Resource::topic(t)))
+        })
         .map(|(p, cl)| client_json(cl, &p.address, now))
         .collect();
     // Consumers seen here are followed by the charts.
@@ -775,11 +869,14 @@ pub(super) struct MessageQueryParams {
 /// `GET /api/messages?topic=T&(id=I | key=K[&begin&end&max] | queue=Q&offset=O[&broker_set])`.
 pub(super) async fn query_messages(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<MessageQueryParams>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = query?;
     let topic = qualified(q.namespace.as_deref(), q.topic.as_deref().unwrap_or(""))
         .map_err(|_| ApiError::bad_request("give the topic to search (topic)"))?;
+    // Reading stored messages is reading the topic.
+    caller.may(&c, &Resource::topic(&topic), Action::Sub)?;
     let meta = c.inner.grpc.applied();
     let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let (query, targets) = match (nonempty(q.id), nonempty(q.key), q.queue, q.offset) {
@@ -842,31 +939,8 @@ pub(super) async fn query_messages(
     };
     let mut messages = Vec::new();
     for t in &targets {
-        let reply = c
-            .inner
-            .brokers
-            .client(t)?
-            .query_message(pb::QueryMessageRequest {
-                topic: Some(internal(&topic)),
-                query: Some(query.clone()),
-            })
-            .await
-            .map_err(|s| call_error(t, "querying messages", &s))?
-            .into_inner();
-        if reply
-            .status
-            .as_ref()
-            .is_some_and(|s| s.code == v2::Code::MessageNotFound as i32)
-        {
-            continue;
-        }
-        check_status(t, "querying messages", reply.status.as_ref())?;
-        messages.extend(
-            reply
-                .messages
-                .iter()
-                .map(|m| message_json(&t.broker_set, m)),
-        );
+        let found = query_on(&mut c.inner.brokers.client(t)?, t, &topic, &query).await?;
+        messages.extend(found.iter().map(|m| message_json(&t.broker_set, m)));
     }
     Ok(Json(
         json!({"topic": topic, "count": messages.len(), "messages": messages}),
@@ -885,6 +959,7 @@ pub(super) struct ResendBody {
 /// every group subscribed to it receives it as a new message.
 pub(super) async fn resend_dead_letter(
     State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<ResendBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
@@ -898,6 +973,7 @@ pub(super) async fn resend_dead_letter(
         .ok_or_else(|| ApiError::bad_request("give the dead letter's message id (message_id)"))?;
     let meta = c.inner.grpc.applied();
     let dlq = system::dlq_topic(&group);
+    caller.may(&c, &Resource::topic(&dlq), Action::Sub)?;
     let mut found = None;
     for t in broker_targets(&meta, &dlq, None)? {
         let reply = c
@@ -933,6 +1009,7 @@ pub(super) async fn resend_dead_letter(
                 format!("the message {id:?} does not record the topic it came from"),
             )
         })?;
+    caller.may(&c, &Resource::topic(&origin), Action::Pub)?;
     let Some(topic) = meta.topics.iter().find(|t| t.name == origin) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -994,7 +1071,11 @@ pub(super) async fn resend_dead_letter(
 // ---- charts ----------------------------------------------------------------------------
 
 /// `GET /api/series`: the chart samples (taking a new one when due).
-pub(super) async fn series(State(c): State<Console>) -> ApiResult {
+pub(super) async fn series(
+    State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
+    caller.may(&c, &Resource::cluster(), Action::Get)?;
     let (due, pairs) = {
         let mut s = c.inner.series.lock();
         (s.begin(c.inner.cfg.sample_interval), s.pairs())
@@ -1005,13 +1086,20 @@ pub(super) async fn series(State(c): State<Console>) -> ApiResult {
             .await
             .ok()
             .flatten();
+        let latency: Vec<_> = c
+            .inner
+            .grpc
+            .clients()
+            .proxies(wall_ms(), c.inner.cfg.client_timeout)
+            .into_iter()
+            .map(|p| (p.proxy_id, p.rpc_latency))
+            .collect();
         c.inner
             .series
             .lock()
-            .record(Instant::now(), wall_ms(), read);
+            .record(Instant::now(), wall_ms(), read, &latency);
     }
     let mut out = c.inner.series.lock().json();
-    out["latency"] = Value::Null;
     out["interval_ms"] = json!(c.inner.cfg.sample_interval.as_millis());
     Ok(Json(out))
 }

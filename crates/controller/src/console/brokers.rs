@@ -1,14 +1,18 @@
 //! The brokers behind a topic: which broker sets hold it (and their masters' internal
 //! addresses, from the metadata), one lazily connected channel per address, and their
-//! in-body statuses as [`ApiError`]s that name the broker set.
+//! in-body statuses as [`ApiError`]s that name the broker set. [`broker_targets`],
+//! [`check_status`] and [`query_messages`] are shared with the `comet` admin commands.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use comet_proto::apache::rocketmq::v2;
-use comet_proto::comet::v1::ClusterMetadata;
 use comet_proto::comet::v1::broker_service_client::BrokerServiceClient;
+use comet_proto::comet::v1::query_message_request::Query as MessageQuery;
+use comet_proto::comet::v1::{
+    ClusterMetadata, GetBrokerStatusRequest, GetBrokerStatusResponse, QueryMessageRequest,
+};
 use comet_vocab::system;
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
@@ -137,6 +141,52 @@ impl Channels {
     }
 }
 
+/// How long the cluster page waits for one broker's status.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Channels {
+    /// The storage status of every live member of every broker set, asked concurrently; a
+    /// member that does not answer within [`STATUS_TIMEOUT`] is left out.
+    pub(crate) async fn statuses(
+        &self,
+        meta: &ClusterMetadata,
+    ) -> HashMap<(String, u64), GetBrokerStatusResponse> {
+        let calls = meta
+            .broker_sets
+            .iter()
+            .flat_map(|s| s.members.iter())
+            .filter(|m| m.alive && !m.address.is_empty())
+            .filter_map(|m| {
+                let t = BrokerTarget {
+                    broker_set: m.broker_set.clone(),
+                    address: m.address.clone(),
+                };
+                let mut client = self.client(&t).ok()?;
+                let key = (m.broker_set.clone(), m.broker_id);
+                Some(async move {
+                    let reply = tokio::time::timeout(
+                        STATUS_TIMEOUT,
+                        client.get_broker_status(GetBrokerStatusRequest {}),
+                    )
+                    .await;
+                    match reply {
+                        Ok(Ok(r)) => Some((key, r.into_inner())),
+                        Ok(Err(e)) => {
+                            tracing::debug!(broker_set = %key.0, broker_id = key.1, error = %e.message(), "broker status unavailable");
+                            None
+                        }
+                        Err(_) => None,
+                    }
+                })
+            });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
 /// A failed broker call as a 502 naming the broker set.
 pub(crate) fn call_error(t: &BrokerTarget, what: &str, s: &tonic::Status) -> ApiError {
     ApiError::new(
@@ -152,11 +202,10 @@ pub(crate) fn call_error(t: &BrokerTarget, what: &str, s: &tonic::Status) -> Api
 }
 
 /// The broker's in-body status as a result: OK passes, anything else is an error naming it.
-pub(crate) fn check_status(
-    t: &BrokerTarget,
-    what: &str,
-    s: Option<&v2::Status>,
-) -> Result<(), ApiError> {
+///
+/// # Errors
+/// A missing status or a code other than OK: 400 for a 4xxxx code, else 502.
+pub fn check_status(t: &BrokerTarget, what: &str, s: Option<&v2::Status>) -> Result<(), ApiError> {
     let Some(s) = s else {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -183,6 +232,37 @@ pub(crate) fn check_status(
             t.broker_set, s.message
         ),
     ))
+}
+
+/// The messages of `topic` (qualified) that `query` finds on broker set `t` through `client`;
+/// none when the broker answers MESSAGE_NOT_FOUND.
+///
+/// # Errors
+/// 502 naming the broker set when the call fails; the in-body status as [`check_status`].
+pub async fn query_messages(
+    client: &mut BrokerServiceClient<Channel>,
+    t: &BrokerTarget,
+    topic: &str,
+    query: &MessageQuery,
+) -> Result<Vec<v2::Message>, ApiError> {
+    const WHAT: &str = "querying messages";
+    let reply = client
+        .query_message(QueryMessageRequest {
+            topic: Some(internal(topic)),
+            query: Some(query.clone()),
+        })
+        .await
+        .map_err(|s| call_error(t, WHAT, &s))?
+        .into_inner();
+    if reply
+        .status
+        .as_ref()
+        .is_some_and(|s| s.code == v2::Code::MessageNotFound as i32)
+    {
+        return Ok(Vec::new());
+    }
+    check_status(t, WHAT, reply.status.as_ref())?;
+    Ok(reply.messages)
 }
 
 /// A qualified name as an internal Resource (empty namespace, see broker.proto).

@@ -1,12 +1,15 @@
-//! The console's HTTP face: the routes and the embedded assets.
+//! The console's HTTP face: the routes and the embedded assets. `/api/login` and
+//! `/api/logout` are open; every other `/api` path (unknown ones included) passes
+//! `session::require_caller` first.
 
 use axum::Router;
 use axum::http::header;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::error::ApiError;
-use super::{Console, api};
+use super::{Console, api, session, users};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const STYLE_CSS: &str = include_str!("assets/style.css");
@@ -30,7 +33,21 @@ async fn not_found() -> ApiError {
 
 /// Every route of the console.
 pub(super) fn router(console: Console) -> Router {
-    let api = Router::new()
+    let open = Router::new()
+        .route("/login", post(users::login))
+        .route("/logout", post(users::logout));
+    let guarded = Router::new()
+        .route("/session", get(users::session))
+        .route("/users", get(users::list_users).post(users::create_user))
+        .route(
+            "/users/{name}",
+            axum::routing::put(users::update_user).delete(users::delete_user),
+        )
+        .route("/acls", get(users::list_acls).post(users::create_acl))
+        .route(
+            "/acls/{user}",
+            axum::routing::put(users::update_acl).delete(users::delete_acl),
+        )
         .route("/overview", get(api::overview))
         .route("/topics", get(api::list_topics).post(api::create_topic))
         .route(
@@ -52,7 +69,8 @@ pub(super) fn router(console: Console) -> Router {
         .route("/dead-letters/resend", post(api::resend_dead_letter))
         .route("/series", get(api::series))
         .fallback(not_found)
-        .with_state(console);
+        .layer(from_fn_with_state(console.clone(), session::require_caller));
+    let api = open.merge(guarded).with_state(console);
     Router::new()
         .route(
             "/",

@@ -1,16 +1,18 @@
 //! Chart series: throughput in (messages stored per second, all topics), throughput out
 //! (consume offsets advanced per second, all known consumer groups) and total backlog, from
-//! the brokers' offsets. A sample is taken when a page asks for the series and the last one is
-//! older than `sample_interval`, so nothing runs while nobody watches. RPC latency percentiles
-//! are not here: the controller sees no request timings.
+//! the brokers' offsets, and RPC latency percentiles (p50, p99) per RPC from the growth of the
+//! proxies' `rocketmq_rpc_latency` histograms between two samples (each proxy reports its
+//! cumulative histograms with its clients; the quantile is interpolated within its bucket, as
+//! Prometheus' `histogram_quantile` does). A sample is taken when a page asks for the series
+//! and the last one is older than `sample_interval`, so nothing runs while nobody watches.
 //!
 //! The (group, topic) pairs followed are those of the connected consumers' subscriptions, and
 //! stay followed after their clients leave (bounded by [`MAX_PAIRS`]).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
-use comet_proto::comet::v1::{ClusterMetadata, GetConsumerProgressRequest};
+use comet_proto::comet::v1::{ClusterMetadata, GetConsumerProgressRequest, RpcLatency};
 use comet_vocab::system;
 use serde_json::{Value, json};
 
@@ -27,8 +29,17 @@ const MAX_TOPICS: usize = 500;
 /// read creates nothing on the broker).
 const PROBE_GROUP: &str = "comet-console";
 
-/// One point of the charts.
+/// Latency of one RPC over one sample interval, all proxies together.
 #[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Percentiles {
+    /// Calls completed in the interval.
+    pub calls: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// One point of the charts.
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Sample {
     /// Wall clock, ms since the epoch.
     pub t_ms: i64,
@@ -38,6 +49,8 @@ pub(super) struct Sample {
     pub out_rate: f64,
     /// Messages not yet consumed by the followed groups.
     pub backlog: i64,
+    /// Per RPC that had calls in the interval.
+    pub latency: BTreeMap<String, Percentiles>,
 }
 
 /// Totals read at one instant.
@@ -60,6 +73,93 @@ pub(super) struct Series {
     rates: HashMap<String, f64>,
     pairs: BTreeSet<(String, String)>,
     sampling: bool,
+    /// The proxies' cumulative histograms at the last sample.
+    latency_seen: Readings,
+}
+
+/// (proxy id, RPC) to (bucket bounds, cumulative counts).
+type Readings = HashMap<(String, String), (Vec<f64>, Vec<u64>)>;
+
+/// The `q` quantile of a histogram given as cumulative counts (one more than `bounds`, the
+/// last one the total), interpolated linearly within its bucket; a quantile in the open-ended
+/// last bucket is the highest bound. `None` without observations.
+pub(super) fn quantile(bounds: &[f64], cumulative: &[u64], q: f64) -> Option<f64> {
+    let total = *cumulative.last()?;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let (mut below, mut lower) = (0u64, 0.0f64);
+    for (i, &count) in cumulative.iter().enumerate() {
+        if count as f64 >= rank {
+            let Some(&upper) = bounds.get(i) else {
+                return Some(lower);
+            };
+            let in_bucket = count.saturating_sub(below) as f64;
+            let frac = if in_bucket > 0.0 {
+                ((rank - below as f64) / in_bucket).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
+            return Some(lower + (upper - lower) * frac);
+        }
+        below = count;
+        lower = bounds.get(i).copied().unwrap_or(lower);
+    }
+    Some(lower)
+}
+
+/// The calls of each RPC between two readings of the proxies' histograms, all proxies summed,
+/// as percentiles; `seen` becomes the new readings. A proxy seen for the first time (or whose
+/// counts went down: it restarted) only sets its baseline.
+fn latency_growth(
+    seen: &mut Readings,
+    reports: &[(String, Vec<RpcLatency>)],
+) -> BTreeMap<String, Percentiles> {
+    let mut sums: BTreeMap<String, (Vec<f64>, Vec<u64>)> = BTreeMap::new();
+    let mut next = HashMap::new();
+    for (proxy, hists) in reports {
+        for h in hists {
+            if h.bucket_counts.len() != h.bounds_ms.len() + 1 {
+                continue;
+            }
+            let key = (proxy.clone(), h.rpc.clone());
+            if let Some((bounds, prev)) = seen.get(&key)
+                && *bounds == h.bounds_ms
+                && prev.iter().zip(&h.bucket_counts).all(|(p, c)| c >= p)
+            {
+                let delta: Vec<u64> = h
+                    .bucket_counts
+                    .iter()
+                    .zip(prev)
+                    .map(|(c, p)| c - p)
+                    .collect();
+                let sum = sums
+                    .entry(h.rpc.clone())
+                    .or_insert_with(|| (h.bounds_ms.clone(), vec![0; delta.len()]));
+                if sum.0 == h.bounds_ms {
+                    for (s, d) in sum.1.iter_mut().zip(&delta) {
+                        *s += d;
+                    }
+                }
+            }
+            next.insert(key, (h.bounds_ms.clone(), h.bucket_counts.clone()));
+        }
+    }
+    *seen = next;
+    sums.into_iter()
+        .filter_map(|(rpc, (bounds, counts))| {
+            let calls = *counts.last()?;
+            Some((
+                rpc,
+                Percentiles {
+                    calls,
+                    p50_ms: quantile(&bounds, &counts, 0.5)?,
+                    p99_ms: quantile(&bounds, &counts, 0.99)?,
+                },
+            ))
+        })
+        .collect()
 }
 
 impl Series {
@@ -91,9 +191,17 @@ impl Series {
         self.pairs.iter().cloned().collect()
     }
 
-    /// Records totals read at `now`: a sample against the previous totals.
-    pub(super) fn record(&mut self, now: Instant, t_ms: i64, totals: Option<Totals>) {
+    /// Records totals read at `now` and the proxies' latency histograms (by proxy id): a
+    /// sample against the previous ones.
+    pub(super) fn record(
+        &mut self,
+        now: Instant,
+        t_ms: i64,
+        totals: Option<Totals>,
+        latency: &[(String, Vec<RpcLatency>)],
+    ) {
         self.sampling = false;
+        let latency = latency_growth(&mut self.latency_seen, latency);
         let Some(totals) = totals else {
             return;
         };
@@ -113,6 +221,7 @@ impl Series {
                 in_rate: stored_delta as f64 / secs,
                 out_rate: consumed_delta as f64 / secs,
                 backlog: totals.backlog,
+                latency,
             });
             while self.samples.len() > MAX_SAMPLES {
                 self.samples.pop_front();
@@ -130,6 +239,9 @@ impl Series {
         json!({
             "samples": self.samples.iter().map(|s| json!({
                 "t_ms": s.t_ms, "in_rate": s.in_rate, "out_rate": s.out_rate, "backlog": s.backlog,
+                "latency": s.latency.iter().map(|(rpc, p)| (rpc.clone(), json!({
+                    "calls": p.calls, "p50_ms": p.p50_ms, "p99_ms": p.p99_ms,
+                }))).collect::<serde_json::Map<_, _>>(),
             })).collect::<Vec<_>>(),
         })
     }
@@ -207,19 +319,51 @@ mod tests {
             consumed: 50,
             backlog: 50,
         };
-        s.record(t0, 0, Some(first));
+        let hist = |counts: Vec<u64>| {
+            vec![(
+                "p1".to_owned(),
+                vec![RpcLatency {
+                    rpc: "send_message".into(),
+                    bounds_ms: vec![1.0, 10.0],
+                    bucket_counts: counts,
+                    sum_ms: 0.0,
+                }],
+            )]
+        };
+        s.record(t0, 0, Some(first), &hist(vec![5, 5, 5]));
         assert_eq!(s.json()["samples"].as_array().unwrap().len(), 0);
         let second = Totals {
             stored: HashMap::from([("t".to_owned(), 120)]),
             consumed: 90,
             backlog: 30,
         };
-        s.record(t0 + Duration::from_secs(2), 2000, Some(second));
+        // 100 more calls: 50 within 1 ms, 50 within 10 ms.
+        s.record(
+            t0 + Duration::from_secs(2),
+            2000,
+            Some(second),
+            &hist(vec![55, 105, 105]),
+        );
         let samples = s.json()["samples"].as_array().unwrap().clone();
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0]["in_rate"], 10.0);
         assert_eq!(samples[0]["out_rate"], 20.0);
         assert_eq!(samples[0]["backlog"], 30);
         assert_eq!(s.rate("t"), Some(10.0));
+        let send = &samples[0]["latency"]["send_message"];
+        assert_eq!(send["calls"], 100);
+        assert_eq!(send["p50_ms"], 1.0);
+        let p99 = send["p99_ms"].as_f64().unwrap();
+        assert!((p99 - 9.82).abs() < 1e-9, "{p99}");
+    }
+
+    #[test]
+    fn given_histograms_when_quantiles_are_asked_should_interpolate_within_buckets() {
+        let bounds = [1.0, 10.0, 100.0];
+        assert_eq!(quantile(&bounds, &[0, 0, 0, 0], 0.5), None);
+        assert_eq!(quantile(&bounds, &[10, 10, 10, 10], 0.5), Some(0.5));
+        assert_eq!(quantile(&bounds, &[0, 10, 10, 10], 0.5), Some(5.5));
+        // All in the open-ended bucket: the highest bound.
+        assert_eq!(quantile(&bounds, &[0, 0, 0, 4], 0.99), Some(100.0));
     }
 }

@@ -520,4 +520,5 @@ broker_service! {
     query_message(QueryMessageRequest) -> QueryMessageResponse;
     get_consumer_progress(GetConsumerProgressRequest) -> GetConsumerProgressResponse;
     set_log_level(SetLogLevelRequest) -> SetLogLevelResponse;
+    get_broker_status(comet_proto::comet::v1::GetBrokerStatusRequest) -> comet_proto::comet::v1::GetBrokerStatusResponse;
 }

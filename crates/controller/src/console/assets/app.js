@@ -1,5 +1,6 @@
 // The Comet console: a hash-routed single page over the JSON API under /api. Every value from
-// the server is inserted as text (never as HTML).
+// the server is inserted as text (never as HTML). With auth on, any 401 shows the login form;
+// the session lives in an HttpOnly cookie the page never sees.
 
 import { draw } from "/assets/chart.js";
 
@@ -41,9 +42,52 @@ async function api(method, path, body) {
   if (!resp.ok) {
     let msg = (data && data.error) || text || resp.statusText;
     if (data && data.leader) msg += ` (the leader is at ${data.leader})`;
+    if (resp.status === 401 && path !== "/login") {
+      loginPage(msg);
+      throw new Error(msg);
+    }
     throw new Error(msg);
   }
   return data;
+}
+
+// ---- login ---------------------------------------------------------------------------------
+
+function showUser(session) {
+  const who = document.getElementById("user-box");
+  const name = document.getElementById("user-name-label");
+  const auth = session && session.auth_enabled;
+  who.hidden = !auth;
+  name.textContent = auth && session.user ? `${session.user} (${session.user_type})` : "";
+}
+
+function loginPage(message) {
+  if (timer) { clearInterval(timer); timer = null; }
+  showUser(null);
+  const form = h("form", { id: "login-form", class: "login" },
+    h("label", {}, "User name", h("input", { id: "login-username", name: "username", autocomplete: "username", required: true })),
+    h("label", {}, "Password", h("input", { id: "login-password", name: "password", type: "password", autocomplete: "current-password", required: true })),
+    h("button", { id: "login-submit", type: "submit", text: "Log in" }));
+  page.replaceChildren(h("h2", { text: "Log in" }),
+    h("section", { class: "card" },
+      h("p", { class: "muted", text: "This cluster has authentication on: log in with the name and password of a Comet user." }),
+      form, errorBox("login-error")));
+  if (message && !/log in first/.test(message)) showError("login-error", new Error(message));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showError("login-error", null);
+    const f = new FormData(form);
+    try {
+      const r = await api("POST", "/login", { username: f.get("username"), password: f.get("password") });
+      showUser({ auth_enabled: true, user: r.user, user_type: r.user_type });
+      route();
+    } catch (e) { showError("login-error", e); }
+  });
+}
+
+async function logout() {
+  try { await api("POST", "/logout", {}); } catch (_) { /* the cookie is gone either way */ }
+  loginPage(null);
 }
 
 function table(id, headers, rows) {
@@ -116,10 +160,15 @@ async function clusterPage() {
         document.createElementNS("http://www.w3.org/2000/svg", "svg")),
       h("div", { class: "chart" }, h("b", { text: "Backlog (messages)" }),
         h("div", { class: "legend" }, h("span", { style: "color:#c62d2d", text: "■ not yet consumed" })),
-        document.createElementNS("http://www.w3.org/2000/svg", "svg"))),
-    h("p", { class: "muted", text: "RPC latency percentiles are not available: the controller sees no request timings." }));
+        document.createElementNS("http://www.w3.org/2000/svg", "svg")),
+      h("div", { class: "chart" }, h("b", { text: "RPC latency at the proxies (ms) " }),
+        h("select", { id: "latency-rpc", "aria-label": "RPC" }),
+        h("div", { class: "legend" }, h("span", { style: "color:#3559d9", text: "■ p50" }), h("span", { style: "color:#c62d2d", text: "■ p99" }),
+          h("span", { id: "latency-now", class: "muted" })),
+        document.createElementNS("http://www.w3.org/2000/svg", "svg"))));
   charts.querySelectorAll("svg")[0].id = "chart-throughput";
   charts.querySelectorAll("svg")[1].id = "chart-backlog";
+  charts.querySelectorAll("svg")[2].id = "chart-latency";
   page.replaceChildren(h("h2", { text: "Cluster" }), errorBox("cluster-error"), charts, body);
   every(2000, async () => {
     try {
@@ -134,8 +183,48 @@ async function clusterPage() {
       draw(document.getElementById("chart-backlog"), times, [
         { name: "backlog", color: "#c62d2d", values: s.samples.map((x) => x.backlog) },
       ], "messages");
+      drawLatency(s.samples);
     } catch (e) { showError("cluster-error", e); }
   });
+}
+
+// The latency chart of the RPC chosen in its selector (send_message first when there is one).
+function drawLatency(samples) {
+  const select = document.getElementById("latency-rpc");
+  const rpcs = [...new Set(samples.flatMap((x) => Object.keys(x.latency || {})))].sort();
+  const chosen = select.value || (rpcs.includes("send_message") ? "send_message" : rpcs[0] || "");
+  const have = [...select.options].map((o) => o.value).join(",");
+  if (have !== rpcs.join(",")) {
+    select.replaceChildren(...rpcs.map((r) => h("option", { value: r, text: r, selected: r === chosen })));
+  }
+  const rows = samples.filter((x) => x.latency && x.latency[chosen]);
+  const last = rows[rows.length - 1];
+  document.getElementById("latency-now").textContent = rpcs.length === 0
+    ? "no RPC timed yet (the proxies report their rocketmq_rpc_latency histograms; metrics must be on)"
+    : last ? `${chosen}: p50 ${last.latency[chosen].p50_ms.toFixed(2)} ms, p99 ${last.latency[chosen].p99_ms.toFixed(2)} ms over ${last.latency[chosen].calls} calls` : "";
+  draw(document.getElementById("chart-latency"), rows.map((x) => x.t_ms), [
+    { name: "p50", color: "#3559d9", values: rows.map((x) => x.latency[chosen].p50_ms) },
+    { name: "p99", color: "#c62d2d", values: rows.map((x) => x.latency[chosen].p99_ms) },
+  ], "ms");
+}
+
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+function diskCell(d) {
+  if (!d) return h("td", { class: "muted", text: "no answer" });
+  const pct = (x) => `${(x * 100).toFixed(1)}%`;
+  const cls = d.state === "ok" ? "good" : "bad";
+  const label = d.state === "ok" ? "ok" : d.state === "cleaning" ? "above high: cleaning" : "above refuse: appends refused";
+  return h("td", { class: "disk" },
+    h("meter", { min: 0, max: 1, low: d.high_watermark, high: d.refuse_watermark, optimum: 0, value: d.used_ratio }),
+    ` ${pct(d.used_ratio)} used (high ${pct(d.high_watermark)}, refuse ${pct(d.refuse_watermark)}) `,
+    pill(label, cls), h("span", { class: "muted", text: ` ${fmtBytes(d.storage_bytes)} stored` }));
 }
 
 function renderOverview(body, o) {
@@ -150,19 +239,20 @@ function renderOverview(body, o) {
           h("td", { text: c.voter ? "voter" : "learner" }), h("td", {}, c.leader ? pill("leader", "good") : ""))))),
     h("section", { class: "card" }, h("h3", { text: "Broker sets" }),
       o.broker_sets.length === 0 ? h("p", { class: "muted", text: "No broker registered yet." }) :
-      table("brokers-table", ["broker set", "id", "address", "role", "epoch", "in sync", "alive", "replication lag", "last heartbeat"],
-        o.broker_sets.flatMap((s) => s.members.map((m) => h("tr", {},
+      table("brokers-table", ["broker set", "id", "address", "role", "epoch", "in sync", "alive", "replication lag", "disk use / watermarks", "last heartbeat"],
+        o.broker_sets.flatMap((s) => s.members.map((m) => h("tr", { "data-broker": `${s.name}/${m.broker_id}` },
           h("td", { text: s.name }), h("td", { text: m.broker_id }), h("td", { text: m.address }),
           h("td", { text: m.role }), h("td", { text: s.master_epoch }),
           h("td", {}, m.in_sync ? pill("yes", "good") : pill("no", "bad")),
           h("td", {}, m.alive ? pill("alive", "good") : pill("down", "bad")),
-          h("td", { text: m.replication_lag_bytes === null ? "" : `${m.replication_lag_bytes} B` }),
+          h("td", { class: "lag", text: m.replication_lag_bytes === null ? (m.role === "replica" ? "unknown" : "") : fmtBytes(m.replication_lag_bytes) }),
+          diskCell(m.disk),
           h("td", { text: fmtTime(m.last_heartbeat_ms) })))))),
     h("section", { class: "card" }, h("h3", { text: "Proxies" }),
       o.proxies.length === 0 ? h("p", { class: "muted", text: "No proxy has reported to this controller yet." }) :
       table("proxies-table", ["proxy", "address", "clients", "uptime", "last report"],
-        o.proxies.map((p) => h("tr", {}, h("td", { text: p.proxy_id }), h("td", { text: p.address }),
-          h("td", { text: p.clients }), h("td", { text: fmtDuration(p.uptime_ms) }),
+        o.proxies.map((p) => h("tr", { "data-proxy": p.address }, h("td", { text: p.proxy_id }), h("td", { text: p.address }),
+          h("td", { text: p.clients }), h("td", { class: "uptime", text: fmtDuration(p.uptime_ms) }),
           h("td", { text: fmtAgo(p.reported_ms_ago) }))))),
   );
 }
@@ -486,6 +576,132 @@ function showMessage(detail, m) {
     resend));
 }
 
+// ---- users and ACLs ------------------------------------------------------------------------
+
+async function usersPage() {
+  const form = h("form", { id: "user-form", class: "inline" },
+    h("label", {}, "Name", h("input", { id: "user-name", name: "name", required: true, autocomplete: "off" })),
+    h("label", {}, "Password (its secret key)", h("input", { id: "user-password", name: "password", type: "password", required: true, autocomplete: "new-password" })),
+    h("label", {}, "Type", h("select", { id: "user-type", name: "user_type" },
+      h("option", { value: "normal", text: "normal (its ACL decides)" }), h("option", { value: "super", text: "super (allowed everything)" }))),
+    h("button", { id: "user-create", type: "submit", text: "Create user" }));
+  const list = h("div", { id: "users-list" });
+  const edit = h("div", { id: "user-edit" });
+  page.replaceChildren(h("h2", { text: "Users" }),
+    h("section", { class: "card" }, h("h3", { text: "Create a user" }), form, errorBox("user-error"), h("div", { id: "user-ok", class: "ok" })),
+    edit, h("section", { class: "card" }, list));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showError("user-error", null);
+    document.getElementById("user-ok").textContent = "";
+    const f = new FormData(form);
+    try {
+      const u = await api("POST", "/users", { name: f.get("name"), password: f.get("password"), user_type: f.get("user_type") });
+      document.getElementById("user-ok").textContent = `Created user ${u.name} (${u.user_type}).`;
+      form.reset();
+      await refresh();
+    } catch (e) { showError("user-error", e); }
+  });
+  const showEdit = (u) => {
+    const f = h("form", { id: "user-update", class: "inline" },
+      h("label", {}, "New password (empty: keep)", h("input", { name: "password", type: "password", autocomplete: "new-password" })),
+      h("label", {}, "Type", h("select", { name: "user_type" },
+        ["normal", "super"].map((t) => h("option", { value: t, text: t, selected: t === u.user_type })))),
+      h("button", { type: "submit", text: "Update" }),
+      h("button", { type: "button", class: "danger", id: "user-delete", text: "Delete user", onclick: async () => {
+        const typed = await confirmName(`Delete user ${u.name}? Its clients and console sessions stop working; its ACL stays until deleted.`, u.name);
+        if (typed === null) return;
+        try {
+          await api("DELETE", "/users/" + encodeURIComponent(u.name), { confirm: typed });
+          edit.replaceChildren();
+          await refresh();
+        } catch (e) { showError("user-edit-error", e); }
+      } }));
+    f.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const d = new FormData(f);
+      try {
+        await api("PUT", "/users/" + encodeURIComponent(u.name), { password: d.get("password") || undefined, user_type: d.get("user_type") });
+        document.getElementById("user-edit-ok").textContent = `Updated user ${u.name}.`;
+        await refresh();
+      } catch (e) { showError("user-edit-error", e); }
+    });
+    edit.replaceChildren(h("section", { class: "card" }, h("h3", { text: `User ${u.name}` }), f,
+      errorBox("user-edit-error"), h("div", { id: "user-edit-ok", class: "ok" })));
+  };
+  const refresh = async () => {
+    try {
+      const d = await api("GET", "/users");
+      showError("user-error", null);
+      list.replaceChildren(
+        d.auth_enabled ? "" : h("p", { class: "muted", text: "Authentication is off on this cluster (auth.enabled = false): users are stored but nothing is checked." }),
+        d.users.length === 0 ? h("p", { id: "users-table", class: "muted", text: "No user yet." }) :
+        table("users-table", ["name", "type"],
+          d.users.map((u) => h("tr", { class: "clickable", "data-name": u.name, onclick: () => showEdit(u) },
+            h("td", { text: u.name }), h("td", { text: u.user_type })))));
+    } catch (e) { showError("user-error", e); }
+  };
+  every(5000, refresh);
+}
+
+async function aclsPage() {
+  const form = h("form", { id: "acl-form", class: "inline" },
+    h("label", {}, "User", h("input", { id: "acl-user", name: "user", required: true, autocomplete: "off" })),
+    h("label", {}, "Resources (comma-separated: Topic:orders, Group:*, Cluster, *)", h("input", { id: "acl-resources", name: "resources", required: true })),
+    h("label", {}, "Actions (Pub, Sub, Create, Update, Delete, Get, List, All)", h("input", { id: "acl-actions", name: "actions", required: true, value: "Pub,Sub" })),
+    h("label", {}, "Decision", h("select", { id: "acl-decision", name: "decision" },
+      h("option", { value: "Allow", text: "Allow" }), h("option", { value: "Deny", text: "Deny" }))),
+    h("label", {}, "Source CIDRs (empty: any)", h("input", { id: "acl-sources", name: "source_ips" })),
+    h("button", { id: "acl-create", type: "submit", text: "Add entries" }),
+    h("button", { id: "acl-update", type: "button", class: "secondary", text: "Replace entries" }));
+  const list = h("div", { id: "acls-list" });
+  page.replaceChildren(h("h2", { text: "ACLs" }),
+    h("section", { class: "card" }, h("h3", { text: "Add or replace a user's entries" }),
+      h("p", { class: "muted", text: "Add creates one entry per resource (refused if the user already has one for it); Replace changes existing entries. Deny wins over Allow; super users need no entry." }),
+      form, errorBox("acl-error"), h("div", { id: "acl-ok", class: "ok" })),
+    h("section", { class: "card" }, list));
+  const split = (v) => String(v || "").split(",").map((x) => x.trim()).filter((x) => x);
+  const body = () => {
+    const f = new FormData(form);
+    return { user: f.get("user").trim(), resources: split(f.get("resources")), actions: f.get("actions"), decision: f.get("decision"), source_ips: split(f.get("source_ips")) };
+  };
+  const submit = async (method) => {
+    showError("acl-error", null);
+    document.getElementById("acl-ok").textContent = "";
+    const b = body();
+    try {
+      const a = method === "POST" ? await api("POST", "/acls", b)
+        : await api("PUT", "/acls/" + encodeURIComponent(b.user), { resources: b.resources, actions: b.actions, decision: b.decision, source_ips: b.source_ips });
+      document.getElementById("acl-ok").textContent = `${method === "POST" ? "Added" : "Replaced"} entries of ${a.subject}.`;
+      await refresh();
+    } catch (e) { showError("acl-error", e); }
+  };
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); submit("POST"); });
+  document.getElementById("acl-update").addEventListener("click", () => { if (form.reportValidity()) submit("PUT"); });
+  const remove = async (user, resource) => {
+    const what = resource ? `the entry ${resource} of ${user}` : `every entry of ${user}`;
+    const typed = await confirmName(`Delete ${what}?`, user);
+    if (typed === null) return;
+    try {
+      await api("DELETE", "/acls/" + encodeURIComponent(user), { confirm: typed, resources: resource ? [resource] : [] });
+      await refresh();
+    } catch (e) { showError("acl-error", e); }
+  };
+  const refresh = async () => {
+    try {
+      const d = await api("GET", "/acls");
+      list.replaceChildren(d.acls.length === 0 ? h("p", { id: "acls-table", class: "muted", text: "No ACL entry yet." }) :
+        table("acls-table", ["user", "resource", "actions", "decision", "sources", ""],
+          d.acls.flatMap((a) => a.entries.map((e) => h("tr", { "data-user": a.user, "data-resource": e.resource },
+            h("td", { text: a.user }), h("td", { text: e.resource }), h("td", { text: e.actions }),
+            h("td", {}, pill(e.decision, e.decision === "Allow" ? "good" : "bad")),
+            h("td", { text: e.source_ips.length ? e.source_ips.join(", ") : "any" }),
+            h("td", {}, h("button", { type: "button", class: "danger small", text: "Delete", onclick: () => remove(a.user, e.resource) })))))));
+    } catch (e) { showError("acl-error", e); }
+  };
+  every(5000, refresh);
+}
+
 // ---- router --------------------------------------------------------------------------------
 
 function route() {
@@ -502,9 +718,12 @@ function route() {
     case "group": return groupPage(decodeURIComponent(parts.slice(1).join("/")));
     case "clients": return clientsPage();
     case "messages": return messagesPage();
+    case "users": return usersPage();
+    case "acls": return aclsPage();
     default: return clusterPage();
   }
 }
 
 window.addEventListener("hashchange", route);
-route();
+document.getElementById("logout").addEventListener("click", logout);
+api("GET", "/session").then((s) => { showUser(s); route(); }).catch(() => { /* the login form is shown */ });
