@@ -59,7 +59,13 @@ pub(super) struct Logins {
     /// Failed logins per user name: (count, time of the first of them).
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     random: ring::rand::SystemRandom,
+    /// A secret sealed at start under a name no user can have: an unknown user's login opens
+    /// it, so that it costs what a known user's does (no user names probed by timing).
+    decoy: Option<String>,
 }
+
+/// The name the decoy secret is sealed under (a NUL byte: not a valid user name).
+const DECOY_NAME: &str = "\0decoy";
 
 fn digest(token: &str) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
@@ -99,7 +105,11 @@ impl Logins {
         cipher: Option<Arc<SecretCipher>>,
         timeout: Duration,
     ) -> Self {
+        let decoy = cipher
+            .as_deref()
+            .and_then(|c| c.seal(DECOY_NAME, b"decoy-secret-of-no-user").ok());
         Logins {
+            decoy,
             gate,
             cipher,
             timeout,
@@ -187,6 +197,10 @@ impl Logins {
             )
         })?;
         let Some(user) = meta.users.iter().find(|u| u.name == username) else {
+            if let Some(decoy) = &self.decoy {
+                let opened = cipher.open(DECOY_NAME, decoy).unwrap_or_default();
+                let _ = same_bytes(&opened, password.as_bytes());
+            }
             tracing::info!(user = %username, "console login refused: unknown user");
             return Err(refused());
         };
