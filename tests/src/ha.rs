@@ -1,5 +1,7 @@
 //! [`HaDeployment`]: one replicated broker set of real broker processes ([`BrokerProc`]) with
-//! in-process controllers and a proxy ([`Cluster`]), for HA tests and benchmarks.
+//! in-process controllers and a proxy ([`Cluster`]), for HA tests and benchmarks. The
+//! controllers sit behind relays ([`ClusterBuilder::controller_relays`]), so a test can
+//! partition any of them ([`Cluster::partition_controller`]).
 
 use std::time::Duration;
 
@@ -60,6 +62,7 @@ impl HaDeployment {
         let cluster = ClusterBuilder::new()
             .broker_sets(&[])
             .broker_lease(o.broker_lease)
+            .controller_relays()
             .start()
             .await;
         let dir = tempfile::tempdir().expect("temp dir");

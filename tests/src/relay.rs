@@ -10,23 +10,44 @@
 //!   partition are closed (their peers reconnect), as after a real partition whose TCP state
 //!   timed out.
 //! - [`Relay::cut`]: closes every open connection now (a reset) and keeps forwarding.
+//! - [`Relay::partition_from`] / [`Relay::heal_from`]: the same as a partition and its heal,
+//!   for the connections that come from one local address only: in-process nodes that bind
+//!   their outgoing connections to distinct loopback addresses (127.0.0.2, ...) can be cut off
+//!   one by one while the others keep talking through the same relay.
 //!
 //! The target may be set after the relay starts ([`Relay::set_target`]): a restarted process
 //! listens on a new port behind the same relay address. Connections wait for a target.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
     target: Option<SocketAddr>,
     partitioned: bool,
     /// Bumped to close every connection (cut, heal).
     generation: u64,
+    /// Sources partitioned on their own ([`Relay::partition_from`]), with the generation of
+    /// their connections, bumped by [`Relay::heal_from`] to close only theirs.
+    sources: BTreeMap<IpAddr, (bool, u64)>,
+}
+
+impl State {
+    /// Whether connections from `source` are blackholed now.
+    fn blackholes(&self, source: IpAddr) -> bool {
+        self.partitioned || self.sources.get(&source).is_some_and(|(cut, _)| *cut)
+    }
+
+    /// The generation of `source`'s connections: a change closes them.
+    fn generation_of(&self, source: IpAddr) -> (u64, u64) {
+        let own = self.sources.get(&source).map_or(0, |(_, g)| *g);
+        (self.generation, own)
+    }
 }
 
 /// A TCP relay; dropping it stops it and closes its connections.
@@ -55,17 +76,18 @@ impl Relay {
                 target,
                 partitioned: false,
                 generation: 0,
+                sources: BTreeMap::new(),
             })
             .0,
         );
         let accept_state = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((conn, _)) = listener.accept().await else {
+                let Ok((conn, peer)) = listener.accept().await else {
                     continue;
                 };
                 let _ = conn.set_nodelay(true);
-                tokio::spawn(relay_one(conn, accept_state.subscribe()));
+                tokio::spawn(relay_one(conn, peer.ip(), accept_state.subscribe()));
             }
         });
         Relay { addr, state, task }
@@ -98,6 +120,23 @@ impl Relay {
     pub fn cut(&self) {
         self.state.send_modify(|s| s.generation += 1);
     }
+
+    /// Blackholes the connections from local address `source`, open and new, like
+    /// [`Relay::partition`]; connections from other addresses keep flowing.
+    pub fn partition_from(&self, source: IpAddr) {
+        self.state
+            .send_modify(|s| s.sources.entry(source).or_insert((false, 0)).0 = true);
+    }
+
+    /// Ends [`Relay::partition_from`] for `source`: its held connections close, its new ones
+    /// are forwarded; other connections are left alone.
+    pub fn heal_from(&self, source: IpAddr) {
+        self.state.send_modify(|s| {
+            let (cut, generation) = s.sources.entry(source).or_insert((false, 0));
+            *cut = false;
+            *generation += 1;
+        });
+    }
 }
 
 impl Drop for Relay {
@@ -108,17 +147,17 @@ impl Drop for Relay {
     }
 }
 
-/// Serves one accepted connection until its generation ends.
-async fn relay_one(mut client: TcpStream, mut state: watch::Receiver<State>) {
-    let generation = state.borrow().generation;
-    let ended = |s: &State| s.generation != generation;
+/// Serves one accepted connection from `source` until its generation ends.
+async fn relay_one(mut client: TcpStream, source: IpAddr, mut state: watch::Receiver<State>) {
+    let generation = state.borrow().generation_of(source);
+    let ended = |s: &State| s.generation_of(source) != generation;
     // Wait for a target and for the partition (if any) to end; a heal ends this generation.
     let target = loop {
-        let s = *state.borrow_and_update();
+        let s = state.borrow_and_update().clone();
         if ended(&s) {
             return;
         }
-        if let (Some(t), false) = (s.target, s.partitioned) {
+        if let (Some(t), false) = (s.target, s.blackholes(source)) {
             break t;
         }
         if state.changed().await.is_err() {
@@ -139,11 +178,11 @@ async fn relay_one(mut client: TcpStream, mut state: watch::Receiver<State>) {
                     if changed.is_err() {
                         break false;
                     }
-                    let s = *state.borrow_and_update();
+                    let s = state.borrow_and_update().clone();
                     if ended(&s) {
                         break false;
                     }
-                    if s.partitioned {
+                    if s.blackholes(source) {
                         break true;
                     }
                 }
@@ -218,5 +257,42 @@ mod tests {
         relay.cut();
         let closed = tokio::time::timeout(Duration::from_secs(5), after.read(&mut buf)).await;
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    }
+
+    /// A connection to `to` from the loopback address `from`.
+    async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::from((from, 0))).unwrap();
+        s.connect(to).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn given_a_relay_when_one_source_is_partitioned_should_blackhole_only_its_connections() {
+        let echo = echo_server().await;
+        let relay = Relay::start(Some(echo)).await;
+        let cut_off: IpAddr = [127, 0, 0, 2].into();
+        let mut other = connect_from([127, 0, 0, 1], relay.addr()).await;
+        let mut early = connect_from([127, 0, 0, 2], relay.addr()).await;
+        assert_eq!(roundtrip(&mut early, b"a").await.as_deref(), Some(&b"a"[..]));
+        relay.partition_from(cut_off);
+        assert_eq!(roundtrip(&mut early, b"lost").await, None, "blackholed");
+        let mut during = connect_from([127, 0, 0, 2], relay.addr()).await;
+        assert_eq!(roundtrip(&mut during, b"x").await, None, "new ones too");
+        assert_eq!(
+            roundtrip(&mut other, b"b").await.as_deref(),
+            Some(&b"b"[..]),
+            "another source keeps flowing"
+        );
+        relay.heal_from(cut_off);
+        let mut buf = [0u8; 8];
+        let closed = tokio::time::timeout(Duration::from_secs(5), early.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        let mut after = connect_from([127, 0, 0, 2], relay.addr()).await;
+        assert_eq!(roundtrip(&mut after, b"c").await.as_deref(), Some(&b"c"[..]));
+        assert_eq!(
+            roundtrip(&mut other, b"d").await.as_deref(),
+            Some(&b"d"[..]),
+            "the heal leaves other sources' connections open"
+        );
     }
 }

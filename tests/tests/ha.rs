@@ -28,12 +28,19 @@
 //!    written to it alone are nowhere to be found).
 //! 4. **Chaos**: kill, partition and SIGSTOP cycles of the master in a row.
 //! 5. **Other members**: kill -9 of a replica, a partition of a replica, kill of the controller
-//!    leader (the others elect a new one), and last a kill -9 of the master that never returns.
+//!    leader (the others elect a new one), a partition of the controller leader (cut off from
+//!    the other controllers, the brokers and the proxy, both ways: a new leader is elected, the
+//!    brokers renew their leases with it and, while the old leader is still cut off, it fails
+//!    the master over after a kill -9; healed, the old leader follows the new one), and last a
+//!    kill -9 of the master that never returns.
 //!
 //! Then the checker (OpenMessaging Chaos style) compares, per kind, every acknowledged send
 //! with what the consumers received and prints acknowledged, delivered, lost, duplicated
 //! beyond the documented bound, out of order, mid-flight messages back too early, and the
-//! failover times. The documented bound (README, High availability): a replica holds the
+//! failover time as that kind's producer saw it (its longest wait between two acknowledged
+//! sends); then each fault with the time until the deployment recovered from it (a send
+//! acknowledged by a new master, a member back in the set, a new controller leader). The
+//! documented bound (README, High availability): a replica holds the
 //! master's consumer state as of at most one `consumer_offsets_sync_interval`
 //! ([`SYNC_INTERVAL`]) ago, so only messages acknowledged (or handed out) within that interval
 //! before a fault may be delivered again (or early); a message whose send was retried after an
@@ -41,9 +48,9 @@
 //! disorder, anything beyond the bound, any delay message delivered before it was due, any
 //! rolled back message delivered and any open transaction never checked back.
 //!
-//! Not covered: a partition of the controller leader. The controllers reach each other at the
-//! addresses in their Raft membership, which no relay stands in front of, so the relays cannot
-//! cut one controller off from the others (a kill of the leader is covered).
+//! Every wait is bounded: on state where the test process holds it (metadata and Raft
+//! watches, counters its own tasks bump), else through [`comet_tests::wait_until`] (a send
+//! retried until acknowledged, a receive or the checker's stream retried until answered).
 //!
 //! A second, smaller run shows the ASYNC window (README, High availability): in `async` mode a
 //! kill -9 of the master may lose only messages acknowledged within `replica_max_lag_time`
@@ -98,6 +105,9 @@ const MID_FLIGHT_INVISIBLE: Duration = Duration::from_secs(2);
 const MID_FLIGHT_EVERY: u64 = 8;
 /// `broker.transaction_timeout` and `broker.transaction_check_interval` of the deployment.
 const TX_CHECK_AFTER: Duration = Duration::from_secs(1);
+/// The normal, delay and transaction producers send one message per this (FIFO producers
+/// send back to back).
+const PACE: Duration = Duration::from_millis(10);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -396,6 +406,7 @@ struct Delivery {
 /// (a new master serving, the member or controller back).
 #[derive(Debug, Clone)]
 struct Fault {
+    what: String,
     began: Instant,
     recovered: Option<Instant>,
     /// It struck the master (a new master took over).
@@ -422,6 +433,9 @@ struct Ledger {
     unresolved: HashMap<String, Instant>,
     /// When the checker was asked about each half message.
     checks: HashMap<String, Vec<Instant>>,
+    /// When each acknowledged send of a kind was answered, in order (rolled back half
+    /// messages included).
+    acks: BTreeMap<Kind, Vec<Instant>>,
 }
 
 struct Workload {
@@ -466,31 +480,43 @@ impl Workload {
                 let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
                     .await
                     .expect("connect to proxy");
+                // The paced kinds send one message per tick: the workload's rate, not a wait.
+                let mut pace = tokio::time::interval(PACE);
+                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) {
+                    if kind != Kind::Fifo {
+                        pace.tick().await;
+                    }
                     let id = format!("{group}-{seq:08}");
                     // Due 1 to 3.5 s from now: before, during and after the next failover.
                     let due_ms = (kind == Kind::Delay)
                         .then(|| comet_tests::now_ms() + 1000 + 500 * (seq % 6) as i64);
                     let mut retried = false;
-                    // Retry the same message until acknowledged: at-least-once.
-                    let transaction_id = loop {
+                    let mut transaction_id = String::new();
+                    // Retry the same message until acknowledged (at-least-once); the
+                    // deployment may be between masters, so a refusal is retried after
+                    // wait_until's pause.
+                    comet_tests::wait_until(&format!("{id} acknowledged"), WAIT, async || {
                         let m = message(kind, &id, &group, seq, due_ms);
                         match send_once(&mut client, m).await {
-                            Ok(transaction_id) => break transaction_id,
+                            Ok(t) => {
+                                transaction_id = t;
+                                true
+                            }
                             Err((code, why)) => {
                                 // Even a refusal may have stored a copy (a SYNC send's
                                 // HA_NOT_AVAILABLE is answered after the master's write).
                                 retried = true;
-                                {
-                                    let mut l = ledger.lock();
-                                    *l.failures.entry(code.clone()).or_default() += 1;
-                                    l.samples.entry(code).or_insert(why);
-                                }
-                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                let mut l = ledger.lock();
+                                *l.failures.entry(code.clone()).or_default() += 1;
+                                l.samples.entry(code).or_insert(why);
+                                false
                             }
                         }
-                    };
+                    })
+                    .await;
+                    ledger.lock().acks.entry(kind).or_default().push(Instant::now());
                     let fate = (kind == Kind::Tx).then(|| TxFate::of(seq));
                     if let Some(f @ (TxFate::ClientCommit | TxFate::ClientRollback)) = fate {
                         // One attempt: when it fails the checker settles the transaction.
@@ -525,9 +551,6 @@ impl Workload {
                     }
                     sent.send_modify(|n| *n += 1);
                     seq += 1;
-                    if kind != Kind::Fifo {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
                 }
             }));
         }
@@ -544,12 +567,16 @@ impl Workload {
                     .await
                     .expect("connect to proxy");
                 while !stop.load(Ordering::Relaxed) {
-                    if receive_batch(&mut client, kind, &ledger, &delivered)
-                        .await
-                        .is_err()
-                    {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    // A receive that fails (the set between masters) is retried after
+                    // wait_until's pause; one answered (empty or not) goes round again.
+                    let what = format!("a receive of {kind:?} answered");
+                    comet_tests::wait_until(&what, WAIT, async || {
+                        stop.load(Ordering::Relaxed)
+                            || receive_batch(&mut client, kind, &ledger, &delivered)
+                                .await
+                                .is_ok()
+                    })
+                    .await;
                 }
             }));
         }
@@ -583,6 +610,7 @@ impl Workload {
     fn push_fault(&self, what: &str, master: bool) {
         println!("--- {what}");
         self.ledger.lock().faults.push(Fault {
+            what: what.to_owned(),
             began: Instant::now(),
             recovered: None,
             master,
@@ -769,37 +797,47 @@ async fn answer_checks(
     let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
         .await
         .expect("connect to proxy");
-    while !stop.load(Ordering::Relaxed) {
-        let (commands, rx) = tokio::sync::mpsc::channel(1);
-        let settings = pb::TelemetryCommand {
-            status: None,
-            command: Some(Command::Settings(pb::Settings {
-                client_type: Some(pb::ClientType::Producer as i32),
-                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
-                    topics: resource(TX_TOPIC).into_iter().collect(),
-                    max_body_size: 0,
-                    validate_message_type: true,
-                })),
-                ..Default::default()
+    let settings = pb::TelemetryCommand {
+        status: None,
+        command: Some(Command::Settings(pb::Settings {
+            client_type: Some(pb::ClientType::Producer as i32),
+            pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                topics: resource(TX_TOPIC).into_iter().collect(),
+                max_body_size: 0,
+                validate_message_type: true,
             })),
-        };
-        commands
-            .send(settings)
-            .await
-            .expect("the request stream is open");
-        let opened = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.telemetry(raw::request(
+            ..Default::default()
+        })),
+    };
+    while !stop.load(Ordering::Relaxed) {
+        // Open the stream; one that does not open (the proxy busy with a failover) is opened
+        // again after wait_until's pause.
+        let mut opened = None;
+        comet_tests::wait_until("the checker's telemetry stream opens", WAIT, async || {
+            if stop.load(Ordering::Relaxed) {
+                return true;
+            }
+            let (commands, rx) = tokio::sync::mpsc::channel(1);
+            commands
+                .send(settings.clone())
+                .await
+                .expect("the request stream is open");
+            let call = client.telemetry(raw::request(
                 CHECKER,
                 tokio_stream::wrappers::ReceiverStream::new(rx),
-            )),
-        )
+            ));
+            match tokio::time::timeout(Duration::from_secs(5), call).await {
+                Ok(Ok(stream)) => {
+                    opened = Some((commands, stream.into_inner()));
+                    true
+                }
+                _ => false,
+            }
+        })
         .await;
-        let Ok(Ok(stream)) = opened else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+        let Some((commands, mut stream)) = opened else {
+            break;
         };
-        let mut stream = stream.into_inner();
         while !stop.load(Ordering::Relaxed) {
             // Bounded so that the stop flag is seen.
             let cmd = match tokio::time::timeout(Duration::from_millis(200), stream.message()).await
@@ -883,12 +921,17 @@ struct KindReport {
     before_due: usize,
     /// Latest delay delivery after its due time.
     max_lateness_ms: i64,
+    /// The failover time as this kind's producer saw it: its longest wait between two
+    /// acknowledged sends.
+    max_send_gap: Duration,
 }
 
 /// The checker's verdict.
 #[derive(Debug)]
 struct Verdict {
     kinds: BTreeMap<Kind, KindReport>,
+    /// Each fault, with how long the deployment took to recover from it.
+    faults: Vec<(String, Option<Duration>)>,
     tx: TxReport,
     unexpected: usize,
     failures: BTreeMap<String, u64>,
@@ -914,6 +957,13 @@ impl Verdict {
             .collect();
         for s in l.sent.values() {
             kinds.entry(s.kind).or_default().acknowledged += 1;
+        }
+        for (kind, acks) in &l.acks {
+            kinds.entry(*kind).or_default().max_send_gap = acks
+                .windows(2)
+                .map(|w| w[1].saturating_duration_since(w[0]))
+                .max()
+                .unwrap_or_default();
         }
         let mut unexpected = 0;
         // Per message id: its previous delivery.
@@ -998,6 +1048,11 @@ impl Verdict {
         }
         Verdict {
             kinds,
+            faults: l
+                .faults
+                .iter()
+                .map(|f| (f.what.clone(), f.recovered.map(|r| r - f.began)))
+                .collect(),
             tx,
             unexpected,
             failures: l.failures.clone(),
@@ -1008,12 +1063,13 @@ impl Verdict {
     fn print(&self) {
         println!(
             "ha checker   | acknowledged | delivered | deliveries | lost | dup>bound | \
-             dup<=bound | out of order | mid-flight back (early>bound) | before due | max late"
+             dup<=bound | out of order | mid-flight back (early>bound) | before due | max late \
+             | failover (max send gap)"
         );
         for (k, r) in &self.kinds {
             println!(
                 "{:<12} | {:>12} | {:>9} | {:>10} | {:>4} | {:>9} | {:>10} | {:>12} | {:>15} ({}) \
-                 | {:>10} | {} ms",
+                 | {:>10} | {} ms | {} ms",
                 format!("{k:?}"),
                 r.acknowledged,
                 r.delivered,
@@ -1025,8 +1081,14 @@ impl Verdict {
                 r.mid_flight_returned,
                 r.early_beyond_bound,
                 r.before_due,
-                r.max_lateness_ms
+                r.max_lateness_ms,
+                r.max_send_gap.as_millis()
             );
+        }
+        println!("fault                                                        | recovered after");
+        for (what, took) in &self.faults {
+            let took = took.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
+            println!("{what:<60} | {took}");
         }
         let t = &self.tx;
         println!(
@@ -1313,6 +1375,49 @@ async fn ha_under_faults() {
         .await;
     d.cluster.restart_controller(leader).await;
     d.cluster.wait_leader().await;
+
+    // The controller leader partitioned: cut off from the other controllers, the brokers and
+    // the proxy, both ways, while it keeps running (and believing it leads). The others
+    // elect a new leader; the brokers' and the proxy's connections to the old one stop
+    // answering their pings, so they move to the new one and renew their leases there, and
+    // a kill of the master meanwhile is failed over by the new leader.
+    let leader = d.cluster.wait_leader().await;
+    work.fault(&format!("partition controller leader {leader}"));
+    let started = Instant::now();
+    d.cluster.partition_controller(leader);
+    let next = d.cluster.wait_leader().await;
+    work.recovered();
+    println!(
+        "controller {next} leads {:?} after the leader was partitioned",
+        started.elapsed()
+    );
+    work.wait_progress(20, "with the controller leader partitioned")
+        .await;
+    let m = d.master();
+    let epoch = d.set().master_epoch;
+    work.master_fault(&format!(
+        "kill -9 master {m}, controller {leader} still cut off"
+    ));
+    d.brokers[m].kill();
+    failovers.push(first_ack(&proxy, "ctl-partition").await);
+    let set = d.wait_new_master(m, epoch).await;
+    work.recovered();
+    println!(
+        "new master {} at epoch {} elected by controller {next}",
+        set.master_broker_id, set.master_epoch
+    );
+    d.brokers[m].start().await;
+    d.wait_all_in_sync("killed master rejoins, the old controller leader cut off")
+        .await;
+    println!("--- heal controller {leader}: it follows the new leader and catches up");
+    d.cluster.heal_controller(leader);
+    let agreed = d.cluster.wait_leader().await;
+    println!("controllers agree again: controller {agreed} leads");
+    d.wait_all_in_sync("every controller shows the set in sync after the heal")
+        .await;
+    work.wait_progress(20, "after the controller partition healed")
+        .await;
+
     let m = d.master();
     let epoch = d.set().master_epoch;
     work.master_fault(&format!("kill -9 master {m}, for good"));
@@ -1459,18 +1564,25 @@ async fn async_window() {
                 .expect("connect to proxy");
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let id = format!("async-{p}-{seq:08}");
-                seq += 1;
-                let mut m = message(Kind::Normal, &id, "async", seq, None);
-                m.topic = resource(ASYNC_TOPIC);
-                let size = m.body.len();
-                // A failed send is not acknowledged: the next message goes on.
-                if send_once(&mut client, m).await.is_ok() {
-                    acked.lock().push((id, Instant::now(), size));
-                    count.send_modify(|n| *n += 1);
-                } else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                // A failed send is not acknowledged: the next message goes on, after
+                // wait_until's pause (the set may be between masters).
+                comet_tests::wait_until("an ASYNC send acknowledged", WAIT, async || {
+                    if stop.load(Ordering::Relaxed) {
+                        return true;
+                    }
+                    let id = format!("async-{p}-{seq:08}");
+                    seq += 1;
+                    let mut m = message(Kind::Normal, &id, "async", seq, None);
+                    m.topic = resource(ASYNC_TOPIC);
+                    let size = m.body.len();
+                    let ok = send_once(&mut client, m).await.is_ok();
+                    if ok {
+                        acked.lock().push((id, Instant::now(), size));
+                        count.send_modify(|n| *n += 1);
+                    }
+                    ok
+                })
+                .await;
             }
         }));
     }

@@ -22,6 +22,15 @@ pub fn controller(cfg: &Config, advertised: String) -> anyhow::Result<Controller
         peers: cfg.peers()?,
         join: c.join,
         enable_unclean_election: c.enable_unclean_election,
+        raft_source_ip: match c.raft_source_ip.trim() {
+            "" => None,
+            ip => Some(ip.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "controller.raft_source_ip {ip:?} is not an IP address (e.g. 10.0.0.1); \
+                     leave it empty to let the system pick"
+                )
+            })?),
+        },
         auth: comet_controller::access::ControllerAuth {
             settings: cfg.gate_settings(),
             cipher: cfg.cipher()?,
