@@ -142,6 +142,30 @@ impl HaDeployment {
         .await
     }
 
+    /// Cuts broker `i` off from everything, both ways: the controllers, the proxy, and its
+    /// peers (what they open to it and what it opens to them, e.g. a replica's stream from
+    /// the master). Its real port stays reachable from this process.
+    pub fn partition_broker(&self, i: usize) {
+        self.brokers[i].partition();
+        let pid = self.brokers[i].pid();
+        for (j, b) in self.brokers.iter().enumerate() {
+            if j != i {
+                b.inbound.partition_process(pid);
+            }
+        }
+    }
+
+    /// Ends [`HaDeployment::partition_broker`] of broker `i`.
+    pub fn heal_broker(&self, i: usize) {
+        self.brokers[i].heal();
+        let pid = self.brokers[i].pid();
+        for (j, b) in self.brokers.iter().enumerate() {
+            if j != i {
+                b.inbound.heal_process(pid);
+            }
+        }
+    }
+
     /// Kills the brokers and stops controllers and proxy.
     pub async fn stop(self) {
         drop(self.brokers);

@@ -1248,7 +1248,7 @@ async fn ha_under_faults() {
     let real = d.brokers[m].real_addr();
     work.master_fault(&format!("partition master {m}"));
     let cut = Instant::now();
-    d.brokers[m].partition();
+    d.partition_broker(m);
     let mut direct = broker_client(real).await;
     // Clients that still reach the old master get no acknowledgement, while the others are
     // served by the new master.
@@ -1282,7 +1282,7 @@ async fn ha_under_faults() {
     );
     direct_ids.push("direct-late".to_owned());
     println!("--- heal: the old master rejoins as a replica and cuts its tail");
-    d.brokers[m].heal();
+    d.heal_broker(m);
     let set = d.wait_all_in_sync("healed master rejoins").await;
     let new_master = set.master_broker_id as usize;
     for id in &direct_ids {
@@ -1313,11 +1313,11 @@ async fn ha_under_faults() {
             }
             1 => {
                 work.master_fault(&format!("chaos {cycle}: partition master {m}"));
-                d.brokers[m].partition();
+                d.partition_broker(m);
                 failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
                 d.wait_new_master(m, epoch).await;
                 work.recovered();
-                d.brokers[m].heal();
+                d.heal_broker(m);
             }
             _ => {
                 // Frozen, its lease runs out; woken, it finds itself replaced, refuses writes
@@ -1350,16 +1350,19 @@ async fn ha_under_faults() {
     let m = d.master();
     let r = (0..3).find(|i| *i != m).expect("a replica");
     work.fault(&format!("partition replica {r}"));
-    d.brokers[r].partition();
-    // Cut off from the controllers and from inbound calls; its own stream from the master
-    // still flows through the master's relay, so it may stay in the sync-state set.
-    d.wait_set("partitioned replica counts as gone", |s| {
+    d.partition_broker(r);
+    // Cut off from the controllers, the proxy and the master (its stream from it too): the
+    // controllers count it as gone, the master drops it from the sync-state set, and sends
+    // go on with the other two.
+    d.wait_set("partitioned replica counts as gone and leaves the set", |s| {
         s.members
             .iter()
             .any(|x| x.broker_id == r as u64 && !x.alive)
+            && !s.sync_state_set.contains(&(r as u64))
     })
     .await;
-    d.brokers[r].heal();
+    work.wait_progress(20, "with a replica partitioned").await;
+    d.heal_broker(r);
     d.wait_all_in_sync("healed replica rejoins").await;
     let leader = d.cluster.wait_leader().await;
     work.fault(&format!("kill controller leader {leader}"));
