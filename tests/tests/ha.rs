@@ -409,6 +409,8 @@ struct Fault {
     what: String,
     began: Instant,
     recovered: Option<Instant>,
+    /// When the member or controller it struck was back (reported only).
+    back: Option<Instant>,
     /// It struck the master (a new master took over).
     master: bool,
 }
@@ -597,24 +599,35 @@ impl Workload {
         }
     }
 
-    /// Records that a fault of a replica or a controller begins now.
-    fn fault(&self, what: &str) {
-        self.push_fault(what, false);
+    /// Records that a fault of a replica or a controller begins now; returns its index.
+    fn fault(&self, what: &str) -> usize {
+        self.push_fault(what, false)
     }
 
-    /// Records that a fault of the master begins now.
-    fn master_fault(&self, what: &str) {
-        self.push_fault(what, true);
+    /// Records that a fault of the master begins now; returns its index.
+    fn master_fault(&self, what: &str) -> usize {
+        self.push_fault(what, true)
     }
 
-    fn push_fault(&self, what: &str, master: bool) {
+    fn push_fault(&self, what: &str, master: bool) -> usize {
         println!("--- {what}");
-        self.ledger.lock().faults.push(Fault {
+        let mut l = self.ledger.lock();
+        l.faults.push(Fault {
             what: what.to_owned(),
             began: Instant::now(),
             recovered: None,
+            back: None,
             master,
         });
+        l.faults.len() - 1
+    }
+
+    /// Records that the member or controller fault `i` struck is back now (in the sync-state
+    /// set, or following the leader); only reported, the bounds use [`Workload::recovered`].
+    fn back(&self, i: usize) {
+        if let Some(f) = self.ledger.lock().faults.get_mut(i) {
+            f.back.get_or_insert_with(Instant::now);
+        }
     }
 
     /// Records that the deployment recovered from the latest fault now.
@@ -930,8 +943,9 @@ struct KindReport {
 #[derive(Debug)]
 struct Verdict {
     kinds: BTreeMap<Kind, KindReport>,
-    /// Each fault, with how long the deployment took to recover from it.
-    faults: Vec<(String, Option<Duration>)>,
+    /// Each fault, with how long the deployment took to recover from it and how long until
+    /// what it struck was back.
+    faults: Vec<(String, Option<Duration>, Option<Duration>)>,
     tx: TxReport,
     unexpected: usize,
     failures: BTreeMap<String, u64>,
@@ -1051,7 +1065,10 @@ impl Verdict {
             faults: l
                 .faults
                 .iter()
-                .map(|f| (f.what.clone(), f.recovered.map(|r| r - f.began)))
+                .map(|f| {
+                    let since = |t: Instant| t - f.began;
+                    (f.what.clone(), f.recovered.map(since), f.back.map(since))
+                })
                 .collect(),
             tx,
             unexpected,
@@ -1085,10 +1102,13 @@ impl Verdict {
                 r.max_send_gap.as_millis()
             );
         }
-        println!("fault                                                        | recovered after");
-        for (what, took) in &self.faults {
-            let took = took.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
-            println!("{what:<60} | {took}");
+        println!(
+            "{:<56} | recovered after | back after",
+            "fault (recovered: new master serving, or new controller leader)"
+        );
+        let ms = |t: &Option<Duration>| t.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
+        for (what, recovered, back) in &self.faults {
+            println!("{what:<56} | {:>15} | {:>10}", ms(recovered), ms(back));
         }
         let t = &self.tx;
         println!(
@@ -1188,7 +1208,7 @@ async fn ha_under_faults() {
     // 1. Pause replicas.
     let m = d.master();
     let replicas: Vec<usize> = (0..3).filter(|i| *i != m).collect();
-    work.fault(&format!("SIGSTOP replica {}", replicas[0]));
+    let paused = work.fault(&format!("SIGSTOP replica {}", replicas[0]));
     d.brokers[replicas[0]].pause();
     d.wait_set("paused replica leaves the set", |s| {
         !s.sync_state_set.contains(&(replicas[0] as u64))
@@ -1196,7 +1216,7 @@ async fn ha_under_faults() {
     .await;
     work.wait_progress(30, "one replica paused, two in sync")
         .await;
-    work.fault(&format!(
+    let paused_too = work.fault(&format!(
         "SIGSTOP replica {} too: the master is alone",
         replicas[1]
     ));
@@ -1221,12 +1241,14 @@ async fn ha_under_faults() {
     d.brokers[replicas[1]].resume();
     d.wait_all_in_sync("resumed replicas rejoin").await;
     work.recovered();
+    work.back(paused);
+    work.back(paused_too);
     work.wait_progress(30, "after resuming").await;
 
     // 2. kill -9 the master.
     let m = d.master();
     let epoch = d.set().master_epoch;
-    work.master_fault(&format!("kill -9 master {m}"));
+    let killed_master = work.master_fault(&format!("kill -9 master {m}"));
     let killed = Instant::now();
     d.brokers[m].kill();
     let took = first_ack(&proxy, "kill").await;
@@ -1241,12 +1263,13 @@ async fn ha_under_faults() {
     d.brokers[m].start().await;
     d.wait_all_in_sync("killed master rejoins as a replica")
         .await;
+    work.back(killed_master);
 
     // 3. Partition the master.
     let m = d.master();
     let epoch = d.set().master_epoch;
     let real = d.brokers[m].real_addr();
-    work.master_fault(&format!("partition master {m}"));
+    let partitioned = work.master_fault(&format!("partition master {m}"));
     let cut = Instant::now();
     d.partition_broker(m);
     let mut direct = broker_client(real).await;
@@ -1284,6 +1307,7 @@ async fn ha_under_faults() {
     println!("--- heal: the old master rejoins as a replica and cuts its tail");
     d.heal_broker(m);
     let set = d.wait_all_in_sync("healed master rejoins").await;
+    work.back(partitioned);
     let new_master = set.master_broker_id as usize;
     for id in &direct_ids {
         assert!(
@@ -1302,35 +1326,39 @@ async fn ha_under_faults() {
         let m = d.master();
         let epoch = d.set().master_epoch;
         let started = Instant::now();
-        match cycle % 3 {
+        let fault = match cycle % 3 {
             0 => {
-                work.master_fault(&format!("chaos {cycle}: kill -9 master {m}"));
+                let f = work.master_fault(&format!("chaos {cycle}: kill -9 master {m}"));
                 d.brokers[m].kill();
                 failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
                 d.wait_new_master(m, epoch).await;
                 work.recovered();
                 d.brokers[m].start().await;
+                f
             }
             1 => {
-                work.master_fault(&format!("chaos {cycle}: partition master {m}"));
+                let f = work.master_fault(&format!("chaos {cycle}: partition master {m}"));
                 d.partition_broker(m);
                 failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
                 d.wait_new_master(m, epoch).await;
                 work.recovered();
                 d.heal_broker(m);
+                f
             }
             _ => {
                 // Frozen, its lease runs out; woken, it finds itself replaced, refuses writes
                 // (its lease is over) and rejoins as a replica, cutting what it wrote alone.
-                work.master_fault(&format!("chaos {cycle}: SIGSTOP master {m}"));
+                let f = work.master_fault(&format!("chaos {cycle}: SIGSTOP master {m}"));
                 d.brokers[m].pause();
                 failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
                 d.wait_new_master(m, epoch).await;
                 work.recovered();
                 d.brokers[m].resume();
+                f
             }
-        }
+        };
         d.wait_all_in_sync("after a chaos cycle").await;
+        work.back(fault);
         work.wait_progress(20, "after a chaos cycle").await;
         println!("    cycle {cycle} took {:?}", started.elapsed());
     }
@@ -1338,7 +1366,7 @@ async fn ha_under_faults() {
     // 5. Other members: a replica, the controller leader, a master that never returns.
     let m = d.master();
     let r = (0..3).find(|i| *i != m).expect("a replica");
-    work.fault(&format!("kill -9 replica {r}"));
+    let killed_replica = work.fault(&format!("kill -9 replica {r}"));
     d.brokers[r].kill();
     d.wait_set("killed replica leaves the set", |s| {
         !s.sync_state_set.contains(&(r as u64))
@@ -1347,9 +1375,10 @@ async fn ha_under_faults() {
     work.wait_progress(20, "with a replica killed").await;
     d.brokers[r].start().await;
     d.wait_all_in_sync("killed replica rejoins").await;
+    work.back(killed_replica);
     let m = d.master();
     let r = (0..3).find(|i| *i != m).expect("a replica");
-    work.fault(&format!("partition replica {r}"));
+    let partitioned_replica = work.fault(&format!("partition replica {r}"));
     d.partition_broker(r);
     // Cut off from the controllers, the proxy and the master (its stream from it too): the
     // controllers count it as gone, the master drops it from the sync-state set, and sends
@@ -1364,8 +1393,9 @@ async fn ha_under_faults() {
     work.wait_progress(20, "with a replica partitioned").await;
     d.heal_broker(r);
     d.wait_all_in_sync("healed replica rejoins").await;
+    work.back(partitioned_replica);
     let leader = d.cluster.wait_leader().await;
-    work.fault(&format!("kill controller leader {leader}"));
+    let killed_leader = work.fault(&format!("kill controller leader {leader}"));
     let started = Instant::now();
     d.cluster.kill_controller(leader).await;
     let next = d.cluster.wait_leader().await;
@@ -1378,6 +1408,7 @@ async fn ha_under_faults() {
         .await;
     d.cluster.restart_controller(leader).await;
     d.cluster.wait_leader().await;
+    work.back(killed_leader);
 
     // The controller leader partitioned: cut off from the other controllers, the brokers and
     // the proxy, both ways, while it keeps running (and believing it leads). The others
@@ -1385,7 +1416,7 @@ async fn ha_under_faults() {
     // answering their pings, so they move to the new one and renew their leases there, and
     // a kill of the master meanwhile is failed over by the new leader.
     let leader = d.cluster.wait_leader().await;
-    work.fault(&format!("partition controller leader {leader}"));
+    let cut_leader = work.fault(&format!("partition controller leader {leader}"));
     let started = Instant::now();
     d.cluster.partition_controller(leader);
     let next = d.cluster.wait_leader().await;
@@ -1398,7 +1429,7 @@ async fn ha_under_faults() {
         .await;
     let m = d.master();
     let epoch = d.set().master_epoch;
-    work.master_fault(&format!(
+    let killed_meanwhile = work.master_fault(&format!(
         "kill -9 master {m}, controller {leader} still cut off"
     ));
     d.brokers[m].kill();
@@ -1412,10 +1443,12 @@ async fn ha_under_faults() {
     d.brokers[m].start().await;
     d.wait_all_in_sync("killed master rejoins, the old controller leader cut off")
         .await;
+    work.back(killed_meanwhile);
     println!("--- heal controller {leader}: it follows the new leader and catches up");
     d.cluster.heal_controller(leader);
     let agreed = d.cluster.wait_leader().await;
     println!("controllers agree again: controller {agreed} leads");
+    work.back(cut_leader);
     d.wait_all_in_sync("every controller shows the set in sync after the heal")
         .await;
     work.wait_progress(20, "after the controller partition healed")
