@@ -49,8 +49,9 @@
 //! rolled back message delivered and any open transaction never checked back.
 //!
 //! Every wait is bounded: on state where the test process holds it (metadata and Raft
-//! watches, counters its own tasks bump), else through [`comet_tests::wait_until`] (a send
-//! retried until acknowledged, a receive or the checker's stream retried until answered).
+//! watches, counters its own tasks bump), else through [`comet_tests::wait_until`] and its
+//! [`comet_tests::Retry`] (a send retried until acknowledged, a receive or the checker's stream
+//! retried until answered).
 //!
 //! A second, smaller run shows the ASYNC window (README, High availability): in `async` mode a
 //! kill -9 of the master may lose only messages acknowledged within `replica_max_lag_time`
@@ -495,29 +496,27 @@ impl Workload {
                     let due_ms = (kind == Kind::Delay)
                         .then(|| comet_tests::now_ms() + 1000 + 500 * (seq % 6) as i64);
                     let mut retried = false;
-                    let mut transaction_id = String::new();
                     // Retry the same message until acknowledged (at-least-once); the
-                    // deployment may be between masters, so a refusal is retried after
-                    // wait_until's pause.
-                    comet_tests::wait_until(&format!("{id} acknowledged"), WAIT, async || {
+                    // deployment may be between masters, so a refusal is retried after the
+                    // suite's retry pause.
+                    let mut retry = comet_tests::Retry::new(format!("{id} acknowledged"), WAIT);
+                    let transaction_id = loop {
                         let m = message(kind, &id, &group, seq, due_ms);
                         match send_once(&mut client, m).await {
-                            Ok(t) => {
-                                transaction_id = t;
-                                true
-                            }
+                            Ok(transaction_id) => break transaction_id,
                             Err((code, why)) => {
                                 // Even a refusal may have stored a copy (a SYNC send's
                                 // HA_NOT_AVAILABLE is answered after the master's write).
                                 retried = true;
-                                let mut l = ledger.lock();
-                                *l.failures.entry(code.clone()).or_default() += 1;
-                                l.samples.entry(code).or_insert(why);
-                                false
+                                {
+                                    let mut l = ledger.lock();
+                                    *l.failures.entry(code.clone()).or_default() += 1;
+                                    l.samples.entry(code).or_insert(why);
+                                }
+                                retry.pause().await;
                             }
                         }
-                    })
-                    .await;
+                    };
                     ledger.lock().acks.entry(kind).or_default().push(Instant::now());
                     let fate = (kind == Kind::Tx).then(|| TxFate::of(seq));
                     if let Some(f @ (TxFate::ClientCommit | TxFate::ClientRollback)) = fate {
@@ -568,17 +567,19 @@ impl Workload {
                 let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
                     .await
                     .expect("connect to proxy");
+                // A receive that fails (the set between masters) is retried after the suite's
+                // retry pause; one answered (empty or not) goes round again at once.
+                let what = format!("a receive of {kind:?} answered");
+                let mut retry = comet_tests::Retry::new(what.clone(), WAIT);
                 while !stop.load(Ordering::Relaxed) {
-                    // A receive that fails (the set between masters) is retried after
-                    // wait_until's pause; one answered (empty or not) goes round again.
-                    let what = format!("a receive of {kind:?} answered");
-                    comet_tests::wait_until(&what, WAIT, async || {
-                        stop.load(Ordering::Relaxed)
-                            || receive_batch(&mut client, kind, &ledger, &delivered)
-                                .await
-                                .is_ok()
-                    })
-                    .await;
+                    if receive_batch(&mut client, kind, &ledger, &delivered)
+                        .await
+                        .is_ok()
+                    {
+                        retry = comet_tests::Retry::new(what.clone(), WAIT);
+                    } else {
+                        retry.pause().await;
+                    }
                 }
             }));
         }
@@ -822,35 +823,26 @@ async fn answer_checks(
             ..Default::default()
         })),
     };
+    const REOPEN: &str = "the checker's telemetry stream opens";
+    let mut reopen = comet_tests::Retry::new(REOPEN, WAIT);
     while !stop.load(Ordering::Relaxed) {
         // Open the stream; one that does not open (the proxy busy with a failover) is opened
-        // again after wait_until's pause.
-        let mut opened = None;
-        comet_tests::wait_until("the checker's telemetry stream opens", WAIT, async || {
-            if stop.load(Ordering::Relaxed) {
-                return true;
-            }
-            let (commands, rx) = tokio::sync::mpsc::channel(1);
-            commands
-                .send(settings.clone())
-                .await
-                .expect("the request stream is open");
-            let call = client.telemetry(raw::request(
-                CHECKER,
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            ));
-            match tokio::time::timeout(Duration::from_secs(5), call).await {
-                Ok(Ok(stream)) => {
-                    opened = Some((commands, stream.into_inner()));
-                    true
-                }
-                _ => false,
-            }
-        })
-        .await;
-        let Some((commands, mut stream)) = opened else {
-            break;
+        // again after the suite's retry pause.
+        let (commands, rx) = tokio::sync::mpsc::channel(1);
+        commands
+            .send(settings.clone())
+            .await
+            .expect("the request stream is open");
+        let call = client.telemetry(raw::request(
+            CHECKER,
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(5), call).await else {
+            reopen.pause().await;
+            continue;
         };
+        reopen = comet_tests::Retry::new(REOPEN, WAIT);
+        let mut stream = stream.into_inner();
         while !stop.load(Ordering::Relaxed) {
             // Bounded so that the stop flag is seen.
             let cmd = match tokio::time::timeout(Duration::from_millis(200), stream.message()).await
@@ -1599,26 +1591,23 @@ async fn async_window() {
                 .await
                 .expect("connect to proxy");
             let mut seq = 0u64;
+            const WHAT: &str = "an ASYNC send acknowledged";
+            let mut retry = comet_tests::Retry::new(WHAT, WAIT);
             while !stop.load(Ordering::Relaxed) {
-                // A failed send is not acknowledged: the next message goes on, after
-                // wait_until's pause (the set may be between masters).
-                comet_tests::wait_until("an ASYNC send acknowledged", WAIT, async || {
-                    if stop.load(Ordering::Relaxed) {
-                        return true;
-                    }
-                    let id = format!("async-{p}-{seq:08}");
-                    seq += 1;
-                    let mut m = message(Kind::Normal, &id, "async", seq, None);
-                    m.topic = resource(ASYNC_TOPIC);
-                    let size = m.body.len();
-                    let ok = send_once(&mut client, m).await.is_ok();
-                    if ok {
-                        acked.lock().push((id, Instant::now(), size));
-                        count.send_modify(|n| *n += 1);
-                    }
-                    ok
-                })
-                .await;
+                let id = format!("async-{p}-{seq:08}");
+                seq += 1;
+                let mut m = message(Kind::Normal, &id, "async", seq, None);
+                m.topic = resource(ASYNC_TOPIC);
+                let size = m.body.len();
+                if send_once(&mut client, m).await.is_ok() {
+                    acked.lock().push((id, Instant::now(), size));
+                    count.send_modify(|n| *n += 1);
+                    retry = comet_tests::Retry::new(WHAT, WAIT);
+                } else {
+                    // Not acknowledged: the next message goes on after the suite's retry
+                    // pause (the set may be between masters).
+                    retry.pause().await;
+                }
             }
         }));
     }
