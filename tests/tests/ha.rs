@@ -439,6 +439,8 @@ struct Ledger {
     /// When each acknowledged send of a kind was answered, in order (rolled back half
     /// messages included).
     acks: BTreeMap<Kind, Vec<Instant>>,
+    /// When the workload started (times in the report count from it).
+    t0: Option<Instant>,
 }
 
 struct Workload {
@@ -466,7 +468,10 @@ fn producer_specs() -> Vec<(Kind, String)> {
 
 impl Workload {
     async fn start(proxy: String) -> Workload {
-        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let ledger = Arc::new(Mutex::new(Ledger {
+            t0: Some(Instant::now()),
+            ..Ledger::default()
+        }));
         let delivered = Arc::new(watch::Sender::new(0usize));
         let stop_producing = Arc::new(AtomicBool::new(false));
         let stop_consuming = Arc::new(AtomicBool::new(false));
@@ -935,9 +940,11 @@ struct KindReport {
 #[derive(Debug)]
 struct Verdict {
     kinds: BTreeMap<Kind, KindReport>,
-    /// Each fault, with how long the deployment took to recover from it and how long until
-    /// what it struck was back.
-    faults: Vec<(String, Option<Duration>, Option<Duration>)>,
+    /// Each fault, when it struck (since the workload started), how long the deployment took
+    /// to recover from it and how long until what it struck was back.
+    faults: Vec<(String, Duration, Option<Duration>, Option<Duration>)>,
+    /// Each delivery beyond a bound, described.
+    findings: Vec<String>,
     tx: TxReport,
     unexpected: usize,
     failures: BTreeMap<String, u64>,
@@ -972,6 +979,10 @@ impl Verdict {
                 .unwrap_or_default();
         }
         let mut unexpected = 0;
+        let t0 = l.t0.unwrap_or_else(Instant::now);
+        let since = |at: Instant| format!("+{} ms", at.saturating_duration_since(t0).as_millis());
+        // Deliveries beyond a bound, for the report.
+        let mut findings = Vec::new();
         // Per message id: its previous delivery.
         let mut previous: HashMap<&str, &Delivery> = HashMap::new();
         let mut max_seq: HashMap<&str, u64> = HashMap::new();
@@ -1005,6 +1016,13 @@ impl Verdict {
                     let early = d.at < prev.at + MID_FLIGHT_INVISIBLE - BOUND_SLACK;
                     if early && !fault_near(&l.faults, prev.at) {
                         r.early_beyond_bound += 1;
+                        findings.push(format!(
+                            "{:?} {}: left in flight at {}, back at {}",
+                            d.kind,
+                            d.id,
+                            since(prev.at),
+                            since(d.at)
+                        ));
                     }
                 }
                 Some(_) => {
@@ -1020,6 +1038,13 @@ impl Verdict {
                         r.duplicated_within_bound += 1;
                     } else {
                         r.duplicated_beyond_bound += 1;
+                        findings.push(format!(
+                            "{:?} {}: acknowledged at {}, delivered again at {}",
+                            d.kind,
+                            d.id,
+                            acked.map_or("-".to_owned(), |at| since(*at)),
+                            since(d.at)
+                        ));
                     }
                 }
             }
@@ -1054,12 +1079,14 @@ impl Verdict {
         }
         Verdict {
             kinds,
+            findings,
             faults: l
                 .faults
                 .iter()
                 .map(|f| {
-                    let since = |t: Instant| t - f.began;
-                    (f.what.clone(), f.recovered.map(since), f.back.map(since))
+                    let after = |t: Instant| t - f.began;
+                    let at = f.began.saturating_duration_since(t0);
+                    (f.what.clone(), at, f.recovered.map(after), f.back.map(after))
                 })
                 .collect(),
             tx,
@@ -1095,12 +1122,20 @@ impl Verdict {
             );
         }
         println!(
-            "{:<56} | recovered after | back after",
+            "{:<56} | struck at | recovered after | back after",
             "fault (recovered: new master serving, or new controller leader)"
         );
         let ms = |t: &Option<Duration>| t.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
-        for (what, recovered, back) in &self.faults {
-            println!("{what:<56} | {:>15} | {:>10}", ms(recovered), ms(back));
+        for (what, at, recovered, back) in &self.faults {
+            println!(
+                "{what:<56} | {:>9} | {:>15} | {:>10}",
+                format!("+{} ms", at.as_millis()),
+                ms(recovered),
+                ms(back)
+            );
+        }
+        for f in &self.findings {
+            println!("beyond a bound: {f}");
         }
         let t = &self.tx;
         println!(
