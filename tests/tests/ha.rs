@@ -412,6 +412,9 @@ struct Fault {
     recovered: Option<Instant>,
     /// When the member or controller it struck was back (reported only).
     back: Option<Instant>,
+    /// For a fault whose effects outlast `recovered` (see [`Workload::settled`]): when they
+    /// ended.
+    settled: Option<Instant>,
     /// It struck the master (a new master took over).
     master: bool,
 }
@@ -623,9 +626,23 @@ impl Workload {
             began: Instant::now(),
             recovered: None,
             back: None,
+            settled: None,
             master,
         });
         l.faults.len() - 1
+    }
+
+    /// Records that fault `i` has no more effects now, though the deployment recovered from it
+    /// earlier. A partitioned controller leader: a new leader is elected quickly, but until
+    /// every broker has renewed its lease with it (a connection to the old leader only fails
+    /// once its pings go unanswered) the master may lapse, leaving the set without a writable
+    /// master, or briefly without a master in the routes (the proxy then serves receives from
+    /// a replica, whose consumer state is up to one sync interval old); the bound stretches
+    /// until the partition heals.
+    fn settled(&self, i: usize) {
+        if let Some(f) = self.ledger.lock().faults.get_mut(i) {
+            f.settled.get_or_insert_with(Instant::now);
+        }
     }
 
     /// Records that the member or controller fault `i` struck is back now (in the sync-state
@@ -953,11 +970,12 @@ struct Verdict {
 
 /// Whether `at` lies within the bound of a fault: from [`SYNC_INTERVAL`] before the fault
 /// began (state the replicas had not received yet) until the deployment recovered (acks and
-/// pops served meanwhile, e.g. by a replica while the set had no master), with
+/// pops served meanwhile, e.g. by a replica while the set had no master), or until its effects
+/// ended ([`Workload::settled`]), with
 /// [`BOUND_SLACK`] on both sides.
 fn fault_near(faults: &[Fault], at: Instant) -> bool {
     faults.iter().any(|f| {
-        let end = f.recovered.unwrap_or(f.began);
+        let end = f.settled.or(f.recovered).unwrap_or(f.began);
         at + SYNC_INTERVAL + BOUND_SLACK >= f.began && at <= end + BOUND_SLACK
     })
 }
@@ -1476,6 +1494,7 @@ async fn ha_under_faults() {
     let agreed = d.cluster.wait_leader().await;
     println!("controllers agree again: controller {agreed} leads");
     work.back(cut_leader);
+    work.settled(cut_leader);
     d.wait_all_in_sync("every controller shows the set in sync after the heal")
         .await;
     work.wait_progress(20, "after the controller partition healed")
