@@ -389,7 +389,10 @@ mod tests {
         let cut_off: IpAddr = [127, 0, 0, 2].into();
         let mut other = connect_from([127, 0, 0, 1], relay.addr()).await;
         let mut early = connect_from([127, 0, 0, 2], relay.addr()).await;
-        assert_eq!(roundtrip(&mut early, b"a").await.as_deref(), Some(&b"a"[..]));
+        assert_eq!(
+            roundtrip(&mut early, b"a").await.as_deref(),
+            Some(&b"a"[..])
+        );
         relay.partition_from(cut_off);
         assert_eq!(roundtrip(&mut early, b"lost").await, None, "blackholed");
         let mut during = connect_from([127, 0, 0, 2], relay.addr()).await;
@@ -404,7 +407,10 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(5), early.read(&mut buf)).await;
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
         let mut after = connect_from([127, 0, 0, 2], relay.addr()).await;
-        assert_eq!(roundtrip(&mut after, b"c").await.as_deref(), Some(&b"c"[..]));
+        assert_eq!(
+            roundtrip(&mut after, b"c").await.as_deref(),
+            Some(&b"c"[..])
+        );
         assert_eq!(
             roundtrip(&mut other, b"d").await.as_deref(),
             Some(&b"d"[..]),
@@ -431,6 +437,9 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(5), open.read(&mut buf)).await;
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
         let mut after = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(roundtrip(&mut after, b"c").await.as_deref(), Some(&b"c"[..]));
+        assert_eq!(
+            roundtrip(&mut after, b"c").await.as_deref(),
+            Some(&b"c"[..])
+        );
     }
 }

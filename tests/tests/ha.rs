@@ -525,7 +525,12 @@ impl Workload {
                             }
                         }
                     };
-                    ledger.lock().acks.entry(kind).or_default().push(Instant::now());
+                    ledger
+                        .lock()
+                        .acks
+                        .entry(kind)
+                        .or_default()
+                        .push(Instant::now());
                     let fate = (kind == Kind::Tx).then(|| TxFate::of(seq));
                     if let Some(f @ (TxFate::ClientCommit | TxFate::ClientRollback)) = fate {
                         // One attempt: when it fails the checker settles the transaction.
@@ -1104,7 +1109,12 @@ impl Verdict {
                 .map(|f| {
                     let after = |t: Instant| t - f.began;
                     let at = f.began.saturating_duration_since(t0);
-                    (f.what.clone(), at, f.recovered.map(after), f.back.map(after))
+                    (
+                        f.what.clone(),
+                        at,
+                        f.recovered.map(after),
+                        f.back.map(after),
+                    )
                 })
                 .collect(),
             tx,
@@ -1143,7 +1153,8 @@ impl Verdict {
             "{:<56} | struck at | recovered after | back after",
             "fault (recovered: new master serving, or new controller leader)"
         );
-        let ms = |t: &Option<Duration>| t.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
+        let ms =
+            |t: &Option<Duration>| t.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
         for (what, at, recovered, back) in &self.faults {
             println!(
                 "{what:<56} | {:>9} | {:>15} | {:>10}",
@@ -1428,12 +1439,15 @@ async fn ha_under_faults() {
     // Cut off from the controllers, the proxy and the master (its stream from it too): the
     // controllers count it as gone, the master drops it from the sync-state set, and sends
     // go on with the other two.
-    d.wait_set("partitioned replica counts as gone and leaves the set", |s| {
-        s.members
-            .iter()
-            .any(|x| x.broker_id == r as u64 && !x.alive)
-            && !s.sync_state_set.contains(&(r as u64))
-    })
+    d.wait_set(
+        "partitioned replica counts as gone and leaves the set",
+        |s| {
+            s.members
+                .iter()
+                .any(|x| x.broker_id == r as u64 && !x.alive)
+                && !s.sync_state_set.contains(&(r as u64))
+        },
+    )
     .await;
     work.wait_progress(20, "with a replica partitioned").await;
     d.heal_broker(r);

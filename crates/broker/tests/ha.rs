@@ -426,9 +426,11 @@ async fn given_a_replicated_master_without_a_lease_when_sending_should_refuse_an
     // A poll, not a wait on state: the master applies the lease to its write gate in its own
     // task, and neither `HaStatus` nor anything else public shows the gate, so only a send
     // tells.
-    poll_until("the lease opens writes", async || match send_code(&a, "z").await {
-        Code::Ok => Ok(()),
-        c => Err(format!("{c:?}")),
+    poll_until("the lease opens writes", async || {
+        match send_code(&a, "z").await {
+            Code::Ok => Ok(()),
+            c => Err(format!("{c:?}")),
+        }
     })
     .await;
     // The lease runs out: writes stop when it does, whatever else happens. (The deadline is
@@ -502,7 +504,11 @@ async fn wait_for<T: std::fmt::Debug>(
 ) -> T {
     poll_until(what, async || {
         let v = probe();
-        if done(&v) { Ok(v) } else { Err(format!("{v:?}")) }
+        if done(&v) {
+            Ok(v)
+        } else {
+            Err(format!("{v:?}"))
+        }
     })
     .await
 }

@@ -11,10 +11,10 @@
 //! - [`watch_metadata`] keeps a `watch` channel fed from `WatchMetadata` streams, reconnecting
 //!   after any failure and keeping the last known snapshot meanwhile, so a proxy or broker keeps
 //!   serving while the controller is unavailable. Its task is tracked and ends on shutdown.
-//! - Every connection pings its controller ([`KEEPALIVE_INTERVAL`], HTTP/2 keepalive) and is
-//!   closed when a ping goes unanswered for [`KEEPALIVE_TIMEOUT`]: a controller cut off by a
-//!   network partition neither answers nor resets, and without the pings a heartbeat or a
-//!   metadata watch on it would wait forever instead of moving on to the other controllers.
+//! - Every connection pings its controller every 500 ms (HTTP/2 keepalive) and is closed when
+//!   a ping goes unanswered for 1 s: a controller cut off by a network partition neither
+//!   answers nor resets, and without the pings a heartbeat or a metadata watch on it would
+//!   wait forever instead of moving on to the other controllers.
 
 use std::future::Future;
 use std::sync::Arc;
