@@ -134,3 +134,26 @@ pub fn proxy(cfg: &Config, advertised: String) -> anyhow::Result<ProxyConfig> {
         ..ProxyConfig::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_raft_source_ip_when_mapped_should_bind_to_it_or_name_the_key_when_bad() {
+        let mut cfg = Config::default();
+        let mapped = controller(&cfg, "127.0.0.1:9878".to_owned()).expect("defaults map");
+        assert_eq!(mapped.raft_source_ip, None, "empty: the system picks");
+        cfg.controller.raft_source_ip = "127.0.0.2".to_owned();
+        let mapped = controller(&cfg, "127.0.0.1:9878".to_owned()).expect("an IP maps");
+        assert_eq!(mapped.raft_source_ip, Some([127, 0, 0, 2].into()));
+        cfg.controller.raft_source_ip = "127.0.0.2:9878".to_owned();
+        let err = controller(&cfg, "127.0.0.1:9878".to_owned())
+            .err()
+            .expect("an address with a port is refused");
+        assert!(
+            err.to_string().contains("controller.raft_source_ip"),
+            "{err}"
+        );
+    }
+}
