@@ -149,8 +149,7 @@ mod tests {
         assert_eq!(mapped.raft_source_ip, Some([127, 0, 0, 2].into()));
         cfg.controller.raft_source_ip = "127.0.0.2:9878".to_owned();
         let err = controller(&cfg, "127.0.0.1:9878".to_owned())
-            .err()
-            .expect("an address with a port is refused");
+            .expect_err("an address with a port is refused");
         assert!(
             err.to_string().contains("controller.raft_source_ip"),
             "{err}"
