@@ -7,13 +7,21 @@
 //! ([`Node::abort`]: connections reset, no drain, no final flush or checkpoint);
 //! [`Cluster::restart_controller`] and [`Cluster::restart_broker_set`] start it again on the same
 //! data directory (a controller also on the same addresses, which its peers know it by).
+//! With [`ClusterBuilder::controller_relays`], [`Cluster::partition_controller`] cuts one
+//! controller off from its peers and from every client (brokers, proxy, admin) in both
+//! directions: each controller is known (Raft membership, clients' controller lists) by a
+//! [`Relay`] in front of it, and binds its outgoing Raft connections to its own loopback
+//! address (`controller.raft_source_ip` = 127.0.0.1 + node id), so the relays in front of its
+//! peers can blackhole what it sends while the others keep talking. A partitioned controller
+//! still runs; waits on the cluster's state ([`Cluster::wait_leader`],
+//! [`Cluster::wait_metadata`], [`Cluster::metadata_now`]) leave it out until it is healed.
 //!
 //! Timings are short so failures are detected in about a second: Raft heartbeat 50 ms, election
 //! timeout 300..600 ms, broker lease 1 s unless [`ClusterBuilder::broker_lease`] says otherwise.
 //! Every wait is on state (Raft metrics, metadata watches) with the bounded [`WAIT`].
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +37,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::relay::Relay;
 use crate::test_config;
 
 /// Upper bound of every wait on cluster state.
@@ -41,6 +50,7 @@ pub struct ClusterBuilder {
     broker_sets: Vec<String>,
     proxy: bool,
     broker_lease: Duration,
+    controller_relays: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -50,6 +60,7 @@ impl Default for ClusterBuilder {
             broker_sets: vec!["broker-a".to_owned(), "broker-b".to_owned()],
             proxy: true,
             broker_lease: Duration::from_secs(1),
+            controller_relays: false,
         }
     }
 }
@@ -57,10 +68,29 @@ impl Default for ClusterBuilder {
 /// One controller node and what it needs to come back.
 struct ControllerSlot {
     node_id: u64,
+    /// The address it listens on.
     addr: SocketAddr,
     remoting: SocketAddr,
     cfg: Config,
     node: Option<Node>,
+    /// The relay in front of it, whose address peers and clients know it by
+    /// ([`ClusterBuilder::controller_relays`]).
+    relay: Option<Relay>,
+}
+
+impl ControllerSlot {
+    /// The address peers and clients reach it at.
+    fn known_addr(&self) -> SocketAddr {
+        self.relay.as_ref().map_or(self.addr, Relay::addr)
+    }
+}
+
+/// The loopback address controller `node_id`'s outgoing Raft connections come from, with
+/// relays: 127.0.0.1 + node id (127.0.0.2 for node 1), never 127.0.0.1, which every other
+/// connection of the test process comes from.
+fn raft_source_ip(node_id: u64) -> IpAddr {
+    let last = u8::try_from(node_id + 1).expect("node ids of a test cluster are small");
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
 /// One broker set (a single broker) and what it needs to come back.
@@ -77,6 +107,8 @@ pub struct Cluster {
     proxy: Option<Node>,
     proxy_addr: Option<SocketAddr>,
     dir: tempfile::TempDir,
+    /// Controllers cut off by [`Cluster::partition_controller`], by index.
+    partitioned: BTreeSet<usize>,
 }
 
 async fn bind_local() -> (TcpListener, SocketAddr) {
@@ -124,6 +156,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Puts a [`Relay`] in front of every controller and binds each controller's outgoing
+    /// Raft connections to its own loopback address, for [`Cluster::partition_controller`].
+    pub fn controller_relays(mut self) -> Self {
+        self.controller_relays = true;
+        self
+    }
+
     /// Starts every node and waits until a leader is agreed, every broker set is registered and
     /// alive, and the proxy's metadata shows them.
     pub async fn start(self) -> Cluster {
@@ -136,14 +175,25 @@ impl ClusterBuilder {
 
         let mut bound = Vec::new();
         for _ in 0..self.controllers {
-            bound.push((bind_local().await, bind_local().await));
+            let (ctl, addr) = bind_local().await;
+            let relay = if self.controller_relays {
+                Some(Relay::start(Some(addr)).await)
+            } else {
+                None
+            };
+            bound.push(((ctl, addr), bind_local().await, relay));
         }
-        let peers: Vec<String> = bound
+        // The address each controller is known by: its relay's, or its own.
+        let known: Vec<SocketAddr> = bound
+            .iter()
+            .map(|((_, a), _, r)| r.as_ref().map_or(*a, Relay::addr))
+            .collect();
+        let peers: Vec<String> = known
             .iter()
             .enumerate()
-            .map(|(i, ((_, a), _))| format!("{}={a}", i + 1))
+            .map(|(i, a)| format!("{}={a}", i + 1))
             .collect();
-        base.controllers = bound.iter().map(|((_, a), _)| a.to_string()).collect();
+        base.controllers = known.iter().map(SocketAddr::to_string).collect();
         let mut cluster = Cluster {
             base: base.clone(),
             controllers: Vec::new(),
@@ -151,13 +201,18 @@ impl ClusterBuilder {
             proxy: None,
             proxy_addr: None,
             dir,
+            partitioned: BTreeSet::new(),
         };
-        for (i, ((ctl, addr), (rem, remoting))) in bound.into_iter().enumerate() {
+        for (i, ((ctl, addr), (rem, remoting), relay)) in bound.into_iter().enumerate() {
             let node_id = i as u64 + 1;
             let mut cfg = base.clone();
             cfg.data_dir = cluster.dir.path().join(format!("controller-{node_id}"));
             cfg.controller.node_id = node_id;
             cfg.controller.peers = peers.clone();
+            if let Some(r) = &relay {
+                cfg.controller.advertised_addr = r.addr().to_string();
+                cfg.controller.raft_source_ip = raft_source_ip(node_id).to_string();
+            }
             let node = start_controller(&cfg, ctl, rem).await;
             cluster.controllers.push(ControllerSlot {
                 node_id,
@@ -165,6 +220,7 @@ impl ClusterBuilder {
                 remoting,
                 cfg,
                 node: Some(node),
+                relay,
             });
         }
         cluster.wait_leader().await;
@@ -200,17 +256,18 @@ pub fn broker_set_alive(m: &ClusterMetadata, set: &str) -> bool {
 }
 
 impl Cluster {
-    /// Every controller's gRPC address (running or not), as clients are configured.
+    /// Every controller's gRPC address (running or not), as clients are configured (its
+    /// relay's with [`ClusterBuilder::controller_relays`]).
     pub fn controller_addrs(&self) -> Vec<String> {
         self.controllers
             .iter()
-            .map(|c| c.addr.to_string())
+            .map(|c| c.known_addr().to_string())
             .collect()
     }
 
-    /// The gRPC address of controller `i` (index, not node id).
+    /// The gRPC address of controller `i` (index, not node id), as clients know it.
     pub fn controller_addr(&self, i: usize) -> SocketAddr {
-        self.controllers[i].addr
+        self.controllers[i].known_addr()
     }
 
     /// The remoting (NameServer) address of controller `i`.
@@ -246,7 +303,7 @@ impl Cluster {
 
     /// A ControllerService client of controller `i` (no leader following).
     pub async fn controller_client(&self, i: usize) -> ControllerServiceClient<Channel> {
-        ControllerServiceClient::connect(format!("http://{}", self.controllers[i].addr))
+        ControllerServiceClient::connect(format!("http://{}", self.controllers[i].known_addr()))
             .await
             .expect("connect to controller")
     }
@@ -276,16 +333,19 @@ impl Cluster {
             .and_then(|n| n.addrs().broker)
     }
 
+    /// The running nodes, but for partitioned controllers (their view is stale by design).
     fn running(&self) -> impl Iterator<Item = &Node> {
         self.controllers
             .iter()
-            .filter_map(|c| c.node.as_ref())
+            .enumerate()
+            .filter(|(i, _)| !self.partitioned.contains(i))
+            .filter_map(|(_, c)| c.node.as_ref())
             .chain(self.brokers.values().filter_map(|b| b.node.as_ref()))
             .chain(self.proxy.iter())
     }
 
-    /// Index of the controller every running controller agrees is the leader; waits (bounded)
-    /// on Raft metrics.
+    /// Index of the controller every running controller (but for partitioned ones) agrees is
+    /// the leader; waits (bounded) on Raft metrics.
     pub async fn wait_leader(&self) -> usize {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -293,6 +353,7 @@ impl Cluster {
                 .controllers
                 .iter()
                 .enumerate()
+                .filter(|(i, _)| !self.partitioned.contains(i))
                 .filter_map(|(i, c)| c.node.as_ref().and_then(Node::controller).map(|n| (i, n)))
                 .collect();
             let leaders: Vec<usize> = running
@@ -367,6 +428,38 @@ impl Cluster {
         node.abort().await;
     }
 
+    /// Cuts controller `i` off from its peers and its clients, both ways (see the module
+    /// docs); it keeps running. Needs [`ClusterBuilder::controller_relays`].
+    pub fn partition_controller(&mut self, i: usize) {
+        let source = raft_source_ip(self.controllers[i].node_id);
+        for (j, c) in self.controllers.iter().enumerate() {
+            let relay = c
+                .relay
+                .as_ref()
+                .expect("partitioning a controller needs ClusterBuilder::controller_relays");
+            if j == i {
+                relay.partition();
+            } else {
+                relay.partition_from(source);
+            }
+        }
+        self.partitioned.insert(i);
+    }
+
+    /// Ends [`Cluster::partition_controller`] of controller `i`.
+    pub fn heal_controller(&mut self, i: usize) {
+        let source = raft_source_ip(self.controllers[i].node_id);
+        for (j, c) in self.controllers.iter().enumerate() {
+            let Some(relay) = &c.relay else { continue };
+            if j == i {
+                relay.heal();
+            } else {
+                relay.heal_from(source);
+            }
+        }
+        self.partitioned.remove(&i);
+    }
+
     /// Restarts controller `i` on its data directory and addresses.
     pub async fn restart_controller(&mut self, i: usize) {
         let slot = &mut self.controllers[i];
@@ -393,6 +486,7 @@ impl Cluster {
             remoting,
             cfg,
             node: Some(node),
+            relay: None,
         });
         self.controllers.len() - 1
     }

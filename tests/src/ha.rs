@@ -1,5 +1,7 @@
 //! [`HaDeployment`]: one replicated broker set of real broker processes ([`BrokerProc`]) with
-//! in-process controllers and a proxy ([`Cluster`]), for HA tests and benchmarks.
+//! in-process controllers and a proxy ([`Cluster`]), for HA tests and benchmarks. The
+//! controllers sit behind relays ([`ClusterBuilder::controller_relays`]), so a test can
+//! partition any of them ([`Cluster::partition_controller`]).
 
 use std::time::Duration;
 
@@ -60,6 +62,7 @@ impl HaDeployment {
         let cluster = ClusterBuilder::new()
             .broker_sets(&[])
             .broker_lease(o.broker_lease)
+            .controller_relays()
             .start()
             .await;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -137,6 +140,30 @@ impl HaDeployment {
             s.sync_state_set.len() == n && s.members.iter().all(|m| m.alive)
         })
         .await
+    }
+
+    /// Cuts broker `i` off from everything, both ways: the controllers, the proxy, and its
+    /// peers (what they open to it and what it opens to them, e.g. a replica's stream from
+    /// the master). Its real port stays reachable from this process.
+    pub fn partition_broker(&self, i: usize) {
+        self.brokers[i].partition();
+        let pid = self.brokers[i].pid();
+        for (j, b) in self.brokers.iter().enumerate() {
+            if j != i {
+                b.inbound.partition_process(pid);
+            }
+        }
+    }
+
+    /// Ends [`HaDeployment::partition_broker`] of broker `i`.
+    pub fn heal_broker(&self, i: usize) {
+        self.brokers[i].heal();
+        let pid = self.brokers[i].pid();
+        for (j, b) in self.brokers.iter().enumerate() {
+            if j != i {
+                b.inbound.heal_process(pid);
+            }
+        }
     }
 
     /// Kills the brokers and stops controllers and proxy.

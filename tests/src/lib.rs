@@ -33,8 +33,8 @@
 //! # Invariants
 //! Tests never sleep to wait: they wait on state (metadata and role watches, long polls,
 //! channels the test's own tasks bump) with bounded deadlines. State that only another process
-//! holds and that no call can wait on is polled through [`wait_until`], the one retry pause of
-//! the suite. The only other pauses are a client's backoff after a failed call and the
+//! holds and that no call can wait on is polled through [`wait_until`] (or its [`Retry`]), the
+//! one retry pause of the suite. The only other pauses are a client's backoff after a failed call and the
 //! "clock-past" waits for the wall clock to pass a store timestamp (see [`wait_until`]).
 #![forbid(unsafe_code)]
 
@@ -63,9 +63,9 @@ pub fn now_ms() -> i64 {
 /// (a gRPC call), with no call that waits for a change: e.g. "the new master acknowledges a
 /// send" after a failover among broker child processes. Where the state is in this process
 /// (metadata or role watches, counters the test's own tasks bump) or the server offers a wait
-/// (long polls), wait on that instead. This function owns the suite's only retry pause: it
-/// backs off from 2 ms, doubling up to 50 ms, so a quick answer is seen quickly and a slow one
-/// costs few calls.
+/// (long polls), wait on that instead. This function and [`Retry`], which it runs on, own the
+/// suite's only retry pause: it backs off from 2 ms, doubling up to 50 ms, so a quick answer is
+/// seen quickly and a slow one costs few calls.
 ///
 /// Not for the "clock-past" waits of the query tests: they wait for the wall clock itself to
 /// pass a store timestamp (so that a later batch gets a strictly later one), which no process
@@ -75,21 +75,59 @@ pub async fn wait_until(
     limit: Duration,
     mut check: impl AsyncFnMut() -> bool,
 ) -> Duration {
-    const FIRST_PAUSE: Duration = Duration::from_millis(2);
-    const MAX_PAUSE: Duration = Duration::from_millis(50);
-    let started = tokio::time::Instant::now();
-    let mut pause = FIRST_PAUSE;
+    let mut retry = Retry::new(what, limit);
     loop {
         if check().await {
-            return started.elapsed();
+            return retry.elapsed();
         }
-        let waited = started.elapsed();
+        retry.pause().await;
+    }
+}
+
+/// The retry pause of [`wait_until`], for a retry loop written out where the check cannot be
+/// handed over as an async closure: inside a spawned task (the compiler cannot prove such a
+/// closure's borrowing future `Send` for every lifetime) or where each try has an outcome to
+/// keep. The same rules as [`wait_until`]: only for state that another process holds and only
+/// asking shows; the same backoff; the same bound.
+#[derive(Debug)]
+pub struct Retry {
+    what: String,
+    limit: Duration,
+    started: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl Retry {
+    const FIRST_PAUSE: Duration = Duration::from_millis(2);
+    const MAX_PAUSE: Duration = Duration::from_millis(50);
+
+    /// Starts the clock of a wait for `what`, bounded by `limit`.
+    pub fn new(what: impl Into<String>, limit: Duration) -> Retry {
+        Retry {
+            what: what.into(),
+            limit,
+            started: tokio::time::Instant::now(),
+            pause: Self::FIRST_PAUSE,
+        }
+    }
+
+    /// How long the wait has lasted.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Pauses before the next try: from 2 ms, doubling up to 50 ms. Panics naming the wait
+    /// once its limit has passed.
+    pub async fn pause(&mut self) {
+        let waited = self.started.elapsed();
         assert!(
-            waited < limit,
-            "{what}: not reached within {limit:?} (waited {waited:?})"
+            waited < self.limit,
+            "{}: not reached within {:?} (waited {waited:?})",
+            self.what,
+            self.limit
         );
-        tokio::time::sleep(pause.min(limit - waited)).await;
-        pause = (pause * 2).min(MAX_PAUSE);
+        tokio::time::sleep(self.pause.min(self.limit - waited)).await;
+        self.pause = (self.pause * 2).min(Self::MAX_PAUSE);
     }
 }
 

@@ -119,6 +119,11 @@ impl BrokerProc {
         self.child.is_some()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker runs").id()
+    }
+
     /// The port the process listens on (behind the relay), while it runs.
     pub fn real_addr(&self) -> SocketAddr {
         self.real.expect("the broker runs")
@@ -159,7 +164,9 @@ impl BrokerProc {
     }
 
     /// Cuts the broker off from the controllers and from every peer that reaches it through its
-    /// advertised address (replicas, the proxy). Its real port stays reachable.
+    /// advertised address (replicas, the proxy). Its real port stays reachable. What it opens
+    /// to its peers' advertised addresses (a replica's stream from its master) is cut by their
+    /// relays ([`Relay::partition_process`]; `HaDeployment::partition_broker` does both).
     pub fn partition(&self) {
         self.inbound.partition();
         for r in &self.to_controllers {

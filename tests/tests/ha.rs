@@ -28,12 +28,19 @@
 //!    written to it alone are nowhere to be found).
 //! 4. **Chaos**: kill, partition and SIGSTOP cycles of the master in a row.
 //! 5. **Other members**: kill -9 of a replica, a partition of a replica, kill of the controller
-//!    leader (the others elect a new one), and last a kill -9 of the master that never returns.
+//!    leader (the others elect a new one), a partition of the controller leader (cut off from
+//!    the other controllers, the brokers and the proxy, both ways: a new leader is elected, the
+//!    brokers renew their leases with it and, while the old leader is still cut off, it fails
+//!    the master over after a kill -9; healed, the old leader follows the new one), and last a
+//!    kill -9 of the master that never returns.
 //!
 //! Then the checker (OpenMessaging Chaos style) compares, per kind, every acknowledged send
 //! with what the consumers received and prints acknowledged, delivered, lost, duplicated
 //! beyond the documented bound, out of order, mid-flight messages back too early, and the
-//! failover times. The documented bound (README, High availability): a replica holds the
+//! failover time as that kind's producer saw it (its longest wait between two acknowledged
+//! sends); then each fault with the time until the deployment recovered from it (a send
+//! acknowledged by a new master, a member back in the set, a new controller leader). The
+//! documented bound (README, High availability): a replica holds the
 //! master's consumer state as of at most one `consumer_offsets_sync_interval`
 //! ([`SYNC_INTERVAL`]) ago, so only messages acknowledged (or handed out) within that interval
 //! before a fault may be delivered again (or early); a message whose send was retried after an
@@ -41,9 +48,10 @@
 //! disorder, anything beyond the bound, any delay message delivered before it was due, any
 //! rolled back message delivered and any open transaction never checked back.
 //!
-//! Not covered: a partition of the controller leader. The controllers reach each other at the
-//! addresses in their Raft membership, which no relay stands in front of, so the relays cannot
-//! cut one controller off from the others (a kill of the leader is covered).
+//! Every wait is bounded: on state where the test process holds it (metadata and Raft
+//! watches, counters its own tasks bump), else through [`comet_tests::wait_until`] and its
+//! [`comet_tests::Retry`] (a send retried until acknowledged, a receive or the checker's stream
+//! retried until answered).
 //!
 //! A second, smaller run shows the ASYNC window (README, High availability): in `async` mode a
 //! kill -9 of the master may lose only messages acknowledged within `replica_max_lag_time`
@@ -98,6 +106,9 @@ const MID_FLIGHT_INVISIBLE: Duration = Duration::from_secs(2);
 const MID_FLIGHT_EVERY: u64 = 8;
 /// `broker.transaction_timeout` and `broker.transaction_check_interval` of the deployment.
 const TX_CHECK_AFTER: Duration = Duration::from_secs(1);
+/// The normal, delay and transaction producers send one message per this (FIFO producers
+/// send back to back).
+const PACE: Duration = Duration::from_millis(10);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -396,8 +407,14 @@ struct Delivery {
 /// (a new master serving, the member or controller back).
 #[derive(Debug, Clone)]
 struct Fault {
+    what: String,
     began: Instant,
     recovered: Option<Instant>,
+    /// When the member or controller it struck was back (reported only).
+    back: Option<Instant>,
+    /// For a fault whose effects outlast `recovered` (see [`Workload::settled`]): when they
+    /// ended.
+    settled: Option<Instant>,
     /// It struck the master (a new master took over).
     master: bool,
 }
@@ -422,6 +439,11 @@ struct Ledger {
     unresolved: HashMap<String, Instant>,
     /// When the checker was asked about each half message.
     checks: HashMap<String, Vec<Instant>>,
+    /// When each acknowledged send of a kind was answered, in order (rolled back half
+    /// messages included).
+    acks: BTreeMap<Kind, Vec<Instant>>,
+    /// When the workload started (times in the report count from it).
+    t0: Option<Instant>,
 }
 
 struct Workload {
@@ -449,7 +471,10 @@ fn producer_specs() -> Vec<(Kind, String)> {
 
 impl Workload {
     async fn start(proxy: String) -> Workload {
-        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let ledger = Arc::new(Mutex::new(Ledger {
+            t0: Some(Instant::now()),
+            ..Ledger::default()
+        }));
         let delivered = Arc::new(watch::Sender::new(0usize));
         let stop_producing = Arc::new(AtomicBool::new(false));
         let stop_consuming = Arc::new(AtomicBool::new(false));
@@ -466,14 +491,23 @@ impl Workload {
                 let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
                     .await
                     .expect("connect to proxy");
+                // The paced kinds send one message per tick: the workload's rate, not a wait.
+                let mut pace = tokio::time::interval(PACE);
+                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) {
+                    if kind != Kind::Fifo {
+                        pace.tick().await;
+                    }
                     let id = format!("{group}-{seq:08}");
                     // Due 1 to 3.5 s from now: before, during and after the next failover.
                     let due_ms = (kind == Kind::Delay)
                         .then(|| comet_tests::now_ms() + 1000 + 500 * (seq % 6) as i64);
                     let mut retried = false;
-                    // Retry the same message until acknowledged: at-least-once.
+                    // Retry the same message until acknowledged (at-least-once); the
+                    // deployment may be between masters, so a refusal is retried after the
+                    // suite's retry pause.
+                    let mut retry = comet_tests::Retry::new(format!("{id} acknowledged"), WAIT);
                     let transaction_id = loop {
                         let m = message(kind, &id, &group, seq, due_ms);
                         match send_once(&mut client, m).await {
@@ -487,10 +521,16 @@ impl Workload {
                                     *l.failures.entry(code.clone()).or_default() += 1;
                                     l.samples.entry(code).or_insert(why);
                                 }
-                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                retry.pause().await;
                             }
                         }
                     };
+                    ledger
+                        .lock()
+                        .acks
+                        .entry(kind)
+                        .or_default()
+                        .push(Instant::now());
                     let fate = (kind == Kind::Tx).then(|| TxFate::of(seq));
                     if let Some(f @ (TxFate::ClientCommit | TxFate::ClientRollback)) = fate {
                         // One attempt: when it fails the checker settles the transaction.
@@ -525,9 +565,6 @@ impl Workload {
                     }
                     sent.send_modify(|n| *n += 1);
                     seq += 1;
-                    if kind != Kind::Fifo {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
                 }
             }));
         }
@@ -543,12 +580,18 @@ impl Workload {
                 let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
                     .await
                     .expect("connect to proxy");
+                // A receive that fails (the set between masters) is retried after the suite's
+                // retry pause; one answered (empty or not) goes round again at once.
+                let what = format!("a receive of {kind:?} answered");
+                let mut retry = comet_tests::Retry::new(what.clone(), WAIT);
                 while !stop.load(Ordering::Relaxed) {
                     if receive_batch(&mut client, kind, &ledger, &delivered)
                         .await
-                        .is_err()
+                        .is_ok()
                     {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        retry = comet_tests::Retry::new(what.clone(), WAIT);
+                    } else {
+                        retry.pause().await;
                     }
                 }
             }));
@@ -570,23 +613,49 @@ impl Workload {
         }
     }
 
-    /// Records that a fault of a replica or a controller begins now.
-    fn fault(&self, what: &str) {
-        self.push_fault(what, false);
+    /// Records that a fault of a replica or a controller begins now; returns its index.
+    fn fault(&self, what: &str) -> usize {
+        self.push_fault(what, false)
     }
 
-    /// Records that a fault of the master begins now.
-    fn master_fault(&self, what: &str) {
-        self.push_fault(what, true);
+    /// Records that a fault of the master begins now; returns its index.
+    fn master_fault(&self, what: &str) -> usize {
+        self.push_fault(what, true)
     }
 
-    fn push_fault(&self, what: &str, master: bool) {
+    fn push_fault(&self, what: &str, master: bool) -> usize {
         println!("--- {what}");
-        self.ledger.lock().faults.push(Fault {
+        let mut l = self.ledger.lock();
+        l.faults.push(Fault {
+            what: what.to_owned(),
             began: Instant::now(),
             recovered: None,
+            back: None,
+            settled: None,
             master,
         });
+        l.faults.len() - 1
+    }
+
+    /// Records that fault `i` has no more effects now, though the deployment recovered from it
+    /// earlier. A partitioned controller leader: a new leader is elected quickly, but until
+    /// every broker has renewed its lease with it (a connection to the old leader only fails
+    /// once its pings go unanswered) the master may lapse, leaving the set without a writable
+    /// master, or briefly without a master in the routes (the proxy then serves receives from
+    /// a replica, whose consumer state is up to one sync interval old); the bound stretches
+    /// until the partition heals.
+    fn settled(&self, i: usize) {
+        if let Some(f) = self.ledger.lock().faults.get_mut(i) {
+            f.settled.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Records that the member or controller fault `i` struck is back now (in the sync-state
+    /// set, or following the leader); only reported, the bounds use [`Workload::recovered`].
+    fn back(&self, i: usize) {
+        if let Some(f) = self.ledger.lock().faults.get_mut(i) {
+            f.back.get_or_insert_with(Instant::now);
+        }
     }
 
     /// Records that the deployment recovered from the latest fault now.
@@ -769,36 +838,37 @@ async fn answer_checks(
     let mut client = MessagingServiceClient::connect(format!("http://{proxy}"))
         .await
         .expect("connect to proxy");
-    while !stop.load(Ordering::Relaxed) {
-        let (commands, rx) = tokio::sync::mpsc::channel(1);
-        let settings = pb::TelemetryCommand {
-            status: None,
-            command: Some(Command::Settings(pb::Settings {
-                client_type: Some(pb::ClientType::Producer as i32),
-                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
-                    topics: resource(TX_TOPIC).into_iter().collect(),
-                    max_body_size: 0,
-                    validate_message_type: true,
-                })),
-                ..Default::default()
+    let settings = pb::TelemetryCommand {
+        status: None,
+        command: Some(Command::Settings(pb::Settings {
+            client_type: Some(pb::ClientType::Producer as i32),
+            pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                topics: resource(TX_TOPIC).into_iter().collect(),
+                max_body_size: 0,
+                validate_message_type: true,
             })),
-        };
+            ..Default::default()
+        })),
+    };
+    const REOPEN: &str = "the checker's telemetry stream opens";
+    let mut reopen = comet_tests::Retry::new(REOPEN, WAIT);
+    while !stop.load(Ordering::Relaxed) {
+        // Open the stream; one that does not open (the proxy busy with a failover) is opened
+        // again after the suite's retry pause.
+        let (commands, rx) = tokio::sync::mpsc::channel(1);
         commands
-            .send(settings)
+            .send(settings.clone())
             .await
             .expect("the request stream is open");
-        let opened = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.telemetry(raw::request(
-                CHECKER,
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            )),
-        )
-        .await;
-        let Ok(Ok(stream)) = opened else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let call = client.telemetry(raw::request(
+            CHECKER,
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(5), call).await else {
+            reopen.pause().await;
             continue;
         };
+        reopen = comet_tests::Retry::new(REOPEN, WAIT);
         let mut stream = stream.into_inner();
         while !stop.load(Ordering::Relaxed) {
             // Bounded so that the stop flag is seen.
@@ -883,12 +953,20 @@ struct KindReport {
     before_due: usize,
     /// Latest delay delivery after its due time.
     max_lateness_ms: i64,
+    /// The failover time as this kind's producer saw it: its longest wait between two
+    /// acknowledged sends.
+    max_send_gap: Duration,
 }
 
 /// The checker's verdict.
 #[derive(Debug)]
 struct Verdict {
     kinds: BTreeMap<Kind, KindReport>,
+    /// Each fault, when it struck (since the workload started), how long the deployment took
+    /// to recover from it and how long until what it struck was back.
+    faults: Vec<(String, Duration, Option<Duration>, Option<Duration>)>,
+    /// Each delivery beyond a bound, described.
+    findings: Vec<String>,
     tx: TxReport,
     unexpected: usize,
     failures: BTreeMap<String, u64>,
@@ -897,11 +975,12 @@ struct Verdict {
 
 /// Whether `at` lies within the bound of a fault: from [`SYNC_INTERVAL`] before the fault
 /// began (state the replicas had not received yet) until the deployment recovered (acks and
-/// pops served meanwhile, e.g. by a replica while the set had no master), with
+/// pops served meanwhile, e.g. by a replica while the set had no master), or until its effects
+/// ended ([`Workload::settled`]), with
 /// [`BOUND_SLACK`] on both sides.
 fn fault_near(faults: &[Fault], at: Instant) -> bool {
     faults.iter().any(|f| {
-        let end = f.recovered.unwrap_or(f.began);
+        let end = f.settled.or(f.recovered).unwrap_or(f.began);
         at + SYNC_INTERVAL + BOUND_SLACK >= f.began && at <= end + BOUND_SLACK
     })
 }
@@ -915,7 +994,18 @@ impl Verdict {
         for s in l.sent.values() {
             kinds.entry(s.kind).or_default().acknowledged += 1;
         }
+        for (kind, acks) in &l.acks {
+            kinds.entry(*kind).or_default().max_send_gap = acks
+                .windows(2)
+                .map(|w| w[1].saturating_duration_since(w[0]))
+                .max()
+                .unwrap_or_default();
+        }
         let mut unexpected = 0;
+        let t0 = l.t0.unwrap_or_else(Instant::now);
+        let since = |at: Instant| format!("+{} ms", at.saturating_duration_since(t0).as_millis());
+        // Deliveries beyond a bound, for the report.
+        let mut findings = Vec::new();
         // Per message id: its previous delivery.
         let mut previous: HashMap<&str, &Delivery> = HashMap::new();
         let mut max_seq: HashMap<&str, u64> = HashMap::new();
@@ -949,6 +1039,13 @@ impl Verdict {
                     let early = d.at < prev.at + MID_FLIGHT_INVISIBLE - BOUND_SLACK;
                     if early && !fault_near(&l.faults, prev.at) {
                         r.early_beyond_bound += 1;
+                        findings.push(format!(
+                            "{:?} {}: left in flight at {}, back at {}",
+                            d.kind,
+                            d.id,
+                            since(prev.at),
+                            since(d.at)
+                        ));
                     }
                 }
                 Some(_) => {
@@ -964,6 +1061,13 @@ impl Verdict {
                         r.duplicated_within_bound += 1;
                     } else {
                         r.duplicated_beyond_bound += 1;
+                        findings.push(format!(
+                            "{:?} {}: acknowledged at {}, delivered again at {}",
+                            d.kind,
+                            d.id,
+                            acked.map_or("-".to_owned(), |at| since(*at)),
+                            since(d.at)
+                        ));
                     }
                 }
             }
@@ -998,6 +1102,21 @@ impl Verdict {
         }
         Verdict {
             kinds,
+            findings,
+            faults: l
+                .faults
+                .iter()
+                .map(|f| {
+                    let after = |t: Instant| t - f.began;
+                    let at = f.began.saturating_duration_since(t0);
+                    (
+                        f.what.clone(),
+                        at,
+                        f.recovered.map(after),
+                        f.back.map(after),
+                    )
+                })
+                .collect(),
             tx,
             unexpected,
             failures: l.failures.clone(),
@@ -1008,12 +1127,13 @@ impl Verdict {
     fn print(&self) {
         println!(
             "ha checker   | acknowledged | delivered | deliveries | lost | dup>bound | \
-             dup<=bound | out of order | mid-flight back (early>bound) | before due | max late"
+             dup<=bound | out of order | mid-flight back (early>bound) | before due | max late \
+             | failover (max send gap)"
         );
         for (k, r) in &self.kinds {
             println!(
                 "{:<12} | {:>12} | {:>9} | {:>10} | {:>4} | {:>9} | {:>10} | {:>12} | {:>15} ({}) \
-                 | {:>10} | {} ms",
+                 | {:>10} | {} ms | {} ms",
                 format!("{k:?}"),
                 r.acknowledged,
                 r.delivered,
@@ -1025,8 +1145,26 @@ impl Verdict {
                 r.mid_flight_returned,
                 r.early_beyond_bound,
                 r.before_due,
-                r.max_lateness_ms
+                r.max_lateness_ms,
+                r.max_send_gap.as_millis()
             );
+        }
+        println!(
+            "{:<56} | struck at | recovered after | back after",
+            "fault (recovered: new master serving, or new controller leader)"
+        );
+        let ms =
+            |t: &Option<Duration>| t.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
+        for (what, at, recovered, back) in &self.faults {
+            println!(
+                "{what:<56} | {:>9} | {:>15} | {:>10}",
+                format!("+{} ms", at.as_millis()),
+                ms(recovered),
+                ms(back)
+            );
+        }
+        for f in &self.findings {
+            println!("beyond a bound: {f}");
         }
         let t = &self.tx;
         println!(
@@ -1126,7 +1264,7 @@ async fn ha_under_faults() {
     // 1. Pause replicas.
     let m = d.master();
     let replicas: Vec<usize> = (0..3).filter(|i| *i != m).collect();
-    work.fault(&format!("SIGSTOP replica {}", replicas[0]));
+    let paused = work.fault(&format!("SIGSTOP replica {}", replicas[0]));
     d.brokers[replicas[0]].pause();
     d.wait_set("paused replica leaves the set", |s| {
         !s.sync_state_set.contains(&(replicas[0] as u64))
@@ -1134,7 +1272,7 @@ async fn ha_under_faults() {
     .await;
     work.wait_progress(30, "one replica paused, two in sync")
         .await;
-    work.fault(&format!(
+    let paused_too = work.fault(&format!(
         "SIGSTOP replica {} too: the master is alone",
         replicas[1]
     ));
@@ -1159,12 +1297,14 @@ async fn ha_under_faults() {
     d.brokers[replicas[1]].resume();
     d.wait_all_in_sync("resumed replicas rejoin").await;
     work.recovered();
+    work.back(paused);
+    work.back(paused_too);
     work.wait_progress(30, "after resuming").await;
 
     // 2. kill -9 the master.
     let m = d.master();
     let epoch = d.set().master_epoch;
-    work.master_fault(&format!("kill -9 master {m}"));
+    let killed_master = work.master_fault(&format!("kill -9 master {m}"));
     let killed = Instant::now();
     d.brokers[m].kill();
     let took = first_ack(&proxy, "kill").await;
@@ -1179,14 +1319,15 @@ async fn ha_under_faults() {
     d.brokers[m].start().await;
     d.wait_all_in_sync("killed master rejoins as a replica")
         .await;
+    work.back(killed_master);
 
     // 3. Partition the master.
     let m = d.master();
     let epoch = d.set().master_epoch;
     let real = d.brokers[m].real_addr();
-    work.master_fault(&format!("partition master {m}"));
+    let partitioned = work.master_fault(&format!("partition master {m}"));
     let cut = Instant::now();
-    d.brokers[m].partition();
+    d.partition_broker(m);
     let mut direct = broker_client(real).await;
     // Clients that still reach the old master get no acknowledgement, while the others are
     // served by the new master.
@@ -1220,8 +1361,9 @@ async fn ha_under_faults() {
     );
     direct_ids.push("direct-late".to_owned());
     println!("--- heal: the old master rejoins as a replica and cuts its tail");
-    d.brokers[m].heal();
+    d.heal_broker(m);
     let set = d.wait_all_in_sync("healed master rejoins").await;
+    work.back(partitioned);
     let new_master = set.master_broker_id as usize;
     for id in &direct_ids {
         assert!(
@@ -1240,35 +1382,39 @@ async fn ha_under_faults() {
         let m = d.master();
         let epoch = d.set().master_epoch;
         let started = Instant::now();
-        match cycle % 3 {
+        let fault = match cycle % 3 {
             0 => {
-                work.master_fault(&format!("chaos {cycle}: kill -9 master {m}"));
+                let f = work.master_fault(&format!("chaos {cycle}: kill -9 master {m}"));
                 d.brokers[m].kill();
                 failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
                 d.wait_new_master(m, epoch).await;
                 work.recovered();
                 d.brokers[m].start().await;
+                f
             }
             1 => {
-                work.master_fault(&format!("chaos {cycle}: partition master {m}"));
-                d.brokers[m].partition();
+                let f = work.master_fault(&format!("chaos {cycle}: partition master {m}"));
+                d.partition_broker(m);
                 failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
                 d.wait_new_master(m, epoch).await;
                 work.recovered();
-                d.brokers[m].heal();
+                d.heal_broker(m);
+                f
             }
             _ => {
                 // Frozen, its lease runs out; woken, it finds itself replaced, refuses writes
                 // (its lease is over) and rejoins as a replica, cutting what it wrote alone.
-                work.master_fault(&format!("chaos {cycle}: SIGSTOP master {m}"));
+                let f = work.master_fault(&format!("chaos {cycle}: SIGSTOP master {m}"));
                 d.brokers[m].pause();
                 failovers.push(first_ack(&proxy, &format!("c{cycle}")).await);
                 d.wait_new_master(m, epoch).await;
                 work.recovered();
                 d.brokers[m].resume();
+                f
             }
-        }
+        };
         d.wait_all_in_sync("after a chaos cycle").await;
+        work.back(fault);
         work.wait_progress(20, "after a chaos cycle").await;
         println!("    cycle {cycle} took {:?}", started.elapsed());
     }
@@ -1276,7 +1422,7 @@ async fn ha_under_faults() {
     // 5. Other members: a replica, the controller leader, a master that never returns.
     let m = d.master();
     let r = (0..3).find(|i| *i != m).expect("a replica");
-    work.fault(&format!("kill -9 replica {r}"));
+    let killed_replica = work.fault(&format!("kill -9 replica {r}"));
     d.brokers[r].kill();
     d.wait_set("killed replica leaves the set", |s| {
         !s.sync_state_set.contains(&(r as u64))
@@ -1285,22 +1431,30 @@ async fn ha_under_faults() {
     work.wait_progress(20, "with a replica killed").await;
     d.brokers[r].start().await;
     d.wait_all_in_sync("killed replica rejoins").await;
+    work.back(killed_replica);
     let m = d.master();
     let r = (0..3).find(|i| *i != m).expect("a replica");
-    work.fault(&format!("partition replica {r}"));
-    d.brokers[r].partition();
-    // Cut off from the controllers and from inbound calls; its own stream from the master
-    // still flows through the master's relay, so it may stay in the sync-state set.
-    d.wait_set("partitioned replica counts as gone", |s| {
-        s.members
-            .iter()
-            .any(|x| x.broker_id == r as u64 && !x.alive)
-    })
+    let partitioned_replica = work.fault(&format!("partition replica {r}"));
+    d.partition_broker(r);
+    // Cut off from the controllers, the proxy and the master (its stream from it too): the
+    // controllers count it as gone, the master drops it from the sync-state set, and sends
+    // go on with the other two.
+    d.wait_set(
+        "partitioned replica counts as gone and leaves the set",
+        |s| {
+            s.members
+                .iter()
+                .any(|x| x.broker_id == r as u64 && !x.alive)
+                && !s.sync_state_set.contains(&(r as u64))
+        },
+    )
     .await;
-    d.brokers[r].heal();
+    work.wait_progress(20, "with a replica partitioned").await;
+    d.heal_broker(r);
     d.wait_all_in_sync("healed replica rejoins").await;
+    work.back(partitioned_replica);
     let leader = d.cluster.wait_leader().await;
-    work.fault(&format!("kill controller leader {leader}"));
+    let killed_leader = work.fault(&format!("kill controller leader {leader}"));
     let started = Instant::now();
     d.cluster.kill_controller(leader).await;
     let next = d.cluster.wait_leader().await;
@@ -1313,6 +1467,53 @@ async fn ha_under_faults() {
         .await;
     d.cluster.restart_controller(leader).await;
     d.cluster.wait_leader().await;
+    work.back(killed_leader);
+
+    // The controller leader partitioned: cut off from the other controllers, the brokers and
+    // the proxy, both ways, while it keeps running (and believing it leads). The others
+    // elect a new leader; the brokers' and the proxy's connections to the old one stop
+    // answering their pings, so they move to the new one and renew their leases there, and
+    // a kill of the master meanwhile is failed over by the new leader.
+    let leader = d.cluster.wait_leader().await;
+    let cut_leader = work.fault(&format!("partition controller leader {leader}"));
+    let started = Instant::now();
+    d.cluster.partition_controller(leader);
+    let next = d.cluster.wait_leader().await;
+    work.recovered();
+    println!(
+        "controller {next} leads {:?} after the leader was partitioned",
+        started.elapsed()
+    );
+    work.wait_progress(20, "with the controller leader partitioned")
+        .await;
+    let m = d.master();
+    let epoch = d.set().master_epoch;
+    let killed_meanwhile = work.master_fault(&format!(
+        "kill -9 master {m}, controller {leader} still cut off"
+    ));
+    d.brokers[m].kill();
+    failovers.push(first_ack(&proxy, "ctl-partition").await);
+    let set = d.wait_new_master(m, epoch).await;
+    work.recovered();
+    println!(
+        "new master {} at epoch {} elected by controller {next}",
+        set.master_broker_id, set.master_epoch
+    );
+    d.brokers[m].start().await;
+    d.wait_all_in_sync("killed master rejoins, the old controller leader cut off")
+        .await;
+    work.back(killed_meanwhile);
+    println!("--- heal controller {leader}: it follows the new leader and catches up");
+    d.cluster.heal_controller(leader);
+    let agreed = d.cluster.wait_leader().await;
+    println!("controllers agree again: controller {agreed} leads");
+    work.back(cut_leader);
+    work.settled(cut_leader);
+    d.wait_all_in_sync("every controller shows the set in sync after the heal")
+        .await;
+    work.wait_progress(20, "after the controller partition healed")
+        .await;
+
     let m = d.master();
     let epoch = d.set().master_epoch;
     work.master_fault(&format!("kill -9 master {m}, for good"));
@@ -1458,18 +1659,22 @@ async fn async_window() {
                 .await
                 .expect("connect to proxy");
             let mut seq = 0u64;
+            const WHAT: &str = "an ASYNC send acknowledged";
+            let mut retry = comet_tests::Retry::new(WHAT, WAIT);
             while !stop.load(Ordering::Relaxed) {
                 let id = format!("async-{p}-{seq:08}");
                 seq += 1;
                 let mut m = message(Kind::Normal, &id, "async", seq, None);
                 m.topic = resource(ASYNC_TOPIC);
                 let size = m.body.len();
-                // A failed send is not acknowledged: the next message goes on.
                 if send_once(&mut client, m).await.is_ok() {
                     acked.lock().push((id, Instant::now(), size));
                     count.send_modify(|n| *n += 1);
+                    retry = comet_tests::Retry::new(WHAT, WAIT);
                 } else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Not acknowledged: the next message goes on after the suite's retry
+                    // pause (the set may be between masters).
+                    retry.pause().await;
                 }
             }
         }));

@@ -107,6 +107,8 @@ impl Inner {
         }
         if !expired.is_empty() {
             self.persist_inline();
+            let n = expired.len() as u64;
+            self.broadcast_clients.removed.send_modify(|r| *r += n);
         }
         expired.len()
     }
@@ -128,5 +130,13 @@ impl BrokerApi {
     /// position expires.
     pub fn broadcast_clients(&self, group: &str) -> Vec<String> {
         self.current().broadcast_client_ids(group)
+    }
+
+    /// How many broadcast client positions the current broker instance has expired so far
+    /// (after `broadcast_client_ttl` of silence); the value changes once a removal is
+    /// persisted, so a caller can wait for the next expiry instead of polling
+    /// [`BrokerApi::broadcast_clients`]. A new instance (restart, role change) counts from 0.
+    pub fn broadcast_expiries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.current().broadcast_clients.removed.subscribe()
     }
 }

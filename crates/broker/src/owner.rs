@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 /// Separates the group from the client id in a broadcast owner.
 pub(crate) const SEPARATOR: char = '@';
@@ -33,6 +34,9 @@ struct Seen {
 #[derive(Debug, Default)]
 pub(crate) struct Clients {
     seen: Mutex<HashMap<String, Seen>>,
+    /// How many client positions the expiry removed so far (bumped once the removal is
+    /// persisted), for whoever waits for an expiry.
+    pub(crate) removed: watch::Sender<u64>,
 }
 
 /// A receive in progress (see [`Clients::receiving`]); ends when dropped.

@@ -425,15 +425,14 @@ async fn given_a_replicated_master_without_a_lease_when_sending_should_refuse_an
     lease_tx.send_replace(Some(std::time::Instant::now() + Duration::from_secs(3600)));
     // A poll, not a wait on state: the master applies the lease to its write gate in its own
     // task, and neither `HaStatus` nor anything else public shows the gate, so only a send
-    // tells (a `HaBroker` watch of the gate would let this wait instead).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while send_code(&a, "z").await != Code::Ok {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the lease never opened writes"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // tells.
+    poll_until("the lease opens writes", async || {
+        match send_code(&a, "z").await {
+            Code::Ok => Ok(()),
+            c => Err(format!("{c:?}")),
+        }
+    })
+    .await;
     // The lease runs out: writes stop when it does, whatever else happens. (The deadline is
     // the state waited on here: the clock passing it.)
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
@@ -470,25 +469,48 @@ fn ts_ms(t: &Option<prost_types::Timestamp>) -> i64 {
     t.seconds * 1000 + i64::from(t.nanos / 1_000_000)
 }
 
-/// Waits (bounded by [`WAIT`]) until `probe` holds; stats live inside the broker and nothing
-/// signals their change, so this looks every few milliseconds.
+/// Polls `check` until it answers `Ok` and returns its value; panics naming `what` and the
+/// last `Err` once [`WAIT`] has passed. The one retry pause of this file, for state inside a
+/// broker that nothing signals and only asking shows: its timer statistics, whether its write
+/// gate is open, whether the master counts a replica in again. It backs off like
+/// `comet_tests::wait_until` (the cluster tests' helper, which a crate test cannot use): from
+/// 2 ms, doubling up to 50 ms, so a quick answer is seen quickly and a slow one costs few
+/// calls.
+async fn poll_until<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    const FIRST_PAUSE: Duration = Duration::from_millis(2);
+    const MAX_PAUSE: Duration = Duration::from_millis(50);
+    let started = tokio::time::Instant::now();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        let waited = started.elapsed();
+        assert!(
+            waited < WAIT,
+            "{what}: not reached within {WAIT:?}; last: {last}"
+        );
+        tokio::time::sleep(pause.min(WAIT - waited)).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Waits (bounded by [`WAIT`], [`poll_until`]) until `probe`'s value satisfies `done`.
 async fn wait_for<T: std::fmt::Debug>(
     what: &str,
     probe: impl Fn() -> T,
     done: impl Fn(&T) -> bool,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    poll_until(what, async || {
         let v = probe();
         if done(&v) {
-            return v;
+            Ok(v)
+        } else {
+            Err(format!("{v:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: still {v:?} after {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await
 }
 
 /// Starts a SYNC pair with `a` (0) master and `b` (1) in the sync-state set.
@@ -539,26 +561,19 @@ async fn given_a_replica_following_a_live_master_when_abandoned_should_free_its_
     wait_role(&b, HaRole::Replica, 1).await;
     assert!(has_message(&b, "before0").await);
     // It rejoins the sync-state set, which may first drop it (it was away longer than the lag
-    // limit on a loaded machine): SYNC sends are refused with HA_NOT_AVAILABLE until then, so
-    // this sends (bounded) until one is acknowledged.
-    let deadline = tokio::time::Instant::now() + WAIT;
+    // limit on a loaded machine): SYNC sends are refused with HA_NOT_AVAILABLE until then, and
+    // only a send tells whether the master counts the replica in again.
     let mut n = 0;
-    loop {
+    let id = poll_until("the restarted replica rejoins", async || {
         let id = format!("after{n}");
-        match send_code(&a, &id).await {
-            Code::Ok => {
-                wait_has(&b, &id).await;
-                break;
-            }
-            c => assert!(
-                tokio::time::Instant::now() < deadline,
-                "the restarted replica never rejoined: {c:?}"
-            ),
-        }
         n += 1;
-        // A poll: only a send tells whether the master counts the replica in again.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        match send_code(&a, &id).await {
+            Code::Ok => Ok(id),
+            c => Err(format!("{c:?}")),
+        }
+    })
+    .await;
+    wait_has(&b, &id).await;
     a.stop(false).await;
     b.stop(false).await;
 }

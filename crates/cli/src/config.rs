@@ -290,6 +290,8 @@ pub struct ControllerSection {
     /// Elect a master from outside the sync-state set when no in-sync replica is alive (may
     /// lose acknowledged messages).
     pub enable_unclean_election: bool,
+    /// Local IP address of outgoing Raft connections to the peers; empty = the OS picks.
+    pub raft_source_ip: String,
 }
 
 impl Default for Config {
@@ -417,6 +419,7 @@ impl Default for ControllerSection {
             election_timeout_min: Duration::from_millis(500).into(),
             election_timeout_max: Duration::from_secs(1).into(),
             enable_unclean_election: false,
+            raft_source_ip: String::new(),
         }
     }
 }

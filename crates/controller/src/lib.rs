@@ -165,6 +165,10 @@ pub struct ControllerConfig {
     /// alive (default false): the set gets a master again, but messages that only the lost
     /// in-sync members held are gone.
     pub enable_unclean_election: bool,
+    /// The local IP address this node's outgoing Raft connections to its peers bind to
+    /// (default `None`: the operating system picks it). On a host with several addresses it
+    /// pins the address peers and firewalls see this node's Raft traffic come from.
+    pub raft_source_ip: Option<std::net::IpAddr>,
     /// Where the controller server records its metrics and reports readiness (default:
     /// nowhere).
     pub observer: comet_observe::Observer,
@@ -186,6 +190,7 @@ impl Default for ControllerConfig {
             peers: Vec::new(),
             join: false,
             enable_unclean_election: false,
+            raft_source_ip: None,
             observer: comet_observe::Observer::default(),
             auth: access::ControllerAuth::default(),
         }
@@ -327,7 +332,7 @@ impl Controller {
         let raft = openraft::Raft::new(
             cfg.node_id,
             Arc::new(raft_config),
-            GrpcNetworkFactory::new(cfg.node_id),
+            GrpcNetworkFactory::new(cfg.node_id, cfg.raft_source_ip),
             log,
             sm,
         )

@@ -3,6 +3,7 @@
 //! - [`GrpcNetworkFactory`] is openraft's [`RaftNetworkFactory`]: one lazily
 //!   connected tonic channel per peer address, shared by every client openraft
 //!   creates for that peer, so no connection is opened until the first RPC.
+//!   Connections bind to the node's `raft_source_ip` when one is configured.
 //! - [`RaftGrpc`] is the server side: it decodes each request, hands it to
 //!   the local [`openraft::Raft`] and encodes the reply or the Raft error.
 //!
@@ -14,6 +15,7 @@
 //! [`RPCError::RemoteError`].
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,14 +58,18 @@ struct TransportError {
 #[derive(Clone)]
 pub struct GrpcNetworkFactory {
     node_id: NodeId,
+    /// The local address connections bind to (`None`: the OS picks).
+    source_ip: Option<IpAddr>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl GrpcNetworkFactory {
-    /// A factory for the node `node_id` (used in timeout errors).
-    pub fn new(node_id: NodeId) -> Self {
+    /// A factory for the node `node_id` (used in timeout errors) whose connections bind to
+    /// `source_ip` (`None`: the operating system picks the local address).
+    pub fn new(node_id: NodeId, source_ip: Option<IpAddr>) -> Self {
         GrpcNetworkFactory {
             node_id,
+            source_ip,
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -76,6 +82,7 @@ impl GrpcNetworkFactory {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
+            .local_address(self.source_ip)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);

@@ -11,6 +11,10 @@
 //! - [`watch_metadata`] keeps a `watch` channel fed from `WatchMetadata` streams, reconnecting
 //!   after any failure and keeping the last known snapshot meanwhile, so a proxy or broker keeps
 //!   serving while the controller is unavailable. Its task is tracked and ends on shutdown.
+//! - Every connection pings its controller every 500 ms (HTTP/2 keepalive) and is closed when
+//!   a ping goes unanswered for 1 s: a controller cut off by a network partition neither
+//!   answers nor resets, and without the pings a heartbeat or a metadata watch on it would
+//!   wait forever instead of moving on to the other controllers.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +42,14 @@ const CALL_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Raised limits for internal calls (metadata snapshots can be large).
 const MAX_MESSAGE: usize = 64 << 20;
+
+/// How often a connection to a controller is pinged, busy or idle.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A connection whose ping is not answered within this is closed (its calls and watch fail
+/// and move on to another controller): well within a broker lease (3 s by default), so a
+/// broker cut off from one controller renews its lease through another in time.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The node calls currently go to: its address and channel.
 type Connected = (String, Channel);
@@ -87,6 +99,9 @@ impl ControllerClient {
                 tonic::Status::invalid_argument(format!("bad controller address {addr:?}: {e}"))
             })?
             .connect_timeout(Duration::from_secs(3))
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         Ok(endpoint.connect_lazy())
     }

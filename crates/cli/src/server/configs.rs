@@ -22,6 +22,15 @@ pub fn controller(cfg: &Config, advertised: String) -> anyhow::Result<Controller
         peers: cfg.peers()?,
         join: c.join,
         enable_unclean_election: c.enable_unclean_election,
+        raft_source_ip: match c.raft_source_ip.trim() {
+            "" => None,
+            ip => Some(ip.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "controller.raft_source_ip {ip:?} is not an IP address (e.g. 10.0.0.1); \
+                     leave it empty to let the system pick"
+                )
+            })?),
+        },
         auth: comet_controller::access::ControllerAuth {
             settings: cfg.gate_settings(),
             cipher: cfg.cipher()?,
@@ -124,4 +133,26 @@ pub fn proxy(cfg: &Config, advertised: String) -> anyhow::Result<ProxyConfig> {
         security,
         ..ProxyConfig::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_raft_source_ip_when_mapped_should_bind_to_it_or_name_the_key_when_bad() {
+        let mut cfg = Config::default();
+        let mapped = controller(&cfg, "127.0.0.1:9878".to_owned()).expect("defaults map");
+        assert_eq!(mapped.raft_source_ip, None, "empty: the system picks");
+        cfg.controller.raft_source_ip = "127.0.0.2".to_owned();
+        let mapped = controller(&cfg, "127.0.0.1:9878".to_owned()).expect("an IP maps");
+        assert_eq!(mapped.raft_source_ip, Some([127, 0, 0, 2].into()));
+        cfg.controller.raft_source_ip = "127.0.0.2:9878".to_owned();
+        let err = controller(&cfg, "127.0.0.1:9878".to_owned())
+            .expect_err("an address with a port is refused");
+        assert!(
+            err.to_string().contains("controller.raft_source_ip"),
+            "{err}"
+        );
+    }
 }

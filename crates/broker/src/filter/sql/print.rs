@@ -19,16 +19,22 @@ impl fmt::Display for Literal {
     }
 }
 
-/// Prints the expression so that it parses back to the same tree: every compound node is
-/// parenthesized.
+/// Prints the expression so that it parses back to the same tree: every binary, n-ary and
+/// postfix node is parenthesized; a unary operator (`-`, `NOT`) is not, since it binds tighter
+/// than anything else and applies to exactly the leaf, unary or parenthesized node printed
+/// after it. So the text nests no deeper than the tree, and whatever parsed within
+/// [`super::MAX_DEPTH`] parses back. (Printed as `(-e)`, a unary counted twice on the way
+/// back: `tests/fuzz_regressions/sql_filter/printed-unary-nesting-deeper-than-parsed`.) A
+/// minus before another one gets a space, or `--` would start a comment.
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let not = |n: bool| if n { "NOT " } else { "" };
         match self {
             Expr::Literal(l) => write!(f, "{l}"),
             Expr::Property(p) => f.write_str(p),
-            Expr::Neg(e) => write!(f, "(-{e})"),
-            Expr::Not(e) => write!(f, "(NOT {e})"),
+            Expr::Neg(e) if matches!(**e, Expr::Neg(_)) => write!(f, "- {e}"),
+            Expr::Neg(e) => write!(f, "-{e}"),
+            Expr::Not(e) => write!(f, "NOT {e}"),
             Expr::And(v) | Expr::Or(v) => {
                 let sep = if matches!(self, Expr::And(_)) {
                     " AND "

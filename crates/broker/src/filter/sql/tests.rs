@@ -257,7 +257,7 @@ fn given_invalid_expressions_when_parsed_should_name_position_and_expectation() 
         ("a IS NOT 1", 10, "expected NULL after IS NOT"),
         ("5", 1, "5 does not produce a boolean value"),
         ("'x'", 1, "'x' does not produce a boolean value"),
-        ("-a", 1, "(-a) does not produce a boolean value"),
+        ("-a", 1, "-a does not produce a boolean value"),
         ("a = 1 AND 5", 11, "5 does not produce a boolean value"),
         ("NOT 5", 1, "5 does not produce a boolean value"),
         ("(a = 1", 7, "the expression ends too early: expected ')'"),
@@ -319,8 +319,9 @@ fn given_parsed_expressions_when_printed_should_read_back_identically() {
     }
     assert_eq!(
         parse("a = 1 and not (b IN ('x'))").unwrap().to_string(),
-        "((a = 1) AND (NOT (b IN ('x'))))"
+        "((a = 1) AND NOT (b IN ('x')))"
     );
+    assert_eq!(parse("- - a = -1").unwrap().to_string(), "(- -a = -1)");
 }
 
 // ---------------------------------------------------------------------------- property tests
