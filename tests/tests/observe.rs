@@ -159,9 +159,9 @@ async fn replicated_pair(cluster: &TestCluster, dir: &std::path::Path) -> (Node,
     let set = tokio::time::timeout(
         LIMIT,
         metadata.wait_for(|m| {
-            m.broker_sets.iter().any(|s| {
-                s.name == HA_SET && s.master_epoch > 0 && s.sync_state_set.len() == 2
-            })
+            m.broker_sets
+                .iter()
+                .any(|s| s.name == HA_SET && s.master_epoch > 0 && s.sync_state_set.len() == 2)
         }),
     )
     .await
@@ -438,8 +438,15 @@ async fn given_a_replica_that_stops_when_the_master_writes_should_report_its_lag
     })
     .await;
     let stored = |scrape: &str| {
-        value(scrape, "rocketmq_storage_size", &[("node_type", "broker"), ("node_id", &format!("{HA_SET}-{}", 1 - replica_id))])
-            .expect("the master's storage size")
+        value(
+            scrape,
+            "rocketmq_storage_size",
+            &[
+                ("node_type", "broker"),
+                ("node_id", &format!("{HA_SET}-{}", 1 - replica_id)),
+            ],
+        )
+        .expect("the master's storage size")
     };
     let stored_before = stored(&before);
 
@@ -459,15 +466,31 @@ async fn given_a_replica_that_stops_when_the_master_writes_should_report_its_lag
             .await
             .expect("the master answers")
             .into_inner();
-        let code = r.entries.first().and_then(|e| e.status.as_ref()).map(|s| s.code);
+        let code = r
+            .entries
+            .first()
+            .and_then(|e| e.status.as_ref())
+            .map(|s| s.code);
         assert_eq!(code, Some(pb::Code::Ok as i32), "{r:?}");
     }
-    let after = get(metrics, "/metrics").await.1;
+    // Collections within half a second share one snapshot: wait for one taken after the sends.
+    let mut after = String::new();
+    wait_until("the master's scrape shows the sends", LIMIT, async || {
+        after = get(metrics, "/metrics").await.1;
+        stored(&after) - stored_before > 300.0
+    })
+    .await;
     let written = stored(&after) - stored_before;
-    assert!(written > 300.0, "three records of 100-byte bodies: {written}");
     let (bytes, time) = replica_lag(&after, replica_id);
-    assert_eq!(bytes, Some(written), "lag is exactly what the master wrote since");
-    assert!(time.is_some_and(|t| t > 0.0), "lagging for some time: {time:?}");
+    assert_eq!(
+        bytes,
+        Some(written),
+        "lag is exactly what the master wrote since"
+    );
+    assert!(
+        time.is_some_and(|t| t > 0.0),
+        "lagging for some time: {time:?}"
+    );
     // The lag time grows while the replica stays away.
     let first = time.unwrap_or(0.0);
     wait_until("the lag time grows", LIMIT, async || {
@@ -511,23 +534,31 @@ async fn receive_as(
     raw::messages(&frames).cloned().collect()
 }
 
-/// Acknowledges `m` for `group`.
-async fn ack(client: &mut Client, group: &str, topic: &str, m: &pb::Message) {
+/// Acknowledges `m` for `group` as `client_id` (the client it was delivered to).
+async fn ack(client: &mut Client, client_id: &str, group: &str, topic: &str, m: &pb::Message) {
     let sp = m.system_properties.as_ref().expect("system properties");
     let r = client
-        .ack_message(with_client(pb::AckMessageRequest {
-            group: res(group),
-            topic: res(topic),
-            entries: vec![pb::AckMessageEntry {
-                message_id: sp.message_id.clone(),
-                receipt_handle: sp.receipt_handle.clone().expect("receipt handle"),
-                ..Default::default()
-            }],
-        }))
+        .ack_message(raw::request(
+            client_id,
+            pb::AckMessageRequest {
+                group: res(group),
+                topic: res(topic),
+                entries: vec![pb::AckMessageEntry {
+                    message_id: sp.message_id.clone(),
+                    receipt_handle: sp.receipt_handle.clone().expect("receipt handle"),
+                    ..Default::default()
+                }],
+            },
+        ))
         .await
         .expect("gRPC OK")
         .into_inner();
-    assert_eq!(r.status.map(|s| s.code), Some(pb::Code::Ok as i32));
+    assert_eq!(
+        r.status.as_ref().map(|s| s.code),
+        Some(pb::Code::Ok as i32),
+        "ack by {client_id} of {group} on {topic}: {:?}",
+        r.status
+    );
 }
 
 /// `rocketmq_messages_out_total` and `rocketmq_throughput_out_total` of (topic, group).
@@ -579,9 +610,7 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
         .create_group(&retrying, 16, Some("customized:100ms"))
         .await;
     cluster.create_group(&puller, 16, None).await;
-    cluster
-        .create_group_with(&fifo_group, 16, true, None)
-        .await;
+    cluster.create_group_with(&fifo_group, 16, true, None).await;
     cluster.create_group(&waiter, 16, None).await;
     cluster.create_broadcast_group(&everyone, 16, true).await;
     let mut client = cluster.v2().await;
@@ -615,7 +644,7 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
         .await;
     }
     assert_eq!(again.len(), 1, "redelivered after the invisible time");
-    ack(&mut client, &retrying, &normal, &again[0]).await;
+    ack(&mut client, "c1", &retrying, &normal, &again[0]).await;
 
     // Pull: the same message read by offset by another group: one delivery.
     let mut pulled = client
@@ -659,7 +688,7 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
         )
         .await;
         for m in &got {
-            ack(&mut client, &fifo_group, &fifo, m).await;
+            ack(&mut client, "c1", &fifo_group, &fifo, m).await;
         }
         fifo_delivered += got.len();
         if fifo_delivered == 2 {
@@ -705,7 +734,7 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
         )
         .await;
         assert_eq!(got.len(), 1, "{client_id} gets the broadcast message");
-        ack(&mut client, &everyone, &wide, &got[0]).await;
+        ack(&mut client, client_id, &everyone, &wide, &got[0]).await;
     }
 
     // A delay message due in 300 ms: delivered by the timer wheel, its lateness recorded.
@@ -721,15 +750,25 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
     send_ok(&mut client, m).await;
     let broker = [("node_type", "broker")];
     wait_until("the delay message is delivered", LIMIT, async || {
-        value(&scrape().await, "comet_timer_delivered_messages_total", &broker)
-            .is_some_and(|n| n >= 1.0)
+        value(
+            &scrape().await,
+            "comet_timer_delivered_messages_total",
+            &broker,
+        )
+        .is_some_and(|n| n >= 1.0)
     })
     .await;
 
     let text = scrape().await;
-    assert_eq!(out_counts(&text, &normal, &retrying), (Some(2.0), Some(20.0)));
+    assert_eq!(
+        out_counts(&text, &normal, &retrying),
+        (Some(2.0), Some(20.0))
+    );
     assert_eq!(out_counts(&text, &normal, &puller), (Some(1.0), Some(10.0)));
-    assert_eq!(out_counts(&text, &fifo, &fifo_group), (Some(2.0), Some(40.0)));
+    assert_eq!(
+        out_counts(&text, &fifo, &fifo_group),
+        (Some(2.0), Some(40.0))
+    );
     assert_eq!(out_counts(&text, &late, &waiter), (Some(1.0), Some(30.0)));
     assert_eq!(out_counts(&text, &wide, &everyone), (Some(2.0), Some(80.0)));
     assert_eq!(
@@ -745,7 +784,10 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
         Some(1.0)
     );
     let late_ms = value(&text, "comet_timer_lateness_sum", &broker).expect("lateness sum");
-    assert!((0.0..LIMIT.as_millis() as f64).contains(&late_ms), "{late_ms}");
+    assert!(
+        (0.0..LIMIT.as_millis() as f64).contains(&late_ms),
+        "{late_ms}"
+    );
     let in_60s: Vec<(&str, &str)> = broker.iter().copied().chain([("le", "60000")]).collect();
     assert_eq!(
         value(&text, "comet_timer_lateness_bucket", &in_60s),

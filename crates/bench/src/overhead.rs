@@ -89,9 +89,7 @@ impl OverheadReport {
                 } else {
                     0.0
                 },
-                servers_cpu_us_per_msg: cpu
-                    .filter(|_| sent > 0)
-                    .map(|c| c * 1e6 / sent as f64),
+                servers_cpu_us_per_msg: cpu.filter(|_| sent > 0).map(|c| c * 1e6 / sent as f64),
             }
         };
         let (on, off) = (side(true), side(false));
@@ -226,7 +224,12 @@ async fn rounds_against(
                 .as_ref()
                 .filter(|s| !s.roles.is_empty())
                 .map(|s| s.roles.iter().map(|r| r.cpu_s).sum::<f64>());
-            tracing::info!(round, metrics = label, rate = report.sent.msgs_per_s, "round done");
+            tracing::info!(
+                round,
+                metrics = label,
+                rate = report.sent.msgs_per_s,
+                "round done"
+            );
             runs.push(OverheadRun {
                 round,
                 metrics: *metrics,
@@ -265,9 +268,10 @@ mod tests {
 
     #[test]
     fn given_rounds_of_both_sides_when_reported_should_add_them_up_and_divide() {
-        let args = Cli::try_parse_from(["bench", "--spawn", "standalone", "--metrics-overhead", "2"])
-            .expect("flags parse")
-            .bench;
+        let args =
+            Cli::try_parse_from(["bench", "--spawn", "standalone", "--metrics-overhead", "2"])
+                .expect("flags parse")
+                .bench;
         let report = OverheadReport::new(
             &args,
             "standalone",
@@ -286,14 +290,19 @@ mod tests {
         let on_cpu = report.metrics_on.servers_cpu_us_per_msg.expect("cpu");
         assert!((on_cpu - 100.0).abs() < 1e-9);
         assert!((report.cpu_ratio.expect("cpu ratio") - 1.0).abs() < 1e-9);
-        assert!(report.table().contains("on / off: rate 0.970"), "{}", report.table());
+        assert!(
+            report.table().contains("on / off: rate 0.970"),
+            "{}",
+            report.table()
+        );
     }
 
     #[test]
     fn given_a_side_without_cpu_figures_when_reported_should_leave_the_cpu_ratio_out() {
-        let args = Cli::try_parse_from(["bench", "--spawn", "standalone", "--metrics-overhead", "1"])
-            .expect("flags parse")
-            .bench;
+        let args =
+            Cli::try_parse_from(["bench", "--spawn", "standalone", "--metrics-overhead", "1"])
+                .expect("flags parse")
+                .bench;
         let report = OverheadReport::new(
             &args,
             "standalone",

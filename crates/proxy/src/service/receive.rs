@@ -456,8 +456,8 @@ impl Inner {
             topic: topic_name.internal(),
             target,
         });
-        let out = (frames.len() > 1)
-            .then(|| self.metrics.out(&topic_name.qualified, &group.qualified));
+        let out =
+            (frames.len() > 1).then(|| self.metrics.out(&topic_name.qualified, &group.qualified));
         Ok(Answer {
             frames,
             origin,
