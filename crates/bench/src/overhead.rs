@@ -24,10 +24,19 @@ use crate::args::BenchArgs;
 use crate::run::run_against;
 use crate::servers::{CpuProbe, Servers, default_comet_bin};
 
-/// Settings of the deployment that records metrics.
-const METRICS_ON: [&str; 2] = ["metrics.enabled=true", "metrics.listen=127.0.0.1:0"];
+/// Settings of the deployment that records metrics. Neither side serves the web console: two
+/// deployments cannot share its default port, and it is not part of the send path.
+const METRICS_ON: [&str; 3] = [
+    "metrics.enabled=true",
+    "metrics.listen=127.0.0.1:0",
+    "console.listen=",
+];
 /// Settings of the deployment that does not.
-const METRICS_OFF: [&str; 2] = ["metrics.enabled=false", "metrics.listen="];
+const METRICS_OFF: [&str; 3] = [
+    "metrics.enabled=false",
+    "metrics.listen=",
+    "console.listen=",
+];
 
 /// One run of one round against one side.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -164,7 +173,7 @@ pub async fn overhead_with(args: BenchArgs, mut out: impl Write) -> anyhow::Resu
         .spawn
         .ok_or_else(|| anyhow!("--metrics-overhead needs --spawn standalone or cluster"))?;
     let bin = args.comet_bin.clone().unwrap_or_else(default_comet_bin);
-    let settings = |extra: [&str; 2]| {
+    let settings = |extra: [&str; 3]| {
         let mut s = args.server_set.clone();
         s.extend(extra.iter().map(|e| (*e).to_owned()));
         s

@@ -160,7 +160,11 @@ async fn given_metrics_overhead_when_a_round_ends_should_report_both_sides() {
         .iter()
         .map(|r| (r.round, r.metrics, r.sent))
         .collect();
-    assert_eq!(sides, vec![(1, true, RATE), (1, false, RATE)], "{report:#?}");
+    assert_eq!(
+        sides,
+        vec![(1, true, RATE), (1, false, RATE)],
+        "{report:#?}"
+    );
     assert_eq!(
         (report.metrics_on.sent, report.metrics_off.sent),
         (RATE, RATE)
