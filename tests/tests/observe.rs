@@ -1,7 +1,10 @@
 //! Observability of whole nodes: the Prometheus scrape after known traffic (exact counts and
-//! labels), every metric the Grafana dashboard and the alert rules query present in that
-//! scrape, `/healthz`, and `/readyz` flipping while a node starts (controllers not answering
-//! yet) and while it drains; `grpc.health.v1` on the broker's port.
+//! labels), every delivery path counted once in `rocketmq_messages_out_total` (POP, retry,
+//! pull, FIFO, long-poll wake, broadcast, dead-letter resend) and the delay timer's lateness, a replicated
+//! master's lag per replica (exact bytes, growing time), every metric the Grafana dashboard
+//! and the alert rules query present in a scrape, `/healthz`, and `/readyz` flipping while a
+//! node starts (controllers not answering yet) and while it drains; `grpc.health.v1` on the
+//! broker's port.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -42,6 +45,25 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .expect("status code");
     (code, body.to_owned())
+}
+
+/// `POST path` with a JSON `body` on `addr`: the status code.
+async fn post(addr: SocketAddr, path: &str, body: &serde_json::Value) -> u16 {
+    let mut s = TcpStream::connect(addr).await.expect("console listener");
+    let payload = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: comet\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("request written");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("response read");
+    let text = String::from_utf8_lossy(&raw);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code")
 }
 
 /// The value of the one series of `name` whose labels include every `labels` pair.
@@ -583,12 +605,13 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
         .expect("metrics listener");
     let scrape = || async move { get(metrics, "/metrics").await.1 };
     let id = uuid_like();
-    let (normal, fifo, late, wide, delayed) = (
+    let (normal, fifo, late, wide, delayed, dead) = (
         format!("paths-{id}"),
         format!("paths-fifo-{id}"),
         format!("paths-late-{id}"),
         format!("paths-wide-{id}"),
         format!("paths-delay-{id}"),
+        format!("paths-dead-{id}"),
     );
     let (retrying, puller, fifo_group, waiter, everyone) = (
         format!("retrying-{id}"),
@@ -603,6 +626,7 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
         (&late, TopicType::Normal),
         (&wide, TopicType::Normal),
         (&delayed, TopicType::Delay),
+        (&dead, TopicType::Normal),
     ] {
         cluster.create_topic(t, 1, kind).await;
     }
@@ -613,6 +637,8 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
     cluster.create_group_with(&fifo_group, 16, true, None).await;
     cluster.create_group(&waiter, 16, None).await;
     cluster.create_broadcast_group(&everyone, 16, true).await;
+    let resender = format!("resender-{id}");
+    cluster.create_group(&resender, 16, None).await;
     let mut client = cluster.v2().await;
     let body = |n: usize| vec![b'b'; n];
 
@@ -697,7 +723,13 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
     }
     assert_eq!(fifo_delivered, 2);
 
-    // Long poll woken by an arrival: the receive waits first, then one message arrives.
+    // Long poll woken by an arrival: the receive waits first, then one message arrives. (A
+    // scrape may reuse a snapshot up to half a second old: seeing no poll waiting first makes
+    // the next "one waiting" a snapshot taken after this receive started.)
+    wait_until("no long poll waits", LIMIT, async || {
+        value(&scrape().await, "comet_pop_long_polls_waiting", &[]) == Some(0.0)
+    })
+    .await;
     let waiting = {
         let mut client = cluster.v2().await;
         let (late, waiter) = (late.clone(), waiter.clone());
@@ -737,6 +769,60 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
         ack(&mut client, client_id, &everyone, &wide, &got[0]).await;
     }
 
+    // Dead-letter resend: delivered, dead-lettered, resent from the console, delivered again.
+    send_ok(&mut client, message(&dead, "DL-1", body(50))).await;
+    let got = receive_as(
+        &mut client,
+        "c1",
+        &resender,
+        &dead,
+        Duration::from_secs(30),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(got.len(), 1);
+    let sp = got[0]
+        .system_properties
+        .as_ref()
+        .expect("system properties");
+    let forwarded = client
+        .forward_message_to_dead_letter_queue(raw::request(
+            "c1",
+            pb::ForwardMessageToDeadLetterQueueRequest {
+                group: res(&resender),
+                topic: res(&dead),
+                receipt_handle: sp.receipt_handle.clone().expect("receipt handle"),
+                message_id: sp.message_id.clone(),
+                delivery_attempt: 1,
+                max_delivery_attempts: 17,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("gRPC OK")
+        .into_inner();
+    assert_eq!(forwarded.status.map(|s| s.code), Some(pb::Code::Ok as i32));
+    let resend = serde_json::json!({"group": resender, "message_id": "DL-1"});
+    wait_until("the dead letter is resent", LIMIT, async || {
+        post(cluster.console(), "/api/dead-letters/resend", &resend).await == 200
+    })
+    .await;
+    let mut resent = Vec::new();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while resent.is_empty() && tokio::time::Instant::now() < deadline {
+        resent = receive_as(
+            &mut client,
+            "c1",
+            &resender,
+            &dead,
+            Duration::from_secs(30),
+            Duration::from_secs(2),
+        )
+        .await;
+    }
+    assert_eq!(resent.len(), 1, "the resent message is delivered again");
+    ack(&mut client, "c1", &resender, &dead, &resent[0]).await;
+
     // A delay message due in 300 ms: delivered by the timer wheel, its lateness recorded.
     let mut m = message(&delayed, "D-1", body(5));
     if let Some(sp) = m.system_properties.as_mut() {
@@ -771,6 +857,10 @@ async fn given_every_delivery_path_when_scraped_should_count_each_delivery_once(
     );
     assert_eq!(out_counts(&text, &late, &waiter), (Some(1.0), Some(30.0)));
     assert_eq!(out_counts(&text, &wide, &everyone), (Some(2.0), Some(80.0)));
+    assert_eq!(
+        out_counts(&text, &dead, &resender),
+        (Some(2.0), Some(100.0))
+    );
     assert_eq!(
         value(&text, "comet_timer_delivered_messages_total", &broker),
         Some(1.0)
