@@ -139,6 +139,18 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE", requires = "spawn")]
     pub comet_bin: Option<PathBuf>,
 
+    /// Measure what recording metrics costs the servers: start two --spawn deployments, one
+    /// with `metrics.enabled=true` and one with `false`, and run ROUNDS rounds of --duration
+    /// against each in turn (the order alternating); prints both send rates, their servers'
+    /// CPU per message and the on/off ratios.
+    #[arg(
+        long,
+        value_name = "ROUNDS",
+        requires = "spawn",
+        value_parser = clap::value_parser!(u32).range(1..=100)
+    )]
+    pub metrics_overhead: Option<u32>,
+
     /// A server setting for --spawn, passed on as `--set KEY=VALUE` (repeatable), e.g.
     /// `--server-set broker.flush=sync`.
     #[arg(long = "server-set", value_name = "KEY=VALUE", requires = "spawn")]

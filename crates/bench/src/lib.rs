@@ -11,9 +11,12 @@
 //! ```
 //!
 //! `--compare` runs the three back to back against the same endpoint and prints one table
-//! with their ratios. The binary (`src/main.rs`) parses [`BenchArgs`], sets up logging and
-//! the runtime (`--threads`) and calls [`run()`]; this library exists for that binary and for
-//! its tests, so it reports errors with `anyhow` like a binary does.
+//! with their ratios; `--metrics-overhead` runs the same load against two spawned deployments,
+//! metrics on and off, and prints their rates, CPU per message and ratios.
+//!
+//! The binary (`src/main.rs`) parses [`BenchArgs`], sets up logging and the runtime
+//! (`--threads`) and calls [`run()`]; this library exists for that binary and for its tests,
+//! so it reports errors with `anyhow` like a binary does.
 //!
 //! # Layout
 //! Modules name each other one way, in three layers (a module names only modules of its own
@@ -36,7 +39,9 @@
 //! - **Top**: `run` (one run, [`run_with`]: start the servers with `--spawn`, the clients, the clock, the producers and
 //!   consumers, the drain, the report; its module doc says what is counted and how latency
 //!   avoids coordinated omission); `compare` (`--compare`: [`compare_with`],
-//!   [`Comparison`]); and this crate root's [`run()`], which picks between the two.
+//!   [`Comparison`]); `overhead` (`--metrics-overhead`: [`overhead_with`], the same send load
+//!   against servers recording metrics and servers that do not, [`OverheadReport`]); and this
+//!   crate root's [`run()`], which picks between the three.
 //!
 //! # Invariants
 //! - Every client is measured by the same loop, clock and accounting: a request is timed from
@@ -52,6 +57,7 @@ mod args;
 mod compare;
 mod consumer;
 mod official;
+mod overhead;
 mod payload;
 mod plan;
 mod producer;
@@ -67,6 +73,7 @@ mod target;
 
 pub use args::{BenchArgs, ClientKind};
 pub use compare::{Comparison, Ratios, compare_with};
+pub use overhead::{OverheadReport, OverheadRun, OverheadSide, overhead_with};
 pub use run::run_with;
 pub use servers::{RoleCpu, ServersReport, SpawnMode};
 pub use size::ByteSize;
@@ -77,6 +84,8 @@ pub use stats::{BenchConfig, BenchReport, HostInfo, LatencyReport, ReceivedRepor
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.compare {
         compare_with(args, std::io::stdout()).await.map(|_| ())
+    } else if args.metrics_overhead.is_some() {
+        overhead_with(args, std::io::stdout()).await.map(|_| ())
     } else {
         run_with(args, std::io::stdout()).await.map(|_| ())
     }

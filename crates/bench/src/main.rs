@@ -29,6 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
         comet-bench --producers 8 --consumers 2 --message-size 1KiB --duration 30s\n  \
         comet-bench --client sdk --rate 10000\n  \
         comet-bench --spawn cluster --producers 8 --consumers 0 --duration 20s\n  \
+        comet-bench --spawn standalone --metrics-overhead 6 --consumers 0 --duration 10s\n  \
         comet-bench --compare --producers 8 --consumers 2 --backlog --duration 10s"
 )]
 struct Cli {

@@ -125,7 +125,7 @@ pub async fn run_with(mut args: BenchArgs, out: impl Write) -> anyhow::Result<Be
 }
 
 /// One run against `args.endpoint`; `probe` reads the CPU time of servers this run started.
-async fn run_against(
+pub(crate) async fn run_against(
     args: BenchArgs,
     mut out: impl Write,
     probe: Option<CpuProbe>,

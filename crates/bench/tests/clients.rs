@@ -44,6 +44,7 @@ fn args(cluster: &TestCluster, client: ClientKind, topic: &str, group: &str) -> 
         json: None,
         spawn: None,
         comet_bin: None,
+        metrics_overhead: None,
         server_set: Vec::new(),
     }
 }

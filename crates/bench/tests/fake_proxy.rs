@@ -480,6 +480,7 @@ fn args(endpoint: &str) -> BenchArgs {
         json: None,
         spawn: None,
         comet_bin: None,
+        metrics_overhead: None,
         server_set: Vec::new(),
     }
 }

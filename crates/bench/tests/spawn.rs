@@ -1,7 +1,8 @@
 //! `comet-bench --spawn`: a short run starts its own servers (Cluster mode: controller, broker
 //! and proxy processes; and standalone), completes, and reports every figure, the CPU time
-//! per message of each server process among them. Assertions are on the report's structure,
-//! never on speed.
+//! per message of each server process among them; `--metrics-overhead` runs a round against
+//! servers with metrics on and off and reports both. Assertions are on the report's
+//! structure, never on speed.
 //!
 //! The servers are child processes of this test binary: run with a server role as its first
 //! argument (`controller`, `broker`, `proxy`, `standalone`), it acts as the `comet` binary
@@ -14,7 +15,9 @@ use std::time::Duration;
 use clap::Parser as _;
 use comet::args::{Cli, Command};
 use comet::server::{self, Role};
-use comet_bench::{BenchArgs, BenchReport, ByteSize, ClientKind, SpawnMode, run_with};
+use comet_bench::{
+    BenchArgs, BenchReport, ByteSize, ClientKind, SpawnMode, overhead_with, run_with,
+};
 
 /// Messages one run schedules: `RATE` for one second.
 const RATE: u64 = 200;
@@ -35,7 +38,9 @@ fn main() -> ExitCode {
         println!("--- bench --spawn {}", mode.name());
         rt.block_on(given_spawn_when_a_short_run_ends_should_report_every_figure(mode));
     }
-    println!("spawn: 2 runs passed");
+    println!("--- bench --spawn standalone --metrics-overhead 1");
+    rt.block_on(given_metrics_overhead_when_a_round_ends_should_report_both_sides());
+    println!("spawn: 3 runs passed");
     ExitCode::SUCCESS
 }
 
@@ -76,6 +81,7 @@ fn args(mode: SpawnMode) -> BenchArgs {
         json: None,
         spawn: Some(mode),
         comet_bin: Some(std::env::current_exe().expect("the test binary's path")),
+        metrics_overhead: None,
         server_set: vec![
             "broker.segment_size=8MiB".to_owned(),
             "log.level=warn".to_owned(),
@@ -139,4 +145,35 @@ async fn given_spawn_when_a_short_run_ends_should_report_every_figure(mode: Spaw
     }
     assert!(printed["servers_cpu_us_per_msg"].is_number(), "{printed}");
     assert!(printed["bench_cpu_us_per_msg"].is_number(), "{printed}");
+}
+
+async fn given_metrics_overhead_when_a_round_ends_should_report_both_sides() {
+    let mut a = args(SpawnMode::Standalone);
+    a.metrics_overhead = Some(1);
+    a.consumers = 0;
+    let mut out = Vec::new();
+    let report = overhead_with(a, &mut out)
+        .await
+        .expect("the comparison completes");
+    let sides: Vec<(u32, bool, u64)> = report
+        .runs
+        .iter()
+        .map(|r| (r.round, r.metrics, r.sent))
+        .collect();
+    assert_eq!(
+        sides,
+        vec![(1, true, RATE), (1, false, RATE)],
+        "{report:#?}"
+    );
+    assert_eq!(
+        (report.metrics_on.sent, report.metrics_off.sent),
+        (RATE, RATE)
+    );
+    for r in &report.runs {
+        assert!(r.servers_cpu_s.is_some_and(|c| c >= 0.0), "{r:#?}");
+    }
+    let rate = report.rate_ratio.expect("a rate ratio");
+    assert!(rate > 0.0, "{report:#?}");
+    let table = String::from_utf8(out).expect("UTF-8 table");
+    assert!(table.contains("on / off: rate"), "{table}");
 }

@@ -66,6 +66,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use comet_store::timer::{TimerConfig, TimerEntry, TimerPayload, TimerStore};
 use comet_store::{AppendResult, Message, MessageStore, Properties, StoreError};
 use comet_vocab::system::TIMER_TOPIC;
+use opentelemetry::metrics::BoundHistogram;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -148,6 +149,8 @@ pub(crate) struct Delays {
     delivered: AtomicU64,
     deduplicated: AtomicU64,
     lost: AtomicU64,
+    /// Lateness of each delivered copy: its append time minus its due time, in ms.
+    lateness: Option<BoundHistogram<f64>>,
 }
 
 impl Delays {
@@ -183,7 +186,14 @@ impl Delays {
             delivered: AtomicU64::new(0),
             deduplicated: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            lateness: None,
         })
+    }
+
+    /// Records the lateness of every delivered copy into `histogram` (ms).
+    pub fn with_lateness(mut self, histogram: BoundHistogram<f64>) -> Self {
+        self.lateness = Some(histogram);
+        self
     }
 
     pub fn stats(&self) -> TimerStats {
@@ -406,9 +416,13 @@ impl Delays {
         'outer: for chunk in entries.chunks(DELIVER_BATCH) {
             let settle = self.settle.lock();
             let mut records = Vec::with_capacity(chunk.len() + 1);
+            let mut due = Vec::with_capacity(chunk.len());
             for e in chunk {
                 match self.prepare(store, idx, e, retry) {
-                    Ok(Some(rec)) => records.push(rec),
+                    Ok(Some(rec)) => {
+                        records.push(rec);
+                        due.push(e.deliver_at_ms);
+                    }
                     Ok(None) => {}
                     Err(err) => {
                         result = Err(err);
@@ -434,6 +448,12 @@ impl Delays {
             }
             drop(settle);
             self.delivered.fetch_add(copies, Ordering::Relaxed);
+            if let Some(h) = &self.lateness {
+                let appended = now_ms();
+                for at in due {
+                    h.record(appended.saturating_sub(at).max(0) as f64);
+                }
+            }
             done += chunk.len();
             // Cumulative: covers every entry before it. Should it fail, the chunk is delivered
             // all the same; after a restart its entries are found in their topic.

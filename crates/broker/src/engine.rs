@@ -234,7 +234,7 @@ impl Inner {
             round_robin: AtomicUsize::new(0),
             files: Mutex::new(Some(files)),
             written: watch::channel(0).0,
-            delays: Arc::new(delays),
+            delays: Arc::new(delays.with_lateness(crate::metrics::timer_lateness(&cfg.observer))),
             transactions: Arc::new(transactions),
             broadcast_clients: crate::owner::Clients::default(),
             counters: Counters::default(),

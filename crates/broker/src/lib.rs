@@ -240,7 +240,7 @@ pub use recall::RecallRequest;
 pub use record::{MessageKind, NewMessage};
 pub use send::{SendRequest, Sent};
 pub use service::{BrokerGrpc, CLIENT_ID_HEADER, TransactionCheckStream};
-pub use stats::{BrokerStats, GroupStats, StorageStatus};
+pub use stats::{BrokerStats, GroupStats, ReplicaStats, StorageStatus};
 pub use sys::{
     DLQ_CLIENT_ID, SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ,
     SYS_DLQ_DELIVERIES, SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET,

@@ -1,16 +1,19 @@
 //! The broker's metrics: RocketMQ's storage and consumer-backlog series plus Comet's own
-//! (disk watermark, timers, transactions, POP), all observed from one [`BrokerStats`]
-//! snapshot per collection (taken once and shared by every callback of that collection).
+//! (disk watermark, timers, transactions, POP, a master's replication lag per replica), all
+//! observed from one [`BrokerStats`] snapshot per collection (taken once and shared by every
+//! callback of that collection). One table lists every gauge with the series it observes
+//! (broker-wide, per group, per replica). The timer lateness histogram is the one instrument
+//! recorded as it happens (by the timer task, once per delivered delay message).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use comet_observe::{KeyValue, Observer};
-use opentelemetry::metrics::AsyncInstrument;
+use opentelemetry::metrics::{AsyncInstrument, BoundHistogram};
 use parking_lot::Mutex;
 
 use crate::api::BrokerApi;
-use crate::stats::BrokerStats;
+use crate::stats::{BrokerStats, GroupStats, ReplicaStats};
 
 /// A snapshot younger than this is reused: one collection calls every callback in a row.
 const SNAPSHOT_REUSE: Duration = Duration::from_millis(500);
@@ -47,69 +50,141 @@ impl std::fmt::Debug for BrokerMetrics {
     }
 }
 
-type Scalar = fn(&BrokerStats) -> f64;
+/// What a gauge observes in a snapshot, and for which series.
+#[derive(Clone, Copy)]
+enum Gauge {
+    /// One broker-wide series.
+    Broker(fn(&BrokerStats) -> f64),
+    /// One series per (topic, consumer group).
+    Group(fn(&GroupStats) -> f64),
+    /// One series per replica of a master (broker set, replica id).
+    Replica(fn(&ReplicaStats) -> f64),
+}
 
-/// Broker-wide gauges: name, description, unit, value.
-const SCALAR_GAUGES: &[(&str, &str, &str, Scalar)] = &[
+impl Gauge {
+    /// Observes this gauge's series of `stats`, each with the role's labels and its own.
+    fn observe(self, stats: &BrokerStats, observer: &Observer, o: &dyn AsyncInstrument<f64>) {
+        match self {
+            Gauge::Broker(value) => o.observe(value(stats), &observer.labels(&[])),
+            Gauge::Group(value) => {
+                for g in &stats.groups {
+                    let attrs = observer.labels(&[
+                        KeyValue::new("topic", g.topic.clone()),
+                        KeyValue::new("consumer_group", g.group.clone()),
+                    ]);
+                    o.observe(value(g), &attrs);
+                }
+            }
+            Gauge::Replica(value) => {
+                for r in &stats.replicas {
+                    let attrs = observer.labels(&[
+                        KeyValue::new("broker_set", r.broker_set.clone()),
+                        KeyValue::new("replica_id", r.replica_id.to_string()),
+                    ]);
+                    o.observe(value(r), &attrs);
+                }
+            }
+        }
+    }
+}
+
+/// Every gauge: name, description, unit, what it observes.
+const GAUGES: &[(&str, &str, &str, Gauge)] = &[
     (
         "rocketmq_storage_size",
         "Bytes of commitlog stored",
         "bytes",
-        |s| s.storage_bytes as f64,
+        Gauge::Broker(|s| s.storage_bytes as f64),
     ),
     (
         "rocketmq_storage_flush_behind_bytes",
         "Bytes written but not yet flushed",
         "bytes",
-        |s| s.flush_behind_bytes as f64,
+        Gauge::Broker(|s| s.flush_behind_bytes as f64),
     ),
     (
         "rocketmq_storage_dispatch_behind_bytes",
         "Bytes written but not yet dispatched to consume queues",
         "bytes",
-        |s| s.dispatch_behind_bytes as f64,
+        Gauge::Broker(|s| s.dispatch_behind_bytes as f64),
     ),
     (
         "rocketmq_storage_message_reserve_time",
         "Age of the oldest stored message",
         "milliseconds",
-        |s| s.reserve_time_ms as f64,
+        Gauge::Broker(|s| s.reserve_time_ms as f64),
     ),
     (
         "comet_disk_used_ratio",
         "Fraction of the data disk in use",
         "1",
-        |s| s.disk_used_ratio,
+        Gauge::Broker(|s| s.disk_used_ratio),
     ),
     (
         "comet_disk_watermark_state",
         "0 below the high (clean) watermark, 1 above it, 2 above the refuse watermark",
         "1",
-        |s| f64::from(s.watermark_state()),
+        Gauge::Broker(|s| f64::from(s.watermark_state())),
     ),
     (
         "comet_disk_high_watermark_ratio",
         "The high (clean) watermark",
         "1",
-        |s| s.disk_high_watermark,
+        Gauge::Broker(|s| s.disk_high_watermark),
     ),
     (
         "comet_timer_pending_messages",
         "Delay messages scheduled and not yet delivered",
         "1",
-        |s| s.timer.pending as f64,
+        Gauge::Broker(|s| s.timer.pending as f64),
     ),
     (
         "comet_transaction_half_messages",
         "Half messages waiting for a resolution",
         "1",
-        |s| s.transactions.pending as f64,
+        Gauge::Broker(|s| s.transactions.pending as f64),
     ),
     (
         "comet_pop_long_polls_waiting",
         "Long polls waiting for messages",
         "1",
-        |s| s.long_polls_waiting as f64,
+        Gauge::Broker(|s| s.long_polls_waiting as f64),
+    ),
+    (
+        "rocketmq_consumer_ready_messages",
+        "Messages ready to be consumed",
+        "1",
+        Gauge::Group(|g| g.ready as f64),
+    ),
+    (
+        "rocketmq_consumer_inflight_messages",
+        "Messages delivered and not yet acknowledged",
+        "1",
+        Gauge::Group(|g| g.inflight as f64),
+    ),
+    (
+        "rocketmq_consumer_queueing_latency",
+        "Age of the oldest message not yet delivered",
+        "milliseconds",
+        Gauge::Group(|g| g.queueing_latency_ms as f64),
+    ),
+    (
+        "rocketmq_consumer_lag_latency",
+        "Age of the oldest message not yet consumed",
+        "milliseconds",
+        Gauge::Group(|g| g.lag_latency_ms as f64),
+    ),
+    (
+        "comet_replication_lag_bytes",
+        "Bytes of the master's log a replica has not confirmed (reported by the master)",
+        "bytes",
+        Gauge::Replica(|r| r.lag_bytes as f64),
+    ),
+    (
+        "comet_replication_lag_time",
+        "How long a replica has not held the master's whole log (reported by the master)",
+        "milliseconds",
+        Gauge::Replica(|r| r.lag_ms as f64),
     ),
 ];
 
@@ -149,34 +224,23 @@ const SCALAR_COUNTERS: &[(&str, &str, Count)] = &[
     ),
 ];
 
-/// Per (group, topic) gauges: name, description, unit, value.
-type PerGroup = fn(&crate::stats::GroupStats) -> f64;
-const GROUP_GAUGES: &[(&str, &str, &str, PerGroup)] = &[
-    (
-        "rocketmq_consumer_ready_messages",
-        "Messages ready to be consumed",
-        "1",
-        |g| g.ready as f64,
-    ),
-    (
-        "rocketmq_consumer_inflight_messages",
-        "Messages delivered and not yet acknowledged",
-        "1",
-        |g| g.inflight as f64,
-    ),
-    (
-        "rocketmq_consumer_queueing_latency",
-        "Age of the oldest message not yet delivered",
-        "milliseconds",
-        |g| g.queueing_latency_ms as f64,
-    ),
-    (
-        "rocketmq_consumer_lag_latency",
-        "Age of the oldest message not yet consumed",
-        "milliseconds",
-        |g| g.lag_latency_ms as f64,
-    ),
+/// Bucket bounds of `comet_timer_lateness`, in ms: from on time to a failover's worth late.
+const LATENESS_BUCKETS: [f64; 10] = [
+    10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10_000.0, 60_000.0,
 ];
+
+/// The `comet_timer_lateness` histogram of a broker (the time each delivered delay message
+/// was appended to its topic minus its due time), with the role's labels.
+pub(crate) fn timer_lateness(observer: &Observer) -> BoundHistogram<f64> {
+    observer
+        .meter()
+        .f64_histogram("comet_timer_lateness")
+        .with_description("Delivery time minus due time of each delivered delay message")
+        .with_unit("milliseconds")
+        .with_boundaries(LATENESS_BUCKETS.to_vec())
+        .build()
+        .bind(&observer.labels(&[]))
+}
 
 impl BrokerMetrics {
     /// Registers the broker's instruments with `observer`, reading `api` at collection time.
@@ -188,14 +252,14 @@ impl BrokerMetrics {
         });
         let base = observer.labels(&[]);
         let mut kept: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
-        for &(name, description, unit, value) in SCALAR_GAUGES {
-            let (source, attrs) = (Arc::clone(&source), base.clone());
+        for &(name, description, unit, gauge) in GAUGES {
+            let (source, observer) = (Arc::clone(&source), observer.clone());
             kept.push(Box::new(
                 meter
                     .f64_observable_gauge(name)
                     .with_description(description)
                     .with_unit(unit)
-                    .with_callback(move |o| o.observe(value(&source.stats()), &attrs))
+                    .with_callback(move |o| gauge.observe(&source.stats(), &observer, o))
                     .build(),
             ));
         }
@@ -206,25 +270,6 @@ impl BrokerMetrics {
                     .u64_observable_counter(name)
                     .with_description(description)
                     .with_callback(move |o| o.observe(value(&source.stats()), &attrs))
-                    .build(),
-            ));
-        }
-        for &(name, description, unit, value) in GROUP_GAUGES {
-            let (source, observer) = (Arc::clone(&source), observer.clone());
-            kept.push(Box::new(
-                meter
-                    .f64_observable_gauge(name)
-                    .with_description(description)
-                    .with_unit(unit)
-                    .with_callback(move |o: &dyn AsyncInstrument<f64>| {
-                        for g in &source.stats().groups {
-                            let attrs = observer.labels(&[
-                                KeyValue::new("topic", g.topic.clone()),
-                                KeyValue::new("consumer_group", g.group.clone()),
-                            ]);
-                            o.observe(value(g), &attrs);
-                        }
-                    })
                     .build(),
             ));
         }

@@ -1,11 +1,12 @@
 //! [`BrokerStats`]: a snapshot of one broker instance as plain numbers (storage, consumer
-//! backlog per group and topic, dead letters, timers, transactions, long polls), what the
-//! `metrics` module reports. Taking it reads in-memory state under short locks and a few
-//! records' store times (the oldest stored message, each group's oldest unconsumed one).
+//! backlog per group and topic, dead letters, timers, transactions, long polls, a master's
+//! replication lag per replica), what the `metrics` module reports. Taking it reads in-memory
+//! state under short locks and a few records' store times (the oldest stored message, each
+//! group's oldest unconsumed one).
 
 use crate::clock::now_ms;
 use crate::delay::TimerStats;
-use crate::engine::Inner;
+use crate::engine::{EngineRole, Inner};
 use crate::transaction::table::TransactionStats;
 
 /// Backlog of one consumer group on one topic (summed over its queues on this broker).
@@ -21,6 +22,19 @@ pub struct GroupStats {
     pub queueing_latency_ms: u64,
     /// Age of the oldest message not yet consumed (acknowledged), in ms (0 without one).
     pub lag_latency_ms: u64,
+}
+
+/// One replica of this broker's set as its master sees it (only a master reports these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStats {
+    /// The broker set (`broker_set` label).
+    pub broker_set: String,
+    /// The replica's broker id (`replica_id` label).
+    pub replica_id: u64,
+    /// Bytes of the master's log the replica has not confirmed.
+    pub lag_bytes: u64,
+    /// How long the replica has not held the master's whole log, in ms (0 when it does).
+    pub lag_ms: u64,
 }
 
 /// One broker instance, now.
@@ -50,6 +64,8 @@ pub struct BrokerStats {
     pub long_polls_waiting: u64,
     pub timer: TimerStats,
     pub transactions: TransactionStats,
+    /// A master's replicas, by id (empty on a standalone broker and on a replica).
+    pub replicas: Vec<ReplicaStats>,
 }
 
 impl BrokerStats {
@@ -126,6 +142,18 @@ impl Inner {
         out.flush_behind_bytes = positive(write - store.flushed_offset());
         out.dispatch_behind_bytes = positive(write - store.dispatched_offset());
         out.disk_used_ratio = store.disk_used_ratio();
+        if let EngineRole::Master { tracker, .. } = &self.role {
+            out.replicas = tracker
+                .lags(write, tokio::time::Instant::now())
+                .into_iter()
+                .map(|l| ReplicaStats {
+                    broker_set: self.cfg.broker_set.clone(),
+                    replica_id: l.replica_id,
+                    lag_bytes: l.bytes,
+                    lag_ms: u64::try_from(l.time.as_millis()).unwrap_or(u64::MAX),
+                })
+                .collect();
+        }
         if write > min
             && let Ok(m) = store.read(min)
         {

@@ -3,6 +3,11 @@
 //! producer and consumer connections. RPC latency is recorded by `comet_observe::rpc` around
 //! the server; handlers only tag responses with their code ([`tag_code`]).
 //!
+//! Out counts every message once per delivery, whatever the path: a ReceiveMessage (POP:
+//! normal, FIFO, broadcast, retried and resent messages, with or without a long poll) counts a
+//! message when its frame is handed to the transport, so one popped and given back unsent
+//! counts only when it is delivered again; a PullMessage counts the messages of its answer.
+//!
 //! Hot path: a send looks its topic up once per request ([`ProxyMetrics::topic`]) and adds to
 //! sharded counters; observable counters sum them at collection time.
 
@@ -54,10 +59,18 @@ pub(crate) struct TopicSeries {
 }
 
 /// Counters of one (topic, consumer group).
-struct OutSeries {
+pub(crate) struct OutSeries {
     attrs: Vec<KeyValue>,
     messages: ShardedCounter,
     bytes: ShardedCounter,
+}
+
+impl OutSeries {
+    /// Counts one message of `body` bytes handed to the consumer.
+    pub(crate) fn delivered(&self, body: usize) {
+        self.messages.add(1);
+        self.bytes.add(u64::try_from(body).unwrap_or(u64::MAX));
+    }
 }
 
 /// Everything the proxy records.
@@ -118,13 +131,11 @@ impl ProxyMetrics {
         })
     }
 
-    /// Counts `messages` delivered to `group` from `topic`, `bytes` of bodies in all.
-    pub(crate) fn delivered(&self, topic: &str, group: &str, messages: u64, bytes: u64) {
-        if messages == 0 {
-            return;
-        }
+    /// The series of messages of `topic` delivered to `group` (qualified names), looked up
+    /// once per answer.
+    pub(crate) fn out(&self, topic: &str, group: &str) -> Arc<OutSeries> {
         let key = (topic.to_owned(), group.to_owned());
-        let series = self.out.get_or_insert_with(&key, || {
+        self.out.get_or_insert_with(&key, || {
             let attrs = self.observer.labels(&[
                 KeyValue::new("topic", topic.to_owned()),
                 KeyValue::new("consumer_group", group.to_owned()),
@@ -137,9 +148,7 @@ impl ProxyMetrics {
                     bytes: ShardedCounter::new(),
                 },
             )
-        });
-        series.messages.add(messages);
-        series.bytes.add(bytes);
+        })
     }
 
     /// Registers the observable instruments (once); `connections` counts the clients at

@@ -57,6 +57,33 @@ pub(crate) struct ReplicaView {
     pending: VecDeque<(i64, Instant)>,
 }
 
+/// How far one replica is behind its master (see [`Tracker::lags`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplicaLag {
+    pub replica_id: u64,
+    /// The master's log end minus the end the replica confirmed (0 when it holds it all).
+    pub bytes: u64,
+    /// How long the replica has not held everything the master had written: 0 when it holds
+    /// the master's end, else the time since it last caught up with the master's end of that
+    /// moment (the age of the oldest write it has not confirmed, or older).
+    pub time: Duration,
+}
+
+/// The lag of `r` behind a master whose log ends at `master_end`, at `now`.
+pub(crate) fn lag(replica_id: u64, r: &ReplicaView, master_end: i64, now: Instant) -> ReplicaLag {
+    // A replica that never confirmed anything (-1) lags by the whole log.
+    let bytes = u64::try_from(master_end.saturating_sub(r.confirmed.max(0))).unwrap_or(0);
+    ReplicaLag {
+        replica_id,
+        bytes,
+        time: if bytes == 0 {
+            Duration::ZERO
+        } else {
+            now.saturating_duration_since(r.caught_up_at)
+        },
+    }
+}
+
 /// At most this many unconfirmed catch-up points are kept per replica.
 const MAX_PENDING: usize = 64;
 
@@ -300,6 +327,19 @@ impl Tracker {
         st.committed.len() > 1 || !st.adding.is_empty()
     }
 
+    /// The lag of every replica this master knows (members of the set and replicas that
+    /// connected), by id, behind a log ending at `master_end`.
+    pub fn lags(&self, master_end: i64, now: Instant) -> Vec<ReplicaLag> {
+        let st = self.state.lock();
+        let mut out: Vec<ReplicaLag> = st
+            .replicas
+            .iter()
+            .map(|(id, r)| lag(*id, r, master_end, now))
+            .collect();
+        out.sort_unstable_by_key(|l| l.replica_id);
+        out
+    }
+
     /// The committed set.
     pub fn sync_state_set(&self) -> Vec<u64> {
         self.state.lock().committed.iter().copied().collect()
@@ -504,5 +544,35 @@ mod tests {
         assert_eq!(t.watermark.borrow().members, 1);
         t.committed(&[1, 0]);
         assert_eq!(t.sync_state_set(), vec![0, 1]);
+    }
+
+    #[test]
+    fn given_replicas_behind_or_caught_up_when_lags_taken_should_count_bytes_and_time() {
+        let start = Instant::now();
+        let t = Tracker::new(0, 1, &[0, 2], 1, LIMITS);
+        t.connected(1, 0, start);
+        t.sent_to_end(1, 100, start);
+        t.progress(1, 100);
+        let later = start + Duration::from_millis(700);
+        // Replica 1 confirmed 100 of 250 and last caught up at `start`; replica 2 (a member
+        // that never connected) confirmed nothing: it lags by the whole log.
+        let lags = t.lags(250, later);
+        assert_eq!(lags.len(), 2);
+        assert_eq!(
+            (lags[0].replica_id, lags[0].bytes, lags[0].time),
+            (1, 150, Duration::from_millis(700))
+        );
+        assert_eq!((lags[1].replica_id, lags[1].bytes), (2, 250));
+        // It counts from the tracker's creation (a member gets one lag period to connect).
+        assert!(lags[1].time > Duration::ZERO && lags[1].time <= Duration::from_millis(700));
+        // Caught up: no lag in bytes or time, however long ago it caught up.
+        assert_eq!(
+            t.lags(100, later)[0],
+            ReplicaLag {
+                replica_id: 1,
+                bytes: 0,
+                time: Duration::ZERO
+            }
+        );
     }
 }

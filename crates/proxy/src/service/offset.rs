@@ -270,6 +270,8 @@ impl Inner {
         }
         let mut frames = Vec::with_capacity(response.messages.len() + 2);
         frames.push(status_frame(st));
+        let out = (!response.messages.is_empty())
+            .then(|| self.metrics.out(&name.qualified, &group.qualified));
         for mut message in response.messages {
             if let Some(t) = message.topic.as_mut() {
                 *t = names::public_resource(&name.namespace, t);
@@ -293,6 +295,11 @@ impl Inner {
                     "pulled message too large for one frame; skipped"
                 );
                 continue;
+            }
+            if let (Some(out), Some(pull_message_response::Content::Message(m))) =
+                (&out, &frame.content)
+            {
+                out.delivered(m.body.len());
             }
             frames.push(frame);
         }

@@ -37,6 +37,7 @@ use prost::Message as _;
 use super::{Inner, require_client_id};
 use crate::config::MAX_OUTBOUND_FRAME_BYTES;
 use crate::context::{RequestContext, margin_for};
+use crate::metrics::OutSeries;
 use crate::names;
 use crate::routes::{Target, accepted_types, permission, receive_target};
 use crate::settings::{duration, from_proto};
@@ -87,6 +88,8 @@ pub(super) struct Answer {
     frames: Vec<ReceiveMessageResponse>,
     /// Where the messages came from (None when there are none).
     origin: Option<Origin>,
+    /// Where the messages are counted as they are handed to the transport.
+    out: Option<Arc<OutSeries>>,
 }
 
 impl Answer {
@@ -94,6 +97,7 @@ impl Answer {
         Answer {
             frames: vec![status_frame(status)],
             origin: None,
+            out: None,
         }
     }
 
@@ -122,6 +126,7 @@ pub(super) struct ReceiveStream {
     frames: std::vec::IntoIter<ReceiveMessageResponse>,
     closed: bool,
     origin: Option<(Arc<Inner>, Origin)>,
+    out: Option<Arc<OutSeries>>,
 }
 
 impl ReceiveStream {
@@ -130,6 +135,7 @@ impl ReceiveStream {
             frames: answer.frames.into_iter(),
             closed: false,
             origin: answer.origin.map(|o| (inner, o)),
+            out: answer.out,
         }
     }
 }
@@ -140,6 +146,11 @@ impl Stream for ReceiveStream {
     fn poll_next(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if let Some(frame) = this.frames.next() {
+            if let (Some(out), Some(receive_message_response::Content::Message(m))) =
+                (&this.out, &frame.content)
+            {
+                out.delivered(m.body.len());
+            }
             return Poll::Ready(Some(Ok(frame)));
         }
         if this.closed {
@@ -387,9 +398,7 @@ impl Inner {
         let offered = response.messages.len();
         let mut frames = Vec::with_capacity(offered + 1);
         frames.push(status_frame(pop_status));
-        let mut delivered_bytes = 0u64;
         for mut message in response.messages {
-            let body = u64::try_from(message.body.len()).unwrap_or(u64::MAX);
             if let Some(t) = message.topic.as_mut() {
                 *t = names::public_resource(&topic_name.namespace, t);
             }
@@ -421,15 +430,8 @@ impl Inner {
                 );
                 continue;
             }
-            delivered_bytes = delivered_bytes.saturating_add(body);
             frames.push(frame);
         }
-        self.metrics.delivered(
-            &topic_name.qualified,
-            &group.qualified,
-            (frames.len() - 1) as u64,
-            delivered_bytes,
-        );
         if frames.len() == 1 {
             frames[0] = status_frame(if offered == 0 {
                 status::status(Code::MessageNotFound, "no message available")
@@ -454,7 +456,13 @@ impl Inner {
             topic: topic_name.internal(),
             target,
         });
-        Ok(Answer { frames, origin })
+        let out =
+            (frames.len() > 1).then(|| self.metrics.out(&topic_name.qualified, &group.qualified));
+        Ok(Answer {
+            frames,
+            origin,
+            out,
+        })
     }
 }
 
