@@ -972,6 +972,26 @@ mod tests {
     }
 
     #[test]
+    fn given_link_settings_in_the_environment_when_loaded_should_reach_the_link_options() {
+        let c = Config::load(&Sources {
+            env: env(&[
+                ("COMET_PROXY_LINK_CONNECTIONS_PER_THREAD", "2"),
+                ("COMET_PROXY_LINK_CALLS_IN_FLIGHT", "4"),
+                ("COMET_PROXY_LINK_QUEUE_MAX_BYTES", "1MiB"),
+                ("COMET_PROXY_LINK_KEEPALIVE_INTERVAL", "0s"),
+            ]),
+            ..Sources::default()
+        })
+        .unwrap();
+        let link = c.proxy.link_options();
+        assert_eq!(link.connections_per_thread, 2);
+        assert_eq!(link.combine.calls_in_flight, 4);
+        assert_eq!(link.combine.max_queued_bytes, 1 << 20);
+        assert!(link.keepalive_interval.is_zero(), "keepalive off");
+        assert_eq!(link.keepalive_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
     fn given_unknown_keys_when_loaded_should_name_them() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("comet.toml");
@@ -1033,6 +1053,16 @@ mod tests {
             ("broker.file_reserved_time", "0s", "file_reserved_time"),
             ("broker.min_in_sync_replicas", "0", "min_in_sync_replicas"),
             ("broker.replication_mode", "maybe", "replication_mode"),
+            (
+                "proxy.link_calls_in_flight",
+                "0",
+                "proxy.link_calls_in_flight must be in 1..=256, got 0",
+            ),
+            (
+                "proxy.link_keepalive_interval",
+                "10ms",
+                "proxy.link_keepalive_interval must be 0s (off) or 100ms",
+            ),
             (
                 "broker.replication_heartbeat_interval",
                 "5s",
