@@ -940,3 +940,81 @@ async fn given_a_cluster_when_administered_through_the_cli_should_manage_members
     assert!(format!("{err:#}").contains("not a member"), "{err:#}");
     cluster.stop().await;
 }
+
+/// The proxy's link to a broker whose network went silent (a relay that stops forwarding,
+/// without FIN or RST): its keepalive PING goes unanswered, the connection is closed within
+/// interval + timeout (failing the call waiting on it with UNAVAILABLE instead of leaving it
+/// hanging), and once the network is back the next call connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_broker_link_when_the_network_goes_silent_should_detect_it_by_keepalive_and_reconnect()
+ {
+    use comet_proxy::BrokerService as _;
+    use comet_proxy::link::LinkOptions;
+    use comet_tests::relay::Relay;
+
+    init_tracing();
+    let cluster = ClusterBuilder::new()
+        .controllers(1)
+        .broker_sets(&["broker-a"])
+        .without_proxy()
+        .start()
+        .await;
+    let relay = Relay::start(cluster.broker_addr("broker-a")).await;
+    let options = LinkOptions {
+        keepalive_interval: Duration::from_millis(200),
+        keepalive_timeout: Duration::from_millis(300),
+        ..LinkOptions::default()
+    };
+    let broker = comet_proxy::RemoteBroker::with_options(&relay.addr().to_string(), options)
+        .expect("relay address");
+    let query = || {
+        tonic::Request::new(pb::QueryOffsetRequest {
+            message_queue: Some(pb::MessageQueue {
+                topic: Some(pb::Resource {
+                    resource_namespace: String::new(),
+                    name: "no-such-topic".into(),
+                }),
+                id: 0,
+                ..pb::MessageQueue::default()
+            }),
+            query_offset_policy: pb::QueryOffsetPolicy::End as i32,
+            timestamp: None,
+        })
+    };
+    // The broker answers (in-body: the topic does not exist): the link works.
+    broker
+        .query_offset(query())
+        .await
+        .expect("a call through the relay");
+    assert_eq!(broker.link().stats().connections_open, 1);
+
+    tracing::info!("--- the network between proxy and broker goes silent");
+    relay.partition();
+    let waiting = tokio::time::timeout(WAIT, broker.query_offset(query()))
+        .await
+        .expect("the call ends by itself, it does not hang");
+    assert_eq!(
+        waiting.expect_err("no answer can come").code(),
+        tonic::Code::Unavailable
+    );
+    let stats = broker.link().stats();
+    assert_eq!(
+        (stats.connections_silent, stats.connections_open),
+        (1, 0),
+        "{stats:?}"
+    );
+
+    tracing::info!("--- the network is back");
+    relay.heal();
+    broker
+        .query_offset(query())
+        .await
+        .expect("the next call connects again");
+    let stats = broker.link().stats();
+    assert_eq!(
+        (stats.connections_opened, stats.connections_open),
+        (2, 1),
+        "{stats:?}"
+    );
+    cluster.stop().await;
+}

@@ -22,6 +22,9 @@ use comet_proto::comet::v1::{
     QueueProgress, ResetOffsetRequest, ResetOffsetResponse, TransactionCheck,
     WatchTransactionChecksRequest, query_message_request, reset_offset_request,
 };
+use comet_proto::comet::v1::{
+    SettleMessagesRequest, SettleMessagesResponse, Settled, Settlement, settled, settlement,
+};
 use futures::StreamExt as _;
 use tonic::{Request, Response, Status};
 
@@ -81,6 +84,98 @@ impl BrokerGrpc {
     /// `Broker::transaction_stats`).
     pub fn transaction_stats(&self) -> TransactionStats {
         self.api.transaction_stats()
+    }
+
+    /// AckMessage from `client_id`. The entries answer only their status (readers match
+    /// them to the request by position).
+    async fn ack(
+        &self,
+        client_id: String,
+        req: AckMessageRequest,
+    ) -> Result<AckMessageResponse, Status> {
+        let ack = AckRequest {
+            group: name(req.group.as_ref()),
+            topic: name(req.topic.as_ref()),
+            receipt_handles: req.entries.into_iter().map(|e| e.receipt_handle).collect(),
+            client_id,
+        };
+        let acked = self.api.ack(ack).await.map_err(unavailable)?;
+        Ok(match acked {
+            Ok(results) => {
+                let entries: Vec<AckMessageResultEntry> = results
+                    .iter()
+                    .map(|r| AckMessageResultEntry {
+                        status: Some(status_of(r)),
+                        ..Default::default()
+                    })
+                    .collect();
+                AckMessageResponse {
+                    status: Some(overall(entries.iter().filter_map(|e| e.status.as_ref()))),
+                    entries,
+                }
+            }
+            Err(f) => AckMessageResponse {
+                status: Some(failed(f)),
+                entries: Vec::new(),
+            },
+        })
+    }
+
+    /// ChangeInvisibleDuration from `client_id`. A failed change answers the handle it got
+    /// (the delivery keeps it).
+    async fn change_invisible(
+        &self,
+        client_id: String,
+        req: ChangeInvisibleDurationRequest,
+    ) -> Result<ChangeInvisibleDurationResponse, Status> {
+        let changed = match req.invisible_duration.as_ref().map(invisible).transpose() {
+            Err(f) => Err(f),
+            Ok(d) => {
+                let change = ChangeInvisibleRequest {
+                    group: name(req.group.as_ref()),
+                    topic: name(req.topic.as_ref()),
+                    receipt_handle: req.receipt_handle.clone(),
+                    invisible: d,
+                    client_id,
+                };
+                self.api
+                    .change_invisible(change)
+                    .await
+                    .map_err(unavailable)?
+            }
+        };
+        Ok(match changed {
+            Ok(handle) => ChangeInvisibleDurationResponse {
+                status: Some(ok()),
+                receipt_handle: handle,
+            },
+            Err(f) => ChangeInvisibleDurationResponse {
+                status: Some(failed(f)),
+                receipt_handle: req.receipt_handle,
+            },
+        })
+    }
+
+    /// One settlement of SettleMessages, handled as its own call.
+    async fn settle(&self, settlement: Settlement) -> Result<Settled, Status> {
+        let response = match settlement.request {
+            Some(settlement::Request::Ack(ack)) => {
+                settled::Response::Ack(self.ack(settlement.client_id, ack).await?)
+            }
+            Some(settlement::Request::ChangeInvisibleDuration(change)) => {
+                settled::Response::ChangeInvisibleDuration(
+                    self.change_invisible(settlement.client_id, change).await?,
+                )
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "a settlement carries neither an ack nor an invisible-time change",
+                ));
+            }
+        };
+        Ok(Settled {
+            response: Some(response),
+        })
     }
 }
 
@@ -198,74 +293,38 @@ impl BrokerService for BrokerGrpc {
         }))
     }
 
-    /// The entries answer only their status (readers match them to the request by position).
     async fn ack_message(
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
         let client_id = client_id(&request);
-        let req = request.into_inner();
-        let ack = AckRequest {
-            group: name(req.group.as_ref()),
-            topic: name(req.topic.as_ref()),
-            receipt_handles: req.entries.into_iter().map(|e| e.receipt_handle).collect(),
-            client_id,
-        };
-        let acked = self.api.ack(ack).await.map_err(unavailable)?;
-        Ok(Response::new(match acked {
-            Ok(results) => {
-                let entries: Vec<AckMessageResultEntry> = results
-                    .iter()
-                    .map(|r| AckMessageResultEntry {
-                        status: Some(status_of(r)),
-                        ..Default::default()
-                    })
-                    .collect();
-                AckMessageResponse {
-                    status: Some(overall(entries.iter().filter_map(|e| e.status.as_ref()))),
-                    entries,
-                }
-            }
-            Err(f) => AckMessageResponse {
-                status: Some(failed(f)),
-                entries: Vec::new(),
-            },
-        }))
+        self.ack(client_id, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
-    /// A failed change answers the handle it got (the delivery keeps it).
     async fn change_invisible_duration(
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
         let client_id = client_id(&request);
-        let req = request.into_inner();
-        let changed = match req.invisible_duration.as_ref().map(invisible).transpose() {
-            Err(f) => Err(f),
-            Ok(d) => {
-                let change = ChangeInvisibleRequest {
-                    group: name(req.group.as_ref()),
-                    topic: name(req.topic.as_ref()),
-                    receipt_handle: req.receipt_handle.clone(),
-                    invisible: d,
-                    client_id,
-                };
-                self.api
-                    .change_invisible(change)
-                    .await
-                    .map_err(unavailable)?
-            }
-        };
-        Ok(Response::new(match changed {
-            Ok(handle) => ChangeInvisibleDurationResponse {
-                status: Some(ok()),
-                receipt_handle: handle,
-            },
-            Err(f) => ChangeInvisibleDurationResponse {
-                status: Some(failed(f)),
-                receipt_handle: req.receipt_handle,
-            },
-        }))
+        self.change_invisible(client_id, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    /// The settlements run together: acks that arrive together also share one wait for the
+    /// consumer-state log.
+    async fn settle_messages(
+        &self,
+        request: Request<SettleMessagesRequest>,
+    ) -> Result<Response<SettleMessagesResponse>, Status> {
+        let settlements = request.into_inner().settlements;
+        let results = futures::future::join_all(settlements.into_iter().map(|s| self.settle(s)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, Status>>()?;
+        Ok(Response::new(SettleMessagesResponse { results }))
     }
 
     async fn end_transaction(

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use comet_proto::apache::rocketmq::v2::{
     ChangeInvisibleDurationRequest, Code, DigestType, Encoding, FilterExpression, FilterType,
-    ForwardMessageToDeadLetterQueueRequest, MessageQueue, MessageType, ReceiveMessageRequest,
+    ForwardMessageToDeadLetterQueueRequest, Message, MessageQueue, MessageType,
+    ReceiveMessageRequest,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use common::*;
@@ -699,5 +700,96 @@ async fn given_group_backoff_mode_when_redelivered_should_wait_deadline_plus_bac
     assert_eq!(sp(&again[0]).delivery_attempt, Some(2));
     assert!(elapsed >= Duration::from_millis(1400), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    n.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn given_acks_and_changes_of_several_consumers_when_settled_in_one_call_should_answer_each_in_order()
+ {
+    use comet_proto::apache::rocketmq::v2::{AckMessageEntry, AckMessageRequest};
+    use comet_proto::comet::v1::{SettleMessagesRequest, Settlement, settled, settlement};
+
+    let dir = tempfile::tempdir().unwrap();
+    let n = open(dir.path(), metadata(&[("t", 1)], &[])).await;
+    for i in 0..4 {
+        send_one(&n.svc, "t", 0, &format!("id-{i}"), None).await;
+    }
+    let got = pop_n(&n.svc, &Pop::default(), 4, LIMIT).await;
+    assert_eq!(got.len(), 4);
+    let ack_of = |client: &str, handles: &[&Message]| Settlement {
+        client_id: client.into(),
+        request: Some(settlement::Request::Ack(AckMessageRequest {
+            group: res("g"),
+            topic: res("t"),
+            entries: handles
+                .iter()
+                .map(|m| AckMessageEntry {
+                    message_id: sp(m).message_id.clone(),
+                    receipt_handle: handle(m),
+                    lite_topic: None,
+                })
+                .collect(),
+        })),
+    };
+    let change_of = |client: &str, handle: String| Settlement {
+        client_id: client.into(),
+        request: Some(settlement::Request::ChangeInvisibleDuration(
+            ChangeInvisibleDurationRequest {
+                group: res("g"),
+                topic: res("t"),
+                receipt_handle: handle,
+                invisible_duration: secs(60_000),
+                ..ChangeInvisibleDurationRequest::default()
+            },
+        )),
+    };
+    let settlements = vec![
+        ack_of("consumer-1", &[&got[0], &got[1]]),
+        change_of("consumer-2", handle(&got[2])),
+        ack_of("consumer-2", &[&got[3]]),
+        // Not a handle this broker issued: this settlement fails on its own.
+        change_of("consumer-1", "broker-a~not-a-handle".into()),
+    ];
+    let results = n
+        .svc
+        .settle_messages(tonic::Request::new(SettleMessagesRequest { settlements }))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 4);
+    let mut results = results.into_iter().map(|r| r.response.unwrap());
+    match results.next().unwrap() {
+        settled::Response::Ack(a) => {
+            assert_eq!(a.entries.len(), 2);
+            assert!(a.entries.iter().all(|e| code(&e.status) == Code::Ok));
+        }
+        other => panic!("an ack answers an ack: {other:?}"),
+    }
+    let new_handle = match results.next().unwrap() {
+        settled::Response::ChangeInvisibleDuration(c) => {
+            assert_eq!(code(&c.status), Code::Ok);
+            assert_ne!(
+                c.receipt_handle,
+                handle(&got[2]),
+                "a change issues a new handle"
+            );
+            c.receipt_handle
+        }
+        other => panic!("a change answers a change: {other:?}"),
+    };
+    match results.next().unwrap() {
+        settled::Response::Ack(a) => assert_eq!(code(&a.entries[0].status), Code::Ok),
+        other => panic!("{other:?}"),
+    }
+    match results.next().unwrap() {
+        settled::Response::ChangeInvisibleDuration(c) => {
+            assert_eq!(code(&c.status), Code::InvalidReceiptHandle);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ack(&n.svc, "g", "t", &new_handle).await, Code::Ok);
+    let p = n.broker.consumer_progress("g", "t", 0).unwrap();
+    assert_eq!((p.ack_offset, p.inflight), (4, 0));
     n.broker.shutdown().await.unwrap();
 }

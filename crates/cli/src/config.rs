@@ -167,6 +167,46 @@ pub struct ProxySection {
     pub max_delivery_delay: HumanDuration,
     /// Threads serving client connections (each a single-threaded runtime); 0 = one per CPU.
     pub io_threads: usize,
+    /// The link to brokers (`comet proxy`; standalone calls its broker in process): HTTP/2
+    /// connections each proxy thread opens to each broker.
+    pub link_connections_per_thread: usize,
+    /// Calls to one broker in flight per proxy thread; SendMessage calls (and, separately,
+    /// acks and invisible-time changes) arriving while all are busy wait and leave together
+    /// as one call.
+    pub link_calls_in_flight: usize,
+    /// Most messages (ack entries) and bytes in one combined call.
+    pub link_call_max_messages: usize,
+    pub link_call_max_bytes: ByteSize,
+    /// Most messages (ack entries) and bytes waiting per proxy thread and broker; beyond them
+    /// a call is answered TOO_MANY_REQUESTS (nothing is sent).
+    pub link_queue_max_messages: usize,
+    pub link_queue_max_bytes: ByteSize,
+    /// A broker connect (TCP and HTTP/2 handshake) gives up after this long.
+    pub link_connect_timeout: HumanDuration,
+    /// Each link connection sends an HTTP/2 PING this often ("0s": never); one unanswered
+    /// for link_keepalive_timeout closes the connection, and the next call opens a new one.
+    pub link_keepalive_interval: HumanDuration,
+    pub link_keepalive_timeout: HumanDuration,
+}
+
+impl ProxySection {
+    /// The proxy's link to brokers as these settings describe it.
+    pub fn link_options(&self) -> comet_proxy::link::LinkOptions {
+        let size = |b: ByteSize| usize::try_from(b.0).unwrap_or(usize::MAX);
+        comet_proxy::link::LinkOptions {
+            connect_timeout: self.link_connect_timeout.0,
+            connections_per_thread: self.link_connections_per_thread,
+            combine: comet_proxy::link::CombineLimits {
+                calls_in_flight: self.link_calls_in_flight,
+                max_call_messages: self.link_call_max_messages,
+                max_call_bytes: size(self.link_call_max_bytes),
+                max_queued_messages: self.link_queue_max_messages,
+                max_queued_bytes: size(self.link_queue_max_bytes),
+            },
+            keepalive_interval: self.link_keepalive_interval.0,
+            keepalive_timeout: self.link_keepalive_timeout.0,
+        }
+    }
 }
 
 /// How the broker flushes its commitlog.
@@ -351,6 +391,7 @@ impl Default for LogSection {
 
 impl Default for ProxySection {
     fn default() -> Self {
+        let link = comet_proxy::link::LinkOptions::default();
         ProxySection {
             listen: "127.0.0.1:8081".to_owned(),
             advertised_endpoint: String::new(),
@@ -366,6 +407,15 @@ impl Default for ProxySection {
             default_queue_count: 8,
             max_delivery_delay: limits::MAX_DELIVERY_DELAY.into(),
             io_threads: 0,
+            link_connections_per_thread: link.connections_per_thread,
+            link_calls_in_flight: link.combine.calls_in_flight,
+            link_call_max_messages: link.combine.max_call_messages,
+            link_call_max_bytes: ByteSize(link.combine.max_call_bytes as u64),
+            link_queue_max_messages: link.combine.max_queued_messages,
+            link_queue_max_bytes: ByteSize(link.combine.max_queued_bytes as u64),
+            link_connect_timeout: link.connect_timeout.into(),
+            link_keepalive_interval: link.keepalive_interval.into(),
+            link_keepalive_timeout: link.keepalive_timeout.into(),
         }
     }
 }
@@ -591,6 +641,11 @@ impl Config {
                 "proxy.default_queue_count = {} is out of range 1..=1024",
                 p.default_queue_count
             );
+        }
+        if let Err(comet_proxy::ProxyError::InvalidConfig { key, reason }) =
+            p.link_options().validate()
+        {
+            bail!("proxy.{key} {reason}");
         }
         let b = &self.broker;
         if let Err(e) = names::validate_broker_set(&b.broker_set) {
@@ -926,6 +981,26 @@ mod tests {
     }
 
     #[test]
+    fn given_link_settings_in_the_environment_when_loaded_should_reach_the_link_options() {
+        let c = Config::load(&Sources {
+            env: env(&[
+                ("COMET_PROXY_LINK_CONNECTIONS_PER_THREAD", "2"),
+                ("COMET_PROXY_LINK_CALLS_IN_FLIGHT", "4"),
+                ("COMET_PROXY_LINK_QUEUE_MAX_BYTES", "1MiB"),
+                ("COMET_PROXY_LINK_KEEPALIVE_INTERVAL", "0s"),
+            ]),
+            ..Sources::default()
+        })
+        .unwrap();
+        let link = c.proxy.link_options();
+        assert_eq!(link.connections_per_thread, 2);
+        assert_eq!(link.combine.calls_in_flight, 4);
+        assert_eq!(link.combine.max_queued_bytes, 1 << 20);
+        assert!(link.keepalive_interval.is_zero(), "keepalive off");
+        assert_eq!(link.keepalive_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
     fn given_unknown_keys_when_loaded_should_name_them() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("comet.toml");
@@ -987,6 +1062,16 @@ mod tests {
             ("broker.file_reserved_time", "0s", "file_reserved_time"),
             ("broker.min_in_sync_replicas", "0", "min_in_sync_replicas"),
             ("broker.replication_mode", "maybe", "replication_mode"),
+            (
+                "proxy.link_calls_in_flight",
+                "0",
+                "proxy.link_calls_in_flight must be in 1..=256, got 0",
+            ),
+            (
+                "proxy.link_keepalive_interval",
+                "10ms",
+                "proxy.link_keepalive_interval must be 0s (off) or 100ms",
+            ),
             (
                 "broker.replication_heartbeat_interval",
                 "5s",

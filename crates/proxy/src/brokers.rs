@@ -23,14 +23,14 @@ pub use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, TransactionCheck,
-    WatchTransactionChecksRequest,
+    ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, SettleMessagesRequest,
+    SettleMessagesResponse, TransactionCheck, WatchTransactionChecksRequest,
 };
 use futures::{Stream, StreamExt as _};
 use parking_lot::{Mutex, RwLock};
 
 pub use crate::link::INTERNAL_MAX_MESSAGE_BYTES;
-use crate::link::{Link, LinkOptions, broker_path};
+use crate::link::{Link, LinkOptions, LinkStats, broker_path};
 use tonic::{Request, Response, Status};
 
 /// The `WatchTransactionChecks` stream type of every [`BrokerService`] implementation used with
@@ -129,6 +129,11 @@ impl RemoteBrokers {
         }
     }
 
+    /// Counters of the link to `address`, if one was made.
+    pub fn link_stats(&self, address: &str) -> Option<LinkStats> {
+        self.clients.lock().get(address).map(|b| b.link.stats())
+    }
+
     /// Drops cached connections to addresses not in `keep` (members that left the cluster).
     pub fn retain_addresses(&self, keep: &[&str]) {
         self.clients
@@ -155,7 +160,8 @@ impl BrokerDirectory for RemoteBrokers {
 }
 
 /// A broker reached over the internal link (see [`crate::link`]), presented as the
-/// [`BrokerService`] trait. SendMessage calls that arrive together are combined.
+/// [`BrokerService`] trait. SendMessage calls that arrive together are combined, and so are
+/// AckMessage and ChangeInvisibleDuration calls (into one SettleMessages).
 #[derive(Debug, Clone)]
 pub struct RemoteBroker {
     link: Link,
@@ -213,16 +219,14 @@ impl BrokerService for RemoteBroker {
         &self,
         request: Request<AckMessageRequest>,
     ) -> Result<Response<AckMessageResponse>, Status> {
-        self.link.unary(broker_path!("AckMessage"), request).await
+        self.link.ack_message(request).await
     }
 
     async fn change_invisible_duration(
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
-        self.link
-            .unary(broker_path!("ChangeInvisibleDuration"), request)
-            .await
+        self.link.change_invisible_duration(request).await
     }
 
     async fn forward_message_to_dead_letter_queue(
@@ -332,6 +336,15 @@ impl BrokerService for RemoteBroker {
     ) -> Result<Response<comet_proto::comet::v1::GetBrokerStatusResponse>, Status> {
         self.link
             .unary(broker_path!("GetBrokerStatus"), request)
+            .await
+    }
+
+    async fn settle_messages(
+        &self,
+        request: Request<SettleMessagesRequest>,
+    ) -> Result<Response<SettleMessagesResponse>, Status> {
+        self.link
+            .unary(broker_path!("SettleMessages"), request)
             .await
     }
 }

@@ -25,8 +25,9 @@
 //! - [`brokers`]: [`BrokerDirectory`], [`LocalBrokers`], [`RemoteBrokers`].
 //! - [`link`]: the internal link to a broker that [`RemoteBroker`] calls over: [`link::connect`]
 //!   (the one place a broker connection's transport is built), per-thread HTTP/2 connections
-//!   over write-gathering sockets, gRPC calls on `h2` directly, and SendMessage combining with
-//!   bounded in-flight calls (a full queue answers TOO_MANY_REQUESTS).
+//!   over write-gathering sockets with HTTP/2 keepalive, gRPC calls on `h2` directly, and
+//!   combining of SendMessage calls and of ack / invisible-time change calls with bounded
+//!   in-flight calls (a full queue answers TOO_MANY_REQUESTS).
 //! - `creator`: [`TopicCreator`] (auto-create seam).
 //! - `service`: the MessagingService handlers, one file per RPC group.
 //! - `server`: [`Proxy`] (routes, serve, shutdown) and [`serve`] (config, listener, metadata,

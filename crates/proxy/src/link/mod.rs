@@ -2,49 +2,64 @@
 //! proxy's public side already is.
 //!
 //! ```text
-//!  handler on proxy thread k ──► Link(address) ─ slot of thread k ─┬─ h2 connection k
+//!  handler on proxy thread k ──► Link(address) ─ slot of thread k ─┬─ h2 connection(s) k
 //!                                                                   │  (CoalescedIo socket)
-//!                                                                   └─ SendCombiner k
+//!                                                                   ├─ send combiner k
+//!                                                                   └─ settle combiner k
 //! ```
 //!
 //! - [`connect`]: the one function that turns a broker address into a connected transport
 //!   (TCP, TCP_NODELAY, writes gathered per round by `comet_coalesce::CoalescedIo`). TLS
 //!   belongs there.
-//! - Each thread that calls a broker gets its own connection to it (its "slot"), opened on
-//!   first use and again after it failed, and driven by a task on that thread: the proxy's
+//! - Each thread that calls a broker gets its own connections to it (its "slot":
+//!   [`LinkOptions::connections_per_thread`] of them, calls spread round robin), opened on
+//!   first use and again after they failed, and driven by tasks on that thread: the proxy's
 //!   connection threads each run a single-threaded runtime, so a call, its connection and its
-//!   answer never change threads. Two proxy threads make two connections: enough streams for
-//!   two cores of work.
+//!   answer never change threads. Two proxy threads make two connections or more: enough
+//!   streams for two cores of work.
 //! - `grpc`: unary and server-streaming calls on `h2` directly (no buffer task, no body pump
 //!   task per call).
-//! - `combine`: each slot's [`SendCombiner`](combine::SendCombiner): concurrent SendMessage
-//!   calls combined into one internal call when every call slot is busy, with bounded calls
-//!   in flight and a bounded queue (backpressure: TOO_MANY_REQUESTS, nothing sent).
+//! - `combine` and `batches`: each slot's two [`Combiner`](combine::Combiner)s: concurrent
+//!   SendMessage calls, and concurrent AckMessage / ChangeInvisibleDuration calls (as one
+//!   SettleMessages), combined into one internal call when every call slot is busy, with
+//!   bounded calls in flight and a bounded queue (backpressure: TOO_MANY_REQUESTS, nothing
+//!   sent).
+//! - Keepalive: every connection sends an HTTP/2 PING each `keepalive_interval`; a PING not
+//!   answered within `keepalive_timeout` (a broker host gone silent, a network that drops
+//!   packets) closes the connection, failing its open calls with UNAVAILABLE, and the next
+//!   call opens a new one. A dead connection is thus found within interval + timeout.
 //!
 //! Invariant: a request is sent at most once. A connection that fails before a request was
 //! handed to it is replaced and the request goes on the new one; after that, a failure is the
 //! call's (UNAVAILABLE), never retried here.
 
+mod batches;
 mod combine;
 mod grpc;
 
 use std::sync::Arc;
-use std::sync::Weak;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::ThreadId;
 use std::time::Duration;
 
 use comet_coalesce::CoalescedIo;
-use comet_proto::apache::rocketmq::v2::{SendMessageRequest, SendMessageResponse};
+use comet_proto::apache::rocketmq::v2::{
+    AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
+    ChangeInvisibleDurationResponse, SendMessageRequest, SendMessageResponse,
+};
 use futures::stream::BoxStream;
 use http::uri::Authority;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpStream;
 use tonic::{Request, Response, Status};
 
+use batches::{Sends, Settles};
+use combine::Combiner;
 pub use combine::{CombineLimits, CombineStats};
-use combine::{SendCall, SendCombiner, SendFuture, Traceparent};
 use grpc::Sender;
+
+pub(crate) use crate::context::CLIENT_ID_HEADER;
+use crate::error::ProxyError;
 
 /// The W3C trace context header a send passes on to the broker.
 const TRACEPARENT: &str = "traceparent";
@@ -63,16 +78,120 @@ const CONNECTION_WINDOW: u32 = 16 << 20;
 pub struct LinkOptions {
     /// A TCP connect (and HTTP/2 handshake) gives up after this long.
     pub connect_timeout: Duration,
-    /// Combining and backpressure of SendMessage calls, per connection.
-    pub sends: CombineLimits,
+    /// HTTP/2 connections each proxy thread opens to each broker; its calls are spread over
+    /// them round robin.
+    pub connections_per_thread: usize,
+    /// Combining and backpressure, per proxy thread and broker: applied to SendMessage calls
+    /// (messages, body bytes) and, separately, to acks and invisible-time changes (ack
+    /// entries, receipt-handle bytes).
+    pub combine: CombineLimits,
+    /// Each connection sends an HTTP/2 PING this often; zero: no keepalive.
+    pub keepalive_interval: Duration,
+    /// A PING unanswered this long closes its connection.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for LinkOptions {
     fn default() -> Self {
         LinkOptions {
             connect_timeout: Duration::from_secs(3),
-            sends: CombineLimits::default(),
+            connections_per_thread: 1,
+            combine: CombineLimits::default(),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
         }
+    }
+}
+
+/// Most [`LinkOptions::connections_per_thread`].
+pub const MAX_CONNECTIONS_PER_THREAD: usize = 16;
+/// Most [`CombineLimits::calls_in_flight`].
+pub const MAX_CALLS_IN_FLIGHT: usize = 256;
+/// Most [`CombineLimits::max_call_messages`].
+pub const MAX_CALL_MESSAGES: usize = 65_536;
+/// Most [`CombineLimits::max_queued_messages`].
+pub const MAX_QUEUED_MESSAGES: usize = 1 << 20;
+/// Most [`CombineLimits::max_queued_bytes`].
+pub const MAX_QUEUED_BYTES: usize = 4 << 30;
+/// Shortest keepalive interval (other than zero, off) and timeout.
+pub const MIN_KEEPALIVE: Duration = Duration::from_millis(100);
+/// Longest connect timeout, keepalive interval and keepalive timeout.
+pub const MAX_LINK_DURATION: Duration = Duration::from_secs(3600);
+
+impl LinkOptions {
+    /// Checks every bound. The keys named are those of the `[proxy]` config section.
+    ///
+    /// # Errors
+    /// [`ProxyError::InvalidConfig`] naming the key and its allowed range.
+    pub fn validate(&self) -> Result<(), ProxyError> {
+        let c = &self.combine;
+        let counts: [(&'static str, usize, usize); 6] = [
+            (
+                "link_connections_per_thread",
+                self.connections_per_thread,
+                MAX_CONNECTIONS_PER_THREAD,
+            ),
+            (
+                "link_calls_in_flight",
+                c.calls_in_flight,
+                MAX_CALLS_IN_FLIGHT,
+            ),
+            (
+                "link_call_max_messages",
+                c.max_call_messages,
+                MAX_CALL_MESSAGES,
+            ),
+            (
+                "link_call_max_bytes",
+                c.max_call_bytes,
+                INTERNAL_MAX_MESSAGE_BYTES,
+            ),
+            (
+                "link_queue_max_messages",
+                c.max_queued_messages,
+                MAX_QUEUED_MESSAGES,
+            ),
+            ("link_queue_max_bytes", c.max_queued_bytes, MAX_QUEUED_BYTES),
+        ];
+        for (key, value, max) in counts {
+            if !(1..=max).contains(&value) {
+                return Err(ProxyError::InvalidConfig {
+                    key,
+                    reason: format!("must be in 1..={max}, got {value}"),
+                });
+            }
+        }
+        let durations: [(&'static str, Duration, Duration, bool); 3] = [
+            (
+                "link_connect_timeout",
+                self.connect_timeout,
+                Duration::from_millis(1),
+                false,
+            ),
+            (
+                "link_keepalive_interval",
+                self.keepalive_interval,
+                MIN_KEEPALIVE,
+                true,
+            ),
+            (
+                "link_keepalive_timeout",
+                self.keepalive_timeout,
+                MIN_KEEPALIVE,
+                false,
+            ),
+        ];
+        for (key, value, min, zero_is_off) in durations {
+            if (zero_is_off && value.is_zero()) || (min..=MAX_LINK_DURATION).contains(&value) {
+                continue;
+            }
+            let off = if zero_is_off { "0s (off) or " } else { "" };
+            return Err(ProxyError::InvalidConfig {
+                key,
+                reason: format!("must be {off}{min:?}..={MAX_LINK_DURATION:?}, got {value:?}"),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -119,15 +238,15 @@ impl Drop for ClosedOnDrop {
     }
 }
 
-/// One thread's connection to the broker and its send combiner.
-struct Slot {
+/// One connection of a slot: open, or to be opened by the first call that needs it.
+#[derive(Default)]
+struct ConnSlot {
     conn: Mutex<Option<Conn>>,
     /// Held while connecting, so that concurrent first calls open one connection.
     connecting: tokio::sync::Mutex<()>,
-    sends: Arc<SendCombiner>,
 }
 
-impl Slot {
+impl ConnSlot {
     fn live(&self) -> Option<Sender> {
         let conn = self.conn.lock();
         conn.as_ref()
@@ -136,12 +255,40 @@ impl Slot {
     }
 }
 
+/// One thread's connections to the broker and its combiners.
+struct Slot {
+    conns: Vec<ConnSlot>,
+    /// Round robin over `conns`.
+    next: AtomicUsize,
+    sends: Arc<Combiner<Sends>>,
+    settles: Arc<Combiner<Settles>>,
+}
+
 /// Where a link's calls go, shared by its slots' combiners (weakly: a dropped link ends).
 struct Shared {
     address: String,
     authority: Authority,
     options: LinkOptions,
     slots: RwLock<Vec<(ThreadId, Arc<Slot>)>>,
+    /// Connections opened so far.
+    opened: AtomicU64,
+    /// Connections closed because a keepalive PING went unanswered.
+    silent: AtomicU64,
+}
+
+/// Counters of a [`Link`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// SendMessage combining (every thread's together).
+    pub sends: CombineStats,
+    /// Ack and invisible-time change combining.
+    pub settles: CombineStats,
+    /// Connections opened since the link was made.
+    pub connections_opened: u64,
+    /// Connections closed because the broker left a keepalive PING unanswered.
+    pub connections_silent: u64,
+    /// Connections open now.
+    pub connections_open: usize,
 }
 
 /// The link to one broker address (see the module docs). Cheap to clone.
@@ -154,7 +301,7 @@ impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
             .field("address", &self.shared.address)
-            .field("connections", &self.shared.slots.read().len())
+            .field("threads", &self.shared.slots.read().len())
             .finish()
     }
 }
@@ -187,6 +334,8 @@ impl Link {
                 authority,
                 options,
                 slots: RwLock::new(Vec::new()),
+                opened: AtomicU64::new(0),
+                silent: AtomicU64::new(0),
             }),
         })
     }
@@ -196,18 +345,20 @@ impl Link {
         &self.shared.address
     }
 
-    /// Send counters of every connection together.
-    pub fn send_stats(&self) -> CombineStats {
+    /// Counters of every thread's connections and combiners together.
+    pub fn stats(&self) -> LinkStats {
         let slots = self.shared.slots.read();
-        slots
-            .iter()
-            .fold(CombineStats::default(), |mut acc, (_, s)| {
-                let st = s.sends.stats();
-                acc.calls += st.calls;
-                acc.requests += st.requests;
-                acc.refused += st.refused;
-                acc
-            })
+        let mut stats = LinkStats {
+            connections_opened: self.shared.opened.load(Ordering::Relaxed),
+            connections_silent: self.shared.silent.load(Ordering::Relaxed),
+            ..LinkStats::default()
+        };
+        for (_, slot) in slots.iter() {
+            stats.sends = stats.sends.add(slot.sends.stats());
+            stats.settles = stats.settles.add(slot.settles.stats());
+            stats.connections_open += slot.conns.iter().filter(|c| c.live().is_some()).count();
+        }
+        stats
     }
 
     /// A unary call of `path` (see [`broker_path`]).
@@ -244,7 +395,7 @@ impl Link {
             .map(Response::new)
     }
 
-    /// SendMessage through this thread's combiner (see `combine`).
+    /// SendMessage through this thread's send combiner (see `combine`).
     pub(crate) async fn send_message(
         &self,
         request: Request<SendMessageRequest>,
@@ -253,10 +404,56 @@ impl Link {
         let traceparent = request.metadata().get(TRACEPARENT).cloned();
         let slot = self.shared.slot();
         slot.sends
-            .send(request.into_inner(), timeout, traceparent)
+            .submit(request.into_inner(), timeout, traceparent)
             .await
             .map(Response::new)
     }
+
+    /// AckMessage through this thread's settle combiner: alone, or together with the acks
+    /// and changes waiting with it, as one SettleMessages call.
+    pub(crate) async fn ack_message(
+        &self,
+        request: Request<AckMessageRequest>,
+    ) -> Result<Response<AckMessageResponse>, Status> {
+        let (client_id, timeout, traceparent) = call_metadata(&request);
+        let settlement = Settles::ack(client_id, request.into_inner());
+        let slot = self.shared.slot();
+        let answer = slot
+            .settles
+            .submit(settlement, timeout, traceparent)
+            .await?;
+        Settles::acked(answer).map(Response::new)
+    }
+
+    /// ChangeInvisibleDuration through this thread's settle combiner.
+    pub(crate) async fn change_invisible_duration(
+        &self,
+        request: Request<ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<ChangeInvisibleDurationResponse>, Status> {
+        let (client_id, timeout, traceparent) = call_metadata(&request);
+        let settlement = Settles::change(client_id, request.into_inner());
+        let slot = self.shared.slot();
+        let answer = slot
+            .settles
+            .submit(settlement, timeout, traceparent)
+            .await?;
+        Settles::changed(answer).map(Response::new)
+    }
+}
+
+/// The client id, deadline and trace of a consumer call's metadata.
+fn call_metadata<T>(request: &Request<T>) -> (String, Option<Duration>, combine::Traceparent) {
+    let metadata = request.metadata();
+    let client_id = metadata
+        .get(CLIENT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        client_id,
+        grpc_timeout(metadata),
+        metadata.get(TRACEPARENT).cloned(),
+    )
 }
 
 impl Shared {
@@ -270,50 +467,52 @@ impl Shared {
         if let Some((_, s)) = slots.iter().find(|(t, _)| *t == me) {
             return Arc::clone(s);
         }
-        let caller = Arc::new(LinkSend(Arc::downgrade(self)));
+        let name = format!("broker {}", self.address);
+        let limits = self.options.combine;
         let slot = Arc::new(Slot {
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            sends: SendCombiner::new(
-                format!("broker {}", self.address),
-                self.options.sends,
-                caller,
-            ),
+            conns: (0..self.options.connections_per_thread.max(1))
+                .map(|_| ConnSlot::default())
+                .collect(),
+            next: AtomicUsize::new(0),
+            sends: Combiner::new(name.clone(), limits, Arc::new(Sends(Arc::downgrade(self)))),
+            settles: Combiner::new(name, limits, Arc::new(Settles(Arc::downgrade(self)))),
         });
         slots.push((me, Arc::clone(&slot)));
         slot
     }
 
-    /// This thread's connection, ready for a new stream: the open one, or a new one when
-    /// there is none or it failed (before anything was sent on it by this call).
+    /// A connection of this thread, ready for a new stream: the next open one, or a new one
+    /// when there is none or it failed (before anything was sent on it by this call).
     async fn ready_sender(self: &Arc<Self>) -> Result<Sender, Status> {
         let slot = self.slot();
-        if let Some(sender) = slot.live()
+        let n = slot.next.fetch_add(1, Ordering::Relaxed) % slot.conns.len();
+        let conn = &slot.conns[n];
+        if let Some(sender) = conn.live()
             && let Ok(ready) = sender.ready().await
         {
             return Ok(ready);
         }
-        let _connecting = slot.connecting.lock().await;
-        if let Some(sender) = slot.live()
+        let _connecting = conn.connecting.lock().await;
+        if let Some(sender) = conn.live()
             && let Ok(ready) = sender.ready().await
         {
             return Ok(ready);
         }
-        let conn = self.open().await?;
-        let sender = conn.sender.clone();
-        *slot.conn.lock() = Some(conn);
+        let opened = self.open().await?;
+        let sender = opened.sender.clone();
+        *conn.conn.lock() = Some(opened);
         sender.ready().await.map_err(grpc::transport)
     }
 
-    /// Opens a connection and starts its task on this thread's runtime.
-    async fn open(&self) -> Result<Conn, Status> {
+    /// Opens a connection and starts its task (with its keepalive) on this thread's runtime.
+    async fn open(self: &Arc<Self>) -> Result<Conn, Status> {
         let io = connect(&self.address, &self.options).await?;
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(64 * 1024)
             .handshake::<_, bytes::Bytes>(io);
-        let (sender, connection) =
+        let (sender, mut connection) =
             match tokio::time::timeout(self.options.connect_timeout, handshake).await {
                 Ok(Ok(pair)) => pair,
                 Ok(Err(e)) => return Err(grpc::transport(e)),
@@ -326,43 +525,60 @@ impl Shared {
             };
         let closed = Arc::new(AtomicBool::new(false));
         let guard = ClosedOnDrop(Arc::clone(&closed));
+        let interval = self.options.keepalive_interval;
+        let timeout = self.options.keepalive_timeout;
+        let pings = if interval.is_zero() {
+            None
+        } else {
+            connection.ping_pong()
+        };
+        let shared = Arc::downgrade(self);
         let address = self.address.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(e) = connection.await {
-                tracing::debug!(broker = %address, error = %e, "broker connection ended");
+            let silent = async {
+                match pings {
+                    Some(pings) => silence(pings, interval, timeout).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ended = &mut connection => {
+                    if let Err(e) = ended {
+                        tracing::debug!(broker = %address, error = %e, "broker connection ended");
+                    }
+                }
+                () = silent => {
+                    tracing::warn!(
+                        broker = %address,
+                        ?timeout,
+                        "broker connection left a keepalive PING unanswered; closing it"
+                    );
+                    if let Some(shared) = shared.upgrade() {
+                        shared.silent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Dropping the connection fails its open calls (UNAVAILABLE); the next
+                    // call opens a new one.
+                }
             }
         });
+        self.opened.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(broker = %self.address, "connected to broker");
         Ok(Conn { sender, closed })
     }
 }
 
-/// A combiner's calls: SendMessage on the link (if it still exists).
-struct LinkSend(Weak<Shared>);
-
-impl SendCall for LinkSend {
-    fn call(
-        &self,
-        request: SendMessageRequest,
-        timeout: Option<Duration>,
-        traceparent: Traceparent,
-    ) -> SendFuture {
-        let shared = self.0.upgrade();
-        Box::pin(async move {
-            let shared = shared.ok_or_else(|| Status::unavailable("the broker link was closed"))?;
-            let mut request = Request::new(request);
-            if let Some(t) = timeout {
-                request.set_timeout(t);
-            }
-            if let Some(tp) = traceparent {
-                request.metadata_mut().insert(TRACEPARENT, tp);
-            }
-            Link { shared }
-                .unary(broker_path!("SendMessage"), request)
-                .await
-                .map(Response::into_inner)
-        })
+/// Sends a PING every `interval` and returns when one is not answered within `timeout`.
+/// Runs beside its connection, which must be polled for the answers to arrive; when the
+/// connection fails, PINGs fail too and this waits for the connection to report it.
+async fn silence(mut pings: h2::PingPong, interval: Duration, timeout: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(_)) => std::future::pending::<()>().await,
+            Err(_) => return,
+        }
     }
 }
 
@@ -411,6 +627,63 @@ mod tests {
         m.insert("grpc-timeout", "x".parse().unwrap());
         assert_eq!(grpc_timeout(&m), None);
         assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn given_link_options_when_validated_should_name_the_key_and_range_of_a_bad_one() {
+        LinkOptions::default().validate().unwrap();
+        let off = LinkOptions {
+            keepalive_interval: Duration::ZERO,
+            ..LinkOptions::default()
+        };
+        off.validate().unwrap();
+        let cases = [
+            (
+                LinkOptions {
+                    connections_per_thread: 0,
+                    ..LinkOptions::default()
+                },
+                "link_connections_per_thread: must be in 1..=16, got 0",
+            ),
+            (
+                LinkOptions {
+                    combine: CombineLimits {
+                        calls_in_flight: 1000,
+                        ..CombineLimits::default()
+                    },
+                    ..LinkOptions::default()
+                },
+                "link_calls_in_flight: must be in 1..=256, got 1000",
+            ),
+            (
+                LinkOptions {
+                    combine: CombineLimits {
+                        max_queued_bytes: 0,
+                        ..CombineLimits::default()
+                    },
+                    ..LinkOptions::default()
+                },
+                "link_queue_max_bytes: must be in 1..=",
+            ),
+            (
+                LinkOptions {
+                    keepalive_interval: Duration::from_millis(10),
+                    ..LinkOptions::default()
+                },
+                "link_keepalive_interval: must be 0s (off) or 100ms..=3600s, got 10ms",
+            ),
+            (
+                LinkOptions {
+                    keepalive_timeout: Duration::ZERO,
+                    ..LinkOptions::default()
+                },
+                "link_keepalive_timeout: must be 100ms..=3600s, got 0ns",
+            ),
+        ];
+        for (options, expected) in cases {
+            let e = options.validate().unwrap_err().to_string();
+            assert!(e.contains(expected), "{e}");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest,
     ChangeInvisibleDurationResponse, Code, EndTransactionRequest, EndTransactionResponse,
     Endpoints, ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
-    GetOffsetRequest, GetOffsetResponse, HeartbeatRequest, HeartbeatResponse,
+    GetOffsetRequest, GetOffsetResponse, HeartbeatRequest, HeartbeatResponse, MessageQueue,
     NotifyClientTerminationRequest, NotifyClientTerminationResponse, Permission,
     PullMessageRequest, PullMessageResponse, QueryAssignmentRequest, QueryAssignmentResponse,
     QueryOffsetRequest, QueryOffsetResponse, QueryRouteRequest, QueryRouteResponse,
@@ -139,6 +139,16 @@ impl Inner {
                 .access
                 .permit(&ctx.identity, ctx.source, needs().as_ref()),
         }
+    }
+
+    /// The context of a consumer call on one message queue, the request itself, and whether
+    /// its sender may consume there (Sub on the queue's topic and on the group, if named).
+    fn on_queue<Q: OnQueue>(&self, request: Request<Q>) -> (RequestContext, Q, Outcome<()>) {
+        let ctx = self.context(&request);
+        let request = request.into_inner();
+        let topic = request.queue().and_then(|q| q.topic.as_ref());
+        let permitted = self.permit(&ctx, || consume_needs(&ctx, topic, request.group()));
+        (ctx, request, permitted)
     }
 
     fn endpoints(&self) -> Outcome<&Endpoints> {
@@ -481,14 +491,8 @@ impl MessagingService for Service {
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        let ctx = self.0.context(&request);
-        let request = request.into_inner();
-        let topic = request
-            .message_queue
-            .as_ref()
-            .and_then(|q| q.topic.as_ref());
-        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
-        let answer = match self.0.permit(&ctx, needs) {
+        let (ctx, request, permitted) = self.0.on_queue(request);
+        let answer = match permitted {
             Ok(()) => self.0.receive_message(&ctx, request).await,
             Err(f) => receive::Answer::refused(&ctx, f),
         };
@@ -552,14 +556,8 @@ impl MessagingService for Service {
         &self,
         request: Request<PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
-        let ctx = self.0.context(&request);
-        let request = request.into_inner();
-        let topic = request
-            .message_queue
-            .as_ref()
-            .and_then(|q| q.topic.as_ref());
-        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
-        let frames = match self.0.permit(&ctx, needs) {
+        let (ctx, request, permitted) = self.0.on_queue(request);
+        let frames = match permitted {
             Ok(()) => self.0.pull_message(&ctx, request).await,
             Err(f) => offset::refused_pull(&ctx, f, request.offset),
         };
@@ -572,14 +570,8 @@ impl MessagingService for Service {
         &self,
         request: Request<UpdateOffsetRequest>,
     ) -> Result<Response<UpdateOffsetResponse>, Status> {
-        let ctx = self.0.context(&request);
-        let request = request.into_inner();
-        let topic = request
-            .message_queue
-            .as_ref()
-            .and_then(|q| q.topic.as_ref());
-        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
-        let outcome = match self.0.permit(&ctx, needs) {
+        let (ctx, request, permitted) = self.0.on_queue(request);
+        let outcome = match permitted {
             Ok(()) => self.0.update_offset(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -592,14 +584,8 @@ impl MessagingService for Service {
         &self,
         request: Request<GetOffsetRequest>,
     ) -> Result<Response<GetOffsetResponse>, Status> {
-        let ctx = self.0.context(&request);
-        let request = request.into_inner();
-        let topic = request
-            .message_queue
-            .as_ref()
-            .and_then(|q| q.topic.as_ref());
-        let needs = || consume_needs(&ctx, topic, request.group.as_ref());
-        let outcome = match self.0.permit(&ctx, needs) {
+        let (ctx, request, permitted) = self.0.on_queue(request);
+        let outcome = match permitted {
             Ok(()) => self.0.get_offset(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -613,14 +599,8 @@ impl MessagingService for Service {
         &self,
         request: Request<QueryOffsetRequest>,
     ) -> Result<Response<QueryOffsetResponse>, Status> {
-        let ctx = self.0.context(&request);
-        let request = request.into_inner();
-        let topic = request
-            .message_queue
-            .as_ref()
-            .and_then(|q| q.topic.as_ref());
-        let needs = || consume_needs(&ctx, topic, None);
-        let outcome = match self.0.permit(&ctx, needs) {
+        let (ctx, request, permitted) = self.0.on_queue(request);
+        let outcome = match permitted {
             Ok(()) => self.0.query_offset(&ctx, request).await,
             Err(f) => Err(f),
         };
@@ -754,6 +734,43 @@ fn consume_needs(
         .collect();
     needs.extend(group.map(|g| Need::group(qualified(ctx, g), SUB)));
     needs
+}
+
+/// A consumer request that names one message queue (and usually a group).
+trait OnQueue {
+    fn queue(&self) -> Option<&MessageQueue>;
+    fn group(&self) -> Option<&ApiResource>;
+}
+
+/// `OnQueue` for requests with `message_queue` and `group` fields.
+macro_rules! on_queue_with_group {
+    ($($t:ty),* $(,)?) => {
+        $(impl OnQueue for $t {
+            fn queue(&self) -> Option<&MessageQueue> {
+                self.message_queue.as_ref()
+            }
+            fn group(&self) -> Option<&ApiResource> {
+                self.group.as_ref()
+            }
+        })*
+    };
+}
+
+on_queue_with_group!(
+    ReceiveMessageRequest,
+    PullMessageRequest,
+    UpdateOffsetRequest,
+    GetOffsetRequest,
+);
+
+/// QueryOffset names no group: it needs Sub on the topic only.
+impl OnQueue for QueryOffsetRequest {
+    fn queue(&self) -> Option<&MessageQueue> {
+        self.message_queue.as_ref()
+    }
+    fn group(&self) -> Option<&ApiResource> {
+        None
+    }
 }
 
 /// Sub on the group when the request names one (consumers' heartbeats).

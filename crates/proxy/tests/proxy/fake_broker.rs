@@ -23,8 +23,9 @@ use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, TransactionCheck,
-    WatchTransactionChecksRequest,
+    ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, SettleMessagesRequest,
+    SettleMessagesResponse, Settled, TransactionCheck, WatchTransactionChecksRequest, settled,
+    settlement,
 };
 use comet_proxy::TransactionCheckStream;
 use comet_vocab::status::{ok, status};
@@ -32,7 +33,7 @@ use futures::StreamExt as _;
 use md5::{Digest as _, Md5};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response};
 
 #[derive(Debug, Clone)]
@@ -62,6 +63,8 @@ struct State {
     pub pops: Vec<ReceiveMessageRequest>,
     pub acks: Vec<AckMessageRequest>,
     pub changes: Vec<ChangeInvisibleDurationRequest>,
+    /// SettleMessages calls (their acks and changes are also in `acks` and `changes`).
+    pub settles: Vec<SettleMessagesRequest>,
     pub dlq: Vec<ForwardMessageToDeadLetterQueueRequest>,
     pub pulls: Vec<PullMessageRequest>,
     pub offset_calls: Vec<String>,
@@ -82,6 +85,8 @@ pub struct FakeBroker {
     arrived: Notify,
     /// When set, every call fails with this gRPC status.
     pub fail_with: Mutex<Option<tonic::Code>>,
+    /// False while acks are held (see [`FakeBroker::hold_acks`]).
+    acks_open: watch::Sender<bool>,
 }
 
 fn to_duration(d: Option<&prost_types::Duration>) -> Duration {
@@ -96,7 +101,22 @@ impl FakeBroker {
             state: Mutex::new(State::default()),
             arrived: Notify::new(),
             fail_with: Mutex::new(None),
+            acks_open: watch::channel(true).0,
         })
+    }
+
+    /// Holds every AckMessage (also within SettleMessages) until [`FakeBroker::release_acks`].
+    pub fn hold_acks(&self) {
+        self.acks_open.send_replace(false);
+    }
+
+    pub fn release_acks(&self) {
+        self.acks_open.send_replace(true);
+    }
+
+    /// AckMessage calls being held now.
+    pub fn held_acks(&self) -> usize {
+        self.acks_open.receiver_count()
     }
 
     pub fn sends(&self) -> Vec<SendMessageRequest> {
@@ -110,6 +130,9 @@ impl FakeBroker {
     }
     pub fn changes(&self) -> Vec<ChangeInvisibleDurationRequest> {
         self.state.lock().changes.clone()
+    }
+    pub fn settles(&self) -> Vec<SettleMessagesRequest> {
+        self.state.lock().settles.clone()
     }
     pub fn dlq(&self) -> Vec<ForwardMessageToDeadLetterQueueRequest> {
         self.state.lock().dlq.clone()
@@ -334,6 +357,9 @@ broker_service! {
     }
 
     fn ack_message(&self, req: AckMessageRequest) -> AckMessageResponse {
+        let mut open = self.acks_open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+        drop(open);
         let mut st = self.state.lock();
         st.acks.push(req.clone());
         let mut entries = vec![];
@@ -513,6 +539,35 @@ broker_service! {
             status: Some(ok()),
             message_id: "recalled".into(),
         }
+    }
+
+    // Each settlement as its own call (recorded with them); the call itself is recorded too.
+    fn settle_messages(&self, req: SettleMessagesRequest) -> SettleMessagesResponse {
+        self.state.lock().settles.push(req.clone());
+        let mut results = Vec::with_capacity(req.settlements.len());
+        for s in req.settlements {
+            let response = match s.request {
+                Some(settlement::Request::Ack(a)) => settled::Response::Ack(
+                    BrokerService::ack_message(self, Request::new(a))
+                        .await
+                        .expect("the fake answers acks")
+                        .into_inner(),
+                ),
+                Some(settlement::Request::ChangeInvisibleDuration(c)) => {
+                    settled::Response::ChangeInvisibleDuration(
+                        BrokerService::change_invisible_duration(self, Request::new(c))
+                            .await
+                            .expect("the fake answers changes")
+                            .into_inner(),
+                    )
+                }
+                None => continue,
+            };
+            results.push(Settled {
+                response: Some(response),
+            });
+        }
+        SettleMessagesResponse { results }
     }
 
     unused:

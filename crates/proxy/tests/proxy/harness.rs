@@ -11,6 +11,7 @@ use comet_proto::comet::v1::broker_service_server::BrokerServiceServer;
 use comet_proto::comet::v1::{
     BrokerMember, BrokerSet, ClusterMetadata, Group, QueuePlacement, Topic, TopicMessageType,
 };
+use comet_proxy::link::{LinkOptions, LinkStats};
 use comet_proxy::{BrokerDirectory, LocalBrokers, Proxy, ProxyConfig, RemoteBrokers, TopicCreator};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -102,6 +103,8 @@ pub struct Harness {
     pub proxy: Arc<Proxy>,
     pub brokers: HashMap<String, Arc<FakeBroker>>,
     pub metadata: watch::Sender<Arc<ClusterMetadata>>,
+    /// The links to the brokers (remote harnesses only).
+    remote: Option<Arc<RemoteBrokers>>,
     /// Cancels the proxy's shutdown token when dropped (also when the harness is).
     shutdown: Option<DropGuard>,
     pub served: Option<JoinHandle<Result<(), comet_proxy::ProxyError>>>,
@@ -111,7 +114,7 @@ pub struct Builder {
     cfg: ProxyConfig,
     metadata: ClusterMetadata,
     creator: Option<Arc<dyn TopicCreator>>,
-    remote: bool,
+    remote: Option<LinkOptions>,
 }
 
 impl Builder {
@@ -129,8 +132,13 @@ impl Builder {
     }
 
     /// Serve each fake broker over real gRPC and reach it through `RemoteBrokers`.
-    pub fn remote(mut self) -> Self {
-        self.remote = true;
+    pub fn remote(self) -> Self {
+        self.remote_with(LinkOptions::default())
+    }
+
+    /// As [`Builder::remote`], with links of `options`.
+    pub fn remote_with(mut self, options: LinkOptions) -> Self {
+        self.remote = Some(options);
         self
     }
 
@@ -143,7 +151,7 @@ impl Builder {
             let b = FakeBroker::new(&set.name);
             local.insert(set.name.clone(), b.clone());
             brokers.insert(set.name.clone(), b.clone());
-            if self.remote {
+            if self.remote.is_some() {
                 let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 for m in &mut set.members {
                     m.address = l.local_addr().unwrap().to_string();
@@ -158,10 +166,12 @@ impl Builder {
                 );
             }
         }
-        let directory: Arc<dyn BrokerDirectory> = if self.remote {
-            Arc::new(RemoteBrokers::default())
-        } else {
-            local
+        let remote = self
+            .remote
+            .map(|o| Arc::new(RemoteBrokers::with_options(o)));
+        let directory: Arc<dyn BrokerDirectory> = match &remote {
+            Some(r) => r.clone(),
+            None => local,
         };
         let (tx, rx) = watch::channel(Arc::new(self.metadata));
         let mut cfg = self.cfg;
@@ -176,6 +186,7 @@ impl Builder {
             proxy,
             brokers,
             metadata: tx,
+            remote,
             shutdown: Some(stop.drop_guard()),
             served: Some(served),
         }
@@ -188,7 +199,7 @@ impl Harness {
             cfg: test_config(),
             metadata: default_metadata(),
             creator: None,
-            remote: false,
+            remote: None,
         }
     }
 
@@ -198,6 +209,18 @@ impl Harness {
 
     pub fn broker(&self, set: &str) -> &Arc<FakeBroker> {
         &self.brokers[set]
+    }
+
+    /// Counters of the proxy's link to the broker of `set` (remote harnesses, after a call).
+    pub fn link_stats(&self, set: &str) -> Option<LinkStats> {
+        let md = self.metadata.borrow().clone();
+        let address = md
+            .broker_sets
+            .iter()
+            .find(|b| b.name == set)
+            .and_then(|b| b.members.first())
+            .map(|m| m.address.clone())?;
+        self.remote.as_ref()?.link_stats(&address)
     }
 
     pub async fn channel(&self) -> Channel {

@@ -9,6 +9,7 @@ use comet_proto::apache::rocketmq::v2::{
     MessageQueue, ReceiveMessageRequest, ReceiveMessageResponse, Resource, SendMessageRequest,
     SendMessageResponse, Status, receive_message_response::Content,
 };
+use comet_proxy::link::{CombineLimits, LinkOptions};
 use tonic::transport::Channel;
 
 use super::harness::{Harness, req, res, res_ns};
@@ -690,4 +691,109 @@ async fn given_a_client_that_cancels_mid_answer_when_messages_were_not_written_s
         changes.iter().any(|c| c.receipt_handle == "a~4"),
         "the last message never fit the window: {changes:?}"
     );
+}
+
+#[tokio::test]
+async fn given_a_busy_link_when_acks_and_changes_arrive_together_should_settle_them_in_one_broker_call()
+ {
+    let options = LinkOptions {
+        combine: CombineLimits {
+            calls_in_flight: 1,
+            ..CombineLimits::default()
+        },
+        ..LinkOptions::default()
+    };
+    let h = Harness::builder().remote_with(options).start().await;
+    let mut c = h.client().await;
+    for _ in 0..5 {
+        let r = send(&mut c, vec![message(res("normal"), b"settle me")]).await;
+        assert_eq!(r.status.unwrap().code, Code::Ok as i32);
+    }
+    let frames = receive(&mut c, req(receive_request(res("normal"), "g1", 1000))).await;
+    let handles: Vec<(String, String)> = frames[1..]
+        .iter()
+        .map(|f| {
+            let sys = frame_message(f).system_properties.unwrap();
+            (sys.message_id, sys.receipt_handle.unwrap())
+        })
+        .collect();
+    assert_eq!(handles.len(), 5);
+
+    let broker = h.broker("a").clone();
+    broker.hold_acks();
+    let ack = |(message_id, receipt_handle): (String, String)| {
+        let mut c = c.clone();
+        tokio::spawn(async move {
+            c.ack_message(req(AckMessageRequest {
+                group: res("g1"),
+                topic: res("normal"),
+                entries: vec![AckMessageEntry {
+                    message_id,
+                    receipt_handle,
+                    lite_topic: None,
+                }],
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+        })
+    };
+    // The first ack takes the only call slot and is held at the broker.
+    let first = ack(handles[0].clone());
+    assert!(wait_until(Duration::from_secs(5), || broker.held_acks() == 1).await);
+    let mut acks: Vec<_> = handles[1..4].iter().cloned().map(ack).collect();
+    let (change_id, change_handle) = handles[4].clone();
+    let mut changer = c.clone();
+    let change = tokio::spawn(async move {
+        changer
+            .change_invisible_duration(req(ChangeInvisibleDurationRequest {
+                group: res("g1"),
+                topic: res("normal"),
+                receipt_handle: change_handle,
+                invisible_duration: Some(ms(30_000)),
+                message_id: change_id,
+                ..ChangeInvisibleDurationRequest::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || h
+            .link_stats("a")
+            .is_some_and(|s| s.settles.queued == 4))
+        .await,
+        "three acks and a change wait for the slot: {:?}",
+        h.link_stats("a")
+    );
+    broker.release_acks();
+    acks.insert(0, first);
+    for a in acks {
+        let answer = a.await.unwrap();
+        assert_eq!(answer.status.unwrap().code, Code::Ok as i32);
+        assert_eq!(answer.entries.len(), 1);
+    }
+    let changed = change.await.unwrap();
+    assert_eq!(changed.status.unwrap().code, Code::Ok as i32);
+    assert!(!changed.receipt_handle.is_empty());
+
+    let settles = broker.settles();
+    assert_eq!(
+        settles.len(),
+        1,
+        "what waited left in one call: {settles:?}"
+    );
+    assert_eq!(settles[0].settlements.len(), 4);
+    assert!(
+        settles[0]
+            .settlements
+            .iter()
+            .all(|s| s.client_id == super::harness::CLIENT_ID),
+        "each settlement names its consumer"
+    );
+    let stats = h.link_stats("a").unwrap().settles;
+    assert_eq!((stats.calls, stats.requests, stats.queued), (2, 5, 0));
+    let acked: usize = broker.acks().iter().map(|a| a.entries.len()).sum();
+    assert_eq!(acked, 4);
+    assert_eq!(broker.changes().len(), 1);
 }
