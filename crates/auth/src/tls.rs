@@ -186,8 +186,12 @@ impl ServerFiles {
 type Stamp = Option<(u64, SystemTime)>;
 
 fn stamps(files: &ServerFiles) -> Vec<Stamp> {
-    files
-        .paths()
+    stamps_of(files.paths())
+}
+
+fn stamps_of<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<Stamp> {
+    paths
+        .into_iter()
         .map(|p| {
             std::fs::metadata(p)
                 .ok()
@@ -464,6 +468,12 @@ pub async fn connect(
         .connect(name, stream)
         .await
 }
+
+mod internal;
+
+pub use internal::{
+    ClientStream, Connector, HANDSHAKE_TIMEOUT, InternalFiles, InternalTls, handshaken,
+};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -170,6 +170,9 @@ pub struct ControllerConfig {
     pub observer: comet_observe::Observer,
     /// Users, ACLs and the authentication of admin calls (default: off, no cluster key).
     pub auth: access::ControllerAuth,
+    /// How this node dials its Raft peers: plaintext (default) or mutual TLS against the
+    /// cluster CA (`tls.internal_*`; the listener's side is the caller's incoming stream).
+    pub connector: comet_auth::Connector,
 }
 
 impl Default for ControllerConfig {
@@ -188,6 +191,7 @@ impl Default for ControllerConfig {
             enable_unclean_election: false,
             observer: comet_observe::Observer::default(),
             auth: access::ControllerAuth::default(),
+            connector: comet_auth::Connector::plaintext(),
         }
     }
 }
@@ -327,7 +331,7 @@ impl Controller {
         let raft = openraft::Raft::new(
             cfg.node_id,
             Arc::new(raft_config),
-            GrpcNetworkFactory::new(cfg.node_id),
+            GrpcNetworkFactory::new(cfg.node_id, cfg.connector.clone()),
             log,
             sm,
         )

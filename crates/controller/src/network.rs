@@ -56,14 +56,17 @@ struct TransportError {
 #[derive(Clone)]
 pub struct GrpcNetworkFactory {
     node_id: NodeId,
+    /// Plaintext or mutual TLS to the peers.
+    connector: comet_auth::Connector,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl GrpcNetworkFactory {
-    /// A factory for the node `node_id` (used in timeout errors).
-    pub fn new(node_id: NodeId) -> Self {
+    /// A factory for the node `node_id` (used in timeout errors), dialing through `connector`.
+    pub fn new(node_id: NodeId, connector: comet_auth::Connector) -> Self {
         GrpcNetworkFactory {
             node_id,
+            connector,
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -76,10 +79,9 @@ impl GrpcNetworkFactory {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = self.connector.lazy_channel(&endpoint);
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }

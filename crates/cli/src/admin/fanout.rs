@@ -98,12 +98,13 @@ pub(super) fn single_target(
 
 pub(super) async fn broker_client(
     t: &BrokerTarget,
+    connector: &comet_auth::Connector,
 ) -> anyhow::Result<BrokerServiceClient<Channel>> {
     let endpoint = Endpoint::from_shared(format!("http://{}", t.address))
         .with_context(|| format!("bad broker address {:?}", t.address))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
-    let channel = endpoint.connect().await.with_context(|| {
+    let channel = endpoint.connect_with_connector(connector.clone()).await.with_context(|| {
         format!(
             "connecting to broker set {} at {} (its internal BrokerService address)",
             t.broker_set, t.address

@@ -26,6 +26,8 @@ pub(super) struct Reporter {
     pub address: String,
     pub started_ms: i64,
     pub interval: Duration,
+    /// Plaintext or mutual TLS to the controllers.
+    pub connector: comet_auth::Connector,
 }
 
 fn ms_since_epoch(t: std::time::SystemTime) -> i64 {
@@ -66,10 +68,10 @@ impl Reporter {
             .iter()
             .filter_map(|addr| {
                 let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
-                let channel = endpoint
+                let endpoint = endpoint
                     .connect_timeout(REPORT_TIMEOUT)
-                    .timeout(REPORT_TIMEOUT)
-                    .connect_lazy();
+                    .timeout(REPORT_TIMEOUT);
+                let channel = self.connector.lazy_channel(&endpoint);
                 Some((addr.clone(), ControllerServiceClient::new(channel)))
             })
             .collect();

@@ -99,12 +99,20 @@ pub fn broker_targets(
 }
 
 /// One lazily connected channel per broker address.
-#[derive(Default)]
 pub(crate) struct Channels {
     by_addr: Mutex<HashMap<String, Channel>>,
+    connector: comet_auth::Connector,
 }
 
 impl Channels {
+    /// No channel yet; they dial through `connector`.
+    pub(crate) fn new(connector: comet_auth::Connector) -> Self {
+        Channels {
+            by_addr: Mutex::new(HashMap::new()),
+            connector,
+        }
+    }
+
     /// A BrokerService client for `t` (the channel connects on first use).
     pub(crate) fn client(
         &self,
@@ -114,7 +122,7 @@ impl Channels {
         let channel = match map.get(&t.address) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(format!("http://{}", t.address))
+                let endpoint = Endpoint::from_shared(format!("http://{}", t.address))
                     .map_err(|e| {
                         ApiError::new(
                             StatusCode::BAD_GATEWAY,
@@ -125,8 +133,8 @@ impl Channels {
                         )
                     })?
                     .connect_timeout(Duration::from_secs(3))
-                    .timeout(BROKER_CALL_TIMEOUT)
-                    .connect_lazy();
+                    .timeout(BROKER_CALL_TIMEOUT);
+                let c = self.connector.lazy_channel(&endpoint);
                 map.insert(t.address.clone(), c.clone());
                 c
             }

@@ -59,6 +59,8 @@ pub struct ConsoleConfig {
     pub client_timeout: Duration,
     /// Charts keep one sample per this interval at most (default 2 s).
     pub sample_interval: Duration,
+    /// How the console dials brokers: plaintext (default) or mutual TLS (`tls.internal_*`).
+    pub connector: comet_auth::Connector,
 }
 
 impl Default for ConsoleConfig {
@@ -66,6 +68,7 @@ impl Default for ConsoleConfig {
         ConsoleConfig {
             client_timeout: crate::clients::DEFAULT_CLIENT_TIMEOUT,
             sample_interval: Duration::from_secs(2),
+            connector: comet_auth::Connector::plaintext(),
         }
     }
 }
@@ -97,8 +100,8 @@ impl Console {
                 grpc,
                 raft,
                 node_id,
+                brokers: brokers::Channels::new(cfg.connector.clone()),
                 cfg,
-                brokers: brokers::Channels::default(),
                 series: Mutex::new(series::Series::default()),
             }),
         }

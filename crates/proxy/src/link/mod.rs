@@ -39,7 +39,7 @@ use comet_proto::apache::rocketmq::v2::{SendMessageRequest, SendMessageResponse}
 use futures::stream::BoxStream;
 use http::uri::Authority;
 use parking_lot::{Mutex, RwLock};
-use tokio::net::TcpStream;
+use comet_auth::ClientStream;
 use tonic::{Request, Response, Status};
 
 pub use combine::{CombineLimits, CombineStats};
@@ -59,12 +59,14 @@ const STREAM_WINDOW: u32 = 4 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// How the proxy connects to brokers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkOptions {
     /// A TCP connect (and HTTP/2 handshake) gives up after this long.
     pub connect_timeout: Duration,
     /// Combining and backpressure of SendMessage calls, per connection.
     pub sends: CombineLimits,
+    /// Plaintext (default) or mutual TLS against the cluster CA (`tls.internal_*`).
+    pub tls: comet_auth::Connector,
 }
 
 impl Default for LinkOptions {
@@ -72,25 +74,23 @@ impl Default for LinkOptions {
         LinkOptions {
             connect_timeout: Duration::from_secs(3),
             sends: CombineLimits::default(),
+            tls: comet_auth::Connector::plaintext(),
         }
     }
 }
 
-/// Connects to the broker at `address` (`host:port`): TCP with TCP_NODELAY, writes gathered
-/// per round of the connection's task. The one place where the internal link's transport is
-/// built.
+/// Connects to the broker at `address` (`host:port`): TCP with TCP_NODELAY, TLS per
+/// `options.tls`, writes gathered per round of the connection's task. The one place where the
+/// internal link's transport is built.
 ///
 /// # Errors
-/// UNAVAILABLE when the broker cannot be reached within `options.connect_timeout`.
+/// UNAVAILABLE when the broker cannot be reached within `options.connect_timeout` (or refuses
+/// the TLS handshake; the message names the certificate problem).
 pub async fn connect(
     address: &str,
     options: &LinkOptions,
-) -> Result<CoalescedIo<TcpStream>, Status> {
-    let connecting = async {
-        let tcp = TcpStream::connect(address).await?;
-        tcp.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(CoalescedIo::new(tcp))
-    };
+) -> Result<CoalescedIo<ClientStream>, Status> {
+    let connecting = async { Ok::<_, std::io::Error>(CoalescedIo::new(options.tls.connect(address).await?)) };
     match tokio::time::timeout(options.connect_timeout, connecting).await {
         Ok(Ok(io)) => Ok(io),
         Ok(Err(e)) => Err(Status::unavailable(format!(
