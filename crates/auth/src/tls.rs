@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  TcpStream ──► Acceptor::accept ──┬─ disabled:   Plain
-//!                                   ├─ enforcing:  TLS handshake with ReloadingConfig::current()
+//!                                   ├─ enforcing:  peek 1 byte; 0x16 (handshake) → TLS handshake
+//!                                   │              with ReloadingConfig::current(), else refused
 //!                                   └─ permissive: peek 1 byte; 0x16 (handshake) → TLS, else Plain
 //! ```
 //!
@@ -314,12 +315,18 @@ impl Acceptor {
         else {
             return Ok(MaybeTls::Plain(stream));
         };
-        if self.mode == TlsMode::Permissive {
-            let mut first = [0u8; 1];
-            let n = stream.peek(&mut first).await?;
-            if n == 0 || first[0] != TLS_HANDSHAKE {
+        let mut first = [0u8; 1];
+        let n = stream.peek(&mut first).await?;
+        if n == 0 || first[0] != TLS_HANDSHAKE {
+            if self.mode == TlsMode::Permissive {
                 return Ok(MaybeTls::Plain(stream));
             }
+            // Refused at once: waiting for a TLS record a plaintext peer never sends would
+            // hold the connection until the handshake timeout.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a plaintext connection on a TLS-only (enforcing) port",
+            ));
         }
         let tls = tokio_rustls::TlsAcceptor::from(config.current())
             .accept(stream)

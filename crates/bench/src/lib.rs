@@ -36,7 +36,9 @@
 //! - **Top**: `run` (one run, [`run_with`]: start the servers with `--spawn`, the clients, the clock, the producers and
 //!   consumers, the drain, the report; its module doc says what is counted and how latency
 //!   avoids coordinated omission); `compare` (`--compare`: [`compare_with`],
-//!   [`Comparison`]); and this crate root's [`run()`], which picks between the two.
+//!   [`Comparison`]); `auth_compare` (`--auth-compare`: [`auth_compare_with`], auth off
+//!   against auth on in alternating rounds, [`AuthComparison`]); and this crate root's
+//!   [`run()`], which picks between them.
 //!
 //! # Invariants
 //! - Every client is measured by the same loop, clock and accounting: a request is timed from
@@ -49,6 +51,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod auth_compare;
 mod compare;
 mod consumer;
 mod official;
@@ -66,6 +69,7 @@ mod stats;
 mod target;
 
 pub use args::{BenchArgs, ClientKind};
+pub use auth_compare::{AuthComparison, AuthRun, auth_compare_with};
 pub use compare::{Comparison, Ratios, compare_with};
 pub use run::run_with;
 pub use servers::{RoleCpu, ServersReport, SpawnMode};
@@ -75,7 +79,9 @@ pub use stats::{BenchConfig, BenchReport, HostInfo, LatencyReport, ReceivedRepor
 /// Runs the benchmark (or, with `--compare`, the comparison) and prints the result on stdout
 /// (and to `--json`).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.compare {
+    if args.auth_compare {
+        auth_compare_with(args, std::io::stdout()).await.map(|_| ())
+    } else if args.compare {
         compare_with(args, std::io::stdout()).await.map(|_| ())
     } else {
         run_with(args, std::io::stdout()).await.map(|_| ())
