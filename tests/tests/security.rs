@@ -476,7 +476,10 @@ async fn given_enforcing_internal_tls_when_a_plaintext_or_foreign_peer_calls_sho
     let addr = cluster.controller_addr(0).to_string();
     // A member of the cluster gets through.
     let member = internal_tls(&tls).connector();
-    let stream = member.connect(&addr).await.expect("a cluster member connects");
+    let stream = member
+        .connect(&addr)
+        .await
+        .expect("a cluster member connects");
     assert!(stream.is_tls());
     // (A connection left open would hold up the controller's graceful stop.)
     drop(stream);
@@ -491,11 +494,10 @@ async fn given_enforcing_internal_tls_when_a_plaintext_or_foreign_peer_calls_sho
         .expect("endpoint")
         .timeout(Duration::from_secs(5))
         .connect_lazy();
-    let refused = comet_proto::comet::v1::controller_service_client::ControllerServiceClient::new(
-        plaintext,
-    )
-    .get_metadata(comet_proto::comet::v1::GetMetadataRequest {})
-    .await;
+    let refused =
+        comet_proto::comet::v1::controller_service_client::ControllerServiceClient::new(plaintext)
+            .get_metadata(comet_proto::comet::v1::GetMetadataRequest {})
+            .await;
     let status = refused.expect_err("a plaintext call must fail");
     // The server closes the connection: a transport error (UNAVAILABLE, UNKNOWN or
     // CANCELLED, depending on how far hyper got with the request), never an answer.

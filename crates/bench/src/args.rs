@@ -150,7 +150,12 @@ pub struct BenchArgs {
     pub access_key: Option<String>,
 
     /// Secret key (password) of --access-key.
-    #[arg(long, value_name = "SK", requires = "access_key", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "SK",
+        requires = "access_key",
+        hide_env_values = true
+    )]
     pub secret_key: Option<String>,
 
     /// Auth overhead in one run: spawn two `comet standalone` servers, one with auth off and
@@ -232,7 +237,9 @@ impl BenchArgs {
             bail!("--comet-bin and --server-set go with --spawn or --auth-compare");
         }
         if self.access_key.is_some() && self.client == ClientKind::Sdk {
-            bail!("--access-key signs the raw and official clients' calls; use --client raw or official");
+            bail!(
+                "--access-key signs the raw and official clients' calls; use --client raw or official"
+            );
         }
         if self.auth_compare && (self.client == ClientKind::Sdk || self.auth_rounds == 0) {
             bail!("--auth-compare runs the raw or official client for 1 or more --auth-rounds");

@@ -123,7 +123,12 @@ fn random_hex() -> String {
 }
 
 /// Runs `comet <args>` signed as the bootstrap admin, against `controller`.
-async fn admin(bin: &Path, controller: &str, admin_password: &str, args: &[&str]) -> anyhow::Result<()> {
+async fn admin(
+    bin: &Path,
+    controller: &str,
+    admin_password: &str,
+    args: &[&str],
+) -> anyhow::Result<()> {
     let out = tokio::process::Command::new(bin)
         .args(args)
         .args(["--controller", controller])
@@ -170,7 +175,15 @@ async fn start_secured(args: &BenchArgs, bin: &Path) -> anyhow::Result<(Servers,
             bin,
             ctl,
             &admin_password,
-            &["user", "create", BENCH_USER, "--password", &user_password, "--type", "normal"],
+            &[
+                "user",
+                "create",
+                BENCH_USER,
+                "--password",
+                &user_password,
+                "--type",
+                "normal",
+            ],
         )
         .await?;
         let subject = format!("User:{BENCH_USER}");
@@ -180,8 +193,16 @@ async fn start_secured(args: &BenchArgs, bin: &Path) -> anyhow::Result<(Servers,
             ctl,
             &admin_password,
             &[
-                "acl", "create", "--subject", &subject, "--resource", &resource, "--actions",
-                "Pub", "--decision", "Allow",
+                "acl",
+                "create",
+                "--subject",
+                &subject,
+                "--resource",
+                &resource,
+                "--actions",
+                "Pub",
+                "--decision",
+                "Allow",
             ],
         )
         .await

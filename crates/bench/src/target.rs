@@ -53,7 +53,10 @@ impl Credentials {
         };
         [
             (http::HeaderName::from_static("x-mq-date-time"), value(date)),
-            (http::HeaderName::from_static("authorization"), value(authorization)),
+            (
+                http::HeaderName::from_static("authorization"),
+                value(authorization),
+            ),
         ]
     }
 }

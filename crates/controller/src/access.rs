@@ -291,7 +291,11 @@ impl Access {
 
     /// Commits a user creation or update (`command` carries the record) and answers with the
     /// stored user as the admin API shows it (no secret).
-    async fn write_user(&self, command: Command, what: &'static str) -> Result<pb::UserInfo, Status> {
+    async fn write_user(
+        &self,
+        command: Command,
+        what: &'static str,
+    ) -> Result<pb::UserInfo, Status> {
         if let Command::CreateUser { user } | Command::UpdateUser { user } = &command {
             tracing::info!(user = %user.name, user_type = %user.user_type, op = what, "write user");
         }

@@ -261,9 +261,7 @@ impl Connector {
             Ok(Err(e)) => e,
             Err(_) => io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!(
-                    "TLS handshake with {address} took longer than {HANDSHAKE_TIMEOUT:?}"
-                ),
+                format!("TLS handshake with {address} took longer than {HANDSHAKE_TIMEOUT:?}"),
             ),
         };
         if tls.fallback && !is_certificate_refusal(&error) {
@@ -387,7 +385,8 @@ impl AsyncWrite for ClientStream {
     }
 }
 
-type Handshake = Pin<Box<dyn Future<Output = (Option<std::net::SocketAddr>, io::Result<MaybeTls>)> + Send>>;
+type Handshake =
+    Pin<Box<dyn Future<Output = (Option<std::net::SocketAddr>, io::Result<MaybeTls>)> + Send>>;
 
 /// The connections of an internal listener after their handshakes: the handshakes of
 /// `incoming` run concurrently (at most [`MAX_PENDING_HANDSHAKES`], each for at most
@@ -487,8 +486,7 @@ mod tonic_connector {
     impl tower_service::Service<http::Uri> for Connector {
         type Response = TokioIo<ClientStream>;
         type Error = std::io::Error;
-        type Future =
-            Pin<Box<dyn Future<Output = std::io::Result<TokioIo<ClientStream>>> + Send>>;
+        type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<ClientStream>>> + Send>>;
 
         fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))

@@ -216,7 +216,8 @@ impl ControllerClient {
         start: usize,
     ) -> Result<tonic::Streaming<ClusterMetadata>, (usize, tonic::Status)> {
         let addr = &self.addrs[start % self.addrs.len()];
-        let mut client = self.connect(addr)
+        let mut client = self
+            .connect(addr)
             .map(Self::service_client)
             .map_err(|e| (start + 1, e))?;
         client

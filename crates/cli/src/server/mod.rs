@@ -157,9 +157,8 @@ pub struct Listeners {
 }
 
 /// The accepted connections of an internal listener.
-type Incoming = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = std::io::Result<Killable>> + Send + 'static>,
->;
+type Incoming =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = std::io::Result<Killable>> + Send + 'static>>;
 
 /// The proxy of a node: its stop token and the task serving it.
 struct ProxyTask {
@@ -205,6 +204,17 @@ impl Node {
         listeners: Listeners,
     ) -> anyhow::Result<Node> {
         let internal = cfg.internal_tls()?;
+        let enforcing = internal
+            .as_ref()
+            .is_some_and(|t| t.mode() == comet_auth::TlsMode::Enforcing);
+        if cfg.auth.enabled && !enforcing && role != Role::Standalone {
+            tracing::warn!(
+                role = role.name(),
+                "auth is on but tls.internal_mode is not enforcing: internal calls (broker \
+                 registration, the metadata watch, broker data and admin calls) are not \
+                 authenticated; keep the internal ports on a private network"
+            );
+        }
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
         let metrics = if cfg.metrics.enabled {
@@ -589,10 +599,12 @@ impl Node {
 
     async fn start_proxy_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
         let (controllers, metadata) = self.remote_metadata(cfg).await?;
-        let brokers = Arc::new(RemoteBrokers::with_options(comet_proxy::link::LinkOptions {
-            tls: self.connector(),
-            ..comet_proxy::link::LinkOptions::default()
-        }));
+        let brokers = Arc::new(RemoteBrokers::with_options(
+            comet_proxy::link::LinkOptions {
+                tls: self.connector(),
+                ..comet_proxy::link::LinkOptions::default()
+            },
+        ));
         let signer = crate::admin::Signer::from_config(cfg)?;
         let creator = Arc::new(RemoteCreator(controllers, signer));
         self.start_proxy(cfg, metadata, brokers, creator, cfg.controllers.clone())

@@ -34,12 +34,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ThreadId;
 use std::time::Duration;
 
+use comet_auth::ClientStream;
 use comet_coalesce::CoalescedIo;
 use comet_proto::apache::rocketmq::v2::{SendMessageRequest, SendMessageResponse};
 use futures::stream::BoxStream;
 use http::uri::Authority;
 use parking_lot::{Mutex, RwLock};
-use comet_auth::ClientStream;
 use tonic::{Request, Response, Status};
 
 pub use combine::{CombineLimits, CombineStats};
@@ -90,7 +90,8 @@ pub async fn connect(
     address: &str,
     options: &LinkOptions,
 ) -> Result<CoalescedIo<ClientStream>, Status> {
-    let connecting = async { Ok::<_, std::io::Error>(CoalescedIo::new(options.tls.connect(address).await?)) };
+    let connecting =
+        async { Ok::<_, std::io::Error>(CoalescedIo::new(options.tls.connect(address).await?)) };
     match tokio::time::timeout(options.connect_timeout, connecting).await {
         Ok(Ok(io)) => Ok(io),
         Ok(Err(e)) => Err(Status::unavailable(format!(
