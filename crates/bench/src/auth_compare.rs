@@ -26,6 +26,7 @@ use crate::args::BenchArgs;
 use crate::run::run_against;
 use crate::servers::{Servers, SpawnMode, default_comet_bin};
 use crate::stats::BenchReport;
+use crate::target::Credentials;
 
 /// The bootstrap super user of the auth-on server.
 const ADMIN_USER: &str = "bench-admin";
@@ -148,12 +149,50 @@ async fn admin(
     Ok(())
 }
 
+/// Creates [`BENCH_USER`] (a normal user) with `password`, signed as the bootstrap admin.
+/// (Through the admin API rather than `comet user create`, whose `--password` is also the
+/// admin commands' own `--password` flag.)
+async fn create_user(controller: &str, admin_password: &str, password: &str) -> anyhow::Result<()> {
+    use comet_proto::comet::v1::CreateUserRequest;
+    use comet_proto::comet::v1::controller_admin_service_client::ControllerAdminServiceClient;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{controller}"))
+        .with_context(|| format!("controller address {controller:?}"))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the controller at {controller}"))?;
+    let mut request = tonic::Request::new(CreateUserRequest {
+        name: BENCH_USER.to_owned(),
+        password: password.to_owned(),
+        user_type: "normal".to_owned(),
+    });
+    let admin = Credentials {
+        access_key: ADMIN_USER.to_owned(),
+        secret_key: admin_password.to_owned(),
+    };
+    let signed: http::HeaderMap = admin
+        .headers(std::time::SystemTime::now())
+        .into_iter()
+        .collect();
+    *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(signed);
+    ControllerAdminServiceClient::new(channel)
+        .create_user(request)
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "creating user {BENCH_USER}: {} ({:?})",
+                s.message(),
+                s.code()
+            )
+        })?;
+    Ok(())
+}
+
 /// Starts the auth-on server and prepares its topic, user and ACL; returns it with the
 /// bench user's password.
 async fn start_secured(args: &BenchArgs, bin: &Path) -> anyhow::Result<(Servers, String)> {
     let admin_password = random_hex();
     let user_password = random_hex();
-    let mut settings = args.server_set.clone();
+    let mut settings = side_by_side(args);
     settings.extend([
         "auth.enabled=true".to_owned(),
         format!("auth.cluster_key={}", random_hex()),
@@ -171,21 +210,7 @@ async fn start_secured(args: &BenchArgs, bin: &Path) -> anyhow::Result<(Servers,
             &["topic", "create", &args.topic, "--queues", &queues],
         )
         .await?;
-        admin(
-            bin,
-            ctl,
-            &admin_password,
-            &[
-                "user",
-                "create",
-                BENCH_USER,
-                "--password",
-                &user_password,
-                "--type",
-                "normal",
-            ],
-        )
-        .await?;
+        create_user(ctl, &admin_password, &user_password).await?;
         let subject = format!("User:{BENCH_USER}");
         let resource = format!("Topic:{}", args.topic);
         admin(
@@ -216,6 +241,14 @@ async fn start_secured(args: &BenchArgs, bin: &Path) -> anyhow::Result<(Servers,
     }
 }
 
+/// The settings of both servers: `--server-set`, and no console or metrics listener (their
+/// default ports would clash between the two).
+fn side_by_side(args: &BenchArgs) -> Vec<String> {
+    let mut settings = vec!["console.listen=".to_owned(), "metrics.listen=".to_owned()];
+    settings.extend(args.server_set.iter().cloned());
+    settings
+}
+
 fn auth_run(round: u32, auth: bool, report: &BenchReport) -> AuthRun {
     AuthRun {
         round,
@@ -237,7 +270,7 @@ pub async fn auth_compare_with(
 ) -> anyhow::Result<AuthComparison> {
     args.validate()?;
     let bin = args.comet_bin.clone().unwrap_or_else(default_comet_bin);
-    let plain = Servers::start(SpawnMode::Standalone, &bin, &args.server_set).await?;
+    let plain = Servers::start(SpawnMode::Standalone, &bin, &side_by_side(&args)).await?;
     let (secured, password) = match start_secured(&args, &bin).await {
         Ok(s) => s,
         Err(e) => {
