@@ -45,6 +45,10 @@ fn args(cluster: &TestCluster, client: ClientKind, topic: &str, group: &str) -> 
         spawn: None,
         comet_bin: None,
         server_set: Vec::new(),
+        access_key: None,
+        secret_key: None,
+        auth_compare: false,
+        auth_rounds: 1,
     }
 }
 

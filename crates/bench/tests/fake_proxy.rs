@@ -481,6 +481,10 @@ fn args(endpoint: &str) -> BenchArgs {
         spawn: None,
         comet_bin: None,
         server_set: Vec::new(),
+        access_key: None,
+        secret_key: None,
+        auth_compare: false,
+        auth_rounds: 1,
     }
 }
 
