@@ -51,6 +51,8 @@ pub struct ClusterBuilder {
     proxy: bool,
     broker_lease: Duration,
     controller_relays: bool,
+    /// `[tls]` of every node (internal TLS when its `internal_*` keys say so).
+    tls: Option<comet::config::TlsSection>,
 }
 
 impl Default for ClusterBuilder {
@@ -61,6 +63,7 @@ impl Default for ClusterBuilder {
             proxy: true,
             broker_lease: Duration::from_secs(1),
             controller_relays: false,
+            tls: None,
         }
     }
 }
@@ -150,6 +153,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Gives every node (controllers, brokers, proxy) this `[tls]` section, e.g. mutual TLS on
+    /// every internal link.
+    pub fn tls(mut self, tls: comet::config::TlsSection) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Starts no proxy.
     pub fn without_proxy(mut self) -> Self {
         self.proxy = false;
@@ -172,6 +182,9 @@ impl ClusterBuilder {
         base.controller.heartbeat_interval = Duration::from_millis(50).into();
         base.controller.election_timeout_min = Duration::from_millis(300).into();
         base.controller.election_timeout_max = Duration::from_millis(600).into();
+        if let Some(tls) = self.tls {
+            base.tls = tls;
+        }
 
         let mut bound = Vec::new();
         for _ in 0..self.controllers {
@@ -496,6 +509,11 @@ impl Cluster {
         if let Some(n) = self.controllers[i].node.take() {
             n.shutdown().await.expect("controller stops");
         }
+    }
+
+    /// The configuration every node starts from (before its own data directory and role keys).
+    pub fn base_config(&self) -> &Config {
+        &self.base
     }
 
     /// Starts a broker for a new broker set `name` (no restart of anything else) and waits

@@ -12,7 +12,8 @@
 //!   cluster key (the Raft log and snapshots never hold a plaintext secret);
 //! - [`tls`]: rustls server and client configurations, the disabled / permissive / enforcing
 //!   modes, mutual TLS against a cluster CA, and certificate reload without dropping
-//!   connections.
+//!   connections; [`InternalTls`], the acceptor and [`Connector`] of the internal links
+//!   (one certificate per node, from the cluster CA, used as server and client).
 //!
 //! # Invariants
 //!
@@ -41,7 +42,10 @@ pub use gate::{
 };
 pub use secret::SecretCipher;
 pub use signature::{AUTHORIZATION_HEADER, DATE_TIME_HEADER, Refusal};
-pub use tls::{Acceptor, ClientFiles, MaybeTls, ReloadingConfig, ServerFiles, TlsMode};
+pub use tls::{
+    Acceptor, ClientFiles, ClientStream, Connector, InternalFiles, InternalTls, MaybeTls,
+    ReloadingConfig, ServerFiles, TlsMode,
+};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

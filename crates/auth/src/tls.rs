@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  TcpStream ──► Acceptor::accept ──┬─ disabled:   Plain
-//!                                   ├─ enforcing:  TLS handshake with ReloadingConfig::current()
+//!                                   ├─ enforcing:  peek 1 byte; 0x16 (handshake) → TLS handshake
+//!                                   │              with ReloadingConfig::current(), else refused
 //!                                   └─ permissive: peek 1 byte; 0x16 (handshake) → TLS, else Plain
 //! ```
 //!
@@ -186,8 +187,12 @@ impl ServerFiles {
 type Stamp = Option<(u64, SystemTime)>;
 
 fn stamps(files: &ServerFiles) -> Vec<Stamp> {
-    files
-        .paths()
+    stamps_of(files.paths())
+}
+
+fn stamps_of<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<Stamp> {
+    paths
+        .into_iter()
         .map(|p| {
             std::fs::metadata(p)
                 .ok()
@@ -310,12 +315,18 @@ impl Acceptor {
         else {
             return Ok(MaybeTls::Plain(stream));
         };
-        if self.mode == TlsMode::Permissive {
-            let mut first = [0u8; 1];
-            let n = stream.peek(&mut first).await?;
-            if n == 0 || first[0] != TLS_HANDSHAKE {
+        let mut first = [0u8; 1];
+        let n = stream.peek(&mut first).await?;
+        if n == 0 || first[0] != TLS_HANDSHAKE {
+            if self.mode == TlsMode::Permissive {
                 return Ok(MaybeTls::Plain(stream));
             }
+            // Refused at once: waiting for a TLS record a plaintext peer never sends would
+            // hold the connection until the handshake timeout.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a plaintext connection on a TLS-only (enforcing) port",
+            ));
         }
         let tls = tokio_rustls::TlsAcceptor::from(config.current())
             .accept(stream)
@@ -464,6 +475,12 @@ pub async fn connect(
         .connect(name, stream)
         .await
 }
+
+mod internal;
+
+pub use internal::{
+    ClientStream, Connector, HANDSHAKE_TIMEOUT, InternalFiles, InternalTls, handshaken,
+};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

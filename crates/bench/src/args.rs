@@ -136,7 +136,7 @@ pub struct BenchArgs {
     pub spawn: Option<SpawnMode>,
 
     /// The comet binary --spawn runs (default: `comet` beside this executable).
-    #[arg(long, value_name = "FILE", requires = "spawn")]
+    #[arg(long, value_name = "FILE")]
     pub comet_bin: Option<PathBuf>,
 
     /// Measure what recording metrics costs the servers: start two --spawn deployments, one
@@ -153,8 +153,34 @@ pub struct BenchArgs {
 
     /// A server setting for --spawn, passed on as `--set KEY=VALUE` (repeatable), e.g.
     /// `--server-set broker.flush=sync`.
-    #[arg(long = "server-set", value_name = "KEY=VALUE", requires = "spawn")]
+    #[arg(long = "server-set", value_name = "KEY=VALUE")]
     pub server_set: Vec<String>,
+
+    /// Access key (user name) the raw and official clients sign every call with, as the
+    /// official clients do (HMAC-SHA1 of x-mq-date-time); needs --secret-key.
+    #[arg(long, value_name = "AK", requires = "secret_key")]
+    pub access_key: Option<String>,
+
+    /// Secret key (password) of --access-key.
+    #[arg(
+        long,
+        value_name = "SK",
+        requires = "access_key",
+        hide_env_values = true
+    )]
+    pub secret_key: Option<String>,
+
+    /// Auth overhead in one run: spawn two `comet standalone` servers, one with auth off and
+    /// one with auth on (a bootstrap super user, then a normal user with an ACL allowing only
+    /// Pub on --topic, whose credentials the bench signs with), alternate --auth-rounds runs
+    /// of --duration on each, and print both rates, their ratio and the servers' CPU per
+    /// message. Uses --comet-bin like --spawn.
+    #[arg(long, conflicts_with_all = ["compare", "spawn", "access_key"])]
+    pub auth_compare: bool,
+
+    /// Rounds per side of --auth-compare (off, on, off, on, ...).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub auth_rounds: u32,
 }
 
 /// Parses a humantime duration such as `30s`, `1m 30s` or `500ms`.
@@ -215,6 +241,23 @@ impl BenchArgs {
         }
         if self.threads == 0 || self.threads > MAX_THREADS {
             bail!("--threads must be between 1 and {MAX_THREADS}");
+        }
+        if (self.comet_bin.is_some() || !self.server_set.is_empty())
+            && self.spawn.is_none()
+            && !self.auth_compare
+        {
+            bail!("--comet-bin and --server-set go with --spawn or --auth-compare");
+        }
+        if self.access_key.is_some() && self.client == ClientKind::Sdk {
+            bail!(
+                "--access-key signs the raw and official clients' calls; use --client raw or official"
+            );
+        }
+        if self.auth_compare && (self.client == ClientKind::Sdk || self.auth_rounds == 0) {
+            bail!("--auth-compare runs the raw or official client for 1 or more --auth-rounds");
+        }
+        if self.auth_compare && self.consumers > 0 {
+            bail!("--auth-compare measures single sends: give --consumers 0");
         }
         if let Some(bad) = self.server_set.iter().find(|kv| !kv.contains('=')) {
             bail!("--server-set {bad:?}: expected section.key=value, e.g. broker.flush=sync");
@@ -306,7 +349,8 @@ mod tests {
             Some(SpawnMode::Standalone)
         );
         assert!(parse(&["--spawn", "cluster", "--compare"]).is_err());
-        assert!(parse(&["--comet-bin", "/x/comet"]).is_err());
+        let alone = parse(&["--comet-bin", "/x/comet"]).expect("parses");
+        assert!(alone.validate().is_err(), "--comet-bin needs --spawn");
         assert!(parse(&["--spawn", "mesh"]).is_err());
     }
 

@@ -40,8 +40,10 @@
 //!   consumers, the drain, the report; its module doc says what is counted and how latency
 //!   avoids coordinated omission); `compare` (`--compare`: [`compare_with`],
 //!   [`Comparison`]); `overhead` (`--metrics-overhead`: [`overhead_with`], the same send load
-//!   against servers recording metrics and servers that do not, [`OverheadReport`]); and this
-//!   crate root's [`run()`], which picks between the three.
+//!   against servers recording metrics and servers that do not, [`OverheadReport`]);
+//!   `auth_compare` (`--auth-compare`: [`auth_compare_with`], auth off against auth on in
+//!   alternating rounds, [`AuthComparison`]); and this crate root's [`run()`], which picks
+//!   between them.
 //!
 //! # Invariants
 //! - Every client is measured by the same loop, clock and accounting: a request is timed from
@@ -54,6 +56,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod auth_compare;
 mod compare;
 mod consumer;
 mod official;
@@ -72,6 +75,7 @@ mod stats;
 mod target;
 
 pub use args::{BenchArgs, ClientKind};
+pub use auth_compare::{AuthComparison, AuthRun, auth_compare_with};
 pub use compare::{Comparison, Ratios, compare_with};
 pub use overhead::{OverheadReport, OverheadRun, OverheadSide, overhead_with};
 pub use run::run_with;
@@ -82,7 +86,9 @@ pub use stats::{BenchConfig, BenchReport, HostInfo, LatencyReport, ReceivedRepor
 /// Runs the benchmark (or, with `--compare`, the comparison) and prints the result on stdout
 /// (and to `--json`).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.compare {
+    if args.auth_compare {
+        auth_compare_with(args, std::io::stdout()).await.map(|_| ())
+    } else if args.compare {
         compare_with(args, std::io::stdout()).await.map(|_| ())
     } else if args.metrics_overhead.is_some() {
         overhead_with(args, std::io::stdout()).await.map(|_| ())

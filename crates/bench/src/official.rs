@@ -51,6 +51,10 @@ fn client_option(target: &Target) -> ClientOption {
     o.set_access_url(target.authority.as_str());
     o.set_timeout(REQUEST_TIMEOUT);
     o.set_long_polling_timeout(LONG_POLLING);
+    if let Some(c) = &target.credentials {
+        o.set_access_key(c.access_key.as_str());
+        o.set_secret_key(c.secret_key.as_str());
+    }
     o
 }
 

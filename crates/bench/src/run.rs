@@ -56,7 +56,7 @@ use crate::stats::{
     self, BenchConfig, BenchReport, HostInfo, LatencyReport, Live, ReceivedReport, SentReport,
     TaskStats,
 };
-use crate::target::Target;
+use crate::target::{Credentials, Target};
 use crate::{official, progress, sdk};
 
 /// Longest the consumers may drain after the producers stop.
@@ -130,7 +130,14 @@ pub(crate) async fn run_against(
     mut out: impl Write,
     probe: Option<CpuProbe>,
 ) -> anyhow::Result<BenchReport> {
-    let target = Target::parse(&args.endpoint)?;
+    let mut target = Target::parse(&args.endpoint)?;
+    target.credentials = match (&args.access_key, &args.secret_key) {
+        (Some(ak), Some(sk)) => Some(Credentials {
+            access_key: ak.clone(),
+            secret_key: sk.clone(),
+        }),
+        _ => None,
+    };
     let host = raw::hostname();
     let run = uuid::Uuid::new_v4().as_u64_pair().0;
     let histogram = stats::new_histogram()?;

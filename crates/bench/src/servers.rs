@@ -73,6 +73,8 @@ pub(crate) struct Servers {
     servers: Vec<Server>,
     /// `host:port` of the proxy the run targets.
     pub endpoint: String,
+    /// `host:port` of the controller (admin commands).
+    pub controller: String,
 }
 
 /// Reads the CPU time of a run's servers and of the bench.
@@ -203,6 +205,7 @@ impl Servers {
             dir,
             servers: Vec::new(),
             endpoint: String::new(),
+            controller: String::new(),
         };
         let any = "127.0.0.1:0".to_owned();
         let mut common = vec![
@@ -229,9 +232,10 @@ impl Servers {
                         "",
                     ];
                     let addrs = servers
-                        .spawn(bin, "standalone", &args, &common, &["proxy"])
+                        .spawn(bin, "standalone", &args, &common, &["proxy", "controller"])
                         .await?;
                     servers.endpoint = addrs[0].clone();
+                    servers.controller = addrs[1].clone();
                 }
                 SpawnMode::Cluster => {
                     let args = ["--controller-listen", &any, "--remoting-listen", ""];
@@ -241,6 +245,7 @@ impl Servers {
                         .remove(0);
                     let args = ["--broker-listen", &any, "--controller", &controller];
                     servers.spawn(bin, "broker", &args, &common, &[]).await?;
+                    servers.controller.clone_from(&controller);
                     let args = ["--proxy-listen", &any, "--controller", &controller];
                     let proxy = servers
                         .spawn(bin, "proxy", &args, &common, &["proxy"])

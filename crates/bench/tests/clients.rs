@@ -46,6 +46,10 @@ fn args(cluster: &TestCluster, client: ClientKind, topic: &str, group: &str) -> 
         comet_bin: None,
         metrics_overhead: None,
         server_set: Vec::new(),
+        access_key: None,
+        secret_key: None,
+        auth_compare: false,
+        auth_rounds: 1,
     }
 }
 

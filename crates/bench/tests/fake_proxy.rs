@@ -482,6 +482,10 @@ fn args(endpoint: &str) -> BenchArgs {
         comet_bin: None,
         metrics_overhead: None,
         server_set: Vec::new(),
+        access_key: None,
+        secret_key: None,
+        auth_compare: false,
+        auth_rounds: 1,
     }
 }
 

@@ -90,6 +90,10 @@ fn args(mode: SpawnMode) -> BenchArgs {
             "broker.disk_high_watermark=0.98".to_owned(),
             "broker.disk_refuse_watermark=0.99".to_owned(),
         ],
+        access_key: None,
+        secret_key: None,
+        auth_compare: false,
+        auth_rounds: 1,
     }
 }
 

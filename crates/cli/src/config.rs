@@ -102,7 +102,7 @@ impl std::fmt::Debug for AuthSection {
     }
 }
 
-/// TLS of the proxy's client port.
+/// TLS of the proxy's client port, and (`internal_*`) mutual TLS of the internal links.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
@@ -114,8 +114,21 @@ pub struct TlsSection {
     /// PEM CA whose certificates clients must present (mutual TLS); empty: none asked for.
     pub client_ca: String,
     /// How often the files are looked at for a renewed certificate (new connections get it;
-    /// open ones keep theirs).
+    /// open ones keep theirs). Applies to the internal files too.
     pub reload_interval: HumanDuration,
+    /// Internal links (proxy → broker, broker → controller, controller ↔ controller, broker ↔
+    /// broker replication, admin commands): `disabled` (plaintext), `permissive` (listeners
+    /// take both, clients dial TLS and fall back to plaintext for a peer without TLS) or
+    /// `enforcing` (TLS only, both ways).
+    pub internal_mode: String,
+    /// PEM cluster CA: the only issuer trusted on internal links, both ways.
+    pub internal_ca: String,
+    /// PEM certificate chain and key of this node, issued by the cluster CA, presented as
+    /// server and as client; its SANs must hold the node's advertised host names.
+    pub internal_cert_chain: String,
+    pub internal_private_key: String,
+    /// The name every peer's certificate must carry; empty: the host of the address dialed.
+    pub internal_server_name: String,
 }
 
 /// Logging to stderr.
@@ -376,6 +389,11 @@ impl Default for TlsSection {
             private_key: String::new(),
             client_ca: String::new(),
             reload_interval: Duration::from_secs(10).into(),
+            internal_mode: "disabled".to_owned(),
+            internal_ca: String::new(),
+            internal_cert_chain: String::new(),
+            internal_private_key: String::new(),
+            internal_server_name: String::new(),
         }
     }
 }
@@ -757,6 +775,21 @@ impl Config {
         {
             bail!("tls.mode = {mode} needs tls.cert_chain and tls.private_key (PEM files)");
         }
+        let t = &self.tls;
+        let internal: comet_auth::TlsMode = t
+            .internal_mode
+            .parse()
+            .map_err(|e| anyhow::anyhow!("tls.internal_mode: {e}"))?;
+        if internal != comet_auth::TlsMode::Disabled
+            && (t.internal_ca.is_empty()
+                || t.internal_cert_chain.is_empty()
+                || t.internal_private_key.is_empty())
+        {
+            bail!(
+                "tls.internal_mode = {internal} needs tls.internal_ca, tls.internal_cert_chain \
+                 and tls.internal_private_key (PEM files of the cluster CA and this node)"
+            );
+        }
         Ok(())
     }
 
@@ -815,6 +848,46 @@ impl Config {
             mode,
             std::sync::Arc::new(config),
         )))
+    }
+
+    /// The internal links' TLS per `tls.internal_*` (`None`: disabled, plaintext).
+    ///
+    /// # Errors
+    /// An unknown mode, or a certificate file that is missing or unusable (the message names
+    /// the key and the file).
+    pub fn internal_tls(&self) -> anyhow::Result<Option<comet_auth::InternalTls>> {
+        let t = &self.tls;
+        let mode: comet_auth::TlsMode = t
+            .internal_mode
+            .parse()
+            .map_err(|e| anyhow::anyhow!("tls.internal_mode: {e}"))?;
+        if mode == comet_auth::TlsMode::Disabled {
+            return Ok(None);
+        }
+        let files = comet_auth::InternalFiles {
+            ca: t.internal_ca.clone().into(),
+            cert_chain: t.internal_cert_chain.clone().into(),
+            private_key: t.internal_private_key.clone().into(),
+        };
+        let tls = comet_auth::InternalTls::new(
+            mode,
+            files,
+            Some(t.internal_server_name.clone()),
+            t.reload_interval.0,
+        )
+        .context("tls.internal_*: loading the cluster CA and this node's certificate")?;
+        Ok(Some(tls))
+    }
+
+    /// The connector of this process's internal clients (plaintext when internal TLS is off).
+    ///
+    /// # Errors
+    /// As [`Config::internal_tls`].
+    pub fn internal_connector(&self) -> anyhow::Result<comet_auth::Connector> {
+        Ok(self
+            .internal_tls()?
+            .map(|t| t.connector())
+            .unwrap_or_default())
     }
 
     /// The configured Raft peers as (node id, address).

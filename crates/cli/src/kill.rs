@@ -10,21 +10,21 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use comet_auth::MaybeTls;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// A connection that fails every I/O call once its node is killed.
 pub struct Killable {
-    inner: TcpStream,
+    inner: MaybeTls,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
     dead: bool,
 }
 
 impl Killable {
     /// Wraps `inner`; cancelling `kill` kills it.
-    pub fn new(inner: TcpStream, kill: CancellationToken) -> Self {
+    pub fn new(inner: MaybeTls, kill: CancellationToken) -> Self {
         Killable {
             inner,
             killed: Box::pin(kill.cancelled_owned()),
@@ -114,7 +114,7 @@ impl Connected for Killable {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     #[tokio::test]
     async fn given_a_killed_switch_when_reading_should_fail_and_the_peer_should_see_eof() {
@@ -123,7 +123,7 @@ mod tests {
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let kill = CancellationToken::new();
-        let mut k = Killable::new(server, kill.clone());
+        let mut k = Killable::new(MaybeTls::Plain(server), kill.clone());
         client.write_all(b"hi").await.unwrap();
         let mut buf = [0u8; 2];
         k.read_exact(&mut buf).await.unwrap();

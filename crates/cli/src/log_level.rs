@@ -52,21 +52,24 @@ pub struct SetArgs {
 /// A target that cannot be reached or refuses the directives (INVALID_ARGUMENT names them).
 pub async fn run(cmd: &LogLevelCommand) -> anyhow::Result<serde_json::Value> {
     let LogLevelCommand::Set(args) = cmd;
+    let cfg = Config::load(&Sources::from_process(args.config.clone()))?;
     let targets = if args.targets.is_empty() {
-        Config::load(&Sources::from_process(args.config.clone()))?.controllers
+        cfg.controllers.clone()
     } else {
         args.targets.clone()
     };
+    let connector = cfg.internal_connector()?;
+    let signer = crate::admin::Signer::from_config(&cfg)?;
     let mut out = Vec::new();
     for target in &targets {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
             .with_context(|| format!("target {target:?} is not host:port"))?
-            .connect()
+            .connect_with_connector(connector.clone())
             .await
             .with_context(|| format!("connecting to {target}"))?;
-        let request = SetLogLevelRequest {
+        let request = signer.sign(SetLogLevelRequest {
             directives: args.level.clone(),
-        };
+        });
         let answer = match args.kind {
             TargetKind::Controller => {
                 ControllerAdminServiceClient::new(channel)

@@ -251,15 +251,8 @@ impl Access {
             name: req.name,
             user_type: kind.to_string(),
         };
-        tracing::info!(user = %user.name, user_type = %user.user_type, "create user");
-        match self
-            .grpc
-            .write(Command::CreateUser { user }, "CreateUser")
-            .await?
-        {
-            (CommandResponse::User(u), _) => Ok(user_info(&u)),
-            (other, _) => Err(unexpected("CreateUser", &other)),
-        }
+        self.write_user(Command::CreateUser { user }, "CreateUser")
+            .await
     }
 
     pub(crate) async fn update_user(
@@ -292,14 +285,23 @@ impl Access {
             sealed_secret,
             user_type: kind,
         };
-        tracing::info!(user = %user.name, user_type = %user.user_type, "update user");
-        match self
-            .grpc
-            .write(Command::UpdateUser { user }, "UpdateUser")
-            .await?
-        {
+        self.write_user(Command::UpdateUser { user }, "UpdateUser")
+            .await
+    }
+
+    /// Commits a user creation or update (`command` carries the record) and answers with the
+    /// stored user as the admin API shows it (no secret).
+    async fn write_user(
+        &self,
+        command: Command,
+        what: &'static str,
+    ) -> Result<pb::UserInfo, Status> {
+        if let Command::CreateUser { user } | Command::UpdateUser { user } = &command {
+            tracing::info!(user = %user.name, user_type = %user.user_type, op = what, "write user");
+        }
+        match self.grpc.write(command, what).await? {
             (CommandResponse::User(u), _) => Ok(user_info(&u)),
-            (other, _) => Err(unexpected("UpdateUser", &other)),
+            (other, _) => Err(unexpected(what, &other)),
         }
     }
 

@@ -174,6 +174,9 @@ pub struct ControllerConfig {
     pub observer: comet_observe::Observer,
     /// Users, ACLs and the authentication of admin calls (default: off, no cluster key).
     pub auth: access::ControllerAuth,
+    /// How this node dials its Raft peers: plaintext (default) or mutual TLS against the
+    /// cluster CA (`tls.internal_*`; the listener's side is the caller's incoming stream).
+    pub connector: comet_auth::Connector,
 }
 
 impl Default for ControllerConfig {
@@ -193,6 +196,7 @@ impl Default for ControllerConfig {
             raft_source_ip: None,
             observer: comet_observe::Observer::default(),
             auth: access::ControllerAuth::default(),
+            connector: comet_auth::Connector::plaintext(),
         }
     }
 }
@@ -332,7 +336,7 @@ impl Controller {
         let raft = openraft::Raft::new(
             cfg.node_id,
             Arc::new(raft_config),
-            GrpcNetworkFactory::new(cfg.node_id, cfg.raft_source_ip),
+            GrpcNetworkFactory::new(cfg.node_id, cfg.raft_source_ip, cfg.connector.clone()),
             log,
             sm,
         )

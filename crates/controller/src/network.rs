@@ -58,18 +58,19 @@ struct TransportError {
 #[derive(Clone)]
 pub struct GrpcNetworkFactory {
     node_id: NodeId,
-    /// The local address connections bind to (`None`: the OS picks).
-    source_ip: Option<IpAddr>,
+    /// Plaintext or mutual TLS to the peers.
+    connector: comet_auth::Connector,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl GrpcNetworkFactory {
-    /// A factory for the node `node_id` (used in timeout errors) whose connections bind to
-    /// `source_ip` (`None`: the operating system picks the local address).
-    pub fn new(node_id: NodeId, source_ip: Option<IpAddr>) -> Self {
+    /// A factory for the node `node_id` (used in timeout errors), dialing through `connector`
+    /// with connections bound to `source_ip` (`None`: the operating system picks the local
+    /// address).
+    pub fn new(node_id: NodeId, source_ip: Option<IpAddr>, connector: comet_auth::Connector) -> Self {
         GrpcNetworkFactory {
             node_id,
-            source_ip,
+            connector: connector.with_local_address(source_ip),
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -82,11 +83,9 @@ impl GrpcNetworkFactory {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .local_address(self.source_ip)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = self.connector.lazy_channel(&endpoint);
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }

@@ -153,7 +153,10 @@ impl BrokerDirectory for RemoteBrokers {
         if let Some(c) = clients.get(member_address) {
             return Ok(c.clone());
         }
-        let broker = Arc::new(RemoteBroker::with_options(member_address, self.options)?);
+        let broker = Arc::new(RemoteBroker::with_options(
+            member_address,
+            self.options.clone(),
+        )?);
         clients.insert(member_address.to_owned(), broker.clone());
         Ok(broker)
     }

@@ -23,7 +23,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use super::transport::{self, Conn};
 use crate::stats::code_key;
-use crate::target::Target;
+use crate::target::{Credentials, Target};
 
 /// Deadline of every unary call (the official clients use 3 s), and of the telemetry open.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -61,11 +61,14 @@ pub(crate) async fn connect(target: &Target, count: usize) -> anyhow::Result<Vec
 pub(crate) struct Headers {
     /// The headers that never change: client id, language, protocol and client version.
     fixed: http::HeaderMap,
+    /// Signs every call when set.
+    credentials: Option<Credentials>,
 }
 
 impl Headers {
-    /// Headers for the client `client_id` (must be visible ASCII; see [`client_id`]).
-    pub(crate) fn new(client_id: &str) -> anyhow::Result<Self> {
+    /// Headers for the client `client_id` (must be visible ASCII; see [`client_id`]), its calls
+    /// signed with `credentials` when given.
+    pub(crate) fn new(client_id: &str, credentials: Option<&Credentials>) -> anyhow::Result<Self> {
         let client_id = http::HeaderValue::try_from(client_id)
             .with_context(|| format!("client id {client_id:?} is not a valid header value"))?;
         let mut fixed = http::HeaderMap::with_capacity(4);
@@ -79,7 +82,19 @@ impl Headers {
             "x-mq-client-version",
             http::HeaderValue::from_static(CLIENT_VERSION),
         );
-        Ok(Headers { fixed })
+        Ok(Headers {
+            fixed,
+            credentials: credentials.cloned(),
+        })
+    }
+
+    /// The headers of a call made now beside the fixed ones: the date, and with credentials
+    /// the signature.
+    pub(crate) fn per_call(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        match &self.credentials {
+            Some(c) => c.headers(std::time::SystemTime::now()).to_vec(),
+            None => vec![Headers::date_time()],
+        }
     }
 
     /// The headers every call of this client carries unchanged.
@@ -104,8 +119,9 @@ impl Interceptor for Headers {
         let md = request.metadata_mut();
         let mut headers = std::mem::take(md).into_headers();
         headers.extend(self.fixed.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let (name, value) = Headers::date_time();
-        headers.insert(name, value);
+        for (name, value) in self.per_call() {
+            headers.insert(name, value);
+        }
         *md = tonic::metadata::MetadataMap::from_headers(headers);
         Ok(request)
     }
@@ -118,7 +134,7 @@ pub(crate) fn client(target: &Target, conn: Conn, client_id: &str) -> anyhow::Re
         .parse()
         .with_context(|| format!("--endpoint {:?} is not a valid URI", target.authority))?;
     Ok(MessagingServiceClient::with_origin(
-        InterceptedService::new(conn, Headers::new(client_id)?),
+        InterceptedService::new(conn, Headers::new(client_id, target.credentials.as_ref())?),
         origin,
     )
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE))
@@ -490,7 +506,7 @@ mod tests {
         let b = client_id(&hostname(), 7, "p1");
         assert_ne!(a, b);
         assert!(a.contains("#bench-0000000000000007-p0"), "{a}");
-        Headers::new(&a).expect("valid header");
+        Headers::new(&a, None).expect("valid header");
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl Fleet {
         for (i, id) in ids[..args.producers].iter().enumerate() {
             senders.push(RawSender::new(
                 send_conns[i % send_conns.len()].clone(),
-                &client::Headers::new(id)?,
+                &client::Headers::new(id, target.credentials.as_ref())?,
                 write_queues.clone(),
             )?);
         }

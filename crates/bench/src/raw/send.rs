@@ -25,6 +25,7 @@ const SEND_PATH: &str = "/apache.rocketmq.v2.MessagingService/SendMessage";
 pub(crate) struct RawSender {
     conn: Unary,
     method: Method,
+    headers: Headers,
     queues: Arc<Vec<MessageQueue>>,
 }
 
@@ -39,6 +40,7 @@ impl RawSender {
         Ok(RawSender {
             conn,
             method,
+            headers: headers.clone(),
             queues,
         })
     }
@@ -83,7 +85,7 @@ impl Sender for RawSender {
             let result = unary::call(
                 &self.conn,
                 &self.method,
-                &[Headers::date_time()],
+                &self.headers.per_call(),
                 &request,
                 REQUEST_TIMEOUT,
             )

@@ -38,6 +38,8 @@ pub struct HaConfig {
     pub heartbeat_interval: Duration,
     /// How often replicas adopt the master's consume offsets (default 1 s).
     pub consumer_offsets_interval: Duration,
+    /// How a replica dials its master: plaintext (default) or mutual TLS (`tls.internal_*`).
+    pub connector: comet_auth::Connector,
 }
 
 impl Default for HaConfig {
@@ -51,6 +53,7 @@ impl Default for HaConfig {
             chunk_bytes: 1 << 20,
             heartbeat_interval: Duration::from_millis(500),
             consumer_offsets_interval: Duration::from_secs(1),
+            connector: comet_auth::Connector::plaintext(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub(crate) struct Follow {
     pub broker_id: u64,
     pub master_address: String,
     pub master_epoch: u64,
+    /// Plaintext or mutual TLS to the master.
+    pub connector: comet_auth::Connector,
 }
 
 /// Why an attempt ended.
@@ -48,7 +50,7 @@ enum Ended {
 /// `prepare` and returns (the supervisor reopens the store and starts a new follower).
 pub(crate) async fn run(f: Follow, prepare: mpsc::Sender<StorePrep>) {
     let mut pause = Duration::from_millis(100);
-    let channel = match connect(&f.master_address) {
+    let channel = match connect(&f.master_address, &f.connector) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(master = %f.master_address, error = %e, "bad master address");
@@ -71,19 +73,18 @@ pub(crate) async fn run(f: Follow, prepare: mpsc::Sender<StorePrep>) {
     }
 }
 
-fn connect(address: &str) -> Result<Channel, String> {
+fn connect(address: &str, connector: &comet_auth::Connector) -> Result<Channel, String> {
     let uri = if address.contains("://") {
         address.to_owned()
     } else {
         format!("http://{address}")
     };
-    Ok(Endpoint::from_shared(uri)
+    let endpoint = Endpoint::from_shared(uri)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(connector.lazy_channel(&endpoint))
 }
 
 fn from_pb(e: &[pb::EpochEntry]) -> Vec<EpochEntry> {

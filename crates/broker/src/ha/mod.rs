@@ -470,6 +470,7 @@ impl Supervisor {
                 broker_id: self.cfg.broker_id,
                 master_address: address.clone(),
                 master_epoch: *epoch,
+                connector: self.ha.connector.clone(),
             };
             self.follower = Some(self.tasks.spawn(follower::run(f, self.prepare_tx.clone())));
         }

@@ -58,6 +58,8 @@ type Connected = (String, Channel);
 #[derive(Clone)]
 pub struct ControllerClient {
     addrs: Arc<Vec<String>>,
+    /// Plaintext or mutual TLS (`tls.internal_*`).
+    connector: comet_auth::Connector,
     current: Arc<Mutex<Option<Connected>>>,
 }
 
@@ -75,8 +77,22 @@ impl ControllerClient {
         }
         Ok(ControllerClient {
             addrs: Arc::new(addrs),
+            connector: comet_auth::Connector::plaintext(),
             current: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The same client dialing through `connector` (internal TLS).
+    #[must_use]
+    pub fn with_connector(mut self, connector: comet_auth::Connector) -> Self {
+        self.connector = connector;
+        self
+    }
+
+    /// How this client dials (plaintext or mutual TLS); other internal clients of the same
+    /// process reuse it.
+    pub fn connector(&self) -> &comet_auth::Connector {
+        &self.connector
     }
 
     /// Whether to follow a leader hint to `addr`: always when it is one of the configured
@@ -88,7 +104,7 @@ impl ControllerClient {
         self.addrs.len() == 1 || self.addrs.iter().any(|a| a == addr)
     }
 
-    fn connect(addr: &str) -> Result<Channel, tonic::Status> {
+    fn connect(&self, addr: &str) -> Result<Channel, tonic::Status> {
         let uri = if addr.contains("://") {
             addr.to_owned()
         } else {
@@ -101,9 +117,8 @@ impl ControllerClient {
             .connect_timeout(Duration::from_secs(3))
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
-        Ok(endpoint.connect_lazy())
+            .keep_alive_while_idle(true);
+        Ok(self.connector.lazy_channel(&endpoint))
     }
 
     fn service_client(channel: Channel) -> ControllerServiceClient<Channel> {
@@ -141,7 +156,7 @@ impl ControllerClient {
     {
         let mut last = tonic::Status::unavailable("no controller address given");
         for addr in self.addrs.iter() {
-            let channel = Self::connect(addr)?;
+            let channel = self.connect(addr)?;
             match f(ControllerAdminServiceClient::new(channel)).await {
                 Ok(reply) => return Ok((addr.clone(), reply.into_inner())),
                 Err(status) => last = status,
@@ -167,7 +182,7 @@ impl ControllerClient {
                 None => {
                     let addr = self.addrs[next % self.addrs.len()].clone();
                     next += 1;
-                    let client = Self::connect(&addr)?;
+                    let client = self.connect(&addr)?;
                     *self.current.lock() = Some((addr.clone(), client.clone()));
                     (addr, client)
                 }
@@ -193,7 +208,7 @@ impl ControllerClient {
                     }
                     tracing::debug!(controller = %addr, code = ?status.code(), msg = status.message(), leader_hint = ?hint, "controller call failed");
                     *self.current.lock() = match hint {
-                        Some(leader) => Some((leader.clone(), Self::connect(&leader)?)),
+                        Some(leader) => Some((leader.clone(), self.connect(&leader)?)),
                         None => None,
                     };
                     last_err = status;
@@ -216,7 +231,8 @@ impl ControllerClient {
         start: usize,
     ) -> Result<tonic::Streaming<ClusterMetadata>, (usize, tonic::Status)> {
         let addr = &self.addrs[start % self.addrs.len()];
-        let mut client = Self::connect(addr)
+        let mut client = self
+            .connect(addr)
             .map(Self::service_client)
             .map_err(|e| (start + 1, e))?;
         client

@@ -3,7 +3,8 @@
 //!
 //! Each reads the cluster metadata from the controller to find the broker sets holding a
 //! topic, then calls each set's master on its internal BrokerService address (the `address` a
-//! broker registered) and merges the answers.
+//! broker registered; over mutual TLS when `tls.internal_mode` says so) and merges the
+//! answers. Broker calls are signed like the controller's ([`super::Signer`]).
 
 use anyhow::bail;
 use comet_proto::apache::rocketmq::v2 as pb;
@@ -15,7 +16,7 @@ use comet_proto::comet::v1::{
 use serde_json::{Value, json};
 
 use super::args::{AdminTarget, MessageCommand, OffsetCommand};
-use super::controller_api::{client, metadata};
+use super::controller_api::{connect, metadata};
 use super::fanout::{
     broker_call_error, broker_client, broker_targets, check_status, single_target,
 };
@@ -24,7 +25,7 @@ use super::render::message_json;
 
 /// Runs a `comet offset` command.
 pub async fn offset(target: &AdminTarget, cmd: &OffsetCommand) -> anyhow::Result<Value> {
-    let client = client(target)?;
+    let (client, signer) = connect(target)?;
     let meta = metadata(&client).await?;
     let ns = &target.namespace;
     match cmd {
@@ -42,14 +43,14 @@ pub async fn offset(target: &AdminTarget, cmd: &OffsetCommand) -> anyhow::Result
             };
             let mut sets = Vec::new();
             for t in &targets {
-                let mut c = broker_client(t).await?;
+                let mut c = broker_client(t, client.connector()).await?;
                 let reply = c
-                    .reset_offset(ResetOffsetRequest {
+                    .reset_offset(signer.sign(ResetOffsetRequest {
                         group: Some(internal(&group)),
                         topic: Some(internal(&topic)),
                         queue_id: spec.queue.unwrap_or(-1),
                         target: Some(reset_target),
-                    })
+                    }))
                     .await
                     .map_err(|s| broker_call_error(t, "resetting offsets", s))?
                     .into_inner();
@@ -72,12 +73,12 @@ pub async fn offset(target: &AdminTarget, cmd: &OffsetCommand) -> anyhow::Result
             let mut queues = Vec::new();
             let (mut backlog, mut inflight) = (0i64, 0i64);
             for t in broker_targets(&meta, &topic, None)? {
-                let mut c = broker_client(&t).await?;
+                let mut c = broker_client(&t, client.connector()).await?;
                 let reply = c
-                    .get_consumer_progress(GetConsumerProgressRequest {
+                    .get_consumer_progress(signer.sign(GetConsumerProgressRequest {
                         group: Some(internal(&group)),
                         topic: Some(internal(&topic)),
-                    })
+                    }))
                     .await
                     .map_err(|s| broker_call_error(&t, "reading consumer progress", s))?
                     .into_inner();
@@ -109,7 +110,7 @@ pub async fn offset(target: &AdminTarget, cmd: &OffsetCommand) -> anyhow::Result
 
 /// Runs a `comet message` command. Finding nothing is not an error: `messages` is empty.
 pub async fn message(target: &AdminTarget, cmd: &MessageCommand) -> anyhow::Result<Value> {
-    let client = client(target)?;
+    let (client, signer) = connect(target)?;
     let meta = metadata(&client).await?;
     let ns = &target.namespace;
     let (topic, query, targets) = match cmd {
@@ -160,8 +161,12 @@ pub async fn message(target: &AdminTarget, cmd: &MessageCommand) -> anyhow::Resu
     };
     let mut messages = Vec::new();
     for t in &targets {
-        let mut c = broker_client(t).await?;
-        let found = comet_controller::console::query_messages(&mut c, t, &topic, &query).await?;
+        let mut c = broker_client(t, client.connector()).await?;
+        let found =
+            comet_controller::console::query_messages(&mut c, t, &topic, &query, |r| {
+                signer.sign(r)
+            })
+            .await?;
         messages.extend(found.iter().map(|m| message_json(&t.broker_set, m)));
     }
     Ok(json!({"topic": topic, "count": messages.len(), "messages": messages}))

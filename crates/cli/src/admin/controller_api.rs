@@ -360,23 +360,21 @@ pub(super) fn client(target: &AdminTarget) -> anyhow::Result<ControllerClient> {
     Ok(connect(target)?.0)
 }
 
-/// The controller client and the signer of `target`. The config file is read when it is
-/// needed: for the controllers without `--controller`, for credentials without flags.
+/// The controller client and the signer of `target`. The config (file and `COMET_*`
+/// environment) gives the controllers without `--controller`, credentials without flags, and
+/// the internal TLS the controllers and brokers are dialed with.
 pub(super) fn connect(target: &AdminTarget) -> anyhow::Result<(ControllerClient, Signer)> {
-    let config_file =
-        target.config.is_some() || std::env::var_os("COMET_CONFIG").is_some_and(|v| !v.is_empty());
-    let needs_config = target.controllers.is_empty() || (target.username.is_none() && config_file);
-    let cfg = if needs_config {
-        Some(Config::load(&Sources::from_process(target.config.clone()))?)
+    // Read every time: the internal TLS settings (`tls.internal_*`, file or COMET_TLS_*)
+    // decide how the controllers and brokers are dialed.
+    let cfg = Config::load(&Sources::from_process(target.config.clone()))?;
+    let addrs = if target.controllers.is_empty() {
+        cfg.controllers.clone()
     } else {
-        None
+        target.controllers.clone()
     };
-    let addrs = match &cfg {
-        Some(c) if target.controllers.is_empty() => c.controllers.clone(),
-        _ => target.controllers.clone(),
-    };
-    let signer = Signer::new(target, cfg.as_ref())?;
-    Ok((ControllerClient::new(addrs)?, signer))
+    let signer = Signer::new(target, Some(&cfg))?;
+    let client = ControllerClient::new(addrs)?.with_connector(cfg.internal_connector()?);
+    Ok((client, signer))
 }
 
 pub(super) async fn metadata(client: &ControllerClient) -> anyhow::Result<ClusterMetadata> {

@@ -45,17 +45,21 @@ pub(super) fn single_target(
 
 pub(super) async fn broker_client(
     t: &BrokerTarget,
+    connector: &comet_auth::Connector,
 ) -> anyhow::Result<BrokerServiceClient<Channel>> {
     let endpoint = Endpoint::from_shared(format!("http://{}", t.address))
         .with_context(|| format!("bad broker address {:?}", t.address))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
-    let channel = endpoint.connect().await.with_context(|| {
-        format!(
-            "connecting to broker set {} at {} (its internal BrokerService address)",
-            t.broker_set, t.address
-        )
-    })?;
+    let channel = endpoint
+        .connect_with_connector(connector.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to broker set {} at {} (its internal BrokerService address)",
+                t.broker_set, t.address
+            )
+        })?;
     Ok(BrokerServiceClient::new(channel)
         .max_decoding_message_size(BROKER_MAX_MESSAGE)
         .max_encoding_message_size(BROKER_MAX_MESSAGE))

@@ -32,6 +32,8 @@ pub(super) struct Reporter {
     pub interval: Duration,
     /// The metrics pipeline the proxy records `rocketmq_rpc_latency` into.
     pub metrics: comet_observe::Metrics,
+    /// Plaintext or mutual TLS to the controllers.
+    pub connector: comet_auth::Connector,
 }
 
 /// The proxy's RPC latency histograms (those labelled `node_type="proxy"` and this proxy's
@@ -105,10 +107,10 @@ impl Reporter {
             .iter()
             .filter_map(|addr| {
                 let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
-                let channel = endpoint
+                let endpoint = endpoint
                     .connect_timeout(REPORT_TIMEOUT)
-                    .timeout(REPORT_TIMEOUT)
-                    .connect_lazy();
+                    .timeout(REPORT_TIMEOUT);
+                let channel = self.connector.lazy_channel(&endpoint);
                 Some((addr.clone(), ControllerServiceClient::new(channel)))
             })
             .collect();

@@ -102,6 +102,8 @@ pub fn replication(cfg: &Config) -> HaConfig {
         chunk_bytes: usize::try_from(b.replication_chunk_size.0).unwrap_or(usize::MAX),
         heartbeat_interval: b.replication_heartbeat_interval.0,
         consumer_offsets_interval: b.consumer_offsets_sync_interval.0,
+        // The node sets its internal connector (`tls.internal_*`) when it starts the broker.
+        connector: comet_auth::Connector::plaintext(),
     }
 }
 

@@ -156,6 +156,10 @@ pub struct Listeners {
     pub console: Option<TcpListener>,
 }
 
+/// The accepted connections of an internal listener.
+type Incoming =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = std::io::Result<Killable>> + Send + 'static>>;
+
 /// The proxy of a node: its stop token and the task serving it.
 struct ProxyTask {
     shutdown: CancellationToken,
@@ -182,6 +186,8 @@ pub struct Node {
     metadata: Option<watch::Receiver<Arc<ClusterMetadata>>>,
     /// The node's metrics pipeline and readiness, shared by its roles.
     observer: Observer,
+    /// Mutual TLS of the internal listeners and clients (`tls.internal_*`); `None`: plaintext.
+    internal: Option<comet_auth::InternalTls>,
 }
 
 impl Node {
@@ -197,6 +203,18 @@ impl Node {
         cfg: &Config,
         listeners: Listeners,
     ) -> anyhow::Result<Node> {
+        let internal = cfg.internal_tls()?;
+        let enforcing = internal
+            .as_ref()
+            .is_some_and(|t| t.mode() == comet_auth::TlsMode::Enforcing);
+        if cfg.auth.enabled && !enforcing && role != Role::Standalone {
+            tracing::warn!(
+                role = role.name(),
+                "auth is on but tls.internal_mode is not enforcing: internal calls (broker \
+                 registration, the metadata watch, broker data and admin calls) are not \
+                 authenticated; keep the internal ports on a private network"
+            );
+        }
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
         let metrics = if cfg.metrics.enabled {
@@ -223,6 +241,7 @@ impl Node {
             console: None,
             metadata: None,
             observer: Observer::new(metrics, Readiness::default()),
+            internal,
         };
         let started = match node.start_metrics_listener(cfg).await {
             Ok(()) => node.start_role(role, cfg).await,
@@ -330,15 +349,28 @@ impl Node {
         self.broker.as_ref().and_then(BrokerNode::ha_status)
     }
 
-    /// Accepted connections of `listener` (TCP_NODELAY), each severed by [`Node::abort`].
-    fn incoming(
-        &self,
-        listener: TcpListener,
-    ) -> impl tokio_stream::Stream<Item = std::io::Result<Killable>> + Send + 'static {
+    /// Accepted connections of an internal `listener` (TCP_NODELAY; after their TLS
+    /// handshake per `tls.internal_mode`), each severed by [`Node::abort`].
+    fn incoming(&self, listener: TcpListener) -> Incoming {
         let kill = self.kill.clone();
-        TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .map(move |conn| conn.map(|c| Killable::new(c, kill.clone())))
+        let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
+        match &self.internal {
+            None => Box::pin(tcp.map(move |conn| {
+                conn.map(|c| Killable::new(comet_auth::MaybeTls::Plain(c), kill.clone()))
+            })),
+            Some(tls) => Box::pin(
+                comet_auth::tls::handshaken(tls.acceptor(), tcp)
+                    .map(move |conn| conn.map(|c| Killable::new(c, kill.clone()))),
+            ),
+        }
+    }
+
+    /// The connector of this node's internal clients.
+    fn connector(&self) -> comet_auth::Connector {
+        self.internal
+            .as_ref()
+            .map(comet_auth::InternalTls::connector)
+            .unwrap_or_default()
     }
 
     /// Starts the controller (and its remoting endpoint unless turned off).
@@ -359,6 +391,7 @@ impl Node {
         let remoting_local = remoting.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut ctl_cfg =
             configs::controller(cfg, advertised(&cfg.controller.advertised_addr, local))?;
+        ctl_cfg.connector = self.connector();
         ctl_cfg.observer = self.observer.for_role(
             &cfg.controller.cluster_name,
             "controller",
@@ -389,6 +422,7 @@ impl Node {
                 .console(comet_controller::console::ConsoleConfig {
                     client_timeout: cfg.console.client_timeout.0,
                     session_timeout: cfg.console.session_timeout.0,
+                    connector: self.connector(),
                     ..Default::default()
                 });
             let stop = CancellationToken::new();
@@ -430,7 +464,10 @@ impl Node {
         );
         let node_cfg = NodeConfig {
             broker: broker_cfg,
-            replication: replicated.then(|| configs::replication(cfg)),
+            replication: replicated.then(|| comet_broker::HaConfig {
+                connector: self.connector(),
+                ..configs::replication(cfg)
+            }),
         };
         let incoming = self.incoming(listener);
         let broker = BrokerNode::start(
@@ -485,6 +522,7 @@ impl Node {
             started_ms,
             interval: cfg.console.report_interval.0,
             metrics: self.observer.metrics().clone(),
+            connector: self.connector(),
         };
         self.tasks.spawn(reporter.run(shutdown.clone()));
         let stop = shutdown.clone();
@@ -504,7 +542,8 @@ impl Node {
             .controller
             .map(|a| a.to_string())
             .context("controller address")?;
-        let controllers = ControllerClient::new(vec![ctl_addr.clone()])?;
+        let controllers =
+            ControllerClient::new(vec![ctl_addr.clone()])?.with_connector(self.connector());
         let broker = self
             .start_broker(cfg, metadata.clone(), controllers, false)
             .await?;
@@ -523,7 +562,8 @@ impl Node {
         &mut self,
         cfg: &Config,
     ) -> anyhow::Result<(ControllerClient, watch::Receiver<Arc<ClusterMetadata>>)> {
-        let controllers = ControllerClient::new(cfg.controllers.clone())?;
+        let controllers =
+            ControllerClient::new(cfg.controllers.clone())?.with_connector(self.connector());
         // Not ready until the controllers answered with a first snapshot (the role is known).
         let link = self.observer.readiness().register("controllers");
         let metadata = watch_metadata(
@@ -561,7 +601,10 @@ impl Node {
 
     async fn start_proxy_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
         let (controllers, metadata) = self.remote_metadata(cfg).await?;
-        let brokers = Arc::new(RemoteBrokers::with_options(cfg.proxy.link_options()));
+        let brokers = Arc::new(RemoteBrokers::with_options(comet_proxy::link::LinkOptions {
+            tls: self.connector(),
+            ..cfg.proxy.link_options()
+        }));
         let signer = crate::admin::Signer::from_config(cfg)?;
         let creator = Arc::new(RemoteCreator(controllers, signer));
         self.start_proxy(cfg, metadata, brokers, creator, cfg.controllers.clone())

@@ -939,7 +939,14 @@ pub(super) async fn query_messages(
     };
     let mut messages = Vec::new();
     for t in &targets {
-        let found = query_on(&mut c.inner.brokers.client(t)?, t, &topic, &query).await?;
+        let found = query_on(
+            &mut c.inner.brokers.client(t)?,
+            t,
+            &topic,
+            &query,
+            tonic::Request::new,
+        )
+        .await?;
         messages.extend(found.iter().map(|m| message_json(&t.broker_set, m)));
     }
     Ok(Json(

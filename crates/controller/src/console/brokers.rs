@@ -103,12 +103,20 @@ pub fn broker_targets(
 }
 
 /// One lazily connected channel per broker address.
-#[derive(Default)]
 pub(crate) struct Channels {
     by_addr: Mutex<HashMap<String, Channel>>,
+    connector: comet_auth::Connector,
 }
 
 impl Channels {
+    /// No channel yet; they dial through `connector`.
+    pub(crate) fn new(connector: comet_auth::Connector) -> Self {
+        Channels {
+            by_addr: Mutex::new(HashMap::new()),
+            connector,
+        }
+    }
+
     /// A BrokerService client for `t` (the channel connects on first use).
     pub(crate) fn client(
         &self,
@@ -118,7 +126,7 @@ impl Channels {
         let channel = match map.get(&t.address) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(format!("http://{}", t.address))
+                let endpoint = Endpoint::from_shared(format!("http://{}", t.address))
                     .map_err(|e| {
                         ApiError::new(
                             StatusCode::BAD_GATEWAY,
@@ -129,8 +137,8 @@ impl Channels {
                         )
                     })?
                     .connect_timeout(Duration::from_secs(3))
-                    .timeout(BROKER_CALL_TIMEOUT)
-                    .connect_lazy();
+                    .timeout(BROKER_CALL_TIMEOUT);
+                let c = self.connector.lazy_channel(&endpoint);
                 map.insert(t.address.clone(), c.clone());
                 c
             }
@@ -237,6 +245,8 @@ pub fn check_status(t: &BrokerTarget, what: &str, s: Option<&v2::Status>) -> Res
 /// The messages of `topic` (qualified) that `query` finds on broker set `t` through `client`;
 /// none when the broker answers MESSAGE_NOT_FOUND.
 ///
+/// `request` makes the call's request (the console's is plain; the CLI signs its own).
+///
 /// # Errors
 /// 502 naming the broker set when the call fails; the in-body status as [`check_status`].
 pub async fn query_messages(
@@ -244,13 +254,14 @@ pub async fn query_messages(
     t: &BrokerTarget,
     topic: &str,
     query: &MessageQuery,
+    request: impl FnOnce(QueryMessageRequest) -> tonic::Request<QueryMessageRequest>,
 ) -> Result<Vec<v2::Message>, ApiError> {
     const WHAT: &str = "querying messages";
     let reply = client
-        .query_message(QueryMessageRequest {
+        .query_message(request(QueryMessageRequest {
             topic: Some(internal(topic)),
             query: Some(query.clone()),
-        })
+        }))
         .await
         .map_err(|s| call_error(t, WHAT, &s))?
         .into_inner();

@@ -73,6 +73,8 @@ pub struct ConsoleConfig {
     pub sample_interval: Duration,
     /// A console login lasts this long (default 8 h), with `auth.enabled`.
     pub session_timeout: Duration,
+    /// How the console dials brokers: plaintext (default) or mutual TLS (`tls.internal_*`).
+    pub connector: comet_auth::Connector,
 }
 
 /// Default of [`ConsoleConfig::session_timeout`].
@@ -84,6 +86,7 @@ impl Default for ConsoleConfig {
             client_timeout: crate::clients::DEFAULT_CLIENT_TIMEOUT,
             sample_interval: Duration::from_secs(2),
             session_timeout: DEFAULT_SESSION_TIMEOUT,
+            connector: comet_auth::Connector::plaintext(),
         }
     }
 }
@@ -121,8 +124,8 @@ impl Console {
                 grpc,
                 raft,
                 node_id,
+                brokers: brokers::Channels::new(cfg.connector.clone()),
                 cfg,
-                brokers: brokers::Channels::default(),
                 series: Mutex::new(series::Series::default()),
                 logins,
                 access,

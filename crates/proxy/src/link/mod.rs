@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::ThreadId;
 use std::time::Duration;
 
+use comet_auth::ClientStream;
 use comet_coalesce::CoalescedIo;
 use comet_proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest,
@@ -50,7 +51,6 @@ use comet_proto::apache::rocketmq::v2::{
 use futures::stream::BoxStream;
 use http::uri::Authority;
 use parking_lot::{Mutex, RwLock};
-use tokio::net::TcpStream;
 use tonic::{Request, Response, Status};
 
 use batches::{Sends, Settles};
@@ -74,7 +74,7 @@ const STREAM_WINDOW: u32 = 4 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// How the proxy connects to brokers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkOptions {
     /// A TCP connect (and HTTP/2 handshake) gives up after this long.
     pub connect_timeout: Duration,
@@ -89,6 +89,8 @@ pub struct LinkOptions {
     pub keepalive_interval: Duration,
     /// A PING unanswered this long closes its connection.
     pub keepalive_timeout: Duration,
+    /// Plaintext (default) or mutual TLS against the cluster CA (`tls.internal_*`).
+    pub tls: comet_auth::Connector,
 }
 
 impl Default for LinkOptions {
@@ -99,6 +101,7 @@ impl Default for LinkOptions {
             combine: CombineLimits::default(),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
+            tls: comet_auth::Connector::plaintext(),
         }
     }
 }
@@ -195,21 +198,19 @@ impl LinkOptions {
     }
 }
 
-/// Connects to the broker at `address` (`host:port`): TCP with TCP_NODELAY, writes gathered
-/// per round of the connection's task. The one place where the internal link's transport is
-/// built.
+/// Connects to the broker at `address` (`host:port`): TCP with TCP_NODELAY, TLS per
+/// `options.tls`, writes gathered per round of the connection's task. The one place where the
+/// internal link's transport is built.
 ///
 /// # Errors
-/// UNAVAILABLE when the broker cannot be reached within `options.connect_timeout`.
+/// UNAVAILABLE when the broker cannot be reached within `options.connect_timeout` (or refuses
+/// the TLS handshake; the message names the certificate problem).
 pub async fn connect(
     address: &str,
     options: &LinkOptions,
-) -> Result<CoalescedIo<TcpStream>, Status> {
-    let connecting = async {
-        let tcp = TcpStream::connect(address).await?;
-        tcp.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(CoalescedIo::new(tcp))
-    };
+) -> Result<CoalescedIo<ClientStream>, Status> {
+    let connecting =
+        async { Ok::<_, std::io::Error>(CoalescedIo::new(options.tls.connect(address).await?)) };
     match tokio::time::timeout(options.connect_timeout, connecting).await {
         Ok(Ok(io)) => Ok(io),
         Ok(Err(e)) => Err(Status::unavailable(format!(
