@@ -203,7 +203,8 @@ pub struct ProxySection {
 }
 
 impl ProxySection {
-    /// The proxy's link to brokers as these settings describe it.
+    /// The proxy's link to brokers as these settings describe it (plaintext: the caller sets
+    /// `tls` from the `[tls]` section's internal settings).
     pub fn link_options(&self) -> comet_proxy::link::LinkOptions {
         let size = |b: ByteSize| usize::try_from(b.0).unwrap_or(usize::MAX);
         comet_proxy::link::LinkOptions {
@@ -218,6 +219,7 @@ impl ProxySection {
             },
             keepalive_interval: self.link_keepalive_interval.0,
             keepalive_timeout: self.link_keepalive_timeout.0,
+            tls: comet_auth::Connector::plaintext(),
         }
     }
 }
