@@ -139,6 +139,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE", requires = "spawn")]
     pub comet_bin: Option<PathBuf>,
 
+    /// Lite topics at scale instead of a load run (needs `--spawn standalone`): one message
+    /// to each of N lite topics of a LITE topic, the node's memory per lite topic, the send
+    /// and receive rates (10,000 subscribed at most) and the delivery time to one lite topic
+    /// among N.
+    #[arg(long, value_name = "N", requires = "spawn", conflicts_with = "compare")]
+    pub lite_topics: Option<usize>,
+
     /// A server setting for --spawn, passed on as `--set KEY=VALUE` (repeatable), e.g.
     /// `--server-set broker.flush=sync`.
     #[arg(long = "server-set", value_name = "KEY=VALUE", requires = "spawn")]
@@ -203,6 +210,9 @@ impl BenchArgs {
         }
         if self.threads == 0 || self.threads > MAX_THREADS {
             bail!("--threads must be between 1 and {MAX_THREADS}");
+        }
+        if self.lite_topics == Some(0) {
+            bail!("--lite-topics must be at least 1");
         }
         if let Some(bad) = self.server_set.iter().find(|kv| !kv.contains('=')) {
             bail!("--server-set {bad:?}: expected section.key=value, e.g. broker.flush=sync");

@@ -33,7 +33,8 @@
 //! - **Middle**, the clients: `raw` (connections, sessions, the `h2` send path, the
 //!   simple-consumer loop, and its own write-coalescing socket wrapper); `sdk` (the Comet
 //!   SDK); `official` (the official `rocketmq` crate). No client names another.
-//! - **Top**: `run` (one run, [`run_with`]: start the servers with `--spawn`, the clients, the clock, the producers and
+//! - **Top**: `lite` (`--lite-topics N`: lite topics at scale on a spawned node:
+//!   [`lite_with`], [`LiteReport`]); `run` (one run, [`run_with`]: start the servers with `--spawn`, the clients, the clock, the producers and
 //!   consumers, the drain, the report; its module doc says what is counted and how latency
 //!   avoids coordinated omission); `compare` (`--compare`: [`compare_with`],
 //!   [`Comparison`]); and this crate root's [`run()`], which picks between the two.
@@ -51,6 +52,7 @@
 mod args;
 mod compare;
 mod consumer;
+mod lite;
 mod official;
 mod payload;
 mod plan;
@@ -67,6 +69,7 @@ mod target;
 
 pub use args::{BenchArgs, ClientKind};
 pub use compare::{Comparison, Ratios, compare_with};
+pub use lite::{LiteReport, lite_with};
 pub use run::run_with;
 pub use servers::{RoleCpu, ServersReport, SpawnMode};
 pub use size::ByteSize;
@@ -75,7 +78,9 @@ pub use stats::{BenchConfig, BenchReport, HostInfo, LatencyReport, ReceivedRepor
 /// Runs the benchmark (or, with `--compare`, the comparison) and prints the result on stdout
 /// (and to `--json`).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.compare {
+    if let Some(n) = args.lite_topics {
+        lite_with(args, n, std::io::stdout()).await.map(|_| ())
+    } else if args.compare {
         compare_with(args, std::io::stdout()).await.map(|_| ())
     } else {
         run_with(args, std::io::stdout()).await.map(|_| ())

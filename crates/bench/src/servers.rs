@@ -73,6 +73,8 @@ pub(crate) struct Servers {
     servers: Vec<Server>,
     /// `host:port` of the proxy the run targets.
     pub endpoint: String,
+    /// `host:port` of the controller (admin commands).
+    pub admin: Option<String>,
 }
 
 /// Reads the CPU time of a run's servers and of the bench.
@@ -203,6 +205,7 @@ impl Servers {
             dir,
             servers: Vec::new(),
             endpoint: String::new(),
+            admin: None,
         };
         let any = "127.0.0.1:0".to_owned();
         let mut common = vec![
@@ -229,9 +232,10 @@ impl Servers {
                         "",
                     ];
                     let addrs = servers
-                        .spawn(bin, "standalone", &args, &common, &["proxy"])
+                        .spawn(bin, "standalone", &args, &common, &["proxy", "controller"])
                         .await?;
                     servers.endpoint = addrs[0].clone();
+                    servers.admin = Some(addrs[1].clone());
                 }
                 SpawnMode::Cluster => {
                     let args = ["--controller-listen", &any, "--remoting-listen", ""];
@@ -240,6 +244,7 @@ impl Servers {
                         .await?
                         .remove(0);
                     let args = ["--broker-listen", &any, "--controller", &controller];
+                    servers.admin = Some(controller.clone());
                     servers.spawn(bin, "broker", &args, &common, &[]).await?;
                     let args = ["--proxy-listen", &any, "--controller", &controller];
                     let proxy = servers
@@ -298,6 +303,11 @@ impl Servers {
             .map_err(|_| anyhow!("`comet {role}` did not get ready within {START_TIMEOUT:?}"))
             .and_then(|r| r);
         announced.map_err(|e| e.context(format!("log tail: {}", log_tail(&log_path))))
+    }
+
+    /// The process id of the server of `role`.
+    pub(crate) fn pid(&self, role: &str) -> Option<u32> {
+        self.servers.iter().find(|s| s.role == role).map(|s| s.pid)
     }
 
     /// What reads the CPU time of these servers (and of the bench).

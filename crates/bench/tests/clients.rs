@@ -45,6 +45,7 @@ fn args(cluster: &TestCluster, client: ClientKind, topic: &str, group: &str) -> 
         spawn: None,
         comet_bin: None,
         server_set: Vec::new(),
+        lite_topics: None,
     }
 }
 

@@ -481,6 +481,7 @@ fn args(endpoint: &str) -> BenchArgs {
         spawn: None,
         comet_bin: None,
         server_set: Vec::new(),
+        lite_topics: None,
     }
 }
 

@@ -84,6 +84,7 @@ fn args(mode: SpawnMode) -> BenchArgs {
             "broker.disk_high_watermark=0.98".to_owned(),
             "broker.disk_refuse_watermark=0.99".to_owned(),
         ],
+        lite_topics: None,
     }
 }
 

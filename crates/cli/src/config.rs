@@ -167,6 +167,10 @@ pub struct ProxySection {
     pub max_delivery_delay: HumanDuration,
     /// Threads serving client connections (each a single-threaded runtime); 0 = one per CPU.
     pub io_threads: usize,
+    /// Lite consumers: most lite topics one client may subscribe to on a parent topic.
+    pub lite_subscription_quota: u32,
+    /// Longest lite topic name, in bytes.
+    pub max_lite_topic_size: usize,
 }
 
 /// How the broker flushes its commitlog.
@@ -238,6 +242,10 @@ pub struct BrokerSection {
     pub consumer_offsets_sync_interval: HumanDuration,
     /// Broadcast consumer groups: how long a client that stopped receiving keeps its position.
     pub broadcast_client_ttl: HumanDuration,
+    /// Lite topics: a lite topic without a new message for this long is removed.
+    pub lite_topic_ttl: HumanDuration,
+    /// Most lite topics one broker holds.
+    pub max_lite_topics: usize,
 }
 
 /// `broker.replication_mode`.
@@ -364,6 +372,8 @@ impl Default for ProxySection {
             default_queue_count: 8,
             max_delivery_delay: limits::MAX_DELIVERY_DELAY.into(),
             io_threads: 0,
+            lite_subscription_quota: 10_000,
+            max_lite_topic_size: 64,
         }
     }
 }
@@ -398,6 +408,8 @@ impl Default for BrokerSection {
             replication_heartbeat_interval: Duration::from_millis(500).into(),
             consumer_offsets_sync_interval: Duration::from_secs(1).into(),
             broadcast_client_ttl: Duration::from_secs(3600).into(),
+            lite_topic_ttl: Duration::from_secs(86_400).into(),
+            max_lite_topics: 1_000_000,
         }
     }
 }

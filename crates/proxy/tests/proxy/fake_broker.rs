@@ -17,14 +17,15 @@ use comet_proto::apache::rocketmq::v2::{
     ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, Message,
     PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryOffsetResponse,
     RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, SendMessageRequest,
-    SendMessageResponse, SendResultEntry, UpdateOffsetRequest, UpdateOffsetResponse,
+    SendMessageResponse, SendResultEntry, SyncLiteSubscriptionResponse, UpdateOffsetRequest,
+    UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
-    ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, TransactionCheck,
-    WatchTransactionChecksRequest,
+    ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, SyncLiteRequest,
+    TransactionCheck, WatchTransactionChecksRequest,
 };
 use comet_proxy::TransactionCheckStream;
 use comet_vocab::status::{ok, status};
@@ -318,6 +319,7 @@ broker_service! {
                 return PopMessageResponse {
                     status: Some(ok()),
                     messages,
+                    unsubscribed_lite_topics: vec![],
                 };
             }
             let now = Instant::now();
@@ -325,6 +327,7 @@ broker_service! {
                 return PopMessageResponse {
                     status: Some(status(Code::MessageNotFound, "no new message")),
                     messages: vec![],
+                    unsubscribed_lite_topics: vec![],
                 };
             }
             // Invisible messages may become visible again: re-check at least every 50 ms.
@@ -520,4 +523,5 @@ broker_service! {
     query_message(QueryMessageRequest) -> QueryMessageResponse;
     get_consumer_progress(GetConsumerProgressRequest) -> GetConsumerProgressResponse;
     set_log_level(SetLogLevelRequest) -> SetLogLevelResponse;
+    sync_lite_subscription(SyncLiteRequest) -> SyncLiteSubscriptionResponse;
 }
