@@ -877,19 +877,38 @@ async fn lite_topics_subscribe_receive_and_expire(mode: Mode) {
     assert_eq!(sub.max_lite_topic_size, Some(64));
     assert_eq!(sub.fifo, Some(true));
     let to = (parent.as_str(), group.as_str());
-    let st = sync_lite(&mut v2, &client, to, pb::LiteSubscriptionAction::PartialAdd, vec![
-        "s1".into(),
-        "s2".into(),
-    ])
+    let st = sync_lite(
+        &mut v2,
+        &client,
+        to,
+        pb::LiteSubscriptionAction::PartialAdd,
+        vec!["s1".into(), "s2".into()],
+    )
     .await;
     assert_eq!(st.code, pb::Code::Ok as i32, "{st:?}");
     // Over the quota: refused with the quota code, nothing changes.
     let many: Vec<String> = (0..10_001).map(|i| format!("x{i}")).collect();
-    let st = sync_lite(&mut v2, &client, to, pb::LiteSubscriptionAction::PartialAdd, many).await;
-    assert_eq!(st.code, pb::Code::LiteSubscriptionQuotaExceeded as i32, "{st:?}");
-    let st =
-        sync_lite(&mut v2, &client, to, pb::LiteSubscriptionAction::PartialAdd, vec!["a b".into()])
-            .await;
+    let st = sync_lite(
+        &mut v2,
+        &client,
+        to,
+        pb::LiteSubscriptionAction::PartialAdd,
+        many,
+    )
+    .await;
+    assert_eq!(
+        st.code,
+        pb::Code::LiteSubscriptionQuotaExceeded as i32,
+        "{st:?}"
+    );
+    let st = sync_lite(
+        &mut v2,
+        &client,
+        to,
+        pb::LiteSubscriptionAction::PartialAdd,
+        vec!["a b".into()],
+    )
+    .await;
     assert_eq!(st.code, pb::Code::IllegalLiteTopic as i32, "{st:?}");
     // Lite messages: three of s1, one of s2, one of s3 (not subscribed).
     let msgs = vec![
@@ -900,14 +919,21 @@ async fn lite_topics_subscribe_receive_and_expire(mode: Mode) {
         lite_message(&parent, "s1", "s1-2"),
     ];
     let r = v2
-        .send_message(raw_request(pb::SendMessageRequest { messages: msgs }, "lite-producer"))
+        .send_message(raw_request(
+            pb::SendMessageRequest { messages: msgs },
+            "lite-producer",
+        ))
         .await
         .expect("send")
         .into_inner();
     assert_eq!(code_of(&r.status), pb::Code::Ok, "{r:?}");
     // The clients' rules: a lite topic on a NORMAL topic, a malformed lite topic.
     for (topic, lite, want) in [
-        (normal.as_str(), "s1", pb::Code::MessagePropertyConflictWithType),
+        (
+            normal.as_str(),
+            "s1",
+            pb::Code::MessagePropertyConflictWithType,
+        ),
         (parent.as_str(), "bad lite", pb::Code::IllegalLiteTopic),
     ] {
         let r = v2
@@ -957,7 +983,10 @@ async fn lite_topics_subscribe_receive_and_expire(mode: Mode) {
     // telemetry stream (with its next receive).
     let mut told = std::collections::BTreeSet::new();
     while told.len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline + LIMIT, "told {told:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline + LIMIT,
+            "told {told:?}"
+        );
         let _ = raw_receive_once(&mut v2, &client, &parent, &group, Duration::from_secs(2)).await;
         while let Ok(Ok(Some(cmd))) =
             tokio::time::timeout(Duration::from_millis(100), telemetry.inbound.message()).await

@@ -345,8 +345,7 @@ async fn measure(
         if recv_start.elapsed() > LIMIT {
             bail!("received {received} of {subscribed} within {LIMIT:?}");
         }
-        received +=
-            receive_and_ack(&mut c, "lite-bench-consumer", Duration::from_secs(1)).await?;
+        received += receive_and_ack(&mut c, "lite-bench-consumer", Duration::from_secs(1)).await?;
     }
     let receive_s = recv_start.elapsed().as_secs_f64();
 

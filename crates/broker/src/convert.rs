@@ -21,8 +21,8 @@ use crate::lite::{LiteAction, LiteOffset, LiteSubscriptionRequest};
 use crate::outcome::Failure;
 use crate::record::{MessageKind, NewMessage};
 use crate::sys::{
-    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ_ORIGIN_TOPIC,
-    SYS_LITE_TOPIC, SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_TRACE_CONTEXT,
+    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ_ORIGIN_TOPIC, SYS_LITE_TOPIC,
+    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_TRACE_CONTEXT,
 };
 
 // ---------------------------------------------------------------------------- statuses

@@ -194,46 +194,47 @@ impl Inner {
         let replicated = !matches!(role, EngineRole::Standalone);
         // The LITE topics known now: their queues are indexed before the instance serves.
         let lite_parents = MetaIndex::build_for(&metadata.borrow(), &cfg.broker_set).lite_topics();
-        let (store, files, loaded, delays, transactions, lite) = tokio::task::spawn_blocking(move || {
-            let store = match prep {
-                StorePrep::Keep => MessageStore::open(sc)?,
-                StorePrep::Truncate(end) => {
-                    // Half messages may be cut: the next recovery scans them from the start.
-                    // Timers may point into the cut: the wheel is rebuilt from the log.
-                    remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
-                    remove_dir_if_exists(&timer_dir)?;
-                    MessageStore::open_truncated(sc, end)?
+        let (store, files, loaded, delays, transactions, lite) =
+            tokio::task::spawn_blocking(move || {
+                let store = match prep {
+                    StorePrep::Keep => MessageStore::open(sc)?,
+                    StorePrep::Truncate(end) => {
+                        // Half messages may be cut: the next recovery scans them from the start.
+                        // Timers may point into the cut: the wheel is rebuilt from the log.
+                        remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                        remove_dir_if_exists(&timer_dir)?;
+                        MessageStore::open_truncated(sc, end)?
+                    }
+                    StorePrep::Wipe(start) => {
+                        remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                        remove_dir_if_exists(&timer_dir)?;
+                        MessageStore::wipe(&sc, start)?;
+                        MessageStore::open(sc)?
+                    }
+                };
+                if replicated {
+                    store.set_write_gate(comet_store::WriteGate::Closed(
+                        "this broker is not the master of its broker set".into(),
+                    ));
                 }
-                StorePrep::Wipe(start) => {
-                    remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
-                    remove_dir_if_exists(&timer_dir)?;
-                    MessageStore::wipe(&sc, start)?;
-                    MessageStore::open(sc)?
+                let (files, loaded) = StateFiles::open(&state_dir)?;
+                let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
+                // The wheel is derived from the timer queue: schedule what it lacks (nothing else
+                // appends before the open returns), then later offsets are this instance's own.
+                delays.catch_up(&store, now_ms())?;
+                delays.set_own_from(store.max_offset(system::TIMER_TOPIC, 0));
+                let transactions =
+                    Transactions::recover(&store, &tx_dir, &broker_set, policy, now_ms())?;
+                let lite = crate::lite::LiteIndex::open(&lite_dir, &store)?;
+                for (parent, queues) in &lite_parents {
+                    for q in 0..*queues as i32 {
+                        lite.catch_up(&store, parent, q);
+                    }
                 }
-            };
-            if replicated {
-                store.set_write_gate(comet_store::WriteGate::Closed(
-                    "this broker is not the master of its broker set".into(),
-                ));
-            }
-            let (files, loaded) = StateFiles::open(&state_dir)?;
-            let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
-            // The wheel is derived from the timer queue: schedule what it lacks (nothing else
-            // appends before the open returns), then later offsets are this instance's own.
-            delays.catch_up(&store, now_ms())?;
-            delays.set_own_from(store.max_offset(system::TIMER_TOPIC, 0));
-            let transactions =
-                Transactions::recover(&store, &tx_dir, &broker_set, policy, now_ms())?;
-            let lite = crate::lite::LiteIndex::open(&lite_dir, &store)?;
-            for (parent, queues) in &lite_parents {
-                for q in 0..*queues as i32 {
-                    lite.catch_up(&store, parent, q);
-                }
-            }
-            Ok::<_, BrokerError>((store, files, loaded, delays, transactions, lite))
-        })
-        .await
-        .map_err(|e| BrokerError::Task(e.to_string()))??;
+                Ok::<_, BrokerError>((store, files, loaded, delays, transactions, lite))
+            })
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))??;
         let inner = Arc::new(Inner {
             role,
             append_wake,

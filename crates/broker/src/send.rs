@@ -76,7 +76,11 @@ impl Inner {
             )));
             match self.check_send(&idx, m, now) {
                 Ok(Checked::Now(rec)) => {
-                    if rec.properties.system.contains_key(crate::sys::SYS_LITE_TOPIC) {
+                    if rec
+                        .properties
+                        .system
+                        .contains_key(crate::sys::SYS_LITE_TOPIC)
+                    {
                         let q = (rec.topic.clone(), rec.queue_id);
                         if !lite_queues.contains(&q) {
                             lite_queues.push(q);
@@ -369,8 +373,7 @@ impl Inner {
                 let queue_id = match self.lite.queue_of(&key) {
                     Some(q) if (q as u32) < queue_count => q,
                     Some(_) | None => {
-                        if self.lite.len() >= self.cfg.max_lite_topics
-                            && !self.lite.contains(&key)
+                        if self.lite.len() >= self.cfg.max_lite_topics && !self.lite.contains(&key)
                         {
                             return Err(Failure::new(
                                 Code::LiteTopicQuotaExceeded,

@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use comet_broker::BrokerConfig;
 use comet_proto::apache::rocketmq::v2::{
-    AckMessageEntry, AckMessageRequest, Code, FilterExpression, FilterType,
-    LiteSubscriptionAction, Message, MessageQueue, MessageType, OffsetOption,
-    ReceiveMessageRequest, SyncLiteSubscriptionRequest, offset_option,
+    AckMessageEntry, AckMessageRequest, Code, FilterExpression, FilterType, LiteSubscriptionAction,
+    Message, MessageQueue, MessageType, OffsetOption, ReceiveMessageRequest,
+    SyncLiteSubscriptionRequest, offset_option,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
-use comet_proto::comet::v1::{ClusterMetadata, PopMessageResponse, SyncLiteRequest, TopicMessageType};
+use comet_proto::comet::v1::{
+    ClusterMetadata, PopMessageResponse, SyncLiteRequest, TopicMessageType,
+};
 use common::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -143,18 +145,37 @@ async fn send_ok(n: &Node, msgs: Vec<Message>) {
 async fn given_lite_messages_when_a_client_subscribes_should_deliver_in_order_per_lite_topic() {
     let dir = tempfile::tempdir().unwrap();
     let n = open(dir.path(), lite_metadata()).await;
-    send_ok(&n, vec![lite_msg("a", "a0"), lite_msg("b", "b0"), lite_msg("a", "a1")]).await;
+    send_ok(
+        &n,
+        vec![
+            lite_msg("a", "a0"),
+            lite_msg("b", "b0"),
+            lite_msg("a", "a1"),
+        ],
+    )
+    .await;
     send_ok(&n, vec![lite_msg("a", "a2"), lite_msg("c", "c0")]).await;
     // Not subscribed yet: nothing.
     assert!(lite_pop(&n, "c1", 32, 0).await.messages.is_empty());
-    let (c, m) = sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["a", "b"], 10, None).await;
+    let (c, m) = sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["a", "b"],
+        10,
+        None,
+    )
+    .await;
     assert_eq!(c, Code::Ok, "{m}");
     // One message per lite topic at a time, each the oldest of its lite topic.
     let first = pop_until(&n, "c1", 2, 32).await;
     let mut got = ids(&first);
     got.sort();
     assert_eq!(got, ["a0", "b0"]);
-    assert!(lite_pop(&n, "c1", 32, 0).await.messages.is_empty(), "a1 waits for a0");
+    assert!(
+        lite_pop(&n, "c1", 32, 0).await.messages.is_empty(),
+        "a1 waits for a0"
+    );
     let a0 = first.iter().find(|m| sp(m).message_id == "a0").unwrap();
     assert_eq!(sp(a0).lite_topic.as_deref(), Some("a"));
     assert_eq!(sp(a0).queue_offset, Some(0), "offset in the lite topic");
@@ -171,7 +192,15 @@ async fn given_lite_messages_when_a_client_subscribes_should_deliver_in_order_pe
     // c is not subscribed: never delivered to this client.
     assert!(lite_pop(&n, "c1", 32, 0).await.messages.is_empty());
     // Removing b: its pending message is no longer handed to the client; adding c is.
-    let (c, _) = sync(&n, "c1", LiteSubscriptionAction::CompleteAdd, &["c"], 10, None).await;
+    let (c, _) = sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::CompleteAdd,
+        &["c"],
+        10,
+        None,
+    )
+    .await;
     assert_eq!(c, Code::Ok);
     let got = pop_until(&n, "c1", 1, 32).await;
     assert_eq!(ids(&got), ["c0"]);
@@ -183,7 +212,15 @@ async fn given_an_unacked_lite_message_when_its_invisible_time_passes_should_red
     let dir = tempfile::tempdir().unwrap();
     let n = open(dir.path(), lite_metadata()).await;
     send_ok(&n, vec![lite_msg("a", "a0"), lite_msg("a", "a1")]).await;
-    sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["a"], 10, None).await;
+    sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["a"],
+        10,
+        None,
+    )
+    .await;
     let got = pop_until(&n, "c1", 1, 32).await;
     assert_eq!(ids(&got), ["a0"]);
     // Visible again at once (a nack): redelivered before a1, attempt 2.
@@ -215,18 +252,58 @@ async fn given_an_unacked_lite_message_when_its_invisible_time_passes_should_red
 async fn given_a_quota_when_a_client_subscribes_beyond_it_should_refuse_with_the_quota_code() {
     let dir = tempfile::tempdir().unwrap();
     let n = open(dir.path(), lite_metadata()).await;
-    let (c, _) = sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["a", "b"], 2, None).await;
+    let (c, _) = sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["a", "b"],
+        2,
+        None,
+    )
+    .await;
     assert_eq!(c, Code::Ok);
-    let (c, m) = sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["c"], 2, None).await;
+    let (c, m) = sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["c"],
+        2,
+        None,
+    )
+    .await;
     assert_eq!(c, Code::LiteSubscriptionQuotaExceeded);
     assert!(m.contains("quota is 2"), "{m}");
     // Unsubscribing frees room.
-    let (c, _) = sync(&n, "c1", LiteSubscriptionAction::PartialRemove, &["a"], 2, None).await;
+    let (c, _) = sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialRemove,
+        &["a"],
+        2,
+        None,
+    )
+    .await;
     assert_eq!(c, Code::Ok);
-    let (c, _) = sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["c"], 2, None).await;
+    let (c, _) = sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["c"],
+        2,
+        None,
+    )
+    .await;
     assert_eq!(c, Code::Ok);
     // Bad names and a non-LITE topic are refused.
-    let (c, _) = sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["bad name"], 9, None).await;
+    let (c, _) = sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["bad name"],
+        9,
+        None,
+    )
+    .await;
     assert_eq!(c, Code::IllegalLiteTopic);
     n.broker.shutdown().await.unwrap();
 }
@@ -238,7 +315,8 @@ async fn given_lite_rules_when_sending_should_refuse_what_breaks_them() {
     cfg.max_lite_topics = 2;
     let n = open_with(cfg, lite_metadata()).await;
     send_ok(&n, vec![lite_msg("a", "a0"), lite_msg("b", "b0")]).await;
-    let refused = |r: comet_proto::apache::rocketmq::v2::SendMessageResponse| code(&r.entries[0].status);
+    let refused =
+        |r: comet_proto::apache::rocketmq::v2::SendMessageResponse| code(&r.entries[0].status);
     // A third lite topic: over the broker's quota; an existing one still takes messages.
     let r = send(&n.svc, vec![lite_msg("c", "c0")]).await;
     assert_eq!(refused(r), Code::LiteTopicQuotaExceeded);
@@ -246,7 +324,10 @@ async fn given_lite_rules_when_sending_should_refuse_what_breaks_them() {
     // A lite topic on a non-LITE topic, a plain message on a LITE topic.
     let mut m = lite_msg("a", "x");
     m.topic = res("plain");
-    assert_eq!(refused(send(&n.svc, vec![m]).await), Code::MessagePropertyConflictWithType);
+    assert_eq!(
+        refused(send(&n.svc, vec![m]).await),
+        Code::MessagePropertyConflictWithType
+    );
     let plain = msg(PARENT, 0, "y", None, "b");
     assert_eq!(
         refused(send(&n.svc, vec![plain]).await),
@@ -255,8 +336,14 @@ async fn given_lite_rules_when_sending_should_refuse_what_breaks_them() {
     // A lite message with a message group; an empty or malformed lite topic.
     let mut m = lite_msg("a", "z");
     m.system_properties.as_mut().unwrap().message_group = Some("g".into());
-    assert_eq!(refused(send(&n.svc, vec![m]).await), Code::MessagePropertyConflictWithType);
-    assert_eq!(refused(send(&n.svc, vec![lite_msg("a b", "w")]).await), Code::IllegalLiteTopic);
+    assert_eq!(
+        refused(send(&n.svc, vec![m]).await),
+        Code::MessagePropertyConflictWithType
+    );
+    assert_eq!(
+        refused(send(&n.svc, vec![lite_msg("a b", "w")]).await),
+        Code::IllegalLiteTopic
+    );
     let mut m = lite_msg("", "v");
     m.system_properties.as_mut().unwrap().lite_topic = None;
     assert_eq!(refused(send(&n.svc, vec![m]).await), Code::IllegalLiteTopic);
@@ -270,7 +357,15 @@ async fn given_a_lite_topic_without_writes_when_its_ttl_passes_should_remove_it_
     cfg.lite_topic_ttl = Duration::from_secs(3);
     let n = open_with(cfg, lite_metadata()).await;
     send_ok(&n, vec![lite_msg("a", "a0")]).await;
-    sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["a"], 10, None).await;
+    sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["a"],
+        10,
+        None,
+    )
+    .await;
     let got = pop_until(&n, "c1", 1, 32).await;
     assert_eq!(ids(&got), ["a0"]);
     assert_eq!(n.broker.api().stats().lite_topics, 1);
@@ -287,7 +382,15 @@ async fn given_a_lite_topic_without_writes_when_its_ttl_passes_should_remove_it_
     assert_eq!(lite_ack(&n, &got[0]).await, Code::InvalidReceiptHandle);
     // A new message creates the lite topic afresh, from offset 0.
     send_ok(&n, vec![lite_msg("a", "a1")]).await;
-    sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["a"], 10, None).await;
+    sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["a"],
+        10,
+        None,
+    )
+    .await;
     let got = pop_until(&n, "c1", 1, 32).await;
     assert_eq!(ids(&got), ["a1"]);
     assert_eq!(sp(&got[0]).queue_offset, Some(0));
@@ -301,12 +404,23 @@ async fn given_ten_thousand_lite_topics_when_subscribed_should_deliver_each_one_
     let n = open(dir.path(), lite_metadata()).await;
     let names: Vec<String> = (0..N).map(|i| format!("s{i}")).collect();
     for chunk in names.chunks(500) {
-        let msgs = chunk.iter().map(|l| lite_msg(l, &format!("m-{l}"))).collect();
+        let msgs = chunk
+            .iter()
+            .map(|l| lite_msg(l, &format!("m-{l}")))
+            .collect();
         send_ok(&n, msgs).await;
     }
     assert_eq!(n.broker.api().stats().lite_topics, N as u64);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (c, m) = sync(&n, "c1", LiteSubscriptionAction::CompleteAdd, &refs, N as i32, None).await;
+    let (c, m) = sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::CompleteAdd,
+        &refs,
+        N as i32,
+        None,
+    )
+    .await;
     assert_eq!(c, Code::Ok, "{m}");
     assert_eq!(n.broker.api().stats().lite_subscriptions, N as u64);
     let start = Instant::now();
@@ -325,8 +439,24 @@ async fn given_lite_topics_and_positions_when_the_broker_restarts_should_recover
     let dir = tempfile::tempdir().unwrap();
     let md = lite_metadata();
     let n = open(dir.path(), md.clone()).await;
-    send_ok(&n, vec![lite_msg("a", "a0"), lite_msg("a", "a1"), lite_msg("b", "b0")]).await;
-    sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["a"], 10, None).await;
+    send_ok(
+        &n,
+        vec![
+            lite_msg("a", "a0"),
+            lite_msg("a", "a1"),
+            lite_msg("b", "b0"),
+        ],
+    )
+    .await;
+    sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["a"],
+        10,
+        None,
+    )
+    .await;
     let got = pop_until(&n, "c1", 1, 32).await;
     assert_eq!(lite_ack(&n, &got[0]).await, Code::Ok);
     n.broker.shutdown().await.unwrap();
@@ -339,7 +469,15 @@ async fn given_lite_topics_and_positions_when_the_broker_restarts_should_recover
     let n = open(dir.path(), md).await;
     assert_eq!(n.broker.api().stats().lite_topics, 2);
     // Subscriptions are soft state: the client syncs again; the group resumes after a0.
-    sync(&n, "c1", LiteSubscriptionAction::CompleteAdd, &["a", "b"], 10, None).await;
+    sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::CompleteAdd,
+        &["a", "b"],
+        10,
+        None,
+    )
+    .await;
     let got = pop_until(&n, "c1", 2, 32).await;
     let mut seen = ids(&got);
     seen.sort();
@@ -358,19 +496,47 @@ async fn given_lite_topics_and_positions_when_the_broker_restarts_should_recover
 async fn given_an_offset_option_when_subscribing_should_start_where_it_says() {
     let dir = tempfile::tempdir().unwrap();
     let n = open(dir.path(), lite_metadata()).await;
-    send_ok(&n, (0..5).map(|i| lite_msg("a", &format!("a{i}"))).collect()).await;
+    send_ok(
+        &n,
+        (0..5).map(|i| lite_msg("a", &format!("a{i}"))).collect(),
+    )
+    .await;
     let tail = Some(offset_option::OffsetType::TailN(2));
-    let (c, _) = sync(&n, "c1", LiteSubscriptionAction::PartialAdd, &["a"], 10, tail).await;
+    let (c, _) = sync(
+        &n,
+        "c1",
+        LiteSubscriptionAction::PartialAdd,
+        &["a"],
+        10,
+        tail,
+    )
+    .await;
     assert_eq!(c, Code::Ok);
     let got = pop_until(&n, "c1", 1, 32).await;
     assert_eq!(ids(&got), ["a3"]);
     let bad = Some(offset_option::OffsetType::Offset(99));
-    let (c, m) = sync(&n, "c2", LiteSubscriptionAction::PartialAdd, &["a"], 10, bad).await;
+    let (c, m) = sync(
+        &n,
+        "c2",
+        LiteSubscriptionAction::PartialAdd,
+        &["a"],
+        10,
+        bad,
+    )
+    .await;
     assert_eq!(c, Code::IllegalOffset, "{m}");
     let max = Some(offset_option::OffsetType::Policy(
         offset_option::Policy::Max as i32,
     ));
-    sync(&n, "c3", LiteSubscriptionAction::PartialAdd, &["a"], 10, max).await;
+    sync(
+        &n,
+        "c3",
+        LiteSubscriptionAction::PartialAdd,
+        &["a"],
+        10,
+        max,
+    )
+    .await;
     assert!(lite_pop(&n, "c3", 32, 0).await.messages.is_empty());
     n.broker.shutdown().await.unwrap();
 }

@@ -519,7 +519,10 @@ mod tests {
         let v = check(&lite("session-1")).unwrap();
         assert_eq!(v.message_type, MessageType::Lite);
         assert_eq!(v.lite_topic.as_deref(), Some("session-1"));
-        assert_eq!(check(&lite("bad name")).unwrap_err().code, Code::IllegalLiteTopic);
+        assert_eq!(
+            check(&lite("bad name")).unwrap_err().code,
+            Code::IllegalLiteTopic
+        );
         assert_eq!(
             check(&lite(&"x".repeat(65))).unwrap_err().code,
             Code::IllegalLiteTopic

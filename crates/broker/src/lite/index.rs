@@ -234,12 +234,10 @@ impl LiteIndex {
             let i = usize::try_from(offset - t.base).ok()?;
             (t.queue_id, *t.offsets.get(i)?)
         };
-        store
-            .queue_entry(parent, queue_id, qoff)
-            .map(|e| CqEntry {
-                queue_offset: offset,
-                ..e
-            })
+        store.queue_entry(parent, queue_id, qoff).map(|e| CqEntry {
+            queue_offset: offset,
+            ..e
+        })
     }
 
     /// Up to `max` consume-queue entries of a lite topic from logical offset `from` (those
@@ -268,12 +266,10 @@ impl LiteIndex {
             .into_iter()
             .zip(start..)
             .filter_map(|(qoff, logical)| {
-                store
-                    .queue_entry(parent, queue_id, qoff)
-                    .map(|e| CqEntry {
-                        queue_offset: logical,
-                        ..e
-                    })
+                store.queue_entry(parent, queue_id, qoff).map(|e| CqEntry {
+                    queue_offset: logical,
+                    ..e
+                })
             })
             .collect()
     }
@@ -450,7 +446,11 @@ impl LiteIndex {
             match write_compacted(&self.dir, &st) {
                 Ok(file) => {
                     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-                    tracing::info!(before = log.bytes, after = bytes, "lite index log compacted");
+                    tracing::info!(
+                        before = log.bytes,
+                        after = bytes,
+                        "lite index log compacted"
+                    );
                     log.file = file;
                     log.bytes = bytes;
                     log.unsynced = false;

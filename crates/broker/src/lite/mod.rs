@@ -263,7 +263,11 @@ impl Inner {
 
     /// Indexes what the parent's queues here hold beyond the lite index (see `index`): on the
     /// calling thread when little is new, else on the blocking pool.
-    pub(crate) async fn lite_catch_up(&self, parent: &str, queue_count: u32) -> Result<(), Failure> {
+    pub(crate) async fn lite_catch_up(
+        &self,
+        parent: &str,
+        queue_count: u32,
+    ) -> Result<(), Failure> {
         let store = self.store()?;
         let mut far = Vec::new();
         for q in 0..queue_count as i32 {
@@ -328,9 +332,8 @@ impl Inner {
                     let slot = match self.consumers.get(&qkey) {
                         Some(slot) => {
                             let st = slot.state.lock();
-                            let idle = st.initialized
-                                && st.pop_offset >= maxes[j]
-                                && st.ready.is_empty();
+                            let idle =
+                                st.initialized && st.pop_offset >= maxes[j] && st.ready.is_empty();
                             drop(st);
                             if idle {
                                 continue;
@@ -367,7 +370,12 @@ impl Inner {
 
     /// Lite topics dropped from the client's subscription since its last pop (see
     /// `subscriptions`); empty for other topics.
-    pub(crate) fn take_lite_notices(&self, group: &str, client_id: &str, topic: &str) -> Vec<String> {
+    pub(crate) fn take_lite_notices(
+        &self,
+        group: &str,
+        client_id: &str,
+        topic: &str,
+    ) -> Vec<String> {
         if !self.meta.index().is_lite_topic(topic) {
             return Vec::new();
         }
@@ -416,8 +424,12 @@ impl Inner {
             for parent in &woken {
                 self.hub.notify(parent);
             }
-            tracing::info!(expired = expired.len(), consumer_slots = slots,
-                notified_parents = woken.len(), "lite topics expired");
+            tracing::info!(
+                expired = expired.len(),
+                consumer_slots = slots,
+                notified_parents = woken.len(),
+                "lite topics expired"
+            );
         }
         let forgotten = self.lite_subs.expire_clients(now);
         if forgotten > 0 {
@@ -474,8 +486,14 @@ mod tests {
     fn given_lite_messages_when_checked_should_refuse_bad_names_and_conflicts() {
         assert!(check_lite_message(&lite_msg("session-1"), MessageKind::Lite).is_ok());
         let code = |m: &NewMessage, k| check_lite_message(m, k).map_err(|f| f.code);
-        assert_eq!(code(&lite_msg(""), MessageKind::Lite), Err(Code::IllegalLiteTopic));
-        assert_eq!(code(&lite_msg("a b"), MessageKind::Lite), Err(Code::IllegalLiteTopic));
+        assert_eq!(
+            code(&lite_msg(""), MessageKind::Lite),
+            Err(Code::IllegalLiteTopic)
+        );
+        assert_eq!(
+            code(&lite_msg("a b"), MessageKind::Lite),
+            Err(Code::IllegalLiteTopic)
+        );
         assert_eq!(
             code(&lite_msg(&"x".repeat(200)), MessageKind::Lite),
             Err(Code::IllegalLiteTopic)
@@ -486,13 +504,22 @@ mod tests {
         );
         let mut m = lite_msg("a");
         m.message_group = Some("g".into());
-        assert_eq!(code(&m, MessageKind::Lite), Err(Code::MessagePropertyConflictWithType));
+        assert_eq!(
+            code(&m, MessageKind::Lite),
+            Err(Code::MessagePropertyConflictWithType)
+        );
         let mut m = lite_msg("a");
         m.delivery_ms = Some(1);
-        assert_eq!(code(&m, MessageKind::Lite), Err(Code::MessagePropertyConflictWithType));
+        assert_eq!(
+            code(&m, MessageKind::Lite),
+            Err(Code::MessagePropertyConflictWithType)
+        );
         let mut m = lite_msg("a");
         m.priority = Some(1);
-        assert_eq!(code(&m, MessageKind::Lite), Err(Code::MessagePropertyConflictWithType));
+        assert_eq!(
+            code(&m, MessageKind::Lite),
+            Err(Code::MessagePropertyConflictWithType)
+        );
     }
 
     #[test]

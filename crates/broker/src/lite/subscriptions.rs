@@ -229,11 +229,23 @@ mod tests {
     fn given_actions_when_synced_should_add_remove_replace_and_clear() {
         let s = Subscriptions::default();
         let who = ("g", "c1", "p");
-        assert_eq!(s.sync(who, LiteAction::PartialAdd, &names(&["a", "b"]), 10, 0), Ok(2));
-        assert_eq!(s.sync(who, LiteAction::PartialAdd, &names(&["c"]), 10, 0), Ok(3));
-        assert_eq!(s.sync(who, LiteAction::PartialRemove, &names(&["a"]), 10, 0), Ok(2));
+        assert_eq!(
+            s.sync(who, LiteAction::PartialAdd, &names(&["a", "b"]), 10, 0),
+            Ok(2)
+        );
+        assert_eq!(
+            s.sync(who, LiteAction::PartialAdd, &names(&["c"]), 10, 0),
+            Ok(3)
+        );
+        assert_eq!(
+            s.sync(who, LiteAction::PartialRemove, &names(&["a"]), 10, 0),
+            Ok(2)
+        );
         assert_eq!(list(&s, who), names(&["b", "c"]));
-        assert_eq!(s.sync(who, LiteAction::CompleteAdd, &names(&["x"]), 10, 0), Ok(1));
+        assert_eq!(
+            s.sync(who, LiteAction::CompleteAdd, &names(&["x"]), 10, 0),
+            Ok(1)
+        );
         assert_eq!(list(&s, who), names(&["x"]));
         assert_eq!(s.sync(who, LiteAction::CompleteRemove, &[], 10, 0), Ok(0));
         assert!(s.for_pop(who, 0).is_none());
@@ -252,16 +264,31 @@ mod tests {
         );
         assert_eq!(list(&s, who), names(&["a", "b"]));
         // Shrinking is always allowed, even above a lowered quota.
-        assert_eq!(s.sync(who, LiteAction::PartialRemove, &names(&["a"]), 0, 0), Ok(1));
+        assert_eq!(
+            s.sync(who, LiteAction::PartialRemove, &names(&["a"]), 0, 0),
+            Ok(1)
+        );
     }
 
     #[test]
     fn given_an_expired_topic_when_dropped_should_leave_a_notice_for_its_clients() {
         let s = Subscriptions::default();
-        s.sync(("g", "c1", "p"), LiteAction::PartialAdd, &names(&["a", "b"]), 9, 0)
-            .unwrap();
-        s.sync(("g", "c2", "p"), LiteAction::PartialAdd, &names(&["b"]), 9, 0)
-            .unwrap();
+        s.sync(
+            ("g", "c1", "p"),
+            LiteAction::PartialAdd,
+            &names(&["a", "b"]),
+            9,
+            0,
+        )
+        .unwrap();
+        s.sync(
+            ("g", "c2", "p"),
+            LiteAction::PartialAdd,
+            &names(&["b"]),
+            9,
+            0,
+        )
+        .unwrap();
         let woken = s.drop_topics(&[("p".into(), "b".into())]);
         assert!(woken.contains("p"));
         assert!(s.has_notices(("g", "c1", "p")));
@@ -275,10 +302,22 @@ mod tests {
     #[test]
     fn given_silent_clients_when_expired_should_be_forgotten() {
         let s = Subscriptions::default();
-        s.sync(("g", "c1", "p"), LiteAction::PartialAdd, &names(&["a"]), 9, 0)
-            .unwrap();
-        s.sync(("g", "c2", "p"), LiteAction::PartialAdd, &names(&["a"]), 9, 50_000)
-            .unwrap();
+        s.sync(
+            ("g", "c1", "p"),
+            LiteAction::PartialAdd,
+            &names(&["a"]),
+            9,
+            0,
+        )
+        .unwrap();
+        s.sync(
+            ("g", "c2", "p"),
+            LiteAction::PartialAdd,
+            &names(&["a"]),
+            9,
+            50_000,
+        )
+        .unwrap();
         assert_eq!(s.expire_clients(CLIENT_TTL_MS + 1), 1);
         assert_eq!(s.count(), 1);
     }

@@ -8,8 +8,8 @@
 //! (expired) with the client's next pop; the proxy tells the client on its telemetry streams.
 
 use comet_proto::apache::rocketmq::v2::{
-    Code, LiteSubscriptionAction, NotifyUnsubscribeLiteCommand, SyncLiteSubscriptionRequest, SyncLiteSubscriptionResponse, TelemetryCommand,
-    telemetry_command,
+    Code, LiteSubscriptionAction, NotifyUnsubscribeLiteCommand, SyncLiteSubscriptionRequest,
+    SyncLiteSubscriptionResponse, TelemetryCommand, telemetry_command,
 };
 use comet_proto::comet::v1::{SyncLiteRequest, TopicMessageType};
 
