@@ -123,11 +123,50 @@ pub(crate) fn priority(rec: &Message) -> Option<i32> {
         .and_then(|s| s.parse().ok())
 }
 
+/// The rule for a message that is LITE or carries a lite topic: a LITE message needs a valid
+/// lite topic and carries no message group, delivery time or priority; no other type carries
+/// a lite topic.
+///
+/// # Errors
+/// ILLEGAL_LITE_TOPIC, MESSAGE_PROPERTY_CONFLICT_WITH_TYPE.
+pub(crate) fn check_lite_message(msg: &NewMessage, kind: MessageKind) -> Result<(), Failure> {
+    let lite = msg.lite_topic.as_deref().unwrap_or_default();
+    if kind != MessageKind::Lite {
+        return Err(Failure::new(
+            Code::MessagePropertyConflictWithType,
+            format!("a {} message must not carry a lite topic", kind.name()),
+        ));
+    }
+    if lite.is_empty() {
+        return Err(Failure::new(
+            Code::IllegalLiteTopic,
+            "a LITE message needs a lite topic",
+        ));
+    }
+    crate::lite::index::check_lite_name(lite)?;
+    let conflict = if msg.message_group.as_ref().is_some_and(|g| !g.is_empty()) {
+        Some("a message group")
+    } else if msg.delivery_ms.is_some() {
+        Some("a delivery timestamp")
+    } else if msg.priority.is_some() {
+        Some("a priority")
+    } else {
+        None
+    };
+    match conflict {
+        Some(what) => Err(Failure::new(
+            Code::MessagePropertyConflictWithType,
+            format!("a LITE message must not carry {what}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Builds the store record of a message to send. `queue_id` is already validated.
 ///
 /// # Errors
 /// ILLEGAL_MESSAGE_ID without a message id; for LITE ones (or any with a lite topic)
-/// `lite::check_lite_message`'s rule; for PRIORITY ones (or any with a priority) `comet_vocab::limits::check_priority`'s rule: BAD_REQUEST below
+/// [`check_lite_message`]'s rule; for PRIORITY ones (or any with a priority) `comet_vocab::limits::check_priority`'s rule: BAD_REQUEST below
 /// zero, MESSAGE_PROPERTY_CONFLICT_WITH_TYPE with a message group or delivery time, or
 /// without a priority.
 pub(crate) fn to_record(msg: NewMessage, now: i64) -> Result<Message, Failure> {
@@ -144,7 +183,7 @@ pub(crate) fn to_record(msg: NewMessage, now: i64) -> Result<Message, Failure> {
         Some(k) => k,
     };
     let lite_topic = if kind == MessageKind::Lite || lite_topic.is_some() {
-        crate::lite::check_lite_message(&msg, kind)?;
+        check_lite_message(&msg, kind)?;
         lite_topic.cloned()
     } else {
         None
@@ -246,4 +285,58 @@ pub(crate) fn to_dlq_record(
     msg.queue_id = 0;
     msg.reconsume_times = deliveries;
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lite_msg(lite: &str) -> NewMessage {
+        NewMessage {
+            topic: "p".into(),
+            message_id: "m".into(),
+            lite_topic: Some(lite.into()),
+            ..NewMessage::default()
+        }
+    }
+
+    #[test]
+    fn given_lite_messages_when_checked_should_refuse_bad_names_and_conflicts() {
+        assert!(check_lite_message(&lite_msg("session-1"), MessageKind::Lite).is_ok());
+        let code = |m: &NewMessage, k| check_lite_message(m, k).map_err(|f| f.code);
+        assert_eq!(
+            code(&lite_msg(""), MessageKind::Lite),
+            Err(Code::IllegalLiteTopic)
+        );
+        assert_eq!(
+            code(&lite_msg("a b"), MessageKind::Lite),
+            Err(Code::IllegalLiteTopic)
+        );
+        assert_eq!(
+            code(&lite_msg(&"x".repeat(200)), MessageKind::Lite),
+            Err(Code::IllegalLiteTopic)
+        );
+        assert_eq!(
+            code(&lite_msg("a"), MessageKind::Normal),
+            Err(Code::MessagePropertyConflictWithType)
+        );
+        let mut m = lite_msg("a");
+        m.message_group = Some("g".into());
+        assert_eq!(
+            code(&m, MessageKind::Lite),
+            Err(Code::MessagePropertyConflictWithType)
+        );
+        let mut m = lite_msg("a");
+        m.delivery_ms = Some(1);
+        assert_eq!(
+            code(&m, MessageKind::Lite),
+            Err(Code::MessagePropertyConflictWithType)
+        );
+        let mut m = lite_msg("a");
+        m.priority = Some(1);
+        assert_eq!(
+            code(&m, MessageKind::Lite),
+            Err(Code::MessagePropertyConflictWithType)
+        );
+    }
 }

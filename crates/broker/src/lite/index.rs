@@ -38,6 +38,7 @@ use comet_store::{CqEntry, MessageStore};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::BrokerError;
+use crate::outcome::{Code, Failure};
 use crate::sys::SYS_LITE_TOPIC;
 
 /// Separates parent and lite topic in a lite topic's consumer-state key: `'+'` appears in no
@@ -52,6 +53,23 @@ const LOG: &str = "index.log";
 const CATCH_UP_WINDOW: usize = 1024;
 /// Longest a single catch-up goes on (bounded; the next one continues).
 const CATCH_UP_MAX_ROUNDS: usize = 1024;
+
+/// Checks a lite topic name: a topic name's characters and length.
+///
+/// # Errors
+/// ILLEGAL_LITE_TOPIC.
+pub(crate) fn check_lite_name(lite: &str) -> Result<(), Failure> {
+    if lite.is_empty() {
+        return Err(Failure::new(Code::IllegalLiteTopic, "lite topic is empty"));
+    }
+    comet_vocab::names::validate(comet_vocab::NameKind::Topic, lite)
+        .map_err(|e| Failure::new(Code::IllegalLiteTopic, format!("lite topic: {e}")))
+}
+
+/// The queue of a lite topic on a broker set with `queue_count` queues of its parent.
+pub(crate) fn lite_queue(lite: &str, queue_count: u32) -> i32 {
+    (crc32c::crc32c(lite.as_bytes()) % queue_count.max(1)) as i32
+}
 
 /// The consumer-state topic of a lite topic: `"<parent>+<lite>"`.
 pub(crate) fn state_key(parent: &str, lite: &str) -> String {

@@ -43,9 +43,7 @@ mod subscriptions;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comet_vocab::NameKind;
-
-pub(crate) use index::{LiteIndex, arrival_topic, state_key};
+pub(crate) use index::{LiteIndex, arrival_topic, check_lite_name, lite_queue, state_key};
 pub use subscriptions::LiteAction;
 pub(crate) use subscriptions::Subscriptions;
 
@@ -55,7 +53,6 @@ use crate::meta::Access;
 use crate::outcome::{Code, Failure, blocking};
 use crate::pop::{Delivery, PopRequest, Source};
 use crate::pull::require_group;
-use crate::record::{MessageKind, NewMessage};
 use crate::state::QueueKey;
 
 /// Where a new lite subscription starts (SyncLiteSubscription's `offset_option`).
@@ -92,62 +89,6 @@ pub struct LiteSubscriptionRequest {
     pub offset: Option<LiteOffset>,
     /// Most lite topics the client may hold on the parent topic.
     pub quota: usize,
-}
-
-/// Checks a lite topic name: a topic name's characters and length.
-///
-/// # Errors
-/// ILLEGAL_LITE_TOPIC.
-pub(crate) fn check_lite_name(lite: &str) -> Result<(), Failure> {
-    if lite.is_empty() {
-        return Err(Failure::new(Code::IllegalLiteTopic, "lite topic is empty"));
-    }
-    comet_vocab::names::validate(NameKind::Topic, lite)
-        .map_err(|e| Failure::new(Code::IllegalLiteTopic, format!("lite topic: {e}")))
-}
-
-/// The rule for a message that is LITE or carries a lite topic: a LITE message needs a valid
-/// lite topic and carries no message group, delivery time or priority; no other type carries
-/// a lite topic.
-///
-/// # Errors
-/// ILLEGAL_LITE_TOPIC, MESSAGE_PROPERTY_CONFLICT_WITH_TYPE.
-pub(crate) fn check_lite_message(msg: &NewMessage, kind: MessageKind) -> Result<(), Failure> {
-    let lite = msg.lite_topic.as_deref().unwrap_or_default();
-    if kind != MessageKind::Lite {
-        return Err(Failure::new(
-            Code::MessagePropertyConflictWithType,
-            format!("a {} message must not carry a lite topic", kind.name()),
-        ));
-    }
-    if lite.is_empty() {
-        return Err(Failure::new(
-            Code::IllegalLiteTopic,
-            "a LITE message needs a lite topic",
-        ));
-    }
-    check_lite_name(lite)?;
-    let conflict = if msg.message_group.as_ref().is_some_and(|g| !g.is_empty()) {
-        Some("a message group")
-    } else if msg.delivery_ms.is_some() {
-        Some("a delivery timestamp")
-    } else if msg.priority.is_some() {
-        Some("a priority")
-    } else {
-        None
-    };
-    match conflict {
-        Some(what) => Err(Failure::new(
-            Code::MessagePropertyConflictWithType,
-            format!("a LITE message must not carry {what}"),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// The queue of a lite topic on a broker set with `queue_count` queues of its parent.
-pub(crate) fn lite_queue(lite: &str, queue_count: u32) -> i32 {
-    (crc32c::crc32c(lite.as_bytes()) % queue_count.max(1)) as i32
 }
 
 impl Inner {
@@ -472,55 +413,6 @@ fn first_at_or_after(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lite_msg(lite: &str) -> NewMessage {
-        NewMessage {
-            topic: "p".into(),
-            message_id: "m".into(),
-            lite_topic: Some(lite.into()),
-            ..NewMessage::default()
-        }
-    }
-
-    #[test]
-    fn given_lite_messages_when_checked_should_refuse_bad_names_and_conflicts() {
-        assert!(check_lite_message(&lite_msg("session-1"), MessageKind::Lite).is_ok());
-        let code = |m: &NewMessage, k| check_lite_message(m, k).map_err(|f| f.code);
-        assert_eq!(
-            code(&lite_msg(""), MessageKind::Lite),
-            Err(Code::IllegalLiteTopic)
-        );
-        assert_eq!(
-            code(&lite_msg("a b"), MessageKind::Lite),
-            Err(Code::IllegalLiteTopic)
-        );
-        assert_eq!(
-            code(&lite_msg(&"x".repeat(200)), MessageKind::Lite),
-            Err(Code::IllegalLiteTopic)
-        );
-        assert_eq!(
-            code(&lite_msg("a"), MessageKind::Normal),
-            Err(Code::MessagePropertyConflictWithType)
-        );
-        let mut m = lite_msg("a");
-        m.message_group = Some("g".into());
-        assert_eq!(
-            code(&m, MessageKind::Lite),
-            Err(Code::MessagePropertyConflictWithType)
-        );
-        let mut m = lite_msg("a");
-        m.delivery_ms = Some(1);
-        assert_eq!(
-            code(&m, MessageKind::Lite),
-            Err(Code::MessagePropertyConflictWithType)
-        );
-        let mut m = lite_msg("a");
-        m.priority = Some(1);
-        assert_eq!(
-            code(&m, MessageKind::Lite),
-            Err(Code::MessagePropertyConflictWithType)
-        );
-    }
 
     #[test]
     fn given_a_lite_topic_when_placed_should_always_get_the_same_queue() {
