@@ -1,4 +1,5 @@
-//! Message types end to end: delay/timer, retry policy, FIFO and transactions, with the
+//! Message types end to end: delay/timer, retry policy, FIFO, transactions and lite topics
+//! (the Rust client has no lite API; Python 5.1.2 has a LitePushConsumer), with the
 //! official Rust client `rocketmq` 5.0.0 where it supports the feature and raw
 //! `apache.rocketmq.v2` calls where it does not; each test runs in Local and Cluster mode.
 
@@ -794,7 +795,215 @@ async fn transaction_check_through_another_proxy(mode: Mode) {
     cluster.stop().await;
 }
 
+// ------------------------------------------------------------------------------ lite topics
+
+/// A LitePushConsumer's settings (client type 5) for `group` bound to `parent`.
+fn lite_settings(group: &str, parent: &str) -> pb::Settings {
+    pb::Settings {
+        client_type: Some(pb::ClientType::LitePushConsumer as i32),
+        pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+            group: res(group),
+            subscriptions: vec![pb::SubscriptionEntry {
+                topic: res(parent),
+                expression: Some(pb::FilterExpression {
+                    r#type: pb::FilterType::Tag as i32,
+                    expression: "*".into(),
+                }),
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// SyncLiteSubscription of `client`; the answer's status.
+async fn sync_lite(
+    v2: &mut pb::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>,
+    client: &str,
+    (parent, group): (&str, &str),
+    action: pb::LiteSubscriptionAction,
+    lites: Vec<String>,
+) -> pb::Status {
+    let r = v2
+        .sync_lite_subscription(raw_request(
+            pb::SyncLiteSubscriptionRequest {
+                action: action as i32,
+                topic: res(parent),
+                group: res(group),
+                lite_topic_set: lites,
+                version: None,
+                offset_option: None,
+            },
+            client,
+        ))
+        .await
+        .expect("SyncLiteSubscription answers")
+        .into_inner();
+    r.status.expect("status")
+}
+
+fn lite_message(parent: &str, lite: &str, id: &str) -> pb::Message {
+    raw_message(
+        parent,
+        id,
+        pb::SystemProperties {
+            message_type: pb::MessageType::Lite as i32,
+            lite_topic: Some(lite.to_owned()),
+            born_host: "test".into(),
+            ..Default::default()
+        },
+    )
+}
+
+async fn lite_topics_subscribe_receive_and_expire(mode: Mode) {
+    let cluster = TestCluster::start_with(mode, |cfg| {
+        cfg.broker.lite_topic_ttl = Duration::from_secs(5).into();
+    })
+    .await;
+    let parent = format!("lite-{}", uuid_like());
+    let normal = format!("normal-{}", uuid_like());
+    let group = format!("g-{}", uuid_like());
+    cluster.create_topic(&parent, 2, TopicType::Lite).await;
+    cluster.create_topic(&normal, 1, TopicType::Normal).await;
+    let mut v2 = cluster.v2().await;
+    let client = format!("lite-client-{}", uuid_like());
+    // The settings echo tells the lite consumer its quotas, and that order is kept (FIFO).
+    let (mut telemetry, echo) =
+        RawTelemetry::open(&mut v2, &client, lite_settings(&group, &parent)).await;
+    let Some(pb::settings::PubSub::Subscription(sub)) = echo.pub_sub else {
+        panic!("subscription echo: {echo:?}");
+    };
+    assert_eq!(sub.lite_subscription_quota, Some(10_000));
+    assert_eq!(sub.max_lite_topic_size, Some(64));
+    assert_eq!(sub.fifo, Some(true));
+    let to = (parent.as_str(), group.as_str());
+    let st = sync_lite(
+        &mut v2,
+        &client,
+        to,
+        pb::LiteSubscriptionAction::PartialAdd,
+        vec!["s1".into(), "s2".into()],
+    )
+    .await;
+    assert_eq!(st.code, pb::Code::Ok as i32, "{st:?}");
+    // Over the quota: refused with the quota code, nothing changes.
+    let many: Vec<String> = (0..10_001).map(|i| format!("x{i}")).collect();
+    let st = sync_lite(
+        &mut v2,
+        &client,
+        to,
+        pb::LiteSubscriptionAction::PartialAdd,
+        many,
+    )
+    .await;
+    assert_eq!(
+        st.code,
+        pb::Code::LiteSubscriptionQuotaExceeded as i32,
+        "{st:?}"
+    );
+    let st = sync_lite(
+        &mut v2,
+        &client,
+        to,
+        pb::LiteSubscriptionAction::PartialAdd,
+        vec!["a b".into()],
+    )
+    .await;
+    assert_eq!(st.code, pb::Code::IllegalLiteTopic as i32, "{st:?}");
+    // Lite messages: three of s1, one of s2, one of s3 (not subscribed).
+    let msgs = vec![
+        lite_message(&parent, "s1", "s1-0"),
+        lite_message(&parent, "s2", "s2-0"),
+        lite_message(&parent, "s1", "s1-1"),
+        lite_message(&parent, "s3", "s3-0"),
+        lite_message(&parent, "s1", "s1-2"),
+    ];
+    let r = v2
+        .send_message(raw_request(
+            pb::SendMessageRequest { messages: msgs },
+            "lite-producer",
+        ))
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(code_of(&r.status), pb::Code::Ok, "{r:?}");
+    // The clients' rules: a lite topic on a NORMAL topic, a malformed lite topic.
+    for (topic, lite, want) in [
+        (
+            normal.as_str(),
+            "s1",
+            pb::Code::MessagePropertyConflictWithType,
+        ),
+        (parent.as_str(), "bad lite", pb::Code::IllegalLiteTopic),
+    ] {
+        let r = v2
+            .send_message(raw_request(
+                pb::SendMessageRequest {
+                    messages: vec![lite_message(topic, lite, "refused")],
+                },
+                "lite-producer",
+            ))
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(code_of(&r.status), want, "{r:?}");
+    }
+    // Received in order within each lite topic, one at a time per lite topic, acknowledged
+    // with the lite topic; s3 never comes.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut got: Vec<String> = Vec::new();
+    while got.len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "received {got:?}");
+        for m in raw_receive_once(&mut v2, &client, &parent, &group, Duration::from_secs(2)).await {
+            let sys = m.system_properties.expect("system properties");
+            let r = v2
+                .ack_message(raw_request(
+                    pb::AckMessageRequest {
+                        group: res(&group),
+                        topic: res(&parent),
+                        entries: vec![pb::AckMessageEntry {
+                            message_id: sys.message_id.clone(),
+                            receipt_handle: sys.receipt_handle.clone().expect("handle"),
+                            lite_topic: sys.lite_topic.clone(),
+                        }],
+                    },
+                    &client,
+                ))
+                .await
+                .expect("ack")
+                .into_inner();
+            assert_eq!(code_of(&r.status), pb::Code::Ok, "{r:?}");
+            got.push(sys.message_id);
+        }
+    }
+    let s1: Vec<&String> = got.iter().filter(|id| id.starts_with("s1")).collect();
+    assert_eq!(s1, ["s1-0", "s1-1", "s1-2"]);
+    assert!(got.contains(&"s2-0".to_owned()) && !got.iter().any(|id| id.starts_with("s3")));
+    // Five seconds without writes: the broker drops s1 and s2 and the client is told on its
+    // telemetry stream (with its next receive).
+    let mut told = std::collections::BTreeSet::new();
+    while told.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline + LIMIT,
+            "told {told:?}"
+        );
+        let _ = raw_receive_once(&mut v2, &client, &parent, &group, Duration::from_secs(2)).await;
+        while let Ok(Ok(Some(cmd))) =
+            tokio::time::timeout(Duration::from_millis(100), telemetry.inbound.message()).await
+        {
+            if let Some(pb::telemetry_command::Command::NotifyUnsubscribeLiteCommand(n)) =
+                cmd.command
+            {
+                told.insert(n.lite_topic);
+            }
+        }
+    }
+    assert_eq!(told.into_iter().collect::<Vec<_>>(), ["s1", "s2"]);
+    cluster.stop().await;
+}
+
 comet_tests::both_modes!(
+    lite_topics_subscribe_receive_and_expire,
     delay_messages_arrive_on_time,
     delay_validation,
     retry_policy_is_echoed_to_consumers,

@@ -151,6 +151,13 @@ pub struct BenchArgs {
     )]
     pub metrics_overhead: Option<u32>,
 
+    /// Lite topics at scale instead of a load run (needs `--spawn standalone`): one message
+    /// to each of N lite topics of a LITE topic, the node's memory per lite topic, the send
+    /// and receive rates (10,000 subscribed at most) and the delivery time to one lite topic
+    /// among N.
+    #[arg(long, value_name = "N", requires = "spawn", conflicts_with = "compare")]
+    pub lite_topics: Option<usize>,
+
     /// A server setting for --spawn, passed on as `--set KEY=VALUE` (repeatable), e.g.
     /// `--server-set broker.flush=sync`.
     #[arg(long = "server-set", value_name = "KEY=VALUE")]
@@ -258,6 +265,9 @@ impl BenchArgs {
         }
         if self.auth_compare && self.consumers > 0 {
             bail!("--auth-compare measures single sends: give --consumers 0");
+        }
+        if self.lite_topics == Some(0) {
+            bail!("--lite-topics must be at least 1");
         }
         if let Some(bad) = self.server_set.iter().find(|kv| !kv.contains('=')) {
             bail!("--server-set {bad:?}: expected section.key=value, e.g. broker.flush=sync");

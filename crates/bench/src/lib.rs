@@ -36,7 +36,8 @@
 //! - **Middle**, the clients: `raw` (connections, sessions, the `h2` send path, the
 //!   simple-consumer loop, and its own write-coalescing socket wrapper); `sdk` (the Comet
 //!   SDK); `official` (the official `rocketmq` crate). No client names another.
-//! - **Top**: `run` (one run, [`run_with`]: start the servers with `--spawn`, the clients, the clock, the producers and
+//! - **Top**: `lite` (`--lite-topics N`: lite topics at scale on a spawned node:
+//!   [`lite_with`], [`LiteReport`]); `run` (one run, [`run_with`]: start the servers with `--spawn`, the clients, the clock, the producers and
 //!   consumers, the drain, the report; its module doc says what is counted and how latency
 //!   avoids coordinated omission); `compare` (`--compare`: [`compare_with`],
 //!   [`Comparison`]); `overhead` (`--metrics-overhead`: [`overhead_with`], the same send load
@@ -59,6 +60,7 @@ mod args;
 mod auth_compare;
 mod compare;
 mod consumer;
+mod lite;
 mod official;
 mod overhead;
 mod payload;
@@ -78,6 +80,7 @@ pub use args::{BenchArgs, ClientKind};
 pub use auth_compare::{AuthComparison, AuthRun, auth_compare_with};
 pub use compare::{Comparison, Ratios, compare_with};
 pub use overhead::{OverheadReport, OverheadRun, OverheadSide, overhead_with};
+pub use lite::{LiteReport, lite_with};
 pub use run::run_with;
 pub use servers::{RoleCpu, ServersReport, SpawnMode};
 pub use size::ByteSize;
@@ -86,7 +89,9 @@ pub use stats::{BenchConfig, BenchReport, HostInfo, LatencyReport, ReceivedRepor
 /// Runs the benchmark (or, with `--compare`, the comparison) and prints the result on stdout
 /// (and to `--json`).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.auth_compare {
+    if let Some(n) = args.lite_topics {
+        lite_with(args, n, std::io::stdout()).await.map(|_| ())
+    } else if args.auth_compare {
         auth_compare_with(args, std::io::stdout()).await.map(|_| ())
     } else if args.compare {
         compare_with(args, std::io::stdout()).await.map(|_| ())

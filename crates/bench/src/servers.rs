@@ -305,6 +305,11 @@ impl Servers {
         announced.map_err(|e| e.context(format!("log tail: {}", log_tail(&log_path))))
     }
 
+    /// The process id of the server of `role`.
+    pub(crate) fn pid(&self, role: &str) -> Option<u32> {
+        self.servers.iter().find(|s| s.role == role).map(|s| s.pid)
+    }
+
     /// What reads the CPU time of these servers (and of the bench).
     pub(crate) fn probe(&self) -> CpuProbe {
         CpuProbe {

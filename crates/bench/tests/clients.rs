@@ -50,6 +50,7 @@ fn args(cluster: &TestCluster, client: ClientKind, topic: &str, group: &str) -> 
         secret_key: None,
         auth_compare: false,
         auth_rounds: 1,
+        lite_topics: None,
     }
 }
 

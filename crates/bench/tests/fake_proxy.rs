@@ -486,6 +486,7 @@ fn args(endpoint: &str) -> BenchArgs {
         secret_key: None,
         auth_compare: false,
         auth_rounds: 1,
+        lite_topics: None,
     }
 }
 

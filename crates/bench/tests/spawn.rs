@@ -94,6 +94,7 @@ fn args(mode: SpawnMode) -> BenchArgs {
         secret_key: None,
         auth_compare: false,
         auth_rounds: 1,
+        lite_topics: None,
     }
 }
 

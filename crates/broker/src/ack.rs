@@ -89,7 +89,7 @@ impl Inner {
         // Written by `state_written` (or the next periodic persist).
         self.consumers.mark_changed(&slot);
         if was_full || released {
-            self.hub.notify(topic);
+            self.hub.notify(crate::lite::arrival_topic(topic));
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ use crate::ack::{AckRequest, ChangeInvisibleRequest};
 use crate::dead_letter::DeadLetterRequest;
 use crate::delay::TimerStats;
 use crate::engine::{CallGuard, Inner};
+use crate::lite::LiteSubscriptionRequest;
 use crate::offsets::{OffsetChange, OffsetPolicy, QueueOffset, QueueProgress, ResetTarget};
 use crate::outcome::{Failure, Unavailable};
 use crate::pop::{Delivery, PopRequest};
@@ -294,6 +295,19 @@ impl BrokerApi {
     pub async fn recall(&self, req: RecallRequest) -> Answer<String> {
         let (inner, _call) = self.enter_writer().await?;
         Ok(inner.recall(&req).await)
+    }
+
+    /// Applies a lite consumer's SyncLiteSubscription (see [`LiteSubscriptionRequest`]).
+    pub async fn sync_lite_subscription(&self, req: LiteSubscriptionRequest) -> Answer<()> {
+        let (inner, _call) = self.enter().await?;
+        Ok(inner.sync_lite_subscription(&req).await)
+    }
+
+    /// Takes the lite topics the broker dropped (expired) from the subscription of `client_id`
+    /// of `group` on the LITE topic `topic` since it was last asked: the client must be told
+    /// (NotifyUnsubscribeLiteCommand). Empty for other topics.
+    pub fn take_lite_notices(&self, group: &str, client_id: &str, topic: &str) -> Vec<String> {
+        self.current().take_lite_notices(group, client_id, topic)
     }
 
     /// Where this broker set's instance shows as store host when a record carries none.

@@ -122,6 +122,13 @@ pub struct BrokerConfig {
     /// kept (default 1 h). After it, the client's positions and its messages in flight are
     /// forgotten; a client coming back with the same id starts afresh, like a new one.
     pub broadcast_client_ttl: Duration,
+    /// Lite topics (RIP-83): a lite topic with no message stored for this long is removed,
+    /// with the consumer positions on it, and every client subscribed to it is told
+    /// (NotifyUnsubscribeLiteCommand). Default 24 h; at least 100 ms.
+    pub lite_topic_ttl: Duration,
+    /// Most lite topics this broker holds (all parent topics together); a send that would
+    /// create one more is refused with LITE_TOPIC_QUOTA_EXCEEDED. Default 1,000,000.
+    pub max_lite_topics: usize,
     /// Where the broker node records its metrics and reports readiness (default: nowhere).
     pub observer: comet_observe::Observer,
 }
@@ -153,6 +160,8 @@ impl Default for BrokerConfig {
             transaction_check_interval: Duration::from_secs(60),
             transaction_max_checks: 15,
             broadcast_client_ttl: Duration::from_secs(3600),
+            lite_topic_ttl: Duration::from_secs(86_400),
+            max_lite_topics: 1_000_000,
             observer: comet_observe::Observer::default(),
         }
     }
@@ -235,6 +244,20 @@ impl BrokerConfig {
             return bad(
                 "transaction_timeout",
                 format!("{:?} is outside (0, 1 day]", self.transaction_timeout),
+            );
+        }
+        if self.lite_topic_ttl < Duration::from_millis(100)
+            || self.lite_topic_ttl > Duration::from_secs(365 * 86_400)
+        {
+            return bad(
+                "lite_topic_ttl",
+                format!("{:?} is outside [100ms, 365 days]", self.lite_topic_ttl),
+            );
+        }
+        if !(1..=100_000_000).contains(&self.max_lite_topics) {
+            return bad(
+                "max_lite_topics",
+                format!("{} is outside 1..=100000000", self.max_lite_topics),
             );
         }
         if self.broadcast_client_ttl < Duration::from_millis(100)

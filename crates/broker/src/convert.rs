@@ -17,10 +17,11 @@ use comet_vocab::duration;
 use md5::{Digest as _, Md5};
 
 use crate::clock::ms_to_ts;
+use crate::lite::{LiteAction, LiteOffset, LiteSubscriptionRequest};
 use crate::outcome::Failure;
 use crate::record::{MessageKind, NewMessage};
 use crate::sys::{
-    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ_ORIGIN_TOPIC,
+    SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ_ORIGIN_TOPIC, SYS_LITE_TOPIC,
     SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_TRACE_CONTEXT,
 };
 
@@ -89,6 +90,7 @@ pub(crate) fn new_message(m: v2::Message) -> NewMessage {
         message_group: sp.message_group,
         delivery_ms: sp.delivery_timestamp.as_ref().map(ts_to_ms),
         priority: sp.priority,
+        lite_topic: sp.lite_topic,
         // A negative or malformed one is ignored (the broker's `transaction_timeout` applies),
         // as the proxy passes it through unchecked.
         recovery: sp
@@ -102,6 +104,56 @@ pub(crate) fn new_message(m: v2::Message) -> NewMessage {
         user_properties: user_properties.into_iter().collect(),
         body,
     }
+}
+
+/// A SyncLiteSubscription as the broker's own type.
+///
+/// # Errors
+/// BAD_REQUEST for an unknown action or offset policy.
+pub(crate) fn lite_subscription(
+    r: v2::SyncLiteSubscriptionRequest,
+    client_id: String,
+    quota: i32,
+) -> Result<LiteSubscriptionRequest, Failure> {
+    use v2::offset_option::{OffsetType, Policy};
+    let action = match v2::LiteSubscriptionAction::try_from(r.action) {
+        Ok(v2::LiteSubscriptionAction::PartialAdd) => LiteAction::PartialAdd,
+        Ok(v2::LiteSubscriptionAction::PartialRemove) => LiteAction::PartialRemove,
+        Ok(v2::LiteSubscriptionAction::CompleteAdd) => LiteAction::CompleteAdd,
+        Ok(v2::LiteSubscriptionAction::CompleteRemove) => LiteAction::CompleteRemove,
+        Err(_) => {
+            return Err(Failure::new(
+                Code::BadRequest,
+                format!("unknown lite subscription action {}", r.action),
+            ));
+        }
+    };
+    let offset = match r.offset_option.and_then(|o| o.offset_type) {
+        None => None,
+        Some(OffsetType::Policy(p)) => Some(match Policy::try_from(p) {
+            Ok(Policy::Last) => LiteOffset::Last,
+            Ok(Policy::Min) => LiteOffset::Min,
+            Ok(Policy::Max) => LiteOffset::Max,
+            Err(_) => {
+                return Err(Failure::new(
+                    Code::BadRequest,
+                    format!("unknown offset policy {p}"),
+                ));
+            }
+        }),
+        Some(OffsetType::Offset(o)) => Some(LiteOffset::Offset(o)),
+        Some(OffsetType::TailN(n)) => Some(LiteOffset::TailN(n)),
+        Some(OffsetType::Timestamp(t)) => Some(LiteOffset::Timestamp(t)),
+    };
+    Ok(LiteSubscriptionRequest {
+        group: name(r.group.as_ref()),
+        topic: name(r.topic.as_ref()),
+        client_id,
+        action,
+        lite_topics: r.lite_topic_set,
+        offset,
+        quota: usize::try_from(quota).unwrap_or(0),
+    })
 }
 
 /// The invisible duration of a request. Refused when negative or malformed (nanos outside
@@ -216,6 +268,7 @@ pub(crate) fn to_proto(m: &StoredMessage, d: Delivery<'_>) -> v2::Message {
             message_group: sys(SYS_MESSAGE_GROUP).cloned(),
             trace_context: sys(SYS_TRACE_CONTEXT).cloned(),
             priority: sys(SYS_PRIORITY).and_then(|s| s.parse::<i32>().ok()),
+            lite_topic: sys(SYS_LITE_TOPIC).cloned(),
             dead_letter_queue,
             ..Default::default()
         }),

@@ -104,10 +104,17 @@ impl Inner {
                 )
             })
             .collect();
+        let lite = Arc::clone(&self.lite);
         let outcomes = blocking(move || {
             keys.iter()
                 .map(|(group, topic, queue_id, offset, attempts)| {
-                    let Some(e) = store.queue_entry(topic, *queue_id, *offset) else {
+                    // A lite topic's slot names its offset in the lite topic.
+                    let entry = if crate::lite::index::split_key(topic).is_some() {
+                        lite.entry(&store, topic, *offset)
+                    } else {
+                        store.queue_entry(topic, *queue_id, *offset)
+                    };
+                    let Some(e) = entry else {
                         return Ok(false);
                     };
                     let m = match store.read(e.physical_offset) {
@@ -167,7 +174,7 @@ impl Inner {
                     drop(st);
                     self.consumers.mark_dirty(&it.slot);
                     if released {
-                        self.hub.notify(&key.topic);
+                        self.hub.notify(crate::lite::arrival_topic(&key.topic));
                     }
                     Ok(())
                 }

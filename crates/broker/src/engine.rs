@@ -130,6 +130,10 @@ pub(crate) struct Inner {
     pub(crate) delays: Arc<Delays>,
     /// Half messages and their resolutions.
     pub(crate) transactions: Arc<Transactions>,
+    /// The lite-topic index (see `lite`).
+    pub(crate) lite: Arc<crate::lite::LiteIndex>,
+    /// Lite consumers' subscriptions (see `lite`).
+    pub(crate) lite_subs: crate::lite::Subscriptions,
     /// When each broadcast client last received (see `broadcast`).
     pub(crate) broadcast_clients: crate::owner::Clients,
     /// Dead-letter and revive counts for the metrics.
@@ -180,6 +184,7 @@ impl Inner {
         let timer_dir = cfg.data_dir.join("timer");
         let (slot, max_delay) = (cfg.timer_slot, cfg.max_delivery_delay);
         let tx_dir = cfg.data_dir.join("transaction");
+        let lite_dir = cfg.data_dir.join("lite");
         let broker_set = cfg.broker_set.clone();
         let policy = CheckPolicy {
             timeout_ms: duration_ms(cfg.transaction_timeout),
@@ -187,40 +192,49 @@ impl Inner {
             max_checks: cfg.transaction_max_checks,
         };
         let replicated = !matches!(role, EngineRole::Standalone);
-        let (store, files, loaded, delays, transactions) = tokio::task::spawn_blocking(move || {
-            let store = match prep {
-                StorePrep::Keep => MessageStore::open(sc)?,
-                StorePrep::Truncate(end) => {
-                    // Half messages may be cut: the next recovery scans them from the start.
-                    // Timers may point into the cut: the wheel is rebuilt from the log.
-                    remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
-                    remove_dir_if_exists(&timer_dir)?;
-                    MessageStore::open_truncated(sc, end)?
+        // The LITE topics known now: their queues are indexed before the instance serves.
+        let lite_parents = MetaIndex::build_for(&metadata.borrow(), &cfg.broker_set).lite_topics();
+        let (store, files, loaded, delays, transactions, lite) =
+            tokio::task::spawn_blocking(move || {
+                let store = match prep {
+                    StorePrep::Keep => MessageStore::open(sc)?,
+                    StorePrep::Truncate(end) => {
+                        // Half messages may be cut: the next recovery scans them from the start.
+                        // Timers may point into the cut: the wheel is rebuilt from the log.
+                        remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                        remove_dir_if_exists(&timer_dir)?;
+                        MessageStore::open_truncated(sc, end)?
+                    }
+                    StorePrep::Wipe(start) => {
+                        remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
+                        remove_dir_if_exists(&timer_dir)?;
+                        MessageStore::wipe(&sc, start)?;
+                        MessageStore::open(sc)?
+                    }
+                };
+                if replicated {
+                    store.set_write_gate(comet_store::WriteGate::Closed(
+                        "this broker is not the master of its broker set".into(),
+                    ));
                 }
-                StorePrep::Wipe(start) => {
-                    remove_if_exists(&tx_dir.join(transaction::CHECKPOINT))?;
-                    remove_dir_if_exists(&timer_dir)?;
-                    MessageStore::wipe(&sc, start)?;
-                    MessageStore::open(sc)?
+                let (files, loaded) = StateFiles::open(&state_dir)?;
+                let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
+                // The wheel is derived from the timer queue: schedule what it lacks (nothing else
+                // appends before the open returns), then later offsets are this instance's own.
+                delays.catch_up(&store, now_ms())?;
+                delays.set_own_from(store.max_offset(system::TIMER_TOPIC, 0));
+                let transactions =
+                    Transactions::recover(&store, &tx_dir, &broker_set, policy, now_ms())?;
+                let lite = crate::lite::LiteIndex::open(&lite_dir, &store)?;
+                for (parent, queues) in &lite_parents {
+                    for q in 0..*queues as i32 {
+                        lite.catch_up(&store, parent, q);
+                    }
                 }
-            };
-            if replicated {
-                store.set_write_gate(comet_store::WriteGate::Closed(
-                    "this broker is not the master of its broker set".into(),
-                ));
-            }
-            let (files, loaded) = StateFiles::open(&state_dir)?;
-            let delays = Delays::open(&timer_dir, slot, max_delay, now_ms())?;
-            // The wheel is derived from the timer queue: schedule what it lacks (nothing else
-            // appends before the open returns), then later offsets are this instance's own.
-            delays.catch_up(&store, now_ms())?;
-            delays.set_own_from(store.max_offset(system::TIMER_TOPIC, 0));
-            let transactions =
-                Transactions::recover(&store, &tx_dir, &broker_set, policy, now_ms())?;
-            Ok::<_, BrokerError>((store, files, loaded, delays, transactions))
-        })
-        .await
-        .map_err(|e| BrokerError::Task(e.to_string()))??;
+                Ok::<_, BrokerError>((store, files, loaded, delays, transactions, lite))
+            })
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))??;
         let inner = Arc::new(Inner {
             role,
             append_wake,
@@ -236,6 +250,8 @@ impl Inner {
             written: watch::channel(0).0,
             delays: Arc::new(delays.with_lateness(crate::metrics::timer_lateness(&cfg.observer))),
             transactions: Arc::new(transactions),
+            lite: Arc::new(lite),
+            lite_subs: crate::lite::Subscriptions::default(),
             broadcast_clients: crate::owner::Clients::default(),
             counters: Counters::default(),
             cfg,

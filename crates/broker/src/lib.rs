@@ -71,7 +71,14 @@
 //!   higher priorities first (strict within the set); the group's `priority_percent` (absent:
 //!   100) is the share of pops that do, the others go round-robin (0 disables priority).
 //!   Priorities are checked by `comet_vocab::limits::check_priority`.
-//! - **Not supported**: LITE messages (UNSUPPORTED).
+//! - **Lite topics** (RIP-83, `lite`): a LITE parent topic's messages each name a lite
+//!   topic, created by its first message and removed after `lite_topic_ttl` without one. Lite
+//!   messages live in the parent's commitlog and consume queues (a lite topic in one queue
+//!   here); an index of their offsets per lite topic (memory + one append-only log, rebuilt
+//!   from the store on recovery) makes each lite topic a logical queue, consumed in order with
+//!   its own consumer state per group. Lite consumers pop the lite topics their client
+//!   subscribed with SyncLiteSubscription; expired ones are reported back for
+//!   NotifyUnsubscribeLiteCommand.
 //!
 //! # Layout
 //! One module per operation over one engine; imports run one way, top to bottom:
@@ -84,6 +91,7 @@
 //!  api (BrokerApi: every operation as Comet's types; admission, role switching)
 //!  tasks::{revive, timer, checks, persist, replica, broadcast} background loops
 //!  send · pop · ack · dead_letter · transaction · recall · pull · offsets · query   the operations
+//!  lite (lite topics: subscriptions, lite pops, expiry) ─► lite::{index, subscriptions}
 //!  broadcast (per-client consumer-state owners, their expiry)
 //!  state_log (consumer-state writes and waits)
 //!  engine (Inner: open, store, call admission, receipt handles)
@@ -197,6 +205,7 @@ pub mod filter;
 pub mod fuzzing;
 pub mod ha;
 pub mod handle;
+mod lite;
 mod long_poll;
 mod meta;
 mod metrics;
@@ -229,6 +238,7 @@ pub use error::BrokerError;
 pub use ha::{
     ControllerLink, HaBroker, HaConfig, HaRole, HaStatus, ReplicationGrpc, ReplicationMode,
 };
+pub use lite::{LiteAction, LiteOffset, LiteSubscriptionRequest};
 pub use metrics::BrokerMetrics;
 pub use node::{BrokerNode, ControllerClient, NodeConfig};
 pub use offsets::{OffsetChange, OffsetPolicy, QueueOffset, QueueProgress, ResetTarget};

@@ -22,6 +22,8 @@ pub(crate) struct TopicView {
     pub writable: bool,
     /// A PRIORITY topic: a message's queue is its priority, pops take the highest first.
     pub priority: bool,
+    /// A LITE parent topic (see `lite`).
+    pub lite: bool,
 }
 
 /// A consumer group's policies.
@@ -46,6 +48,11 @@ pub(crate) struct MetaIndex {
 }
 
 impl MetaIndex {
+    /// The index of `md` as broker set `broker_set` sees it.
+    pub(crate) fn build_for(md: &ClusterMetadata, broker_set: &str) -> Self {
+        Self::build(md, broker_set)
+    }
+
     fn build(md: &ClusterMetadata, broker_set: &str) -> Self {
         let topics = md
             .topics
@@ -70,6 +77,7 @@ impl MetaIndex {
                         readable,
                         writable,
                         priority: t.message_type == TopicMessageType::Priority as i32,
+                        lite: t.message_type == TopicMessageType::Lite as i32,
                     },
                 )
             })
@@ -101,6 +109,20 @@ impl MetaIndex {
     /// Whether `topic` is a PRIORITY topic.
     pub fn is_priority_topic(&self, topic: &str) -> bool {
         self.topics.get(topic).is_some_and(|t| t.priority)
+    }
+
+    /// The LITE parent topics placed here, with their queue counts here.
+    pub fn lite_topics(&self) -> Vec<(String, u32)> {
+        self.topics
+            .iter()
+            .filter(|(_, t)| t.lite && t.queue_count > 0)
+            .map(|(name, t)| (name.clone(), t.queue_count))
+            .collect()
+    }
+
+    /// Whether `topic` is a LITE parent topic.
+    pub fn is_lite_topic(&self, topic: &str) -> bool {
+        self.topics.get(topic).is_some_and(|t| t.lite)
     }
 
     /// Queue ids of `topic` this broker serves for the given access, or the in-body error.

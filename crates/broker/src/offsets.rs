@@ -86,14 +86,14 @@ pub struct QueueProgress {
 }
 
 /// A group's offset before and after it was set.
-struct Moved {
+pub(crate) struct Moved {
     previous: Option<i64>,
     dropped_inflight: usize,
 }
 
 impl Inner {
     /// Sets the consume offset of `key` to `offset`, forgetting its messages in flight.
-    async fn set_offset(&self, key: &QueueKey, offset: i64) -> Moved {
+    pub(crate) async fn set_offset(&self, key: &QueueKey, offset: i64) -> Moved {
         let slot: Arc<QueueSlot> = self.consumers.get_or_create(key);
         let _pop = slot.pop_lock.lock().await;
         let moved = {
@@ -111,7 +111,7 @@ impl Inner {
         };
         self.consumers.mark_dirty(&slot);
         // Pollers of the group may have something to read now (or room in flight again).
-        self.hub.notify(&key.topic);
+        self.hub.notify(crate::lite::arrival_topic(&key.topic));
         tracing::info!(group = %key.group, topic = %key.topic, queue_id = key.queue_id, offset,
             previous = ?moved.previous, dropped_inflight = moved.dropped_inflight,
             "consume offset set");

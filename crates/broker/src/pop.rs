@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use comet_store::{MessageStore, StoreError, StoredMessage};
+use comet_store::{CqEntry, MessageStore, StoreError, StoredMessage};
 use comet_vocab::{NameKind, duration, names, system};
 
 use crate::clock::{duration_ms, now_ms};
@@ -25,6 +25,7 @@ use crate::config::ConsumeFrom;
 use crate::engine::Inner;
 use crate::filter::Filter;
 use crate::handle::ReceiptHandle;
+use crate::lite::{LiteIndex, arrival_topic};
 use crate::meta::Access;
 use crate::outcome::{Code, Failure, blocking, store_failure};
 use crate::state::{InFlight, QueueKey, QueueSlot, REMOVED, group_hash};
@@ -35,6 +36,46 @@ use crate::sys;
 /// reading it cannot wait for the disk. Like RocketMQ's in-memory window
 /// (`accessMessageInMemoryMaxRatio`), but a fixed size far below any broker's memory.
 const HOT_READ_BYTES: i64 = 256 << 20;
+
+/// Where a pop reads a slot's queue from.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// The store's consume queue named by the slot's (topic, queue id).
+    Store,
+    /// A lite topic (the slot's topic is its `"<parent>+<lite>"` key): its logical queue in
+    /// the lite index. The whole lite topic is one FIFO message group.
+    Lite(Arc<LiteIndex>),
+}
+
+impl Source {
+    fn min(&self, store: &MessageStore, key: &QueueKey) -> i64 {
+        match self {
+            Source::Store => store.min_offset(&key.topic, key.queue_id),
+            Source::Lite(ix) => ix.bounds(&key.topic).map_or(0, |b| b.0),
+        }
+    }
+
+    fn max(&self, store: &MessageStore, key: &QueueKey) -> i64 {
+        match self {
+            Source::Store => store.max_offset(&key.topic, key.queue_id),
+            Source::Lite(ix) => ix.bounds(&key.topic).map_or(0, |b| b.1),
+        }
+    }
+
+    fn entry(&self, store: &MessageStore, key: &QueueKey, offset: i64) -> Option<CqEntry> {
+        match self {
+            Source::Store => store.queue_entry(&key.topic, key.queue_id, offset),
+            Source::Lite(ix) => ix.entry(store, &key.topic, offset),
+        }
+    }
+
+    fn entries(&self, store: &MessageStore, key: &QueueKey, from: i64, max: usize) -> Vec<CqEntry> {
+        match self {
+            Source::Store => store.read_queue(&key.topic, key.queue_id, from, max),
+            Source::Lite(ix) => ix.entries(store, &key.topic, from, max),
+        }
+    }
+}
 
 /// A message read for delivery.
 enum Read {
@@ -138,6 +179,13 @@ impl Inner {
         let long_poll = req.long_poll.min(self.cfg.max_long_polling);
         let idx = self.meta.index();
         let queue_count = idx.queues(&topic, Access::Read)?;
+        if idx.is_lite_topic(&topic) {
+            // A lite consumer: its subscribed lite topics, whatever queue it names.
+            drop(idx);
+            return self
+                .lite_pop(req, queue_count, batch, invisible, long_poll)
+                .await;
+        }
         let queues: Vec<i32> = match req.queue_id {
             -1 => (0..queue_count as i32).collect(),
             id if id >= 0 && (id as u32) < queue_count => vec![id],
@@ -224,7 +272,7 @@ impl Inner {
             };
             let slot = self.consumers.get_or_create(&key);
             let (got, unexamined) = self
-                .pop_queue(&slot, filter, batch - out.len(), invisible)
+                .pop_queue(&slot, filter, batch - out.len(), invisible, &Source::Store)
                 .await?;
             out.extend(got);
             more |= unexamined;
@@ -232,21 +280,28 @@ impl Inner {
         Ok((out, more))
     }
 
-    async fn pop_queue(
+    pub(crate) async fn pop_queue(
         &self,
         slot: &Arc<QueueSlot>,
         filter: &Arc<Filter>,
         want: usize,
         invisible: Duration,
+        source: &Source,
     ) -> Result<(Vec<Delivery>, bool), Failure> {
         let _pop = slot.pop_lock.lock().await;
         let store = self.store()?;
         let key = &slot.key;
         let idx = self.meta.index();
         let max_attempts = self.max_attempts(&idx, &key.group);
-        let fifo = idx
-            .group(crate::owner::group_of(&key.group))
-            .is_some_and(|g| g.fifo);
+        // A lite topic is one message group: handed out in order, one at a time.
+        let lite_group = match source {
+            Source::Lite(_) => Some(group_hash(&key.topic)),
+            Source::Store => None,
+        };
+        let fifo = lite_group.is_some()
+            || idx
+                .group(crate::owner::group_of(&key.group))
+                .is_some_and(|g| g.fifo);
         let now = now_ms();
         // Phase 1: choose redeliveries and the range of new messages.
         let mut exhausted = Vec::new();
@@ -264,8 +319,8 @@ impl Inner {
             }
             if !st.initialized {
                 st.pop_offset = match self.start_of(&idx, &key.group) {
-                    ConsumeFrom::First => store.min_offset(&key.topic, key.queue_id),
-                    ConsumeFrom::Last => store.max_offset(&key.topic, key.queue_id),
+                    ConsumeFrom::First => source.min(&store, key),
+                    ConsumeFrom::Last => source.max(&store, key),
                 };
                 st.initialized = true;
                 self.consumers.mark_dirty(slot);
@@ -299,7 +354,7 @@ impl Inner {
         for (off, generation) in exhausted {
             self.consumers.schedule(slot, off, generation, now);
         }
-        let max_offset = store.max_offset(&key.topic, key.queue_id);
+        let max_offset = source.max(&store, key);
         if redeliver.is_empty() && (budget == 0 || from >= max_offset) {
             return Ok((Vec::new(), false));
         }
@@ -308,16 +363,15 @@ impl Inner {
         // a trip to the blocking pool and back. Older ones (and redeliveries) may need the
         // disk: read them off the async runtime.
         let hot = redeliver.is_empty()
-            && store
-                .queue_entry(&key.topic, key.queue_id, from)
+            && source
+                .entry(&store, key, from)
                 .is_some_and(|e| store.write_offset() - e.physical_offset <= HOT_READ_BYTES);
         let read = if hot {
-            read_queue(&store, &key.topic, key.queue_id, redeliver, from, budget, filter)
+            read_queue(&store, source, key, redeliver, from, budget, filter)
         } else {
-            let (topic, queue_id, f2) = (key.topic.clone(), key.queue_id, Arc::clone(filter));
+            let (src, k2, f2) = (source.clone(), key.clone(), Arc::clone(filter));
             let reader = Arc::clone(&store);
-            blocking(move || read_queue(&reader, &topic, queue_id, redeliver, from, budget, &f2))
-                .await?
+            blocking(move || read_queue(&reader, &src, &k2, redeliver, from, budget, &f2)).await?
         }
         .map_err(|e| {
             tracing::error!(topic = %key.topic, queue_id = key.queue_id, error = %e, "pop read failed");
@@ -366,7 +420,9 @@ impl Inner {
             }
             if st.pop_offset == from {
                 for m in read.fresh {
-                    let group = if fifo {
+                    let group = if let Some(g) = lite_group {
+                        g
+                    } else if fifo {
                         m.message
                             .properties
                             .system
@@ -400,14 +456,14 @@ impl Inner {
                 }
                 st.pop_offset = st.pop_offset.max(read.next_offset);
             }
-            more = budget > 0 && st.pop_offset < store_max(&store, key);
+            more = budget > 0 && st.pop_offset < source.max(&store, key);
             self.consumers.mark_changed(slot);
         }
         // The pop is answered without waiting for its state to be written (a crash before the
         // write redelivers the messages: at least once), but the write happens now.
         self.persist_inline();
         if released {
-            self.hub.notify(&key.topic);
+            self.hub.notify(arrival_topic(&key.topic));
         }
         tracing::debug!(group = %key.group, topic = %key.topic, queue_id = key.queue_id,
             count = deliveries.len(), "popped");
@@ -425,23 +481,24 @@ impl Inner {
     }
 }
 
-fn store_max(store: &MessageStore, key: &QueueKey) -> i64 {
-    store.max_offset(&key.topic, key.queue_id)
-}
-
 /// Reads redeliveries and up to `budget` new matching messages from `from` (blocking).
 fn read_queue(
     store: &MessageStore,
-    topic: &str,
-    queue_id: i32,
+    source: &Source,
+    key: &QueueKey,
     redeliver: Vec<(i64, u64)>,
     from: i64,
     budget: usize,
     filter: &Filter,
 ) -> Result<QueueRead, StoreError> {
+    let (topic, queue_id) = (key.topic.as_str(), key.queue_id);
+    // A lite topic's messages show their offset in the lite topic (its logical queue).
     let read_one = |phys: i64, offset: i64| -> Result<Read, StoreError> {
         match store.read(phys) {
-            Ok(m) => Ok(Read::Found(Box::new(m))),
+            Ok(mut m) => {
+                m.queue_offset = offset;
+                Ok(Read::Found(Box::new(m)))
+            }
             Err(StoreError::OffsetOutOfRange { .. }) => Ok(Read::Gone),
             Err(StoreError::Corrupt { offset: at, reason }) => {
                 tracing::error!(topic, queue_id, offset, physical_offset = at, %reason,
@@ -453,7 +510,7 @@ fn read_queue(
     };
     let mut redelivered = Vec::with_capacity(redeliver.len());
     for (off, generation) in redeliver {
-        let r = match store.queue_entry(topic, queue_id, off) {
+        let r = match source.entry(store, key, off) {
             None => Read::Gone,
             Some(e) => read_one(e.physical_offset, off)?,
         };
@@ -462,9 +519,9 @@ fn read_queue(
     let mut fresh = Vec::new();
     let mut next_offset = from;
     if budget > 0 {
-        let start = from.max(store.min_offset(topic, queue_id));
-        let max_before = store.max_offset(topic, queue_id);
-        let entries = store.read_queue(topic, queue_id, start, budget.saturating_mul(4).max(256));
+        let start = from.max(source.min(store, key));
+        let max_before = source.max(store, key);
+        let entries = source.entries(store, key, start, budget.saturating_mul(4).max(256));
         next_offset = entries
             .last()
             .map_or(start.max(max_before), |e| e.queue_offset + 1);

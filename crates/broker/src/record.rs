@@ -13,12 +13,13 @@ use crate::outcome::{Code, Failure};
 use crate::sys::{
     SYS_BODY_ENCODING, SYS_BORN_HOST, SYS_DELIVERY_TIMESTAMP, SYS_DLQ, SYS_DLQ_DELIVERIES,
     SYS_DLQ_GROUP, SYS_DLQ_ORIGIN_QUEUE_ID, SYS_DLQ_ORIGIN_QUEUE_OFFSET, SYS_DLQ_ORIGIN_TOPIC,
-    SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_RECOVERY_MS, SYS_TRACE_CONTEXT,
+    SYS_LITE_TOPIC, SYS_MESSAGE_GROUP, SYS_MESSAGE_TYPE, SYS_PRIORITY, SYS_RECOVERY_MS,
+    SYS_TRACE_CONTEXT,
 };
 use comet_vocab::limits;
 
-/// RocketMQ's message types. The broker stores NORMAL, FIFO, DELAY, TRANSACTION and PRIORITY
-/// messages; LITE is refused (UNSUPPORTED).
+/// RocketMQ's message types. The broker stores every one; a LITE message must name its lite
+/// topic (see `lite`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
     /// An ordinary message.
@@ -29,7 +30,7 @@ pub enum MessageKind {
     Delay,
     /// A half message until its transaction is resolved.
     Transaction,
-    /// A lite-topic message (not supported).
+    /// A message of a lite topic of a LITE parent topic.
     Lite,
     /// A message with a priority (PRIORITY topics: higher priorities are handed out first).
     Priority,
@@ -85,6 +86,8 @@ pub struct NewMessage {
     pub delivery_ms: Option<i64>,
     /// The priority (PRIORITY; 0 or more, higher first).
     pub priority: Option<i32>,
+    /// The lite topic (LITE messages; see `lite`).
+    pub lite_topic: Option<String>,
     /// How long a TRANSACTION stays unchecked at least (the producer's
     /// `orphaned_transaction_recovery_duration`).
     pub recovery: Option<Duration>,
@@ -120,29 +123,70 @@ pub(crate) fn priority(rec: &Message) -> Option<i32> {
         .and_then(|s| s.parse().ok())
 }
 
+/// The rule for a message that is LITE or carries a lite topic: a LITE message needs a valid
+/// lite topic and carries no message group, delivery time or priority; no other type carries
+/// a lite topic.
+///
+/// # Errors
+/// ILLEGAL_LITE_TOPIC, MESSAGE_PROPERTY_CONFLICT_WITH_TYPE.
+pub(crate) fn check_lite_message(msg: &NewMessage, kind: MessageKind) -> Result<(), Failure> {
+    let lite = msg.lite_topic.as_deref().unwrap_or_default();
+    if kind != MessageKind::Lite {
+        return Err(Failure::new(
+            Code::MessagePropertyConflictWithType,
+            format!("a {} message must not carry a lite topic", kind.name()),
+        ));
+    }
+    if lite.is_empty() {
+        return Err(Failure::new(
+            Code::IllegalLiteTopic,
+            "a LITE message needs a lite topic",
+        ));
+    }
+    crate::lite::index::check_lite_name(lite)?;
+    let conflict = if msg.message_group.as_ref().is_some_and(|g| !g.is_empty()) {
+        Some("a message group")
+    } else if msg.delivery_ms.is_some() {
+        Some("a delivery timestamp")
+    } else if msg.priority.is_some() {
+        Some("a priority")
+    } else {
+        None
+    };
+    match conflict {
+        Some(what) => Err(Failure::new(
+            Code::MessagePropertyConflictWithType,
+            format!("a LITE message must not carry {what}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Builds the store record of a message to send. `queue_id` is already validated.
 ///
 /// # Errors
-/// ILLEGAL_MESSAGE_ID without a message id; UNSUPPORTED for LITE messages; for PRIORITY ones
-/// (or any with a priority) `comet_vocab::limits::check_priority`'s rule: BAD_REQUEST below
+/// ILLEGAL_MESSAGE_ID without a message id; for LITE ones (or any with a lite topic)
+/// [`check_lite_message`]'s rule; for PRIORITY ones (or any with a priority) `comet_vocab::limits::check_priority`'s rule: BAD_REQUEST below
 /// zero, MESSAGE_PROPERTY_CONFLICT_WITH_TYPE with a message group or delivery time, or
 /// without a priority.
 pub(crate) fn to_record(msg: NewMessage, now: i64) -> Result<Message, Failure> {
     if msg.message_id.is_empty() {
         return Err(Failure::new(Code::IllegalMessageId, "message_id is empty"));
     }
+    let lite_topic = msg.lite_topic.as_ref().filter(|l| !l.is_empty());
     let kind = match msg.kind {
+        None if lite_topic.is_some() => MessageKind::Lite,
         None if msg.message_group.is_some() => MessageKind::Fifo,
         None if msg.delivery_ms.is_some() => MessageKind::Delay,
         None if msg.priority.is_some() => MessageKind::Priority,
         None => MessageKind::Normal,
-        Some(k @ MessageKind::Lite) => {
-            return Err(Failure::new(
-                Code::Unsupported,
-                format!("message type {} is not supported", k.name()),
-            ));
-        }
         Some(k) => k,
+    };
+    let lite_topic = if kind == MessageKind::Lite || lite_topic.is_some() {
+        check_lite_message(&msg, kind)?;
+        lite_topic.cloned()
+    } else {
+        None
     };
     let priority = match (kind, msg.priority) {
         (MessageKind::Priority, None) => {
@@ -155,7 +199,7 @@ pub(crate) fn to_record(msg: NewMessage, now: i64) -> Result<Message, Failure> {
             let peers = limits::PriorityPeers {
                 message_group: msg.message_group.as_ref().is_some_and(|g| !g.is_empty()),
                 delivery_time: msg.delivery_ms.is_some(),
-                lite_topic: false,
+                lite_topic: msg.lite_topic.as_ref().is_some_and(|l| !l.is_empty()),
             };
             limits::check_priority(p, peers).map_err(|e| {
                 let code = match e {
@@ -179,6 +223,9 @@ pub(crate) fn to_record(msg: NewMessage, now: i64) -> Result<Message, Failure> {
     }
     if let Some(p) = priority {
         system.insert(SYS_PRIORITY.to_owned(), p.to_string());
+    }
+    if let Some(l) = lite_topic {
+        system.insert(SYS_LITE_TOPIC.to_owned(), l);
     }
     if let Some(d) = msg.recovery.filter(|_| kind == MessageKind::Transaction) {
         system.insert(
@@ -238,4 +285,58 @@ pub(crate) fn to_dlq_record(
     msg.queue_id = 0;
     msg.reconsume_times = deliveries;
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lite_msg(lite: &str) -> NewMessage {
+        NewMessage {
+            topic: "p".into(),
+            message_id: "m".into(),
+            lite_topic: Some(lite.into()),
+            ..NewMessage::default()
+        }
+    }
+
+    #[test]
+    fn given_lite_messages_when_checked_should_refuse_bad_names_and_conflicts() {
+        assert!(check_lite_message(&lite_msg("session-1"), MessageKind::Lite).is_ok());
+        let code = |m: &NewMessage, k| check_lite_message(m, k).map_err(|f| f.code);
+        assert_eq!(
+            code(&lite_msg(""), MessageKind::Lite),
+            Err(Code::IllegalLiteTopic)
+        );
+        assert_eq!(
+            code(&lite_msg("a b"), MessageKind::Lite),
+            Err(Code::IllegalLiteTopic)
+        );
+        assert_eq!(
+            code(&lite_msg(&"x".repeat(200)), MessageKind::Lite),
+            Err(Code::IllegalLiteTopic)
+        );
+        assert_eq!(
+            code(&lite_msg("a"), MessageKind::Normal),
+            Err(Code::MessagePropertyConflictWithType)
+        );
+        let mut m = lite_msg("a");
+        m.message_group = Some("g".into());
+        assert_eq!(
+            code(&m, MessageKind::Lite),
+            Err(Code::MessagePropertyConflictWithType)
+        );
+        let mut m = lite_msg("a");
+        m.delivery_ms = Some(1);
+        assert_eq!(
+            code(&m, MessageKind::Lite),
+            Err(Code::MessagePropertyConflictWithType)
+        );
+        let mut m = lite_msg("a");
+        m.priority = Some(1);
+        assert_eq!(
+            code(&m, MessageKind::Lite),
+            Err(Code::MessagePropertyConflictWithType)
+        );
+    }
 }

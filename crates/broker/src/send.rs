@@ -67,6 +67,8 @@ impl Inner {
         let mut now_records = (Vec::new(), Vec::new());
         let mut delayed = (Vec::new(), Vec::new());
         let mut halves = (Vec::new(), Vec::new());
+        // Parent queues that receive lite messages: indexed right after the append.
+        let mut lite_queues: Vec<(String, i32)> = Vec::new();
         for (i, m) in req.messages.into_iter().enumerate() {
             results.push(Err(Failure::new(
                 Code::InternalServerError,
@@ -74,6 +76,16 @@ impl Inner {
             )));
             match self.check_send(&idx, m, now) {
                 Ok(Checked::Now(rec)) => {
+                    if rec
+                        .properties
+                        .system
+                        .contains_key(crate::sys::SYS_LITE_TOPIC)
+                    {
+                        let q = (rec.topic.clone(), rec.queue_id);
+                        if !lite_queues.contains(&q) {
+                            lite_queues.push(q);
+                        }
+                    }
                     now_records.0.push(rec);
                     now_records.1.push(i);
                 }
@@ -109,6 +121,12 @@ impl Inner {
                 recall_handle: None,
                 end: a.physical_offset + i64::from(a.size),
             })?;
+            if let Ok(store) = self.store() {
+                // New lite topics exist (and count against the quota) from their first send.
+                for (parent, queue_id) in &lite_queues {
+                    self.lite.catch_up(&store, parent, *queue_id);
+                }
+            }
         }
         if !delayed.0.is_empty() {
             let handles: Vec<_> = delayed
@@ -290,6 +308,7 @@ impl Inner {
             ));
         }
         let mut rec = record::to_record(m, now)?;
+        self.check_lite_send(idx, &mut rec, queue_count)?;
         if idx.is_priority_topic(&rec.topic)
             && let Some(p) = record::priority(&rec)
         {
@@ -318,6 +337,59 @@ impl Inner {
         } else {
             // A delivery time in the past (or now) delivers at once.
             Ok(Checked::Now(rec))
+        }
+    }
+}
+
+impl Inner {
+    /// A LITE topic takes only messages with a lite topic, each in its lite topic's queue
+    /// here; a lite topic elsewhere is refused; a new lite topic beyond `max_lite_topics`
+    /// too.
+    fn check_lite_send(
+        &self,
+        idx: &MetaIndex,
+        rec: &mut comet_store::Message,
+        queue_count: u32,
+    ) -> Result<(), Failure> {
+        let lite = rec.properties.system.get(crate::sys::SYS_LITE_TOPIC);
+        match (idx.is_lite_topic(&rec.topic), lite) {
+            (false, None) => Ok(()),
+            (false, Some(_)) => Err(Failure::new(
+                Code::MessagePropertyConflictWithType,
+                format!(
+                    "topic {:?} is not a LITE topic: a message with a lite topic needs one",
+                    rec.topic
+                ),
+            )),
+            (true, None) => Err(Failure::new(
+                Code::MessagePropertyConflictWithType,
+                format!(
+                    "topic {:?} is a LITE topic: its messages need a lite topic (type LITE)",
+                    rec.topic
+                ),
+            )),
+            (true, Some(l)) => {
+                let key = crate::lite::state_key(&rec.topic, l);
+                let queue_id = match self.lite.queue_of(&key) {
+                    Some(q) if (q as u32) < queue_count => q,
+                    Some(_) | None => {
+                        if self.lite.len() >= self.cfg.max_lite_topics && !self.lite.contains(&key)
+                        {
+                            return Err(Failure::new(
+                                Code::LiteTopicQuotaExceeded,
+                                format!(
+                                    "broker set {} holds {} lite topics, its maximum \
+                                     (max_lite_topics); lite topic {l:?} cannot be created",
+                                    self.cfg.broker_set, self.cfg.max_lite_topics
+                                ),
+                            ));
+                        }
+                        crate::lite::lite_queue(l, queue_count)
+                    }
+                };
+                rec.queue_id = queue_id;
+                Ok(())
+            }
         }
     }
 }

@@ -9,8 +9,8 @@ use comet_proto::apache::rocketmq::v2::{
     ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
     GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest,
     QueryOffsetResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest,
-    SendMessageRequest, SendMessageResponse, SendResultEntry, TransactionResolution,
-    TransactionSource, UpdateOffsetRequest, UpdateOffsetResponse,
+    SendMessageRequest, SendMessageResponse, SendResultEntry, SyncLiteSubscriptionResponse,
+    TransactionResolution, TransactionSource, UpdateOffsetRequest, UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
@@ -19,7 +19,7 @@ use comet_proto::comet::v1::{
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, QueueOffsetChange,
-    QueueProgress, ResetOffsetRequest, ResetOffsetResponse, TransactionCheck,
+    QueueProgress, ResetOffsetRequest, ResetOffsetResponse, SyncLiteRequest, TransactionCheck,
     WatchTransactionChecksRequest, query_message_request, reset_offset_request,
 };
 use comet_proto::comet::v1::{
@@ -93,13 +93,55 @@ impl BrokerGrpc {
         client_id: String,
         req: AckMessageRequest,
     ) -> Result<AckMessageResponse, Status> {
-        let ack = AckRequest {
-            group: name(req.group.as_ref()),
-            topic: name(req.topic.as_ref()),
-            receipt_handles: req.entries.into_iter().map(|e| e.receipt_handle).collect(),
-            client_id,
+        let group = name(req.group.as_ref());
+        let topic = name(req.topic.as_ref());
+        // Entries of lite topics are acknowledged in their lite topic's consumer state: one
+        // call per consumer-state topic, the results put back in request order.
+        let mut calls: Vec<(String, Vec<usize>, Vec<String>)> = Vec::new();
+        for (i, e) in req.entries.into_iter().enumerate() {
+            let t = consumer_topic(topic.clone(), e.lite_topic.as_deref());
+            match calls.iter_mut().find(|c| c.0 == t) {
+                Some(c) => {
+                    c.1.push(i);
+                    c.2.push(e.receipt_handle);
+                }
+                None => calls.push((t, vec![i], vec![e.receipt_handle])),
+            }
+        }
+        let acked = if calls.len() <= 1 {
+            let (t, _, handles) = calls.pop().unwrap_or((topic, Vec::new(), Vec::new()));
+            let ack = AckRequest {
+                group,
+                topic: t,
+                receipt_handles: handles,
+                client_id,
+            };
+            self.api.ack(ack).await.map_err(unavailable)?
+        } else {
+            let total = calls.iter().map(|c| c.1.len()).sum();
+            let mut all: Vec<Result<(), Failure>> = (0..total).map(|_| Ok(())).collect();
+            let mut failure = None;
+            for (t, slots, handles) in calls {
+                let ack = AckRequest {
+                    group: group.clone(),
+                    topic: t,
+                    receipt_handles: handles,
+                    client_id: client_id.clone(),
+                };
+                match self.api.ack(ack).await.map_err(unavailable)? {
+                    Ok(results) => {
+                        for (slot, r) in slots.into_iter().zip(results) {
+                            all[slot] = r;
+                        }
+                    }
+                    Err(f) => failure = Some(f),
+                }
+            }
+            match failure {
+                Some(f) => Err(f),
+                None => Ok(all),
+            }
         };
-        let acked = self.api.ack(ack).await.map_err(unavailable)?;
         Ok(match acked {
             Ok(results) => {
                 let entries: Vec<AckMessageResultEntry> = results
@@ -133,7 +175,7 @@ impl BrokerGrpc {
             Ok(d) => {
                 let change = ChangeInvisibleRequest {
                     group: name(req.group.as_ref()),
-                    topic: name(req.topic.as_ref()),
+                    topic: consumer_topic(name(req.topic.as_ref()), req.lite_topic.as_deref()),
                     receipt_handle: req.receipt_handle.clone(),
                     invisible: d,
                     client_id,
@@ -193,6 +235,15 @@ fn client_id<T>(request: &Request<T>) -> String {
         .to_owned()
 }
 
+/// The consumer-state topic a request names: the topic, or with a lite topic that lite
+/// topic's (see `lite`).
+fn consumer_topic(topic: String, lite_topic: Option<&str>) -> String {
+    match lite_topic.filter(|l| !l.is_empty()) {
+        Some(l) => crate::lite::state_key(&topic, l),
+        None => topic,
+    }
+}
+
 fn unavailable(u: Unavailable) -> Status {
     Status::unavailable(u.0)
 }
@@ -246,6 +297,14 @@ impl BrokerService for BrokerGrpc {
     ) -> Result<Response<PopMessageResponse>, Status> {
         let client_id = client_id(&request);
         let req = request.into_inner();
+        let who = (
+            name(req.group.as_ref()),
+            client_id.clone(),
+            req.message_queue
+                .as_ref()
+                .map(|q| name(q.topic.as_ref()))
+                .unwrap_or_default(),
+        );
         let decoded = (|| {
             let (topic, queue_id) = queue(req.message_queue.as_ref())?;
             Ok(PopRequest {
@@ -264,10 +323,12 @@ impl BrokerService for BrokerGrpc {
             Err(f) => Err(f),
         };
         let advertised = self.api.advertised_addr();
+        let unsubscribed_lite_topics = self.api.take_lite_notices(&who.0, &who.1, &who.2);
         Ok(Response::new(match popped {
             Ok(d) if d.is_empty() => PopMessageResponse {
                 status: Some(status(Code::MessageNotFound, "no new message")),
                 messages: Vec::new(),
+                unsubscribed_lite_topics,
             },
             Ok(d) => PopMessageResponse {
                 status: Some(ok()),
@@ -285,10 +346,12 @@ impl BrokerService for BrokerGrpc {
                         )
                     })
                     .collect(),
+                unsubscribed_lite_topics,
             },
             Err(f) => PopMessageResponse {
                 status: Some(failed(f)),
                 messages: Vec::new(),
+                unsubscribed_lite_topics,
             },
         }))
     }
@@ -385,7 +448,7 @@ impl BrokerService for BrokerGrpc {
         let req = request.into_inner();
         let forward = DeadLetterRequest {
             group: name(req.group.as_ref()),
-            topic: name(req.topic.as_ref()),
+            topic: consumer_topic(name(req.topic.as_ref()), req.lite_topic.as_deref()),
             receipt_handle: req.receipt_handle,
             client_id,
         };
@@ -396,6 +459,28 @@ impl BrokerService for BrokerGrpc {
             .map_err(unavailable)?;
         Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
             status: Some(status_of(&forwarded)),
+        }))
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        request: Request<SyncLiteRequest>,
+    ) -> Result<Response<SyncLiteSubscriptionResponse>, Status> {
+        let client_id = client_id(&request);
+        let SyncLiteRequest { request, quota } = request.into_inner();
+        let synced = match request {
+            None => Err(Failure::new(Code::BadRequest, "the request is missing")),
+            Some(r) => match convert::lite_subscription(r, client_id, quota) {
+                Ok(req) => self
+                    .api
+                    .sync_lite_subscription(req)
+                    .await
+                    .map_err(unavailable)?,
+                Err(f) => Err(f),
+            },
+        };
+        Ok(Response::new(SyncLiteSubscriptionResponse {
+            status: Some(status_of(&synced)),
         }))
     }
 

@@ -410,6 +410,30 @@ impl Consumers {
         removed.len()
     }
 
+    /// Removes every slot whose topic is in `topics` (the consumer state of expired lite
+    /// topics), as tombstones written to the state log like [`Consumers::remove_owner`].
+    /// Returns how many.
+    pub fn remove_topics(&self, topics: &std::collections::HashSet<String>) -> usize {
+        let removed: Vec<Arc<QueueSlot>> = {
+            let mut slots = self.slots.write();
+            let keys: Vec<QueueKey> = slots
+                .keys()
+                .filter(|k| topics.contains(&k.topic))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| slots.remove(k)).collect()
+        };
+        for slot in &removed {
+            *slot.state.lock() = QueueState {
+                initialized: true,
+                pop_offset: REMOVED,
+                ..Default::default()
+            };
+            self.mark_dirty(slot);
+        }
+        removed.len()
+    }
+
     /// The distinct groups (consumer-state owners) that have state, in no order.
     pub fn owners(&self) -> Vec<String> {
         let slots = self.slots.read();

@@ -62,6 +62,10 @@ pub struct BrokerStats {
     pub revived: u64,
     /// Long polls waiting for messages.
     pub long_polls_waiting: u64,
+    /// Lite topics held (all parent topics).
+    pub lite_topics: u64,
+    /// (client, lite topic) subscriptions held.
+    pub lite_subscriptions: u64,
     pub timer: TimerStats,
     pub transactions: TransactionStats,
     /// A master's replicas, by id (empty on a standalone broker and on a replica).
@@ -124,6 +128,8 @@ impl Inner {
             transactions: self.transactions.stats(),
             revived: self.counters.revived_total(),
             long_polls_waiting: self.hub.waiting() as u64,
+            lite_topics: self.lite.len() as u64,
+            lite_subscriptions: self.lite_subs.count() as u64,
             dead_letters: self
                 .counters
                 .dead_letters()
@@ -169,6 +175,10 @@ impl Inner {
             std::collections::BTreeMap::new();
         for slot in self.consumers.all() {
             let key = &slot.key;
+            if crate::lite::index::split_key(&key.topic).is_some() {
+                // Lite topics are counted as a whole (`lite_topics`), not per (group, lite).
+                continue;
+            }
             let (pop, ack, redeliver, held, inflight) = {
                 let st = slot.state.lock();
                 if !st.initialized {

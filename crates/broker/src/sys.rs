@@ -18,6 +18,8 @@ pub const SYS_MESSAGE_GROUP: &str = "MESSAGE_GROUP";
 pub const SYS_DELIVERY_TIMESTAMP: &str = "DELIVERY_TIMESTAMP";
 /// A PRIORITY message's priority (0 or more; higher first).
 pub const SYS_PRIORITY: &str = "PRIORITY";
+/// A LITE message's lite topic (RIP-83; see `lite`).
+pub const SYS_LITE_TOPIC: &str = "LITE_TOPIC";
 /// Trace context.
 pub const SYS_TRACE_CONTEXT: &str = "TRACE_CONTEXT";
 /// The producer's host exactly as it sent it (may be a host name).

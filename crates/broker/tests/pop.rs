@@ -577,12 +577,12 @@ async fn given_bad_requests_when_called_should_answer_clear_codes() {
     )
     .await;
     assert_eq!(code(&r.status), Code::IllegalConsumerGroup);
-    // LITE messages are refused.
+    // A LITE message needs a lite topic (and a LITE topic: see tests/lite.rs).
     let mut lite = msg("t", 0, "lite", None, "b");
     lite.system_properties.as_mut().unwrap().message_type =
         comet_proto::apache::rocketmq::v2::MessageType::Lite as i32;
     let r = send(&n.svc, vec![lite]).await;
-    assert_eq!(code(&r.entries[0].status), Code::Unsupported);
+    assert_eq!(code(&r.entries[0].status), Code::IllegalLiteTopic);
     // Ack: malformed, foreign broker set.
     assert_eq!(
         ack(&n.svc, "g", "t", "garbage").await,

@@ -200,6 +200,10 @@ pub struct ProxySection {
     /// for link_keepalive_timeout closes the connection, and the next call opens a new one.
     pub link_keepalive_interval: HumanDuration,
     pub link_keepalive_timeout: HumanDuration,
+    /// Lite consumers: most lite topics one client may subscribe to on a parent topic.
+    pub lite_subscription_quota: u32,
+    /// Longest lite topic name, in bytes.
+    pub max_lite_topic_size: usize,
 }
 
 impl ProxySection {
@@ -293,6 +297,10 @@ pub struct BrokerSection {
     pub consumer_offsets_sync_interval: HumanDuration,
     /// Broadcast consumer groups: how long a client that stopped receiving keeps its position.
     pub broadcast_client_ttl: HumanDuration,
+    /// Lite topics: a lite topic without a new message for this long is removed.
+    pub lite_topic_ttl: HumanDuration,
+    /// Most lite topics one broker holds.
+    pub max_lite_topics: usize,
 }
 
 /// `broker.replication_mode`.
@@ -436,6 +444,8 @@ impl Default for ProxySection {
             link_connect_timeout: link.connect_timeout.into(),
             link_keepalive_interval: link.keepalive_interval.into(),
             link_keepalive_timeout: link.keepalive_timeout.into(),
+            lite_subscription_quota: 10_000,
+            max_lite_topic_size: 64,
         }
     }
 }
@@ -470,6 +480,8 @@ impl Default for BrokerSection {
             replication_heartbeat_interval: Duration::from_millis(500).into(),
             consumer_offsets_sync_interval: Duration::from_secs(1).into(),
             broadcast_client_ttl: Duration::from_secs(3600).into(),
+            lite_topic_ttl: Duration::from_secs(86_400).into(),
+            max_lite_topics: 1_000_000,
         }
     }
 }

@@ -17,14 +17,15 @@ use comet_proto::apache::rocketmq::v2::{
     ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse,
     GetOffsetRequest, GetOffsetResponse, PullMessageRequest, QueryOffsetRequest,
     QueryOffsetResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest,
-    SendMessageRequest, SendMessageResponse, UpdateOffsetRequest, UpdateOffsetResponse,
+    SendMessageRequest, SendMessageResponse, SyncLiteSubscriptionResponse, UpdateOffsetRequest,
+    UpdateOffsetResponse,
 };
 pub use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
     ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, SettleMessagesRequest,
-    SettleMessagesResponse, TransactionCheck, WatchTransactionChecksRequest,
+    SettleMessagesResponse, SyncLiteRequest, TransactionCheck, WatchTransactionChecksRequest,
 };
 use futures::{Stream, StreamExt as _};
 use parking_lot::{Mutex, RwLock};
@@ -348,6 +349,15 @@ impl BrokerService for RemoteBroker {
     ) -> Result<Response<SettleMessagesResponse>, Status> {
         self.link
             .unary(broker_path!("SettleMessages"), request)
+            .await
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        request: Request<SyncLiteRequest>,
+    ) -> Result<Response<SyncLiteSubscriptionResponse>, Status> {
+        self.link
+            .unary(broker_path!("SyncLiteSubscription"), request)
             .await
     }
 }

@@ -89,6 +89,13 @@ pub struct ProxyConfig {
     /// Threads serving client connections, each with its own single-threaded runtime; 0 =
     /// one per available CPU. See [`crate::Proxy::serve`].
     pub io_threads: usize,
+    /// Lite consumers: most lite topics one client may subscribe to on a parent topic
+    /// (echoed as `subscription.lite_subscription_quota`; more is refused with
+    /// LITE_SUBSCRIPTION_QUOTA_EXCEEDED). Default 10,000.
+    pub lite_subscription_quota: u32,
+    /// Longest lite topic name, in bytes (echoed as `subscription.max_lite_topic_size`;
+    /// longer is ILLEGAL_LITE_TOPIC). Default 64, the clients' own default.
+    pub max_lite_topic_size: usize,
     /// Where the proxy records its metrics and reports readiness (default: nowhere).
     pub observer: comet_observe::Observer,
     /// Authentication, authorization and TLS of the client port (default: all off).
@@ -126,6 +133,8 @@ impl Default for ProxyConfig {
             session_idle_timeout: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(5),
             io_threads: 0,
+            lite_subscription_quota: 10_000,
+            max_lite_topic_size: 64,
             observer: comet_observe::Observer::default(),
             security: crate::access::ProxySecurity::default(),
         }
@@ -250,6 +259,19 @@ impl ProxyConfig {
                     "must be in (0, {} days]",
                     limits::MAX_DELIVERY_DELAY_CEILING.as_secs() / 86_400
                 ),
+            ));
+        }
+        if self.lite_subscription_quota == 0 || i32::try_from(self.lite_subscription_quota).is_err()
+        {
+            return Err(invalid(
+                "lite_subscription_quota",
+                "must be in 1..=2147483647".to_owned(),
+            ));
+        }
+        if !(1..=comet_vocab::names::TOPIC_MAX_LEN).contains(&self.max_lite_topic_size) {
+            return Err(invalid(
+                "max_lite_topic_size",
+                format!("must be in 1..={}", comet_vocab::names::TOPIC_MAX_LEN),
             ));
         }
         Ok(())

@@ -37,9 +37,13 @@
 //!
 //! - Business errors are in-body statuses with gRPC OK, with upstream's code for each cause;
 //!   every outgoing status passes `status::for_client` once, so only codes the Rust 5.0.0
-//!   client knows are ever sent to Rust clients. gRPC errors only for RPCs not served
-//!   (UNIMPLEMENTED: SyncLiteSubscription) and for telemetry settings upstream
-//!   refuses (INVALID_ARGUMENT, which ends the stream).
+//!   client knows are ever sent to Rust clients. gRPC errors only for telemetry settings
+//!   upstream refuses (INVALID_ARGUMENT, which ends the stream).
+//! - Lite topics: SyncLiteSubscription goes to every broker set of the LITE parent topic
+//!   (`lite_subscription_quota` and `max_lite_topic_size` are checked here and echoed to lite
+//!   consumers); a lite message is placed by its lite topic like a message group; lite topics
+//!   a broker dropped come back with a pop and go to the client as
+//!   NotifyUnsubscribeLiteCommand.
 //! - Transaction checks: every served proxy watches every broker set with a live master
 //!   (`WatchTransactionChecks`) and hands each check to one live telemetry stream of a producer
 //!   that publishes the topic; EndTransaction goes to the broker set named by the transaction

@@ -214,6 +214,7 @@ pub(crate) fn accepted_types(topic: &Topic) -> Vec<MessageType> {
         Ok(TopicMessageType::Delay) => vec![MessageType::Delay],
         Ok(TopicMessageType::Transaction) => vec![MessageType::Transaction],
         Ok(TopicMessageType::Priority) => vec![MessageType::Priority],
+        Ok(TopicMessageType::Lite) => vec![MessageType::Lite],
         // UNSPECIFIED is treated like MIXED: the topic states no restriction.
         Ok(TopicMessageType::Mixed | TopicMessageType::Unspecified) | Err(_) => vec![
             MessageType::Normal,

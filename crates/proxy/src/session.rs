@@ -219,6 +219,17 @@ impl Sessions {
         self.table.lock().senders.remove(&stream);
     }
 
+    /// Open telemetry streams of one client.
+    pub(crate) fn client_streams(&self, client_id: &str) -> Vec<TelemetrySender> {
+        self.table
+            .lock()
+            .senders
+            .values()
+            .filter(|(client, tx)| client == client_id && !tx.is_closed())
+            .map(|(_, tx)| tx.clone())
+            .collect()
+    }
+
     /// Open telemetry streams of producers whose settings list `topic` (qualified), each with
     /// the namespace that producer uses, in stream order.
     pub(crate) fn producer_streams(&self, topic: &str) -> Vec<(String, TelemetrySender)> {

@@ -99,6 +99,19 @@ pub(crate) fn consumer_backoff(group: Option<&Group>, node: bool) -> RetryPolicy
     }
 }
 
+/// Whether the settings are a lite consumer's (LITE_PUSH_CONSUMER, LITE_SIMPLE_CONSUMER).
+fn lite_consumer(client: &Settings) -> bool {
+    matches!(
+        client
+            .client_type
+            .and_then(|t| comet_proto::apache::rocketmq::v2::ClientType::try_from(t).ok()),
+        Some(
+            comet_proto::apache::rocketmq::v2::ClientType::LitePushConsumer
+                | comet_proto::apache::rocketmq::v2::ClientType::LiteSimpleConsumer
+        )
+    )
+}
+
 /// Builds the echo for a client's settings. `group` is the consumer group's metadata (if the
 /// group exists), `node` whether the client is the Node.js SDK.
 pub(crate) fn echo(
@@ -128,6 +141,15 @@ pub(crate) fn echo(
             s.long_polling_timeout = Some(duration(lp));
             s.receive_batch_size = Some(i32::try_from(cfg.max_receive_batch_size).unwrap_or(32));
             s.fifo = Some(group.is_some_and(|g| g.fifo));
+            if lite_consumer(client) {
+                // Lite topics are ordered: the clients' FIFO consume service keeps that order
+                // per lite topic.
+                s.fifo = Some(true);
+                s.lite_subscription_quota =
+                    Some(i32::try_from(cfg.lite_subscription_quota).unwrap_or(i32::MAX));
+                s.max_lite_topic_size =
+                    Some(i32::try_from(cfg.max_lite_topic_size).unwrap_or(i32::MAX));
+            }
             out.backoff_policy = Some(consumer_backoff(group, node));
         }
         None => {
@@ -193,6 +215,35 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(consumer_backoff(Some(&g), false).max_attempts, 3);
+    }
+
+    #[test]
+    fn lite_consumer_echo_carries_the_quotas_and_fifo() {
+        use comet_proto::apache::rocketmq::v2::ClientType;
+        for t in [ClientType::LitePushConsumer, ClientType::LiteSimpleConsumer] {
+            let client = Settings {
+                client_type: Some(t as i32),
+                pub_sub: Some(settings::PubSub::Subscription(Subscription::default())),
+                ..Settings::default()
+            };
+            let e = echo(&ProxyConfig::default(), &client, None, false).unwrap();
+            let Some(settings::PubSub::Subscription(s)) = e.pub_sub else {
+                panic!("pub_sub case changed")
+            };
+            assert_eq!(s.lite_subscription_quota, Some(10_000));
+            assert_eq!(s.max_lite_topic_size, Some(64));
+            assert_eq!(s.fifo, Some(true));
+        }
+        let plain = Settings {
+            client_type: Some(ClientType::PushConsumer as i32),
+            pub_sub: Some(settings::PubSub::Subscription(Subscription::default())),
+            ..Settings::default()
+        };
+        let e = echo(&ProxyConfig::default(), &plain, None, false).unwrap();
+        let Some(settings::PubSub::Subscription(s)) = e.pub_sub else {
+            panic!("pub_sub case changed")
+        };
+        assert_eq!(s.lite_subscription_quota, None);
     }
 
     #[test]

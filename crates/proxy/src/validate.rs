@@ -80,6 +80,34 @@ pub(crate) struct ValidMessage {
     pub(crate) message_id: String,
     pub(crate) message_type: MessageType,
     pub(crate) message_group: Option<String>,
+    /// A LITE message's lite topic.
+    pub(crate) lite_topic: Option<String>,
+}
+
+/// Checks a lite topic name (messages and lite subscriptions): not blank, the characters of
+/// a topic name, at most `max_lite_topic_size` bytes.
+///
+/// # Errors
+/// ILLEGAL_LITE_TOPIC.
+pub(crate) fn lite_topic(cfg: &ProxyConfig, lite: &str) -> Outcome<()> {
+    if lite.len() > cfg.max_lite_topic_size {
+        return Err(Failure::new(
+            Code::IllegalLiteTopic,
+            format!(
+                "lite topic is {} bytes, more than the limit of {} (max_lite_topic_size)",
+                lite.len(),
+                cfg.max_lite_topic_size
+            ),
+        ));
+    }
+    if is_blank(lite) {
+        return Err(Failure::new(
+            Code::IllegalLiteTopic,
+            "lite topic must not be empty or blank",
+        ));
+    }
+    comet_vocab::names::validate(comet_vocab::NameKind::Topic, lite)
+        .map_err(|e| Failure::new(Code::IllegalLiteTopic, format!("lite topic: {e}")))
 }
 
 fn has_control(s: &str) -> bool {
@@ -291,7 +319,9 @@ pub(crate) fn message(
             format!("unknown message type {}", sys.message_type),
         )
     })?;
+    let lite = sys.lite_topic.as_deref().filter(|l| !l.is_empty());
     let message_type = match declared {
+        MessageType::Unspecified if lite.is_some() => MessageType::Lite,
         MessageType::Unspecified if message_group.is_some() => MessageType::Fifo,
         MessageType::Unspecified if delivery.is_some() => MessageType::Delay,
         MessageType::Unspecified if sys.priority.is_some() => MessageType::Priority,
@@ -341,11 +371,33 @@ pub(crate) fn message(
         MessageType::Normal | MessageType::Transaction if sys.priority.is_some() => Some(
             "only a PRIORITY message carries a priority; send it as PRIORITY to a PRIORITY topic",
         ),
-        MessageType::Lite => Some("LITE messages are not supported"),
+        MessageType::Lite if message_group.is_some() => {
+            Some("a LITE message must not carry a message group")
+        }
+        MessageType::Lite if delivery.is_some() => {
+            Some("a LITE message must not carry a delivery timestamp")
+        }
+        MessageType::Lite if sys.priority.is_some() => {
+            Some("a LITE message must not carry a priority")
+        }
+        t if t != MessageType::Lite && lite.is_some() => {
+            Some("only a LITE message carries a lite topic; send it as LITE to a LITE topic")
+        }
         _ => None,
     };
     if let Some(reason) = conflict {
         return Err(Failure::new(Code::MessagePropertyConflictWithType, reason));
+    }
+    if message_type == MessageType::Lite {
+        match lite {
+            None => {
+                return Err(Failure::new(
+                    Code::IllegalLiteTopic,
+                    "a LITE message needs a lite topic",
+                ));
+            }
+            Some(l) => lite_topic(cfg, l)?,
+        }
     }
 
     Ok(ValidMessage {
@@ -353,6 +405,7 @@ pub(crate) fn message(
         message_id: sys.message_id.clone(),
         message_type,
         message_group: message_group.map(str::to_owned),
+        lite_topic: lite.map(str::to_owned),
     })
 }
 
@@ -449,6 +502,40 @@ mod tests {
             "a PRIORITY message needs a priority"
         );
         let mut m = prio(1);
+        sys(&mut m).message_type = MessageType::Normal as i32;
+        assert_eq!(
+            check(&m).unwrap_err().code,
+            Code::MessagePropertyConflictWithType
+        );
+    }
+
+    #[test]
+    fn lite_messages_follow_the_clients_rules() {
+        let lite = |l: &str| {
+            let mut m = msg();
+            sys(&mut m).lite_topic = Some(l.into());
+            m
+        };
+        let v = check(&lite("session-1")).unwrap();
+        assert_eq!(v.message_type, MessageType::Lite);
+        assert_eq!(v.lite_topic.as_deref(), Some("session-1"));
+        assert_eq!(
+            check(&lite("bad name")).unwrap_err().code,
+            Code::IllegalLiteTopic
+        );
+        assert_eq!(
+            check(&lite(&"x".repeat(65))).unwrap_err().code,
+            Code::IllegalLiteTopic
+        );
+        let mut m = msg();
+        sys(&mut m).message_type = MessageType::Lite as i32;
+        assert_eq!(check(&m).unwrap_err().code, Code::IllegalLiteTopic);
+        let mut m = lite("a");
+        sys(&mut m).message_group = Some("g".into());
+        let e = check(&m).unwrap_err();
+        assert_eq!(e.code, Code::MessagePropertyConflictWithType);
+        assert!(e.message.contains("message group"), "{}", e.message);
+        let mut m = lite("a");
         sys(&mut m).message_type = MessageType::Normal as i32;
         assert_eq!(
             check(&m).unwrap_err().code,

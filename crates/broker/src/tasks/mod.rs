@@ -9,12 +9,14 @@
 //! | `checks` | writers | transaction checks, discards, checkpoint |
 //! | `replica` | replicas | following the master's timer and transaction records |
 //! | `broadcast` | writers | expiry of silent broadcast clients' positions |
+//! | `lite` | every instance | expiry of lite topics, lite index log upkeep |
 //!
 //! Writers are the standalone broker and a master; a replica leaves delivery and checks to
 //! its master and follows their records in the log instead.
 
 mod broadcast;
 mod checks;
+mod lite;
 mod persist;
 mod replica;
 mod revive;
@@ -31,6 +33,7 @@ pub(crate) fn spawn(inner: &Arc<Inner>) {
     t.spawn(Arc::clone(inner).revive_loop());
     t.spawn(Arc::clone(inner).persist_loop());
     t.spawn(Arc::clone(inner).timer_flush_loop());
+    t.spawn(Arc::clone(inner).lite_loop());
     if matches!(inner.role, EngineRole::Replica) {
         t.spawn(Arc::clone(inner).replica_state_loop());
     } else {

@@ -67,7 +67,7 @@ impl Inner {
                 });
             } else {
                 st.ready.insert(t.offset);
-                wake.insert(t.slot.key.topic.clone());
+                wake.insert(crate::lite::arrival_topic(&t.slot.key.topic).to_owned());
                 revived += 1;
             }
         }

@@ -141,6 +141,9 @@ pub enum TopicType {
     /// PRIORITY messages: priority p goes to queue min(p, queues - 1) of its broker set, and
     /// a group takes the highest queue first.
     Priority,
+    /// A parent of lite topics (LITE messages; each names its lite topic, created by its
+    /// first message and removed after the broker's `lite_topic_ttl` without one).
+    Lite,
 }
 
 impl From<TopicType> for TopicMessageType {
@@ -152,6 +155,7 @@ impl From<TopicType> for TopicMessageType {
             TopicType::Transaction => TopicMessageType::Transaction,
             TopicType::Mixed => TopicMessageType::Mixed,
             TopicType::Priority => TopicMessageType::Priority,
+            TopicType::Lite => TopicMessageType::Lite,
         }
     }
 }

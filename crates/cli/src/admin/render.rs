@@ -77,6 +77,7 @@ fn type_name(t: i32) -> &'static str {
         Ok(TopicMessageType::Transaction) => "TRANSACTION",
         Ok(TopicMessageType::Mixed) => "MIXED",
         Ok(TopicMessageType::Priority) => "PRIORITY",
+        Ok(TopicMessageType::Lite) => "LITE",
         _ => "UNSPECIFIED",
     }
 }

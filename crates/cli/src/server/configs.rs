@@ -79,6 +79,8 @@ pub fn broker(cfg: &Config, advertised: String) -> BrokerConfig {
         transaction_check_interval: b.transaction_check_interval.0,
         transaction_max_checks: b.transaction_max_checks,
         broadcast_client_ttl: b.broadcast_client_ttl.0,
+        lite_topic_ttl: b.lite_topic_ttl.0,
+        max_lite_topics: b.max_lite_topics,
         // One invisible-time rule: the broker refuses what the proxy would (comet_vocab's
         // InvisibleRange), so both take the bounds from the proxy's settings.
         max_invisible_duration: cfg.proxy.invisible_max.0,
@@ -132,6 +134,8 @@ pub fn proxy(cfg: &Config, advertised: String) -> anyhow::Result<ProxyConfig> {
         default_queue_count: p.default_queue_count,
         max_delivery_delay: p.max_delivery_delay.0,
         io_threads: p.io_threads,
+        lite_subscription_quota: p.lite_subscription_quota,
+        max_lite_topic_size: p.max_lite_topic_size,
         security,
         ..ProxyConfig::default()
     })

@@ -18,6 +18,8 @@ pub(super) fn type_name(t: i32) -> &'static str {
         Ok(TopicMessageType::Delay) => "DELAY",
         Ok(TopicMessageType::Transaction) => "TRANSACTION",
         Ok(TopicMessageType::Mixed) => "MIXED",
+        Ok(TopicMessageType::Priority) => "PRIORITY",
+        Ok(TopicMessageType::Lite) => "LITE",
         _ => "UNSPECIFIED",
     }
 }

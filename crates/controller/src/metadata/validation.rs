@@ -126,7 +126,7 @@ pub fn topic_record(topic: Option<pb::Topic>) -> Result<TopicRecord, MetadataErr
     match pb::TopicMessageType::try_from(topic.message_type) {
         Ok(pb::TopicMessageType::Unspecified) => {
             return Err(invalid(format!(
-                "topic {name:?}: message_type must be NORMAL, FIFO, DELAY, TRANSACTION, MIXED or PRIORITY"
+                "topic {name:?}: message_type must be NORMAL, FIFO, DELAY, TRANSACTION, MIXED, PRIORITY or LITE"
             )));
         }
         Ok(_) => {}

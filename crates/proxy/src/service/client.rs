@@ -24,12 +24,17 @@ const TELEMETRY_BUFFER: usize = 8;
 fn is_consumer(client_type: ClientType) -> bool {
     matches!(
         client_type,
-        ClientType::PushConsumer | ClientType::SimpleConsumer | ClientType::PullConsumer
+        ClientType::PushConsumer
+            | ClientType::SimpleConsumer
+            | ClientType::PullConsumer
+            | ClientType::LitePushConsumer
+            | ClientType::LiteSimpleConsumer
     )
 }
 
 /// The client type a request may act as: PRODUCER, PUSH_CONSUMER, SIMPLE_CONSUMER (upstream's
-/// three) and PULL_CONSUMER (Comet serves PullMessage); anything else is
+/// three), PULL_CONSUMER (Comet serves PullMessage) and the lite consumers
+/// (LITE_PUSH_CONSUMER, LITE_SIMPLE_CONSUMER); anything else is
 /// UNRECOGNIZED_CLIENT_TYPE naming it.
 fn recognized(raw: i32) -> Outcome<ClientType> {
     match ClientType::try_from(raw) {

@@ -8,15 +8,17 @@
 //! - `offset`: PullMessage, UpdateOffset, GetOffset, QueryOffset
 //! - `transaction`: EndTransaction and the transaction check-back from brokers
 //! - `recall`: RecallMessage (routed by the recall handle's broker set)
+//! - `lite`: SyncLiteSubscription (to every broker set of the LITE topic) and the
+//!   NotifyUnsubscribeLiteCommand of lite topics a broker dropped
 //!
 //! Every handler answers business failures in-body with gRPC OK, and `respond` fits each
-//! status to the client's language on the way out; gRPC errors are reserved for RPCs this
-//! proxy does not serve (UNIMPLEMENTED: SyncLiteSubscription) and for refused
+//! status to the client's language on the way out; gRPC errors are reserved for refused
 //! telemetry settings. Broker calls carry a deadline derived from the client's `grpc-timeout`
 //! so that the client always gets an answer before it gives up.
 
 mod ack;
 mod client;
+mod lite;
 mod offset;
 mod recall;
 mod receive;
@@ -350,6 +352,7 @@ top_level_status!(
     ChangeInvisibleDurationResponse,
     TelemetryCommand,
     RecallMessageResponse,
+    SyncLiteSubscriptionResponse,
 );
 
 /// `Statuses` for responses with a top-level status and one status per entry.
@@ -368,11 +371,6 @@ macro_rules! status_per_entry {
 }
 
 status_per_entry!(SendMessageResponse, AckMessageResponse);
-
-/// The gRPC UNIMPLEMENTED answer for RPCs outside this proxy's scope.
-fn unimplemented(rpc: &str, why: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not supported by the Comet proxy: {why}"))
-}
 
 /// Cloneable handle implementing the generated service trait.
 #[derive(Clone)]
@@ -688,12 +686,18 @@ impl MessagingService for Service {
 
     async fn sync_lite_subscription(
         &self,
-        _request: Request<SyncLiteSubscriptionRequest>,
+        request: Request<SyncLiteSubscriptionRequest>,
     ) -> Result<Response<SyncLiteSubscriptionResponse>, Status> {
-        Err(unimplemented(
-            "SyncLiteSubscription",
-            "lite topics are not offered",
-        ))
+        let ctx = self.0.context(&request);
+        let request = request.into_inner();
+        let needs = || consume_needs(&ctx, request.topic.as_ref(), request.group.as_ref());
+        let outcome = match self.0.permit(&ctx, needs) {
+            Ok(()) => self.0.sync_lite_subscription(&ctx, request).await,
+            Err(f) => Err(f),
+        };
+        respond(&ctx, outcome, |f| SyncLiteSubscriptionResponse {
+            status: Some(f.status()),
+        })
     }
 }
 

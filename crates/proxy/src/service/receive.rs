@@ -347,11 +347,14 @@ impl Inner {
 
         let index = self.metadata.current();
         let topic = &*index.require_topic(&topic_name)?;
+        // A lite consumer's lite topics may be on any broker set of the parent topic: its
+        // pops visit them in turn, whatever queue it names.
+        let lite = topic.message_type == comet_proto::comet::v1::TopicMessageType::Lite as i32;
         let target = receive_target(
             &index,
             topic,
             &topic_name,
-            requested_queue,
+            requested_queue.filter(|_| !lite),
             &self.receive_round_robin,
         )?;
         let pop = ReceiveMessageRequest {
@@ -388,6 +391,11 @@ impl Inner {
             r = self.call_for_client(ctx, &target, budget, pop, |b, r| Box::pin(async move { b.pop_message(r).await })) => r?,
         };
 
+        let mut response = response;
+        let dropped = std::mem::take(&mut response.unsubscribed_lite_topics);
+        if let (false, Some(client_id)) = (dropped.is_empty(), ctx.client_id.as_deref()) {
+            self.notify_unsubscribed_lite(client_id, dropped);
+        }
         let mut pop_status = response.status.unwrap_or_else(|| {
             status::status(Code::InternalServerError, "broker returned no status")
         });

@@ -200,13 +200,12 @@ impl Inner {
         let index = self.topic_index(&valid.topic, true).await?;
         let topic = &*index.require_topic(&valid.topic)?;
         validate::check_topic_type(topic, &valid)?;
-        let target = send_target(
-            &index,
-            topic,
-            &valid.topic,
-            valid.message_group.as_deref(),
-            &self.send_round_robin,
-        )?;
+        // A lite topic lives in one queue: placed like a message group.
+        let key = valid
+            .message_group
+            .as_deref()
+            .or(valid.lite_topic.as_deref());
+        let target = send_target(&index, topic, &valid.topic, key, &self.send_round_robin)?;
         Ok((valid, target))
     }
 }

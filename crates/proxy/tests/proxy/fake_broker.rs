@@ -17,15 +17,16 @@ use comet_proto::apache::rocketmq::v2::{
     ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, Message,
     PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryOffsetResponse,
     RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, SendMessageRequest,
-    SendMessageResponse, SendResultEntry, UpdateOffsetRequest, UpdateOffsetResponse,
+    SendMessageResponse, SendResultEntry, SyncLiteSubscriptionResponse, UpdateOffsetRequest,
+    UpdateOffsetResponse,
 };
 use comet_proto::comet::v1::broker_service_server::BrokerService;
 use comet_proto::comet::v1::{
     GetConsumerProgressRequest, GetConsumerProgressResponse, PopMessageResponse,
     PullMessageResponse, QueryMessageRequest, QueryMessageResponse, ResetOffsetRequest,
     ResetOffsetResponse, SetLogLevelRequest, SetLogLevelResponse, SettleMessagesRequest,
-    SettleMessagesResponse, Settled, TransactionCheck, WatchTransactionChecksRequest, settled,
-    settlement,
+    SettleMessagesResponse, Settled, SyncLiteRequest, TransactionCheck,
+    WatchTransactionChecksRequest, settled, settlement,
 };
 use comet_proxy::TransactionCheckStream;
 use comet_vocab::status::{ok, status};
@@ -341,6 +342,7 @@ broker_service! {
                 return PopMessageResponse {
                     status: Some(ok()),
                     messages,
+                    unsubscribed_lite_topics: vec![],
                 };
             }
             let now = Instant::now();
@@ -348,6 +350,7 @@ broker_service! {
                 return PopMessageResponse {
                     status: Some(status(Code::MessageNotFound, "no new message")),
                     messages: vec![],
+                    unsubscribed_lite_topics: vec![],
                 };
             }
             // Invisible messages may become visible again: re-check at least every 50 ms.
@@ -576,4 +579,5 @@ broker_service! {
     get_consumer_progress(GetConsumerProgressRequest) -> GetConsumerProgressResponse;
     set_log_level(SetLogLevelRequest) -> SetLogLevelResponse;
     get_broker_status(comet_proto::comet::v1::GetBrokerStatusRequest) -> comet_proto::comet::v1::GetBrokerStatusResponse;
+    sync_lite_subscription(SyncLiteRequest) -> SyncLiteSubscriptionResponse;
 }

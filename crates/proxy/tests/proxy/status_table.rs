@@ -279,13 +279,13 @@ fn table() -> Vec<(&'static str, Call, bool, Code, Code)> {
             C::UnrecognizedClientType,
         ),
         same(
-            "Heartbeat lite client type",
+            "Heartbeat lite consumer without group",
             Call::Heartbeat(HeartbeatRequest {
                 group: None,
                 client_type: ClientType::LiteSimpleConsumer as i32,
             }),
             true,
-            C::UnrecognizedClientType,
+            C::IllegalConsumerGroup,
         ),
         same(
             "Heartbeat consumer without group",

@@ -258,7 +258,7 @@ async fn given_settings_upstream_refuses_when_sent_should_end_the_stream_with_in
             from_producer,
             "not a consumer",
         ),
-        ("lite client type", lite, "LITE_PUSH_CONSUMER"),
+        ("publishing from a lite consumer", lite, "not a producer"),
     ];
     for (what, settings, text) in cases {
         let status = refused(&h, settings).await;
