@@ -17,9 +17,10 @@
 //!   20 s is dropped).
 //! - [`Link`]: one endpoint's connection, dialled on first use and again after it is lost
 //!   (the endpoint's addresses are tried in order); calls share it.
-//! - [`Link::call`]: one call: the gRPC request headers, one length-prefixed message, and
-//!   the answer checked as tonic would check it (HTTP status, `grpc-status` in the trailers
-//!   or a trailers-only answer, exactly one uncompressed message).
+//! - [`Link::call`]: one call: the gRPC request headers, one length-prefixed message (framed
+//!   by [`crate::wire`]), and the answer checked as tonic would check it (HTTP status,
+//!   `grpc-status` in the trailers or a trailers-only answer, exactly one uncompressed
+//!   message).
 //!
 //! Invariants: a connection task ends when its session's token is cancelled, when the peer
 //! closes or stops answering pings, or when nothing refers to the connection any more; a
