@@ -5,9 +5,17 @@
 //! and payload in one `writev`) and flushes after each batch it encodes. A producer sending
 //! 1 KiB messages from many tasks at once would pay one `writev` per message, although the
 //! frames of several sends are usually ready together. The proxy and the load generator solve
-//! this with the `comet-coalesce` crate; the SDK may depend on the proto crate only, so it
-//! has its own, smaller wrapper (no read buffering: a client's reads are its answers, which
-//! are small).
+//! this with the `comet-coalesce` crate's `CoalescedIo`.
+//!
+//! Why the SDK has its own: it depends on the proto crate alone (issue 17; the crate rules in
+//! `tests/tests/layering.rs` hold it to that), so that it builds, and can be published, as a
+//! client of any RocketMQ 5 proxy with no Comet crate behind it. The one crate it shares with
+//! the servers is no home for a socket wrapper: the proto crate is pure generated code, with
+//! no I/O and no tokio. And the other way round, the proxy taking the wrapper from the SDK,
+//! would make a server depend on the client library. So the write half of the technique
+//! lives here a second time, written for a client: no read buffering (a client's reads on
+//! this connection are its answers, which are small, while the proxy reads large bursts of
+//! sends) and no tonic `Connected` impl. A fix to the flush rule below belongs in both copies.
 //!
 //! How: writes are copied into a buffer. The first flush that finds bytes buffered does not
 //! write them: it wakes the connection task and reports success, so the task yields and

@@ -55,6 +55,8 @@
 //! - [`message`]: [`Message`] and its builder (client-side validation), [`MessageView`],
 //!   [`FilterExpression`].
 //! - [`Error`]: the one error type; [`Error::is_retryable`] tells transient from permanent.
+//! - [`wire`]: the gRPC framing of a unary call's message, public for tools that make
+//!   `apache.rocketmq.v2` calls on HTTP/2 themselves (`comet-bench`'s raw client uses it).
 //! - internal: `endpoints` (an endpoint's addresses and key), `route_table` (each topic's
 //!   queues and round-robin position, cached by topic), `rpc` (the unary RPCs: name, path,
 //!   request and response types), `headers` (the `x-mq-*` headers built once per client,
@@ -72,9 +74,10 @@
 //!   batcher).
 //!
 //! Modules name each other one way, bottom to top: `error`, `config`, `endpoints`,
-//! `route_table`, `rpc`, `gather` → `headers`, `transport` → `session` → `telemetry` → `route` → `connect`, `retry`, `message` →
-//! `ack` → `consume` → `simple_consumer` → `producer`, `push_consumer`. The session holds the
-//! route table and the telemetry registry but never names the modules that fill them.
+//! `route_table`, `rpc`, `gather`, `wire` → `headers`, `transport` → `session` → `telemetry`
+//! → `route` → `connect`, `retry`, `message` → `ack` → `consume` → `simple_consumer` →
+//! `producer`, `push_consumer`. The session holds the route table and the telemetry registry
+//! but never names the modules that fill them.
 //!
 //! # Invariants
 //!
@@ -105,6 +108,7 @@ mod session;
 pub mod simple_consumer;
 mod telemetry;
 mod transport;
+pub mod wire;
 
 use comet_proto::apache::rocketmq::v2 as pb;
 

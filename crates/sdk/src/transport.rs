@@ -17,9 +17,10 @@
 //!   20 s is dropped).
 //! - [`Link`]: one endpoint's connection, dialled on first use and again after it is lost
 //!   (the endpoint's addresses are tried in order); calls share it.
-//! - [`Link::call`]: one call: the gRPC request headers, one length-prefixed message, and
-//!   the answer checked as tonic would check it (HTTP status, `grpc-status` in the trailers
-//!   or a trailers-only answer, exactly one uncompressed message).
+//! - [`Link::call`]: one call: the gRPC request headers, one length-prefixed message (framed
+//!   by [`crate::wire`]), and the answer checked as tonic would check it (HTTP status,
+//!   `grpc-status` in the trailers or a trailers-only answer, exactly one uncompressed
+//!   message).
 //!
 //! Invariants: a connection task ends when its session's token is cancelled, when the peer
 //! closes or stops answering pings, or when nothing refers to the connection any more; a
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::header::{CONTENT_TYPE, TE};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -45,6 +46,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Tls;
 use crate::gather::GatherIo;
+use crate::wire::{decode_frame, encode_frame};
 
 /// Flow-control window of each stream (a 4 MiB answer fits).
 const STREAM_WINDOW: u32 = 4 << 20;
@@ -374,7 +376,7 @@ impl Link {
         Q: prost::Message,
         R: prost::Message + Default,
     {
-        let body = frame(request)?;
+        let body = encode_frame(request)?;
         let conn = self.connection().await?;
         match exchange(&conn, path, headers, body).await {
             Ok(r) => Ok(r),
@@ -533,46 +535,7 @@ where
             )));
         }
     }
-    unframe(only.unwrap_or_else(|| data.freeze())).map_err(Failed::call)
-}
-
-/// `message` as one gRPC frame: not compressed, big-endian length, the encoded message.
-fn frame(message: &impl prost::Message) -> Result<Bytes, tonic::Status> {
-    let len = message.encoded_len();
-    let prefix = u32::try_from(len).map_err(|_| {
-        tonic::Status::invalid_argument(format!("a request of {len} bytes is too large"))
-    })?;
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0);
-    buf.put_u32(prefix);
-    message
-        .encode(&mut buf)
-        .map_err(|e| tonic::Status::internal(format!("encoding the request: {e}")))?;
-    Ok(buf.freeze())
-}
-
-/// The one message of a unary answer's body.
-fn unframe<R: prost::Message + Default>(mut data: Bytes) -> Result<R, tonic::Status> {
-    if data.len() < 5 {
-        return Err(tonic::Status::internal(format!(
-            "the answer's body has {} bytes, fewer than a gRPC frame header",
-            data.len()
-        )));
-    }
-    let compressed = data.get_u8();
-    let len = data.get_u32() as usize;
-    if compressed != 0 {
-        return Err(tonic::Status::internal(
-            "the answer is compressed, which the client did not ask for",
-        ));
-    }
-    if len != data.len() {
-        return Err(tonic::Status::internal(format!(
-            "the answer's frame announces {len} bytes and {} follow",
-            data.len()
-        )));
-    }
-    R::decode(data).map_err(|e| tonic::Status::internal(format!("decoding the answer: {e}")))
+    decode_frame(only.unwrap_or_else(|| data.freeze())).map_err(Failed::call)
 }
 
 /// The status tonic reports for an `h2` failure: a lost connection is `UNAVAILABLE`; a reset
@@ -690,7 +653,7 @@ mod tests {
         while let Some(chunk) = body.data().await {
             data.extend_from_slice(&chunk.unwrap());
         }
-        let request: pb::HeartbeatRequest = unframe(data.freeze()).unwrap();
+        let request: pb::HeartbeatRequest = decode_frame(data.freeze()).unwrap();
         let group = request.group.map(|g| g.name).unwrap_or_default();
         match reply {
             Reply::Echo | Reply::EchoThenClose => {
@@ -701,7 +664,7 @@ mod tests {
                 let mut out = respond.send_response(head, false).unwrap();
                 let mut a = answer(pb::Code::Ok);
                 a.status.as_mut().unwrap().message = group;
-                out.send_data(frame(&a).unwrap(), false).unwrap();
+                out.send_data(encode_frame(&a).unwrap(), false).unwrap();
                 let mut trailers = HeaderMap::new();
                 trailers.insert("grpc-status", HeaderValue::from_static("0"));
                 out.send_trailers(trailers).unwrap();
@@ -827,23 +790,6 @@ mod tests {
             Err(Failure::Status(s)) => assert_eq!(s.code(), tonic::Code::Unavailable),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn given_bad_bodies_when_unframed_should_say_what_is_wrong() {
-        let m = answer(pb::Code::Ok);
-        assert_eq!(
-            unframe::<pb::HeartbeatResponse>(frame(&m).unwrap()).unwrap(),
-            m
-        );
-        let short = unframe::<pb::HeartbeatResponse>(Bytes::from_static(&[0, 0])).unwrap_err();
-        assert!(short.message().contains("fewer than a gRPC frame header"));
-        let zipped =
-            unframe::<pb::HeartbeatResponse>(Bytes::from_static(&[1, 0, 0, 0, 0])).unwrap_err();
-        assert!(zipped.message().contains("compressed"));
-        let cut =
-            unframe::<pb::HeartbeatResponse>(Bytes::from_static(&[0, 0, 0, 0, 9, 1])).unwrap_err();
-        assert!(cut.message().contains("announces 9 bytes and 1 follow"));
     }
 
     #[test]

@@ -11,11 +11,16 @@
 //! Invariants: a call never outlives its deadline (on expiry its stream is reset); a response
 //! is accepted only with HTTP status 200, `grpc-status` 0 and exactly one uncompressed
 //! message; anything else is a [`tonic::Status`] like the one tonic would report.
+//!
+//! The gRPC framing of the request and of the answer is the SDK's ([`comet_sdk::wire`]): the
+//! same two functions the SDK's own unary calls use, which add nothing to a call beyond the
+//! encoding itself, so the raw path stays raw (no session, retry or route machinery).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use comet_sdk::wire::{decode_frame, encode_frame};
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, TE};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
@@ -121,7 +126,7 @@ where
     for (name, value) in extra {
         headers.insert(name.clone(), value.clone());
     }
-    let body = frame(request)?;
+    let body = encode_frame(request)?;
 
     let mut send = conn.send.clone().ready().await.map_err(transport)?;
     let (response, mut stream) = send.send_request(head, false).map_err(transport)?;
@@ -155,45 +160,7 @@ where
         Some(status) => return Err(status),
         None => return Err(tonic::Status::internal("the answer has no grpc-status")),
     }
-    unframe(data.freeze())
-}
-
-/// `message` as one gRPC frame: no compression, big-endian length, the encoded message.
-fn frame(message: &impl prost::Message) -> Result<Bytes, tonic::Status> {
-    let len = message.encoded_len();
-    let prefix = u32::try_from(len)
-        .map_err(|_| tonic::Status::invalid_argument(format!("request of {len} bytes")))?;
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0);
-    buf.put_u32(prefix);
-    message
-        .encode(&mut buf)
-        .map_err(|e| tonic::Status::internal(format!("encoding the request: {e}")))?;
-    Ok(buf.freeze())
-}
-
-/// The one message of a unary answer's body.
-fn unframe<R: prost::Message + Default>(mut data: Bytes) -> Result<R, tonic::Status> {
-    if data.len() < 5 {
-        return Err(tonic::Status::internal(format!(
-            "the answer's body is {} bytes, shorter than a gRPC frame header",
-            data.len()
-        )));
-    }
-    let compressed = data.get_u8();
-    let len = data.get_u32() as usize;
-    if compressed != 0 {
-        return Err(tonic::Status::internal(
-            "the answer is compressed, which the bench did not ask for",
-        ));
-    }
-    if len != data.len() {
-        return Err(tonic::Status::internal(format!(
-            "the answer's frame says {len} bytes and {} follow",
-            data.len()
-        )));
-    }
-    R::decode(data).map_err(|e| tonic::Status::internal(format!("decoding the answer: {e}")))
+    decode_frame(data.freeze())
 }
 
 /// A failure of the connection or stream, as tonic reports one.
@@ -206,40 +173,4 @@ fn transport(e: h2::Error) -> tonic::Status {
         tonic::Code::Internal
     };
     tonic::Status::new(code, format!("HTTP/2: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use comet_proto::apache::rocketmq::v2::{Code, SendMessageResponse, Status};
-
-    #[test]
-    fn given_a_message_when_framed_and_unframed_should_round_trip() {
-        let m = SendMessageResponse {
-            status: Some(Status {
-                code: Code::Ok as i32,
-                message: "fine".into(),
-            }),
-            entries: vec![],
-        };
-        let framed = frame(&m).unwrap();
-        assert_eq!(framed[0], 0);
-        assert_eq!(
-            u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize,
-            framed.len() - 5
-        );
-        assert_eq!(unframe::<SendMessageResponse>(framed).unwrap(), m);
-    }
-
-    #[test]
-    fn given_a_bad_body_when_unframed_should_say_what_is_wrong() {
-        let short = unframe::<SendMessageResponse>(Bytes::from_static(&[0, 0])).unwrap_err();
-        assert!(short.message().contains("shorter than a gRPC frame header"));
-        let compressed =
-            unframe::<SendMessageResponse>(Bytes::from_static(&[1, 0, 0, 0, 0])).unwrap_err();
-        assert!(compressed.message().contains("compressed"));
-        let truncated =
-            unframe::<SendMessageResponse>(Bytes::from_static(&[0, 0, 0, 0, 9, 1])).unwrap_err();
-        assert!(truncated.message().contains("says 9 bytes and 1 follow"));
-    }
 }
