@@ -67,7 +67,11 @@ impl GrpcNetworkFactory {
     /// A factory for the node `node_id` (used in timeout errors), dialing through `connector`
     /// with connections bound to `source_ip` (`None`: the operating system picks the local
     /// address).
-    pub fn new(node_id: NodeId, source_ip: Option<IpAddr>, connector: comet_auth::Connector) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        source_ip: Option<IpAddr>,
+        connector: comet_auth::Connector,
+    ) -> Self {
         GrpcNetworkFactory {
             node_id,
             connector: connector.with_local_address(source_ip),

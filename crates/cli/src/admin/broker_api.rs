@@ -162,11 +162,10 @@ pub async fn message(target: &AdminTarget, cmd: &MessageCommand) -> anyhow::Resu
     let mut messages = Vec::new();
     for t in &targets {
         let mut c = broker_client(t, client.connector()).await?;
-        let found =
-            comet_controller::console::query_messages(&mut c, t, &topic, &query, |r| {
-                signer.sign(r)
-            })
-            .await?;
+        let found = comet_controller::console::query_messages(&mut c, t, &topic, &query, |r| {
+            signer.sign(r)
+        })
+        .await?;
         messages.extend(found.iter().map(|m| message_json(&t.broker_set, m)));
     }
     Ok(json!({"topic": topic, "count": messages.len(), "messages": messages}))

@@ -601,10 +601,12 @@ impl Node {
 
     async fn start_proxy_process(&mut self, cfg: &Config) -> anyhow::Result<()> {
         let (controllers, metadata) = self.remote_metadata(cfg).await?;
-        let brokers = Arc::new(RemoteBrokers::with_options(comet_proxy::link::LinkOptions {
-            tls: self.connector(),
-            ..cfg.proxy.link_options()
-        }));
+        let brokers = Arc::new(RemoteBrokers::with_options(
+            comet_proxy::link::LinkOptions {
+                tls: self.connector(),
+                ..cfg.proxy.link_options()
+            },
+        ));
         let signer = crate::admin::Signer::from_config(cfg)?;
         let creator = Arc::new(RemoteCreator(controllers, signer));
         self.start_proxy(cfg, metadata, brokers, creator, cfg.controllers.clone())
