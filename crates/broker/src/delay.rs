@@ -710,6 +710,24 @@ pub(crate) fn is_transaction(rec: &Message) -> bool {
         .is_some_and(|t| t == MessageKind::Transaction.name())
 }
 
+/// Bucket bounds of `comet_timer_lateness`, in ms: from on time to a failover's worth late.
+const LATENESS_BUCKETS: [f64; 10] = [
+    10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10_000.0, 60_000.0,
+];
+
+/// The `comet_timer_lateness` histogram of a broker (the time each delivered delay message
+/// was appended to its topic minus its due time), with the role's labels.
+pub(crate) fn lateness_histogram(observer: &comet_observe::Observer) -> BoundHistogram<f64> {
+    observer
+        .meter()
+        .f64_histogram("comet_timer_lateness")
+        .with_description("Delivery time minus due time of each delivered delay message")
+        .with_unit("milliseconds")
+        .with_boundaries(LATENESS_BUCKETS.to_vec())
+        .build()
+        .bind(&observer.labels(&[]))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

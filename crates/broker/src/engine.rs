@@ -248,7 +248,7 @@ impl Inner {
             round_robin: AtomicUsize::new(0),
             files: Mutex::new(Some(files)),
             written: watch::channel(0).0,
-            delays: Arc::new(delays.with_lateness(crate::metrics::timer_lateness(&cfg.observer))),
+            delays: Arc::new(delays.with_lateness(crate::delay::lateness_histogram(&cfg.observer))),
             transactions: Arc::new(transactions),
             lite: Arc::new(lite),
             lite_subs: crate::lite::Subscriptions::default(),

@@ -2,14 +2,14 @@
 //! (disk watermark, timers, transactions, POP, a master's replication lag per replica), all
 //! observed from one [`BrokerStats`] snapshot per collection (taken once and shared by every
 //! callback of that collection). One table lists every gauge with the series it observes
-//! (broker-wide, per group, per replica). The timer lateness histogram is the one instrument
-//! recorded as it happens (by the timer task, once per delivered delay message).
+//! (broker-wide, per group, per replica). The timer lateness histogram, the one instrument
+//! recorded as it happens, belongs to the timer (`delay::lateness_histogram`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use comet_observe::{KeyValue, Observer};
-use opentelemetry::metrics::{AsyncInstrument, BoundHistogram};
+use opentelemetry::metrics::AsyncInstrument;
 use parking_lot::Mutex;
 
 use crate::api::BrokerApi;
@@ -223,24 +223,6 @@ const SCALAR_COUNTERS: &[(&str, &str, Count)] = &[
         |s| s.revived,
     ),
 ];
-
-/// Bucket bounds of `comet_timer_lateness`, in ms: from on time to a failover's worth late.
-const LATENESS_BUCKETS: [f64; 10] = [
-    10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10_000.0, 60_000.0,
-];
-
-/// The `comet_timer_lateness` histogram of a broker (the time each delivered delay message
-/// was appended to its topic minus its due time), with the role's labels.
-pub(crate) fn timer_lateness(observer: &Observer) -> BoundHistogram<f64> {
-    observer
-        .meter()
-        .f64_histogram("comet_timer_lateness")
-        .with_description("Delivery time minus due time of each delivered delay message")
-        .with_unit("milliseconds")
-        .with_boundaries(LATENESS_BUCKETS.to_vec())
-        .build()
-        .bind(&observer.labels(&[]))
-}
 
 impl BrokerMetrics {
     /// Registers the broker's instruments with `observer`, reading `api` at collection time.
