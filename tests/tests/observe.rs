@@ -273,8 +273,21 @@ async fn given_known_traffic_when_scraped_should_count_it_exactly_with_rocketmq_
         .into_inner();
     assert_eq!(dlq.status.map(|s| s.code), Some(pb::Code::Ok as i32));
 
-    let (code, scrape) = get(metrics, "/metrics").await;
-    assert_eq!(code, 200);
+    // The broker's series come from a stats snapshot that a collection may reuse for up to
+    // 500 ms: scrape until it shows the dead letter (the proxy's counters are live).
+    let mut scrape = String::new();
+    wait_until("a scrape taken after the dead letter", LIMIT, async || {
+        let (code, body) = get(metrics, "/metrics").await;
+        assert_eq!(code, 200);
+        scrape = body;
+        let dlq = [
+            ("node_type", "broker"),
+            ("topic", topic.as_str()),
+            ("consumer_group", group.as_str()),
+        ];
+        value(&scrape, "rocketmq_send_to_dlq_messages_total", &dlq).is_some()
+    })
+    .await;
     let proxy_in = [
         ("cluster", "DefaultCluster"),
         ("node_type", "proxy"),
