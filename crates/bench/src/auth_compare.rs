@@ -149,9 +149,8 @@ async fn admin(
     Ok(())
 }
 
-/// Creates [`BENCH_USER`] (a normal user) with `password`, signed as the bootstrap admin.
-/// (Through the admin API rather than `comet user create`, whose `--password` is also the
-/// admin commands' own `--password` flag.)
+/// Creates [`BENCH_USER`] (a normal user) with `password` through the admin API, signed as the
+/// bootstrap admin.
 async fn create_user(controller: &str, admin_password: &str, password: &str) -> anyhow::Result<()> {
     use comet_proto::comet::v1::CreateUserRequest;
     use comet_proto::comet::v1::controller_admin_service_client::ControllerAdminServiceClient;

@@ -204,4 +204,33 @@ mod tests {
             "--from-start alone is refused"
         );
     }
+
+    #[test]
+    fn given_user_create_with_admin_credentials_when_parsed_should_keep_both_passwords_apart() {
+        use clap::Parser as _;
+
+        let cli = Cli::try_parse_from([
+            "comet",
+            "user",
+            "create",
+            "bob",
+            "--password",
+            "bobs-secret",
+            "--auth-username",
+            "admin",
+            "--auth-password",
+            "admins-secret",
+        ])
+        .expect("user create with admin credentials parses");
+        let Command::User {
+            target,
+            cmd: UserCommand::Create(spec),
+        } = cli.command
+        else {
+            panic!("a user create command");
+        };
+        assert_eq!(spec.password, "bobs-secret");
+        assert_eq!(target.username.as_deref(), Some("admin"));
+        assert_eq!(target.password.as_deref(), Some("admins-secret"));
+    }
 }

@@ -80,7 +80,7 @@ pub struct AuthSection {
     pub bootstrap_username: String,
     pub bootstrap_password: String,
     /// The credentials this process signs its admin calls with (the `comet` admin commands;
-    /// `COMET_USERNAME` / `COMET_PASSWORD` and `--username` / `--password` win).
+    /// `COMET_USERNAME` / `COMET_PASSWORD` and `--auth-username` / `--auth-password` win).
     pub username: String,
     pub password: String,
 }

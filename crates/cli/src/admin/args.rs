@@ -24,12 +24,19 @@ pub struct AdminTarget {
     #[arg(long, short = 'n', default_value = "", global = true)]
     pub namespace: String,
     /// User (access key) signing the admin calls, when the cluster has auth enabled.
-    /// Default: `COMET_USERNAME`, else `auth.username` of the config file.
-    #[arg(long, value_name = "NAME", env = "COMET_USERNAME", global = true)]
+    /// Default: `COMET_USERNAME`, else `auth.username` of the config file. (Not `--username`:
+    /// `comet user create NAME --password ...` names the new user's own password.)
+    #[arg(
+        long = "auth-username",
+        value_name = "NAME",
+        env = "COMET_USERNAME",
+        global = true
+    )]
     pub username: Option<String>,
     /// Its password (secret key). Default: `COMET_PASSWORD`, else `auth.password`.
     #[arg(
-        long,
+        long = "auth-password",
+        id = "auth_password",
         value_name = "SECRET",
         env = "COMET_PASSWORD",
         hide_env_values = true,

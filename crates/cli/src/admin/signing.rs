@@ -2,7 +2,7 @@
 //! `x-mq-date-time` (RFC 3339, UTC) and `authorization: MQv2-HMAC-SHA1 Credential=<user>,
 //! SignedHeaders=x-mq-date-time, Signature=<hex HMAC-SHA1(password, date)>`.
 //!
-//! Where they come from, first found wins: `--username` / `--password`, `COMET_USERNAME` /
+//! Where they come from, first found wins: `--auth-username` / `--auth-password`, `COMET_USERNAME` /
 //! `COMET_PASSWORD`, then `auth.username` / `auth.password` of the config file. Without a user
 //! name calls go unsigned (what a controller with auth off expects).
 
@@ -48,7 +48,7 @@ impl Signer {
         let credentials = match (user, password) {
             (None, _) => None,
             (Some(u), None) => anyhow::bail!(
-                "user {u:?} has no password: give --password, COMET_PASSWORD or auth.password"
+                "user {u:?} has no password: give --auth-password, COMET_PASSWORD or auth.password"
             ),
             (Some(u), Some(p)) => {
                 if !comet_auth::acl::valid_username(&u) {
